@@ -1,0 +1,1 @@
+"""tuya-fleet event contracts."""
