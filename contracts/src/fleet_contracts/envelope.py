@@ -12,6 +12,7 @@ from typing import Any, Generic, Literal, Self, TypeVar, cast, overload
 
 import orjson
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic.config import JsonDict
 
 from fleet_contracts._base import Payload
 
@@ -38,6 +39,16 @@ def dataschema_for(event_type: str) -> str:
     return f"{DATASCHEMA_PREFIX}{event_type}"
 
 
+def _cloudevents_required(schema: JsonDict) -> None:
+    # `specversion` and `type` have defaults in Python (the class pins them) but are REQUIRED CloudEvents
+    # attributes on the wire; the published schema says so for consumers in other languages.
+    required = schema.setdefault("required", [])
+    if isinstance(required, list):
+        for name in ("type", "specversion"):
+            if name not in required:
+                required.insert(0, name)
+
+
 class Envelope(BaseModel, Generic[DataT]):
     """CloudEvents 1.0 attributes plus `tenant` and `region`, around a typed `data` payload.
 
@@ -45,7 +56,7 @@ class Envelope(BaseModel, Generic[DataT]):
     unions (`TypeAdapter(DeviceEvent)` picks the right class from `type` alone).
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", json_schema_extra=_cloudevents_required)
 
     specversion: Literal["1.0"] = Field(default="1.0", description="CloudEvents spec version.")
     id: str = Field(
