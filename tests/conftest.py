@@ -8,16 +8,10 @@ from __future__ import annotations
 
 import os
 import uuid
-from dataclasses import dataclass
 
 import pytest
 
-
-@dataclass(frozen=True)
-class Stack:
-    pulsar_url: str
-    pulsar_admin_url: str
-    mongodb_uri: str
+from tests.support import Stack
 
 
 @pytest.fixture(scope="session")

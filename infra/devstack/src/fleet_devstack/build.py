@@ -1,0 +1,77 @@
+"""Fetch and build the local servers into .cache, once per pinned version.
+
+Each artifact folder is named after a hash of the files that pin it (the pom, the Go module), so a version
+bump rebuilds and an unchanged checkout reuses the build. The downloads themselves live in the tools'
+standard caches (Maven's ~/.m2, Go's module and build caches), so a fresh clone on a machine that has built
+once is ready in seconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import subprocess
+from pathlib import Path
+
+from .config import StackConfig
+from .process import StackError
+
+
+def _fingerprint(*files: Path) -> str:
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        digest.update(file.read_bytes())
+    return digest.hexdigest()[:12]
+
+
+def _require(tool: str, hint: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise StackError(f"`{tool}` not found on PATH: {hint}")
+    return path
+
+
+def _run(argv: list[str], cwd: Path, what: str) -> None:
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        output = (result.stdout + result.stderr)[-4000:]
+        raise StackError(f"{what} failed (exit {result.returncode}):\n{output}")
+
+
+def pulsar_classpath(config: StackConfig) -> Path:
+    """The folder of Apache Pulsar jars resolved from Maven Central by infra/pulsar/pom.xml."""
+    pom = config.root / "infra" / "pulsar" / "pom.xml"
+    lib = config.cache / "pulsar" / f"lib-{_fingerprint(pom)}"
+    if (lib / ".complete").exists():
+        return lib
+    mvn = _require("mvn", "install Maven (and Java 17) to assemble Apache Pulsar from Maven Central")
+    _require("java", "Apache Pulsar needs Java 17")
+    partial = lib.with_name(lib.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    print(f"assembling Apache Pulsar from Maven Central into {lib} ...", flush=True)
+    _run(
+        [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
+         f"-DoutputDirectory={partial}", "-DincludeScope=runtime"],
+        cwd=pom.parent,
+        what="mvn dependency:copy-dependencies (Apache Pulsar)",
+    )
+    (partial / ".complete").touch()
+    shutil.rmtree(lib, ignore_errors=True)
+    partial.rename(lib)  # atomic: a half-copied folder is never taken for a complete one
+    return lib
+
+
+def ferretdb_binary(config: StackConfig) -> Path:
+    """The FerretDB server built with Go from the module pinned in infra/ferretdb/go.mod."""
+    module = config.root / "infra" / "ferretdb"
+    binary = config.cache / "ferretdb" / f"ferretdb-{_fingerprint(*sorted(module.glob('*.go')), module / 'go.mod', module / 'go.sum')}"
+    if binary.exists():
+        return binary
+    go = _require("go", "install Go to build FerretDB from the Go module proxy")
+    binary.parent.mkdir(parents=True, exist_ok=True)
+    partial = binary.with_name(binary.name + ".partial")
+    print(f"building FerretDB from the Go module proxy into {binary} ...", flush=True)
+    _run([go, "build", "-mod=readonly", "-o", str(partial), "."], cwd=module, what="go build (FerretDB)")
+    partial.rename(binary)
+    return binary

@@ -1,0 +1,91 @@
+"""Where a local stack lives and which ports it uses.
+
+Two stacks can run side by side: `dev` (what `just up` starts, on the usual ports) and `test` (what the test
+command starts and stops, on ports of its own), so the suite never disturbs a running demo.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+# Ports per stack name: broker, admin/websocket HTTP, bookie, MongoDB wire.
+_DEFAULT_PORTS = {
+    "dev": (6650, 8080, 3181, 27017),
+    "test": (16650, 18080, 13181, 27018),
+}
+
+
+def repo_root() -> Path:
+    """The workspace root: the nearest folder up from here holding justfile and pyproject.toml."""
+    for folder in Path(__file__).resolve().parents:
+        if (folder / "justfile").exists() and (folder / "pyproject.toml").exists():
+            return folder
+    raise RuntimeError("fleet_devstack must run from a tuya-fleet checkout (no justfile found above it)")
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    name: str
+    root: Path
+    pulsar_broker_port: int
+    pulsar_http_port: int
+    bookie_port: int
+    mongo_port: int
+    pulsar_heap: str
+    tuya_access_id: str
+
+    @classmethod
+    def load(cls, name: str | None = None) -> StackConfig:
+        """Stack settings from the environment (FLEET_STACK, FLEET_STACK_*_PORT), defaults per stack name."""
+        name = name or os.environ.get("FLEET_STACK", "dev")
+        broker, http, bookie, mongo = _DEFAULT_PORTS.get(name, _DEFAULT_PORTS["dev"])
+        env = os.environ.get
+        return cls(
+            name=name,
+            root=repo_root(),
+            pulsar_broker_port=int(env("FLEET_STACK_PULSAR_PORT", broker)),
+            pulsar_http_port=int(env("FLEET_STACK_PULSAR_HTTP_PORT", http)),
+            bookie_port=int(env("FLEET_STACK_BOOKIE_PORT", bookie)),
+            mongo_port=int(env("FLEET_STACK_MONGO_PORT", mongo)),
+            pulsar_heap=env("FLEET_STACK_PULSAR_HEAP", "1g"),
+            tuya_access_id=env("FLEET_TUYA_ACCESS_ID", "fleetsimaccess000001"),
+        )
+
+    @property
+    def cache(self) -> Path:
+        """Downloaded jars and built binaries, shared by all stacks (ignored by git)."""
+        return self.root / ".cache"
+
+    @property
+    def stack_dir(self) -> Path:
+        """Data, logs and pid files of this stack."""
+        return self.cache / "stacks" / self.name
+
+    @property
+    def pulsar_url(self) -> str:
+        return f"pulsar://127.0.0.1:{self.pulsar_broker_port}"
+
+    @property
+    def pulsar_admin_url(self) -> str:
+        return f"http://127.0.0.1:{self.pulsar_http_port}"
+
+    @property
+    def pulsar_websocket_url(self) -> str:
+        return f"ws://127.0.0.1:{self.pulsar_http_port}/ws/v2"
+
+    @property
+    def mongodb_uri(self) -> str:
+        return f"mongodb://127.0.0.1:{self.mongo_port}/"
+
+    def client_env(self) -> dict[str, str]:
+        """The variables services and tests read to find this stack."""
+        return {
+            "FLEET_STACK": self.name,
+            "FLEET_STACK_DIR": str(self.stack_dir),
+            "FLEET_PULSAR_URL": self.pulsar_url,
+            "FLEET_PULSAR_ADMIN_URL": self.pulsar_admin_url,
+            "FLEET_MONGODB_URI": self.mongodb_uri,
+            "FLEET_TUYA_ACCESS_ID": self.tuya_access_id,
+        }

@@ -1,0 +1,62 @@
+# tuya-fleet task runner. From a fresh clone use ./dev <recipe> (it installs uv and just first).
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+# the local stack the `up`/`down`/`demo` recipes drive (the test recipe always uses its own, `test`)
+export FLEET_STACK := env_var_or_default("FLEET_STACK", "dev")
+
+# list the recipes
+default:
+    @just --list
+
+# start Apache Pulsar, FerretDB and the services; print where each listens
+up:
+    uv run devstack up
+
+# stop the services and the stack
+down:
+    uv run devstack down
+
+# health, pids, ports and memory of each component
+status:
+    uv run devstack status
+
+# recent log lines of each component
+logs lines="40":
+    uv run devstack logs --lines {{lines}}
+
+# run the whole test suite on a stack of its own (started here, stopped when done); extra args go to pytest
+test *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    trap 'uv run devstack down --stack test' EXIT
+    uv run devstack up --stack test
+    eval "$(uv run devstack env --stack test)"
+    uv run pytest {{args}}
+
+# only the fast tests: no servers needed
+test-unit *args:
+    uv run pytest -m unit {{args}}
+
+# lint, format check and type check
+lint:
+    uv run ruff check .
+    uv run ruff format --check .
+    uv run mypy contracts/src shared/src infra/devstack/src
+
+# format and auto-fix
+fmt:
+    uv run ruff format .
+    uv run ruff check --fix .
+
+# benchmarks (each prints its figures and writes bench/results/*.json)
+bench *args:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    just up
+    eval "$(uv run devstack env)"
+    for script in bench/*.py; do uv run python "$script" {{args}}; done
+
+# bring the system up and show it working: a keyed event through Pulsar, a document through MongoDB
+demo:
+    just up
+    uv run python -m fleet_devstack.demo

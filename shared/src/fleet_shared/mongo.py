@@ -1,0 +1,60 @@
+"""MongoDB access shared by every service: one client per process, and the upsert that survives races.
+
+Only single-document atomic operations are used (no multi-document transactions, no change streams), so the
+same code runs on MongoDB in production and on the MongoDB-wire server used locally.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
+from pymongo import ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+Document = dict[str, Any]
+
+# Two concurrent upserts for a missing document may both try to insert it; one fails with a duplicate key.
+# The loser's retry then finds the winner's document and updates it. A few tries are always enough: after the
+# first insert succeeds, the document exists.
+_UPSERT_TRIES = 5
+
+
+def connect(uri: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncIOMotorClient[Document]:
+    """A client for one service process: tz-aware datetimes (UTC), bounded waits, majority writes."""
+    return AsyncIOMotorClient(
+        uri,
+        appname=app_name,
+        tz_aware=True,
+        serverSelectionTimeoutMS=timeout_ms,
+        connectTimeoutMS=timeout_ms,
+        w="majority",
+        retryWrites=True,
+        retryReads=True,
+    )
+
+
+async def find_one_and_upsert(
+    collection: AsyncIOMotorCollection[Document],
+    filter: Mapping[str, Any],  # noqa: A002 - the driver's own name for it
+    update: Mapping[str, Any],
+) -> Document:
+    """Atomically update the matching document, creating it if missing; returns the document after the update.
+
+    Safe under any number of concurrent callers with the same filter (the filter must be on a unique key,
+    such as `_id`): exactly one creates the document and every caller's update applies exactly once.
+    """
+    for attempt in range(_UPSERT_TRIES):
+        try:
+            doc: Document | None = await collection.find_one_and_update(
+                filter, update, upsert=True, return_document=ReturnDocument.AFTER
+            )
+        except DuplicateKeyError:
+            if attempt == _UPSERT_TRIES - 1:
+                raise
+            continue
+        if doc is None:  # cannot happen with upsert=True and AFTER; guards a misbehaving server
+            raise RuntimeError(f"upsert on {collection.full_name} returned no document")
+        return doc
+    raise AssertionError("unreachable")

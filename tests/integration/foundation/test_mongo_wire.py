@@ -1,0 +1,76 @@
+"""motor against the real MongoDB-wire server: the guarantees the services build on."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+from pymongo.errors import DuplicateKeyError
+
+from fleet_shared.mongo import find_one_and_upsert
+from tests.support import Stack
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def db(stack: Stack, unique: str) -> AsyncIterator[AsyncIOMotorDatabase[dict[str, object]]]:
+    client: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(stack.mongodb_uri, tz_aware=True)
+    database = client[f"fleet_test_{unique}"]
+    yield database
+    await client.drop_database(database.name)
+    client.close()
+
+
+async def test_unique_index_is_enforced(db: AsyncIOMotorDatabase[dict[str, object]]) -> None:
+    tokens = db["pairing_tokens"]
+    await tokens.create_index("token", unique=True)
+    await tokens.insert_one({"token": "AYabc", "home_id": "h1"})
+    with pytest.raises(DuplicateKeyError):
+        await tokens.insert_one({"token": "AYabc", "home_id": "h2"})
+    assert await tokens.count_documents({}) == 1
+
+
+async def test_upsert_is_atomic_under_50_concurrent_tasks(db: AsyncIOMotorDatabase[dict[str, object]]) -> None:
+    quotas = db["quotas"]
+
+    async def take_one() -> int:
+        doc = await find_one_and_upsert(quotas, {"_id": "operator-1:2026-11-21"}, {"$inc": {"used": 1}})
+        return int(doc["used"])
+
+    seen = await asyncio.gather(*(take_one() for _ in range(50)))
+    # every task saw its own increment: no lost update, no double upsert
+    assert sorted(seen) == list(range(1, 51))
+    assert await quotas.count_documents({}) == 1
+    assert (await quotas.find_one({"_id": "operator-1:2026-11-21"}) or {})["used"] == 50
+
+
+async def test_conditional_update_applies_once(db: AsyncIOMotorDatabase[dict[str, object]]) -> None:
+    """The optimistic-concurrency pattern handlers use: only one of many racing writers wins a version."""
+    shadows = db["shadows"]
+    await shadows.insert_one({"_id": "dev1", "version": 1})
+
+    async def bump() -> bool:
+        result = await shadows.update_one({"_id": "dev1", "version": 1}, {"$set": {"version": 2}})
+        return result.modified_count == 1
+
+    wins = await asyncio.gather(*(bump() for _ in range(50)))
+    assert wins.count(True) == 1
+
+
+async def test_expiry_field_is_honoured_by_queries(db: AsyncIOMotorDatabase[dict[str, object]]) -> None:
+    """Expired documents are invisible to queries even before any TTL monitor removes them."""
+    tokens = db["pairing_tokens"]
+    now = datetime.now(UTC)
+    await tokens.insert_many([
+        {"token": "live", "expires_at": now + timedelta(minutes=10)},
+        {"token": "dead", "expires_at": now - timedelta(seconds=1)},
+    ])
+    live = [doc["token"] async for doc in tokens.find({"expires_at": {"$gt": now}})]
+    assert live == ["live"]
+    stored = await tokens.find_one({"token": "live"})
+    assert stored is not None
+    assert abs(stored["expires_at"] - (now + timedelta(minutes=10))) < timedelta(milliseconds=1)  # type: ignore[operator]
