@@ -53,6 +53,8 @@ class ManagedProcess:
                 start_new_session=True,  # own process group: `down` stops children too, Ctrl-C here does not
             )
         self.pid_file.write_text(str(proc.pid))
+        # Until exec, /proc shows the parent's command line: wait so pid() recognises the new process.
+        wait_until(lambda: self.pid() is not None or proc.poll() is not None, 10.0, interval=0.02)
         return proc.pid
 
     def stop(self, timeout: float = 30.0, sig: int = signal.SIGTERM) -> bool:
