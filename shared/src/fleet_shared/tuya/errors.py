@@ -60,6 +60,10 @@ class TuyaTransportError(TuyaError):
         return self.http_status is None or self.http_status >= 500
 
 
+class TuyaResponseError(TuyaError):
+    """Tuya answered success, but the result does not have the documented shape (never retried)."""
+
+
 class TuyaApiError(TuyaError):
     """Tuya answered `success: false`. `code` is Tuya's error code (None if absent), `tid` its trace id."""
 
