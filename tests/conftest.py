@@ -17,7 +17,9 @@ from tests.support import Stack
 @pytest.fixture(scope="session")
 def stack() -> Stack:
     """Addresses of the real servers; integration and e2e tests fail loudly when they are absent."""
-    missing = [v for v in ("FLEET_PULSAR_URL", "FLEET_PULSAR_ADMIN_URL", "FLEET_MONGODB_URI") if v not in os.environ]
+    missing = [
+        v for v in ("FLEET_PULSAR_URL", "FLEET_PULSAR_ADMIN_URL", "FLEET_MONGODB_URI") if v not in os.environ
+    ]
     if missing:
         pytest.fail(
             f"{', '.join(missing)} not set: run the suite with `just test` (it starts Pulsar and FerretDB)",

@@ -37,7 +37,7 @@ def connect(uri: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncIOMotorC
 
 async def find_one_and_upsert(
     collection: AsyncIOMotorCollection[Document],
-    filter: Mapping[str, Any],  # noqa: A002 - the driver's own name for it
+    filter: Mapping[str, Any],
     update: Mapping[str, Any],
 ) -> Document:
     """Atomically update the matching document, creating it if missing; returns the document after the update.

@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from fleet_shared.mongo import find_one_and_upsert
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
 
-from fleet_shared.mongo import find_one_and_upsert
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
@@ -34,7 +34,9 @@ async def test_unique_index_is_enforced(db: AsyncIOMotorDatabase[dict[str, objec
     assert await tokens.count_documents({}) == 1
 
 
-async def test_upsert_is_atomic_under_50_concurrent_tasks(db: AsyncIOMotorDatabase[dict[str, object]]) -> None:
+async def test_upsert_is_atomic_under_50_concurrent_tasks(
+    db: AsyncIOMotorDatabase[dict[str, object]],
+) -> None:
     quotas = db["quotas"]
 
     async def take_one() -> int:
@@ -65,10 +67,12 @@ async def test_expiry_field_is_honoured_by_queries(db: AsyncIOMotorDatabase[dict
     """Expired documents are invisible to queries even before any TTL monitor removes them."""
     tokens = db["pairing_tokens"]
     now = datetime.now(UTC)
-    await tokens.insert_many([
-        {"token": "live", "expires_at": now + timedelta(minutes=10)},
-        {"token": "dead", "expires_at": now - timedelta(seconds=1)},
-    ])
+    await tokens.insert_many(
+        [
+            {"token": "live", "expires_at": now + timedelta(minutes=10)},
+            {"token": "dead", "expires_at": now - timedelta(seconds=1)},
+        ]
+    )
     live = [doc["token"] async for doc in tokens.find({"expires_at": {"$gt": now}})]
     assert live == ["live"]
     stored = await tokens.find_one({"token": "live"})

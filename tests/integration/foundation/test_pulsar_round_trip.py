@@ -36,26 +36,34 @@ async def test_keyed_message_round_trip_keeps_key_and_properties(
 ) -> None:
     topic = f"persistent://public/default/foundation-{unique}"
     consumer = await client.subscribe(
-        topic, f"sub-{unique}", consumer_type=pulsar.ConsumerType.KeyShared,
+        topic,
+        f"sub-{unique}",
+        consumer_type=pulsar.ConsumerType.KeyShared,
         initial_position=pulsar.InitialPosition.Earliest,
     )
     producer = await client.create_producer(
         topic, batching_enabled=True, batching_type=pulsar.BatchingType.KeyBased
     )
-    sent = [DpReport(device_id=f"dev{i % 3}", code="switch_1", value=i, t=1_700_000_000_000 + i) for i in range(9)]
-    await asyncio.gather(*(
-        producer.send(
-            report.model_dump_json().encode(),
-            partition_key=report.device_id,
-            properties={"type": "device.status.reported.v1", "seq": str(i)},
+    sent = [
+        DpReport(device_id=f"dev{i % 3}", code="switch_1", value=i, t=1_700_000_000_000 + i) for i in range(9)
+    ]
+    await asyncio.gather(
+        *(
+            producer.send(
+                report.model_dump_json().encode(),
+                partition_key=report.device_id,
+                properties={"type": "device.status.reported.v1", "seq": str(i)},
+            )
+            for i, report in enumerate(sent)
         )
-        for i, report in enumerate(sent)
-    ))
+    )
 
     received: list[tuple[DpReport, str, dict[str, str]]] = []
     for _ in sent:
         message = await asyncio.wait_for(consumer.receive(), timeout=30)
-        received.append((DpReport.model_validate_json(message.data()), message.partition_key(), message.properties()))
+        received.append(
+            (DpReport.model_validate_json(message.data()), message.partition_key(), message.properties())
+        )
         await consumer.acknowledge(message)
 
     assert len(received) == len(sent)
@@ -72,7 +80,9 @@ async def test_keyed_message_round_trip_keeps_key_and_properties(
 
 async def test_invalid_body_is_rejected_by_the_contract(client: pulsar_asyncio.Client, unique: str) -> None:
     topic = f"persistent://public/default/foundation-bad-{unique}"
-    consumer = await client.subscribe(topic, f"sub-{unique}", initial_position=pulsar.InitialPosition.Earliest)
+    consumer = await client.subscribe(
+        topic, f"sub-{unique}", initial_position=pulsar.InitialPosition.Earliest
+    )
     producer = await client.create_producer(topic, batching_enabled=False)
     await producer.send(b'{"device_id": "d", "code": "c", "value": "not-a-number", "t": 1}')
     message = await asyncio.wait_for(consumer.receive(), timeout=30)

@@ -51,8 +51,16 @@ def pulsar_classpath(config: StackConfig) -> Path:
     shutil.rmtree(partial, ignore_errors=True)
     print(f"assembling Apache Pulsar from Maven Central into {lib} ...", flush=True)
     _run(
-        [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies",
-         f"-DoutputDirectory={partial}", "-DincludeScope=runtime"],
+        [
+            mvn,
+            "-B",
+            "-q",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={partial}",
+            "-DincludeScope=runtime",
+        ],
         cwd=pom.parent,
         what="mvn dependency:copy-dependencies (Apache Pulsar)",
     )
@@ -65,7 +73,11 @@ def pulsar_classpath(config: StackConfig) -> Path:
 def ferretdb_binary(config: StackConfig) -> Path:
     """The FerretDB server built with Go from the module pinned in infra/ferretdb/go.mod."""
     module = config.root / "infra" / "ferretdb"
-    binary = config.cache / "ferretdb" / f"ferretdb-{_fingerprint(*sorted(module.glob('*.go')), module / 'go.mod', module / 'go.sum')}"
+    binary = (
+        config.cache
+        / "ferretdb"
+        / f"ferretdb-{_fingerprint(*sorted(module.glob('*.go')), module / 'go.mod', module / 'go.sum')}"
+    )
     if binary.exists():
         return binary
     go = _require("go", "install Go to build FerretDB from the Go module proxy")

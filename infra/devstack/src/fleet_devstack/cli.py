@@ -31,8 +31,10 @@ def _install(stack: LocalStack, _: argparse.Namespace) -> int:
 
 def _up(stack: LocalStack, _: argparse.Namespace) -> int:
     timings = stack.up()
-    print(f"stack '{stack.config.name}' up in {timings['total']:.1f}s "
-          f"(install {timings['install']:.1f}s, start {timings['start']:.1f}s)")
+    print(
+        f"stack '{stack.config.name}' up in {timings['total']:.1f}s "
+        f"(install {timings['install']:.1f}s, start {timings['start']:.1f}s)"
+    )
     for what, where in stack.endpoints():
         print(f"  {what:<28} {where}")
     print(f"  {'data and logs':<28} {stack.config.stack_dir}")
@@ -40,8 +42,8 @@ def _up(stack: LocalStack, _: argparse.Namespace) -> int:
 
 
 def _down(stack: LocalStack, _: argparse.Namespace) -> int:
-    stopped = stack.down()
-    print(f"stack '{stack.config.name}': stopped {', '.join(stopped) if stopped else 'nothing (was not running)'}")
+    stopped = ", ".join(stack.down()) or "nothing (was not running)"
+    print(f"stack '{stack.config.name}': stopped {stopped}")
     return 0
 
 
@@ -66,7 +68,7 @@ def _logs(stack: LocalStack, args: argparse.Namespace) -> int:
     broker_log = stack.pulsar.home / "logs" / "pulsar.log"
     if broker_log.exists():
         print(f"==> {broker_log} <==")
-        print("\n".join(broker_log.read_text(errors="replace").splitlines()[-args.lines:]))
+        print("\n".join(broker_log.read_text(errors="replace").splitlines()[-args.lines :]))
     return 0
 
 
@@ -82,8 +84,13 @@ def _provision(stack: LocalStack, _: argparse.Namespace) -> int:
 
 
 _COMMANDS = {
-    "install": _install, "up": _up, "down": _down, "status": _status,
-    "logs": _logs, "env": _env, "provision": _provision,
+    "install": _install,
+    "up": _up,
+    "down": _down,
+    "status": _status,
+    "logs": _logs,
+    "env": _env,
+    "provision": _provision,
 }
 
 if __name__ == "__main__":

@@ -19,7 +19,9 @@ async def _pulsar_round_trip(config: StackConfig) -> str:
     client = pulsar_asyncio.Client(config.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     try:
         consumer = await client.subscribe(
-            topic, "demo", consumer_type=pulsar.ConsumerType.KeyShared,
+            topic,
+            "demo",
+            consumer_type=pulsar.ConsumerType.KeyShared,
             initial_position=pulsar.InitialPosition.Earliest,
         )
         producer = await client.create_producer(topic, batching_enabled=False)
@@ -28,8 +30,10 @@ async def _pulsar_round_trip(config: StackConfig) -> str:
         message = await consumer.receive()
         await consumer.acknowledge(message)
         took = (time.perf_counter() - sent) * 1000
-        return (f"{topic}: key={message.partition_key()} properties={message.properties()} "
-                f"body={message.data().decode()} in {took:.1f} ms")
+        return (
+            f"{topic}: key={message.partition_key()} properties={message.properties()} "
+            f"body={message.data().decode()} in {took:.1f} ms"
+        )
     finally:
         await client.close()
 

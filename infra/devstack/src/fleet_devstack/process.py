@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -94,10 +95,8 @@ def _alive(pid: int) -> bool:
 
 
 def _signal_group(pid: int, sig: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):  # it exited on its own meanwhile
         os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, interval: float = 0.25) -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import string
 import urllib.error
 import urllib.request
@@ -17,9 +16,14 @@ from .process import ManagedProcess, StackError, port_in_use, wait_until
 
 # The JVM flags Pulsar's own launcher passes on Java 17 (netty and the broker reach into JDK internals).
 _JAVA_OPENS = [
-    "java.base/java.io", "java.base/java.nio", "java.base/java.util.zip", "java.base/sun.net",
-    "java.base/jdk.internal.misc", "java.base/jdk.internal.platform",
-    "java.management/sun.management", "jdk.management/com.sun.management.internal",
+    "java.base/java.io",
+    "java.base/java.nio",
+    "java.base/java.util.zip",
+    "java.base/sun.net",
+    "java.base/jdk.internal.misc",
+    "java.base/jdk.internal.platform",
+    "java.management/sun.management",
+    "jdk.management/com.sun.management.internal",
 ]
 
 
@@ -31,7 +35,9 @@ class Server:
     def __init__(self, config: StackConfig) -> None:
         self.config = config
         self.home = config.stack_dir / self.name
-        self.process = ManagedProcess(self.name, self.home / f"{self.name}.pid", self.home / f"{self.name}.out")
+        self.process = ManagedProcess(
+            self.name, self.home / f"{self.name}.pid", self.home / f"{self.name}.out"
+        )
 
     def install(self) -> None:
         raise NotImplementedError
@@ -64,7 +70,9 @@ class Server:
 
     def wait_healthy(self, timeout: float) -> None:
         if not wait_until(lambda: self.process.pid() is None or self.healthy(), timeout):
-            raise StackError(f"{self.name} not healthy after {timeout:.0f}s; log tail:\n{self.process.tail()}")
+            raise StackError(
+                f"{self.name} not healthy after {timeout:.0f}s; log tail:\n{self.process.tail()}"
+            )
         if self.process.pid() is None:
             raise StackError(f"{self.name} exited during start-up; log tail:\n{self.process.tail()}")
 
@@ -87,61 +95,51 @@ class Pulsar(Server):
         template = string.Template((infra / "standalone.conf").read_text())
         conf = self.home / "standalone.conf"
         conf.write_text(
-            template.substitute(PULSAR_BROKER_PORT=cfg.pulsar_broker_port, PULSAR_HTTP_PORT=cfg.pulsar_http_port)
+            template.substitute(
+                PULSAR_BROKER_PORT=cfg.pulsar_broker_port, PULSAR_HTTP_PORT=cfg.pulsar_http_port
+            )
         )
         argv = [
-            "java", f"-Xms{cfg.pulsar_heap}", f"-Xmx{cfg.pulsar_heap}", f"-XX:MaxDirectMemorySize={cfg.pulsar_heap}",
-            "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+            "java",
+            f"-Xms{cfg.pulsar_heap}",
+            f"-Xmx{cfg.pulsar_heap}",
+            f"-XX:MaxDirectMemorySize={cfg.pulsar_heap}",
+            "-XX:+UseG1GC",
+            "-XX:MaxGCPauseMillis=20",
             *[arg for target in _JAVA_OPENS for arg in ("--add-opens", f"{target}=ALL-UNNAMED")],
             "-Dio.netty.tryReflectionSetAccessible=true",
             f"-Dpulsar.log.dir={self.home / 'logs'}",
             f"-Dlog4j.configurationFile={infra / 'log4j2.xml'}",
-            "-cp", f"{pulsar_classpath(cfg)}/*",
+            "-cp",
+            f"{pulsar_classpath(cfg)}/*",
             "org.apache.pulsar.PulsarStandaloneStarter",
-            "--config", str(conf),
-            "--no-functions-worker", "--no-stream-storage",
-            "--metadata-dir", str(self.home / "metadata"),
-            "--bookkeeper-dir", str(self.home / "bookkeeper"),
-            "--bookkeeper-port", str(cfg.bookie_port),
+            "--config",
+            str(conf),
+            "--no-functions-worker",
+            "--no-stream-storage",
+            "--metadata-dir",
+            str(self.home / "metadata"),
+            "--bookkeeper-dir",
+            str(self.home / "bookkeeper"),
+            "--bookkeeper-port",
+            str(cfg.bookie_port),
         ]
         self.process.start(argv, cwd=self.home)
 
     def healthy(self) -> bool:
-        # The broker health check round-trips a message through a heartbeat topic: bookie and broker both work.
+        # The broker health check round-trips a message through a heartbeat topic: bookie and broker work.
+        url = f"{self.config.pulsar_admin_url}/admin/v2/brokers/health"
         try:
-            with urllib.request.urlopen(f"{self.config.pulsar_admin_url}/admin/v2/brokers/health", timeout=5) as resp:  # noqa: S310
+            with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - loopback URL from our config
                 return bool(resp.status == 200)
         except (urllib.error.URLError, OSError):
             return False
 
-    def admin(self, method: str, path: str, body: object | None = None) -> int:
-        """One admin REST call; returns the HTTP status (409 = already exists, which is fine)."""
-        data = None if body is None else json.dumps(body).encode()
-        request = urllib.request.Request(  # noqa: S310 - loopback admin URL built from our own config
-            f"{self.config.pulsar_admin_url}/admin/v2/{path}", data=data, method=method,
-            headers={"Content-Type": "application/json"},
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310
-                return int(resp.status)
-        except urllib.error.HTTPError as err:
-            if err.code == 409:
-                return 409
-            raise StackError(f"Pulsar admin {method} {path} failed: {err.code} {err.read()[:500]!r}") from err
-
-    def provision(self, namespaces: list[str]) -> None:
+    def provision(self) -> None:
         """Our tenants and namespaces, and the Tuya-side layout the simulator publishes to."""
-        tenants = {ns.split("/")[0] for ns in namespaces} | {self.config.tuya_access_id}
-        for tenant in sorted(tenants):
-            self.admin("PUT", f"tenants/{tenant}", {"adminRoles": [], "allowedClusters": ["standalone"]})
-        for namespace in namespaces:
-            self.admin("PUT", f"namespaces/{namespace}")
-        tuya = f"{self.config.tuya_access_id}/out"
-        self.admin("PUT", f"namespaces/{tuya}")
-        # Tuya keeps unconsumed messages 2 hours, and its production topic has 11 partitions.
-        self.admin("POST", f"namespaces/{tuya}/messageTTL", 7200)
-        self.admin("PUT", f"persistent/{tuya}/event/partitions", 11)
-        self.admin("PUT", f"persistent/{tuya}/event-test")
+        from fleet_shared.provisioning import provision
+
+        provision(self.config.pulsar_admin_url, self.config.tuya_access_id)
 
 
 class FerretDB(Server):
@@ -157,9 +155,12 @@ class FerretDB(Server):
         binary: Path = ferretdb_binary(self.config)
         argv = [
             str(binary),
-            "-listen-addr", f"127.0.0.1:{self.config.mongo_port}",
-            "-data-dir", str(self.home / "data"),
-            "-log-level", "warn",
+            "-listen-addr",
+            f"127.0.0.1:{self.config.mongo_port}",
+            "-data-dir",
+            str(self.home / "data"),
+            "-log-level",
+            "warn",
         ]
         self.process.start(argv, cwd=self.home)
 

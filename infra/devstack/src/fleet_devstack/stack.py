@@ -45,9 +45,7 @@ class LocalStack:
         return timings
 
     def provision(self) -> None:
-        from fleet_contracts import topics  # the one place that knows our namespaces
-
-        self.pulsar.provision(topics.namespaces())
+        self.pulsar.provision()
 
     def down(self) -> list[str]:
         """Stop both servers; the names of those that were running."""
