@@ -1,0 +1,58 @@
+"""A FastStream broker for Apache Pulsar, on pulsar-client's asyncio API.
+
+    broker = PulsarBroker("pulsar://localhost:6650")
+
+    @broker.subscriber("device-events", subscription="status", subscription_type=ConsumerType.KeyShared,
+                       dead_letter=DeadLetter(max_redeliveries=5), max_workers=8)
+    @broker.publisher("device-changes")
+    async def on_event(event: DeviceEvent) -> PulsarResponse:
+        return PulsarResponse(Changed(...), key=event.device_id)
+
+Unit tests run it in memory with `TestPulsarBroker(broker)`; tracing with `PulsarTelemetryMiddleware`.
+"""
+
+from pulsar import BatchingType, CompressionType, ConsumerKeySharedPolicy, ConsumerType, InitialPosition
+
+from .broker import PulsarBroker
+from .codec import OrjsonCodec
+from .message import PulsarMessage, PulsarPublishCommand, PulsarResponse
+from .options import DeadLetter, ProducerOptions
+from .publisher import PulsarPublisher
+from .router import PulsarRoute, PulsarRoutePublisher, PulsarRouter
+from .subscriber import (
+    DLQ_ERROR,
+    DLQ_ERROR_TYPE,
+    DLQ_ORIGINAL_MESSAGE_ID,
+    DLQ_ORIGINAL_TOPIC,
+    DLQ_REDELIVERY_COUNT,
+    DLQ_SUBSCRIPTION,
+    PulsarSubscriber,
+)
+from .testing import TestPulsarBroker
+
+__all__ = (
+    "DLQ_ERROR",
+    "DLQ_ERROR_TYPE",
+    "DLQ_ORIGINAL_MESSAGE_ID",
+    "DLQ_ORIGINAL_TOPIC",
+    "DLQ_REDELIVERY_COUNT",
+    "DLQ_SUBSCRIPTION",
+    "BatchingType",
+    "CompressionType",
+    "ConsumerKeySharedPolicy",
+    "ConsumerType",
+    "DeadLetter",
+    "InitialPosition",
+    "OrjsonCodec",
+    "ProducerOptions",
+    "PulsarBroker",
+    "PulsarMessage",
+    "PulsarPublishCommand",
+    "PulsarPublisher",
+    "PulsarResponse",
+    "PulsarRoute",
+    "PulsarRoutePublisher",
+    "PulsarRouter",
+    "PulsarSubscriber",
+    "TestPulsarBroker",
+)

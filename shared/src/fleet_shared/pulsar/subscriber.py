@@ -1,0 +1,424 @@
+"""Subscribers: one Pulsar consumer each, a long-lived receive loop, ack/nack/dead-letter settlement."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import weakref
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
+
+import pulsar
+from faststream._internal.configs import SubscriberSpecificationConfig, SubscriberUsecaseConfig
+from faststream._internal.constants import EMPTY
+from faststream._internal.endpoint.publisher.fake import FakePublisher
+from faststream._internal.endpoint.subscriber import SubscriberSpecification, SubscriberUsecase
+from faststream._internal.endpoint.utils import process_msg
+from faststream._internal.middlewares import BaseMiddleware
+from faststream.exceptions import HandlerException
+from faststream.middlewares import AckPolicy
+from faststream.response.publish_type import PublishType
+from faststream.specification.asyncapi.utils import resolve_payloads
+from faststream.specification.schema import Message, Operation, SubscriberSpec
+from pulsar.asyncio import PulsarException
+from typing_extensions import override
+
+from .config import PulsarBrokerConfig
+from .message import PulsarMessage, PulsarParser, PulsarPublishCommand
+from .options import DeadLetter, base_topic
+from .workers import KeyOrderedWorkers
+
+if TYPE_CHECKING:
+    from types import TracebackType
+
+    from faststream._internal.context import ContextRepo
+    from faststream._internal.endpoint.publisher import PublisherProto
+    from faststream._internal.endpoint.subscriber.call_item import CallsCollection
+    from faststream._internal.producer import ProducerProto
+    from faststream._internal.types import BrokerMiddleware
+    from faststream.message import StreamMessage
+    from faststream.response.response import PublishCommand
+    from pulsar import asyncio as pa
+
+# Properties a dead-lettered message carries besides its own.
+DLQ_ERROR = "error"
+DLQ_ERROR_TYPE = "error_type"
+DLQ_ORIGINAL_TOPIC = "original_topic"
+DLQ_ORIGINAL_MESSAGE_ID = "original_message_id"
+DLQ_REDELIVERY_COUNT = "redelivery_count"
+DLQ_SUBSCRIPTION = "subscription"
+_MAX_ERROR_LEN = 2000
+
+
+@dataclass(kw_only=True)
+class PulsarSubscriberSpecificationConfig(SubscriberSpecificationConfig):
+    topics: tuple[str, ...] = ()
+    pattern: str | None = None
+    subscription: str = ""
+
+
+@dataclass(kw_only=True)
+class PulsarSubscriberConfig(SubscriberUsecaseConfig):
+    _outer_config: PulsarBrokerConfig = field(default_factory=PulsarBrokerConfig)
+
+    topics: tuple[str, ...] = ()
+    pattern: str | None = None
+    subscription: str
+    subscription_type: Any = pulsar.ConsumerType.Shared
+    initial_position: Any = pulsar.InitialPosition.Latest
+    negative_ack_redelivery_delay: float = 1.0
+    dead_letter: DeadLetter | None = None
+    receiver_queue_size: int = 1000
+    consumer_name: str | None = None
+    key_shared_policy: Any = None
+    max_workers: int = 1
+
+    @property
+    def ack_policy(self) -> AckPolicy:
+        # Nack on error by default so failures are redelivered and, with a DeadLetter, end up there.
+        if self._ack_policy is not EMPTY:
+            return self._ack_policy
+        if self._outer_config.ack_policy is not EMPTY:
+            return self._outer_config.ack_policy
+        return AckPolicy.NACK_ON_ERROR
+
+
+class PulsarSubscriberSpecification(
+    SubscriberSpecification[PulsarBrokerConfig, PulsarSubscriberSpecificationConfig],
+):
+    __slots__ = ()
+
+    @property
+    def addresses(self) -> list[str]:
+        prefix = self._outer_config.prefix
+        if self.config.pattern:
+            return [f"{prefix}{self.config.pattern}"]
+        return list(dict.fromkeys(f"{prefix}{t}" for t in self.config.topics))
+
+    @property
+    def channel_labels(self) -> list[str]:
+        return self.addresses
+
+    def get_schema(self) -> dict[str, SubscriberSpec]:
+        payloads = self.get_payloads()
+        addresses = self.addresses
+        channels = {}
+        for address in addresses:
+            name = self._channel_key(address, split=len(addresses) > 1)
+            channels[name] = SubscriberSpec(
+                address=address,
+                description=self.description,
+                operation=Operation(
+                    message=Message(title=f"{name}:Message", payload=resolve_payloads(payloads)),
+                    bindings=None,
+                ),
+                # AsyncAPI has no Pulsar binding FastStream can render.
+                bindings=None,
+            )
+        return channels
+
+
+class PulsarReplyPublisher(FakePublisher):
+    """Publishes a handler's result to the `reply_to` topic of a request."""
+
+    __slots__ = ("topic",)
+
+    def __init__(self, producer: ProducerProto[PulsarPublishCommand], topic: str) -> None:
+        super().__init__(producer=producer)
+        self.topic = topic
+
+    def patch_command(self, cmd: PublishCommand) -> PulsarPublishCommand:
+        cmd = super().patch_command(cmd)
+        reply = PulsarPublishCommand.from_cmd(cmd)
+        reply.destination = self.topic
+        return reply
+
+
+class _RecordFailure(BaseMiddleware):
+    """Innermost middleware: remembers why a delivery failed, for the dead-letter properties.
+
+    It exits before the acknowledgement middleware, which nacks without knowing the exception.
+    """
+
+    def __init__(
+        self,
+        msg: Any,
+        /,
+        *,
+        context: ContextRepo,
+        failures: weakref.WeakKeyDictionary[Any, BaseException],
+    ) -> None:
+        super().__init__(msg, context=context)
+        self._failures = failures
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> bool | None:
+        failed = isinstance(exc_val, Exception) and not isinstance(exc_val, HandlerException)
+        if failed and exc_val is not None and self.msg is not None:
+            self._failures[self.msg] = exc_val
+        return False
+
+
+class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
+    """Consumes one topic, a list of topics or a pattern through one consumer.
+
+    A single receive task per consumer feeds the handlers; `receive()` is never cancelled (a cancelled
+    receive loses the message it was about to return), the loop ends when the consumer closes.
+    """
+
+    _outer_config: PulsarBrokerConfig
+
+    def __init__(
+        self,
+        config: PulsarSubscriberConfig,
+        specification: PulsarSubscriberSpecification,
+        calls: CallsCollection[pulsar.Message],
+    ) -> None:
+        parser = PulsarParser(settler=self)
+        config.parser = parser.parse_message
+        config.decoder = parser.decode_message
+        super().__init__(config, cast("SubscriberSpecification[Any, Any]", specification), calls)
+        self.config = config
+        self._consumer: pa.Consumer | None = None
+        self._receive_task: asyncio.Task[None] | None = None
+        self._workers: KeyOrderedWorkers[pulsar.Message] | None = None
+        self._inbox: asyncio.Queue[pulsar.Message] | None = None
+        self._failures: weakref.WeakKeyDictionary[Any, BaseException] = weakref.WeakKeyDictionary()
+        self._record_failure = partial(_RecordFailure, failures=self._failures)
+
+    # --- what it consumes -------------------------------------------------------------------------
+
+    @property
+    def topics(self) -> list[str]:
+        prefix = self._outer_config.prefix
+        return [f"{prefix}{t}" for t in self.config.topics]
+
+    @property
+    def pattern(self) -> str | None:
+        return f"{self._outer_config.prefix}{self.config.pattern}" if self.config.pattern else None
+
+    @property
+    def subscription(self) -> str:
+        return self.config.subscription
+
+    @property
+    def dead_letter(self) -> DeadLetter | None:
+        return self.config.dead_letter
+
+    def dead_letter_topic(self, original_topic: str) -> str:
+        dead_letter = self.config.dead_letter
+        if dead_letter is not None and dead_letter.topic:
+            return dead_letter.topic
+        return f"{base_topic(original_topic)}-{self.subscription}-DLQ"
+
+    @property
+    @override
+    def _broker_middlewares(self) -> Sequence[BrokerMiddleware[pulsar.Message]]:
+        return (*self._outer_config.broker_middlewares, self._record_failure)
+
+    # --- lifecycle --------------------------------------------------------------------------------
+
+    @override
+    async def start(self) -> None:
+        await super().start()
+        if self.calls:
+            await self._subscribe()
+            self._start_receiving(self._deliver_to_handlers())
+        self._post_start()
+
+    @override
+    async def stop(self) -> None:
+        """Finish in-flight handlers (graceful_timeout), then close the consumer, then the loops.
+
+        Messages received meanwhile are left unacknowledged; Pulsar redelivers them once the consumer
+        is closed.
+        """
+        await super().stop()
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            with contextlib.suppress(PulsarException):
+                await consumer.close()
+        task, self._receive_task = self._receive_task, None
+        if task is not None and task is not asyncio.current_task():
+            # Closing failed the pending receive, so the loop is ending by itself; cancel is a backstop.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 5)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+        if self._workers is not None:
+            workers, self._workers = self._workers, None
+            await workers.stop()
+        self._inbox = None
+
+    async def _subscribe(self) -> None:
+        if self._consumer is None:
+            self._consumer = await self._outer_config.client.subscribe(**self._subscribe_kwargs())
+
+    def _subscribe_kwargs(self) -> dict[str, Any]:
+        config = self.config
+        pattern = self.pattern
+        topics = self.topics
+        kwargs: dict[str, Any] = {
+            "topic": pattern or (topics[0] if len(topics) == 1 else topics),
+            "is_pattern_topic": pattern is not None,
+            "subscription_name": config.subscription,
+            "consumer_type": config.subscription_type,
+            "initial_position": config.initial_position,
+            "receiver_queue_size": config.receiver_queue_size,
+            "negative_ack_redelivery_delay_ms": int(config.negative_ack_redelivery_delay * 1000),
+        }
+        if config.consumer_name:
+            kwargs["consumer_name"] = config.consumer_name
+        if config.key_shared_policy is not None:
+            kwargs["key_shared_policy"] = config.key_shared_policy
+        return kwargs
+
+    def _deliver_to_handlers(self) -> Callable[[pulsar.Message], Awaitable[object]]:
+        if self.config.max_workers <= 1:
+            return self.consume
+        workers = self._workers = KeyOrderedWorkers(self.config.max_workers, self.consume)
+        workers.start()
+        return lambda raw: workers.put(str(raw.ordering_key() or raw.partition_key() or ""), raw)
+
+    def _start_receiving(self, deliver: Callable[[pulsar.Message], Awaitable[object]]) -> None:
+        consumer = self._consumer
+        if consumer is not None and self._receive_task is None:
+            self._receive_task = asyncio.create_task(self._receive_loop(consumer, deliver))
+
+    async def _receive_loop(
+        self, consumer: pa.Consumer, deliver: Callable[[pulsar.Message], Awaitable[object]]
+    ) -> None:
+        while True:
+            try:
+                raw = await consumer.receive()
+            except PulsarException as e:
+                if e.error() == pulsar.Result.AlreadyClosed:
+                    return
+                self._log(logging.WARNING, f"receive failed, retrying: {e}", self.get_log_context(None))
+                await asyncio.sleep(0.5)
+                continue
+            await deliver(raw)
+
+    # --- settlement (called by PulsarMessage.ack/nack/reject) --------------------------------------
+
+    def _settling_consumer(self) -> pa.Consumer:
+        if self._consumer is None:
+            raise PulsarException(pulsar.Result.AlreadyClosed, "the subscriber's consumer is closed")
+        return self._consumer
+
+    async def settle_ack(self, message: PulsarMessage) -> None:
+        self._failures.pop(message.raw_message, None)
+        await self._settling_consumer().acknowledge(message.raw_message)
+
+    async def settle_nack(self, message: PulsarMessage) -> None:
+        raw = message.raw_message
+        error = self._failures.pop(raw, None)
+        dead_letter = self.config.dead_letter
+        if dead_letter is not None and raw.redelivery_count() >= dead_letter.max_redeliveries:
+            await self._dead_letter(raw, error)
+        else:
+            await self._settling_consumer().negative_acknowledge(raw)
+
+    async def settle_reject(self, message: PulsarMessage) -> None:
+        """Reject has no Pulsar equivalent: dead-letter at once if configured, else drop (ack)."""
+        raw = message.raw_message
+        error = self._failures.pop(raw, None)
+        if self.config.dead_letter is not None:
+            await self._dead_letter(raw, error)
+        else:
+            self._log(
+                logging.WARNING, "rejected message dropped (no dead letter)", self.get_log_context(message)
+            )
+            await self._settling_consumer().acknowledge(raw)
+
+    async def _dead_letter(self, raw: pulsar.Message, error: BaseException | None) -> None:
+        consumer = self._settling_consumer()
+        try:
+            await self._outer_config.producer.publish(self._dead_letter_command(raw, error))
+        except Exception as e:
+            # Never lose it: a nack makes Pulsar redeliver, and the next failure tries the DLQ again.
+            self._log(logging.ERROR, f"dead-lettering failed, nacking instead: {e!r}", exc_info=e)
+            await consumer.negative_acknowledge(raw)
+            return
+        await consumer.acknowledge(raw)
+
+    def _dead_letter_command(self, raw: pulsar.Message, error: BaseException | None) -> PulsarPublishCommand:
+        topic = str(raw.topic_name())
+        properties = dict(raw.properties())
+        properties |= {
+            DLQ_ERROR: (str(error) if error is not None else "nacked by the handler")[:_MAX_ERROR_LEN],
+            DLQ_ERROR_TYPE: type(error).__qualname__ if error is not None else "",
+            DLQ_ORIGINAL_TOPIC: topic,
+            DLQ_ORIGINAL_MESSAGE_ID: str(raw.message_id()),
+            DLQ_REDELIVERY_COUNT: str(raw.redelivery_count()),
+            DLQ_SUBSCRIPTION: self.subscription,
+        }
+        return PulsarPublishCommand(
+            bytes(raw.data()),
+            topic=self.dead_letter_topic(topic),
+            key=raw.partition_key() or None,
+            ordering_key=raw.ordering_key() or None,
+            event_time=raw.event_timestamp() or None,
+            headers=properties,
+            _publish_type=PublishType.PUBLISH,
+        )
+
+    # --- pull API -----------------------------------------------------------------------------------
+
+    async def _ensure_inbox(self) -> asyncio.Queue[pulsar.Message]:
+        assert not self.calls, "You can't use `get_one` or iterate a subscriber that has handlers."
+        if self._inbox is None:
+            await self._subscribe()
+            # One long-lived receive feeding a queue: waiting on the queue can time out safely.
+            inbox = self._inbox = asyncio.Queue(maxsize=1)
+            self._start_receiving(inbox.put)
+        return self._inbox
+
+    @override
+    async def get_one(self, *, timeout: float = 5.0) -> PulsarMessage | None:
+        inbox = await self._ensure_inbox()
+        try:
+            raw = await asyncio.wait_for(inbox.get(), timeout)
+        except TimeoutError:
+            return None
+        return await self._parse_pulled(raw)
+
+    @override
+    async def __aiter__(self) -> AsyncIterator[PulsarMessage]:
+        inbox = await self._ensure_inbox()
+        while True:
+            raw = await inbox.get()
+            if (msg := await self._parse_pulled(raw)) is not None:
+                yield msg
+
+    async def _parse_pulled(self, raw: pulsar.Message) -> PulsarMessage | None:
+        context = self._outer_config.context
+        parser, decoder = self._get_parser_and_decoder()
+        msg: PulsarMessage | None = await process_msg(  # type: ignore[assignment]
+            msg=raw,
+            middlewares=(m(raw, context=context) for m in self._outer_config.broker_middlewares),
+            parser=parser,
+            decoder=decoder,
+        )
+        return msg
+
+    # --- replies and logs --------------------------------------------------------------------------
+
+    @override
+    def _make_response_publisher(self, message: StreamMessage[pulsar.Message]) -> Iterable[PublisherProto]:
+        return (PulsarReplyPublisher(self._outer_config.producer, message.reply_to),)
+
+    @override
+    def get_log_context(self, message: StreamMessage[pulsar.Message] | None) -> dict[str, str]:
+        return {
+            "topic": self.pattern or ",".join(self.topics),
+            "subscription": self.subscription,
+            "message_id": getattr(message, "message_id", ""),
+        }
