@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from fleet_contracts import device, ota, pairing, topics, unbinding
+from fleet_contracts.envelope import Envelope
 from fleet_contracts.export import event_schemas
 from pydantic import ValidationError
 
@@ -141,7 +142,7 @@ def test_upgrade_types_and_status_codes() -> None:
             device_id=DEVICE,
             origin=device.TuyaOrigin(protocol=1002, push_time_ms=MS),
             channel=0,
-            upgrade_status=6,  # type: ignore[arg-type]
+            upgrade_status=6,
         )
 
 
@@ -183,7 +184,7 @@ def test_device_topic_carries_every_device_module_event() -> None:
         cls.event_type()
         for cls in vars(device).values()
         if isinstance(cls, type)
-        and issubclass(cls, device.Envelope)
+        and issubclass(cls, Envelope)
         and cls.__module__ == device.__name__
         and "[" not in cls.__name__  # pydantic parks parametrized generics in the module namespace
     }
