@@ -317,7 +317,7 @@ def test_tampered_ciphertext_always_rejected(
         index = data.draw(st.integers(0, len(blob) - 1))
         blob[index] ^= data.draw(st.integers(1, 255))
     elif tamper == "truncate":
-        blob = blob[: data.draw(st.integers(0, len(blob) - 1))]
+        blob = blob[: data.draw(st.integers(1, len(blob) - 1))]
     else:
         blob += data.draw(st.binary(min_size=1, max_size=32))
     envelope = {**encoded.envelope, "data": base64.b64encode(bytes(blob)).decode()}

@@ -174,7 +174,7 @@ class TuyaOpenApiClient:
         self.use_nonce = use_nonce
         self.refresh_margin = refresh_margin
         self.retry = retry or RetryPolicy()
-        self._limiter = RateLimiter(rate_limits, default=default_rate_limit, sleep=sleep)
+        self._limiter = RateLimiter(rate_limits, default=default_rate_limit, clock=monotonic, sleep=sleep)
         self._clock = clock
         self._monotonic = monotonic
         self._sleep = sleep
