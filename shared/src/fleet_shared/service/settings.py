@@ -1,0 +1,29 @@
+"""Settings every service reads from the environment (prefix `FLEET_`); services subclass to add their own."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServiceSettings(BaseSettings):
+    """The common part of every service's configuration; the README's table documents each variable."""
+
+    model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore", frozen=True)
+
+    # where the bus and the database are
+    pulsar_url: str = "pulsar://127.0.0.1:6650"
+    pulsar_admin_url: str = "http://127.0.0.1:8080"
+    mongodb_uri: str = "mongodb://127.0.0.1:27017/"
+    # the service's own HTTP server: API, /healthz, /readyz, /metrics
+    http_host: str = "0.0.0.0"  # noqa: S104 - containers must listen on their pod address
+    http_port: int = 8000
+    log_level: str = "INFO"
+    log_format: str = Field("json", pattern="^(json|text)$")
+    # the Tuya project this deployment acts for; the secret is never logged
+    region: str = "EU"
+    tuya_access_id: str = "fleetsimaccess000001"
+    tuya_access_secret: SecretStr = SecretStr("")
+    tuya_openapi_url: str = "http://127.0.0.1:9010"
+    # OpenTelemetry's own variable: traces are exported over OTLP/HTTP when it is set
+    otel_exporter_otlp_endpoint: str | None = Field(None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
