@@ -7,11 +7,12 @@ from enum import StrEnum
 from typing import Any
 
 import pytest
-from fleet_contracts import export
-from fleet_contracts.compat import ChangeKind, Incompatibility, incompatibilities
 from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import BaseModel, ConfigDict
+
+from fleet_contracts import export
+from fleet_contracts.compat import ChangeKind, Incompatibility, incompatibilities
 
 pytestmark = pytest.mark.unit
 

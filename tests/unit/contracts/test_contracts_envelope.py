@@ -7,6 +7,10 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from pydantic import TypeAdapter, ValidationError
+
 from fleet_contracts import device, topics
 from fleet_contracts.envelope import (
     EVENT_TYPE_PATTERN,
@@ -16,9 +20,6 @@ from fleet_contracts.envelope import (
     service_source,
     to_json_bytes,
 )
-from hypothesis import given
-from hypothesis import strategies as st
-from pydantic import TypeAdapter, ValidationError
 
 from .contracts_samples import DEVICE, MS, REGION, TENANT, all_samples
 

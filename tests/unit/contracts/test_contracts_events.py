@@ -6,10 +6,11 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
+
 from fleet_contracts import device, ota, pairing, topics, unbinding
 from fleet_contracts.envelope import Envelope
 from fleet_contracts.export import event_schemas
-from pydantic import ValidationError
 
 from .contracts_samples import DEVICE, HOME, MS, UID
 

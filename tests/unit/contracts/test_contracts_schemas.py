@@ -8,6 +8,7 @@ from typing import Any
 
 import orjson
 import pytest
+
 from fleet_contracts import asyncapi, compat, export, topics
 from fleet_contracts.envelope import dataschema_for
 

@@ -5,6 +5,7 @@ from collections import Counter
 from typing import Any
 
 import pytest
+
 from fleet_contracts import topics
 from fleet_contracts._base import Payload
 from fleet_contracts.envelope import Envelope
