@@ -29,7 +29,7 @@ test *args:
     #!/usr/bin/env bash
     set -euo pipefail
     trap 'uv run devstack down --stack test' EXIT
-    uv run devstack up --stack test
+    uv run devstack up --stack test --no-services
     eval "$(uv run devstack env --stack test)"
     uv run pytest {{args}}
 

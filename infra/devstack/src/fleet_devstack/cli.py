@@ -15,6 +15,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("command", choices=["install", "up", "down", "status", "logs", "env", "provision"])
     parser.add_argument("--stack", default=None, help="stack name: dev (default, FLEET_STACK) or test")
     parser.add_argument("--lines", type=int, default=40, help="log lines per server for `logs`")
+    parser.add_argument("--no-services", action="store_true", help="`up`: only the servers, not our services")
     args = parser.parse_args(argv)
     stack = LocalStack.from_env(args.stack)
     try:
@@ -29,8 +30,8 @@ def _install(stack: LocalStack, _: argparse.Namespace) -> int:
     return 0
 
 
-def _up(stack: LocalStack, _: argparse.Namespace) -> int:
-    timings = stack.up()
+def _up(stack: LocalStack, args: argparse.Namespace) -> int:
+    timings = stack.up(with_services=not args.no_services)
     print(
         f"stack '{stack.config.name}' up in {timings['total']:.1f}s "
         f"(install {timings['install']:.1f}s, start {timings['start']:.1f}s)"

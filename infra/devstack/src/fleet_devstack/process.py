@@ -32,10 +32,11 @@ class ManagedProcess:
         except (FileNotFoundError, ValueError):
             return None
         try:
-            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except FileNotFoundError:
+            # Servers carry their folder in argv; services carry it in their environment.
+            identity = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
+        except (FileNotFoundError, PermissionError):
             return None
-        return pid if self.marker().encode() in cmdline else None
+        return pid if self.marker().encode() in identity else None
 
     def marker(self) -> str:
         # Every command line carries the pid file's folder, which is unique per stack and component.

@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 from .config import StackConfig
 from .servers import FerretDB, Pulsar, Server
+from .services import SERVICES, LocalService
 
 PULSAR_START_TIMEOUT = 180.0
 FERRETDB_START_TIMEOUT = 30.0
@@ -17,6 +18,7 @@ class LocalStack:
         self.config = config
         self.pulsar = Pulsar(config)
         self.ferretdb = FerretDB(config)
+        self.services = [LocalService(config, spec) for spec in SERVICES]
 
     @classmethod
     def from_env(cls, name: str | None = None) -> LocalStack:
@@ -28,8 +30,9 @@ class LocalStack:
             for future in [pool.submit(self.pulsar.install), pool.submit(self.ferretdb.install)]:
                 future.result()
 
-    def up(self) -> dict[str, float]:
-        """Start what is not running, wait until healthy, provision Pulsar; seconds taken per step."""
+    def up(self, *, with_services: bool = True) -> dict[str, float]:
+        """Start what is not running, wait until healthy, provision Pulsar, start the installed services;
+        seconds taken per step."""
         timings: dict[str, float] = {}
         began = time.monotonic()
         self.install()
@@ -41,18 +44,27 @@ class LocalStack:
         self.pulsar.wait_healthy(PULSAR_START_TIMEOUT)
         timings["start"] = time.monotonic() - started
         self.provision()
+        if with_services:
+            self.start_services()
         timings["total"] = time.monotonic() - began
         return timings
+
+    def start_services(self) -> list[str]:
+        started = [service for service in self.services if service.start()]
+        for service in started:
+            service.wait_healthy()
+        return [service.name for service in started]
 
     def provision(self) -> None:
         self.pulsar.provision()
 
     def down(self) -> list[str]:
-        """Stop both servers; the names of those that were running."""
-        return [server.name for server in (self.pulsar, self.ferretdb) if server.stop()]
+        """Stop the services, then both servers; the names of those that were running."""
+        stopped = [service.name for service in reversed(self.services) if service.stop()]
+        return stopped + [server.name for server in (self.pulsar, self.ferretdb) if server.stop()]
 
-    def servers(self) -> list[Server]:
-        return [self.pulsar, self.ferretdb]
+    def servers(self) -> list[Server | LocalService]:
+        return [self.pulsar, self.ferretdb, *(s for s in self.services if s.installed())]
 
     # Used by reliability tests: restart one server under running services.
     def stop_pulsar(self) -> None:
@@ -85,4 +97,9 @@ class LocalStack:
             ("Pulsar WebSocket", cfg.pulsar_websocket_url),
             ("MongoDB wire (FerretDB)", cfg.mongodb_uri),
             ("Tuya push topic (simulated)", f"persistent://{cfg.tuya_access_id}/out/event"),
+            *(
+                (f"{s.name} HTTP (docs at /docs)", s.url())
+                for s in self.services
+                if s.process.pid() is not None
+            ),
         ]
