@@ -188,6 +188,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         self.config = config
         self._consumer: pa.Consumer | None = None
         self._receive_task: asyncio.Task[None] | None = None
+        self._in_receive = False
         self._workers: KeyOrderedWorkers[pulsar.Message] | None = None
         self._inbox: asyncio.Queue[pulsar.Message] | None = None
         self._failures: weakref.WeakKeyDictionary[Any, BaseException] = weakref.WeakKeyDictionary()
@@ -247,15 +248,20 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                 await consumer.close()
         task, self._receive_task = self._receive_task, None
         if task is not None and task is not asyncio.current_task():
-            # Closing failed the pending receive, so the loop is ending by itself; cancel is a backstop.
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), 5)
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await self._end_receive_loop(task)
         if self._workers is not None:
             workers, self._workers = self._workers, None
             await workers.stop()
         self._inbox = None
+
+    async def _end_receive_loop(self, task: asyncio.Task[None]) -> None:
+        if self._in_receive:
+            # Closing the consumer failed the pending receive: the loop ends by itself, uncancelled.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), 5)
+        # Still running: a handler outlived graceful_timeout (its message stays unacked and comes back).
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
 
     async def _subscribe(self) -> None:
         if self._consumer is None:
@@ -296,6 +302,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         self, consumer: pa.Consumer, deliver: Callable[[pulsar.Message], Awaitable[object]]
     ) -> None:
         while True:
+            self._in_receive = True
             try:
                 raw = await consumer.receive()
             except PulsarException as e:
@@ -304,6 +311,8 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                 self._log(logging.WARNING, f"receive failed, retrying: {e}", self.get_log_context(None))
                 await asyncio.sleep(0.5)
                 continue
+            finally:
+                self._in_receive = False
             await deliver(raw)
 
     # --- settlement (called by PulsarMessage.ack/nack/reject) --------------------------------------
