@@ -1,0 +1,119 @@
+"""OTA (REFERENCE §7): firmware releases per product and channel, and the per-device upgrade state machine.
+
+    READY(1) --start--> UPDATING(2, progress 0..99) --> DONE(3)    device runs the new version
+                                                     \\-> FAILED(4)  at the planned progress
+                                                      \\-> TIMEOUT(7) no progress for `timeout_s`
+
+A sleepy (low-power) or offline device keeps the job at UPDATING/0 until it is awake; the timeout only
+counts from the moment the device starts downloading.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import IntEnum, StrEnum
+
+
+class UpgradeStatus(IntEnum):
+    NONE = 0
+    READY = 1
+    UPDATING = 2
+    DONE = 3
+    FAILED = 4
+    TIMEOUT = 7
+
+
+class OtaOutcome(StrEnum):
+    SUCCESS = "success"
+    FAILURE = "failure"
+    TIMEOUT = "timeout"
+
+
+FINAL_STATUSES = frozenset({UpgradeStatus.DONE, UpgradeStatus.FAILED, UpgradeStatus.TIMEOUT})
+
+
+@dataclass(frozen=True)
+class FirmwareRelease:
+    product_id: str
+    channel: int
+    version: str
+    upgrade_type: int = 0  # 0 reminder, 1 silent, 2 forced, 3 check
+    timeout_s: int = 300
+    file_size: int = 524288
+    md5: str = ""
+    desc: str = ""
+
+
+def version_key(version: str) -> tuple[int, ...]:
+    parts: list[int] = []
+    for part in version.split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        parts.append(int(digits) if digits else 0)
+    return tuple(parts)
+
+
+@dataclass
+class OtaJob:
+    device_id: str
+    channel: int
+    from_version: str
+    to_version: str
+    outcome: OtaOutcome
+    # Progress (%) at which a failing job fails, or a timing-out job stalls.
+    stop_at: int
+    timeout_ms: int
+    status: UpgradeStatus = UpgradeStatus.UPDATING
+    progress: int = 0
+    started_ms: int | None = None  # when the device started downloading (None: waiting for it to wake)
+    last_step_ms: int = 0
+    finished_ms: int | None = None
+
+    @property
+    def waiting(self) -> bool:
+        return self.status is UpgradeStatus.UPDATING and self.started_ms is None
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    def advance(
+        self, now_ms: int, device_awake: bool, step_ms: int, step_pct: int
+    ) -> list[tuple[UpgradeStatus, int]]:
+        """Moves the job on to `now_ms`; returns (status, progress) per visible step (one message each)."""
+        if self.final:
+            return []
+        steps: list[tuple[UpgradeStatus, int]] = []
+        if self.started_ms is None:
+            if not device_awake:
+                return []
+            self.started_ms = self.last_step_ms = now_ms
+        elif not device_awake and self.outcome is not OtaOutcome.TIMEOUT:
+            # Asleep or offline mid-download: no progress meanwhile (a stalled job still times out).
+            self.last_step_ms = now_ms
+            return []
+        while not self.final and now_ms - self.last_step_ms >= step_ms:
+            step_time = self.last_step_ms + step_ms
+            if self.outcome is OtaOutcome.TIMEOUT and self.progress >= self.stop_at:
+                # Stalled: the device stopped answering; the cloud gives up after the timeout.
+                if step_time - self.started_ms >= self.timeout_ms:
+                    self._finish(UpgradeStatus.TIMEOUT, step_time)
+                    steps.append((self.status, self.progress))
+                self.last_step_ms = step_time
+                continue
+            self.last_step_ms = step_time
+            self.progress = min(100, self.progress + step_pct)
+            if self.outcome is OtaOutcome.FAILURE and self.progress >= self.stop_at:
+                self.progress = self.stop_at
+                self._finish(UpgradeStatus.FAILED, step_time)
+            elif self.outcome is OtaOutcome.TIMEOUT and self.progress >= self.stop_at:
+                self.progress = self.stop_at
+            elif self.progress >= 100:
+                self._finish(UpgradeStatus.DONE, step_time)
+            steps.append((self.status, self.progress))
+        return steps
+
+    def _finish(self, status: UpgradeStatus, at_ms: int) -> None:
+        self.status = status
+        self.finished_ms = at_ms
+        if status is UpgradeStatus.DONE:
+            self.progress = 100
