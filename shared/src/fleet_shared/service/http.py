@@ -6,7 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 
 from fastapi import APIRouter, Response
-from fastapi.responses import ORJSONResponse
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
 
 ReadinessCheck = Callable[[], Awaitable[bool]]
@@ -26,11 +26,11 @@ def operations_router(
         return {"status": "ok"}
 
     @router.get("/readyz")
-    async def readyz() -> ORJSONResponse:
+    async def readyz() -> JSONResponse:
         results = await asyncio.gather(*(_probe(check, timeout) for check in checks.values()))
         report = dict(zip(checks, results, strict=True))
         ready = all(results)
-        return ORJSONResponse({"ready": ready, "checks": report}, status_code=200 if ready else 503)
+        return JSONResponse({"ready": ready, "checks": report}, status_code=200 if ready else 503)
 
     @router.get("/metrics")
     async def metrics() -> Response:
