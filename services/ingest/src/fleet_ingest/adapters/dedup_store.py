@@ -1,0 +1,87 @@
+"""The durable half of de-duplication: dedup keys of published messages in MongoDB (`ingest` database).
+
+One document per key, `_id` = `<access id>:<dedup key>` (unique by construction) with an `expires_at` field
+and a TTL index on it, so the collection holds only what Tuya can still redeliver (it keeps unconsumed
+messages for 2 hours). Writes are batched and idempotent (a key already there is not an error).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pymongo import ASCENDING
+from pymongo.errors import BulkWriteError
+
+log = logging.getLogger(__name__)
+
+COLLECTION = "seen_messages"
+_DUPLICATE_KEY = 11000
+
+
+class DedupStore(Protocol):
+    async def setup(self) -> None: ...
+    async def seen(self, keys: Sequence[str]) -> set[str]: ...
+    async def record(self, keys: Sequence[str]) -> None: ...
+    async def ping(self) -> bool: ...
+
+
+class MongoDedupStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Any], *, access_id: str, ttl: timedelta) -> None:
+        self._collection = db[COLLECTION]
+        self._db = db
+        self._prefix = f"{access_id}:"
+        self._ttl = ttl
+
+    async def setup(self) -> None:
+        await self._collection.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+
+    async def seen(self, keys: Sequence[str]) -> set[str]:
+        if not keys:
+            return set()
+        ids = [self._prefix + k for k in keys]
+        found: set[str] = set()
+        async for doc in self._collection.find({"_id": {"$in": ids}}, {"_id": 1}):
+            found.add(str(doc["_id"])[len(self._prefix) :])
+        return found
+
+    async def record(self, keys: Sequence[str]) -> None:
+        if not keys:
+            return
+        expires_at = datetime.now(UTC) + self._ttl
+        docs = [{"_id": self._prefix + k, "expires_at": expires_at} for k in dict.fromkeys(keys)]
+        try:
+            await self._collection.insert_many(docs, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(e.get("code") != _DUPLICATE_KEY for e in errors):
+                raise
+
+    async def ping(self) -> bool:
+        await self._db.command("ping")
+        return True
+
+
+class InMemoryDedupStore:
+    """The store's fake for unit tests (and a dedup store for a throwaway run)."""
+
+    def __init__(self, keys: Iterable[str] = ()) -> None:
+        self.keys: set[str] = set(keys)
+        self.fail_lookups = False
+
+    async def setup(self) -> None:
+        return None
+
+    async def seen(self, keys: Sequence[str]) -> set[str]:
+        if self.fail_lookups:
+            raise ConnectionError("dedup store unavailable")
+        return self.keys.intersection(keys)
+
+    async def record(self, keys: Sequence[str]) -> None:
+        self.keys.update(keys)
+
+    async def ping(self) -> bool:
+        return not self.fail_lookups

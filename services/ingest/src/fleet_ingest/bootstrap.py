@@ -1,0 +1,115 @@
+"""Wiring: settings -> adapters -> pipeline. The one place that knows every concrete class."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from opentelemetry import trace
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from fleet_contracts.envelope import service_source
+from fleet_ingest.adapters.dedup_store import MongoDedupStore
+from fleet_ingest.adapters.metrics import IngestMetrics
+from fleet_ingest.adapters.publisher import PulsarEventSink
+from fleet_ingest.adapters.tuya_consumer import PulsarTuyaSource
+from fleet_ingest.domain.dedup import SeenWindow
+from fleet_ingest.domain.model import Project
+from fleet_ingest.entrypoints.pipeline import IngestPipeline, PipelineConfig
+from fleet_ingest.settings import IngestSettings
+from fleet_shared import mongo
+from fleet_shared.pulsar import ProducerOptions, PulsarBroker
+from fleet_shared.tuya.codec import PushCodec
+
+SERVICE = "ingest"
+
+
+@dataclass
+class Ingest:
+    """The running parts of one ingest process."""
+
+    settings: IngestSettings
+    pipeline: IngestPipeline
+    broker: PulsarBroker
+    source: PulsarTuyaSource
+    sink: PulsarEventSink
+    store: MongoDedupStore
+    mongo_client: object
+
+    async def start_bus(self) -> None:
+        await self.broker.connect()
+        await self.sink.start()
+
+    async def close(self) -> None:
+        """After the pipeline stopped: flush and close producers, the clients, the database."""
+        try:
+            await self.sink.close()
+        finally:
+            try:
+                await self.source.close()
+            finally:
+                await self.broker.stop()
+                close = getattr(self.mongo_client, "close", None)
+                if close is not None:
+                    close()
+
+    async def bus_ready(self) -> bool:
+        return await self.sink.ping()
+
+    async def tuya_ready(self) -> bool:
+        return self.pipeline.ready
+
+    async def database_ready(self) -> bool:
+        return await self.store.ping()
+
+
+def bootstrap(settings: IngestSettings | None = None, *, registry: CollectorRegistry = REGISTRY) -> Ingest:
+    settings = settings or IngestSettings()
+    secret = settings.tuya_access_secret.get_secret_value()
+    if not secret:
+        raise SystemExit("FLEET_TUYA_ACCESS_SECRET is required (the Tuya project's access secret)")
+    project = Project(
+        access_id=settings.tuya_access_id, region=settings.region.lower(), source=service_source(SERVICE)
+    )
+    broker = PulsarBroker(settings.pulsar_url)
+    sink = PulsarEventSink(
+        broker,
+        ProducerOptions(
+            batching_max_publish_delay_ms=settings.ingest_batching_delay_ms,
+            # above the in-flight bound, so a send never fails with ProducerQueueIsFull
+            max_pending_messages=settings.ingest_max_in_flight + 100,
+        ),
+    )
+    source = PulsarTuyaSource(
+        service_url=settings.tuya_url,
+        access_id=settings.tuya_access_id,
+        access_secret=secret,
+        authenticate=settings.tuya_authenticate,
+        test_channel=settings.tuya_test_channel,
+        receiver_queue_size=settings.ingest_receiver_queue_size,
+        tls_trust_certs_file=settings.tuya_tls_trust_certs_file,
+        tls_allow_insecure=settings.tuya_tls_allow_insecure,
+        tls_validate_hostname=settings.tuya_tls_validate_hostname,
+    )
+    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
+    store = MongoDedupStore(
+        client[settings.ingest_database],
+        access_id=settings.tuya_access_id,
+        ttl=timedelta(seconds=settings.ingest_dedup_store_ttl_seconds),
+    )
+    pipeline = IngestPipeline(
+        source=source,
+        sink=sink,
+        store=store,
+        codec=PushCodec(
+            secret, verify_sign=settings.tuya_verify_sign, max_message_bytes=settings.tuya_max_message_bytes
+        ),
+        project=project,
+        metrics=IngestMetrics(registry),
+        window=SeenWindow(
+            ttl_s=settings.ingest_dedup_window_seconds, max_entries=settings.ingest_dedup_window_entries
+        ),
+        config=PipelineConfig(max_in_flight=settings.ingest_max_in_flight),
+        tracer=trace.get_tracer("fleet_ingest") if settings.ingest_trace_messages else None,
+    )
+    return Ingest(settings, pipeline, broker, source, sink, store, client)

@@ -1,0 +1,1 @@
+"""Pure ingest logic: no I/O, no clocks except those passed in."""

@@ -1,0 +1,1 @@
+"""Thin entrypoints: the consume pipeline and the HTTP app."""
