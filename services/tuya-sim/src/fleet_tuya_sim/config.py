@@ -35,8 +35,9 @@ class SimSettings(BaseSettings):
     provision: bool = False
     topic: str | None = None  # default: persistent://{access_id}/out/event
 
-    host: str = "127.0.0.1"
-    port: int = 8090
+    # FLEET_HTTP_HOST/PORT: the names the local stack gives every service.
+    host: str = Field("127.0.0.1", validation_alias=AliasChoices("FLEET_SIM_HOST", "FLEET_HTTP_HOST", "host"))
+    port: int = Field(8090, validation_alias=AliasChoices("FLEET_SIM_PORT", "FLEET_HTTP_PORT", "port"))
     control_token: SecretStr | None = None  # bearer token for /sim/*; none: open (development)
 
     # The fleet created at startup.
