@@ -14,6 +14,8 @@ from faststream.exceptions import RejectMessage
 from faststream.middlewares import AckPolicy
 from faststream.specification import AsyncAPI
 from faststream_fastapi import FastStreamAPI
+from pydantic import BaseModel, ValidationError
+
 from fleet_shared.pulsar import (
     DLQ_ERROR,
     DLQ_ERROR_TYPE,
@@ -28,7 +30,6 @@ from fleet_shared.pulsar import (
     TestPulsarBroker,
 )
 from fleet_shared.pulsar.workers import KeyOrderedWorkers
-from pydantic import BaseModel, ValidationError
 
 pytestmark = pytest.mark.unit
 

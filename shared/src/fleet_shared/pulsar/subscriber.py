@@ -222,6 +222,8 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
     @property
     @override
     def _broker_middlewares(self) -> Sequence[BrokerMiddleware[pulsar.Message]]:
+        if self.config.dead_letter is None:
+            return self._outer_config.broker_middlewares  # the error is only kept for dead letters
         return (*self._outer_config.broker_middlewares, self._record_failure)
 
     # --- lifecycle --------------------------------------------------------------------------------
