@@ -59,7 +59,8 @@ class GroundTruth:
             "confirmed": sum(1 for m in self.messages if m.message_id is not None),
             "failed": sum(1 for m in self.messages if m.error is not None),
             "duplicates": sum(1 for m in self.messages if m.duplicate_of is not None),
-            "malformed": sum(1 for m in self.messages if m.malformed is not None),
+            # injected malformed messages (their chaos duplicates count as duplicates)
+            "malformed": sum(1 for m in self.messages if m.malformed is not None and m.duplicate_of is None),
             "by_expected": by_expected,
             "records_dropped": self.dropped_records,
         }
