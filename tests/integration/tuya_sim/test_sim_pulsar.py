@@ -61,8 +61,9 @@ def project(stack: Stack, unique: str) -> Any:
     )
     for path in (
         f"persistent/{access_id}/out/event/partitions?force=true",
-        f"namespaces/{access_id}/out?force=true",
-        f"tenants/{access_id}?force=true",
+        # the broker refuses forced namespace deletion; empty ones go without
+        f"namespaces/{access_id}/out",
+        f"tenants/{access_id}",
     ):
         with contextlib.suppress(ProvisioningError):
             admin.call("DELETE", path)
