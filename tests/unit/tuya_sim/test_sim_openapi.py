@@ -46,6 +46,14 @@ def _bound(client: TestClient) -> list[str]:
     return ids
 
 
+def test_operational_endpoints(client: TestClient) -> None:
+    assert client.get("/healthz").json() == {"status": "ok"}
+    ready = client.get("/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"ready": True, "checks": {"fleet": True, "publisher": True}}
+    assert client.get("/metrics").status_code == 200
+
+
 # -- gate ------------------------------------------------------------------------------------------------
 
 

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
-import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,32 +17,14 @@ import httpx
 DEFAULT_URL = "http://127.0.0.1:8090"
 
 
-class JsonLogFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, ensure_ascii=False)
-
-
-def configure_logging(level: str = "INFO") -> None:
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonLogFormatter())
-    logging.basicConfig(level=level.upper(), handlers=[handler], force=True)
-
-
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
+    from fleet_shared.service import configure_logging
     from fleet_tuya_sim.bootstrap import bootstrap
     from fleet_tuya_sim.config import SimSettings
 
-    configure_logging(args.log_level)
+    configure_logging("tuya-sim", level=args.log_level, fmt=os.environ.get("FLEET_LOG_FORMAT", "json"))
     overrides: dict[str, Any] = {}
     if args.host:
         overrides["host"] = args.host

@@ -1,5 +1,6 @@
 """Wiring: settings -> sink (Pulsar or memory) -> simulator -> gate -> HTTP app. The one place that knows
-which adapters run; switch to the shared service kit (fleet_shared.service) here when it lands."""
+which adapters run. Operational endpoints and JSON logs come from the shared service kit
+(fleet_shared.service); the simulator's own settings keep their `FLEET_SIM_` prefix."""
 
 from __future__ import annotations
 

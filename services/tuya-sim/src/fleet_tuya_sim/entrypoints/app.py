@@ -10,6 +10,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
+from fleet_shared.service import operations_router
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.project import AccessRefused
@@ -74,15 +75,13 @@ def create_app(
             return JSONResponse({"detail": exc.errors()}, status_code=422)
         return openapi.envelope_error(errors.PARAM_ILLEGAL, "param illegal", simulator.now_ms())
 
-    @app.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def fleet_ready() -> bool:
+        return simulator.has_fleet
 
-    @app.get("/readyz", include_in_schema=False)
-    async def readyz() -> Response:
-        ready = simulator.has_fleet
-        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+    async def publisher_running() -> bool:
+        return simulator.running
 
+    app.include_router(operations_router({"fleet": fleet_ready, "publisher": publisher_running}))
     app.include_router(control.router)
     app.include_router(openapi.router)
 

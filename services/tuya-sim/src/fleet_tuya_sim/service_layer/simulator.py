@@ -114,6 +114,11 @@ class Simulator:
     def now_ms(self) -> int:
         return int(self.clock() * 1000)
 
+    @property
+    def running(self) -> bool:
+        """The publisher drains its queue (started and not crashed)."""
+        return bool(self._tasks) and not any(task.done() for task in self._tasks)
+
     async def start(self) -> None:
         await self.sink.start()
         self._tasks = [
