@@ -1,7 +1,7 @@
 """`fleet-tuya-sim serve | fleet create | run | truth`.
 
 `serve` runs the simulated cloud (OpenAPI + control API + publisher); the other commands drive a running
-one through its control API (`--url`, default `$FLEET_SIM_URL` or http://127.0.0.1:8090).
+one through its control API (`--url`, default `$FLEET_SIM_URL` or http://127.0.0.1:9010).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 import httpx
 
-DEFAULT_URL = "http://127.0.0.1:8090"
+DEFAULT_URL = "http://127.0.0.1:9010"
 
 
 def _serve(args: argparse.Namespace) -> int:

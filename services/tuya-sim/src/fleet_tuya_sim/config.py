@@ -37,7 +37,7 @@ class SimSettings(BaseSettings):
 
     # FLEET_HTTP_HOST/PORT: the names the local stack gives every service.
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("FLEET_SIM_HOST", "FLEET_HTTP_HOST", "host"))
-    port: int = Field(8090, validation_alias=AliasChoices("FLEET_SIM_PORT", "FLEET_HTTP_PORT", "port"))
+    port: int = Field(9010, validation_alias=AliasChoices("FLEET_SIM_PORT", "FLEET_HTTP_PORT", "port"))
     control_token: SecretStr | None = None  # bearer token for /sim/*; none: open (development)
 
     # The fleet created at startup.
