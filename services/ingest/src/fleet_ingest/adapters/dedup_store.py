@@ -2,7 +2,8 @@
 
 One document per key, `_id` = `<access id>:<dedup key>` (unique by construction) with an `expires_at` field
 and a TTL index on it, so the collection holds only what Tuya can still redeliver (it keeps unconsumed
-messages for 2 hours). Writes are batched and idempotent (a key already there is not an error).
+messages for 2 hours). Servers without TTL indexes (FerretDB) get the same effect from `expire()`, which the
+pipeline calls periodically. Writes are batched and idempotent (a key already there is not an error).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ASCENDING
-from pymongo.errors import BulkWriteError
+from pymongo.errors import BulkWriteError, OperationFailure
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,7 @@ class DedupStore(Protocol):
     async def setup(self) -> None: ...
     async def seen(self, keys: Sequence[str]) -> set[str]: ...
     async def record(self, keys: Sequence[str]) -> None: ...
+    async def expire(self) -> None: ...
     async def ping(self) -> bool: ...
 
 
@@ -35,9 +37,19 @@ class MongoDedupStore:
         self._db = db
         self._prefix = f"{access_id}:"
         self._ttl = ttl
+        self._server_expires = False
 
     async def setup(self) -> None:
-        await self._collection.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+        try:
+            await self._collection.create_index([("expires_at", ASCENDING)], expireAfterSeconds=0)
+            self._server_expires = True
+        except OperationFailure as exc:
+            log.info("no TTL index on this server (%s): expiring seen keys ourselves", exc.code)
+            await self._collection.create_index([("expires_at", ASCENDING)])
+
+    async def expire(self) -> None:
+        if not self._server_expires:
+            await self._collection.delete_many({"expires_at": {"$lt": datetime.now(UTC)}})
 
     async def seen(self, keys: Sequence[str]) -> set[str]:
         if not keys:
@@ -82,6 +94,9 @@ class InMemoryDedupStore:
 
     async def record(self, keys: Sequence[str]) -> None:
         self.keys.update(keys)
+
+    async def expire(self) -> None:
+        return None
 
     async def ping(self) -> bool:
         return not self.fail_lookups

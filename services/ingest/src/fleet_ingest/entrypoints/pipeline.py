@@ -58,8 +58,11 @@ class PipelineConfig:
     record_batch: int = 1000
     record_interval_s: float = 0.05
     record_backlog_limit: int = 200_000
+    expire_interval_s: float = 300.0
     recovery_backoff_s: float = 0.5
     recovery_backoff_max_s: float = 30.0
+    store_timeout_s: float = 10.0
+    """Bound on every dedup-store call: a hung database is a transient failure, not a stall."""
     settle_timeout_s: float = 35.0
     """How long recovery waits for sends already started (just above the producer's send timeout)."""
 
@@ -84,8 +87,9 @@ class SendFailed(Exception):
 class LookupBatcher:
     """Coalesces dedup-store lookups: one `$in` query per `max_batch` keys or `max_delay_s`."""
 
-    def __init__(self, store: DedupStore, *, max_batch: int, max_delay_s: float) -> None:
+    def __init__(self, store: DedupStore, *, max_batch: int, max_delay_s: float, timeout_s: float) -> None:
         self._store = store
+        self._timeout_s = timeout_s
         self._max_batch = max_batch
         self._max_delay_s = max_delay_s
         self._keys: list[str] = []
@@ -118,7 +122,8 @@ class LookupBatcher:
 
     async def _run(self, keys: list[str], future: asyncio.Future[set[str]]) -> None:
         try:
-            result = await self._store.seen(keys)
+            async with asyncio.timeout(self._timeout_s):
+                result = await self._store.seen(keys)
         except Exception as exc:
             if not future.done():
                 future.set_exception(exc)
@@ -169,7 +174,10 @@ class IngestPipeline:
         self._to_record: list[str] = []
         self._record_wake = asyncio.Event()
         self._lookups = LookupBatcher(
-            store, max_batch=self.config.lookup_batch, max_delay_s=self.config.lookup_delay_s
+            store,
+            max_batch=self.config.lookup_batch,
+            max_delay_s=self.config.lookup_delay_s,
+            timeout_s=self.config.store_timeout_s,
         )
         self._events_topic = topics.DEVICE_EVENTS.name
         self._published_by_type: dict[str, Any] = {}
@@ -188,7 +196,8 @@ class IngestPipeline:
         try:
             while not self._stopping:
                 try:
-                    await self.store.setup()
+                    async with asyncio.timeout(self.config.store_timeout_s):
+                        await self.store.setup()
                     await self.source.subscribe()
                 except Exception as exc:
                     log.warning("cannot start consuming yet: %s", exc)
@@ -457,18 +466,27 @@ class IngestPipeline:
     # -- dedup store writes ---------------------------------------------------------------------------------
 
     async def _record_loop(self) -> None:
+        next_expiry = self._monotonic() + self.config.expire_interval_s
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.config.record_interval_s):
                     await self._record_wake.wait()
             self._record_wake.clear()
             await self._flush_records()
+            if self._monotonic() >= next_expiry:
+                next_expiry = self._monotonic() + self.config.expire_interval_s
+                try:
+                    async with asyncio.timeout(self.config.store_timeout_s):
+                        await self.store.expire()
+                except Exception as exc:
+                    log.warning("expiring seen messages failed: %s", exc)
 
     async def _flush_records(self) -> None:
         while self._to_record:
             batch = self._to_record[: self.config.record_batch]
             try:
-                await self.store.record(batch)
+                async with asyncio.timeout(self.config.store_timeout_s):
+                    await self.store.record(batch)
             except Exception as exc:
                 self.metrics.store_errors.inc()
                 log.warning("recording seen messages failed (will retry): %s", exc)
