@@ -7,10 +7,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from fleet_shared.mongo import find_one_and_upsert
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo.errors import DuplicateKeyError
 
+from fleet_shared.mongo import find_one_and_upsert
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+
 from fleet_shared.tuya.signing import verify_request
 
 ACCESS_ID = "xt9p4fx9y8r5b3c2a1d0"

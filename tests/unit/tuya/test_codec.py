@@ -9,12 +9,13 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from fleet_shared.tuya import messages as m
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec, encode, encrypt_ecb, encrypt_gcm
 from fleet_shared.tuya.errors import PushMessageRejected, RejectReason
 from fleet_shared.tuya.signing import push_sign
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from .conftest import load_vectors
 

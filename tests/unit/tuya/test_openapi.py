@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+
 from fleet_shared.tuya import errors as e
 from fleet_shared.tuya.models import DpType, EnumValues, IntegerValues, PairingResult
 from fleet_shared.tuya.openapi import RetryPolicy, TuyaOpenApiClient, unwrap_response

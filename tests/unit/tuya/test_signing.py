@@ -6,6 +6,7 @@ import hashlib
 from typing import Any
 
 import pytest
+
 from fleet_shared.tuya.signing import (
     EMPTY_BODY_SHA256,
     pulsar_auth_data,
