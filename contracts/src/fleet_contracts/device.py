@@ -19,6 +19,7 @@ from fleet_contracts._base import (
     DpId,
     DpValue,
     EpochMillis,
+    FirmwareVersion,
     HomeId,
     Name,
     OwnerUid,
@@ -154,6 +155,10 @@ class DeviceOtaProgressed(DeviceFact):
     )
     description: str | None = Field(
         default=None, max_length=1024, description="Tuya's `description`, if sent."
+    )
+    firmware_version: FirmwareVersion | None = Field(
+        default=None,
+        description="Version the channel runs (after a finished upgrade: the new one), when the message says.",
     )
 
 

@@ -1,0 +1,1 @@
+"""Pure domain: the shadow, its merge rules, DP typing. No I/O."""

@@ -1,0 +1,58 @@
+"""Device events (the contract) as the facts the shadow merges; events status does not keep map to nothing."""
+
+from __future__ import annotations
+
+from fleet_contracts import device
+from fleet_status.domain.shadow import (
+    BindingReport,
+    BindingState,
+    DeviceFacts,
+    DpNameReport,
+    DpReading,
+    Fact,
+    FirmwareReport,
+    NameReport,
+    PresenceReport,
+    StatusReport,
+)
+
+
+def facts_from_event(event: device.DeviceEvent) -> DeviceFacts | None:
+    """The facts an event carries about its device; None for events that do not touch a shadow."""
+    data = event.data
+    if isinstance(data, device.UnknownTuyaMessage):
+        return None
+    facts: tuple[Fact, ...]
+    push_time = data.origin.push_time_ms
+    match data:
+        case device.DeviceStatusReported(dps=dps):
+            readings = tuple(DpReading(dp.code, dp.value, dp.device_time_ms, dp.dp_id) for dp in dps)
+            facts = (StatusReport(readings),)
+        case device.DeviceOnline(device_time_ms=t):
+            facts = (PresenceReport(True, t),)
+        case device.DeviceOffline(device_time_ms=t):
+            facts = (PresenceReport(False, t),)
+        case device.DeviceBound():
+            facts = (BindingReport(BindingState.BOUND, push_time, data.owner_uid, data.home_id),)
+        case device.DeviceUnbound():
+            facts = (BindingReport(BindingState.UNBOUND, push_time, data.owner_uid, data.home_id),)
+        case device.DeviceRemoved():
+            facts = (BindingReport(BindingState.REMOVED, push_time, data.owner_uid, data.home_id),)
+        case device.DeviceRenamed(name=name):
+            facts = (NameReport(name, push_time),)
+        case device.DpRenamed(dp_id=dp_id, name=name):
+            facts = (DpNameReport(dp_id, name, push_time),)
+        case device.DeviceOtaProgressed():
+            facts = (
+                FirmwareReport(
+                    channel=data.channel,
+                    upgrade_status=int(data.upgrade_status),
+                    push_time_ms=push_time,
+                    progress_percent=data.progress_percent,
+                    description=data.description,
+                    version=data.firmware_version,
+                ),
+            )
+        case _:
+            return None  # signal samples: not part of the shadow
+    return DeviceFacts(device_id=data.device_id, facts=facts, product_id=data.product_id)
