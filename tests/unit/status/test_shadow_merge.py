@@ -47,13 +47,15 @@ def test_integer_is_scaled_and_keeps_the_raw_value() -> None:
     result = merge(Shadow("d1"), [report(("temp", 215, 10))], SCHEMA)
     dp = result.shadow.dps["temp"]
     assert (dp.value, dp.raw, dp.dp_id, dp.type) == (21.5, 215, 2, DpType.INTEGER)
-    assert result.changed and result.shadow.version == 1
+    assert result.changed
+    assert result.shadow.version == 1
     assert [(c.code, c.old, c.new.value) for c in result.dp_changes] == [("temp", None, 21.5)]
 
 
 def test_enum_outside_its_range_is_refused_and_changes_nothing() -> None:
     result = merge(Shadow("d1", product_id="p1"), [report(("mode", "turbo", 10))], SCHEMA)
-    assert not result.changed and result.shadow.version == 0
+    assert not result.changed
+    assert result.shadow.version == 0
     assert result.refused[0].code == "mode"
     assert result.history == []
 
@@ -91,7 +93,8 @@ def test_older_report_changes_nothing_but_goes_to_history() -> None:
 def test_duplicate_changes_nothing() -> None:
     once = merge(Shadow("d1"), [report(("switch_1", True, 5))], SCHEMA).shadow
     again = merge(once, [report(("switch_1", True, 5))], SCHEMA)
-    assert not again.changed and again.shadow.version == once.version
+    assert not again.changed
+    assert again.shadow.version == once.version
 
 
 def test_newer_timestamp_with_same_value_is_no_change_event_but_moves_time() -> None:
@@ -104,13 +107,16 @@ def test_newer_timestamp_with_same_value_is_no_change_event_but_moves_time() -> 
 
 def test_presence_is_ordered_by_device_time_and_repeats_are_not_changes() -> None:
     s = merge(Shadow("d1"), [facts(PresenceReport(True, 10))], None)
-    assert s.presence_change is not None and s.presence_change.online
+    assert s.presence_change is not None
+    assert s.presence_change.online
     stale = merge(s.shadow, [facts(PresenceReport(False, 5))], None)
-    assert stale.presence_change is None and stale.shadow.presence.online
+    assert stale.presence_change is None
+    assert stale.shadow.presence.online
     repeat = merge(s.shadow, [facts(PresenceReport(True, 11))], None)
     assert repeat.presence_change is None
     off = merge(s.shadow, [facts(PresenceReport(False, 12))], None)
-    assert off.presence_change is not None and not off.presence_change.online
+    assert off.presence_change is not None
+    assert not off.presence_change.online
     assert off.shadow.presence.last_seen_ms == 12
 
 
@@ -130,7 +136,8 @@ def test_binding_name_and_firmware() -> None:
     )
     sh = result.shadow
     assert (sh.binding.state, sh.binding.owner_uid, sh.binding.home_id) == (BindingState.REMOVED, None, None)
-    assert sh.name is not None and sh.name.name == "kitchen"
+    assert sh.name is not None
+    assert sh.name.name == "kitchen"
     assert sh.dp_names[1].name == "Power"
     assert (sh.firmware[9].upgrade_status, sh.firmware[9].version) == (3, "1.2.0")
 

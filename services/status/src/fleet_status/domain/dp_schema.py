@@ -1,8 +1,9 @@
 """A product's DP schema and the typing of reported values by it (REFERENCE §6).
 
 Integer values are scaled (`raw / 10^scale`), enum values must be in the range, bitmap/fault values are
-decoded to one flag per label. A value that does not fit its DP's type is refused: a bad input changes nothing.
-DPs the schema does not know (or a product whose schema could not be fetched) are kept untyped, as reported.
+decoded to one flag per label. A value that does not fit its DP's type is refused (a bad input changes
+nothing). DPs the schema does not know, or all DPs of a product whose schema could not be fetched, are kept
+untyped, as reported.
 """
 
 from __future__ import annotations
