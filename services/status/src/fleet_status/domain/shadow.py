@@ -157,6 +157,7 @@ class StatusReport:
 class PresenceReport:
     online: bool
     device_time_ms: int
+    source: str = "device"  # "cloud": observed through the OpenAPI, at the time it was asked
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,9 +297,10 @@ def _apply(
         case StatusReport(readings=readings, source=source):
             for reading in readings:
                 _apply_reading(shadow, reading, source, schema, history, refused)
-        case PresenceReport(online=online, device_time_ms=t):
-            presence_history.append(fact)
-            _seen(shadow, t)
+        case PresenceReport(online=online, device_time_ms=t, source=source):
+            if source == "device":
+                presence_history.append(fact)
+                _seen(shadow, t)
             candidate = Presence(online=online, changed_at_ms=t)
             if shadow.presence.online is None or candidate.order_key() > shadow.presence.order_key():
                 shadow.presence.online = online

@@ -1,0 +1,171 @@
+"""Wiring: settings -> adapters -> writer, subscriber and HTTP app. The one place that knows every class."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from fleet_shared import mongo
+from fleet_shared.pulsar import PulsarBroker
+from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_status.adapters.mongo import ApiKeyStore, HistoryStore, SchemaStore, ShadowStore
+from fleet_status.adapters.outbox import EventPublisher, PulsarEventPublisher
+from fleet_status.adapters.tuya import CloudDeviceSource, OpenApi, SchemaCache
+from fleet_status.entrypoints import consumer
+from fleet_status.handlers import reconcile_stale
+from fleet_status.settings import StatusSettings
+from fleet_status.writer import ShadowWriter, WriterMetrics
+
+SERVICE = "status"
+log = logging.getLogger(__name__)
+
+
+def parse_api_keys(text: str) -> list[tuple[str, str]]:
+    """`name:key,key2` -> [(name, key), ("key-1", key2)]."""
+    keys: list[tuple[str, str]] = []
+    for i, item in enumerate(p.strip() for p in text.split(",")):
+        if not item:
+            continue
+        name, sep, key = item.partition(":")
+        keys.append((name, key) if sep and key else (f"key-{i + 1}", item))
+    return keys
+
+
+@dataclass
+class Status:
+    """The running parts of one status process."""
+
+    settings: StatusSettings
+    broker: PulsarBroker
+    mongo_client: Any
+    shadows: ShadowStore
+    history: HistoryStore
+    keys: ApiKeyStore
+    writer: ShadowWriter
+    openapi: TuyaOpenApiClient | None
+    cloud: CloudDeviceSource | None
+    _reconciler: asyncio.Task[None] | None = field(default=None, init=False)
+
+    async def prepare_database(self) -> None:
+        await self.shadows.ensure_indexes()
+        await self.history.ensure_indexes()
+        now = datetime.now(UTC)
+        for name, key in parse_api_keys(self.settings.status_api_keys.get_secret_value()):
+            await self.keys.add(name, key, now)
+
+    async def start(self) -> None:
+        """Database ready, leftover outbox relayed, writer running, then consume."""
+        await self.prepare_database()
+        await self.broker.connect()
+        relayed = await self.writer.recover()
+        if relayed:
+            log.info("relayed %d events a previous process left in outboxes", relayed)
+        self.writer.start()
+        await self.broker.start()
+        if self.cloud is not None and self.settings.status_reconcile_interval_s > 0:
+            self._reconciler = asyncio.create_task(self._reconcile_forever(), name="status-reconciler")
+
+    async def stop(self) -> None:
+        """Stop consuming, drain the writer (acking what it writes), flush producers, close clients."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            await asyncio.gather(self._reconciler, return_exceptions=True)
+        for sub in self.broker.subscribers:
+            with contextlib.suppress(Exception):
+                await sub.stop()
+        try:
+            await self.writer.stop(self.settings.status_shutdown_timeout_s)
+        finally:
+            try:
+                await self.broker.stop()
+            finally:
+                if self.openapi is not None:
+                    await self.openapi.aclose()
+                self.mongo_client.close()
+
+    async def _reconcile_forever(self) -> None:
+        assert self.cloud is not None
+        while True:
+            await asyncio.sleep(self.settings.status_reconcile_interval_s)
+            try:
+                await reconcile_stale(
+                    self.shadows,
+                    self.cloud,
+                    self.writer,
+                    stale_after=timedelta(seconds=self.settings.status_stale_after_s),
+                    limit=self.settings.status_reconcile_batch,
+                )
+            except Exception as e:  # the loop must outlive a bad round (database down, API down)
+                log.warning("reconciliation round failed: %r", e)
+
+    async def bus_ready(self) -> bool:
+        return await self.broker.ping(2.0)
+
+    async def database_ready(self) -> bool:
+        return await self.shadows.ping()
+
+    async def writer_ready(self) -> bool:
+        return self.writer.healthy
+
+
+def bootstrap(
+    settings: StatusSettings | None = None,
+    *,
+    registry: CollectorRegistry = REGISTRY,
+    openapi: OpenApi | None = None,
+    publisher: EventPublisher | None = None,
+) -> Status:
+    settings = settings or StatusSettings()
+    broker = PulsarBroker(settings.pulsar_url)
+    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
+    db = client[settings.status_database]
+    shadows = ShadowStore(db, write_chunk=settings.status_write_chunk)
+    history = HistoryStore(db, retention=timedelta(days=settings.status_history_retention_days))
+    own_client: TuyaOpenApiClient | None = None
+    if openapi is None and settings.tuya_access_secret.get_secret_value():
+        own_client = TuyaOpenApiClient(
+            settings.tuya_access_id,
+            settings.tuya_access_secret,
+            region_code=settings.region.lower(),
+            base_url=settings.tuya_openapi_url,
+        )
+        openapi = own_client
+    schemas = SchemaCache(openapi, SchemaStore(db), ttl_s=settings.status_schema_ttl_s)
+    writer = ShadowWriter(
+        shadows,
+        history,
+        schemas,
+        publisher or PulsarEventPublisher(broker),
+        tenant=settings.tuya_access_id,
+        region=settings.region.lower(),
+        max_devices=settings.status_batch_max_devices,
+        max_delay_s=settings.status_batch_max_delay_ms / 1000,
+        max_pending=settings.status_max_pending_messages,
+        outbox_clear_after_s=settings.status_outbox_clear_after_s,
+        metrics=WriterMetrics(registry),
+    )
+    consumer.register(
+        broker,
+        writer,
+        subscription=settings.status_subscription,
+        max_redeliveries=settings.status_max_redeliveries,
+        receiver_queue_size=settings.status_receiver_queue_size,
+    )
+    cloud = CloudDeviceSource(openapi, rate_per_s=settings.status_reconcile_rate_per_s) if openapi else None
+    return Status(
+        settings=settings,
+        broker=broker,
+        mongo_client=client,
+        shadows=shadows,
+        history=history,
+        keys=ApiKeyStore(db),
+        writer=writer,
+        openapi=own_client,
+        cloud=cloud,
+    )

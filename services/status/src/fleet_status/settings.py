@@ -1,0 +1,32 @@
+"""status's configuration: the common `FLEET_` settings plus the shadow writer, history and reconciliation."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+
+from fleet_shared.service import ServiceSettings
+
+
+class StatusSettings(ServiceSettings):
+    status_database: str = "status"
+    status_subscription: str = "status"
+    # the shadow writer: messages are merged per device in memory and written once per device per batch
+    status_batch_max_devices: int = Field(400, ge=1, le=10_000)
+    status_batch_max_delay_ms: int = Field(20, ge=0)
+    status_max_pending_messages: int = Field(20_000, ge=100)
+    # statements per write command: FerretDB 1.x hangs on an `update` command with ~100 statements
+    status_write_chunk: int = Field(40, ge=1, le=90)
+    status_max_redeliveries: int = Field(5, ge=0)
+    status_receiver_queue_size: int = Field(2000, ge=1)
+    # outbox entries already relayed are cleared by the device's next write, or after this idle time
+    status_outbox_clear_after_s: float = Field(1.0, ge=0)
+    status_history_retention_days: float = Field(7.0, gt=0)
+    # reconciliation of stale shadows from the OpenAPI; interval 0 switches it off
+    status_reconcile_interval_s: float = Field(60.0, ge=0)
+    status_stale_after_s: float = Field(3600.0, gt=0)
+    status_reconcile_batch: int = Field(100, ge=1, le=10_000)
+    status_reconcile_rate_per_s: float = Field(5.0, gt=0)
+    status_schema_ttl_s: float = Field(24 * 3600.0, gt=0)
+    # API keys seeded at start-up, comma separated `name:key` (or bare keys); stored as sha256 only
+    status_api_keys: SecretStr = SecretStr("")
+    status_shutdown_timeout_s: float = Field(15.0, gt=0)

@@ -1,0 +1,419 @@
+"""The shadow writer: batches device facts, merges them per device, writes each device once per batch and
+relays the events those writes recorded. One writer per process; batches are flushed one after another.
+
+Per batch: load the shadows not in memory (relaying any events a crash left in their outbox), merge each
+device's facts, insert DP history, write every changed shadow with its outbox in one conditional
+single-document write, publish the outbox, then acknowledge the messages. A crash anywhere before the
+acknowledgement redelivers the messages; re-merging them changes nothing that was already written (merges are
+idempotent), and events left in an outbox are published on the next load with their deterministic ids.
+A write that loses a race with another replica (the version moved on) is merged again from a fresh read.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Protocol
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+
+from fleet_contracts import topics
+from fleet_contracts.envelope import service_source
+from fleet_contracts.status import (
+    DpChange,
+    DpSample,
+    PresenceChanged,
+    PresenceChangedEvent,
+    ShadowChanged,
+    ShadowChangedEvent,
+)
+from fleet_status.adapters.mongo import HistoryStore, OutboxEntry, ShadowStore, ShadowWrite
+from fleet_status.adapters.outbox import EventPublisher
+from fleet_status.adapters.tuya import SchemaCache
+from fleet_status.domain.dp_schema import DpSchema
+from fleet_status.domain.shadow import (
+    AcceptedReading,
+    DeviceFacts,
+    MergeResult,
+    PresenceReport,
+    Shadow,
+    merge,
+)
+
+log = logging.getLogger(__name__)
+
+SOURCE = service_source("status")
+
+
+class Settlement(Protocol):
+    """How the writer settles the message a fact came from (a `PulsarMessage`)."""
+
+    async def ack(self) -> None: ...
+
+    async def nack(self) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Pending:
+    facts: DeviceFacts
+    message: Settlement | None
+    tenant: str
+    region: str
+
+
+@dataclass(slots=True)
+class _Cached:
+    shadow: Shadow
+    tenant: str = ""
+    region: str = ""
+
+
+@dataclass
+class WriterMetrics:
+    registry: CollectorRegistry = REGISTRY
+    flushes: Histogram = field(init=False)
+    messages: Counter = field(init=False)
+    writes: Counter = field(init=False)
+    conflicts: Counter = field(init=False)
+    refused: Counter = field(init=False)
+    failures: Counter = field(init=False)
+
+    def __post_init__(self) -> None:
+        r = self.registry
+        self.flushes = Histogram("status_flush_seconds", "Time to flush one batch", registry=r)
+        self.messages = Counter("status_messages", "Device events merged", registry=r)
+        self.writes = Counter("status_shadow_writes", "Shadow documents written", registry=r)
+        self.conflicts = Counter("status_write_conflicts", "Shadow writes that lost a race", registry=r)
+        self.refused = Counter("status_dp_values_refused", "DP values refused by their schema", registry=r)
+        self.failures = Counter("status_flush_failures", "Batches that failed and were nacked", registry=r)
+
+
+def shadow_event_id(device_id: str, version: int) -> str:
+    return f"status:{device_id}:shadow:{version}"
+
+
+def presence_event_id(device_id: str, version: int) -> str:
+    return f"status:{device_id}:presence:{version}"
+
+
+def outbox_for(result: MergeResult, *, tenant: str, region: str, now: datetime) -> list[OutboxEntry]:
+    """The events a merge causes, with ids fixed by the device and the shadow version they produced."""
+    shadow = result.shadow
+    entries: list[OutboxEntry] = []
+    if result.dp_changes:
+        changed = ShadowChangedEvent.build(
+            ShadowChanged(
+                device_id=shadow.device_id,
+                product_id=shadow.product_id,
+                shadow_version=shadow.version,
+                changes=[
+                    DpChange(
+                        code=c.code,
+                        dp_id=c.dp_id,
+                        old=None
+                        if c.old is None
+                        else DpSample(value=c.old.value, device_time_ms=c.old.device_time_ms),
+                        new=DpSample(value=c.new.value, device_time_ms=c.new.device_time_ms),
+                    )
+                    for c in result.dp_changes[:255]
+                ],
+            ),
+            source=SOURCE,
+            tenant=tenant,
+            region=region,
+            event_id=shadow_event_id(shadow.device_id, shadow.version),
+            time=now,
+        )
+        entries.append(
+            OutboxEntry(
+                changed.id,
+                topics.STATUS_SHADOW_EVENTS.name,
+                shadow.device_id,
+                topics.STATUS_SHADOW_EVENTS.encode(changed),
+            )
+        )
+    if result.presence_change is not None:
+        p = result.presence_change
+        presence = PresenceChangedEvent.build(
+            PresenceChanged(
+                device_id=shadow.device_id,
+                product_id=shadow.product_id,
+                online=p.online,
+                changed_at_ms=p.changed_at_ms,
+                last_seen_ms=p.last_seen_ms,
+            ),
+            source=SOURCE,
+            tenant=tenant,
+            region=region,
+            event_id=presence_event_id(shadow.device_id, shadow.version),
+            time=now,
+        )
+        entries.append(
+            OutboxEntry(
+                presence.id,
+                topics.STATUS_PRESENCE_EVENTS.name,
+                shadow.device_id,
+                topics.STATUS_PRESENCE_EVENTS.encode(presence),
+            )
+        )
+    return entries
+
+
+class ShadowWriter:
+    def __init__(
+        self,
+        shadows: ShadowStore,
+        history: HistoryStore,
+        schemas: SchemaCache,
+        publisher: EventPublisher,
+        *,
+        tenant: str,
+        region: str,
+        max_devices: int = 400,
+        max_delay_s: float = 0.02,
+        max_pending: int = 20_000,
+        outbox_clear_after_s: float = 1.0,
+        metrics: WriterMetrics | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.shadows = shadows
+        self.history = history
+        self.schemas = schemas
+        self.publisher = publisher
+        self.tenant = tenant
+        self.region = region
+        self.max_devices = max_devices
+        self.max_delay_s = max_delay_s
+        self.max_pending = max_pending
+        self.outbox_clear_after_s = outbox_clear_after_s
+        self.metrics = metrics or WriterMetrics(CollectorRegistry())
+        self.clock = clock
+        self._cache: dict[str, _Cached] = {}
+        self._pending: dict[str, list[Pending]] = {}
+        self._pending_count = 0
+        self._wake = asyncio.Event()
+        self._room = asyncio.Event()
+        self._room.set()
+        # devices whose last write left relayed events in the outbox: version written, when (monotonic)
+        self._relayed: dict[str, tuple[int, float]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.healthy = True
+
+    # --- intake ---------------------------------------------------------------------------------------
+
+    @property
+    def pending_messages(self) -> int:
+        return self._pending_count
+
+    async def submit(
+        self, facts: DeviceFacts, message: Settlement | None, *, tenant: str, region: str
+    ) -> None:
+        """Queue facts for the next batch; waits while too many messages are pending (back-pressure)."""
+        while self._pending_count >= self.max_pending:
+            self._room.clear()
+            await self._room.wait()
+        self._pending.setdefault(facts.device_id, []).append(Pending(facts, message, tenant, region))
+        self._pending_count += 1
+        self._wake.set()
+
+    # --- lifecycle ------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._task is None:
+            self._stopping = False
+            self._task = asyncio.create_task(self._run(), name="status-shadow-writer")
+
+    async def stop(self, drain_s: float = 15.0) -> None:
+        """Flush what is pending (its messages get acked), then stop."""
+        self._stopping = True
+        self._wake.set()
+        task, self._task = self._task, None
+        if task is not None:
+            try:
+                await asyncio.wait_for(task, drain_s)
+            except TimeoutError:
+                log.warning(
+                    "shadow writer did not drain within %.0fs; unacked messages will be redelivered", drain_s
+                )
+        # whatever is still pending was never acked: Pulsar redelivers it to the next consumer
+
+    async def _run(self) -> None:
+        while True:
+            if not self._pending:
+                if self._stopping:
+                    return
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), max(self.outbox_clear_after_s, 0.05))
+                self._wake.clear()
+                if not self._pending:
+                    await self._clear_relayed_outboxes()
+                    continue
+            if len(self._pending) < self.max_devices and not self._stopping and self.max_delay_s > 0:
+                await asyncio.sleep(self.max_delay_s)  # let the batch fill a little
+            await self.flush_once()
+
+    # --- one batch ------------------------------------------------------------------------------------
+
+    def _take_batch(self) -> dict[str, list[Pending]]:
+        batch: dict[str, list[Pending]] = {}
+        for device_id in list(self._pending)[: self.max_devices]:
+            items = self._pending.pop(device_id)
+            batch[device_id] = items
+            self._pending_count -= len(items)
+        if self._pending_count < self.max_pending:
+            self._room.set()
+        return batch
+
+    def _requeue(self, batch: dict[str, list[Pending]]) -> None:
+        for device_id, items in batch.items():
+            self._pending[device_id] = items + self._pending.get(device_id, [])
+            self._pending_count += len(items)
+
+    async def flush_once(self) -> None:
+        batch = self._take_batch()
+        if not batch:
+            return
+        started = time.monotonic()
+        try:
+            lost = await self._flush(batch)
+        except Exception as e:
+            self.healthy = False
+            self.metrics.failures.inc()
+            log.warning("flushing %d devices failed, their messages are nacked: %r", len(batch), e)
+            for device_id in batch:
+                self._cache.pop(device_id, None)  # the write may or may not have landed: read it again
+            await _settle(batch.values(), ack=False)
+            await asyncio.sleep(0.2)
+            return
+        self.healthy = True
+        if lost:
+            self.metrics.conflicts.inc(len(lost))
+            self._requeue({d: batch.pop(d) for d in lost})
+        await _settle(batch.values(), ack=True)
+        self.metrics.flushes.observe(time.monotonic() - started)
+
+    async def _flush(self, batch: dict[str, list[Pending]]) -> set[str]:
+        now = self.clock()
+        await self._load_missing(list(batch))
+        schemas = await self._schemas_for(batch)
+
+        writes: list[ShadowWrite] = []
+        readings: dict[str, list[AcceptedReading]] = {}
+        presence: dict[str, list[PresenceReport]] = {}
+        write_id = uuid.uuid4().hex
+        for device_id, items in batch.items():
+            cached = self._cache[device_id]
+            self.metrics.messages.inc(len(items))
+            result = merge(cached.shadow, [i.facts for i in items], schemas.get(device_id))
+            if result.refused:
+                self.metrics.refused.inc(len(result.refused))
+                log.info(
+                    "refused DP values of %s: %s",
+                    device_id,
+                    "; ".join(f"{r.code}: {r.reason}" for r in result.refused),
+                    extra={"device_id": device_id},
+                )
+            if result.history:
+                readings[device_id] = result.history
+            if result.presence_history:
+                presence[device_id] = result.presence_history
+            if result.changed:
+                last = items[-1]
+                outbox = outbox_for(result, tenant=last.tenant, region=last.region, now=now)
+                writes.append(ShadowWrite(result.shadow, cached.shadow.version, outbox, write_id))
+
+        await self.history.add(readings, presence, now)
+        lost = await self.shadows.write(writes, now) if writes else set()
+        written = [w for w in writes if w.shadow.device_id not in lost]
+        for device_id in lost:
+            self._cache.pop(device_id, None)
+        for w in written:
+            self._cache[w.shadow.device_id].shadow = w.shadow
+            self._relayed.pop(w.shadow.device_id, None)
+        self.metrics.writes.inc(len(written))
+        await self.publisher.publish([e for w in written for e in w.outbox])
+        mono = time.monotonic()
+        for w in written:
+            if w.outbox:
+                self._relayed[w.shadow.device_id] = (w.shadow.version, mono)
+        return lost
+
+    async def _load_missing(self, device_ids: Sequence[str]) -> None:
+        missing = [d for d in device_ids if d not in self._cache]
+        if not missing:
+            return
+        loaded = await self.shadows.load(missing)
+        leftovers = [e for stored in loaded.values() for e in stored.outbox]
+        if leftovers:
+            # a crash (or a failed batch) left events unrelayed: publish them before anything newer
+            await self.publisher.publish(leftovers)
+        mono = time.monotonic()
+        for device_id in missing:
+            stored = loaded.get(device_id)
+            self._cache[device_id] = _Cached(stored.shadow if stored else Shadow(device_id))
+            if stored is not None and stored.outbox:
+                self._relayed[device_id] = (stored.shadow.version, mono - self.outbox_clear_after_s)
+
+    async def _schemas_for(self, batch: dict[str, list[Pending]]) -> dict[str, DpSchema | None]:
+        wanted: dict[str, tuple[str | None, str]] = {}
+        for device_id, items in batch.items():
+            product_id = self._cache[device_id].shadow.product_id or next(
+                (i.facts.product_id for i in items if i.facts.product_id), None
+            )
+            wanted[device_id] = (product_id, device_id)
+        by_product: dict[str, DpSchema | None] = {}
+        fetch: dict[str, str] = {}
+        for product_id, device_id in wanted.values():
+            if product_id and product_id not in fetch:
+                fetch[product_id] = device_id
+        results = await asyncio.gather(*(self.schemas.get(p, d) for p, d in fetch.items()))
+        by_product = dict(zip(fetch, results, strict=True))
+        return {d: by_product.get(p) if p else None for d, (p, _) in wanted.items()}
+
+    async def _clear_relayed_outboxes(self) -> None:
+        """Empty the outbox of devices that have not been written again since their events were relayed."""
+        if not self._relayed:
+            return
+        cutoff = time.monotonic() - self.outbox_clear_after_s
+        due = {d: v for d, (v, at) in self._relayed.items() if at <= cutoff and d not in self._pending}
+        if not due:
+            return
+        try:
+            await self.shadows.clear_outbox(due)
+        except Exception as e:
+            log.warning("clearing %d relayed outboxes failed, will retry: %r", len(due), e)
+            return
+        for device_id, version in due.items():
+            if self._relayed.get(device_id, (None,))[0] == version:
+                del self._relayed[device_id]
+
+    async def recover(self, limit: int = 10_000) -> int:
+        """At start-up: relay events a previous process wrote but did not publish; returns how many."""
+        stored = await self.shadows.with_outbox(limit)
+        entries = [e for s in stored for e in s.outbox]
+        if entries:
+            await self.publisher.publish(entries)
+            await self.shadows.clear_outbox({s.shadow.device_id: s.shadow.version for s in stored})
+        return len(entries)
+
+    def forget(self, device_id: str) -> None:
+        """Drop a cached shadow (reconciliation reads the stored one fresh)."""
+        self._cache.pop(device_id, None)
+
+
+async def _settle(groups: Iterable[list[Pending]], *, ack: bool) -> None:
+    messages = [p.message for items in groups for p in items if p.message is not None]
+    results = await asyncio.gather(
+        *((m.ack() if ack else m.nack()) for m in messages), return_exceptions=True
+    )
+    failures = [r for r in results if isinstance(r, BaseException)]
+    if failures:
+        # the consumer closed meanwhile: Pulsar redelivers, and the merge makes the replay harmless
+        log.warning("settling %d messages failed: %r", len(failures), failures[0])
