@@ -45,9 +45,20 @@ class FakeTuyaSource:
             self._wake.clear()
             await self._wake.wait()
 
+    def receive_ready(self, limit: int) -> list[Received]:
+        out = []
+        while self._open and self.pending and len(out) < limit:
+            d = self.pending.popleft()
+            self.delivered.append(d)
+            out.append(Received(d, d.message_id))
+        return out
+
     def acknowledge(self, received: Received) -> None:
         self.acked.append(received.delivery.message_id)
-        self.delivered = [d for d in self.delivered if d.message_id != received.delivery.message_id]
+        if self.delivered and self.delivered[0].message_id == received.delivery.message_id:
+            self.delivered.pop(0)  # the usual case: acks in delivery order
+        else:
+            self.delivered = [d for d in self.delivered if d.message_id != received.delivery.message_id]
 
     async def close_consumer(self) -> None:
         if self._open:

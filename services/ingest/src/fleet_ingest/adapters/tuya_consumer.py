@@ -47,6 +47,7 @@ class TuyaSource(Protocol):
 
     async def subscribe(self) -> None: ...
     async def receive(self) -> Received: ...
+    def receive_ready(self, limit: int) -> list[Received]: ...
     def acknowledge(self, received: Received) -> None: ...
     async def close_consumer(self) -> None: ...
     async def close(self) -> None: ...
@@ -138,6 +139,28 @@ class PulsarTuyaSource:
             raise RuntimeError("not subscribed")
         message = await self._consumer.receive()
         return Received(to_delivery(message), message)
+
+    def receive_ready(self, limit: int) -> list[Received]:
+        """Up to `limit` messages already in the client's queue, without waiting.
+
+        An awaited receive costs an event-loop iteration per message; taking what has already arrived in one
+        go is what lets a busy loop keep up with the stream. Order is the consumer's order either way.
+        """
+        consumer = self._consumer
+        out: list[Received] = []
+        if consumer is None:
+            return out
+        native = consumer._consumer
+        for _ in range(limit):
+            try:
+                raw = native.receive(0)
+            except pulsar.Timeout:
+                break
+            message = pulsar.Message()
+            message._message = raw
+            message._schema = consumer._schema
+            out.append(Received(to_delivery(message), message))
+        return out
 
     def acknowledge(self, received: Received) -> None:
         """Individual ack, fire and forget: a lost ack only means a redelivery, which dedup absorbs."""

@@ -53,6 +53,7 @@ PROP_TUYA_PUBLISH_TIME = "tuya-publish-time"
 @dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
     max_in_flight: int = 1000
+    receive_batch: int = 500
     lookup_batch: int = 500
     lookup_delay_s: float = 0.002
     record_batch: int = 1000
@@ -261,7 +262,7 @@ class IngestPipeline:
                     continue
                 exc = task.exception()
                 if exc is not None:
-                    cause = tasks[task]
+                    cause = "publish" if isinstance(exc, SendFailed) else tasks[task]
                     log.warning("%s stage failed: %r", cause, exc)
                 elif not self._stopping:
                     cause = tasks[task]  # a stage ended by itself: treat as a failure, resubscribe
@@ -317,10 +318,20 @@ class IngestPipeline:
             received = await source.receive()
             if self._stopping:
                 return  # left unacked: closing the consumer hands it to the next one
-            self._unsettled += 1
+            batch = [received]
+            # Take what has already arrived too (one slot each), instead of a loop iteration per message.
+            while not slots.locked() and len(batch) < self.config.receive_batch:
+                more = source.receive_ready(min(slots._value, self.config.receive_batch - len(batch)))
+                if not more:
+                    break
+                for _ in more:
+                    await slots.acquire()  # free slots: returns at once
+                batch.extend(more)
+            self._unsettled += len(batch)
             self._drained.clear()
-            metrics.in_flight.inc()
-            ordered.put_nowait(self._prepare(received))
+            metrics.in_flight.inc(len(batch))
+            for one in batch:
+                ordered.put_nowait(self._prepare(one))
 
     def _prepare(self, received: Received) -> _Item:
         delivery = received.delivery
