@@ -124,6 +124,7 @@ def test_ota_fields() -> None:
     iot = publish(*SAMPLES["1002/deviceOtaProgress"][:2]).event.data
     assert isinstance(iot, ev.DeviceOtaProgressed)
     assert iot.progress_percent == 40
+    assert iot.firmware_version == "1.2.0"
     assert iot.upgrade_status is ev.OtaUpgradeStatus.UPGRADING
 
 

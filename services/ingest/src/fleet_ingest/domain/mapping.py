@@ -271,6 +271,7 @@ def _ota_progress(ctx: _Ctx, msg: tm.IotDeviceOtaProgress) -> Mapped:
         channel=data.channel if data.channel is not None else 0,
         upgrade_status=status,
         progress_percent=data.progress,
+        firmware_version=_str(data.version),
     )
 
 
