@@ -19,9 +19,7 @@ from pulsar import asyncio as pa
 from fleet_contracts import topics
 from fleet_shared.provisioning import provision
 from fleet_shared.tuya.codec import PushCodec
-from tests.support import Stack
-
-from .support import (
+from tests.e2e.ingest.support import (
     EXPECTED_REASONS,
     FleetMessage,
     IngestProcess,
@@ -31,6 +29,7 @@ from .support import (
     per_device,
     publish_all,
 )
+from tests.support import Stack
 
 pytestmark = pytest.mark.e2e
 

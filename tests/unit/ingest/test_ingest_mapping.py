@@ -16,8 +16,7 @@ from fleet_ingest.domain.dedup import SeenWindow, dedup_key, event_id
 from fleet_ingest.domain.model import DeadLetter, Project, Publish, RejectClass, TuyaDelivery
 from fleet_ingest.handlers import handle_delivery
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
-
-from .tuya_samples import ACCESS_ID, DEV, PID, SAMPLES, SECRET, UID, UNKNOWN, T
+from tests.unit.ingest.tuya_samples import ACCESS_ID, DEV, PID, SAMPLES, SECRET, UID, UNKNOWN, T
 
 pytestmark = pytest.mark.unit
 

@@ -23,9 +23,8 @@ from fleet_ingest.domain.dedup import SeenWindow
 from fleet_ingest.domain.model import Project, TuyaDelivery
 from fleet_ingest.entrypoints.pipeline import IngestPipeline, PipelineConfig
 from fleet_shared.tuya.codec import PushCodec
-
-from .fakes import FakeSink, FakeTuyaSource
-from .tuya_samples import ACCESS_ID, SECRET, T
+from tests.unit.ingest.fakes import FakeSink, FakeTuyaSource
+from tests.unit.ingest.tuya_samples import ACCESS_ID, SECRET, T
 
 pytestmark = pytest.mark.unit
 
