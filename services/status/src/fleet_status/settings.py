@@ -10,6 +10,8 @@ from fleet_shared.service import ServiceSettings
 class StatusSettings(ServiceSettings):
     status_database: str = "status"
     status_subscription: str = "status"
+    # where a new subscription starts: the whole retained topic (earliest) or only new events (latest)
+    status_initial_position: str = Field("earliest", pattern="^(earliest|latest)$")
     # the shadow writer: messages are merged per device in memory and written once per device per batch
     status_batch_max_devices: int = Field(400, ge=1, le=10_000)
     status_batch_max_delay_ms: int = Field(20, ge=0)

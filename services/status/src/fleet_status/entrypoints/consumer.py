@@ -26,6 +26,7 @@ def register(
     subscription: str,
     max_redeliveries: int,
     receiver_queue_size: int,
+    initial_position: str = "earliest",
 ) -> None:
     broker.publisher(
         topics.STATUS_SHADOW_EVENTS.name,
@@ -43,7 +44,9 @@ def register(
         topics.DEVICE_EVENTS.name,
         subscription=subscription,
         subscription_type=ConsumerType.KeyShared,
-        initial_position=InitialPosition.Earliest,
+        initial_position=InitialPosition.Earliest
+        if initial_position == "earliest"
+        else InitialPosition.Latest,
         dead_letter=DeadLetter(max_redeliveries=max_redeliveries, topic=topics.STATUS_DEAD_LETTER.name),
         receiver_queue_size=receiver_queue_size,
         ack_policy=AckPolicy.MANUAL,

@@ -12,11 +12,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
+from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import BaseModel, Field
 
 from fleet_status.adapters.mongo import ApiKeyStore, HistoryStore, ShadowStore
+
+DeviceId = Annotated[str, Path(min_length=1, max_length=64, description="Tuya device id.")]
 
 _bearer = HTTPBearer(auto_error=False, description="An API key issued by `fleet-status api-key add`.")
 
@@ -174,7 +176,6 @@ def api_router(shadows: ShadowStore, history: HistoryStore, keys: ApiKeyStore) -
         return name
 
     router = APIRouter(prefix="/v1", tags=["status"], dependencies=[Depends(authenticated)])
-    DeviceId = Annotated[str, Field(min_length=1, max_length=64)]
 
     @router.get("/devices/{device_id}/shadow", response_model=ShadowView)
     async def get_shadow(device_id: DeviceId) -> ShadowView:
