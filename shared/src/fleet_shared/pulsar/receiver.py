@@ -1,0 +1,91 @@
+"""A consumer's receive and ack without an event-loop round trip per message when it can be avoided.
+
+`pulsar.asyncio.Consumer.receive()` creates a future per message and completes it through
+`call_soon_threadsafe`, even when the client already holds the message in its receiver queue and calls
+back at once on the calling thread: every message then costs a self-pipe write, a selector wake-up and a
+loop iteration. Its `acknowledge()` does the same although the client only queues the ack.
+
+`NativeReceiver` talks to the wrapped `_pulsar.Consumer` instead (pulsar-client 3.13's asyncio API keeps
+it as `Consumer._consumer`): a message already queued is returned without suspending; otherwise it waits
+on one future completed from the client's thread, exactly as `pulsar.asyncio` does. It is never
+cancelled by the receive loop (a cancelled receive would lose the message it was about to return).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+from typing import Any, cast
+
+import pulsar
+from pulsar import asyncio as pa
+from pulsar.asyncio import PulsarException
+
+_OK = pulsar.Result.Ok
+
+
+class NativeReceiver:
+    """Receives from one `pulsar.asyncio.Consumer`; one receive at a time (the subscriber's loop)."""
+
+    __slots__ = ("_loop", "_native", "_ready", "_schema", "_thread", "_waiter")
+
+    def __init__(self, consumer: pa.Consumer) -> None:
+        self._native: Any = consumer._consumer
+        self._schema: Any = consumer._schema
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.get_ident()
+        self._ready: tuple[Any, Any] | None = None
+        self._waiter: asyncio.Future[tuple[Any, Any]] | None = None
+
+    @staticmethod
+    def supports(consumer: object) -> bool:
+        return (
+            type(consumer) is pa.Consumer and hasattr(consumer, "_consumer") and hasattr(consumer, "_schema")
+        )
+
+    async def receive(self) -> pulsar.Message:
+        self._native.receive_async(self._on_message)
+        ready, self._ready = self._ready, None
+        if ready is None:
+            # Nothing queued: the client calls back from its own thread once a message arrives.
+            waiter = self._waiter = self._loop.create_future()
+            ready = await waiter
+        result, native_msg = ready
+        if result != _OK:
+            raise PulsarException(result)
+        msg = pulsar.Message()
+        msg._message = native_msg
+        msg._schema = self._schema
+        return msg
+
+    def _on_message(self, result: Any, native_msg: Any) -> None:
+        # Called inline by receive_async when a message is queued (the loop's thread), else from a client
+        # thread. It must never raise: an exception on a client thread aborts the process.
+        if threading.get_ident() == self._thread:
+            self._settle(result, native_msg)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for this any more
+            self._loop.call_soon_threadsafe(self._settle, result, native_msg)
+
+    def _settle(self, result: Any, native_msg: Any) -> None:
+        waiter, self._waiter = self._waiter, None
+        if waiter is None:
+            self._ready = (result, native_msg)  # completed inline, before receive() made a waiter
+        elif not waiter.done():
+            waiter.set_result((result, native_msg))
+
+
+def acknowledge_now(consumer: object, raw: object) -> bool:
+    """Queue an individual ack on the wrapped client consumer; False when that is not possible here.
+
+    The client's ack-grouping tracker only queues an individual ack (it sends the group within 100 ms,
+    on close, or when it grows large) and completes the async API's future at once; awaiting that future
+    costs a loop round trip per message and proves nothing more. The synchronous call queues the same
+    ack and raises the same errors (AlreadyClosed after close).
+    """
+    if type(consumer) is pa.Consumer and type(raw) is pulsar.Message:
+        native: Any = cast("Any", consumer)._consumer
+        native.acknowledge(cast("Any", raw)._message)
+        return True
+    return False
