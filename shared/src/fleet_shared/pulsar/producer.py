@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import pulsar
 from faststream._internal.endpoint.utils import ParserComposition
 from faststream._internal.producer import ProducerProto
 from faststream.exceptions import FeatureNotSupportedException, IncorrectState
@@ -20,7 +22,6 @@ from .options import ProducerOptions
 from .rpc import ReplyInbox
 
 if TYPE_CHECKING:
-    import pulsar
     from fast_depends.library.serializer import SerializerProto
     from faststream._internal.parser import CodecProto
     from faststream._internal.types import CustomCallable
@@ -34,6 +35,67 @@ class _TopicProducer:
     producer: pa.Producer
     # Bounds sends in flight to what the client queue holds, so none fails with ProducerQueueIsFull.
     in_flight: asyncio.Semaphore
+    flusher: _BatchFlusher | None = None
+
+
+class _BatchFlusher:
+    """Sends a KeyBased producer's open batches at most about `delay` seconds after their first message.
+
+    The C++ client restarts its batch timer whenever a KeyBased batch gets the first message of a *key*.
+    With more keys than messages per delay (1,000 devices at a few thousand events/s) the timer is
+    pushed back before it can fire, so batches only go out when the container is full (1,000 messages
+    or 128 KiB): after 500 ms at 2,000 msg/s, seconds at lower rates. This timer starts at the first
+    message after a flush and is never pushed back.
+
+    The flush runs on a worker thread through the client's blocking `flush()`, which releases the GIL
+    around the C++ call: `flush_async` keeps the GIL while it waits for the producer's lock, and a
+    client thread holding that lock while it waits for the GIL to run a send callback deadlocks both
+    (reproduced twice in three bench runs). `flush()` returns once the flushed messages are persisted;
+    one flush runs at a time per producer, and messages added meanwhile are flushed as soon as it
+    returns if their delay has passed (so a Pulsar outage ties up one thread per producer, no more).
+    """
+
+    __slots__ = ("_busy", "_delay", "_executor", "_native", "_pending_since", "_timer")
+
+    def __init__(self, native: Any, delay: float, executor: ThreadPoolExecutor) -> None:
+        self._native = native
+        self._delay = delay
+        self._executor = executor
+        self._timer: asyncio.TimerHandle | None = None
+        self._busy = False
+        self._pending_since: float | None = None
+
+    def message_added(self) -> None:
+        if self._busy:
+            if self._pending_since is None:
+                self._pending_since = asyncio.get_running_loop().time()
+        elif self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._flush)
+
+    def _flush(self) -> None:
+        self._timer = None
+        self._busy = True
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._executor, self._flush_blocking)
+        except RuntimeError:  # the executor is shut down: the producer is closing
+            self._busy = False
+            return
+        future.add_done_callback(self._flushed)
+
+    def _flush_blocking(self) -> None:
+        with contextlib.suppress(Exception):  # closed or disconnected: the client resends on reconnect
+            self._native.flush()
+
+    def _flushed(self, _done: object) -> None:
+        self._busy = False
+        if self._pending_since is not None:
+            when, self._pending_since = self._pending_since + self._delay, None
+            self._timer = asyncio.get_running_loop().call_at(when, self._flush)
+
+    def stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
 
 
 class PulsarProducer(ProducerProto[PulsarPublishCommand]):
@@ -58,6 +120,7 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         self._topics: dict[str, _TopicProducer] = {}
         self._creating = asyncio.Lock()
         self._inbox: ReplyInbox | None = None
+        self._flush_executor: ThreadPoolExecutor | None = None
 
     def connect(
         self, client: pa.Client, serializer: SerializerProto | None, codec: CodecProto | None
@@ -83,6 +146,8 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         body, content_type = await self.codec.encode(cmd.body, self.serializer)
         target = await self._producer_for(cmd.destination, cmd.producer_options)
         async with target.in_flight:
+            if target.flusher is not None:
+                target.flusher.message_added()
             return await target.producer.send(
                 body,
                 properties=cmd.properties(content_type),
@@ -116,6 +181,8 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         """Flush and close every producer and the reply inbox; errors are logged so all get closed."""
         topics, self._topics = self._topics, {}
         for name, target in topics.items():
+            if target.flusher is not None:
+                target.flusher.stop()
             with contextlib.suppress(PulsarException):
                 await target.producer.flush()
             try:
@@ -125,6 +192,9 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         if self._inbox is not None:
             inbox, self._inbox = self._inbox, None
             await inbox.close()
+        if self._flush_executor is not None:
+            executor, self._flush_executor = self._flush_executor, None
+            executor.shutdown(wait=False)
         self._client = None
 
     async def _producer_for(self, topic: str, options: ProducerOptions | None) -> _TopicProducer:
@@ -135,9 +205,18 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
                 chosen = options or self.default_options
                 producer = await self.client.create_producer(topic, **chosen.as_kwargs())
                 target = self._topics[topic] = _TopicProducer(
-                    producer, asyncio.Semaphore(chosen.max_pending_messages)
+                    producer, asyncio.Semaphore(chosen.max_pending_messages), self._flusher(producer, chosen)
                 )
             return target
+
+    def _flusher(self, producer: pa.Producer, options: ProducerOptions) -> _BatchFlusher | None:
+        native = getattr(producer, "_producer", None)  # pulsar.asyncio keeps the C++ producer there
+        key_based = options.batching and options.batching_type == pulsar.BatchingType.KeyBased
+        if not key_based or native is None:
+            return None
+        if self._flush_executor is None:
+            self._flush_executor = ThreadPoolExecutor(max_workers=4, thread_name_prefix="pulsar-flush")
+        return _BatchFlusher(native, options.batching_max_publish_delay_ms / 1000, self._flush_executor)
 
     async def _reply_inbox(self) -> ReplyInbox:
         async with self._creating:
