@@ -2,11 +2,11 @@
 
 For 1k and 10k devices, device status events are offered at a fixed rate for a fixed time to the status
 service (run as a subprocess, as deployed). Every report carries a new value with its publish time as device
-time, so each one changes the shadow, and `status.shadow.changed` (published right after the shadow write) says
-when it was written. Reported: sustained rate (published reports / time from the first publish to the last
-write, once drained), p50/p99 latency publish -> shadow written (of the newest report in each write), the
-service's peak RSS, and the same load through a naive baseline in the same run (one conditional Mongo update
-per message, acked one by one).
+time, so each one changes the shadow, and `status.shadow.changed` (published right after the shadow write)
+says when it was written. Reported: sustained rate (published reports / time from the first publish
+to the last write, once drained), p50/p99 latency publish -> shadow written (of the newest report in each
+write), the service's peak RSS, and the same load through a naive baseline in the same run (one conditional
+Mongo update per message, acked one by one).
 
     uv run python bench/status.py [--rate 5000] [--seconds 20] [--devices 1000,10000]
 
