@@ -1,12 +1,17 @@
 """Bus benchmark: PulsarBroker against raw pulsar-client (asyncio API), same topic settings, same run.
 
-    uv run python bench/bus.py [--events N] [--url pulsar://127.0.0.1:6650]
+    uv run python bench/bus.py [--events N] [--url pulsar://127.0.0.1:6650] [--phases ...]
 
-Three phases per side, each on a fresh topic:
-  publish  N keyed events with up to `--in-flight` confirmed sends outstanding (KeyBased batching);
-  consume  the N-event backlog (receive, pydantic-validate, ack), one message at a time;
-  latency  a live run paced at `--rate` events/s; end-to-end = handler time - send time in the body.
-Both sides validate bodies with the same pydantic model, so the ratio is the broker's own overhead.
+Phases (each on fresh topics, raw side then broker side):
+  publish   N keyed events with up to `--in-flight` confirmed sends outstanding (ProducerOptions());
+  consume   the N-event backlog (receive, pydantic-validate, ack each message), one message at a time;
+  latency   live runs paced at each of `--rates` events/s for `--seconds`: end-to-end = handler time -
+            send time in the body. Paced, so p50/p99 are the bus's latency, not queueing behind a flood
+            (as long as the rate is below what one process can publish and consume at once);
+  batching  the same paced measurement at `--batching-rate` (2,000/s) with 1,000 keys for each producer
+            batching setting (KeyBased, Default, none), raw and broker: what a batching choice costs.
+Both sides validate bodies with the same pydantic model, so the ratio is the broker's own overhead. The
+raw side is the idiomatic pulsar.asyncio loop: `await receive()`, validate, `await acknowledge()`.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import asyncio
 import json
 import os
 import statistics
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -28,10 +34,18 @@ import pulsar
 from pulsar import asyncio as pa
 from pydantic import BaseModel
 
-from fleet_shared.pulsar import InitialPosition, ProducerOptions, PulsarBroker
+from fleet_shared.pulsar import BatchingType, InitialPosition, ProducerOptions, PulsarBroker
 
 RESULTS = Path(__file__).with_name("results") / "bus.json"
 SUBSCRIPTION = "bench"
+PHASES = ("publish", "consume", "latency", "batching")
+
+# Producer settings compared by the batching phase (the first is the broker's default).
+BATCHING: dict[str, ProducerOptions] = {
+    "KeyBased 10ms (default)": ProducerOptions(),
+    "Default 10ms": ProducerOptions(batching_type=BatchingType.Default),
+    "none": ProducerOptions(batching=False),
+}
 
 
 class Event(BaseModel):
@@ -41,11 +55,23 @@ class Event(BaseModel):
 
 
 @dataclass
+class Latency:
+    p50_ms: float
+    p99_ms: float
+    rate_per_s: float
+    events: int
+
+
+@dataclass
 class Figures:
-    publish_per_s: float
-    consume_per_s: float
-    latency_p50_ms: float
-    latency_p99_ms: float
+    publish_per_s: float | None = None
+    consume_per_s: float | None = None
+    latency: dict[str, Latency] | None = None
+    batching: dict[str, Latency] | None = None
+
+
+def progress(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
 
 def event(seq: int, keys: int) -> Event:
@@ -69,8 +95,9 @@ async def pooled(count: int, workers: int, send: Callable[[int], Awaitable[objec
     return time.perf_counter() - began
 
 
-async def paced(count: int, rate: float, send: Callable[[int], Awaitable[object]]) -> None:
-    """Start `send(i)` at `rate` per second, not waiting for each (sends confirm in the background)."""
+async def paced(count: int, rate: float, send: Callable[[int], Awaitable[object]]) -> float:
+    """Start `send(i)` at `rate` per second, not waiting for each (sends confirm in the background);
+    the rate achieved."""
     began = time.perf_counter()
     tasks = []
     for i in range(count):
@@ -78,12 +105,9 @@ async def paced(count: int, rate: float, send: Callable[[int], Awaitable[object]
         if delay > 0:
             await asyncio.sleep(delay)
         tasks.append(asyncio.create_task(send(i)))
+    achieved = count / (time.perf_counter() - began)
     await asyncio.gather(*tasks)
-
-
-def percentiles(latencies: list[float]) -> tuple[float, float]:
-    q = statistics.quantiles(latencies, n=100)
-    return q[49] * 1000, q[98] * 1000
+    return achieved
 
 
 class Counter:
@@ -103,17 +127,37 @@ class Counter:
         if self.seen >= self.target:
             self.done.set()
 
+    def latency(self, achieved_rate: float) -> Latency:
+        q = statistics.quantiles(self.latencies, n=100)
+        lat = Latency(q[49] * 1000, q[98] * 1000, achieved_rate, len(self.latencies))
+        progress(f"  paced {achieved_rate:.0f}/s: p50 {lat.p50_ms:.1f} ms, p99 {lat.p99_ms:.1f} ms")
+        return lat
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    events: int
+    keys: int
+    in_flight: int
+    rates: tuple[float, ...]
+    seconds: float
+    batching_rate: float
+    batching_events: int
+    phases: tuple[str, ...]
+    max_workers: int = 1
+
 
 # --- raw pulsar-client ---------------------------------------------------------------------------
 
 
-async def raw_side(url: str, n: int, keys: int, in_flight: int, rate: float, latency_n: int) -> Figures:
-    client = pa.Client(url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
-    options = ProducerOptions()
-    sem = asyncio.Semaphore(in_flight)
+async def raw_side(s: Settings) -> Figures:
+    client = pa.Client(s.url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
+    sem = asyncio.Semaphore(s.in_flight)
+    figures = Figures()
     try:
 
-        async def make(phase: str) -> tuple[str, Any, Any]:
+        async def make(phase: str, options: ProducerOptions) -> tuple[Any, Any]:
             topic = fresh_topic("raw", phase)
             consumer = await client.subscribe(
                 topic,
@@ -122,11 +166,11 @@ async def raw_side(url: str, n: int, keys: int, in_flight: int, rate: float, lat
                 initial_position=InitialPosition.Earliest,
             )
             producer = await client.create_producer(topic, **options.as_kwargs())
-            return topic, consumer, producer
+            return consumer, producer
 
         def sender(producer: Any) -> Callable[[int], Awaitable[object]]:
             async def send(i: int) -> None:
-                e = event(i, keys)
+                e = event(i, s.keys)
                 async with sem:
                     await producer.send(orjson.dumps(e.model_dump()), partition_key=e.device_id)
 
@@ -139,89 +183,151 @@ async def raw_side(url: str, n: int, keys: int, in_flight: int, rate: float, lat
                 await consumer.acknowledge(msg)
                 counter.hit(e.sent_at)
 
-        _, consumer, producer = await make("throughput")
-        publish_s = await pooled(n, in_flight, sender(producer))
-        counter = Counter(n)
-        await drain(consumer, counter)
-        consume_s = time.perf_counter() - counter.first
-        await producer.close()
-        await consumer.close()
+        async def live(options: ProducerOptions, rate: float, n: int) -> Latency:
+            consumer, producer = await make("latency", options)
+            counter = Counter(n)
+            drainer = asyncio.create_task(drain(consumer, counter))
+            achieved = await paced(n, rate, sender(producer))
+            await drainer
+            await producer.close()
+            await consumer.close()
+            return counter.latency(achieved)
 
-        _, consumer, producer = await make("latency")
-        live = Counter(latency_n)
-        drainer = asyncio.create_task(drain(consumer, live))
-        await paced(latency_n, rate, sender(producer))
-        await drainer
-        await producer.close()
-        await consumer.close()
+        if "publish" in s.phases or "consume" in s.phases:
+            consumer, producer = await make("throughput", ProducerOptions())
+            figures.publish_per_s = s.events / await pooled(s.events, s.in_flight, sender(producer))
+            if "consume" in s.phases:
+                counter = Counter(s.events)
+                await drain(consumer, counter)
+                figures.consume_per_s = s.events / (time.perf_counter() - counter.first)
+            await producer.close()
+            await consumer.close()
+        if "latency" in s.phases:
+            figures.latency = {
+                f"{rate:.0f}/s": await live(ProducerOptions(), rate, int(rate * s.seconds))
+                for rate in s.rates
+            }
+        if "batching" in s.phases:
+            figures.batching = {
+                name: await live(options, s.batching_rate, s.batching_events)
+                for name, options in BATCHING.items()
+            }
     finally:
         await client.close()
-    p50, p99 = percentiles(live.latencies)
-    return Figures(n / publish_s, n / consume_s, p50, p99)
+    return figures
 
 
 # --- PulsarBroker --------------------------------------------------------------------------------
 
 
-async def broker_side(
-    url: str, n: int, keys: int, in_flight: int, rate: float, latency_n: int, max_workers: int = 1
-) -> Figures:
-    # Per-message access logs off (logger=None) as a production service at volume would configure.
-    options = ProducerOptions(max_pending_messages=in_flight)
-    publisher = PulsarBroker(url, logger=None, producer_options=options)
-    await publisher.start()
-    try:
+async def broker_side(s: Settings) -> Figures:
+    figures = Figures()
 
-        async def consume(topic: str, counter: Counter) -> PulsarBroker:
-            consumer = PulsarBroker(url, logger=None)
+    async def consume(topic: str, counter: Counter) -> PulsarBroker:
+        # Per-message access logs off (logger=None) as a production service at volume would configure.
+        consumer = PulsarBroker(s.url, logger=None)
 
-            @consumer.subscriber(
-                topic,
-                subscription=SUBSCRIPTION,
-                initial_position=InitialPosition.Earliest,
-                max_workers=max_workers,
-            )
-            async def on_event(e: Event) -> None:
-                counter.hit(e.sent_at)
+        @consumer.subscriber(
+            topic,
+            subscription=SUBSCRIPTION,
+            initial_position=InitialPosition.Earliest,
+            max_workers=s.max_workers,
+        )
+        async def on_event(e: Event) -> None:
+            counter.hit(e.sent_at)
 
-            await consumer.start()
-            return consumer
+        await consumer.start()
+        return consumer
 
-        def sender(topic: str) -> Callable[[int], Awaitable[object]]:
-            async def send(i: int) -> None:
-                e = event(i, keys)
-                await publisher.publish(e, topic, key=e.device_id)
+    def sender(publisher: PulsarBroker, topic: str) -> Callable[[int], Awaitable[object]]:
+        async def send(i: int) -> None:
+            e = event(i, s.keys)
+            await publisher.publish(e, topic, key=e.device_id)
 
-            return send
+        return send
 
-        async def create_subscription(topic: str) -> None:
-            # The subscription must exist before the backlog is written, as on the raw side.
-            probe = PulsarBroker(url, logger=None)
-            probe.subscriber(topic, subscription=SUBSCRIPTION, initial_position=InitialPosition.Earliest)
-            await probe.connect()
-            for sub in probe.subscribers:
-                await sub.get_one(timeout=0.01)
-            await probe.stop()
+    async def create_subscription(topic: str) -> None:
+        # The subscription must exist before the backlog is written, as on the raw side.
+        probe = PulsarBroker(s.url, logger=None)
+        probe.subscriber(topic, subscription=SUBSCRIPTION, initial_position=InitialPosition.Earliest)
+        await probe.connect()
+        for sub in probe.subscribers:
+            await sub.get_one(timeout=0.01)
+        await probe.stop()
 
-        topic = fresh_topic("broker", "throughput")
-        await create_subscription(topic)
-        publish_s = await pooled(n, in_flight, sender(topic))
-        counter = Counter(n)
-        consumer = await consume(topic, counter)
-        await counter.done.wait()
-        consume_s = time.perf_counter() - counter.first
-        await consumer.stop()
+    async def live(options: ProducerOptions, rate: float, n: int) -> Latency:
+        publisher = PulsarBroker(s.url, logger=None, producer_options=options)
+        await publisher.start()
+        try:
+            topic = fresh_topic("broker", "latency")
+            counter = Counter(n)
+            consumer = await consume(topic, counter)
+            achieved = await paced(n, rate, sender(publisher, topic))
+            await counter.done.wait()
+            await consumer.stop()
+        finally:
+            await publisher.stop()
+        return counter.latency(achieved)
 
-        topic = fresh_topic("broker", "latency")
-        live = Counter(latency_n)
-        consumer = await consume(topic, live)
-        await paced(latency_n, rate, sender(topic))
-        await live.done.wait()
-        await consumer.stop()
-    finally:
-        await publisher.stop()
-    p50, p99 = percentiles(live.latencies)
-    return Figures(n / publish_s, n / consume_s, p50, p99)
+    if "publish" in s.phases or "consume" in s.phases:
+        publisher = PulsarBroker(
+            s.url, logger=None, producer_options=ProducerOptions(max_pending_messages=s.in_flight)
+        )
+        await publisher.start()
+        try:
+            topic = fresh_topic("broker", "throughput")
+            await create_subscription(topic)
+            figures.publish_per_s = s.events / await pooled(s.events, s.in_flight, sender(publisher, topic))
+        finally:
+            await publisher.stop()
+        if "consume" in s.phases:
+            counter = Counter(s.events)
+            consumer = await consume(topic, counter)
+            await counter.done.wait()
+            figures.consume_per_s = s.events / (time.perf_counter() - counter.first)
+            await consumer.stop()
+    if "latency" in s.phases:
+        figures.latency = {
+            f"{rate:.0f}/s": await live(ProducerOptions(), rate, int(rate * s.seconds)) for rate in s.rates
+        }
+    if "batching" in s.phases:
+        figures.batching = {
+            name: await live(options, s.batching_rate, s.batching_events)
+            for name, options in BATCHING.items()
+        }
+    return figures
+
+
+def ratio(broker: float | None, raw: float | None) -> float | None:
+    return broker / raw if broker is not None and raw else None
+
+
+def report(raw: Figures, broker: Figures, s: Settings) -> dict[str, Any]:
+    ratios = {
+        "publish": ratio(broker.publish_per_s, raw.publish_per_s),
+        "consume": ratio(broker.consume_per_s, raw.consume_per_s),
+    }
+    if raw.publish_per_s is not None:
+        print(f"{'':10}{'publish/s':>12}{'consume/s':>12}")
+        for name, f in (("raw", raw), ("broker", broker)):
+            print(f"{name:10}{f.publish_per_s or 0:12.0f}{f.consume_per_s or 0:12.0f}")
+        print(f"{'ratio':10}{ratios['publish'] or 0:12.0%}{ratios['consume'] or 0:12.0%}")
+    rows: list[tuple[str, str, Latency]] = []
+    for side, f in (("raw", raw), ("broker", broker)):
+        for rate, lat in (f.latency or {}).items():
+            rows.append((side, f"paced {rate}, default options", lat))
+        for name, lat in (f.batching or {}).items():
+            rows.append((side, f"paced {s.batching_rate:.0f}/s, {name}", lat))
+    if rows:
+        print(f"\n{'':8}{'run':42}{'rate/s':>9}{'p50 ms':>9}{'p99 ms':>9}")
+        for side, what, lat in rows:
+            print(f"{side:8}{what:42}{lat.rate_per_s:9.0f}{lat.p50_ms:9.1f}{lat.p99_ms:9.1f}")
+    return {
+        "settings": {k: v for k, v in asdict(s).items() if k != "url"},
+        "raw": asdict(raw),
+        "broker": asdict(broker),
+        "ratio": ratios,
+    }
 
 
 async def main() -> None:
@@ -232,39 +338,36 @@ async def main() -> None:
     parser.add_argument("--url", default=os.environ.get("FLEET_PULSAR_URL", "pulsar://127.0.0.1:6650"))
     parser.add_argument("--keys", type=int, default=1000, help="distinct device ids (partition keys)")
     parser.add_argument("--in-flight", type=int, default=1000, help="confirmed sends outstanding")
-    parser.add_argument("--rate", type=float, default=2000.0, help="events/s in the latency phase")
-    parser.add_argument("--latency-events", type=int, default=10_000)
+    parser.add_argument("--rates", default="2000,5000", help="events/s in the latency phase, comma-separated")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of the latency phase")
+    parser.add_argument("--batching-rate", type=float, default=2000.0, help="events/s, batching phase")
+    parser.add_argument("--batching-seconds", type=float, default=5.0, help="per setting and side")
     parser.add_argument("--max-workers", type=int, default=1, help="broker handlers at once (key-ordered)")
+    parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {PHASES}")
+    parser.add_argument("--output", type=Path, default=RESULTS)
     args = parser.parse_args()
 
-    latency_n = min(args.latency_events, args.events)
-    common = (args.url, args.events, args.keys, args.in_flight, args.rate, latency_n)
-    raw = await raw_side(*common)
-    broker = await broker_side(*common, max_workers=args.max_workers)
-    ratio = {
-        "publish": broker.publish_per_s / raw.publish_per_s,
-        "consume": broker.consume_per_s / raw.consume_per_s,
-    }
-    result = {
-        "events": args.events,
-        "keys": args.keys,
-        "in_flight": args.in_flight,
-        "broker_max_workers": args.max_workers,
-        "latency_rate_per_s": args.rate,
-        "latency_events": common[-1],
-        "batching": "KeyBased, 1000 msgs / 128 KiB / 10 ms",
-        "raw": asdict(raw),
-        "broker": asdict(broker),
-        "ratio": ratio,
-    }
-    print(f"{'':10}{'publish/s':>12}{'consume/s':>12}{'p50 ms':>10}{'p99 ms':>10}")
-    for name, f in (("raw", raw), ("broker", broker)):
-        rates = f"{f.publish_per_s:12.0f}{f.consume_per_s:12.0f}"
-        print(f"{name:10}{rates}{f.latency_p50_ms:10.2f}{f.latency_p99_ms:10.2f}")
-    print(f"{'ratio':10}{ratio['publish']:12.0%}{ratio['consume']:12.0%}")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"written to {RESULTS}")
+    phases = tuple(p for p in args.phases.split(",") if p)
+    if unknown := set(phases) - set(PHASES):
+        parser.error(f"unknown phases: {sorted(unknown)}")
+    settings = Settings(
+        url=args.url,
+        events=args.events,
+        keys=args.keys,
+        in_flight=args.in_flight,
+        rates=tuple(float(r) for r in args.rates.split(",") if r),
+        seconds=args.seconds,
+        batching_rate=args.batching_rate,
+        batching_events=int(args.batching_rate * args.batching_seconds),
+        phases=phases,
+        max_workers=args.max_workers,
+    )
+    raw = await raw_side(settings)
+    broker = await broker_side(settings)
+    result = report(raw, broker, settings)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"written to {args.output}")
 
 
 if __name__ == "__main__":
