@@ -195,13 +195,20 @@ async def raw_side(s: Settings) -> Figures:
 
         if "publish" in s.phases or "consume" in s.phases:
             consumer, producer = await make("throughput", ProducerOptions())
+            # As on the broker side: the subscription exists while the backlog is written, but no consumer
+            # takes messages meanwhile; the drain subscribes afresh.
+            topic = consumer.topic()
+            await consumer.close()
             figures.publish_per_s = s.events / await pooled(s.events, s.in_flight, sender(producer))
+            await producer.close()
             if "consume" in s.phases:
+                consumer = await client.subscribe(
+                    topic, SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Shared
+                )
                 counter = Counter(s.events)
                 await drain(consumer, counter)
                 figures.consume_per_s = s.events / (time.perf_counter() - counter.first)
-            await producer.close()
-            await consumer.close()
+                await consumer.close()
         if "latency" in s.phases:
             figures.latency = {
                 f"{rate:.0f}/s": await live(ProducerOptions(), rate, int(rate * s.seconds))

@@ -43,11 +43,11 @@ class ProducerOptions:
     than messages per delay the timer never fires and batches wait until 1,000 messages or 128 KiB have
     accumulated. The broker flushes each producer on its own timer instead (see producer._BatchFlusher).
     Paced end to end (bench/bus.py, 1,000 keys, 2,000 msg/s, publisher and consumer in one process,
-    medians of 3 runs on a busy 2-core machine):
+    medians of 3-4 runs on a 2-core machine at load 2-7, so p99 is noisy):
 
-        raw client, KeyBased 10 ms        p50 ~300 ms, p99 ~550 ms   (flushes only when full)
-        broker,     KeyBased 10 ms        p50 ~16 ms,  p99 ~25-50 ms (this default)
-        broker,     Default 10 ms         p50 ~17 ms,  p99 ~25 ms
+        raw client, KeyBased 10 ms        p50 ~350 ms, p99 ~600 ms   (flushes only when full)
+        broker,     KeyBased 10 ms        p50 ~16 ms,  p99 ~25-65 ms (this default)
+        broker,     Default 10 ms         p50 ~17 ms,  p99 ~30-80 ms
         broker,     batching=False        p50 ~9 ms,   p99 ~15-35 ms
 
     so unbatched sends have the lowest latency at low rates, while batching pays off at high rates with
