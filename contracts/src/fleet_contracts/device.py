@@ -158,7 +158,7 @@ class DeviceOtaProgressed(DeviceFact):
     )
     firmware_version: FirmwareVersion | None = Field(
         default=None,
-        description="Version the channel runs (after a finished upgrade: the new one), when the message says.",
+        description="Version the channel runs (after a finished upgrade: the new one), when the message says.",  # noqa: E501 - schema text
     )
 
 
