@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import subprocess
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -12,3 +18,29 @@ class Stack:
     pulsar_url: str
     pulsar_admin_url: str
     mongodb_uri: str
+
+
+def _log_tail(log: Path) -> str:
+    # only read when a test is already failing, so the blocking read does not matter
+    return log.read_text()[-3000:]
+
+
+async def wait_until_ready(
+    name: str,
+    proc: subprocess.Popen[bytes] | None,
+    log: Path,
+    get: Callable[[str], tuple[int, Any]],
+    within: float,
+) -> None:
+    """Poll a service subprocess's /readyz until 200; fail with its log tail if it exits or stalls."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        assert proc is not None
+        assert proc.poll() is None, _log_tail(log)
+        try:
+            if (await asyncio.to_thread(get, "/readyz"))[0] == 200:
+                return
+        except OSError:
+            pass  # not listening yet
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"{name} not ready:\n{_log_tail(log)}")

@@ -21,7 +21,7 @@ import pulsar
 from pulsar import asyncio as pa
 
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
-from tests.support import Stack
+from tests.support import Stack, wait_until_ready
 
 T0 = 1_750_000_000_000
 
@@ -211,17 +211,7 @@ class IngestProcess:
             return int(e.code), e.read()
 
     async def wait_ready(self, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if (await asyncio.to_thread(self.get, "/readyz"))[0] == 200:
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"ingest not ready:\n{self.log.read_text()[-3000:]}")
+        await wait_until_ready("ingest", self.proc, self.log, self.get, within)
 
     def metric(self, name: str) -> float:
         _, body = self.get("/metrics")

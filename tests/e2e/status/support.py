@@ -35,7 +35,7 @@ from fleet_contracts.device import (
     DpReport,
     TuyaOrigin,
 )
-from tests.support import Stack
+from tests.support import Stack, wait_until_ready
 
 PRODUCT = "e2eprod"
 API_KEY = "e2e-api-key"
@@ -270,17 +270,7 @@ class StatusProcess:
             return int(e.code), e.read()
 
     async def wait_ready(self, within: float = 60.0) -> None:
-        deadline = time.monotonic() + within
-        while time.monotonic() < deadline:
-            assert self.proc is not None
-            assert self.proc.poll() is None, self.log.read_text()[-3000:]
-            try:
-                if (await asyncio.to_thread(self.get, "/readyz"))[0] == 200:
-                    return
-            except OSError:
-                pass
-            await asyncio.sleep(0.2)
-        raise TimeoutError(f"status not ready:\n{self.log.read_text()[-3000:]}")
+        await wait_until_ready("status", self.proc, self.log, self.get, within)
 
     def shadows(self) -> dict[str, dict[str, Any]]:
         """Every shadow, through the paginated list API."""

@@ -369,17 +369,17 @@ class HistoryStore:
         limit: int,
         now: datetime,
     ) -> list[Document]:
-        filter_: Document = {
-            "device_id": device_id,
-            "t": {"$gte": max(since_ms, self.oldest_kept_ms(now)), "$lte": until_ms},
-        }
-        if code is not None:
-            filter_["code"] = code
-        if before is not None:
-            t, row_id = before
-            filter_["$or"] = [{"t": {"$lt": t}}, {"t": t, "_id": {"$lt": row_id}}]
-        cursor = self.dp_history.find(filter_).sort([("t", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-        return [doc async for doc in cursor]
+        extra: Document = {} if code is None else {"code": code}
+        return await self._timeline_page(
+            self.dp_history,
+            device_id,
+            extra,
+            since_ms=since_ms,
+            until_ms=until_ms,
+            before=before,
+            limit=limit,
+            now=now,
+        )
 
     async def presence_page(
         self,
@@ -391,16 +391,39 @@ class HistoryStore:
         limit: int,
         now: datetime,
     ) -> list[Document]:
+        return await self._timeline_page(
+            self.presence_history,
+            device_id,
+            {},
+            since_ms=since_ms,
+            until_ms=until_ms,
+            before=before,
+            limit=limit,
+            now=now,
+        )
+
+    async def _timeline_page(
+        self,
+        collection: Any,
+        device_id: str,
+        extra: Document,
+        *,
+        since_ms: int,
+        until_ms: int,
+        before: tuple[int, str] | None,
+        limit: int,
+        now: datetime,
+    ) -> list[Document]:
+        """Newest first, never older than the retention window, continuing after the `before` cursor."""
         filter_: Document = {
             "device_id": device_id,
             "t": {"$gte": max(since_ms, self.oldest_kept_ms(now)), "$lte": until_ms},
+            **extra,
         }
         if before is not None:
             t, row_id = before
             filter_["$or"] = [{"t": {"$lt": t}}, {"t": t, "_id": {"$lt": row_id}}]
-        cursor = (
-            self.presence_history.find(filter_).sort([("t", DESCENDING), ("_id", DESCENDING)]).limit(limit)
-        )
+        cursor = collection.find(filter_).sort([("t", DESCENDING), ("_id", DESCENDING)]).limit(limit)
         return [doc async for doc in cursor]
 
 
