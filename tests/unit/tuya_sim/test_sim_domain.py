@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import random
 
+import orjson
 import pytest
 
 from fleet_shared.tuya.models import DpSpec, PairingResult
+from fleet_tuya_sim.adapters import push_messages
+from fleet_tuya_sim.adapters.push_messages import MessageFamily
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.binding import BindingMode, RebindDecision, rebind_decision
 from fleet_tuya_sim.domain.errors import CloudRefusal
@@ -345,8 +348,14 @@ def test_ota_job_succeeds_in_steps() -> None:
     job = _job(OtaOutcome.SUCCESS)
     assert job.waiting
     assert job.advance(0, True, 1000, 25) == []
-    assert job.advance(2000, True, 1000, 25) == [(UpgradeStatus.UPDATING, 25), (UpgradeStatus.UPDATING, 50)]
-    assert job.advance(4000, True, 1000, 25) == [(UpgradeStatus.UPDATING, 75), (UpgradeStatus.DONE, 100)]
+    assert job.advance(2000, True, 1000, 25) == [
+        (UpgradeStatus.UPDATING, 25, 1000),
+        (UpgradeStatus.UPDATING, 50, 2000),
+    ]
+    assert job.advance(4000, True, 1000, 25) == [
+        (UpgradeStatus.UPDATING, 75, 3000),
+        (UpgradeStatus.DONE, 100, 4000),
+    ]
     assert job.final
     assert job.advance(9000, True, 1000, 25) == []
 
@@ -354,15 +363,18 @@ def test_ota_job_succeeds_in_steps() -> None:
 def test_ota_job_fails_at_its_planned_progress() -> None:
     job = _job(OtaOutcome.FAILURE, stop_at=40)
     job.advance(0, True, 1000, 25)
-    assert job.advance(5000, True, 1000, 25) == [(UpgradeStatus.UPDATING, 25), (UpgradeStatus.FAILED, 40)]
+    assert job.advance(5000, True, 1000, 25) == [
+        (UpgradeStatus.UPDATING, 25, 1000),
+        (UpgradeStatus.FAILED, 40, 2000),
+    ]
 
 
 def test_ota_job_times_out_after_stalling() -> None:
     job = _job(OtaOutcome.TIMEOUT, stop_at=50, timeout_ms=10_000)
     job.advance(0, True, 1000, 25)
     steps = job.advance(9_000, True, 1000, 25)
-    assert steps == [(UpgradeStatus.UPDATING, 25), (UpgradeStatus.UPDATING, 50)]
-    assert job.advance(12_000, True, 1000, 25) == [(UpgradeStatus.TIMEOUT, 50)]
+    assert steps == [(UpgradeStatus.UPDATING, 25, 1000), (UpgradeStatus.UPDATING, 50, 2000)]
+    assert job.advance(12_000, True, 1000, 25) == [(UpgradeStatus.TIMEOUT, 50, 10_000)]
 
 
 def test_sleepy_device_waits_until_it_wakes() -> None:
@@ -371,7 +383,7 @@ def test_sleepy_device_waits_until_it_wakes() -> None:
     assert job.waiting
     job.advance(70_000, True, 1000, 50)
     assert job.started_ms == 70_000
-    assert job.advance(72_000, True, 1000, 50)[-1] == (UpgradeStatus.DONE, 100)
+    assert job.advance(72_000, True, 1000, 50)[-1] == (UpgradeStatus.DONE, 100, 72_000)
 
 
 def test_fleet_upgrade_reports_progress_and_the_new_version() -> None:
@@ -398,6 +410,27 @@ def test_fleet_upgrade_reports_progress_and_the_new_version() -> None:
     ]
     assert fleet.devices[device_id].firmware[0] == "3.5.0"
     assert fleet.firmware(device_id)[0].upgrade_status is UpgradeStatus.DONE
+
+
+def test_upgrade_steps_caught_up_at_once_keep_their_own_times() -> None:
+    """A late tick must not stamp several steps with one time: the legacy `upgradeStatus` message has no
+    progress, so two UPDATING steps at one `ts` would be the same message (and a consumer drops one)."""
+    fleet = _fleet(devices=4, homes=1, online_ratio=1.0, product_ids=(PLUG.product_id,))
+    fleet.ota.step_ms, fleet.ota.step_pct = 1000, 20
+    device_id = next(iter(fleet.devices))
+    fleet.release_firmware(FirmwareRelease(PLUG.product_id, 0, "1.3.0"))
+    fleet.plan_upgrade(device_id, 0, OtaOutcome.SUCCESS)
+    fleet.start_upgrade(device_id, 0, NOW)
+    events = [e for e in fleet.advance(NOW + 10_000) if isinstance(e, OtaProgressed)]
+    assert [(e.t, e.upgrade_status, e.progress) for e in events] == [
+        (NOW + 1000, 2, 20),
+        (NOW + 2000, 2, 40),
+        (NOW + 3000, 2, 60),
+        (NOW + 4000, 2, 80),
+        (NOW + 5000, 3, 100),
+    ]
+    payloads = [orjson.dumps(p.data) for e in events for p in push_messages.payloads(e, MessageFamily.LEGACY)]
+    assert len(set(payloads)) == len(events)
 
 
 def test_offline_device_cannot_start_but_sleepy_device_queues() -> None:

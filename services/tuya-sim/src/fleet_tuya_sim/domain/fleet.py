@@ -513,11 +513,17 @@ class Fleet:
                 continue
             device = self.devices[job.device_id]
             steps = job.advance(now_ms, device.awake(now_ms), self.ota.step_ms, self.ota.step_pct)
-            for status, progress in steps:
-                if status is UpgradeStatus.DONE:
+            for step in steps:
+                if step.status is UpgradeStatus.DONE:
                     device.firmware[job.channel] = job.to_version
-                    device.log(LogEntry(LogType.FIRMWARE, now_ms, str(job.channel), job.to_version))
-                events.append(self._ota_event(device, job, now_ms, _OTA_DESC[status], status, progress))
+                    device.log(LogEntry(LogType.FIRMWARE, step.at_ms, str(job.channel), job.to_version))
+                # Each step at its own time: two steps caught up in one call must not be the same message
+                # (the legacy `upgradeStatus` carries no progress, only status, description and `ts`).
+                events.append(
+                    self._ota_event(
+                        device, job, step.at_ms, _OTA_DESC[step.status], step.status, step.progress
+                    )
+                )
         return events
 
     @staticmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import IntEnum, StrEnum
+from typing import NamedTuple
 
 
 class UpgradeStatus(IntEnum):
@@ -42,6 +43,15 @@ class FirmwareRelease:
     file_size: int = 524288
     md5: str = ""
     desc: str = ""
+
+
+class OtaStep(NamedTuple):
+    """One visible step of an upgrade: one push message, stamped with the time the step happened (steps
+    caught up in one `advance` keep their own times, so no two messages of a job carry the same data)."""
+
+    status: UpgradeStatus
+    progress: int
+    at_ms: int
 
 
 def version_key(version: str) -> tuple[int, ...]:
@@ -76,13 +86,11 @@ class OtaJob:
     def final(self) -> bool:
         return self.status in FINAL_STATUSES
 
-    def advance(
-        self, now_ms: int, device_awake: bool, step_ms: int, step_pct: int
-    ) -> list[tuple[UpgradeStatus, int]]:
-        """Moves the job on to `now_ms`; returns (status, progress) per visible step (one message each)."""
+    def advance(self, now_ms: int, device_awake: bool, step_ms: int, step_pct: int) -> list[OtaStep]:
+        """Moves the job on to `now_ms`; returns each visible step (one message each)."""
         if self.final:
             return []
-        steps: list[tuple[UpgradeStatus, int]] = []
+        steps: list[OtaStep] = []
         if self.started_ms is None:
             if not device_awake:
                 return []
@@ -97,7 +105,7 @@ class OtaJob:
                 # Stalled: the device stopped answering; the cloud gives up after the timeout.
                 if step_time - self.started_ms >= self.timeout_ms:
                     self._finish(UpgradeStatus.TIMEOUT, step_time)
-                    steps.append((self.status, self.progress))
+                    steps.append(OtaStep(self.status, self.progress, step_time))
                 self.last_step_ms = step_time
                 continue
             self.last_step_ms = step_time
@@ -109,7 +117,7 @@ class OtaJob:
                 self.progress = self.stop_at
             elif self.progress >= 100:
                 self._finish(UpgradeStatus.DONE, step_time)
-            steps.append((self.status, self.progress))
+            steps.append(OtaStep(self.status, self.progress, step_time))
         return steps
 
     def _finish(self, status: UpgradeStatus, at_ms: int) -> None:
