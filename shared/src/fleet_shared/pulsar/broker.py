@@ -14,7 +14,6 @@ from faststream._internal.broker import BrokerUsecase
 from faststream._internal.constants import EMPTY
 from faststream._internal.context.repository import ContextRepo
 from faststream._internal.di import FastDependsConfig
-from faststream.message import gen_cor_id
 from faststream.middlewares import AckPolicy
 from faststream.response.publish_type import PublishType
 from faststream.specification.schema import BrokerSpec
@@ -23,7 +22,7 @@ from typing_extensions import override
 
 from .config import PulsarBrokerConfig
 from .logger import make_pulsar_logger_state
-from .message import PulsarMessage, PulsarPublishCommand
+from .message import PulsarMessage, PulsarPublishCommand, new_correlation_id
 from .producer import PulsarProducer
 from .registrator import PulsarRegistrator
 from .rpc import default_reply_topic
@@ -130,7 +129,7 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
                 broker_dependencies=dependencies,
                 graceful_timeout=graceful_timeout,
                 ack_policy=ack_policy,
-                id_generator=gen_cor_id,
+                id_generator=new_correlation_id,
                 extra_context={"broker": self},
             ),
             specification=BrokerSpec(

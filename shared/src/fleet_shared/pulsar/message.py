@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import random
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
@@ -22,6 +24,21 @@ CONTENT_TYPE = "content-type"
 JSON = "application/json"
 CORRELATION_ID = "correlation_id"
 REPLY_TO = "reply_to"
+
+
+# Correlation ids only need to be unique, not unpredictable: FastStream's `str(uuid4())` reads the OS
+# random source on every publish (a fifth of the publish path's time). A private generator seeded from
+# it, re-seeded in a forked child so siblings never share a sequence, gives ids of the same form.
+_ids = random.Random()
+os.register_at_fork(after_in_child=_ids.seed)
+_UUID4_CLEAR = ~((0xF000 << 64) | (0xC000 << 48))
+_UUID4_SET = (0x4000 << 64) | (0x8000 << 48)
+
+
+def new_correlation_id() -> str:
+    """A random UUID (version 4) as text, like FastStream's default correlation ids."""
+    h = f"{(_ids.getrandbits(128) & _UUID4_CLEAR) | _UUID4_SET:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
 class Settler(Protocol):

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import pulsar
@@ -36,6 +36,29 @@ class _TopicProducer:
     # Bounds sends in flight to what the client queue holds, so none fails with ProducerQueueIsFull.
     in_flight: asyncio.Semaphore
     flusher: _BatchFlusher | None = None
+
+    async def send(
+        self, cmd: PulsarPublishCommand, body: bytes, content_type: str | None
+    ) -> pulsar.MessageId:
+        """Queues the message in the client before its first suspension, then waits for the broker."""
+        if self.flusher is not None:
+            self.flusher.message_added()
+        return await self.producer.send(
+            body,
+            properties=cmd.properties(content_type),
+            partition_key=cmd.key,
+            ordering_key=cmd.ordering_key,
+            event_timestamp=cmd.event_time,
+            deliver_after=cmd.deliver_after,
+        )
+
+
+@dataclass(slots=True)
+class _Gate:
+    """Sends to a topic whose producer is not ready yet, in call order."""
+
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    waiting: int = 0
 
 
 class _BatchFlusher:
@@ -118,7 +141,8 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         self.reply_topic = reply_topic
         self._client: pa.Client | None = None
         self._topics: dict[str, _TopicProducer] = {}
-        self._creating = asyncio.Lock()
+        self._first_sends: dict[str, _Gate] = {}
+        self._inbox_lock = asyncio.Lock()
         self._inbox: ReplyInbox | None = None
         self._flush_executor: ThreadPoolExecutor | None = None
 
@@ -144,18 +168,13 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
     @override
     async def publish(self, cmd: PulsarPublishCommand) -> pulsar.MessageId:
         body, content_type = await self.codec.encode(cmd.body, self.serializer)
-        target = await self._producer_for(cmd.destination, cmd.producer_options)
+        topic = cmd.destination
+        target = self._topics.get(topic)
+        if target is None or topic in self._first_sends:
+            # The producer is being created, or sends made meanwhile are still being handed over.
+            return await self._send_first(topic, cmd, body, content_type)
         async with target.in_flight:
-            if target.flusher is not None:
-                target.flusher.message_added()
-            return await target.producer.send(
-                body,
-                properties=cmd.properties(content_type),
-                partition_key=cmd.key,
-                ordering_key=cmd.ordering_key,
-                event_timestamp=cmd.event_time,
-                deliver_after=cmd.deliver_after,
-            )
+            return await target.send(cmd, body, content_type)
 
     @override
     async def request(self, cmd: PulsarPublishCommand) -> pulsar.Message:
@@ -197,17 +216,41 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
             executor.shutdown(wait=False)
         self._client = None
 
-    async def _producer_for(self, topic: str, options: ProducerOptions | None) -> _TopicProducer:
-        if (target := self._topics.get(topic)) is not None:
-            return target
-        async with self._creating:
-            if (target := self._topics.get(topic)) is None:
-                chosen = options or self.default_options
-                producer = await self.client.create_producer(topic, **chosen.as_kwargs())
-                target = self._topics[topic] = _TopicProducer(
-                    producer, asyncio.Semaphore(chosen.max_pending_messages), self._flusher(producer, chosen)
-                )
-            return target
+    async def _send_first(
+        self, topic: str, cmd: PulsarPublishCommand, body: bytes, content_type: str | None
+    ) -> pulsar.MessageId:
+        """A send while the topic's producer is created: one creation, sends handed over in call order.
+
+        Senders queue on the topic's gate (an asyncio.Lock, first come first served, no overtaking); the
+        first creates the producer. Each starts its send and lets it reach the client's queue before
+        passing the gate on, and later senders take the fast path only once the gate is empty, so a send
+        made after another never reaches Pulsar before it.
+        """
+        gate = self._first_sends.get(topic)
+        if gate is None:
+            gate = self._first_sends[topic] = _Gate()
+        gate.waiting += 1
+        try:
+            async with gate.lock:
+                target = self._topics.get(topic) or await self._create(topic, cmd.producer_options)
+                await target.in_flight.acquire()
+                sent = asyncio.ensure_future(target.send(cmd, body, content_type))
+                sent.add_done_callback(lambda _: target.in_flight.release())
+                # Scheduled before this task's wake-up: the send is queued in the client on return.
+                await asyncio.sleep(0)
+        finally:
+            gate.waiting -= 1
+            if gate.waiting == 0 and self._first_sends.get(topic) is gate:
+                del self._first_sends[topic]
+        return await sent
+
+    async def _create(self, topic: str, options: ProducerOptions | None) -> _TopicProducer:
+        chosen = options or self.default_options
+        producer = await self.client.create_producer(topic, **chosen.as_kwargs())
+        target = self._topics[topic] = _TopicProducer(
+            producer, asyncio.Semaphore(chosen.max_pending_messages), self._flusher(producer, chosen)
+        )
+        return target
 
     def _flusher(self, producer: pa.Producer, options: ProducerOptions) -> _BatchFlusher | None:
         native = getattr(producer, "_producer", None)  # pulsar.asyncio keeps the C++ producer there
@@ -219,7 +262,7 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         return _BatchFlusher(native, options.batching_max_publish_delay_ms / 1000, self._flush_executor)
 
     async def _reply_inbox(self) -> ReplyInbox:
-        async with self._creating:
+        async with self._inbox_lock:
             if self._inbox is None:
                 inbox = ReplyInbox(self.client, self.reply_topic)
                 await inbox.start()
