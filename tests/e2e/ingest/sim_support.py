@@ -91,9 +91,13 @@ class SimProcess:
         await wait_until_ready("tuya-sim", self.proc, self.log, self.get, within)
 
     def control(self, timeout: float = 60.0) -> httpx.AsyncClient:
-        """A client of the `/sim` control API (bearer token)."""
+        """A client of the `/sim` control API (bearer token). A new connection per request: uvicorn closes
+        idle keep-alive connections after 5 s, and a request racing that close fails with a ReadError."""
         return httpx.AsyncClient(
-            base_url=self.url, headers={"Authorization": f"Bearer {self.control_token}"}, timeout=timeout
+            base_url=self.url,
+            headers={"Authorization": f"Bearer {self.control_token}"},
+            timeout=timeout,
+            limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     def stop(self) -> None:
