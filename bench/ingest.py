@@ -1,27 +1,42 @@
 """Benchmark: ingest vs the official Tuya Python connector's consumer path, on the same simulated stream.
 
 For each fleet size (1k and 10k devices) and each consumer, a fresh Tuya project (tenant) is provisioned on
-the local Pulsar, and a simulator publishes encrypted Tuya status reports (AES-ECB, the only mode the
-connector decrypts) keyed by device id:
+the local Pulsar with its subscription `{id}-sub` (Failover), and a simulator publishes encrypted Tuya status
+reports (AES-ECB, the only mode the connector decrypts) keyed by device id, as Tuya does:
 
-  burst    N messages, encrypted beforehand and published as fast as Pulsar takes them: sustained
-           messages/s from the first to the last message done (ingest: confirmed on the internal topic;
-           connector: decrypted and handed to its listener, then acked over the WebSocket).
-  latency  a steady RATE messages/s for a few seconds: p50/p99 from the simulator's publish to done.
+  drain    N messages are published first (a backlog on the subscription, as after an outage or a deploy),
+           then the consumer starts: sustained messages/s from the first message done to the last. A
+           backlog offers every consumer the same stream at whatever rate it can take, so the simulator's
+           publish rate never caps the figure.
+  latency  then a steady RATE messages/s for a few seconds: p50/p99 from the simulator's publish to done.
 
-The connector (tuya-connector-python 0.1.2, `tuya_connector.openpulsar.TuyaOpenPulsar`) reads Pulsar's
-WebSocket API as it reads Tuya's (`ws://…/ws/v2/consumer/persistent/{id}/out/event/{id}-sub`, Failover);
-ingest runs as its own process (`python -m fleet_ingest`), as deployed.
+What each side does per message, and what "done" means:
+
+  tuya_connector  tuya-connector-python 0.1.2 `TuyaOpenPulsar` reads Pulsar's WebSocket API as it reads
+                  Tuya's (`ws://…/ws/v2/consumer/persistent/{id}/out/event/{id}-sub`, Failover): JSON frame,
+                  base64, AES-ECB decrypt, unpad, hands the plaintext string to the listener (done), acks the
+                  frame. No validation, no de-duplication, nothing published, no delivery guarantee (it acks
+                  even if the listener fails).
+  ingest          `python -m fleet_ingest` as deployed, on the native Pulsar protocol: strict JSON envelope,
+                  AES-ECB, strict JSON payload, typed Tuya message, contract event (pydantic), de-duplication
+                  (window + MongoDB store), publish keyed by device id on the internal topic (done = the
+                  event's publish time there), ack Tuya after the broker confirmed the publish, metrics and
+                  a trace span per message (no exporter configured).
+
+CPU: seconds of CPU the consumer used while draining (ingest: its processes; connector: this process, whose
+main thread sleeps meanwhile), and the broker's (Pulsar standalone of the dev stack, when found).
 
     eval "$(uv run devstack env)" && uv run python bench/ingest.py [--messages 30000] [--rate 1000]
+    uv run --with py-spy python bench/ingest.py --profile /tmp/prof   # py-spy of ingest while draining
 
-Prints the figures and writes bench/results/ingest.json.
+Prints the figures and writes bench/results/ingest.json (or --out).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import platform
@@ -36,8 +51,9 @@ import threading
 import time
 import urllib.request
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 import pulsar
@@ -48,9 +64,15 @@ from fleet_shared.provisioning import provision
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
-PULSAR_URL = os.environ.get("FLEET_PULSAR_URL", "pulsar://127.0.0.1:6650")
-ADMIN_URL = os.environ.get("FLEET_PULSAR_ADMIN_URL", "http://127.0.0.1:8080")
-MONGODB_URI = os.environ.get("FLEET_MONGODB_URI", "mongodb://127.0.0.1:27017/")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def stack_env(name: str) -> str:
+    """The dev stack's endpoints come from `devstack env`: never guess ports other stacks may use."""
+    value = os.environ.get(name)
+    if not value:
+        raise SystemExit(f'{name} is not set: run `eval "$(uv run devstack env)"` first')
+    return value
 
 
 def pct(values: list[float], q: float) -> float:
@@ -64,6 +86,60 @@ def now_ms() -> int:
     return int(time.time() * 1000)
 
 
+# -- CPU accounting -------------------------------------------------------------------------------------
+
+
+def _process_tree(pid: int) -> list[int]:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        for task in Path(f"/proc/{p}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo.extend(int(c) for c in task.read_text().split())
+    return pids
+
+
+def cpu_seconds(pid: int | None) -> float:
+    """user + system CPU of a process and its children (0 if it is gone or unknown)."""
+    if pid is None:
+        return 0.0
+    total = 0
+    for p in _process_tree(pid):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / CLOCK_TICKS
+
+
+def broker_pid() -> int | None:
+    """The Pulsar standalone of this dev stack (its command line names the stack's directory)."""
+    stack_dir = os.environ.get("FLEET_STACK_DIR")
+    if not stack_dir:
+        return None
+    marker = f"{stack_dir}/pulsar/standalone.conf".encode()
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        with contextlib.suppress(OSError):
+            if marker in cmdline.read_bytes():
+                return int(cmdline.parent.name)
+    return None
+
+
+class CpuMeter:
+    def __init__(self, consumer_pid: int | None) -> None:
+        self.pids = {"consumer": consumer_pid, "broker": broker_pid()}
+        self.started = {k: cpu_seconds(p) for k, p in self.pids.items()}
+
+    def used(self) -> dict[str, float]:
+        return {k: cpu_seconds(p) - self.started[k] for k, p in self.pids.items()}
+
+
+# -- the simulated cloud --------------------------------------------------------------------------------
+
+
+Prepared = tuple[bytes, dict[str, str], str]
+
+
 class Simulator:
     """Publishes Tuya-format status reports for a fleet, as Tuya does: keyed by device id, encrypted."""
 
@@ -74,7 +150,7 @@ class Simulator:
         self.devices = [f"bdev{n:06d}" for n in range(devices)]
         self.seq = 0
 
-    def _message(self) -> tuple[bytes, dict[str, str], str]:
+    def message(self) -> Prepared:
         device = self.devices[self.seq % len(self.devices)]
         self.seq += 1
         t = now_ms()
@@ -87,9 +163,9 @@ class Simulator:
         return encoded.payload(), encoded.properties, device
 
     async def publish(self, count: int, rate: float = 0.0) -> float:
-        """Publish `count` messages (at `rate`/s if set). A burst is encrypted first, so the simulator's own
-        Python encryption does not cap the rate the consumers are offered."""
-        prepared = [self._message() for _ in range(count)] if not rate else None
+        """Publish `count` messages (at `rate`/s if set). A backlog is encrypted first, so the simulator's
+        own Python encryption does not slow its publishing."""
+        prepared = [self.message() for _ in range(count)] if not rate else None
         producer = await self.client.create_producer(
             self.topic,
             batching_enabled=True,
@@ -100,7 +176,7 @@ class Simulator:
         started = time.monotonic()
         window: list[asyncio.Future[Any]] = []
         for i in range(count):
-            payload, props, key = prepared[i] if prepared is not None else self._message()
+            payload, props, key = prepared[i] if prepared is not None else self.message()
             window.append(asyncio.ensure_future(producer.send(payload, properties=props, partition_key=key)))
             if len(window) >= 5000:
                 await asyncio.gather(*window)
@@ -116,66 +192,120 @@ class Simulator:
         return time.monotonic() - started
 
 
-def fresh_project(prefix: str) -> tuple[str, str]:
+async def fresh_project(client: pa.Client, admin_url: str, prefix: str) -> tuple[str, str]:
+    """A new Tuya project with its Failover subscription `{id}-sub` already there (Tuya creates it when the
+    message service is enabled), so what is published before a consumer connects waits for it."""
     access_id = f"{prefix}{uuid.uuid4().hex[:10]}"
-    provision(ADMIN_URL, access_id)
+    provision(admin_url, access_id)
+    consumer = await client.subscribe(
+        topics.tuya_event_topic(access_id),
+        topics.tuya_subscription(access_id),
+        consumer_type=pulsar.ConsumerType.Failover,
+        initial_position=pulsar.InitialPosition.Earliest,
+    )
+    await consumer.close()
     return access_id, secrets.token_hex(16)
 
 
-async def wait_for(predicate: Any, within: float) -> bool:
+async def wait_for(predicate: Callable[[], bool], within: float, every: float = 0.05) -> bool:
     deadline = time.monotonic() + within
     while not predicate():
         if time.monotonic() > deadline:
             return False
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every)
     return True
+
+
+class Side(Protocol):
+    """One consumer under test."""
+
+    poll_s: float
+
+    async def start(self) -> None: ...
+    def pid(self) -> int | None: ...
+    def count(self) -> int: ...
+    async def times(self, total: int) -> list[tuple[float, float]]:
+        """(done, produced) in ms for the first `total` messages done, in order of completion."""
+        ...
+
+    async def stop(self) -> None: ...
+
+
+async def measure(side: Side, sim: Simulator, args: argparse.Namespace) -> dict[str, Any]:
+    """Drain a backlog (throughput and CPU), then a steady rate (latency)."""
+    backlog = args.messages
+    publish_s = await sim.publish(backlog)
+    await side.start()
+    meter = CpuMeter(side.pid())
+    if not await wait_for(lambda: side.count() >= backlog, 600, side.poll_s):
+        raise RuntimeError(f"only {side.count()} of {backlog} messages were done")
+    used = meter.used()
+    steady = int(args.rate * args.seconds)
+    await sim.publish(steady, rate=args.rate)
+    if not await wait_for(lambda: side.count() >= backlog + steady, 300, side.poll_s):
+        raise RuntimeError(f"only {side.count() - backlog} of {steady} steady messages were done")
+    times = await side.times(backlog + steady)
+    drained = sorted(done for done, _ in times[:backlog])
+    drain_s = (drained[-1] - drained[0]) / 1000
+    lat = [done - produced for done, produced in times[backlog:]]
+    return {
+        "messages": backlog,
+        "simulator_publish_s": round(publish_s, 3),
+        "drain_s": round(drain_s, 3),
+        "throughput_msgs_per_s": round(backlog / drain_s, 1),
+        "cpu_s": {k: round(v, 2) for k, v in used.items()},
+        "cpu_us_per_msg": {k: round(v / backlog * 1e6, 1) for k, v in used.items()},
+        "latency_rate_msgs_per_s": args.rate,
+        "latency_samples": len(lat),
+        "latency_p50_ms": round(pct(lat, 0.50), 2),
+        "latency_p99_ms": round(pct(lat, 0.99), 2),
+        "latency_mean_ms": round(statistics.fmean(lat), 2) if lat else None,
+    }
 
 
 # -- the official connector -----------------------------------------------------------------------------
 
 
-async def bench_connector(
-    client: pa.Client, devices: int, messages: int, rate: float, seconds: float
-) -> dict[str, Any]:
-    from tuya_connector.openpulsar import TuyaOpenPulsar
+class ConnectorSide:
+    """TuyaOpenPulsar on Pulsar's WebSocket API, in this process (its main thread sleeps meanwhile)."""
 
-    logging.getLogger("tuya iot").setLevel(logging.WARNING)
-    access_id, secret = fresh_project("bconn")
-    done: list[tuple[float, str]] = []
-    lock = threading.Lock()
+    poll_s = 0.05
 
-    def listener(decrypted: str) -> None:
-        with lock:
-            done.append((time.time(), decrypted))
+    def __init__(self, admin_url: str, access_id: str, secret: str) -> None:
+        from tuya_connector.openpulsar import TuyaOpenPulsar
 
-    consumer = TuyaOpenPulsar(access_id, secret, ADMIN_URL.replace("http://", "ws://") + "/", "event")
-    consumer.add_message_listener(listener)
-    consumer.start()
-    try:
-        if not await wait_for(
-            lambda: getattr(getattr(consumer.ws_app, "sock", None), "status", 0) == 101, 30
-        ):
-            raise RuntimeError("the connector did not connect to Pulsar's WebSocket API")
-        sim = Simulator(client, access_id, secret, devices)
-        return await _measure(
-            sim,
-            messages,
-            rate,
-            seconds,
-            lambda: len(done),
-            lambda: _connector_latencies(done),
-            lambda i: done[i][0],
+        logging.getLogger("tuya iot").setLevel(logging.WARNING)
+        self.done: list[tuple[float, str]] = []
+        self._lock = threading.Lock()
+        self.consumer = TuyaOpenPulsar(
+            access_id, secret, admin_url.replace("http://", "ws://") + "/", "event"
         )
-    finally:
-        consumer.stop()
+        self.consumer.add_message_listener(self._listener)
 
+    def _listener(self, decrypted: str) -> None:
+        with self._lock:
+            self.done.append((time.time() * 1000, decrypted))
 
-def _connector_latencies(done: list[tuple[float, str]]) -> list[float]:
-    out = []
-    for at, text in done:
-        t = orjson.loads(text)["status"][0]["t"]
-        out.append(at * 1000 - t)
-    return out
+    async def start(self) -> None:
+        self.consumer.start()
+        ws = self.consumer.ws_app
+        if not await wait_for(lambda: getattr(getattr(ws, "sock", None), "status", 0) == 101, 30):
+            raise RuntimeError("the connector did not connect to Pulsar's WebSocket API")
+
+    def pid(self) -> int | None:
+        return os.getpid()
+
+    def count(self) -> int:
+        return len(self.done)
+
+    async def times(self, total: int) -> list[tuple[float, float]]:
+        return [(at, orjson.loads(text)["status"][0]["t"]) for at, text in self.done[:total]]
+
+    def redelivered(self) -> int:
+        return len(self.done) - len({orjson.loads(text)["dataId"] for _, text in self.done})
+
+    async def stop(self) -> None:
+        self.consumer.stop()
 
 
 # -- ingest ---------------------------------------------------------------------------------------------
@@ -187,112 +317,139 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-async def bench_ingest(
-    client: pa.Client, devices: int, messages: int, rate: float, seconds: float
-) -> dict[str, Any]:
-    access_id, secret = fresh_project("bingest")
-    port = free_port()
-    env = {
-        **os.environ,
-        "FLEET_PULSAR_URL": PULSAR_URL,
-        "FLEET_MONGODB_URI": MONGODB_URI,
-        "FLEET_TUYA_ACCESS_ID": access_id,
-        "FLEET_TUYA_ACCESS_SECRET": secret,
-        "FLEET_INGEST_DATABASE": f"ingest_bench_{access_id}",
-        "FLEET_HTTP_HOST": "127.0.0.1",
-        "FLEET_HTTP_PORT": str(port),
-        "FLEET_LOG_LEVEL": "WARNING",
-    }
-    reader = await client.subscribe(
-        topics.DEVICE_EVENTS.name,
-        f"bench-{access_id}",
-        consumer_type=pulsar.ConsumerType.Exclusive,
-        initial_position=pulsar.InitialPosition.Latest,
-        receiver_queue_size=10_000,
-    )
-    done: list[tuple[int, int]] = []  # (internal publish time, device time = simulator publish time)
+class IngestSide:
+    """`python -m fleet_ingest` as its own process; its events read back from the internal topic after the
+    fact (their publish times there are what counts), so no reader competes with it for CPU meanwhile."""
 
-    async def read() -> None:
-        while True:
-            msg = await reader.receive()
-            body = orjson.loads(msg.data())
-            if body["tenant"] == access_id:
-                done.append((msg.publish_timestamp(), body["data"]["dps"][0]["device_time_ms"]))
-            await reader.acknowledge(msg)
+    poll_s = 0.25
 
-    log = Path(tempfile.gettempdir()) / f"{access_id}.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
-            [sys.executable, "-m", "fleet_ingest"], env=env, stdout=out, stderr=out
+    def __init__(self, client: pa.Client, access_id: str, secret: str, profile: Path | None) -> None:
+        self.client = client
+        self.access_id = access_id
+        self.port = free_port()
+        self.env = {
+            **os.environ,
+            "FLEET_TUYA_ACCESS_ID": access_id,
+            "FLEET_TUYA_ACCESS_SECRET": secret,
+            "FLEET_INGEST_DATABASE": f"ingest_bench_{access_id}",
+            "FLEET_HTTP_HOST": "127.0.0.1",
+            "FLEET_HTTP_PORT": str(self.port),
+            "FLEET_LOG_LEVEL": "WARNING",
+        }
+        self.log = Path(tempfile.gettempdir()) / f"{access_id}.log"
+        self.profile = profile
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.profiler: subprocess.Popen[bytes] | None = None
+        self.reader: pa.Consumer | None = None
+        self.read: list[tuple[float, float]] = []
+
+    async def start(self) -> None:
+        self.reader = await self.client.subscribe(
+            topics.DEVICE_EVENTS.name,
+            f"bench-{self.access_id}",
+            consumer_type=pulsar.ConsumerType.Exclusive,
+            initial_position=pulsar.InitialPosition.Latest,
         )
-    reading = asyncio.ensure_future(read())
-    try:
-        ready = await wait_for(lambda: _ready(port), 60)
-        if not ready:
-            raise RuntimeError(f"ingest did not become ready: {log.read_text()[-2000:]}")
-        sim = Simulator(client, access_id, secret, devices)
-        return await _measure(
-            sim,
-            messages,
-            rate,
-            seconds,
-            lambda: len(done),
-            lambda: [float(p - t) for p, t in done],
-            lambda i: done[i][0] / 1000,
-        )
-    finally:
-        proc.send_signal(signal.SIGTERM)
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - started once, before measuring
+                [sys.executable, "-m", "fleet_ingest"], env=self.env, stdout=out, stderr=out
+            )
+        if self.profile is not None:
+            self.profiler = start_profiler(self.proc.pid, self.profile / f"{self.access_id}.txt")
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def count(self) -> int:
+        """Events ingest has had confirmed, from its /metrics."""
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"ingest exited: {self.log.read_text()[-2000:]}")
         try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        await reader.unsubscribe()
-        await asyncio.gather(reading, return_exceptions=True)
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return 0
+        prefix = "fleet_ingest_events_published_total{"
+        return sum(
+            int(float(line.rsplit(" ", 1)[1])) for line in text.splitlines() if line.startswith(prefix)
+        )
+
+    async def times(self, total: int) -> list[tuple[float, float]]:
+        stop_profiler(self.profiler)
+        assert self.reader is not None
+        while len(self.read) < total:
+            msg = await self.reader.receive()
+            body = orjson.loads(msg.data())
+            if body["tenant"] == self.access_id:
+                self.read.append((msg.publish_timestamp(), body["data"]["dps"][0]["device_time_ms"]))
+            await self.reader.acknowledge(msg)
+        return self.read[:total]
+
+    async def stop(self) -> None:
+        stop_profiler(self.profiler)
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.reader is not None:
+            await self.reader.unsubscribe()
 
 
-def _ready(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-            return bool(r.status == 200)
-    except OSError:
-        return False
+def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # --gil: only samples holding the GIL, i.e. the Python CPU; --nonblocking: never pause ingest.
+    options = ["--subprocesses", "--nonblocking", "--gil", "--format", "raw", "--output", str(out)]
+    return subprocess.Popen(  # noqa: S603 - our own fixed command line, py-spy from `uv run --with`
+        ["py-spy", "record", "--pid", str(pid), *options],  # noqa: S607
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
 
 
-# -- shared measurement ---------------------------------------------------------------------------------
+def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
+    if profiler is not None and profiler.poll() is None:
+        profiler.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            profiler.wait(30)
 
 
-async def _measure(
-    sim: Simulator,
-    messages: int,
-    rate: float,
-    seconds: float,
-    count: Any,
-    latencies: Any,
-    done_at: Any,
+# -- main -----------------------------------------------------------------------------------------------
+
+
+async def run_side(
+    name: str, client: pa.Client, admin_url: str, devices: int, args: argparse.Namespace
 ) -> dict[str, Any]:
-    # burst: throughput
-    publish_s = await sim.publish(messages)
-    if not await wait_for(lambda: count() >= messages, 600):
-        raise RuntimeError(f"only {count()} of {messages} messages were done")
-    burst_s = done_at(-1) - done_at(0)
-    # steady rate: latency
-    before = count()
-    steady = int(rate * seconds)
-    await sim.publish(steady, rate=rate)
-    if not await wait_for(lambda: count() >= before + steady, 300):
-        raise RuntimeError(f"only {count() - before} of {steady} steady messages were done")
-    lat = latencies()[before:]
+    access_id, secret = await fresh_project(
+        client, admin_url, "bconn" if name == "tuya_connector" else "bing"
+    )
+    side: ConnectorSide | IngestSide = (
+        ConnectorSide(admin_url, access_id, secret)
+        if name == "tuya_connector"
+        else IngestSide(client, access_id, secret, args.profile)
+    )
+    try:
+        result = await measure(side, Simulator(client, access_id, secret, devices), args)
+        if isinstance(side, ConnectorSide):
+            result["redelivered"] = side.redelivered()
+        return result
+    finally:
+        await side.stop()
+
+
+def median_of(results: list[dict[str, Any]], key: str) -> float:
+    return round(float(statistics.median(r[key] for r in results)), 2)
+
+
+def summary(results: list[dict[str, Any]]) -> dict[str, Any]:
     return {
-        "messages": messages,
-        "simulator_publish_s": round(publish_s, 3),
-        "simulator_msgs_per_s": round(messages / publish_s, 1),
-        "burst_s": round(burst_s, 3),
-        "throughput_msgs_per_s": round(messages / burst_s, 1),
-        "latency_rate_msgs_per_s": rate,
-        "latency_samples": len(lat),
-        "latency_p50_ms": round(pct(lat, 0.50), 2),
-        "latency_p99_ms": round(pct(lat, 0.99), 2),
-        "latency_mean_ms": round(statistics.fmean(lat), 2) if lat else None,
+        key: median_of(results, key) for key in ("throughput_msgs_per_s", "latency_p50_ms", "latency_p99_ms")
+    } | {
+        "cpu_us_per_msg": {
+            k: round(statistics.median(r["cpu_us_per_msg"][k] for r in results), 1)
+            for k in results[0]["cpu_us_per_msg"]
+        }
     }
 
 
@@ -300,36 +457,49 @@ async def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--messages", type=int, default=30_000, help="burst size per run")
+    parser.add_argument("--messages", type=int, default=30_000, help="backlog drained per run")
     parser.add_argument("--rate", type=float, default=1000.0, help="steady rate for the latency phase")
     parser.add_argument("--seconds", type=float, default=5.0, help="length of the latency phase")
     parser.add_argument("--devices", type=int, nargs="*", default=[1000, 10_000])
+    parser.add_argument("--repeat", type=int, default=1, help="runs per side and fleet size (medians)")
+    parser.add_argument("--only", choices=SIDES, help="one side only (e.g. for profiling)")
+    parser.add_argument("--profile", type=Path, help="py-spy ingest from start to drained, into this dir")
+    parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-
-    client = pa.Client(PULSAR_URL, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    runs: list[dict[str, Any]] = []
+    stack_env("FLEET_MONGODB_URI")  # ingest reads it from the environment
+    admin_url = stack_env("FLEET_PULSAR_ADMIN_URL")
+    client = pa.Client(stack_env("FLEET_PULSAR_URL"), logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
+    sides = [args.only] if args.only else list(SIDES)
+    rows: list[dict[str, Any]] = []
     try:
         for devices in args.devices:
-            row: dict[str, Any] = {"devices": devices}
-            for name, bench in (("tuya_connector", bench_connector), ("ingest", bench_ingest)):
-                result = await bench(client, devices, args.messages, args.rate, args.seconds)
-                row[name] = result
-                print(
-                    f"{devices:>6} devices  {name:<15} {result['throughput_msgs_per_s']:>9.0f} msg/s   "
-                    f"p50 {result['latency_p50_ms']:>7.1f} ms   p99 {result['latency_p99_ms']:>7.1f} ms "
-                    f"(at {args.rate:.0f} msg/s)",
-                    flush=True,
+            row: dict[str, Any] = {"devices": devices, "runs": {s: [] for s in sides}}
+            for _ in range(args.repeat):
+                for name in sides:  # interleaved, so both sides see the same background load
+                    result = await run_side(name, client, admin_url, devices, args)
+                    row["runs"][name].append(result)
+                    print(
+                        f"{devices:>6} devices  {name:<15} {result['throughput_msgs_per_s']:>9.0f} msg/s  "
+                        f"cpu {result['cpu_us_per_msg']['consumer']:>6.1f} us/msg "
+                        f"(broker {result['cpu_us_per_msg']['broker']:>6.1f})  "
+                        f"p50 {result['latency_p50_ms']:>6.1f} ms  p99 {result['latency_p99_ms']:>6.1f} ms "
+                        f"(at {args.rate:.0f} msg/s)",
+                        flush=True,
+                    )
+            row["median"] = {name: summary(row["runs"][name]) for name in sides}
+            if len(sides) == 2:
+                row["speedup"] = round(
+                    row["median"]["ingest"]["throughput_msgs_per_s"]
+                    / row["median"]["tuya_connector"]["throughput_msgs_per_s"],
+                    2,
                 )
-            row["speedup"] = round(
-                row["ingest"]["throughput_msgs_per_s"] / row["tuya_connector"]["throughput_msgs_per_s"], 2
-            )
-            print(f"{devices:>6} devices  ingest / connector throughput: {row['speedup']}x", flush=True)
-            runs.append(row)
+                print(f"{devices:>6} devices  ingest / connector throughput (medians): {row['speedup']}x")
+            rows.append(row)
     finally:
         await client.close()
 
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_bytes(
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_bytes(
         orjson.dumps(
             {
                 "benchmark": "ingest",
@@ -339,16 +509,17 @@ async def main() -> None:
                     "cpus": os.cpu_count(),
                     "machine": platform.machine(),
                 },
-                "pulsar_url": PULSAR_URL,
                 "baseline": "tuya-connector-python 0.1.2 TuyaOpenPulsar over Pulsar's WebSocket API",
-                "params": vars(args),
-                "runs": runs,
+                "params": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
+                "results": rows,
             },
             option=orjson.OPT_INDENT_2,
         )
     )
-    print(f"wrote {RESULTS}")
+    print(f"wrote {args.out}")
 
+
+SIDES = ("tuya_connector", "ingest")
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from typing import Any
+from collections.abc import Sequence
 
+from fleet_ingest.adapters.publisher import Confirmations, Send
 from fleet_ingest.adapters.tuya_consumer import Received
 from fleet_ingest.domain.model import TuyaDelivery
 
@@ -53,12 +54,12 @@ class FakeTuyaSource:
             out.append(Received(d, d.message_id))
         return out
 
-    def acknowledge(self, received: Received) -> None:
-        self.acked.append(received.delivery.message_id)
-        if self.delivered and self.delivered[0].message_id == received.delivery.message_id:
-            self.delivered.pop(0)  # the usual case: acks in delivery order
-        else:
-            self.delivered = [d for d in self.delivered if d.message_id != received.delivery.message_id]
+    def acknowledge(self, received: Sequence[Received]) -> None:
+        """Acks must come in delivery order, each message once (as cumulative acks need)."""
+        for one in received:
+            assert self.delivered[0].message_id == one.delivery.message_id, "ack out of delivery order"
+            self.delivered.pop(0)
+            self.acked.append(one.delivery.message_id)
 
     async def close_consumer(self) -> None:
         if self._open:
@@ -79,38 +80,43 @@ class FakeSink:
         self.events: list[tuple[bytes, str | None, dict[str, str]]] = []
         self.dead_letters: list[tuple[bytes, str | None, dict[str, str]]] = []
         self.hold = False
-        self.held: list[asyncio.Future[Any]] = []
+        self.held: list[Send] = []
         self.fail_next = 0
+        self._confirmations: Confirmations | None = None
 
-    def _future(self) -> asyncio.Future[Any]:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    @property
+    def confirmations(self) -> Confirmations:
+        if self._confirmations is None:  # made inside the test's loop
+            self._confirmations = Confirmations()
+        return self._confirmations
+
+    def _send(self) -> Send:
+        send = Send()
         if self.fail_next:
             self.fail_next -= 1
-            future.set_exception(ConnectionError("bus unavailable"))
+            self.confirmations.complete(send, ConnectionError("bus unavailable"))
         elif self.hold:
-            self.held.append(future)
+            self.held.append(send)
         else:
-            future.set_result("msg-id")
-        return future
+            self.confirmations.complete(send)
+        return send
 
     def release(self) -> None:
         held, self.held = self.held, []
-        for f in held:
-            f.set_result("msg-id")
+        for send in held:
+            self.confirmations.complete(send)
 
-    def send_event(self, body: bytes, key: str | None, properties: dict[str, str]) -> asyncio.Future[Any]:
-        future = self._future()
-        if not future.done() or future.exception() is None:
+    def send_event(self, body: bytes, key: str | None, properties: dict[str, str]) -> Send:
+        send = self._send()
+        if send.error is None:
             self.events.append((body, key, properties))
-        return future
+        return send
 
-    def send_dead_letter(
-        self, body: bytes, key: str | None, properties: dict[str, str]
-    ) -> asyncio.Future[Any]:
-        future = self._future()
-        if not future.done() or future.exception() is None:
+    def send_dead_letter(self, body: bytes, key: str | None, properties: dict[str, str]) -> Send:
+        send = self._send()
+        if send.error is None:
             self.dead_letters.append((body, key, properties))
-        return future
+        return send
 
     async def start(self) -> None:
         return None

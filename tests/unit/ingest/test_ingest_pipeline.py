@@ -4,6 +4,7 @@ recovery from bus and database failures, graceful stop."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -240,9 +241,25 @@ async def test_spans_link_consume_and_publish() -> None:
     async with running(h):
         await until(lambda: len(h.source.acked) == 1)
     spans = {s.name: s for s in h.exporter.get_finished_spans()}
-    consume = spans[f"{topics.tuya_event_topic(ACCESS_ID)} process"]
+    consume = spans[f"{h.source.topic} process"]
     publish = spans[f"{topics.DEVICE_EVENTS.name} publish"]
     assert publish.parent is not None
     assert publish.parent.span_id == consume.context.span_id
     traceparent = h.sink.events[0][2]["traceparent"]
     assert f"{publish.context.trace_id:032x}" in traceparent
+
+
+async def test_a_batch_shares_one_trace_and_a_message_with_its_own_traceparent_continues_it() -> None:
+    h = Harness()
+    incoming_trace = "0af7651916cd43dd8448eb211c80319c"
+    traced = status("dev", 2)
+    traced = dataclasses.replace(
+        traced, properties={**traced.properties, "traceparent": f"00-{incoming_trace}-b7ad6b7169203331-01"}
+    )
+    h.source.push(status("dev", 1), traced, status("dev", 3))
+    async with running(h):
+        await until(lambda: len(h.source.acked) == 3)
+    parents = [props["traceparent"].split("-")[1] for _, _, props in h.sink.events]
+    assert parents[1] == incoming_trace
+    assert parents[0] == parents[2] != incoming_trace  # the batch's own trace
+    assert len(h.exporter.get_finished_spans()) == 4  # a consume + publish pair per trace, not per message

@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pydantic import SecretStr
 
 from fleet_shared.tuya import crypto
@@ -92,6 +95,58 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# Below this many brackets the nesting is far inside both parsers' depth limits (see `_loads_object`).
+_FAST_PATH_MAX_BRACKETS = 64
+
+
+def _loads_object(raw: bytes) -> dict[str, Any]:
+    """`strict_json.loads_object`, with a fast path for compact JSON as Tuya and our simulator send it.
+
+    The strict parser's duplicate-key pass is a pure-Python callback per object. When orjson re-serialises
+    the parsed object to exactly the input bytes, the input cannot hold a duplicate key (the dict kept one
+    pair per key, so the output would be shorter), and orjson already enforced the grammar. Anything else
+    (whitespace, other escapes or number spellings, deep nesting) takes the strict path unchanged.
+    """
+    if raw.count(b"{") + raw.count(b"[") <= _FAST_PATH_MAX_BRACKETS:
+        try:
+            value = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            value = None  # the strict path reports it
+        if isinstance(value, dict) and orjson.dumps(value) == raw:
+            return value
+    return loads_object(raw)
+
+
+class _Ciphers:
+    """`crypto`'s ECB and GCM decryption with the cipher objects built once per key, not per message.
+
+    ECB is stateless per block, so one decryptor serves every message through `update` (the input is a
+    whole number of blocks, so nothing is buffered); the PKCS#7 check is the one `padding.PKCS7` makes.
+    Not thread-safe: one codec per consuming thread.
+    """
+
+    def __init__(self, key: bytes) -> None:
+        self._ecb = Cipher(algorithms.AES(key), modes.ECB()).decryptor()  # noqa: S305 - Tuya's format
+        self._gcm = AESGCM(key)
+
+    def ecb(self, blob: bytes) -> bytes:
+        if not blob or len(blob) % crypto.AES_BLOCK:
+            raise CipherError("ECB ciphertext length is not a positive multiple of 16")
+        padded = self._ecb.update(blob)
+        pad = padded[-1]
+        if not 1 <= pad <= crypto.AES_BLOCK or padded[-pad:] != bytes((pad,)) * pad:
+            raise CipherError("ECB padding invalid")
+        return padded[:-pad]
+
+    def gcm(self, blob: bytes) -> bytes:
+        if len(blob) < crypto.GCM_NONCE_LEN + crypto.GCM_TAG_LEN:
+            raise CipherError("GCM blob shorter than nonce + tag")
+        try:
+            return self._gcm.decrypt(blob[: crypto.GCM_NONCE_LEN], blob[crypto.GCM_NONCE_LEN :], None)
+        except InvalidTag:
+            raise CipherError("GCM authentication failed") from None
+
+
 class PushCodec:
     """Decodes (and encodes) push messages for one Tuya project.
 
@@ -108,6 +163,7 @@ class PushCodec:
     ) -> None:
         secret = _secret_value(access_secret)
         self._key = crypto.push_key(secret)
+        self._ciphers = _Ciphers(self._key)
         self._secret = SecretStr(secret)
         self.verify_sign = verify_sign
         self.max_message_bytes = max_message_bytes
@@ -147,7 +203,7 @@ class PushCodec:
         blob = _b64decode(ciphertext_b64)
         mode, plaintext = self._decrypt(blob, outer, properties or {})
         try:
-            data = loads_object(plaintext)
+            data = _loads_object(plaintext)
         except StrictJsonError as exc:
             raise _reject(RejectReason.PAYLOAD, f"decrypted payload: {exc}") from None
         message = parse_message(protocol, data)
@@ -171,7 +227,7 @@ class PushCodec:
         if len(raw) > self.max_message_bytes:
             raise _reject(RejectReason.TOO_LARGE, f"message over {self.max_message_bytes} bytes")
         try:
-            return loads_object(raw)
+            return _loads_object(raw)
         except StrictJsonError as exc:
             raise _reject(RejectReason.ENVELOPE, f"envelope: {exc}") from None
 
@@ -209,8 +265,8 @@ class PushCodec:
 
     def _decrypt_with(self, mode: EncryptionMode, blob: bytes) -> bytes:
         if mode is EncryptionMode.GCM:
-            return crypto.gcm_decrypt(self._key, blob)
-        return crypto.ecb_decrypt(self._key, blob)
+            return self._ciphers.gcm(blob)
+        return self._ciphers.ecb(blob)
 
     # -- encode ---------------------------------------------------------------------------------------------
 

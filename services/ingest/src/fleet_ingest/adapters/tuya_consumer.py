@@ -9,6 +9,7 @@ closing the consumer ends a pending receive instead.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,7 +49,11 @@ class TuyaSource(Protocol):
     async def subscribe(self) -> None: ...
     async def receive(self) -> Received: ...
     def receive_ready(self, limit: int) -> list[Received]: ...
-    def acknowledge(self, received: Received) -> None: ...
+    def acknowledge(self, received: Sequence[Received]) -> None:
+        """Everything in `received` is done with; it holds, in receive order, every message received since the
+        last call (so an implementation may ack cumulatively)."""
+        ...
+
     async def close_consumer(self) -> None: ...
     async def close(self) -> None: ...
     @property
@@ -162,13 +167,19 @@ class PulsarTuyaSource:
             out.append(Received(to_delivery(message), message))
         return out
 
-    def acknowledge(self, received: Received) -> None:
-        """Individual ack, fire and forget: a lost ack only means a redelivery, which dedup absorbs."""
+    def acknowledge(self, received: Sequence[Received]) -> None:
+        """Cumulative ack of the last message per partition, fire and forget (a lost ack only means a
+        redelivery, which dedup absorbs). Failover gives each partition one consumer, and `received` is
+        every message since the last call in receive order, so all before that last one are done too."""
         consumer = self._consumer
         if consumer is None:
             return
-        # The C++ ack groups acks and needs no round trip per message; its callback is a no-op.
-        consumer._consumer.acknowledge_async(received.handle._message, _ignore)
+        last: dict[str, Any] = {}
+        for one in received:
+            last[one.delivery.topic] = one.handle
+        native = consumer._consumer
+        for message in last.values():
+            native.acknowledge_cumulative_async(message._message, _ignore)
 
     async def close_consumer(self) -> None:
         """Close the consumer: Pulsar redelivers every unacked message, in order, to the next one."""

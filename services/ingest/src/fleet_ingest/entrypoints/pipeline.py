@@ -34,7 +34,7 @@ from fleet_contracts import topics
 from fleet_contracts.envelope import to_json_bytes
 from fleet_ingest.adapters.dedup_store import DedupStore
 from fleet_ingest.adapters.metrics import IngestMetrics
-from fleet_ingest.adapters.publisher import EventSink
+from fleet_ingest.adapters.publisher import EventSink, Send
 from fleet_ingest.adapters.tuya_consumer import Received, TuyaSource
 from fleet_ingest.domain.deadletters import dead_letter_event
 from fleet_ingest.domain.dedup import SeenWindow
@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 PROP_CONTENT_TYPE = "content-type"
 PROP_TUYA_MESSAGE_ID = "tuya-message-id"
 PROP_TUYA_PUBLISH_TIME = "tuya-publish-time"
+TRACEPARENT = "traceparent"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,13 +73,78 @@ class PipelineConfig:
 class _Item:
     received: Received
     outcome: Publish | DeadLetter
+    trace: _Trace | None
     body: bytes = b""
     properties: dict[str, str] | None = None
-    lookup: asyncio.Future[set[str]] | None = None
-    future: asyncio.Future[Any] | None = None
+    send: Send | None = None
     duplicate: bool = False
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Messages received together; they travel through the stages as one queue entry."""
+
+    items: list[_Item]
+    lookup: asyncio.Future[set[str]] | None = None
     sent_at: float = 0.0
-    span: Any = None
+
+
+class _Trace:
+    """A consume span and its publish span for messages processed together, ended with the last of them.
+
+    One pair per received batch (and one per message that arrives with its own `traceparent`, continuing
+    that trace): a span pair per message cost more than decrypting it. Every event carries the publish
+    span's `traceparent`, so consumers downstream still join the trace.
+    """
+
+    __slots__ = ("carrier", "pending", "spans")
+
+    def __init__(self, spans: tuple[Any, ...], carrier: dict[str, str], pending: int) -> None:
+        self.spans = spans
+        self.carrier = carrier
+        self.pending = pending
+
+    def settle(self, outcome: str | None = None) -> None:
+        if outcome is not None:
+            for span in self.spans:
+                span.set_attribute("ingest.outcome", outcome)
+        self.pending -= 1
+        if self.pending == 0:
+            for span in reversed(self.spans):
+                span.end()
+
+
+class _Slots:
+    """The in-flight window: how many more messages may be taken before some are acked."""
+
+    def __init__(self, size: int) -> None:
+        self.free = size
+        self._freed = asyncio.Event()
+
+    def take(self, wanted: int) -> int:
+        taken = min(wanted, self.free)
+        self.free -= taken
+        return taken
+
+    async def wait(self) -> None:
+        while self.free <= 0:
+            self._freed.clear()
+            await self._freed.wait()
+
+    def release(self, count: int) -> None:
+        self.free += count
+        self._freed.set()
+
+
+def _confirmed_run(items: list[_Item]) -> list[_Item]:
+    """The leading items that are settled: duplicates, and sends confirmed without error."""
+    end = 0
+    for item in items:
+        send = item.send
+        if not item.duplicate and (send is None or not send.done or send.error is not None):
+            break
+        end += 1
+    return items[:end]
 
 
 class SendFailed(Exception):
@@ -98,13 +164,13 @@ class LookupBatcher:
         self._timer: asyncio.TimerHandle | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def check(self, key: str) -> asyncio.Future[set[str]]:
-        """A future of the set of seen keys in the batch that `key` joined."""
+    def check(self, keys: list[str]) -> asyncio.Future[set[str]]:
+        """A future of the set of seen keys in the lookup that `keys` joined."""
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
             self._timer = asyncio.get_running_loop().call_later(self._max_delay_s, self._flush)
         future = self._future
-        self._keys.append(key)
+        self._keys.extend(keys)
         if len(self._keys) >= self._max_batch:
             self._flush()
         return future
@@ -171,7 +237,7 @@ class IngestPipeline:
         self._drained = asyncio.Event()
         self._drained.set()
         self._in_flight: Tally[str] = Tally()
-        self._send_failed = False
+        self._acking: list[_Item] = []
         self._to_record: list[str] = []
         self._record_wake = asyncio.Event()
         self._lookups = LookupBatcher(
@@ -244,9 +310,10 @@ class IngestPipeline:
 
     async def _cycle(self) -> str | None:
         """Run the three stages until stop (None) or a failure (its cause)."""
-        slots = asyncio.Semaphore(self.config.max_in_flight)
-        ordered: asyncio.Queue[_Item] = asyncio.Queue()
-        confirming: asyncio.Queue[_Item] = asyncio.Queue()
+        slots = _Slots(self.config.max_in_flight)
+        ordered: asyncio.Queue[_Batch] = asyncio.Queue()
+        confirming: asyncio.Queue[_Batch] = asyncio.Queue()
+        self._acking = []
         tasks: dict[asyncio.Future[Any], str] = {
             asyncio.ensure_future(self._receiver(slots, ordered)): "receive",
             asyncio.ensure_future(self._sequencer(ordered, confirming)): "lookup",
@@ -278,28 +345,35 @@ class IngestPipeline:
         return cause
 
     async def _settle_abandoned(
-        self, ordered: asyncio.Queue[_Item], confirming: asyncio.Queue[_Item]
+        self, ordered: asyncio.Queue[_Batch], confirming: asyncio.Queue[_Batch]
     ) -> None:
         """Sends already started may still succeed: count those as seen (their redelivery is a duplicate)."""
-        started: list[_Item] = []
+        started = list(self._acking)
         while not confirming.empty():
-            started.append(confirming.get_nowait())
-        futures = [i.future for i in started if i.future is not None]
-        if futures:
-            await asyncio.wait(futures, timeout=self.config.settle_timeout_s)
+            started.extend(confirming.get_nowait().items)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(self.config.settle_timeout_s):
+                for one in started:
+                    if one.send is not None:
+                        await self.sink.confirmations.wait(one.send)
         now = self._monotonic()
         for item in started:
-            f = item.future
-            if isinstance(item.outcome, Publish) and f is not None:
+            send = item.send
+            if isinstance(item.outcome, Publish) and send is not None:
                 key = item.outcome.dedup_key
-                if f.done() and not f.cancelled() and f.exception() is None:
+                if send.done and send.error is None:
                     self.window.add(key, now)
                     self._to_record.append(key)
                 self._release_in_flight(key)
-            self._end_span(item, error="abandoned")
-        dropped = ordered.qsize() + len(started)
+            if item.trace is not None:
+                item.trace.settle("abandoned")
+        dropped = len(started)
         while not ordered.empty():
-            self._end_span(ordered.get_nowait(), error="abandoned")
+            for item in ordered.get_nowait().items:
+                dropped += 1
+                if item.trace is not None:
+                    item.trace.settle("abandoned")
+        self._acking = []
         self._in_flight.clear()
         self._unsettled = 0
         self._drained.set()
@@ -309,56 +383,76 @@ class IngestPipeline:
 
     # -- stages ---------------------------------------------------------------------------------------------
 
-    async def _receiver(self, slots: asyncio.Semaphore, ordered: asyncio.Queue[_Item]) -> None:
-        source, metrics = self.source, self.metrics
+    async def _receiver(self, slots: _Slots, ordered: asyncio.Queue[_Batch]) -> None:
+        source = self.source
+        limit = self.config.receive_batch
         while True:
-            await slots.acquire()
+            await slots.wait()
             if self._stopping:
                 return
-            received = await source.receive()
+            received = await source.receive()  # one long-lived receive: never cancelled mid-way
+            slots.take(1)
             if self._stopping:
                 return  # left unacked: closing the consumer hands it to the next one
             batch = [received]
-            # Take what has already arrived too (one slot each), instead of a loop iteration per message.
-            while not slots.locked() and len(batch) < self.config.receive_batch:
-                more = source.receive_ready(min(slots._value, self.config.receive_batch - len(batch)))
-                if not more:
-                    break
-                for _ in more:
-                    await slots.acquire()  # free slots: returns at once
+            # Take what has already arrived too, instead of a loop iteration per message.
+            wanted = slots.take(limit - 1)
+            if wanted:
+                more = source.receive_ready(wanted)
+                slots.release(wanted - len(more))
                 batch.extend(more)
             self._unsettled += len(batch)
             self._drained.clear()
-            metrics.in_flight.inc(len(batch))
-            for one in batch:
-                ordered.put_nowait(self._prepare(one))
+            ordered.put_nowait(self._prepare(batch))
 
-    def _prepare(self, received: Received) -> _Item:
-        delivery = received.delivery
+    def _prepare(self, batch: list[Received]) -> _Batch:
+        """Decode and map a batch: the CPU-bound part, with metrics and traces per batch, not per message."""
         metrics = self.metrics
-        metrics.received.inc()
-        lag = (
-            max(0.0, (self._wall_ms() - delivery.publish_time_ms) / 1000) if delivery.publish_time_ms else 0.0
-        )
+        count = len(batch)
+        metrics.received.inc(count)
+        metrics.in_flight.inc(count)
+        oldest = batch[0].delivery.publish_time_ms
+        lag = max(0.0, (self._wall_ms() - oldest) / 1000) if oldest else 0.0
         metrics.lag.observe(lag)
         metrics.lag_last.set(lag)
-        span = self._start_consume_span(delivery.properties, delivery.topic, delivery.message_id)
+        shared = self._batch_trace(batch)
+        kinds: Tally[str] = Tally()
+        lookups: list[str] = []
+        items = []
+        for received in batch:
+            item = self._prepare_one(received, shared)
+            outcome = item.outcome
+            if isinstance(outcome, Publish):
+                kinds[outcome.kind] += 1
+                # Backlog from before this process started may have been published by a previous one.
+                if (
+                    received.delivery.publish_time_ms < self._started_ms
+                    and outcome.dedup_key not in self.window
+                ):
+                    lookups.append(outcome.dedup_key)
+            elif outcome.reason is RejectClass.CONTRACT:
+                kinds["contract_violation"] += 1
+            items.append(item)
+        for kind, n in kinds.items():
+            self._count(self._decoded_by_kind, self.metrics.decoded, kind, n)
+        return _Batch(items, self._lookups.check(lookups) if lookups else None)
+
+    def _prepare_one(self, received: Received, shared: _Trace | None) -> _Item:
+        delivery = received.delivery
         outcome = handle_delivery(delivery, self.codec, self.project)
-        item = _Item(received, outcome, span=span)
+        trace = shared
+        if self.tracer is not None and TRACEPARENT in delivery.properties:
+            trace = self._start_trace(delivery.properties, 1)  # continue the producer's own trace
+        item = _Item(received, outcome, trace)
         if isinstance(outcome, Publish):
-            self._count_decoded(outcome.kind)
             item.body = to_json_bytes(outcome.event)
             item.properties = {
                 PROP_CONTENT_TYPE: "application/json",
                 PROP_TUYA_MESSAGE_ID: delivery.message_id,
                 PROP_TUYA_PUBLISH_TIME: str(delivery.publish_time_ms),
+                **(trace.carrier if trace is not None else {}),
             }
-            # Backlog from before this process started may have been published by a previous one.
-            if delivery.publish_time_ms < self._started_ms and outcome.dedup_key not in self.window:
-                item.lookup = self._lookups.check(outcome.dedup_key)
         else:
-            if outcome.reason is RejectClass.CONTRACT:
-                self._count_decoded("contract_violation")
             dead = dead_letter_event(
                 delivery, outcome, project=self.project, subscription=self.source.subscription
             )
@@ -377,95 +471,95 @@ class IngestPipeline:
             )
         return item
 
-    async def _sequencer(self, ordered: asyncio.Queue[_Item], confirming: asyncio.Queue[_Item]) -> None:
+    async def _sequencer(self, ordered: asyncio.Queue[_Batch], confirming: asyncio.Queue[_Batch]) -> None:
         sink, window, in_flight, metrics = self.sink, self.window, self._in_flight, self.metrics
-        self._send_failed = False
+        confirmations = sink.confirmations
+        failures = confirmations.failures
         while True:
-            item = await ordered.get()
-            if self._send_failed:
-                ordered.put_nowait(item)  # (the queue is dropped by the recovery anyway)
+            batch = await ordered.get()
+            # Pulsar fails every pending send behind a failed one: start none after a failure.
+            if confirmations.failures != failures:
+                ordered.put_nowait(batch)  # (the queue is dropped by the recovery anyway)
                 raise SendFailed
-            outcome = item.outcome
-            if isinstance(outcome, Publish):
-                key = outcome.dedup_key
-                seen_in_store = False
-                if item.lookup is not None:
-                    seen_in_store = key in await item.lookup
-                now = self._monotonic()
-                if in_flight[key]:
-                    item.duplicate = True
-                    metrics.duplicates.labels("in_flight").inc()
-                elif window.contains(key, now):
-                    item.duplicate = True
-                    metrics.duplicates.labels("window").inc()
-                elif seen_in_store:
-                    item.duplicate = True
-                    metrics.duplicates.labels("store").inc()
-                    window.add(key, now)
+            seen_in_store = await batch.lookup if batch.lookup is not None else set()
+            now = self._monotonic()
+            batch.sent_at = now
+            for item in batch.items:
+                if confirmations.failures != failures:
+                    confirming.put_nowait(batch)  # what did start is settled by the recovery
+                    raise SendFailed
+                outcome = item.outcome
+                if isinstance(outcome, Publish):
+                    key = outcome.dedup_key
+                    if in_flight[key]:
+                        item.duplicate = True
+                        metrics.duplicates.labels("in_flight").inc()
+                    elif window.contains(key, now):
+                        item.duplicate = True
+                        metrics.duplicates.labels("window").inc()
+                    elif key in seen_in_store:
+                        item.duplicate = True
+                        metrics.duplicates.labels("store").inc()
+                        window.add(key, now)
+                    else:
+                        in_flight[key] += 1
+                        item.send = sink.send_event(item.body, outcome.key, item.properties or {})
                 else:
-                    in_flight[key] += 1
-                    properties = item.properties or {}
-                    self._inject_publish_span(item, properties)
-                    item.sent_at = now
-                    item.future = sink.send_event(item.body, outcome.key, properties)
-            else:
-                item.future = sink.send_dead_letter(
-                    item.body, item.received.delivery.message_id, item.properties or {}
-                )
-            if item.future is not None:
-                if item.future.done():
-                    self._on_sent(item.future)
-                else:
-                    item.future.add_done_callback(self._on_sent)
-            confirming.put_nowait(item)
+                    item.send = sink.send_dead_letter(
+                        item.body, item.received.delivery.message_id, item.properties or {}
+                    )
+            confirming.put_nowait(batch)
 
-    def _on_sent(self, future: asyncio.Future[Any]) -> None:
-        # Pulsar fails every pending send behind a failed one; this closes the gap of sends started
-        # between the failure and the acker seeing it.
-        if not future.cancelled() and future.exception() is not None:
-            self._send_failed = True
-
-    async def _acker(self, confirming: asyncio.Queue[_Item], slots: asyncio.Semaphore) -> None:
-        source, metrics, window = self.source, self.metrics, self.window
+    async def _acker(self, confirming: asyncio.Queue[_Batch], slots: _Slots) -> None:
+        """In receive order: wait for each send's confirmation, then ack the run of confirmed messages."""
+        confirmations = self.sink.confirmations
         while True:
-            item = await confirming.get()
-            future = item.future
-            if future is not None:
-                try:
-                    await future
-                except BaseException:
-                    # Put it back so the recovery sees it (and every later item) as started-but-unconfirmed.
-                    self._requeue_front(confirming, item)
-                    raise
-            source.acknowledge(item.received)
+            batch = await confirming.get()
+            self._acking = items = batch.items
+            while items:
+                head = items[0].send
+                if head is not None and not head.done:
+                    await confirmations.wait(head)
+                run = _confirmed_run(items)
+                if run:
+                    self._settle(run, batch.sent_at)
+                    slots.release(len(run))
+                    self._acking = items = items[len(run) :]
+                blocked = items[0].send if items else None
+                if blocked is None and items:
+                    raise SendFailed("a send was never started")  # (the sequencer failed first)
+                if blocked is not None and blocked.error is not None:
+                    raise SendFailed(blocked.error)
+
+    def _settle(self, run: list[_Item], sent_at: float) -> None:
+        """Every send of `run` is confirmed: ack Tuya, then count the keys as seen."""
+        self.source.acknowledge([item.received for item in run])
+        metrics, window = self.metrics, self.window
+        now = self._monotonic()
+        types: Tally[str] = Tally()
+        for item in run:
             outcome = item.outcome
             if isinstance(outcome, Publish):
-                if future is not None:
-                    now = self._monotonic()
-                    metrics.publish_latency.observe(now - item.sent_at)
-                    self._count_published(outcome.event.type)
-                    window.add(outcome.dedup_key, now)
-                    self._release_in_flight(outcome.dedup_key)
-                    self._to_record.append(outcome.dedup_key)
-                    if len(self._to_record) >= self.config.record_batch:
-                        self._record_wake.set()
+                if item.send is not None:
+                    key = outcome.dedup_key
+                    types[outcome.event.type] += 1
+                    window.add(key, now)
+                    self._release_in_flight(key)
+                    self._to_record.append(key)
             else:
                 metrics.rejected_by_reason[outcome.reason].inc()
-            self._end_span(item)
-            self._unsettled -= 1
-            metrics.in_flight.dec()
-            if self._unsettled == 0:
-                self._drained.set()
-            slots.release()
-
-    @staticmethod
-    def _requeue_front(queue: asyncio.Queue[_Item], item: _Item) -> None:
-        rest: list[_Item] = []
-        while not queue.empty():
-            rest.append(queue.get_nowait())
-        queue.put_nowait(item)
-        for other in rest:
-            queue.put_nowait(other)
+            if item.trace is not None:
+                item.trace.settle("duplicate" if item.duplicate else None)
+        if types:
+            metrics.publish_latency.observe(now - sent_at)
+        for event_type, n in types.items():
+            self._count(self._published_by_type, metrics.published, event_type, n)
+        if len(self._to_record) >= self.config.record_batch:
+            self._record_wake.set()
+        self._unsettled -= len(run)
+        metrics.in_flight.dec(len(run))
+        if self._unsettled == 0:
+            self._drained.set()
 
     def _release_in_flight(self, key: str) -> None:
         count = self._in_flight[key] - 1
@@ -509,64 +603,44 @@ class IngestPipeline:
 
     # -- metrics and tracing --------------------------------------------------------------------------------
 
-    def _count_decoded(self, kind: str) -> None:
-        counter = self._decoded_by_kind.get(kind)
-        if counter is None:
-            counter = self._decoded_by_kind[kind] = self.metrics.decoded.labels(kind)
-        counter.inc()
+    @staticmethod
+    def _count(cache: dict[str, Any], counter: Any, label: str, amount: int) -> None:
+        child = cache.get(label)
+        if child is None:
+            child = cache[label] = counter.labels(label)
+        child.inc(amount)
 
-    def _count_published(self, event_type: str) -> None:
-        counter = self._published_by_type.get(event_type)
-        if counter is None:
-            counter = self._published_by_type[event_type] = self.metrics.published.labels(event_type)
-        counter.inc()
-
-    def _start_consume_span(self, properties: Any, topic: str, message_id: str) -> Any:
+    def _batch_trace(self, batch: list[Received]) -> _Trace | None:
+        """The trace shared by the messages of a batch that bring none of their own."""
         if self.tracer is None:
             return None
-        parent = propagate.extract(properties)
-        return self.tracer.start_span(
+        own = sum(1 for r in batch if TRACEPARENT in r.delivery.properties)
+        return self._start_trace({}, len(batch) - own) if own < len(batch) else None
+
+    def _start_trace(self, properties: Any, pending: int) -> _Trace:
+        assert self.tracer is not None
+        topic = self.source.topic
+        consume = self.tracer.start_span(
             f"{topic} process",
-            context=parent,
+            context=propagate.extract(properties) if properties else None,
             kind=SpanKind.CONSUMER,
             attributes={
                 "messaging.system": "pulsar",
                 "messaging.destination.name": topic,
-                "messaging.message.id": message_id,
+                "messaging.batch.message_count": pending,
                 "messaging.pulsar.subscription": self.source.subscription,
             },
         )
-
-    def _inject_publish_span(self, item: _Item, properties: dict[str, str]) -> None:
-        if self.tracer is None or item.span is None:
-            return
-        outcome = item.outcome
-        assert isinstance(outcome, Publish)
-        ctx = trace.set_span_in_context(item.span)
         publish = self.tracer.start_span(
             f"{self._events_topic} publish",
-            context=ctx,
+            context=trace.set_span_in_context(consume),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "pulsar",
                 "messaging.destination.name": self._events_topic,
-                "messaging.message.id": outcome.event.id,
-                "messaging.pulsar.message.key": outcome.key or "",
-                "cloudevents.event_type": outcome.event.type,
+                "messaging.batch.message_count": pending,
             },
         )
-        propagate.inject(properties, context=trace.set_span_in_context(publish))
-        item.span = (item.span, publish)
-
-    def _end_span(self, item: _Item, error: str | None = None) -> None:
-        span = item.span
-        if span is None:
-            return
-        spans = span if isinstance(span, tuple) else (span,)
-        for s in reversed(spans):
-            if error:
-                s.set_attribute("ingest.outcome", error)
-            elif item.duplicate:
-                s.set_attribute("ingest.outcome", "duplicate")
-            s.end()
-        item.span = None
+        carrier: dict[str, str] = {}
+        propagate.inject(carrier, context=trace.set_span_in_context(publish))
+        return _Trace((consume, publish), carrier, pending)
