@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import uuid
 from typing import Any
 
 import orjson
@@ -12,7 +13,7 @@ from fleet_contracts import device as ev
 from fleet_contracts import topics
 from fleet_contracts.deadletter import TuyaMessageDeadLetteredEvent
 from fleet_ingest.domain.deadletters import dead_letter_event
-from fleet_ingest.domain.dedup import SeenWindow, dedup_key, event_id
+from fleet_ingest.domain.dedup import EVENT_ID_NAMESPACE, SeenWindow, dedup_key, event_id
 from fleet_ingest.domain.model import DeadLetter, Project, Publish, RejectClass, TuyaDelivery
 from fleet_ingest.handlers import handle_delivery
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
@@ -280,6 +281,12 @@ def test_distinct_facts_get_distinct_keys_and_ids() -> None:
 def test_event_ids_are_scoped_by_project() -> None:
     assert event_id("a", "k") != event_id("b", "k")
     assert event_id("a", "k") == event_id("a", "k")
+
+
+@pytest.mark.parametrize("key", ["4:data:dev:1", "20:hash:" + "ab" * 16, "4:data:dév:ü-1", ""])
+def test_event_ids_are_the_uuid5_of_project_and_key(key: str) -> None:
+    # Ids must never change across versions: the fast computation is RFC 4122's uuid5, bit for bit.
+    assert event_id(ACCESS_ID, key) == str(uuid.uuid5(EVENT_ID_NAMESPACE, f"{ACCESS_ID}/{key}"))
 
 
 def test_seen_window_expires_by_time_and_by_size() -> None:

@@ -21,7 +21,7 @@ class IngestSettings(ServiceSettings):
     tuya_max_message_bytes: int = Field(256 * 1024, ge=1024)
 
     ingest_database: str = "ingest"
-    ingest_max_in_flight: int = Field(1000, ge=1, le=10_000)
+    ingest_max_in_flight: int = Field(4000, ge=1, le=10_000)
     ingest_receiver_queue_size: int = Field(1000, ge=1)
     ingest_dedup_window_seconds: float = Field(7200.0, gt=0)
     ingest_dedup_window_entries: int = Field(500_000, ge=1)

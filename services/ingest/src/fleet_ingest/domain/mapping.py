@@ -56,10 +56,19 @@ def push_time_ms(decoded: DecodedMessage, fallback_ms: int) -> int:
     return millis(decoded.t) or fallback_ms
 
 
+def _biz_code(message: tm.TuyaMessage) -> str | None:
+    # A field lookup, not getattr(): a pydantic model's missing attribute raises through its metaclass,
+    # which cost more than the rest of the mapping of a protocol 4 report.
+    value = message.__dict__.get("biz_code")
+    return value if isinstance(value, str) else None
+
+
 def _origin(decoded: DecodedMessage, push_ms: int, message_id: str | None) -> ev.TuyaOrigin:
-    biz_code = getattr(decoded.message, "biz_code", None)
     return ev.TuyaOrigin(
-        protocol=decoded.protocol, biz_code=biz_code, push_time_ms=push_ms, message_id=message_id
+        protocol=decoded.protocol,
+        biz_code=_biz_code(decoded.message),
+        push_time_ms=push_ms,
+        message_id=message_id,
     )
 
 
@@ -114,7 +123,7 @@ def _unknown(ctx: _Ctx) -> tuple[type[Envelope[Any]], BaseModel]:
     return ev.UnknownTuyaMessageEvent, ev.UnknownTuyaMessage(
         device_id=decoded.device_id,
         protocol=decoded.protocol,
-        biz_code=getattr(decoded.message, "biz_code", None),
+        biz_code=_biz_code(decoded.message),
         push_time_ms=ctx.push_ms,
         raw_data=scrub(decoded.data),
     )

@@ -53,10 +53,9 @@ TRACEPARENT = "traceparent"
 
 @dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
-    max_in_flight: int = 1000
+    max_in_flight: int = 4000
     receive_batch: int = 500
-    lookup_batch: int = 500
-    lookup_delay_s: float = 0.002
+    lookup_batch: int = 5000
     record_batch: int = 1000
     record_interval_s: float = 0.05
     record_backlog_limit: int = 200_000
@@ -152,40 +151,45 @@ class SendFailed(Exception):
 
 
 class LookupBatcher:
-    """Coalesces dedup-store lookups: one `$in` query per `max_batch` keys or `max_delay_s`."""
+    """Coalesces dedup-store lookups: one `$in` query at a time; keys that arrive meanwhile wait for the
+    next one (up to `max_batch` keys per query). A fast store sees small prompt queries, a slow one fewer
+    and bigger ones instead of a queue of them (FerretDB, for one, scans the collection per `$in`)."""
 
-    def __init__(self, store: DedupStore, *, max_batch: int, max_delay_s: float, timeout_s: float) -> None:
+    def __init__(self, store: DedupStore, *, max_batch: int, timeout_s: float) -> None:
         self._store = store
         self._timeout_s = timeout_s
         self._max_batch = max_batch
-        self._max_delay_s = max_delay_s
         self._keys: list[str] = []
         self._future: asyncio.Future[set[str]] | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._running: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def check(self, keys: list[str]) -> asyncio.Future[set[str]]:
         """A future of the set of seen keys in the lookup that `keys` joined."""
         if self._future is None:
             self._future = asyncio.get_running_loop().create_future()
-            self._timer = asyncio.get_running_loop().call_later(self._max_delay_s, self._flush)
         future = self._future
         self._keys.extend(keys)
-        if len(self._keys) >= self._max_batch:
+        if self._running is None or len(self._keys) >= self._max_batch:
             self._flush()
         return future
 
     def _flush(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         keys, future = self._keys, self._future
         self._keys, self._future = [], None
         if future is None:
             return
         task = asyncio.ensure_future(self._run(keys, future))
+        self._running = task
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._ran)
+
+    def _ran(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if self._running is task:
+            self._running = None
+            if self._keys:
+                self._flush()
 
     async def _run(self, keys: list[str], future: asyncio.Future[set[str]]) -> None:
         try:
@@ -243,7 +247,6 @@ class IngestPipeline:
         self._lookups = LookupBatcher(
             store,
             max_batch=self.config.lookup_batch,
-            max_delay_s=self.config.lookup_delay_s,
             timeout_s=self.config.store_timeout_s,
         )
         self._events_topic = topics.DEVICE_EVENTS.name
