@@ -49,7 +49,8 @@ KILL_AFTER_EVENTS = 3000
 SETTINGS: dict[str, str | int | float] = {
     "message_family": "both",  # legacy 4/20 and IoT Core 1000/1001/1002, as Tuya sends with both configured
     "chaos_duplicate_ratio": 0.1,
-    "chaos_shuffle_window": 8,
+    # duplicates land up to a window away from their original: past the in-flight check, into the seen window
+    "chaos_shuffle_window": 200,
     "ota_step_ms": 200,
     "ota_step_pct": 25,
     "pairing_ez_max_devices": 100,
@@ -281,15 +282,25 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
         await until(
             lambda: len(events) >= KILL_AFTER_EVENTS, 60, lambda: f"{len(events)} events before the kill"
         )
-        # Mid-stream: the stream goes on after the kill (the second half below is published after it).
+        assert rig.ingest.proc is not None
+        assert rig.ingest.proc.poll() is None, "ingest stays up on malformed input"
+        # Mid-stream: in a burst (every device reports), with messages between receipt and ack; the stream
+        # goes on after the kill (the second half below is published after it).
         scenario_running = (await call(ctl, "GET", "/sim/scenario"))["running"]
+        burst = asyncio.ensure_future(
+            call(ctl, "POST", "/sim/reports", json={"device_ids": list(devices), "max_dps": 3})
+        )
+        in_flight_at_kill = 0.0
+        deadline = time.monotonic() + 60
+        while in_flight_at_kill <= 0:
+            assert time.monotonic() < deadline, "ingest never had a message in flight"
+            in_flight_at_kill = await asyncio.to_thread(rig.ingest.metric, "fleet_ingest_in_flight_messages")
+        rig.ingest.kill()
+        killed_at = len(events)
+        await burst
         published_at_kill = (await call(ctl, "GET", "/sim/truth", params={"messages": "false"}))["summary"][
             "published"
         ]
-        assert rig.ingest.proc is not None
-        assert rig.ingest.proc.poll() is None, "ingest stays up on malformed input"
-        rig.ingest.kill()
-        killed_at = len(events)
         await asyncio.sleep(1.0)  # the stream goes on meanwhile
         await settled(lambda: len(events) + len(dead))  # whatever the killed process sent has arrived
         before_restart, dead_before_restart = len(events), len(dead)
@@ -436,5 +447,5 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
         f"{len(fact_of_event)} distinct, {len(repeats)} repeats after the kill (at {killed_at} events); "
         f"{len(dead)} dead letters ({dict(reasons)}); "
         f"stream {published_at - started:.1f}s, delivered +{delivered_at - published_at:.1f}s; "
-        f"killed with {published_at_kill} published, scenario running: {scenario_running}"
+        f"killed with {in_flight_at_kill:.0f} in flight, scenario running: {scenario_running}"
     )
