@@ -182,3 +182,60 @@ async def test_simulator_is_deterministic_for_a_seed_apart_from_secrets() -> Non
     first, second = await run(), await run()
     assert first == second
     assert len(first) >= 50
+
+
+async def test_replay_re_pushes_earlier_messages_late_with_the_same_data_and_tid() -> None:
+    sink = MemorySink()
+    sim = Simulator(
+        SimulatorOptions(access_id=ACCESS_ID, access_secret=ACCESS_SECRET), sink, ProjectAccess(), FakeClock()
+    )
+    await sim.start()
+    await sim.create_fleet(FleetSpec(seed=9, devices=30, homes=3, online_ratio=1.0))
+    sim.report(count=20)
+    sim.inject_malformed(3)
+    assert await sim.flush(5)
+    up_to = sim.truth.messages[-1].seq
+    sim.report(count=10)
+    tids = sim.replay(5, up_to_seq=up_to)
+    assert await sim.flush(5)
+    await sim.close()
+
+    by_tid = {m.tid: m for m in sim.truth.messages if m.duplicate_of is None}
+    replays = [m for m in sim.truth.messages if m.replayed]
+    assert [m.tid for m in replays] == tids
+    assert len(set(tids)) == 5
+    assert sorted(tids, key=lambda t: by_tid[t].seq) == tids  # in their original order
+    assert sim.truth.summary()["replayed"] == 5
+    codec = PushCodec(ACCESS_SECRET)
+    sent = {m.properties["tid"]: m for m in sink.sent}  # the last copy per tid: the replay
+    for replay in replays:
+        original = by_tid[replay.tid]
+        assert original.seq <= up_to < replay.seq
+        assert original.malformed is None  # only good messages come again
+        assert replay.duplicate_of == original.tid
+        assert (replay.key, replay.protocol, replay.kind, replay.t, replay.data) == (
+            original.key,
+            original.protocol,
+            original.kind,
+            original.t,
+            original.data,
+        )
+        assert replay.message_id
+        assert replay.message_id != original.message_id
+        decoded = codec.decode(sent[replay.tid].payload, sent[replay.tid].properties)
+        assert decoded.data == original.data
+
+
+async def test_replay_of_more_than_was_published_replays_what_there_is() -> None:
+    sim = Simulator(
+        SimulatorOptions(access_id=ACCESS_ID, access_secret=ACCESS_SECRET),
+        MemorySink(),
+        ProjectAccess(),
+        FakeClock(),
+    )
+    await sim.start()
+    await sim.create_fleet(FleetSpec(seed=2, devices=5, homes=1, online_ratio=1.0))
+    assert sim.replay(10) == []
+    sim.report(count=3)
+    assert len(sim.replay(10)) == 3
+    await sim.close()

@@ -366,3 +366,14 @@ async def test_fleet_shared_openapi_client_works_against_the_sim(clock: FakeCloc
         spec = await tuya.get_specifications(device_id, version="v1.1")
         assert spec.status
         assert await tuya.get_devices_status([device_id])
+
+
+def test_control_api_replays_earlier_messages(client: TestClient, wiring: Wiring) -> None:
+    reported = client.post("/sim/reports", json={"count": 4}).json()["tids"]
+    assert client.post("/sim/chaos/replay", json={"count": 0}).status_code == 422
+    response = client.post("/sim/chaos/replay", json={"count": 2, "up_to_seq": 2})
+    assert response.status_code == 200
+    tids = response.json()["tids"]
+    assert len(tids) == 2
+    assert set(tids) <= set(reported)
+    assert wiring.simulator.truth.summary()["replayed"] == 2

@@ -344,6 +344,17 @@ async def inject_malformed(request: Request, body: MalformedBody) -> dict[str, A
     return {"tids": _sim(request).inject_malformed(body.count, body.kinds)}
 
 
+class ReplayBody(_Body):
+    count: int = Field(ge=1, le=100_000)
+    up_to_seq: int | None = Field(None, ge=1, description="only messages published up to this position")
+
+
+@router.post("/chaos/replay")
+async def replay(request: Request, body: ReplayBody) -> dict[str, Any]:
+    """Late re-pushes of earlier messages: same data and tid, new ciphertext, new Pulsar message."""
+    return {"tids": _sim(request).replay(body.count, body.up_to_seq)}
+
+
 # -- tokens, flushing, truth -----------------------------------------------------------------------------
 
 

@@ -10,12 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import string
 import time
 import uuid
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
@@ -108,6 +109,7 @@ class Simulator:
         self._scenario_task: asyncio.Task[None] | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._malformed_rotation = 0
+        self._replay_rng = random.Random("replay")
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -172,6 +174,7 @@ class Simulator:
         self.truth = GroundTruth(self.options.truth_max_messages)
         self.pipeline.truth = self.truth
         self.pipeline.reseed(spec.seed)
+        self._replay_rng = random.Random(f"{spec.seed}:replay")
         self._malformed_rotation = 0
         _log.info(
             "fleet created: seed=%s devices=%s homes=%s", spec.seed, len(fleet.devices), len(fleet.homes)
@@ -227,6 +230,33 @@ class Simulator:
             self.pipeline.put(Outgoing(record, bad.payload(), {**bad.properties, "tid": tid}))
             tids.append(tid)
         return tids
+
+    def replay(self, count: int, up_to_seq: int | None = None) -> list[str]:
+        """Tuya's late re-push: `count` messages published earlier (up to stream position `up_to_seq`), sent
+        again with the same data and `tid`, re-encrypted (new ciphertext), as new Pulsar messages. Unlike a
+        chaos twin, which follows its original within the shuffle window, these come after any gap, e.g.
+        after a consumer restarted. Returns the tids replayed, in publication order."""
+        candidates = [
+            m
+            for m in self.truth.messages
+            if m.data is not None
+            and m.duplicate_of is None
+            and m.error is None
+            and (up_to_seq is None or m.seq <= up_to_seq)
+        ]
+        chosen = sorted(self._replay_rng.sample(candidates, min(count, len(candidates))), key=lambda m: m.seq)
+        for original in chosen:
+            assert original.data is not None
+            encoded = self.codec.encode(
+                original.data, protocol=original.protocol, mode=EncryptionMode(original.mode), t=original.t
+            )
+            record = replace(
+                original, seq=0, duplicate_of=original.tid, replayed=True, message_id=None, error=None
+            )
+            self.pipeline.put(
+                Outgoing(record, encoded.payload(), {**encoded.properties, "tid": original.tid})
+            )
+        return [m.tid for m in chosen]
 
     async def flush(self, within_s: float = 30.0) -> bool:
         return await self.pipeline.flush(within_s)

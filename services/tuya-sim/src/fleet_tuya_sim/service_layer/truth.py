@@ -26,6 +26,7 @@ class MessageRecord:
     data: dict[str, Any] | None = None  # plaintext payload (None for malformed messages)
     malformed: str | None = None
     duplicate_of: str | None = None  # tid of the original
+    replayed: bool = False  # a late re-push of the original (re-encrypted, long after it), not a chaos twin
     message_id: str | None = None  # Pulsar message id once the broker confirmed it
     error: str | None = None  # publish failure
 
@@ -59,6 +60,7 @@ class GroundTruth:
             "confirmed": sum(1 for m in self.messages if m.message_id is not None),
             "failed": sum(1 for m in self.messages if m.error is not None),
             "duplicates": sum(1 for m in self.messages if m.duplicate_of is not None),
+            "replayed": sum(1 for m in self.messages if m.replayed),
             # injected malformed messages (their chaos duplicates count as duplicates)
             "malformed": sum(1 for m in self.messages if m.malformed is not None and m.duplicate_of is None),
             "by_expected": by_expected,
