@@ -149,7 +149,8 @@ class Expectation:
     facts: dict[str, Fact]  # tid -> fact that must become exactly one event
     fact_of_message: dict[str, str]  # Pulsar message id -> tid
     dead_letters: dict[str, dict[str, Any]]  # Pulsar message id -> malformed record (each copy dead-lettered)
-    duplicates: int  # chaos copies of good messages (ingest drops them)
+    duplicates: int  # copies of good messages: chaos twins and late re-pushes (ingest drops them)
+    by_message: dict[str, dict[str, Any]]  # Pulsar message id -> its record
 
     def per_device(self) -> dict[str, list[str]]:
         """Device -> tids in the order the device's first copies were published (Pulsar keeps it per key);
@@ -183,7 +184,8 @@ def expectation(records: list[dict[str, Any]]) -> Expectation:
             duplicates += r["duplicate_of"] is not None
         else:
             dead[r["message_id"]] = r
-    return Expectation(facts, fact_of_message, dead, duplicates)
+    by_message = {r["message_id"]: r for r in records}
+    return Expectation(facts, fact_of_message, dead, duplicates, by_message)
 
 
 def event_matches(event: dict[str, Any], record: dict[str, Any]) -> str | None:

@@ -45,6 +45,7 @@ SCENARIO_S = 8.0
 MALFORMED = 1000  # dead-letter kinds, in chunks over the run
 MALFORMED_CHUNKS = 10
 UNKNOWN_PROTOCOL = 20  # decodable messages of an unknown protocol: "unknown" events, not dead letters
+REPLAYS = 300  # late re-pushes of earlier messages, after the restart
 KILL_AFTER_EVENTS = 3000
 SETTINGS: dict[str, str | int | float] = {
     "message_family": "both",  # legacy 4/20 and IoT Core 1000/1001/1002, as Tuya sends with both configured
@@ -319,6 +320,9 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
             await step
             await life.malformed(chunk, unknown)
             await asyncio.sleep(0.3)
+        # Tuya re-pushes earlier messages, long after them: from before the kill and after the restart.
+        replayed = await call(ctl, "POST", "/sim/chaos/replay", json={"count": REPLAYS})
+        assert len(replayed["tids"]) == REPLAYS
         # Pairing: removed devices are paired again; bound ones of other owners are taken over (weak, medium)
         # or refused (strong: Tuya's 1106, no message).
         repaired = await life.pair(owners[-1], removed[:20])
@@ -349,12 +353,14 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
     published_at = time.monotonic()
 
     expect = expectation(records)
+    assert summary["replayed"] >= REPLAYS
     assert len(records) > published_at_kill > killed_at, "killed mid-stream"
     assert summary["published"] == len(records)
     assert summary["malformed"] == MALFORMED + UNKNOWN_PROTOCOL
     originals = [r for r in expect.dead_letters.values() if r["duplicate_of"] is None]
     assert len(originals) == MALFORMED
     assert summary["duplicates"] == expect.duplicates + len(expect.dead_letters) - MALFORMED
+    assert sum(1 for r in records if r["replayed"] and r["duplicate_of"]) == summary["replayed"]
     kinds = Counter(r["kind"] for r in records if r["duplicate_of"] is None)
     missing = set(EVENT_TYPE_OF_KIND) - set(kinds)
     assert not missing, f"the run published no {missing}"
@@ -386,6 +392,7 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
     first_index: dict[str, int] = {}
     order: dict[str, list[str]] = defaultdict(list)
     repeats: list[int] = []
+    late_repushes = 0  # repeats that came from a late re-push of a message the killed process had handled
     for index, (body, props) in enumerate(events):
         message_id = props["tuya-message-id"]
         assert message_id in expect.fact_of_message, f"an event from no published message: {body}"
@@ -399,6 +406,7 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
             assert index >= before_restart > first, (index, first, before_restart, body)
             assert body == events[first][0]
             repeats.append(index)
+            late_repushes += bool(expect.by_message[message_id]["replayed"])
             continue
         first_index[body["id"]] = index
         fact = expect.facts[tid]
@@ -444,7 +452,8 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
         f"{len(expect.dead_letters)} malformed copies incl. duplicates, "
         f"{summary['malformed']} malformed originals), "
         f"{len(expect.facts)} facts from {DEVICES} devices -> {len(events)} events received, "
-        f"{len(fact_of_event)} distinct, {len(repeats)} repeats after the kill (at {killed_at} events); "
+        f"{len(fact_of_event)} distinct, {len(repeats)} repeats after the kill (at {killed_at} events; "
+        f"{late_repushes} of them from the {summary['replayed']} late re-pushes); "
         f"{len(dead)} dead letters ({dict(reasons)}); "
         f"stream {published_at - started:.1f}s, delivered +{delivered_at - published_at:.1f}s; "
         f"killed with {in_flight_at_kill:.0f} in flight, scenario running: {scenario_running}"
