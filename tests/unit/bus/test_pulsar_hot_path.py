@@ -11,9 +11,12 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from faststream._internal.constants import EMPTY
 from faststream._internal.endpoint.subscriber.usecase import SubscriberUsecase
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import SubscriberNotFound
+from faststream.middlewares.acknowledgement.middleware import AcknowledgementMiddleware
+from faststream.middlewares.logging import CriticalLogMiddleware
 
 from fleet_shared.pulsar import PulsarBroker, TestPulsarBroker
 from fleet_shared.pulsar.producer import _BatchFlusher
@@ -192,3 +195,20 @@ async def test_flusher_flushes_messages_added_during_a_slow_flush_right_after_it
     assert len(native.flushes) == 2
     # The second waited for the first to return (50 ms), not for a fresh delay on top of it.
     assert 0.04 <= native.flushes[1] - native.flushes[0] < 0.08
+
+
+@pytest.mark.parametrize(("logger", "logs"), [(None, False), (EMPTY, True)])
+async def test_the_critical_log_middleware_is_left_out_only_when_logging_is_off(
+    logger: Any, logs: bool
+) -> None:
+    broker = PulsarBroker(logger=logger)
+
+    @broker.subscriber("t", subscription="s")
+    async def handler(body: dict[str, Any]) -> None: ...
+
+    broker._setup_logger()  # what start() does (TestPulsarBroker swaps in a mock logger instead)
+    (sub,) = broker.subscribers
+    stack = sub._middlewares_stack()  # type: ignore[attr-defined]
+
+    assert any(isinstance(m, CriticalLogMiddleware) for m in stack) is logs
+    assert any(isinstance(m, AcknowledgementMiddleware) for m in stack)

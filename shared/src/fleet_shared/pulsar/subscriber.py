@@ -19,9 +19,11 @@ from faststream._internal.endpoint.publisher.fake import FakePublisher
 from faststream._internal.endpoint.subscriber import SubscriberSpecification, SubscriberUsecase
 from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream._internal.endpoint.utils import process_msg
+from faststream._internal.logger.logger_proxy import EmptyLoggerObject
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException, SubscriberNotFound
 from faststream.middlewares import AckPolicy
+from faststream.middlewares.logging import CriticalLogMiddleware
 from faststream.response import ensure_response
 from faststream.response.publish_type import PublishType
 from faststream.specification.asyncapi.utils import resolve_payloads
@@ -533,11 +535,17 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
 
     def _middlewares_stack(self) -> tuple[Any, ...]:
         """FastStream's acknowledgement and critical-log middlewares, then the broker's; rebuilt only when
-        the broker's middlewares change (add_middleware), not for every message."""
+        the broker's middlewares change (add_middleware), not for every message.
+
+        With logging off (`logger=None`) the critical-log middleware only calls a logger that drops
+        everything, twice per message: it is left out then.
+        """
         broker_middlewares = tuple(self._broker_middlewares)
         cached = self._middleware_stack
         if cached is None or cached[0] != broker_middlewares:
             built = self._SubscriberUsecase__build__middlewares_stack()  # type: ignore[attr-defined]
+            if isinstance(self._outer_config.logger.logger, EmptyLoggerObject):
+                built = [m for m in built if not isinstance(m, CriticalLogMiddleware)]
             cached = self._middleware_stack = (broker_middlewares, tuple(built))
         return cached[1]
 
