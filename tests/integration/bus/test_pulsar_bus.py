@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import signal
 import sys
@@ -13,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import pytest
 from faststream import Context
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
@@ -20,6 +22,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from pydantic import BaseModel
 
+from fleet_contracts.deadletter import MessageDeadLetteredEvent
 from fleet_shared.pulsar import (
     DLQ_ERROR,
     DLQ_ERROR_TYPE,
@@ -193,8 +196,13 @@ async def test_failure_is_redelivered_then_dead_lettered_with_the_error(stack: A
 
     assert attempts == [0, 1, 2]
     body, props, key = dead[0]
-    assert body == {"device_id": "dev-7", "seq": 1}
-    assert key == "dev-7"
+    # The contract event (fleet_contracts.deadletter), keyed by the original message id, the original inside.
+    event = MessageDeadLetteredEvent.model_validate(body)
+    assert orjson.loads(base64.b64decode(event.data.payload_base64)) == {"device_id": "dev-7", "seq": 1}
+    assert key == event.data.message_id == str(msg_id)
+    assert (event.data.key, event.data.redelivery_count) == ("dev-7", 2)
+    assert event.data.error_type == "RuntimeError"
+    assert props["REAL_TOPIC"] == topic
     assert props[DLQ_ERROR] == "shadow write failed for dev-7"
     assert props[DLQ_ERROR_TYPE] == "RuntimeError"
     assert props[DLQ_ORIGINAL_TOPIC] == topic

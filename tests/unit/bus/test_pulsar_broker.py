@@ -3,19 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 from typing import Annotated, Any
 
+import orjson
 import pytest
 from fastapi import Depends as FastAPIDepends
 from fastapi import FastAPI
 from faststream import Context, Depends
 from faststream._internal.middlewares import BaseMiddleware
-from faststream.exceptions import RejectMessage
+from faststream.exceptions import NackMessage, RejectMessage
 from faststream.middlewares import AckPolicy
 from faststream.specification import AsyncAPI
 from faststream_fastapi import FastStreamAPI
 from pydantic import BaseModel, ValidationError
 
+from fleet_contracts import deadletter
+from fleet_contracts.deadletter import MessageDeadLetteredEvent
 from fleet_shared.pulsar import (
     DLQ_ERROR,
     DLQ_ERROR_TYPE,
@@ -112,11 +116,42 @@ async def test_dead_letter_after_n_redeliveries_records_the_error() -> None:
 
     assert attempts == [0, 1, 2]
     [(body, props)] = dead
-    assert body == {"device_id": "d1", "value": 7}
+    # The contract event, the original bytes inside (fleet_contracts.deadletter).
+    event = MessageDeadLetteredEvent.model_validate(body)
+    assert orjson.loads(base64.b64decode(event.data.payload_base64)) == {"device_id": "d1", "value": 7}
+    assert event.data.properties["content-type"] == "application/json"
+    assert (event.data.key, event.data.subscription, event.data.redelivery_count) == ("d1", "status", 2)
+    assert (event.data.error_type, event.data.reason) == ("ValueError", "bad reading 7")
+    assert event.data.topic == "persistent://public/default/readings"
+    assert (event.tenant, event.region, event.source) == ("unknown", "unknown", "/fleet/status")
+    # The same facts as Pulsar properties, named as the contract documents them.
+    assert set(deadletter.DEAD_LETTER_PROPERTIES) <= set(props)
     assert props[DLQ_ERROR] == "bad reading 7"
     assert props[DLQ_ERROR_TYPE] == "ValueError"
-    assert props[DLQ_ORIGINAL_TOPIC] == "persistent://public/default/readings"
+    assert props[DLQ_ORIGINAL_TOPIC] == props["REAL_TOPIC"] == "persistent://public/default/readings"
+    assert props["ORIGIN_MESSAGE_ID"] == event.data.message_id
     assert props[DLQ_REDELIVERY_COUNT] == "2"
+
+
+async def test_a_dead_letter_takes_tenant_and_region_from_the_original_envelope() -> None:
+    broker = PulsarBroker()
+    dead: list[MessageDeadLetteredEvent] = []
+
+    @broker.subscriber("readings", subscription="status", dead_letter=DeadLetter(max_redeliveries=0))
+    async def gives_up(body: dict[str, Any]) -> None:
+        raise NackMessage
+
+    @broker.subscriber("readings-status-DLQ", subscription="ops")
+    async def on_dead(event: MessageDeadLetteredEvent) -> None:
+        dead.append(event)
+
+    async with TestPulsarBroker(broker) as br:
+        await br.publish({"tenant": "acc1", "region": "eu", "data": {}}, "readings", key="d1")
+        await br.publish({"tenant": "acc1", "region": "eu", "data": {}}, "readings", key="d1")
+
+    first, again = dead
+    assert (first.tenant, first.region, first.data.error_type) == ("acc1", "eu", "nacked")
+    assert first.id != again.id  # two messages; one message dead-lettered twice would keep its id
 
 
 async def test_invalid_body_is_dead_lettered_with_the_validation_error() -> None:

@@ -25,13 +25,15 @@ from faststream.exceptions import HandlerException, SubscriberNotFound
 from faststream.middlewares import AckPolicy
 from faststream.middlewares.logging import CriticalLogMiddleware
 from faststream.response import ensure_response
-from faststream.response.publish_type import PublishType
 from faststream.specification.asyncapi.utils import resolve_payloads
 from faststream.specification.schema import Message, Operation, SubscriberSpec
 from pulsar.asyncio import PulsarException
 from typing_extensions import override
 
+from fleet_contracts import deadletter as dead_letter_contract
+
 from .config import PulsarBrokerConfig
+from .deadletter import dead_letter_command
 from .message import PulsarMessage, PulsarParser, PulsarPublishCommand
 from .options import DeadLetter, base_topic
 from .receiver import NativeReceiver, acknowledge_now
@@ -50,14 +52,13 @@ if TYPE_CHECKING:
     from faststream.response.response import PublishCommand
     from pulsar import asyncio as pa
 
-# Properties a dead-lettered message carries besides its own.
-DLQ_ERROR = "error"
-DLQ_ERROR_TYPE = "error_type"
-DLQ_ORIGINAL_TOPIC = "original_topic"
-DLQ_ORIGINAL_MESSAGE_ID = "original_message_id"
-DLQ_REDELIVERY_COUNT = "redelivery_count"
-DLQ_SUBSCRIPTION = "subscription"
-_MAX_ERROR_LEN = 2000
+# Properties of a dead letter (documented in fleet_contracts.deadletter), under the broker's own names.
+DLQ_ERROR = dead_letter_contract.PROPERTY_ERROR
+DLQ_ERROR_TYPE = dead_letter_contract.PROPERTY_ERROR_TYPE
+DLQ_ORIGINAL_TOPIC = dead_letter_contract.PROPERTY_ORIGINAL_TOPIC
+DLQ_ORIGINAL_MESSAGE_ID = dead_letter_contract.PROPERTY_ORIGINAL_MESSAGE_ID
+DLQ_REDELIVERY_COUNT = dead_letter_contract.PROPERTY_REDELIVERY_COUNT
+DLQ_SUBSCRIPTION = dead_letter_contract.PROPERTY_SUBSCRIPTION
 
 
 @dataclass(kw_only=True)
@@ -393,7 +394,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         error = self._failures.pop(raw, None)
         dead_letter = self.config.dead_letter
         if dead_letter is not None and raw.redelivery_count() >= dead_letter.max_redeliveries:
-            await self._dead_letter(raw, error)
+            await self._dead_letter(raw, error, gave_up="nacked")
         else:
             await self._settling_consumer().negative_acknowledge(raw)
 
@@ -402,44 +403,27 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         raw = message.raw_message
         error = self._failures.pop(raw, None)
         if self.config.dead_letter is not None:
-            await self._dead_letter(raw, error)
+            await self._dead_letter(raw, error, gave_up="rejected")
         else:
             self._log(
                 logging.WARNING, "rejected message dropped (no dead letter)", self.get_log_context(message)
             )
             await self._acknowledge(raw)
 
-    async def _dead_letter(self, raw: pulsar.Message, error: BaseException | None) -> None:
+    async def _dead_letter(self, raw: pulsar.Message, error: BaseException | None, *, gave_up: str) -> None:
         consumer = self._settling_consumer()
         try:
-            await self._outer_config.producer.publish(self._dead_letter_command(raw, error))
+            topic = self.dead_letter_topic(str(raw.topic_name()))
+            command = dead_letter_command(
+                raw, error, subscription=self.subscription, topic=topic, gave_up=gave_up
+            )
+            await self._outer_config.producer.publish(command)
         except Exception as e:
             # Never lose it: a nack makes Pulsar redeliver, and the next failure tries the DLQ again.
             self._log(logging.ERROR, f"dead-lettering failed, nacking instead: {e!r}", exc_info=e)
             await consumer.negative_acknowledge(raw)
             return
         await self._acknowledge(raw)
-
-    def _dead_letter_command(self, raw: pulsar.Message, error: BaseException | None) -> PulsarPublishCommand:
-        topic = str(raw.topic_name())
-        properties = dict(raw.properties())
-        properties |= {
-            DLQ_ERROR: (str(error) if error is not None else "nacked by the handler")[:_MAX_ERROR_LEN],
-            DLQ_ERROR_TYPE: type(error).__qualname__ if error is not None else "",
-            DLQ_ORIGINAL_TOPIC: topic,
-            DLQ_ORIGINAL_MESSAGE_ID: str(raw.message_id()),
-            DLQ_REDELIVERY_COUNT: str(raw.redelivery_count()),
-            DLQ_SUBSCRIPTION: self.subscription,
-        }
-        return PulsarPublishCommand(
-            bytes(raw.data()),
-            topic=self.dead_letter_topic(topic),
-            key=raw.partition_key() or None,
-            ordering_key=raw.ordering_key() or None,
-            event_time=raw.event_timestamp() or None,
-            headers=properties,
-            _publish_type=PublishType.PUBLISH,
-        )
 
     # --- the per-message path ------------------------------------------------------------------------
 
