@@ -17,9 +17,11 @@ class DeadLetter:
 
     The broker does this itself rather than through pulsar-client's `ConsumerDeadLetterPolicy`, because
     the client-side policy drops the reason: on the failing delivery whose redelivery count has reached
-    `max_redeliveries`, the message is published to `topic` (default `<topic>-<subscription>-DLQ`, Pulsar's
-    own convention) with the error in its properties, then acknowledged. A handler therefore runs at most
-    `max_redeliveries + 1` times. Pulsar counts redeliveries for Shared and KeyShared subscriptions only.
+    `max_redeliveries` (or at once on reject), a `MessageDeadLetteredEvent` holding the original message
+    is published to `topic` (default `<topic>-<subscription>-DLQ`, Pulsar's own convention) with the error
+    also in its properties, then the original is acknowledged; `fleet_contracts.deadletter` documents the
+    format. A handler therefore runs at most `max_redeliveries + 1` times. Pulsar counts redeliveries for
+    Shared and KeyShared subscriptions only.
     """
 
     max_redeliveries: int = 3
