@@ -7,6 +7,11 @@
 // and tuya-fleet's quotas, versions and outbox rely on it. The front serialises write commands (one at a
 // time, across all connections) and passes reads through concurrently; it does not touch message contents.
 //
+// The front also refuses an `update` command with more than maxUpdateStatements statements, with an error the
+// driver reports. FerretDB 1.24 keeps each statement's cursor (one pooled SQLite connection) open until the
+// whole command ends; its pool has 100 connections per database, so a bigger command waits for a connection
+// forever, and with writes serialised the whole server stops writing. An error is better than that hang.
+//
 // It uses FerretDB's embeddable package rather than its cmd/ferretdb, because that command refuses to start
 // unless built from FerretDB's own git checkout (it reads version files generated there).
 package main
@@ -32,6 +37,8 @@ import (
 )
 
 const (
+	maxUpdateStatements = 64
+
 	opMsg          = 2013
 	maxMessageSize = 48 << 20 // MongoDB's maxMessageSizeBytes
 	flagMoreToCome = 1 << 1
@@ -150,6 +157,13 @@ func serve(client net.Conn, socket string, writes *sync.Mutex, logger *slog.Logg
 }
 
 func relay(request []byte, client, backend net.Conn, writes *sync.Mutex) error {
+	if n := updateStatements(request); n > maxUpdateStatements {
+		msg := fmt.Sprintf("update command with %d statements refused: FerretDB 1.24 deadlocks on more than "+
+			"~100 (each holds a pooled connection until the command ends); send at most %d per command",
+			n, maxUpdateStatements)
+		_, err := client.Write(errorReply(request, msg))
+		return err
+	}
 	if isWrite(request) {
 		writes.Lock()
 		defer writes.Unlock()
@@ -197,16 +211,92 @@ func moreToCome(msg []byte) bool {
 	return opCode(msg) == opMsg && len(msg) >= 20 && binary.LittleEndian.Uint32(msg[16:20])&flagMoreToCome != 0
 }
 
-// isWrite reads the command name: OP_MSG header(16) flags(4) section kind 0 (1) BSON length(4) type(1) name.
-func isWrite(msg []byte) bool {
+func isWrite(msg []byte) bool { return writeCommands[commandName(msg)] }
+
+// commandName reads the command: OP_MSG header(16) flags(4) section kind 0 (1) BSON length(4) type(1) name.
+func commandName(msg []byte) string {
 	if opCode(msg) != opMsg || len(msg) < 27 || msg[20] != 0 {
-		return false
+		return ""
 	}
 	name := msg[26:]
 	for i, b := range name {
 		if b == 0 {
-			return writeCommands[string(name[:i])]
+			return string(name[:i])
 		}
 	}
-	return false
+	return ""
+}
+
+// updateStatements counts the statements of an `update` command sent as an OP_MSG document sequence
+// (kind 1, identifier "updates"), which is how drivers send bulk writes; 0 for anything else.
+func updateStatements(msg []byte) int {
+	if opCode(msg) != opMsg || commandName(msg) != "update" {
+		return 0
+	}
+	pos := 20
+	for pos+5 <= len(msg) {
+		kind := msg[pos]
+		size := int(binary.LittleEndian.Uint32(msg[pos+1 : pos+5]))
+		if size < 4 || pos+1+size > len(msg) {
+			return 0
+		}
+		if kind == 1 {
+			section := msg[pos+5 : pos+1+size]
+			end := 0
+			for end < len(section) && section[end] != 0 {
+				end++
+			}
+			if string(section[:end]) == "updates" {
+				return countDocuments(section[min(end+1, len(section)):])
+			}
+		}
+		pos += 1 + size
+	}
+	return 0
+}
+
+func countDocuments(seq []byte) int {
+	n := 0
+	for len(seq) >= 5 {
+		size := int(binary.LittleEndian.Uint32(seq[:4]))
+		if size < 5 || size > len(seq) {
+			break
+		}
+		seq = seq[size:]
+		n++
+	}
+	return n
+}
+
+// errorReply is an OP_MSG reply to `request` carrying {ok: 0, errmsg, code: 2 (BadValue), codeName}.
+func errorReply(request []byte, errmsg string) []byte {
+	var doc []byte
+	doc = append(doc, 0x01)
+	doc = append(doc, "ok\x00"...)
+	doc = binary.LittleEndian.AppendUint64(doc, 0) // float64 0.0
+	doc = appendString(doc, "errmsg", errmsg)
+	doc = append(doc, 0x10)
+	doc = append(doc, "code\x00"...)
+	doc = binary.LittleEndian.AppendUint32(doc, 2)
+	doc = appendString(doc, "codeName", "BadValue")
+	doc = append(doc, 0x00)
+	body := binary.LittleEndian.AppendUint32(nil, uint32(len(doc)+4))
+	body = append(body, doc...)
+
+	reply := make([]byte, 16, 16+4+1+len(body))
+	binary.LittleEndian.PutUint32(reply[0:4], uint32(16+4+1+len(body)))
+	copy(reply[8:12], request[4:8]) // responseTo = the request's id
+	binary.LittleEndian.PutUint32(reply[12:16], opMsg)
+	reply = binary.LittleEndian.AppendUint32(reply, 0) // flag bits
+	reply = append(reply, 0)                           // section kind 0: the body
+	return append(reply, body...)
+}
+
+func appendString(doc []byte, name, value string) []byte {
+	doc = append(doc, 0x02)
+	doc = append(doc, name...)
+	doc = append(doc, 0x00)
+	doc = binary.LittleEndian.AppendUint32(doc, uint32(len(value)+1))
+	doc = append(doc, value...)
+	return append(doc, 0x00)
 }

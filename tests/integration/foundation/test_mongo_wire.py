@@ -8,7 +8,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo import UpdateOne
+from pymongo.errors import DuplicateKeyError, OperationFailure
 
 from fleet_shared.mongo import find_one_and_upsert
 from tests.support import Stack
@@ -78,3 +79,23 @@ async def test_expiry_field_is_honoured_by_queries(db: AsyncIOMotorDatabase[dict
     stored = await tokens.find_one({"token": "live"})
     assert stored is not None
     assert abs(stored["expires_at"] - (now + timedelta(minutes=10))) < timedelta(milliseconds=1)  # type: ignore[operator]
+
+
+async def test_a_big_update_command_applies_or_is_refused_but_never_hangs(
+    db: AsyncIOMotorDatabase[dict[str, object]],
+) -> None:
+    """150 statements in one `update` command: MongoDB applies them; the local FerretDB 1.24 would wait
+    forever for a pooled connection, so its front refuses the command with a clear error instead."""
+    docs = db["big_update"]
+    await docs.insert_many([{"_id": i, "n": 0} for i in range(150)])
+    build = await db.client.admin.command("buildInfo")
+    command = docs.bulk_write([UpdateOne({"_id": i}, {"$set": {"n": 1}}) for i in range(150)])
+    if "ferretdbVersion" not in build:
+        assert (await asyncio.wait_for(command, 30)).modified_count == 150
+        return
+    with pytest.raises(OperationFailure, match="refused"):
+        await asyncio.wait_for(command, 30)
+    assert await docs.count_documents({"n": 1}) == 0
+    # the server still writes afterwards (the refused command held no lock)
+    await docs.update_one({"_id": 0}, {"$set": {"n": 2}})
+    assert (await docs.find_one({"_id": 0}) or {})["n"] == 2
