@@ -11,7 +11,7 @@ from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from pymongo import ReturnDocument
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, PyMongoError, WTimeoutError
 
 Document = dict[str, Any]
 
@@ -33,6 +33,19 @@ def connect(uri: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncIOMotorC
         retryWrites=True,
         retryReads=True,
     )
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether a database error is an outage (server down, restarting, failing over, timing out) that a retry
+    of the same operation will get past, rather than a problem with the operation itself.
+
+    Callers keep their input and retry such errors instead of rejecting it: a database restart must not turn
+    good messages into dead letters.
+    """
+    # ConnectionFailure covers AutoReconnect (network errors, server selection timeouts, not primary)
+    if isinstance(error, ConnectionFailure | ExecutionTimeout | WTimeoutError):
+        return True
+    return isinstance(error, PyMongoError) and error.has_error_label("RetryableWriteError")
 
 
 async def find_one_and_upsert(

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 import pytest
 from faststream import Context
+from pymongo.errors import AutoReconnect
 
 from fleet_contracts import topics
 from fleet_contracts.device import (
@@ -253,3 +254,37 @@ async def test_recover_relays_what_a_crashed_process_left_in_outboxes() -> None:
     assert await writer.recover() == 1
     assert [e.id for e in publisher.published] == ["status:d9:shadow:3"]
     assert store.docs["d9"].outbox == []
+
+
+class OutageOnce(FakeShadowStore):
+    """A store whose next write fails the way a restarting database does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outages = 1
+
+    async def write(self, writes: Sequence[ShadowWrite], now: datetime) -> set[str]:
+        if self.outages:
+            self.outages -= 1
+            raise AutoReconnect("connection refused (injected restart)")
+        return await super().write(writes, now)
+
+
+async def test_a_database_outage_keeps_the_batch_and_retries_it_without_nacking() -> None:
+    broker, writer, _, publisher, _ = make()
+    store = OutageOnce()
+    writer.shadows = store  # type: ignore[assignment]
+    async with TestPulsarBroker(broker, redelivery_limit=0) as br:
+        await send(br, status("d1", ("temp", 215, 10)))
+        await writer.flush_once()  # the outage: nothing acked, nothing nacked, still pending
+        consumer_ = subscriber_consumer(broker)
+        assert (consumer_.acked, consumer_.nacked) == ([], [])
+        assert writer.pending_messages == 1
+        assert not writer.healthy
+        await writer.flush_once()  # the database is back
+        assert len(consumer_.acked) == 1
+        assert consumer_.nacked == []
+
+    assert writer.healthy
+    assert store.docs["d1"].shadow.dps["temp"].value == 21.5
+    assert [e.id for e in publisher.published] == ["status:d1:shadow:1"]

@@ -125,7 +125,9 @@ def bootstrap(
     broker = PulsarBroker(settings.pulsar_url)
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
     db = client[settings.status_database]
-    shadows = ShadowStore(db, write_chunk=settings.status_write_chunk)
+    shadows = ShadowStore(
+        db, write_chunk=settings.status_write_chunk, write_concurrency=settings.status_write_concurrency
+    )
     history = HistoryStore(db, retention=timedelta(days=settings.status_history_retention_days))
     own_client: TuyaOpenApiClient | None = None
     if openapi is None and settings.tuya_access_secret.get_secret_value():

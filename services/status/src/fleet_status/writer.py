@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from pulsar.asyncio import PulsarException
 
 from fleet_contracts import topics
 from fleet_contracts.envelope import service_source
@@ -33,6 +34,7 @@ from fleet_contracts.status import (
     ShadowChanged,
     ShadowChangedEvent,
 )
+from fleet_shared import mongo
 from fleet_status.adapters.mongo import HistoryStore, OutboxEntry, ShadowStore, ShadowWrite
 from fleet_status.adapters.outbox import EventPublisher
 from fleet_status.adapters.tuya import SchemaCache
@@ -92,6 +94,11 @@ class WriterMetrics:
         self.conflicts = Counter("status_write_conflicts", "Shadow writes that lost a race", registry=r)
         self.refused = Counter("status_dp_values_refused", "DP values refused by their schema", registry=r)
         self.failures = Counter("status_flush_failures", "Batches that failed and were nacked", registry=r)
+
+
+def is_outage(error: BaseException) -> bool:
+    """The database or the bus is unreachable for now (restart, failover, timeout): retry, don't reject."""
+    return mongo.is_transient(error) or isinstance(error, PulsarException)
 
 
 def shadow_event_id(device_id: str, version: int) -> str:
@@ -203,6 +210,7 @@ class ShadowWriter:
         # devices whose last write left relayed events in the outbox: version written, when (monotonic)
         self._relayed: dict[str, tuple[int, float]] = {}
         self._task: asyncio.Task[None] | None = None
+        self._retry_delay_s = 0.0
         self._stopping = False
         self.healthy = True
 
@@ -284,20 +292,41 @@ class ShadowWriter:
         try:
             lost = await self._flush(batch)
         except Exception as e:
-            self.healthy = False
-            self.metrics.failures.inc()
-            log.warning("flushing %d devices failed, their messages are nacked: %r", len(batch), e)
-            for device_id in batch:
-                self._cache.pop(device_id, None)  # the write may or may not have landed: read it again
-            await _settle(batch.values(), ack=False)
-            await asyncio.sleep(0.2)
+            await self._failed(batch, e)
             return
         self.healthy = True
+        self._retry_delay_s = 0.0
         if lost:
             self.metrics.conflicts.inc(len(lost))
             self._requeue({d: batch.pop(d) for d in lost})
         await _settle(batch.values(), ack=True)
         self.metrics.flushes.observe(time.monotonic() - started)
+
+    async def _failed(self, batch: dict[str, list[Pending]], error: Exception) -> None:
+        """An outage keeps the batch and retries it with backoff; anything else nacks its messages.
+
+        Either way the cached shadows are dropped: the write may or may not have landed, so they are read
+        again.
+        """
+        self.healthy = False
+        self.metrics.failures.inc()
+        for device_id in batch:
+            self._cache.pop(device_id, None)
+        if is_outage(error):
+            # Nacking here would burn redeliveries and dead-letter good messages during a database restart.
+            self._retry_delay_s = min(max(self._retry_delay_s * 2, 0.2), 5.0)
+            log.warning(
+                "flushing %d devices failed (outage), retrying in %.1fs: %r",
+                len(batch),
+                self._retry_delay_s,
+                error,
+            )
+            self._requeue(batch)
+            await asyncio.sleep(self._retry_delay_s)
+            return
+        log.warning("flushing %d devices failed, their messages are nacked: %r", len(batch), error)
+        await _settle(batch.values(), ack=False)
+        await asyncio.sleep(0.2)
 
     async def _flush(self, batch: dict[str, list[Pending]]) -> set[str]:
         now = self.clock()

@@ -3,15 +3,19 @@ DP schemas and API keys.
 
 A shadow write is one single-document operation: the whole new state, its version and the events it causes
 (`outbox`) together, conditional on the version read (optimistic concurrency). Writes go in unordered bulk
-commands of at most `write_chunk` statements (FerretDB 1.x hangs on an update command with ~100 statements).
+commands of `write_chunk` statements, `write_concurrency` commands at a time. The default of one statement per
+command suits both servers: MongoDB overlaps the concurrent commands, and FerretDB 1.x runs a multi-statement
+update an order of magnitude slower per statement (each statement's cursor stays open until the command ends,
+and at ~100 statements it deadlocks on its 100-connection SQLite pool).
 History rows have deterministic ids, so a replayed report inserts nothing twice.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -178,10 +182,13 @@ def _only_duplicates(error: BulkWriteError) -> bool:
 class ShadowStore:
     """The `shadows` collection: one document per device."""
 
-    def __init__(self, db: AsyncIOMotorDatabase[Document], *, write_chunk: int = 40) -> None:
+    def __init__(
+        self, db: AsyncIOMotorDatabase[Document], *, write_chunk: int = 1, write_concurrency: int = 16
+    ) -> None:
         self.db = db
         self.shadows: AsyncIOMotorCollection[Document] = db["shadows"]
         self.write_chunk = write_chunk
+        self.write_concurrency = write_concurrency
 
     async def ensure_indexes(self) -> None:
         await self.shadows.create_index([("product_id", ASCENDING), ("_id", ASCENDING)])
@@ -204,26 +211,37 @@ class ShadowStore:
 
     async def write(self, writes: Sequence[ShadowWrite], now: datetime) -> set[str]:
         """Apply the writes; the device ids whose write lost a race (their document moved on meanwhile)."""
-        lost: set[str] = set()
-        for chunk in _chunks(list(writes), self.write_chunk):
-            ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
-            for w in chunk:
-                doc = shadow_to_doc(w.shadow, w.outbox, w.write_id, now)
-                if w.expected_version == 0:
-                    ops.append(InsertOne(doc))
-                else:
-                    ops.append(ReplaceOne({"_id": w.shadow.device_id, "version": w.expected_version}, doc))
-            expected = len(ops)
-            try:
-                result = await self.shadows.bulk_write(ops, ordered=False)
-                done = result.inserted_count + result.matched_count
-            except BulkWriteError as e:
-                if not _only_duplicates(e):
-                    raise
-                done = -1
-            if done != expected:
-                lost |= await self._not_written(chunk)
-        return lost
+        results = await self._in_chunks(list(writes), lambda chunk: self._write_chunk(chunk, now))
+        return set().union(*results)
+
+    async def _write_chunk(self, chunk: Sequence[ShadowWrite], now: datetime) -> set[str]:
+        ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
+        for w in chunk:
+            doc = shadow_to_doc(w.shadow, w.outbox, w.write_id, now)
+            if w.expected_version == 0:
+                ops.append(InsertOne(doc))
+            else:
+                ops.append(ReplaceOne({"_id": w.shadow.device_id, "version": w.expected_version}, doc))
+        try:
+            result = await self.shadows.bulk_write(ops, ordered=False)
+            done = result.inserted_count + result.matched_count
+        except BulkWriteError as e:
+            if not _only_duplicates(e):
+                raise
+            done = -1
+        return set() if done == len(ops) else await self._not_written(chunk)
+
+    async def _in_chunks(
+        self, items: Sequence[Any], write: Callable[[Sequence[Any]], Awaitable[Any]]
+    ) -> list[Any]:
+        """Run `write` over chunks of `write_chunk` items, `write_concurrency` commands at a time."""
+        gate = asyncio.Semaphore(self.write_concurrency)
+
+        async def one(chunk: Sequence[Any]) -> Any:
+            async with gate:
+                return await write(chunk)
+
+        return list(await asyncio.gather(*(one(c) for c in _chunks(items, self.write_chunk))))
 
     async def _not_written(self, chunk: Sequence[ShadowWrite]) -> set[str]:
         """Which writes of a chunk did not land: read back version and write id (they name the writer)."""
@@ -240,10 +258,12 @@ class ShadowStore:
 
     async def clear_outbox(self, versions: Mapping[str, int]) -> None:
         """Drop relayed outbox entries of documents still at the version they were relayed from."""
-        items = list(versions.items())
-        for chunk in _chunks(items, self.write_chunk):
+
+        async def clear(chunk: Sequence[tuple[str, int]]) -> None:
             ops = [UpdateOne({"_id": d, "version": v}, {"$set": {"outbox": []}}) for d, v in chunk]
             await self.shadows.bulk_write(ops, ordered=False)
+
+        await self._in_chunks(list(versions.items()), clear)
 
     async def with_outbox(self, limit: int) -> list[StoredShadow]:
         """Documents whose outbox still holds events (after a crash between write and relay)."""
