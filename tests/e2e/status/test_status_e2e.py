@@ -101,10 +101,6 @@ async def test_sigkill_mid_stream_then_restart_gives_the_ground_truth(run: Run) 
     check_events(run, truth)
 
 
-@pytest.mark.skip(
-    reason="known bug, issue 5 open: in a full CI run the status service exited after the database restart "
-    "(its HTTP API then refused connections); it passed only in an isolated run"
-)
 async def test_database_restart_mid_stream_gives_the_ground_truth(run: Run) -> None:
     if not os.environ.get("FLEET_STACK_DIR"):
         pytest.skip(
