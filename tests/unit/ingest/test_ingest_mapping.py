@@ -65,6 +65,10 @@ def test_every_message_kind_maps_to_its_event(name: str) -> None:
     assert topics.DEVICE_EVENTS.decode(topics.DEVICE_EVENTS.encode(event)) == event
     if event_type != UNKNOWN or "devId" in str(data):
         assert outcome.key == DEV
+        assert event.subject == DEV
+    else:
+        assert outcome.key is None
+        assert event.subject is None
     if event_type == UNKNOWN:
         assert isinstance(event.data, ev.UnknownTuyaMessage)
         assert event.data.protocol == protocol

@@ -128,4 +128,9 @@ SAMPLES: dict[str, tuple[int, dict[str, Any], str]] = {
     ),
     "1010/space": sample(1010, {"bizCode": "spaceCreate", "bizData": {"spaceId": 1}}, UNKNOWN),
     "25/scene": sample(25, {"whatever": 1}, UNKNOWN),
+    # unknown protocols that name a device, at the top or in bizData: the event keeps its subject and key
+    "22/device-top": sample(22, {"devId": DEV, "productKey": PID, "whatever": 1, "ts": T}, UNKNOWN),
+    "1010/device-bizdata": sample(
+        1010, {"bizCode": "deviceSomething", "bizData": {"devId": DEV, "x": 1}, "ts": T}, UNKNOWN
+    ),
 }

@@ -164,6 +164,18 @@ def test_unknown_protocol_and_bizcode_are_typed_not_dropped() -> None:
     unknown_protocol = codec.decode(_gcm_envelope(b'{"anything": 1}', protocol=25), {"em": "aes_gcm"})
     assert isinstance(unknown_protocol.message, m.UnknownProtocolMessage)
     assert unknown_protocol.message.data == {"anything": 1}
+    assert unknown_protocol.device_id is None
+    top = codec.decode(_gcm_envelope(b'{"devId": "d0", "x": 1}', protocol=22), {"em": "aes_gcm"})
+    assert isinstance(top.message, m.UnknownProtocolMessage)
+    assert top.device_id == "d0"
+    nested = codec.decode(
+        _gcm_envelope(b'{"bizCode": "spaceCreate", "bizData": {"devId": "d2"}}', protocol=1010),
+        {"em": "aes_gcm"},
+    )
+    assert isinstance(nested.message, m.UnknownProtocolMessage)
+    assert nested.device_id == "d2"
+    for odd in (b'{"devId": ""}', b'{"devId": 7}', b'{"bizData": [1]}', b'{"bizData": {"devId": null}}'):
+        assert codec.decode(_gcm_envelope(odd, protocol=25), {"em": "aes_gcm"}).device_id is None
     payload = b'{"bizCode": "brandNew", "bizData": {"devId": "d1"}, "ts": 1}'
     unknown_biz = codec.decode(_gcm_envelope(payload, protocol=1001), {"em": "aes_gcm"})
     assert isinstance(unknown_biz.message, m.UnknownBizCodeMessage)

@@ -439,11 +439,29 @@ class IotDeviceOtaProgress(_DeviceIotCoreMessage):
 # ----------------------------------------------------------------------------------------------------
 
 
+def _dev_id_in(data: dict[str, JsonValue]) -> str | None:
+    """`devId` where every documented shape puts it (REFERENCE §3): at the top (protocols 4 and 20) or in
+    `bizData` (IoT Core); a non-empty string only."""
+    for container in (data, data.get("bizData")):
+        if isinstance(container, dict):
+            dev_id = container.get("devId")
+            if isinstance(dev_id, str) and dev_id:
+                return dev_id
+    return None
+
+
 class UnknownProtocolMessage(TuyaMessage):
-    """A protocol this library does not type (22, 25, 1010, ...): carried through with its decrypted data."""
+    """A protocol this library does not type (22, 25, 1010, ...): carried through with its decrypted data.
+
+    Its device is `devId` at the top or in `bizData`, when the data has one there (so its event keeps the
+    device's key and order); None otherwise."""
 
     kind: Literal["unknownProtocol"] = "unknownProtocol"
     data: dict[str, JsonValue]
+
+    @property
+    def device_id(self) -> str | None:
+        return _dev_id_in(self.data)
 
 
 class UnknownBizCodeMessage(TuyaMessage):
@@ -455,12 +473,7 @@ class UnknownBizCodeMessage(TuyaMessage):
 
     @property
     def device_id(self) -> str | None:
-        for container in (self.data, self.data.get("bizData")):
-            if isinstance(container, dict):
-                dev_id = container.get("devId")
-                if isinstance(dev_id, str) and dev_id:
-                    return dev_id
-        return None
+        return _dev_id_in(self.data)
 
 
 # ----------------------------------------------------------------------------------------------------
