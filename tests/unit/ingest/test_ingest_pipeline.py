@@ -31,7 +31,7 @@ pytestmark = pytest.mark.unit
 
 CODEC = PushCodec(SECRET)
 _seq = iter(range(10**9))
-NOW_MS = int(time.time() * 1000) + 86_400_000  # after the pipeline started: no store lookup
+NOW_MS = int(time.time() * 1000) + 86_400_000  # published after the pipeline started
 
 
 def status(
@@ -166,6 +166,43 @@ async def test_backlog_from_before_start_is_checked_against_the_store() -> None:
         await until(lambda: len(h.source.acked) == 2)
     assert h.published() == [("dev", 2)]
     assert h.metric("fleet_ingest_duplicates_dropped_total", source="store") == 1
+
+
+async def test_a_late_re_push_after_a_restart_is_checked_against_the_store() -> None:
+    # A previous process published and recorded dev-1; Tuya pushes it again after this one started.
+    h = Harness()
+    h.store.keys.add("4:data:dev:dev-1")
+    async with running(h):
+        h.source.push(status("dev", 1), status("dev", 2), status("dev", 1))
+        await until(lambda: len(h.source.acked) == 3)
+        await until(lambda: "4:data:dev:dev-2" in h.store.keys)
+        h.source.push(status("dev", 1), status("dev", 2))  # again: the window knows both by now
+        await until(lambda: len(h.source.acked) == 5)
+    assert h.published() == [("dev", 2)]
+    assert h.metric("fleet_ingest_duplicates_dropped_total", source="store") == 1
+    assert h.metric("fleet_ingest_duplicates_dropped_total", source="window") == 3
+
+
+async def test_store_lookups_are_batched_and_skip_what_the_window_knows() -> None:
+    h = Harness()
+    calls: list[list[str]] = []
+    seen = h.store.seen
+
+    async def counting(keys: Any) -> set[str]:
+        calls.append(list(keys))
+        return await seen(keys)
+
+    h.store.seen = counting  # type: ignore[method-assign]
+    h.source.push(*[status(f"dev{d}", n) for n in range(20) for d in range(10)])
+    async with running(h):
+        await until(lambda: len(h.source.acked) == 200)
+        looked_up = sum(len(c) for c in calls)
+        h.source.push(*[status(f"dev{d}", n) for n in range(20) for d in range(10)])  # all in the window
+        await until(lambda: len(h.source.acked) == 400)
+    assert looked_up == 200
+    assert sum(len(c) for c in calls) == 200  # the window's hits cost no lookup
+    assert len(calls) < 200  # batched, not one query per message
+    assert len(h.published()) == 200
 
 
 async def test_undecodable_input_is_dead_lettered_with_reason_and_acked_and_the_stream_goes_on() -> None:

@@ -3,7 +3,7 @@
 Three tasks joined by FIFO queues of batches, so per-device order survives while sends overlap:
 
     receiver   one long-lived receive plus whatever has already arrived (one in-flight slot each), decode +
-               map (`handlers`), one dedup-store lookup per batch for backlog older than this process
+               map (`handlers`), one dedup-store lookup per batch for the keys the seen window misses
     sequencer  in receive order: drop duplicates (in flight, seen window, store), start the sends
     acker      in receive order: wait for the bus's confirmations, then ack Tuya (cumulatively, per
                partition, up to the last confirmed message), then count the keys as seen
@@ -235,7 +235,6 @@ class IngestPipeline:
         self.tracer = tracer
         self._monotonic = monotonic
         self._wall_ms = wall_ms
-        self._started_ms = wall_ms()
         self._stopping = False
         self._stopped = asyncio.Event()
         self._finish = asyncio.Event()
@@ -431,18 +430,17 @@ class IngestPipeline:
             outcome = item.outcome
             if isinstance(outcome, Publish):
                 kinds[outcome.kind] += 1
-                # Backlog from before this process started may have been published by a previous one.
-                if (
-                    received.delivery.publish_time_ms < self._started_ms
-                    and outcome.dedup_key not in self.window
-                ):
+                # Whatever the seen window does not know may have been published by a previous process:
+                # backlog from before this one started, and just as well a Tuya re-push arriving after a
+                # restart. One batched store lookup covers them all (the sequencer awaits it in order).
+                if outcome.dedup_key not in self.window:
                     lookups.append(outcome.dedup_key)
             elif outcome.reason is RejectClass.CONTRACT:
                 kinds["contract_violation"] += 1
             items.append(item)
         for kind, n in kinds.items():
             self._count(self._decoded_by_kind, self.metrics.decoded, kind, n)
-        return _Batch(items, self._lookups.check(lookups) if lookups else None)
+        return _Batch(items, self._lookups.check(list(dict.fromkeys(lookups))) if lookups else None)
 
     def _prepare_one(self, received: Received, shared: _Trace | None) -> _Item:
         delivery = received.delivery
@@ -504,7 +502,7 @@ class IngestPipeline:
                     elif window.contains(key, now):
                         item.duplicate = True
                         metrics.duplicates.labels("window").inc()
-                    elif key in seen_in_store:
+                    elif key in seen_in_store:  # (looked up: the window missed it when it was received)
                         item.duplicate = True
                         metrics.duplicates.labels("store").inc()
                         window.add(key, now)
