@@ -153,12 +153,11 @@ class Expectation:
     by_message: dict[str, dict[str, Any]]  # Pulsar message id -> its record
 
     def per_device(self) -> dict[str, list[str]]:
-        """Device -> tids in the order the device's first copies were published (Pulsar keeps it per key);
-        typed device messages only (an unknown protocol's event has no device key to be ordered by)."""
+        """Device -> tids in the order the device's first copies were published (Pulsar keeps it per key),
+        unknown-protocol messages included (their `devId` keys their events too)."""
         out: dict[str, list[Fact]] = defaultdict(list)
         for fact in self.facts.values():
-            if not fact.record["malformed"]:
-                out[fact.device_id].append(fact)
+            out[fact.device_id].append(fact)
         return {d: [f.tid for f in sorted(fs, key=lambda f: f.first_seq)] for d, fs in out.items()}
 
 
@@ -195,14 +194,10 @@ def event_matches(event: dict[str, Any], record: dict[str, Any]) -> str | None:
     if event["type"] != expected_type:
         return f"type {event['type']} for {kind}"
     body = event["data"]
-    if record["malformed"]:
-        # The codec names no device for an unknown protocol (it cannot know where the id sits), though this
-        # one carries `devId` at the top: such events go out without subject and key.
-        if event["subject"] not in (None, subject):
-            return f"subject {event['subject']} for {subject}"
-        return None if body["protocol"] == record["protocol"] else "protocol"
     if event["subject"] != subject:
         return f"subject {event['subject']} for {subject}"
+    if record["malformed"]:  # an unknown protocol, whose `devId` at the top names the device
+        return None if body["protocol"] == record["protocol"] else "protocol"
     if body["origin"]["protocol"] != record["protocol"]:
         return f"origin protocol {body['origin']['protocol']} for {record['protocol']}"
     biz = data.get("bizData", {})

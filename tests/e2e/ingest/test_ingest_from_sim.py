@@ -23,9 +23,12 @@ from typing import Any
 import httpx
 import pulsar
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
 from pulsar import asyncio as pa
 
 from fleet_contracts import topics
+from fleet_ingest.adapters.dedup_store import COLLECTION as SEEN_COLLECTION
+from fleet_ingest.domain.dedup import event_id
 from tests.e2e.ingest.sim_support import (
     DEAD_LETTER_KINDS,
     EVENT_TYPE_OF_KIND,
@@ -63,6 +66,8 @@ SETTINGS: dict[str, str | int | float] = {
 @dataclass
 class Rig:
     access_id: str
+    database: str
+    mongodb_uri: str
     sim: SimProcess
     ingest: IngestProcess
     events: TopicReader
@@ -74,7 +79,8 @@ async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
     access_id = f"ingsim{unique}"
     secret = secrets.token_hex(16)
     sim = SimProcess(stack, access_id, secret, tmp_path / "sim.log", **SETTINGS)
-    ingest = IngestProcess(stack, access_id, secret, f"ingest_sim_{unique}", tmp_path / "ingest.log")
+    database = f"ingest_sim_{unique}"
+    ingest = IngestProcess(stack, access_id, secret, database, tmp_path / "ingest.log")
     client = pa.Client(stack.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     events = await TopicReader.open(client, topics.DEVICE_EVENTS.name, f"e2e-sim-{unique}", access_id)
     dead = await TopicReader.open(client, topics.INGEST_TUYA_DEAD_LETTER.name, f"e2e-sim-{unique}", access_id)
@@ -83,13 +89,24 @@ async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
         await sim.wait_ready()  # it provisions Tuya's topic, so it goes first
         ingest.start()
         await ingest.wait_ready()
-        yield Rig(access_id, sim, ingest, events, dead)
+        yield Rig(access_id, database, stack.mongodb_uri, sim, ingest, events, dead)
     finally:
         ingest.kill()
         sim.stop()
         await events.close()
         await dead.close()
         await client.close()
+
+
+async def recorded_event_ids(rig: Rig) -> set[str]:
+    """The event ids of what ingest's dedup store holds as published (its `seen_messages` keys)."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(rig.mongodb_uri)
+    try:
+        prefix = f"{rig.access_id}:"
+        ids = [d["_id"] async for d in client[rig.database][SEEN_COLLECTION].find({}, {"_id": 1})]
+    finally:
+        client.close()
+    return {event_id(rig.access_id, str(i)[len(prefix) :]) for i in ids if str(i).startswith(prefix)}
 
 
 async def until(predicate: Callable[[], bool], within: float, what: Callable[[], str]) -> None:
@@ -305,6 +322,10 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
         await asyncio.sleep(1.0)  # the stream goes on meanwhile
         await settled(lambda: len(events) + len(dead))  # whatever the killed process sent has arrived
         before_restart, dead_before_restart = len(events), len(dead)
+        # What the killed process had recorded as published: a re-push of any of it must not be published
+        # again by the next process, however late it comes (the store is checked whenever the window misses).
+        recorded_at_kill = await recorded_event_ids(rig)
+        assert recorded_at_kill
         rig.ingest.start()
         await rig.ingest.wait_ready()
 
@@ -392,7 +413,7 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
     first_index: dict[str, int] = {}
     order: dict[str, list[str]] = defaultdict(list)
     repeats: list[int] = []
-    late_repushes = 0  # repeats that came from a late re-push of a message the killed process had handled
+    late_repushes = 0  # repeats from a late re-push of a message the killed process published, unrecorded
     for index, (body, props) in enumerate(events):
         message_id = props["tuya-message-id"]
         assert message_id in expect.fact_of_message, f"an event from no published message: {body}"
@@ -401,19 +422,21 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
         assert props.get("traceparent")
         if body["id"] in first_index:
             # Only what the killed process had published comes again (unacked, or not yet recorded as seen),
-            # and then as the same event. Chaos duplicates never get through otherwise.
+            # and then as the same event. Chaos duplicates never get through otherwise, nor does a late
+            # re-push of anything the killed process had recorded (the restarted one checks the store).
             first = first_index[body["id"]]
             assert index >= before_restart > first, (index, first, before_restart, body)
             assert body == events[first][0]
             repeats.append(index)
-            late_repushes += bool(expect.by_message[message_id]["replayed"])
+            if expect.by_message[message_id]["replayed"]:
+                assert body["id"] not in recorded_at_kill, f"a late re-push published again: {body}"
+                late_repushes += 1
             continue
         first_index[body["id"]] = index
         fact = expect.facts[tid]
         mismatch = event_matches(body, fact.record)
         assert mismatch is None, f"{fact.record['kind']} {tid}: {mismatch}"
-        if not fact.record["malformed"]:
-            order[body["subject"]].append(tid)
+        order[body["subject"]].append(tid)
     by_fact = Counter(fact_of_event.values())
     assert set(by_fact) == set(expect.facts), "facts without an event"
     assert max(by_fact.values()) == 1
@@ -453,7 +476,7 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
         f"{summary['malformed']} malformed originals), "
         f"{len(expect.facts)} facts from {DEVICES} devices -> {len(events)} events received, "
         f"{len(fact_of_event)} distinct, {len(repeats)} repeats after the kill (at {killed_at} events; "
-        f"{late_repushes} of them from the {summary['replayed']} late re-pushes); "
+        f"{late_repushes} of them late re-pushes (of {summary['replayed']}) it had not recorded); "
         f"{len(dead)} dead letters ({dict(reasons)}); "
         f"stream {published_at - started:.1f}s, delivered +{delivered_at - published_at:.1f}s; "
         f"killed with {in_flight_at_kill:.0f} in flight, scenario running: {scenario_running}"
