@@ -61,10 +61,9 @@ class FakeShadowStore:
             self.writes += 1
         return lost
 
-    async def clear_outbox(self, versions: Mapping[str, int]) -> None:
-        for d, v in versions.items():
-            if self.docs[d].shadow.version == v:
-                self.docs[d].outbox = []
+    async def clear_outbox(self, relayed: Mapping[str, Sequence[OutboxEntry]]) -> None:
+        for d, entries in relayed.items():
+            self.docs[d].outbox = [e for e in self.docs[d].outbox if e not in entries]
 
     async def with_outbox(self, limit: int) -> list[StoredShadow]:
         return [s for s in self.docs.values() if s.outbox][:limit]

@@ -207,8 +207,8 @@ class ShadowWriter:
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
-        # devices whose last write left relayed events in the outbox: version written, when (monotonic)
-        self._relayed: dict[str, tuple[int, float]] = {}
+        # devices whose last write left relayed events in the outbox: those events, when relayed (monotonic)
+        self._relayed: dict[str, tuple[list[OutboxEntry], float]] = {}
         self._task: asyncio.Task[None] | None = None
         self._retry_delay_s = 0.0
         self._stopping = False
@@ -371,7 +371,7 @@ class ShadowWriter:
         mono = time.monotonic()
         for w in written:
             if w.outbox:
-                self._relayed[w.shadow.device_id] = (w.shadow.version, mono)
+                self._relayed[w.shadow.device_id] = (w.outbox, mono)
         return lost
 
     async def _load_missing(self, device_ids: Sequence[str]) -> None:
@@ -388,7 +388,7 @@ class ShadowWriter:
             stored = loaded.get(device_id)
             self._cache[device_id] = _Cached(stored.shadow if stored else Shadow(device_id))
             if stored is not None and stored.outbox:
-                self._relayed[device_id] = (stored.shadow.version, mono - self.outbox_clear_after_s)
+                self._relayed[device_id] = (stored.outbox, mono - self.outbox_clear_after_s)
 
     async def _schemas_for(self, batch: dict[str, list[Pending]]) -> dict[str, DpSchema | None]:
         wanted: dict[str, tuple[str | None, str]] = {}
@@ -411,16 +411,16 @@ class ShadowWriter:
         if not self._relayed:
             return
         cutoff = time.monotonic() - self.outbox_clear_after_s
-        due = {d: v for d, (v, at) in self._relayed.items() if at <= cutoff and d not in self._pending}
+        due = {d: r for d, r in self._relayed.items() if r[1] <= cutoff and d not in self._pending}
         if not due:
             return
         try:
-            await self.shadows.clear_outbox(due)
+            await self.shadows.clear_outbox({d: entries for d, (entries, _) in due.items()})
         except Exception as e:
             log.warning("clearing %d relayed outboxes failed, will retry: %r", len(due), e)
             return
-        for device_id, version in due.items():
-            if self._relayed.get(device_id, (None,))[0] == version:
+        for device_id, relayed in due.items():
+            if self._relayed.get(device_id) is relayed:
                 del self._relayed[device_id]
 
     async def recover(self, limit: int = 10_000) -> int:
@@ -429,7 +429,7 @@ class ShadowWriter:
         entries = [e for s in stored for e in s.outbox]
         if entries:
             await self.publisher.publish(entries)
-            await self.shadows.clear_outbox({s.shadow.device_id: s.shadow.version for s in stored})
+            await self.shadows.clear_outbox({s.shadow.device_id: s.outbox for s in stored})
         return len(entries)
 
     def forget(self, device_id: str) -> None:

@@ -68,6 +68,11 @@ class ShadowWrite:
 # --- mapping --------------------------------------------------------------------------------------------
 
 
+def outbox_entry_to_doc(entry: OutboxEntry) -> Document:
+    # clear_outbox removes entries by exact equality, so this is the one place that lays them out
+    return {"id": entry.id, "topic": entry.topic, "key": entry.key, "body": entry.body}
+
+
 def shadow_to_doc(shadow: Shadow, outbox: Sequence[OutboxEntry], write_id: str, now: datetime) -> Document:
     return {
         "_id": shadow.device_id,
@@ -114,7 +119,7 @@ def shadow_to_doc(shadow: Shadow, outbox: Sequence[OutboxEntry], write_id: str, 
             }
             for fw in shadow.firmware.values()
         ],
-        "outbox": [{"id": e.id, "topic": e.topic, "key": e.key, "body": e.body} for e in outbox],
+        "outbox": [outbox_entry_to_doc(e) for e in outbox],
     }
 
 
@@ -256,14 +261,25 @@ class ShadowStore:
             if landed.get(w.shadow.device_id) != (w.shadow.version, w.write_id)
         }
 
-    async def clear_outbox(self, versions: Mapping[str, int]) -> None:
-        """Drop relayed outbox entries of documents still at the version they were relayed from."""
+    async def clear_outbox(self, relayed: Mapping[str, Sequence[OutboxEntry]]) -> None:
+        """Remove these relayed entries from their documents' outboxes.
 
-        async def clear(chunk: Sequence[tuple[str, int]]) -> None:
-            ops = [UpdateOne({"_id": d, "version": v}, {"$set": {"outbox": []}}) for d, v in chunk]
-            await self.shadows.bulk_write(ops, ordered=False)
+        Removing exactly the relayed entries (not "the outbox of version v") is safe whatever the document's
+        version now is, and it filters on `_id` alone, which FerretDB 1.x answers from its index (any other
+        filter scans the collection). `$pullAll` matches whole entries: FerretDB 1.x ignores `$pull` with a
+        condition.
+        """
 
-        await self._in_chunks(list(versions.items()), clear)
+        async def clear(chunk: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
+            ops = [
+                UpdateOne({"_id": d}, {"$pullAll": {"outbox": [outbox_entry_to_doc(e) for e in entries]}})
+                for d, entries in chunk
+                if entries
+            ]
+            if ops:
+                await self.shadows.bulk_write(ops, ordered=False)
+
+        await self._in_chunks(list(relayed.items()), clear)
 
     async def with_outbox(self, limit: int) -> list[StoredShadow]:
         """Documents whose outbox still holds events (after a crash between write and relay)."""
