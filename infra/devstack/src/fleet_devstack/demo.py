@@ -1,58 +1,358 @@
-"""`just demo`: prove the stack does its job end to end: a keyed event through Pulsar and a document
-through MongoDB, with where each one went."""
+"""`just demo`: the live fleet end to end: the Tuya cloud simulator's devices report, ingest turns the
+encrypted push messages into device events, status keeps a shadow per device; the demo waits until status's
+HTTP API serves exactly what the simulator says (its ground truth) and prints a few shadows.
+
+Needs the stack with its services (`devstack up`). The simulator's control API (`/sim`) makes the fleet and
+drives it; status's API key is the one `devstack up` made for this stack (see `services.status_api_key`).
+"""
 
 from __future__ import annotations
 
-import asyncio
+import argparse
+import json
+import os
+import random
+import sys
 import time
-import uuid
-
-import pulsar
-from pulsar import asyncio as pulsar_asyncio
-from pymongo import MongoClient
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 from .config import StackConfig
+from .services import SERVICES, status_api_key
+
+# Three mains-powered or waking products of the simulator's catalogue (plug, bulb, sensor).
+DEMO_PRODUCTS = ("sim0plug0cz00001", "sim0bulb0dj00002", "sim0th00wsdcg003")
+HTTP_TIMEOUT = 10.0
 
 
-async def _pulsar_round_trip(config: StackConfig) -> str:
-    topic = f"persistent://public/default/demo-{uuid.uuid4().hex[:8]}"
-    client = pulsar_asyncio.Client(config.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    try:
-        consumer = await client.subscribe(
-            topic,
-            "demo",
-            consumer_type=pulsar.ConsumerType.KeyShared,
-            initial_position=pulsar.InitialPosition.Earliest,
+class DemoError(Exception):
+    """Something did not come through; the message says what."""
+
+
+def _port(name: str) -> int:
+    return next(spec.port for spec in SERVICES if spec.name == name)
+
+
+class Api:
+    """A JSON HTTP client of one local service (urllib: no connection kept between calls)."""
+
+    def __init__(self, name: str, base_url: str, token: str | None = None) -> None:
+        self.name = name
+        self.base_url = base_url
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def call(self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None) -> Any:
+        url = f"{self.base_url}{path}"
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        data = None if body is None else json.dumps(body).encode()
+        headers = {**self.headers, **({"Content-Type": "application/json"} if data is not None else {})}
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310 - loopback
+        try:
+            with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 - loopback
+                return json.loads(response.read() or b"null")
+        except urllib.error.HTTPError as err:
+            detail = err.read().decode(errors="replace")[:300]
+            if err.code == 401 and self.name == "status":
+                detail += " (started before this stack had an API key? restart: `just down && just up`)"
+            raise DemoError(f"{self.name}: {method} {path} answered {err.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as err:
+            raise DemoError(
+                f"{self.name} at {self.base_url} is not reachable ({err}); is the stack up?"
+            ) from None
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
+        return self.call("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None, params: Mapping[str, str] | None = None) -> Any:
+        return self.call("POST", path, body if body is not None else {}, params)
+
+
+# -- what the shadows must be ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DpSpec:
+    code: str
+    type: str
+    unit: str = ""
+
+
+@dataclass
+class Expected:
+    """One device as the simulator knows it, limited to what it told the cloud (reported DPs)."""
+
+    device_id: str
+    product_id: str
+    online: bool
+    dps: dict[str, tuple[Any, int]] = field(default_factory=dict)  # code -> (raw value, device time ms)
+
+
+def product_specs(products: Sequence[Mapping[str, Any]]) -> dict[str, dict[str, DpSpec]]:
+    """Product id -> DP code -> type and unit, from the simulator's catalogue (`GET /sim/products`)."""
+    out: dict[str, dict[str, DpSpec]] = {}
+    for product in products:
+        specs: dict[str, DpSpec] = {}
+        for dp in product["dps"]:
+            values = json.loads(dp.get("values") or "{}")
+            unit = values.get("unit", "") if isinstance(values, dict) else ""
+            specs[dp["code"]] = DpSpec(dp["code"], dp["type"], str(unit or ""))
+        out[product["product_id"]] = specs
+    return out
+
+
+def expected_shadows(truth: Mapping[str, Any], before: Mapping[str, Any]) -> dict[str, Expected]:
+    """The devices of the truth (`GET /sim/truth` `fleet.devices`), with the DPs whose device time moved
+    since `before` (the same devices right after the fleet was made: initial values nobody reported)."""
+    out: dict[str, Expected] = {}
+    for device_id, device in truth.items():
+        initial = before.get(device_id, {}).get("dps", {})
+        expected = Expected(device_id, device["product_id"], bool(device["online"]))
+        for code, dp in device["dps"].items():
+            if code not in initial or dp["t"] != initial[code]["t"]:
+                expected.dps[code] = (dp["value"], int(dp["t"]))
+        out[device_id] = expected
+    return out
+
+
+def mismatches(shadows: Mapping[str, Mapping[str, Any]], expected: Mapping[str, Expected]) -> list[str]:
+    """What status's shadows (`GET /v1/devices` items by device id) get wrong; empty when all match."""
+    problems: list[str] = []
+    for device_id, want in sorted(expected.items()):
+        shadow = shadows.get(device_id)
+        if shadow is None:
+            problems.append(f"{device_id}: no shadow yet")
+            continue
+        if shadow.get("product_id") != want.product_id:
+            problems.append(f"{device_id}: product {shadow.get('product_id')} != {want.product_id}")
+        online = (shadow.get("presence") or {}).get("online")
+        if online is not want.online:
+            problems.append(f"{device_id}: online {online} != {want.online}")
+        dps = shadow.get("dps") or {}
+        for code, (raw, t) in sorted(want.dps.items()):
+            got = dps.get(code)
+            if got is None:
+                problems.append(f"{device_id}: {code} missing")
+                continue
+            got_raw = got["raw"] if got.get("raw") is not None else got.get("value")
+            if (got_raw, got["device_time_ms"]) != (raw, t):
+                problems.append(f"{device_id}: {code}={got_raw!r}@{got['device_time_ms']} != {raw!r}@{t}")
+    return problems
+
+
+# -- the table -------------------------------------------------------------------------------------------
+
+
+def format_value(value: Any, spec: DpSpec | None) -> str:
+    """A typed DP value for people: booleans on/off, lists joined, numbers with their unit."""
+    if isinstance(value, bool):
+        text = "on" if value else "off"
+    elif value is None:
+        text = "-"
+    elif isinstance(value, list):
+        text = "[" + ",".join(str(v) for v in value) + "]"
+    elif isinstance(value, float):
+        text = f"{value:g}"
+    else:
+        text = str(value)
+        if len(text) > 16:
+            text = text[:15] + "…"
+    unit = (
+        spec.unit
+        if spec is not None and isinstance(value, int | float) and not isinstance(value, bool)
+        else ""
+    )
+    return f"{text} {unit}" if unit else text
+
+
+def shadow_rows(
+    shadows: Sequence[Mapping[str, Any]],
+    specs: Mapping[str, Mapping[str, DpSpec]],
+    product_names: Mapping[str, str],
+) -> list[tuple[str, str, str, str]]:
+    """(device, product, online, DPs) per shadow, DPs as `code=value unit` in code order."""
+    rows = []
+    for shadow in shadows:
+        product_id = str(shadow.get("product_id") or "?")
+        product_specs_ = specs.get(product_id, {})
+        online = (shadow.get("presence") or {}).get("online")
+        dps = shadow.get("dps") or {}
+        values = ", ".join(
+            f"{code}={format_value(dp.get('value'), product_specs_.get(code))}"
+            for code, dp in sorted(dps.items())
         )
-        producer = await client.create_producer(topic, batching_enabled=False)
-        sent = time.perf_counter()
-        await producer.send(b'{"hello": "fleet"}', partition_key="device-1", properties={"demo": "yes"})
-        message = await consumer.receive()
-        await consumer.acknowledge(message)
-        took = (time.perf_counter() - sent) * 1000
-        return (
-            f"{topic}: key={message.partition_key()} properties={message.properties()} "
-            f"body={message.data().decode()} in {took:.1f} ms"
+        rows.append(
+            (
+                str(shadow["device_id"]),
+                product_names.get(product_id, product_id),
+                {True: "online", False: "offline"}.get(online, "?") if online is not None else "?",
+                values or "-",
+            )
         )
-    finally:
-        await client.close()
+    return rows
 
 
-def _mongo_round_trip(config: StackConfig) -> str:
-    client: MongoClient[dict[str, object]] = MongoClient(config.mongodb_uri, serverSelectionTimeoutMS=5000)
-    try:
-        collection = client["fleet_demo"]["devices"]
-        collection.update_one({"_id": "device-1"}, {"$inc": {"seen": 1}}, upsert=True)
-        return f"fleet_demo.devices: {collection.find_one({'_id': 'device-1'})}"
-    finally:
-        client.close()
+def format_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    widths = [max([len(h), *(len(r[i]) for r in rows)]) for i, h in enumerate(headers)]
+    # the last column is not padded (it is the long one)
+    widths[-1] = 0
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip()
+
+    return "\n".join(
+        [line(headers), line(["-" * max(w, len(h)) for w, h in zip(widths, headers, strict=True)])]
+        + [line(r) for r in rows]
+    )
 
 
-def main() -> None:
+# -- the run ---------------------------------------------------------------------------------------------
+
+
+@dataclass
+class DemoOptions:
+    devices: int = 20
+    homes: int = 4
+    report_seconds: float = 4.0
+    offline: int = 3
+    show: int = 6
+    timeout: float = 60.0
+    seed: int | None = None
+
+
+def list_shadows(status: Api, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Every shadow of these products through `GET /v1/devices` (paginated)."""
+    out: dict[str, dict[str, Any]] = {}
+    for product_id in product_ids:
+        params = {"product_id": product_id, "limit": "500"}
+        while True:
+            page = status.get("/v1/devices", params)
+            for item in page["items"]:
+                out[item["device_id"]] = item
+            if not page.get("next_cursor"):
+                break
+            params = {**params, "cursor": page["next_cursor"]}
+    return out
+
+
+def run(sim: Api, status: Api, options: DemoOptions, say: Any = print) -> int:
+    began = time.monotonic()
+    status.get("/v1/devices", {"limit": "1"})  # the API key works before anything is made
+    catalogue = sim.get("/sim/products")
+    specs = product_specs(catalogue)
+    names = {p["product_id"]: p["name"] for p in catalogue}
+    seed = options.seed if options.seed is not None else random.randrange(1, 2**31)
+
+    fleet = sim.post(
+        "/sim/fleet",
+        {
+            "seed": seed,
+            "devices": options.devices,
+            "homes": options.homes,
+            "product_ids": list(DEMO_PRODUCTS),
+            "online_ratio": 0.0,
+        },
+    )
+    device_ids: list[str] = fleet["bound_device_ids"]
+    before = sim.get("/sim/truth", {"messages": "false"})["fleet"]["devices"]
+    say(
+        f"simulator: fleet of {len(device_ids)} devices over {len(fleet['products'])} products "
+        f"({', '.join(names.get(p, p) for p in fleet['products'])}), seed {seed}"
+    )
+
+    for device_id in device_ids:
+        sim.post(f"/sim/devices/{device_id}/online")
+    reports_began = time.monotonic()
+    rounds = 0
+    while time.monotonic() - reports_began < options.report_seconds:
+        sim.post("/sim/reports", {"device_ids": device_ids, "max_dps": 3})
+        rounds += 1
+        time.sleep(0.5)
+    for device_id in device_ids[: options.offline]:
+        sim.post(f"/sim/devices/{device_id}/offline")
+    flushed = sim.post("/sim/flush", params={"timeout": "30"})
+    summary = flushed["summary"]
+    if not flushed["flushed"] or summary["failed"]:
+        raise DemoError(f"the simulator did not publish everything: {summary}")
+    published_at = time.monotonic()
+    say(
+        f"simulator: {rounds} report rounds in {published_at - reports_began:.1f}s, "
+        f"{summary['published']} push messages published (all confirmed by Pulsar: {summary['confirmed']})"
+    )
+
+    truth = sim.get("/sim/truth", {"messages": "false"})["fleet"]["devices"]
+    expected = expected_shadows(truth, before)
+    deadline = time.monotonic() + options.timeout
+    problems = ["not checked yet"]
+    shadows: dict[str, dict[str, Any]] = {}
+    while time.monotonic() < deadline:
+        shadows = list_shadows(status, DEMO_PRODUCTS)
+        problems = mismatches(shadows, expected)
+        if not problems:
+            break
+        time.sleep(0.5)
+    if problems:
+        raise DemoError(
+            f"status's shadows did not match the simulator's ground truth within {options.timeout:.0f}s: "
+            f"{len(problems)} differences, e.g.\n  " + "\n  ".join(problems[:5])
+        )
+    converged = time.monotonic() - published_at
+
+    ours = [shadows[d] for d in device_ids]
+    online = sum(1 for e in expected.values() if e.online)
+    dp_values = sum(len(e.dps) for e in expected.values())
+    say(
+        f"status: {len(ours)} shadows match the ground truth ({online} online, {len(ours) - online} offline, "
+        f"{dp_values} DP values) {converged:.1f}s after the last message was published"
+    )
+    say("")
+    # a few of each product, offline ones included
+    shown = sorted(ours, key=lambda s: (str(s.get("product_id")), s["device_id"]))
+    picks = [s for i, s in enumerate(shown) if i % max(1, len(shown) // options.show) == 0][: options.show]
+    say(
+        format_table(
+            ("device", "product", "state", "DPs (typed, with units)"), shadow_rows(picks, specs, names)
+        )
+    )
+    say("")
+    say(
+        f"total {time.monotonic() - began:.1f}s; more: GET {status.base_url}/v1/devices/<id>/shadow, "
+        f"{status.base_url}/docs, {sim.base_url}/docs"
+    )
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="fleet_devstack.demo", description=__doc__.splitlines()[0] if __doc__ else None
+    )
+    parser.add_argument("--devices", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=4.0, help="how long the devices report")
+    parser.add_argument("--timeout", type=float, default=60.0, help="how long to wait for the shadows")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
     config = StackConfig.load()
-    print("Pulsar round trip:", asyncio.run(_pulsar_round_trip(config)))
-    print("MongoDB round trip:", _mongo_round_trip(config))
+    try:
+        key = status_api_key(config)
+        sim = Api(
+            "tuya-sim", f"http://127.0.0.1:{_port('tuya-sim')}", os.environ.get("FLEET_SIM_CONTROL_TOKEN")
+        )
+        status = Api("status", f"http://127.0.0.1:{_port('status')}", key)
+        options = DemoOptions(
+            devices=args.devices, report_seconds=args.seconds, timeout=args.timeout, seed=args.seed
+        )
+        return run(sim, status, options)
+    except DemoError as err:
+        print(
+            f"demo failed: {err}\nsee what the services said: `just logs` (or `uv run devstack logs`)",
+            file=sys.stderr,
+        )
+        return 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

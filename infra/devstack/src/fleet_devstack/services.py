@@ -3,6 +3,8 @@
 A service is started only if its console script is installed in the workspace, so `just up` grows as
 services land. Each gets the stack's addresses, its own HTTP port, and the simulated Tuya project's
 credentials (a random secret per stack, kept in a 0600 file in the stack folder and never printed).
+status also gets an API key for its HTTP API, made per stack and kept the same way (`status_api_key`): the
+demo reads it from there to call the API.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import shutil
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,14 +39,27 @@ SERVICES = (
 )
 
 
-def tuya_secret(config: StackConfig) -> str:
-    """The simulated Tuya project's access secret for this stack, created on first use."""
-    path = config.stack_dir / "tuya-access-secret"
+def _stack_secret(config: StackConfig, filename: str, make: Callable[[], str]) -> str:
+    """A secret of this stack kept in a 0600 file in the stack folder, created on first use."""
+    path = config.stack_dir / filename
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         path.touch(mode=0o600)
-        path.write_text(secrets.token_hex(16))
+        path.write_text(make())
     return path.read_text().strip()
+
+
+def tuya_secret(config: StackConfig) -> str:
+    """The simulated Tuya project's access secret for this stack (tuya-sim, ingest and status share it)."""
+    return _stack_secret(config, "tuya-access-secret", lambda: secrets.token_hex(16))
+
+
+STATUS_API_KEY_NAME = "devstack"
+
+
+def status_api_key(config: StackConfig) -> str:
+    """The key of status's HTTP API on this stack (`Authorization: Bearer <key>`), seeded at its start."""
+    return _stack_secret(config, "status-api-key", lambda: secrets.token_urlsafe(32))
 
 
 class LocalService:
@@ -77,6 +93,12 @@ class LocalService:
             return False
 
     def env(self) -> dict[str, str]:
+        own: dict[str, str] = {}
+        if self.name == "status":
+            own["FLEET_STATUS_API_KEYS"] = f"{STATUS_API_KEY_NAME}:{status_api_key(self.config)}"
+            # one shadow write command at a time: concurrent update commands hang the local FerretDB
+            # (its pooled SQLite connections; seen as a status that never finishes start-up or a flush)
+            own["FLEET_STATUS_WRITE_CONCURRENCY"] = "1"
         return {
             **self.config.client_env(),
             "FLEET_HTTP_HOST": "127.0.0.1",
@@ -86,6 +108,7 @@ class LocalService:
             "FLEET_TUYA_OPENAPI_URL": f"http://127.0.0.1:{SERVICES[0].port}",
             # the marker by which `down` recognises this process (its argv carries no stack path)
             "FLEET_SERVICE_HOME": str(self.home),
+            **own,
         }
 
     def start(self) -> bool:
