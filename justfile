@@ -56,7 +56,7 @@ bench *args:
     eval "$(uv run devstack env)"
     for script in bench/*.py; do uv run python "$script" {{args}}; done
 
-# bring the system up and show it working: a keyed event through Pulsar, a document through MongoDB
-demo:
+# bring the system up and show a live fleet: tuya-sim devices report, ingest -> status shadows, a few printed
+demo *args:
     just up
-    uv run python -m fleet_devstack.demo
+    uv run python -m fleet_devstack.demo {{args}}

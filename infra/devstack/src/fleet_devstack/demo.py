@@ -220,7 +220,7 @@ class DemoOptions:
     report_seconds: float = 4.0
     offline: int = 3
     show: int = 6
-    timeout: float = 60.0
+    timeout: float = 120.0
     seed: int | None = None
 
 
@@ -332,7 +332,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=4.0, help="how long the devices report")
-    parser.add_argument("--timeout", type=float, default=60.0, help="how long to wait for the shadows")
+    parser.add_argument("--timeout", type=float, default=120.0, help="how long to wait for the shadows")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
     config = StackConfig.load()
