@@ -22,6 +22,7 @@ lost) is recognisable as one.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import AwareDatetime, Field
@@ -109,3 +110,14 @@ class MessageDeadLetteredEvent(Envelope[MessageDeadLettered]):
 
 TuyaDeadLetter = Annotated[TuyaMessageDeadLetteredEvent, Field(discriminator="type")]
 DeadLetter = Annotated[MessageDeadLetteredEvent, Field(discriminator="type")]
+
+
+def publish_time_from_ms(ms: int) -> datetime | None:
+    """A dead-lettered message's publish time (epoch ms) as a UTC datetime; None when absent (0) or out of
+    range, since it comes from untrusted input and building a dead letter must never raise."""
+    if ms <= 0:
+        return None
+    try:
+        return datetime.fromtimestamp(ms / 1000, UTC)
+    except (ValueError, OverflowError, OSError):
+        return None

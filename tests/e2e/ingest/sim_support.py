@@ -6,7 +6,6 @@ malformed Pulsar message."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import urllib.error
@@ -18,8 +17,7 @@ from typing import Any
 
 import httpx
 
-from tests.e2e.ingest.support import free_port
-from tests.support import Stack, wait_until_ready
+from tests.support import Stack, free_port, stop_process, wait_until_ready
 
 #: The event ingest makes of each simulator message kind (bizCode, `statusReport`, malformed kind).
 EVENT_TYPE_OF_KIND = {
@@ -101,14 +99,7 @@ class SimProcess:
         )
 
     def stop(self) -> None:
-        if self.proc is None or self.proc.poll() is not None:
-            return
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            self.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(10)
+        stop_process(self.proc)
 
 
 async def published_messages(control: httpx.AsyncClient, page: int = 20_000) -> list[dict[str, Any]]:

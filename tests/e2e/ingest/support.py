@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,15 +20,9 @@ import pulsar
 from pulsar import asyncio as pa
 
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
-from tests.support import Stack, wait_until_ready
+from tests.support import Stack, free_port, stop_process, wait_until_ready
 
 T0 = 1_750_000_000_000
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @dataclass
@@ -232,16 +225,7 @@ class IngestProcess:
         return code in (0, -signal.SIGTERM) and b"stopping with" not in self.log.read_bytes()
 
     def terminate(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 def per_device(events: list[dict[str, Any]]) -> dict[str, list[int]]:

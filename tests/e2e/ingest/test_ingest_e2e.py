@@ -7,8 +7,7 @@ import asyncio
 import base64
 import random
 import secrets
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +28,7 @@ from tests.e2e.ingest.support import (
     per_device,
     publish_all,
 )
-from tests.support import Stack
+from tests.support import Stack, until
 
 pytestmark = pytest.mark.e2e
 
@@ -81,14 +80,6 @@ def interleave(streams: list[list[FleetMessage]], rng: random.Random) -> list[Fl
             live[j] = live[-1]
             live.pop()
     return out
-
-
-async def until(predicate: Callable[[], bool], within: float, what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {what()}")
-        await asyncio.sleep(0.1)
 
 
 async def test_fleet_of_1000_devices_arrives_exactly_once_in_order_and_malformed_input_is_dead_lettered(

@@ -38,7 +38,7 @@ from tests.e2e.ingest.sim_support import (
     published_messages,
 )
 from tests.e2e.ingest.support import IngestProcess, TopicReader
-from tests.support import Stack
+from tests.support import Stack, until
 
 pytestmark = pytest.mark.e2e
 
@@ -107,14 +107,6 @@ async def recorded_event_ids(rig: Rig) -> set[str]:
     finally:
         client.close()
     return {event_id(rig.access_id, str(i)[len(prefix) :]) for i in ids if str(i).startswith(prefix)}
-
-
-async def until(predicate: Callable[[], bool], within: float, what: Callable[[], str]) -> None:
-    deadline = time.monotonic() + within
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting: {what()}")
-        await asyncio.sleep(0.1)
 
 
 async def settled(count: Callable[[], int], quiet_s: float = 1.0, within: float = 30.0) -> int:

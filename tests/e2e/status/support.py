@@ -7,7 +7,6 @@ import asyncio
 import os
 import random
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -35,7 +34,7 @@ from fleet_contracts.device import (
     DpReport,
     TuyaOrigin,
 )
-from tests.support import Stack, wait_until_ready
+from tests.support import Stack, free_port, stop_process, wait_until_ready
 
 PRODUCT = "e2eprod"
 API_KEY = "e2e-api-key"
@@ -46,12 +45,6 @@ SPEC_STATUS = [
     {"code": "mode", "dp_id": 3, "type": "Enum", "values": '{"range":["auto","cool","heat"]}'},
     {"code": "fault", "dp_id": 4, "type": "Bitmap", "values": '{"label":["sensor","motor"],"maxlen":2}'},
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --- the fleet and its ground truth ------------------------------------------------------------------------
@@ -304,16 +297,7 @@ class StatusProcess:
             self.proc.wait(10)
 
     def terminate(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 class ShadowEventReader:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import uuid
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -77,7 +76,7 @@ def _event(
         body = body[: contract.MAX_DEAD_PAYLOAD_BYTES]
         note = f" (payload truncated to {contract.MAX_DEAD_PAYLOAD_BYTES} bytes)"
         reason = reason[: _MAX_REASON - len(note)] + note
-    publish_time = _utc(raw.publish_timestamp())
+    publish_time = contract.publish_time_from_ms(raw.publish_timestamp())
     tenant, region = _tenant_and_region(body)
     data = contract.MessageDeadLettered(
         message_id=message_id[:_MAX_ID],
@@ -113,12 +112,3 @@ def _tenant_and_region(body: bytes) -> tuple[str, str]:
 
 def _bounded(value: object, limit: int) -> str:
     return value if isinstance(value, str) and 0 < len(value) <= limit else contract.UNKNOWN
-
-
-def _utc(ms: int) -> datetime | None:
-    if ms <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(ms / 1000, UTC)
-    except (ValueError, OverflowError, OSError):
-        return None

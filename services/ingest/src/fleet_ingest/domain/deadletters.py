@@ -4,12 +4,12 @@ properties (base64), where it came from, and the reason class with a detail that
 from __future__ import annotations
 
 import base64
-from datetime import UTC, datetime
 
 from fleet_contracts.deadletter import (
     MAX_DEAD_PAYLOAD_BASE64,
     MessageDeadLettered,
     TuyaMessageDeadLetteredEvent,
+    publish_time_from_ms,
 )
 from fleet_ingest.domain.dedup import dead_letter_id
 from fleet_ingest.domain.model import DeadLetter, Project, TuyaDelivery
@@ -28,7 +28,7 @@ def dead_letter_event(
         payload = payload[:_MAX_RAW_BYTES]
         reason = f"{reason} (payload truncated to {_MAX_RAW_BYTES} bytes)"
     properties = {str(k)[:256]: str(v)[:_MAX_PROPERTY_CHARS] for k, v in delivery.properties.items()}
-    publish_time = _datetime_or_none(delivery.publish_time_ms)
+    publish_time = publish_time_from_ms(delivery.publish_time_ms)
     data = MessageDeadLettered(
         message_id=delivery.message_id[:256],
         topic=delivery.topic[:512],
@@ -49,13 +49,3 @@ def dead_letter_event(
         event_id=dead_letter_id(project.access_id, delivery.topic, delivery.message_id),
         time=publish_time,
     )
-
-
-def _datetime_or_none(ms: int) -> datetime | None:
-    """The publish time as a datetime; None when absent or out of range (hostile input must not raise)."""
-    if ms <= 0:
-        return None
-    try:
-        return datetime.fromtimestamp(ms / 1000, UTC)
-    except (ValueError, OverflowError, OSError):
-        return None
