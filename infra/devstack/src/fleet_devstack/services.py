@@ -96,9 +96,6 @@ class LocalService:
         own: dict[str, str] = {}
         if self.name == "status":
             own["FLEET_STATUS_API_KEYS"] = f"{STATUS_API_KEY_NAME}:{status_api_key(self.config)}"
-            # one shadow write command at a time: concurrent update commands hang the local FerretDB
-            # (its pooled SQLite connections; seen as a status that never finishes start-up or a flush)
-            own["FLEET_STATUS_WRITE_CONCURRENCY"] = "1"
         return {
             **self.config.client_env(),
             "FLEET_HTTP_HOST": "127.0.0.1",
