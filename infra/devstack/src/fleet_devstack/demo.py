@@ -239,7 +239,32 @@ def list_shadows(status: Api, product_ids: Sequence[str]) -> dict[str, dict[str,
     return out
 
 
-def run(sim: Api, status: Api, options: DemoOptions, say: Any = print) -> int:
+STATUS_TOPIC = "persistent://fleet/device/events"
+STATUS_SUBSCRIPTION = "status"
+
+
+def backlog_hint(pulsar_admin: Api | None, ours: int) -> str:
+    """Why status may be late: more device events queued for its subscription than the demo's `ours`
+    (earlier runs' or a benchmark's)."""
+    if pulsar_admin is None:
+        return ""
+    path = "/admin/v2/" + STATUS_TOPIC.replace("://", "/") + "/stats"
+    try:
+        backlog = int(pulsar_admin.get(path)["subscriptions"][STATUS_SUBSCRIPTION]["msgBacklog"])
+    except (DemoError, KeyError, TypeError, ValueError):
+        return ""
+    if backlog <= ours:
+        return ""
+    return (
+        f"\nstatus's subscription has {backlog} device events queued, more than the demo's (earlier runs "
+        f"or benchmarks on this stack); wait for it, or drop them: curl -X POST "
+        f"{pulsar_admin.base_url}{path.removesuffix('/stats')}/subscription/{STATUS_SUBSCRIPTION}/skip_all"
+    )
+
+
+def run(
+    sim: Api, status: Api, options: DemoOptions, say: Any = print, pulsar_admin: Api | None = None
+) -> int:
     began = time.monotonic()
     status.get("/v1/devices", {"limit": "1"})  # the API key works before anything is made
     catalogue = sim.get("/sim/products")
@@ -298,7 +323,9 @@ def run(sim: Api, status: Api, options: DemoOptions, say: Any = print) -> int:
     if problems:
         raise DemoError(
             f"status's shadows did not match the simulator's ground truth within {options.timeout:.0f}s: "
-            f"{len(problems)} differences, e.g.\n  " + "\n  ".join(problems[:5])
+            f"{len(problems)} differences, e.g.\n  "
+            + "\n  ".join(problems[:5])
+            + backlog_hint(pulsar_admin, summary["published"])
         )
     converged = time.monotonic() - published_at
 
@@ -345,7 +372,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = DemoOptions(
             devices=args.devices, report_seconds=args.seconds, timeout=args.timeout, seed=args.seed
         )
-        return run(sim, status, options)
+        return run(sim, status, options, pulsar_admin=Api("pulsar", config.pulsar_admin_url))
     except DemoError as err:
         print(
             f"demo failed: {err}\nsee what the services said: `just logs` (or `uv run devstack logs`)",
