@@ -93,7 +93,11 @@ class WriterMetrics:
         self.writes = Counter("status_shadow_writes", "Shadow documents written", registry=r)
         self.conflicts = Counter("status_write_conflicts", "Shadow writes that lost a race", registry=r)
         self.refused = Counter("status_dp_values_refused", "DP values refused by their schema", registry=r)
-        self.failures = Counter("status_flush_failures", "Batches that failed and were nacked", registry=r)
+        self.failures = Counter(
+            "status_flush_failures",
+            "Batches that failed (kept and retried in an outage, else nacked)",
+            registry=r,
+        )
 
 
 def is_outage(error: BaseException) -> bool:
