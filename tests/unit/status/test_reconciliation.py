@@ -16,7 +16,7 @@ from fleet_status.adapters.mongo import StoredShadow
 from fleet_status.adapters.tuya import CloudDeviceSource
 from fleet_status.domain.shadow import BindingState, Shadow
 from fleet_status.handlers import reconcile_stale
-from tests.unit.status.test_status_handlers import FakeShadowStore, make
+from tests.unit.status.fakes import FakeShadowStore, make
 
 pytestmark = pytest.mark.unit
 

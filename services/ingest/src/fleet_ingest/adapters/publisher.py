@@ -155,10 +155,3 @@ class PulsarEventSink:
             except pa.PulsarException as exc:
                 log.warning("closing the producer of %s failed: %s", producer.topic(), exc)
         self._events = self._dead_letters = None
-
-
-def is_transient(exc: BaseException) -> bool:
-    """Broker-side failures worth retrying (all of them, for ingest: it never drops a message)."""
-    return isinstance(
-        exc, pa.PulsarException | pulsar.Timeout | ConnectionError | TimeoutError | SendFailedError
-    )

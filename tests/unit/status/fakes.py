@@ -1,0 +1,108 @@
+"""In-memory stores, schema source and publisher at status's adapter seam, and a writer wired to them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from fleet_shared.pulsar import PulsarBroker
+from fleet_status.adapters.mongo import OutboxEntry, ShadowWrite, StoredShadow
+from fleet_status.adapters.tuya import SchemaCache
+from fleet_status.domain.dp_schema import DpDefinition, DpSchema, DpType
+from fleet_status.domain.shadow import AcceptedReading, PresenceReport
+from fleet_status.entrypoints import consumer
+from fleet_status.writer import ShadowWriter
+
+SCHEMA = DpSchema(
+    "p1",
+    {
+        "temp": DpDefinition("temp", 2, DpType.INTEGER, scale=1),
+        "mode": DpDefinition("mode", 3, DpType.ENUM, range=("a", "b")),
+    },
+)
+
+
+class FakeShadowStore:
+    def __init__(self) -> None:
+        self.docs: dict[str, StoredShadow] = {}
+        self.writes = 0
+
+    async def load(self, device_ids: Sequence[str]) -> dict[str, StoredShadow]:
+        return {d: self.docs[d] for d in device_ids if d in self.docs}
+
+    async def write(self, writes: Sequence[ShadowWrite], now: datetime) -> set[str]:
+        lost = set()
+        for w in writes:
+            current = self.docs.get(w.shadow.device_id)
+            if (current.shadow.version if current else 0) != w.expected_version:
+                lost.add(w.shadow.device_id)
+                continue
+            self.docs[w.shadow.device_id] = StoredShadow(w.shadow.copy(), list(w.outbox))
+            self.writes += 1
+        return lost
+
+    async def clear_outbox(self, relayed: Mapping[str, Sequence[OutboxEntry]]) -> None:
+        for d, entries in relayed.items():
+            self.docs[d].outbox = [e for e in self.docs[d].outbox if e not in entries]
+
+    async def with_outbox(self, limit: int) -> list[StoredShadow]:
+        return [s for s in self.docs.values() if s.outbox][:limit]
+
+
+class FakeHistoryStore:
+    def __init__(self) -> None:
+        self.rows: dict[str, Any] = {}
+
+    async def add(
+        self,
+        readings: Mapping[str, Sequence[AcceptedReading]],
+        presence: Mapping[str, Sequence[PresenceReport]],
+        now: datetime,
+    ) -> None:
+        for d, rs in readings.items():
+            for r in rs:
+                self.rows.setdefault(f"{d}|{r.code}|{r.device_time_ms}", r)
+
+
+class FakeSchemaApi:
+    calls = 0
+
+    async def get_specifications(self, device_id: str, *, version: str = "v1.0") -> Any:
+        raise AssertionError("the schema comes from the store in these tests")
+
+
+class FakeSchemaStore:
+    async def get(self, product_id: str) -> tuple[DpSchema, datetime] | None:
+        return (SCHEMA, datetime.now(UTC)) if product_id == "p1" else None
+
+    async def put(self, schema: DpSchema, fetched_at: datetime) -> None:
+        pass
+
+
+class FakePublisher:
+    def __init__(self) -> None:
+        self.published: list[OutboxEntry] = []
+        self.fail_next = 0
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        if self.fail_next and entries:
+            self.fail_next -= 1
+            raise ConnectionError("publish failed (injected)")
+        self.published.extend(entries)
+
+
+def make() -> tuple[PulsarBroker, ShadowWriter, FakeShadowStore, FakePublisher, FakeHistoryStore]:
+    broker = PulsarBroker()
+    store, history, publisher = FakeShadowStore(), FakeHistoryStore(), FakePublisher()
+    writer = ShadowWriter(
+        store,  # type: ignore[arg-type]
+        history,  # type: ignore[arg-type]
+        SchemaCache(None, FakeSchemaStore()),  # type: ignore[arg-type]
+        publisher,
+        tenant="t",
+        region="eu",
+        max_delay_s=0,
+    )
+    consumer.register(broker, writer, subscription="status", max_redeliveries=2, receiver_queue_size=10)
+    return broker, writer, store, publisher, history
