@@ -12,6 +12,9 @@
 // whole command ends; its pool has 100 connections per database, so a bigger command waits for a connection
 // forever, and with writes serialised the whole server stops writing. An error is better than that hang.
 //
+// And it adds the `_id` index FerretDB 1.24's lookups can use (idindex.go): without it every `_id` lookup,
+// update and delete scans the collection.
+//
 // It uses FerretDB's embeddable package rather than its cmd/ferretdb, because that command refuses to start
 // unless built from FerretDB's own git checkout (it reads version files generated there).
 package main
@@ -106,6 +109,7 @@ func main() {
 	logger.Info("FerretDB listening", "addr", *listen, "data", absData)
 
 	var writes sync.Mutex
+	indexer := newIDIndexer(absData, logger)
 	for {
 		client, err := ln.Accept()
 		if err != nil {
@@ -115,7 +119,7 @@ func main() {
 			logger.Warn("accept failed", "error", err)
 			continue
 		}
-		go serve(client, socket, &writes, logger)
+		go serve(client, socket, &writes, indexer, logger)
 	}
 }
 
@@ -136,7 +140,7 @@ func waitForSocket(ctx context.Context, socket string) error {
 
 // serve relays one client connection. Drivers send one request and wait for its reply on a connection,
 // so request/reply pairs are relayed in order; a write holds the lock until its reply has been relayed.
-func serve(client net.Conn, socket string, writes *sync.Mutex, logger *slog.Logger) {
+func serve(client net.Conn, socket string, writes *sync.Mutex, indexer *idIndexer, logger *slog.Logger) {
 	defer client.Close()
 	backend, err := net.Dial("unix", socket)
 	if err != nil {
@@ -150,13 +154,13 @@ func serve(client net.Conn, socket string, writes *sync.Mutex, logger *slog.Logg
 		if err != nil {
 			return
 		}
-		if err := relay(request, client, backend, writes); err != nil {
+		if err := relay(request, client, backend, writes, indexer); err != nil {
 			return
 		}
 	}
 }
 
-func relay(request []byte, client, backend net.Conn, writes *sync.Mutex) error {
+func relay(request []byte, client, backend net.Conn, writes *sync.Mutex, indexer *idIndexer) error {
 	if n := updateStatements(request); n > maxUpdateStatements {
 		msg := fmt.Sprintf("update command with %d statements refused: FerretDB 1.24 deadlocks on more than "+
 			"~100 (each holds a pooled connection until the command ends); send at most %d per command",
@@ -164,7 +168,8 @@ func relay(request []byte, client, backend net.Conn, writes *sync.Mutex) error {
 		_, err := client.Write(errorReply(request, msg))
 		return err
 	}
-	if isWrite(request) {
+	write := isWrite(request)
+	if write {
 		writes.Lock()
 		defer writes.Unlock()
 	}
@@ -178,6 +183,9 @@ func relay(request []byte, client, backend net.Conn, writes *sync.Mutex) error {
 		reply, err := readMessage(backend)
 		if err != nil {
 			return err
+		}
+		if write && !moreToCome(reply) {
+			indexer.afterWrite(request) // before the client hears back, so the next request finds the index
 		}
 		if _, err := client.Write(reply); err != nil {
 			return err
