@@ -1,5 +1,6 @@
-"""The local FerretDB's wire front (infra/ferretdb): it gives every collection the `_id` index FerretDB 1.24's
-lookups can use. Runs its own server on a scratch data folder, so the SQLite files can be inspected."""
+"""The local FerretDB as the stack builds it (infra/ferretdb, fleet_devstack.ferretdb_patch): every collection
+has the `_id` index FerretDB 1.24's lookups can use, and `_id` conditions are pushed down to SQLite whatever
+else the filter holds. Runs its own server on a scratch data folder, so the SQLite files can be inspected."""
 
 from __future__ import annotations
 
@@ -17,8 +18,9 @@ from tests.support import free_port, stop_process
 
 pytestmark = pytest.mark.integration
 
-# the statement FerretDB 1.24 runs for a `{_id: <string>}` filter (backends/sqlite/collection.go)
+# the statements FerretDB 1.24 runs for `_id` conditions (backends/sqlite/collection.go)
 LOOKUP = "SELECT _ferretdb_sjson FROM {table} WHERE _ferretdb_sjson->'$._id' = ?"
+LOOKUP_IN = "SELECT _ferretdb_sjson FROM {table} WHERE _ferretdb_sjson->'$._id' IN (?, ?)"
 
 
 @pytest.fixture
@@ -41,12 +43,15 @@ async def ferretdb(tmp_path: Path) -> AsyncIterator[tuple[AsyncIOMotorClient[dic
         log.close()
 
 
-def lookup_plan(data: Path, db: str, collection: str) -> str:
+def lookup_plan(data: Path, db: str, collection: str, statement: str = LOOKUP) -> str:
+    """SQLite's plan for the statement (read from the file: FerretDB's `explain` can show a pooled
+    connection's plan from before the index existed, though its queries use the index)."""
     with sqlite3.connect(f"file:{data / (db + '.sqlite')}?mode=ro", uri=True) as conn:
         (table,) = conn.execute(
             "SELECT table_name FROM _ferretdb_collections WHERE name = ?", (collection,)
         ).fetchone()
-        plan = conn.execute(f"EXPLAIN QUERY PLAN {LOOKUP.format(table=table)}", ('"d1"',)).fetchall()
+        sql = f"EXPLAIN QUERY PLAN {statement.format(table=table)}"
+        plan = conn.execute(sql, ('"d1"',) * statement.count("?")).fetchall()
     return " ".join(str(row[-1]) for row in plan)
 
 
@@ -72,3 +77,35 @@ async def test_id_lookups_use_an_index_in_every_collection(
     assert "USING INDEX" in lookup_plan(data, "fleet", "shadows")
     # FerretDB's own view of the indexes is unchanged
     assert [i["name"] for i in await shadows.list_indexes().to_list(None)] == ["_id_"]
+
+
+async def test_id_conditions_are_pushed_down_whatever_else_the_filter_holds(
+    ferretdb: tuple[AsyncIOMotorClient[dict[str, object]], Path],
+) -> None:
+    client, data = ferretdb
+    db = client["fleet"]
+    shadows = db["shadows"]
+    await shadows.insert_many([{"_id": f"d{i}", "version": i} for i in range(50)])
+    await shadows.insert_one({"_id": 7, "version": 7})
+
+    async def pushed_down(condition: dict[str, object]) -> bool:
+        reply = await db.command("explain", {"find": "shadows", "filter": condition})
+        return bool(reply["filterPushdown"])
+
+    assert await pushed_down({"_id": "d7", "version": 7})
+    assert await pushed_down({"_id": {"$in": ["d1", "d2"]}})
+    assert not await pushed_down({"version": 7})
+    assert not await pushed_down({"_id": {"$in": ["d1", 7]}})  # only strings and ObjectIds
+    assert not await pushed_down({"_id": {"$gt": "d1"}})
+    assert "USING INDEX" in lookup_plan(data, "fleet", "shadows", LOOKUP_IN)
+
+    # the rest of the filter still applies: a conditional write is a compare-and-set
+    assert (await shadows.replace_one({"_id": "d7", "version": 6}, {"version": 8})).matched_count == 0
+    assert (await shadows.replace_one({"_id": "d7", "version": 7}, {"version": 8})).matched_count == 1
+    assert (await shadows.find_one({"_id": "d7"}) or {})["version"] == 8
+    assert await shadows.count_documents({"_id": "d7", "version": 7}) == 0
+    assert (await shadows.delete_one({"_id": "d9", "version": 1})).deleted_count == 0
+    found = await shadows.find({"_id": {"$in": ["d1", "d2", "missing"]}}).sort("_id").to_list(None)
+    assert [d["_id"] for d in found] == ["d1", "d2"]
+    mixed = await shadows.find({"_id": {"$in": ["d3", 7]}}).to_list(None)
+    assert sorted(str(d["_id"]) for d in mixed) == ["7", "d3"]

@@ -9,10 +9,12 @@ once is ready in seconds.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import subprocess
 from pathlib import Path
 
+from . import ferretdb_patch
 from .config import StackConfig
 from .process import StackError
 
@@ -37,6 +39,13 @@ def _run(argv: list[str], cwd: Path, what: str) -> None:
     if result.returncode != 0:
         output = (result.stdout + result.stderr)[-4000:]
         raise StackError(f"{what} failed (exit {result.returncode}):\n{output}")
+
+
+def _output(argv: list[str], cwd: Path) -> str:
+    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise StackError(f"{' '.join(argv)} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
+    return result.stdout.strip()
 
 
 def pulsar_classpath(config: StackConfig) -> Path:
@@ -71,19 +80,36 @@ def pulsar_classpath(config: StackConfig) -> Path:
 
 
 def ferretdb_binary(config: StackConfig) -> Path:
-    """The FerretDB server built with Go from the module pinned in infra/ferretdb/go.mod."""
+    """The FerretDB server built with Go from the module pinned in infra/ferretdb/go.mod, with the `_id`
+    pushdown patch of `ferretdb_patch` applied to a copy of its module."""
     module = config.root / "infra" / "ferretdb"
-    binary = (
-        config.cache
-        / "ferretdb"
-        / f"ferretdb-{_fingerprint(*sorted(module.glob('*.go')), module / 'go.mod', module / 'go.sum')}"
-    )
+    pins = (*sorted(module.glob("*.go")), module / "go.mod", module / "go.sum", Path(ferretdb_patch.__file__))
+    binary = config.cache / "ferretdb" / f"ferretdb-{_fingerprint(*pins)}"
     if binary.exists():
         return binary
     go = _require("go", "install Go to build FerretDB from the Go module proxy")
     binary.parent.mkdir(parents=True, exist_ok=True)
-    partial = binary.with_name(binary.name + ".partial")
     print(f"building FerretDB from the Go module proxy into {binary} ...", flush=True)
-    _run([go, "build", "-mod=readonly", "-o", str(partial), "."], cwd=module, what="go build (FerretDB)")
+    ferretdb = "github.com/FerretDB/FerretDB"
+    _run([go, "mod", "download", ferretdb], cwd=module, what="go mod download (FerretDB)")
+    source_dir = Path(_output([go, "list", "-m", "-f", "{{.Dir}}", ferretdb], cwd=module))
+    # Go refuses overlays of files in its module cache, so the patched module is a copy built through a
+    # `replace` in a generated go.mod (the repository's go.mod and go.sum stay as they are).
+    patched = binary.with_name(binary.name + ".src")
+    shutil.rmtree(patched, ignore_errors=True)
+    shutil.copytree(source_dir / ".", patched, copy_function=shutil.copyfile)
+    for folder, _, _ in os.walk(patched):
+        Path(folder).chmod(0o755)  # the module cache's folders are read-only
+    target = patched / ferretdb_patch.FILE
+    try:
+        target.write_text(ferretdb_patch.patched(target.read_text()))
+    except ValueError as e:
+        raise StackError(str(e)) from e
+    modfile = binary.with_name(binary.name + ".go.mod")
+    modfile.write_text(f"{(module / 'go.mod').read_text()}\nreplace {ferretdb} => {patched}\n")
+    modfile.with_suffix(".sum").write_bytes((module / "go.sum").read_bytes())
+    partial = binary.with_name(binary.name + ".partial")
+    build = [go, "build", "-mod=readonly", f"-modfile={modfile}", "-o", str(partial), "."]
+    _run(build, cwd=module, what="go build (FerretDB)")
     partial.rename(binary)
     return binary
