@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import threading
 from typing import Annotated, Any
 
 import orjson
@@ -11,6 +12,7 @@ import pytest
 from fastapi import Depends as FastAPIDepends
 from fastapi import FastAPI
 from faststream import Context, Depends
+from faststream._internal.context import Context as ContextField
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import NackMessage, RejectMessage
 from faststream.middlewares import AckPolicy
@@ -27,6 +29,7 @@ from fleet_shared.pulsar import (
     DLQ_REDELIVERY_COUNT,
     ConsumerType,
     DeadLetter,
+    InlineContext,
     PulsarBroker,
     PulsarMessage,
     PulsarResponse,
@@ -414,3 +417,27 @@ async def test_key_ordered_workers_keep_per_key_order_and_run_keys_in_parallel()
 
     assert all(v == sorted(v) for v in handled.values())
     assert peak > 1
+
+
+async def test_inline_context_resolves_the_message_on_the_event_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`Context` fields are resolved in a worker thread (a hop per message); `InlineContext` on the loop."""
+    resolved_in: list[int] = []
+    resolve = ContextField.use
+
+    def recording_use(self: ContextField, /, **kwargs: Any) -> dict[str, Any]:
+        resolved_in.append(threading.get_ident())
+        return resolve(self, **kwargs)
+
+    monkeypatch.setattr(ContextField, "use", recording_use)
+    broker = PulsarBroker()
+    got: list[str | None] = []
+
+    @broker.subscriber("readings", subscription="status")
+    async def on_reading(message: Annotated[PulsarMessage, InlineContext("message")]) -> None:
+        got.append(message.key)
+
+    async with TestPulsarBroker(broker) as br:
+        await br.publish(Reading(device_id="d1", value=3), "readings", key="d1")
+
+    assert got == ["d1"]
+    assert resolved_in == [threading.get_ident()]

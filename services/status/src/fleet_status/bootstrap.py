@@ -122,7 +122,8 @@ def bootstrap(
     publisher: EventPublisher | None = None,
 ) -> Status:
     settings = settings or StatusSettings()
-    broker = PulsarBroker(settings.pulsar_url)
+    # every message's "Received"/"Processed" lines only when debugging: thousands a second otherwise
+    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
     db = client[settings.status_database]
     shadows = ShadowStore(

@@ -13,12 +13,12 @@ class StatusSettings(ServiceSettings):
     # where a new subscription starts: the whole retained topic (earliest) or only new events (latest)
     status_initial_position: str = Field("earliest", pattern="^(earliest|latest)$")
     # the shadow writer: messages are merged per device in memory and written once per device per batch
-    status_batch_max_devices: int = Field(400, ge=1, le=10_000)
+    status_batch_max_devices: int = Field(1000, ge=1, le=10_000)
     status_batch_max_delay_ms: int = Field(20, ge=0)
     status_max_pending_messages: int = Field(20_000, ge=100)
-    # statements per shadow write command, and commands in flight (see fleet_status.adapters.mongo on why one)
-    status_write_chunk: int = Field(1, ge=1, le=90)
-    status_write_concurrency: int = Field(16, ge=1, le=256)
+    # statements per shadow write command, and commands in flight (see fleet_status.adapters.mongo)
+    status_write_chunk: int = Field(16, ge=1, le=64)
+    status_write_concurrency: int = Field(4, ge=1, le=256)
     status_max_redeliveries: int = Field(5, ge=0)
     status_receiver_queue_size: int = Field(2000, ge=1)
     # outbox entries already relayed are cleared by the device's next write, or after this idle time

@@ -186,7 +186,7 @@ class ShadowWriter:
         *,
         tenant: str,
         region: str,
-        max_devices: int = 400,
+        max_devices: int = 1000,
         max_delay_s: float = 0.02,
         max_pending: int = 20_000,
         outbox_clear_after_s: float = 1.0,

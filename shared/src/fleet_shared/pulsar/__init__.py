@@ -15,6 +15,7 @@ from pulsar import BatchingType, CompressionType, ConsumerKeySharedPolicy, Consu
 
 from .broker import PulsarBroker
 from .codec import OrjsonCodec
+from .context import InlineContext
 from .message import PulsarMessage, PulsarPublishCommand, PulsarResponse
 from .options import DeadLetter, ProducerOptions
 from .publisher import PulsarPublisher
@@ -43,6 +44,7 @@ __all__ = (
     "ConsumerType",
     "DeadLetter",
     "InitialPosition",
+    "InlineContext",
     "OrjsonCodec",
     "ProducerOptions",
     "PulsarBroker",

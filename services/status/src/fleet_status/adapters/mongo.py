@@ -3,10 +3,11 @@ DP schemas and API keys.
 
 A shadow write is one single-document operation: the whole new state, its version and the events it causes
 (`outbox`) together, conditional on the version read (optimistic concurrency). Writes go in unordered bulk
-commands of `write_chunk` statements, `write_concurrency` commands at a time. The default of one statement per
-command suits both servers: MongoDB overlaps the concurrent commands, and FerretDB 1.x runs a multi-statement
-update an order of magnitude slower per statement (each statement's cursor stays open until the command ends,
-and at ~100 statements it deadlocks on its 100-connection SQLite pool).
+commands of `write_chunk` statements, `write_concurrency` commands at a time. The defaults (16 statements,
+4 commands) were measured on the local FerretDB, which applies writes one at a time: 16-statement commands
+ran 1,550 conditional replaces/s against 740/s for single ones (10k documents of 1 KB). MongoDB overlaps
+concurrent commands. FerretDB 1.24 deadlocks on an update of ~100 statements (each holds a pooled SQLite
+connection until the command ends), so its front refuses more than 64.
 History rows have deterministic ids, so a replayed report inserts nothing twice.
 """
 
@@ -188,7 +189,7 @@ class ShadowStore:
     """The `shadows` collection: one document per device."""
 
     def __init__(
-        self, db: AsyncIOMotorDatabase[Document], *, write_chunk: int = 1, write_concurrency: int = 16
+        self, db: AsyncIOMotorDatabase[Document], *, write_chunk: int = 16, write_concurrency: int = 4
     ) -> None:
         self.db = db
         self.shadows: AsyncIOMotorCollection[Document] = db["shadows"]

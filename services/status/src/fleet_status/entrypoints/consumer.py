@@ -6,13 +6,19 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from faststream import Context
 from faststream.middlewares import AckPolicy
 from pydantic import ValidationError
 
 from fleet_contracts import topics
 from fleet_contracts.status import PresenceChangedEvent, ShadowChangedEvent
-from fleet_shared.pulsar import ConsumerType, DeadLetter, InitialPosition, PulsarBroker, PulsarMessage
+from fleet_shared.pulsar import (
+    ConsumerType,
+    DeadLetter,
+    InitialPosition,
+    InlineContext,
+    PulsarBroker,
+    PulsarMessage,
+)
 from fleet_status.handlers import handle_device_event
 from fleet_status.writer import ShadowWriter
 
@@ -52,7 +58,7 @@ def register(
         ack_policy=AckPolicy.MANUAL,
         description=topics.DEVICE_EVENTS.description,
     )
-    async def on_device_event(message: Annotated[PulsarMessage, Context("message")]) -> None:
+    async def on_device_event(message: Annotated[PulsarMessage, InlineContext("message")]) -> None:
         try:
             event = topics.DEVICE_EVENTS.decode(message.body)
         except (ValidationError, ValueError) as e:
