@@ -31,6 +31,10 @@ class DedupStore(Protocol):
     async def ping(self) -> bool: ...
 
 
+# keys per lookup query: few enough for any server to answer from its `_id` index in one go
+LOOKUP_CHUNK = 500
+
+
 class MongoDedupStore:
     def __init__(self, db: AsyncIOMotorDatabase[Any], *, access_id: str, ttl: timedelta) -> None:
         self._collection = db[COLLECTION]
@@ -52,33 +56,21 @@ class MongoDedupStore:
             await self._collection.delete_many({"expires_at": {"$lt": datetime.now(UTC)}})
 
     async def seen(self, keys: Sequence[str]) -> set[str]:
-        """The keys already recorded: one `{_id: {$in: [...]}}` query for the whole batch.
+        """The keys already recorded: one `{_id: {$in: [...]}}` query per `LOOKUP_CHUNK` keys.
 
-        On MongoDB that is an `_id` index lookup per key in one round trip. FerretDB 1.24 (the local stack)
-        pushes only an exact `{_id: "<string>"}` filter down to its index and scans the collection for
-        `$in`, so we measured both there (shared machine, load ~7; half the keys present; `find_one({_id})`
-        with an `{_id: 1}` projection, under a semaphore of 1, 4 or 16):
-
-            collection   keys  one $in      find_one each (conc 1 / 4 / 16)
-            2,000         100  63-99 ms     227 / 594 / 480 ms
-            2,000         500  149-182 ms   1.66 / 1.56 / 1.95 s
-            10,000        500  0.76 s       8.8 s at conc 16
-            20,000        100  0.8-1.1 s    4.0 / 3.9 / 5.4 s
-            20,000        500  1.5-1.8 s    17.5 / 19.1 / 27.2 s
-            50,000        500  2.2 s        31 s at conc 16
-
-        Single lookups got dearer with the collection's size too (so not the index lookup one would hope
-        for), concurrency made them slower, and a scan's cost hardly grows with the number of keys: one
-        `$in` per batch is the cheaper choice everywhere we measured, by 3-15 times. The pipeline's
-        `LookupBatcher` keeps one query running at a time and folds what arrives meanwhile into the next
-        one (bigger, fewer queries when the store is slow).
+        On MongoDB that is an `_id` index lookup per key in one round trip. The local FerretDB is built to do
+        the same (`fleet_devstack.ferretdb_patch`; FerretDB 1.24 scanned the collection for `$in`) for up to
+        1,000 keys: at 10k documents a 200-key `$in` takes ~10 ms. The pipeline's `LookupBatcher` keeps one
+        lookup running at a time and folds what arrives meanwhile into the next one.
         """
         if not keys:
             return set()
         ids = [self._prefix + k for k in keys]
         found: set[str] = set()
-        async for doc in self._collection.find({"_id": {"$in": ids}}, {"_id": 1}):
-            found.add(str(doc["_id"])[len(self._prefix) :])
+        for start in range(0, len(ids), LOOKUP_CHUNK):
+            chunk = ids[start : start + LOOKUP_CHUNK]
+            async for doc in self._collection.find({"_id": {"$in": chunk}}, {"_id": 1}):
+                found.add(str(doc["_id"])[len(self._prefix) :])
         return found
 
     async def record(self, keys: Sequence[str]) -> None:
