@@ -7,7 +7,7 @@ reports (AES-ECB, the only mode the connector decrypts) keyed by device id, as T
   backlog  N messages are published first (as after an outage or a deploy), then the consumer starts:
            messages/s from the first message done to the last, and CPU per message. The simulator's rate
            cannot cap this figure. Ingest checks every message older than its process against its dedup
-           store (MongoDB; FerretDB in the dev stack, which scans the collection for each `$in` query).
+           store (MongoDB; FerretDB in the dev stack, patched to answer `$in` from its `_id` index).
   live     then N more published as fast as the simulator can (pre-encrypted) while the consumer runs:
            messages/s first to last done; the simulator's own rate is printed beside it, as it may cap it.
   latency  then a steady RATE messages/s for a few seconds: p50/p99 from the simulator's publish to done.
