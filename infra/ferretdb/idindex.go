@@ -36,12 +36,11 @@ type idIndexer struct {
 	logger  *slog.Logger
 
 	mu      sync.Mutex
-	dbs     map[string]*sql.DB
 	indexed map[string]bool // "db\x00collection"
 }
 
 func newIDIndexer(dataDir string, logger *slog.Logger) *idIndexer {
-	return &idIndexer{dataDir: dataDir, logger: logger, dbs: map[string]*sql.DB{}, indexed: map[string]bool{}}
+	return &idIndexer{dataDir: dataDir, logger: logger, indexed: map[string]bool{}}
 }
 
 // afterWrite runs once a write command's reply has come back from FerretDB, before it is relayed and still
@@ -78,12 +77,19 @@ func (x *idIndexer) afterWrite(request []byte) {
 	x.indexed[key] = done
 }
 
-// ensure adds the index to the collection's table; false when the collection has no table (yet).
+// ensure adds the index to the collection's table; false when the collection has no table (yet). The
+// connection is opened for this and closed again: a database can be dropped (its file deleted) and re-created
+// at any time, and a connection kept open to a deleted file made FerretDB's next use of the name fail.
 func (x *idIndexer) ensure(db, collection string) (bool, error) {
-	conn, err := x.open(db)
-	if conn == nil || err != nil {
+	path := filepath.Join(x.dataDir, db+".sqlite")
+	if _, err := os.Stat(path); err != nil {
+		return false, nil // FerretDB has not created the database file: nothing to index
+	}
+	conn, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
+	if err != nil {
 		return false, err
 	}
+	defer conn.Close()
 	var table string
 	err = conn.QueryRow(`SELECT table_name FROM _ferretdb_collections WHERE name = ?`, collection).Scan(&table)
 	if err == sql.ErrNoRows {
@@ -98,23 +104,6 @@ func (x *idIndexer) ensure(db, collection string) (bool, error) {
 		return false, err
 	}
 	return true, nil
-}
-
-func (x *idIndexer) open(db string) (*sql.DB, error) {
-	if conn, ok := x.dbs[db]; ok {
-		return conn, nil
-	}
-	path := filepath.Join(x.dataDir, db+".sqlite")
-	if _, err := os.Stat(path); err != nil {
-		return nil, nil // FerretDB has not created the database file: nothing to index
-	}
-	conn, err := sql.Open("sqlite", "file:"+path+"?_pragma=busy_timeout(10000)")
-	if err != nil {
-		return nil, err
-	}
-	conn.SetMaxOpenConns(1)
-	x.dbs[db] = conn
-	return conn, nil
 }
 
 // commandTarget reads the command's first value when it is a string (the collection) and `$db` from an
