@@ -56,6 +56,10 @@ func (x *idIndexer) afterWrite(request []byte) {
 	}
 	x.mu.Lock()
 	defer x.mu.Unlock()
+	if command == "renameCollection" { // runs on `admin` with full names: forget everything, it is rare
+		clear(x.indexed)
+		return
+	}
 	if droppingCommands[command] {
 		for key := range x.indexed {
 			if len(key) > len(db) && key[:len(db)+1] == db+"\x00" {
