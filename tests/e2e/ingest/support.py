@@ -164,7 +164,7 @@ class TopicReader:
     async def close(self) -> None:
         try:
             await self.consumer.unsubscribe()  # the subscription is throwaway; this also ends the receive
-        except Exception:
+        except Exception:  # e.g. the broker is gone or the subscription already went: closing still ends it
             await self.consumer.close()
         if self.task is not None:
             await asyncio.gather(self.task, return_exceptions=True)

@@ -34,17 +34,12 @@ def _require(tool: str, hint: str) -> str:
     return path
 
 
-def _run(argv: list[str], cwd: Path, what: str) -> None:
+def _run(argv: list[str], cwd: Path, what: str) -> str:
+    """Run a build tool; its standard output, or StackError with the tail of what it printed."""
     result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
         output = (result.stdout + result.stderr)[-4000:]
         raise StackError(f"{what} failed (exit {result.returncode}):\n{output}")
-
-
-def _output(argv: list[str], cwd: Path) -> str:
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)  # noqa: S603
-    if result.returncode != 0:
-        raise StackError(f"{' '.join(argv)} failed (exit {result.returncode}):\n{result.stderr[-4000:]}")
     return result.stdout.strip()
 
 
@@ -92,7 +87,7 @@ def ferretdb_binary(config: StackConfig) -> Path:
     print(f"building FerretDB from the Go module proxy into {binary} ...", flush=True)
     ferretdb = "github.com/FerretDB/FerretDB"
     _run([go, "mod", "download", ferretdb], cwd=module, what="go mod download (FerretDB)")
-    source_dir = Path(_output([go, "list", "-m", "-f", "{{.Dir}}", ferretdb], cwd=module))
+    source_dir = Path(_run([go, "list", "-m", "-f", "{{.Dir}}", ferretdb], cwd=module, what="go list"))
     # Go refuses overlays of files in its module cache, so the patched module is a copy built through a
     # `replace` in a generated go.mod (the repository's go.mod and go.sum stay as they are).
     patched = binary.with_name(binary.name + ".src")
