@@ -34,14 +34,18 @@ async def test_an_issued_key_is_shown_once_and_stored_as_its_hash_only(
     key, plaintext = await keys.issue("ci", ["operator"], ProductScope.only({"p1"}))
     assert plaintext.startswith(f"fk_{key.key_id}_")
     stored, stored_hash = store.keys[key.key_id]
-    assert stored_hash == hash_key(plaintext) and plaintext not in repr(stored)
+    assert stored_hash == hash_key(plaintext)
+    assert plaintext not in repr(stored)
     listed = await keys.list()
-    assert [k.key_id for k in listed] == [key.key_id] and plaintext not in repr(listed)
+    assert [k.key_id for k in listed] == [key.key_id]
+    assert plaintext not in repr(listed)
 
     principal = await keys.authenticate(plaintext)
-    assert principal.subject == f"api-key:{key.key_id}" and principal.display_name == "ci"
+    assert principal.subject == f"api-key:{key.key_id}"
+    assert principal.display_name == "ci"
     assert principal.kind == "api_key"
-    assert principal.can("unbinding:execute", "p1") and not principal.can("unbinding:execute", "p2")
+    assert principal.can("unbinding:execute", "p1")
+    assert not principal.can("unbinding:execute", "p2")
 
 
 async def test_issuing_refuses_bad_input(keys: ApiKeys, store: FakeApiKeyStore, clock: ManualClock) -> None:
@@ -115,7 +119,8 @@ async def test_seeding_is_idempotent_follows_the_environment_and_never_unrevokes
     assert await keys.seed("ops:seeded-key-with-enough-length-0001", "viewer") == 1
     assert await keys.seed("ops:seeded-key-with-enough-length-0001:operator", "viewer") == 0
     (key,) = await keys.list()
-    assert key.seeded and key.roles == ("operator",)
+    assert key.seeded
+    assert key.roles == ("operator",)
     assert (await keys.authenticate("seeded-key-with-enough-length-0001")).can("unbinding:execute")
 
     await keys.revoke(key.key_id)
