@@ -3,7 +3,15 @@ answers as problem+json, and an append-only audit trail of state-changing calls.
 
 from .api_keys import ApiKey, ApiKeys, ApiKeyStore, AuthenticationError, hash_key, parse_seeded_keys
 from .audit import AuditLog, AuditRecord
-from .http import ApiSecurity, AuditMiddleware, Forbidden, Unauthorized, check
+from .http import (
+    ApiSecurity,
+    AuditMiddleware,
+    CurrentPrincipal,
+    Forbidden,
+    Unauthorized,
+    check,
+    current_principal,
+)
 from .mongo import MongoApiKeyStore, MongoAuditLog
 from .oidc import Jwks, JwtVerifier
 from .principal import DEFAULT_ROLES, Permission, Principal, ProductScope, RoleTable
@@ -20,6 +28,7 @@ __all__ = [
     "AuditMiddleware",
     "AuditRecord",
     "AuthenticationError",
+    "CurrentPrincipal",
     "Forbidden",
     "Jwks",
     "JwtVerifier",
@@ -33,6 +42,7 @@ __all__ = [
     "SecuritySettings",
     "Unauthorized",
     "check",
+    "current_principal",
     "hash_key",
     "parse_seeded_keys",
     "security_kit",

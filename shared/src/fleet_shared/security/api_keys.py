@@ -6,8 +6,8 @@ key be found by an indexed equality lookup. Seeded keys are chosen by the operat
 (a warning is logged for short ones).
 
 Lookups are cached per process for `ttl` seconds (FLEET_API_KEY_CACHE_TTL_S, 5 s by default). A revocation
-made through this process applies at once; one made through another process applies here within the TTL. Expiry is
-checked against the clock on every request, cached or not.
+made through this process applies at once; one made through another process applies here within the TTL.
+Expiry is checked against the clock on every request, cached or not.
 """
 
 from __future__ import annotations

@@ -1,12 +1,13 @@
 """FastAPI integration: authenticate the bearer credential, authorize by permission and product, audit writes.
 
-Adoption in a service, in its HTTP wiring:
+Adoption in a service, in its HTTP wiring (works in modules with postponed annotations and inside factories):
 
-    security = ApiSecurity(api_keys=api_keys, jwt=verifier, audit=MongoAuditLog(db))
     security.install(app)  # problem+json answers and the audit middleware
-    @router.post("/batches/{product_id}")
-    async def create(principal: Principal = Depends(security.require("unbinding:execute",
-                                                                     product_from="product_id"))): ...
+    @router.post("/products/{product_id}/unbindings",
+                 dependencies=[Depends(security.require("unbinding:execute", product_from="product_id"))])
+    async def unbind(product_id: str, principal: CurrentPrincipal) -> ...: ...
+
+or, for a whole router, `APIRouter(dependencies=[Depends(security.require("status:read"))])`.
 
 Answers: 401 with `WWW-Authenticate: Bearer` for a missing, unknown, revoked, expired or unverifiable
 credential (the body never says which; the log does, without the credential); 403 naming the missing
@@ -146,6 +147,18 @@ class ApiSecurity:
             return principal
 
         return dependency
+
+
+def current_principal(request: Request) -> Principal:
+    """The principal a `require` dependency of this route (or its router) authenticated."""
+    principal = getattr(request.state, "principal", None)
+    if not isinstance(principal, Principal):  # a route without `require`: deny by default
+        raise Unauthorized("missing bearer credentials")
+    return principal
+
+
+# A module-level alias, so FastAPI can resolve it from a postponed (string) annotation.
+CurrentPrincipal = Annotated[Principal, Depends(current_principal)]
 
 
 def _product(request: Request, product_from: ProductFrom) -> str | None:
