@@ -138,3 +138,20 @@ async def test_audit_records_are_appended_once_and_read_newest_first(
     stored = await db["audit"].find_one({"_id": "r1"})
     assert stored is not None
     assert stored["result"]["status"] == 201
+
+
+async def test_keys_stored_the_way_status_stored_them_are_adopted(db: AsyncIOMotorDatabase[Document]) -> None:
+    for name, key in (("e2e", "e2e-api-key"), ("cli", "a-key-added-with-the-cli")):
+        await db["api_keys"].insert_one({"_id": hash_key(key), "name": name, "created_at": NOW})
+    kit = security_kit(SecuritySettings(api_key_default_role="viewer"), db, clock=lambda: NOW)
+    assert await kit.prepare("e2e:e2e-api-key:operator") == 0  # already stored: adopted, then its roles set
+    assert await kit.key_store.adopt_legacy("viewer") == 0
+    operator = await kit.api_keys.authenticate("e2e-api-key")
+    assert operator.can("unbinding:execute", "p1")
+    cli = await kit.api_keys.authenticate("a-key-added-with-the-cli")
+    assert cli.display_name == "cli"
+    assert cli.can("status:read")
+    assert not cli.can("unbinding:execute")
+    with pytest.raises(AuthenticationError, match="unknown"):
+        await kit.api_keys.authenticate("e2e-api-key-not")
+    await kit.aclose()

@@ -6,6 +6,8 @@ Single-document writes only. The audit adapter inserts and reads; it has no code
 from __future__ import annotations
 
 import contextlib
+import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -49,6 +51,9 @@ def _key_from_document(doc: Document) -> ApiKey:
     )
 
 
+log = logging.getLogger(__name__)
+_SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
+
 # the hash is needed to find a key and never leaves this module
 _WITHOUT_HASH: dict[str, Any] = {"key_hash": 0}
 
@@ -59,6 +64,36 @@ class MongoApiKeyStore:
 
     async def ensure_indexes(self) -> None:
         await self.keys.create_index([("key_hash", ASCENDING)], unique=True, name="key_hash_unique")
+
+    async def adopt_legacy(self, default_role: str) -> int:
+        """Give keys stored the way status stored them before this kit (`_id` = sha256 of the key, a name and
+        created_at) the fields they lack; returns how many. Each is one conditional single-document update, so
+        processes starting together adopt each key once. They keep the hash as their key id (it was already
+        stored), get `default_role` and every product, and count as seeded (the environment may set their
+        roles). Must run before `ensure_indexes`: the unique index cannot hold two documents without a
+        hash."""
+        adopted = 0
+        async for doc in self.keys.find({"key_hash": {"$exists": False}}, {"_id": 1}):
+            key_id = doc["_id"]
+            if not (isinstance(key_id, str) and _SHA256_HEX.match(key_id)):
+                log.warning("api_keys document %r is neither a key nor a legacy key; left alone", key_id)
+                continue
+            result = await self.keys.update_one(
+                {"_id": key_id, "key_hash": {"$exists": False}},
+                {
+                    "$set": {
+                        "key_hash": key_id,
+                        "roles": [default_role],
+                        "products": None,
+                        "expires_at": None,
+                        "revoked_at": None,
+                        "last_used_at": None,
+                        "seeded": True,
+                    }
+                },
+            )
+            adopted += result.modified_count
+        return adopted
 
     async def insert(self, key: ApiKey, key_hash: str) -> bool:
         try:

@@ -9,6 +9,7 @@ await kit.aclose()                          # at stop
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -23,6 +24,8 @@ from .mongo import MongoApiKeyStore, MongoAuditLog
 from .oidc import JwtVerifier
 from .principal import DEFAULT_ROLES, RoleTable
 from .settings import SecuritySettings
+
+log = logging.getLogger(__name__)
 
 
 def _utcnow() -> datetime:
@@ -40,7 +43,11 @@ class SecurityKit:
     http: httpx.AsyncClient | None
 
     async def prepare(self, seeded_keys: str = "") -> int:
-        """Indexes, then the keys configured in the environment; returns how many keys were new."""
+        """Keys stored before this kit adopted, indexes, then the keys configured in the environment; returns
+        how many keys were new."""
+        adopted = await self.key_store.adopt_legacy(self.settings.api_key_default_role)
+        if adopted:
+            log.info("adopted %d API keys stored before the security kit", adopted)
         await self.key_store.ensure_indexes()
         await self.audit.ensure_indexes()
         return await self.api_keys.seed(seeded_keys, self.settings.api_key_default_role)
