@@ -58,8 +58,11 @@ class FakeApiKeyStore:
 class FakeAuditLog:
     def __init__(self) -> None:
         self.records: list[AuditRecord] = []
+        self.down = False  # the database is unreachable
 
     async def append(self, record: AuditRecord) -> None:
+        if self.down:
+            raise ConnectionError("database down")
         if all(r.record_id != record.record_id for r in self.records):
             self.records.append(record)
 

@@ -240,3 +240,13 @@ async def test_a_route_that_forgot_to_require_a_permission_denies_everyone(
     assert_unauthorized(
         await client.get("/v1/forgot-to-require", headers=bearer(admin)), "missing bearer credentials"
     )
+
+
+async def test_an_audit_store_outage_is_logged_and_the_answer_still_leaves(
+    world: World, client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    world.audit.down = True
+    _, operator = await world.keys.issue("ops", ["operator"])
+    response = await client.post("/v1/products/p1/unbindings", json={}, headers=bearer(operator))
+    assert response.status_code == 201
+    assert "could not be stored" in caplog.text

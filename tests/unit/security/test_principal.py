@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from fleet_shared.security import DEFAULT_ROLES, Permission, Principal, ProductScope, RoleTable
+from fleet_shared.security import (
+    DEFAULT_ROLES,
+    Permission,
+    Principal,
+    ProductScope,
+    RoleTable,
+    SecuritySettings,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -69,3 +76,15 @@ def test_product_scope_documents_round_trip_and_reject_garbage() -> None:
     assert ProductScope.from_document(["b", "a"]).to_document() == ["a", "b"]
     with pytest.raises(ValueError, match="product scope"):
         ProductScope.from_document("p1")
+
+
+def test_the_role_table_is_overridden_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FLEET_SECURITY_ROLES", '{"reader": ["status:read"], "root": ["*"]}')
+    monkeypatch.setenv("FLEET_API_KEY_DEFAULT_ROLE", "reader")
+    settings = SecuritySettings()
+    assert settings.security_roles is not None
+    table = RoleTable(settings.security_roles)
+    assert "viewer" not in table
+    assert principal("reader", table=table).can("status:read")
+    assert not principal("reader", table=table).can("ota:read")
+    assert table.check_roles([settings.api_key_default_role]) == ("reader",)

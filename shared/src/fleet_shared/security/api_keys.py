@@ -190,7 +190,7 @@ class ApiKeys:
                 raise AuthenticationError("unknown API key")
             self._remember(key_hash, key, now)
             if key.refusal(now) is None:
-                await self._store.touch(key.key_id, now)
+                await self._touch(key.key_id, now)
         refusal = key.refusal(now)
         if refusal is not None:
             raise AuthenticationError(refusal)
@@ -202,6 +202,12 @@ class ApiKeys:
             grants=self._roles.grants(key.roles),
             scope=key.scope,
         )
+
+    async def _touch(self, key_id: str, now: datetime) -> None:
+        try:
+            await self._store.touch(key_id, now)
+        except Exception as e:  # last use is a convenience; it must not turn a good key away
+            log.warning("recording the last use of API key %s failed: %r", key_id, e)
 
     def _cached(self, key_hash: str, now: datetime) -> ApiKey | None:
         hit = self._cache.get(key_hash)

@@ -32,7 +32,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from .api_keys import ApiKeys, AuthenticationError, Clock
 from .audit import AuditLog, AuditRecord, outcome_of
 from .oidc import JwtVerifier
-from .principal import Principal
+from .principal import Principal, check_permission_name
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ class ApiSecurity:
         product named by the path or query parameter `product_from`, or returned by it when callable). A
         request naming no product is checked for the permission alone: the handler then narrows by
         `principal.product_filter()` or calls `check` once it knows the product."""
-        Principal(subject="-", display_name="-", kind="api_key").refusal(permission)  # name checked early
+        check_permission_name(permission)  # a typo fails when the route is declared, not when it is called
 
         async def dependency(
             request: Request,
