@@ -6,6 +6,7 @@ import base64
 import json
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import jwt
@@ -96,7 +97,7 @@ async def test_a_token_naming_no_products_reaches_none(issuer: LocalIssuer, http
     ],
 )
 async def test_bad_claims_are_refused(
-    issuer: LocalIssuer, http: httpx.AsyncClient, claims: dict[str, object], reason: str
+    issuer: LocalIssuer, http: httpx.AsyncClient, claims: dict[str, Any], reason: str
 ) -> None:
     with pytest.raises(AuthenticationError, match=reason):
         await verifier_for(issuer, http).verify(issuer.token("rsa-1", **claims))
