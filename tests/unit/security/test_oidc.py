@@ -201,12 +201,26 @@ async def test_the_jwks_is_cached_for_its_ttl_and_kept_when_a_refetch_fails() ->
         await verifier.verify(issuer.token("k"))  # stale keys serve while the issuer is down
 
 
-async def test_an_unreachable_issuer_refuses_tokens() -> None:
+async def test_an_unreachable_issuer_refuses_tokens_without_a_fetch_per_request() -> None:
     issuer = LocalIssuer()
     issuer.add_key("k")
-    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))) as http:
+    calls: list[str] = []
+
+    def down(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        return httpx.Response(500)
+
+    clock = Monotonic()
+    async with httpx.AsyncClient(transport=httpx.MockTransport(down)) as http:
+        verifier = verifier_for(issuer, http, clock, min_refetch_s=30.0)
+        for _ in range(3):
+            with pytest.raises(AuthenticationError, match="could not be fetched"):
+                await verifier.verify(issuer.token("k"))
+        assert len(calls) == 1
+        clock.now += 30
         with pytest.raises(AuthenticationError, match="could not be fetched"):
-            await verifier_for(issuer, http).verify(issuer.token("k"))
+            await verifier.verify(issuer.token("k"))
+        assert len(calls) == 2
 
 
 async def test_discovery_and_jwks_over_a_real_local_http_server() -> None:

@@ -63,7 +63,7 @@ class Jwks:
         async with self._lock:
             now = self._monotonic()
             if self._fetched_at is None or now - self._fetched_at >= self._ttl_s:
-                await self._refresh(now, force_interval=self._fetched_at is None)
+                await self._refresh(now, force_interval=self._attempted_at is None)
             found = self._find(kid)
             if found is None and self._may_refetch(self._monotonic()):
                 log.info("JWT key id %r unknown; refetching the JWKS for a rotated key", kid)
