@@ -13,7 +13,7 @@ from datetime import timedelta
 
 import httpx
 import pytest
-from fastapi import Depends, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 
 from fleet_shared.security import (
     ApiKeys,
@@ -75,6 +75,14 @@ class World:
         @app.delete("/v1/broken", dependencies=[Depends(security.require("status:read"))])
         async def broken() -> None:
             raise RuntimeError("a bug")
+
+        admin = APIRouter(prefix="/v1/admin", dependencies=[Depends(security.require("status:read"))])
+
+        @admin.put("/quotas/{product_id}", dependencies=[Depends(security.require("unbinding:admin"))])
+        async def set_quota(product_id: str, principal: CurrentPrincipal) -> dict[str, str]:
+            return {"set_by": principal.display_name}
+
+        app.include_router(admin)
 
         @app.get("/v1/forgot-to-require")
         async def forgot(principal: CurrentPrincipal) -> dict[str, str]:
@@ -250,3 +258,17 @@ async def test_an_audit_store_outage_is_logged_and_the_answer_still_leaves(
     response = await client.post("/v1/products/p1/unbindings", json={}, headers=bearer(operator))
     assert response.status_code == 201
     assert "could not be stored" in caplog.text
+
+
+async def test_a_router_wide_and_a_route_requirement_both_apply(
+    world: World, client: httpx.AsyncClient
+) -> None:
+    _, operator = await world.keys.issue("ops", ["operator"])
+    _, admin = await world.keys.issue("root", ["admin"])
+    refused = await client.put("/v1/admin/quotas/p1", headers=bearer(operator))
+    assert refused.status_code == 403
+    assert refused.json()["detail"] == "missing permission unbinding:admin"
+    allowed = await client.put("/v1/admin/quotas/p1", headers=bearer(admin))
+    assert allowed.json() == {"set_by": "root"}
+    assert [r.status for r in world.audit.records] == [403, 200]
+    assert world.audit.records[1].route == "/v1/admin/quotas/{product_id}"

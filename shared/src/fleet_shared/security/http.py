@@ -138,11 +138,14 @@ class ApiSecurity:
             request: Request,
             credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
         ) -> Principal:
-            token = (
-                credentials.credentials if credentials and credentials.scheme.lower() == "bearer" else None
-            )
-            principal = await self.authenticate(token)
-            request.state.principal = principal
+            # a router's `require` and its route's both run: the credential is verified once per request
+            principal = getattr(request.state, "principal", None)
+            if not isinstance(principal, Principal):
+                bearer = credentials is not None and credentials.scheme.lower() == "bearer"
+                principal = await self.authenticate(
+                    credentials.credentials if credentials and bearer else None
+                )
+                request.state.principal = principal
             check(principal, permission, _product(request, product_from))
             return principal
 
