@@ -110,17 +110,14 @@ def receive_ready(consumer: pa.Consumer, limit: int) -> list[pulsar.Message]:
 
 
 def acknowledge_cumulative(consumer: pa.Consumer, messages: Iterable[pulsar.Message]) -> None:
-    """Cumulative ack of the last of `messages` per partition, fire and forget (a lost ack only means a
-    redelivery).
+    """Acknowledge each of `messages` cumulatively (it and everything before it on its partition), fire and
+    forget: a lost ack only means a redelivery.
 
-    Only for a consumer that owns its partitions (Exclusive or Failover) and passes every message received
-    since its last call, in receive order: all before each partition's last one are then done too.
+    For a consumer that owns its partitions (Exclusive or Failover); pass the last message done with per
+    partition, once everything before it on that partition is done too.
     """
-    last: dict[str, pulsar.Message] = {}
-    for message in messages:
-        last[str(message.topic_name())] = message
     native = internals.native_consumer(consumer)
-    for message in last.values():
+    for message in messages:
         native.acknowledge_cumulative_async(internals.native_message(message), _ignore)
 
 
