@@ -6,9 +6,9 @@ import asyncio
 from collections import deque
 from collections.abc import Sequence
 
-from fleet_ingest.adapters.publisher import Confirmations, Send
-from fleet_ingest.adapters.tuya_consumer import Received
 from fleet_ingest.domain.model import TuyaDelivery
+from fleet_ingest.ports import Received
+from fleet_shared.pulsar import Confirmations, Send
 
 
 class FakeTuyaSource:
@@ -47,7 +47,7 @@ class FakeTuyaSource:
             await self._wake.wait()
 
     def receive_ready(self, limit: int) -> list[Received]:
-        out = []
+        out: list[Received] = []
         while self._open and self.pending and len(out) < limit:
             d = self.pending.popleft()
             self.delivered.append(d)

@@ -15,7 +15,7 @@ from fleet_contracts.deadletter import TuyaMessageDeadLetteredEvent
 from fleet_ingest.domain.deadletters import dead_letter_event
 from fleet_ingest.domain.dedup import EVENT_ID_NAMESPACE, SeenWindow, dedup_key, event_id
 from fleet_ingest.domain.model import DeadLetter, Project, Publish, RejectClass, TuyaDelivery
-from fleet_ingest.handlers import handle_delivery
+from fleet_ingest.service_layer.handlers import handle_delivery
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
 from tests.unit.ingest.tuya_samples import ACCESS_ID, DEV, PID, SAMPLES, SECRET, UID, UNKNOWN, T
 

@@ -20,9 +20,10 @@ from prometheus_client import CollectorRegistry
 from fleet_contracts import topics
 from fleet_ingest.adapters.dedup_store import InMemoryDedupStore
 from fleet_ingest.adapters.metrics import IngestMetrics
+from fleet_ingest.adapters.tracing import BatchTracing
 from fleet_ingest.domain.dedup import SeenWindow
 from fleet_ingest.domain.model import Project, TuyaDelivery
-from fleet_ingest.entrypoints.pipeline import IngestPipeline, PipelineConfig
+from fleet_ingest.service_layer.pipeline import IngestPipeline, PipelineConfig
 from fleet_shared.tuya.codec import PushCodec
 from tests.unit.ingest.fakes import FakeSink, FakeTuyaSource
 from tests.unit.ingest.tuya_samples import ACCESS_ID, SECRET, T
@@ -75,7 +76,9 @@ class Harness:
             config=PipelineConfig(
                 recovery_backoff_s=0.01, record_interval_s=0.01, settle_timeout_s=1, **config
             ),
-            tracer=provider.get_tracer("test"),
+            tracing=BatchTracing(
+                provider.get_tracer("test"), topic=self.source.topic, subscription=self.source.subscription
+            ),
         )
 
     def metric(self, name: str, **labels: str) -> float:

@@ -12,10 +12,11 @@ from fleet_contracts.envelope import service_source
 from fleet_ingest.adapters.dedup_store import MongoDedupStore
 from fleet_ingest.adapters.metrics import IngestMetrics
 from fleet_ingest.adapters.publisher import PulsarEventSink
+from fleet_ingest.adapters.tracing import BatchTracing
 from fleet_ingest.adapters.tuya_consumer import PulsarTuyaSource
 from fleet_ingest.domain.dedup import SeenWindow
 from fleet_ingest.domain.model import Project
-from fleet_ingest.entrypoints.pipeline import IngestPipeline, PipelineConfig
+from fleet_ingest.service_layer.pipeline import IngestPipeline, PipelineConfig
 from fleet_ingest.settings import IngestSettings
 from fleet_shared import mongo
 from fleet_shared.pulsar import ProducerOptions, PulsarBroker
@@ -110,6 +111,12 @@ def bootstrap(settings: IngestSettings | None = None, *, registry: CollectorRegi
             ttl_s=settings.ingest_dedup_window_seconds, max_entries=settings.ingest_dedup_window_entries
         ),
         config=PipelineConfig(max_in_flight=settings.ingest_max_in_flight),
-        tracer=trace.get_tracer("fleet_ingest") if settings.ingest_trace_messages else None,
+        tracing=(
+            BatchTracing(
+                trace.get_tracer("fleet_ingest"), topic=source.topic, subscription=source.subscription
+            )
+            if settings.ingest_trace_messages
+            else None
+        ),
     )
     return Ingest(settings, pipeline, broker, source, sink, store, client)

@@ -15,10 +15,12 @@ from pulsar import BatchingType, CompressionType, ConsumerKeySharedPolicy, Consu
 
 from .broker import PulsarBroker
 from .codec import OrjsonCodec
+from .confirmed import Confirmations, ConfirmedSender, Send, SendFailedError
 from .context import InlineContext
 from .message import PulsarMessage, PulsarPublishCommand, PulsarResponse
 from .options import DeadLetter, ProducerOptions
 from .publisher import PulsarPublisher
+from .receiver import acknowledge_cumulative, receive_ready
 from .router import PulsarRoute, PulsarRoutePublisher, PulsarRouter
 from .subscriber import (
     DLQ_ERROR,
@@ -40,6 +42,8 @@ __all__ = (
     "DLQ_SUBSCRIPTION",
     "BatchingType",
     "CompressionType",
+    "Confirmations",
+    "ConfirmedSender",
     "ConsumerKeySharedPolicy",
     "ConsumerType",
     "DeadLetter",
@@ -56,5 +60,9 @@ __all__ = (
     "PulsarRoutePublisher",
     "PulsarRouter",
     "PulsarSubscriber",
+    "Send",
+    "SendFailedError",
     "TestPulsarBroker",
+    "acknowledge_cumulative",
+    "receive_ready",
 )

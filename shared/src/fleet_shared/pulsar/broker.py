@@ -20,6 +20,7 @@ from faststream.specification.schema import BrokerSpec
 from pulsar import asyncio as pa
 from typing_extensions import override
 
+from . import internals
 from .config import PulsarBrokerConfig
 from .logger import make_pulsar_logger_state
 from .message import PulsarMessage, PulsarPublishCommand, new_correlation_id
@@ -152,7 +153,8 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
     async def _connect(self) -> pa.Client:
         client = pa.Client(self._url, logger=self._make_pulsar_logger(), **self._client_kwargs)
         self.config.broker_config.connect(client)
-        self.pulsar_producer.connect(client, self.config.fd_config._serializer, self.config.broker_codec)
+        serializer = internals.fast_depends_serializer(self.config.fd_config)
+        self.pulsar_producer.connect(client, serializer, self.config.broker_codec)
         return client
 
     def _make_pulsar_logger(self) -> Any:

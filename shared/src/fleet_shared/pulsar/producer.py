@@ -16,7 +16,9 @@ from faststream.exceptions import FeatureNotSupportedException, IncorrectState
 from pulsar.asyncio import PulsarException
 from typing_extensions import override
 
+from . import internals
 from .codec import OrjsonCodec
+from .confirmed import Confirmations, ConfirmedSender
 from .message import PulsarParser, PulsarPublishCommand
 from .options import ProducerOptions
 from .rpc import ReplyInbox
@@ -145,6 +147,7 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         self._inbox_lock = asyncio.Lock()
         self._inbox: ReplyInbox | None = None
         self._flush_executor: ThreadPoolExecutor | None = None
+        self._senders: list[ConfirmedSender] = []
 
     def connect(
         self, client: pa.Client, serializer: SerializerProto | None, codec: CodecProto | None
@@ -196,8 +199,25 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         # Pulsar batches on the producer side already (see ProducerOptions); an explicit batch adds nothing.
         raise FeatureNotSupportedException("Pulsar batches sends itself: publish messages one by one")
 
+    async def confirmed_sender(
+        self, topic: str, confirmations: Confirmations, options: ProducerOptions | None = None
+    ) -> ConfirmedSender:
+        """A producer of its own for `topic` whose sends are started now and confirmed through tickets.
+
+        For a caller that pipelines sends and settles them in order (see `confirmed`); it is closed with
+        this producer unless closed before.
+        """
+        chosen = options or self.default_options
+        producer = await self.client.create_producer(topic, **chosen.as_kwargs())
+        sender = ConfirmedSender(producer, confirmations, self._flusher(producer, chosen))
+        self._senders.append(sender)
+        return sender
+
     async def close(self) -> None:
         """Flush and close every producer and the reply inbox; errors are logged so all get closed."""
+        senders, self._senders = self._senders, []
+        for sender in senders:
+            await sender.close()
         topics, self._topics = self._topics, {}
         for name, target in topics.items():
             if target.flusher is not None:
@@ -253,7 +273,7 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         return target
 
     def _flusher(self, producer: pa.Producer, options: ProducerOptions) -> _BatchFlusher | None:
-        native = getattr(producer, "_producer", None)  # pulsar.asyncio keeps the C++ producer there
+        native = internals.native_producer(producer)
         key_based = options.batching and options.batching_type == pulsar.BatchingType.KeyBased
         if not key_based or native is None:
             return None

@@ -5,10 +5,13 @@
 back at once on the calling thread: every message then costs a self-pipe write, a selector wake-up and a
 loop iteration. Its `acknowledge()` does the same although the client only queues the ack.
 
-`NativeReceiver` talks to the wrapped `_pulsar.Consumer` instead (pulsar-client 3.13's asyncio API keeps
-it as `Consumer._consumer`): a message already queued is returned without suspending; otherwise it waits
-on one future completed from the client's thread, exactly as `pulsar.asyncio` does. It is never
-cancelled by the receive loop (a cancelled receive would lose the message it was about to return).
+`NativeReceiver` talks to the wrapped native consumer instead (reached through `internals`): a message
+already queued is returned without suspending; otherwise it waits on one future completed from the
+client's thread, exactly as `pulsar.asyncio` does. It is never cancelled by the receive loop (a cancelled
+receive would lose the message it was about to return).
+
+`receive_ready` and `acknowledge_cumulative` are the same shortcuts for a consumer that takes messages in
+batches and acks them in order (ingest's Tuya consumer).
 """
 
 from __future__ import annotations
@@ -16,11 +19,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
-from typing import Any, cast
+from collections.abc import Iterable
+from typing import Any
 
 import pulsar
 from pulsar import asyncio as pa
 from pulsar.asyncio import PulsarException
+
+from . import internals
 
 _OK = pulsar.Result.Ok
 
@@ -31,8 +37,8 @@ class NativeReceiver:
     __slots__ = ("_loop", "_native", "_ready", "_schema", "_thread", "_waiter")
 
     def __init__(self, consumer: pa.Consumer) -> None:
-        self._native: Any = consumer._consumer
-        self._schema: Any = consumer._schema
+        self._native: Any = internals.native_consumer(consumer)
+        self._schema: Any = internals.consumer_schema(consumer)
         self._loop = asyncio.get_running_loop()
         self._thread = threading.get_ident()
         self._ready: tuple[Any, Any] | None = None
@@ -40,9 +46,7 @@ class NativeReceiver:
 
     @staticmethod
     def supports(consumer: object) -> bool:
-        return (
-            type(consumer) is pa.Consumer and hasattr(consumer, "_consumer") and hasattr(consumer, "_schema")
-        )
+        return internals.is_wrapped_consumer(consumer)
 
     async def receive(self) -> pulsar.Message:
         self._native.receive_async(self._on_message)
@@ -54,10 +58,7 @@ class NativeReceiver:
         result, native_msg = ready
         if result != _OK:
             raise PulsarException(result)
-        msg = pulsar.Message()
-        msg._message = native_msg
-        msg._schema = self._schema
-        return msg
+        return internals.wrap_message(native_msg, self._schema)
 
     def _on_message(self, result: Any, native_msg: Any) -> None:
         # Called inline by receive_async when a message is queued (the loop's thread), else from a client
@@ -84,8 +85,41 @@ def acknowledge_now(consumer: object, raw: object) -> bool:
     costs a loop round trip per message and proves nothing more. The synchronous call queues the same
     ack and raises the same errors (AlreadyClosed after close).
     """
-    if type(consumer) is pa.Consumer and type(raw) is pulsar.Message:
-        native: Any = cast("Any", consumer)._consumer
-        native.acknowledge(cast("Any", raw)._message)
+    if type(consumer) is pa.Consumer and internals.is_wrapped_message(raw):
+        internals.native_consumer(consumer).acknowledge(internals.native_message(raw))
         return True
     return False
+
+
+def receive_ready(consumer: pa.Consumer, limit: int) -> list[pulsar.Message]:
+    """Up to `limit` messages the client already holds for `consumer`, in order, without waiting.
+
+    An awaited receive costs an event-loop iteration per message; taking what has already arrived in one
+    go is what lets a busy loop keep up with a stream.
+    """
+    native = internals.native_consumer(consumer)
+    schema = internals.consumer_schema(consumer)
+    out: list[pulsar.Message] = []
+    for _ in range(limit):
+        try:
+            raw = native.receive(0)
+        except pulsar.Timeout:
+            break
+        out.append(internals.wrap_message(raw, schema))
+    return out
+
+
+def acknowledge_cumulative(consumer: pa.Consumer, messages: Iterable[pulsar.Message]) -> None:
+    """Acknowledge each of `messages` cumulatively (it and everything before it on its partition), fire and
+    forget: a lost ack only means a redelivery.
+
+    For a consumer that owns its partitions (Exclusive or Failover); pass the last message done with per
+    partition, once everything before it on that partition is done too.
+    """
+    native = internals.native_consumer(consumer)
+    for message in messages:
+        native.acknowledge_cumulative_async(internals.native_message(message), _ignore)
+
+
+def _ignore(*_: Any) -> None:
+    """Ack callback on a client thread: must never raise."""

@@ -32,6 +32,7 @@ from typing_extensions import override
 
 from fleet_contracts import deadletter as dead_letter_contract
 
+from . import internals
 from .config import PulsarBrokerConfig
 from .deadletter import dead_letter_command
 from .message import PulsarMessage, PulsarParser, PulsarPublishCommand
@@ -474,13 +475,14 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                             )
                             if not result.correlation_id:
                                 result.correlation_id = message.correlation_id
-                            publishers: Iterable[Any] = h.handler._publishers
+                            publishers = internals.handler_publishers(h)
                             if message.reply_to and not self._no_reply:
                                 publishers = (*self._make_response_publisher(message), *publishers)
                             for p in publishers:
-                                await p._publish(
+                                await internals.publish_with_middlewares(
+                                    p,
                                     result.as_publish_command(),
-                                    _extra_middlewares=(m.publish_scope for m in entered[::-1]),
+                                    (m.publish_scope for m in entered[::-1]),
                                 )
                             break
                     else:
@@ -527,7 +529,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         broker_middlewares = tuple(self._broker_middlewares)
         cached = self._middleware_stack
         if cached is None or cached[0] != broker_middlewares:
-            built = self._SubscriberUsecase__build__middlewares_stack()  # type: ignore[attr-defined]
+            built = internals.build_middlewares_stack(self)
             if isinstance(self._outer_config.logger.logger, EmptyLoggerObject):
                 built = [m for m in built if not isinstance(m, CriticalLogMiddleware)]
             cached = self._middleware_stack = (broker_middlewares, tuple(built))

@@ -23,6 +23,7 @@ from faststream.exceptions import SubscriberNotFound
 from pulsar.asyncio import PulsarException
 from typing_extensions import override
 
+from . import internals
 from .broker import PulsarBroker
 from .message import PulsarPublishCommand
 from .options import normalize_topic
@@ -190,7 +191,7 @@ class FakeProducer(PulsarProducer):
         self._parser = real._parser
         self._decoder = real._decoder
         self.codec = broker.config.broker_codec or real.codec
-        self.serializer = broker.config.fd_config._serializer
+        self.serializer = internals.fast_depends_serializer(broker.config.fd_config)
         self._brokers = tuple(brokers)
         self._redelivery_limit = redelivery_limit
 

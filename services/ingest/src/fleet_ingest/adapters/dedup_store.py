@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorDatabase
 from pymongo import ASCENDING
@@ -21,14 +21,6 @@ log = logging.getLogger(__name__)
 
 COLLECTION = "seen_messages"
 _DUPLICATE_KEY = 11000
-
-
-class DedupStore(Protocol):
-    async def setup(self) -> None: ...
-    async def seen(self, keys: Sequence[str]) -> set[str]: ...
-    async def record(self, keys: Sequence[str]) -> None: ...
-    async def expire(self) -> None: ...
-    async def ping(self) -> bool: ...
 
 
 # keys per lookup query: few enough for any server to answer from its `_id` index in one go

@@ -94,3 +94,19 @@ class IngestMetrics:
         self.rejected_by_reason = {reason: self.rejected.labels(reason.value) for reason in RejectClass}
         for source in ("in_flight", "window", "store"):
             self.duplicates.labels(source)
+        self._decoded_by_kind: dict[str, Counter] = {}
+        self._published_by_type: dict[str, Counter] = {}
+
+    def count_decoded(self, kind: str, amount: int) -> None:
+        _count(self._decoded_by_kind, self.decoded, kind, amount)
+
+    def count_published(self, event_type: str, amount: int) -> None:
+        _count(self._published_by_type, self.published, event_type, amount)
+
+
+def _count(children: dict[str, Counter], counter: Counter, label: str, amount: int) -> None:
+    """`counter.labels(label).inc(amount)` with the child looked up once per label, not per batch."""
+    child = children.get(label)
+    if child is None:
+        child = children[label] = counter.labels(label)
+    child.inc(amount)

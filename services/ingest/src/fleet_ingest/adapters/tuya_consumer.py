@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 import pulsar
@@ -19,6 +18,8 @@ from pulsar import asyncio as pa
 
 from fleet_contracts import topics
 from fleet_ingest.domain.model import TuyaDelivery
+from fleet_ingest.ports import Received
+from fleet_shared.pulsar import acknowledge_cumulative, receive_ready
 from fleet_shared.tuya.signing import pulsar_auth_data
 
 log = logging.getLogger(__name__)
@@ -33,33 +34,6 @@ def tuya_authentication(access_id: str, access_secret: str) -> pulsar.Authentica
     data = orjson.dumps(pulsar_auth_data(access_id, access_secret)).decode()
     cut = data.rindex(":")  # between `"password"` and its value (the value is hex: no colon)
     return pulsar.AuthenticationBasic(data[:cut], data[cut + 1 :], method="auth1")
-
-
-@dataclass(frozen=True, slots=True)
-class Received:
-    """A delivery and the Pulsar message it came from (needed to acknowledge it)."""
-
-    delivery: TuyaDelivery
-    handle: Any
-
-
-class TuyaSource(Protocol):
-    """What the pipeline needs from Tuya's topic (a fake in unit tests)."""
-
-    async def subscribe(self) -> None: ...
-    async def receive(self) -> Received: ...
-    def receive_ready(self, limit: int) -> list[Received]: ...
-    def acknowledge(self, received: Sequence[Received]) -> None:
-        """Everything in `received` is done with; it holds, in receive order, every message received since the
-        last call (so an implementation may ack cumulatively)."""
-        ...
-
-    async def close_consumer(self) -> None: ...
-    async def close(self) -> None: ...
-    @property
-    def topic(self) -> str: ...
-    @property
-    def subscription(self) -> str: ...
 
 
 def to_delivery(message: pulsar.Message) -> TuyaDelivery:
@@ -152,20 +126,9 @@ class PulsarTuyaSource:
         go is what lets a busy loop keep up with the stream. Order is the consumer's order either way.
         """
         consumer = self._consumer
-        out: list[Received] = []
         if consumer is None:
-            return out
-        native = consumer._consumer
-        for _ in range(limit):
-            try:
-                raw = native.receive(0)
-            except pulsar.Timeout:
-                break
-            message = pulsar.Message()
-            message._message = raw
-            message._schema = consumer._schema
-            out.append(Received(to_delivery(message), message))
-        return out
+            return []
+        return [Received(to_delivery(m), m) for m in receive_ready(consumer, limit)]
 
     def acknowledge(self, received: Sequence[Received]) -> None:
         """Cumulative ack of the last message per partition, fire and forget (a lost ack only means a
@@ -177,9 +140,7 @@ class PulsarTuyaSource:
         last: dict[str, Any] = {}
         for one in received:
             last[one.delivery.topic] = one.handle
-        native = consumer._consumer
-        for message in last.values():
-            native.acknowledge_cumulative_async(message._message, _ignore)
+        acknowledge_cumulative(consumer, last.values())
 
     async def close_consumer(self) -> None:
         """Close the consumer: Pulsar redelivers every unacked message, in order, to the next one."""
@@ -201,7 +162,3 @@ class PulsarTuyaSource:
 
     async def ping(self) -> bool:
         return self._consumer is not None and self._client is not None
-
-
-def _ignore(*_: Any) -> None:
-    """Ack callback on a C++ thread: must never raise."""

@@ -4,9 +4,10 @@ Three tasks joined by FIFO queues of batches, so per-device order survives while
 
     receiver   one long-lived receive plus whatever has already arrived (one in-flight slot each), decode +
                map (`handlers`), one dedup-store lookup per batch for the keys the seen window misses
-    sequencer  in receive order: drop duplicates (in flight, seen window, store), start the sends
+               (`lookups`)
+    sequencer  in receive order: drop duplicates (`dedup`: in flight, seen window, store), start the sends
     acker      in receive order: wait for the bus's confirmations, then ack Tuya (cumulatively, per
-               partition, up to the last confirmed message), then count the keys as seen
+               partition, up to the last confirmed message), then count the keys as seen (`recorder`)
 
 Everything per message is plain Python on already-decoded data; loop wake-ups, metrics, trace spans and acks
 happen per batch, because at thousands of messages a second those per-message costs dominated.
@@ -31,28 +32,18 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from opentelemetry import propagate, trace
-from opentelemetry.trace import SpanKind, Tracer
-
-from fleet_contracts import topics
-from fleet_contracts.envelope import to_json_bytes
-from fleet_ingest.adapters.dedup_store import DedupStore
-from fleet_ingest.adapters.metrics import IngestMetrics
-from fleet_ingest.adapters.publisher import EventSink, Send
-from fleet_ingest.adapters.tuya_consumer import Received, TuyaSource
-from fleet_ingest.domain.deadletters import dead_letter_event
 from fleet_ingest.domain.dedup import SeenWindow
-from fleet_ingest.domain.model import DeadLetter, Project, Publish, RejectClass
-from fleet_ingest.handlers import handle_delivery
+from fleet_ingest.domain.model import Project, Publish, RejectClass
+from fleet_ingest.ports import DedupStore, EventSink, MessageTrace, Metrics, Received, Tracing, TuyaSource
+from fleet_ingest.service_layer.dedup import duplicate_source
+from fleet_ingest.service_layer.flow import Batch, Item, SendFailed, Slots, confirmed_run
+from fleet_ingest.service_layer.handlers import handle_delivery
+from fleet_ingest.service_layer.lookups import LookupBatcher
+from fleet_ingest.service_layer.messages import dead_letter_message, event_message
+from fleet_ingest.service_layer.recorder import SeenRecorder
 from fleet_shared.tuya.codec import PushCodec
 
 log = logging.getLogger(__name__)
-
-#: Properties on every message ingest publishes, besides W3C `traceparent`/`tracestate`.
-PROP_CONTENT_TYPE = "content-type"
-PROP_TUYA_MESSAGE_ID = "tuya-message-id"
-PROP_TUYA_PUBLISH_TIME = "tuya-publish-time"
-TRACEPARENT = "traceparent"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -72,142 +63,6 @@ class PipelineConfig:
     """How long recovery waits for sends already started (just above the producer's send timeout)."""
 
 
-@dataclass(slots=True)
-class _Item:
-    received: Received
-    outcome: Publish | DeadLetter
-    trace: _Trace | None
-    body: bytes = b""
-    properties: dict[str, str] | None = None
-    send: Send | None = None
-    duplicate: bool = False
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Messages received together; they travel through the stages as one queue entry."""
-
-    items: list[_Item]
-    lookup: asyncio.Future[set[str]] | None = None
-    sent_at: float = 0.0
-
-
-class _Trace:
-    """A consume span and its publish span for messages processed together, ended with the last of them.
-
-    One pair per received batch (and one per message that arrives with its own `traceparent`, continuing
-    that trace): a span pair per message cost more than decrypting it. Every event carries the publish
-    span's `traceparent`, so consumers downstream still join the trace.
-    """
-
-    __slots__ = ("carrier", "pending", "spans")
-
-    def __init__(self, spans: tuple[Any, ...], carrier: dict[str, str], pending: int) -> None:
-        self.spans = spans
-        self.carrier = carrier
-        self.pending = pending
-
-    def settle(self, outcome: str | None = None) -> None:
-        if outcome is not None:
-            for span in self.spans:
-                span.set_attribute("ingest.outcome", outcome)
-        self.pending -= 1
-        if self.pending == 0:
-            for span in reversed(self.spans):
-                span.end()
-
-
-class _Slots:
-    """The in-flight window: how many more messages may be taken before some are acked."""
-
-    def __init__(self, size: int) -> None:
-        self.free = size
-        self._freed = asyncio.Event()
-
-    def take(self, wanted: int) -> int:
-        taken = min(wanted, self.free)
-        self.free -= taken
-        return taken
-
-    async def wait(self) -> None:
-        while self.free <= 0:
-            self._freed.clear()
-            await self._freed.wait()
-
-    def release(self, count: int) -> None:
-        self.free += count
-        self._freed.set()
-
-
-def _confirmed_run(items: list[_Item]) -> list[_Item]:
-    """The leading items that are settled: duplicates, and sends confirmed without error."""
-    end = 0
-    for item in items:
-        send = item.send
-        if not item.duplicate and (send is None or not send.done or send.error is not None):
-            break
-        end += 1
-    return items[:end]
-
-
-class SendFailed(Exception):
-    """A send failed: the sequencer stops starting sends so none lands after the failed one."""
-
-
-class LookupBatcher:
-    """Coalesces dedup-store lookups: one `$in` query at a time; keys that arrive meanwhile wait for the
-    next one (up to `max_batch` keys per query). A fast store sees small prompt queries, a slow one fewer
-    and bigger ones instead of a queue of them (FerretDB, for one, scans the collection per `$in`)."""
-
-    def __init__(self, store: DedupStore, *, max_batch: int, timeout_s: float) -> None:
-        self._store = store
-        self._timeout_s = timeout_s
-        self._max_batch = max_batch
-        self._keys: list[str] = []
-        self._future: asyncio.Future[set[str]] | None = None
-        self._running: asyncio.Task[None] | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    def check(self, keys: list[str]) -> asyncio.Future[set[str]]:
-        """A future of the set of seen keys in the lookup that `keys` joined."""
-        if self._future is None:
-            self._future = asyncio.get_running_loop().create_future()
-        future = self._future
-        self._keys.extend(keys)
-        if self._running is None or len(self._keys) >= self._max_batch:
-            self._flush()
-        return future
-
-    def _flush(self) -> None:
-        keys, future = self._keys, self._future
-        self._keys, self._future = [], None
-        if future is None:
-            return
-        task = asyncio.ensure_future(self._run(keys, future))
-        self._running = task
-        self._tasks.add(task)
-        task.add_done_callback(self._ran)
-
-    def _ran(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if self._running is task:
-            self._running = None
-            if self._keys:
-                self._flush()
-
-    async def _run(self, keys: list[str], future: asyncio.Future[set[str]]) -> None:
-        try:
-            async with asyncio.timeout(self._timeout_s):
-                result = await self._store.seen(keys)
-        except Exception as exc:
-            if not future.done():
-                future.set_exception(exc)
-                future.exception()  # marks it retrieved: a cycle that ended no longer awaits it
-            return
-        if not future.done():
-            future.set_result(result)
-
-
 class IngestPipeline:
     def __init__(
         self,
@@ -217,10 +72,10 @@ class IngestPipeline:
         store: DedupStore,
         codec: PushCodec,
         project: Project,
-        metrics: IngestMetrics,
+        metrics: Metrics,
         window: SeenWindow,
         config: PipelineConfig | None = None,
-        tracer: Tracer | None = None,
+        tracing: Tracing | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -232,7 +87,7 @@ class IngestPipeline:
         self.metrics = metrics
         self.window = window
         self.config = config or PipelineConfig()
-        self.tracer = tracer
+        self.tracing = tracing
         self._monotonic = monotonic
         self._wall_ms = wall_ms
         self._stopping = False
@@ -244,17 +99,22 @@ class IngestPipeline:
         self._drained = asyncio.Event()
         self._drained.set()
         self._in_flight: Tally[str] = Tally()
-        self._acking: list[_Item] = []
-        self._to_record: list[str] = []
-        self._record_wake = asyncio.Event()
+        self._acking: list[Item] = []
+        self._recorder = SeenRecorder(
+            store,
+            metrics.store_errors,
+            batch=self.config.record_batch,
+            interval_s=self.config.record_interval_s,
+            backlog_limit=self.config.record_backlog_limit,
+            expire_interval_s=self.config.expire_interval_s,
+            timeout_s=self.config.store_timeout_s,
+            monotonic=monotonic,
+        )
         self._lookups = LookupBatcher(
             store,
             max_batch=self.config.lookup_batch,
             timeout_s=self.config.store_timeout_s,
         )
-        self._events_topic = topics.DEVICE_EVENTS.name
-        self._published_by_type: dict[str, Any] = {}
-        self._decoded_by_kind: dict[str, Any] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------------------
 
@@ -264,7 +124,7 @@ class IngestPipeline:
 
     async def run(self) -> None:
         """Consume until `stop()`; a transient failure means resubscribing after a backoff, never loss."""
-        recorder = asyncio.ensure_future(self._record_loop())
+        recorder = asyncio.ensure_future(self._recorder.run())
         backoff = self.config.recovery_backoff_s
         try:
             while not self._stopping:
@@ -291,7 +151,7 @@ class IngestPipeline:
             recorder.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await recorder
-            await self._flush_records()
+            await self._recorder.flush()
             self._stopped.set()
 
     async def stop(self, grace_s: float = 15.0) -> None:
@@ -316,9 +176,9 @@ class IngestPipeline:
 
     async def _cycle(self) -> str | None:
         """Run the three stages until stop (None) or a failure (its cause)."""
-        slots = _Slots(self.config.max_in_flight)
-        ordered: asyncio.Queue[_Batch] = asyncio.Queue()
-        confirming: asyncio.Queue[_Batch] = asyncio.Queue()
+        slots = Slots(self.config.max_in_flight)
+        ordered: asyncio.Queue[Batch] = asyncio.Queue()
+        confirming: asyncio.Queue[Batch] = asyncio.Queue()
         self._acking = []
         tasks: dict[asyncio.Future[Any], str] = {
             asyncio.ensure_future(self._receiver(slots, ordered)): "receive",
@@ -351,7 +211,7 @@ class IngestPipeline:
         return cause
 
     async def _settle_abandoned(
-        self, ordered: asyncio.Queue[_Batch], confirming: asyncio.Queue[_Batch]
+        self, ordered: asyncio.Queue[Batch], confirming: asyncio.Queue[Batch]
     ) -> None:
         """Sends already started may still succeed: count those as seen (their redelivery is a duplicate)."""
         started = list(self._acking)
@@ -369,7 +229,7 @@ class IngestPipeline:
                 key = item.outcome.dedup_key
                 if send.done and send.error is None:
                     self.window.add(key, now)
-                    self._to_record.append(key)
+                    self._recorder.add(key)
                 self._release_in_flight(key)
             if item.trace is not None:
                 item.trace.settle("abandoned")
@@ -389,7 +249,7 @@ class IngestPipeline:
 
     # -- stages ---------------------------------------------------------------------------------------------
 
-    async def _receiver(self, slots: _Slots, ordered: asyncio.Queue[_Batch]) -> None:
+    async def _receiver(self, slots: Slots, ordered: asyncio.Queue[Batch]) -> None:
         source = self.source
         limit = self.config.receive_batch
         while True:
@@ -411,7 +271,7 @@ class IngestPipeline:
             self._drained.clear()
             ordered.put_nowait(self._prepare(batch))
 
-    def _prepare(self, batch: list[Received]) -> _Batch:
+    def _prepare(self, batch: list[Received]) -> Batch:
         """Decode and map a batch: the CPU-bound part, with metrics and traces per batch, not per message."""
         metrics = self.metrics
         count = len(batch)
@@ -421,7 +281,7 @@ class IngestPipeline:
         lag = max(0.0, (self._wall_ms() - oldest) / 1000) if oldest else 0.0
         metrics.lag.observe(lag)
         metrics.lag_last.set(lag)
-        shared = self._batch_trace(batch)
+        shared = self.tracing.for_batch(batch) if self.tracing is not None else None
         kinds: Tally[str] = Tally()
         lookups: list[str] = []
         items = []
@@ -442,44 +302,27 @@ class IngestPipeline:
                 kinds["contract_violation"] += 1
             items.append(item)
         for kind, n in kinds.items():
-            self._count(self._decoded_by_kind, self.metrics.decoded, kind, n)
-        return _Batch(items, self._lookups.check(list(dict.fromkeys(lookups))) if lookups else None)
+            metrics.count_decoded(kind, n)
+        return Batch(items, self._lookups.check(list(dict.fromkeys(lookups))) if lookups else None)
 
-    def _prepare_one(self, received: Received, shared: _Trace | None) -> _Item:
+    def _prepare_one(self, received: Received, shared: MessageTrace | None) -> Item:
         delivery = received.delivery
         outcome = handle_delivery(delivery, self.codec, self.project)
         trace = shared
-        if self.tracer is not None and TRACEPARENT in delivery.properties:
-            trace = self._start_trace(delivery.properties, 1)  # continue the producer's own trace
-        item = _Item(received, outcome, trace)
+        if self.tracing is not None:
+            trace = self.tracing.continued(delivery.properties) or shared  # the producer's own trace
+        item = Item(received, outcome, trace)
         if isinstance(outcome, Publish):
-            item.body = to_json_bytes(outcome.event)
-            item.properties = {
-                PROP_CONTENT_TYPE: "application/json",
-                PROP_TUYA_MESSAGE_ID: delivery.message_id,
-                PROP_TUYA_PUBLISH_TIME: str(delivery.publish_time_ms),
-                **(trace.carrier if trace is not None else {}),
-            }
-        else:
-            dead = dead_letter_event(
-                delivery, outcome, project=self.project, subscription=self.source.subscription
+            item.body, item.properties = event_message(
+                outcome, delivery, trace.carrier if trace is not None else None
             )
-            item.body = to_json_bytes(dead)
-            item.properties = {
-                PROP_CONTENT_TYPE: "application/json",
-                PROP_TUYA_MESSAGE_ID: delivery.message_id,
-            }
-            log.warning(
-                "dead-lettering a Tuya message",
-                extra={
-                    "message_id": delivery.message_id,
-                    "reason": outcome.reason.value,
-                    "detail": outcome.detail,
-                },
+        else:
+            item.body, item.properties = dead_letter_message(
+                outcome, delivery, project=self.project, subscription=self.source.subscription
             )
         return item
 
-    async def _sequencer(self, ordered: asyncio.Queue[_Batch], confirming: asyncio.Queue[_Batch]) -> None:
+    async def _sequencer(self, ordered: asyncio.Queue[Batch], confirming: asyncio.Queue[Batch]) -> None:
         sink, window, in_flight, metrics = self.sink, self.window, self._in_flight, self.metrics
         confirmations = sink.confirmations
         failures = confirmations.failures
@@ -499,16 +342,12 @@ class IngestPipeline:
                 outcome = item.outcome
                 if isinstance(outcome, Publish):
                     key = outcome.dedup_key
-                    if in_flight[key]:
+                    source = duplicate_source(
+                        key, in_flight=in_flight, window=window, seen_in_store=seen_in_store, now=now
+                    )
+                    if source is not None:
                         item.duplicate = True
-                        metrics.duplicates.labels("in_flight").inc()
-                    elif window.contains(key, now):
-                        item.duplicate = True
-                        metrics.duplicates.labels("window").inc()
-                    elif key in seen_in_store:  # (looked up: the window missed it when it was received)
-                        item.duplicate = True
-                        metrics.duplicates.labels("store").inc()
-                        window.add(key, now)
+                        metrics.duplicates.labels(source).inc()
                     else:
                         in_flight[key] += 1
                         item.send = sink.send_event(item.body, outcome.key, item.properties or {})
@@ -518,7 +357,7 @@ class IngestPipeline:
                     )
             confirming.put_nowait(batch)
 
-    async def _acker(self, confirming: asyncio.Queue[_Batch], slots: _Slots) -> None:
+    async def _acker(self, confirming: asyncio.Queue[Batch], slots: Slots) -> None:
         """In receive order: wait for each send's confirmation, then ack the run of confirmed messages."""
         confirmations = self.sink.confirmations
         while True:
@@ -528,7 +367,7 @@ class IngestPipeline:
                 head = items[0].send
                 if head is not None and not head.done:
                     await confirmations.wait(head)
-                run = _confirmed_run(items)
+                run = confirmed_run(items)
                 if run:
                     self._settle(run, batch.sent_at)
                     slots.release(len(run))
@@ -539,10 +378,10 @@ class IngestPipeline:
                 if blocked is not None and blocked.error is not None:
                     raise SendFailed(blocked.error)
 
-    def _settle(self, run: list[_Item], sent_at: float) -> None:
+    def _settle(self, run: list[Item], sent_at: float) -> None:
         """Every send of `run` is confirmed: ack Tuya, then count the keys as seen."""
         self.source.acknowledge([item.received for item in run])
-        metrics, window = self.metrics, self.window
+        metrics, window, recorder = self.metrics, self.window, self._recorder
         now = self._monotonic()
         types: Tally[str] = Tally()
         for item in run:
@@ -553,7 +392,7 @@ class IngestPipeline:
                     types[outcome.event.type] += 1
                     window.add(key, now)
                     self._release_in_flight(key)
-                    self._to_record.append(key)
+                    recorder.add(key)
             else:
                 metrics.rejected_by_reason[outcome.reason].inc()
             if item.trace is not None:
@@ -561,9 +400,8 @@ class IngestPipeline:
         if types:
             metrics.publish_latency.observe(now - sent_at)
         for event_type, n in types.items():
-            self._count(self._published_by_type, metrics.published, event_type, n)
-        if len(self._to_record) >= self.config.record_batch:
-            self._record_wake.set()
+            metrics.count_published(event_type, n)
+        recorder.nudge()
         self._unsettled -= len(run)
         metrics.in_flight.dec(len(run))
         if self._unsettled == 0:
@@ -575,80 +413,3 @@ class IngestPipeline:
             self._in_flight[key] = count
         else:
             self._in_flight.pop(key, None)
-
-    # -- dedup store writes ---------------------------------------------------------------------------------
-
-    async def _record_loop(self) -> None:
-        next_expiry = self._monotonic() + self.config.expire_interval_s
-        while True:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self.config.record_interval_s):
-                    await self._record_wake.wait()
-            self._record_wake.clear()
-            await self._flush_records()
-            if self._monotonic() >= next_expiry:
-                next_expiry = self._monotonic() + self.config.expire_interval_s
-                try:
-                    async with asyncio.timeout(self.config.store_timeout_s):
-                        await self.store.expire()
-                except Exception as exc:
-                    log.warning("expiring seen messages failed: %s", exc)
-
-    async def _flush_records(self) -> None:
-        while self._to_record:
-            batch = self._to_record[: self.config.record_batch]
-            try:
-                async with asyncio.timeout(self.config.store_timeout_s):
-                    await self.store.record(batch)
-            except Exception as exc:
-                self.metrics.store_errors.inc()
-                log.warning("recording seen messages failed (will retry): %s", exc)
-                overflow = len(self._to_record) - self.config.record_backlog_limit
-                if overflow > 0:  # the window still dedupes them; consumers dedupe by event id
-                    del self._to_record[:overflow]
-                return
-            del self._to_record[: len(batch)]
-
-    # -- metrics and tracing --------------------------------------------------------------------------------
-
-    @staticmethod
-    def _count(cache: dict[str, Any], counter: Any, label: str, amount: int) -> None:
-        child = cache.get(label)
-        if child is None:
-            child = cache[label] = counter.labels(label)
-        child.inc(amount)
-
-    def _batch_trace(self, batch: list[Received]) -> _Trace | None:
-        """The trace shared by the messages of a batch that bring none of their own."""
-        if self.tracer is None:
-            return None
-        own = sum(1 for r in batch if TRACEPARENT in r.delivery.properties)
-        return self._start_trace({}, len(batch) - own) if own < len(batch) else None
-
-    def _start_trace(self, properties: Any, pending: int) -> _Trace:
-        assert self.tracer is not None
-        topic = self.source.topic
-        consume = self.tracer.start_span(
-            f"{topic} process",
-            context=propagate.extract(properties) if properties else None,
-            kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "pulsar",
-                "messaging.destination.name": topic,
-                "messaging.batch.message_count": pending,
-                "messaging.pulsar.subscription": self.source.subscription,
-            },
-        )
-        publish = self.tracer.start_span(
-            f"{self._events_topic} publish",
-            context=trace.set_span_in_context(consume),
-            kind=SpanKind.PRODUCER,
-            attributes={
-                "messaging.system": "pulsar",
-                "messaging.destination.name": self._events_topic,
-                "messaging.batch.message_count": pending,
-            },
-        )
-        carrier: dict[str, str] = {}
-        propagate.inject(carrier, context=trace.set_span_in_context(publish))
-        return _Trace((consume, publish), carrier, pending)

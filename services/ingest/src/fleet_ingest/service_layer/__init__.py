@@ -1,0 +1,1 @@
+"""ingest's service layer: handlers as plain functions, and the consume loop that orchestrates them."""
