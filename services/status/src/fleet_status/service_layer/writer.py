@@ -151,7 +151,8 @@ class ShadowWriter:
     async def submit(
         self, facts: DeviceFacts, message: Settlement | None, *, tenant: str, region: str
     ) -> None:
-        """Queue facts for the next batch; waits while too many messages are pending (back-pressure)."""
+        """Queue facts for the next batch (merged by `_flush`, in the writer's task); waits while too many
+        messages are pending (back-pressure)."""
         while self._pending_count >= self.max_pending:
             self._room.clear()
             await self._room.wait()
