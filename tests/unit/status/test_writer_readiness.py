@@ -152,6 +152,7 @@ async def test_a_retried_outage_does_not_reset_the_wait_and_the_first_good_flush
 
 async def test_readyz_writer_check_uses_the_configured_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEET_STATUS_WRITER_STALL_S", "5")
+    monkeypatch.delenv("FLEET_TUYA_ACCESS_SECRET", raising=False)  # no OpenAPI client to close
     service = bootstrap(StatusSettings(), registry=CollectorRegistry(), publisher=FakePublisher())
     try:
         assert service.writer.stall_after_s == 5
