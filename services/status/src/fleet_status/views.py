@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from fleet_status.ports import Document, ShadowQueries, TimelineQueries
 
-# a timeline query without `until_ms` reaches this far past now (device clocks run ahead)
+# a timeline query without `until_ms` reaches a day past now, so device times ahead of the server clock show
 _DEFAULT_UNTIL_AHEAD_MS = 86_400_000
 
 
