@@ -8,8 +8,10 @@ from datetime import UTC, datetime
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
-from fleet_status.adapters.mongo import OutboxEntry, ShadowStore, ShadowWrite
+from fleet_status.adapters.shadows import ShadowStore
+from fleet_status.domain.events import OutboxEntry
 from fleet_status.domain.shadow import Shadow
+from fleet_status.ports import ShadowWrite
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
@@ -21,7 +23,7 @@ NOW = datetime(2026, 11, 21, tzinfo=UTC)
 async def store(stack: Stack, unique: str) -> AsyncIterator[ShadowStore]:
     client: AsyncIOMotorClient[dict[str, object]] = AsyncIOMotorClient(stack.mongodb_uri, tz_aware=True)
     db = client[f"status_store_{unique}"]
-    yield ShadowStore(db)  # type: ignore[arg-type]
+    yield ShadowStore(db)
     await client.drop_database(db.name)
     client.close()
 

@@ -7,12 +7,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fleet_shared.pulsar import PulsarBroker
-from fleet_status.adapters.mongo import OutboxEntry, ShadowWrite, StoredShadow
 from fleet_status.adapters.tuya import SchemaCache
 from fleet_status.domain.dp_schema import DpDefinition, DpSchema, DpType
+from fleet_status.domain.events import OutboxEntry
 from fleet_status.domain.shadow import AcceptedReading, PresenceReport
 from fleet_status.entrypoints import consumer
-from fleet_status.writer import ShadowWriter
+from fleet_status.ports import ShadowWrite, StoredShadow
+from fleet_status.service_layer.writer import ShadowWriter
 
 SCHEMA = DpSchema(
     "p1",
@@ -96,9 +97,9 @@ def make() -> tuple[PulsarBroker, ShadowWriter, FakeShadowStore, FakePublisher, 
     broker = PulsarBroker()
     store, history, publisher = FakeShadowStore(), FakeHistoryStore(), FakePublisher()
     writer = ShadowWriter(
-        store,  # type: ignore[arg-type]
-        history,  # type: ignore[arg-type]
-        SchemaCache(None, FakeSchemaStore()),  # type: ignore[arg-type]
+        store,
+        history,
+        SchemaCache(None, FakeSchemaStore()),
         publisher,
         tenant="t",
         region="eu",

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 from fleet_shared.tuya.errors import TuyaDeviceNotFoundError, TuyaSystemError
-from fleet_status.adapters.mongo import StoredShadow
 from fleet_status.adapters.tuya import CloudDeviceSource
 from fleet_status.domain.shadow import BindingState, Shadow
-from fleet_status.handlers import reconcile_stale
+from fleet_status.ports import StoredShadow
+from fleet_status.service_layer.handlers import reconcile_stale
 from tests.unit.status.fakes import FakeShadowStore, make
 
 pytestmark = pytest.mark.unit
@@ -57,11 +57,11 @@ async def test_stale_shadows_are_refreshed_removed_or_left_alone() -> None:
     store = StaleStore(["d1", "d2", "d3"])
     for device_id in ("d1", "d2", "d3"):
         store.docs[device_id] = StoredShadow(Shadow(device_id, product_id="p1", version=1), [])
-    writer.shadows = store  # type: ignore[assignment]
+    writer.shadows = store
 
     looked_at = await reconcile_stale(
-        store,  # type: ignore[arg-type]
-        CloudDeviceSource(Cloud(), rate_per_s=1000),  # type: ignore[arg-type]
+        store,
+        CloudDeviceSource(Cloud(), rate_per_s=1000),
         writer,
         stale_after=timedelta(hours=1),
         limit=10,

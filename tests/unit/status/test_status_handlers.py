@@ -23,7 +23,8 @@ from fleet_contracts.device import (
 )
 from fleet_contracts.status import PresenceChangedEvent, ShadowChangedEvent
 from fleet_shared.pulsar import PulsarBroker, PulsarMessage, TestPulsarBroker
-from fleet_status.adapters.mongo import OutboxEntry, ShadowWrite, StoredShadow
+from fleet_status.domain.events import OutboxEntry
+from fleet_status.ports import ShadowWrite, StoredShadow
 from tests.unit.status.fakes import FakeShadowStore, make
 
 pytestmark = pytest.mark.unit
@@ -176,7 +177,7 @@ class OutageOnce(FakeShadowStore):
 async def test_a_database_outage_keeps_the_batch_and_retries_it_without_nacking() -> None:
     broker, writer, _, publisher, _ = make()
     store = OutageOnce()
-    writer.shadows = store  # type: ignore[assignment]
+    writer.shadows = store
     async with TestPulsarBroker(broker, redelivery_limit=0) as br:
         await send(br, status("d1", ("temp", 215, 10)))
         await writer.flush_once()  # the outage: nothing acked, nothing nacked, still pending

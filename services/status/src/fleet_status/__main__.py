@@ -16,7 +16,7 @@ import uvicorn
 
 from fleet_shared import mongo
 from fleet_shared.service import configure_logging, configure_tracing
-from fleet_status.adapters.mongo import ApiKeyStore
+from fleet_status.adapters.api_keys import ApiKeyStore
 from fleet_status.bootstrap import SERVICE, bootstrap
 from fleet_status.settings import StatusSettings
 

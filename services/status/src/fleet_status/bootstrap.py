@@ -14,13 +14,18 @@ from prometheus_client import REGISTRY, CollectorRegistry
 from fleet_shared import mongo
 from fleet_shared.pulsar import PulsarBroker
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
-from fleet_status.adapters.mongo import ApiKeyStore, HistoryStore, SchemaStore, ShadowStore
-from fleet_status.adapters.outbox import EventPublisher, PulsarEventPublisher
-from fleet_status.adapters.tuya import CloudDeviceSource, OpenApi, SchemaCache
+from fleet_status.adapters.api_keys import ApiKeyStore
+from fleet_status.adapters.history import HistoryStore
+from fleet_status.adapters.publisher import PulsarEventPublisher
+from fleet_status.adapters.schemas import SchemaStore
+from fleet_status.adapters.shadows import ShadowStore
+from fleet_status.adapters.tuya import CloudDeviceSource, SchemaCache
 from fleet_status.entrypoints import consumer
-from fleet_status.handlers import reconcile_stale
+from fleet_status.ports import EventPublisher, OpenApi
+from fleet_status.service_layer.handlers import reconcile_stale
+from fleet_status.service_layer.writer import ShadowWriter, WriterMetrics
 from fleet_status.settings import StatusSettings
-from fleet_status.writer import ShadowWriter, WriterMetrics
+from fleet_status.views import StatusViews
 
 SERVICE = "status"
 log = logging.getLogger(__name__)
@@ -47,6 +52,7 @@ class Status:
     shadows: ShadowStore
     history: HistoryStore
     keys: ApiKeyStore
+    views: StatusViews
     writer: ShadowWriter
     openapi: TuyaOpenApiClient | None
     cloud: CloudDeviceSource | None
@@ -111,7 +117,7 @@ class Status:
         return await self.shadows.ping()
 
     async def writer_ready(self) -> bool:
-        return self.writer.healthy
+        return self.writer.ready()
 
 
 def bootstrap(
@@ -151,6 +157,7 @@ def bootstrap(
         max_delay_s=settings.status_batch_max_delay_ms / 1000,
         max_pending=settings.status_max_pending_messages,
         outbox_clear_after_s=settings.status_outbox_clear_after_s,
+        stall_after_s=settings.status_writer_stall_s,
         metrics=WriterMetrics(registry),
     )
     consumer.register(
@@ -169,6 +176,7 @@ def bootstrap(
         shadows=shadows,
         history=history,
         keys=ApiKeyStore(db),
+        views=StatusViews(shadows, history),
         writer=writer,
         openapi=own_client,
         cloud=cloud,

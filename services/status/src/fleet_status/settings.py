@@ -33,3 +33,5 @@ class StatusSettings(ServiceSettings):
     # API keys seeded at start-up, comma separated `name:key` (or bare keys); stored as sha256 only
     status_api_keys: SecretStr = SecretStr("")
     status_shutdown_timeout_s: float = Field(15.0, gt=0)
+    # /readyz fails once work has waited this long without a flush completing (a stuck writer is restarted)
+    status_writer_stall_s: float = Field(60.0, gt=0)

@@ -8,26 +8,19 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any
 
 from fleet_shared.tuya.errors import TuyaDataNotFoundError, TuyaDeviceNotFoundError, TuyaError
-from fleet_shared.tuya.models import DeviceDetails, DeviceSpecification, DpSpec
+from fleet_shared.tuya.models import DeviceSpecification, DpSpec
 from fleet_shared.tuya.models import DpType as TuyaDpType
-from fleet_status.adapters.mongo import SchemaStore
 from fleet_status.domain.dp_schema import DpDefinition, DpSchema, DpType
+from fleet_status.domain.facts import CloudDevice
+from fleet_status.ports import DeviceDetailsApi, DpSpecifications, SchemaRepository
 
 log = logging.getLogger(__name__)
 
 # A product whose schema could not be fetched is asked again after this long, not on every report.
 RETRY_FAILED_SCHEMA_S = 60.0
-
-
-class OpenApi(Protocol):
-    """The part of `TuyaOpenApiClient` status calls (a fake implements it in unit tests)."""
-
-    async def get_specifications(self, device_id: str, *, version: str = "v1.0") -> DeviceSpecification: ...
-
-    async def get_device(self, device_id: str) -> DeviceDetails: ...
 
 
 def _definition(spec: DpSpec) -> DpDefinition:
@@ -69,8 +62,8 @@ class SchemaCache:
     product is typed as unknown for a while and asked again later; reports are never held back for it.
     """
 
-    api: OpenApi | None
-    store: SchemaStore | None
+    api: DpSpecifications | None
+    store: SchemaRepository | None
     ttl_s: float = 24 * 3600.0
     monotonic: Callable[[], float] = time.monotonic
     _entries: dict[str, _Entry] = field(default_factory=dict)
@@ -122,25 +115,10 @@ class SchemaCache:
         return schema
 
 
-@dataclass(frozen=True, slots=True)
-class CloudDevice:
-    """What the cloud says about a device now; `exists=False` when the cloud no longer has it."""
-
-    device_id: str
-    exists: bool
-    fetched_at_ms: int
-    product_id: str | None = None
-    online: bool | None = None
-    owner_uid: str | None = None
-    home_id: str | None = None
-    name: str | None = None
-    status: tuple[tuple[str, Any], ...] = ()
-
-
 class CloudDeviceSource:
     """`GET /v1.0/devices/{id}` (online, status, owner, home, name in one call), paced by a token bucket."""
 
-    def __init__(self, api: OpenApi, *, rate_per_s: float) -> None:
+    def __init__(self, api: DeviceDetailsApi, *, rate_per_s: float) -> None:
         self.api = api
         self.interval = 1.0 / rate_per_s
         self._next = 0.0

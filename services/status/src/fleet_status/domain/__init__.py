@@ -1,1 +1,1 @@
-"""Pure domain: the shadow, its merge rules, DP typing. No I/O."""
+"""Pure domain: the shadow and its merge rules, DP typing, facts, the events a merge causes. No I/O."""

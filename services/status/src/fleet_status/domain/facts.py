@@ -1,6 +1,10 @@
-"""Device events (the contract) as the facts the shadow merges; events status does not keep map to nothing."""
+"""What status learns, as the facts the shadow merges: device events (the contract) and the cloud's view of a
+device (reconciliation). Events status does not keep map to nothing."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 from fleet_contracts import device
 from fleet_status.domain.shadow import (
@@ -56,3 +60,35 @@ def facts_from_event(event: device.DeviceEvent) -> DeviceFacts | None:
         case _:
             return None  # signal samples: not part of the shadow
     return DeviceFacts(device_id=data.device_id, facts=facts, product_id=data.product_id)
+
+
+@dataclass(frozen=True, slots=True)
+class CloudDevice:
+    """What the cloud says about a device now; `exists=False` when the cloud no longer has it."""
+
+    device_id: str
+    exists: bool
+    fetched_at_ms: int
+    product_id: str | None = None
+    online: bool | None = None
+    owner_uid: str | None = None
+    home_id: str | None = None
+    name: str | None = None
+    status: tuple[tuple[str, Any], ...] = ()
+
+
+def facts_from_cloud(cloud: CloudDevice) -> DeviceFacts:
+    """The cloud's current view as facts timed at the moment it was asked (older device reports lose)."""
+    t = cloud.fetched_at_ms
+    if not cloud.exists:
+        return DeviceFacts(cloud.device_id, (BindingReport(BindingState.REMOVED, t),))
+    facts: list[Fact] = []
+    if cloud.status:
+        facts.append(
+            StatusReport(tuple(DpReading(code, value, t) for code, value in cloud.status), source="cloud")
+        )
+    if cloud.online is not None:
+        facts.append(PresenceReport(cloud.online, t, source="cloud"))
+    if cloud.name:
+        facts.append(NameReport(cloud.name, t))
+    return DeviceFacts(cloud.device_id, tuple(facts), product_id=cloud.product_id)

@@ -32,7 +32,7 @@ def create_app(service: Status, *, registry: CollectorRegistry = REGISTRY) -> Fa
         description="Device shadows (presence, typed DPs, binding, firmware), DP history, presence timeline.",
         lifespan=lifespan,
     )
-    app.include_router(api_router(service.shadows, service.history, service.keys))
+    app.include_router(api_router(service.views, service.keys))
     app.include_router(
         operations_router(
             {"bus": service.bus_ready, "database": service.database_ready, "writer": service.writer_ready},

@@ -19,8 +19,8 @@ from fleet_shared.pulsar import (
     PulsarBroker,
     PulsarMessage,
 )
-from fleet_status.handlers import handle_device_event
-from fleet_status.writer import ShadowWriter
+from fleet_status.service_layer.handlers import handle_device_event
+from fleet_status.service_layer.writer import ShadowWriter
 
 log = logging.getLogger(__name__)
 

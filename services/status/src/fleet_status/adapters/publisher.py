@@ -1,20 +1,15 @@
-"""The outbox relay: publishes the events a shadow write recorded, to the topics the registry names."""
+"""The outbox relay's publisher: publishes the events a shadow write recorded, to the topics the registry
+names."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Protocol
 
 from fleet_shared.pulsar import PulsarBroker
-from fleet_status.adapters.mongo import OutboxEntry
+from fleet_status.domain.events import OutboxEntry
 
 EVENT_ID_PROPERTY = "event-id"
-
-
-class EventPublisher(Protocol):
-    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
-        """Publish every entry and return once Pulsar has persisted them all (raise if any failed)."""
 
 
 class PulsarEventPublisher:

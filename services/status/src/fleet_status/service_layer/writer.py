@@ -19,46 +19,24 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from pulsar.asyncio import PulsarException
 
-from fleet_contracts import topics
-from fleet_contracts.envelope import service_source
-from fleet_contracts.status import (
-    DpChange,
-    DpSample,
-    PresenceChanged,
-    PresenceChangedEvent,
-    ShadowChanged,
-    ShadowChangedEvent,
-)
 from fleet_shared import mongo
-from fleet_status.adapters.mongo import HistoryStore, OutboxEntry, ShadowStore, ShadowWrite
-from fleet_status.adapters.outbox import EventPublisher
-from fleet_status.adapters.tuya import SchemaCache
 from fleet_status.domain.dp_schema import DpSchema
-from fleet_status.domain.shadow import (
-    AcceptedReading,
-    DeviceFacts,
-    MergeResult,
-    PresenceReport,
-    Shadow,
-    merge,
+from fleet_status.domain.events import OutboxEntry, outbox_for
+from fleet_status.domain.shadow import AcceptedReading, DeviceFacts, PresenceReport, Shadow, merge
+from fleet_status.ports import (
+    EventPublisher,
+    HistoryRepository,
+    SchemaSource,
+    Settlement,
+    ShadowRepository,
+    ShadowWrite,
 )
 
 log = logging.getLogger(__name__)
-
-SOURCE = service_source("status")
-
-
-class Settlement(Protocol):
-    """How the writer settles the message a fact came from (a `PulsarMessage`)."""
-
-    async def ack(self) -> None: ...
-
-    async def nack(self) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,83 +83,12 @@ def is_outage(error: BaseException) -> bool:
     return mongo.is_transient(error) or isinstance(error, PulsarException)
 
 
-def shadow_event_id(device_id: str, version: int) -> str:
-    return f"status:{device_id}:shadow:{version}"
-
-
-def presence_event_id(device_id: str, version: int) -> str:
-    return f"status:{device_id}:presence:{version}"
-
-
-def outbox_for(result: MergeResult, *, tenant: str, region: str, now: datetime) -> list[OutboxEntry]:
-    """The events a merge causes, with ids fixed by the device and the shadow version they produced."""
-    shadow = result.shadow
-    entries: list[OutboxEntry] = []
-    if result.dp_changes:
-        changed = ShadowChangedEvent.build(
-            ShadowChanged(
-                device_id=shadow.device_id,
-                product_id=shadow.product_id,
-                shadow_version=shadow.version,
-                changes=[
-                    DpChange(
-                        code=c.code,
-                        dp_id=c.dp_id,
-                        old=None
-                        if c.old is None
-                        else DpSample(value=c.old.value, device_time_ms=c.old.device_time_ms),
-                        new=DpSample(value=c.new.value, device_time_ms=c.new.device_time_ms),
-                    )
-                    for c in result.dp_changes[:255]
-                ],
-            ),
-            source=SOURCE,
-            tenant=tenant,
-            region=region,
-            event_id=shadow_event_id(shadow.device_id, shadow.version),
-            time=now,
-        )
-        entries.append(
-            OutboxEntry(
-                changed.id,
-                topics.STATUS_SHADOW_EVENTS.name,
-                shadow.device_id,
-                topics.STATUS_SHADOW_EVENTS.encode(changed),
-            )
-        )
-    if result.presence_change is not None:
-        p = result.presence_change
-        presence = PresenceChangedEvent.build(
-            PresenceChanged(
-                device_id=shadow.device_id,
-                product_id=shadow.product_id,
-                online=p.online,
-                changed_at_ms=p.changed_at_ms,
-                last_seen_ms=p.last_seen_ms,
-            ),
-            source=SOURCE,
-            tenant=tenant,
-            region=region,
-            event_id=presence_event_id(shadow.device_id, shadow.version),
-            time=now,
-        )
-        entries.append(
-            OutboxEntry(
-                presence.id,
-                topics.STATUS_PRESENCE_EVENTS.name,
-                shadow.device_id,
-                topics.STATUS_PRESENCE_EVENTS.encode(presence),
-            )
-        )
-    return entries
-
-
 class ShadowWriter:
     def __init__(
         self,
-        shadows: ShadowStore,
-        history: HistoryStore,
-        schemas: SchemaCache,
+        shadows: ShadowRepository,
+        history: HistoryRepository,
+        schemas: SchemaSource,
         publisher: EventPublisher,
         *,
         tenant: str,
@@ -190,8 +97,10 @@ class ShadowWriter:
         max_delay_s: float = 0.02,
         max_pending: int = 20_000,
         outbox_clear_after_s: float = 1.0,
+        stall_after_s: float = 60.0,
         metrics: WriterMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.shadows = shadows
         self.history = history
@@ -205,6 +114,8 @@ class ShadowWriter:
         self.outbox_clear_after_s = outbox_clear_after_s
         self.metrics = metrics or WriterMetrics(CollectorRegistry())
         self.clock = clock
+        self.stall_after_s = stall_after_s
+        self.monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
         self._pending: dict[str, list[Pending]] = {}
         self._pending_count = 0
@@ -217,6 +128,8 @@ class ShadowWriter:
         self._retry_delay_s = 0.0
         self._stopping = False
         self.healthy = True
+        # since when work (pending or in a flush) has waited without a flush completing; None: no work waits
+        self._waiting_since: float | None = None
 
     # --- intake ---------------------------------------------------------------------------------------
 
@@ -224,15 +137,29 @@ class ShadowWriter:
     def pending_messages(self) -> int:
         return self._pending_count
 
+    @property
+    def stalled(self) -> bool:
+        """Work has waited longer than `stall_after_s` without a flush completing: the writer is stuck (a
+        hung database call, a dead task) and only a restart helps."""
+        since = self._waiting_since
+        return since is not None and self.monotonic() - since > self.stall_after_s
+
+    def ready(self) -> bool:
+        """The last flush worked and the writer is not stuck (readiness)."""
+        return self.healthy and not self.stalled
+
     async def submit(
         self, facts: DeviceFacts, message: Settlement | None, *, tenant: str, region: str
     ) -> None:
-        """Queue facts for the next batch; waits while too many messages are pending (back-pressure)."""
+        """Queue facts for the next batch (merged by `_flush`, in the writer's task); waits while too many
+        messages are pending (back-pressure)."""
         while self._pending_count >= self.max_pending:
             self._room.clear()
             await self._room.wait()
         self._pending.setdefault(facts.device_id, []).append(Pending(facts, message, tenant, region))
         self._pending_count += 1
+        if self._waiting_since is None:
+            self._waiting_since = self.monotonic()
         self._wake.set()
 
     # --- lifecycle ------------------------------------------------------------------------------------
@@ -304,7 +231,12 @@ class ShadowWriter:
             self.metrics.conflicts.inc(len(lost))
             self._requeue({d: batch.pop(d) for d in lost})
         await _settle(batch.values(), ack=True)
+        self._flush_completed()
         self.metrics.flushes.observe(time.monotonic() - started)
+
+    def _flush_completed(self) -> None:
+        """A batch was settled: whatever is still pending waits from now."""
+        self._waiting_since = self.monotonic() if self._pending else None
 
     async def _failed(self, batch: dict[str, list[Pending]], error: Exception) -> None:
         """An outage keeps the batch and retries it with backoff; anything else nacks its messages.
@@ -330,6 +262,7 @@ class ShadowWriter:
             return
         log.warning("flushing %d devices failed, their messages are nacked: %r", len(batch), error)
         await _settle(batch.values(), ack=False)
+        self._flush_completed()
         await asyncio.sleep(0.2)
 
     async def _flush(self, batch: dict[str, list[Pending]]) -> set[str]:

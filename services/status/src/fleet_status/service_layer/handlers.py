@@ -1,4 +1,8 @@
-"""Handlers: plain functions taking an event or a command and their dependencies."""
+"""Handlers: plain functions taking an event or a command and their ports.
+
+A device event becomes facts (`domain/facts.py`) queued on the shadow writer (`writer.py`), which merges
+them in batches with `domain/shadow.py`'s `merge` and acks the message once the shadow is durable.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +10,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 
 from fleet_contracts.device import DeviceEvent
-from fleet_status.adapters.mongo import ShadowStore
-from fleet_status.adapters.tuya import CloudDevice, CloudDeviceSource
-from fleet_status.domain.facts import facts_from_event
-from fleet_status.domain.shadow import (
-    BindingReport,
-    BindingState,
-    DeviceFacts,
-    DpReading,
-    Fact,
-    NameReport,
-    PresenceReport,
-    StatusReport,
-)
-from fleet_status.writer import Settlement, ShadowWriter
+from fleet_status.domain.facts import facts_from_cloud, facts_from_event
+from fleet_status.ports import CloudDevices, Settlement, StaleShadows
+from fleet_status.service_layer.writer import ShadowWriter
 
 log = logging.getLogger(__name__)
 
@@ -34,26 +27,9 @@ async def handle_device_event(event: DeviceEvent, message: Settlement | None, wr
     await writer.submit(facts, message, tenant=event.tenant, region=event.region)
 
 
-def facts_from_cloud(cloud: CloudDevice) -> DeviceFacts:
-    """The cloud's current view as facts timed at the moment it was asked (older device reports lose)."""
-    t = cloud.fetched_at_ms
-    if not cloud.exists:
-        return DeviceFacts(cloud.device_id, (BindingReport(BindingState.REMOVED, t),))
-    facts: list[Fact] = []
-    if cloud.status:
-        facts.append(
-            StatusReport(tuple(DpReading(code, value, t) for code, value in cloud.status), source="cloud")
-        )
-    if cloud.online is not None:
-        facts.append(PresenceReport(cloud.online, t, source="cloud"))
-    if cloud.name:
-        facts.append(NameReport(cloud.name, t))
-    return DeviceFacts(cloud.device_id, tuple(facts), product_id=cloud.product_id)
-
-
 async def reconcile_stale(
-    shadows: ShadowStore,
-    cloud: CloudDeviceSource,
+    shadows: StaleShadows,
+    cloud: CloudDevices,
     writer: ShadowWriter,
     *,
     stale_after: timedelta,
