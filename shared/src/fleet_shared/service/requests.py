@@ -102,9 +102,7 @@ class RequestContextMiddleware:
                     await self.app(scope, receive, send_with_id)
                 except Exception:
                     # the id also as a field: handlers that format later (after the context) keep it
-                    log.exception(
-                        "unhandled error in %s %s", method, path, extra={"request_id": request_id}
-                    )
+                    log.exception("unhandled error in %s %s", method, path, extra={"request_id": request_id})
                     if started:
                         raise
                     await unexpected_error(path, request_id)(scope, receive, send_with_id)
