@@ -19,6 +19,7 @@ from typing import Annotated, Any, TextIO
 
 import orjson
 import typer
+from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -70,6 +71,7 @@ class Column:
     header: str
     value: Callable[[Mapping[str, Any]], Any]
     justify: str = "left"
+    key: bool = False  # an id people copy: shown whole on one line, other columns fold around it
 
 
 def cell(value: Any) -> str:
@@ -86,9 +88,14 @@ def cell(value: Any) -> str:
 
 
 def table(columns: Sequence[Column], rows: Iterable[Mapping[str, Any]], *, title: str | None = None) -> Table:
-    rendered = Table(title=title, header_style="bold")
+    rendered = Table(title=title, header_style="bold", box=box.SIMPLE_HEAD)
     for column in columns:
-        rendered.add_column(column.header, justify=column.justify)  # type: ignore[arg-type]
+        rendered.add_column(
+            column.header,
+            justify=column.justify,  # type: ignore[arg-type]
+            no_wrap=column.key,
+            overflow="fold",
+        )
     for row in rows:
         rendered.add_row(*(cell(column.value(row)) for column in columns))
     return rendered

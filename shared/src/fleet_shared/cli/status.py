@@ -58,8 +58,8 @@ def _online(shadow: Mapping[str, Any]) -> str:
 
 
 DEVICE_COLUMNS = (
-    Column("device_id", lambda s: s["device_id"]),
-    Column("product_id", lambda s: s.get("product_id")),
+    Column("device_id", lambda s: s["device_id"], key=True),
+    Column("product_id", lambda s: s.get("product_id"), key=True),
     Column("name", lambda s: s.get("name")),
     Column("presence", _online),
     Column("last_seen", lambda s: millis(_presence(s).get("last_seen_ms"))),
