@@ -59,3 +59,7 @@ def test_every_service_with_an_api_gets_its_own_stack_key(tmp_path: Path) -> Non
     assert status_env["FLEET_TUYA_OPENAPI_URL"] == "http://127.0.0.1:9010"
     with pytest.raises(ValueError, match="no API keys"):
         api_key(config, "ingest")
+
+
+def test_entries_are_hashable_values() -> None:
+    assert len(set(SERVICES)) == len(SERVICES)

@@ -266,3 +266,9 @@ def test_follow_gives_up_after_its_timeout() -> None:
             clock=lambda: now[0],
             show=False,
         )
+
+
+def test_a_success_that_is_not_json_is_a_clear_failure() -> None:
+    result = run(lambda request: httpx.Response(200, text="<html>proxy</html>"), "status", "devices")
+    assert result.exit_code == EXIT_FAILED
+    assert "not JSON" in result.stderr

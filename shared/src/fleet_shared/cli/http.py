@@ -86,7 +86,10 @@ class ServiceClient:
                 f"{self.name} at {self.url} is not reachable ({exc}); is it running?", None
             ) from None
         if response.is_success:
-            return response.json() if response.content else None
+            try:
+                return response.json() if response.content else None
+            except ValueError:
+                raise RequestFailed(f"{self.name}: {method} {path}: not JSON", response.status_code) from None
         raise RequestFailed(
             f"{self.name}: {method} {path}: {describe_failure(response)}", response.status_code
         )

@@ -23,7 +23,8 @@ class ServiceEntry:
     command: tuple[str, ...]  # console script and arguments that serve it
     dev_port: int  # its HTTP port on the local dev stack
     api_key: bool = True  # its HTTP API takes bearer API keys seeded from FLEET_<SERVICE>_API_KEYS
-    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # extra env on the stack
+    # extra environment on the local stack
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}), hash=False)
     env_prefix: str = ""  # its own settings' prefix; default FLEET_<NAME>
 
     def __post_init__(self) -> None:
