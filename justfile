@@ -37,6 +37,10 @@ test *args:
 test-unit *args:
     uv run pytest -m unit {{args}}
 
+# the operator CLI against this stack (API keys from its key files), e.g. `just fleet status devices --product PID`
+fleet *args:
+    uv run fleet {{args}}
+
 # lint, format check and type check
 lint:
     uv run ruff check .

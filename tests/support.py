@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import subprocess
+import sys
 import time
-from collections.abc import Callable
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import orjson
+
+from fleet_shared.service.registry import service
 
 
 @dataclass(frozen=True)
@@ -20,6 +29,13 @@ class Stack:
     pulsar_url: str
     pulsar_admin_url: str
     mongodb_uri: str
+
+    def env(self) -> dict[str, str]:
+        return {
+            "FLEET_PULSAR_URL": self.pulsar_url,
+            "FLEET_PULSAR_ADMIN_URL": self.pulsar_admin_url,
+            "FLEET_MONGODB_URI": self.mongodb_uri,
+        }
 
 
 def _log_tail(log: Path) -> str:
@@ -75,3 +91,121 @@ async def until(predicate: Callable[[], bool], within: float, what: Callable[[],
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting: {what()}")
         await asyncio.sleep(0.1)
+
+
+class ServiceProcess:
+    """One service of the registry run as its console script, the way the stack and a container run it.
+
+    Its environment: this process's, then the stack's addresses, its own free port, quiet logs, then `env`.
+    `api_key` is seeded as `FLEET_<SERVICE>_API_KEYS` (for services with an API) and sent on every call.
+    The per-service helpers (StatusProcess, IngestProcess, SimProcess) wrap one of these with their settings.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        log: Path,
+        stack: Stack | None = None,
+        env: Mapping[str, str] | None = None,
+        api_key: str | None = None,
+        args: Sequence[str] | None = None,
+    ) -> None:
+        self.entry = service(name)
+        self.name = name
+        self.port = free_port()
+        self.log = log
+        self.api_key = api_key
+        self.args = list(self.entry.command[1:] if args is None else args)
+        own: dict[str, str] = {
+            **(stack.env() if stack is not None else {}),
+            "FLEET_HTTP_HOST": "127.0.0.1",
+            "FLEET_HTTP_PORT": str(self.port),
+            "FLEET_LOG_LEVEL": "WARNING",
+        }
+        if api_key is not None and self.entry.api_key:
+            own[self.entry.api_keys_variable] = f"e2e:{api_key}"
+        self.env = {**os.environ, **own, **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def executable(self) -> str:
+        script = Path(sys.executable).parent / self.entry.script
+        if not script.exists():
+            raise FileNotFoundError(f"{self.entry.script} is not installed in {script.parent}: uv sync")
+        return str(script)
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:  # the child keeps its own copy of the descriptor
+            self.proc = subprocess.Popen(
+                [self.executable(), *self.args], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        params: Mapping[str, str] | None = None,
+        timeout: float = 10.0,
+    ) -> tuple[int, Any]:
+        """(status, JSON body or raw bytes when not JSON); connection failures raise OSError."""
+        url = self.url + path + ("?" + urllib.parse.urlencode(params) if params else "")
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        data = None
+        if body is not None:
+            data = orjson.dumps(body)
+            headers["Content-Type"] = "application/json"
+        request = urllib.request.Request(url, data=data, method=method, headers=headers)  # noqa: S310
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as r:  # noqa: S310 - loopback
+                return int(r.status), _json_or_bytes(r.read())
+        except urllib.error.HTTPError as e:
+            return int(e.code), _json_or_bytes(e.read())
+
+    def get(self, path: str, params: Mapping[str, str] | None = None) -> tuple[int, Any]:
+        return self.request("GET", path, params=params)
+
+    def post(self, path: str, body: Any = None) -> tuple[int, Any]:
+        return self.request("POST", path, body if body is not None else {})
+
+    async def wait_ready(self, within: float = 60.0) -> None:
+        await wait_until_ready(self.name, self.proc, self.log, self.get, within)
+
+    def metric(self, name: str) -> float:
+        """The sum of a metric's samples (every label set) from /metrics."""
+        _, body = self.get("/metrics")
+        text = body.decode() if isinstance(body, bytes) else str(body)
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+    def log_tail(self, chars: int = 3000) -> str:
+        return self.log.read_text(errors="replace")[-chars:] if self.log.exists() else ""
+
+    def kill(self) -> None:
+        """SIGKILL: no drain, no flush (reliability tests)."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def terminate(self) -> int | None:
+        """SIGTERM and wait (SIGKILL after 30 s); the exit code."""
+        return stop_process(self.proc)
+
+    def stopped_gracefully(self, code: int | None) -> bool:
+        """uvicorn exits 0 or re-raises SIGTERM once shut down; anything else was not graceful."""
+        return code in (0, -signal.SIGTERM)
+
+
+def _json_or_bytes(raw: bytes) -> Any:
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return raw

@@ -21,8 +21,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet_shared.service.registry import service
+
 from .config import StackConfig
-from .services import SERVICES, status_api_key
+from .services import status_api_key
 
 # Three mains-powered or waking products of the simulator's catalogue (plug, bulb, sensor).
 DEMO_PRODUCTS = ("sim0plug0cz00001", "sim0bulb0dj00002", "sim0th00wsdcg003")
@@ -31,10 +33,6 @@ HTTP_TIMEOUT = 10.0
 
 class DemoError(Exception):
     """Something did not come through; the message says what."""
-
-
-def _port(name: str) -> int:
-    return next(spec.port for spec in SERVICES if spec.name == name)
 
 
 class Api:
@@ -365,10 +363,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     config = StackConfig.load()
     try:
         key = status_api_key(config)
-        sim = Api(
-            "tuya-sim", f"http://127.0.0.1:{_port('tuya-sim')}", os.environ.get("FLEET_SIM_CONTROL_TOKEN")
-        )
-        status = Api("status", f"http://127.0.0.1:{_port('status')}", key)
+        sim = Api("tuya-sim", service("tuya-sim").dev_url, os.environ.get("FLEET_SIM_CONTROL_TOKEN"))
+        status = Api("status", service("status").dev_url, key)
         options = DemoOptions(
             devices=args.devices, report_seconds=args.seconds, timeout=args.timeout, seed=args.seed
         )

@@ -1,10 +1,11 @@
 """tuya-fleet's own services as local processes, beside the stack (what `just up` starts after the servers).
 
-A service is started only if its console script is installed in the workspace, so `just up` grows as
-services land. Each gets the stack's addresses, its own HTTP port, and the simulated Tuya project's
-credentials (a random secret per stack, kept in a 0600 file in the stack folder and never printed).
-status also gets an API key for its HTTP API, made per stack and kept the same way (`status_api_key`): the
-demo reads it from there to call the API.
+Which services there are comes from the one registry, `fleet_shared.service.registry.SERVICES`. A service is
+started only if its console script is installed in the workspace, so `just up` grows as services land. Each
+gets the stack's addresses, its own HTTP port, and the simulated Tuya project's credentials (a random secret
+per stack, kept in a 0600 file in the stack folder and never printed). Every service with an HTTP API also
+gets an API key made per stack and kept the same way (`<service>-api-key`, seeded as
+`FLEET_<SERVICE>_API_KEYS`): the demo and the `fleet` CLI read it from there to call the API.
 """
 
 from __future__ import annotations
@@ -15,28 +16,16 @@ import sys
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+
+from fleet_shared.service.registry import SERVICES, STACK_API_KEY_NAME, ServiceEntry, service
 
 from .config import StackConfig
 from .process import ManagedProcess, StackError, port_in_use, wait_until
 
+__all__ = ["SERVICES", "LocalService", "ServiceEntry", "api_key", "status_api_key", "tuya_secret"]
+
 SERVICE_START_TIMEOUT = 60.0
-
-
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    command: tuple[str, ...]
-    port: int
-
-
-# Start order: the simulator (Tuya's cloud) first, then the consumers of its stream.
-SERVICES = (
-    ServiceSpec("tuya-sim", ("fleet-tuya-sim", "serve"), 9010),
-    ServiceSpec("ingest", ("fleet-ingest",), 8001),
-    ServiceSpec("status", ("fleet-status",), 8002),
-)
 
 
 def _stack_secret(config: StackConfig, filename: str, make: Callable[[], str]) -> str:
@@ -54,16 +43,20 @@ def tuya_secret(config: StackConfig) -> str:
     return _stack_secret(config, "tuya-access-secret", lambda: secrets.token_hex(16))
 
 
-STATUS_API_KEY_NAME = "devstack"
+def api_key(config: StackConfig, name: str) -> str:
+    """The key of service `name`'s HTTP API on this stack (`Authorization: Bearer <key>`), seeded at start."""
+    entry = service(name)
+    if not entry.api_key:
+        raise ValueError(f"{name} has no API keys")
+    return _stack_secret(config, entry.key_file, lambda: secrets.token_urlsafe(32))
 
 
 def status_api_key(config: StackConfig) -> str:
-    """The key of status's HTTP API on this stack (`Authorization: Bearer <key>`), seeded at its start."""
-    return _stack_secret(config, "status-api-key", lambda: secrets.token_urlsafe(32))
+    return api_key(config, "status")
 
 
 class LocalService:
-    def __init__(self, config: StackConfig, spec: ServiceSpec) -> None:
+    def __init__(self, config: StackConfig, spec: ServiceEntry) -> None:
         self.config = config
         self.spec = spec
         self.name = spec.name
@@ -73,17 +66,17 @@ class LocalService:
         )
 
     def executable(self) -> Path | None:
-        found = shutil.which(self.spec.command[0], path=str(Path(sys.executable).parent))
+        found = shutil.which(self.spec.script, path=str(Path(sys.executable).parent))
         return Path(found) if found else None
 
     def installed(self) -> bool:
         return self.executable() is not None
 
     def ports(self) -> list[int]:
-        return [self.spec.port]
+        return [self.spec.dev_port]
 
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.spec.port}"
+        return self.spec.dev_url
 
     def healthy(self) -> bool:
         try:
@@ -93,16 +86,16 @@ class LocalService:
             return False
 
     def env(self) -> dict[str, str]:
-        own: dict[str, str] = {}
-        if self.name == "status":
-            own["FLEET_STATUS_API_KEYS"] = f"{STATUS_API_KEY_NAME}:{status_api_key(self.config)}"
+        own = dict(self.spec.env)
+        if self.spec.api_key:
+            own[self.spec.api_keys_variable] = f"{STACK_API_KEY_NAME}:{api_key(self.config, self.name)}"
         return {
             **self.config.client_env(),
             "FLEET_HTTP_HOST": "127.0.0.1",
-            "FLEET_HTTP_PORT": str(self.spec.port),
+            "FLEET_HTTP_PORT": str(self.spec.dev_port),
             "FLEET_LOG_FORMAT": "json",
             "FLEET_TUYA_ACCESS_SECRET": tuya_secret(self.config),
-            "FLEET_TUYA_OPENAPI_URL": f"http://127.0.0.1:{SERVICES[0].port}",
+            "FLEET_TUYA_OPENAPI_URL": service("tuya-sim").dev_url,
             # the marker by which `down` recognises this process (its argv carries no stack path)
             "FLEET_SERVICE_HOME": str(self.home),
             **own,
@@ -111,8 +104,9 @@ class LocalService:
     def start(self) -> bool:
         if self.process.pid() is not None:
             return False
-        if port_in_use(self.spec.port):
-            raise StackError(f"cannot start {self.name}: port {self.spec.port} is in use by another process")
+        port = self.spec.dev_port
+        if port_in_use(port):
+            raise StackError(f"cannot start {self.name}: port {port} is in use by another process")
         executable = self.executable()
         if executable is None:
             return False

@@ -1,8 +1,27 @@
-"""What every tuya-fleet service process shares: settings, JSON logs, tracing, operational endpoints."""
+"""What every tuya-fleet service process shares: settings, JSON logs, tracing, the app builder with its
+operational endpoints and problem+json errors, the runner, and the registry of services."""
 
-from .http import operations_router
+from .app import Drains, Lifecycle, build_app
+from .http import ReadinessCheck, operations_router
 from .logs import configure_logging
+from .problems import problem
+from .registry import SERVICES, ServiceEntry, service
+from .runner import run_service
 from .settings import ServiceSettings
 from .telemetry import configure_tracing
 
-__all__ = ["ServiceSettings", "configure_logging", "configure_tracing", "operations_router"]
+__all__ = [
+    "SERVICES",
+    "Drains",
+    "Lifecycle",
+    "ReadinessCheck",
+    "ServiceEntry",
+    "ServiceSettings",
+    "build_app",
+    "configure_logging",
+    "configure_tracing",
+    "operations_router",
+    "problem",
+    "run_service",
+    "service",
+]

@@ -17,8 +17,13 @@ def operations_router(
     *,
     registry: CollectorRegistry = REGISTRY,
     timeout: float = 2.0,
+    draining: Callable[[], bool] | None = None,
 ) -> APIRouter:
-    """`/healthz` (the process serves requests), `/readyz` (every dependency answers), `/metrics`."""
+    """`/healthz` (the process serves requests), `/readyz` (every dependency answers), `/metrics`.
+
+    While `draining()` is true (the process is shutting down) `/readyz` answers 503 so no new work is routed
+    here, whatever the checks say.
+    """
     router = APIRouter(tags=["operations"])
 
     @router.get("/healthz")
@@ -29,8 +34,10 @@ def operations_router(
     async def readyz() -> JSONResponse:
         results = await asyncio.gather(*(_probe(check, timeout) for check in checks.values()))
         report = dict(zip(checks, results, strict=True))
-        ready = all(results)
-        return JSONResponse({"ready": ready, "checks": report}, status_code=200 if ready else 503)
+        body: dict[str, object] = {"ready": all(results), "checks": report}
+        if draining is not None and draining():
+            body.update(ready=False, draining=True)
+        return JSONResponse(body, status_code=200 if body["ready"] else 503)
 
     @router.get("/metrics")
     async def metrics() -> Response:

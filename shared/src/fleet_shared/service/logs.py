@@ -1,4 +1,5 @@
-"""JSON logs that carry the current trace and span ids, so a log line leads to its trace."""
+"""JSON logs that carry the current trace and span ids (and the HTTP request id), so a log line leads to its
+trace."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from datetime import UTC, datetime
 
 import orjson
 from opentelemetry import trace
+
+from .requests import request_id_var
 
 _STANDARD_ATTRS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -25,6 +28,9 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        request_id = request_id_var.get()
+        if request_id is not None:
+            entry["request_id"] = request_id
         span = trace.get_current_span().get_span_context()
         if span.is_valid:
             entry["trace_id"] = format(span.trace_id, "032x")

@@ -18,6 +18,8 @@ class ServiceSettings(BaseSettings):
     # the service's own HTTP server: API, /healthz, /readyz, /metrics
     http_host: str = "0.0.0.0"  # noqa: S104 - containers must listen on their pod address
     http_port: int = 8000
+    # on SIGTERM: how long in-flight work may take to finish before the service stops anyway
+    shutdown_timeout_s: float = Field(15.0, gt=0)
     log_level: str = "INFO"
     log_format: str = Field("json", pattern="^(json|text)$")
     # the Tuya project this deployment acts for; the secret is never logged
