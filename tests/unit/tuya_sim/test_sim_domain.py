@@ -8,15 +8,14 @@ import orjson
 import pytest
 
 from fleet_shared.tuya.models import DpSpec, PairingResult
-from fleet_tuya_sim.adapters import push_messages
-from fleet_tuya_sim.adapters.push_messages import MessageFamily
-from fleet_tuya_sim.domain import errors
+from fleet_tuya_sim.domain import errors, push_messages
 from fleet_tuya_sim.domain.binding import BindingMode, RebindDecision, rebind_decision
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.events import DeviceBound, DeviceUnbound, DpReported, OtaProgressed, WentOnline
 from fleet_tuya_sim.domain.fleet import Fleet, FleetSpec
 from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaJob, OtaOutcome, UpgradeStatus
 from fleet_tuya_sim.domain.products import CAMERA, CATALOG, PLUG, SENSOR, DpType
+from fleet_tuya_sim.domain.push_messages import MessageFamily
 
 pytestmark = pytest.mark.unit
 
@@ -110,10 +109,10 @@ def test_dp_schema_renders_as_tuya_specification(dp: object) -> None:
     from fleet_tuya_sim.domain.products import DpSchema
 
     assert isinstance(dp, DpSchema)
-    spec = DpSpec.model_validate({"code": dp.code, "type": dp.type.spec_name, "values": dp.values_json()})
+    spec = DpSpec.model_validate({"code": dp.code, "type": dp.type.value, "values": dp.values_json()})
     assert spec.type is not None
-    assert spec.type.value == dp.type.spec_name
-    if dp.type is DpType.VALUE:
+    assert spec.type.value == dp.type.value
+    if dp.type is DpType.INTEGER:
         assert spec.values is not None
         assert spec.values.model_dump()["scale"] == dp.scale
 

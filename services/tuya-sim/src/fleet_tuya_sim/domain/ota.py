@@ -11,17 +11,10 @@ counts from the moment the device starts downloading.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import NamedTuple
 
-
-class UpgradeStatus(IntEnum):
-    NONE = 0
-    READY = 1
-    UPDATING = 2
-    DONE = 3
-    FAILED = 4
-    TIMEOUT = 7
+from fleet_contracts.tuya import UpgradeStatus, UpgradeType
 
 
 class OtaOutcome(StrEnum):
@@ -38,7 +31,7 @@ class FirmwareRelease:
     product_id: str
     channel: int
     version: str
-    upgrade_type: int = 0  # 0 reminder, 1 silent, 2 forced, 3 check
+    upgrade_type: int = UpgradeType.REMINDER
     timeout_s: int = 300
     file_size: int = 524288
     md5: str = ""
