@@ -37,11 +37,12 @@ test *args:
 test-unit *args:
     uv run pytest -m unit {{args}}
 
-# lint, format check and type check
+# lint, format check, type check and the layering contracts (import-linter, [tool.importlinter] in pyproject.toml)
 lint:
     uv run ruff check .
     uv run ruff format --check .
     uv run mypy contracts/src shared/src infra/devstack/src
+    uv run lint-imports --no-logo
 
 # format and auto-fix
 fmt:
