@@ -29,7 +29,14 @@ class MemorySink:
 class PulsarSink:
     """Tuya's partitioned topic, written through the shared broker (its producer per topic: KeyBased
     batching with a bounded delay, sends bounded in flight, flushed on stop). The device id is the
-    partition key, so one device's messages land on one partition in publication order."""
+    partition key, so one device's messages land on one partition in publication order.
+
+    Measured against a raw pulsar.asyncio producer (the sink this replaced): 20,000 messages of 450 bytes
+    over 1,000 keys through the publish pipeline (500 in flight), dev stack, 2 shared cores at load 3-7,
+    runs paired raw/shared: 7.9k/5.1k, 2.6k/2.3k, 3.5k/2.6k, 4.7k/4.1k msg/s. The broker's publish path
+    costs 10-35 % at full speed; the simulator's scenarios, demos and e2e tests publish hundreds a second
+    (the ingest benchmark has its own producer), so one producer path for every service wins.
+    """
 
     def __init__(self, broker: PulsarBroker, topic: str) -> None:
         self.broker = broker
