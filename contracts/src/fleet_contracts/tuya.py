@@ -72,19 +72,20 @@ def channel_name(channel: int) -> str:
     return {CHANNEL_MODULE: "main module", CHANNEL_MCU: "mcu"}.get(channel, f"extension {channel}")
 
 
-class UpgradeStatus(IntEnum):
-    """A device's upgrade state on one channel, as the firmware API and upgrade messages report it."""
+class OtaUpgradeStatus(IntEnum):
+    """Tuya's upgrade status codes (REFERENCE.md section 7)."""
 
-    NONE = 0
+    NO_UPDATE = 0
     READY = 1
-    UPDATING = 2
+    UPGRADING = 2
     DONE = 3
     FAILED = 4
-    TIMEOUT = 7
+    WAITING_FOR_WAKE_UP = 5
+    TIMED_OUT = 7
 
 
 class UpgradeType(IntEnum):
-    """How a firmware reaches the user: a reminder in the app, silently, forced, or on the user's check."""
+    """How the app presents the upgrade (Tuya `upgrade_type`)."""
 
     REMINDER = 0
     SILENT = 1

@@ -7,13 +7,14 @@ import random
 import orjson
 import pytest
 
+from fleet_contracts.tuya import OtaUpgradeStatus
 from fleet_shared.tuya.models import DpSpec, PairingResult
 from fleet_tuya_sim.domain import errors, push_messages
 from fleet_tuya_sim.domain.binding import BindingMode, RebindDecision, rebind_decision
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.events import DeviceBound, DeviceUnbound, DpReported, OtaProgressed, WentOnline
 from fleet_tuya_sim.domain.fleet import Fleet, FleetSpec
-from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaJob, OtaOutcome, UpgradeStatus
+from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaJob, OtaOutcome
 from fleet_tuya_sim.domain.products import CAMERA, CATALOG, PLUG, SENSOR, DpType
 from fleet_tuya_sim.domain.push_messages import MessageFamily
 
@@ -348,12 +349,12 @@ def test_ota_job_succeeds_in_steps() -> None:
     assert job.waiting
     assert job.advance(0, True, 1000, 25) == []
     assert job.advance(2000, True, 1000, 25) == [
-        (UpgradeStatus.UPDATING, 25, 1000),
-        (UpgradeStatus.UPDATING, 50, 2000),
+        (OtaUpgradeStatus.UPGRADING, 25, 1000),
+        (OtaUpgradeStatus.UPGRADING, 50, 2000),
     ]
     assert job.advance(4000, True, 1000, 25) == [
-        (UpgradeStatus.UPDATING, 75, 3000),
-        (UpgradeStatus.DONE, 100, 4000),
+        (OtaUpgradeStatus.UPGRADING, 75, 3000),
+        (OtaUpgradeStatus.DONE, 100, 4000),
     ]
     assert job.final
     assert job.advance(9000, True, 1000, 25) == []
@@ -363,8 +364,8 @@ def test_ota_job_fails_at_its_planned_progress() -> None:
     job = _job(OtaOutcome.FAILURE, stop_at=40)
     job.advance(0, True, 1000, 25)
     assert job.advance(5000, True, 1000, 25) == [
-        (UpgradeStatus.UPDATING, 25, 1000),
-        (UpgradeStatus.FAILED, 40, 2000),
+        (OtaUpgradeStatus.UPGRADING, 25, 1000),
+        (OtaUpgradeStatus.FAILED, 40, 2000),
     ]
 
 
@@ -372,8 +373,8 @@ def test_ota_job_times_out_after_stalling() -> None:
     job = _job(OtaOutcome.TIMEOUT, stop_at=50, timeout_ms=10_000)
     job.advance(0, True, 1000, 25)
     steps = job.advance(9_000, True, 1000, 25)
-    assert steps == [(UpgradeStatus.UPDATING, 25, 1000), (UpgradeStatus.UPDATING, 50, 2000)]
-    assert job.advance(12_000, True, 1000, 25) == [(UpgradeStatus.TIMEOUT, 50, 10_000)]
+    assert steps == [(OtaUpgradeStatus.UPGRADING, 25, 1000), (OtaUpgradeStatus.UPGRADING, 50, 2000)]
+    assert job.advance(12_000, True, 1000, 25) == [(OtaUpgradeStatus.TIMED_OUT, 50, 10_000)]
 
 
 def test_sleepy_device_waits_until_it_wakes() -> None:
@@ -382,7 +383,7 @@ def test_sleepy_device_waits_until_it_wakes() -> None:
     assert job.waiting
     job.advance(70_000, True, 1000, 50)
     assert job.started_ms == 70_000
-    assert job.advance(72_000, True, 1000, 50)[-1] == (UpgradeStatus.DONE, 100, 72_000)
+    assert job.advance(72_000, True, 1000, 50)[-1] == (OtaUpgradeStatus.DONE, 100, 72_000)
 
 
 def test_fleet_upgrade_reports_progress_and_the_new_version() -> None:
@@ -394,7 +395,7 @@ def test_fleet_upgrade_reports_progress_and_the_new_version() -> None:
     assert err.value.code == errors.NOT_SUPPORTED
     fleet.release_firmware(FirmwareRelease(CAMERA.product_id, 0, "3.5.0"))
     fleet.release_firmware(FirmwareRelease(CAMERA.product_id, 9, "1.2.0"))
-    assert fleet.firmware(device_id)[0].upgrade_status is UpgradeStatus.READY
+    assert fleet.firmware(device_id)[0].upgrade_status is OtaUpgradeStatus.READY
     fleet.plan_upgrade(device_id, 0, OtaOutcome.SUCCESS)
     (started,) = fleet.start_upgrade(device_id, 0, NOW)
     assert isinstance(started, OtaProgressed)
@@ -408,7 +409,7 @@ def test_fleet_upgrade_reports_progress_and_the_new_version() -> None:
         (3, 100),
     ]
     assert fleet.devices[device_id].firmware[0] == "3.5.0"
-    assert fleet.firmware(device_id)[0].upgrade_status is UpgradeStatus.DONE
+    assert fleet.firmware(device_id)[0].upgrade_status is OtaUpgradeStatus.DONE
 
 
 def test_upgrade_steps_caught_up_at_once_keep_their_own_times() -> None:

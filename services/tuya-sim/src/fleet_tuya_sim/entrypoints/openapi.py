@@ -11,12 +11,11 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from fleet_contracts.tuya import channel_name
+from fleet_contracts.tuya import OtaUpgradeStatus, channel_name
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.device import Device
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.fleet import ChannelFirmware, Fleet
-from fleet_tuya_sim.domain.ota import UpgradeStatus
 from fleet_tuya_sim.domain.products import DpSchema
 from fleet_tuya_sim.service_layer.gate import Caller, OpenApiGate
 from fleet_tuya_sim.service_layer.simulator import Simulator
@@ -175,8 +174,8 @@ def firmware_entry(device: Device, fw: ChannelFirmware) -> dict[str, Any]:
         "last_upgrade_time": (fw.job.finished_ms or 0) if fw.job else 0,
         "firmware_deploy_time": 0,
         "control_type": 0,
-        "can_upgrade": status in (UpgradeStatus.READY, UpgradeStatus.FAILED, UpgradeStatus.TIMEOUT)
-        or (status is UpgradeStatus.DONE and fw.target_version != fw.current_version),
+        "can_upgrade": status in (OtaUpgradeStatus.READY, OtaUpgradeStatus.FAILED, OtaUpgradeStatus.TIMED_OUT)
+        or (status is OtaUpgradeStatus.DONE and fw.target_version != fw.current_version),
         "remind": None,
     }
 
