@@ -1,0 +1,23 @@
+"""pairing's configuration: the common `FLEET_` settings plus token lifetimes, polling and the relay."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from fleet_shared.service import ServiceSettings
+
+
+class PairingSettings(ServiceSettings):
+    pairing_database: str = "pairing"
+    pairing_subscription: str = "pairing"
+    # Tuya's guide: a token lives 10 minutes; used only when Tuya's answer carries no `expire_time`
+    pairing_default_token_lifetime_s: int = Field(600, ge=30, le=3600)
+    # how often active sessions ask Tuya for the token's result (`GET /v1.0/device/paring/tokens/{token}`)
+    pairing_poll_interval_s: float = Field(5.0, gt=0)
+    pairing_poll_batch: int = Field(100, ge=1, le=1000)
+    # sessions whose token expired are closed by a sweep this often
+    pairing_expiry_sweep_interval_s: float = Field(1.0, gt=0)
+    # outbox entries left by a crash are relayed by a sweep this often
+    pairing_outbox_sweep_interval_s: float = Field(2.0, gt=0)
+    pairing_max_expected_devices: int = Field(100, ge=1, le=1000)
+    pairing_shutdown_timeout_s: float = Field(15.0, gt=0)
