@@ -31,6 +31,7 @@ Rules (time is always a parameter):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -474,3 +475,20 @@ def record_removal(session: PairingSession, device_id: str, *, removed: bool) ->
     done = replace(outcome, removal=Removal.DONE if removed else Removal.FAILED)
     outcomes = tuple(done if o.key == device_id else o for o in session.outcomes)
     return Transition(replace(session, outcomes=outcomes), ())
+
+
+def record_token_result(
+    session: PairingSession, activations: Sequence[Activation], failures: Sequence[ActivationFailure]
+) -> Transition:
+    """One poll of Tuya's token result: every success, then every failure, as one transition."""
+    events: list[Payload] = []
+    changed = False
+    for activation in activations:
+        step = record_activation(session, activation)
+        session, changed = step.session, changed or step.changed
+        events.extend(step.events)
+    for failure in failures:
+        step = record_failure(session, failure)
+        session, changed = step.session, changed or step.changed
+        events.extend(step.events)
+    return Transition(session, tuple(events), changed=changed)
