@@ -19,5 +19,12 @@ class PairingSettings(ServiceSettings):
     pairing_expiry_sweep_interval_s: float = Field(1.0, gt=0)
     # outbox entries left by a crash are relayed by a sweep this often
     pairing_outbox_sweep_interval_s: float = Field(2.0, gt=0)
+    # after expiry, pushes and the last poll of activations made in time may still arrive for this long
+    pairing_settle_s: float = Field(15.0, ge=0, le=600)
+    # binding mode per product (`pid:strong,pid:medium,...`) and for products not listed (empty: unknown)
+    pairing_binding_modes: str = ""
+    pairing_default_binding_mode: str = Field("", pattern="^(|strong|medium|weak)$")
+    # how many unexpected-product removals one round attempts
+    pairing_removal_batch: int = Field(100, ge=1, le=1000)
     pairing_max_expected_devices: int = Field(100, ge=1, le=1000)
     pairing_shutdown_timeout_s: float = Field(15.0, gt=0)
