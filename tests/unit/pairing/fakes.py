@@ -13,7 +13,17 @@ from fleet_contracts._base import Payload
 from fleet_contracts.pairing import PairingMode
 from fleet_pairing.domain.credentials import IssuedToken
 from fleet_pairing.domain.session import BindingMode, PairingSession, SessionState, Transition
-from fleet_pairing.ports import IdempotencyConflict, NewToken, TokenResult
+from fleet_pairing.ports import (
+    BindingModes,
+    Clock,
+    DeviceOwners,
+    IdempotencyConflict,
+    IdGenerator,
+    NewToken,
+    SessionRepository,
+    TokenResult,
+    TuyaPairing,
+)
 from fleet_shared.tuya.errors import TuyaApiError, api_error
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
@@ -167,3 +177,13 @@ def tuya_error(code: int) -> TuyaApiError:
 
 def events_of(sessions: FakeSessions, kind: type[Payload]) -> Sequence[Payload]:
     return [e for e in sessions.events if isinstance(e, kind)]
+
+
+def _fakes_implement_the_ports() -> None:
+    # checked by mypy: each fake satisfies its port without casts or ignores
+    _sessions: SessionRepository = FakeSessions()
+    _owners: DeviceOwners = FakeOwners()
+    _modes: BindingModes = FakeBindingModes()
+    _tuya: TuyaPairing = FakeTuya()
+    _clock: Clock = FakeClock()
+    _ids: IdGenerator = SequentialIds()
