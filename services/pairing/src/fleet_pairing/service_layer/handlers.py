@@ -7,7 +7,9 @@ loses a race is retried from a fresh read.
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -41,7 +43,11 @@ from fleet_shared.tuya.errors import TuyaError
 log = logging.getLogger(__name__)
 
 DEFAULT_TOKEN_LIFETIME = timedelta(minutes=10)  # Tuya's guide, when Tuya's answer carries no expire_time
-_WRITE_TRIES = 8
+# a multi-device session may take many devices' pushes at once: each round of a race has one winner, so the
+# tries cover the devices that commonly activate together; the jittered pause spreads the losers out
+_WRITE_TRIES = 64
+_BACKOFF_STEP_S = 0.001
+_BACKOFF_MAX_S = 0.05
 
 
 class SessionNotFound(LookupError):
@@ -130,7 +136,9 @@ async def _apply(
 ) -> PairingSession | None:
     """Read, transition, write conditionally on the version read; retried from a fresh read on a lost race.
     Returns the session as stored afterwards, or None when there is no such session."""
-    for _ in range(_WRITE_TRIES):
+    for attempt in range(_WRITE_TRIES):
+        if attempt:
+            await asyncio.sleep(random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_STEP_S * attempt)))
         current = await load()
         if current is None:
             return None
