@@ -7,7 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from fleet_pairing.domain.causes import TUYA_PAIRING_CODES, FailureCause, failure_for
+from fleet_pairing.domain.causes import (
+    TUYA_OPENAPI_RESULT_CODES,
+    TUYA_PAIRING_CODES,
+    FailureCause,
+    failure_for,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -54,7 +59,20 @@ def test_documented_codes_map_to_their_cause(code: str, cause: FailureCause) -> 
     assert failure.description == TUYA_PAIRING_CODES[int(code)][1]
 
 
-@pytest.mark.parametrize("code", ["0", "7", "99", "144", "602", "2001", "abc", "", "٣"])
+@pytest.mark.parametrize(
+    ("code", "cause"),
+    [
+        ("1010", FailureCause.TOKEN_EXPIRED),
+        ("1012", FailureCause.TOKEN_VOID),
+        ("1106", FailureCause.UNAUTHORIZED),
+        ("2001", FailureCause.DEVICE_OFFLINE),
+    ],
+)
+def test_openapi_codes_in_a_token_result_map_too(code: str, cause: FailureCause) -> None:
+    assert failure_for(code).cause is cause
+
+
+@pytest.mark.parametrize("code", ["0", "7", "99", "144", "602", "1013", "2002", "abc", "", "٣"])
 def test_undocumented_codes_are_kept_as_unknown(code: str) -> None:
     failure = failure_for(code, "Tuya says no")
     assert failure.cause is FailureCause.UNKNOWN
@@ -63,6 +81,6 @@ def test_undocumented_codes_are_kept_as_unknown(code: str) -> None:
 
 
 def test_every_cause_but_the_derived_ones_is_reachable_from_a_code() -> None:
-    reachable = {cause for cause, _ in TUYA_PAIRING_CODES.values()}
+    reachable = {cause for cause, _ in [*TUYA_PAIRING_CODES.values(), *TUYA_OPENAPI_RESULT_CODES.values()]}
     derived = {FailureCause.BOUND_TO_ANOTHER_ACCOUNT, FailureCause.UNKNOWN}
     assert reachable | derived == set(FailureCause)

@@ -2,6 +2,7 @@
 
 Rules:
 - every documented code maps to one `FailureCause` and keeps Tuya's own description;
+- the OpenAPI codes a token result may carry instead (1010-1012 token, 1106 permission, 2001 offline) map too;
 - an undocumented or non-numeric code maps to `UNKNOWN` with the code kept verbatim (never dropped);
 - code 113 ("bound in the cloud") of a strongly bound product becomes `BOUND_TO_ANOTHER_ACCOUNT` with a
   pointer to batch unbinding, the only way out for such a device (session.py decides that, not this table).
@@ -25,6 +26,7 @@ class FailureCause(StrEnum):  # values are cause names, not secrets
     TIMEOUT = "timeout"
     WIFI_INFO_NOT_SENT = "wifi_info_not_sent"
     TOKEN_EXPIRED = "token_expired"  # noqa: S105
+    TOKEN_VOID = "token_void"  # noqa: S105
     DEVICE_NOT_FOUND = "device_not_found"
     CLOUD_ACTIVATION_FAILED = "cloud_activation_failed"
     ALREADY_BOUND = "already_bound"
@@ -134,6 +136,16 @@ TUYA_PAIRING_CODES: dict[int, tuple[FailureCause, str]] = {
     601: (C.DEVICE_OFFLINE, "Failed to control the device. The device is offline."),
 }
 
+# Token results may carry an OpenAPI code instead (the IoT Core result's example shows `"2001"`; tuya-sim
+# reports token failures with the OpenAPI code of the same meaning). No overlap with the codes above.
+TUYA_OPENAPI_RESULT_CODES: dict[int, tuple[FailureCause, str]] = {
+    1010: (C.TOKEN_EXPIRED, "The pairing token has expired."),
+    1011: (C.TOKEN_EXPIRED, "The pairing token is invalid."),
+    1012: (C.TOKEN_VOID, "The pairing token is void: it already paired its devices."),
+    1106: (C.UNAUTHORIZED, "Permission denied."),
+    2001: (C.DEVICE_OFFLINE, "The device is offline."),
+}
+
 ALREADY_BOUND_CODE = 113
 BATCH_UNBINDING_HINT = (
     "The device is strongly bound to another account: it must be unbound first, e.g. by a batch unbinding "
@@ -154,7 +166,8 @@ class Failure:
 def failure_for(code: str, message: str | None = None) -> Failure:
     """The typed failure for one of Tuya's codes (`"3"`, `"106"`); unknown codes are kept, never dropped."""
     text = code.strip()
-    if text.isascii() and text.isdigit() and int(text) in TUYA_PAIRING_CODES:
-        cause, description = TUYA_PAIRING_CODES[int(text)]
-        return Failure(text, cause, description)
+    if text.isascii() and text.isdigit():
+        known = TUYA_PAIRING_CODES.get(int(text)) or TUYA_OPENAPI_RESULT_CODES.get(int(text))
+        if known is not None:
+            return Failure(text, *known)
     return Failure(text or "unknown", FailureCause.UNKNOWN, message or "Tuya reported an undocumented code.")

@@ -1,0 +1,76 @@
+"""pairing's Tuya adapter against tuya-sim in process (real signing through the shared client), and the
+binding modes read from configuration."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from fleet_contracts.pairing import PairingMode
+from fleet_pairing.adapters.system import ConfiguredBindingModes
+from fleet_pairing.adapters.tuya import TuyaPairingApi
+from fleet_pairing.domain.causes import FailureCause, failure_for
+from fleet_pairing.domain.credentials import ble_token
+from fleet_pairing.domain.session import BindingMode
+from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_tuya_sim.adapters.sinks import MemorySink
+from fleet_tuya_sim.bootstrap import bootstrap
+from fleet_tuya_sim.domain.fleet import FleetSpec
+from tests.unit.tuya_sim.conftest import ACCESS_ID, ACCESS_SECRET, FakeClock, settings
+
+pytestmark = pytest.mark.unit
+
+
+async def test_tokens_results_and_removal_through_the_shared_client() -> None:
+    clock = FakeClock()
+    wiring = bootstrap(settings(), sink=MemorySink(), clock=clock, manage_simulator=False)
+    wiring.simulator.install_fleet(FleetSpec(seed=7, devices=10, homes=2, unbound=3))
+    transport = httpx.ASGITransport(app=wiring.app)
+    async with (
+        httpx.AsyncClient(transport=transport, base_url="http://sim") as http,
+        TuyaOpenApiClient(ACCESS_ID, ACCESS_SECRET, base_url="http://sim", http=http, clock=clock) as client,
+    ):
+        api = TuyaPairingApi(client)
+        fleet = (await http.get("/sim/fleet")).json()
+        home = fleet["homes"][0]
+        new = await api.create_token(
+            owner_uid=home["owner_uid"],
+            home_id=home["home_id"],
+            time_zone_id="Europe/Berlin",
+            mode=PairingMode.QR,
+            device_uuid=None,
+        )
+        assert new.lifetime is not None
+        assert new.lifetime.total_seconds() == 600
+        assembled = new.issued.assembled()
+        assert len(assembled.get_secret_value()) == 14
+        assert ble_token(assembled).get_secret_value() == new.issued.token
+        assert new.issued.secret.get_secret_value() not in repr(new)
+
+        first, second = fleet["unbound_device_ids"][:2]
+        for device in (first, second):
+            await http.post(
+                "/sim/pairing/activate", json={"token": assembled.get_secret_value(), "device_ids": [device]}
+            )
+        result = await api.token_result(new.issued.token)
+        assert [d.device_id for d in result.success] == [first]
+        [failed] = result.failed
+        assert failed.device_id == second
+        assert failure_for(failed.code).cause is FailureCause.TOKEN_VOID  # the simulator's "already used"
+
+        assert await api.remove_device(first) is True
+
+
+def test_binding_modes_from_configuration() -> None:
+    modes = ConfiguredBindingModes.parse(" p1:strong, p2:MEDIUM ,p3:weak,", default="weak")
+    assert modes.binding_mode("p1") is BindingMode.STRONG
+    assert modes.binding_mode("p2") is BindingMode.MEDIUM
+    assert modes.binding_mode("other") is BindingMode.WEAK
+    assert modes.binding_mode(None) is BindingMode.WEAK
+    assert ConfiguredBindingModes.parse("").binding_mode("p1") is None
+
+
+@pytest.mark.parametrize("text", ["p1", ":strong", "p1:loose"])
+def test_bad_binding_mode_entries_are_named(text: str) -> None:
+    with pytest.raises(ValueError, match="binding mode entry"):
+        ConfiguredBindingModes.parse(text)
