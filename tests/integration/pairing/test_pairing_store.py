@@ -324,7 +324,7 @@ async def test_listings_page_newest_first_by_each_filter(db: Db) -> None:
     first_day = await views.list_sessions(db.db, day=T0.date(), limit=10)
     assert [s.session_id for s in first_day.items] == ["s2", "s1", "s0"]  # 12:00; s3-s5 at 00:00 the next day
     next_day = await views.list_sessions(db.db, day=(T0 + timedelta(days=1)).date(), limit=10)
-    assert [s.session_id for s in next_day.items] == ["s5", "s4", "s3"]
+    assert [s.session_id for s in next_day.items] == ["s6", "s5", "s4", "s3"]
     active = await views.list_sessions(db.db, state=SessionState.ACTIVE, home_id="h1", limit=2)
     assert [s.session_id for s in active.items] == ["s6", "s5"]
     assert await views.list_sessions(db.db, state=SessionState.CANCELLED) == views.SessionPage(
