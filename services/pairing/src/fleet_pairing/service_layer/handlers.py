@@ -99,7 +99,11 @@ async def open_session(
         mode=request.mode,
         device_uuid=uuid,
     )
-    assembled = new.issued.assembled()  # validates region and token before anything is stored
+    # everything the caller gets is derived before anything is stored: a bad token stores nothing
+    assembled = new.issued.assembled()
+    mode = request.mode
+    ble = ble_token(assembled) if mode in (PairingMode.BLE, PairingMode.COMBO) else None
+    payload = qr_payload(command.wifi, assembled) if command.wifi is not None else None
     opened = rules.open_session(
         ids.new_session_id(),
         request,
@@ -115,13 +119,8 @@ async def open_session(
         # a concurrent request with the same key won; Tuya's token we got is simply never used
         return OpenedSession(conflict.existing, replayed=True)
 
-    mode = request.mode
     return OpenedSession(
-        opened.session,
-        replayed=False,
-        assembled_token=assembled,
-        ble_token=ble_token(assembled) if mode in (PairingMode.BLE, PairingMode.COMBO) else None,
-        qr_payload=qr_payload(command.wifi, assembled) if command.wifi is not None else None,
+        opened.session, replayed=False, assembled_token=assembled, ble_token=ble, qr_payload=payload
     )
 
 
