@@ -3,10 +3,16 @@ binding modes read from configuration."""
 
 from __future__ import annotations
 
+import asyncio
+from datetime import UTC, datetime, timedelta
+
 import httpx
 import pytest
 
-from fleet_contracts.pairing import PairingMode
+from fleet_contracts import topics
+from fleet_contracts.pairing import PairingMode, PairingSessionEnded, PairingSessionState, PairingTokenExpired
+from fleet_pairing.adapters.events import EventEncoder, OutboxEntry
+from fleet_pairing.adapters.outbox import PulsarEventPublisher
 from fleet_pairing.adapters.system import ConfiguredBindingModes
 from fleet_pairing.adapters.tuya import TuyaPairingApi
 from fleet_pairing.domain.causes import FailureCause, failure_for
@@ -19,6 +25,8 @@ from fleet_tuya_sim.domain.fleet import FleetSpec
 from tests.unit.tuya_sim.conftest import ACCESS_ID, ACCESS_SECRET, FakeClock, settings
 
 pytestmark = pytest.mark.unit
+
+T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
 
 
 async def test_tokens_results_and_removal_through_the_shared_client() -> None:
@@ -74,3 +82,50 @@ def test_binding_modes_from_configuration() -> None:
 def test_bad_binding_mode_entries_are_named(text: str) -> None:
     with pytest.raises(ValueError, match="binding mode entry"):
         ConfiguredBindingModes.parse(text)
+
+
+class RecordingBroker:
+    """Stands in for `PulsarBroker.publish`: yields between sends, as a real send does."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, str, dict[str, str]]] = []
+
+    async def publish(self, body: bytes, topic: str, *, key: str, headers: dict[str, str]) -> None:
+        await asyncio.sleep(0.001 if key == "a" else 0)
+        self.sent.append((key, body.decode(), headers))
+
+
+async def test_the_publisher_keeps_each_keys_order() -> None:
+    broker = RecordingBroker()
+    entries = [OutboxEntry(f"id{i}", "t", key, f"{key}{i}".encode()) for i, key in enumerate("aabab")]
+    await PulsarEventPublisher(broker).publish(entries)  # type: ignore[arg-type]
+    assert [body for key, body, _ in broker.sent if key == "a"] == ["a0", "a1", "a3"]
+    assert [body for key, body, _ in broker.sent if key == "b"] == ["b2", "b4"]
+    assert {headers["event-id"] for _, _, headers in broker.sent} == {f"id{i}" for i in range(5)}
+
+
+def test_event_ids_are_fixed_by_session_version_and_place() -> None:
+    encoder = EventEncoder("tenant1", "eu")
+    events = [
+        PairingTokenExpired(token="tok1", home_id="h1", session_id="s1", paired_devices=0),
+        PairingSessionEnded(
+            token="tok1",
+            home_id="h1",
+            session_id="s1",
+            state=PairingSessionState.EXPIRED,
+            paired_devices=0,
+            failed_devices=0,
+            unexpected_devices=0,
+        ),
+    ]
+    first = encoder.entries("s1", 3, events, T0)
+    again = encoder.entries("s1", 3, events, T0 + timedelta(seconds=5))
+    assert [e.id for e in first] == [e.id for e in again]
+    assert len({e.id for e in first + encoder.entries("s1", 4, events, T0)}) == 4
+    decoded = [topics.PAIRING_EVENTS.decode(e.body) for e in first]
+    assert [d.type for d in decoded] == ["pairing.token.expired.v1", "pairing.session.ended.v1"]
+    assert {(e.key, e.topic) for e in first} == {("tok1", topics.PAIRING_EVENTS.name)}
+    assert all(
+        (d.tenant, d.region, d.source, d.subject) == ("tenant1", "eu", "/fleet/pairing", "tok1")
+        for d in decoded
+    )

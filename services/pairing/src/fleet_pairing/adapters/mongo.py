@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from fleet_contracts.pairing import PairingMode, UnexpectedProductPolicy
@@ -222,12 +222,16 @@ class SessionStore:
         update: Document = {"$set": doc}
         if outbox:
             update["$push"] = {"outbox": {"$each": [outbox_entry_to_doc(e) for e in outbox]}}
-        result = await self.sessions.update_one(
-            {"_id": session.session_id, "version": expected_version}, update
+        # the write returns the outbox after it: the relay publishes earlier leftovers first, in order
+        # (no projection: FerretDB 1.x does not implement `fields` in findAndModify)
+        after = await self.sessions.find_one_and_update(
+            {"_id": session.session_id, "version": expected_version},
+            update,
+            return_document=ReturnDocument.AFTER,
         )
-        if result.matched_count != 1:
+        if after is None:
             return False
-        await self._relay(session.session_id, outbox)
+        await self._relay(session.session_id, outbox_from_doc(after))
         return True
 
     async def get(self, session_id: str) -> PairingSession | None:

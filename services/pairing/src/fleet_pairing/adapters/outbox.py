@@ -1,7 +1,8 @@
 """The outbox relay: publishes the events a session write recorded, then clears exactly those entries.
 
-Right after a write, `relay` publishes its new entries; whatever it could not publish (broker down, crash)
-stays in the document and `sweep` publishes it later with the same ids (consumers de-duplicate on them).
+Right after a write, `relay` publishes the document's whole outbox in order (leftovers of an earlier failed
+relay first, then the write's own events); whatever it could not publish (broker down, crash) stays in the
+document for the next write or `sweep`, with the same ids (consumers de-duplicate on them).
 """
 
 from __future__ import annotations
@@ -32,13 +33,15 @@ class PulsarEventPublisher:
         self.broker = broker
 
     async def publish(self, entries: Sequence[OutboxEntry]) -> None:
-        if entries:
-            await asyncio.gather(
-                *(
-                    self.broker.publish(e.body, e.topic, key=e.key, headers={EVENT_ID_PROPERTY: e.id})
-                    for e in entries
-                )
-            )
+        # in order per key (one session's events keep their order), keys in parallel
+        by_key: dict[str, list[OutboxEntry]] = {}
+        for entry in entries:
+            by_key.setdefault(entry.key, []).append(entry)
+        await asyncio.gather(*(self._in_order(group) for group in by_key.values()))
+
+    async def _in_order(self, entries: Sequence[OutboxEntry]) -> None:
+        for e in entries:
+            await self.broker.publish(e.body, e.topic, key=e.key, headers={EVENT_ID_PROPERTY: e.id})
 
 
 class OutboxRelay:
