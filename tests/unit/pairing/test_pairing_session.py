@@ -114,6 +114,7 @@ def test_a_token_already_expired_is_refused() -> None:
     ("kw", "field"),
     [
         ({"expected_devices": 0}, "expected_devices"),
+        ({"expected_devices": 1001}, "expected_devices"),
         ({"mode": PairingMode.AP, "expected_devices": 2}, "expected_devices"),
         ({"mode": PairingMode.QR, "expected_devices": 2}, "expected_devices"),
         ({"mode": PairingMode.BLE, "device_uuids": ()}, "device_uuids"),

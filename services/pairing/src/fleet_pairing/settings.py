@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from fleet_shared.service import ServiceSettings
 
@@ -26,5 +28,13 @@ class PairingSettings(ServiceSettings):
     pairing_default_binding_mode: str = Field("", pattern="^(|strong|medium|weak)$")
     # how many unexpected-product removals one round attempts
     pairing_removal_batch: int = Field(100, ge=1, le=1000)
+    # the most devices one multi-device EZ session may expect (the contract allows up to 1000)
     pairing_max_expected_devices: int = Field(100, ge=1, le=1000)
     pairing_shutdown_timeout_s: float = Field(15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _settle_covers_a_poll(self) -> Self:
+        # a session closes only after one more poll of Tuya's token result could have seen its last devices
+        if self.pairing_settle_s < self.pairing_poll_interval_s:
+            raise ValueError("FLEET_PAIRING_SETTLE_S must be at least FLEET_PAIRING_POLL_INTERVAL_S")
+        return self

@@ -62,6 +62,7 @@ from fleet_pairing.domain.causes import (
 SessionState = PairingSessionState
 _TICK = timedelta(milliseconds=1)
 MAX_DEVICE_UUIDS = 1  # Tuya's BLE token carries one `extension.uuid`: one BLE/combo device per session
+MAX_EXPECTED_DEVICES = 1000  # the contract's ceiling for a token's devices (`PairingTokenIssued.max_devices`)
 
 
 class BindingMode(StrEnum):
@@ -128,8 +129,8 @@ class SessionRequest:
     idempotency_key: str | None = None
 
     def __post_init__(self) -> None:
-        if self.expected_devices < 1:
-            raise InvalidSession("expected_devices", "must be at least 1")
+        if not 1 <= self.expected_devices <= MAX_EXPECTED_DEVICES:
+            raise InvalidSession("expected_devices", f"must be 1-{MAX_EXPECTED_DEVICES}")
         if self.mode is not PairingMode.EZ and self.expected_devices != 1:
             raise InvalidSession("expected_devices", f"{self.mode.value} mode pairs exactly one device")
         needs_uuid = self.mode in (PairingMode.BLE, PairingMode.COMBO)
