@@ -21,17 +21,22 @@ from fleet_pairing.domain.session import BindingMode
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_tuya_sim.adapters.sinks import MemorySink
 from fleet_tuya_sim.bootstrap import bootstrap
+from fleet_tuya_sim.config import SimSettings
 from fleet_tuya_sim.domain.fleet import FleetSpec
-from tests.unit.tuya_sim.conftest import ACCESS_ID, ACCESS_SECRET, FakeClock, settings
 
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+ACCESS_ID = "pairingunitaccess001"
+ACCESS_SECRET = "pairing0unit0test0secret00000000"
 
 
 async def test_tokens_results_and_removal_through_the_shared_client() -> None:
-    clock = FakeClock()
-    wiring = bootstrap(settings(), sink=MemorySink(), clock=clock, manage_simulator=False)
+    def clock() -> float:
+        return T0.timestamp()
+
+    sim = SimSettings(access_id=ACCESS_ID, access_secret=ACCESS_SECRET, rate_limit_rps=0)
+    wiring = bootstrap(sim, sink=MemorySink(), clock=clock, manage_simulator=False)
     wiring.simulator.install_fleet(FleetSpec(seed=7, devices=10, homes=2, unbound=3))
     transport = httpx.ASGITransport(app=wiring.app)
     async with (
