@@ -16,8 +16,9 @@ Rules:
   another owner, or was activated again, the unbind took effect (UNBOUND, `reconciled`); if the same owner
   and activation still stand, it did not, and calling again is safe. A new owner who paired the device
   meanwhile is never unbound by a retry.
-- A refusal after units were reserved is written with `units_held` set; the handler refunds (idempotent) and
-  clears it, and recovery refunds any refusal still flagged. Units of an UNBOUND device are spent.
+- The quota day is recorded before reserving; a refusal after that is written with `units_held` set; the
+  handler refunds (idempotent) and clears it, and recovery refunds any refusal still flagged. Units of an
+  UNBOUND device are spent.
 - Each final result carries its event (outbox of the same write) with a deterministic id.
 """
 
@@ -77,6 +78,7 @@ class DeviceUnbind:
     cause: RefusalCause | None = None
     tuya_error_code: str | None = None
     detail: str | None = None
+    quota_day: str | None = None  # the day whose counters hold (or may hold) this device's units
     units_held: bool = False
     reconciled: bool = False
     calls: int = 0  # Tuya removal calls made (after intent)
@@ -122,7 +124,8 @@ def refuse(
         cause=cause,
         tuya_error_code=code,
         detail=detail,
-        units_held=unbind.units_held or unbind.state is not UnbindState.PENDING,
+        # units may be held once a reservation was attempted (a crash can hide its outcome)
+        units_held=unbind.units_held or unbind.quota_day is not None,
         finished_at=now,
     )
     event = BatchDeviceRefused(
@@ -155,11 +158,22 @@ def assess(
     return None
 
 
+def reserving(unbind: DeviceUnbind, facts: DeviceFacts, day: str) -> DeviceUnbind:
+    """Record the quota day before reserving (must be durable first): whatever happens next, the units
+    this device may hold can be found and refunded."""
+    _require(unbind, UnbindState.PENDING)
+    return replace(unbind, product_id=facts.product_id, quota_day=day)
+
+
 def reserved(unbind: DeviceUnbind, facts: DeviceFacts, outcome: Reservation, now: datetime) -> Step:
     """After reserving the device's units (the store did it): RESERVED, or refused for the quota."""
     _require(unbind, UnbindState.PENDING)
+    if unbind.quota_day is None:
+        raise TransitionError(f"{unbind.id}: reserved without a recorded quota day")
     unbind = replace(unbind, product_id=facts.product_id)
     if outcome is not Reservation.RESERVED:
+        # the store gave back what it took: nothing is held
+        unbind = replace(unbind, quota_day=None)
         scope = "account" if outcome is Reservation.ACCOUNT_EXHAUSTED else "product"
         return refuse(unbind, RefusalCause.QUOTA_EXCEEDED, now, detail=f"daily {scope} quota used up")
     held = replace(
