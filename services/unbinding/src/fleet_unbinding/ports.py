@@ -12,6 +12,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from pydantic import SecretStr
+
 from fleet_unbinding.domain.authorization import AuthorizationRecord, ProductAuthorization
 from fleet_unbinding.domain.batch import Batch, Tally
 from fleet_unbinding.domain.quota import CounterKey, LimitOverride, QuotaScope, Reservation
@@ -56,9 +58,8 @@ class Devices(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class QrToken:
-    token: str  # bare token: matches scans
-    region: str
-    secret: str  # only to assemble the payload returned once; never stored
+    token: str  # the bare token: matches scans, safe to store
+    assembled: SecretStr  # region + token + secret: goes into the QR payload once, never stored or logged
     expires_at: datetime | None
 
 

@@ -13,12 +13,15 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 
+import orjson
+from pydantic import SecretStr
+
 from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindMode
 from fleet_unbinding.domain import batch as batches
 from fleet_unbinding.domain import quota, unbind
 from fleet_unbinding.domain.authorization import AuthorizationRecord, ProductAuthorization
 from fleet_unbinding.domain.batch import Batch, BatchError, BatchStatus, Prediction
-from fleet_unbinding.domain.qr import Admission, QrSession, is_unbind_request
+from fleet_unbinding.domain.qr import Admission, QrSession, is_unbind_request, open_session
 from fleet_unbinding.domain.quota import QuotaDay, QuotaScope, Usage
 from fleet_unbinding.domain.unbind import DeviceFacts, DeviceUnbind, Step, UnbindState
 from fleet_unbinding.ports import (
@@ -26,6 +29,8 @@ from fleet_unbinding.ports import (
     BatchStore,
     Clock,
     Devices,
+    PairingTokens,
+    QrToken,
     QuotaCounters,
     QuotaLimits,
     TuyaRefused,
@@ -188,6 +193,53 @@ async def try_finish(p: Ports, batch_id: str) -> Batch | None:
 
 
 # --- QR sessions --------------------------------------------------------------------------------------
+
+
+def qr_payload(ssid: str, password: SecretStr, token: QrToken) -> SecretStr:
+    """The QR content `{"s", "p", "t"}` (Wi-Fi and the assembled token): returned once, never stored."""
+    body = {"s": ssid, "p": password.get_secret_value(), "t": token.assembled.get_secret_value()}
+    return SecretStr(orjson.dumps(body).decode())
+
+
+async def open_qr_batch(
+    p: Ports,
+    tokens: PairingTokens,
+    request: RequestUnbindBatch,
+    *,
+    uid: str,
+    home_id: str | None,
+    ssid: str,
+    password: SecretStr,
+    validity: timedelta,
+    time_zone_id: str = "Etc/UTC",
+    idempotency_key: str | None = None,
+) -> tuple[Batch, SecretStr | None]:
+    """Open a QR batch: a pairing token for the operator's app account, the session around it, and the
+    payload to show (None when an idempotency key names an existing batch: the payload is never kept)."""
+    if request.mode is not UnbindMode.QR:
+        raise BatchError("a QR batch needs mode qr")
+    if idempotency_key is not None:
+        existing = await p.batches.get(batches.batch_id_for(request.operator_id, idempotency_key))
+        if existing is not None:
+            return _repeat(existing, request.model_copy(update={"batch_id": existing.batch_id})), None
+    token = await tokens.issue(uid=uid, home_id=home_id, time_zone_id=time_zone_id)
+    session = open_session(token.token, now=p.clock(), validity=validity, token_expires_at=token.expires_at)
+    batch, created = await request_batch(p, request, idempotency_key=idempotency_key, qr=session)
+    return batch, qr_payload(ssid, password, token) if created else None
+
+
+async def poll_qr(p: Ports, tokens: PairingTokens, batch_id: str) -> int:
+    """Ask Tuya which devices failed to pair with the batch's token and handle each scan; then finish the
+    batch once its session expired and every device has a result. Returns the scans handled."""
+    batch = await p.batches.get(batch_id)
+    if batch is None or batch.qr is None or batch.status is BatchStatus.FINISHED:
+        return 0
+    handled = 0
+    for device_id, code in await tokens.failed_devices(batch.qr.token):
+        if await qr_scan(p, batch_id, device_id, code) is not None:
+            handled += 1
+    await try_finish(p, batch_id)
+    return handled
 
 
 async def qr_scan(
@@ -414,10 +466,6 @@ async def manage_authorization(
     raise Conflict(f"authorizations of {product_id} kept changing")
 
 
-def qr_validity(seconds: float) -> timedelta:
-    return timedelta(seconds=seconds)
-
-
 __all__ = [
     "Admission",
     "Conflict",
@@ -429,6 +477,8 @@ __all__ = [
     "cancel_batch",
     "dry_run",
     "manage_authorization",
+    "open_qr_batch",
+    "poll_qr",
     "qr_scan",
     "recover",
     "request_batch",
