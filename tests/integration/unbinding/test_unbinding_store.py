@@ -213,13 +213,11 @@ async def test_eight_concurrent_batches_through_the_handlers_unbind_exactly_the_
         ports, "p1", lambda s: authz.register(s, owner="dev", original_owner=None, actor="dev", at=NOW)
     )
     for k in range(8):
-        await h.manage_authorization(
-            ports,
-            "p1",
-            lambda s, k=k: authz.grant(
-                s, account=f"op{k}", kind=authz.GrantKind.PARTNER, actor="dev", at=NOW
-            ),
-        )
+
+        def partner(s: authz.ProductAuthorization, k: int = k) -> authz.AuthorizationRecord:
+            return authz.grant(s, account=f"op{k}", kind=authz.GrantKind.PARTNER, actor="dev", at=NOW)
+
+        await h.manage_authorization(ports, "p1", partner)
     for b in range(8):
         ids = [f"b{b}d{i}" for i in range(20)]
         for d in ids:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindMode
+from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindBatchFinished, UnbindMode
 from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain import batch as batches
 from fleet_unbinding.domain.batch import BatchError, BatchStatus, Tally
@@ -64,6 +64,7 @@ def test_finish_counts_results_by_cause() -> None:
         b, Tally(1, {RefusalCause.QUOTA_EXCEEDED: 2, RefusalCause.CANCELLED: 0}), NOW
     )
     assert done.status is BatchStatus.FINISHED
+    assert isinstance(event, UnbindBatchFinished)
     assert (event.devices_total, event.unbound, event.refused) == (3, 1, 2)
     assert event.refused_by_cause == {RefusalCause.QUOTA_EXCEEDED: 2}
     with pytest.raises(BatchError, match="cannot finish"):

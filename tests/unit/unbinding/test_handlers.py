@@ -11,7 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from fleet_contracts import topics
-from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindMode
+from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindBatchFinished, UnbindMode
 from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain import unbind as machine
 from fleet_unbinding.domain.authorization import GrantKind
@@ -79,6 +79,7 @@ async def test_a_list_batch_gives_every_device_one_result_and_finishes_with_even
     batch_events = [topics.UNBINDING_EVENTS.decode(e.body) for e in w.batches.outbox["b1"]]
     assert [e.type for e in batch_events] == ["unbinding.batch.requested.v1", "unbinding.batch.finished.v1"]
     finished = batch_events[1].data
+    assert isinstance(finished, UnbindBatchFinished)
     assert (finished.devices_total, finished.unbound, finished.refused) == (5, 1, 4)
 
 
@@ -157,12 +158,11 @@ async def test_recovery_after_a_crash_between_intent_and_answer_never_calls_twic
     await h.request_batch(w.ports, list_request(["d1", "d2"]))
     # run until both intents are durable, then "crash": d1's removal ran, d2's never did
     for d in ("d1", "d2"):
-        u = w.unbinds.of("b1")[d]
-        u = await h._check_and_reserve(w.ports, u)  # stepping the machine by hand
-        assert u is not None
-        u = await h._write(w.ports, u, machine.intend(u))
-        assert u is not None
-        assert u.state is UnbindState.CALLING
+        reserved = await h._check_and_reserve(w.ports, w.unbinds.of("b1")[d])  # stepping the machine by hand
+        assert reserved is not None
+        intent = await h._write(w.ports, reserved, machine.intend(reserved))
+        assert intent is not None
+        assert intent.state is UnbindState.CALLING
     await w.tuya.remove("d1", reset=False)
 
     assert await h.recover(w.ports) == 1
@@ -181,8 +181,7 @@ async def test_recovery_refunds_a_refusal_whose_refund_was_not_recorded() -> Non
     w.tuya.add("d1", "p1")
     w.tuya.remove_script["d1"] = ["2001"]
     await h.request_batch(w.ports, list_request(["d1"]))
-    u = w.unbinds.of("b1")["d1"]
-    u = await h._check_and_reserve(w.ports, u)
+    u = await h._check_and_reserve(w.ports, w.unbinds.of("b1")["d1"])
     assert u is not None
     assert await used(w, QuotaScope.PRODUCT, "p1") == 1
     step = machine.refuse(u, RefusalCause.DEVICE_OFFLINE, T0)
@@ -272,7 +271,8 @@ async def test_a_qr_batch_unbinds_already_bound_scanners_and_refuses_the_31st_an
     assert payload is not None
     assert orjson.loads(payload.get_secret_value()) == {"s": "shop", "p": "wifi-pass", "t": "EUtok1sec"}
     assert "wifi-pass" not in repr(w.batches.docs["q1"])
-    w.tuya.failed_pairings = [(f"cam{i}", "113") for i in range(31)] + [("cam-other", "2001")]
+    scans: list[tuple[str, str | None]] = [(f"cam{i}", "113") for i in range(31)]
+    w.tuya.failed_pairings = [*scans, ("cam-other", "2001")]
     assert await h.poll_qr(w.ports, w.tuya, "q1") == 31
     w.clock.advance(minutes=5)
     late = await h.qr_scan(w.ports, "q1", "cam31", "113")
