@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 
@@ -105,6 +105,7 @@ class FakeCounters:
 
     def __init__(self) -> None:
         self.units: dict[str, set[str]] = {}
+        self.before_reserve: Callable[[], Awaitable[None]] | None = None  # lets a test interleave a race
 
     def _take(self, key: CounterKey, limit: int, unit: str) -> bool:
         held = self.units.setdefault(key.id, set())
@@ -116,6 +117,8 @@ class FakeCounters:
         return True
 
     async def reserve(self, keys: Sequence[tuple[CounterKey, int]], unit: str) -> Reservation:
+        if self.before_reserve is not None:
+            await self.before_reserve()
         taken: list[CounterKey] = []
         for key, limit in keys:
             if not self._take(key, limit, unit):

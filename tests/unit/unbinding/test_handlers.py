@@ -160,11 +160,15 @@ async def test_recovery_after_a_crash_between_intent_and_answer_never_calls_twic
     for d in ("d1", "d2"):
         reserved = await h._check_and_reserve(w.ports, w.unbinds.of("b1")[d])  # stepping the machine by hand
         assert reserved is not None
-        intent = await h._write(w.ports, reserved, machine.intend(reserved))
+        intent = await h._write(w.ports, reserved, machine.intend(reserved, w.clock()))
         assert intent is not None
         assert intent.state is UnbindState.CALLING
     await w.tuya.remove("d1", reset=False)
 
+    # a worker that did not record the intents leaves them alone while a call may still be in flight
+    await h.recover(w.ports)
+    assert {u.state for u in w.unbinds.of("b1").values()} == {UnbindState.CALLING}
+    w.clock.advance(seconds=30)
     assert await h.recover(w.ports) == 1
     assert {d: u.state for d, u in w.unbinds.of("b1").items()} == {
         "d1": UnbindState.UNBOUND,
@@ -295,3 +299,23 @@ async def test_dry_run_touches_no_counter() -> None:
     out = await h.dry_run(w.ports, "op", ["d1", "d2"])
     assert [(p.device_id, p.would_unbind) for p in out] == [("d1", True), ("d2", False)]
     assert w.counters.units == {}
+
+
+async def test_a_cancel_that_refunds_before_a_racing_reservation_lands_leaks_no_unit() -> None:
+    w = world()
+    await register(w, "p1")
+    w.tuya.add("d1", "p1")
+    await h.request_batch(w.ports, list_request(["d1"]))
+
+    async def cancel_first() -> None:
+        # the cancel lands between the runner's quota-day write and its reservation
+        w.counters.before_reserve = None
+        await h.cancel_batch(w.ports, "b1", "op")
+
+    w.counters.before_reserve = cancel_first
+    await h.run_batch(w.ports, "b1")
+    u = w.unbinds.of("b1")["d1"]
+    assert (u.state, u.cause, u.units_held) == (UnbindState.REFUSED, RefusalCause.CANCELLED, False)
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 0
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 0
+    assert w.tuya.removals == {}

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -31,7 +31,7 @@ def pending() -> unbind.DeviceUnbind:
 def calling() -> unbind.DeviceUnbind:
     u = unbind.reserving(pending(), FACTS, "2026-11-29")
     u, _ = unbind.reserved(u, FACTS, Reservation.RESERVED, NOW)
-    return unbind.intend(u)
+    return unbind.intend(u, NOW)
 
 
 def test_unknown_device_unauthorized_operator_and_unbound_device_are_refused_before_any_quota() -> None:
@@ -88,7 +88,7 @@ def test_success_gives_one_unbound_event_and_a_final_state() -> None:
     assert done.state is UnbindState.UNBOUND
     assert isinstance(event, BatchDeviceUnbound)
     with pytest.raises(TransitionError):
-        unbind.intend(done)
+        unbind.intend(done, NOW)
     assert unbind.cancel(done, NOW) is None
 
 
@@ -126,7 +126,7 @@ def test_reconciliation_sees_the_unbind_took_effect_when_owner_or_activation_cha
 def test_reconciliation_calls_again_while_the_same_binding_stands_then_gives_up() -> None:
     u = calling()
     assert unbind.reconcile(u, FACTS, max_calls=3) is Reconciliation.CALL_AGAIN
-    u = unbind.intend(unbind.intend(u))
+    u = unbind.intend(unbind.intend(u, NOW), NOW)
     assert u.calls == 3
     assert unbind.reconcile(u, FACTS, max_calls=3) is Reconciliation.GIVE_UP
     step = unbind.reconciled(u, Reconciliation.GIVE_UP, NOW, last_code="1199")
@@ -140,3 +140,11 @@ def test_cancel_refuses_pending_and_reserved_but_not_an_inflight_call() -> None:
     assert step is not None
     assert step[0].cause is RefusalCause.CANCELLED
     assert unbind.cancel(calling(), NOW) is None
+
+
+def test_another_worker_reconciles_an_intent_only_after_its_lease() -> None:
+    u = calling()
+    lease = timedelta(seconds=30)
+    assert u.called_at == NOW
+    assert not unbind.may_reconcile(u, NOW + lease - timedelta(microseconds=1), lease)
+    assert unbind.may_reconcile(u, NOW + lease, lease)

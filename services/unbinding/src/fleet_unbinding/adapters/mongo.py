@@ -184,6 +184,7 @@ def unbind_to_doc(u: DeviceUnbind) -> Document:
         "units_held": u.units_held,
         "reconciled": u.reconciled,
         "calls": u.calls,
+        "called_at": u.called_at,
         "finished_at": u.finished_at,
         "version": u.version,
     }
@@ -207,6 +208,7 @@ def unbind_from_doc(doc: Mapping[str, Any]) -> DeviceUnbind:
         units_held=bool(doc.get("units_held", False)),
         reconciled=bool(doc.get("reconciled", False)),
         calls=int(doc.get("calls", 0)),
+        called_at=doc.get("called_at"),
         finished_at=doc.get("finished_at"),
         version=int(doc["version"]),
     )

@@ -12,7 +12,8 @@
 Rules:
 - Exactly one result per device: UNBOUND or REFUSED are final and never change.
 - Never unbound twice: the owner (`uid`) and activation time seen before the call are recorded with the
-  intent. After a crash or an unanswered call the device is looked up again: if it no longer exists, has
+  intent (a conditional write: one worker holds it). After an unanswered call, or a crash (another worker,
+  only once the intent's lease has passed), the device is looked up again: if it no longer exists, has
   another owner, or was activated again, the unbind took effect (UNBOUND, `reconciled`); if the same owner
   and activation still stand, it did not, and calling again is safe. A new owner who paired the device
   meanwhile is never unbound by a retry.
@@ -25,7 +26,7 @@ Rules:
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
 from fleet_contracts.unbinding import BatchDeviceRefused, BatchDeviceUnbound, RefusalCause, UnbindMode
@@ -82,6 +83,7 @@ class DeviceUnbind:
     units_held: bool = False
     reconciled: bool = False
     calls: int = 0  # Tuya removal calls made (after intent)
+    called_at: datetime | None = None  # when the current intent was recorded
     finished_at: datetime | None = None
     version: int = 0
 
@@ -186,10 +188,18 @@ def reserved(unbind: DeviceUnbind, facts: DeviceFacts, outcome: Reservation, now
     return held, []
 
 
-def intend(unbind: DeviceUnbind) -> DeviceUnbind:
+def intend(unbind: DeviceUnbind, now: datetime) -> DeviceUnbind:
     """Record the intent to call Tuya (must be durable before the call)."""
     _require(unbind, UnbindState.RESERVED, UnbindState.CALLING)
-    return replace(unbind, state=UnbindState.CALLING, calls=unbind.calls + 1)
+    return replace(unbind, state=UnbindState.CALLING, calls=unbind.calls + 1, called_at=now)
+
+
+def may_reconcile(unbind: DeviceUnbind, now: datetime, lease: timedelta) -> bool:
+    """Whether a worker that did not record the current intent may reconcile it: only once the call the
+    intent announced must have ended (its lease is longer than any call), so two workers never call Tuya
+    for one device at once."""
+    _require(unbind, UnbindState.CALLING)
+    return unbind.called_at is None or now >= unbind.called_at + lease
 
 
 def _unbound(unbind: DeviceUnbind, now: datetime, *, reconciled: bool) -> Step:

@@ -69,6 +69,8 @@ class Ports:
     approval_threshold: int = 100
     device_concurrency: int = 8
     max_calls: int = 3
+    # longer than any one removal call: only then may another worker reconcile an intent it did not record
+    call_lease: timedelta = timedelta(seconds=30)
     retry_pause_s: float = 0.5
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
@@ -277,33 +279,41 @@ async def qr_scan(
 
 
 async def advance(p: Ports, u: DeviceUnbind) -> DeviceUnbind:
-    """Take one device from wherever it stands to its result (or leave it for a retry on an outage)."""
+    """Take one device from wherever it stands to its result (or leave it for a later run: Tuya
+    unreachable, or another worker's call in flight)."""
     last_code: str | None = None
-    fresh_intent = False
+    phase = "none"  # "intent": we hold the current intent; "called": our call under it has ended
     while not u.state.final:
         try:
             match u.state:
                 case UnbindState.PENDING:
                     moved = await _check_and_reserve(p, u)
                 case UnbindState.RESERVED:
-                    moved = await _write(p, u, unbind.intend(u))
-                    fresh_intent = moved is not None
-                case UnbindState.CALLING if fresh_intent:
-                    fresh_intent = False
+                    moved = await _write(p, u, unbind.intend(u, p.clock()))
+                    phase = "intent" if moved is not None else "none"
+                case UnbindState.CALLING if phase == "intent":
                     moved, last_code = await _call(p, u)
-                case UnbindState.CALLING:
+                    phase = "called"
+                case UnbindState.CALLING if phase == "called" or unbind.may_reconcile(
+                    u, p.clock(), p.call_lease
+                ):
                     moved, again = await _reconcile(p, u, last_code)
-                    fresh_intent = again
+                    phase = "intent" if again else "none"
+                case UnbindState.CALLING:
+                    return u  # another worker's call may be in flight: its lease decides
                 case _:
                     raise AssertionError(u.state)
         except TuyaUnreachable:
             log.warning("Tuya unreachable for %s; it stays %s for a later run", u.id, u.state)
             return u
-        if moved is None:  # lost a race (a cancel): go on from what the store holds
+        if moved is None:  # lost a race (a cancel, another worker): go on from what the store holds
             fresh = await p.unbinds.get(u.batch_id, u.device_id)
             if fresh is None:
                 raise Conflict(f"{u.id} vanished")
-            u, fresh_intent = fresh, False
+            u, phase = fresh, "none"
+            if u.state is UnbindState.REFUSED and u.quota_day is not None:
+                # the winner may have refunded before our reservation landed: refund again (idempotent)
+                return await _refund_if_held(p, u, force=True)
         else:
             u = moved
     if u.units_held:
@@ -379,16 +389,18 @@ async def _reconcile(p: Ports, u: DeviceUnbind, last_code: str | None) -> tuple[
     final = unbind.reconciled(u, decision, p.clock(), last_code=last_code)
     if final is not None:
         return await _save(p, u, final), False
-    again = await _write(p, u, unbind.intend(u))
+    again = await _write(p, u, unbind.intend(u, p.clock()))
     return again, again is not None
 
 
-async def _refund_if_held(p: Ports, u: DeviceUnbind) -> DeviceUnbind:
-    if u.state is not UnbindState.REFUSED or not u.units_held:
+async def _refund_if_held(p: Ports, u: DeviceUnbind, *, force: bool = False) -> DeviceUnbind:
+    if u.state is not UnbindState.REFUSED or not (u.units_held or force):
         return u
     if u.quota_day is not None and u.product_id is not None:
         keys = quota.counter_keys(u.operator_id, u.product_id, u.quota_day)
         await p.counters.refund(keys, quota.unit_id(u.batch_id, u.device_id))
+    if not u.units_held:
+        return u
     return await _write(p, u, unbind.refunded(u)) or u
 
 
