@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -50,6 +51,7 @@ def test_a_batch_above_the_threshold_waits_for_a_second_administrator() -> None:
 
 def test_cancel_is_idempotent_and_impossible_once_finished() -> None:
     b, _ = batches.create(request(1), NOW, approval_threshold=10)
+    b = replace(b, devices_added=True)
     c = batches.cancel(b, "op")
     assert c.cancel_requested
     assert batches.cancel(c, "other") is c
@@ -60,6 +62,8 @@ def test_cancel_is_idempotent_and_impossible_once_finished() -> None:
 
 def test_finish_counts_results_by_cause() -> None:
     b, _ = batches.create(request(3), NOW, approval_threshold=10)
+    assert not b.may_finish(NOW)  # its devices are not stored yet
+    b = replace(b, devices_added=True)
     done, [event] = batches.finish(
         b, Tally(1, {RefusalCause.QUOTA_EXCEEDED: 2, RefusalCause.CANCELLED: 0}), NOW
     )

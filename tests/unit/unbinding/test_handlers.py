@@ -16,6 +16,7 @@ from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain import unbind as machine
 from fleet_unbinding.domain.authorization import GrantKind
 from fleet_unbinding.domain.batch import BatchError, BatchStatus
+from fleet_unbinding.domain.batch import create as create_batch
 from fleet_unbinding.domain.quota import CounterKey, QuotaScope
 from fleet_unbinding.domain.unbind import UnbindState
 from fleet_unbinding.service_layer import handlers as h
@@ -319,3 +320,15 @@ async def test_a_cancel_that_refunds_before_a_racing_reservation_lands_leaks_no_
     assert await used(w, QuotaScope.ACCOUNT, "op") == 0
     assert await used(w, QuotaScope.PRODUCT, "p1") == 0
     assert w.tuya.removals == {}
+
+
+async def test_a_crash_between_the_batch_and_its_devices_is_completed_by_the_next_run() -> None:
+    w = world()
+    await register(w, "p1")
+    w.tuya.add("d1", "p1")
+    batch, events = create_batch(list_request(["d1"]), T0, approval_threshold=100)
+    assert await w.batches.add(batch, w.ports.events.outbox(events, T0))  # then the process died
+    assert await h.try_finish(w.ports, "b1") == batch  # no devices yet: it cannot finish empty
+    await h.recover(w.ports)
+    assert w.unbinds.of("b1")["d1"].state is UnbindState.UNBOUND
+    assert await status_of(w, "b1") is BatchStatus.FINISHED

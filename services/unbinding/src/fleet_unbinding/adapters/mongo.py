@@ -82,6 +82,7 @@ def batch_to_doc(batch: Batch) -> Document:
             "admitted": list(qr.admitted),
         },
         "finished_at": batch.finished_at,
+        "devices_added": batch.devices_added,
         "version": batch.version,
     }
 
@@ -107,6 +108,7 @@ def batch_from_doc(doc: Mapping[str, Any]) -> Batch:
         if not qr
         else QrSession(qr["token"], qr["expires_at"], int(qr["capacity"]), tuple(qr.get("admitted", ()))),
         finished_at=doc.get("finished_at"),
+        devices_added=bool(doc.get("devices_added", False)),
         version=int(doc["version"]),
     )
 

@@ -66,6 +66,7 @@ class Batch:
     cancelled_by: str | None = None
     qr: QrSession | None = None
     finished_at: datetime | None = None
+    devices_added: bool = False  # the device documents of a list/wired batch exist (QR adds them on scan)
     version: int = 0
 
     @property
@@ -82,7 +83,7 @@ class Batch:
         )
 
     def may_finish(self, now: datetime) -> bool:
-        if self.status is BatchStatus.FINISHED:
+        if self.status is BatchStatus.FINISHED or not self.devices_added:
             return False
         if self.qr is not None:
             return self.cancel_requested or self.qr.is_expired(now)
@@ -130,6 +131,7 @@ def create(
         reason=request.reason,
         idempotency_key=idempotency_key,
         qr=qr,
+        devices_added=request.mode is UnbindMode.QR,
     )
     event = UnbindBatchRequested(**request.model_dump())
     return batch, [event]

@@ -97,19 +97,28 @@ async def request_batch(
     batch, events = batches.create(
         request, now, approval_threshold=p.approval_threshold, qr=qr, idempotency_key=idempotency_key
     )
-    # devices first: a crash before the batch insert leaves them unreferenced, and the retry re-adds them
+    if not await p.batches.add(batch, p.events.outbox(events, now)):
+        stored = await p.batches.get(request.batch_id)
+        if stored is None:
+            raise Conflict(f"batch {request.batch_id} neither inserted nor found")
+        return _repeat(stored, request), False
+    return await _add_devices(p, batch), True
+
+
+async def _add_devices(p: Ports, batch: Batch) -> Batch:
+    """Create the device documents of a list/wired batch (idempotent: a crash half-way is completed by the
+    next run), then mark the batch so later runs skip it."""
+    if batch.devices_added:
+        return batch
     await p.unbinds.add_many(
         [
             unbind.new(batch.batch_id, d, batch.operator_id, batch.mode, reset=batch.reset)
             for d in batch.device_ids
         ]
     )
-    if not await p.batches.add(batch, p.events.outbox(events, now)):
-        stored = await p.batches.get(request.batch_id)
-        if stored is None:
-            raise Conflict(f"batch {request.batch_id} neither inserted nor found")
-        return _repeat(stored, request), False
-    return batch, True
+    return await _update_batch(
+        p, batch.batch_id, lambda b: b if b.devices_added else replace(b, devices_added=True)
+    )
 
 
 def _repeat(existing: Batch, request: RequestUnbindBatch) -> Batch:
@@ -139,6 +148,7 @@ async def approve_batch(p: Ports, batch_id: str, approver: str) -> Batch:
 async def cancel_batch(p: Ports, batch_id: str, by: str) -> Batch:
     """Stop a batch: every device not yet done is refused `cancelled`; in-flight calls finish."""
     batch = await _update_batch(p, batch_id, lambda b: batches.cancel(b, by))
+    batch = await _add_devices(p, batch)
     for u in await p.unbinds.open(batch_id):
         await _cancel_device(p, u)
     await try_finish(p, batch_id)
@@ -163,7 +173,10 @@ async def _cancel_device(p: Ports, u: DeviceUnbind) -> None:
 async def run_batch(p: Ports, batch_id: str) -> Batch | None:
     """Work every open device of a running batch to its result, then finish the batch if it may."""
     batch = await p.batches.get(batch_id)
-    if batch is None or batch.status is not BatchStatus.RUNNING:
+    if batch is None or batch.status is BatchStatus.FINISHED:
+        return batch
+    batch = await _add_devices(p, batch)
+    if batch.status is not BatchStatus.RUNNING:
         return batch
     if batch.cancel_requested:
         await cancel_batch(p, batch_id, batch.cancelled_by or batch.operator_id)
