@@ -13,6 +13,7 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindMode
+from fleet_unbinding import views
 from fleet_unbinding.adapters.mongo import (
     Document,
     MongoAuthorizationStore,
@@ -291,3 +292,13 @@ async def test_a_batch_runs_on_the_real_store_and_the_relay_records_and_orders_i
     assert len(refused_quota) == 1
     with pytest.raises(ValueError, match="name a device"):
         await unbinds.find_records()
+    first = await unbinds.find_records(operator_id="op", limit=4)
+    rest = await unbinds.find_records(operator_id="op", before=(first[-1]["at"], first[-1]["_id"]), limit=4)
+    assert len(first) + len(rest) == 6  # every result finished at the same instant: the _id breaks ties
+    assert {r["_id"] for r in first}.isdisjoint(r["_id"] for r in rest)
+
+    progress = await views.batch_progress(batch_store, unbinds, "b1")
+    assert progress is not None
+    shown = progress.as_dict()
+    assert (shown["total"], shown["done"], shown["status"]) == (6, 6, "finished")
+    assert shown["refused_by_cause"] == {"quota_exceeded": 1, "unauthorized": 1}

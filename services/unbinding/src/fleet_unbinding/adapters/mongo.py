@@ -322,11 +322,11 @@ class MongoUnbindStore:
         operator_id: str | None = None,
         product_id: str | None = None,
         day: str | None = None,
-        before: datetime | None = None,
+        before: tuple[datetime, str] | None = None,
         limit: int = 100,
     ) -> list[Document]:
         """Records newest first, filtered by one indexed field (device, operator, product or day) and
-        optionally narrowed by the others."""
+        optionally narrowed by the others; `before`: (`at`, `_id`) of the previous page's last record."""
         filter_: Document = {
             k: v
             for k, v in (
@@ -340,8 +340,9 @@ class MongoUnbindStore:
         if not filter_:
             raise ValueError("name a device, operator, product or day")
         if before is not None:
-            filter_["at"] = {"$lt": before}
-        cursor = self.records.find(filter_).sort("at", -1).limit(limit)
+            at, record_id = before
+            filter_["$or"] = [{"at": {"$lt": at}}, {"at": at, "_id": {"$lt": record_id}}]
+        cursor = self.records.find(filter_).sort([("at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
         return [doc async for doc in cursor]
 
 
