@@ -57,3 +57,8 @@ def test_validity_is_bounded_and_never_outlives_the_token() -> None:
 @pytest.mark.parametrize(("code", "ours"), [("113", True), (" 113", True), ("2001", False), (None, False)])
 def test_only_the_already_bound_failure_is_an_unbind_request(code: str | None, ours: bool) -> None:
     assert is_unbind_request(code) is ours
+
+
+def test_the_already_bound_codes_are_configurable() -> None:
+    assert is_unbind_request("1106", frozenset({"113", "1106"}))
+    assert not is_unbind_request("1106")

@@ -18,6 +18,10 @@ class UnbindingSettings(ServiceSettings):
     unbinding_qr_validity_s: float = Field(300.0, gt=0, le=1800)
     unbinding_qr_poll_interval_s: float = Field(2.0, gt=0)
     unbinding_qr_time_zone_id: str = "Etc/UTC"
+    # pairing failure codes that mean "still bound" (Tuya's guide: 113), comma separated
+    unbinding_already_bound_codes: str = "113"
+    # a worker reconciles another worker's removal intent only after this long (longer than any call)
+    unbinding_call_lease_s: float = Field(30.0, gt=0)
     # batches with more devices than this wait for a second administrator's approval
     unbinding_approval_threshold: int = Field(100, ge=0, le=1000)
     # devices of one batch processed at once, and Tuya removal calls per device before giving up

@@ -19,7 +19,7 @@ from enum import StrEnum
 
 from fleet_contracts.unbinding import MAX_DEVICES_PER_QR, RefusalCause
 
-ALREADY_BOUND_CODE = "113"
+ALREADY_BOUND_CODES = frozenset({"113"})
 MAX_VALIDITY = timedelta(minutes=30)
 
 
@@ -67,6 +67,9 @@ def open_session(
     return QrSession(token, expires_at)
 
 
-def is_unbind_request(pairing_error_code: str | None) -> bool:
-    """Whether a pairing failure means "this device is still bound" (the QR unbinding trigger)."""
-    return pairing_error_code is not None and pairing_error_code.strip() == ALREADY_BOUND_CODE
+def is_unbind_request(
+    pairing_error_code: str | None, already_bound: frozenset[str] = ALREADY_BOUND_CODES
+) -> bool:
+    """Whether a pairing failure means "this device is still bound" (the QR unbinding trigger; the codes
+    are configurable because Tuya documents 113 in the guide while other APIs answer a permission code)."""
+    return pairing_error_code is not None and pairing_error_code.strip() in already_bound

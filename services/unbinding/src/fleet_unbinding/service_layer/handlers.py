@@ -21,7 +21,13 @@ from fleet_unbinding.domain import batch as batches
 from fleet_unbinding.domain import quota, unbind
 from fleet_unbinding.domain.authorization import AuthorizationRecord, ProductAuthorization
 from fleet_unbinding.domain.batch import Batch, BatchError, BatchStatus, Prediction
-from fleet_unbinding.domain.qr import Admission, QrSession, is_unbind_request, open_session
+from fleet_unbinding.domain.qr import (
+    ALREADY_BOUND_CODES,
+    Admission,
+    QrSession,
+    is_unbind_request,
+    open_session,
+)
 from fleet_unbinding.domain.quota import QuotaDay, QuotaScope, Usage
 from fleet_unbinding.domain.unbind import DeviceFacts, DeviceUnbind, Step, UnbindState
 from fleet_unbinding.ports import (
@@ -72,6 +78,7 @@ class Ports:
     # longer than any one removal call: only then may another worker reconcile an intent it did not record
     call_lease: timedelta = timedelta(seconds=30)
     retry_pause_s: float = 0.5
+    already_bound_codes: frozenset[str] = ALREADY_BOUND_CODES
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
@@ -262,7 +269,7 @@ async def qr_scan(
 ) -> DeviceUnbind | None:
     """A device failed to pair with the batch's QR token: when it is "already bound" (113), admit it (or
     refuse it for an expired or full QR) and unbind it. Returns the device's state, None when not ours."""
-    if not is_unbind_request(pairing_error_code):
+    if not is_unbind_request(pairing_error_code, p.already_bound_codes):
         return None
     decision = Admission.EXPIRED
     for _ in range(_RACE_TRIES):
