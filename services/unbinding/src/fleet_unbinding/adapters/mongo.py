@@ -246,9 +246,9 @@ class MongoUnbindStore:
     async def ensure_indexes(self) -> None:
         await self.unbinds.create_index([("batch_id", ASCENDING), ("state", ASCENDING)])
         await self.unbinds.create_index([("units_held", ASCENDING), ("state", ASCENDING)])
-        for field in ("device_id", "operator_id", "product_id"):
-            await self.records.create_index([(field, ASCENDING), ("at", DESCENDING)])
-        await self.records.create_index([("day", ASCENDING), ("at", DESCENDING)])
+        # record pages: one field, newest first, (at, _id) as the cursor
+        for field in ("device_id", "operator_id", "product_id", "day"):
+            await self.records.create_index([(field, ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
         await self.records.create_index([("batch_id", ASCENDING), ("device_id", ASCENDING)])
 
     async def add_many(self, unbinds: Sequence[DeviceUnbind]) -> None:
