@@ -148,3 +148,11 @@ def test_another_worker_reconciles_an_intent_only_after_its_lease() -> None:
     assert u.called_at == NOW
     assert not unbind.may_reconcile(u, NOW + lease - timedelta(microseconds=1), lease)
     assert unbind.may_reconcile(u, NOW + lease, lease)
+
+
+def test_a_batch_for_one_product_refuses_devices_of_another() -> None:
+    u = unbind.new("b1", "d1", "op", UnbindMode.QR, reset=True, batch_product_id="p2")
+    refused = unbind.assess(u, FACTS, owned(), NOW)
+    assert refused is not None
+    assert refused[0].cause is RefusalCause.UNAUTHORIZED
+    assert "not the batch's product" in (refused[0].detail or "")

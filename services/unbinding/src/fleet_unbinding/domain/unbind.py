@@ -1,6 +1,6 @@
 """One device's unbind within a batch: a crash-safe state machine.
 
-    PENDING --assess--> REFUSED (unauthorized, not bound, Tuya error on lookup, cancelled)
+    PENDING --assess--> REFUSED (unauthorized or not the batch's product, not bound, Tuya error, cancelled)
     PENDING --reserved--> RESERVED            (a unit held in both quota counters)
     PENDING --exhausted--> REFUSED (quota_exceeded)
     RESERVED --intend--> CALLING               (intent recorded BEFORE Tuya is called)
@@ -72,6 +72,7 @@ class DeviceUnbind:
     operator_id: str
     mode: UnbindMode
     reset: bool = False
+    batch_product_id: str | None = None  # the batch is for this product only (when the operator named one)
     state: UnbindState = UnbindState.PENDING
     product_id: str | None = None
     owner_uid: str | None = None  # as seen before the call
@@ -100,8 +101,16 @@ def result_event_id(batch_id: str, device_id: str) -> str:
     return f"unbinding:{batch_id}:{device_id}:result"
 
 
-def new(batch_id: str, device_id: str, operator_id: str, mode: UnbindMode, *, reset: bool) -> DeviceUnbind:
-    return DeviceUnbind(batch_id, device_id, operator_id, mode, reset)
+def new(
+    batch_id: str,
+    device_id: str,
+    operator_id: str,
+    mode: UnbindMode,
+    *,
+    reset: bool,
+    batch_product_id: str | None = None,
+) -> DeviceUnbind:
+    return DeviceUnbind(batch_id, device_id, operator_id, mode, reset, batch_product_id)
 
 
 def _require(unbind: DeviceUnbind, *states: UnbindState) -> None:
@@ -153,6 +162,9 @@ def assess(
     if facts is None:
         return refuse(unbind, RefusalCause.TUYA_ERROR, now, tuya_error_code="2010", detail="device not found")
     unbind = replace(unbind, product_id=facts.product_id)
+    if unbind.batch_product_id is not None and facts.product_id != unbind.batch_product_id:
+        detail = f"product {facts.product_id} is not the batch's product {unbind.batch_product_id}"
+        return refuse(unbind, RefusalCause.UNAUTHORIZED, now, detail=detail)
     if auth is None or not auth.may_unbind(unbind.operator_id):
         return refuse(unbind, RefusalCause.UNAUTHORIZED, now, detail=f"product {facts.product_id}")
     if facts.owner_uid is None:

@@ -119,7 +119,14 @@ async def _add_devices(p: Ports, batch: Batch) -> Batch:
         return batch
     await p.unbinds.add_many(
         [
-            unbind.new(batch.batch_id, d, batch.operator_id, batch.mode, reset=batch.reset)
+            unbind.new(
+                batch.batch_id,
+                d,
+                batch.operator_id,
+                batch.mode,
+                reset=batch.reset,
+                batch_product_id=batch.product_id,
+            )
             for d in batch.device_ids
         ]
     )
@@ -281,7 +288,11 @@ async def qr_scan(
             break
     else:
         raise Conflict(f"batch {batch_id} kept changing")
-    await p.unbinds.add_many([unbind.new(batch_id, device_id, batch.operator_id, batch.mode, reset=True)])
+    # a QR device is unbound and reset: it is left ready to pair again
+    device = unbind.new(
+        batch_id, device_id, batch.operator_id, batch.mode, reset=True, batch_product_id=batch.product_id
+    )
+    await p.unbinds.add_many([device])
     u = await p.unbinds.get(batch_id, device_id)
     if u is None:
         raise Conflict(f"device {device_id} of batch {batch_id} vanished")
