@@ -279,6 +279,10 @@ async def test_a_qr_batch_unbinds_already_bound_scanners_and_refuses_the_31st_an
     scans: list[tuple[str, str | None]] = [(f"cam{i}", "113") for i in range(31)]
     w.tuya.failed_pairings = [*scans, ("cam-other", "2001")]
     assert await h.poll_qr(w.ports, w.tuya, "q1") == 31
+    before = dict(w.unbinds.docs)
+    assert await h.poll_qr(w.ports, w.tuya, "q1") == 31  # Tuya reports the same failures again
+    assert w.unbinds.docs == before
+    assert sum(w.tuya.removals.values()) == 30
     w.clock.advance(minutes=5)
     late = await h.qr_scan(w.ports, "q1", "cam31", "113")
     assert late is not None

@@ -288,14 +288,16 @@ async def qr_scan(
             break
     else:
         raise Conflict(f"batch {batch_id} kept changing")
-    # a QR device is unbound and reset: it is left ready to pair again
-    device = unbind.new(
-        batch_id, device_id, batch.operator_id, batch.mode, reset=True, batch_product_id=batch.product_id
-    )
-    await p.unbinds.add_many([device])
     u = await p.unbinds.get(batch_id, device_id)
-    if u is None:
-        raise Conflict(f"device {device_id} of batch {batch_id} vanished")
+    if u is None:  # first scan (or a crash right after admitting it): the device's document
+        # a QR device is unbound and reset: it is left ready to pair again
+        device = unbind.new(
+            batch_id, device_id, batch.operator_id, batch.mode, reset=True, batch_product_id=batch.product_id
+        )
+        await p.unbinds.add_many([device])
+        u = await p.unbinds.get(batch_id, device_id)
+        if u is None:
+            raise Conflict(f"device {device_id} of batch {batch_id} vanished")
     cause = decision.refusal
     if cause is not None:
         if not u.state.final:
