@@ -12,11 +12,11 @@ Collections (one database per service):
 
 Counters stay equal to a recount of the upgrade documents across crashes: a transition stores its counter
 delta in the document's outbox, in the same write as the state. The relay applies a delta with `$inc` and
-`$push: {applying: {id, at}}`, conditional on the id not being in `applying` (so at most once), then removes
-the entry from the outbox. `applying` forgets an id only once its entry is gone from the upgrade document and
-it is older than the relay's grace period, so a relay holding a stale read (it must finish a document within
-half the grace, or skip it) can never apply it again. Every query the service makes is answered from an index
-(`ensure_indexes`).
+`$push: {applying: id}` (and the time, for `sweep`), conditional on the id not being in `applying` (so at
+most once), then removes the entry from the outbox. `applying` forgets an id only once its entry is gone
+from the upgrade document and it is older than the relay's grace period, so a relay holding a stale read (it
+must finish a document within half the grace, or skip it) can never apply it again. Every query the service
+makes is answered from an index (`ensure_indexes`).
 """
 
 from __future__ import annotations
@@ -467,10 +467,11 @@ class ProgressStore:
         """Apply counter deltas, each at most once (its id stays in `applying` until `forget`)."""
         ops = [
             UpdateOne(
-                {"_id": e.counter_id, "applying.id": {"$ne": e.id}},
+                # a plain array of ids: FerretDB 1.x mis-evaluates `$ne` on a path into an array of documents
+                {"_id": e.counter_id, "applying": {"$ne": e.id}},
                 {
                     "$inc": {f"counts.{k}": v for k, v in e.delta.items()},
-                    "$push": {"applying": {"id": e.id, "at": now}},
+                    "$push": {"applying": e.id, "applied_at": {"id": e.id, "at": now}},
                 },
             )
             for e in entries
@@ -484,16 +485,19 @@ class ProgressStore:
         return StageCounts() if d is None else _counts(d)
 
     async def of_release(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]:
-        cursor = self.col.find({"release_id": release_id}, {"applying": 0, "planned": 0})
+        cursor = self.col.find({"release_id": release_id}, {"applying": 0, "applied_at": 0, "planned": 0})
         return {(d["region"], ReleaseStage(d["stage"])): _counts(d) async for d in cursor}
 
     async def applied(self, limit: int) -> list[tuple[str, list[Document]]]:
-        """Counter documents with remembered ids: `(id, [{id, at}, ...])`."""
-        cursor = self.col.find({"applying.0": {"$exists": True}}, {"applying": 1}).limit(limit)
-        return [(d["_id"], list(d["applying"])) async for d in cursor]
+        """Counter documents with remembered ids: `(counter id, [{id, at}, ...])`."""
+        cursor = self.col.find({"applying.0": {"$exists": True}}, {"applied_at": 1}).limit(limit)
+        return [(d["_id"], list(d.get("applied_at") or [])) async for d in cursor]
 
     async def forget(self, cid: str, applied: Sequence[Document]) -> None:
-        await self.col.update_one({"_id": cid}, {"$pullAll": {"applying": list(applied)}})
+        await self.col.update_one(
+            {"_id": cid},
+            {"$pullAll": {"applying": [a["id"] for a in applied], "applied_at": list(applied)}},
+        )
 
 
 # --- devices and channel locks ---------------------------------------------------------------------------
