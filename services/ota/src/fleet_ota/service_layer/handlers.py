@@ -215,7 +215,7 @@ async def stop_rollout(release_id: str, region: str, p: Ports) -> RegionRollout:
     stopped = await _save_rollout(p, await _rollout(release_id, region, p), step)
     while batch := await p.upgrades.cancellable(release_id, region, 500):
         for u in batch:
-            await _apply(p, u, lambda u: up.cancel(u, "release stopped"))
+            await apply_transition(p, u, lambda u: up.cancel(u, "release stopped"))
     return stopped
 
 
@@ -267,7 +267,9 @@ async def evaluate_rollout(release_id: str, region: str, p: Ports) -> RegionRoll
 # --- device upgrades ------------------------------------------------------------------------------------
 
 
-async def _apply(p: Ports, u: DeviceUpgrade, transition: Callable[[DeviceUpgrade], Change]) -> DeviceUpgrade:
+async def apply_transition(
+    p: Ports, u: DeviceUpgrade, transition: Callable[[DeviceUpgrade], Change]
+) -> DeviceUpgrade:
     """Apply a transition with its events in one conditional write; reload and re-decide on a lost race."""
     current = u
     for _ in range(_RACE_TRIES):
@@ -292,14 +294,14 @@ async def dispatch_one(u: DeviceUpgrade, p: Ports) -> DeviceUpgrade:
     if not await p.locks.acquire(u.device_id, u.channel, u.upgrade_id):
         return u  # another channel of this device is upgrading: its turn comes later
     now = p.clock()
-    intent = await _apply(p, u, lambda cur: up.command(cur, p.policy, now))
+    intent = await apply_transition(p, u, lambda cur: up.command(cur, p.policy, now))
     if intent.state != DeviceUpgradeState.COMMANDED or intent.attempt == u.attempt:
         return intent  # someone else recorded (and sends) this attempt
     try:
         await p.tuya.confirm_upgrade(intent.device_id, intent.channel)
     except UpgradeRefused as e:
         reason = str(e)
-        return await _apply(p, intent, lambda cur: _refused(cur, intent.attempt, reason, p))
+        return await apply_transition(p, intent, lambda cur: _refused(cur, intent.attempt, reason, p))
     except Exception:  # unknown outcome (timeout, connection lost): never re-sent, reconciled later
         log.warning("upgrade command for %s has an unknown outcome; it will be reconciled", intent.upgrade_id)
     return intent
@@ -327,7 +329,7 @@ async def _each_open(
     device_id: str, channel: int | None, p: Ports, transition: Callable[[DeviceUpgrade], Change]
 ) -> list[DeviceUpgrade]:
     return [
-        await _apply(p, u, transition)
+        await apply_transition(p, u, transition)
         for u in await p.upgrades.open_of_device(device_id)
         if channel is None or u.channel == channel
     ]
@@ -361,7 +363,7 @@ async def expire_deadlines(limit: int, p: Ports) -> int:
     now = p.clock()
     due = await p.upgrades.deadline_passed(now, limit)
     for u in due:
-        await _apply(p, u, lambda cur: up.on_tick(cur, p.policy, now))
+        await apply_transition(p, u, lambda cur: up.on_tick(cur, p.policy, now))
     return len(due)
 
 
@@ -375,7 +377,7 @@ async def recover_commanded(grace_s: float, limit: int, p: Ports) -> int:
         def reconcile(cur: DeviceUpgrade, st: OtaUpgradeStatus = status, pr: int | None = progress) -> Change:
             return up.reconcile_commanded(cur, st, pr, p.policy, now)
 
-        await _apply(p, u, reconcile)
+        await apply_transition(p, u, reconcile)
     return len(stale)
 
 

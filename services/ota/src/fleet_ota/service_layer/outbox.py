@@ -7,22 +7,41 @@ from datetime import datetime
 from typing import Any
 
 from fleet_contracts import ota, topics
-from fleet_contracts.envelope import Envelope, service_source
+from fleet_contracts.envelope import service_source
 from fleet_ota.domain.release import RegionRollout
 from fleet_ota.domain.upgrade import Change
 from fleet_ota.ports import OutboxEntry
 
 SOURCE = service_source("ota")
 
-_RELEASE_ENVELOPES: dict[type[ota.ReleaseFact], type[Envelope[Any]]] = {
-    ota.ReleaseStarted: ota.ReleaseStartedEvent,
-    ota.ReleasePaused: ota.ReleasePausedEvent,
-    ota.ReleaseResumed: ota.ReleaseResumedEvent,
-    ota.ReleasePromoted: ota.ReleasePromotedEvent,
-    ota.ReleaseHalted: ota.ReleaseHaltedEvent,
-    ota.ReleaseFinished: ota.ReleaseFinishedEvent,
-    ota.DeviceUpgradeStateChanged: ota.DeviceUpgradeStateChangedEvent,
-}
+ReleaseEnvelope = (
+    ota.ReleaseStartedEvent
+    | ota.ReleasePausedEvent
+    | ota.ReleaseResumedEvent
+    | ota.ReleasePromotedEvent
+    | ota.ReleaseHaltedEvent
+    | ota.ReleaseFinishedEvent
+    | ota.DeviceUpgradeStateChangedEvent
+)
+
+
+def _envelope(fact: ota.ReleaseFact, **attrs: Any) -> ReleaseEnvelope:
+    match fact:
+        case ota.ReleaseStarted():
+            return ota.ReleaseStartedEvent.build(fact, **attrs)
+        case ota.ReleasePaused():
+            return ota.ReleasePausedEvent.build(fact, **attrs)
+        case ota.ReleaseResumed():
+            return ota.ReleaseResumedEvent.build(fact, **attrs)
+        case ota.ReleasePromoted():
+            return ota.ReleasePromotedEvent.build(fact, **attrs)
+        case ota.ReleaseHalted():
+            return ota.ReleaseHaltedEvent.build(fact, **attrs)
+        case ota.ReleaseFinished():
+            return ota.ReleaseFinishedEvent.build(fact, **attrs)
+        case ota.DeviceUpgradeStateChanged():
+            return ota.DeviceUpgradeStateChangedEvent.build(fact, **attrs)
+    raise TypeError(f"no release event carries {type(fact).__name__}")
 
 
 def counter_id(release_id: str, region: str, stage: ota.ReleaseStage) -> str:
@@ -30,9 +49,7 @@ def counter_id(release_id: str, region: str, stage: ota.ReleaseStage) -> str:
 
 
 def _entry(fact: ota.ReleaseFact, event_id: str, *, tenant: str, region: str, now: datetime) -> OutboxEntry:
-    envelope = _RELEASE_ENVELOPES[type(fact)].build(
-        fact, source=SOURCE, tenant=tenant, region=region, event_id=event_id, time=now
-    )
+    envelope = _envelope(fact, source=SOURCE, tenant=tenant, region=region, event_id=event_id, time=now)
     return OutboxEntry(
         event_id, topics.OTA_RELEASE_EVENTS.name, fact.release_id, topics.OTA_RELEASE_EVENTS.encode(envelope)
     )
