@@ -82,6 +82,9 @@ class FakeTuya:
     async def progress(self, device_id: str, channel: int) -> tuple[T, int | None]:
         return self.status.get(device_id, T.NO_UPDATE), None
 
+    async def current_versions(self, device_id: str) -> dict[int, str]:
+        return {}
+
 
 def planned(n: int, release: str = "r1", region: str = "EU") -> list[DeviceUpgrade]:
     return [DeviceUpgrade(release, region, FC, f"d{i:05d}", "p1", 0, "1.2.0") for i in range(n)]
@@ -96,7 +99,7 @@ async def test_a_conditional_write_has_one_winner_under_concurrency(
 ) -> None:
     store, progress = UpgradeStore(db), ProgressStore(db)
     [u] = planned(1)
-    assert await store.insert_planned([u], "EU:full:0") == 1
+    await store.insert_planned([u], "EU:full:0")
     await progress.add_batch("r1", "EU", FC, "EU:full:0", 1)
     await store.mark_ready("r1", "EU", "EU:full:0")
 
@@ -122,8 +125,10 @@ async def test_planning_again_inserts_nothing_twice_and_counts_a_batch_once(
 ) -> None:
     store, progress = UpgradeStore(db, chunk=100), ProgressStore(db)
     ups = planned(250)
-    assert await store.insert_planned(ups[:120], "EU:full:0") == 120  # a crash after part of the batch
-    assert await store.insert_planned(ups, "EU:full:0") == 250  # re-planning fills it up
+    await store.insert_planned(ups[:120], "EU:full:0")  # a crash after part of the batch
+    assert await store.unready_batches("r1", "EU") == [(FC, "EU:full:0")]
+    await store.insert_planned(ups, "EU:full:0")  # re-planning fills it up
+    assert await store.batch_size("r1", "EU:full:0") == 250
     for _ in range(2):
         await progress.add_batch("r1", "EU", FC, "EU:full:0", 250)
     counts = await progress.counts("r1", "EU", FC)
@@ -132,6 +137,7 @@ async def test_planning_again_inserts_nothing_twice_and_counts_a_batch_once(
     await store.mark_ready("r1", "EU", "EU:full:0")
     assert [u.upgrade_id for u in await store.open_of_device("d00001")] == ["r1:d00001"]
     assert len(await store.ready_to_command("r1", "EU", NOW, 1000)) == 250
+    assert await store.unready_batches("r1", "EU") == []
 
 
 async def test_indexed_queries_find_what_is_due(db: AsyncIOMotorDatabase[Document]) -> None:

@@ -81,10 +81,20 @@ class FakeUpgrades:
     docs: dict[str, _Doc] = field(default_factory=dict)
     outbox: list[OutboxEntry] = field(default_factory=list)
 
-    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> int:
+    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
         for u in upgrades:
             self.docs.setdefault(u.upgrade_id, _Doc(u, batch))
-        return sum(d.batch == batch for d in self.docs.values())
+
+    async def batch_size(self, release_id: str, batch: str) -> int:
+        return sum(d.batch == batch and d.upgrade.release_id == release_id for d in self.docs.values())
+
+    async def unready_batches(self, release_id: str, region: str) -> list[tuple[ReleaseStage, str]]:
+        found = {
+            d.batch: d.upgrade.stage
+            for d in self.docs.values()
+            if not d.ready and (d.upgrade.release_id, d.upgrade.region) == (release_id, region)
+        }
+        return [(stage, batch) for batch, stage in found.items()]
 
     async def mark_ready(self, release_id: str, region: str, batch: str) -> None:
         for d in self.docs.values():
@@ -163,6 +173,11 @@ class FakeUpgrades:
 
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]:
         return [u for u in self._of(release_id, region) if u.state in (S.PENDING, S.RETRYING)][:limit]
+
+    async def done_unverified(self, limit: int) -> list[DeviceUpgrade]:
+        return [
+            d.upgrade for d in self.docs.values() if d.upgrade.state == S.UPGRADING and d.upgrade.tuya_done
+        ][:limit]
 
 
 @dataclass
@@ -244,6 +259,7 @@ class FakeTuya:
     refuse: set[str] = field(default_factory=set)
     lose_answer: set[str] = field(default_factory=set)  # the call happens, the answer never arrives
     status: dict[str, OtaUpgradeStatus] = field(default_factory=dict)
+    versions: dict[str, dict[int, str]] = field(default_factory=dict)
 
     async def confirm_upgrade(self, device_id: str, channel: int) -> None:
         if device_id in self.refuse:
@@ -254,6 +270,9 @@ class FakeTuya:
 
     async def progress(self, device_id: str, channel: int) -> tuple[OtaUpgradeStatus, int | None]:
         return self.status.get(device_id, OtaUpgradeStatus.NO_UPDATE), None
+
+    async def current_versions(self, device_id: str) -> dict[int, str]:
+        return self.versions.get(device_id, {})
 
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)

@@ -4,9 +4,11 @@ one channel at a time, region isolation, stop, and counters that equal a recount
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 import pytest
 
+from fleet_contracts.device import DeviceOtaProgressed, TuyaOrigin
 from fleet_contracts.device import OtaUpgradeStatus as T
 from fleet_contracts.ota import DeviceUpgradeState as S
 from fleet_contracts.ota import ReleaseStage, UpgradeType
@@ -23,6 +25,12 @@ pytestmark = pytest.mark.unit
 
 POLICY = UpgradePolicy(max_attempts=2, backoff_s=60, backoff_max_s=60, attempt_timeout_s=600)
 C, F = ReleaseStage.CANARY, ReleaseStage.FULL
+
+
+def ota_push(**fields: Any) -> DeviceOtaProgressed:
+    """A 1002 `deviceOtaProgress` as ingest publishes it."""
+    origin = TuyaOrigin(protocol=1002, biz_code="deviceOtaProgress", push_time_ms=1_764_417_600_000)
+    return DeviceOtaProgressed(origin=origin, **fields)
 
 
 def spec(channel: int = 0, version: str = "1.2.0") -> FirmwareSpec:
@@ -230,3 +238,68 @@ async def test_whole_release_commands_apply_per_region() -> None:
     paused = await h.for_each_region("r1", p, lambda region: h.pause_rollout("r1", region, "ops", None, p))
     assert [r.status for r in paused] == [RolloutStatus.PAUSED] * 2
     assert await h.dispatch("r1", "EU", 10, p) == 0
+
+
+async def test_late_joiners_join_a_running_full_stage_and_an_uncounted_batch_is_counted_later() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2})
+    await released(w, p, [RegionPlan("EU")])
+    late = DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(hours=1), {0: "1.0"})
+    await w.devices.record(late)
+    # a crash left a batch inserted but not counted
+    orphan = DeviceRecord("EU-orphan", "p1", "EU", NOW, {0: "1.0"})
+    await w.devices.record(orphan)
+    await w.upgrades.insert_planned(
+        [up.DeviceUpgrade("r1", "EU", F, "EU-orphan", "p1", 0, "1.2.0")], "EU:full:7"
+    )
+    w.clock.now = NOW + timedelta(hours=2)
+    assert await h.plan_late_joiners("r1", "EU", p) == 1
+    assert await h.plan_late_joiners("r1", "EU", p) == 1  # the same minute: the same batch, nothing added
+    counts = await w.progress.counts("r1", "EU", F)
+    assert counts.targeted == 4
+    assert counts == w.progress.recount("r1", "EU", F)
+
+
+async def test_no_late_joiners_when_not_configured() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2})
+    await released(w, p, [RegionPlan("EU", late_joiners=False)])
+    await w.devices.record(DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(hours=1), {0: "1.0"}))
+    assert await h.plan_late_joiners("r1", "EU", p) == 0
+
+
+async def test_done_is_verified_against_the_version_the_device_reports() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2})
+    await released(w, p, [RegionPlan("EU")])
+    await h.dispatch("r1", "EU", 10, p)
+    for d in ("EU-000", "EU-001"):
+        await h.on_ota_progress(
+            ota_push(device_id=d, product_id="p1", channel=0, upgrade_status=T.DONE, progress_percent=100),
+            p,
+        )
+    w.tuya.versions = {"EU-000": {0: "1.2.0"}, "EU-001": {0: "1.1.0"}}  # EU-001 says done but stays old
+    assert await h.verify_done(10, p) == 2
+    ok, stale = await w.upgrades.get("r1:EU-000"), await w.upgrades.get("r1:EU-001")
+    assert ok is not None
+    assert stale is not None
+    assert (ok.state, stale.state) == (S.SUCCEEDED, S.RETRYING)
+
+
+async def test_an_ota_push_with_the_new_version_completes_a_sleepy_device() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1})
+    await released(w, p, [RegionPlan("EU")])
+    await h.dispatch("r1", "EU", 10, p)
+    push = ota_push(device_id="EU-000", product_id="p1", channel=0, upgrade_status=T.WAITING_FOR_WAKE_UP)
+    [u] = await h.on_ota_progress(push, p)
+    assert u.state == S.WAITING
+    woke = ota_push(
+        device_id="EU-000", product_id="p1", channel=0, upgrade_status=T.DONE, firmware_version="1.2.0"
+    )
+    [u] = await h.on_ota_progress(woke, p)
+    assert u.state == S.SUCCEEDED

@@ -69,8 +69,13 @@ class RolloutRepository(Protocol):
 
 
 class UpgradeRepository(Protocol):
-    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> int:
-        """Bulk-insert (duplicates ignored: re-planning is idempotent); returns the size of the batch now."""
+    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
+        """Bulk-insert, not ready yet (duplicates ignored: re-planning is idempotent)."""
+
+    async def batch_size(self, release_id: str, batch: str) -> int: ...
+
+    async def unready_batches(self, release_id: str, region: str) -> list[tuple[ReleaseStage, str]]:
+        """Batches inserted but not made ready (a crash between inserting and counting)."""
 
     async def mark_ready(self, release_id: str, region: str, batch: str) -> None:
         """Make a counted batch visible to dispatching and device events."""
@@ -98,6 +103,9 @@ class UpgradeRepository(Protocol):
         """Commanded attempts with no news since `before`: crash recovery reconciles them from Tuya."""
 
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]: ...
+
+    async def done_unverified(self, limit: int) -> list[DeviceUpgrade]:
+        """Upgrades Tuya called done whose device has not yet reported the new version."""
 
 
 class ProgressRepository(Protocol):
@@ -141,6 +149,9 @@ class TuyaOta(Protocol):
         """Start the upgrade. Raises `UpgradeRefused` when Tuya refused; any other error leaves it unknown."""
 
     async def progress(self, device_id: str, channel: int) -> tuple[OtaUpgradeStatus, int | None]: ...
+
+    async def current_versions(self, device_id: str) -> dict[int, str]:
+        """Channel -> version the device last reported (`GET /v2.0/cloud/thing/{id}/firmware`)."""
 
 
 class EventPublisher(Protocol):

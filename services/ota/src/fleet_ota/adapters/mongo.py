@@ -342,7 +342,7 @@ class UpgradeStore:
         self.col: Collection = db["upgrades"]
         self.chunk = chunk
 
-    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> int:
+    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
         for i in range(0, len(upgrades), self.chunk):
             docs = [
                 {
@@ -362,14 +362,16 @@ class UpgradeStore:
                 for u in upgrades[i : i + self.chunk]
             ]
             await _insert_ignoring_duplicates(self.col, docs)
-        return (
-            await self.col.count_documents({"release_id": upgrades[0].release_id, "batch": batch})
-            if upgrades
-            else 0
-        )
 
     async def batch_size(self, release_id: str, batch: str) -> int:
         return await self.col.count_documents({"release_id": release_id, "batch": batch})
+
+    async def unready_batches(self, release_id: str, region: str) -> list[tuple[ReleaseStage, str]]:
+        query = {"release_id": release_id, "ready": False, "region": region}
+        found: dict[str, ReleaseStage] = {}
+        async for d in self.col.find(query, {"batch": 1, "stage": 1}):
+            found.setdefault(d["batch"], ReleaseStage(d["stage"]))
+        return [(stage, batch) for batch, stage in found.items()]
 
     async def mark_ready(self, release_id: str, region: str, batch: str) -> None:
         await self.col.update_many(
@@ -424,6 +426,10 @@ class UpgradeStore:
         states = [S.PENDING.value, S.RETRYING.value]
         query = {"release_id": release_id, "region": region, "state": {"$in": states}, "ready": True}
         return [_upgrade(d) async for d in self.col.find(query).limit(limit)]
+
+    async def done_unverified(self, limit: int) -> list[DeviceUpgrade]:
+        cursor = self.col.find({"state": S.UPGRADING.value, "tuya_done": True}).limit(limit)
+        return [_upgrade(d) async for d in cursor]
 
     async def recount(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]:
         """A recount from the documents themselves (tests and audits: it scans the release)."""
@@ -563,12 +569,14 @@ async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
         [("release_id", ASCENDING), ("region", ASCENDING), ("state", ASCENDING)]
     )
     await db["upgrades"].create_index([("release_id", ASCENDING), ("batch", ASCENDING)])
+    await db["upgrades"].create_index([("release_id", ASCENDING), ("ready", ASCENDING)])
     await db["upgrades"].create_index(
         [("release_id", ASCENDING), ("region", ASCENDING), ("stage", ASCENDING)]
     )
     await db["upgrades"].create_index([("device_id", ASCENDING), ("state", ASCENDING)])
     await db["upgrades"].create_index([("state", ASCENDING), ("deadline", ASCENDING)])
     await db["upgrades"].create_index([("state", ASCENDING), ("commanded_at", ASCENDING)])
+    await db["upgrades"].create_index([("state", ASCENDING), ("tuya_done", ASCENDING)])
     await db["upgrades"].create_index([("relay", ASCENDING)], sparse=True)
     await db["rollouts"].create_index([("release_id", ASCENDING), ("region", ASCENDING)])
     await db["rollouts"].create_index([("firmware_id", ASCENDING), ("status", ASCENDING)])

@@ -91,6 +91,11 @@ class FirmwareSpec:
         return found
 
 
+def validate(spec: FirmwareSpec) -> None:
+    if problems := spec.problems():
+        raise CatalogError("; ".join(problems))
+
+
 def firmware_id(product_id: str, channel: int, version: str) -> str:
     """Deterministic, so a repeated registration finds the first one (idempotent)."""
     return f"{product_id}:{channel}:{'.'.join(map(str, parse_version(version)))}"
@@ -117,8 +122,7 @@ class Registered:
 
 def register(spec: FirmwareSpec, existing: Firmware | None, *, by: str, now: datetime) -> Registered:
     """Register `spec`; `existing` is the entry already stored under its id, if any."""
-    if problems := spec.problems():
-        raise CatalogError("; ".join(problems))
+    validate(spec)
     if existing is not None:
         if existing.spec != spec or existing.withdrawn:
             raise CatalogError(

@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 
-from fleet_contracts.device import OtaUpgradeStatus
+from fleet_contracts.device import DeviceOtaProgressed, OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, FirmwareRegistered
 from fleet_ota.domain import firmware as catalog
 from fleet_ota.domain import release as rel
@@ -70,8 +70,8 @@ class Ports:
 async def register_firmware(spec: FirmwareSpec, by: str, p: Ports) -> Firmware:
     """Register (idempotent for the same content; refused with `CatalogError` for other content)."""
     now = p.clock()
-    fid = catalog.firmware_id(spec.product_id, spec.channel, spec.version) if not spec.problems() else ""
-    existing = await p.firmware.get(fid) if fid else None
+    catalog.validate(spec)
+    existing = await p.firmware.get(catalog.firmware_id(spec.product_id, spec.channel, spec.version))
     result = catalog.register(spec, existing, by=by, now=now)
     if not result.new:
         return result.firmware
@@ -128,6 +128,9 @@ async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
     (duplicates are ignored), counts the batch once, and only then makes it visible to dispatching.
     """
     assert r.stage is not None
+    # a batch a crash left inserted but uncounted is counted first (its devices are excluded from new batches)
+    for stage, left_batch in await p.upgrades.unready_batches(r.release_id, r.region):
+        await _count_batch(r.release_id, r.region, stage, left_batch, p)
     batch = f"{r.region}:{r.stage.value}:{round_}"
     devices = await p.devices.candidates(r.target.product_id, r.region)
     already = await p.upgrades.device_ids(r.release_id, r.region)
@@ -137,9 +140,14 @@ async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
     upgrades = [
         DeviceUpgrade(r.release_id, r.region, r.stage, d, t.product_id, t.channel, t.version) for d in chosen
     ]
-    count = await p.upgrades.insert_planned(upgrades, batch)
-    await p.progress.add_batch(r.release_id, r.region, r.stage, batch, count)
-    await p.upgrades.mark_ready(r.release_id, r.region, batch)
+    await p.upgrades.insert_planned(upgrades, batch)
+    return await _count_batch(r.release_id, r.region, r.stage, batch, p)
+
+
+async def _count_batch(release_id: str, region: str, stage: rel.Stage, batch: str, p: Ports) -> int:
+    count = await p.upgrades.batch_size(release_id, batch)
+    await p.progress.add_batch(release_id, region, stage, batch, count)
+    await p.upgrades.mark_ready(release_id, region, batch)
     return count
 
 
@@ -190,6 +198,18 @@ async def promote_rollout(
         return rel.promote(r, targets=targets, now=now, by=by, decision=decision)
 
     return await _save_rollout(p, await _rollout(release_id, region, p), step)
+
+
+async def plan_late_joiners(release_id: str, region: str, p: Ports) -> int:
+    """A running full stage that takes late joiners adds devices activated since (call it periodically).
+
+    The round is the current minute: a repeat within the minute (a redelivery, a restart) adds nothing twice,
+    and a batch a crash left uncounted is counted by the next planning (`plan_stage`).
+    """
+    r = await _rollout(release_id, region, p)
+    if r.status != rel.RolloutStatus.RUNNING or r.stage != rel.Stage.FULL or not r.plan.late_joiners:
+        return 0
+    return await plan_stage(r, p, round_=int(p.clock().timestamp()) // 60)
 
 
 async def pause_rollout(release_id: str, region: str, by: str, reason: str | None, p: Ports) -> RegionRollout:
@@ -357,6 +377,26 @@ async def on_device_version(device_id: str, channel: int, version: str, p: Ports
 async def on_device_presence(device_id: str, online: bool, p: Ports) -> list[DeviceUpgrade]:
     now = p.clock()
     return await _each_open(device_id, None, p, lambda u: up.on_presence(u, online, now))
+
+
+async def on_ota_progress(event: DeviceOtaProgressed, p: Ports) -> list[DeviceUpgrade]:
+    """A `device.ota.progressed` event: Tuya's status, and the version the channel runs when it says so."""
+    changed = await on_device_progress(
+        event.device_id, event.channel, event.upgrade_status, event.progress_percent, p
+    )
+    if event.firmware_version is not None:
+        changed = await on_device_version(event.device_id, event.channel, event.firmware_version, p)
+    return changed
+
+
+async def verify_done(limit: int, p: Ports) -> int:
+    """Ask Tuya which version devices it called done now run: success needs the device's own report."""
+    done = await p.upgrades.done_unverified(limit)
+    for u in done:
+        reported = (await p.tuya.current_versions(u.device_id)).get(u.channel)
+        if reported is not None:
+            await on_device_version(u.device_id, u.channel, reported, p)
+    return len(done)
 
 
 async def expire_deadlines(limit: int, p: Ports) -> int:
