@@ -267,7 +267,10 @@ async def test_a_release_from_planning_to_success_with_counters_equal_to_a_recou
         [DeviceRecord(f"d{i:05d}", "p1", "EU", NOW - timedelta(days=1), {0: "1.1.0"}) for i in range(20)]
         + [DeviceRecord("d-new", "p1", "EU", NOW - timedelta(days=1), {0: "1.2.0"})]  # already on target
         + [DeviceRecord("d-us", "p1", "US", NOW - timedelta(days=1), {0: "1.1.0"})]
+        + [DeviceRecord("d-10", "p1", "EU", NOW - timedelta(days=1), {0: "1.10"})]  # higher, numerically
     )
+    lower = await devices.candidates("p1", "EU", 0, "1.2.0")  # compared in the database by sort key
+    assert sorted(d.device_id for d in lower) == [f"d{i:05d}" for i in range(20)]
     spec = FirmwareSpec("p1", 0, "1.2.0", 1024, "a" * 32, "sig", "https://x/fw.bin", UpgradeType.SILENT, 60)
     fw = await handlers.register_firmware(spec, "ops", p)
     assert await handlers.register_firmware(spec, "ops", p) == fw

@@ -233,7 +233,8 @@ class FakeProgress:
 class FakeDevices:
     items: dict[str, DeviceRecord] = field(default_factory=dict)
 
-    async def candidates(self, product_id: str, region: str) -> list[DeviceRecord]:
+    async def candidates(self, product_id: str, region: str, channel: int, below: str) -> list[DeviceRecord]:
+        # deliberately unfiltered by version: the domain's own check must hold
         return [d for d in self.items.values() if d.product_id == product_id and d.region == region]
 
     async def record(self, device: DeviceRecord) -> None:

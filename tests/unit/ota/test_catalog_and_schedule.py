@@ -131,3 +131,11 @@ def test_dispatch_gap_keeps_the_mean_rate_with_jitter() -> None:
     assert rate.gap(0.5) == timedelta(seconds=0.5)
     assert rate.gap(0.0) == timedelta(seconds=0.4)
     assert rate.gap(0.999999).total_seconds() == pytest.approx(0.6, abs=1e-5)
+
+
+def test_sort_keys_order_like_versions() -> None:
+    versions = ["1.10", "1.9", "2", "1.2.0", "1.2", "10.0.1", "0.9.9"]
+    by_key = sorted(versions, key=fw.sort_key)
+    by_value = sorted(versions, key=fw.parse_version)
+    assert by_key == by_value
+    assert fw.sort_key("1.2") == fw.sort_key("1.2.0")

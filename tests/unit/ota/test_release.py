@@ -262,6 +262,7 @@ def test_targets_are_the_products_devices_in_the_region_on_a_lower_version() -> 
         device(5, region="US"),
         device(6, versions={9: "1.0.0"}),  # channel unknown
         device(7, "1.1.99"),
+        device(8, "garbage"),  # unreadable: not known to be lower
     ]
     r = at_stage(F)
     assert stage_targets(devices, r, exclude=set()) == ["d1", "d7"]

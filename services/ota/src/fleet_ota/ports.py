@@ -122,7 +122,8 @@ class ProgressRepository(Protocol):
 class DeviceDirectory(Protocol):
     """ota's own record of devices (fed by status's events and the OpenAPI)."""
 
-    async def candidates(self, product_id: str, region: str) -> list[DeviceRecord]: ...
+    async def candidates(self, product_id: str, region: str, channel: int, below: str) -> list[DeviceRecord]:
+        """The product's devices in the region whose channel runs a version lower than `below`."""
 
     async def record(self, device: DeviceRecord) -> None: ...
 

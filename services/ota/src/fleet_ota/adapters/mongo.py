@@ -33,7 +33,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fleet_contracts.device import OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, ReleaseStage, UpgradeType
-from fleet_ota.domain.firmware import Firmware, FirmwareSpec
+from fleet_ota.domain.firmware import CatalogError, Firmware, FirmwareSpec, parse_version, sort_key
 from fleet_ota.domain.release import (
     Canary,
     RegionPlan,
@@ -513,8 +513,10 @@ class DeviceStore:
     def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
         self.col: Collection = db["devices"]
 
-    async def candidates(self, product_id: str, region: str) -> list[DeviceRecord]:
-        cursor = self.col.find({"product_id": product_id, "region": region})
+    async def candidates(self, product_id: str, region: str, channel: int, below: str) -> list[DeviceRecord]:
+        # version sort keys let the index range-scan the lower versions instead of every device of the product
+        query = {"product_id": product_id, "region": region, f"vkeys.{channel}": {"$lt": sort_key(below)}}
+        cursor = self.col.find(query)
         return [
             DeviceRecord(
                 d["_id"],
@@ -538,6 +540,7 @@ class DeviceStore:
                     "region": d.region,
                     "activated_at": d.activated_at,
                     "versions": {str(k): v for k, v in d.versions.items()},
+                    "vkeys": {str(k): sort_key(v) for k, v in d.versions.items() if _is_version(v)},
                 },
                 upsert=True,
             )
@@ -545,6 +548,14 @@ class DeviceStore:
         ]
         if ops:
             await self.col.bulk_write(ops, ordered=False)
+
+
+def _is_version(text: str) -> bool:
+    try:
+        parse_version(text)
+    except CatalogError:
+        return False
+    return True
 
 
 class LockStore:

@@ -47,6 +47,12 @@ def parse_version(text: str) -> Version:
     return tuple(parts)
 
 
+def sort_key(text: str) -> str:
+    """A string that sorts like the version (`1.10` after `1.9`): lets a database compare versions."""
+    parts = list(parse_version(text)) + [0] * (6 - len(parse_version(text)))
+    return ".".join(f"{p:05d}" for p in parts)
+
+
 def is_lower(current: str, target: str) -> bool:
     """Whether `current` is an older version than `target` (both dotted)."""
     return parse_version(current) < parse_version(target)

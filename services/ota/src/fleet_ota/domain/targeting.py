@@ -2,7 +2,8 @@
 
 Rules:
 - A target is a device of the release's product, in the region, whose channel runs a lower version than the
-  release's (a device on the target version or above, or whose version is unknown, is not a target).
+  release's (a device on the target version or above, or whose version is unknown or unreadable, is not a
+  target).
 - Verification: only the named devices (still subject to the rule above).
 - Canary: devices activated after the canary started are never added; the canary is a stable pseudo-random
   sample (ordered by a hash of release and device id, so re-planning after a crash picks the same devices).
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from fleet_contracts.ota import ReleaseStage
-from fleet_ota.domain.firmware import Version, parse_version
+from fleet_ota.domain.firmware import CatalogError, Version, parse_version
 from fleet_ota.domain.release import RegionRollout
 
 Stage = ReleaseStage
@@ -40,7 +41,12 @@ def is_candidate(d: DeviceRecord, r: RegionRollout, target: Version) -> bool:
     if d.product_id != r.target.product_id or d.region != r.region:
         return False
     current = d.versions.get(r.target.channel)
-    return current is not None and parse_version(current) < target
+    if current is None:
+        return False
+    try:
+        return parse_version(current) < target
+    except CatalogError:
+        return False  # a version we cannot read is not known to be lower
 
 
 def stage_targets(

@@ -132,7 +132,7 @@ async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
     for stage, left_batch in await p.upgrades.unready_batches(r.release_id, r.region):
         await _count_batch(r.release_id, r.region, stage, left_batch, p)
     batch = f"{r.region}:{r.stage.value}:{round_}"
-    devices = await p.devices.candidates(r.target.product_id, r.region)
+    devices = await p.devices.candidates(r.target.product_id, r.region, r.target.channel, r.target.version)
     already = await p.upgrades.device_ids(r.release_id, r.region)
     in_stage = await p.upgrades.count_in_stage(r.release_id, r.region, r.stage)
     chosen = stage_targets(devices, r, exclude=already, in_stage=in_stage)
