@@ -172,7 +172,13 @@ class FakeUpgrades:
         ][:limit]
 
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]:
-        return [u for u in self._of(release_id, region) if u.state in (S.PENDING, S.RETRYING)][:limit]
+        return [
+            d.upgrade
+            for d in self.docs.values()
+            if d.ready
+            and (d.upgrade.release_id, d.upgrade.region) == (release_id, region)
+            and d.upgrade.state in (S.PENDING, S.RETRYING)
+        ][:limit]
 
     async def done_unverified(self, limit: int) -> list[DeviceUpgrade]:
         return [

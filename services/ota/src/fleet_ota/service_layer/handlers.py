@@ -234,8 +234,9 @@ async def stop_rollout(release_id: str, region: str, p: Ports) -> RegionRollout:
 
     stopped = await _save_rollout(p, await _rollout(release_id, region, p), step)
     while batch := await p.upgrades.cancellable(release_id, region, 500):
-        for u in batch:
-            await apply_transition(p, u, lambda u: up.cancel(u, "release stopped"))
+        after = [await apply_transition(p, u, lambda u: up.cancel(u, "release stopped")) for u in batch]
+        if all(a == b for a, b in zip(after, batch, strict=True)):
+            break  # nothing could be cancelled (all raced into flight): do not spin
     return stopped
 
 
