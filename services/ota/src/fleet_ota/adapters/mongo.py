@@ -334,7 +334,7 @@ WRITE_CONCURRENCY = 4
 
 
 async def bulk_update(
-    col: Collection, ops: Sequence[UpdateOne | ReplaceOne], *, ordered: bool = False
+    col: Collection, ops: Sequence[UpdateOne | ReplaceOne[Document]], *, ordered: bool = False
 ) -> None:
     """`bulk_write` in commands of at most `WRITE_CHUNK` statements, a few in flight (or in order)."""
     chunks = [ops[i : i + WRITE_CHUNK] for i in range(0, len(ops), WRITE_CHUNK)]
