@@ -7,12 +7,12 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from fleet_contracts.device import OtaUpgradeStatus
+from fleet_contracts.ota import DeviceUpgradeState as S
 from fleet_contracts.ota import ReleaseStage
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, RolloutStatus, StageCounts
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import BUCKETS, TERMINAL, DeviceUpgrade, UpgradePolicy, bucket
-from fleet_ota.domain.upgrade import DeviceUpgradeState as S
 from fleet_ota.ports import OutboxEntry, UpgradeRefused
 from fleet_ota.service_layer.handlers import Ports
 
@@ -73,7 +73,6 @@ class FakeRollouts:
 class _Doc:
     upgrade: DeviceUpgrade
     batch: str
-    ready: bool = False
 
 
 @dataclass
@@ -87,19 +86,6 @@ class FakeUpgrades:
 
     async def batch_size(self, release_id: str, batch: str) -> int:
         return sum(d.batch == batch and d.upgrade.release_id == release_id for d in self.docs.values())
-
-    async def unready_batches(self, release_id: str, region: str) -> list[tuple[ReleaseStage, str]]:
-        found = {
-            d.batch: d.upgrade.stage
-            for d in self.docs.values()
-            if not d.ready and (d.upgrade.release_id, d.upgrade.region) == (release_id, region)
-        }
-        return [(stage, batch) for batch, stage in found.items()]
-
-    async def mark_ready(self, release_id: str, region: str, batch: str) -> None:
-        for d in self.docs.values():
-            if d.batch == batch and d.upgrade.release_id == release_id:
-                d.ready = True
 
     def _of(self, release_id: str, region: str) -> list[DeviceUpgrade]:
         return [
@@ -122,7 +108,7 @@ class FakeUpgrades:
         return [
             d.upgrade
             for d in self.docs.values()
-            if d.ready and d.upgrade.device_id == device_id and d.upgrade.state not in TERMINAL
+            if d.upgrade.device_id == device_id and d.upgrade.state not in TERMINAL
         ]
 
     async def save(
@@ -136,12 +122,12 @@ class FakeUpgrades:
         return True
 
     async def ready_to_command(
-        self, release_id: str, region: str, now: datetime, limit: int
+        self, release_id: str, region: str, batches: Sequence[str], now: datetime, limit: int
     ) -> list[DeviceUpgrade]:
         found = [
             d.upgrade
             for d in self.docs.values()
-            if d.ready
+            if d.batch in batches
             and d.upgrade.release_id == release_id
             and d.upgrade.region == region
             and (
@@ -172,13 +158,10 @@ class FakeUpgrades:
         ][:limit]
 
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]:
-        return [
-            d.upgrade
-            for d in self.docs.values()
-            if d.ready
-            and (d.upgrade.release_id, d.upgrade.region) == (release_id, region)
-            and d.upgrade.state in (S.PENDING, S.RETRYING)
-        ][:limit]
+        return [u for u in self._of(release_id, region) if u.state in (S.PENDING, S.RETRYING)][:limit]
+
+    async def has_open(self, release_id: str, region: str) -> bool:
+        return any(u.state not in TERMINAL for u in self._of(release_id, region))
 
     async def done_unverified(self, limit: int) -> list[DeviceUpgrade]:
         return [
@@ -192,15 +175,29 @@ class FakeProgress:
 
     upgrades: FakeUpgrades
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
-    batches: set[str] = field(default_factory=set)
+    # (release, batch) -> (region, stage)
+    counted: dict[tuple[str, str], tuple[str, ReleaseStage]] = field(default_factory=dict)
+    intents: dict[tuple[str, str], tuple[str, ReleaseStage]] = field(default_factory=dict)
     applied: int = 0
+
+    async def intend_batch(self, release_id: str, region: str, stage: ReleaseStage, batch: str) -> None:
+        self.intents[(release_id, batch)] = (region, stage)
+
+    async def batches(self, release_id: str, region: str) -> tuple[set[str], list[tuple[ReleaseStage, str]]]:
+        counted = {b for (rid, b), (reg, _) in self.counted.items() if (rid, reg) == (release_id, region)}
+        uncounted = [
+            (stage, b)
+            for (rid, b), (reg, stage) in self.intents.items()
+            if (rid, reg) == (release_id, region) and b not in counted
+        ]
+        return counted, uncounted
 
     async def add_batch(
         self, release_id: str, region: str, stage: ReleaseStage, batch: str, count: int
     ) -> None:
-        if batch in self.batches:
+        if (release_id, batch) in self.counted:
             return
-        self.batches.add(batch)
+        self.counted[(release_id, batch)] = (region, stage)
         c = self.counters.setdefault(f"{release_id}:{region}:{stage.value}", {})
         c["targeted"] = c.get("targeted", 0) + count
         c["pending"] = c.get("pending", 0) + count
@@ -230,7 +227,7 @@ class FakeProgress:
         c = dict.fromkeys(BUCKETS, 0)
         for d in self.upgrades.docs.values():
             u = d.upgrade
-            if d.ready and (u.release_id, u.region, u.stage) == (release_id, region, stage):
+            if (u.release_id, u.region, u.stage) == (release_id, region, stage):
                 c[bucket(u.state)] += 1
         return StageCounts(targeted=sum(c.values()), **c)
 

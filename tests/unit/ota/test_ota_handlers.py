@@ -119,7 +119,8 @@ async def test_a_crash_after_the_intent_is_recovered_as_a_failed_attempt_then_a_
     p = w.ports(POLICY)
     await fleet(w, {"EU": 1})
     await released(w, p, [RegionPlan("EU")])
-    [u] = await w.upgrades.ready_to_command("r1", "EU", NOW, 10)
+    counted, _ = await w.progress.batches("r1", "EU")
+    [u] = await w.upgrades.ready_to_command("r1", "EU", sorted(counted), NOW, 10)
     # the process recorded the intent, then died before calling Tuya
     intent = await h.apply_transition(
         p,
@@ -250,6 +251,7 @@ async def test_late_joiners_join_a_running_full_stage_and_an_uncounted_batch_is_
     # a crash left a batch inserted but not counted
     orphan = DeviceRecord("EU-orphan", "p1", "EU", NOW, {0: "1.0"})
     await w.devices.record(orphan)
+    await w.progress.intend_batch("r1", "EU", F, "EU:full:7")
     await w.upgrades.insert_planned(
         [up.DeviceUpgrade("r1", "EU", F, "EU-orphan", "p1", 0, "1.2.0")], "EU:full:7"
     )

@@ -70,15 +70,9 @@ class RolloutRepository(Protocol):
 
 class UpgradeRepository(Protocol):
     async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
-        """Bulk-insert, not ready yet (duplicates ignored: re-planning is idempotent)."""
+        """Bulk-insert (duplicates ignored: re-planning is idempotent)."""
 
     async def batch_size(self, release_id: str, batch: str) -> int: ...
-
-    async def unready_batches(self, release_id: str, region: str) -> list[tuple[ReleaseStage, str]]:
-        """Batches inserted but not made ready (a crash between inserting and counting)."""
-
-    async def mark_ready(self, release_id: str, region: str, batch: str) -> None:
-        """Make a counted batch visible to dispatching and device events."""
 
     async def device_ids(self, release_id: str, region: str) -> set[str]: ...
 
@@ -87,15 +81,19 @@ class UpgradeRepository(Protocol):
     async def get(self, upgrade_id: str) -> DeviceUpgrade | None: ...
 
     async def open_of_device(self, device_id: str) -> list[DeviceUpgrade]:
-        """The device's upgrades that are not settled (ready ones only), any release."""
+        """The device's upgrades that are not settled, any release."""
 
     async def save(
         self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[OutboxEntry]
     ) -> bool: ...
 
     async def ready_to_command(
-        self, release_id: str, region: str, now: datetime, limit: int
-    ) -> list[DeviceUpgrade]: ...
+        self, release_id: str, region: str, batches: Sequence[str], now: datetime, limit: int
+    ) -> list[DeviceUpgrade]:
+        """Pending upgrades, and retrying ones whose backoff is over, of these (counted) batches."""
+
+    async def has_open(self, release_id: str, region: str) -> bool:
+        """Whether any upgrade of the region is pending, in flight or waiting (checked before completing)."""
 
     async def deadline_passed(self, now: datetime, limit: int) -> list[DeviceUpgrade]: ...
 
@@ -109,6 +107,12 @@ class UpgradeRepository(Protocol):
 
 
 class ProgressRepository(Protocol):
+    async def intend_batch(self, release_id: str, region: str, stage: ReleaseStage, batch: str) -> None:
+        """Record a batch before inserting it, so a crash before it is counted is noticed and repaired."""
+
+    async def batches(self, release_id: str, region: str) -> tuple[set[str], list[tuple[ReleaseStage, str]]]:
+        """The region's counted batches, and the intended ones not yet counted."""
+
     async def add_batch(
         self, release_id: str, region: str, stage: ReleaseStage, batch: str, count: int
     ) -> None:

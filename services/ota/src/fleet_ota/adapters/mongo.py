@@ -5,10 +5,11 @@ Collections (one database per service):
 - `firmware` (_id firmware id), `rollouts` (_id `release:region`), `devices` (_id device id; queried by
   product and region), `locks` (_id device id: the one channel upgrading now), `progress` (_id
   `release:region:stage`: the counters).
-- `upgrades` (_id `release:device`): one document per device and release. Planning bulk-inserts them in
-  batches with `ready: false`; the batch is counted into its progress document once (`planned.<batch>`), then
-  made ready. Dispatch, device events and timeouts only see ready documents, so counters never lag a visible
-  document.
+- `upgrades` (_id `release:device`): one document per device and release. Planning records the batch's
+  intent in its progress document, bulk-inserts the batch, counts it once (`planned.<batch>`); only counted
+  batches are dispatched. A batch a crash left uncounted is counted by the next planning. (Device events may
+  touch a document of a batch not yet counted: its delta is applied early and the counters are exact again
+  once the batch is counted.)
 
 Counters stay equal to a recount of the upgrade documents across crashes: a transition stores its counter
 delta in the document's outbox, in the same write as the state. The relay applies a delta with `$inc` and
@@ -49,6 +50,7 @@ from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import BUCKETS, DeviceUpgrade, bucket
 from fleet_ota.ports import OutboxEntry
 from fleet_ota.service_layer.outbox import counter_id
+from fleet_shared import mongo
 
 Document = dict[str, Any]
 Collection = AsyncIOMotorCollection[Document]
@@ -377,7 +379,6 @@ class UpgradeStore:
                     "channel": u.channel,
                     "target_version": u.target_version,
                     "batch": batch,
-                    "ready": False,
                     "outbox": [],
                     **_upgrade_fields(u),
                 }
@@ -387,18 +388,6 @@ class UpgradeStore:
 
     async def batch_size(self, release_id: str, batch: str) -> int:
         return await self.col.count_documents({"release_id": release_id, "batch": batch})
-
-    async def unready_batches(self, release_id: str, region: str) -> list[tuple[ReleaseStage, str]]:
-        query = {"release_id": release_id, "ready": False, "region": region}
-        found: dict[str, ReleaseStage] = {}
-        async for d in self.col.find(query, {"batch": 1, "stage": 1}):
-            found.setdefault(d["batch"], ReleaseStage(d["stage"]))
-        return [(stage, batch) for batch, stage in found.items()]
-
-    async def mark_ready(self, release_id: str, region: str, batch: str) -> None:
-        await self.col.update_many(
-            {"release_id": release_id, "batch": batch, "ready": False}, {"$set": {"ready": True}}
-        )
 
     async def device_ids(self, release_id: str, region: str) -> set[str]:
         cursor = self.col.find({"release_id": release_id, "region": region}, {"device_id": 1, "_id": 0})
@@ -414,7 +403,7 @@ class UpgradeStore:
         return None if d is None else _upgrade(d)
 
     async def open_of_device(self, device_id: str) -> list[DeviceUpgrade]:
-        cursor = self.col.find({"device_id": device_id, "state": {"$in": _OPEN}, "ready": True})
+        cursor = self.col.find({"device_id": device_id, "state": {"$in": _OPEN}})
         return [_upgrade(d) async for d in cursor]
 
     async def save(
@@ -425,9 +414,9 @@ class UpgradeStore:
         )
 
     async def ready_to_command(
-        self, release_id: str, region: str, now: datetime, limit: int
+        self, release_id: str, region: str, batches: Sequence[str], now: datetime, limit: int
     ) -> list[DeviceUpgrade]:
-        base = {"release_id": release_id, "region": region, "ready": True}
+        base = {"release_id": release_id, "region": region, "batch": {"$in": list(batches)}}
         pending = self.col.find({**base, "state": S.PENDING.value}).limit(limit)
         found = [_upgrade(d) async for d in pending]
         if len(found) < limit:
@@ -446,8 +435,12 @@ class UpgradeStore:
 
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]:
         states = [S.PENDING.value, S.RETRYING.value]
-        query = {"release_id": release_id, "region": region, "state": {"$in": states}, "ready": True}
+        query = {"release_id": release_id, "region": region, "state": {"$in": states}}
         return [_upgrade(d) async for d in self.col.find(query).limit(limit)]
+
+    async def has_open(self, release_id: str, region: str) -> bool:
+        query = {"release_id": release_id, "region": region, "state": {"$in": _OPEN}}
+        return await self.col.find_one(query, {"_id": 1}) is not None
 
     async def done_unverified(self, limit: int) -> list[DeviceUpgrade]:
         cursor = self.col.find({"state": S.UPGRADING.value, "tuya_done": True}).limit(limit)
@@ -456,9 +449,7 @@ class UpgradeStore:
     async def recount(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]:
         """A recount from the documents themselves (tests and audits: it scans the release)."""
         totals: dict[tuple[str, ReleaseStage], dict[str, int]] = {}
-        async for d in self.col.find(
-            {"release_id": release_id, "ready": True}, {"region": 1, "stage": 1, "state": 1}
-        ):
+        async for d in self.col.find({"release_id": release_id}, {"region": 1, "stage": 1, "state": 1}):
             c = totals.setdefault((d["region"], ReleaseStage(d["stage"])), dict.fromkeys(BUCKETS, 0))
             c[bucket(S(d["state"]))] += 1
         return {k: StageCounts(targeted=sum(v.values()), **v) for k, v in totals.items()}
@@ -476,10 +467,33 @@ class ProgressStore:
     def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
         self.col: Collection = db["progress"]
 
+    async def intend_batch(self, release_id: str, region: str, stage: ReleaseStage, batch: str) -> None:
+        await mongo.find_one_and_upsert(
+            self.col,
+            {"_id": counter_id(release_id, region, stage)},
+            {
+                "$addToSet": {"intents": batch},
+                "$set": {"release_id": release_id, "region": region, "stage": stage.value},
+            },
+        )
+
+    async def batches(self, release_id: str, region: str) -> tuple[set[str], list[tuple[ReleaseStage, str]]]:
+        """The region's counted batches, and those intended but not counted (stage, batch)."""
+        counted: set[str] = set()
+        uncounted: list[tuple[ReleaseStage, str]] = []
+        fields = {"planned": 1, "intents": 1, "region": 1, "stage": 1}
+        async for d in self.col.find({"release_id": release_id}, fields):
+            if d["region"] != region:
+                continue
+            planned = set((d.get("planned") or {}).keys())
+            counted |= planned
+            uncounted += [(ReleaseStage(d["stage"]), b) for b in d.get("intents") or [] if b not in planned]
+        return counted, uncounted
+
     async def add_batch(
         self, release_id: str, region: str, stage: ReleaseStage, batch: str, count: int
     ) -> None:
-        key = "planned." + batch.replace(".", "_").replace("$", "_")
+        key = "planned." + batch  # batch ids carry no dots or dollars (`plan_stage`)
         cid = counter_id(release_id, region, stage)
         with contextlib.suppress(DuplicateKeyError):  # the document exists and already counts this batch
             await self.col.update_one(
@@ -512,7 +526,9 @@ class ProgressStore:
         return StageCounts() if d is None else _counts(d)
 
     async def of_release(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]:
-        cursor = self.col.find({"release_id": release_id}, {"applying": 0, "applied_at": 0, "planned": 0})
+        cursor = self.col.find(
+            {"release_id": release_id}, {"applying": 0, "applied_at": 0, "planned": 0, "intents": 0}
+        )
         return {(d["region"], ReleaseStage(d["stage"])): _counts(d) async for d in cursor}
 
     async def applied(self, limit: int) -> list[tuple[str, list[Document]]]:
@@ -600,7 +616,6 @@ async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
         [("release_id", ASCENDING), ("region", ASCENDING), ("state", ASCENDING)]
     )
     await db["upgrades"].create_index([("release_id", ASCENDING), ("batch", ASCENDING)])
-    await db["upgrades"].create_index([("release_id", ASCENDING), ("ready", ASCENDING)])
     await db["upgrades"].create_index(
         [("release_id", ASCENDING), ("region", ASCENDING), ("stage", ASCENDING)]
     )

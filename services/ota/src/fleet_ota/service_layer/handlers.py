@@ -129,9 +129,11 @@ async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
     """
     assert r.stage is not None
     # a batch a crash left inserted but uncounted is counted first (its devices are excluded from new batches)
-    for stage, left_batch in await p.upgrades.unready_batches(r.release_id, r.region):
+    _, uncounted = await p.progress.batches(r.release_id, r.region)
+    for stage, left_batch in uncounted:
         await _count_batch(r.release_id, r.region, stage, left_batch, p)
-    batch = f"{r.region}:{r.stage.value}:{round_}"
+    # batch ids are field names in the progress document: no dots, no dollar
+    batch = f"{r.region}:{r.stage.value}:{round_}".replace(".", "_").replace("$", "_")
     devices = await p.devices.candidates(r.target.product_id, r.region, r.target.channel, r.target.version)
     already = await p.upgrades.device_ids(r.release_id, r.region)
     in_stage = await p.upgrades.count_in_stage(r.release_id, r.region, r.stage)
@@ -140,6 +142,7 @@ async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
     upgrades = [
         DeviceUpgrade(r.release_id, r.region, r.stage, d, t.product_id, t.channel, t.version) for d in chosen
     ]
+    await p.progress.intend_batch(r.release_id, r.region, r.stage, batch)
     await p.upgrades.insert_planned(upgrades, batch)
     return await _count_batch(r.release_id, r.region, r.stage, batch, p)
 
@@ -147,7 +150,6 @@ async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
 async def _count_batch(release_id: str, region: str, stage: rel.Stage, batch: str, p: Ports) -> int:
     count = await p.upgrades.batch_size(release_id, batch)
     await p.progress.add_batch(release_id, region, stage, batch, count)
-    await p.upgrades.mark_ready(release_id, region, batch)
     return count
 
 
@@ -276,7 +278,8 @@ async def evaluate_rollout(release_id: str, region: str, p: Ports) -> RegionRoll
             return await _save_rollout(p, r, halt)
         case rel.Promote():
             return await promote_rollout(release_id, region, None, p, decision=decision)
-        case rel.Complete():
+        case rel.Complete() if not await p.upgrades.has_open(release_id, region):
+            # the counters said nothing is open; the documents agree (a batch may be counted late)
 
             async def complete(cur: RegionRollout) -> rel.Transition:
                 return rel.finish(cur, await region_counts(cur, p), stopped=False)
@@ -340,7 +343,8 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
     if not r.dispatching or not r.plan.schedule.allows(p.clock()):
         return 0
     sent = 0
-    for u in await p.upgrades.ready_to_command(release_id, region, p.clock(), limit):
+    counted, _ = await p.progress.batches(release_id, region)
+    for u in await p.upgrades.ready_to_command(release_id, region, sorted(counted), p.clock(), limit):
         after = await dispatch_one(u, p)
         sent += after.attempt > u.attempt
     return sent
