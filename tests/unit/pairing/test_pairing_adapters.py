@@ -3,7 +3,6 @@ binding modes read from configuration."""
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 
 import httpx
@@ -11,8 +10,7 @@ import pytest
 
 from fleet_contracts import topics
 from fleet_contracts.pairing import PairingMode, PairingSessionEnded, PairingSessionState, PairingTokenExpired
-from fleet_pairing.adapters.events import EventEncoder, OutboxEntry
-from fleet_pairing.adapters.outbox import PulsarEventPublisher
+from fleet_pairing.adapters.events import EventEncoder
 from fleet_pairing.adapters.system import ConfiguredBindingModes
 from fleet_pairing.adapters.tuya import TuyaPairingApi
 from fleet_pairing.domain.causes import FailureCause, failure_for
@@ -89,26 +87,6 @@ def test_binding_modes_from_configuration() -> None:
 def test_bad_binding_mode_entries_are_named(text: str) -> None:
     with pytest.raises(ValueError, match="binding mode entry"):
         ConfiguredBindingModes.parse(text)
-
-
-class RecordingBroker:
-    """Stands in for `PulsarBroker.publish`: yields between sends, as a real send does."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, dict[str, str]]] = []
-
-    async def publish(self, body: bytes, topic: str, *, key: str, headers: dict[str, str]) -> None:
-        await asyncio.sleep(0.001 if key == "a" else 0)
-        self.sent.append((key, body.decode(), headers))
-
-
-async def test_the_publisher_keeps_each_keys_order() -> None:
-    broker = RecordingBroker()
-    entries = [OutboxEntry(f"id{i}", "t", key, f"{key}{i}".encode()) for i, key in enumerate("aabab")]
-    await PulsarEventPublisher(broker).publish(entries)  # type: ignore[arg-type]
-    assert [body for key, body, _ in broker.sent if key == "a"] == ["a0", "a1", "a3"]
-    assert [body for key, body, _ in broker.sent if key == "b"] == ["b2", "b4"]
-    assert {headers["event-id"] for _, _, headers in broker.sent} == {f"id{i}" for i in range(5)}
 
 
 def test_event_ids_are_fixed_by_session_version_and_place() -> None:

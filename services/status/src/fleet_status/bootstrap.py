@@ -12,11 +12,10 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from fleet_shared import mongo
-from fleet_shared.pulsar import PulsarBroker
+from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_status.adapters.api_keys import ApiKeyStore
 from fleet_status.adapters.history import HistoryStore
-from fleet_status.adapters.publisher import PulsarEventPublisher
 from fleet_status.adapters.schemas import SchemaStore
 from fleet_status.adapters.shadows import ShadowStore
 from fleet_status.adapters.tuya import CloudDeviceSource, SchemaCache
@@ -150,7 +149,7 @@ def bootstrap(
         shadows,
         history,
         schemas,
-        publisher or PulsarEventPublisher(broker),
+        publisher or OutboxPublisher(broker),
         tenant=settings.tuya_access_id,
         region=settings.region.lower(),
         max_devices=settings.status_batch_max_devices,

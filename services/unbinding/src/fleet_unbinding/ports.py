@@ -14,20 +14,11 @@ from typing import Protocol
 
 from pydantic import SecretStr
 
+from fleet_contracts.outbox import OutboxEntry
 from fleet_unbinding.domain.authorization import AuthorizationRecord, ProductAuthorization
 from fleet_unbinding.domain.batch import Batch, Tally
 from fleet_unbinding.domain.quota import CounterKey, LimitOverride, QuotaScope, Reservation
 from fleet_unbinding.domain.unbind import DeviceFacts, DeviceUnbind
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """An event waiting to be relayed: deterministic id, topic, key and the exact body to publish."""
-
-    id: str
-    topic: str
-    key: str
-    body: bytes
 
 
 class Clock(Protocol):

@@ -19,6 +19,7 @@ from .confirmed import Confirmations, ConfirmedSender, Send, SendFailedError
 from .context import InlineContext
 from .message import PulsarMessage, PulsarPublishCommand, PulsarResponse
 from .options import DeadLetter, ProducerOptions
+from .outbox import OutboxPublisher
 from .publisher import PulsarPublisher
 from .receiver import acknowledge_cumulative, receive_ready
 from .router import PulsarRoute, PulsarRoutePublisher, PulsarRouter
@@ -50,6 +51,7 @@ __all__ = (
     "InitialPosition",
     "InlineContext",
     "OrjsonCodec",
+    "OutboxPublisher",
     "ProducerOptions",
     "PulsarBroker",
     "PulsarMessage",

@@ -15,6 +15,7 @@ from typing import Any
 from fleet_contracts import pairing, topics
 from fleet_contracts._base import Payload
 from fleet_contracts.envelope import Envelope, service_source, to_json_bytes
+from fleet_contracts.outbox import OutboxEntry
 
 SOURCE = service_source("pairing")
 _EVENT_NAMESPACE = uuid.UUID("5f0c3a52-56a4-4c1e-9a9e-2f7b1d0c8e11")
@@ -30,16 +31,6 @@ _ENVELOPES: dict[type[Payload], type[Envelope[Any]]] = {
     pairing.UnexpectedProductPaired: pairing.UnexpectedProductPairedEvent,
     pairing.LateActivation: pairing.LateActivationEvent,
 }
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """An event waiting to be relayed: its deterministic id, topic, key and the exact body to publish."""
-
-    id: str
-    topic: str
-    key: str
-    body: bytes
 
 
 def event_id(session_id: str, version: int, index: int) -> str:

@@ -18,6 +18,7 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
+from fleet_contracts.outbox import entries_of
 from fleet_contracts.pairing import PairingMode, UnexpectedProductPolicy
 from fleet_pairing.adapters.events import EventEncoder, OutboxEntry
 from fleet_pairing.domain.causes import Failure, FailureCause
@@ -38,15 +39,6 @@ Relay = Callable[[str, Sequence[OutboxEntry]], Awaitable[None]]
 
 
 # --- mapping --------------------------------------------------------------------------------------------
-
-
-def outbox_entry_to_doc(entry: OutboxEntry) -> Document:
-    # clear_outbox removes entries by exact equality, so this is the one place that lays them out
-    return {"id": entry.id, "topic": entry.topic, "key": entry.key, "body": entry.body}
-
-
-def outbox_from_doc(doc: Mapping[str, Any]) -> list[OutboxEntry]:
-    return [OutboxEntry(e["id"], e["topic"], e["key"], bytes(e["body"])) for e in doc.get("outbox", [])]
 
 
 def idempotency_value(owner_uid: str, key: str | None, session_id: str) -> str:
@@ -114,7 +106,7 @@ def session_to_doc(session: PairingSession, outbox: Sequence[OutboxEntry], now: 
         "updated_at": now,
         "outcomes": [_outcome_to_doc(o) for o in session.outcomes],
         "pending_removals": bool(session.pending_removals()),
-        "outbox": [outbox_entry_to_doc(e) for e in outbox],
+        "outbox": [e.to_document() for e in outbox],
     }
 
 
@@ -221,7 +213,7 @@ class SessionStore:
         # entries of earlier writes not yet relayed stay: new ones are appended, in the same single write
         update: Document = {"$set": doc}
         if outbox:
-            update["$push"] = {"outbox": {"$each": [outbox_entry_to_doc(e) for e in outbox]}}
+            update["$push"] = {"outbox": {"$each": [e.to_document() for e in outbox]}}
         # the write returns the outbox after it: the relay publishes earlier leftovers first, in order
         # (no projection: FerretDB 1.x does not implement `fields` in findAndModify)
         after = await self.sessions.find_one_and_update(
@@ -231,7 +223,7 @@ class SessionStore:
         )
         if after is None:
             return False
-        await self._relay(session.session_id, outbox_from_doc(after))
+        await self._relay(session.session_id, entries_of(after))
         return True
 
     async def get(self, session_id: str) -> PairingSession | None:
@@ -268,13 +260,13 @@ class SessionStore:
         """Remove exactly these relayed entries, whatever the document's version now is. `$pullAll` matches
         whole entries (FerretDB 1.x ignores `$pull` with a condition)."""
         if entries:
-            pulled = [outbox_entry_to_doc(e) for e in entries]
+            pulled = [e.to_document() for e in entries]
             await self.sessions.update_one({"_id": session_id}, {"$pullAll": {"outbox": pulled}})
 
     async def with_outbox(self, limit: int) -> list[tuple[str, list[OutboxEntry]]]:
         """Sessions whose outbox still holds events (a crash or broker outage between write and relay)."""
         cursor = self.sessions.find({"outbox.0": {"$exists": True}}, {"outbox": 1}).limit(limit)
-        return [(doc["_id"], outbox_from_doc(doc)) async for doc in cursor]
+        return [(doc["_id"], entries_of(doc)) async for doc in cursor]
 
 
 # --- device owners --------------------------------------------------------------------------------------

@@ -7,41 +7,21 @@ document for the next write or `sweep`, with the same ids (consumers de-duplicat
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Protocol
 
 from fleet_pairing.adapters.events import OutboxEntry
 from fleet_pairing.adapters.mongo import SessionStore
-from fleet_shared.pulsar import PulsarBroker
 
 log = logging.getLogger(__name__)
-
-EVENT_ID_PROPERTY = "event-id"
 
 
 class EventPublisher(Protocol):
     async def publish(self, entries: Sequence[OutboxEntry]) -> None:
-        """Publish every entry and return once Pulsar has persisted them all (raise if any failed)."""
+        """Publish every entry and return once Pulsar has persisted them all (raise if any failed).
 
-
-class PulsarEventPublisher:
-    """Publishes the stored bodies byte for byte, keyed by token; the event id rides as a property."""
-
-    def __init__(self, broker: PulsarBroker) -> None:
-        self.broker = broker
-
-    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
-        # in order per key (one session's events keep their order), keys in parallel
-        by_key: dict[str, list[OutboxEntry]] = {}
-        for entry in entries:
-            by_key.setdefault(entry.key, []).append(entry)
-        await asyncio.gather(*(self._in_order(group) for group in by_key.values()))
-
-    async def _in_order(self, entries: Sequence[OutboxEntry]) -> None:
-        for e in entries:
-            await self.broker.publish(e.body, e.topic, key=e.key, headers={EVENT_ID_PROPERTY: e.id})
+        `fleet_shared.pulsar.OutboxPublisher` in production; tests pass their own."""
 
 
 class OutboxRelay:

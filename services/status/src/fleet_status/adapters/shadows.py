@@ -20,6 +20,7 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
+from fleet_contracts.outbox import entries_of
 from fleet_status.adapters.bulk import chunks, only_duplicates
 from fleet_status.domain.dp_schema import DpType
 from fleet_status.domain.events import OutboxEntry
@@ -35,11 +36,6 @@ from fleet_status.domain.shadow import (
 from fleet_status.ports import Document, ShadowWrite, StoredShadow
 
 # --- mapping --------------------------------------------------------------------------------------------
-
-
-def outbox_entry_to_doc(entry: OutboxEntry) -> Document:
-    # clear_outbox removes entries by exact equality, so this is the one place that lays them out
-    return {"id": entry.id, "topic": entry.topic, "key": entry.key, "body": entry.body}
 
 
 def shadow_to_doc(shadow: Shadow, outbox: Sequence[OutboxEntry], write_id: str, now: datetime) -> Document:
@@ -88,7 +84,7 @@ def shadow_to_doc(shadow: Shadow, outbox: Sequence[OutboxEntry], write_id: str, 
             }
             for fw in shadow.firmware.values()
         ],
-        "outbox": [outbox_entry_to_doc(e) for e in outbox],
+        "outbox": [e.to_document() for e in outbox],
     }
 
 
@@ -137,7 +133,7 @@ def shadow_from_doc(doc: Mapping[str, Any]) -> StoredShadow:
             for fw in doc.get("firmware", [])
         },
     )
-    outbox = [OutboxEntry(e["id"], e["topic"], e["key"], bytes(e["body"])) for e in doc.get("outbox", [])]
+    outbox = entries_of(doc)
     return StoredShadow(shadow, outbox)
 
 
@@ -232,7 +228,7 @@ class ShadowStore:
 
         async def clear(chunk: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
             ops = [
-                UpdateOne({"_id": d}, {"$pullAll": {"outbox": [outbox_entry_to_doc(e) for e in entries]}})
+                UpdateOne({"_id": d}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
                 for d, entries in chunk
                 if entries
             ]

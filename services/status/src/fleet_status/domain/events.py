@@ -3,11 +3,11 @@ the device and the shadow version they produced (a replayed merge makes the same
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
 from fleet_contracts import topics
 from fleet_contracts.envelope import service_source
+from fleet_contracts.outbox import OutboxEntry
 from fleet_contracts.status import (
     DpChange,
     DpSample,
@@ -19,16 +19,6 @@ from fleet_contracts.status import (
 from fleet_status.domain.shadow import MergeResult
 
 SOURCE = service_source("status")
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """An event waiting to be relayed: its deterministic id, topic, key and the exact body to publish."""
-
-    id: str
-    topic: str
-    key: str
-    body: bytes
 
 
 def shadow_event_id(device_id: str, version: int) -> str:

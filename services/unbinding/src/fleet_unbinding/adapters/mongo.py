@@ -28,6 +28,7 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
+from fleet_contracts.outbox import entries_of
 from fleet_contracts.unbinding import RefusalCause, UnbindMode
 from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain.batch import Batch, BatchStatus, Tally
@@ -39,15 +40,6 @@ from fleet_unbinding.ports import OutboxEntry
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
 _CREATE_TRIES = 5
-
-
-def outbox_entry_to_doc(entry: OutboxEntry) -> Document:
-    # removal after relaying matches whole entries, so this is the one place that lays them out
-    return {"id": entry.id, "topic": entry.topic, "key": entry.key, "body": entry.body}
-
-
-def outbox_from_doc(doc: Mapping[str, Any]) -> list[OutboxEntry]:
-    return [OutboxEntry(e["id"], e["topic"], e["key"], bytes(e["body"])) for e in doc.get("outbox", [])]
 
 
 def _only_duplicates(error: BulkWriteError) -> bool:
@@ -130,7 +122,7 @@ class MongoBatchStore:
         doc = {
             "_id": batch.batch_id,
             **batch_to_doc(batch),
-            "outbox": [outbox_entry_to_doc(e) for e in outbox],
+            "outbox": [e.to_document() for e in outbox],
         }
         try:
             await self.batches.insert_one(doc)
@@ -141,7 +133,7 @@ class MongoBatchStore:
     async def save(self, batch: Batch, outbox: Sequence[OutboxEntry]) -> bool:
         update: Document = {"$set": batch_to_doc(batch)}
         if outbox:
-            update["$push"] = {"outbox": {"$each": [outbox_entry_to_doc(e) for e in outbox]}}
+            update["$push"] = {"outbox": {"$each": [e.to_document() for e in outbox]}}
         result = await self.batches.update_one({"_id": batch.batch_id, "version": batch.version - 1}, update)
         return result.matched_count == 1
 
@@ -157,11 +149,11 @@ class MongoBatchStore:
 
     async def with_outbox(self, limit: int) -> list[tuple[str, list[OutboxEntry]]]:
         cursor = self.batches.find({"outbox.0": {"$exists": True}}, {"outbox": 1}).limit(limit)
-        return [(doc["_id"], outbox_from_doc(doc)) async for doc in cursor]
+        return [(doc["_id"], entries_of(doc)) async for doc in cursor]
 
     async def clear_outbox(self, batch_id: str, entries: Sequence[OutboxEntry]) -> None:
         await self.batches.update_one(
-            {"_id": batch_id}, {"$pullAll": {"outbox": [outbox_entry_to_doc(e) for e in entries]}}
+            {"_id": batch_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}}
         )
 
 
@@ -269,7 +261,7 @@ class MongoUnbindStore:
     async def save(self, unbind: DeviceUnbind, outbox: Sequence[OutboxEntry]) -> bool:
         update: Document = {"$set": unbind_to_doc(unbind)}
         if outbox:
-            update["$push"] = {"outbox": {"$each": [outbox_entry_to_doc(e) for e in outbox]}}
+            update["$push"] = {"outbox": {"$each": [e.to_document() for e in outbox]}}
         result = await self.unbinds.update_one({"_id": unbind.id, "version": unbind.version - 1}, update)
         return result.matched_count == 1
 
@@ -299,11 +291,11 @@ class MongoUnbindStore:
 
     async def with_outbox(self, limit: int) -> list[tuple[DeviceUnbind, list[OutboxEntry]]]:
         cursor = self.unbinds.find({"outbox.0": {"$exists": True}}).limit(limit)
-        return [(unbind_from_doc(doc), outbox_from_doc(doc)) async for doc in cursor]
+        return [(unbind_from_doc(doc), entries_of(doc)) async for doc in cursor]
 
     async def clear_outbox(self, unbind_id: str, entries: Sequence[OutboxEntry]) -> None:
         await self.unbinds.update_one(
-            {"_id": unbind_id}, {"$pullAll": {"outbox": [outbox_entry_to_doc(e) for e in entries]}}
+            {"_id": unbind_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}}
         )
 
     async def add_records(self, unbinds: Sequence[DeviceUnbind]) -> None:
