@@ -41,11 +41,12 @@ test-unit *args:
 fleet *args:
     uv run fleet {{args}}
 
-# lint, format check and type check
+# lint, format check, type check and the layering contracts (import-linter, [tool.importlinter] in pyproject.toml)
 lint:
     uv run ruff check .
     uv run ruff format --check .
     uv run mypy contracts/src shared/src infra/devstack/src
+    uv run lint-imports --no-logo
 
 # format and auto-fix
 fmt:

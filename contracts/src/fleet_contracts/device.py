@@ -6,7 +6,6 @@ push time, message ids) so consumers can de-duplicate the legacy and IoT Core co
 
 from __future__ import annotations
 
-from enum import IntEnum
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, JsonValue
@@ -28,6 +27,9 @@ from fleet_contracts._base import (
     UpgradeChannel,
 )
 from fleet_contracts.envelope import Envelope
+
+# Tuya's vocabulary, re-exported: events here carry it
+from fleet_contracts.tuya import OtaUpgradeStatus as OtaUpgradeStatus
 
 
 class TuyaOrigin(Contract):
@@ -131,18 +133,6 @@ class DpRenamed(DeviceFact):
 
     dp_id: DpId
     name: Name
-
-
-class OtaUpgradeStatus(IntEnum):
-    """Tuya's upgrade status codes (REFERENCE.md section 7)."""
-
-    NO_UPDATE = 0
-    READY = 1
-    UPGRADING = 2
-    DONE = 3
-    FAILED = 4
-    WAITING_FOR_WAKE_UP = 5
-    TIMED_OUT = 7
 
 
 class DeviceOtaProgressed(DeviceFact):

@@ -6,7 +6,7 @@ Topics: `topics.OTA_FIRMWARE_EVENTS` keyed by firmware id, `topics.OTA_RELEASE_E
 
 from __future__ import annotations
 
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field
@@ -22,17 +22,9 @@ from fleet_contracts._base import (
     ReleaseId,
     UpgradeChannel,
 )
-from fleet_contracts.device import OtaUpgradeStatus
 from fleet_contracts.envelope import Envelope
-
-
-class UpgradeType(IntEnum):
-    """How the app presents the upgrade (Tuya `upgrade_type`)."""
-
-    REMINDER = 0
-    SILENT = 1
-    FORCED = 2
-    CHECK = 3
+from fleet_contracts.tuya import OtaUpgradeStatus
+from fleet_contracts.tuya import UpgradeType as UpgradeType
 
 
 class ReleaseStage(StrEnum):

@@ -25,11 +25,12 @@ from fleet_contracts import topics
 from fleet_shared.provisioning import ProvisioningError, PulsarAdmin
 from fleet_shared.tuya.codec import DecodedMessage, EncryptionMode, PushCodec
 from fleet_shared.tuya.errors import PushMessageRejected
-from fleet_tuya_sim.adapters.push_messages import MessageFamily
-from fleet_tuya_sim.bootstrap import Wiring, bootstrap
-from fleet_tuya_sim.config import SimSettings
+from fleet_tuya_sim.bootstrap import TuyaSim, bootstrap
 from fleet_tuya_sim.domain.fleet import FleetSpec
+from fleet_tuya_sim.domain.push_messages import MessageFamily
+from fleet_tuya_sim.entrypoints.app import create_app
 from fleet_tuya_sim.service_layer.simulator import ScenarioSpec
+from fleet_tuya_sim.settings import SimSettings
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
@@ -90,14 +91,14 @@ def _settings(stack: Stack, project: Project, **overrides: Any) -> SimSettings:
 
 
 @contextlib.asynccontextmanager
-async def running(settings: SimSettings, spec: FleetSpec) -> AsyncIterator[Wiring]:
-    wiring = bootstrap(settings, manage_simulator=False)
-    await wiring.simulator.start()
+async def running(settings: SimSettings, spec: FleetSpec) -> AsyncIterator[TuyaSim]:
+    service = bootstrap(settings, create_fleet=False)
+    await service.start()
     try:
-        await wiring.simulator.create_fleet(spec)
-        yield wiring
+        await service.simulator.create_fleet(spec)
+        yield service
     finally:
-        await wiring.simulator.close()
+        await service.stop()
 
 
 async def _consume(
@@ -150,8 +151,8 @@ async def test_a_fleet_publishes_exactly_its_ground_truth(
         project.topic, project.subscription, consumer_type=pulsar.ConsumerType.Failover
     )
     await probe.close()
-    async with running(settings, FleetSpec(seed=11, devices=100, homes=12)) as wiring:
-        sim = wiring.simulator
+    async with running(settings, FleetSpec(seed=11, devices=100, homes=12)) as service:
+        sim = service.simulator
         state = sim.start_scenario(ScenarioSpec(rate=150, duration_s=3, churn_rate=0.02))
         await sim.wait_scenario(60)
         assert state.reports == 450
@@ -219,8 +220,8 @@ async def test_chaos_duplicates_shuffles_and_malformed_messages_are_all_accounte
 ) -> None:
     settings = _settings(stack, project, chaos_duplicate_ratio=0.1, chaos_shuffle_window=20)
     codec = PushCodec(project.access_secret)
-    async with running(settings, FleetSpec(seed=5, devices=100, homes=10)) as wiring:
-        sim = wiring.simulator
+    async with running(settings, FleetSpec(seed=5, devices=100, homes=10)) as service:
+        sim = service.simulator
         sim.start_scenario(ScenarioSpec(rate=100, duration_s=2, malformed=12))
         await sim.wait_scenario(60)
         assert await sim.flush(60)
@@ -285,8 +286,8 @@ async def test_websocket_consumer_reads_the_stream(stack: Stack, project: Projec
         f"{project.subscription}?subscriptionType=Failover&ackTimeoutMillis=3000"
     )
     codec = PushCodec(project.access_secret)
-    async with running(settings, FleetSpec(seed=2, devices=20, homes=3)) as wiring:
-        sim = wiring.simulator
+    async with running(settings, FleetSpec(seed=2, devices=20, homes=3)) as service:
+        sim = service.simulator
         reader = asyncio.create_task(
             asyncio.to_thread(
                 _websocket_read, url, pulsar_auth_data(project.access_id, project.access_secret), 5
@@ -328,8 +329,10 @@ def _official_sdk_calls(endpoint: str, project: Project, device_id: str, uid: st
 async def test_official_tuya_connector_works_against_the_http_server(stack: Stack, project: Project) -> None:
     port = _free_port()
     settings = _settings(stack, project, devices=10, homes=2, host="127.0.0.1", port=port, seed=4)
-    wiring = bootstrap(settings)
-    server = uvicorn.Server(uvicorn.Config(wiring.app, host="127.0.0.1", port=port, log_level="warning"))
+    service = bootstrap(settings)
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(service), host="127.0.0.1", port=port, log_level="warning")
+    )
     serving = asyncio.create_task(server.serve())
     try:
         for _ in range(600):  # up to 30 s
@@ -337,7 +340,7 @@ async def test_official_tuya_connector_works_against_the_http_server(stack: Stac
                 break
             await asyncio.sleep(0.05)
         assert server.started
-        fleet = wiring.simulator.fleet
+        fleet = service.simulator.fleet
         device = next(d for d in fleet.devices.values() if d.bound)
         assert device.uid is not None
         answers = await asyncio.to_thread(

@@ -12,8 +12,9 @@ from fastapi.testclient import TestClient
 
 from fleet_shared.tuya.signing import sign_request
 from fleet_tuya_sim.adapters.sinks import MemorySink
-from fleet_tuya_sim.bootstrap import Wiring, bootstrap
-from fleet_tuya_sim.config import SimSettings
+from fleet_tuya_sim.bootstrap import TuyaSim, bootstrap
+from fleet_tuya_sim.entrypoints.app import create_app
+from fleet_tuya_sim.settings import SimSettings
 
 ACCESS_ID = "simunitaccess0000001"
 ACCESS_SECRET = "unit0test0secret0for0the0sim0000"
@@ -107,13 +108,13 @@ def sink() -> MemorySink:
 
 
 @pytest.fixture
-def wiring(clock: FakeClock, sink: MemorySink) -> Wiring:
+def service(clock: FakeClock, sink: MemorySink) -> TuyaSim:
     return bootstrap(settings(), sink=sink, clock=clock)
 
 
 @pytest.fixture
-def client(wiring: Wiring) -> Iterator[TestClient]:
-    with TestClient(wiring.app) as test_client:
+def client(service: TuyaSim) -> Iterator[TestClient]:
+    with TestClient(create_app(service)) as test_client:
         yield test_client
 
 

@@ -7,16 +7,16 @@ import random
 import orjson
 import pytest
 
+from fleet_contracts.tuya import OtaUpgradeStatus
 from fleet_shared.tuya.models import DpSpec, PairingResult
-from fleet_tuya_sim.adapters import push_messages
-from fleet_tuya_sim.adapters.push_messages import MessageFamily
-from fleet_tuya_sim.domain import errors
+from fleet_tuya_sim.domain import errors, push_messages
 from fleet_tuya_sim.domain.binding import BindingMode, RebindDecision, rebind_decision
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.events import DeviceBound, DeviceUnbound, DpReported, OtaProgressed, WentOnline
 from fleet_tuya_sim.domain.fleet import Fleet, FleetSpec
-from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaJob, OtaOutcome, UpgradeStatus
+from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaJob, OtaOutcome
 from fleet_tuya_sim.domain.products import CAMERA, CATALOG, PLUG, SENSOR, DpType
+from fleet_tuya_sim.domain.push_messages import MessageFamily
 
 pytestmark = pytest.mark.unit
 
@@ -110,10 +110,10 @@ def test_dp_schema_renders_as_tuya_specification(dp: object) -> None:
     from fleet_tuya_sim.domain.products import DpSchema
 
     assert isinstance(dp, DpSchema)
-    spec = DpSpec.model_validate({"code": dp.code, "type": dp.type.spec_name, "values": dp.values_json()})
+    spec = DpSpec.model_validate({"code": dp.code, "type": dp.type.value, "values": dp.values_json()})
     assert spec.type is not None
-    assert spec.type.value == dp.type.spec_name
-    if dp.type is DpType.VALUE:
+    assert spec.type.value == dp.type.value
+    if dp.type is DpType.INTEGER:
         assert spec.values is not None
         assert spec.values.model_dump()["scale"] == dp.scale
 
@@ -349,12 +349,12 @@ def test_ota_job_succeeds_in_steps() -> None:
     assert job.waiting
     assert job.advance(0, True, 1000, 25) == []
     assert job.advance(2000, True, 1000, 25) == [
-        (UpgradeStatus.UPDATING, 25, 1000),
-        (UpgradeStatus.UPDATING, 50, 2000),
+        (OtaUpgradeStatus.UPGRADING, 25, 1000),
+        (OtaUpgradeStatus.UPGRADING, 50, 2000),
     ]
     assert job.advance(4000, True, 1000, 25) == [
-        (UpgradeStatus.UPDATING, 75, 3000),
-        (UpgradeStatus.DONE, 100, 4000),
+        (OtaUpgradeStatus.UPGRADING, 75, 3000),
+        (OtaUpgradeStatus.DONE, 100, 4000),
     ]
     assert job.final
     assert job.advance(9000, True, 1000, 25) == []
@@ -364,8 +364,8 @@ def test_ota_job_fails_at_its_planned_progress() -> None:
     job = _job(OtaOutcome.FAILURE, stop_at=40)
     job.advance(0, True, 1000, 25)
     assert job.advance(5000, True, 1000, 25) == [
-        (UpgradeStatus.UPDATING, 25, 1000),
-        (UpgradeStatus.FAILED, 40, 2000),
+        (OtaUpgradeStatus.UPGRADING, 25, 1000),
+        (OtaUpgradeStatus.FAILED, 40, 2000),
     ]
 
 
@@ -373,8 +373,8 @@ def test_ota_job_times_out_after_stalling() -> None:
     job = _job(OtaOutcome.TIMEOUT, stop_at=50, timeout_ms=10_000)
     job.advance(0, True, 1000, 25)
     steps = job.advance(9_000, True, 1000, 25)
-    assert steps == [(UpgradeStatus.UPDATING, 25, 1000), (UpgradeStatus.UPDATING, 50, 2000)]
-    assert job.advance(12_000, True, 1000, 25) == [(UpgradeStatus.TIMEOUT, 50, 10_000)]
+    assert steps == [(OtaUpgradeStatus.UPGRADING, 25, 1000), (OtaUpgradeStatus.UPGRADING, 50, 2000)]
+    assert job.advance(12_000, True, 1000, 25) == [(OtaUpgradeStatus.TIMED_OUT, 50, 10_000)]
 
 
 def test_sleepy_device_waits_until_it_wakes() -> None:
@@ -383,7 +383,7 @@ def test_sleepy_device_waits_until_it_wakes() -> None:
     assert job.waiting
     job.advance(70_000, True, 1000, 50)
     assert job.started_ms == 70_000
-    assert job.advance(72_000, True, 1000, 50)[-1] == (UpgradeStatus.DONE, 100, 72_000)
+    assert job.advance(72_000, True, 1000, 50)[-1] == (OtaUpgradeStatus.DONE, 100, 72_000)
 
 
 def test_fleet_upgrade_reports_progress_and_the_new_version() -> None:
@@ -395,7 +395,7 @@ def test_fleet_upgrade_reports_progress_and_the_new_version() -> None:
     assert err.value.code == errors.NOT_SUPPORTED
     fleet.release_firmware(FirmwareRelease(CAMERA.product_id, 0, "3.5.0"))
     fleet.release_firmware(FirmwareRelease(CAMERA.product_id, 9, "1.2.0"))
-    assert fleet.firmware(device_id)[0].upgrade_status is UpgradeStatus.READY
+    assert fleet.firmware(device_id)[0].upgrade_status is OtaUpgradeStatus.READY
     fleet.plan_upgrade(device_id, 0, OtaOutcome.SUCCESS)
     (started,) = fleet.start_upgrade(device_id, 0, NOW)
     assert isinstance(started, OtaProgressed)
@@ -409,7 +409,7 @@ def test_fleet_upgrade_reports_progress_and_the_new_version() -> None:
         (3, 100),
     ]
     assert fleet.devices[device_id].firmware[0] == "3.5.0"
-    assert fleet.firmware(device_id)[0].upgrade_status is UpgradeStatus.DONE
+    assert fleet.firmware(device_id)[0].upgrade_status is OtaUpgradeStatus.DONE
 
 
 def test_upgrade_steps_caught_up_at_once_keep_their_own_times() -> None:

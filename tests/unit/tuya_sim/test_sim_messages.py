@@ -9,8 +9,6 @@ import pytest
 
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
 from fleet_shared.tuya.errors import PushMessageRejected
-from fleet_tuya_sim.adapters import malformed
-from fleet_tuya_sim.adapters.push_messages import MessageFamily, payloads
 from fleet_tuya_sim.adapters.sinks import MemorySink
 from fleet_tuya_sim.domain.events import (
     DeviceBound,
@@ -26,6 +24,8 @@ from fleet_tuya_sim.domain.events import (
 )
 from fleet_tuya_sim.domain.fleet import FleetSpec
 from fleet_tuya_sim.domain.project import ProjectAccess
+from fleet_tuya_sim.domain.push_messages import MessageFamily, payloads
+from fleet_tuya_sim.service_layer import malformed
 from fleet_tuya_sim.service_layer.pipeline import ChaosSettings, Outgoing, PublishPipeline
 from fleet_tuya_sim.service_layer.simulator import Simulator, SimulatorOptions
 from fleet_tuya_sim.service_layer.truth import GroundTruth, MessageRecord
@@ -176,7 +176,7 @@ async def test_simulator_is_deterministic_for_a_seed_apart_from_secrets() -> Non
         for _ in range(10):
             sim.report(count=5)
             sim.emit(sim.fleet.churn(0.1, sim.now_ms()))
-        await sim.close()
+        await sim.stop()
         return [(m.key, m.protocol, m.kind, m.data) for m in sim.truth.messages]
 
     first, second = await run(), await run()
@@ -198,7 +198,7 @@ async def test_replay_re_pushes_earlier_messages_late_with_the_same_data_and_tid
     sim.report(count=10)
     tids = sim.replay(5, up_to_seq=up_to)
     assert await sim.flush(5)
-    await sim.close()
+    await sim.stop()
 
     by_tid = {m.tid: m for m in sim.truth.messages if m.duplicate_of is None}
     replays = [m for m in sim.truth.messages if m.replayed]
@@ -238,4 +238,4 @@ async def test_replay_of_more_than_was_published_replays_what_there_is() -> None
     assert sim.replay(10) == []
     sim.report(count=3)
     assert len(sim.replay(10)) == 3
-    await sim.close()
+    await sim.stop()

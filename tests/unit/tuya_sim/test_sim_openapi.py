@@ -24,9 +24,10 @@ from fleet_shared.tuya.models import (
 )
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_tuya_sim.adapters.sinks import MemorySink
-from fleet_tuya_sim.bootstrap import Wiring, bootstrap
+from fleet_tuya_sim.bootstrap import TuyaSim, bootstrap
 from fleet_tuya_sim.domain.binding import BindingMode
 from fleet_tuya_sim.domain.fleet import FleetSpec
+from fleet_tuya_sim.entrypoints.app import create_app
 
 from .conftest import ACCESS_ID, ACCESS_SECRET, OTHER_ID, OTHER_SECRET, Api, FakeClock, settings
 
@@ -128,8 +129,8 @@ def test_unknown_token_is_1011_and_expired_token_is_1010(
 
 
 def test_token_lifetime_is_configurable(clock: FakeClock) -> None:
-    wiring = bootstrap(settings(token_lifetime_s=60), sink=MemorySink(), clock=clock)
-    with TestClient(wiring.app) as client:
+    service = bootstrap(settings(token_lifetime_s=60), sink=MemorySink(), clock=clock)
+    with TestClient(create_app(service)) as client:
         api = Api(client, clock)
         info = TokenInfo.model_validate(api.connect()["result"])
         assert info.expire_time == 60
@@ -165,8 +166,8 @@ def test_another_project_has_no_rights_on_the_fleet(client: TestClient, clock: F
 
 
 def test_per_project_rate_limit_is_1199(clock: FakeClock) -> None:
-    wiring = bootstrap(settings(rate_limit_rps=5, rate_limit_burst=5), sink=MemorySink(), clock=clock)
-    with TestClient(wiring.app) as client:
+    service = bootstrap(settings(rate_limit_rps=5, rate_limit_burst=5), sink=MemorySink(), clock=clock)
+    with TestClient(create_app(service)) as client:
         api = Api(client, clock)
         api.connect()
         device_id = _bound(client)[0]
@@ -230,8 +231,8 @@ def test_logs_by_type(api: Api, client: TestClient, clock: FakeClock) -> None:
 
 
 def test_pairing_through_the_openapi(clock: FakeClock) -> None:
-    wiring = bootstrap(settings(unbound=2), sink=MemorySink(), clock=clock)
-    with TestClient(wiring.app) as client:
+    service = bootstrap(settings(unbound=2), sink=MemorySink(), clock=clock)
+    with TestClient(create_app(service)) as client:
         api = Api(client, clock)
         api.connect()
         fleet = client.get("/sim/fleet").json()
@@ -263,8 +264,8 @@ def test_pairing_through_the_openapi(clock: FakeClock) -> None:
 
 
 def test_strong_bound_pairing_fails_in_the_token_result(clock: FakeClock) -> None:
-    wiring = bootstrap(settings(), sink=MemorySink(), clock=clock)
-    with TestClient(wiring.app) as client:
+    service = bootstrap(settings(), sink=MemorySink(), clock=clock)
+    with TestClient(create_app(service)) as client:
         client.post(
             "/sim/fleet", json={"seed": 3, "devices": 4, "homes": 2, "binding_mode": BindingMode.STRONG}
         )
@@ -351,14 +352,14 @@ def test_ota_through_the_openapi(api: Api, client: TestClient, clock: FakeClock)
 
 
 async def test_fleet_shared_openapi_client_works_against_the_sim(clock: FakeClock) -> None:
-    wiring: Wiring = bootstrap(settings(), sink=MemorySink(), clock=clock, manage_simulator=False)
-    wiring.simulator.install_fleet(FleetSpec(seed=7, devices=20, homes=4))
-    transport = httpx.ASGITransport(app=wiring.app)
+    service: TuyaSim = bootstrap(settings(), sink=MemorySink(), clock=clock)
+    service.simulator.install_fleet(FleetSpec(seed=7, devices=20, homes=4))
+    transport = httpx.ASGITransport(app=create_app(service))
     async with (
         httpx.AsyncClient(transport=transport) as http,
         TuyaOpenApiClient(ACCESS_ID, ACCESS_SECRET, base_url="http://sim", http=http, clock=clock) as tuya,
     ):
-        device_id = next(d.device_id for d in wiring.simulator.fleet.devices.values() if d.bound)
+        device_id = next(d.device_id for d in service.simulator.fleet.devices.values() if d.bound)
         details = await tuya.get_device(device_id)
         assert details.id == device_id
         things = await tuya.get_things([device_id])
@@ -368,7 +369,7 @@ async def test_fleet_shared_openapi_client_works_against_the_sim(clock: FakeCloc
         assert await tuya.get_devices_status([device_id])
 
 
-def test_control_api_replays_earlier_messages(client: TestClient, wiring: Wiring) -> None:
+def test_control_api_replays_earlier_messages(client: TestClient, service: TuyaSim) -> None:
     reported = client.post("/sim/reports", json={"count": 4}).json()["tids"]
     assert client.post("/sim/chaos/replay", json={"count": 0}).status_code == 422
     response = client.post("/sim/chaos/replay", json={"count": 2, "up_to_seq": 2})
@@ -376,4 +377,4 @@ def test_control_api_replays_earlier_messages(client: TestClient, wiring: Wiring
     tids = response.json()["tids"]
     assert len(tids) == 2
     assert set(tids) <= set(reported)
-    assert wiring.simulator.truth.summary()["replayed"] == 2
+    assert service.simulator.truth.summary()["replayed"] == 2

@@ -20,19 +20,21 @@ DEFAULT_URL = "http://127.0.0.1:9010"
 def _serve(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from fleet_shared.service import configure_logging
-    from fleet_tuya_sim.bootstrap import bootstrap
-    from fleet_tuya_sim.config import SimSettings
+    from fleet_shared.service import configure_logging, configure_tracing
+    from fleet_tuya_sim.bootstrap import SERVICE, bootstrap
+    from fleet_tuya_sim.entrypoints.app import create_app
+    from fleet_tuya_sim.settings import SimSettings
 
-    configure_logging("tuya-sim", level=args.log_level, fmt=os.environ.get("FLEET_LOG_FORMAT", "json"))
     overrides: dict[str, Any] = {}
     if args.host:
         overrides["host"] = args.host
     if args.port:
         overrides["port"] = args.port
     settings = SimSettings(**overrides)
-    wiring = bootstrap(settings)
-    uvicorn.run(wiring.app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+    configure_logging(SERVICE, level=args.log_level, fmt=settings.log_format)
+    configure_tracing(SERVICE, otlp_endpoint=settings.otel_exporter_otlp_endpoint)
+    app = create_app(bootstrap(settings))
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
     return 0
 
 

@@ -1,52 +1,84 @@
-"""Wiring: settings -> sink (Pulsar or memory) -> simulator -> gate -> HTTP app. The one place that knows
-which adapters run. Operational endpoints and JSON logs come from the shared service kit
-(fleet_shared.service); the simulator's own settings keep their `FLEET_SIM_` prefix."""
+"""Wiring: settings -> sink (the shared Pulsar broker, or memory) -> simulator -> OpenAPI gate. The one place
+that knows which adapters run; `entrypoints.app.create_app(bootstrap())` serves it over HTTP. The simulator's
+own settings keep their `FLEET_SIM_` prefix."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass
 
-from fastapi import FastAPI
-
 from fleet_contracts import topics
 from fleet_shared.provisioning import provision
-from fleet_tuya_sim.adapters.sinks import MemorySink, PulsarSink, PushSink
-from fleet_tuya_sim.config import SimSettings
+from fleet_shared.pulsar import ProducerOptions, PulsarBroker
+from fleet_tuya_sim.adapters.sinks import MemorySink, PulsarSink
 from fleet_tuya_sim.domain.fleet import FleetSpec, OtaSettings
 from fleet_tuya_sim.domain.project import ProjectAccess
-from fleet_tuya_sim.entrypoints.app import create_app
+from fleet_tuya_sim.ports import PushSink
 from fleet_tuya_sim.service_layer.gate import OpenApiGate
 from fleet_tuya_sim.service_layer.pipeline import ChaosSettings
 from fleet_tuya_sim.service_layer.simulator import Clock, Simulator, SimulatorOptions
+from fleet_tuya_sim.settings import SimSettings
 
+SERVICE = "tuya-sim"
 _log = logging.getLogger(__name__)
 
 
 @dataclass
-class Wiring:
+class TuyaSim:
+    """The running parts of one simulator process."""
+
     settings: SimSettings
     simulator: Simulator
     gate: OpenApiGate
-    app: FastAPI
+    broker: PulsarBroker | None  # None: push messages stay in memory
+    create_fleet: bool = True
+
+    async def start(self) -> None:
+        """Topic layout (if asked), broker connected, publisher running, then the startup fleet."""
+        settings = self.settings
+        if settings.provision and settings.pulsar_admin_url:
+            await asyncio.to_thread(provision, settings.pulsar_admin_url, settings.access_id)
+        if self.broker is not None:
+            await self.broker.connect()
+        await self.simulator.start()
+        if self.create_fleet and not self.simulator.has_fleet:
+            self.simulator.install_fleet(_default_spec(settings))
+
+    async def stop(self) -> None:
+        """Stop the scenario, wait for published messages to be confirmed, flush and close the producer."""
+        try:
+            await self.simulator.stop()
+        finally:
+            if self.broker is not None:
+                await self.broker.stop()
+
+    async def fleet_ready(self) -> bool:
+        return self.simulator.has_fleet
+
+    async def publisher_ready(self) -> bool:
+        return self.simulator.running
+
+    async def bus_ready(self) -> bool:
+        return self.broker is not None and await self.broker.ping(2.0)
 
 
 def topic_for(settings: SimSettings) -> str:
     return settings.topic or topics.tuya_event_topic(settings.access_id)
 
 
-def make_sink(settings: SimSettings) -> PushSink:
+def make_broker(settings: SimSettings) -> PulsarBroker | None:
     if not settings.pulsar_url:
-        _log.warning("FLEET_PULSAR_URL not set: push messages are kept in memory only")
-        return MemorySink()
-    return PulsarSink(
-        settings.pulsar_url,
-        topic_for(settings),
+        return None
+    options = ProducerOptions(
         batching=settings.batching,
-        batching_max_delay_ms=settings.batching_max_delay_ms,
-        max_pending=max(1000, settings.max_in_flight * 2),
+        batching_max_publish_delay_ms=settings.batching_max_delay_ms,
+        # above the pipeline's in-flight bound, so its sends never wait on the producer's own bound
+        max_pending_messages=max(1000, settings.max_in_flight * 2),
     )
+    # every message's publish line only when debugging: thousands a second otherwise
+    return PulsarBroker(settings.pulsar_url, producer_options=options, log_level=logging.DEBUG)
 
 
 def developer_uid(access_id: str) -> str:
@@ -59,9 +91,14 @@ def bootstrap(
     sink: PushSink | None = None,
     clock: Clock = time.time,
     create_fleet: bool = True,
-    manage_simulator: bool = True,
-) -> Wiring:
+) -> TuyaSim:
+    """`sink`: publish there instead (tests); otherwise Pulsar when FLEET_PULSAR_URL is set, else memory."""
     settings = settings or SimSettings()
+    broker = make_broker(settings) if sink is None else None
+    if sink is None:
+        if broker is None:
+            _log.warning("FLEET_PULSAR_URL not set: push messages are kept in memory only")
+        sink = MemorySink() if broker is None else PulsarSink(broker, topic_for(settings))
     secret = settings.access_secret.get_secret_value()
     project_secrets = {settings.access_id: secret}
     project_secrets.update({k: v.get_secret_value() for k, v in settings.extra_projects.items()})
@@ -72,7 +109,13 @@ def bootstrap(
         burst=settings.rate_limit_burst,
         developer_uids={a: developer_uid(a) for a in project_secrets},
     )
-    options = SimulatorOptions(
+    simulator = Simulator(_simulator_options(settings, secret), sink, access, clock)
+    gate = OpenApiGate(access, project_secrets, simulator.now_ms)
+    return TuyaSim(settings, simulator, gate, broker, create_fleet)
+
+
+def _simulator_options(settings: SimSettings, secret: str) -> SimulatorOptions:
+    return SimulatorOptions(
         access_id=settings.access_id,
         access_secret=secret,
         family=settings.message_family,
@@ -90,20 +133,6 @@ def bootstrap(
         pairing_ez_max_devices=settings.pairing_ez_max_devices,
         truth_max_messages=settings.truth_max_messages,
     )
-    simulator = Simulator(options, sink if sink is not None else make_sink(settings), access, clock)
-    gate = OpenApiGate(access, project_secrets, simulator.now_ms)
-    control_token = settings.control_token.get_secret_value() if settings.control_token else None
-
-    def on_startup() -> None:
-        if create_fleet and not simulator.has_fleet:
-            simulator.install_fleet(_default_spec(settings))
-
-    if settings.provision and settings.pulsar_admin_url:
-        provision(settings.pulsar_admin_url, settings.access_id)
-    app = create_app(
-        simulator, gate, control_token=control_token, on_startup=on_startup, manage_simulator=manage_simulator
-    )
-    return Wiring(settings, simulator, gate, app)
 
 
 def _default_spec(settings: SimSettings) -> FleetSpec:

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, ValidationError
 
+from fleet_contracts.tuya import PushProtocol
 from fleet_shared.tuya.errors import PushMessageRejected, RejectReason
 
 # Tuya sends numbers as strings in places (`upgradeStatus: "2"`); lax mode coerces numeric strings to int.
@@ -480,11 +481,11 @@ class UnknownBizCodeMessage(TuyaMessage):
 # Dispatch
 # ----------------------------------------------------------------------------------------------------
 
-PROTOCOL_STATUS = 4
-PROTOCOL_LEGACY = 20
-PROTOCOL_DEVICE_REPORT = 1000
-PROTOCOL_DEVICE_MANAGEMENT = 1001
-PROTOCOL_OTA = 1002
+PROTOCOL_STATUS = PushProtocol.STATUS
+PROTOCOL_LEGACY = PushProtocol.LEGACY
+PROTOCOL_DEVICE_REPORT = PushProtocol.DEVICE_REPORT
+PROTOCOL_DEVICE_MANAGEMENT = PushProtocol.DEVICE_MANAGEMENT
+PROTOCOL_OTA = PushProtocol.OTA
 
 _LEGACY: tuple[type[LegacyBizMessage], ...] = (
     DeviceOnline,

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, JsonValue, SecretStr, model_validator
 
+from fleet_contracts.tuya import DpType
 from fleet_shared.tuya.strict_json import StrictJsonError, loads
 
 
@@ -99,38 +100,12 @@ class DeviceStatusBatchItem(_Model):
 
 
 # ---------------------------------------------------------------------------------------------------
-# DP schema (specifications / functions)
+# DP schema (specifications / functions); DpType is Tuya's vocabulary from fleet_contracts.tuya
 # ---------------------------------------------------------------------------------------------------
 
 
-class DpType(StrEnum):
-    BOOLEAN = "Boolean"
-    INTEGER = "Integer"
-    ENUM = "Enum"
-    STRING = "String"
-    JSON = "Json"
-    RAW = "Raw"
-    BITMAP = "Bitmap"
-
-
-_TYPE_ALIASES = {
-    "bool": DpType.BOOLEAN,
-    "boolean": DpType.BOOLEAN,
-    "value": DpType.INTEGER,
-    "integer": DpType.INTEGER,
-    "int": DpType.INTEGER,
-    "enum": DpType.ENUM,
-    "string": DpType.STRING,
-    "str": DpType.STRING,
-    "json": DpType.JSON,
-    "raw": DpType.RAW,
-    "bitmap": DpType.BITMAP,
-    "fault": DpType.BITMAP,
-}
-
-
 def normalise_dp_type(name: str) -> DpType | None:
-    return _TYPE_ALIASES.get(name.strip().lower())
+    return DpType.parse(name)
 
 
 class IntegerValues(_Model):

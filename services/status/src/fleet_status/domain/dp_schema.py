@@ -9,22 +9,11 @@ untyped, as reported.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 import orjson
 
-
-class DpType(StrEnum):
-    """Tuya's DP types, as the specifications API names them (after normalisation)."""
-
-    BOOLEAN = "Boolean"
-    INTEGER = "Integer"
-    ENUM = "Enum"
-    STRING = "String"
-    JSON = "Json"
-    RAW = "Raw"
-    BITMAP = "Bitmap"
+from fleet_contracts.tuya import DpType
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from fleet_contracts.tuya import OtaUpgradeStatus
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.binding import BindingMode, RebindDecision, rebind_decision
 from fleet_tuya_sim.domain.device import Device, DpState, Home, LogEntry, LogType
@@ -29,7 +30,7 @@ from fleet_tuya_sim.domain.events import (
     WentOffline,
     WentOnline,
 )
-from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaJob, OtaOutcome, UpgradeStatus, version_key
+from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaJob, OtaOutcome, version_key
 from fleet_tuya_sim.domain.pairing import (
     DATA_CENTRE,
     FAIL_STRONG_BOUND,
@@ -76,12 +77,12 @@ class ChannelFirmware:
     job: OtaJob | None
 
     @property
-    def upgrade_status(self) -> UpgradeStatus:
+    def upgrade_status(self) -> OtaUpgradeStatus:
         if self.job is not None:
             return self.job.status
         if self.release is not None and version_key(self.release.version) > version_key(self.current_version):
-            return UpgradeStatus.READY
-        return UpgradeStatus.NONE
+            return OtaUpgradeStatus.READY
+        return OtaUpgradeStatus.NO_UPDATE
 
     @property
     def target_version(self) -> str:
@@ -514,7 +515,7 @@ class Fleet:
             device = self.devices[job.device_id]
             steps = job.advance(now_ms, device.awake(now_ms), self.ota.step_ms, self.ota.step_pct)
             for step in steps:
-                if step.status is UpgradeStatus.DONE:
+                if step.status is OtaUpgradeStatus.DONE:
                     device.firmware[job.channel] = job.to_version
                     device.log(LogEntry(LogType.FIRMWARE, step.at_ms, str(job.channel), job.to_version))
                 # Each step at its own time: two steps caught up in one call must not be the same message
@@ -528,7 +529,7 @@ class Fleet:
 
     @staticmethod
     def _ota_event(
-        device: Device, job: OtaJob, now_ms: int, description: str, status: UpgradeStatus, progress: int
+        device: Device, job: OtaJob, now_ms: int, description: str, status: OtaUpgradeStatus, progress: int
     ) -> OtaProgressed:
         return OtaProgressed(
             device.device_id,
@@ -543,10 +544,10 @@ class Fleet:
 
 
 _OTA_DESC = {
-    UpgradeStatus.UPDATING: "upgrading",
-    UpgradeStatus.DONE: "upgrade succeeded",
-    UpgradeStatus.FAILED: "upgrade failed",
-    UpgradeStatus.TIMEOUT: "upgrade timed out",
+    OtaUpgradeStatus.UPGRADING: "upgrading",
+    OtaUpgradeStatus.DONE: "upgrade succeeded",
+    OtaUpgradeStatus.FAILED: "upgrade failed",
+    OtaUpgradeStatus.TIMED_OUT: "upgrade timed out",
 }
 
 

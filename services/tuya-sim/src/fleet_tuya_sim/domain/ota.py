@@ -1,27 +1,20 @@
 """OTA (REFERENCE §7): firmware releases per product and channel, and the per-device upgrade state machine.
 
-    READY(1) --start--> UPDATING(2, progress 0..99) --> DONE(3)    device runs the new version
-                                                     \\-> FAILED(4)  at the planned progress
-                                                      \\-> TIMEOUT(7) no progress for `timeout_s`
+    READY(1) --start--> UPGRADING(2, progress 0..99) --> DONE(3)      device runs the new version
+                                                      \\-> FAILED(4)    at the planned progress
+                                                       \\-> TIMED_OUT(7) no progress for `timeout_s`
 
-A sleepy (low-power) or offline device keeps the job at UPDATING/0 until it is awake; the timeout only
+A sleepy (low-power) or offline device keeps the job at UPGRADING/0 until it is awake; the timeout only
 counts from the moment the device starts downloading.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum, StrEnum
+from enum import StrEnum
 from typing import NamedTuple
 
-
-class UpgradeStatus(IntEnum):
-    NONE = 0
-    READY = 1
-    UPDATING = 2
-    DONE = 3
-    FAILED = 4
-    TIMEOUT = 7
+from fleet_contracts.tuya import OtaUpgradeStatus, UpgradeType
 
 
 class OtaOutcome(StrEnum):
@@ -30,7 +23,7 @@ class OtaOutcome(StrEnum):
     TIMEOUT = "timeout"
 
 
-FINAL_STATUSES = frozenset({UpgradeStatus.DONE, UpgradeStatus.FAILED, UpgradeStatus.TIMEOUT})
+FINAL_STATUSES = frozenset({OtaUpgradeStatus.DONE, OtaUpgradeStatus.FAILED, OtaUpgradeStatus.TIMED_OUT})
 
 
 @dataclass(frozen=True)
@@ -38,7 +31,7 @@ class FirmwareRelease:
     product_id: str
     channel: int
     version: str
-    upgrade_type: int = 0  # 0 reminder, 1 silent, 2 forced, 3 check
+    upgrade_type: int = UpgradeType.REMINDER
     timeout_s: int = 300
     file_size: int = 524288
     md5: str = ""
@@ -49,7 +42,7 @@ class OtaStep(NamedTuple):
     """One visible step of an upgrade: one push message, stamped with the time the step happened (steps
     caught up in one `advance` keep their own times, so no two messages of a job carry the same data)."""
 
-    status: UpgradeStatus
+    status: OtaUpgradeStatus
     progress: int
     at_ms: int
 
@@ -72,7 +65,7 @@ class OtaJob:
     # Progress (%) at which a failing job fails, or a timing-out job stalls.
     stop_at: int
     timeout_ms: int
-    status: UpgradeStatus = UpgradeStatus.UPDATING
+    status: OtaUpgradeStatus = OtaUpgradeStatus.UPGRADING
     progress: int = 0
     started_ms: int | None = None  # when the device started downloading (None: waiting for it to wake)
     last_step_ms: int = 0
@@ -80,7 +73,7 @@ class OtaJob:
 
     @property
     def waiting(self) -> bool:
-        return self.status is UpgradeStatus.UPDATING and self.started_ms is None
+        return self.status is OtaUpgradeStatus.UPGRADING and self.started_ms is None
 
     @property
     def final(self) -> bool:
@@ -104,7 +97,7 @@ class OtaJob:
             if self.outcome is OtaOutcome.TIMEOUT and self.progress >= self.stop_at:
                 # Stalled: the device stopped answering; the cloud gives up after the timeout.
                 if step_time - self.started_ms >= self.timeout_ms:
-                    self._finish(UpgradeStatus.TIMEOUT, step_time)
+                    self._finish(OtaUpgradeStatus.TIMED_OUT, step_time)
                     steps.append(OtaStep(self.status, self.progress, step_time))
                 self.last_step_ms = step_time
                 continue
@@ -112,16 +105,16 @@ class OtaJob:
             self.progress = min(100, self.progress + step_pct)
             if self.outcome is OtaOutcome.FAILURE and self.progress >= self.stop_at:
                 self.progress = self.stop_at
-                self._finish(UpgradeStatus.FAILED, step_time)
+                self._finish(OtaUpgradeStatus.FAILED, step_time)
             elif self.outcome is OtaOutcome.TIMEOUT and self.progress >= self.stop_at:
                 self.progress = self.stop_at
             elif self.progress >= 100:
-                self._finish(UpgradeStatus.DONE, step_time)
+                self._finish(OtaUpgradeStatus.DONE, step_time)
             steps.append(OtaStep(self.status, self.progress, step_time))
         return steps
 
-    def _finish(self, status: UpgradeStatus, at_ms: int) -> None:
+    def _finish(self, status: OtaUpgradeStatus, at_ms: int) -> None:
         self.status = status
         self.finished_ms = at_ms
-        if status is UpgradeStatus.DONE:
+        if status is OtaUpgradeStatus.DONE:
             self.progress = 100

@@ -1,8 +1,8 @@
 """Products and their DP schemas (REFERENCE §6): what a device of a product can report and how.
 
-A DP (data point) has a numeric id, a code and a type: bool, value (integer with scale), enum, bitmap
-(fault flags), string or raw. `values_json()` renders the schema the way Tuya's specification APIs do:
-a JSON *string*.
+A DP (data point) has a numeric id, a code and a type (fleet_contracts.tuya.DpType): bool, value (integer
+with scale), enum, bitmap (fault flags), string, raw or json (a JSON document in a string).
+`values_json()` renders the schema the way Tuya's specification APIs do: a JSON *string*.
 """
 
 from __future__ import annotations
@@ -10,43 +10,14 @@ from __future__ import annotations
 import base64
 import random
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Literal
 
 import orjson
 
+from fleet_contracts.tuya import CHANNEL_MCU, CHANNEL_MODULE, DpType
 from fleet_tuya_sim.domain.binding import BindingMode
 
 DpValue = bool | int | str
-
-
-class DpType(StrEnum):
-    """Tuya's DP types as the device speaks them; `spec_name` is how the specification API names them."""
-
-    BOOL = "bool"
-    VALUE = "value"
-    ENUM = "enum"
-    BITMAP = "bitmap"
-    STRING = "string"
-    RAW = "raw"
-
-    @property
-    def spec_name(self) -> str:
-        return _SPEC_NAMES[self]
-
-
-_SPEC_NAMES = {
-    DpType.BOOL: "Boolean",
-    DpType.VALUE: "Integer",
-    DpType.ENUM: "Enum",
-    DpType.BITMAP: "Bitmap",
-    DpType.STRING: "String",
-    DpType.RAW: "Raw",
-}
-
-# Upgrade channels (REFERENCE §7): 0 main network module, 9 MCU.
-CHANNEL_MODULE = 0
-CHANNEL_MCU = 9
 
 
 @dataclass(frozen=True)
@@ -72,7 +43,7 @@ class DpSchema:
         """The `values` field of the specification API: a JSON string, per type."""
         values: dict[str, object]
         match self.type:
-            case DpType.VALUE:
+            case DpType.INTEGER:
                 values = {
                     "unit": self.unit,
                     "min": self.min,
@@ -84,7 +55,7 @@ class DpSchema:
                 values = {"range": list(self.range)}
             case DpType.BITMAP:
                 values = {"label": list(self.label), "maxlen": len(self.label)}
-            case DpType.STRING | DpType.RAW:
+            case DpType.STRING | DpType.RAW | DpType.JSON:
                 values = {"maxlen": self.maxlen}
             case _:
                 values = {}
@@ -93,9 +64,9 @@ class DpSchema:
     def accepts(self, value: object) -> bool:
         """True if `value` is valid for this DP (type, range, step, length)."""
         match self.type:
-            case DpType.BOOL:
+            case DpType.BOOLEAN:
                 return isinstance(value, bool)
-            case DpType.VALUE:
+            case DpType.INTEGER:
                 return (
                     _is_int(value)
                     and self.min <= value <= self.max  # type: ignore[operator]
@@ -114,13 +85,15 @@ class DpSchema:
                     return len(base64.b64decode(value, validate=True)) <= self.maxlen
                 except ValueError:
                     return False
+            case DpType.JSON:
+                return isinstance(value, str) and len(value) <= self.maxlen and _is_json(value)
         return False
 
     def initial_value(self, rng: random.Random) -> DpValue:
         match self.type:
-            case DpType.BOOL:
+            case DpType.BOOLEAN:
                 return rng.random() < 0.5
-            case DpType.VALUE:
+            case DpType.INTEGER:
                 return self.min + self.step * rng.randrange((self.max - self.min) // self.step + 1)
             case DpType.ENUM:
                 return rng.choice(self.range)
@@ -130,14 +103,16 @@ class DpSchema:
                 return _random_text(rng, min(self.maxlen, 12))
             case DpType.RAW:
                 return _random_raw(rng, min(self.maxlen, 8))
+            case DpType.JSON:
+                return _random_json(rng)
         raise AssertionError(self.type)
 
     def default_value(self) -> DpValue:
         """The value after a factory reset."""
         match self.type:
-            case DpType.BOOL:
+            case DpType.BOOLEAN:
                 return False
-            case DpType.VALUE:
+            case DpType.INTEGER:
                 return self.min
             case DpType.ENUM:
                 return self.range[0]
@@ -145,14 +120,16 @@ class DpSchema:
                 return 0
             case DpType.STRING | DpType.RAW:
                 return ""
+            case DpType.JSON:
+                return "{}"
         raise AssertionError(self.type)
 
     def next_value(self, current: DpValue, rng: random.Random) -> DpValue:
         """A realistic next reading: switches flip, measurements drift by a few steps, faults come and go."""
         match self.type:
-            case DpType.BOOL:
+            case DpType.BOOLEAN:
                 return not current
-            case DpType.VALUE:
+            case DpType.INTEGER:
                 assert isinstance(current, int)
                 span = max(1, (self.max - self.min) // self.step)
                 # Drift of at most ~2% of the range (at least one step), never outside [min, max].
@@ -172,6 +149,8 @@ class DpSchema:
                 return _random_text(rng, max(1, min(self.maxlen, 12)))
             case DpType.RAW:
                 return _random_raw(rng, max(1, min(self.maxlen, 8)))
+            case DpType.JSON:
+                return _random_json(rng)
         raise AssertionError(self.type)
 
 
@@ -187,6 +166,19 @@ def _random_text(rng: random.Random, length: int) -> str:
 def _random_raw(rng: random.Random, length: int) -> str:
     # Raw DPs travel as base64 text.
     return base64.b64encode(bytes(rng.randrange(256) for _ in range(length))).decode()
+
+
+def _random_json(rng: random.Random) -> str:
+    # Json DPs travel as a JSON document in a string.
+    return orjson.dumps({"level": rng.randrange(100)}).decode()
+
+
+def _is_json(value: str) -> bool:
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 @dataclass(frozen=True)
@@ -228,16 +220,26 @@ PLUG = Product(
     binding_mode=BindingMode.WEAK,
     firmware={CHANNEL_MODULE: "1.2.0", CHANNEL_MCU: "1.0.3"},
     dps=(
-        DpSchema(1, "switch_1", DpType.BOOL, "Switch", volatility=1.0),
+        DpSchema(1, "switch_1", DpType.BOOLEAN, "Switch", volatility=1.0),
         DpSchema(
-            9, "countdown_1", DpType.VALUE, "Countdown", min=0, max=86400, step=1, unit="s", volatility=0.2
-        ),
-        DpSchema(18, "cur_current", DpType.VALUE, "Current", mode="ro", max=30000, unit="mA", volatility=3.0),
-        DpSchema(
-            19, "cur_power", DpType.VALUE, "Power", mode="ro", max=50000, scale=1, unit="W", volatility=3.0
+            9, "countdown_1", DpType.INTEGER, "Countdown", min=0, max=86400, step=1, unit="s", volatility=0.2
         ),
         DpSchema(
-            20, "cur_voltage", DpType.VALUE, "Voltage", mode="ro", max=5000, scale=1, unit="V", volatility=2.0
+            18, "cur_current", DpType.INTEGER, "Current", mode="ro", max=30000, unit="mA", volatility=3.0
+        ),
+        DpSchema(
+            19, "cur_power", DpType.INTEGER, "Power", mode="ro", max=50000, scale=1, unit="W", volatility=3.0
+        ),
+        DpSchema(
+            20,
+            "cur_voltage",
+            DpType.INTEGER,
+            "Voltage",
+            mode="ro",
+            max=5000,
+            scale=1,
+            unit="V",
+            volatility=2.0,
         ),
         DpSchema(
             38, "relay_status", DpType.ENUM, "Power-on state", range=("off", "on", "memory"), volatility=0.1
@@ -262,12 +264,14 @@ BULB = Product(
     binding_mode=BindingMode.MEDIUM,
     firmware={CHANNEL_MODULE: "2.1.4"},
     dps=(
-        DpSchema(20, "switch_led", DpType.BOOL, "Switch", volatility=1.0),
+        DpSchema(20, "switch_led", DpType.BOOLEAN, "Switch", volatility=1.0),
         DpSchema(
             21, "work_mode", DpType.ENUM, "Mode", range=("white", "colour", "scene", "music"), volatility=0.5
         ),
-        DpSchema(22, "bright_value_v2", DpType.VALUE, "Brightness", min=10, max=1000, step=1, volatility=2.0),
-        DpSchema(23, "temp_value_v2", DpType.VALUE, "Colour temperature", max=1000, step=1, volatility=1.0),
+        DpSchema(
+            22, "bright_value_v2", DpType.INTEGER, "Brightness", min=10, max=1000, step=1, volatility=2.0
+        ),
+        DpSchema(23, "temp_value_v2", DpType.INTEGER, "Colour temperature", max=1000, step=1, volatility=1.0),
         DpSchema(24, "colour_data_v2", DpType.STRING, "Colour", maxlen=255, volatility=0.5),
     ),
 )
@@ -284,7 +288,7 @@ SENSOR = Product(
         DpSchema(
             1,
             "va_temperature",
-            DpType.VALUE,
+            DpType.INTEGER,
             "Temperature",
             "ro",
             min=-200,
@@ -293,7 +297,7 @@ SENSOR = Product(
             unit="℃",
             volatility=3.0,
         ),
-        DpSchema(2, "va_humidity", DpType.VALUE, "Humidity", "ro", max=100, unit="%", volatility=2.0),
+        DpSchema(2, "va_humidity", DpType.INTEGER, "Humidity", "ro", max=100, unit="%", volatility=2.0),
         DpSchema(
             3, "battery_state", DpType.ENUM, "Battery", "ro", range=("low", "middle", "high"), volatility=0.1
         ),
@@ -310,7 +314,7 @@ CAMERA = Product(
     binding_mode=BindingMode.STRONG,
     firmware={CHANNEL_MODULE: "3.4.1", CHANNEL_MCU: "1.1.0"},
     dps=(
-        DpSchema(101, "basic_indicator", DpType.BOOL, "Indicator", volatility=0.2),
+        DpSchema(101, "basic_indicator", DpType.BOOLEAN, "Indicator", volatility=0.2),
         DpSchema(
             106,
             "motion_sensitivity",
@@ -321,7 +325,7 @@ CAMERA = Product(
         ),
         DpSchema(109, "sd_storge", DpType.STRING, "SD capacity", "ro", maxlen=64, volatility=0.3),
         DpSchema(115, "movement_detect_pic", DpType.RAW, "Motion picture", "ro", maxlen=128, volatility=1.0),
-        DpSchema(117, "sd_status", DpType.VALUE, "SD status", "ro", min=1, max=5, step=1, volatility=0.1),
+        DpSchema(117, "sd_status", DpType.INTEGER, "SD status", "ro", min=1, max=5, step=1, volatility=0.1),
     ),
 )
 

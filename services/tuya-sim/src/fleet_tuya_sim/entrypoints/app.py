@@ -1,9 +1,11 @@
-"""The HTTP app: Tuya's OpenAPI subset, the `/sim` control API, health. Errors on Tuya paths use Tuya's
-envelope (HTTP 200, `success:false`), errors on `/sim` plain HTTP statuses."""
+"""The HTTP app: Tuya's OpenAPI subset, the `/sim` control API, health, and the simulator's life bound to
+the app's lifespan. Errors on Tuya paths use Tuya's envelope (HTTP 200, `success:false`), errors on `/sim`
+plain HTTP statuses."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import logging
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
@@ -11,46 +13,38 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 
 from fleet_shared.service import operations_router
+from fleet_tuya_sim.bootstrap import TuyaSim
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.project import AccessRefused
 from fleet_tuya_sim.entrypoints import control, openapi
-from fleet_tuya_sim.service_layer.gate import OpenApiGate
-from fleet_tuya_sim.service_layer.simulator import Simulator
 
 SYSTEM_ERROR = 500
+log = logging.getLogger(__name__)
 
 
 def _is_control(request: Request) -> bool:
     return request.url.path.startswith("/sim")
 
 
-def create_app(
-    simulator: Simulator,
-    gate: OpenApiGate,
-    *,
-    control_token: str | None = None,
-    on_startup: Callable[[], object] | None = None,
-    manage_simulator: bool = True,
-) -> FastAPI:
-    """`manage_simulator`: start the simulator (publisher, background ticks) with the app, close it after."""
+def create_app(service: TuyaSim) -> FastAPI:
+    simulator = service.simulator
+    control_token = service.settings.control_token
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if manage_simulator:
-            await simulator.start()
-        if on_startup is not None:
-            on_startup()
+        await service.start()
+        log.info("tuya-sim started")
         try:
             yield
         finally:
-            if manage_simulator:
-                await simulator.close()
+            await service.stop()
+            log.info("tuya-sim stopped")
 
     app = FastAPI(title="tuya-sim", summary="A stand-in for Tuya's cloud", lifespan=lifespan)
     app.state.simulator = simulator
-    app.state.gate = gate
-    app.state.control_token = control_token
+    app.state.gate = service.gate
+    app.state.control_token = control_token.get_secret_value() if control_token else None
 
     @app.exception_handler(AccessRefused)
     async def _access_refused(request: Request, exc: AccessRefused) -> Response:
@@ -75,13 +69,10 @@ def create_app(
             return JSONResponse({"detail": exc.errors()}, status_code=422)
         return openapi.envelope_error(errors.PARAM_ILLEGAL, "param illegal", simulator.now_ms())
 
-    async def fleet_ready() -> bool:
-        return simulator.has_fleet
-
-    async def publisher_running() -> bool:
-        return simulator.running
-
-    app.include_router(operations_router({"fleet": fleet_ready, "publisher": publisher_running}))
+    checks = {"fleet": service.fleet_ready, "publisher": service.publisher_ready}
+    if service.broker is not None:
+        checks["bus"] = service.bus_ready
+    app.include_router(operations_router(checks))
     app.include_router(control.router)
     app.include_router(openapi.router)
 

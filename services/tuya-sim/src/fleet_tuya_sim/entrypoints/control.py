@@ -9,11 +9,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from fleet_tuya_sim.adapters.malformed import Malformation
 from fleet_tuya_sim.domain.binding import BindingMode
 from fleet_tuya_sim.domain.fleet import Fleet, FleetSpec
 from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaOutcome
 from fleet_tuya_sim.domain.products import CATALOG
+from fleet_tuya_sim.service_layer.malformed import Malformation
 from fleet_tuya_sim.service_layer.simulator import ScenarioSpec, Simulator
 from fleet_tuya_sim.service_layer.truth import device_truth
 
@@ -99,7 +99,7 @@ async def get_products() -> list[dict[str, Any]]:
                 {
                     "dp_id": dp.dp_id,
                     "code": dp.code,
-                    "type": dp.type.value,
+                    "type": dp.type.device_name,
                     "mode": dp.mode,
                     "values": dp.values_json(),
                 }

@@ -11,12 +11,12 @@ import orjson
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from fleet_contracts.tuya import OtaUpgradeStatus, channel_name
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.device import Device
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.fleet import ChannelFirmware, Fleet
-from fleet_tuya_sim.domain.ota import UpgradeStatus
-from fleet_tuya_sim.domain.products import CHANNEL_MCU, CHANNEL_MODULE, DpSchema
+from fleet_tuya_sim.domain.products import DpSchema
 from fleet_tuya_sim.service_layer.gate import Caller, OpenApiGate
 from fleet_tuya_sim.service_layer.simulator import Simulator
 
@@ -145,14 +145,10 @@ def thing_v2(fleet: Fleet, device: Device) -> dict[str, Any]:
 
 
 def _spec_entry(dp: DpSchema, with_dp_id: bool) -> dict[str, Any]:
-    entry: dict[str, Any] = {"code": dp.code, "type": dp.type.spec_name, "values": dp.values_json()}
+    entry: dict[str, Any] = {"code": dp.code, "type": dp.type.value, "values": dp.values_json()}
     if with_dp_id:
         entry["dp_id"] = dp.dp_id
     return entry
-
-
-def _channel_desc(channel: int) -> str:
-    return {CHANNEL_MODULE: "main module", CHANNEL_MCU: "mcu"}.get(channel, f"extension {channel}")
 
 
 def firmware_entry(device: Device, fw: ChannelFirmware) -> dict[str, Any]:
@@ -170,7 +166,7 @@ def firmware_entry(device: Device, fw: ChannelFirmware) -> dict[str, Any]:
         "timeout": release.timeout_s if release else 0,
         "upgrade_type": release.upgrade_type if release else 0,
         "type": fw.channel,
-        "type_desc": _channel_desc(fw.channel),
+        "type_desc": channel_name(fw.channel),
         "url": f"https://sim.invalid/firmware/{device.product_id}/{fw.channel}/{fw.target_version}.bin",
         "md5": release.md5 if release else "",
         "sign": "",
@@ -178,8 +174,8 @@ def firmware_entry(device: Device, fw: ChannelFirmware) -> dict[str, Any]:
         "last_upgrade_time": (fw.job.finished_ms or 0) if fw.job else 0,
         "firmware_deploy_time": 0,
         "control_type": 0,
-        "can_upgrade": status in (UpgradeStatus.READY, UpgradeStatus.FAILED, UpgradeStatus.TIMEOUT)
-        or (status is UpgradeStatus.DONE and fw.target_version != fw.current_version),
+        "can_upgrade": status in (OtaUpgradeStatus.READY, OtaUpgradeStatus.FAILED, OtaUpgradeStatus.TIMED_OUT)
+        or (status is OtaUpgradeStatus.DONE and fw.target_version != fw.current_version),
         "remind": None,
     }
 

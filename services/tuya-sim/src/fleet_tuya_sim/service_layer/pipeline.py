@@ -10,7 +10,7 @@ import random
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from fleet_tuya_sim.adapters.sinks import PushSink
+from fleet_tuya_sim.ports import PushSink
 from fleet_tuya_sim.service_layer.truth import GroundTruth, MessageRecord
 
 _log = logging.getLogger(__name__)

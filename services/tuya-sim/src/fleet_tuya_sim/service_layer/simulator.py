@@ -20,14 +20,14 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
-from fleet_tuya_sim.adapters import malformed
-from fleet_tuya_sim.adapters.push_messages import MessageFamily, payloads
-from fleet_tuya_sim.adapters.sinks import PushSink
 from fleet_tuya_sim.domain.events import Event
 from fleet_tuya_sim.domain.fleet import ActivationOutcome, Fleet, FleetSpec, OtaSettings
 from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaOutcome
 from fleet_tuya_sim.domain.pairing import SECRET_LEN, TOKEN_LEN, PairingToken
 from fleet_tuya_sim.domain.project import ProjectAccess
+from fleet_tuya_sim.domain.push_messages import MessageFamily, payloads
+from fleet_tuya_sim.ports import PushSink
+from fleet_tuya_sim.service_layer import malformed
 from fleet_tuya_sim.service_layer.pipeline import ChaosSettings, Outgoing, PublishPipeline
 from fleet_tuya_sim.service_layer.truth import GroundTruth, MessageRecord, fleet_truth
 
@@ -122,13 +122,15 @@ class Simulator:
         return bool(self._tasks) and not any(task.done() for task in self._tasks)
 
     async def start(self) -> None:
-        await self.sink.start()
+        """Starts the publisher and the background ticks; the sink must be ready to send."""
         self._tasks = [
             asyncio.create_task(self.pipeline.run(), name="tuya-sim-publisher"),
             asyncio.create_task(self._background(), name="tuya-sim-background"),
         ]
 
-    async def close(self, flush_timeout: float = 30.0) -> None:
+    async def stop(self, flush_timeout: float = 30.0) -> None:
+        """Stops the scenario, waits for what was published to be confirmed (or `flush_timeout`), then
+        stops the publisher; the sink is closed after this by its owner."""
         await self.stop_scenario()
         await self.pipeline.flush(flush_timeout)
         for task in self._tasks:
@@ -137,7 +139,6 @@ class Simulator:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
-        await self.sink.close()
 
     async def _background(self) -> None:
         """Moves upgrades on and releases a partly filled shuffle window, a few times a second."""

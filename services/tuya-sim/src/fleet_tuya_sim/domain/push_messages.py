@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from fleet_contracts.tuya import PushProtocol
 from fleet_tuya_sim.domain.events import (
     DeviceBound,
     DeviceRenamed,
@@ -19,11 +20,11 @@ from fleet_tuya_sim.domain.events import (
     WentOnline,
 )
 
-PROTOCOL_STATUS = 4
-PROTOCOL_LEGACY = 20
-PROTOCOL_DEVICE_REPORT = 1000
-PROTOCOL_DEVICE_MANAGEMENT = 1001
-PROTOCOL_OTA = 1002
+PROTOCOL_STATUS = PushProtocol.STATUS
+PROTOCOL_LEGACY = PushProtocol.LEGACY
+PROTOCOL_DEVICE_REPORT = PushProtocol.DEVICE_REPORT
+PROTOCOL_DEVICE_MANAGEMENT = PushProtocol.DEVICE_MANAGEMENT
+PROTOCOL_OTA = PushProtocol.OTA
 
 
 class MessageFamily(StrEnum):

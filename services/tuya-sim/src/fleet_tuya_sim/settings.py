@@ -1,5 +1,5 @@
-"""Settings from the environment: `FLEET_SIM_*`, plus the project's `FLEET_TUYA_ACCESS_ID`,
-`FLEET_TUYA_ACCESS_SECRET` and `FLEET_PULSAR_URL` shared with the rest of tuya-fleet."""
+"""tuya-sim's configuration from the environment: `FLEET_SIM_*`, plus the project's `FLEET_TUYA_ACCESS_ID`,
+`FLEET_TUYA_ACCESS_SECRET`, `FLEET_PULSAR_URL` and `FLEET_LOG_FORMAT` shared with the rest of tuya-fleet."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from fleet_shared.tuya.codec import EncryptionMode
-from fleet_tuya_sim.adapters.push_messages import MessageFamily
+from fleet_tuya_sim.domain.push_messages import MessageFamily
 
 # A development-only default so `fleet-tuya-sim serve` works out of the box; set a real one anywhere else.
 DEV_ACCESS_SECRET = "fleetsim0dev0secret0000000000000"  # noqa: S105
@@ -39,6 +39,11 @@ class SimSettings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("FLEET_SIM_HOST", "FLEET_HTTP_HOST", "host"))
     port: int = Field(9010, validation_alias=AliasChoices("FLEET_SIM_PORT", "FLEET_HTTP_PORT", "port"))
     control_token: SecretStr | None = None  # bearer token for /sim/*; none: open (development)
+    log_format: str = Field("json", validation_alias=AliasChoices("FLEET_LOG_FORMAT", "log_format"))
+    # traces go to OTLP/HTTP when set (the standard OpenTelemetry variable, as in every service)
+    otel_exporter_otlp_endpoint: str | None = Field(
+        None, validation_alias=AliasChoices("OTEL_EXPORTER_OTLP_ENDPOINT", "otel_exporter_otlp_endpoint")
+    )
 
     # The fleet created at startup.
     seed: int = 1
