@@ -119,12 +119,14 @@ The enabled services, each merged over serviceDefaults, as YAML: {name: settings
       name: {{ . }}
       key: {{ $root.Values.tuya.accessSecretKey }}
 {{- end }}
+{{- if ne $name "tuya-sim" }}
 {{- with $root.Values.mongodb.existingSecret }}
 - name: FLEET_MONGODB_URI
   valueFrom:
     secretKeyRef:
       name: {{ . }}
       key: {{ $root.Values.mongodb.uriKey }}
+{{- end }}
 {{- end }}
 {{- if and $svc.apiKeys $root.Values.security.apiKeysSecret }}
 # a service without a key in the Secret starts with no seeded keys
