@@ -81,7 +81,8 @@ def test_kube_score_finds_nothing(tools: Tools, renderings: dict[str, Rendering]
         tools.kube_score, "score", "--output-format", "ci", "--exit-one-on-warning", renderings[name].path
     )
     problems = [line for line in result.stdout.splitlines() if line.startswith(("[CRITICAL]", "[WARNING]"))]
-    assert result.returncode == 0 and not problems, "\n".join(problems) or result.stderr
+    assert not problems, "\n".join(problems)
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 def test_every_registered_service_is_one_values_entry_with_its_console_script() -> None:
@@ -102,11 +103,14 @@ def test_defaults_run_the_simulator_and_production_does_not(renderings: dict[str
             if o["kind"] == "Deployment"} == {"ingest", "status", "pairing", "unbinding", "ota"}  # fmt: skip
     # with the simulator, services call its OpenAPI and provisioning lays out its Tuya topic
     config = defaults.component("ConfigMap", "status")
-    assert config and config["data"]["FLEET_TUYA_OPENAPI_URL"] == "http://fleet-tuya-fleet-tuya-sim:8000"
+    assert config
+    assert config["data"]["FLEET_TUYA_OPENAPI_URL"] == "http://fleet-tuya-fleet-tuya-sim:8000"
     job = defaults.component("Job", "provisioning")
-    assert job and "--tuya-access-id" in job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert job
+    assert "--tuya-access-id" in job["spec"]["template"]["spec"]["containers"][0]["command"]
     job = production.component("Job", "provisioning")
-    assert job and "--tuya-access-id" not in job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert job
+    assert "--tuya-access-id" not in job["spec"]["template"]["spec"]["containers"][0]["command"]
 
 
 @pytest.mark.parametrize("name", ["defaults", "production"])
@@ -124,7 +128,8 @@ def test_each_service_has_its_objects_and_consumers_scale(
         # an HPA owns the replica count
         assert ("replicas" in deployment["spec"]) != consumer
     hpa = rendering.component("HorizontalPodAutoscaler", "ingest")
-    assert hpa and hpa["spec"]["maxReplicas"] <= 11  # Failover per partition: 11 partitions at Tuya
+    assert hpa
+    assert hpa["spec"]["maxReplicas"] <= 11  # Failover per partition: 11 partitions at Tuya
 
 
 @pytest.mark.parametrize("name", ["defaults", "production"])
@@ -214,7 +219,8 @@ def test_every_configured_variable_is_a_setting_the_service_reads(
 def test_production_oidc_settings_reach_the_api_services(renderings: dict[str, Rendering]) -> None:
     status = renderings["production"].component("ConfigMap", "status")
     ingest = renderings["production"].component("ConfigMap", "ingest")
-    assert status and ingest
+    assert status
+    assert ingest
     assert status["data"]["FLEET_OIDC_ISSUER"] == "https://login.example.com/realms/platform"
     assert SecuritySettings(oidc_algorithms=yaml.safe_load(status["data"]["FLEET_OIDC_ALGORITHMS"]))
     assert "FLEET_OIDC_ISSUER" not in ingest["data"]  # ingest has no API to protect
@@ -233,7 +239,8 @@ def test_service_monitor_labels_what_the_rules_select(renderings: dict[str, Rend
     for monitor in monitors.values():
         component = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
         service = renderings["production"].component("Service", component)
-        assert service and service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "tuya-fleet"
+        assert service
+        assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "tuya-fleet"
         endpoint = monitor["spec"]["endpoints"][0]
         assert endpoint["relabelings"] == [{"targetLabel": "service", "replacement": component}]
     assert 'job="tuya-fleet"' in RULES.read_text()
