@@ -254,6 +254,10 @@ def test_service_monitor_labels_what_the_rules_select(renderings: dict[str, Rend
         (["--set", "services.ingest.command=null"], "services.ingest.command"),
         (["--set", "services.Bad_Name.command={x}"], "not a valid service name"),
         (["--set", "services.status.autoscaling.minReplicas=20"], "minReplicas exceeds maxReplicas"),
+        # values.schema.json: typos and impossible values
+        (["--set", "services.status.replica=3"], "additional properties 'replica' not allowed"),
+        (["--set", "tuya.region=Mars"], "/tuya/region"),
+        (["--set", "pulsar.url=http://pulsar:6650"], "/pulsar/url"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(tools: Tools, overrides: list[str], message: str) -> None:
