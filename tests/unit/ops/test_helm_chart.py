@@ -5,6 +5,7 @@ settings the services read, a grace period longer than their drain."""
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 import tomllib
@@ -38,6 +39,7 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 # read outside a settings class: the simulator's CLI takes its log level from the environment (__main__)
 READ_BY_CLI = {"tuya-sim": {"FLEET_SIM_LOG_LEVEL"}}
 WORKLOADS = ("Deployment", "Job")
+POD_ADDRESS = ("0.0.0.0", 8000)  # noqa: S104 - a pod listens on its own address
 
 
 def values() -> dict[str, Any]:
@@ -264,3 +266,31 @@ def test_bad_values_fail_with_a_clear_message(tools: Tools, overrides: list[str]
     result = run(tools.helm, "template", "fleet", CHART, "-f", PRODUCTION_EXAMPLE, *overrides)
     assert result.returncode != 0
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("name", ["defaults", "production"])
+def test_each_service_loads_its_settings_from_the_rendered_environment(
+    renderings: dict[str, Rendering], name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for component, settings in SETTINGS.items():
+        config = renderings[name].component("ConfigMap", component)
+        if config is None:
+            continue
+        with monkeypatch.context() as env:
+            for variable in [v for v in os.environ if v.startswith(("FLEET_", "OTEL_"))]:
+                env.delenv(variable)
+            for variable, value in config["data"].items():
+                env.setenv(variable, value)
+            # what the Secrets would add (any value of the right shape)
+            env.setenv("FLEET_TUYA_ACCESS_SECRET", "s" * 32)
+            loaded = settings()
+            if component != "tuya-sim":
+                assert isinstance(loaded, ServiceSettings)
+                assert (loaded.http_host, loaded.http_port) == POD_ADDRESS
+                assert loaded.pulsar_url == config["data"]["FLEET_PULSAR_URL"]
+                assert loaded.tuya_openapi_url == config["data"]["FLEET_TUYA_OPENAPI_URL"]
+            else:
+                assert isinstance(loaded, SimSettings)
+                assert (loaded.host, loaded.port) == POD_ADDRESS
+            if "FLEET_OIDC_ISSUER" in config["data"]:
+                assert SecuritySettings().oidc_audience == "tuya-fleet"
