@@ -294,3 +294,21 @@ def test_each_service_loads_its_settings_from_the_rendered_environment(
                 assert (loaded.host, loaded.port) == POD_ADDRESS
             if "FLEET_OIDC_ISSUER" in config["data"]:
                 assert SecuritySettings().oidc_audience == "tuya-fleet"
+
+
+def test_a_service_can_mount_a_file_of_its_own(tools: Tools) -> None:
+    """e.g. the CA of Tuya's push service for FLEET_TUYA_TLS_TRUST_CERTS_FILE."""
+    result = run(
+        tools.helm, "template", "fleet", CHART,
+        "--set-json", 'services.ingest.extraVolumes=[{"name": "tuya-ca", "configMap": {"name": "tuya-ca"}}]',
+        "--set-json", 'services.ingest.extraVolumeMounts=[{"name": "tuya-ca", "mountPath": "/etc/tuya"}]',
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    ingest = next(
+        o
+        for o in yaml.safe_load_all(result.stdout)
+        if o and o["kind"] == "Deployment" and o["metadata"]["name"] == "fleet-tuya-fleet-ingest"
+    )
+    spec = ingest["spec"]["template"]["spec"]
+    assert {"name": "tuya-ca", "configMap": {"name": "tuya-ca"}} in spec["volumes"]
+    assert {"name": "tuya-ca", "mountPath": "/etc/tuya"} in spec["containers"][0]["volumeMounts"]
