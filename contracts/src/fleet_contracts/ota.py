@@ -43,12 +43,14 @@ class DeviceUpgradeState(StrEnum):
     """Per-device state machine of an upgrade within a release."""
 
     PENDING = "pending"
+    COMMANDED = "commanded"  # the upgrade command of an attempt is recorded (sent, or about to be)
     WAITING = "waiting"  # offline or sleeping: waits for the device
     UPGRADING = "upgrading"
     SUCCEEDED = "succeeded"  # only once the device reports the new version
     FAILED = "failed"
     TIMED_OUT = "timed_out"
     CANCELLED = "cancelled"
+    RETRYING = "retrying"  # an attempt failed; the next one waits for its backoff
 
 
 class FirmwareRegistered(Payload):
@@ -75,6 +77,12 @@ class ReleaseFact(Payload):
     subject_field: ClassVar[str] = "release_id"
 
     release_id: ReleaseId
+    tuya_region: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=16,
+        description="Data-center region the fact is about; absent for the whole release.",
+    )
 
 
 class ReleaseStarted(ReleaseFact):
@@ -141,6 +149,7 @@ class DeviceUpgradeStateChanged(ReleaseFact):
     channel: UpgradeChannel
     previous_state: DeviceUpgradeState | None = Field(default=None, description="Absent for the first state.")
     state: DeviceUpgradeState
+    stage: ReleaseStage | None = Field(default=None, description="Stage of the release the device belongs to.")
     attempt: int = Field(ge=1, description="Attempt number (retries increase it).")
     progress_percent: int | None = Field(default=None, ge=0, le=100)
     tuya_upgrade_status: OtaUpgradeStatus | None = Field(default=None, description="Latest Tuya status code.")

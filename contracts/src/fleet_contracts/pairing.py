@@ -1,4 +1,4 @@
-"""Pairing tokens and their outcomes, published by `pairing`. Keyed by the pairing token.
+"""Pairing tokens, sessions and per-device outcomes, published by `pairing`. Keyed by the pairing token.
 
 Never here: the token secret, the assembled token (`region + token + secret`), the Wi-Fi SSID or password.
 The bare Tuya token is not a credential on its own and is what Tuya's `bindUser` message quotes back.
@@ -35,11 +35,28 @@ class PairingMode(StrEnum):
     COMBO = "combo"
 
 
+class PairingSessionState(StrEnum):
+    """Where a pairing session stands; every state but `active` is final."""
+
+    ACTIVE = "active"
+    SUCCEEDED = "succeeded"
+    PARTIALLY_SUCCEEDED = "partially_succeeded"
+    FAILED = "failed"
+    EXPIRED = "expired"
+    CANCELLED = "cancelled"
+
+
+SessionId = Annotated[str, Field(min_length=1, max_length=64, description="Pairing session id.")]
+
+
 class PairingFact(Payload):
     subject_field: ClassVar[str] = "token"
 
     token: PairingToken
     home_id: HomeId
+    session_id: SessionId | None = Field(
+        default=None, description="The pairing session the token belongs to."
+    )
 
 
 class PairingTokenIssued(PairingFact):
@@ -75,6 +92,9 @@ class DevicePaired(PairingFact):
     product_id: ProductId | None = None
     owner_uid: OwnerUid | None = None
     name: Name | None = None
+    previous_owner_uid: OwnerUid | None = Field(
+        default=None, description="Account the device was bound to before (medium/weak binding rebind)."
+    )
 
 
 class PairingFailed(PairingFact):
@@ -84,6 +104,50 @@ class PairingFailed(PairingFact):
     device_name: Name | None = None
     tuya_error_code: TuyaErrorCode
     tuya_error_message: str | None = Field(default=None, max_length=1024)
+    cause: str | None = Field(
+        default=None,
+        max_length=64,
+        description="Typed cause of Tuya's code, e.g. `wrong_wifi_password`, `bound_to_another_account`.",
+    )
+    hint: str | None = Field(default=None, max_length=1024, description="What to do about it, if anything.")
+
+
+class PairingSessionEnded(PairingFact):
+    """A pairing session reached its final state; its token is no longer honoured."""
+
+    state: PairingSessionState
+    paired_devices: int = Field(ge=0)
+    failed_devices: int = Field(ge=0)
+    unexpected_devices: int = Field(ge=0, description="Devices of a product outside the allow-list.")
+
+
+class PreviousOwnerNotified(PairingFact):
+    """A medium-bound device was rebound from another account; Tuya notifies that account."""
+
+    device_id: DeviceId
+    owner_uid: OwnerUid
+    previous_owner_uid: OwnerUid
+
+
+class UnexpectedProductPolicy(StrEnum):
+    RECORD_ONLY = "record_only"
+    REMOVE = "remove"
+
+
+class UnexpectedProductPaired(PairingFact):
+    """A device of a product outside the session's allow-list paired with the token."""
+
+    device_id: DeviceId
+    product_id: ProductId | None = None
+    policy: UnexpectedProductPolicy = Field(description="`remove`: the device is removed again.")
+
+
+class LateActivation(PairingFact):
+    """A device activated with the token after the session ended (cancelled, expired or used up)."""
+
+    device_id: DeviceId
+    product_id: ProductId | None = None
+    session_state: PairingSessionState
 
 
 class PairingTokenIssuedEvent(Envelope[PairingTokenIssued]):
@@ -106,11 +170,31 @@ class PairingFailedEvent(Envelope[PairingFailed]):
     type: Literal["pairing.device.failed.v1"] = "pairing.device.failed.v1"
 
 
+class PairingSessionEndedEvent(Envelope[PairingSessionEnded]):
+    type: Literal["pairing.session.ended.v1"] = "pairing.session.ended.v1"
+
+
+class PreviousOwnerNotifiedEvent(Envelope[PreviousOwnerNotified]):
+    type: Literal["pairing.device.previous_owner_notified.v1"] = "pairing.device.previous_owner_notified.v1"
+
+
+class UnexpectedProductPairedEvent(Envelope[UnexpectedProductPaired]):
+    type: Literal["pairing.device.unexpected_product.v1"] = "pairing.device.unexpected_product.v1"
+
+
+class LateActivationEvent(Envelope[LateActivation]):
+    type: Literal["pairing.device.late_activation.v1"] = "pairing.device.late_activation.v1"
+
+
 PairingEvent = Annotated[
     PairingTokenIssuedEvent
     | PairingTokenConsumedEvent
     | PairingTokenExpiredEvent
     | DevicePairedEvent
-    | PairingFailedEvent,
+    | PairingFailedEvent
+    | PairingSessionEndedEvent
+    | PreviousOwnerNotifiedEvent
+    | UnexpectedProductPairedEvent
+    | LateActivationEvent,
     Field(discriminator="type"),
 ]

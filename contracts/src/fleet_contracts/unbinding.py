@@ -2,7 +2,7 @@
 
 Vocabulary from Tuya's batch-unbinding guide: modes list / QR code / wired; a QR code serves at most 30
 devices; refusals: unauthorized account, quota exceeded (per operator account and per product per day),
-expired QR.
+expired QR, QR full (the 31st device), device offline, not bound, cancelled, Tuya error with its code.
 """
 
 from __future__ import annotations
@@ -37,7 +37,10 @@ class RefusalCause(StrEnum):
     UNAUTHORIZED = "unauthorized"
     QUOTA_EXCEEDED = "quota_exceeded"
     QR_EXPIRED = "qr_expired"
+    QR_FULL = "qr_full"
     DEVICE_OFFLINE = "device_offline"
+    NOT_BOUND = "not_bound"
+    CANCELLED = "cancelled"
     TUYA_ERROR = "tuya_error"
 
 
@@ -60,11 +63,21 @@ class _BatchRequest(BatchFact):
         description="Devices to unbind: required in list mode; QR and wired modes discover them as they go.",
     )
     reason: Reason | None = None
+    reset: bool = Field(
+        default=False, description="Unbind and factory-reset (`POST /v2.0/cloud/thing/{id}/reset`)."
+    )
+    gateway_id: DeviceId | None = Field(
+        default=None,
+        description="Wired mode: the gateway the operator's LAN scan found the devices through (proof of "
+        "presence).",
+    )
 
     @model_validator(mode="after")
     def _devices_fit_mode(self) -> Self:
         if self.mode is UnbindMode.LIST and not self.device_ids:
             raise ValueError("list mode needs at least one device id")
+        if self.mode is UnbindMode.WIRED and (not self.device_ids or self.gateway_id is None):
+            raise ValueError("wired mode needs the devices the LAN scan found and the gateway_id")
         if self.mode is UnbindMode.QR and len(self.device_ids) > MAX_DEVICES_PER_QR:
             raise ValueError(f"a QR session unbinds at most {MAX_DEVICES_PER_QR} devices")
         if len(set(self.device_ids)) != len(self.device_ids):

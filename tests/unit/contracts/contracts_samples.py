@@ -185,6 +185,47 @@ def all_samples() -> list[Envelope[Any]]:
             "pairing",
         ),
         _env(
+            pairing.PairingSessionEndedEvent,
+            pairing.PairingSessionEnded(
+                token="nqMwn1Nd",
+                home_id=HOME,
+                session_id="s-1",
+                state=pairing.PairingSessionState.PARTIALLY_SUCCEEDED,
+                paired_devices=2,
+                failed_devices=1,
+                unexpected_devices=0,
+            ),
+            "pairing",
+        ),
+        _env(
+            pairing.PreviousOwnerNotifiedEvent,
+            pairing.PreviousOwnerNotified(
+                token="nqMwn1Nd", home_id=HOME, device_id=DEVICE, owner_uid=UID, previous_owner_uid="eu2"
+            ),
+            "pairing",
+        ),
+        _env(
+            pairing.UnexpectedProductPairedEvent,
+            pairing.UnexpectedProductPaired(
+                token="nqMwn1Nd",
+                home_id=HOME,
+                device_id=DEVICE,
+                product_id=PID,
+                policy=pairing.UnexpectedProductPolicy.REMOVE,
+            ),
+            "pairing",
+        ),
+        _env(
+            pairing.LateActivationEvent,
+            pairing.LateActivation(
+                token="nqMwn1Nd",
+                home_id=HOME,
+                device_id=DEVICE,
+                session_state=pairing.PairingSessionState.CANCELLED,
+            ),
+            "pairing",
+        ),
+        _env(
             unbinding.RequestUnbindBatchCommand,
             unbinding.RequestUnbindBatch(
                 batch_id="b-1",

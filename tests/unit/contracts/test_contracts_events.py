@@ -88,7 +88,10 @@ def test_refusal_causes() -> None:
         "unauthorized",
         "quota_exceeded",
         "qr_expired",
+        "qr_full",
         "device_offline",
+        "not_bound",
+        "cancelled",
         "tuya_error",
     }
 

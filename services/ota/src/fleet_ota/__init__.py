@@ -1,0 +1,1 @@
+"""ota: firmware catalog, staged releases per data-center region, per-device upgrades."""

@@ -1,0 +1,1 @@
+"""MongoDB repositories, the outbox relay and the Tuya OpenAPI use of ota."""

@@ -1,0 +1,633 @@
+"""ota's MongoDB repositories: single-document atomic writes, conditional on a `version` field, each
+carrying the outbox entries of its transition.
+
+Collections (one database per service):
+- `firmware` (_id firmware id), `rollouts` (_id `release:region`), `devices` (_id device id; queried by
+  product and region), `locks` (_id device id: the one channel upgrading now), `progress` (_id
+  `release:region:stage`: the counters).
+- `upgrades` (_id `release:device`): one document per device and release. Planning records the batch's
+  intent in its progress document, bulk-inserts the batch, counts it once (`planned.<batch>`); only counted
+  batches are dispatched. A batch a crash left uncounted is counted by the next planning. (Device events may
+  touch a document of a batch not yet counted: its delta is applied early and the counters are exact again
+  once the batch is counted.)
+
+Counters stay equal to a recount of the upgrade documents across crashes: a transition stores its counter
+delta in the document's outbox, in the same write as the state. The relay applies a delta with `$inc` and
+`$push: {applying: id}` (and the time, for `sweep`), conditional on the id not being in `applying` (so at
+most once), then removes the entry from the outbox. `applying` forgets an id only once its entry is gone
+from the upgrade document and it is older than the relay's grace period, so a relay holding a stale read (it
+must finish a document within half the grace, or skip it) can never apply it again. Every query the service
+makes is answered from an index (`ensure_indexes`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Mapping, Sequence
+from datetime import datetime, time
+from fractions import Fraction
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
+from pymongo import ASCENDING, ReplaceOne, UpdateOne
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from fleet_contracts.device import OtaUpgradeStatus
+from fleet_contracts.ota import DeviceUpgradeState, ReleaseStage, UpgradeType
+from fleet_ota.domain.firmware import CatalogError, Firmware, FirmwareSpec, parse_version, sort_key
+from fleet_ota.domain.release import (
+    Canary,
+    RegionPlan,
+    RegionRollout,
+    ReleaseTarget,
+    RolloutStatus,
+    StageCounts,
+    Threshold,
+)
+from fleet_ota.domain.schedule import DispatchRate, Schedule, Window
+from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.domain.upgrade import BUCKETS, DeviceUpgrade, bucket
+from fleet_ota.ports import OutboxEntry
+from fleet_ota.service_layer.outbox import counter_id
+from fleet_shared import mongo
+
+Document = dict[str, Any]
+Collection = AsyncIOMotorCollection[Document]
+S = DeviceUpgradeState
+_OPEN = [s.value for s in (S.PENDING, S.RETRYING, S.COMMANDED, S.UPGRADING, S.WAITING)]
+_DUPLICATE_KEY = 11000
+
+
+# --- outbox entries ---------------------------------------------------------------------------------------
+
+
+def entry_to_doc(e: OutboxEntry) -> Document:
+    return {
+        "id": e.id,
+        "topic": e.topic,
+        "key": e.key,
+        "body": e.body,
+        "counter": e.counter_id,
+        "delta": e.delta,
+    }
+
+
+def entry_from_doc(d: Mapping[str, Any]) -> OutboxEntry:
+    return OutboxEntry(
+        d["id"], d["topic"], d["key"], bytes(d["body"]), d.get("counter"), dict(d.get("delta") or {})
+    )
+
+
+async def _conditional_save(
+    col: Collection, _id: str, expected_version: int, fields: Document, outbox: Sequence[OutboxEntry]
+) -> bool:
+    update: Document = {"$set": fields}
+    if outbox:
+        update["$push"] = {"outbox": {"$each": [entry_to_doc(e) for e in outbox]}}
+        update["$set"] = {**fields, "relay": True}
+    result = await col.update_one({"_id": _id, "version": expected_version}, update)
+    return result.matched_count == 1
+
+
+# --- firmware -------------------------------------------------------------------------------------------
+
+
+def _firmware_doc(f: Firmware) -> Document:
+    s = f.spec
+    return {
+        "_id": f.firmware_id,
+        "product_id": s.product_id,
+        "channel": s.channel,
+        "version": s.version,
+        "size_bytes": s.size_bytes,
+        "md5": s.md5,
+        "signature": s.signature,
+        "url": s.url,
+        "upgrade_type": int(s.upgrade_type),
+        "packet_timeout_s": s.packet_timeout_s,
+        "registered_at": f.registered_at,
+        "registered_by": f.registered_by,
+        "withdrawn_at": f.withdrawn_at,
+    }
+
+
+def _firmware(d: Mapping[str, Any]) -> Firmware:
+    spec = FirmwareSpec(
+        d["product_id"],
+        d["channel"],
+        d["version"],
+        d["size_bytes"],
+        d["md5"],
+        d["signature"],
+        d["url"],
+        UpgradeType(d["upgrade_type"]),
+        d["packet_timeout_s"],
+    )
+    return Firmware(d["_id"], spec, d["registered_at"], d["registered_by"], d.get("withdrawn_at"))
+
+
+class FirmwareStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.col: Collection = db["firmware"]
+
+    async def get(self, firmware_id: str) -> Firmware | None:
+        d = await self.col.find_one({"_id": firmware_id})
+        return None if d is None else _firmware(d)
+
+    async def add(self, firmware: Firmware, outbox: Sequence[OutboxEntry]) -> bool:
+        doc = {**_firmware_doc(firmware), "outbox": [entry_to_doc(e) for e in outbox]}
+        if outbox:
+            doc["relay"] = True
+        try:
+            await self.col.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def mark_withdrawn(self, firmware: Firmware) -> None:
+        await self.col.update_one(
+            {"_id": firmware.firmware_id, "withdrawn_at": None},
+            {"$set": {"withdrawn_at": firmware.withdrawn_at}},
+        )
+
+
+# --- rollouts -------------------------------------------------------------------------------------------
+
+
+def _threshold(t: Threshold | None) -> Document | None:
+    return None if t is None else {"rate": t.rate, "min_sample": t.min_sample}
+
+
+def _plan_doc(p: RegionPlan) -> Document:
+    w = p.schedule.window
+    return {
+        "verification_devices": list(p.verification_devices),
+        "canary": None
+        if p.canary is None
+        else {
+            "ratio": None if p.canary.ratio is None else str(p.canary.ratio),
+            "quantity": p.canary.quantity,
+        },
+        "promote_at": _threshold(p.promote_at),
+        "halt_at": _threshold(p.halt_at),
+        "late_joiners": p.late_joiners,
+        "schedule": {
+            "start_at": p.schedule.start_at,
+            "time_zone": p.schedule.time_zone,
+            "window": None
+            if w is None
+            else {"start": w.start.isoformat(), "end": w.end.isoformat(), "weekdays": sorted(w.weekdays)},
+        },
+        "dispatch": {"per_minute": p.dispatch.per_minute, "jitter": p.dispatch.jitter},
+    }
+
+
+def _plan(region: str, d: Mapping[str, Any]) -> RegionPlan:
+    c, s, w = d["canary"], d["schedule"], d["schedule"]["window"]
+    return RegionPlan(
+        region=region,
+        verification_devices=tuple(d["verification_devices"]),
+        canary=None
+        if c is None
+        else Canary(ratio=None if c["ratio"] is None else Fraction(c["ratio"]), quantity=c["quantity"]),
+        promote_at=None if d["promote_at"] is None else Threshold(**d["promote_at"]),
+        halt_at=None if d["halt_at"] is None else Threshold(**d["halt_at"]),
+        late_joiners=d["late_joiners"],
+        schedule=Schedule(
+            start_at=s["start_at"],
+            time_zone=s["time_zone"],
+            window=None
+            if w is None
+            else Window(
+                time.fromisoformat(w["start"]), time.fromisoformat(w["end"]), frozenset(w["weekdays"])
+            ),
+        ),
+        dispatch=DispatchRate(**d["dispatch"]),
+    )
+
+
+def rollout_id(release_id: str, region: str) -> str:
+    return f"{release_id}:{region}"
+
+
+def _rollout_fields(r: RegionRollout) -> Document:
+    return {
+        "status": r.status.value,
+        "stage": None if r.stage is None else r.stage.value,
+        "stage_started_at": r.stage_started_at,
+        "canary_started_at": r.canary_started_at,
+        "full_started_at": r.full_started_at,
+        "version": r.version,
+    }
+
+
+def _rollout(d: Mapping[str, Any]) -> RegionRollout:
+    t = d["target"]
+    return RegionRollout(
+        release_id=d["release_id"],
+        target=ReleaseTarget(t["firmware_id"], t["product_id"], t["channel"], t["version"]),
+        plan=_plan(d["region"], d["plan"]),
+        status=RolloutStatus(d["status"]),
+        stage=None if d["stage"] is None else ReleaseStage(d["stage"]),
+        stage_started_at=d["stage_started_at"],
+        canary_started_at=d["canary_started_at"],
+        full_started_at=d["full_started_at"],
+        version=d["version"],
+    )
+
+
+class RolloutStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.col: Collection = db["rollouts"]
+
+    async def get(self, release_id: str, region: str) -> RegionRollout | None:
+        d = await self.col.find_one({"_id": rollout_id(release_id, region)})
+        return None if d is None else _rollout(d)
+
+    async def of_release(self, release_id: str) -> list[RegionRollout]:
+        return [
+            _rollout(d) async for d in self.col.find({"release_id": release_id}).sort("region", ASCENDING)
+        ]
+
+    async def add(self, rollouts: Sequence[RegionRollout]) -> None:
+        docs = [
+            {
+                "_id": rollout_id(r.release_id, r.region),
+                "release_id": r.release_id,
+                "region": r.region,
+                "firmware_id": r.target.firmware_id,
+                "target": {
+                    "firmware_id": r.target.firmware_id,
+                    "product_id": r.target.product_id,
+                    "channel": r.target.channel,
+                    "version": r.target.version,
+                },
+                "plan": _plan_doc(r.plan),
+                "outbox": [],
+                **_rollout_fields(r),
+            }
+            for r in rollouts
+        ]
+        await _insert_ignoring_duplicates(self.col, docs)
+
+    async def save(
+        self, rollout: RegionRollout, expected_version: int, outbox: Sequence[OutboxEntry]
+    ) -> bool:
+        _id = rollout_id(rollout.release_id, rollout.region)
+        return await _conditional_save(self.col, _id, expected_version, _rollout_fields(rollout), outbox)
+
+    async def active_of_firmware(self, firmware_id: str) -> int:
+        done = [RolloutStatus.STOPPED.value, RolloutStatus.COMPLETED.value]
+        return await self.col.count_documents({"firmware_id": firmware_id, "status": {"$nin": done}})
+
+    async def dispatching(self) -> list[RegionRollout]:
+        return [_rollout(d) async for d in self.col.find({"status": RolloutStatus.RUNNING.value})]
+
+
+# --- upgrades -------------------------------------------------------------------------------------------
+
+
+def _upgrade_fields(u: DeviceUpgrade) -> Document:
+    return {
+        "state": u.state.value,
+        "attempt": u.attempt,
+        "version": u.version,
+        "deadline": u.deadline,
+        "remaining_s": u.remaining_s,
+        "retry_at": u.retry_at,
+        "commanded_at": u.commanded_at,
+        "progress_percent": u.progress_percent,
+        "tuya_status": None if u.tuya_status is None else int(u.tuya_status),
+        "tuya_done": u.tuya_done,
+        "reported_version": u.reported_version,
+        "reason": u.reason,
+    }
+
+
+def _upgrade(d: Mapping[str, Any]) -> DeviceUpgrade:
+    return DeviceUpgrade(
+        release_id=d["release_id"],
+        region=d["region"],
+        stage=ReleaseStage(d["stage"]),
+        device_id=d["device_id"],
+        product_id=d["product_id"],
+        channel=d["channel"],
+        target_version=d["target_version"],
+        state=S(d["state"]),
+        attempt=d["attempt"],
+        version=d["version"],
+        deadline=d["deadline"],
+        remaining_s=d["remaining_s"],
+        retry_at=d["retry_at"],
+        commanded_at=d["commanded_at"],
+        progress_percent=d["progress_percent"],
+        tuya_status=None if d["tuya_status"] is None else OtaUpgradeStatus(d["tuya_status"]),
+        tuya_done=d["tuya_done"],
+        reported_version=d["reported_version"],
+        reason=d["reason"],
+    )
+
+
+# Statements per update command: the local FerretDB 1.24 holds a pooled connection per statement and refuses
+# commands of more than 64; MongoDB is as fast with several small commands in flight.
+WRITE_CHUNK = 64
+WRITE_CONCURRENCY = 4
+
+
+async def bulk_update(
+    col: Collection, ops: Sequence[UpdateOne | ReplaceOne[Document]], *, ordered: bool = False
+) -> None:
+    """`bulk_write` in commands of at most `WRITE_CHUNK` statements, a few in flight (or in order)."""
+    chunks = [ops[i : i + WRITE_CHUNK] for i in range(0, len(ops), WRITE_CHUNK)]
+    if ordered:
+        for chunk in chunks:
+            await col.bulk_write(list(chunk), ordered=True)
+        return
+    for i in range(0, len(chunks), WRITE_CONCURRENCY):
+        await asyncio.gather(
+            *(col.bulk_write(list(c), ordered=False) for c in chunks[i : i + WRITE_CONCURRENCY])
+        )
+
+
+async def _insert_ignoring_duplicates(col: Collection, docs: Sequence[Document]) -> None:
+    if not docs:
+        return
+    try:
+        await col.insert_many(docs, ordered=False)
+    except BulkWriteError as e:
+        others = [w for w in e.details.get("writeErrors", []) if w.get("code") != _DUPLICATE_KEY]
+        if others:
+            raise
+
+
+class UpgradeStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Document], *, chunk: int = 5000) -> None:
+        self.col: Collection = db["upgrades"]
+        self.chunk = chunk
+
+    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
+        for i in range(0, len(upgrades), self.chunk):
+            docs = [
+                {
+                    "_id": u.upgrade_id,
+                    "release_id": u.release_id,
+                    "region": u.region,
+                    "stage": u.stage.value,
+                    "device_id": u.device_id,
+                    "product_id": u.product_id,
+                    "channel": u.channel,
+                    "target_version": u.target_version,
+                    "batch": batch,
+                    "outbox": [],
+                    **_upgrade_fields(u),
+                }
+                for u in upgrades[i : i + self.chunk]
+            ]
+            await _insert_ignoring_duplicates(self.col, docs)
+
+    async def batch_size(self, release_id: str, batch: str) -> int:
+        return await self.col.count_documents({"release_id": release_id, "batch": batch})
+
+    async def device_ids(self, release_id: str, region: str) -> set[str]:
+        cursor = self.col.find({"release_id": release_id, "region": region}, {"device_id": 1, "_id": 0})
+        return {d["device_id"] async for d in cursor}
+
+    async def count_in_stage(self, release_id: str, region: str, stage: ReleaseStage) -> int:
+        return await self.col.count_documents(
+            {"release_id": release_id, "region": region, "stage": stage.value}
+        )
+
+    async def get(self, upgrade_id: str) -> DeviceUpgrade | None:
+        d = await self.col.find_one({"_id": upgrade_id})
+        return None if d is None else _upgrade(d)
+
+    async def open_of_device(self, device_id: str) -> list[DeviceUpgrade]:
+        cursor = self.col.find({"device_id": device_id, "state": {"$in": _OPEN}})
+        return [_upgrade(d) async for d in cursor]
+
+    async def save(
+        self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[OutboxEntry]
+    ) -> bool:
+        return await _conditional_save(
+            self.col, upgrade.upgrade_id, expected_version, _upgrade_fields(upgrade), outbox
+        )
+
+    async def ready_to_command(
+        self, release_id: str, region: str, batches: Sequence[str], now: datetime, limit: int
+    ) -> list[DeviceUpgrade]:
+        base = {"release_id": release_id, "region": region, "batch": {"$in": list(batches)}}
+        pending = self.col.find({**base, "state": S.PENDING.value}).limit(limit)
+        found = [_upgrade(d) async for d in pending]
+        if len(found) < limit:
+            retrying = self.col.find({**base, "state": S.RETRYING.value, "retry_at": {"$lte": now}})
+            found += [_upgrade(d) async for d in retrying.limit(limit - len(found))]
+        return found
+
+    async def deadline_passed(self, now: datetime, limit: int) -> list[DeviceUpgrade]:
+        states = [S.COMMANDED.value, S.UPGRADING.value]
+        cursor = self.col.find({"state": {"$in": states}, "deadline": {"$lte": now}}).limit(limit)
+        return [_upgrade(d) async for d in cursor]
+
+    async def commanded_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
+        cursor = self.col.find({"state": S.COMMANDED.value, "commanded_at": {"$lte": before}}).limit(limit)
+        return [_upgrade(d) async for d in cursor]
+
+    async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]:
+        states = [S.PENDING.value, S.RETRYING.value]
+        query = {"release_id": release_id, "region": region, "state": {"$in": states}}
+        return [_upgrade(d) async for d in self.col.find(query).limit(limit)]
+
+    async def has_open(self, release_id: str, region: str) -> bool:
+        query = {"release_id": release_id, "region": region, "state": {"$in": _OPEN}}
+        return await self.col.find_one(query, {"_id": 1}) is not None
+
+    async def done_unverified(self, limit: int) -> list[DeviceUpgrade]:
+        cursor = self.col.find({"state": S.UPGRADING.value, "tuya_done": True}).limit(limit)
+        return [_upgrade(d) async for d in cursor]
+
+    async def recount(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]:
+        """A recount from the documents themselves (tests and audits: it scans the release)."""
+        totals: dict[tuple[str, ReleaseStage], dict[str, int]] = {}
+        async for d in self.col.find({"release_id": release_id}, {"region": 1, "stage": 1, "state": 1}):
+            c = totals.setdefault((d["region"], ReleaseStage(d["stage"])), dict.fromkeys(BUCKETS, 0))
+            c[bucket(S(d["state"]))] += 1
+        return {k: StageCounts(targeted=sum(v.values()), **v) for k, v in totals.items()}
+
+
+# --- progress counters ----------------------------------------------------------------------------------
+
+
+def _counts(d: Mapping[str, Any]) -> StageCounts:
+    c = d.get("counts") or {}
+    return StageCounts(targeted=c.get("targeted", 0), **{b: c.get(b, 0) for b in BUCKETS})
+
+
+class ProgressStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.col: Collection = db["progress"]
+
+    async def intend_batch(self, release_id: str, region: str, stage: ReleaseStage, batch: str) -> None:
+        await mongo.find_one_and_upsert(
+            self.col,
+            {"_id": counter_id(release_id, region, stage)},
+            {
+                "$addToSet": {"intents": batch},
+                "$set": {"release_id": release_id, "region": region, "stage": stage.value},
+            },
+        )
+
+    async def batches(self, release_id: str, region: str) -> tuple[set[str], list[tuple[ReleaseStage, str]]]:
+        """The region's counted batches, and those intended but not counted (stage, batch)."""
+        counted: set[str] = set()
+        uncounted: list[tuple[ReleaseStage, str]] = []
+        fields = {"planned": 1, "intents": 1, "region": 1, "stage": 1}
+        async for d in self.col.find({"release_id": release_id}, fields):
+            if d["region"] != region:
+                continue
+            planned = set((d.get("planned") or {}).keys())
+            counted |= planned
+            uncounted += [(ReleaseStage(d["stage"]), b) for b in d.get("intents") or [] if b not in planned]
+        return counted, uncounted
+
+    async def add_batch(
+        self, release_id: str, region: str, stage: ReleaseStage, batch: str, count: int
+    ) -> None:
+        key = "planned." + batch  # batch ids carry no dots or dollars (`plan_stage`)
+        cid = counter_id(release_id, region, stage)
+        with contextlib.suppress(DuplicateKeyError):  # the document exists and already counts this batch
+            await self.col.update_one(
+                {"_id": cid, key: {"$exists": False}},
+                {
+                    "$inc": {"counts.targeted": count, "counts.pending": count},
+                    "$set": {key: count, "release_id": release_id, "region": region, "stage": stage.value},
+                },
+                upsert=True,
+            )
+
+    async def apply(self, entries: Sequence[OutboxEntry], now: datetime) -> None:
+        """Apply counter deltas, each at most once (its id stays in `applying` until `forget`)."""
+        ops = [
+            UpdateOne(
+                # a plain array of ids: FerretDB 1.x mis-evaluates `$ne` on a path into an array of documents
+                {"_id": e.counter_id, "applying": {"$ne": e.id}},
+                {
+                    "$inc": {f"counts.{k}": v for k, v in e.delta.items()},
+                    "$push": {"applying": e.id, "applied_at": {"id": e.id, "at": now}},
+                },
+            )
+            for e in entries
+            if e.counter_id and e.delta
+        ]
+        await bulk_update(self.col, ops, ordered=True)
+
+    async def counts(self, release_id: str, region: str, stage: ReleaseStage) -> StageCounts:
+        d = await self.col.find_one({"_id": counter_id(release_id, region, stage)})
+        return StageCounts() if d is None else _counts(d)
+
+    async def of_release(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]:
+        cursor = self.col.find(
+            {"release_id": release_id}, {"applying": 0, "applied_at": 0, "planned": 0, "intents": 0}
+        )
+        return {(d["region"], ReleaseStage(d["stage"])): _counts(d) async for d in cursor}
+
+    async def applied(self, limit: int) -> list[tuple[str, list[Document]]]:
+        """Counter documents with remembered ids: `(counter id, [{id, at}, ...])`."""
+        cursor = self.col.find({"applying.0": {"$exists": True}}, {"applied_at": 1}).limit(limit)
+        return [(d["_id"], list(d.get("applied_at") or [])) async for d in cursor]
+
+    async def forget(self, cid: str, applied: Sequence[Document]) -> None:
+        await self.col.update_one(
+            {"_id": cid},
+            {"$pullAll": {"applying": [a["id"] for a in applied], "applied_at": list(applied)}},
+        )
+
+
+# --- devices and channel locks ---------------------------------------------------------------------------
+
+
+class DeviceStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.col: Collection = db["devices"]
+
+    async def candidates(self, product_id: str, region: str, channel: int, below: str) -> list[DeviceRecord]:
+        # version sort keys let the index range-scan the lower versions instead of every device of the product
+        query = {"product_id": product_id, "region": region, f"vkeys.{channel}": {"$lt": sort_key(below)}}
+        cursor = self.col.find(query)
+        return [
+            DeviceRecord(
+                d["_id"],
+                d["product_id"],
+                d["region"],
+                d["activated_at"],
+                {int(k): v for k, v in d["versions"].items()},
+            )
+            async for d in cursor
+        ]
+
+    async def record(self, device: DeviceRecord) -> None:
+        await self.record_many([device])
+
+    async def record_many(self, devices: Sequence[DeviceRecord]) -> None:
+        ops = [
+            ReplaceOne(
+                {"_id": d.device_id},
+                {
+                    "product_id": d.product_id,
+                    "region": d.region,
+                    "activated_at": d.activated_at,
+                    "versions": {str(k): v for k, v in d.versions.items()},
+                    "vkeys": {str(k): sort_key(v) for k, v in d.versions.items() if _is_version(v)},
+                },
+                upsert=True,
+            )
+            for d in devices
+        ]
+        await bulk_update(self.col, ops)
+
+
+def _is_version(text: str) -> bool:
+    try:
+        parse_version(text)
+    except CatalogError:
+        return False
+    return True
+
+
+class LockStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.col: Collection = db["locks"]
+
+    async def acquire(self, device_id: str, channel: int, upgrade_id: str) -> bool:
+        try:
+            await self.col.insert_one({"_id": device_id, "channel": channel, "upgrade_id": upgrade_id})
+        except DuplicateKeyError:
+            held = await self.col.find_one({"_id": device_id})
+            return held is not None and held["upgrade_id"] == upgrade_id
+        return True
+
+    async def release(self, device_id: str, upgrade_id: str) -> None:
+        await self.col.delete_one({"_id": device_id, "upgrade_id": upgrade_id})
+
+
+async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
+    """Every query above is answered from one of these."""
+    await db["upgrades"].create_index(
+        [("release_id", ASCENDING), ("region", ASCENDING), ("state", ASCENDING)]
+    )
+    await db["upgrades"].create_index([("release_id", ASCENDING), ("batch", ASCENDING)])
+    await db["upgrades"].create_index(
+        [("release_id", ASCENDING), ("region", ASCENDING), ("stage", ASCENDING)]
+    )
+    await db["upgrades"].create_index([("device_id", ASCENDING), ("state", ASCENDING)])
+    await db["upgrades"].create_index([("state", ASCENDING), ("deadline", ASCENDING)])
+    await db["upgrades"].create_index([("state", ASCENDING), ("commanded_at", ASCENDING)])
+    await db["upgrades"].create_index([("state", ASCENDING), ("tuya_done", ASCENDING)])
+    await db["upgrades"].create_index([("relay", ASCENDING)], sparse=True)
+    await db["rollouts"].create_index([("release_id", ASCENDING), ("region", ASCENDING)])
+    await db["rollouts"].create_index([("firmware_id", ASCENDING), ("status", ASCENDING)])
+    await db["rollouts"].create_index([("status", ASCENDING)])
+    await db["rollouts"].create_index([("relay", ASCENDING)], sparse=True)
+    await db["firmware"].create_index([("relay", ASCENDING)], sparse=True)
+    await db["progress"].create_index([("release_id", ASCENDING)])
+    await db["devices"].create_index([("product_id", ASCENDING), ("region", ASCENDING)])

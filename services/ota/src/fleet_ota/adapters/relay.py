@@ -1,0 +1,80 @@
+"""The outbox relay: publishes the events ota's writes recorded and applies their counter deltas exactly once,
+then clears them. Safe to kill at any point, and to run in several replicas at once.
+
+Per document with a non-empty outbox: (1) apply its counter deltas (`ProgressStore.apply`: at most once per
+entry id, remembered in the counter document), (2) publish its events (deterministic ids: consumers drop
+duplicates), (3) remove exactly those entries from the outbox, and drop the relay flag if nothing newer
+arrived. A crash anywhere repeats (1)-(2) harmlessly on the next pass. `sweep` forgets remembered ids once
+their entries are gone and they are older than `grace`; a pass skips any document it read more than half the
+grace ago, so no stale read can apply a forgotten id again.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fleet_ota.adapters.mongo import Collection, ProgressStore, entry_from_doc, entry_to_doc
+from fleet_ota.ports import EventPublisher, OutboxEntry
+
+
+class OutboxRelay:
+    def __init__(
+        self,
+        collections: Sequence[Collection],
+        progress: ProgressStore,
+        publisher: EventPublisher,
+        *,
+        grace_s: float = 60.0,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.collections = collections
+        self.progress = progress
+        self.publisher = publisher
+        self.grace_s = grace_s
+        self.clock = clock
+
+    async def relay_once(self, limit: int = 500) -> int:
+        """Relay up to `limit` documents per collection; returns how many were relayed."""
+        relayed = 0
+        for col in self.collections:
+            read_at = time.monotonic()
+            docs = [d async for d in col.find({"relay": True}, {"outbox": 1}).limit(limit)]
+            for doc in docs:
+                if time.monotonic() - read_at > self.grace_s / 2:
+                    break  # this read is getting old: the next pass reads again
+                await self._relay(col, doc["_id"], [entry_from_doc(e) for e in doc.get("outbox") or []])
+                relayed += 1
+        return relayed
+
+    async def _relay(self, col: Collection, _id: Any, entries: list[OutboxEntry]) -> None:
+        if entries:
+            await self.progress.apply(entries, self.clock())
+            await self.publisher.publish(entries)
+            await col.update_one({"_id": _id}, {"$pullAll": {"outbox": [entry_to_doc(e) for e in entries]}})
+        await col.update_one({"_id": _id, "outbox.0": {"$exists": False}}, {"$unset": {"relay": ""}})
+
+    async def sweep(self, upgrades: Collection, limit: int = 100) -> int:
+        """Forget remembered ids whose entries are gone and that are older than the grace period."""
+        cutoff = self.clock() - timedelta(seconds=self.grace_s)
+        forgotten = 0
+        for cid, applied in await self.progress.applied(limit):
+            old = [a for a in applied if _aware(a["at"]) < cutoff]
+            gone = [a for a in old if not await _still_in_outbox(upgrades, a["id"])]
+            if gone:
+                await self.progress.forget(cid, gone)
+                forgotten += len(gone)
+        return forgotten
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+async def _still_in_outbox(upgrades: Collection, entry_id: str) -> bool:
+    # entry ids are `ota:<upgrade id>:<document version>`
+    upgrade_id = entry_id.removeprefix("ota:").rsplit(":", 1)[0]
+    doc = await upgrades.find_one({"_id": upgrade_id}, {"outbox.id": 1})
+    return doc is not None and any(e.get("id") == entry_id for e in doc.get("outbox") or [])

@@ -1,0 +1,44 @@
+"""ota's use of Tuya's OTA OpenAPI through the shared client (REFERENCE.md section 7)."""
+
+from __future__ import annotations
+
+from fleet_contracts.device import OtaUpgradeStatus
+from fleet_ota.ports import UpgradeRefused
+from fleet_shared.tuya.errors import TuyaApiError
+from fleet_shared.tuya.openapi import TuyaOpenApiClient
+
+
+def _status(code: int | None) -> OtaUpgradeStatus:
+    """Tuya's code as the contract's enum; a code we do not know says nothing is under way."""
+    try:
+        return OtaUpgradeStatus(code) if code is not None else OtaUpgradeStatus.NO_UPDATE
+    except ValueError:
+        return OtaUpgradeStatus.NO_UPDATE
+
+
+class TuyaOtaApi:
+    def __init__(self, client: TuyaOpenApiClient) -> None:
+        self.client = client
+
+    async def confirm_upgrade(self, device_id: str, channel: int) -> None:
+        """`POST /v2.0/cloud/thing/{id}/firmware/{channel}`. Tuya's error answers mean it did not act
+        (`UpgradeRefused`); transport errors leave the outcome unknown and propagate (the shared client never
+        retries this non-idempotent call blindly)."""
+        try:
+            accepted = await self.client.confirm_upgrade(device_id, channel)
+        except TuyaApiError as e:
+            raise UpgradeRefused(e.code, type(e).__name__) from e
+        if not accepted:
+            raise UpgradeRefused(None, "Tuya answered without starting the upgrade")
+
+    async def progress(self, device_id: str, channel: int) -> tuple[OtaUpgradeStatus, int | None]:
+        p = await self.client.get_upgrade_progress(device_id, channel)
+        return _status(p.upgrade_status), p.progress
+
+    async def current_versions(self, device_id: str) -> dict[int, str]:
+        """What each channel of the device runs, as the device last reported it to Tuya."""
+        return {
+            f.channel: f.current_version
+            for f in await self.client.get_firmware(device_id)
+            if f.current_version
+        }

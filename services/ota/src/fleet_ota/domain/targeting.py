@@ -1,0 +1,90 @@
+"""Which devices a stage of a region's rollout targets, and the one-channel-at-a-time rule.
+
+Rules:
+- A target is a device of the release's product, in the region, whose channel runs a lower version than the
+  release's (a device on the target version or above, or whose version is unknown or unreadable, is not a
+  target).
+- Verification: only the named devices (still subject to the rule above).
+- Canary: devices activated after the canary started are never added; the canary is a stable pseudo-random
+  sample (ordered by a hash of release and device id, so re-planning after a crash picks the same devices).
+- Full: devices activated after the full stage started join only when late joiners are configured.
+- A device is upgraded on one channel at a time: it may be commanded only while no other channel of it is in
+  flight (`may_command`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from fleet_contracts.ota import ReleaseStage
+from fleet_ota.domain.firmware import CatalogError, Version, parse_version
+from fleet_ota.domain.release import RegionRollout
+
+Stage = ReleaseStage
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceRecord:
+    """What ota knows of a device (from status's events and the OpenAPI)."""
+
+    device_id: str
+    product_id: str
+    region: str
+    activated_at: datetime
+    versions: dict[int, str]  # channel -> version the device runs
+
+
+def is_candidate(d: DeviceRecord, r: RegionRollout, target: Version) -> bool:
+    if d.product_id != r.target.product_id or d.region != r.region:
+        return False
+    current = d.versions.get(r.target.channel)
+    if current is None:
+        return False
+    try:
+        return parse_version(current) < target
+    except CatalogError:
+        return False  # a version we cannot read is not known to be lower
+
+
+def stage_targets(
+    devices: Iterable[DeviceRecord], r: RegionRollout, *, exclude: set[str], in_stage: int = 0
+) -> list[str]:
+    """Device ids the current stage adds.
+
+    `exclude`: devices already in the release (any stage); `in_stage`: how many of them the current stage has
+    (re-planning after a crash tops a canary up to its size, never beyond). A canary's ratio applies to the
+    region's eligible devices: those found plus those already in the release.
+    """
+    if r.stage is None:
+        return []
+    target = parse_version(r.target.version)
+    found = [d for d in devices if d.device_id not in exclude and is_candidate(d, r, target)]
+    match r.stage:
+        case Stage.VERIFICATION:
+            named = set(r.plan.verification_devices)
+            return [d.device_id for d in found if d.device_id in named]
+        case Stage.CANARY:
+            assert r.plan.canary is not None
+            assert r.canary_started_at is not None
+            started = r.canary_started_at
+            early = [d.device_id for d in found if d.activated_at <= started]
+            size = r.plan.canary.size(len(early) + len(exclude))
+            room = max(size - in_stage, 0)
+            return sorted(early, key=lambda device_id: sample_key(r.release_id, device_id))[:room]
+        case Stage.FULL:
+            if r.plan.late_joiners or r.full_started_at is None:
+                return [d.device_id for d in found]
+            return [d.device_id for d in found if d.activated_at <= r.full_started_at]
+    return []
+
+
+def sample_key(release_id: str, device_id: str) -> bytes:
+    return hashlib.blake2b(f"{release_id}:{device_id}".encode(), digest_size=8).digest()
+
+
+def may_command(busy_channel: int | None, channel: int) -> bool:
+    """One channel at a time: free, or already this channel's turn (a retry of the same upgrade)."""
+    return busy_channel is None or busy_channel == channel

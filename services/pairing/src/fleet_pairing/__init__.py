@@ -1,0 +1,1 @@
+"""pairing: pairing tokens, sessions, QR payloads, per-device outcomes and binding modes."""

@@ -1,0 +1,315 @@
+"""MongoDB repositories of the pairing database: `sessions` (with their outbox) and `device_owners`.
+
+A session write is one single-document operation: the whole new state, its version and the events it causes
+(`outbox`) together, conditional on the version read (optimistic concurrency). A new session is an insert;
+the unique indexes on `token` and `idempotency` make a repeated create lose cleanly (no multi-document
+transaction needed). No secret is ever stored: the document holds the bare Tuya token and region only; the
+token secret, assembled token, BLE token, Wi-Fi credentials and QR payload never reach this module.
+Every HTTP-facing query (by id, token, owner, home, state, day; newest first with an id cursor) has an index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo.errors import DuplicateKeyError
+
+from fleet_contracts.pairing import PairingMode, UnexpectedProductPolicy
+from fleet_pairing.adapters.events import EventEncoder, OutboxEntry
+from fleet_pairing.domain.causes import Failure, FailureCause
+from fleet_pairing.domain.session import (
+    DeviceOutcome,
+    FactSource,
+    OutcomeKind,
+    PairingSession,
+    Removal,
+    SessionRequest,
+    SessionState,
+    Transition,
+)
+from fleet_pairing.ports import IdempotencyConflict
+
+Document = dict[str, Any]
+Relay = Callable[[str, Sequence[OutboxEntry]], Awaitable[None]]
+
+
+# --- mapping --------------------------------------------------------------------------------------------
+
+
+def outbox_entry_to_doc(entry: OutboxEntry) -> Document:
+    # clear_outbox removes entries by exact equality, so this is the one place that lays them out
+    return {"id": entry.id, "topic": entry.topic, "key": entry.key, "body": entry.body}
+
+
+def outbox_from_doc(doc: Mapping[str, Any]) -> list[OutboxEntry]:
+    return [OutboxEntry(e["id"], e["topic"], e["key"], bytes(e["body"])) for e in doc.get("outbox", [])]
+
+
+def idempotency_value(owner_uid: str, key: str | None, session_id: str) -> str:
+    """Keys are scoped per owner; a session without one gets its own id (unique, so the index stays total)."""
+    return f"key:{owner_uid}\x1f{key}" if key is not None else f"id:{session_id}"
+
+
+def _outcome_to_doc(o: DeviceOutcome) -> Document:
+    failure = None
+    if o.failure is not None:
+        f = o.failure
+        failure = {"code": f.code, "cause": f.cause.value, "description": f.description, "hint": f.hint}
+    return {
+        "key": o.key,
+        "kind": o.kind.value,
+        "at": o.at,
+        "source": o.source.value,
+        "device_id": o.device_id,
+        "product_id": o.product_id,
+        "name": o.name,
+        "failure": failure,
+        "previous_owner_uid": o.previous_owner_uid,
+        "removal": o.removal.value if o.removal else None,
+    }
+
+
+def _outcome_from_doc(d: Mapping[str, Any]) -> DeviceOutcome:
+    f = d.get("failure")
+    return DeviceOutcome(
+        key=d["key"],
+        kind=OutcomeKind(d["kind"]),
+        at=d["at"],
+        source=FactSource(d["source"]),
+        device_id=d.get("device_id"),
+        product_id=d.get("product_id"),
+        name=d.get("name"),
+        failure=Failure(f["code"], FailureCause(f["cause"]), f["description"], f.get("hint")) if f else None,
+        previous_owner_uid=d.get("previous_owner_uid"),
+        removal=Removal(d["removal"]) if d.get("removal") else None,
+    )
+
+
+def session_to_doc(session: PairingSession, outbox: Sequence[OutboxEntry], now: datetime) -> Document:
+    r = session.request
+    return {
+        "_id": session.session_id,
+        "version": session.version,
+        "state": session.state.value,
+        "owner_uid": r.owner_uid,
+        "home_id": r.home_id,
+        "mode": r.mode.value,
+        "time_zone_id": r.time_zone_id,
+        "expected_devices": r.expected_devices,
+        "device_uuids": list(r.device_uuids),
+        "allowed_products": sorted(r.allowed_products) if r.allowed_products is not None else None,
+        "unexpected_policy": r.unexpected_policy.value,
+        "idempotency_key": r.idempotency_key,
+        "idempotency": idempotency_value(r.owner_uid, r.idempotency_key, session.session_id),
+        "region": session.region,
+        "token": session.token,
+        "issued_at": session.issued_at,
+        "day": session.issued_at.astimezone(UTC).strftime("%Y-%m-%d"),
+        "expires_at": session.expires_at,
+        "ended_at": session.ended_at,
+        "updated_at": now,
+        "outcomes": [_outcome_to_doc(o) for o in session.outcomes],
+        "pending_removals": bool(session.pending_removals()),
+        "outbox": [outbox_entry_to_doc(e) for e in outbox],
+    }
+
+
+def session_from_doc(doc: Mapping[str, Any]) -> PairingSession:
+    allowed = doc.get("allowed_products")
+    request = SessionRequest(
+        owner_uid=doc["owner_uid"],
+        home_id=doc["home_id"],
+        mode=PairingMode(doc["mode"]),
+        time_zone_id=doc["time_zone_id"],
+        expected_devices=int(doc["expected_devices"]),
+        device_uuids=tuple(doc.get("device_uuids") or ()),
+        allowed_products=frozenset(allowed) if allowed is not None else None,
+        unexpected_policy=UnexpectedProductPolicy(doc["unexpected_policy"]),
+        idempotency_key=doc.get("idempotency_key"),
+    )
+    return PairingSession(
+        session_id=doc["_id"],
+        request=request,
+        region=doc["region"],
+        token=doc["token"],
+        issued_at=doc["issued_at"],
+        expires_at=doc["expires_at"],
+        state=SessionState(doc["state"]),
+        version=int(doc["version"]),
+        outcomes=tuple(_outcome_from_doc(o) for o in doc.get("outcomes", [])),
+        ended_at=doc.get("ended_at"),
+    )
+
+
+# --- sessions -------------------------------------------------------------------------------------------
+
+
+class SessionStore:
+    """The `sessions` collection: one document per pairing session. Implements `SessionRepository`.
+
+    `relay`, when given, is called with the events of every successful write (after it is durable); events
+    it fails to publish stay in the outbox for `OutboxRelay.sweep`.
+    """
+
+    def __init__(
+        self,
+        db: AsyncIOMotorDatabase[Document],
+        encoder: EventEncoder,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        relay: Relay | None = None,
+    ) -> None:
+        self.db = db
+        self.sessions: AsyncIOMotorCollection[Document] = db["sessions"]
+        self.encoder = encoder
+        self.clock = clock
+        self.relay = relay
+
+    async def ensure_indexes(self) -> None:
+        await self.sessions.create_index("token", unique=True)
+        await self.sessions.create_index("idempotency", unique=True)
+        # listings, newest first, with an id cursor (`issued_at`, `_id`)
+        await self.sessions.create_index(
+            [("owner_uid", ASCENDING), ("issued_at", DESCENDING), ("_id", DESCENDING)]
+        )
+        await self.sessions.create_index(
+            [("home_id", ASCENDING), ("issued_at", DESCENDING), ("_id", DESCENDING)]
+        )
+        await self.sessions.create_index(
+            [("state", ASCENDING), ("issued_at", DESCENDING), ("_id", DESCENDING)]
+        )
+        await self.sessions.create_index([("day", ASCENDING), ("issued_at", DESCENDING), ("_id", DESCENDING)])
+        await self.sessions.create_index([("issued_at", DESCENDING), ("_id", DESCENDING)])
+        # the background work: expiry sweep, polling of active sessions, pending removals
+        await self.sessions.create_index([("state", ASCENDING), ("expires_at", ASCENDING)])
+        await self.sessions.create_index([("state", ASCENDING), ("_id", ASCENDING)])
+        await self.sessions.create_index([("pending_removals", ASCENDING), ("_id", ASCENDING)])
+
+    async def ping(self) -> bool:
+        await self.db.command("ping")
+        return True
+
+    async def _relay(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
+        if self.relay is not None and entries:
+            await self.relay(session_id, entries)
+
+    async def add(self, opened: Transition) -> None:
+        session = opened.session
+        outbox = self.encoder.entries(session.session_id, session.version, opened.events, self.clock())
+        try:
+            await self.sessions.insert_one(session_to_doc(session, outbox, self.clock()))
+        except DuplicateKeyError:
+            r = session.request
+            existing = (
+                await self.by_idempotency_key(r.owner_uid, r.idempotency_key) if r.idempotency_key else None
+            )
+            if existing is None:  # a token collision, not a replay: never expected from Tuya
+                raise
+            raise IdempotencyConflict(existing) from None
+        await self._relay(session.session_id, outbox)
+
+    async def save(self, transition: Transition, expected_version: int) -> bool:
+        session = transition.session
+        now = self.clock()
+        outbox = self.encoder.entries(session.session_id, session.version, transition.events, now)
+        doc = session_to_doc(session, outbox, now)
+        del doc["_id"], doc["outbox"]
+        # entries of earlier writes not yet relayed stay: new ones are appended, in the same single write
+        update: Document = {"$set": doc}
+        if outbox:
+            update["$push"] = {"outbox": {"$each": [outbox_entry_to_doc(e) for e in outbox]}}
+        # the write returns the outbox after it: the relay publishes earlier leftovers first, in order
+        # (no projection: FerretDB 1.x does not implement `fields` in findAndModify)
+        after = await self.sessions.find_one_and_update(
+            {"_id": session.session_id, "version": expected_version},
+            update,
+            return_document=ReturnDocument.AFTER,
+        )
+        if after is None:
+            return False
+        await self._relay(session.session_id, outbox_from_doc(after))
+        return True
+
+    async def get(self, session_id: str) -> PairingSession | None:
+        doc = await self.sessions.find_one({"_id": session_id})
+        return session_from_doc(doc) if doc else None
+
+    async def by_token(self, token: str) -> PairingSession | None:
+        doc = await self.sessions.find_one({"token": token})
+        return session_from_doc(doc) if doc else None
+
+    async def by_idempotency_key(self, owner_uid: str, key: str) -> PairingSession | None:
+        doc = await self.sessions.find_one({"idempotency": idempotency_value(owner_uid, key, "")})
+        return session_from_doc(doc) if doc else None
+
+    async def active(self, limit: int, *, after_id: str | None = None) -> list[PairingSession]:
+        filter_: Document = {"state": SessionState.ACTIVE.value}
+        if after_id is not None:
+            filter_["_id"] = {"$gt": after_id}
+        cursor = self.sessions.find(filter_).sort("_id", ASCENDING).limit(limit)
+        return [session_from_doc(doc) async for doc in cursor]
+
+    async def expiring(self, before: datetime, limit: int) -> list[PairingSession]:
+        filter_ = {"state": SessionState.ACTIVE.value, "expires_at": {"$lte": before}}
+        cursor = self.sessions.find(filter_).sort("expires_at", ASCENDING).limit(limit)
+        return [session_from_doc(doc) async for doc in cursor]
+
+    async def with_pending_removals(self, limit: int) -> list[PairingSession]:
+        cursor = self.sessions.find({"pending_removals": True}).sort("_id", ASCENDING).limit(limit)
+        return [session_from_doc(doc) async for doc in cursor]
+
+    # --- outbox -------------------------------------------------------------------------------------
+
+    async def clear_outbox(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
+        """Remove exactly these relayed entries, whatever the document's version now is. `$pullAll` matches
+        whole entries (FerretDB 1.x ignores `$pull` with a condition)."""
+        if entries:
+            pulled = [outbox_entry_to_doc(e) for e in entries]
+            await self.sessions.update_one({"_id": session_id}, {"$pullAll": {"outbox": pulled}})
+
+    async def with_outbox(self, limit: int) -> list[tuple[str, list[OutboxEntry]]]:
+        """Sessions whose outbox still holds events (a crash or broker outage between write and relay)."""
+        cursor = self.sessions.find({"outbox.0": {"$exists": True}}, {"outbox": 1}).limit(limit)
+        return [(doc["_id"], outbox_from_doc(doc)) async for doc in cursor]
+
+
+# --- device owners --------------------------------------------------------------------------------------
+
+
+class DeviceOwnerStore:
+    """The `device_owners` collection: the last known owner per device, ordered by Tuya's push time.
+
+    Implements `DeviceOwners`. An update applies only if it is newer than what is stored (`at`), so a
+    redelivered or late push never rolls an owner back.
+    """
+
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.owners: AsyncIOMotorCollection[Document] = db["device_owners"]
+
+    async def ensure_indexes(self) -> None:
+        return None  # looked up by `_id` (the device id) only
+
+    async def owner_of(self, device_id: str) -> str | None:
+        doc = await self.owners.find_one({"_id": device_id})
+        return None if doc is None else doc.get("owner_uid")
+
+    async def _record(self, device_id: str, owner_uid: str | None, at: datetime) -> None:
+        newer = {"_id": device_id, "at": {"$lt": at}}
+        result = await self.owners.update_one(newer, {"$set": {"owner_uid": owner_uid, "at": at}})
+        if result.matched_count:
+            return
+        try:
+            await self.owners.insert_one({"_id": device_id, "owner_uid": owner_uid, "at": at})
+        except DuplicateKeyError:
+            # it exists and is at least as new (or a concurrent writer inserted it): try the newer-only update
+            await self.owners.update_one(newer, {"$set": {"owner_uid": owner_uid, "at": at}})
+
+    async def record_bound(self, device_id: str, owner_uid: str, at: datetime) -> None:
+        await self._record(device_id, owner_uid, at)
+
+    async def record_released(self, device_id: str, at: datetime) -> None:
+        await self._record(device_id, None, at)

@@ -1,0 +1,40 @@
+"""pairing's configuration: the common `FLEET_` settings plus token lifetimes, polling and the relay."""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from fleet_shared.service import ServiceSettings
+
+
+class PairingSettings(ServiceSettings):
+    pairing_database: str = "pairing"
+    pairing_subscription: str = "pairing"
+    # Tuya's guide: a token lives 10 minutes; used only when Tuya's answer carries no `expire_time`
+    pairing_default_token_lifetime_s: int = Field(600, ge=30, le=3600)
+    # how often active sessions ask Tuya for the token's result (`GET /v1.0/device/paring/tokens/{token}`)
+    pairing_poll_interval_s: float = Field(5.0, gt=0)
+    pairing_poll_batch: int = Field(100, ge=1, le=1000)
+    # sessions whose token expired are closed by a sweep this often
+    pairing_expiry_sweep_interval_s: float = Field(1.0, gt=0)
+    # outbox entries left by a crash are relayed by a sweep this often
+    pairing_outbox_sweep_interval_s: float = Field(2.0, gt=0)
+    # after expiry, pushes and the last poll of activations made in time may still arrive for this long
+    pairing_settle_s: float = Field(15.0, ge=0, le=600)
+    # binding mode per product (`pid:strong,pid:medium,...`) and for products not listed (empty: unknown)
+    pairing_binding_modes: str = ""
+    pairing_default_binding_mode: str = Field("", pattern="^(|strong|medium|weak)$")
+    # how many unexpected-product removals one round attempts
+    pairing_removal_batch: int = Field(100, ge=1, le=1000)
+    # the most devices one multi-device EZ session may expect (the contract allows up to 1000)
+    pairing_max_expected_devices: int = Field(100, ge=1, le=1000)
+    pairing_shutdown_timeout_s: float = Field(15.0, gt=0)
+
+    @model_validator(mode="after")
+    def _settle_covers_a_poll(self) -> Self:
+        # a session closes only after one more poll of Tuya's token result could have seen its last devices
+        if self.pairing_settle_s < self.pairing_poll_interval_s:
+            raise ValueError("FLEET_PAIRING_SETTLE_S must be at least FLEET_PAIRING_POLL_INTERVAL_S")
+        return self

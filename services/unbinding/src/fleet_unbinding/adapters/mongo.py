@@ -1,0 +1,527 @@
+"""MongoDB repositories of the unbinding database.
+
+Collections (one database per service):
+- `batches` and `device_unbinds`: state documents with a `version`; every write is one conditional update
+  (`{_id, version: v - 1}`) that sets the new state and appends the events it causes to `outbox` (`$push`,
+  so events not yet relayed are never overwritten). The relay publishes them and removes exactly those
+  entries (`$pullAll`).
+- `unbind_records`: the append-only record of every device's result, inserted by the relay from the final
+  device document (deterministic `_id`, so a replay inserts nothing); queried by device, operator, product
+  and day, each from its own index.
+- `quota_counters`: one document per (scope, day, subject) with `used` and the `units` held. A unit is
+  taken with one atomic conditional update (`used < limit` and the unit not held yet: `$inc` + `$push`);
+  a missing counter is created by an insert whose duplicate-key loss falls back to the update. So the
+  counter never passes its limit under any concurrency, and taking or refunding a unit twice counts once.
+- `quota_limits` and `authorization_records`: append-only logs with a per-subject sequence in `_id`; an
+  append whose sequence is taken fails with a duplicate key (someone appended first: fold again).
+
+Only single-document atomic operations are used; nothing depends on FerretDB behaviour.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from fleet_contracts.unbinding import RefusalCause, UnbindMode
+from fleet_unbinding.domain import authorization as authz
+from fleet_unbinding.domain.batch import Batch, BatchStatus, Tally
+from fleet_unbinding.domain.qr import QrSession
+from fleet_unbinding.domain.quota import CounterKey, LimitOverride, QuotaScope, Reservation
+from fleet_unbinding.domain.unbind import DeviceUnbind, UnbindState
+from fleet_unbinding.ports import OutboxEntry
+
+Document = dict[str, Any]
+DUPLICATE_KEY = 11000
+_CREATE_TRIES = 5
+
+
+def outbox_entry_to_doc(entry: OutboxEntry) -> Document:
+    # removal after relaying matches whole entries, so this is the one place that lays them out
+    return {"id": entry.id, "topic": entry.topic, "key": entry.key, "body": entry.body}
+
+
+def outbox_from_doc(doc: Mapping[str, Any]) -> list[OutboxEntry]:
+    return [OutboxEntry(e["id"], e["topic"], e["key"], bytes(e["body"])) for e in doc.get("outbox", [])]
+
+
+def _only_duplicates(error: BulkWriteError) -> bool:
+    return all(e.get("code") == DUPLICATE_KEY for e in error.details.get("writeErrors", []))
+
+
+# --- batches --------------------------------------------------------------------------------------------
+
+
+def batch_to_doc(batch: Batch) -> Document:
+    qr = batch.qr
+    return {
+        "operator_id": batch.operator_id,
+        "mode": batch.mode.value,
+        "device_ids": list(batch.device_ids),
+        "created_at": batch.created_at,
+        "fingerprint": batch.fingerprint,
+        "status": batch.status.value,
+        "product_id": batch.product_id,
+        "reset": batch.reset,
+        "gateway_id": batch.gateway_id,
+        "reason": batch.reason,
+        "idempotency_key": batch.idempotency_key,
+        "approved_by": batch.approved_by,
+        "cancelled_by": batch.cancelled_by,
+        "qr": None
+        if qr is None
+        else {
+            "token": qr.token,
+            "expires_at": qr.expires_at,
+            "capacity": qr.capacity,
+            "admitted": list(qr.admitted),
+        },
+        "finished_at": batch.finished_at,
+        "devices_added": batch.devices_added,
+        "version": batch.version,
+    }
+
+
+def batch_from_doc(doc: Mapping[str, Any]) -> Batch:
+    qr = doc.get("qr")
+    return Batch(
+        batch_id=doc["_id"],
+        operator_id=doc["operator_id"],
+        mode=UnbindMode(doc["mode"]),
+        device_ids=tuple(doc.get("device_ids", ())),
+        created_at=doc["created_at"],
+        fingerprint=doc["fingerprint"],
+        status=BatchStatus(doc["status"]),
+        product_id=doc.get("product_id"),
+        reset=bool(doc.get("reset", False)),
+        gateway_id=doc.get("gateway_id"),
+        reason=doc.get("reason"),
+        idempotency_key=doc.get("idempotency_key"),
+        approved_by=doc.get("approved_by"),
+        cancelled_by=doc.get("cancelled_by"),
+        qr=None
+        if not qr
+        else QrSession(qr["token"], qr["expires_at"], int(qr["capacity"]), tuple(qr.get("admitted", ()))),
+        finished_at=doc.get("finished_at"),
+        devices_added=bool(doc.get("devices_added", False)),
+        version=int(doc["version"]),
+    )
+
+
+class MongoBatchStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.batches: AsyncIOMotorCollection[Document] = db["batches"]
+
+    async def ensure_indexes(self) -> None:
+        await self.batches.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
+        await self.batches.create_index([("operator_id", ASCENDING), ("created_at", DESCENDING)])
+        await self.batches.create_index([("qr.token", ASCENDING)], sparse=True)
+
+    async def get(self, batch_id: str) -> Batch | None:
+        doc = await self.batches.find_one({"_id": batch_id}, {"outbox": 0})
+        return None if doc is None else batch_from_doc(doc)
+
+    async def add(self, batch: Batch, outbox: Sequence[OutboxEntry]) -> bool:
+        doc = {
+            "_id": batch.batch_id,
+            **batch_to_doc(batch),
+            "outbox": [outbox_entry_to_doc(e) for e in outbox],
+        }
+        try:
+            await self.batches.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def save(self, batch: Batch, outbox: Sequence[OutboxEntry]) -> bool:
+        update: Document = {"$set": batch_to_doc(batch)}
+        if outbox:
+            update["$push"] = {"outbox": {"$each": [outbox_entry_to_doc(e) for e in outbox]}}
+        result = await self.batches.update_one({"_id": batch.batch_id, "version": batch.version - 1}, update)
+        return result.matched_count == 1
+
+    async def running(self, limit: int) -> list[str]:
+        cursor = self.batches.find(
+            {"status": {"$in": [BatchStatus.RUNNING.value, BatchStatus.AWAITING_APPROVAL.value]}}, {"_id": 1}
+        ).sort("created_at", 1)
+        return [doc["_id"] async for doc in cursor.limit(limit)]
+
+    async def by_qr_token(self, token: str) -> Batch | None:
+        doc = await self.batches.find_one({"qr.token": token}, {"outbox": 0})
+        return None if doc is None else batch_from_doc(doc)
+
+    async def with_outbox(self, limit: int) -> list[tuple[str, list[OutboxEntry]]]:
+        cursor = self.batches.find({"outbox.0": {"$exists": True}}, {"outbox": 1}).limit(limit)
+        return [(doc["_id"], outbox_from_doc(doc)) async for doc in cursor]
+
+    async def clear_outbox(self, batch_id: str, entries: Sequence[OutboxEntry]) -> None:
+        await self.batches.update_one(
+            {"_id": batch_id}, {"$pullAll": {"outbox": [outbox_entry_to_doc(e) for e in entries]}}
+        )
+
+
+# --- device unbinds and their records -------------------------------------------------------------------
+
+
+def unbind_to_doc(u: DeviceUnbind) -> Document:
+    return {
+        "batch_id": u.batch_id,
+        "device_id": u.device_id,
+        "operator_id": u.operator_id,
+        "mode": u.mode.value,
+        "reset": u.reset,
+        "batch_product_id": u.batch_product_id,
+        "state": u.state.value,
+        "product_id": u.product_id,
+        "owner_uid": u.owner_uid,
+        "active_time": u.active_time,
+        "cause": None if u.cause is None else u.cause.value,
+        "tuya_error_code": u.tuya_error_code,
+        "detail": u.detail,
+        "quota_day": u.quota_day,
+        "units_held": u.units_held,
+        "reconciled": u.reconciled,
+        "calls": u.calls,
+        "called_at": u.called_at,
+        "finished_at": u.finished_at,
+        "version": u.version,
+    }
+
+
+def unbind_from_doc(doc: Mapping[str, Any]) -> DeviceUnbind:
+    return DeviceUnbind(
+        batch_id=doc["batch_id"],
+        device_id=doc["device_id"],
+        operator_id=doc["operator_id"],
+        mode=UnbindMode(doc["mode"]),
+        reset=bool(doc.get("reset", False)),
+        batch_product_id=doc.get("batch_product_id"),
+        state=UnbindState(doc["state"]),
+        product_id=doc.get("product_id"),
+        owner_uid=doc.get("owner_uid"),
+        active_time=doc.get("active_time"),
+        cause=None if doc.get("cause") is None else RefusalCause(doc["cause"]),
+        tuya_error_code=doc.get("tuya_error_code"),
+        detail=doc.get("detail"),
+        quota_day=doc.get("quota_day"),
+        units_held=bool(doc.get("units_held", False)),
+        reconciled=bool(doc.get("reconciled", False)),
+        calls=int(doc.get("calls", 0)),
+        called_at=doc.get("called_at"),
+        finished_at=doc.get("finished_at"),
+        version=int(doc["version"]),
+    )
+
+
+def record_of(u: DeviceUnbind) -> Document:
+    """The append-only record of a device's final result."""
+    if not u.state.final or u.finished_at is None:
+        raise ValueError(f"{u.id} has no result yet")
+    return {
+        "_id": u.id,
+        "batch_id": u.batch_id,
+        "device_id": u.device_id,
+        "operator_id": u.operator_id,
+        "product_id": u.product_id,
+        "mode": u.mode.value,
+        "result": u.state.value,
+        "cause": None if u.cause is None else u.cause.value,
+        "tuya_error_code": u.tuya_error_code,
+        "detail": u.detail,
+        "previous_owner_uid": u.owner_uid,
+        "reconciled": u.reconciled,
+        "at": u.finished_at,
+        "day": u.finished_at.date().isoformat(),  # UTC day of the result
+    }
+
+
+class MongoUnbindStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.unbinds: AsyncIOMotorCollection[Document] = db["device_unbinds"]
+        self.records: AsyncIOMotorCollection[Document] = db["unbind_records"]
+
+    async def ensure_indexes(self) -> None:
+        await self.unbinds.create_index([("batch_id", ASCENDING), ("state", ASCENDING)])
+        await self.unbinds.create_index([("units_held", ASCENDING), ("state", ASCENDING)])
+        # record pages: one field, newest first, (at, _id) as the cursor
+        for field in ("device_id", "operator_id", "product_id", "day"):
+            await self.records.create_index([(field, ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
+        await self.records.create_index([("batch_id", ASCENDING), ("device_id", ASCENDING)])
+
+    async def add_many(self, unbinds: Sequence[DeviceUnbind]) -> None:
+        docs = [{"_id": u.id, **unbind_to_doc(u), "outbox": []} for u in unbinds]
+        for start in range(0, len(docs), 500):
+            try:
+                await self.unbinds.insert_many(docs[start : start + 500], ordered=False)
+            except BulkWriteError as e:
+                if not _only_duplicates(e):
+                    raise
+
+    async def get(self, batch_id: str, device_id: str) -> DeviceUnbind | None:
+        doc = await self.unbinds.find_one({"_id": f"{batch_id}/{device_id}"}, {"outbox": 0})
+        return None if doc is None else unbind_from_doc(doc)
+
+    async def save(self, unbind: DeviceUnbind, outbox: Sequence[OutboxEntry]) -> bool:
+        update: Document = {"$set": unbind_to_doc(unbind)}
+        if outbox:
+            update["$push"] = {"outbox": {"$each": [outbox_entry_to_doc(e) for e in outbox]}}
+        result = await self.unbinds.update_one({"_id": unbind.id, "version": unbind.version - 1}, update)
+        return result.matched_count == 1
+
+    async def open(self, batch_id: str) -> list[DeviceUnbind]:
+        states = [s.value for s in UnbindState if not s.final]
+        cursor = self.unbinds.find({"batch_id": batch_id, "state": {"$in": states}}, {"outbox": 0})
+        return [unbind_from_doc(doc) async for doc in cursor]
+
+    async def refunds_due(self, limit: int) -> list[DeviceUnbind]:
+        cursor = self.unbinds.find({"units_held": True, "state": UnbindState.REFUSED.value}, {"outbox": 0})
+        return [unbind_from_doc(doc) async for doc in cursor.limit(limit)]
+
+    async def tally(self, batch_id: str) -> tuple[int, Tally]:
+        still_open, unbound = 0, 0
+        refused: dict[RefusalCause, int] = {}
+        cursor = self.unbinds.find({"batch_id": batch_id}, {"state": 1, "cause": 1})
+        async for doc in cursor:
+            state = UnbindState(doc["state"])
+            if state is UnbindState.UNBOUND:
+                unbound += 1
+            elif state is UnbindState.REFUSED:
+                cause = RefusalCause(doc["cause"])
+                refused[cause] = refused.get(cause, 0) + 1
+            else:
+                still_open += 1
+        return still_open, Tally(unbound, refused)
+
+    async def with_outbox(self, limit: int) -> list[tuple[DeviceUnbind, list[OutboxEntry]]]:
+        cursor = self.unbinds.find({"outbox.0": {"$exists": True}}).limit(limit)
+        return [(unbind_from_doc(doc), outbox_from_doc(doc)) async for doc in cursor]
+
+    async def clear_outbox(self, unbind_id: str, entries: Sequence[OutboxEntry]) -> None:
+        await self.unbinds.update_one(
+            {"_id": unbind_id}, {"$pullAll": {"outbox": [outbox_entry_to_doc(e) for e in entries]}}
+        )
+
+    async def add_records(self, unbinds: Sequence[DeviceUnbind]) -> None:
+        """Insert the records of final results (a record already there is kept as it is: append-only)."""
+        docs = [record_of(u) for u in unbinds if u.state.final]
+        if not docs:
+            return
+        try:
+            await self.records.insert_many(docs, ordered=False)
+        except BulkWriteError as e:
+            if not _only_duplicates(e):
+                raise
+
+    async def find_records(
+        self,
+        *,
+        device_id: str | None = None,
+        operator_id: str | None = None,
+        product_id: str | None = None,
+        day: str | None = None,
+        before: tuple[datetime, str] | None = None,
+        limit: int = 100,
+    ) -> list[Document]:
+        """Records newest first, filtered by one indexed field (device, operator, product or day) and
+        optionally narrowed by the others; `before`: (`at`, `_id`) of the previous page's last record."""
+        filter_: Document = {
+            k: v
+            for k, v in (
+                ("device_id", device_id),
+                ("operator_id", operator_id),
+                ("product_id", product_id),
+                ("day", day),
+            )
+            if v is not None
+        }
+        if not filter_:
+            raise ValueError("name a device, operator, product or day")
+        if before is not None:
+            at, record_id = before
+            filter_["$or"] = [{"at": {"$lt": at}}, {"at": at, "_id": {"$lt": record_id}}]
+        cursor = self.records.find(filter_).sort([("at", DESCENDING), ("_id", DESCENDING)]).limit(limit)
+        return [doc async for doc in cursor]
+
+
+# --- quotas ---------------------------------------------------------------------------------------------
+
+
+class MongoQuotaCounters:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.counters: AsyncIOMotorCollection[Document] = db["quota_counters"]
+
+    async def ensure_indexes(self) -> None:
+        await self.counters.create_index([("scope", ASCENDING), ("subject", ASCENDING), ("day", DESCENDING)])
+
+    async def _take(self, key: CounterKey, limit: int, unit: str) -> bool:
+        for _ in range(_CREATE_TRIES):
+            result = await self.counters.update_one(
+                {"_id": key.id, "used": {"$lt": limit}, "units": {"$ne": unit}},
+                {"$inc": {"used": 1}, "$push": {"units": unit}},
+            )
+            if result.modified_count == 1:
+                return True
+            doc = await self.counters.find_one({"_id": key.id}, {"used": 1})
+            if doc is not None:
+                if await self.counters.count_documents({"_id": key.id, "units": unit}, limit=1):
+                    return True  # already held: taken by an earlier attempt
+                if int(doc["used"]) >= limit:
+                    return False
+                continue  # a refund freed a unit meanwhile: try again
+            if limit <= 0:
+                return False
+            try:
+                await self.counters.insert_one(
+                    {
+                        "_id": key.id,
+                        "scope": key.scope.value,
+                        "subject": key.subject,
+                        "day": key.day,
+                        "used": 1,
+                        "units": [unit],
+                    }
+                )
+            except DuplicateKeyError:
+                continue  # created concurrently: the conditional update decides
+            return True
+        raise RuntimeError(f"quota counter {key.id} kept changing")
+
+    async def _give_back(self, key: CounterKey, unit: str) -> None:
+        await self.counters.update_one(
+            {"_id": key.id, "units": unit}, {"$inc": {"used": -1}, "$pullAll": {"units": [unit]}}
+        )
+
+    async def reserve(self, keys: Sequence[tuple[CounterKey, int]], unit: str) -> Reservation:
+        taken: list[CounterKey] = []
+        for key, limit in keys:
+            if not await self._take(key, limit, unit):
+                for done in reversed(taken):  # compensation: the earlier counters give the unit back
+                    await self._give_back(done, unit)
+                return (
+                    Reservation.ACCOUNT_EXHAUSTED
+                    if key.scope is QuotaScope.ACCOUNT
+                    else Reservation.PRODUCT_EXHAUSTED
+                )
+            taken.append(key)
+        return Reservation.RESERVED
+
+    async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
+        for key in keys:
+            await self._give_back(key, unit)
+
+    async def used(self, key: CounterKey) -> int:
+        doc = await self.counters.find_one({"_id": key.id}, {"used": 1})
+        return 0 if doc is None else int(doc["used"])
+
+    async def holds(self, key: CounterKey, unit: str) -> bool:
+        return bool(await self.counters.count_documents({"_id": key.id, "units": unit}, limit=1))
+
+
+def _seq_id(prefix: str, seq: int) -> str:
+    return f"{prefix}|{seq:010d}"
+
+
+class MongoQuotaLimits:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.limits: AsyncIOMotorCollection[Document] = db["quota_limits"]
+
+    async def ensure_indexes(self) -> None:
+        await self.limits.create_index([("scope", ASCENDING), ("subject", ASCENDING), ("seq", ASCENDING)])
+
+    async def history(self, scope: QuotaScope, subject: str) -> list[LimitOverride]:
+        cursor = self.limits.find({"scope": scope.value, "subject": subject}).sort("seq", 1)
+        return [
+            LimitOverride(
+                QuotaScope(d["scope"]),
+                d["subject"],
+                int(d["seq"]),
+                int(d["limit"]),
+                d["reason"],
+                d["actor"],
+                d["at"],
+            )
+            async for d in cursor
+        ]
+
+    async def append(self, override: LimitOverride) -> bool:
+        try:
+            await self.limits.insert_one(
+                {
+                    "_id": _seq_id(f"{override.scope}|{override.subject}", override.seq),
+                    "scope": override.scope.value,
+                    "subject": override.subject,
+                    "seq": override.seq,
+                    "limit": override.limit,
+                    "reason": override.reason,
+                    "actor": override.actor,
+                    "at": override.at,
+                }
+            )
+        except DuplicateKeyError:
+            return False
+        return True
+
+
+def record_to_doc(r: authz.AuthorizationRecord) -> Document:
+    return {
+        "_id": _seq_id(r.product_id, r.seq),
+        "product_id": r.product_id,
+        "seq": r.seq,
+        "kind": r.kind.value,
+        "actor": r.actor,
+        "at": r.at,
+        "account": r.account,
+        "grant_kind": None if r.grant_kind is None else r.grant_kind.value,
+        "role": None if r.role is None else r.role.value,
+        "permissions": list(r.permissions),
+        "original_owner": r.original_owner,
+        "reason": r.reason,
+    }
+
+
+def record_from_doc(d: Mapping[str, Any]) -> authz.AuthorizationRecord:
+    return authz.AuthorizationRecord(
+        product_id=d["product_id"],
+        seq=int(d["seq"]),
+        kind=authz.RecordKind(d["kind"]),
+        actor=d["actor"],
+        at=d["at"],
+        account=d["account"],
+        grant_kind=None if d.get("grant_kind") is None else authz.GrantKind(d["grant_kind"]),
+        role=None if d.get("role") is None else authz.SpaceRole(d["role"]),
+        permissions=tuple(d.get("permissions", ())),
+        original_owner=d.get("original_owner"),
+        reason=d.get("reason"),
+    )
+
+
+class MongoAuthorizationStore:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.records_: AsyncIOMotorCollection[Document] = db["authorization_records"]
+
+    async def ensure_indexes(self) -> None:
+        await self.records_.create_index([("product_id", ASCENDING), ("seq", ASCENDING)])
+        await self.records_.create_index([("account", ASCENDING), ("at", DESCENDING)])
+
+    async def records(self, product_id: str) -> list[authz.AuthorizationRecord]:
+        cursor = self.records_.find({"product_id": product_id}).sort("seq", 1)
+        return [record_from_doc(d) async for d in cursor]
+
+    async def product(self, product_id: str) -> authz.ProductAuthorization:
+        return authz.fold(product_id, await self.records(product_id))
+
+    async def append(self, record: authz.AuthorizationRecord) -> bool:
+        try:
+            await self.records_.insert_one(record_to_doc(record))
+        except DuplicateKeyError:
+            return False
+        return True
+
+    async def of_account(self, account: str, limit: int = 100) -> list[authz.AuthorizationRecord]:
+        cursor = self.records_.find({"account": account}).sort("at", -1).limit(limit)
+        return [record_from_doc(d) async for d in cursor]

@@ -1,0 +1,85 @@
+"""Tuya OpenAPI use of the unbinding service, through the shared client (`fleet_shared.tuya.openapi`).
+
+Maps the client's typed errors onto the two the handlers reason about: `TuyaRefused` (Tuya answered with an
+error code) and `TuyaUnreachable` (no usable answer: whether a call ran is unknown). The removal is not
+idempotent, so the client never retries it; the device state machine reconciles instead.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from pydantic import SecretStr
+
+from fleet_shared.tuya.errors import (
+    TuyaApiError,
+    TuyaDeviceNotFoundError,
+    TuyaResponseError,
+    TuyaTransportError,
+)
+from fleet_shared.tuya.models import PairingType
+from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_unbinding.domain.unbind import DeviceFacts
+from fleet_unbinding.ports import Clock, QrToken, TuyaRefused, TuyaUnreachable
+
+
+class TuyaDevices:
+    def __init__(self, client: TuyaOpenApiClient, *, legacy_removal: bool = False) -> None:
+        self.client = client
+        self.legacy_removal = legacy_removal
+
+    async def lookup(self, device_id: str) -> DeviceFacts | None:
+        try:
+            d = await self.client.get_device(device_id)
+        except TuyaDeviceNotFoundError:
+            return None
+        except TuyaApiError as e:
+            raise TuyaRefused(None if e.code is None else str(e.code)) from None
+        except (TuyaTransportError, TuyaResponseError) as e:
+            raise TuyaUnreachable(type(e).__name__) from None
+        return DeviceFacts(d.id, d.product_id, d.uid or None, d.active_time, d.online)
+
+    async def remove(self, device_id: str, *, reset: bool) -> None:
+        try:
+            if reset:
+                done = await self.client.factory_reset_device(device_id, legacy=self.legacy_removal)
+            else:
+                done = await self.client.remove_device(device_id, legacy=self.legacy_removal)
+        except TuyaApiError as e:
+            raise TuyaRefused(None if e.code is None else str(e.code)) from None
+        except (TuyaTransportError, TuyaResponseError) as e:
+            raise TuyaUnreachable(type(e).__name__) from None
+        if not done:
+            # success without `result: true`: not a confirmation, so the state machine reconciles
+            raise TuyaUnreachable("removal answered without result true")
+
+
+class TuyaPairingTokens:
+    """Pairing tokens for QR unbinding sessions, and the devices that failed to pair with one."""
+
+    def __init__(self, client: TuyaOpenApiClient, clock: Clock) -> None:
+        self.client = client
+        self.clock = clock
+
+    async def issue(self, *, uid: str, home_id: str | None, time_zone_id: str) -> QrToken:
+        try:
+            t = await self.client.create_pairing_token(
+                uid=uid, time_zone_id=time_zone_id, pairing_type=PairingType.EZ, home_id=home_id
+            )
+        except TuyaApiError as e:
+            raise TuyaRefused(None if e.code is None else str(e.code)) from None
+        except (TuyaTransportError, TuyaResponseError) as e:
+            raise TuyaUnreachable(type(e).__name__) from None
+        expires: datetime | None = None
+        if t.expire_time is not None:
+            expires = self.clock() + timedelta(seconds=t.expire_time)
+        return QrToken(t.token, SecretStr(t.assembled_token()), expires)
+
+    async def failed_devices(self, token: str) -> list[tuple[str, str | None]]:
+        try:
+            result = await self.client.get_pairing_result(token)
+        except TuyaApiError as e:
+            raise TuyaRefused(None if e.code is None else str(e.code)) from None
+        except (TuyaTransportError, TuyaResponseError) as e:
+            raise TuyaUnreachable(type(e).__name__) from None
+        return [(f.device_id, f.code) for f in result.failed if f.device_id]

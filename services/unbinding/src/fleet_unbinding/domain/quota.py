@@ -1,0 +1,135 @@
+"""Daily unbinding quotas: per operator account and per product.
+
+Rules (Tuya's guide, "Things to note"; the issue):
+- Each operator account unbinds at most `limit` devices per day, and each product at most `limit` per day;
+  both default to 100.
+- A day is a UTC calendar day unless configured with an offset (e.g. +480 min counts China days).
+- An administrator sets a different limit for one account or one product, with a reason (the ticket); each
+  change is an append-only record; the latest one counts. Lowering a limit below what is used stops further
+  unbinds that day, it never takes back units.
+- A device's unbind takes one unit in both counters; the unit is named after the batch and the device, so
+  reserving it twice takes one unit, and a refund gives back exactly the units that were taken.
+- Never exceeded: the store reserves with one conditional update per counter (`used < limit`); when the
+  second counter refuses, the first unit is given back (compensation).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+
+DEFAULT_DAILY_LIMIT = 100
+MAX_DAILY_LIMIT = 1_000_000
+
+
+class QuotaScope(StrEnum):
+    ACCOUNT = "account"
+    PRODUCT = "product"
+
+
+class QuotaError(ValueError):
+    """A quota change that breaks a rule; nothing is recorded."""
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaDay:
+    """How days are counted: UTC days shifted by `utc_offset` (0: plain UTC days)."""
+
+    utc_offset: timedelta = timedelta(0)
+
+    def of(self, now: datetime) -> date:
+        if now.tzinfo is None:
+            raise ValueError("quota days need an aware datetime")
+        return (now.astimezone(UTC) + self.utc_offset).date()
+
+    def key(self, now: datetime) -> str:
+        return self.of(now).isoformat()
+
+    def resets_at(self, now: datetime) -> datetime:
+        """When the day that contains `now` ends (the counters start again from zero)."""
+        next_day = self.of(now) + timedelta(days=1)
+        return datetime(next_day.year, next_day.month, next_day.day, tzinfo=UTC) - self.utc_offset
+
+
+@dataclass(frozen=True, slots=True)
+class CounterKey:
+    scope: QuotaScope
+    subject: str  # the account or the PID
+    day: str  # ISO date
+
+    @property
+    def id(self) -> str:
+        return f"{self.scope}|{self.day}|{self.subject}"
+
+
+def unit_id(batch_id: str, device_id: str) -> str:
+    """The name of one device's unit in a counter: reserving or refunding it twice counts once."""
+    return f"{batch_id}/{device_id}"
+
+
+def counter_keys(account: str, product_id: str, day: str) -> tuple[CounterKey, CounterKey]:
+    """The counters a device's unbind takes a unit from, in the order they are reserved."""
+    return CounterKey(QuotaScope.ACCOUNT, account, day), CounterKey(QuotaScope.PRODUCT, product_id, day)
+
+
+@dataclass(frozen=True, slots=True)
+class LimitOverride:
+    """An administrator's limit for one account or product (append-only; the highest `seq` counts)."""
+
+    scope: QuotaScope
+    subject: str
+    seq: int
+    limit: int
+    reason: str
+    actor: str
+    at: datetime
+
+
+def override(
+    current: Iterable[LimitOverride],
+    *,
+    scope: QuotaScope,
+    subject: str,
+    limit: int,
+    reason: str,
+    actor: str,
+    at: datetime,
+) -> LimitOverride:
+    """The record of a new limit, following the subject's history `current`."""
+    if not 0 <= limit <= MAX_DAILY_LIMIT:
+        raise QuotaError(f"limit must be between 0 and {MAX_DAILY_LIMIT}")
+    if not reason.strip():
+        raise QuotaError("a limit change needs a reason (the ticket)")
+    last = max((o.seq for o in current if o.scope is scope and o.subject == subject), default=0)
+    return LimitOverride(scope, subject, last + 1, limit, reason.strip(), actor, at)
+
+
+def limit_of(history: Iterable[LimitOverride], default: int = DEFAULT_DAILY_LIMIT) -> int:
+    latest = max(history, key=lambda o: o.seq, default=None)
+    return default if latest is None else latest.limit
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Used and remaining units of one counter now (GET /quotas)."""
+
+    scope: QuotaScope
+    subject: str
+    day: str
+    limit: int
+    used: int
+    resets_at: datetime
+
+    @property
+    def remaining(self) -> int:
+        return max(0, self.limit - self.used)
+
+
+class Reservation(StrEnum):
+    """What reserving one device's units in both counters came to."""
+
+    RESERVED = "reserved"
+    ACCOUNT_EXHAUSTED = "account_exhausted"
+    PRODUCT_EXHAUSTED = "product_exhausted"

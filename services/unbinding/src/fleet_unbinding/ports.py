@@ -1,0 +1,132 @@
+"""The ports of the unbinding service: what the handlers need from storage, Tuya, the bus and the clock.
+
+Adapters (Mongo, the Tuya OpenAPI client, Pulsar) implement them; unit tests use in-memory fakes.
+Every write that changes a batch or a device carries the events it causes (`OutboxEntry`) in the same
+single-document write; `save` methods are conditional on the version read and return False on a lost race.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from pydantic import SecretStr
+
+from fleet_unbinding.domain.authorization import AuthorizationRecord, ProductAuthorization
+from fleet_unbinding.domain.batch import Batch, Tally
+from fleet_unbinding.domain.quota import CounterKey, LimitOverride, QuotaScope, Reservation
+from fleet_unbinding.domain.unbind import DeviceFacts, DeviceUnbind
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """An event waiting to be relayed: deterministic id, topic, key and the exact body to publish."""
+
+    id: str
+    topic: str
+    key: str
+    body: bytes
+
+
+class Clock(Protocol):
+    def __call__(self) -> datetime: ...
+
+
+class TuyaRefused(Exception):
+    """Tuya answered the call with an error code (definitive or not: the domain decides)."""
+
+    def __init__(self, code: str | None) -> None:
+        super().__init__(f"Tuya error {code}")
+        self.code = code
+
+
+class TuyaUnreachable(Exception):
+    """No usable answer (network, 5xx, malformed): whether the call ran is unknown."""
+
+
+class Devices(Protocol):
+    """Tuya's view of devices (OpenAPI)."""
+
+    async def lookup(self, device_id: str) -> DeviceFacts | None:
+        """The device now; None when Tuya does not know it (2010). Raises TuyaRefused / TuyaUnreachable."""
+
+    async def remove(self, device_id: str, *, reset: bool) -> None:
+        """Unbind (and factory-reset when `reset`). Raises TuyaRefused / TuyaUnreachable."""
+
+
+@dataclass(frozen=True, slots=True)
+class QrToken:
+    token: str  # the bare token: matches scans, safe to store
+    assembled: SecretStr  # region + token + secret: goes into the QR payload once, never stored or logged
+    expires_at: datetime | None
+
+
+class PairingTokens(Protocol):
+    """Tuya pairing tokens for QR sessions, and the devices that failed to pair with one."""
+
+    async def issue(self, *, uid: str, home_id: str | None, time_zone_id: str) -> QrToken: ...
+
+    async def failed_devices(self, token: str) -> list[tuple[str, str | None]]:
+        """(device id, Tuya error code) of every device that failed to pair with the token."""
+
+
+class AuthorizationStore(Protocol):
+    async def product(self, product_id: str) -> ProductAuthorization:
+        """The product's current authorizations (unregistered: `registered` False)."""
+
+    async def append(self, record: AuthorizationRecord) -> bool:
+        """Append the record; False when its `seq` is taken (someone appended first: fold again)."""
+
+    async def records(self, product_id: str) -> list[AuthorizationRecord]: ...
+
+
+class QuotaLimits(Protocol):
+    async def history(self, scope: QuotaScope, subject: str) -> list[LimitOverride]: ...
+
+    async def append(self, override: LimitOverride) -> bool:
+        """Append the override; False when its `seq` is taken."""
+
+
+class QuotaCounters(Protocol):
+    async def reserve(self, keys: Sequence[tuple[CounterKey, int]], unit: str) -> Reservation:
+        """Take `unit` in every counter (key, limit) in order, each one atomic and conditional on
+        `used < limit`; when one refuses, give back the units taken before it. Idempotent per unit."""
+
+    async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
+        """Give back `unit` in each counter where it is held (idempotent)."""
+
+    async def used(self, key: CounterKey) -> int: ...
+
+
+class BatchStore(Protocol):
+    async def get(self, batch_id: str) -> Batch | None: ...
+
+    async def add(self, batch: Batch, outbox: Sequence[OutboxEntry]) -> bool:
+        """Insert a new batch; False when the id exists."""
+
+    async def save(self, batch: Batch, outbox: Sequence[OutboxEntry]) -> bool:
+        """Write `batch` (its `version` already bumped) if the stored version is `batch.version - 1`."""
+
+    async def running(self, limit: int) -> list[str]:
+        """Ids of batches not finished (recovery after a restart)."""
+
+
+class UnbindStore(Protocol):
+    async def add_many(self, unbinds: Sequence[DeviceUnbind]) -> None:
+        """Insert the devices of a batch; those already there are left as they are."""
+
+    async def get(self, batch_id: str, device_id: str) -> DeviceUnbind | None: ...
+
+    async def save(self, unbind: DeviceUnbind, outbox: Sequence[OutboxEntry]) -> bool:
+        """Write `unbind` (its `version` already bumped) if the stored version is `unbind.version - 1`."""
+
+    async def open(self, batch_id: str) -> list[DeviceUnbind]:
+        """Devices of the batch without a result yet."""
+
+    async def refunds_due(self, limit: int) -> list[DeviceUnbind]:
+        """Refused devices whose reserved units were not given back yet."""
+
+    async def tally(self, batch_id: str) -> tuple[int, Tally]:
+        """(devices still open, results so far) of a batch."""

@@ -1,0 +1,534 @@
+"""unbinding's handlers: plain async functions taking a command and the ports.
+
+Every step is one conditional single-document write carrying its events; a lost race reloads and goes on
+from what the store holds, so running a handler twice (redelivery, a second replica, recovery after a
+crash) never does anything twice. Tuya is called only after the intent is durable (see `domain.unbind`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
+
+import orjson
+from pydantic import SecretStr
+
+from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindMode
+from fleet_unbinding.domain import batch as batches
+from fleet_unbinding.domain import quota, unbind
+from fleet_unbinding.domain.authorization import AuthorizationRecord, ProductAuthorization
+from fleet_unbinding.domain.batch import Batch, BatchError, BatchStatus, Prediction
+from fleet_unbinding.domain.qr import (
+    ALREADY_BOUND_CODES,
+    Admission,
+    QrSession,
+    is_unbind_request,
+    open_session,
+)
+from fleet_unbinding.domain.quota import QuotaDay, QuotaScope, Usage
+from fleet_unbinding.domain.unbind import DeviceFacts, DeviceUnbind, Step, UnbindState
+from fleet_unbinding.ports import (
+    AuthorizationStore,
+    BatchStore,
+    Clock,
+    Devices,
+    PairingTokens,
+    QrToken,
+    QuotaCounters,
+    QuotaLimits,
+    TuyaRefused,
+    TuyaUnreachable,
+    UnbindStore,
+)
+from fleet_unbinding.service_layer.events import EventFactory
+
+log = logging.getLogger(__name__)
+
+_RACE_TRIES = 8
+
+
+class NotFound(LookupError):
+    pass
+
+
+class Conflict(RuntimeError):
+    """A write kept losing races; the caller may retry later."""
+
+
+@dataclass
+class Ports:
+    batches: BatchStore
+    unbinds: UnbindStore
+    counters: QuotaCounters
+    limits: QuotaLimits
+    authorizations: AuthorizationStore
+    devices: Devices
+    events: EventFactory
+    clock: Clock
+    quota_day: QuotaDay = field(default_factory=QuotaDay)
+    default_limits: Mapping[QuotaScope, int] = field(
+        default_factory=lambda: dict.fromkeys(QuotaScope, quota.DEFAULT_DAILY_LIMIT)
+    )
+    approval_threshold: int = 100
+    device_concurrency: int = 8
+    max_calls: int = 3
+    # longer than any one removal call: only then may another worker reconcile an intent it did not record
+    call_lease: timedelta = timedelta(seconds=30)
+    retry_pause_s: float = 0.5
+    already_bound_codes: frozenset[str] = ALREADY_BOUND_CODES
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+
+
+# --- batches ------------------------------------------------------------------------------------------
+
+
+async def request_batch(
+    p: Ports,
+    request: RequestUnbindBatch,
+    *,
+    idempotency_key: str | None = None,
+    qr: QrSession | None = None,
+) -> tuple[Batch, bool]:
+    """Accept a batch: (the batch, True) when created, (the existing batch, False) for a repeated key."""
+    if idempotency_key is not None:
+        request = request.model_copy(
+            update={"batch_id": batches.batch_id_for(request.operator_id, idempotency_key)}
+        )
+    existing = await p.batches.get(request.batch_id)
+    if existing is not None:
+        return _repeat(existing, request), False
+    now = p.clock()
+    batch, events = batches.create(
+        request, now, approval_threshold=p.approval_threshold, qr=qr, idempotency_key=idempotency_key
+    )
+    if not await p.batches.add(batch, p.events.outbox(events, now)):
+        stored = await p.batches.get(request.batch_id)
+        if stored is None:
+            raise Conflict(f"batch {request.batch_id} neither inserted nor found")
+        return _repeat(stored, request), False
+    return await _add_devices(p, batch), True
+
+
+async def _add_devices(p: Ports, batch: Batch) -> Batch:
+    """Create the device documents of a list/wired batch (idempotent: a crash half-way is completed by the
+    next run), then mark the batch so later runs skip it."""
+    if batch.devices_added:
+        return batch
+    await p.unbinds.add_many(
+        [
+            unbind.new(
+                batch.batch_id,
+                d,
+                batch.operator_id,
+                batch.mode,
+                reset=batch.reset,
+                batch_product_id=batch.product_id,
+            )
+            for d in batch.device_ids
+        ]
+    )
+    return await _update_batch(
+        p, batch.batch_id, lambda b: b if b.devices_added else replace(b, devices_added=True)
+    )
+
+
+def _repeat(existing: Batch, request: RequestUnbindBatch) -> Batch:
+    if not batches.same_request(existing, request):
+        raise BatchError("this idempotency key (batch id) was used for a different request")
+    return existing
+
+
+async def _update_batch(p: Ports, batch_id: str, change: Callable[[Batch], Batch]) -> Batch:
+    for _ in range(_RACE_TRIES):
+        stored = await p.batches.get(batch_id)
+        if stored is None:
+            raise NotFound(f"no batch {batch_id}")
+        changed = change(stored)
+        if changed is stored:
+            return stored
+        changed = replace(changed, version=stored.version + 1)
+        if await p.batches.save(changed, []):
+            return changed
+    raise Conflict(f"batch {batch_id} kept changing")
+
+
+async def approve_batch(p: Ports, batch_id: str, approver: str) -> Batch:
+    return await _update_batch(p, batch_id, lambda b: batches.approve(b, approver))
+
+
+async def cancel_batch(p: Ports, batch_id: str, by: str) -> Batch:
+    """Stop a batch: every device not yet done is refused `cancelled`; in-flight calls finish."""
+    batch = await _update_batch(p, batch_id, lambda b: batches.cancel(b, by))
+    batch = await _add_devices(p, batch)
+    for u in await p.unbinds.open(batch_id):
+        await _cancel_device(p, u)
+    await try_finish(p, batch_id)
+    return batch
+
+
+async def _cancel_device(p: Ports, u: DeviceUnbind) -> None:
+    for _ in range(_RACE_TRIES):
+        step = unbind.cancel(u, p.clock())
+        if step is None:
+            return
+        saved = await _save(p, u, step)
+        if saved is not None:
+            await _refund_if_held(p, saved)
+            return
+        fresh = await p.unbinds.get(u.batch_id, u.device_id)
+        if fresh is None:
+            return
+        u = fresh
+
+
+async def run_batch(p: Ports, batch_id: str) -> Batch | None:
+    """Work every open device of a running batch to its result, then finish the batch if it may."""
+    batch = await p.batches.get(batch_id)
+    if batch is None or batch.status is BatchStatus.FINISHED:
+        return batch
+    batch = await _add_devices(p, batch)
+    if batch.status is not BatchStatus.RUNNING:
+        return batch
+    if batch.cancel_requested:
+        await cancel_batch(p, batch_id, batch.cancelled_by or batch.operator_id)
+        return await p.batches.get(batch_id)
+    gate = asyncio.Semaphore(p.device_concurrency)
+
+    async def one(u: DeviceUnbind) -> None:
+        async with gate:
+            await advance(p, u)
+
+    await asyncio.gather(*(one(u) for u in await p.unbinds.open(batch_id)))
+    return await try_finish(p, batch_id)
+
+
+async def try_finish(p: Ports, batch_id: str) -> Batch | None:
+    for _ in range(_RACE_TRIES):
+        batch = await p.batches.get(batch_id)
+        now = p.clock()
+        if batch is None or not batch.may_finish(now):
+            return batch
+        still_open, tally = await p.unbinds.tally(batch_id)
+        if still_open:
+            return batch
+        done, events = batches.finish(batch, tally, now)
+        done = replace(done, version=batch.version + 1)
+        if await p.batches.save(done, p.events.outbox(events, now)):
+            return done
+    raise Conflict(f"batch {batch_id} kept changing")
+
+
+# --- QR sessions --------------------------------------------------------------------------------------
+
+
+def qr_payload(ssid: str, password: SecretStr, token: QrToken) -> SecretStr:
+    """The QR content `{"s", "p", "t"}` (Wi-Fi and the assembled token): returned once, never stored."""
+    body = {"s": ssid, "p": password.get_secret_value(), "t": token.assembled.get_secret_value()}
+    return SecretStr(orjson.dumps(body).decode())
+
+
+async def open_qr_batch(
+    p: Ports,
+    tokens: PairingTokens,
+    request: RequestUnbindBatch,
+    *,
+    uid: str,
+    home_id: str | None,
+    ssid: str,
+    password: SecretStr,
+    validity: timedelta,
+    time_zone_id: str = "Etc/UTC",
+    idempotency_key: str | None = None,
+) -> tuple[Batch, SecretStr | None]:
+    """Open a QR batch: a pairing token for the operator's app account, the session around it, and the
+    payload to show (None when an idempotency key names an existing batch: the payload is never kept)."""
+    if request.mode is not UnbindMode.QR:
+        raise BatchError("a QR batch needs mode qr")
+    if idempotency_key is not None:
+        existing = await p.batches.get(batches.batch_id_for(request.operator_id, idempotency_key))
+        if existing is not None:
+            return _repeat(existing, request.model_copy(update={"batch_id": existing.batch_id})), None
+    token = await tokens.issue(uid=uid, home_id=home_id, time_zone_id=time_zone_id)
+    session = open_session(token.token, now=p.clock(), validity=validity, token_expires_at=token.expires_at)
+    batch, created = await request_batch(p, request, idempotency_key=idempotency_key, qr=session)
+    return batch, qr_payload(ssid, password, token) if created else None
+
+
+async def poll_qr(p: Ports, tokens: PairingTokens, batch_id: str) -> int:
+    """Ask Tuya which devices failed to pair with the batch's token and handle each scan; then finish the
+    batch once its session expired and every device has a result. Returns the scans handled."""
+    batch = await p.batches.get(batch_id)
+    if batch is None or batch.qr is None or batch.status is BatchStatus.FINISHED:
+        return 0
+    handled = 0
+    for device_id, code in await tokens.failed_devices(batch.qr.token):
+        if await qr_scan(p, batch_id, device_id, code) is not None:
+            handled += 1
+    await try_finish(p, batch_id)
+    return handled
+
+
+async def qr_scan(
+    p: Ports, batch_id: str, device_id: str, pairing_error_code: str | None
+) -> DeviceUnbind | None:
+    """A device failed to pair with the batch's QR token: when it is "already bound" (113), admit it (or
+    refuse it for an expired or full QR) and unbind it. Returns the device's state, None when not ours."""
+    if not is_unbind_request(pairing_error_code, p.already_bound_codes):
+        return None
+    decision = Admission.EXPIRED
+    for _ in range(_RACE_TRIES):
+        batch = await p.batches.get(batch_id)
+        if batch is None:
+            raise NotFound(f"no batch {batch_id}")
+        admitted, decision = batches.admit(batch, device_id, p.clock())
+        if admitted is batch or await p.batches.save(replace(admitted, version=batch.version + 1), []):
+            break
+    else:
+        raise Conflict(f"batch {batch_id} kept changing")
+    u = await p.unbinds.get(batch_id, device_id)
+    if u is None:  # first scan (or a crash right after admitting it): the device's document
+        # a QR device is unbound and reset: it is left ready to pair again
+        device = unbind.new(
+            batch_id, device_id, batch.operator_id, batch.mode, reset=True, batch_product_id=batch.product_id
+        )
+        await p.unbinds.add_many([device])
+        u = await p.unbinds.get(batch_id, device_id)
+        if u is None:
+            raise Conflict(f"device {device_id} of batch {batch_id} vanished")
+    cause = decision.refusal
+    if cause is not None:
+        if not u.state.final:
+            u = await _save(p, u, unbind.refuse(u, cause, p.clock())) or u
+        return u
+    if batch.status is BatchStatus.RUNNING:
+        u = await advance(p, u)
+    return u
+
+
+# --- one device ---------------------------------------------------------------------------------------
+
+
+async def advance(p: Ports, u: DeviceUnbind) -> DeviceUnbind:
+    """Take one device from wherever it stands to its result (or leave it for a later run: Tuya
+    unreachable, or another worker's call in flight)."""
+    last_code: str | None = None
+    phase = "none"  # "intent": we hold the current intent; "called": our call under it has ended
+    while not u.state.final:
+        try:
+            match u.state:
+                case UnbindState.PENDING:
+                    moved = await _check_and_reserve(p, u)
+                case UnbindState.RESERVED:
+                    moved = await _write(p, u, unbind.intend(u, p.clock()))
+                    phase = "intent" if moved is not None else "none"
+                case UnbindState.CALLING if phase == "intent":
+                    moved, last_code = await _call(p, u)
+                    phase = "called"
+                case UnbindState.CALLING if phase == "called" or unbind.may_reconcile(
+                    u, p.clock(), p.call_lease
+                ):
+                    moved, again = await _reconcile(p, u, last_code)
+                    phase = "intent" if again else "none"
+                case UnbindState.CALLING:
+                    return u  # another worker's call may be in flight: its lease decides
+                case _:
+                    raise AssertionError(u.state)
+        except TuyaUnreachable:
+            log.warning("Tuya unreachable for %s; it stays %s for a later run", u.id, u.state)
+            return u
+        if moved is None:  # lost a race (a cancel, another worker): go on from what the store holds
+            fresh = await p.unbinds.get(u.batch_id, u.device_id)
+            if fresh is None:
+                raise Conflict(f"{u.id} vanished")
+            u, phase = fresh, "none"
+            if u.state is UnbindState.REFUSED and u.quota_day is not None:
+                # the winner may have refunded before our reservation landed: refund again (idempotent)
+                return await _refund_if_held(p, u, force=True)
+        else:
+            u = moved
+    if u.units_held:
+        u = await _refund_if_held(p, u)
+    return u
+
+
+async def _check_and_reserve(p: Ports, u: DeviceUnbind) -> DeviceUnbind | None:
+    now = p.clock()
+    try:
+        facts = await p.devices.lookup(u.device_id)
+    except TuyaRefused as e:
+        return await _save(
+            p, u, unbind.refuse(u, RefusalCause.TUYA_ERROR, now, tuya_error_code=e.code or "?")
+        )
+    auth = await _authorization(p, facts)
+    refusal = unbind.assess(u, facts, auth, now)
+    if refusal is not None:
+        return await _save(p, u, refusal)
+    assert facts is not None
+    assert facts.product_id is not None
+    if u.quota_day is None:
+        marked = await _write(p, u, unbind.reserving(u, facts, p.quota_day.key(now)))
+        if marked is None:
+            return None
+        u = marked
+    assert u.quota_day is not None
+    outcome = await p.counters.reserve(
+        await _limits(p, u, u.quota_day), quota.unit_id(u.batch_id, u.device_id)
+    )
+    return await _save(p, u, unbind.reserved(u, facts, outcome, p.clock()))
+
+
+async def _authorization(p: Ports, facts: DeviceFacts | None) -> ProductAuthorization | None:
+    if facts is None or facts.product_id is None:
+        return None
+    auth = await p.authorizations.product(facts.product_id)
+    return auth if auth.registered else None
+
+
+async def _limits(p: Ports, u: DeviceUnbind, day: str) -> list[tuple[quota.CounterKey, int]]:
+    keys = quota.counter_keys(u.operator_id, u.product_id or "", day)
+    out = []
+    for key in keys:
+        history = await p.limits.history(key.scope, key.subject)
+        out.append((key, quota.limit_of(history, p.default_limits[key.scope])))
+    return out
+
+
+async def _call(p: Ports, u: DeviceUnbind) -> tuple[DeviceUnbind | None, str | None]:
+    """Call Tuya for a device whose intent is durable. Returns the next state and the error code seen."""
+    try:
+        await p.devices.remove(u.device_id, reset=u.reset)
+    except TuyaRefused as e:
+        step = unbind.call_failed(u, e.code, p.clock())
+        if step is None:
+            await p.sleep(p.retry_pause_s)  # rate limited or busy: Tuya did not run it; reconcile
+            return u, e.code
+        return await _save(p, u, step), e.code
+    except TuyaUnreachable:
+        return u, None  # unknown whether it ran: reconcile
+    return await _save(p, u, unbind.call_succeeded(u, p.clock())), None
+
+
+async def _reconcile(p: Ports, u: DeviceUnbind, last_code: str | None) -> tuple[DeviceUnbind | None, bool]:
+    """Decide a CALLING device from Tuya's view of it; (next state, whether to call Tuya now)."""
+    try:
+        facts = await p.devices.lookup(u.device_id)
+    except TuyaRefused as e:
+        # without Tuya's view the outcome is unknown: the device stays CALLING for a later run
+        raise TuyaUnreachable(f"lookup refused ({e.code}) while reconciling") from e
+    decision = unbind.reconcile(u, facts, max_calls=p.max_calls)
+    final = unbind.reconciled(u, decision, p.clock(), last_code=last_code)
+    if final is not None:
+        return await _save(p, u, final), False
+    again = await _write(p, u, unbind.intend(u, p.clock()))
+    return again, again is not None
+
+
+async def _refund_if_held(p: Ports, u: DeviceUnbind, *, force: bool = False) -> DeviceUnbind:
+    if u.state is not UnbindState.REFUSED or not (u.units_held or force):
+        return u
+    if u.quota_day is not None and u.product_id is not None:
+        keys = quota.counter_keys(u.operator_id, u.product_id, u.quota_day)
+        await p.counters.refund(keys, quota.unit_id(u.batch_id, u.device_id))
+    if not u.units_held:
+        return u
+    return await _write(p, u, unbind.refunded(u)) or u
+
+
+async def _write(p: Ports, before: DeviceUnbind, after: DeviceUnbind) -> DeviceUnbind | None:
+    after = replace(after, version=before.version + 1)
+    return after if await p.unbinds.save(after, []) else None
+
+
+async def _save(p: Ports, before: DeviceUnbind, step: Step) -> DeviceUnbind | None:
+    after, events = step
+    after = replace(after, version=before.version + 1)
+    return after if await p.unbinds.save(after, p.events.outbox(events, p.clock())) else None
+
+
+async def recover(p: Ports, *, limit: int = 1000) -> int:
+    """At start-up: refund what crashed refusals still hold, then resume every running batch."""
+    for u in await p.unbinds.refunds_due(limit):
+        await _refund_if_held(p, u)
+    running = await p.batches.running(limit)
+    for batch_id in running:
+        await run_batch(p, batch_id)
+    return len(running)
+
+
+# --- dry run, quotas, authorizations -------------------------------------------------------------------
+
+
+async def dry_run(p: Ports, operator_id: str, device_ids: list[str]) -> list[Prediction]:
+    """What a list batch would do now; nothing is written, no unit is taken."""
+    now = p.clock()
+    day = p.quota_day.key(now)
+    facts: dict[str, DeviceFacts | None] = {}
+    for device_id in device_ids:
+        try:
+            facts[device_id] = await p.devices.lookup(device_id)
+        except TuyaRefused:
+            facts[device_id] = None
+    products = {f.product_id for f in facts.values() if f is not None and f.product_id}
+    auth = {pid: a for pid in products if (a := await p.authorizations.product(pid)).registered}
+    remaining: dict[tuple[QuotaScope, str], int] = {}
+    for scope, subject in [(QuotaScope.ACCOUNT, operator_id)] + [(QuotaScope.PRODUCT, x) for x in products]:
+        remaining[(scope, subject)] = (await usage(p, scope, subject, day=day)).remaining
+    return batches.dry_run(operator_id, device_ids, facts, auth, remaining)
+
+
+async def usage(p: Ports, scope: QuotaScope, subject: str, *, day: str | None = None) -> Usage:
+    now = p.clock()
+    key = quota.CounterKey(scope, subject, day or p.quota_day.key(now))
+    limit = quota.limit_of(await p.limits.history(scope, subject), p.default_limits[scope])
+    return Usage(scope, subject, key.day, limit, await p.counters.used(key), p.quota_day.resets_at(now))
+
+
+async def set_limit(
+    p: Ports, scope: QuotaScope, subject: str, *, limit: int, reason: str, actor: str
+) -> quota.LimitOverride:
+    for _ in range(_RACE_TRIES):
+        history = await p.limits.history(scope, subject)
+        record = quota.override(
+            history, scope=scope, subject=subject, limit=limit, reason=reason, actor=actor, at=p.clock()
+        )
+        if await p.limits.append(record):
+            return record
+    raise Conflict(f"limit of {scope} {subject} kept changing")
+
+
+async def manage_authorization(
+    p: Ports, product_id: str, decide: Callable[[ProductAuthorization], AuthorizationRecord]
+) -> AuthorizationRecord:
+    """Append the record `decide` makes from the product's current state (register, grant, revoke,
+    transfer from `domain.authorization`), folding again if another writer appended first."""
+    for _ in range(_RACE_TRIES):
+        record = decide(await p.authorizations.product(product_id))
+        if await p.authorizations.append(record):
+            return record
+    raise Conflict(f"authorizations of {product_id} kept changing")
+
+
+__all__ = [
+    "Admission",
+    "Conflict",
+    "NotFound",
+    "Ports",
+    "UnbindMode",
+    "advance",
+    "approve_batch",
+    "cancel_batch",
+    "dry_run",
+    "manage_authorization",
+    "open_qr_batch",
+    "poll_qr",
+    "qr_scan",
+    "recover",
+    "request_batch",
+    "run_batch",
+    "set_limit",
+    "try_finish",
+    "usage",
+]

@@ -1,0 +1,310 @@
+"""ota's Mongo adapters on the real MongoDB-wire server: conditional writes under concurrency, the outbox in
+the same write, idempotent planning, indexed queries, and counters that equal a recount after relays are
+killed midway."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+
+from fleet_contracts.device import OtaUpgradeStatus as T
+from fleet_contracts.ota import DeviceUpgradeState as S
+from fleet_contracts.ota import ReleaseStage, UpgradeType
+from fleet_ota.adapters.mongo import (
+    DeviceStore,
+    Document,
+    FirmwareStore,
+    LockStore,
+    ProgressStore,
+    RolloutStore,
+    UpgradeStore,
+    ensure_indexes,
+)
+from fleet_ota.adapters.relay import OutboxRelay
+from fleet_ota.domain import upgrade as up
+from fleet_ota.domain.firmware import FirmwareSpec
+from fleet_ota.domain.release import Canary, RegionPlan, RolloutStatus, Threshold
+from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.domain.upgrade import DeviceUpgrade, UpgradePolicy
+from fleet_ota.ports import OutboxEntry, UpgradeRefused
+from fleet_ota.service_layer import handlers
+from fleet_ota.service_layer import outbox as ob
+from fleet_ota.service_layer.handlers import Ports
+from tests.support import Stack
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+POLICY = UpgradePolicy(max_attempts=2, backoff_s=60, backoff_max_s=60, attempt_timeout_s=600)
+FC = ReleaseStage.FULL
+
+
+@pytest.fixture
+async def db(stack: Stack, unique: str) -> AsyncIterator[AsyncIOMotorDatabase[Document]]:
+    client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongodb_uri, tz_aware=True)
+    database = client[f"ota_{unique}"]
+    await ensure_indexes(database)
+    yield database
+    await client.drop_database(database.name)
+    client.close()
+
+
+@dataclass
+class FakePublisher:
+    published: list[str] = field(default_factory=list)
+    fail_rate: float = 0.0
+    rng: random.Random = field(default_factory=lambda: random.Random(7))
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        if self.rng.random() < self.fail_rate:
+            raise ConnectionError("bus unavailable")
+        self.published.extend(e.id for e in entries)
+
+
+@dataclass
+class FakeTuya:
+    commands: list[tuple[str, int]] = field(default_factory=list)
+    refuse: set[str] = field(default_factory=set)
+    status: dict[str, T] = field(default_factory=dict)
+
+    async def confirm_upgrade(self, device_id: str, channel: int) -> None:
+        if device_id in self.refuse:
+            raise UpgradeRefused(2001, "device is offline")
+        self.commands.append((device_id, channel))
+
+    async def progress(self, device_id: str, channel: int) -> tuple[T, int | None]:
+        return self.status.get(device_id, T.NO_UPDATE), None
+
+    async def current_versions(self, device_id: str) -> dict[int, str]:
+        return {}
+
+
+def planned(n: int, release: str = "r1", region: str = "EU") -> list[DeviceUpgrade]:
+    return [DeviceUpgrade(release, region, FC, f"d{i:05d}", "p1", 0, "1.2.0") for i in range(n)]
+
+
+async def save(store: UpgradeStore, change: up.Change, expected: int) -> bool:
+    return await store.save(change.upgrade, expected, ob.for_upgrade(change, tenant="t", now=NOW))
+
+
+async def test_a_conditional_write_has_one_winner_under_concurrency(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    store, progress = UpgradeStore(db), ProgressStore(db)
+    [u] = planned(1)
+    await store.insert_planned([u], "EU:full:0")
+    await progress.add_batch("r1", "EU", FC, "EU:full:0", 1)
+
+    change = up.command(u, POLICY, NOW)
+    results = await asyncio.gather(*(save(store, change, u.version) for _ in range(8)))
+    assert sorted(results) == [False] * 7 + [True]
+    stored = await db["upgrades"].find_one({"_id": u.upgrade_id})
+    assert stored is not None
+    assert (stored["state"], stored["attempt"], stored["version"], stored["relay"]) == (
+        "commanded",
+        1,
+        1,
+        True,
+    )
+    assert [e["id"] for e in stored["outbox"]] == [
+        f"ota:{u.upgrade_id}:1"
+    ]  # the event rode in the same write
+    assert stored["outbox"][0]["delta"] == {"pending": -1, "upgrading": 1}
+
+
+async def test_planning_again_inserts_nothing_twice_and_counts_a_batch_once(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    store, progress = UpgradeStore(db, chunk=100), ProgressStore(db)
+    ups = planned(250)
+    await progress.intend_batch("r1", "EU", FC, "EU:full:0")
+    await store.insert_planned(ups[:120], "EU:full:0")  # a crash after part of the batch
+    assert await progress.batches("r1", "EU") == (set(), [(FC, "EU:full:0")])
+    assert await store.ready_to_command("r1", "EU", [], NOW, 1000) == []  # not counted: not dispatched
+    await store.insert_planned(ups, "EU:full:0")  # re-planning fills it up
+    assert await store.batch_size("r1", "EU:full:0") == 250
+    for _ in range(2):
+        await progress.add_batch("r1", "EU", FC, "EU:full:0", 250)
+    counts = await progress.counts("r1", "EU", FC)
+    assert (counts.targeted, counts.pending) == (250, 250)
+    assert await progress.batches("r1", "EU") == ({"EU:full:0"}, [])
+    assert [u.upgrade_id for u in await store.open_of_device("d00001")] == ["r1:d00001"]
+    assert len(await store.ready_to_command("r1", "EU", ["EU:full:0"], NOW, 1000)) == 250
+    assert await store.has_open("r1", "EU")
+
+
+async def test_indexed_queries_find_what_is_due(db: AsyncIOMotorDatabase[Document]) -> None:
+    store, progress = UpgradeStore(db), ProgressStore(db)
+    ups = planned(4)
+    await store.insert_planned(ups, "b")
+    await progress.add_batch("r1", "EU", FC, "b", 4)
+    a, b, c, _ = ups
+    commanded = up.command(a, POLICY, NOW)
+    assert await save(store, commanded, 0)
+    failed = up.on_progress(up.command(b, POLICY, NOW).upgrade, T.FAILED, None, POLICY, NOW)
+    assert await store.save(failed.upgrade, 0, [])
+    assert await save(store, up.cancel(c, "stopped"), 0)
+
+    assert [u.device_id for u in await store.deadline_passed(NOW + timedelta(seconds=600), 10)] == ["d00000"]
+    assert await store.deadline_passed(NOW + timedelta(seconds=599), 10) == []
+    assert [u.device_id for u in await store.commanded_before(NOW, 10)] == ["d00000"]
+    ready = await store.ready_to_command("r1", "EU", ["b"], NOW, 10)
+    assert [u.device_id for u in ready] == ["d00003"]  # b waits for its backoff, c is cancelled
+    ready = await store.ready_to_command("r1", "EU", ["b"], NOW + timedelta(seconds=60), 10)
+    assert sorted(u.device_id for u in ready) == ["d00001", "d00003"]
+    assert [u.device_id for u in await store.cancellable("r1", "EU", 10)] == ["d00001", "d00003"]
+
+
+async def test_one_channel_lock_per_device(db: AsyncIOMotorDatabase[Document]) -> None:
+    locks = LockStore(db)
+    assert await locks.acquire("d1", 0, "r1:d1")
+    assert await locks.acquire("d1", 0, "r1:d1")  # the holder again
+    assert not await locks.acquire("d1", 9, "r2:d1")
+    await locks.release("d1", "r2:d1")  # not the holder: nothing happens
+    assert not await locks.acquire("d1", 9, "r2:d1")
+    await locks.release("d1", "r1:d1")
+    assert await locks.acquire("d1", 9, "r2:d1")
+
+
+async def test_counters_equal_a_recount_after_relays_are_killed_midway(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    """Transitions keep coming while relays are cancelled at random awaits (as a killed process stops between
+    two database operations) and publishing fails at random; at the end the counters equal a recount."""
+    store, progress = UpgradeStore(db), ProgressStore(db)
+    ups = planned(60)
+    await store.insert_planned(ups, "b")
+    await progress.add_batch("r1", "EU", FC, "b", 60)
+    publisher = FakePublisher(fail_rate=0.2)
+    relay = OutboxRelay([db["upgrades"]], progress, publisher, grace_s=3600, clock=lambda: NOW)
+    rng = random.Random(13)
+    steps = [
+        lambda u: up.command(u, POLICY, NOW),
+        lambda u: up.on_progress(u, T.UPGRADING, 40, POLICY, NOW),
+        lambda u: up.on_presence(u, False, NOW),
+        lambda u: up.on_presence(u, True, NOW),
+        lambda u: up.on_progress(u, T.FAILED, None, POLICY, NOW),
+        lambda u: up.command(u, POLICY, NOW + timedelta(hours=1)),
+        lambda u: up.on_version(u, "1.2.0", POLICY, NOW),
+        lambda u: up.cancel(u, "stopped"),
+    ]
+
+    async def transitions() -> None:
+        for _ in range(400):
+            current = await store.get(f"r1:d{rng.randrange(60):05d}")
+            assert current is not None
+            change = rng.choice(steps)(current)
+            if change.changed:
+                await save(store, change, current.version)
+            await asyncio.sleep(0)
+
+    kills = 0
+
+    async def killed_relays() -> None:
+        nonlocal kills
+        for _ in range(60):
+            task = asyncio.create_task(relay.relay_once(limit=20))
+            await asyncio.sleep(rng.random() * 0.02)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, ConnectionError):
+                await task
+            kills += task.cancelled()
+
+    await asyncio.gather(transitions(), killed_relays())
+    assert kills >= 10  # most passes were killed mid-way
+    publisher.fail_rate = 0.0
+    while await relay.relay_once(limit=100):
+        pass
+
+    recount = (await store.recount("r1"))[("EU", FC)]
+    assert await progress.counts("r1", "EU", FC) == recount
+    assert recount.targeted == 60
+    assert recount.open + recount.succeeded + recount.failed + recount.cancelled == 60
+    assert await db["upgrades"].count_documents({"relay": True}) == 0
+    # every applied id is forgotten once its entry is gone and the grace is over
+    late = OutboxRelay(
+        [db["upgrades"]], progress, publisher, grace_s=0, clock=lambda: NOW + timedelta(seconds=1)
+    )
+    await late.sweep(db["upgrades"])
+    assert await progress.applied(10) == []
+    assert await progress.counts("r1", "EU", FC) == recount
+
+
+async def test_a_release_from_planning_to_success_with_counters_equal_to_a_recount(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    tuya = FakeTuya(refuse={"d00002"})
+    clock = [NOW]
+    p = Ports(
+        firmware=FirmwareStore(db),
+        rollouts=RolloutStore(db),
+        upgrades=UpgradeStore(db),
+        progress=ProgressStore(db),
+        devices=DeviceStore(db),
+        locks=LockStore(db),
+        tuya=tuya,
+        clock=lambda: clock[0],
+        tenant="t",
+        policy=POLICY,
+    )
+    relay = OutboxRelay(
+        [db["upgrades"], db["rollouts"], db["firmware"]],
+        ProgressStore(db),
+        FakePublisher(),
+        clock=lambda: clock[0],
+    )
+    devices = DeviceStore(db)
+    await devices.record_many(
+        [DeviceRecord(f"d{i:05d}", "p1", "EU", NOW - timedelta(days=1), {0: "1.1.0"}) for i in range(20)]
+        + [DeviceRecord("d-new", "p1", "EU", NOW - timedelta(days=1), {0: "1.2.0"})]  # already on target
+        + [DeviceRecord("d-us", "p1", "US", NOW - timedelta(days=1), {0: "1.1.0"})]
+        + [DeviceRecord("d-10", "p1", "EU", NOW - timedelta(days=1), {0: "1.10"})]  # higher, numerically
+    )
+    lower = await devices.candidates("p1", "EU", 0, "1.2.0")  # compared in the database by sort key
+    assert sorted(d.device_id for d in lower) == [f"d{i:05d}" for i in range(20)]
+    spec = FirmwareSpec("p1", 0, "1.2.0", 1024, "a" * 32, "sig", "https://x/fw.bin", UpgradeType.SILENT, 60)
+    fw = await handlers.register_firmware(spec, "ops", p)
+    assert await handlers.register_firmware(spec, "ops", p) == fw
+    plan = RegionPlan(
+        "EU", canary=Canary(quantity=5), promote_at=Threshold(0.8, 4), halt_at=Threshold(0.5, 4)
+    )
+    await handlers.create_release("r1", fw.firmware_id, [plan], p)
+    r = await handlers.start_rollout("r1", "EU", "ops", p)
+    assert (r.status, r.stage) == (RolloutStatus.RUNNING, ReleaseStage.CANARY)
+    with pytest.raises(Exception, match="stop them first"):
+        await handlers.withdraw_firmware(fw.firmware_id, p)
+
+    assert await handlers.dispatch("r1", "EU", 100, p) == 5
+    assert await handlers.dispatch("r1", "EU", 100, p) == 0  # nothing commanded twice
+    canary = [d for d, _ in tuya.commands]
+    for d in canary:
+        await handlers.on_device_progress(d, 0, T.DONE, 100, p)
+        await handlers.on_device_version(d, 0, "1.2.0", p)
+    while await relay.relay_once():
+        pass
+    counts = await p.progress.counts("r1", "EU", ReleaseStage.CANARY)
+    assert (counts.targeted, counts.succeeded) == (5, len(canary))
+
+    r = await handlers.evaluate_rollout("r1", "EU", p)
+    assert r.stage == ReleaseStage.FULL
+    assert (await p.progress.counts("r1", "EU", FC)).targeted == 15  # 20 lower, minus the 5 of the canary
+
+    clock[0] = NOW + timedelta(minutes=5)
+    await handlers.dispatch("r1", "EU", 100, p)
+    refused = await p.upgrades.get("r1:d00002")  # Tuya refuses it every time: retried, never succeeded
+    assert refused is not None
+    assert refused.state in (S.RETRYING, S.FAILED)
+    for d, _ in tuya.commands[len(canary) :]:
+        await handlers.on_device_version(d, 0, "1.2.0", p)
+    while await relay.relay_once():
+        pass
+    for stage, c in (await UpgradeStore(db).recount("r1")).items():
+        assert await p.progress.counts("r1", "EU", stage[1]) == c
+    assert len(tuya.commands) == len(set(tuya.commands))  # never twice for one attempt

@@ -1,0 +1,304 @@
+"""unbinding's Mongo adapters on the real MongoDB-wire server: quota counters exact under 8 concurrent
+batches, idempotent units, conditional writes with the outbox in the same write, append-only logs, the relay
+and record queries by device / operator / product / day."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
+
+from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindMode
+from fleet_unbinding import views
+from fleet_unbinding.adapters.mongo import (
+    Document,
+    MongoAuthorizationStore,
+    MongoBatchStore,
+    MongoQuotaCounters,
+    MongoQuotaLimits,
+    MongoUnbindStore,
+)
+from fleet_unbinding.adapters.outbox import OutboxRelay
+from fleet_unbinding.domain import authorization as authz
+from fleet_unbinding.domain import batch as batches
+from fleet_unbinding.domain import quota
+from fleet_unbinding.domain import unbind as machine
+from fleet_unbinding.domain.quota import CounterKey, QuotaScope, Reservation
+from fleet_unbinding.domain.unbind import DeviceFacts, UnbindState
+from fleet_unbinding.ports import OutboxEntry
+from fleet_unbinding.service_layer import handlers as h
+from fleet_unbinding.service_layer.events import EventFactory
+from tests.support import Stack
+from tests.unit.unbinding.fakes import FakeClock, FakeTuya
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+DAY = "2026-11-29"
+Db = AsyncIOMotorDatabase[Document]
+
+
+@pytest.fixture
+async def db(stack: Stack, unique: str) -> AsyncIterator[Db]:
+    client: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongodb_uri, tz_aware=True)
+    database = client[f"unbinding_{unique}"]
+    yield database
+    await client.drop_database(database.name)
+    client.close()
+
+
+async def test_eight_concurrent_batches_never_pass_either_counter_and_compensate(db: Db) -> None:
+    counters = MongoQuotaCounters(db)
+    await counters.ensure_indexes()
+    account_limit, product_limit = 60, 45
+
+    async def batch(b: int) -> list[Reservation]:
+        out = []
+        for i in range(15):
+            # two operators share the product counter; each batch races the others on both counters
+            keys = quota.counter_keys(f"op{b % 2}", "p1", DAY)
+            out.append(
+                await counters.reserve(
+                    [(keys[0], account_limit), (keys[1], product_limit)], quota.unit_id(f"b{b}", f"d{i}")
+                )
+            )
+        return out
+
+    results = [r for rs in await asyncio.gather(*(batch(b) for b in range(8))) for r in rs]
+    reserved = results.count(Reservation.RESERVED)
+    assert reserved == product_limit
+    product = CounterKey(QuotaScope.PRODUCT, "p1", DAY)
+    assert await counters.used(product) == product_limit
+    ops = [await counters.used(CounterKey(QuotaScope.ACCOUNT, f"op{k}", DAY)) for k in range(2)]
+    assert sum(ops) == product_limit  # every account unit of a refused device was given back
+    doc = await db["quota_counters"].find_one({"_id": product.id})
+    assert doc is not None
+    assert len(doc["units"]) == doc["used"]
+
+
+async def test_units_are_idempotent_and_refunds_count_once(db: Db) -> None:
+    counters = MongoQuotaCounters(db)
+    keys = quota.counter_keys("op", "p1", DAY)
+    limited = [(keys[0], 2), (keys[1], 2)]
+    assert await counters.reserve(limited, "b/d1") is Reservation.RESERVED
+    assert await counters.reserve(limited, "b/d1") is Reservation.RESERVED  # a retry after a crash
+    assert await counters.used(keys[1]) == 1
+    assert await counters.reserve(limited, "b/d2") is Reservation.RESERVED
+    assert await counters.reserve(limited, "b/d3") is Reservation.ACCOUNT_EXHAUSTED
+    await counters.refund(keys, "b/d1")
+    await counters.refund(keys, "b/d1")
+    assert await counters.used(keys[0]) == 1
+    assert await counters.holds(keys[0], "b/d2")
+    assert not await counters.holds(keys[0], "b/d1")
+    assert await counters.reserve([(keys[0], 0)], "b/d9") is Reservation.ACCOUNT_EXHAUSTED
+    assert await counters.used(CounterKey(QuotaScope.ACCOUNT, "op", "2026-11-30")) == 0
+
+
+async def test_concurrent_first_reservations_create_one_counter(db: Db) -> None:
+    counters = MongoQuotaCounters(db)
+    key = CounterKey(QuotaScope.PRODUCT, "fresh", DAY)
+    out = await asyncio.gather(*(counters.reserve([(key, 5)], f"u{i}") for i in range(16)))
+    assert out.count(Reservation.RESERVED) == 5
+    assert await counters.used(key) == 5
+
+
+def _entry(event_id: str) -> OutboxEntry:
+    return OutboxEntry(event_id, "persistent://fleet/unbinding/events", "b1", event_id.encode())
+
+
+async def test_conditional_writes_keep_unrelayed_events_and_the_loser_of_a_race_changes_nothing(
+    db: Db,
+) -> None:
+    store = MongoUnbindStore(db)
+    await store.ensure_indexes()
+    u = machine.new("b1", "d1", "op", UnbindMode.LIST, reset=False)
+    await store.add_many([u])
+    await store.add_many([u])  # idempotent
+    marked = replace(u, quota_day=DAY, product_id="p1", version=1)
+    assert await store.save(marked, [_entry("e1")])
+    assert not await store.save(replace(u, quota_day="other", version=1), [_entry("x")])  # stale version
+    final, _ = machine.refuse(marked, RefusalCause.UNAUTHORIZED, NOW)
+    assert await store.save(replace(final, version=2), [_entry("e2")])
+    [(stored, entries)] = await store.with_outbox(10)
+    assert [e.id for e in entries] == ["e1", "e2"]  # appended, never overwritten
+    assert (stored.state, stored.version, stored.units_held) == (UnbindState.REFUSED, 2, True)
+    assert [x.device_id for x in await store.refunds_due(10)] == ["d1"]
+    await store.clear_outbox(stored.id, entries[:1])
+    [(_, left)] = await store.with_outbox(10)
+    assert [e.id for e in left] == ["e2"]
+    still_open, tally = await store.tally("b1")
+    assert (still_open, tally.refused_by_cause) == (0, {RefusalCause.UNAUTHORIZED: 1})
+
+
+async def test_concurrent_saves_of_one_version_have_exactly_one_winner(db: Db) -> None:
+    store = MongoBatchStore(db)
+    req = RequestUnbindBatch(batch_id="b1", operator_id="op", mode=UnbindMode.LIST, device_ids=["d1"])
+    batch, _ = batches.create(req, NOW, approval_threshold=0)
+    assert await store.add(batch, [_entry("requested")])
+    assert not await store.add(batch, [])
+    wins = await asyncio.gather(
+        *(
+            store.save(replace(batches.approve(batch, f"admin{i}"), version=1), [_entry(f"a{i}")])
+            for i in range(8)
+        )
+    )
+    assert wins.count(True) == 1
+    stored = await store.get("b1")
+    assert stored is not None
+    assert stored.status.value == "running"
+    assert await store.running(10) == ["b1"]
+    [(_, entries)] = await store.with_outbox(10)
+    assert len(entries) == 2
+
+
+async def test_append_only_logs_refuse_a_taken_sequence(db: Db) -> None:
+    auths = MongoAuthorizationStore(db)
+    await auths.ensure_indexes()
+    s0 = await auths.product("p1")
+    r1 = authz.register(s0, owner="dev", original_owner="odm", actor="dev", at=NOW)
+    assert await auths.append(r1)
+    assert not await auths.append(r1)
+    s1 = await auths.product("p1")
+    grant = authz.grant(s1, account="partner", kind=authz.GrantKind.PARTNER, actor="dev", at=NOW)
+    rival = authz.grant(s1, account="other", kind=authz.GrantKind.PARTNER, actor="dev", at=NOW)
+    assert [await auths.append(grant), await auths.append(rival)] == [True, False]
+    state = await auths.product("p1")
+    assert state.may_unbind("partner")
+    assert state.may_unbind("odm")
+    assert not state.may_unbind("other")
+    assert [r.seq for r in await auths.of_account("partner")] == [2]
+
+    limits = MongoQuotaLimits(db)
+    await limits.ensure_indexes()
+    o1 = quota.override(
+        [], scope=QuotaScope.PRODUCT, subject="p1", limit=500, reason="T-1", actor="a", at=NOW
+    )
+    assert await limits.append(o1)
+    assert not await limits.append(o1)
+    o2 = quota.override(
+        [o1], scope=QuotaScope.PRODUCT, subject="p1", limit=20, reason="T-2", actor="a", at=NOW
+    )
+    assert await limits.append(o2)
+    assert quota.limit_of(await limits.history(QuotaScope.PRODUCT, "p1")) == 20
+
+
+class ListPublisher:
+    def __init__(self) -> None:
+        self.sent: list[OutboxEntry] = []
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        self.sent.extend(entries)
+
+
+def real_ports(db: Db, tuya: FakeTuya) -> h.Ports:
+    return h.Ports(
+        batches=MongoBatchStore(db),
+        unbinds=MongoUnbindStore(db),
+        counters=MongoQuotaCounters(db),
+        limits=MongoQuotaLimits(db),
+        authorizations=MongoAuthorizationStore(db),
+        devices=tuya,
+        events=EventFactory(tenant="t", region="eu"),
+        clock=FakeClock(NOW),
+    )
+
+
+async def test_eight_concurrent_batches_through_the_handlers_unbind_exactly_the_quota(db: Db) -> None:
+    tuya = FakeTuya()
+    ports = real_ports(db, tuya)
+    await h.manage_authorization(
+        ports, "p1", lambda s: authz.register(s, owner="dev", original_owner=None, actor="dev", at=NOW)
+    )
+    for k in range(8):
+
+        def partner(s: authz.ProductAuthorization, k: int = k) -> authz.AuthorizationRecord:
+            return authz.grant(s, account=f"op{k}", kind=authz.GrantKind.PARTNER, actor="dev", at=NOW)
+
+        await h.manage_authorization(ports, "p1", partner)
+    for b in range(8):
+        ids = [f"b{b}d{i}" for i in range(20)]
+        for d in ids:
+            tuya.add(d, "p1")
+        req = RequestUnbindBatch(batch_id=f"b{b}", operator_id=f"op{b}", mode=UnbindMode.LIST, device_ids=ids)
+        await h.request_batch(ports, req)
+    await asyncio.gather(*(h.run_batch(ports, f"b{b}") for b in range(8)))
+    product = await MongoQuotaCounters(db).used(CounterKey(QuotaScope.PRODUCT, "p1", DAY))
+    assert product == 100
+    assert sum(tuya.removals.values()) == 100
+    assert set(tuya.removals.values()) == {1}
+    accounts = [
+        await MongoQuotaCounters(db).used(CounterKey(QuotaScope.ACCOUNT, f"op{b}", DAY)) for b in range(8)
+    ]
+    unbound = [sum(1 for d in tuya.removals if d.startswith(f"b{b}d")) for b in range(8)]
+    assert accounts == unbound
+    for b in range(8):
+        batch = await ports.batches.get(f"b{b}")
+        assert batch is not None
+        assert batch.status.value == "finished"
+
+
+async def test_a_batch_runs_on_the_real_store_and_the_relay_records_and_orders_its_events(db: Db) -> None:
+    batch_store, unbinds = MongoBatchStore(db), MongoUnbindStore(db)
+    counters, limits, auths = MongoQuotaCounters(db), MongoQuotaLimits(db), MongoAuthorizationStore(db)
+    for s in (batch_store, unbinds, counters, limits, auths):
+        await s.ensure_indexes()
+    tuya = FakeTuya()
+    for i in range(6):
+        tuya.add(f"d{i}", "p1")
+    tuya.devices["d5"] = DeviceFacts("d5", "p2", "u1", 1)
+    ports = h.Ports(
+        batches=batch_store,
+        unbinds=unbinds,
+        counters=counters,
+        limits=limits,
+        authorizations=auths,
+        devices=tuya,
+        events=EventFactory(tenant="t", region="eu"),
+        clock=FakeClock(NOW),
+    )
+    await h.manage_authorization(
+        ports, "p1", lambda s: authz.register(s, owner="op", original_owner=None, actor="op", at=NOW)
+    )
+    await h.set_limit(ports, QuotaScope.PRODUCT, "p1", limit=4, reason="T-9", actor="admin")
+    req = RequestUnbindBatch(
+        batch_id="b1", operator_id="op", mode=UnbindMode.LIST, device_ids=[f"d{i}" for i in range(6)]
+    )
+    await h.request_batch(ports, req)
+    done = await h.run_batch(ports, "b1")
+    assert done is not None
+    assert done.status.value == "finished"
+    assert await counters.used(CounterKey(QuotaScope.PRODUCT, "p1", DAY)) == 4
+    assert sum(tuya.removals.values()) == 4
+
+    publisher = ListPublisher()
+    relay = OutboxRelay(batch_store, unbinds, publisher)
+    assert await relay.relay_once() == 8
+    ids = [e.id for e in publisher.sent]
+    assert ids[0] == "unbinding:b1:requested"
+    assert ids[-1] == "unbinding:b1:finished"
+    assert await relay.relay_once() == 0
+    await unbinds.add_records([u for u in [await unbinds.get("b1", "d0")] if u is not None])  # replay: no-op
+
+    by_product = await unbinds.find_records(product_id="p1")
+    assert len(by_product) == 5
+    assert len(await unbinds.find_records(operator_id="op", day=DAY)) == 6
+    [one] = await unbinds.find_records(device_id="d5")
+    assert (one["result"], one["cause"]) == ("refused", "unauthorized")
+    refused_quota = [r for r in by_product if r["cause"] == "quota_exceeded"]
+    assert len(refused_quota) == 1
+    with pytest.raises(ValueError, match="name a device"):
+        await unbinds.find_records()
+    first = await unbinds.find_records(operator_id="op", limit=4)
+    rest = await unbinds.find_records(operator_id="op", before=(first[-1]["at"], first[-1]["_id"]), limit=4)
+    assert len(first) + len(rest) == 6  # every result finished at the same instant: the _id breaks ties
+    assert {r["_id"] for r in first}.isdisjoint(r["_id"] for r in rest)
+
+    progress = await views.batch_progress(batch_store, unbinds, "b1")
+    assert progress is not None
+    shown = progress.as_dict()
+    assert (shown["total"], shown["done"], shown["status"]) == (6, 6, "finished")
+    assert shown["refused_by_cause"] == {"quota_exceeded": 1, "unauthorized": 1}

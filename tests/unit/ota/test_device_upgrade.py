@@ -1,0 +1,215 @@
+"""The per-device upgrade state machine: every transition, retry and timeout edges, counter deltas."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from fleet_contracts.device import OtaUpgradeStatus as T
+from fleet_contracts.ota import DeviceUpgradeState as S
+from fleet_contracts.ota import ReleaseStage
+from fleet_ota.domain import upgrade as up
+from fleet_ota.domain.upgrade import DeviceUpgrade, UpgradePolicy
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)
+POLICY = UpgradePolicy(max_attempts=2, backoff_s=60, backoff_max_s=90, attempt_timeout_s=600)
+
+
+def fresh() -> DeviceUpgrade:
+    return DeviceUpgrade("r1", "EU", ReleaseStage.CANARY, "d1", "p1", 0, "1.2.0")
+
+
+def commanded(at: datetime = NOW) -> DeviceUpgrade:
+    return up.command(fresh(), POLICY, at).upgrade
+
+
+def upgrading(at: datetime = NOW) -> DeviceUpgrade:
+    return up.on_progress(commanded(at), T.UPGRADING, 10, POLICY, at).upgrade
+
+
+def test_command_records_the_attempt_intent_and_its_deadline() -> None:
+    change = up.command(fresh(), POLICY, NOW)
+    u = change.upgrade
+    assert (u.state, u.attempt, u.version, u.deadline) == (S.COMMANDED, 1, 1, NOW + timedelta(seconds=600))
+    assert change.event is not None
+    assert (change.event.previous_state, change.event.state, change.event.attempt) == (
+        S.PENDING,
+        S.COMMANDED,
+        1,
+    )
+    assert change.counter_delta() == {"pending": -1, "upgrading": 1}
+
+
+def test_a_commanded_attempt_is_never_commanded_again() -> None:
+    u = commanded()
+    again = up.command(u, POLICY, NOW + timedelta(hours=1))
+    assert not again.changed
+    assert again.upgrade is u
+
+
+def test_progress_moves_to_upgrading_then_updates_within_the_state_without_an_event() -> None:
+    u = upgrading()
+    assert (u.state, u.progress_percent) == (S.UPGRADING, 10)
+    more = up.on_progress(u, T.UPGRADING, 55, POLICY, NOW)
+    assert not more.changed
+    assert more.upgrade.progress_percent == 55
+
+
+def test_tuya_done_is_not_success_only_the_reported_version_is() -> None:
+    done = up.on_progress(upgrading(), T.DONE, 100, POLICY, NOW).upgrade
+    assert done.state == S.UPGRADING
+    assert done.tuya_done
+    ok = up.on_version(done, "1.2", POLICY, NOW)  # 1.2 == 1.2.0
+    assert ok.upgrade.state == S.SUCCEEDED
+    assert ok.counter_delta() == {"upgrading": -1, "succeeded": 1}
+
+
+def test_done_but_still_on_the_old_version_fails_the_attempt() -> None:
+    done = up.on_progress(upgrading(), T.DONE, 100, POLICY, NOW).upgrade
+    failed = up.on_version(done, "1.1.9", POLICY, NOW).upgrade
+    assert failed.state == S.RETRYING
+    assert failed.reported_version == "1.1.9"
+    assert "still runs 1.1.9" in (failed.reason or "")
+
+
+def test_an_old_version_report_before_done_changes_nothing_but_the_record() -> None:
+    u = upgrading()
+    change = up.on_version(u, "1.1.0", POLICY, NOW)
+    assert not change.changed
+    assert change.upgrade.state == S.UPGRADING
+
+
+@pytest.mark.parametrize(
+    ("status", "timed_out"), [(T.FAILED, False), (T.TIMED_OUT, True)], ids=["failed-4", "timed-out-7"]
+)
+def test_tuya_failure_retries_with_backoff_then_fails_for_good(status: T, timed_out: bool) -> None:
+    first = up.on_progress(upgrading(), status, None, POLICY, NOW).upgrade
+    assert first.state == S.RETRYING
+    assert first.retry_at == NOW + timedelta(seconds=60)
+    assert not up.command(first, POLICY, NOW + timedelta(seconds=59)).changed  # backoff not over
+    second = up.command(first, POLICY, NOW + timedelta(seconds=60)).upgrade
+    assert (second.state, second.attempt) == (S.COMMANDED, 2)
+    last = up.on_progress(second, status, None, POLICY, NOW).upgrade
+    assert last.state == (S.TIMED_OUT if timed_out else S.FAILED)
+    assert last.terminal
+
+
+def test_backoff_doubles_and_is_capped() -> None:
+    policy = UpgradePolicy(backoff_s=60, backoff_max_s=200)
+    assert [policy.backoff(a).total_seconds() for a in (1, 2, 3, 4)] == [60, 120, 200, 200]
+
+
+@pytest.mark.parametrize("code", [117, 200, 201, 202, 203, 204, 205, 207])
+def test_ota_error_codes_fail_the_attempt(code: int) -> None:
+    u = up.on_error_code(upgrading(), code, POLICY, NOW).upgrade
+    assert u.state == S.RETRYING
+    assert f"OTA error {code}" in (u.reason or "")
+
+
+@pytest.mark.parametrize("code", [118, 206])
+def test_timeout_error_codes_end_as_timed_out(code: int) -> None:
+    u = upgrading()
+    u = up.on_error_code(u, code, POLICY, NOW).upgrade
+    u = up.command(u, POLICY, NOW + timedelta(hours=1)).upgrade
+    assert up.on_error_code(u, code, POLICY, NOW).upgrade.state == S.TIMED_OUT
+
+
+def test_unknown_error_codes_change_nothing() -> None:
+    assert not up.on_error_code(upgrading(), 999, POLICY, NOW).changed
+
+
+def test_our_timeout_fires_at_the_deadline_not_before() -> None:
+    u = upgrading()
+    assert not up.on_tick(u, POLICY, NOW + timedelta(seconds=599)).changed
+    late = up.on_tick(u, POLICY, NOW + timedelta(seconds=600)).upgrade
+    assert late.state == S.RETRYING
+
+
+def test_a_commanded_device_that_never_answers_times_out_too() -> None:
+    assert up.on_tick(commanded(), POLICY, NOW + timedelta(seconds=600)).upgrade.state == S.RETRYING
+
+
+def test_offline_devices_wait_without_using_their_timeout() -> None:
+    u = upgrading()
+    waiting = up.on_presence(u, False, NOW + timedelta(seconds=100)).upgrade
+    assert (waiting.state, waiting.remaining_s, waiting.deadline) == (S.WAITING, 500, None)
+    # a day offline uses nothing
+    assert not up.on_tick(waiting, POLICY, NOW + timedelta(days=1)).changed
+    back = up.on_presence(waiting, True, NOW + timedelta(days=1)).upgrade
+    assert back.state == S.UPGRADING
+    assert back.deadline == NOW + timedelta(days=1, seconds=500)
+
+
+def test_sleepy_devices_wait_and_complete_when_they_wake() -> None:
+    sleepy = up.on_progress(upgrading(), T.WAITING_FOR_WAKE_UP, None, POLICY, NOW).upgrade
+    assert sleepy.state == S.WAITING
+    assert not up.on_tick(sleepy, POLICY, NOW + timedelta(days=3)).changed
+    woke = up.on_version(sleepy, "1.2.0", POLICY, NOW + timedelta(days=3))
+    assert woke.upgrade.state == S.SUCCEEDED
+    assert woke.counter_delta() == {"waiting": -1, "succeeded": 1}
+
+
+def test_progress_after_waiting_resumes_the_remaining_time() -> None:
+    waiting = up.on_presence(upgrading(), False, NOW + timedelta(seconds=600 - 30)).upgrade
+    back = up.on_progress(waiting, T.UPGRADING, 70, POLICY, NOW + timedelta(hours=2)).upgrade
+    assert back.deadline == NOW + timedelta(hours=2, seconds=30)
+
+
+def test_a_device_already_on_the_target_before_any_command_is_cancelled_not_succeeded() -> None:
+    change = up.on_version(fresh(), "1.3.0", POLICY, NOW)
+    assert change.upgrade.state == S.CANCELLED
+    assert change.counter_delta() == {"pending": -1, "cancelled": 1}
+
+
+def test_settled_upgrades_ignore_late_and_duplicate_news() -> None:
+    done = up.on_version(upgrading(), "1.2.0", POLICY, NOW).upgrade
+    for change in (
+        up.on_progress(done, T.FAILED, None, POLICY, NOW),
+        up.on_version(done, "1.0.0", POLICY, NOW),
+        up.on_presence(done, False, NOW),
+        up.on_tick(done, POLICY, NOW + timedelta(days=9)),
+        up.cancel(done, "stopped"),
+    ):
+        assert not change.changed
+
+
+def test_progress_for_an_upgrade_not_commanded_by_us_is_ignored() -> None:
+    assert not up.on_progress(fresh(), T.UPGRADING, 5, POLICY, NOW).changed
+
+
+def test_stop_cancels_pending_and_retrying_but_not_in_flight() -> None:
+    assert up.cancel(fresh(), "stopped").upgrade.state == S.CANCELLED
+    retrying = up.on_progress(upgrading(), T.FAILED, None, POLICY, NOW).upgrade
+    assert up.cancel(retrying, "stopped").upgrade.state == S.CANCELLED
+    assert not up.cancel(upgrading(), "stopped").changed
+
+
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [
+        (T.NO_UPDATE, S.RETRYING),
+        (T.READY, S.RETRYING),
+        (T.UPGRADING, S.UPGRADING),
+        (T.DONE, S.UPGRADING),
+        (T.WAITING_FOR_WAKE_UP, S.WAITING),
+        (T.FAILED, S.RETRYING),
+    ],
+)
+def test_recovery_of_a_commanded_attempt_follows_tuya_and_never_resends_it(status: T, expected: S) -> None:
+    u = up.reconcile_commanded(commanded(), status, None, POLICY, NOW).upgrade
+    assert u.state == expected
+    assert u.attempt == 1  # the next command, if any, is attempt 2
+
+
+def test_versions_are_compared_numerically() -> None:
+    u = DeviceUpgrade("r1", "EU", ReleaseStage.FULL, "d1", "p1", 9, "1.10.0")
+    u = up.command(u, POLICY, NOW).upgrade
+    assert up.on_version(u, "1.9.9", POLICY, NOW).upgrade.state == S.COMMANDED
+    assert up.on_version(u, "1.10", POLICY, NOW).upgrade.state == S.SUCCEEDED
+
+
+def test_every_state_has_one_bucket_so_buckets_sum_to_targeted() -> None:
+    assert {up.bucket(s) for s in S} == set(up.BUCKETS)

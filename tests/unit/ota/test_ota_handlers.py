@@ -1,0 +1,307 @@
+"""ota's handlers with fakes at the port seam: planning, dispatch with the recorded intent, crash recovery,
+one channel at a time, region isolation, stop, and counters that equal a recount."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from fleet_contracts.device import DeviceOtaProgressed, TuyaOrigin
+from fleet_contracts.device import OtaUpgradeStatus as T
+from fleet_contracts.ota import DeviceUpgradeState as S
+from fleet_contracts.ota import ReleaseStage, UpgradeType
+from fleet_ota.domain import upgrade as up
+from fleet_ota.domain.firmware import CatalogError, FirmwareSpec
+from fleet_ota.domain.release import Canary, RegionPlan, ReleaseError, RolloutStatus, Threshold
+from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.domain.upgrade import UpgradePolicy
+from fleet_ota.service_layer import handlers as h
+from fleet_ota.service_layer.handlers import Ports
+from tests.unit.ota.fakes import NOW, World
+
+pytestmark = pytest.mark.unit
+
+POLICY = UpgradePolicy(max_attempts=2, backoff_s=60, backoff_max_s=60, attempt_timeout_s=600)
+C, F = ReleaseStage.CANARY, ReleaseStage.FULL
+
+
+def ota_push(**fields: Any) -> DeviceOtaProgressed:
+    """A 1002 `deviceOtaProgress` as ingest publishes it."""
+    origin = TuyaOrigin(protocol=1002, biz_code="deviceOtaProgress", push_time_ms=1_764_417_600_000)
+    return DeviceOtaProgressed(origin=origin, **fields)
+
+
+def spec(channel: int = 0, version: str = "1.2.0") -> FirmwareSpec:
+    return FirmwareSpec(
+        "p1", channel, version, 1024, "a" * 32, "sig", "https://x/fw.bin", UpgradeType.SILENT, 60
+    )
+
+
+async def fleet(w: World, regions: dict[str, int]) -> None:
+    for region, n in regions.items():
+        for i in range(n):
+            d = f"{region}-{i:03d}"
+            await w.devices.record(
+                DeviceRecord(d, "p1", region, NOW - timedelta(days=1), {0: "1.1.0", 9: "3.0"})
+            )
+
+
+async def released(w: World, p: Ports, plans: list[RegionPlan], channel: int = 0, rid: str = "r1") -> str:
+    fw = await h.register_firmware(spec(channel, "1.2.0" if channel == 0 else "3.1"), "ops", p)
+    await h.create_release(rid, fw.firmware_id, plans, p)
+    for plan in plans:
+        await h.start_rollout(rid, plan.region, "ops", p)
+    return fw.firmware_id
+
+
+async def test_registering_firmware_is_idempotent_and_immutable() -> None:
+    w = World()
+    p = w.ports()
+    first = await h.register_firmware(spec(), "ops", p)
+    assert await h.register_firmware(spec(), "someone", p) == first
+    assert len(w.firmware.outbox) == 1  # one event
+    with pytest.raises(CatalogError):
+        await h.register_firmware(
+            FirmwareSpec("p1", 0, "1.2", 9, "b" * 32, "s", "https://y", UpgradeType.FORCED, 60), "ops", p
+        )
+
+
+async def test_withdraw_is_refused_until_every_region_is_stopped() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 3, "US": 3})
+    fid = await released(w, p, [RegionPlan("EU"), RegionPlan("US")])
+    with pytest.raises(CatalogError):
+        await h.withdraw_firmware(fid, p)
+    await h.stop_rollout("r1", "EU", p)
+    with pytest.raises(CatalogError):
+        await h.withdraw_firmware(fid, p)
+    await h.stop_rollout("r1", "US", p)
+    assert (await h.withdraw_firmware(fid, p)).withdrawn
+
+
+async def test_planning_targets_the_region_and_counts_each_batch_once() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 10, "US": 4})
+    await released(w, p, [RegionPlan("EU", canary=Canary(quantity=3)), RegionPlan("US")])
+    eu, us = await w.progress.counts("r1", "EU", C), await w.progress.counts("r1", "US", F)
+    assert (eu.targeted, eu.pending, us.targeted) == (3, 3, 4)
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    assert await h.plan_stage(r, p) == 3  # planning again (after a crash) adds nothing
+    assert (await w.progress.counts("r1", "EU", C)).targeted == 3
+
+
+async def test_dispatch_records_the_intent_and_never_commands_an_attempt_twice() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU")])
+    w.tuya.lose_answer = {"EU-001"}  # the call happened, the answer was lost: outcome unknown
+    assert await h.dispatch("r1", "EU", 10, p) == 5
+    assert await h.dispatch("r1", "EU", 10, p) == 0
+    lost = await w.upgrades.get("r1:EU-001")
+    assert lost is not None
+    assert (lost.state, lost.attempt) == (S.COMMANDED, 1)
+    # recovery asks Tuya; the upgrade is under way there, so it continues without a second command
+    w.tuya.status["EU-001"] = T.UPGRADING
+    w.clock.now = NOW + timedelta(minutes=5)
+    assert await h.recover_commanded(120, 100, p) == 5
+    assert len(w.tuya.commands) == 5
+    assert len(set(w.tuya.commands)) == 5
+
+
+async def test_a_crash_after_the_intent_is_recovered_as_a_failed_attempt_then_a_new_one() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1})
+    await released(w, p, [RegionPlan("EU")])
+    counted, _ = await w.progress.batches("r1", "EU")
+    [u] = await w.upgrades.ready_to_command("r1", "EU", sorted(counted), NOW, 10)
+    # the process recorded the intent, then died before calling Tuya
+    intent = await h.apply_transition(
+        p,
+        u,
+        lambda cur: up.command(cur, POLICY, NOW),
+    )
+    assert intent.state == S.COMMANDED
+    w.clock.now = NOW + timedelta(minutes=3)
+    await h.recover_commanded(120, 10, p)  # Tuya knows of no upgrade: the attempt failed, never re-sent
+    after = await w.upgrades.get(u.upgrade_id)
+    assert after is not None
+    assert (after.state, after.attempt, w.tuya.commands) == (S.RETRYING, 1, [])
+    w.clock.now = NOW + timedelta(minutes=5)
+    assert await h.dispatch("r1", "EU", 10, p) == 1  # attempt 2 is a new command
+    assert w.tuya.commands == [("EU-000", 0)]
+
+
+async def test_a_refused_command_fails_the_attempt_and_retries_after_the_backoff() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1})
+    await released(w, p, [RegionPlan("EU")])
+    w.tuya.refuse = {"EU-000"}
+    await h.dispatch("r1", "EU", 10, p)
+    u = await w.upgrades.get("r1:EU-000")
+    assert u is not None
+    assert (u.state, u.retry_at) == (S.RETRYING, NOW + timedelta(seconds=60))
+    w.clock.now = NOW + timedelta(seconds=60)
+    await h.dispatch("r1", "EU", 10, p)
+    u = await w.upgrades.get("r1:EU-000")
+    assert u is not None
+    assert (u.state, u.attempt) == (S.FAILED, 2)
+    assert w.locks.held == {}  # a settled upgrade frees the device's channel
+
+
+async def test_one_channel_at_a_time_across_releases() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1})
+    await released(w, p, [RegionPlan("EU")], channel=0, rid="module")
+    await released(w, p, [RegionPlan("EU")], channel=9, rid="mcu")
+    assert await h.dispatch("module", "EU", 10, p) == 1
+    assert await h.dispatch("mcu", "EU", 10, p) == 0  # the module upgrade is in flight
+    await h.on_device_version("EU-000", 0, "1.2.0", p)
+    assert await h.dispatch("mcu", "EU", 10, p) == 1
+    assert w.tuya.commands == [("EU-000", 0), ("EU-000", 9)]
+
+
+async def test_done_is_not_success_and_offline_devices_keep_their_time() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2})
+    await released(w, p, [RegionPlan("EU")])
+    await h.dispatch("r1", "EU", 10, p)
+    await h.on_device_progress("EU-000", 0, T.DONE, 100, p)
+    await h.on_device_presence("EU-001", False, p)
+    w.clock.now = NOW + timedelta(hours=1)
+    assert await h.expire_deadlines(10, p) == 1  # only the online one's timeout ran out
+    done, offline = await w.upgrades.get("r1:EU-000"), await w.upgrades.get("r1:EU-001")
+    assert done is not None
+    assert offline is not None
+    assert (done.state, offline.state) == (S.RETRYING, S.WAITING)
+
+
+async def test_failures_halt_only_their_region_and_counters_equal_a_recount() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 10, "US": 10})
+    plans = [
+        RegionPlan(r, canary=Canary(quantity=5), promote_at=Threshold(0.8, 5), halt_at=Threshold(0.3, 4))
+        for r in ("EU", "US")
+    ]
+    await released(w, p, plans)
+    for region in ("EU", "US"):
+        await h.dispatch("r1", region, 10, p)
+    for i, (d, _) in enumerate(list(w.tuya.commands)):
+        if d.startswith("EU") and i % 2:
+            await h.on_device_error(d, 0, 205, p)
+            await h.on_device_error(d, 0, 205, p)  # a duplicate changes nothing
+        else:
+            await h.on_device_version(d, 0, "1.2.0", p)
+    eu = await h.evaluate_rollout("r1", "EU", p)
+    us = await h.evaluate_rollout("r1", "US", p)
+    assert eu.status == RolloutStatus.RUNNING  # failed attempts retry: not failed for good yet
+    w.clock.now = NOW + timedelta(minutes=2)
+    await h.dispatch("r1", "EU", 10, p)
+    for d, _ in w.tuya.commands[10:]:
+        await h.on_device_error(d, 0, 205, p)
+    eu = await h.evaluate_rollout("r1", "EU", p)
+    assert (eu.status, us.status, us.stage) == (RolloutStatus.HALTED, RolloutStatus.RUNNING, F)
+    assert await h.dispatch("r1", "EU", 10, p) == 0
+    for region, stage in (("EU", C), ("US", C), ("US", F)):
+        assert await w.progress.counts("r1", region, stage) == w.progress.recount("r1", region, stage)
+
+
+async def test_stop_cancels_what_has_not_started_and_finishes_the_region() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 4})
+    await released(w, p, [RegionPlan("EU")])
+    await h.dispatch("r1", "EU", 1, p)
+    stopped = await h.stop_rollout("r1", "EU", p)
+    assert stopped.status == RolloutStatus.STOPPED
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.cancelled, counts.upgrading) == (3, 1)
+    assert counts == w.progress.recount("r1", "EU", F)
+    with pytest.raises(ReleaseError):
+        await h.resume_rollout("r1", "EU", "ops", p)
+
+
+async def test_whole_release_commands_apply_per_region() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1, "US": 1})
+    await released(w, p, [RegionPlan("EU"), RegionPlan("US")])
+    paused = await h.for_each_region("r1", p, lambda region: h.pause_rollout("r1", region, "ops", None, p))
+    assert [r.status for r in paused] == [RolloutStatus.PAUSED] * 2
+    assert await h.dispatch("r1", "EU", 10, p) == 0
+
+
+async def test_late_joiners_join_a_running_full_stage_and_an_uncounted_batch_is_counted_later() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2})
+    await released(w, p, [RegionPlan("EU")])
+    late = DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(hours=1), {0: "1.0"})
+    await w.devices.record(late)
+    # a crash left a batch inserted but not counted
+    orphan = DeviceRecord("EU-orphan", "p1", "EU", NOW, {0: "1.0"})
+    await w.devices.record(orphan)
+    await w.progress.intend_batch("r1", "EU", F, "EU:full:7")
+    await w.upgrades.insert_planned(
+        [up.DeviceUpgrade("r1", "EU", F, "EU-orphan", "p1", 0, "1.2.0")], "EU:full:7"
+    )
+    w.clock.now = NOW + timedelta(hours=2)
+    assert await h.plan_late_joiners("r1", "EU", p) == 1
+    assert await h.plan_late_joiners("r1", "EU", p) == 1  # the same minute: the same batch, nothing added
+    counts = await w.progress.counts("r1", "EU", F)
+    assert counts.targeted == 4
+    assert counts == w.progress.recount("r1", "EU", F)
+
+
+async def test_no_late_joiners_when_not_configured() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2})
+    await released(w, p, [RegionPlan("EU", late_joiners=False)])
+    await w.devices.record(DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(hours=1), {0: "1.0"}))
+    assert await h.plan_late_joiners("r1", "EU", p) == 0
+
+
+async def test_done_is_verified_against_the_version_the_device_reports() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2})
+    await released(w, p, [RegionPlan("EU")])
+    await h.dispatch("r1", "EU", 10, p)
+    for d in ("EU-000", "EU-001"):
+        await h.on_ota_progress(
+            ota_push(device_id=d, product_id="p1", channel=0, upgrade_status=T.DONE, progress_percent=100),
+            p,
+        )
+    w.tuya.versions = {"EU-000": {0: "1.2.0"}, "EU-001": {0: "1.1.0"}}  # EU-001 says done but stays old
+    assert await h.verify_done(10, p) == 2
+    ok, stale = await w.upgrades.get("r1:EU-000"), await w.upgrades.get("r1:EU-001")
+    assert ok is not None
+    assert stale is not None
+    assert (ok.state, stale.state) == (S.SUCCEEDED, S.RETRYING)
+
+
+async def test_an_ota_push_with_the_new_version_completes_a_sleepy_device() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1})
+    await released(w, p, [RegionPlan("EU")])
+    await h.dispatch("r1", "EU", 10, p)
+    push = ota_push(device_id="EU-000", product_id="p1", channel=0, upgrade_status=T.WAITING_FOR_WAKE_UP)
+    [u] = await h.on_ota_progress(push, p)
+    assert u.state == S.WAITING
+    woke = ota_push(
+        device_id="EU-000", product_id="p1", channel=0, upgrade_status=T.DONE, firmware_version="1.2.0"
+    )
+    [u] = await h.on_ota_progress(woke, p)
+    assert u.state == S.SUCCEEDED

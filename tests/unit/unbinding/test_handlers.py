@@ -1,0 +1,338 @@
+"""The handlers against in-memory ports: every device gets exactly one result, quotas hold, crashes and
+lost answers never unbind a device twice, cancel, approval, idempotency, QR scans."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import timedelta
+
+import orjson
+import pytest
+from pydantic import SecretStr
+
+from fleet_contracts import topics
+from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindBatchFinished, UnbindMode
+from fleet_unbinding.domain import authorization as authz
+from fleet_unbinding.domain import unbind as machine
+from fleet_unbinding.domain.authorization import GrantKind
+from fleet_unbinding.domain.batch import BatchError, BatchStatus
+from fleet_unbinding.domain.batch import create as create_batch
+from fleet_unbinding.domain.quota import CounterKey, QuotaScope
+from fleet_unbinding.domain.unbind import UnbindState
+from fleet_unbinding.service_layer import handlers as h
+from tests.unit.unbinding.fakes import T0, World, world
+
+pytestmark = pytest.mark.unit
+
+DAY = "2026-11-29"
+
+
+async def register(w: World, pid: str, owner: str = "op") -> None:
+    await h.manage_authorization(
+        w.ports, pid, lambda s: authz.register(s, owner=owner, original_owner=None, actor=owner, at=T0)
+    )
+
+
+def list_request(devices: list[str], batch_id: str = "b1", operator: str = "op") -> RequestUnbindBatch:
+    return RequestUnbindBatch(
+        batch_id=batch_id, operator_id=operator, mode=UnbindMode.LIST, device_ids=devices
+    )
+
+
+async def status_of(w: World, batch_id: str) -> BatchStatus | None:
+    batch = await w.batches.get(batch_id)
+    return None if batch is None else batch.status
+
+
+async def used(w: World, scope: QuotaScope, subject: str) -> int:
+    return await w.counters.used(CounterKey(scope, subject, DAY))
+
+
+async def test_a_list_batch_gives_every_device_one_result_and_finishes_with_events() -> None:
+    w = world()
+    await register(w, "p1")
+    w.tuya.add("ok", "p1")
+    w.tuya.add("other", "p2")
+    w.tuya.add("free", "p1", owner=None)
+    w.tuya.add("offline", "p1")
+    w.tuya.remove_script["offline"] = ["2001"]
+    await h.request_batch(w.ports, list_request(["ok", "other", "free", "offline", "ghost"]))
+    batch = await h.run_batch(w.ports, "b1")
+
+    assert batch is not None
+    assert batch.status is BatchStatus.FINISHED
+    results = {d: (u.state, u.cause, u.tuya_error_code) for d, u in w.unbinds.of("b1").items()}
+    assert results == {
+        "ok": (UnbindState.UNBOUND, None, None),
+        "other": (UnbindState.REFUSED, RefusalCause.UNAUTHORIZED, None),
+        "free": (UnbindState.REFUSED, RefusalCause.NOT_BOUND, None),
+        "offline": (UnbindState.REFUSED, RefusalCause.DEVICE_OFFLINE, None),
+        "ghost": (UnbindState.REFUSED, RefusalCause.TUYA_ERROR, "2010"),
+    }
+    assert w.tuya.removals == {"ok": 1}
+    # only the unbound device keeps its units; the offline one was refunded
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 1
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 1
+    assert not any(u.units_held for u in w.unbinds.docs.values() if u.state is UnbindState.REFUSED)
+    # one result event per device, the batch's requested and finished events, all decodable
+    device_events = [e for entries in w.unbinds.outbox.values() for e in entries]
+    assert len(device_events) == 5
+    batch_events = [topics.UNBINDING_EVENTS.decode(e.body) for e in w.batches.outbox["b1"]]
+    assert [e.type for e in batch_events] == ["unbinding.batch.requested.v1", "unbinding.batch.finished.v1"]
+    finished = batch_events[1].data
+    assert isinstance(finished, UnbindBatchFinished)
+    assert (finished.devices_total, finished.unbound, finished.refused) == (5, 1, 4)
+
+
+async def test_quota_is_never_exceeded_and_refused_devices_name_the_quota() -> None:
+    w = world()
+    await register(w, "p1")
+    await h.set_limit(w.ports, QuotaScope.PRODUCT, "p1", limit=3, reason="TICKET-1", actor="admin")
+    devices = [f"d{i}" for i in range(5)]
+    for d in devices:
+        w.tuya.add(d, "p1")
+    await h.request_batch(w.ports, list_request(devices))
+    await h.run_batch(w.ports, "b1")
+    states = [u.state for u in w.unbinds.of("b1").values()]
+    assert states.count(UnbindState.UNBOUND) == 3
+    refused = [u for u in w.unbinds.of("b1").values() if u.state is UnbindState.REFUSED]
+    assert {u.cause for u in refused} == {RefusalCause.QUOTA_EXCEEDED}
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 3
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 3  # compensated: the refused ones hold nothing
+    usage = await h.usage(w.ports, QuotaScope.PRODUCT, "p1")
+    assert (usage.limit, usage.used, usage.remaining) == (3, 3, 0)
+
+
+async def test_concurrent_batches_over_shared_counters_stay_exact() -> None:
+    w = world()
+    await register(w, "p1")
+    for b in range(8):
+        for i in range(30):
+            w.tuya.add(f"b{b}d{i}", "p1")
+    for b in range(8):
+        await h.request_batch(w.ports, list_request([f"b{b}d{i}" for i in range(30)], batch_id=f"b{b}"))
+    await asyncio.gather(*(h.run_batch(w.ports, f"b{b}") for b in range(8)))
+    unbound = sum(u.state is UnbindState.UNBOUND for u in w.unbinds.docs.values())
+    assert unbound == 100
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 100
+    assert sum(w.tuya.removals.values()) == 100
+
+
+async def test_a_lost_answer_is_reconciled_and_the_device_is_not_unbound_twice() -> None:
+    w = world()
+    await register(w, "p1")
+    w.tuya.add("d1", "p1")
+    w.tuya.remove_script["d1"] = ["lost"]  # Tuya unbound it, the answer never came
+    await h.request_batch(w.ports, list_request(["d1"]))
+    await h.run_batch(w.ports, "b1")
+    u = w.unbinds.of("b1")["d1"]
+    assert (u.state, u.reconciled) == (UnbindState.UNBOUND, True)
+    assert w.tuya.removals == {"d1": 1}
+
+
+async def test_a_rate_limited_call_is_retried_after_reconciliation_and_gives_up_after_max_calls() -> None:
+    w = world(max_calls=3)
+    await register(w, "p1")
+    w.tuya.add("d1", "p1")
+    w.tuya.add("d2", "p1")
+    w.tuya.remove_script["d1"] = ["1199"]
+    w.tuya.remove_script["d2"] = ["1199", "1199", "1199"]
+    await h.request_batch(w.ports, list_request(["d1", "d2"]))
+    await h.run_batch(w.ports, "b1")
+    d1, d2 = w.unbinds.of("b1")["d1"], w.unbinds.of("b1")["d2"]
+    assert (d1.state, d1.calls) == (UnbindState.UNBOUND, 2)
+    assert (d2.state, d2.cause, d2.tuya_error_code, d2.calls) == (
+        UnbindState.REFUSED,
+        RefusalCause.TUYA_ERROR,
+        "1199",
+        3,
+    )
+    assert w.tuya.removals == {"d1": 1}
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 1
+
+
+async def test_recovery_after_a_crash_between_intent_and_answer_never_calls_twice() -> None:
+    w = world()
+    await register(w, "p1")
+    w.tuya.add("d1", "p1")
+    w.tuya.add("d2", "p1")
+    await h.request_batch(w.ports, list_request(["d1", "d2"]))
+    # run until both intents are durable, then "crash": d1's removal ran, d2's never did
+    for d in ("d1", "d2"):
+        reserved = await h._check_and_reserve(w.ports, w.unbinds.of("b1")[d])  # stepping the machine by hand
+        assert reserved is not None
+        intent = await h._write(w.ports, reserved, machine.intend(reserved, w.clock()))
+        assert intent is not None
+        assert intent.state is UnbindState.CALLING
+    await w.tuya.remove("d1", reset=False)
+
+    # a worker that did not record the intents leaves them alone while a call may still be in flight
+    await h.recover(w.ports)
+    assert {u.state for u in w.unbinds.of("b1").values()} == {UnbindState.CALLING}
+    w.clock.advance(seconds=30)
+    assert await h.recover(w.ports) == 1
+    assert {d: u.state for d, u in w.unbinds.of("b1").items()} == {
+        "d1": UnbindState.UNBOUND,
+        "d2": UnbindState.UNBOUND,
+    }
+    assert w.tuya.removals == {"d1": 1, "d2": 1}
+    assert w.unbinds.of("b1")["d1"].reconciled
+    assert await status_of(w, "b1") is BatchStatus.FINISHED
+
+
+async def test_recovery_refunds_a_refusal_whose_refund_was_not_recorded() -> None:
+    w = world()
+    await register(w, "p1")
+    w.tuya.add("d1", "p1")
+    w.tuya.remove_script["d1"] = ["2001"]
+    await h.request_batch(w.ports, list_request(["d1"]))
+    u = await h._check_and_reserve(w.ports, w.unbinds.of("b1")["d1"])
+    assert u is not None
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 1
+    step = machine.refuse(u, RefusalCause.DEVICE_OFFLINE, T0)
+    saved = await h._save(w.ports, u, step)  # refusal written, then a crash before the refund
+    assert saved is not None
+    assert saved.units_held
+    await h.recover(w.ports)
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 0
+    assert not w.unbinds.of("b1")["d1"].units_held
+
+
+async def test_cancel_refuses_the_devices_not_yet_done() -> None:
+    w = world()
+    await register(w, "p1")
+    for d in ("d1", "d2"):
+        w.tuya.add(d, "p1")
+    await h.request_batch(w.ports, list_request(["d1", "d2"]))
+    batch = await h.cancel_batch(w.ports, "b1", "op")
+    assert batch.cancel_requested
+    assert {u.cause for u in w.unbinds.of("b1").values()} == {RefusalCause.CANCELLED}
+    assert await status_of(w, "b1") is BatchStatus.FINISHED
+    assert w.tuya.removals == {}
+
+
+async def test_a_big_batch_waits_for_approval_by_another_administrator() -> None:
+    w = world(approval_threshold=1)
+    await register(w, "p1")
+    for d in ("d1", "d2"):
+        w.tuya.add(d, "p1")
+    batch, _ = await h.request_batch(w.ports, list_request(["d1", "d2"]))
+    assert batch.status is BatchStatus.AWAITING_APPROVAL
+    await h.run_batch(w.ports, "b1")
+    assert w.tuya.removals == {}
+    with pytest.raises(BatchError):
+        await h.approve_batch(w.ports, "b1", "op")
+    await h.approve_batch(w.ports, "b1", "admin2")
+    await h.run_batch(w.ports, "b1")
+    assert w.tuya.removals == {"d1": 1, "d2": 1}
+
+
+async def test_an_idempotency_key_returns_the_same_batch_and_refuses_a_different_request() -> None:
+    w = world()
+    first, created = await h.request_batch(w.ports, list_request(["d1"]), idempotency_key="k1")
+    again, created_again = await h.request_batch(
+        w.ports, list_request(["d1"], batch_id="x"), idempotency_key="k1"
+    )
+    assert (created, created_again) == (True, False)
+    assert first.batch_id == again.batch_id
+    with pytest.raises(BatchError, match="different request"):
+        await h.request_batch(w.ports, list_request(["d2"]), idempotency_key="k1")
+    assert len(w.batches.docs) == 1
+
+
+async def test_a_revoked_partner_is_refused_for_every_device() -> None:
+    w = world()
+    await register(w, "p1", owner="dev")
+    await h.manage_authorization(
+        w.ports, "p1", lambda s: authz.grant(s, account="op", kind=GrantKind.PARTNER, actor="dev", at=T0)
+    )
+    await h.manage_authorization(
+        w.ports, "p1", lambda s: authz.revoke(s, account="op", kind=GrantKind.PARTNER, actor="dev", at=T0)
+    )
+    for d in ("d1", "d2"):
+        w.tuya.add(d, "p1")
+    await h.request_batch(w.ports, list_request(["d1", "d2"]))
+    await h.run_batch(w.ports, "b1")
+    assert {u.cause for u in w.unbinds.of("b1").values()} == {RefusalCause.UNAUTHORIZED}
+    assert len(w.authorizations.rows) == 3  # register, grant, revoke: all kept
+
+
+async def test_a_qr_batch_unbinds_already_bound_scanners_and_refuses_the_31st_and_late_ones() -> None:
+    w = world()
+    await register(w, "p1")
+    for i in range(32):
+        w.tuya.add(f"cam{i}", "p1")
+    req = RequestUnbindBatch(batch_id="q1", operator_id="op", mode=UnbindMode.QR, product_id="p1")
+    batch, payload = await h.open_qr_batch(
+        w.ports,
+        w.tuya,
+        req,
+        uid="app-uid",
+        home_id=None,
+        ssid="shop",
+        password=SecretStr("wifi-pass"),
+        validity=timedelta(minutes=5),
+    )
+    assert payload is not None
+    assert orjson.loads(payload.get_secret_value()) == {"s": "shop", "p": "wifi-pass", "t": "EUtok1sec"}
+    assert "wifi-pass" not in repr(w.batches.docs["q1"])
+    scans: list[tuple[str, str | None]] = [(f"cam{i}", "113") for i in range(31)]
+    w.tuya.failed_pairings = [*scans, ("cam-other", "2001")]
+    assert await h.poll_qr(w.ports, w.tuya, "q1") == 31
+    before = dict(w.unbinds.docs)
+    assert await h.poll_qr(w.ports, w.tuya, "q1") == 31  # Tuya reports the same failures again
+    assert w.unbinds.docs == before
+    assert sum(w.tuya.removals.values()) == 30
+    w.clock.advance(minutes=5)
+    late = await h.qr_scan(w.ports, "q1", "cam31", "113")
+    assert late is not None
+    assert late.cause is RefusalCause.QR_EXPIRED
+    await h.try_finish(w.ports, "q1")
+    results = w.unbinds.of("q1")
+    assert sum(u.state is UnbindState.UNBOUND for u in results.values()) == 30
+    assert results["cam30"].cause is RefusalCause.QR_FULL
+    assert "cam-other" not in results
+    assert await status_of(w, "q1") is BatchStatus.FINISHED
+    assert batch.qr is not None
+
+
+async def test_dry_run_touches_no_counter() -> None:
+    w = world()
+    await register(w, "p1")
+    w.tuya.add("d1", "p1")
+    w.tuya.add("d2", "p9")
+    out = await h.dry_run(w.ports, "op", ["d1", "d2"])
+    assert [(p.device_id, p.would_unbind) for p in out] == [("d1", True), ("d2", False)]
+    assert w.counters.units == {}
+
+
+async def test_a_cancel_that_refunds_before_a_racing_reservation_lands_leaks_no_unit() -> None:
+    w = world()
+    await register(w, "p1")
+    w.tuya.add("d1", "p1")
+    await h.request_batch(w.ports, list_request(["d1"]))
+
+    async def cancel_first() -> None:
+        # the cancel lands between the runner's quota-day write and its reservation
+        w.counters.before_reserve = None
+        await h.cancel_batch(w.ports, "b1", "op")
+
+    w.counters.before_reserve = cancel_first
+    await h.run_batch(w.ports, "b1")
+    u = w.unbinds.of("b1")["d1"]
+    assert (u.state, u.cause, u.units_held) == (UnbindState.REFUSED, RefusalCause.CANCELLED, False)
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 0
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 0
+    assert w.tuya.removals == {}
+
+
+async def test_a_crash_between_the_batch_and_its_devices_is_completed_by_the_next_run() -> None:
+    w = world()
+    await register(w, "p1")
+    w.tuya.add("d1", "p1")
+    batch, events = create_batch(list_request(["d1"]), T0, approval_threshold=100)
+    assert await w.batches.add(batch, w.ports.events.outbox(events, T0))  # then the process died
+    assert await h.try_finish(w.ports, "b1") == batch  # no devices yet: it cannot finish empty
+    await h.recover(w.ports)
+    assert w.unbinds.of("b1")["d1"].state is UnbindState.UNBOUND
+    assert await status_of(w, "b1") is BatchStatus.FINISHED
