@@ -19,9 +19,11 @@ def tools() -> Tools:
 
 @pytest.fixture(scope="session")
 def renderings(tools: Tools, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Rendering]:
-    """The chart with its defaults and with the production example."""
+    """The chart with its defaults, with the production example, and with that and every service enabled."""
     folder = tmp_path_factory.mktemp("helm")
+    everything = [f"--set=services.{name}.enabled=true" for name in ("pairing", "unbinding", "ota")]
     return {
         "defaults": render(tools, folder / "defaults.yaml"),
         "production": render(tools, folder / "production.yaml", "-f", str(PRODUCTION_EXAMPLE)),
+        "all-services": render(tools, folder / "all.yaml", "-f", str(PRODUCTION_EXAMPLE), *everything),
     }

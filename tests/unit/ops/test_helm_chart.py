@@ -18,11 +18,14 @@ from pydantic import AliasChoices
 from pydantic_settings import BaseSettings
 
 from fleet_ingest.settings import IngestSettings
+from fleet_ota.settings import OtaSettings
+from fleet_pairing.settings import PairingSettings
 from fleet_shared.security.settings import SecuritySettings
 from fleet_shared.service.registry import SERVICES
 from fleet_shared.service.settings import ServiceSettings
 from fleet_status.settings import StatusSettings
 from fleet_tuya_sim.settings import SimSettings
+from fleet_unbinding.settings import UnbindingSettings
 from tests.unit.ops.support import CHART, PRODUCTION_EXAMPLE, ROOT, RULES, Rendering, Tools, run
 
 pytestmark = pytest.mark.unit
@@ -35,10 +38,14 @@ SETTINGS: dict[str, type[BaseSettings]] = {
     "ingest": IngestSettings,
     "status": StatusSettings,
     "tuya-sim": SimSettings,
+    "pairing": PairingSettings,
+    "unbinding": UnbindingSettings,
+    "ota": OtaSettings,
 }
 # read outside a settings class: the simulator's CLI takes its log level from the environment (__main__)
 READ_BY_CLI = {"tuya-sim": {"FLEET_SIM_LOG_LEVEL"}}
 WORKLOADS = ("Deployment", "Job")
+RENDERINGS = ("defaults", "production", "all-services")
 POD_ADDRESS = ("0.0.0.0", 8000)  # noqa: S104 - a pod listens on its own address
 
 
@@ -62,7 +69,7 @@ def test_helm_lint_passes(tools: Tools, example: Path | None) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("name", ["defaults", "production"])
+@pytest.mark.parametrize("name", RENDERINGS)
 @pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
 def test_every_rendered_object_matches_the_kubernetes_schema(
     renderings: dict[str, Rendering], name: str, version: str
@@ -77,7 +84,7 @@ def test_every_rendered_object_matches_the_kubernetes_schema(
     assert len(checked) == sum(o["kind"] not in CUSTOM_KINDS for o in rendering.objects)
 
 
-@pytest.mark.parametrize("name", ["defaults", "production"])
+@pytest.mark.parametrize("name", RENDERINGS)
 def test_kube_score_finds_nothing(tools: Tools, renderings: dict[str, Rendering], name: str) -> None:
     result = run(
         tools.kube_score, "score", "--output-format", "ci", "--exit-one-on-warning", renderings[name].path
@@ -102,7 +109,7 @@ def test_defaults_run_the_simulator_and_production_does_not(renderings: dict[str
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in defaults.objects
             if o["kind"] == "Deployment"} == {"tuya-sim", "ingest", "status"}  # fmt: skip
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in production.objects
-            if o["kind"] == "Deployment"} == {"ingest", "status", "pairing", "unbinding", "ota"}  # fmt: skip
+            if o["kind"] == "Deployment"} == {"ingest", "status"}  # fmt: skip
     # with the simulator, services call its OpenAPI and provisioning lays out its Tuya topic
     config = defaults.component("ConfigMap", "status")
     assert config
@@ -115,7 +122,7 @@ def test_defaults_run_the_simulator_and_production_does_not(renderings: dict[str
     assert "--tuya-access-id" not in job["spec"]["template"]["spec"]["containers"][0]["command"]
 
 
-@pytest.mark.parametrize("name", ["defaults", "production"])
+@pytest.mark.parametrize("name", RENDERINGS)
 def test_each_service_has_its_objects_and_consumers_scale(
     renderings: dict[str, Rendering], name: str
 ) -> None:
@@ -134,7 +141,7 @@ def test_each_service_has_its_objects_and_consumers_scale(
     assert hpa["spec"]["maxReplicas"] <= 11  # Failover per partition: 11 partitions at Tuya
 
 
-@pytest.mark.parametrize("name", ["defaults", "production"])
+@pytest.mark.parametrize("name", RENDERINGS)
 def test_pods_are_hardened(renderings: dict[str, Rendering], name: str) -> None:
     for where, spec in pod_specs(renderings[name]).items():
         assert spec["securityContext"]["runAsNonRoot"] is True, where
@@ -151,7 +158,7 @@ def test_pods_are_hardened(renderings: dict[str, Rendering], name: str) -> None:
             assert "emptyDir" in volumes[mounts["/tmp"]], where
 
 
-@pytest.mark.parametrize("name", ["defaults", "production"])
+@pytest.mark.parametrize("name", RENDERINGS)
 def test_probes_and_grace_period_cover_the_drain(renderings: dict[str, Rendering], name: str) -> None:
     # each drain step is bounded by its own timeout: HTTP requests, in-flight messages, status's last flush
     drain = (
@@ -203,7 +210,7 @@ def accepted_variables(settings: type[BaseSettings]) -> set[str]:
     return names
 
 
-@pytest.mark.parametrize("name", ["defaults", "production"])
+@pytest.mark.parametrize("name", RENDERINGS)
 def test_every_configured_variable_is_a_setting_the_service_reads(
     renderings: dict[str, Rendering], name: str
 ) -> None:
@@ -236,11 +243,11 @@ def test_prometheus_rule_is_the_rules_file(renderings: dict[str, Rendering]) -> 
 
 
 def test_service_monitor_labels_what_the_rules_select(renderings: dict[str, Rendering]) -> None:
-    monitors = renderings["production"].of_kind("ServiceMonitor")
+    monitors = renderings["all-services"].of_kind("ServiceMonitor")
     assert len(monitors) == 5
     for monitor in monitors.values():
         component = monitor["metadata"]["labels"]["app.kubernetes.io/component"]
-        service = renderings["production"].component("Service", component)
+        service = renderings["all-services"].component("Service", component)
         assert service
         assert service["metadata"]["labels"][monitor["spec"]["jobLabel"]] == "tuya-fleet"
         endpoint = monitor["spec"]["endpoints"][0]
@@ -268,7 +275,7 @@ def test_bad_values_fail_with_a_clear_message(tools: Tools, overrides: list[str]
     assert message in result.stderr
 
 
-@pytest.mark.parametrize("name", ["defaults", "production"])
+@pytest.mark.parametrize("name", RENDERINGS)
 def test_each_service_loads_its_settings_from_the_rendered_environment(
     renderings: dict[str, Rendering], name: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
