@@ -149,7 +149,9 @@ class DeviceUpgradeStateChanged(ReleaseFact):
     channel: UpgradeChannel
     previous_state: DeviceUpgradeState | None = Field(default=None, description="Absent for the first state.")
     state: DeviceUpgradeState
-    stage: ReleaseStage | None = Field(default=None, description="Stage of the release the device belongs to.")
+    stage: ReleaseStage | None = Field(
+        default=None, description="Stage of the release the device belongs to."
+    )
     attempt: int = Field(ge=1, description="Attempt number (retries increase it).")
     progress_percent: int | None = Field(default=None, ge=0, le=100)
     tuya_upgrade_status: OtaUpgradeStatus | None = Field(default=None, description="Latest Tuya status code.")

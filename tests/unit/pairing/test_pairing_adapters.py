@@ -21,8 +21,9 @@ from fleet_pairing.domain.session import BindingMode
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_tuya_sim.adapters.sinks import MemorySink
 from fleet_tuya_sim.bootstrap import bootstrap
-from fleet_tuya_sim.config import SimSettings
 from fleet_tuya_sim.domain.fleet import FleetSpec
+from fleet_tuya_sim.entrypoints.app import create_app
+from fleet_tuya_sim.settings import SimSettings
 
 pytestmark = pytest.mark.unit
 
@@ -36,9 +37,10 @@ async def test_tokens_results_and_removal_through_the_shared_client() -> None:
         return T0.timestamp()
 
     sim = SimSettings(access_id=ACCESS_ID, access_secret=ACCESS_SECRET, rate_limit_rps=0)
-    wiring = bootstrap(sim, sink=MemorySink(), clock=clock, manage_simulator=False)
-    wiring.simulator.install_fleet(FleetSpec(seed=7, devices=10, homes=2, unbound=3))
-    transport = httpx.ASGITransport(app=wiring.app)
+    # the app's lifespan is not run (ASGITransport): the fleet is installed here instead of at start
+    service = bootstrap(sim, sink=MemorySink(), clock=clock, create_fleet=False)
+    service.simulator.install_fleet(FleetSpec(seed=7, devices=10, homes=2, unbound=3))
+    transport = httpx.ASGITransport(app=create_app(service))
     async with (
         httpx.AsyncClient(transport=transport, base_url="http://sim") as http,
         TuyaOpenApiClient(ACCESS_ID, ACCESS_SECRET, base_url="http://sim", http=http, clock=clock) as client,
