@@ -13,19 +13,19 @@ from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, RolloutStatus, StageCounts
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import BUCKETS, TERMINAL, DeviceUpgrade, UpgradePolicy, bucket
-from fleet_ota.ports import OutboxEntry, UpgradeRefused
+from fleet_ota.ports import CountedEntry, UpgradeRefused
 from fleet_ota.service_layer.handlers import Ports
 
 
 @dataclass
 class FakeFirmware:
     items: dict[str, Firmware] = field(default_factory=dict)
-    outbox: list[OutboxEntry] = field(default_factory=list)
+    outbox: list[CountedEntry] = field(default_factory=list)
 
     async def get(self, firmware_id: str) -> Firmware | None:
         return self.items.get(firmware_id)
 
-    async def add(self, firmware: Firmware, outbox: Sequence[OutboxEntry]) -> bool:
+    async def add(self, firmware: Firmware, outbox: Sequence[CountedEntry]) -> bool:
         if firmware.firmware_id in self.items:
             return False
         self.items[firmware.firmware_id] = firmware
@@ -39,7 +39,7 @@ class FakeFirmware:
 @dataclass
 class FakeRollouts:
     items: dict[tuple[str, str], RegionRollout] = field(default_factory=dict)
-    outbox: list[OutboxEntry] = field(default_factory=list)
+    outbox: list[CountedEntry] = field(default_factory=list)
 
     async def get(self, release_id: str, region: str) -> RegionRollout | None:
         return self.items.get((release_id, region))
@@ -52,7 +52,7 @@ class FakeRollouts:
             self.items.setdefault((r.release_id, r.region), r)
 
     async def save(
-        self, rollout: RegionRollout, expected_version: int, outbox: Sequence[OutboxEntry]
+        self, rollout: RegionRollout, expected_version: int, outbox: Sequence[CountedEntry]
     ) -> bool:
         key = (rollout.release_id, rollout.region)
         if self.items[key].version != expected_version:
@@ -78,7 +78,7 @@ class _Doc:
 @dataclass
 class FakeUpgrades:
     docs: dict[str, _Doc] = field(default_factory=dict)
-    outbox: list[OutboxEntry] = field(default_factory=list)
+    outbox: list[CountedEntry] = field(default_factory=list)
 
     async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
         for u in upgrades:
@@ -112,7 +112,7 @@ class FakeUpgrades:
         ]
 
     async def save(
-        self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[OutboxEntry]
+        self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[CountedEntry]
     ) -> bool:
         d = self.docs[upgrade.upgrade_id]
         if d.upgrade.version != expected_version:

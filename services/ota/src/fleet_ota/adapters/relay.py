@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fleet_ota.adapters.mongo import Collection, ProgressStore, entry_from_doc, entry_to_doc
-from fleet_ota.ports import EventPublisher, OutboxEntry
+from fleet_ota.adapters.mongo import Collection, ProgressStore
+from fleet_ota.ports import CountedEntry, EventPublisher
 
 
 class OutboxRelay:
@@ -45,15 +45,17 @@ class OutboxRelay:
             for doc in docs:
                 if time.monotonic() - read_at > self.grace_s / 2:
                     break  # this read is getting old: the next pass reads again
-                await self._relay(col, doc["_id"], [entry_from_doc(e) for e in doc.get("outbox") or []])
+                await self._relay(
+                    col, doc["_id"], [CountedEntry.from_document(e) for e in doc.get("outbox") or []]
+                )
                 relayed += 1
         return relayed
 
-    async def _relay(self, col: Collection, _id: Any, entries: list[OutboxEntry]) -> None:
+    async def _relay(self, col: Collection, _id: Any, entries: list[CountedEntry]) -> None:
         if entries:
             await self.progress.apply(entries, self.clock())
-            await self.publisher.publish(entries)
-            await col.update_one({"_id": _id}, {"$pullAll": {"outbox": [entry_to_doc(e) for e in entries]}})
+            await self.publisher.publish([e.event for e in entries])
+            await col.update_one({"_id": _id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
         await col.update_one({"_id": _id, "outbox.0": {"$exists": False}}, {"$unset": {"relay": ""}})
 
     async def sweep(self, upgrades: Collection, limit: int = 100) -> int:
