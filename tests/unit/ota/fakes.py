@@ -261,6 +261,7 @@ class FakeLocks:
 class FakeTuya:
     commands: list[tuple[str, int]] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    rate_limited: set[str] = field(default_factory=set)  # Tuya answers 1199 (too frequent)
     lose_answer: set[str] = field(default_factory=set)  # the call happens, the answer never arrives
     status: dict[str, OtaUpgradeStatus] = field(default_factory=dict)
     versions: dict[str, dict[int, str]] = field(default_factory=dict)
@@ -268,6 +269,8 @@ class FakeTuya:
     async def confirm_upgrade(self, device_id: str, channel: int) -> None:
         if device_id in self.refuse:
             raise UpgradeRefused(2001, "device is offline")
+        if device_id in self.rate_limited:
+            raise UpgradeRefused(1199, "requests too frequently")
         self.commands.append((device_id, channel))
         if device_id in self.lose_answer:
             raise TimeoutError("no answer")

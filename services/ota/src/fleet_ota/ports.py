@@ -158,6 +158,11 @@ class UpgradeRefused(Exception):
         super().__init__(f"Tuya refused the upgrade ({code}): {message}")
         self.code = code
 
+    @property
+    def rate_limited(self) -> bool:
+        """1110 / 1199: Tuya turned the call away for its rate limit; the device never heard of it."""
+        return self.code in (1110, 1199)
+
 
 class TuyaOta(Protocol):
     async def confirm_upgrade(self, device_id: str, channel: int) -> None:

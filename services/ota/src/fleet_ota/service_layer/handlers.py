@@ -50,6 +50,10 @@ class NotFound(LookupError):
     pass
 
 
+class RateLimited(RuntimeError):
+    """Tuya's rate limit turned a command away (its attempt was given back): stop this dispatch round."""
+
+
 @dataclass(frozen=True, slots=True)
 class Ports:
     firmware: FirmwareRepository
@@ -324,6 +328,9 @@ async def dispatch_one(u: DeviceUpgrade, p: Ports) -> DeviceUpgrade:
     try:
         await p.tuya.confirm_upgrade(intent.device_id, intent.channel)
     except UpgradeRefused as e:
+        if e.rate_limited:
+            await apply_transition(p, intent, lambda cur: up.withdraw_command(cur, intent.attempt, p.clock()))
+            raise RateLimited(str(e)) from e
         reason = str(e)
         return await apply_transition(p, intent, lambda cur: _refused(cur, intent.attempt, reason, p))
     except Exception:  # unknown outcome (timeout, connection lost): never re-sent, reconciled later
@@ -345,7 +352,10 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
     sent = 0
     counted, _ = await p.progress.batches(release_id, region)
     for u in await p.upgrades.ready_to_command(release_id, region, sorted(counted), p.clock(), limit):
-        after = await dispatch_one(u, p)
+        try:
+            after = await dispatch_one(u, p)
+        except RateLimited:
+            break  # the rest wait for the next round; none of them used an attempt
         sent += after.attempt > u.attempt
     return sent
 
@@ -385,13 +395,14 @@ async def on_device_presence(device_id: str, online: bool, p: Ports) -> list[Dev
 
 
 async def on_ota_progress(event: DeviceOtaProgressed, p: Ports) -> list[DeviceUpgrade]:
-    """A `device.ota.progressed` event: Tuya's status, and the version the channel runs when it says so."""
-    changed = await on_device_progress(
+    """A `device.ota.progressed` event: Tuya's view of the upgrade.
+
+    The push's `version` is not taken as the device's own report: `deviceOtaProgress`'s layout is undocumented
+    and the field may name the target. Success waits for the firmware API (`verify_done`).
+    """
+    return await on_device_progress(
         event.device_id, event.channel, event.upgrade_status, event.progress_percent, p
     )
-    if event.firmware_version is not None:
-        changed = await on_device_version(event.device_id, event.channel, event.firmware_version, p)
-    return changed
 
 
 async def verify_done(limit: int, p: Ports) -> int:
