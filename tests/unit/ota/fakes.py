@@ -68,6 +68,9 @@ class FakeRollouts:
     async def dispatching(self) -> list[RegionRollout]:
         return [r for r in self.items.values() if r.status == RolloutStatus.RUNNING]
 
+    async def scheduled(self) -> list[RegionRollout]:
+        return [r for r in self.items.values() if r.status == RolloutStatus.SCHEDULED]
+
 
 @dataclass
 class _Doc:

@@ -77,6 +77,9 @@ class RolloutRepository(Protocol):
     async def dispatching(self) -> list[RegionRollout]:
         """Rollouts that are running (the dispatcher's and the evaluator's work list)."""
 
+    async def scheduled(self) -> list[RegionRollout]:
+        """Rollouts not started yet (the scheduler starts them when their start time comes)."""
+
 
 class UpgradeRepository(Protocol):
     async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:

@@ -264,6 +264,9 @@ class RolloutStore:
     async def dispatching(self) -> list[RegionRollout]:
         return [_rollout(d) async for d in self.col.find({"status": RolloutStatus.RUNNING.value})]
 
+    async def scheduled(self) -> list[RegionRollout]:
+        return [_rollout(d) async for d in self.col.find({"status": RolloutStatus.SCHEDULED.value})]
+
 
 # --- upgrades -------------------------------------------------------------------------------------------
 
