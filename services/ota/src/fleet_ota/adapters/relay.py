@@ -11,6 +11,7 @@ grace ago, so no stale read can apply a forgotten id again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -28,27 +29,33 @@ class OutboxRelay:
         publisher: EventPublisher,
         *,
         grace_s: float = 60.0,
+        concurrency: int = 16,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.collections = collections
         self.progress = progress
         self.publisher = publisher
         self.grace_s = grace_s
+        self.concurrency = concurrency
         self.clock = clock
 
     async def relay_once(self, limit: int = 500) -> int:
         """Relay up to `limit` documents per collection; returns how many were relayed."""
         relayed = 0
+        gate = asyncio.Semaphore(self.concurrency)
         for col in self.collections:
             read_at = time.monotonic()
             docs = [d async for d in col.find({"relay": True}, {"outbox": 1}).limit(limit)]
-            for doc in docs:
-                if time.monotonic() - read_at > self.grace_s / 2:
-                    break  # this read is getting old: the next pass reads again
-                await self._relay(
-                    col, doc["_id"], [CountedEntry.from_document(e) for e in doc.get("outbox") or []]
-                )
-                relayed += 1
+            async def relay(doc: dict[str, Any], col: Collection = col, read_at: float = read_at) -> int:
+                async with gate:
+                    if time.monotonic() - read_at > self.grace_s / 2:
+                        return 0  # this read is getting old: the next pass reads again
+                    entries = [CountedEntry.from_document(e) for e in doc.get("outbox") or []]
+                    await self._relay(col, doc["_id"], entries)
+                    return 1
+
+            # documents are independent (each one's entries still go out in order): overlap round trips
+            relayed += sum(await asyncio.gather(*(relay(d) for d in docs)))
         return relayed
 
     async def _relay(self, col: Collection, _id: Any, entries: list[CountedEntry]) -> None:

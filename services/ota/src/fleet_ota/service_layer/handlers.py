@@ -10,10 +10,12 @@ command again. A retry is a new attempt with its own intent write.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from fleet_contracts.device import DeviceOtaProgressed, OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, FirmwareRegistered
@@ -40,6 +42,21 @@ from fleet_ota.service_layer import outbox
 log = logging.getLogger(__name__)
 
 _RACE_TRIES = 8  # conditional writes that lost to another writer are reloaded and decided again
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+# devices handled at once by one round (each device is its own document: their writes never conflict)
+CONCURRENCY = 16
+
+
+async def _each(items: Iterable[_T], action: Callable[[_T], Awaitable[_R]]) -> list[_R]:
+    """`action` over every item, `CONCURRENCY` at a time (database and Tuya round trips overlap)."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(item: _T) -> _R:
+        async with gate:
+            return await action(item)
+
+    return list(await asyncio.gather(*(one(i) for i in items)))
 
 
 class Conflict(RuntimeError):
@@ -349,15 +366,22 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
     r = await _rollout(release_id, region, p)
     if not r.dispatching or not r.plan.schedule.allows(p.clock()):
         return 0
-    sent = 0
     counted, _ = await p.progress.batches(release_id, region)
-    for u in await p.upgrades.ready_to_command(release_id, region, sorted(counted), p.clock(), limit):
+    ready = await p.upgrades.ready_to_command(release_id, region, sorted(counted), p.clock(), limit)
+    limited = False
+
+    async def one(u: DeviceUpgrade) -> int:
+        nonlocal limited
+        if limited:
+            return 0  # the rest wait for the next round; none of them used an attempt
         try:
             after = await dispatch_one(u, p)
         except RateLimited:
-            break  # the rest wait for the next round; none of them used an attempt
-        sent += after.attempt > u.attempt
-    return sent
+            limited = True
+            return 0
+        return int(after.attempt > u.attempt)
+
+    return sum(await _each(ready, one))
 
 
 async def _each_open(
@@ -408,18 +432,20 @@ async def on_ota_progress(event: DeviceOtaProgressed, p: Ports) -> list[DeviceUp
 async def verify_done(limit: int, p: Ports) -> int:
     """Ask Tuya which version devices it called done now run: success needs the device's own report."""
     done = await p.upgrades.done_unverified(limit)
-    for u in done:
+
+    async def verify(u: DeviceUpgrade) -> None:
         reported = (await p.tuya.current_versions(u.device_id)).get(u.channel)
         if reported is not None:
             await on_device_version(u.device_id, u.channel, reported, p)
+
+    await _each(done, verify)
     return len(done)
 
 
 async def expire_deadlines(limit: int, p: Ports) -> int:
     now = p.clock()
     due = await p.upgrades.deadline_passed(now, limit)
-    for u in due:
-        await apply_transition(p, u, lambda cur: up.on_tick(cur, p.policy, now))
+    await _each(due, lambda u: apply_transition(p, u, lambda cur: up.on_tick(cur, p.policy, now)))
     return len(due)
 
 
@@ -427,13 +453,16 @@ async def recover_commanded(grace_s: float, limit: int, p: Ports) -> int:
     """Commanded attempts with no news for `grace_s` (a crash, a lost answer): ask Tuya, never re-send."""
     now = p.clock()
     stale = await p.upgrades.commanded_before(now - timedelta(seconds=grace_s), limit)
-    for u in stale:
+
+    async def recover(u: DeviceUpgrade) -> None:
         status, progress = await p.tuya.progress(u.device_id, u.channel)
 
-        def reconcile(cur: DeviceUpgrade, st: OtaUpgradeStatus = status, pr: int | None = progress) -> Change:
-            return up.reconcile_commanded(cur, st, pr, p.policy, now)
+        def reconcile(cur: DeviceUpgrade) -> Change:
+            return up.reconcile_commanded(cur, status, progress, p.policy, now)
 
         await apply_transition(p, u, reconcile)
+
+    await _each(stale, recover)
     return len(stale)
 
 
