@@ -46,6 +46,7 @@ class OutboxRelay:
         for col in self.collections:
             read_at = time.monotonic()
             docs = [d async for d in col.find({"relay": True}, {"outbox": 1}).limit(limit)]
+
             async def relay(doc: dict[str, Any], col: Collection = col, read_at: float = read_at) -> int:
                 async with gate:
                     if time.monotonic() - read_at > self.grace_s / 2:

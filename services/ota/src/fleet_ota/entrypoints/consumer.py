@@ -1,9 +1,10 @@
 """The FastStream subscriber of the device topic (KeyShared by device id: one device's events in order) and
 the publishers of ota's own topics (declared for the AsyncAPI document; the outbox relay publishes them).
 
-ota reads presence (offline devices wait, their timeout paused) and OTA progress; every other device event is
-acked unread. A message is acked once its handler returns (the write is durable); a failing handler nacks it
-for redelivery, and after `max_redeliveries` it goes to ota's dead-letter topic.
+ota reads presence (offline devices wait, their timeout paused) and OTA progress of its own Tuya project's
+devices; every other device event is acked unread. A message is acked once its handler returns (the write
+is durable); a failing handler nacks it for redelivery, and after `max_redeliveries` it goes to ota's
+dead-letter topic.
 """
 
 from __future__ import annotations
@@ -31,7 +32,12 @@ log = logging.getLogger(__name__)
 
 
 def register(
-    broker: PulsarBroker, ports: Ports, *, subscription: str, max_redeliveries: int, receiver_queue_size: int
+    broker: PulsarBroker,
+    ports: Ports,
+    *,
+    subscription: str,
+    max_redeliveries: int,
+    receiver_queue_size: int,
 ) -> None:
     broker.publisher(
         topics.OTA_FIRMWARE_EVENTS.name,
@@ -59,6 +65,8 @@ def register(
             log.warning("undecodable device event dead-lettered: %s", str(e)[:300])
             await message.reject()
             return
+        if event.tenant != ports.tenant:
+            return  # another Tuya project's device: none of our upgrades
         match event:
             case DeviceOtaProgressedEvent():
                 await h.on_ota_progress(event.data, ports)

@@ -80,7 +80,8 @@ class ChannelFirmware:
     @property
     def upgrade_status(self) -> OtaUpgradeStatus:
         if self.job is not None:
-            return self.job.status
+            # Tuya's 5 while the command waits for a sleepy or offline device to wake up
+            return OtaUpgradeStatus.WAITING_FOR_WAKE_UP if self.job.waiting else self.job.status
         if self.release is not None and version_key(self.release.version) > version_key(self.current_version):
             return OtaUpgradeStatus.READY
         return OtaUpgradeStatus.NO_UPDATE
