@@ -36,6 +36,7 @@ from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_shared.tuya.ratelimit import RateLimit
 
 SERVICE = "ota"
 log = logging.getLogger(__name__)
@@ -126,6 +127,9 @@ def bootstrap(
             settings.tuya_access_secret,
             region_code=settings.region.lower(),
             base_url=settings.tuya_openapi_url,
+            default_rate_limit=RateLimit(
+                rate=settings.ota_tuya_rate_per_s, burst=settings.ota_tuya_rate_per_s
+            ),
         )
         tuya = TuyaOtaApi(own_client)
     progress = ProgressStore(db)

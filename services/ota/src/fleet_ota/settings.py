@@ -18,6 +18,9 @@ class OtaSettings(SecuritySettings, ServiceSettings):
     # background loops: how often each runs, and how many documents one round handles
     ota_tick_s: float = Field(1.0, gt=0, le=60)
     ota_loop_batch: int = Field(200, ge=1, le=10_000)
+    # the shared client's own pacing of each Tuya API (calls per second, per API): above the regions' dispatch
+    # rates, so Tuya's limit (a 1199 answer gives the attempt back) and the regions' rates are what bind
+    ota_tuya_rate_per_s: float = Field(100.0, gt=0)
     # the most commands one region sends in one tick, whatever its rate (a catch-up after a pause is spread)
     ota_dispatch_burst: int = Field(50, ge=1, le=10_000)
     # per-device upgrade: attempts before failing for good, backoff between them, our own timeout per attempt
