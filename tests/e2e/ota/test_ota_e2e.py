@@ -20,7 +20,7 @@ import os
 import secrets
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -70,6 +70,7 @@ def ota_process(
             "FLEET_OTA_MAX_ATTEMPTS": "1",
             "FLEET_OTA_ATTEMPT_TIMEOUT_S": "120",
             "FLEET_OTA_COMMAND_GRACE_S": "3",
+            "FLEET_OTA_POLL_AFTER_S": "5",
             "FLEET_OTA_DISPATCH_BURST": "20",
         },
     )
@@ -190,7 +191,8 @@ async def wait_for(rig: Rig, release_id: str, want: dict[str, set[str]], within:
             return state
         await asyncio.sleep(0.5)
     raise AssertionError(
-        f"{release_id} did not reach {want}: {orjson.dumps(state).decode()}\n{_debug(rig)}\n{rig.ota.log_tail()}"
+        f"{release_id} did not reach {want}: {orjson.dumps(state).decode()}\n"
+        f"{_debug(rig)}\n{rig.ota.log_tail()}"
     )
 
 
@@ -225,6 +227,30 @@ def counters(release: dict[str, Any]) -> dict[tuple[str, str], Counter[str]]:
 
 
 async def test_a_release_over_three_regions_halts_only_the_failing_one_and_survives_a_kill(rig: Rig) -> None:
+    async def sigkill_ota() -> None:
+        rig.ota.kill()
+        rig.ota = rig.new_ota()
+        rig.ota.start()
+        await rig.ota.wait_ready()
+
+    await release_scenario(rig, sigkill_ota)
+
+
+async def test_a_database_restart_mid_wave_loses_nothing_and_commands_no_device_twice(rig: Rig) -> None:
+    if not os.environ.get("FLEET_STACK_DIR") or os.environ.get("FLEET_STACK", "dev") == "dev":
+        pytest.skip(
+            "restarts the database: only on a stack of its own (`just test`), never the shared dev one"
+        )
+    from fleet_devstack import LocalStack
+
+    async def restart_database() -> None:
+        await asyncio.to_thread(LocalStack.from_env().restart_mongo)
+
+    await release_scenario(rig, restart_database)
+
+
+async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> None:
+    """The release of the module docstring, with `disrupt` (a SIGKILL, a database restart) mid-wave."""
     ota = rig.ota
     # --- the fleet, ota's inventory, the firmware -------------------------------------------------------
     await sim_json(
@@ -320,16 +346,14 @@ async def test_a_release_over_three_regions_halts_only_the_failing_one_and_survi
     status, body = await asyncio.to_thread(ota.post, "/v1/releases", sensor_release)
     assert status == 201, body
 
-    # --- SIGKILL mid-wave, then a new process on the same database ---------------------------------------
+    # --- the disruption mid-wave (a SIGKILL and a new process on the same database, or a database restart) --
     await until(
         lambda: _commanded(rig) >= len(REGIONS) * 15,  # half the canaries
         within=60,
         what=lambda: f"{_commanded(rig)} commands so far\n{_debug(rig)}\n{ota.log_tail()}",
     )
-    ota.kill()
-    rig.ota = ota = rig.new_ota()
-    ota.start()
-    await ota.wait_ready()
+    await disrupt()
+    ota = rig.ota
 
     # --- eu halts, us and in complete; the sleepy sensors wait --------------------------------------------
     final = await wait_for(
@@ -369,7 +393,12 @@ async def test_a_release_over_three_regions_halts_only_the_failing_one_and_survi
     for region in ("us", "in"):
         done = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == region]
         assert len(done) == sum(1 for p in plugs if p["region"] == region)
-        assert all(d["state"] == "succeeded" or d["device_id"] in stale_us for d in done)
+        for d in done:
+            if d["reason"] == "the upgrade command was not confirmed by Tuya":
+                # killed between recording the attempt and calling Tuya: never sent, never re-sent
+                assert commands.get(d["device_id"], {"accepted": 0})["accepted"] == 0, d
+            else:
+                assert d["state"] == "succeeded" or d["device_id"] in stale_us, d
     # counters equal a recount of the documents
     final = await release_state(ota, "plug-1.3")
     assert counters(final) == recount(docs, "plug-1.3")
@@ -411,4 +440,8 @@ def _debug(rig: Rig) -> str:
     relay = db["upgrades"].count_documents({"relay": True})
     rollouts = [(d["_id"], d["status"], d["stage"]) for d in db["rollouts"].find({})]
     client.close()
-    return f"reasons={dict(reasons)}\nstates={dict(states)}\nrelay pending={relay}\nrollouts={rollouts}\n{rig.ota.get('/v1/releases/plug-1.3')}"
+    release = rig.ota.get("/v1/releases/plug-1.3")
+    return (
+        f"reasons={dict(reasons)}\nstates={dict(states)}\nrelay pending={relay}\n"
+        f"rollouts={rollouts}\n{release}"
+    )

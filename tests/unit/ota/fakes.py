@@ -153,6 +153,17 @@ class FakeUpgrades:
             and d.upgrade.deadline <= now
         ][:limit]
 
+    async def upgrading_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
+        found = [
+            d.upgrade
+            for d in self.docs.values()
+            if d.upgrade.state == S.UPGRADING
+            and not d.upgrade.tuya_done
+            and d.upgrade.commanded_at
+            and d.upgrade.commanded_at <= before
+        ]
+        return sorted(found, key=lambda u: u.commanded_at or before)[:limit]
+
     async def commanded_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
         return [
             d.upgrade

@@ -167,6 +167,7 @@ def bootstrap(
         batch=settings.ota_loop_batch,
         burst=settings.ota_dispatch_burst,
         command_grace_s=settings.ota_command_grace_s,
+        poll_after_s=settings.ota_poll_after_s,
         relay_idle_s=settings.ota_relay_idle_s,
     )
     consumer.register(

@@ -113,6 +113,9 @@ class UpgradeRepository(Protocol):
     async def commanded_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
         """Commanded attempts with no news since `before`: crash recovery reconciles them from Tuya."""
 
+    async def upgrading_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
+        """Upgrades under way since before `before` that Tuya has not called done (oldest first): polled."""
+
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]: ...
 
     async def done_unverified(self, limit: int) -> list[DeviceUpgrade]:

@@ -30,6 +30,8 @@ class OtaSettings(SecuritySettings, ServiceSettings):
     ota_attempt_timeout_s: float = Field(1800.0, gt=0)
     # a commanded attempt with no news for this long is reconciled from Tuya's progress API (crash recovery)
     ota_command_grace_s: float = Field(120.0, gt=0)
+    # an upgrade under way this long without Tuya's "done" is polled from the progress API (oldest first)
+    ota_poll_after_s: float = Field(300.0, gt=0)
     # the outbox relay: documents per pass and idle wait between passes
     ota_relay_batch: int = Field(500, ge=1, le=10_000)
     ota_relay_idle_s: float = Field(0.5, gt=0)

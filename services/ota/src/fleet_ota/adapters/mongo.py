@@ -416,6 +416,11 @@ class UpgradeStore:
         cursor = self.col.find({"state": S.COMMANDED.value, "commanded_at": {"$lte": before}}).limit(limit)
         return [_upgrade(d) async for d in cursor]
 
+    async def upgrading_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
+        query = {"state": S.UPGRADING.value, "tuya_done": False, "commanded_at": {"$lte": before}}
+        cursor = self.col.find(query).sort("commanded_at", ASCENDING).limit(limit)
+        return [_upgrade(d) async for d in cursor]
+
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]:
         states = [S.PENDING.value, S.RETRYING.value]
         query = {"release_id": release_id, "region": region, "state": {"$in": states}}
@@ -605,6 +610,9 @@ async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
     await db["upgrades"].create_index([("device_id", ASCENDING), ("state", ASCENDING)])
     await db["upgrades"].create_index([("state", ASCENDING), ("deadline", ASCENDING)])
     await db["upgrades"].create_index([("state", ASCENDING), ("commanded_at", ASCENDING)])
+    await db["upgrades"].create_index(
+        [("state", ASCENDING), ("tuya_done", ASCENDING), ("commanded_at", ASCENDING)]
+    )
     await db["upgrades"].create_index([("state", ASCENDING), ("tuya_done", ASCENDING)])
     await db["upgrades"].create_index([("relay", ASCENDING)], sparse=True)
     await db["rollouts"].create_index([("release_id", ASCENDING), ("region", ASCENDING)])

@@ -65,6 +65,7 @@ class Loops:
         batch: int,
         burst: int,
         command_grace_s: float,
+        poll_after_s: float,
         relay_idle_s: float,
     ) -> None:
         self.p = ports
@@ -72,6 +73,7 @@ class Loops:
         self.tick_s = tick_s
         self.batch = batch
         self.command_grace_s = command_grace_s
+        self.poll_after_s = poll_after_s
         self.relay_idle_s = relay_idle_s
         self.pacer = DispatchPacer(tick_s, burst)
         self._late_joiners_at = 0.0
@@ -143,4 +145,6 @@ class Loops:
         done = await h.expire_deadlines(self.batch, self.p)
         done += await h.recover_commanded(self.command_grace_s, self.batch, self.p)
         done += await h.verify_done(self.batch, self.p)
+        # polled ones that are still under way come back next round: they do not keep the loop busy
+        await h.poll_upgrading(self.poll_after_s, self.batch, self.p)
         return 0 if done < self.batch else done  # a full batch: more may be waiting

@@ -466,6 +466,19 @@ async def recover_commanded(grace_s: float, limit: int, p: Ports) -> int:
     return len(stale)
 
 
+async def poll_upgrading(after_s: float, limit: int, p: Ports) -> int:
+    """Upgrades under way for `after_s` with no "done" yet: ask Tuya's progress API (a lost or late push must
+    not leave a device upgrading until its timeout)."""
+    stale = await p.upgrades.upgrading_before(p.clock() - timedelta(seconds=after_s), limit)
+
+    async def poll(u: DeviceUpgrade) -> None:
+        status, progress = await p.tuya.progress(u.device_id, u.channel)
+        await on_device_progress(u.device_id, u.channel, status, progress, p)
+
+    await _each(stale, poll)
+    return len(stale)
+
+
 def with_clock(p: Ports, now: datetime) -> Ports:
     """The same ports at a fixed time (tests and replays)."""
     return replace(p, clock=lambda: now)
