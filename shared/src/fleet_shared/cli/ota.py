@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.progress import TaskID
 
 from .errors import CliError, UsageError, reports_errors
 from .http import CliContext, ServiceClient
-from .output import Column, JsonOption, emit_json, note, print_table, stderr
+from .output import Column, JsonOption, emit_json, note, print_table, progress_bars
 
 SERVICE = "ota"
 SETTLED = frozenset({"completed", "stopped", "halted"})  # a watch ends when every region is in one of these
@@ -300,14 +300,7 @@ def release_watch(
     """Live progress bars per region and stage until every region is completed, stopped or halted."""
     client = _client(ctx)
     deadline = None if timeout is None else time.monotonic() + timeout
-    bars = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[label]}"),
-        TimeElapsedColumn(),
-        console=stderr(),
-    )
+    bars = progress_bars()
     tasks: dict[tuple[str, str], TaskID] = {}
     try:
         with bars:
