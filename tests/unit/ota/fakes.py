@@ -257,6 +257,10 @@ class FakeDevices:
     async def record(self, device: DeviceRecord) -> None:
         self.items[device.device_id] = device
 
+    async def record_many(self, devices: Sequence[DeviceRecord]) -> None:
+        for d in devices:
+            self.items[d.device_id] = d
+
 
 @dataclass
 class FakeLocks:

@@ -147,6 +147,8 @@ class DeviceDirectory(Protocol):
 
     async def record(self, device: DeviceRecord) -> None: ...
 
+    async def record_many(self, devices: Sequence[DeviceRecord]) -> None: ...
+
 
 class ChannelLocks(Protocol):
     """One channel at a time per device: a lock per device naming the upgrade that holds it."""

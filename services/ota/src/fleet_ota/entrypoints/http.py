@@ -200,8 +200,7 @@ def api_router(security: ApiSecurity, ports: Ports, devices: DeviceDirectory, vi
             DeviceRecord(d.device_id, d.product_id, d.region, d.activated_at, dict(d.versions))
             for d in body.devices
         ]
-        for record in records:
-            await devices.record(record)
+        await devices.record_many(records)
         return Imported(recorded=len(records))
 
     @router.post(
