@@ -9,6 +9,7 @@ import pytest
 
 from fleet_contracts.tuya import OtaUpgradeStatus
 from fleet_tuya_sim.domain.errors import CloudRefusal
+from fleet_tuya_sim.domain.events import OtaProgressed
 from fleet_tuya_sim.domain.fleet import Fleet, FleetSpec
 from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaOutcome
 from fleet_tuya_sim.domain.ota_faults import ANY, FaultRates
@@ -78,6 +79,7 @@ def test_a_sleepy_device_is_reported_waiting_until_it_wakes() -> None:
     device_id = next(iter(f.devices))
     f.wake(device_id, NOW, window_ms=1)
     (started,) = f.start_upgrade(device_id, 0, NOW + 10)
+    assert isinstance(started, OtaProgressed)
     assert started.upgrade_status == OtaUpgradeStatus.WAITING_FOR_WAKE_UP
     [fw] = [c for c in f.firmware(device_id) if c.channel == 0]
     assert fw.upgrade_status is OtaUpgradeStatus.WAITING_FOR_WAKE_UP
