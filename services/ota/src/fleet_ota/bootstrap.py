@@ -156,13 +156,15 @@ def bootstrap(
     )
 
     async def relay_round() -> int:
-        relayed = await relay.relay_once(settings.ota_relay_batch)
-        await relay.sweep(db["upgrades"])
-        return relayed
+        return await relay.relay_once(settings.ota_relay_batch)
+
+    async def sweep_round() -> int:
+        return await relay.sweep(db["upgrades"])
 
     loops = Loops(
         ports,
         relay_round,
+        sweep_round,
         tick_s=settings.ota_tick_s,
         batch=settings.ota_loop_batch,
         burst=settings.ota_dispatch_burst,

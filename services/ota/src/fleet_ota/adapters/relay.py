@@ -72,7 +72,8 @@ class OutboxRelay:
         forgotten = 0
         for cid, applied in await self.progress.applied(limit):
             old = [a for a in applied if _aware(a["at"]) < cutoff]
-            gone = [a for a in old if not await _still_in_outbox(upgrades, a["id"])]
+            pending = await _still_in_outbox(upgrades, [a["id"] for a in old])
+            gone = [a for a in old if a["id"] not in pending]
             if gone:
                 await self.progress.forget(cid, gone)
                 forgotten += len(gone)
@@ -83,8 +84,12 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-async def _still_in_outbox(upgrades: Collection, entry_id: str) -> bool:
+async def _still_in_outbox(upgrades: Collection, entry_ids: list[str]) -> set[str]:
+    """Which of these entries are still in their upgrade's outbox (one query for all of them)."""
+    if not entry_ids:
+        return set()
     # entry ids are `ota:<upgrade id>:<document version>`
-    upgrade_id = entry_id.removeprefix("ota:").rsplit(":", 1)[0]
-    doc = await upgrades.find_one({"_id": upgrade_id}, {"outbox.id": 1})
-    return doc is not None and any(e.get("id") == entry_id for e in doc.get("outbox") or [])
+    upgrade_ids = list({e.removeprefix("ota:").rsplit(":", 1)[0] for e in entry_ids})
+    wanted = set(entry_ids)
+    cursor = upgrades.find({"_id": {"$in": upgrade_ids}, "outbox.0": {"$exists": True}}, {"outbox.id": 1})
+    return {e["id"] async for d in cursor for e in d.get("outbox") or [] if e.get("id") in wanted}

@@ -60,6 +60,7 @@ class Loops:
         self,
         ports: Ports,
         relay: Callable[[], Awaitable[int]],
+        sweep: Callable[[], Awaitable[int]],
         *,
         tick_s: float,
         batch: int,
@@ -70,6 +71,7 @@ class Loops:
     ) -> None:
         self.p = ports
         self.relay_round = relay
+        self.sweep_round = sweep
         self.tick_s = tick_s
         self.batch = batch
         self.command_grace_s = command_grace_s
@@ -91,6 +93,8 @@ class Loops:
             asyncio.create_task(
                 self._forever("relay", self.relay_round, self.relay_idle_s), name="ota-relay"
             ),
+            # forgetting applied counter ids is housekeeping: its own loop, never in the relay's way
+            asyncio.create_task(self._forever("sweep", self.sweep_round, self.tick_s * 5), name="ota-sweep"),
         ]
 
     async def stop(self) -> None:
