@@ -357,7 +357,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
 
     # --- eu halts, us and in complete; the sleepy sensors wait --------------------------------------------
     final = await wait_for(
-        rig, "plug-1.3", {"eu": {"halted"}, "us": {"completed"}, "in": {"completed"}}, within=120
+        rig, "plug-1.3", {"eu": {"halted"}, "us": {"completed"}, "in": {"completed"}}, within=240
     )
     sensor = await release_state(ota, "sensor-1.1")
     waiting = sum(s["waiting"] for r in sensor["regions"] for s in r["stages"])

@@ -157,7 +157,7 @@ class FakeUpgrades:
         found = [
             d.upgrade
             for d in self.docs.values()
-            if d.upgrade.state == S.UPGRADING
+            if d.upgrade.state in (S.UPGRADING, S.WAITING)
             and not d.upgrade.tuya_done
             and d.upgrade.commanded_at
             and d.upgrade.commanded_at <= before

@@ -114,7 +114,8 @@ class UpgradeRepository(Protocol):
         """Commanded attempts with no news since `before`: crash recovery reconciles them from Tuya."""
 
     async def upgrading_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
-        """Upgrades under way since before `before` that Tuya has not called done (oldest first): polled."""
+        """Upgrades under way or waiting since before `before` that Tuya has not called done (oldest first):
+        polled, so a lost or late push never leaves a device waiting for news."""
 
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]: ...
 

@@ -417,7 +417,8 @@ class UpgradeStore:
         return [_upgrade(d) async for d in cursor]
 
     async def upgrading_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
-        query = {"state": S.UPGRADING.value, "tuya_done": False, "commanded_at": {"$lte": before}}
+        states = [S.UPGRADING.value, S.WAITING.value]
+        query = {"state": {"$in": states}, "tuya_done": False, "commanded_at": {"$lte": before}}
         cursor = self.col.find(query).sort("commanded_at", ASCENDING).limit(limit)
         return [_upgrade(d) async for d in cursor]
 
