@@ -16,9 +16,11 @@ Size: `OTA_E2E_DEVICES` (default 600, half plugs, half sleepy sensors; 10,000 fo
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +32,7 @@ import orjson
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 
+from fleet_contracts import topics
 from tests.e2e.ingest.sim_support import SimProcess
 from tests.e2e.ingest.support import IngestProcess
 from tests.support import ServiceProcess, Stack, until
@@ -112,10 +115,20 @@ async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
         rig.ota.kill()
         ingest.kill()
         sim.stop()
+        # the service's durable subscription on the shared device topic would keep its backlog for ever
+        await asyncio.to_thread(drop_subscription, stack, f"ota-{database}")
         client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(stack.mongodb_uri)
         await client.drop_database(rig.database)
         await client.drop_database(f"ingest_ota_{unique}")
         client.close()
+
+
+def drop_subscription(stack: Stack, subscription: str) -> None:
+    topic = topics.DEVICE_EVENTS.name.removeprefix("persistent://")
+    url = f"{stack.pulsar_admin_url}/admin/v2/persistent/{topic}/subscription/{subscription}?force=true"
+    request = urllib.request.Request(url, method="DELETE")  # noqa: S310 - the test stack's admin API
+    with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        pass
 
 
 def firmware_body(product: str, version: str) -> dict[str, Any]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
+import orjson
 from pydantic import ValidationError
 
 from fleet_contracts import topics
@@ -29,6 +30,16 @@ from fleet_shared.pulsar import (
 )
 
 log = logging.getLogger(__name__)
+
+
+def _of_tenant(body: bytes, tenant: str) -> bool:
+    """Whether the event is about the project's devices; a body that does not parse goes on to the decoder
+    (which dead-letters it). A JSON parse is far cheaper than validating the whole event."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return True
+    return not isinstance(parsed, dict) or parsed.get("tenant") == tenant
 
 
 def register(
@@ -59,14 +70,14 @@ def register(
         description=topics.DEVICE_EVENTS.description,
     )
     async def on_device_event(message: Annotated[PulsarMessage, InlineContext("message")]) -> None:
+        if not _of_tenant(message.body, ports.tenant):
+            return  # another Tuya project's device: none of our upgrades (checked before the full decode)
         try:
             event = topics.DEVICE_EVENTS.decode(message.body)
         except (ValidationError, ValueError) as e:
             log.warning("undecodable device event dead-lettered: %s", str(e)[:300])
             await message.reject()
             return
-        if event.tenant != ports.tenant:
-            return  # another Tuya project's device: none of our upgrades
         match event:
             case DeviceOtaProgressedEvent():
                 await h.on_ota_progress(event.data, ports)
