@@ -148,11 +148,3 @@ def test_devices_import_reads_versions_per_channel() -> None:
     assert api.requests[0][2]["devices"][0]["device_id"] == "d1"
     bad = run(api, "ota", "devices", "import", "-", stdin="device_id,region\nd1,eu\n")
     assert bad.exit_code == 2
-
-
-def test_the_consumer_skips_other_projects_events_before_decoding_them() -> None:
-    from fleet_ota.entrypoints.consumer import _of_tenant
-
-    assert _of_tenant(b'{"tenant": "mine", "type": "device.online.v1"}', "mine")
-    assert not _of_tenant(b'{"tenant": "theirs"}', "mine")
-    assert _of_tenant(b"not json", "mine")  # the decoder dead-letters it
