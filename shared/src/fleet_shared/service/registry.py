@@ -65,7 +65,14 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("status", "fleet_status", ("fleet-status",), 8002),
     ServiceEntry("pairing", "fleet_pairing", ("fleet-pairing",), 8003),
     ServiceEntry("unbinding", "fleet_unbinding", ("fleet-unbinding",), 8004),
-    ServiceEntry("ota", "fleet_ota", ("fleet-ota",), 8005),
+    # the stack's key registers firmware and runs releases (the default role only reads)
+    ServiceEntry(
+        "ota",
+        "fleet_ota",
+        ("fleet-ota",),
+        8005,
+        env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "firmware"}),
+    ),
 )
 
 
