@@ -131,7 +131,8 @@ def test_unknown_token_is_1011_missing_token_1002_and_expired_token_is_1010(
     expired = api.call("GET", f"/v1.0/devices/{device_id}")
     _error(expired, 1010)
     # the SDKs renew on this wording (tinytuya searches the answer for "token invalid")
-    assert "token invalid" in expired["msg"] and "token invalid" in unknown["msg"]
+    assert "token invalid" in expired["msg"]
+    assert "token invalid" in unknown["msg"]
 
 
 def test_token_lifetime_is_configurable(clock: FakeClock) -> None:
