@@ -131,6 +131,24 @@ async def get_iot03_devices(
     )
 
 
+@router.get("/v1.0/devices")
+@router.get("/v1.0/devices/")  # tuya-iot-py-sdk calls (and signs) it with the slash
+async def get_devices_by_ids(request: Request, device_ids: str = "") -> TuyaResponse:
+    """The listed devices (at most 20) in the device view (tuya-iot-py-sdk `update_device_caches`)."""
+    fleet = await openapi._fleet_for(request)
+    ids = openapi._ids(device_ids)
+    found = [fleet.devices[i] for i in ids if i in fleet.devices and fleet.devices[i].bound]
+    return openapi._ok(
+        request,
+        {
+            "devices": [device_v1(fleet, d) for d in found],
+            "total": len(found),
+            "has_more": False,
+            "last_row_key": "",
+        },
+    )
+
+
 def _mac(device: Device) -> str:
     # a stable, locally administered address derived from the device id (the sim has no hardware)
     digest = bytearray(hashlib.sha256(device.device_id.encode()).digest()[:6])
