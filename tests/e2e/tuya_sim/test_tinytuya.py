@@ -124,7 +124,7 @@ async def https_sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIte
         homes=3,
         seed=9,
         rate_limit_rps=0,
-        pulsar_url=None,
+        pulsar_url="",  # push messages in memory: tinytuya reads none
     )
     service = bootstrap(settings)
     app = create_app(service)

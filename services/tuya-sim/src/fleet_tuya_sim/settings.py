@@ -33,12 +33,10 @@ class SimSettings(ServiceSettings):
     )
     # Other projects (access id -> secret): valid signatures, but no rights on this fleet (1106).
     extra_projects: dict[str, SecretStr] = Field(default_factory=dict)
-    # unset: push messages stay in memory (unlike the other services, the sim runs without a broker)
-    pulsar_url: str | None = Field(  # type: ignore[assignment]
-        None, validation_alias=AliasChoices("FLEET_PULSAR_URL", "pulsar_url")
-    )
-    pulsar_admin_url: str | None = Field(  # type: ignore[assignment]
-        None, validation_alias=AliasChoices("FLEET_PULSAR_ADMIN_URL", "pulsar_admin_url")
+    # empty: push messages stay in memory (unlike the other services, the sim runs without a broker)
+    pulsar_url: str = Field("", validation_alias=AliasChoices("FLEET_PULSAR_URL", "pulsar_url"))
+    pulsar_admin_url: str = Field(
+        "", validation_alias=AliasChoices("FLEET_PULSAR_ADMIN_URL", "pulsar_admin_url")
     )
     # Create Tuya's topic layout (tenant, namespace `out`, 11 partitions) at startup, given an admin URL.
     provision: bool = False
