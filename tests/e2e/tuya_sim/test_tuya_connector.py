@@ -82,6 +82,8 @@ async def test_rest_calls_and_renewal_after_1010(unique: str, tmp_path: Path) ->
         expired = api.get(f"/v1.0/devices/{device_id}")
         assert (expired["success"], expired["code"]) == (False, 1010)
         assert _ok(api.get(f"/v1.0/devices/{device_id}"))["id"] == device_id
+        # run by the service kit: SIGTERM is a graceful stop
+        assert sim.stopped_gracefully(sim.terminate()), sim.log_tail()
     finally:
         sim.terminate()
 
