@@ -46,7 +46,14 @@ async def issue(settings: StatusSettings, service: Any, *argv: str) -> str:
     parser = argparse.ArgumentParser()
     add_api_key_commands(parser.add_subparsers(dest="command"))
     out, err = io.StringIO(), io.StringIO()
-    assert await run_api_key_command(service.security, parser.parse_args(argv), out, err) == 0, err.getvalue()
+    code = await run_api_key_command(
+        service.security.api_keys,
+        parser.parse_args(argv),
+        default_role=settings.api_key_default_role,
+        out=out,
+        err=err,
+    )
+    assert code == 0, err.getvalue()
     return out.getvalue().strip()
 
 

@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 
 from fastapi import FastAPI
 
-from fleet_shared.security.cli import add_api_key_commands, run_api_key_command, with_kit
+from fleet_shared.security.cli import add_api_key_commands, api_key_command
 from fleet_shared.service import run_service
 from fleet_status.bootstrap import SERVICE, bootstrap
 from fleet_status.entrypoints.app import create_app
@@ -37,11 +36,14 @@ def main(argv: list[str] | None = None) -> None:
     if args.command in (None, "serve"):
         run_service(SERVICE, settings, make_app)
     elif args.command == "api-key":
-        run = functools.partial(run_api_key_command, args=args)
-        database = settings.status_database
-        raise SystemExit(
-            asyncio.run(with_kit(settings, settings.mongodb_uri, database, f"fleet-{SERVICE}-cli", run))
+        run = api_key_command(
+            args,
+            settings,
+            mongodb_uri=settings.mongodb_uri,
+            database=settings.status_database,
+            app_name=f"fleet-{SERVICE}-cli",
         )
+        raise SystemExit(asyncio.run(run))
 
 
 if __name__ == "__main__":

@@ -1,12 +1,15 @@
 """`fleet-<service> api-key add|list|revoke`: one service's key store from its own console script.
 
-A service's `__main__` adds the commands to its parser and runs them against its kit:
+A service's `__main__` adds the commands to its parser and runs them against its own database:
 
     add_api_key_commands(commands)  # commands = parser.add_subparsers(dest="command")
     ...
     if args.command == "api-key":
-        run = functools.partial(run_api_key_command, args=args)
-        raise SystemExit(asyncio.run(with_kit(settings, settings.mongodb_uri, "status", "fleet-status", run)))
+        database = settings.status_database
+        run = api_key_command(
+            args, settings, mongodb_uri=settings.mongodb_uri, database=database, app_name="fleet-status-cli"
+        )
+        raise SystemExit(asyncio.run(run))
 
 `add` prints the new key alone on stdout (it is shown this once; only its sha256 is stored) and what was
 issued on stderr, so `KEY=$(fleet-status api-key add ci)` captures just the key.
@@ -16,16 +19,15 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
 
 from fleet_shared import mongo
 
-from .api_keys import ApiKey
+from .api_keys import ApiKey, ApiKeys
 from .principal import ProductScope
 from .settings import SecuritySettings
-from .wiring import SecurityKit, security_kit
+from .wiring import security_kit
 
 
 def add_api_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -53,9 +55,14 @@ def add_api_key_commands(commands: argparse._SubParsersAction[argparse.ArgumentP
 
 
 async def run_api_key_command(
-    kit: SecurityKit, args: argparse.Namespace, out: TextIO = sys.stdout, err: TextIO = sys.stderr
+    keys: ApiKeys,
+    args: argparse.Namespace,
+    *,
+    default_role: str,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
 ) -> int:
-    """Run `args.action` on the kit's key store; the process's exit code."""
+    """Run `args.action` on the key store; the process's exit code."""
     if args.action == "add":
         if args.expires_in_days is not None and args.expires_in_days <= 0:
             print("--expires-in-days must be positive", file=err)
@@ -65,9 +72,7 @@ async def run_api_key_command(
         )
         scope = ProductScope.all() if not args.products else ProductScope.only(args.products)
         try:
-            key, plaintext = await kit.api_keys.issue(
-                args.name, args.roles or [kit.settings.api_key_default_role], scope, expires_at
-            )
+            key, plaintext = await keys.issue(args.name, args.roles or [default_role], scope, expires_at)
         except ValueError as e:  # an unknown role, a bad name: nothing was stored
             print(str(e), file=err)
             return 2
@@ -75,11 +80,11 @@ async def run_api_key_command(
         print(plaintext, file=out)
         return 0
     if args.action == "list":
-        for key in await kit.api_keys.list():
+        for key in await keys.list():
             print(describe(key), file=out)
         return 0
     if args.action == "revoke":
-        if not await kit.api_keys.revoke(args.key_id):
+        if not await keys.revoke(args.key_id):
             print(f"no API key {args.key_id}", file=err)
             return 1
         print(f"revoked {args.key_id}", file=err)
@@ -99,20 +104,16 @@ def describe(key: ApiKey) -> str:
     return "  ".join(parts)
 
 
-async def with_kit(
-    settings: SecuritySettings,
-    mongodb_uri: str,
-    database: str,
-    app_name: str,
-    action: Callable[[SecurityKit], Awaitable[int]],
+async def api_key_command(
+    args: argparse.Namespace, settings: SecuritySettings, *, mongodb_uri: str, database: str, app_name: str
 ) -> int:
-    """Run `action` with the kit of `database`, prepared (keys stored before the kit adopted, indexes) but
-    without seeding: the environment's keys are the running service's business."""
+    """Run the command on the key store in `database`, prepared first (keys stored before the kit adopted,
+    indexes) but not seeded: the environment's keys are the running service's business."""
     client = mongo.connect(mongodb_uri, app_name=app_name)
     kit = security_kit(settings, client[database])
     try:
         await kit.prepare()
-        return await action(kit)
+        return await run_api_key_command(kit.api_keys, args, default_role=settings.api_key_default_role)
     finally:
         await kit.aclose()
         client.close()
