@@ -54,7 +54,8 @@ def test_status_app_is_the_kits_with_its_checks_and_a_protected_api() -> None:
 
 def test_ingest_app_is_the_kits_with_its_checks() -> None:
     registry = CollectorRegistry()
-    ingest = bootstrap_ingest(IngestSettings(tuya_access_secret="0123456789abcdef01234567"), registry=registry)
+    settings = IngestSettings(tuya_access_secret="0123456789abcdef01234567")
+    ingest = bootstrap_ingest(settings, registry=registry)
     try:
         assert isinstance(ingest, Drains)
         client = TestClient(ingest_app(ingest, registry=registry))
