@@ -1,20 +1,24 @@
-"""Wiring: settings -> adapters -> writer, subscriber and HTTP app. The one place that knows every class."""
+"""Wiring: settings -> adapters -> writer, subscriber, security kit and HTTP app. The one place that knows
+every class. `Status` is the service kit's lifecycle (see `fleet_shared.service.build_app`): start, stop
+consuming, drain, stop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.security import SecurityKit, security_kit
+from fleet_shared.service import ReadinessCheck
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
-from fleet_status.adapters.api_keys import ApiKeyStore
 from fleet_status.adapters.history import HistoryStore
 from fleet_status.adapters.schemas import SchemaStore
 from fleet_status.adapters.shadows import ShadowStore
@@ -30,17 +34,6 @@ SERVICE = "status"
 log = logging.getLogger(__name__)
 
 
-def parse_api_keys(text: str) -> list[tuple[str, str]]:
-    """`name:key,key2` -> [(name, key), ("key-1", key2)]."""
-    keys: list[tuple[str, str]] = []
-    for i, item in enumerate(p.strip() for p in text.split(",")):
-        if not item:
-            continue
-        name, sep, key = item.partition(":")
-        keys.append((name, key) if sep and key else (f"key-{i + 1}", item))
-    return keys
-
-
 @dataclass
 class Status:
     """The running parts of one status process."""
@@ -50,7 +43,7 @@ class Status:
     mongo_client: Any
     shadows: ShadowStore
     history: HistoryStore
-    keys: ApiKeyStore
+    security: SecurityKit
     views: StatusViews
     writer: ShadowWriter
     openapi: TuyaOpenApiClient | None
@@ -60,9 +53,8 @@ class Status:
     async def prepare_database(self) -> None:
         await self.shadows.ensure_indexes()
         await self.history.ensure_indexes()
-        now = datetime.now(UTC)
-        for name, key in parse_api_keys(self.settings.status_api_keys.get_secret_value()):
-            await self.keys.add(name, key, now)
+        # keys status stored before the kit are adopted; FLEET_STATUS_API_KEYS (the stack's key) is seeded
+        await self.security.prepare(self.settings.status_api_keys.get_secret_value())
 
     async def start(self) -> None:
         """Database ready, leftover outbox relayed, writer running, then consume."""
@@ -76,22 +68,33 @@ class Status:
         if self.cloud is not None and self.settings.status_reconcile_interval_s > 0:
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="status-reconciler")
 
-    async def stop(self) -> None:
-        """Stop consuming, drain the writer (acking what it writes), flush producers, close clients."""
+    async def stop_consuming(self) -> None:
+        """No new device events, no new reconciliation rounds."""
         if self._reconciler is not None:
             self._reconciler.cancel()
             await asyncio.gather(self._reconciler, return_exceptions=True)
+            self._reconciler = None
         for sub in self.broker.subscribers:
             with contextlib.suppress(Exception):
                 await sub.stop()
+
+    async def drain(self) -> None:
+        """Write what the writer holds (acking it); what it cannot write in time is redelivered later."""
+        await self.writer.stop(self.settings.status_shutdown_timeout_s)
+
+    async def stop(self) -> None:
+        """Flush producers, close clients. Also after a failed start, so consuming and the writer are stopped
+        here too (each a no-op when already done)."""
         try:
-            await self.writer.stop(self.settings.status_shutdown_timeout_s)
+            await self.stop_consuming()
+            await self.writer.stop(0)
         finally:
             try:
                 await self.broker.stop()
             finally:
                 if self.openapi is not None:
                     await self.openapi.aclose()
+                await self.security.aclose()
                 self.mongo_client.close()
 
     async def _reconcile_forever(self) -> None:
@@ -117,6 +120,9 @@ class Status:
 
     async def writer_ready(self) -> bool:
         return self.writer.ready()
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {"bus": self.bus_ready, "database": self.database_ready, "writer": self.writer_ready}
 
 
 def bootstrap(
@@ -174,7 +180,7 @@ def bootstrap(
         mongo_client=client,
         shadows=shadows,
         history=history,
-        keys=ApiKeyStore(db),
+        security=security_kit(settings, db),
         views=StatusViews(shadows, history),
         writer=writer,
         openapi=own_client,

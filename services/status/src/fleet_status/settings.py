@@ -1,13 +1,15 @@
-"""status's configuration: the common `FLEET_` settings plus the shadow writer, history and reconciliation."""
+"""status's configuration: the common `FLEET_` settings, the security kit's (API keys, OIDC), plus the shadow
+writer, history and reconciliation."""
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
+from fleet_shared.security import SecuritySettings
 from fleet_shared.service import ServiceSettings
 
 
-class StatusSettings(ServiceSettings):
+class StatusSettings(SecuritySettings, ServiceSettings):
     status_database: str = "status"
     status_subscription: str = "status"
     # where a new subscription starts: the whole retained topic (earliest) or only new events (latest)
@@ -30,7 +32,7 @@ class StatusSettings(ServiceSettings):
     status_reconcile_batch: int = Field(100, ge=1, le=10_000)
     status_reconcile_rate_per_s: float = Field(5.0, gt=0)
     status_schema_ttl_s: float = Field(24 * 3600.0, gt=0)
-    # API keys seeded at start-up, comma separated `name:key` (or bare keys); stored as sha256 only
+    # API keys seeded at start-up, comma separated `name:key[:role+role]` (or bare keys); stored as sha256
     status_api_keys: SecretStr = SecretStr("")
     status_shutdown_timeout_s: float = Field(15.0, gt=0)
     # /readyz fails once work has waited this long without a flush completing (a stuck writer is restarted)

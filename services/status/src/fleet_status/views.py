@@ -203,10 +203,12 @@ class StatusViews:
         online: bool | None,
         cursor: str | None,
         limit: int,
+        products: frozenset[str] | None = None,
     ) -> ShadowPage:
+        """`products`: only these PIDs (the caller's product scope; None: every product)."""
         after = _id_cursor(cursor)
         docs = await self.shadows.list(
-            product_id=product_id, home_id=home_id, online=online, after=after, limit=limit
+            product_id=product_id, home_id=home_id, online=online, after=after, limit=limit, products=products
         )
         next_cursor = _encode_cursor(docs[-1]["_id"]) if len(docs) == limit else None
         return ShadowPage(items=[shadow_view(d) for d in docs], next_cursor=next_cursor)

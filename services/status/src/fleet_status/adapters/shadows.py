@@ -264,10 +264,15 @@ class ShadowStore:
         online: bool | None,
         after: str | None,
         limit: int,
+        products: frozenset[str] | None = None,
     ) -> list[Document]:
         filter_: Document = {}
+        wanted = products
         if product_id is not None:
-            filter_["product_id"] = product_id
+            wanted = frozenset({product_id}) if products is None else products & {product_id}
+        if wanted is not None:
+            # one product (the usual case, also for a key scoped to one) keeps the plain equality query
+            filter_["product_id"] = next(iter(wanted)) if len(wanted) == 1 else {"$in": sorted(wanted)}
         if home_id is not None:
             filter_["binding.home_id"] = home_id
         if online is not None:
