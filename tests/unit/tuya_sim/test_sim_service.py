@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 
 def test_without_a_broker_url_messages_stay_in_memory() -> None:
     # explicitly none: the test stack's FLEET_PULSAR_URL is in the environment under `just test`
-    service = bootstrap(settings(pulsar_url=None))
+    service = bootstrap(settings(pulsar_url=""))
     assert service.broker is None
     assert isinstance(service.simulator.sink, MemorySink)
 
