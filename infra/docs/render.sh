@@ -16,7 +16,7 @@ if ! cmp -s "$here/package-lock.json" "$prefix/node_modules/.fleet-lock"; then
   echo "installing the AsyncAPI renderer into $prefix ..." >&2
   cp "$here/package.json" "$here/package-lock.json" "$prefix/"
   # --ignore-scripts: nothing here needs an install script (one dependency's is a telemetry ping)
-  SCARF_ANALYTICS=false npm ci --prefix "$prefix" --cache "$root/.cache/npm" --ignore-scripts \
+  SCARF_ANALYTICS=false npm ci --prefix "$prefix" --cache "$root/.cache/npm" --ignore-scripts --prefer-offline \
     --no-audit --no-fund --loglevel=error >&2
   cp "$here/package-lock.json" "$prefix/node_modules/.fleet-lock"
 fi
