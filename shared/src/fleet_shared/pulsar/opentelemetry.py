@@ -117,7 +117,8 @@ class PublishedMessageId(BaseMiddleware[PulsarPublishCommand]):
 
 
 def telemetry_middlewares(given: Sequence[Any]) -> tuple[Any, ...]:
-    """The broker's default tracing, before `given` middlewares, unless `given` brings its own."""
+    """The broker's default tracing, before `given` middlewares, unless `given` brings its own (then only the
+    message id is added, inside it)."""
     if any(isinstance(m, TelemetryMiddleware) for m in given):
-        return tuple(given)
+        return (*given, PublishedMessageId)
     return (PulsarTelemetryMiddleware(include_messages_counters=False), PublishedMessageId, *given)

@@ -42,13 +42,14 @@ def configure_tracing(
     broker's middleware, the HTTP server spans, the Tuya client and the database listener find it.
     """
     provider = TracerProvider(resource=Resource.create({"service.name": service}))
-    for each in _exporters(otlp_endpoint, zipkin_endpoint or TracingSettings().zipkin_endpoint, exporter):
+    for each in span_exporters(otlp_endpoint, zipkin_endpoint or TracingSettings().zipkin_endpoint, exporter):
         provider.add_span_processor(BatchSpanProcessor(each))
     trace.set_tracer_provider(provider)
     return provider
 
 
-def _exporters(otlp: str | None, zipkin: str | None, given: SpanExporter | None) -> list[SpanExporter]:
+def span_exporters(otlp: str | None, zipkin: str | None, given: SpanExporter | None) -> list[SpanExporter]:
+    """`given`, then OTLP/HTTP to `otlp`, then Zipkin JSON to `zipkin` (the v2 spans URL), as configured."""
     exporters: list[SpanExporter] = [] if given is None else [given]
     if otlp:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter

@@ -18,13 +18,13 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from pymongo import monitoring
 
 DB_SYSTEM = "mongodb"
-_tracer = trace.get_tracer("fleet_shared.mongo")
 
 
 class CommandTracer(monitoring.CommandListener):
     """One CLIENT span per command: `{operation} {collection}` with `db.*` and `server.*` attributes."""
 
-    def __init__(self) -> None:
+    def __init__(self, tracer_provider: trace.TracerProvider | None = None) -> None:
+        self._tracer = trace.get_tracer("fleet_shared.mongo", tracer_provider=tracer_provider)
         self._spans: dict[tuple[int, object], trace.Span] = {}
         self._lock = threading.Lock()
 
@@ -49,7 +49,7 @@ class CommandTracer(monitoring.CommandListener):
             if address[1] is not None:
                 attributes["server.port"] = int(address[1])
         name = f"{operation} {collection}" if isinstance(collection, str) else operation
-        span = _tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
+        span = self._tracer.start_span(name, kind=SpanKind.CLIENT, attributes=attributes)
         with self._lock:
             self._spans[(event.request_id, event.connection_id)] = span
 

@@ -1,0 +1,102 @@
+"""`fleet trace`: traces of a device, batch or release from Zipkin's API, as trees (a Zipkin API at the HTTP
+seam)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from rich.console import Console
+
+from fleet_shared.cli.errors import UsageError
+from fleet_shared.cli.trace import lookback_ms, trace_tree
+from fleet_shared.tracing.zipkin import ZipkinError, ZipkinQuery, services_in, span_tree
+
+pytestmark = pytest.mark.unit
+
+
+def span(span_id: str, parent: str | None, service: str, name: str, at: int, **tags: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "traceId": "t" * 32,
+        "id": span_id,
+        "name": name,
+        "timestamp": at,
+        "duration": 1500,
+        "localEndpoint": {"serviceName": service},
+        "tags": tags,
+    }
+    if parent is not None:
+        out["parentId"] = parent
+    return out
+
+
+TRACE = [
+    span("c", "b", "status", "persistent://fleet/device/events process", 30, **{"fleet.device_id": "dev-1"}),
+    span("a", None, "tuya-sim", "out/event publish", 10),
+    span("b", "a", "ingest", "out/event process", 20),
+    span("d", "c", "status", "update shadows", 40, error="write conflict"),
+    span("e", "missing", "status", "orphan", 50),
+]
+
+
+def test_span_tree_nests_children_under_parents_in_start_order() -> None:
+    roots = span_tree(TRACE)
+    assert [r.span["id"] for r in roots] == ["a", "e"]  # a parent that was not exported leaves a root
+    assert [n.span["id"] for n in roots[0].walk()] == ["a", "b", "c", "d"]
+    assert services_in(TRACE) == {"tuya-sim", "ingest", "status"}
+
+
+def test_the_terminal_tree_shows_service_span_duration_and_status() -> None:
+    console = Console(width=160, record=True)
+    console.print(trace_tree(TRACE))
+    text = console.export_text()
+    assert "tuya-sim" in text
+    assert "ingest" in text
+    assert "update shadows  1.5 ms  ERROR" in text
+    assert "out/event process  1.5 ms  ok" in text
+
+
+def zipkin(handler: Any) -> ZipkinQuery:
+    return ZipkinQuery("http://zipkin.test", http=httpx.Client(transport=httpx.MockTransport(handler)))
+
+
+def test_traces_of_an_id_asks_every_id_attribute_and_merges_newest_first() -> None:
+    asked: list[str] = []
+    older = [dict(s, traceId="1" * 32) for s in TRACE[:2]]
+    newer = [dict(s, traceId="2" * 32, timestamp=s["timestamp"] + 1000) for s in TRACE[:2]]
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        query = request.url.params["annotationQuery"]
+        asked.append(query)
+        assert request.url.params["lookback"] == "600000"
+        found = {"fleet.device_id=dev-1": [older, newer], "fleet.batch_id=dev-1": [older]}
+        return httpx.Response(200, json=found.get(query, []))
+
+    traces = zipkin(handle).traces_of("dev-1", lookback_ms=600_000, limit=5)
+    assert asked == ["fleet.device_id=dev-1", "fleet.batch_id=dev-1", "fleet.release_id=dev-1"]
+    assert [t[0]["traceId"] for t in traces] == ["2" * 32, "1" * 32]
+
+
+def test_viewer_failures_are_clear_errors() -> None:
+    with pytest.raises(ZipkinError, match="HTTP 500"):
+        zipkin(lambda r: httpx.Response(500, text="boom")).traces(service="status")
+
+    def down(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused")
+
+    with pytest.raises(ZipkinError, match="unreachable"):
+        zipkin(down).traces(service="status")
+
+
+@pytest.mark.parametrize(
+    ("text", "ms"), [("90s", 90_000), ("15m", 900_000), ("2h", 7_200_000), ("7d", 604_800_000)]
+)
+def test_lookback(text: str, ms: int) -> None:
+    assert lookback_ms(text) == ms
+
+
+@pytest.mark.parametrize("text", ["", "0m", "5", "1w", "-1h"])
+def test_bad_lookback_is_a_usage_error(text: str) -> None:
+    with pytest.raises(UsageError):
+        lookback_ms(text)
