@@ -3,6 +3,7 @@ seam)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import httpx
@@ -100,3 +101,28 @@ def test_lookback(text: str, ms: int) -> None:
 def test_bad_lookback_is_a_usage_error(text: str) -> None:
     with pytest.raises(UsageError):
         lookback_ms(text)
+
+
+def test_each_local_stack_has_its_own_trace_viewer_and_exports_its_addresses() -> None:
+    from fleet_devstack.config import StackConfig
+
+    dev, test = StackConfig.load("dev"), StackConfig.load("test")
+    assert dev.zipkin_port != test.zipkin_port
+    env = test.client_env()
+    assert env["FLEET_ZIPKIN_ENDPOINT"] == f"http://127.0.0.1:{test.zipkin_port}/api/v2/spans"
+    assert env["FLEET_ZIPKIN_URL"] == f"http://127.0.0.1:{test.zipkin_port}"
+
+
+def test_the_zipkin_server_is_pinned_on_maven_central_as_the_exec_jar() -> None:
+    import xml.etree.ElementTree as ET
+
+    from fleet_devstack.config import repo_root
+
+    ns = {"m": "http://maven.apache.org/POM/4.0.0"}
+    pom = ET.parse(repo_root() / "infra" / "zipkin" / "pom.xml").getroot()  # noqa: S314 - our own file
+    (dependency,) = pom.findall("m:dependencies/m:dependency", ns)
+    assert dependency.findtext("m:groupId", namespaces=ns) == "io.zipkin"
+    assert dependency.findtext("m:artifactId", namespaces=ns) == "zipkin-server"
+    assert dependency.findtext("m:classifier", namespaces=ns) == "exec"
+    version = pom.findtext("m:properties/m:zipkin.version", namespaces=ns) or ""
+    assert re.fullmatch(r"\d+\.\d+\.\d+", version), version

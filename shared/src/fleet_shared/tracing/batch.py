@@ -3,6 +3,15 @@
 Per OpenTelemetry's messaging conventions a batch's span links to the context of each message it handles. It
 is also made a child of the first traced message, so that message's trace shows the batch (and the database
 write inside it) in place: one device report can be followed from the simulator to the shadow written.
+
+A batching writer wraps each flush (status's `ShadowWriter.flush_once`, say):
+
+    with batch_span(_tracer, "status flush", [p.message.headers for ps in batch.values() for p in ps
+                                              if p.message is not None]):
+        lost = await self._flush(batch)
+
+and everything the flush does joins that trace: the database spans (`CommandTracer`) and the outbox's
+publishes (the broker's middleware injects the flush span as their parent).
 """
 
 from __future__ import annotations
