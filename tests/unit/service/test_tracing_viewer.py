@@ -126,3 +126,40 @@ def test_the_zipkin_server_is_pinned_on_maven_central_as_the_exec_jar() -> None:
     assert dependency.findtext("m:classifier", namespaces=ns) == "exec"
     version = pom.findtext("m:properties/m:zipkin.version", namespaces=ns) or ""
     assert re.fullmatch(r"\d+\.\d+\.\d+", version), version
+
+
+def run_cli(handler: Any, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    from fleet_shared.cli import app
+    from fleet_shared.cli.http import CliContext
+
+    env = {"FLEET_ZIPKIN_URL": "http://zipkin.test"}
+    context = CliContext(env=env, transport=httpx.MockTransport(handler))
+    return CliRunner().invoke(app, list(args), obj=context)
+
+
+def test_fleet_trace_prints_the_trees_of_a_devices_traces() -> None:
+    def handle(request: httpx.Request) -> httpx.Response:
+        assert request.url.host == "zipkin.test"
+        tagged = request.url.params["annotationQuery"] == "fleet.device_id=dev-1"
+        return httpx.Response(200, json=[TRACE] if tagged else [])
+
+    result = run_cli(handle, "trace", "dev-1", "--lookback", "30m")
+    assert result.exit_code == 0, result.stderr
+    assert "trace " + "t" * 32 in result.stdout
+    assert "out/event publish" in result.stdout
+
+    as_json = run_cli(handle, "trace", "dev-1", "--json")
+    assert as_json.exit_code == 0, as_json.stderr
+    assert '"traceId"' in as_json.stdout
+
+
+def test_fleet_trace_fails_clearly_when_nothing_is_found_or_the_input_is_bad() -> None:
+    nothing = run_cli(lambda r: httpx.Response(200, json=[]), "trace", "dev-2")
+    assert nothing.exit_code == 1
+    assert "no traces of dev-2" in nothing.stderr
+    bad = run_cli(lambda r: httpx.Response(200, json=[]), "trace", "dev 2; rm")
+    assert bad.exit_code == 2
+    late = run_cli(lambda r: httpx.Response(200, json=[]), "trace", "dev-2", "--lookback", "soon")
+    assert late.exit_code == 2

@@ -14,6 +14,7 @@ import re
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import httpx
 import typer
 from rich.text import Text
 from rich.tree import Tree
@@ -29,6 +30,7 @@ from fleet_shared.tracing.zipkin import (
 )
 
 from .errors import CliError, UsageError, reports_errors
+from .http import CliContext
 from .output import JsonOption, emit_json, stdout
 
 _ID = re.compile(r"^[A-Za-z0-9_.:-]{1,128}$")
@@ -46,6 +48,7 @@ def lookback_ms(text: str) -> int:
 
 @reports_errors
 def trace(
+    ctx: typer.Context,
     entity_id: Annotated[str, typer.Argument(metavar="ID", help="A device, unbinding batch or release id.")],
     lookback: Annotated[str, typer.Option(help="How far back to look (s, m, h, d).")] = "1h",
     limit: Annotated[int, typer.Option(min=1, max=100, help="Most traces to show, newest first.")] = 5,
@@ -55,7 +58,9 @@ def trace(
     """Recent traces of a device, batch or release across every service, as trees."""
     if not _ID.match(entity_id):
         raise UsageError(f"{entity_id!r} is not a device, batch or release id")
-    query = ZipkinQuery(zipkin or zipkin_url())
+    cli: CliContext = ctx.obj
+    http = httpx.Client(transport=cli.transport, timeout=10.0)
+    query = ZipkinQuery(zipkin or zipkin_url(cli.env), http=http)
     try:
         traces = query.traces_of(entity_id, lookback_ms=lookback_ms(lookback), limit=limit)
     except ZipkinError as e:
