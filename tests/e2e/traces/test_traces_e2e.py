@@ -6,6 +6,8 @@ tuya-sim -> Tuya's topic -> ingest -> the device topic -> status: its trace must
 it crossed, tagged with the device id. One operator call (GET a shadow from status) must make a trace with the
 HTTP server span and the database read under it.
 
+One system serves the module (starting three services is most of the time); every name in it is this run's.
+
 A service joining the device's path (pairing, unbinding, OTA) is one entry in `SERVICES`.
 """
 
@@ -15,9 +17,9 @@ import asyncio
 import os
 import secrets
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -84,7 +86,7 @@ class System:
         )
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def zipkin() -> tuple[str, str]:
     """The viewer's spans endpoint and API URL; the test fails loudly without them."""
     endpoint, url = os.environ.get("FLEET_ZIPKIN_ENDPOINT"), os.environ.get("FLEET_ZIPKIN_URL")
@@ -97,9 +99,13 @@ def zipkin() -> tuple[str, str]:
     return endpoint, url
 
 
-@pytest.fixture
-async def system(stack: Stack, unique: str, tmp_path: Path, zipkin: tuple[str, str]) -> AsyncIterator[System]:
+@pytest.fixture(scope="module")
+async def system(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory, zipkin: tuple[str, str]
+) -> AsyncIterator[System]:
     endpoint, url = zipkin
+    unique = uuid.uuid4().hex[:10]
+    logs = tmp_path_factory.mktemp("traces")
     names = Names(unique, f"trc{unique}", secrets.token_hex(16), secrets.token_hex(12))
     common = {
         "FLEET_TUYA_ACCESS_ID": names.access_id,
@@ -112,7 +118,7 @@ async def system(stack: Stack, unique: str, tmp_path: Path, zipkin: tuple[str, s
     query = ZipkinQuery(url)
     try:
         for name, settings in SERVICES.items():
-            process = ServiceProcess(name, log=tmp_path / f"{name}.log", stack=stack, api_key=API_KEY)
+            process = ServiceProcess(name, log=logs / f"{name}.log", stack=stack, api_key=API_KEY)
             process.env.update({**common, **settings(names, urls)})
             process.start()
             started[name] = process
@@ -125,8 +131,10 @@ async def system(stack: Stack, unique: str, tmp_path: Path, zipkin: tuple[str, s
         query.close()
 
 
-async def until_found(find: Callable[[], Any], what: str, logs: Callable[[], str]) -> Any:
-    deadline = time.monotonic() + TRACE_WITHIN_S
+async def until_found(
+    find: Callable[[], Any], what: str, logs: Callable[[], str], within: float = TRACE_WITHIN_S
+) -> Any:
+    deadline = time.monotonic() + within
     while time.monotonic() < deadline:
         found = await asyncio.to_thread(find)
         if found:
@@ -143,22 +151,39 @@ def logs_of(system: System) -> Callable[[], str]:
     return lambda: "\n".join(f"--- {n}\n{p.log_tail(1500)}" for n, p in system.services.items())
 
 
-async def test_a_device_report_is_one_trace_across_every_service_it_crosses(system: System) -> None:
-    logs = logs_of(system)
+@dataclass(frozen=True)
+class DeviceReport:
+    device: str
+    spans: list[dict[str, Any]]  # the trace that crossed every service
+
+
+@pytest.fixture(scope="module")
+async def device_report(system: System) -> DeviceReport:
+    """One status report of one simulated device, and the first trace of it that reached every service."""
     with system.control() as control:
-        fleet = control.post("/sim/fleet", json={"devices": 2, "homes": 1, "online_ratio": 1.0})
+        seed = secrets.randbelow(1_000_000)  # device ids of their own: the viewer keeps earlier runs' traces
+        fleet = control.post("/sim/fleet", json={"seed": seed, "devices": 2, "homes": 1, "online_ratio": 1.0})
         assert fleet.status_code == 200, fleet.text
         device = fleet.json()["bound_device_ids"][0]
         report = control.post("/sim/reports", json={"device_ids": [device], "max_dps": 2})
         assert report.status_code == 200, report.text
+    tuya_topic = f"persistent://{system.names.access_id}/out/event"
 
     def crossing_trace() -> list[dict[str, Any]] | None:
         for spans in system.zipkin.traces(tag=(DEVICE_ID, device), lookback_ms=600_000, limit=50):
-            if set(SERVICES) <= services_in(spans):
+            ours = find_span(spans, **{"messaging.destination.name": tuya_topic}) is not None
+            if ours and set(SERVICES) <= services_in(spans):
                 return spans
         return None
 
-    spans = await until_found(crossing_trace, f"one trace of {device} through {list(SERVICES)}", logs)
+    what = f"one trace of {device} through {list(SERVICES)}"
+    return DeviceReport(device, await until_found(crossing_trace, what, logs_of(system)))
+
+
+async def test_a_device_report_is_one_trace_across_every_service_it_crosses(
+    device_report: DeviceReport,
+) -> None:
+    spans, device = device_report.spans, device_report.device
     # one tree: every span hangs off the simulator's publish (nothing orphaned on the way)
     roots = span_tree(spans)
     assert len(roots) == 1, [r.span["name"] for r in roots]
@@ -200,3 +225,22 @@ async def test_an_operator_call_traces_the_http_request_and_its_database_read(sy
     (root,) = span_tree(spans)
     assert root.span["id"] == server["id"]
     assert read["id"] in {node.span["id"] for node in root.walk()}, "the read is not under the request"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="status's shadow writer flushes in a task of its own, outside the message's trace: it must wrap "
+    "each flush in fleet_shared.tracing.batch_span (a change in services/status, not yet made)",
+)
+async def test_the_device_reports_trace_holds_the_shadow_write(
+    system: System, device_report: DeviceReport
+) -> None:
+    database = f"traces_status_{system.names.unique}"
+    trace_id = device_report.spans[0]["traceId"]
+
+    def write() -> dict[str, Any] | None:
+        spans = system.zipkin.trace(trace_id)
+        span = find_span(spans, **{"db.namespace": database, "db.collection.name": "shadows"})
+        return span if span is not None and span["tags"]["db.operation.name"] != "find" else None
+
+    await until_found(write, "the shadow write in the device report's trace", logs_of(system), within=10)
