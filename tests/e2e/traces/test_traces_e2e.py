@@ -239,8 +239,14 @@ async def test_the_device_reports_trace_holds_the_shadow_write(
     trace_id = device_report.spans[0]["traceId"]
 
     def write() -> dict[str, Any] | None:
-        spans = system.zipkin.trace(trace_id)
-        span = find_span(spans, **{"db.namespace": database, "db.collection.name": "shadows"})
-        return span if span is not None and span["tags"]["db.operation.name"] != "find" else None
+        shadows = {"db.namespace": database, "db.collection.name": "shadows"}
+        return next(
+            (
+                span
+                for op in ("insert", "update")
+                if (span := find_span(system.zipkin.trace(trace_id), **shadows, **{"db.operation.name": op}))
+            ),
+            None,
+        )
 
     await until_found(write, "the shadow write in the device report's trace", logs_of(system), within=10)
