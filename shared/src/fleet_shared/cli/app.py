@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import typer
 
-from . import status, tuya
+from . import status, trace, tuya
 from .http import CliContext
 
 # name -> the group's Typer app; a new service's group (pairing, unbinding, ota) is one line here
@@ -34,6 +34,7 @@ def root(ctx: typer.Context) -> None:
 
 for _name, _group in GROUPS.items():
     app.add_typer(_group, name=_name)
+app.command("trace")(trace.trace)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
