@@ -18,9 +18,9 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from fleet_contracts.outbox import entries_of
+from fleet_contracts.outbox import OutboxEntry, entries_of
 from fleet_contracts.pairing import PairingMode, UnexpectedProductPolicy
-from fleet_pairing.adapters.events import EventEncoder, OutboxEntry
+from fleet_pairing.adapters.events import EventEncoder
 from fleet_pairing.domain.causes import Failure, FailureCause
 from fleet_pairing.domain.session import (
     DeviceOutcome,

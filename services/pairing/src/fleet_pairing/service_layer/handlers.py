@@ -17,7 +17,7 @@ from functools import partial
 
 from pydantic import SecretStr
 
-from fleet_contracts.device import DeviceBound, DeviceRemoved, DeviceUnbound
+from fleet_contracts.device import DeviceBound, DeviceEvent, DeviceRemoved, DeviceUnbound
 from fleet_contracts.pairing import PairingMode
 from fleet_pairing.domain import session as rules
 from fleet_pairing.domain.commands import CancelSession, CheckToken, OpenSession
@@ -328,3 +328,20 @@ async def remove_unexpected_devices(
 
 def _retryable(error: TuyaError) -> bool:
     return bool(getattr(error, "retryable", False))
+
+
+async def on_device_event(
+    event: DeviceEvent,
+    *,
+    sessions: SessionRepository,
+    owners: DeviceOwners,
+    binding_modes: BindingModes,
+) -> PairingSession | None:
+    """One event of ingest's device topic: bindings feed sessions and owners, releases feed owners; pairing
+    keeps nothing of the rest (status reports, presence, renames, OTA)."""
+    data = event.data
+    if isinstance(data, DeviceBound):
+        return await on_device_bound(data, sessions=sessions, owners=owners, binding_modes=binding_modes)
+    if isinstance(data, DeviceRemoved | DeviceUnbound):
+        await on_device_released(data, owners=owners)
+    return None
