@@ -252,6 +252,28 @@ async def test_a_removed_device_has_no_previous_owner(world: World) -> None:
     assert events_of(world.sessions, PreviousOwnerNotified) == []
 
 
+async def test_a_rebind_seen_as_a_release_and_a_binding_of_one_instant_names_the_previous_owner(
+    world: World,
+) -> None:
+    # Tuya moves a medium-bound device: `delete` from the previous owner, then `bindUser`, same push time
+    opened = await world.open()
+    await handlers.on_device_released(
+        DeviceRemoved(
+            device_id="d1",
+            owner_uid="old-owner",
+            origin=TuyaOrigin(
+                protocol=20, biz_code="delete", push_time_ms=int(T0.timestamp() * 1000) + 30_000
+            ),
+        ),
+        owners=world.owners,
+    )
+    await world.push("d1", opened.session.token, product="p-medium", at_s=30)
+    [notified] = events_of(world.sessions, PreviousOwnerNotified)
+    assert isinstance(notified, PreviousOwnerNotified)
+    assert notified.previous_owner_uid == "old-owner"
+    assert world.owners.owners["d1"][0] == OWNER  # the binding of the same instant wins over the release
+
+
 async def test_cancel_then_a_late_push_is_flagged(world: World) -> None:
     opened = await world.open()
     sid = opened.session.session_id

@@ -186,7 +186,7 @@ async def on_device_bound(
     device's owner. The owner is recorded after the session write, so a redelivery after a crash in between
     still sees the previous owner (and finds the activation already applied)."""
     at = _push_time(event.origin.push_time_ms)
-    previous = await owners.owner_of(event.device_id)
+    previous = await owners.owner_of(event.device_id, at)
     stored: PairingSession | None = None
     if event.pairing_token:
         token = event.pairing_token
@@ -207,7 +207,7 @@ async def on_device_bound(
 
 async def on_device_released(event: DeviceRemoved | DeviceUnbound, *, owners: DeviceOwners) -> None:
     """The device left its owner: a later bind to someone else is not a rebind from that owner."""
-    await owners.record_released(event.device_id, _push_time(event.origin.push_time_ms))
+    await owners.record_released(event.device_id, _push_time(event.origin.push_time_ms), event.owner_uid)
 
 
 async def poll_token_result(
