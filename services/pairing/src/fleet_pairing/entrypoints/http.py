@@ -30,6 +30,7 @@ from fleet_shared.security import CurrentPrincipal, Permission
 from fleet_shared.service import problem
 from fleet_shared.tuya.errors import TuyaApiError, TuyaError
 
+PERMISSION_DENY = 1106  # Tuya's "permission deny": unknown user, or a home that is not theirs
 SessionId = Annotated[str, Path(min_length=1, max_length=64, description="The session id (`ps_...`).")]
 Uid = Annotated[str, Field(min_length=1, max_length=64)]
 
@@ -108,6 +109,17 @@ def _request(body: OpenSessionBody) -> OpenSession:
 
 
 def _tuya_failed(e: TuyaError) -> JSONResponse:
+    if isinstance(e, TuyaApiError) and e.code == PERMISSION_DENY:
+        # Tuya knows no such user, or the home is not theirs: the caller's input, not an outage
+        return problem(
+            422,
+            f"invalid request: body.owner_uid, body.home_id (Tuya: {e.msg})",
+            errors=[
+                {"field": f"body.{name}", "message": f"Tuya refused: {e.msg}", "type": "tuya_refused"}
+                for name in ("owner_uid", "home_id")
+            ],
+            tuya_code=e.code,
+        )
     if isinstance(e, TuyaApiError):
         return problem(502, f"Tuya refused the token: code {e.code}: {e.msg}", tuya_code=e.code)
     return problem(503, "Tuya's OpenAPI is unreachable; retry")
@@ -134,8 +146,10 @@ def api_router(service: Pairing) -> APIRouter:
             return _invalid("expected_devices", f"at most {limit} devices per session (configured)")
         try:
             command = _request(body)
-        except (InvalidSession, InvalidCredentials) as e:
+        except InvalidSession as e:
             return _invalid(e.field, e.problem)
+        except InvalidCredentials as e:  # the Wi-Fi's own fields
+            return _invalid(f"wifi.{e.field}", e.problem)
         try:
             opened = await handlers.open_session(
                 command,
