@@ -34,6 +34,7 @@ from fleet_pairing.domain.session import (
 from fleet_pairing.ports import ActivatedDevice, FailedDevice, TokenResult
 from fleet_pairing.service_layer import handlers
 from fleet_pairing.service_layer.handlers import OpenedSession, SessionNotFound, WriteContention
+from fleet_shared.tuya.errors import TuyaTransportError
 from tests.unit.pairing.fakes import (
     T0,
     FakeBindingModes,
@@ -331,6 +332,41 @@ async def test_the_expiry_sweep_closes_only_sessions_past_the_settle_window(worl
     assert (
         await handlers.close_expired_sessions(sessions=world.sessions, clock=world.clock, settle=settle) == 0
     )
+
+
+async def test_a_session_closes_only_after_a_last_look_at_tuyas_result(world: World) -> None:
+    opened = await world.open()
+    sid = opened.session.session_id
+    world.tuya.results[opened.session.token] = TokenResult(success=[], failed=[FailedDevice("106", "d9")])
+    settle = timedelta(seconds=15)
+    world.clock.advance(minutes=10, seconds=15)
+
+    async def last_poll(session_id: str) -> None:
+        await world.poll(session_id)
+
+    async def unreachable(session_id: str) -> None:
+        raise TuyaTransportError("connection refused")
+
+    closing = {"sessions": world.sessions, "clock": world.clock, "settle": settle}
+    assert await handlers.close_expired_sessions(**closing, last_poll=unreachable) == 0  # tried again later
+    assert await handlers.close_expired_sessions(**closing, last_poll=last_poll) == 1
+    stored = world.sessions.rows[sid]
+    assert stored.state is SessionState.FAILED  # the failure only the token result knew
+    assert stored.outcomes[0].failure is not None
+
+
+async def test_an_unreachable_tuya_delays_closing_only_so_long(world: World) -> None:
+    opened = await world.open()
+
+    async def unreachable(session_id: str) -> None:
+        raise TuyaTransportError("connection refused")
+
+    world.clock.advance(minutes=16)
+    closed = await handlers.close_expired_sessions(
+        sessions=world.sessions, clock=world.clock, settle=timedelta(seconds=15), last_poll=unreachable
+    )
+    assert closed == 1
+    assert world.sessions.rows[opened.session.session_id].state is SessionState.EXPIRED
 
 
 async def test_a_lost_race_is_retried_from_a_fresh_read(world: World) -> None:

@@ -92,6 +92,17 @@ class Pairing:
             binding_modes=self.binding_modes,
             clock=self.clock,
             batch=self.settings.pairing_poll_batch,
+            concurrency=self.settings.pairing_poll_concurrency,
+        )
+
+    async def last_poll(self, session_id: str) -> object:
+        return await handlers.poll_token_result(
+            session_id,
+            sessions=self.sessions,
+            tuya=self.tuya,
+            owners=self.owners,
+            binding_modes=self.binding_modes,
+            clock=self.clock,
         )
 
     async def expiry_round(self) -> int:
@@ -100,6 +111,7 @@ class Pairing:
             clock=self.clock,
             settle=timedelta(seconds=self.settings.pairing_settle_s),
             batch=self.settings.pairing_poll_batch,
+            last_poll=self.last_poll,
         )
 
     async def removal_round(self) -> int:

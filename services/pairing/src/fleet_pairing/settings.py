@@ -26,6 +26,8 @@ class PairingSettings(SecuritySettings, ServiceSettings):
     # how often active sessions ask Tuya for the token's result (`GET /v1.0/device/paring/tokens/{token}`)
     pairing_poll_interval_s: float = Field(5.0, gt=0)
     pairing_poll_batch: int = Field(100, ge=1, le=1000)
+    # sessions polled at once (the client paces the calls to FLEET_PAIRING_TUYA_RATE_PER_S)
+    pairing_poll_concurrency: int = Field(8, ge=1, le=256)
     # sessions whose token expired are closed by a sweep this often
     pairing_expiry_sweep_interval_s: float = Field(1.0, gt=0)
     # outbox entries left by a crash are relayed by a sweep this often
