@@ -372,6 +372,24 @@ def test_medium_rebind_succeeds_and_notifies_the_previous_owner() -> None:
     assert (notified.previous_owner_uid, notified.owner_uid) == ("someone", OWNER)
 
 
+def test_a_push_names_the_previous_owner_of_a_rebind_the_poll_saw_first() -> None:
+    medium = {"previous_owner_uid": "someone", "binding_mode": BindingMode.MEDIUM}
+    polled = record_activation(opened(), paired("d1", source=POLL, binding_mode=BindingMode.MEDIUM))
+    assert polled.session.state is SessionState.SUCCEEDED  # the session ended on the poll
+    pushed = record_activation(polled.session, paired("d1", **medium))
+    assert kinds(pushed) == [PreviousOwnerNotified]
+    outcome = pushed.session.outcome("d1")
+    assert outcome is not None
+    assert (outcome.previous_owner_uid, outcome.source) == ("someone", POLL)
+    assert not record_activation(pushed.session, paired("d1", **medium)).changed  # once
+    weak = record_activation(
+        polled.session, paired("d1", previous_owner_uid="someone", binding_mode=BindingMode.WEAK)
+    )
+    assert weak.changed
+    assert weak.events == ()  # weak: known, silent
+    assert not record_activation(polled.session, paired("d1", previous_owner_uid=OWNER)).changed
+
+
 def test_weak_rebind_is_silent_and_a_rebind_to_the_same_owner_is_no_rebind() -> None:
     weak = record_activation(
         opened(), paired("d1", previous_owner_uid="someone", binding_mode=BindingMode.WEAK)
