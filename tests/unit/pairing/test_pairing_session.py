@@ -155,6 +155,9 @@ def test_the_first_success_voids_the_token_and_ends_the_session(mode: PairingMod
     with pytest.raises(TokenRefused) as info:
         ensure_token_usable(t.session, T0 + timedelta(seconds=31))
     assert info.value.reason == "used_up"
+    with pytest.raises(TokenRefused) as info:
+        ensure_token_usable(t.session, EXPIRY + timedelta(seconds=1))
+    assert info.value.reason == "used_up"  # still: its devices paired, the time is not why
 
 
 def test_a_failure_does_not_end_the_session_and_a_retry_can_succeed() -> None:

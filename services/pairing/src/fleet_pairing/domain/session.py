@@ -303,10 +303,11 @@ def ensure_token_usable(session: PairingSession, now: datetime) -> None:
     """Raise `TokenRefused` unless the token may still be handed to a device (e.g. a custom provisioner)."""
     if session.state is SessionState.CANCELLED:
         raise TokenRefused("cancelled", "the pairing session was cancelled; its token is no longer honoured")
-    if now >= session.expires_at:
-        raise TokenRefused("expired", f"the token expired at {session.expires_at.isoformat()}")
-    if session.ended or session.token_uses >= session.request.max_devices:
+    # a token that paired its devices is "used up" for good, also once its time is over
+    if session.token_uses >= session.request.max_devices:
         raise TokenRefused("used_up", "the token already paired its devices and is void; open a new session")
+    if now >= session.expires_at or session.ended:
+        raise TokenRefused("expired", f"the token expired at {session.expires_at.isoformat()}")
 
 
 def _end(session: PairingSession, state: SessionState, now: datetime) -> tuple[PairingSession, Payload]:
