@@ -41,6 +41,7 @@ sys.path.insert(0, str(ROOT))  # the e2e rig's process helpers: one way to run t
 from fleet_contracts import topics  # noqa: E402
 from tests.e2e.ingest.sim_support import SimProcess  # noqa: E402
 from tests.e2e.ingest.support import IngestProcess, TopicReader  # noqa: E402
+from tests.e2e.pairing.support import each  # noqa: E402
 from tests.support import ServiceProcess, Stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "pairing.json"
@@ -60,16 +61,6 @@ def stack() -> Stack:
 def pct(values: list[float], q: float) -> float | None:
     ordered = sorted(values)
     return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else None
-
-
-async def gather_limited(calls: list[Any], limit: int) -> list[Any]:
-    gate = asyncio.Semaphore(limit)
-
-    async def one(c: Any) -> Any:
-        async with gate:
-            return await c
-
-    return await asyncio.gather(*(one(c) for c in calls))
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -131,7 +122,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 return await api.post("/v1/pairing-sessions", json=body)
 
             started = time.monotonic()
-            answers = await gather_limited([create(i) for i in range(args.sessions)], 64)
+            answers = await each([create(i) for i in range(args.sessions)], limit=64)
             elapsed = time.monotonic() - started
             created = [a.json() for a in answers if a.status_code == 201]
             refused = [a.status_code for a in answers if a.status_code != 201]

@@ -1,33 +1,18 @@
-"""The FastStream subscriber of ingest's device topic (KeyShared by device id): `bindUser` /
-`deviceBindSpace` bindings feed the sessions their token names, removals and unbindings feed the owners.
-
-Handled messages are acked once the session write is durable (the handler returns); a failure nacks the
-message for redelivery and, after `max_redeliveries`, the dead-letter topic. Handlers are idempotent, so a
+"""The subscriber of ingest's device topic (KeyShared by device id; `fleet_shared.pulsar`'s one way):
+`bindUser` / `deviceBindSpace` bindings feed the sessions their token names, removals and unbindings feed
+the owners. A message is acked once its write is durable (the handler returns); a failure nacks it for
+redelivery and, after `max_redeliveries`, pairing's dead-letter topic. Handlers are idempotent, so a
 redelivery after a crash changes nothing already applied.
 """
 
 from __future__ import annotations
 
-import logging
-from typing import Annotated
-
-from faststream.middlewares import AckPolicy
-from pydantic import ValidationError
-
 from fleet_contracts import topics
+from fleet_contracts.device import DeviceEvent
 from fleet_contracts.pairing import PairingEvent
 from fleet_pairing.ports import BindingModes, DeviceOwners, SessionRepository
 from fleet_pairing.service_layer.handlers import on_device_event
-from fleet_shared.pulsar import (
-    ConsumerType,
-    DeadLetter,
-    InitialPosition,
-    InlineContext,
-    PulsarBroker,
-    PulsarMessage,
-)
-
-log = logging.getLogger(__name__)
+from fleet_shared.pulsar import PulsarBroker, PulsarMessage, subscribe_device_events
 
 
 def register(
@@ -47,24 +32,16 @@ def register(
         topics.PAIRING_EVENTS.name, schema=PairingEvent, description=topics.PAIRING_EVENTS.description
     )
 
-    @broker.subscriber(
-        topics.DEVICE_EVENTS.name,
-        subscription=subscription,
-        subscription_type=ConsumerType.KeyShared,
-        initial_position=InitialPosition.Earliest
-        if initial_position == "earliest"
-        else InitialPosition.Latest,
-        dead_letter=DeadLetter(max_redeliveries=max_redeliveries, topic=topics.PAIRING_DEAD_LETTER.name),
-        receiver_queue_size=receiver_queue_size,
-        max_workers=max_workers,
-        ack_policy=AckPolicy.NACK_ON_ERROR,
-        description=topics.DEVICE_EVENTS.description,
-    )
-    async def on_device_message(message: Annotated[PulsarMessage, InlineContext("message")]) -> None:
-        try:
-            event = topics.DEVICE_EVENTS.decode(message.body)
-        except (ValidationError, ValueError) as e:
-            log.warning("undecodable device event dead-lettered: %s", str(e)[:300])
-            await message.reject()
-            return
+    async def handle(event: DeviceEvent, _: PulsarMessage) -> None:
         await on_device_event(event, sessions=sessions, owners=owners, binding_modes=binding_modes)
+
+    subscribe_device_events(
+        broker,
+        handle,
+        subscription=subscription,
+        dead_letter=topics.PAIRING_DEAD_LETTER,
+        max_redeliveries=max_redeliveries,
+        receiver_queue_size=receiver_queue_size,
+        initial_position=initial_position,
+        max_workers=max_workers,
+    )

@@ -67,6 +67,17 @@ class ActivationOutcome:
     decision: RebindDecision | None = None
     events: tuple[Event, ...] = ()
 
+    def as_dict(self) -> dict[str, Any]:
+        """As the control API answers it."""
+        decision = self.decision.value if self.decision else None
+        return {
+            "device_id": self.device_id,
+            "ok": self.ok,
+            "code": self.code,
+            "msg": self.msg,
+            "decision": decision,
+        }
+
 
 @dataclass(frozen=True)
 class ChannelFirmware:

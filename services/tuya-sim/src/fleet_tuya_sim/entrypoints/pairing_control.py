@@ -40,19 +40,7 @@ Delay = Field(0.0, ge=0, le=3600, description="seconds until the devices act (0:
 
 
 def _answer(outcomes: list[ActivationOutcome], delay_s: float) -> dict[str, Any]:
-    return {
-        "scheduled": delay_s > 0,
-        "outcomes": [
-            {
-                "device_id": o.device_id,
-                "ok": o.ok,
-                "code": o.code,
-                "msg": o.msg,
-                "decision": o.decision.value if o.decision else None,
-            }
-            for o in outcomes
-        ],
-    }
+    return {"scheduled": delay_s > 0, "outcomes": [o.as_dict() for o in outcomes]}
 
 
 class LaterBody(_Body):
