@@ -30,6 +30,7 @@ from fleet_shared.security import CurrentPrincipal, Permission
 from fleet_shared.service import problem
 from fleet_shared.tuya.errors import TuyaApiError, TuyaError
 
+RATE_LIMITED = 1199  # Tuya's "request frequency too high" (per project)
 PERMISSION_DENY = 1106  # Tuya's "permission deny": unknown user, or a home that is not theirs
 SessionId = Annotated[str, Path(min_length=1, max_length=64, description="The session id (`ps_...`).")]
 Uid = Annotated[str, Field(min_length=1, max_length=64)]
@@ -119,6 +120,10 @@ def _tuya_failed(e: TuyaError) -> JSONResponse:
                 for name in ("owner_uid", "home_id")
             ],
             tuya_code=e.code,
+        )
+    if isinstance(e, TuyaApiError) and e.code == RATE_LIMITED:
+        return problem(
+            503, "Tuya's rate limit for this project is reached; retry shortly", headers={"Retry-After": "1"}
         )
     if isinstance(e, TuyaApiError):
         return problem(502, f"Tuya refused the token: code {e.code}: {e.msg}", tuya_code=e.code)
