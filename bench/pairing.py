@@ -32,17 +32,12 @@ from typing import Any
 
 import httpx
 import orjson
-import pulsar
-from pulsar import asyncio as pa
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the e2e rig's process helpers: one way to run the services
 
-from fleet_contracts import topics  # noqa: E402
-from tests.e2e.ingest.sim_support import SimProcess  # noqa: E402
-from tests.e2e.ingest.support import IngestProcess, TopicReader  # noqa: E402
-from tests.e2e.pairing.support import each  # noqa: E402
-from tests.support import ServiceProcess, Stack  # noqa: E402
+from tests.e2e.pairing.support import SIM_SETTINGS, Rig, each, open_rig  # noqa: E402
+from tests.support import Stack  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "pairing.json"
 
@@ -64,99 +59,68 @@ def pct(values: list[float], q: float) -> float | None:
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    s = stack()
-    unique = secrets.token_hex(4)
-    access_id, secret, key = f"pbench{unique}", secrets.token_hex(16), secrets.token_urlsafe(32)
     logs = Path(tempfile.mkdtemp(prefix="pairing-bench-"))
-    sim = SimProcess(
-        s, access_id, secret, logs / "sim.log",
-        rate_limit_rps=args.limit, rate_limit_burst=args.limit, pairing_token_lifetime_s=600, devices=1,
-    )  # fmt: skip
-    ingest = IngestProcess(s, access_id, secret, f"ingest_pbench_{unique}", logs / "ingest.log")
-    pairing = ServiceProcess(
-        "pairing",
-        log=logs / "pairing.log",
-        stack=s,
-        env={
-            "FLEET_TUYA_ACCESS_ID": access_id,
-            "FLEET_TUYA_ACCESS_SECRET": secret,
-            "FLEET_TUYA_OPENAPI_URL": sim.url,
-            "FLEET_PAIRING_DATABASE": f"pairing_bench_{unique}",
-            "FLEET_PAIRING_SUBSCRIPTION": f"pairing-bench-{unique}",
-            "FLEET_PAIRING_API_KEYS": f"bench:{key}:operator",
-            "FLEET_PAIRING_TUYA_RATE_PER_S": str(args.limit),
-            "FLEET_PAIRING_TUYA_BURST": "1",
-            "FLEET_PAIRING_POLL_INTERVAL_S": "600",
-            "FLEET_PAIRING_SETTLE_S": "600",
-        },
-    )
-    client = pa.Client(s.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
-    events = await TopicReader.open(client, topics.PAIRING_EVENTS.name, f"bench-pair-{unique}", access_id)
-    try:
-        sim.start()
-        await sim.wait_ready()
-        ingest.start()
-        pairing.start()
-        await ingest.wait_ready()
-        await pairing.wait_ready()
-        async with (
-            sim.control() as ctl,
-            httpx.AsyncClient(
-                base_url=pairing.url, headers={"Authorization": f"Bearer {key}"}, timeout=120
-            ) as api,
-        ):
-            fleet = (
-                await ctl.post("/sim/fleet", json={"devices": 10, "homes": 10, "unbound": args.sessions})
-            ).json()
-            homes, devices = fleet["homes"], fleet["unbound_device_ids"]
-            # warm up: the client's access token and connections, outside the measured window
-            await api.post(
-                "/v1/pairing-sessions",
-                json={"owner_uid": homes[0]["owner_uid"], "home_id": homes[0]["home_id"], "mode": "EZ"},
-            )
-            await asyncio.sleep(1.5)  # the buckets refill
+    sim_settings = {
+        **SIM_SETTINGS,
+        "rate_limit_rps": args.limit,
+        "rate_limit_burst": args.limit,
+        "pairing_token_lifetime_s": 600,
+    }
+    pairing_env = {
+        "FLEET_PAIRING_TUYA_RATE_PER_S": str(args.limit),
+        "FLEET_PAIRING_TUYA_BURST": "1",
+        # no polling: every session update comes from the push path
+        "FLEET_PAIRING_POLL_INTERVAL_S": "600",
+        "FLEET_PAIRING_SETTLE_S": "600",
+        "FLEET_LOG_LEVEL": "WARNING",
+    }
+    async for rig in open_rig(
+        stack(), secrets.token_hex(4), logs, sim_settings=sim_settings, pairing_env=pairing_env
+    ):
+        async with rig.sim.control() as ctl, rig.pairing.client() as api:
+            figures = await measure(args, rig, ctl, api)
+    return {"host": platform.node(), "cpus": os.cpu_count(), **figures, "logs": str(logs)}
 
-            async def create(i: int) -> httpx.Response:
-                home = homes[i % len(homes)]
-                body = {"owner_uid": home["owner_uid"], "home_id": home["home_id"], "mode": "EZ"}
-                return await api.post("/v1/pairing-sessions", json=body)
 
-            started = time.monotonic()
-            answers = await each([create(i) for i in range(args.sessions)], limit=64)
-            elapsed = time.monotonic() - started
-            created = [a.json() for a in answers if a.status_code == 201]
-            refused = [a.status_code for a in answers if a.status_code != 201]
-            rate = len(created) / elapsed
+async def measure(
+    args: argparse.Namespace, rig: Rig, ctl: httpx.AsyncClient, api: httpx.AsyncClient
+) -> dict[str, Any]:
+    fleet = (await ctl.post("/sim/fleet", json={"devices": 10, "homes": 10, "unbound": args.sessions})).json()
+    homes, devices = fleet["homes"], fleet["unbound_device_ids"]
 
-            # every session open: one device each activates, paced, while all are open
-            activated_at: dict[str, float] = {}
+    async def create(i: int) -> httpx.Response:
+        home = homes[i % len(homes)]
+        body = {"owner_uid": home["owner_uid"], "home_id": home["home_id"], "mode": "EZ"}
+        return await api.post("/v1/pairing-sessions", json=body)
 
-            async def activate(i: int) -> None:
-                await asyncio.sleep(i / args.activation_rate)
-                token = created[i]["assembled_token"]
-                activated_at[created[i]["session"]["token"]] = time.time()
-                await ctl.post("/sim/pairing/activate", json={"token": token, "device_ids": [devices[i]]})
+    await create(0)  # warm up: the client's access token and connections, outside the measured window
+    await asyncio.sleep(1.5)  # the buckets refill
+    started = time.monotonic()
+    answers = await each([create(i) for i in range(args.sessions)], limit=64)
+    elapsed = time.monotonic() - started
+    created = [a.json() for a in answers if a.status_code == 201]
+    refused = [a.status_code for a in answers if a.status_code != 201]
+    rate = len(created) / elapsed
 
-            await asyncio.gather(*(activate(i) for i in range(len(created))))
-            deadline = time.monotonic() + 120
-            paired: dict[str, float] = {}
-            while len(paired) < len(created) and time.monotonic() < deadline:
-                await asyncio.sleep(0.5)
-                for body, _ in events.messages:
-                    if body["type"] == "pairing.device.paired.v1":
-                        paired.setdefault(
-                            body["data"]["token"], datetime.fromisoformat(body["time"]).timestamp()
-                        )
-            latencies = [(paired[t] - at) * 1000 for t, at in activated_at.items() if t in paired]
-    finally:
-        pairing.kill()
-        ingest.kill()
-        sim.stop()
-        await events.close()
-        await client.close()
+    # every session open: one device each activates, paced, while all are open
+    activated_at: dict[str, float] = {}
+
+    async def activate(i: int) -> None:
+        await asyncio.sleep(i / args.activation_rate)
+        activated_at[created[i]["session"]["token"]] = time.time()
+        body = {"token": created[i]["assembled_token"], "device_ids": [devices[i]]}
+        await ctl.post("/sim/pairing/activate", json=body)
+
+    await asyncio.gather(*(activate(i) for i in range(len(created))))
+    deadline = time.monotonic() + 120
+    paired: dict[str, float] = {}
+    while len(paired) < len(created) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        for event, _ in rig.events.messages:
+            if event["type"] == "pairing.device.paired.v1":
+                paired.setdefault(event["data"]["token"], datetime.fromisoformat(event["time"]).timestamp())
+    latencies = [(paired[t] - at) * 1000 for t, at in activated_at.items() if t in paired]
     return {
-        "host": platform.node(),
-        "cpus": os.cpu_count(),
         "sessions": args.sessions,
         "tuya_rate_limit_per_s": args.limit,
         "sessions_created_per_s": round(rate, 2),
@@ -169,7 +133,6 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "p99": pct(latencies, 0.99),
             "max": round(max(latencies), 1) if latencies else None,
         },
-        "logs": str(logs),
     }
 
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -153,7 +153,16 @@ def plan(fleet: Fleet, sessions: int, wifi_password: str) -> list[Planned]:
 
 
 class Pairing(ServiceProcess):
-    def __init__(self, stack: Stack, sim: SimProcess, access_id: str, secret: str, unique: str, log: Path):
+    def __init__(
+        self,
+        stack: Stack,
+        sim: SimProcess,
+        access_id: str,
+        secret: str,
+        unique: str,
+        log: Path,
+        extra_env: Mapping[str, str] | None = None,
+    ):
         modes = ",".join(f"{pid}:{mode}" for pid, mode in PRODUCT_MODES.items())
         super().__init__(
             "pairing",
@@ -174,6 +183,7 @@ class Pairing(ServiceProcess):
                 "FLEET_PAIRING_TUYA_BURST": "20",
                 "FLEET_PAIRING_MAX_EXPECTED_DEVICES": "10",
                 "FLEET_LOG_LEVEL": "INFO",  # every line of the run is searched for secrets
+                **(extra_env or {}),
             },
         )
         self.database = f"pairing_e2e_{unique}"
@@ -207,12 +217,20 @@ SIM_SETTINGS: dict[str, str | int | float] = {
 }
 
 
-async def open_rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
+async def open_rig(
+    stack: Stack,
+    unique: str,
+    tmp_path: Path,
+    *,
+    sim_settings: Mapping[str, str | int | float] = SIM_SETTINGS,
+    pairing_env: Mapping[str, str] | None = None,
+) -> AsyncIterator[Rig]:
+    """The three processes of one throwaway Tuya project, ready; stopped and the database dropped after."""
     access_id = f"pair{unique}"
     secret = secrets.token_hex(16)
-    sim = SimProcess(stack, access_id, secret, tmp_path / "sim.log", **SIM_SETTINGS)
+    sim = SimProcess(stack, access_id, secret, tmp_path / "sim.log", **sim_settings)
     ingest = IngestProcess(stack, access_id, secret, f"ingest_pair_{unique}", tmp_path / "ingest.log")
-    pairing = Pairing(stack, sim, access_id, secret, unique, tmp_path / "pairing.log")
+    pairing = Pairing(stack, sim, access_id, secret, unique, tmp_path / "pairing.log", pairing_env)
     client = pa.Client(stack.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     events = await TopicReader.open(client, topics.PAIRING_EVENTS.name, f"e2e-pair-{unique}", access_id)
     try:
