@@ -284,7 +284,7 @@ def test_strong_bound_pairing_fails_in_the_token_result(clock: FakeClock) -> Non
         outcome = client.post(
             "/sim/pairing/activate", json={"token": token["assembled_token"], "device_ids": [device_id]}
         ).json()
-        assert (outcome[0]["ok"], outcome[0]["code"]) == (False, "1106")
+        assert (outcome[0]["ok"], outcome[0]["code"]) == (False, "113")
 
 
 # -- removal and OTA -------------------------------------------------------------------------------------

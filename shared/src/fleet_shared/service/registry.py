@@ -63,7 +63,10 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ),
     ServiceEntry("ingest", "fleet_ingest", ("fleet-ingest",), 8001, api_key=False),
     ServiceEntry("status", "fleet_status", ("fleet-status",), 8002),
-    ServiceEntry("pairing", "fleet_pairing", ("fleet-pairing",), 8003),
+    # the stack's key opens sessions (`fleet pair`): pairing:write is the operator role's
+    ServiceEntry(
+        "pairing", "fleet_pairing", ("fleet-pairing",), 8003, env={"FLEET_API_KEY_DEFAULT_ROLE": "operator"}
+    ),
     ServiceEntry("unbinding", "fleet_unbinding", ("fleet-unbinding",), 8004),
     ServiceEntry("ota", "fleet_ota", ("fleet-ota",), 8005),
 )

@@ -288,7 +288,13 @@ class Simulator:
         return self.emit(self.fleet.rename_dp(device_id, dp_id, name, self.now_ms()))
 
     def issue_pairing_token(
-        self, *, uid: str, home_id: str | None, pairing_type: str, time_zone_id: str
+        self,
+        *,
+        uid: str,
+        home_id: str | None,
+        pairing_type: str,
+        time_zone_id: str,
+        device_uuid: str | None = None,
     ) -> PairingToken:
         token = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(TOKEN_LEN))
         secret = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(SECRET_LEN))
@@ -303,6 +309,7 @@ class Simulator:
             now_ms=self.now_ms(),
             lifetime_s=self.options.pairing_token_lifetime_s,
             max_devices=max_devices,
+            device_uuid=device_uuid if pairing_type == "BLE" else None,
         )
 
     def activate(self, device_ids: Sequence[str], assembled_token: str) -> list[ActivationOutcome]:
