@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from bson import ObjectId
 from motor.motor_asyncio import AsyncIOMotorClient
 
 from fleet_devstack.build import ferretdb_binary
@@ -102,7 +103,7 @@ async def test_id_conditions_are_pushed_down_whatever_else_the_filter_holds(
     assert await pushed_down({"_id": {"$in": ["d1", "d2"]}})
     assert not await pushed_down({"version": 7})
     assert not await pushed_down({"_id": {"$in": ["d1", 7]}})  # only strings and ObjectIds
-    assert not await pushed_down({"_id": {"$gt": "d1"}})
+    assert not await pushed_down({"_id": {"$ne": "d1"}})
     assert "USING INDEX" in lookup_plan(data, "fleet", "shadows", LOOKUP_IN)
 
     # the rest of the filter still applies: a conditional write is a compare-and-set
@@ -115,3 +116,33 @@ async def test_id_conditions_are_pushed_down_whatever_else_the_filter_holds(
     assert [d["_id"] for d in found] == ["d1", "d2"]
     mixed = await shadows.find({"_id": {"$in": ["d3", 7]}}).to_list(None)
     assert sorted(str(d["_id"]) for d in mixed) == ["7", "d3"]
+
+
+async def test_string_ranges_of_id_are_answered_from_an_index_and_match_exactly_what_mongodb_matches(
+    ferretdb: tuple[AsyncIOMotorClient[dict[str, object]], Path],
+) -> None:
+    client, _ = ferretdb
+    db = client["fleet"]
+    buckets = db["buckets"]
+    await buckets.insert_many([{"_id": f"{h:03d}|d{i}"} for h in range(5) for i in range(3)])
+    # other types in the same collection: a string bound matches strings only
+    await buckets.insert_many(
+        [{"_id": 7}, {"_id": ObjectId("000000000000000000000001")}, {"_id": {"a": "001"}}]
+    )
+    await buckets.insert_many([{"_id": "001 "}, {"_id": "001!"}])  # sort before `|` bytewise
+
+    reply = await db.command("explain", {"find": "buckets", "filter": {"_id": {"$lt": "002|"}}})
+    assert reply["filterPushdown"]
+    assert "USING INDEX" in " ".join(reply["queryPlanner"]["Plan"])
+    below = await buckets.find({"_id": {"$lt": "002|"}}).to_list(None)
+    assert sorted(str(d["_id"]) for d in below) == [
+        "000|d0", "000|d1", "000|d2", "001 ", "001!", "001|d0", "001|d1", "001|d2",
+    ]  # fmt: skip
+    between = await buckets.find({"_id": {"$gte": "001|", "$lte": "001|d1"}}).to_list(None)
+    assert sorted(str(d["_id"]) for d in between) == ["001|d0", "001|d1"]
+    assert (await buckets.delete_many({"_id": {"$gt": "003|"}})).deleted_count == 6
+    assert await buckets.count_documents({}) == 14
+    # a bound of another type is not pushed down (and still filters)
+    reply = await db.command("explain", {"find": "buckets", "filter": {"_id": {"$gt": 6}}})
+    assert not reply["filterPushdown"]
+    assert [d["_id"] async for d in buckets.find({"_id": {"$gt": 6}})] == [7]

@@ -4,7 +4,8 @@ FerretDB 1.24 turns a filter into a SQL `WHERE` only when the filter is exactly 
 Any other filter reads the whole table and filters in Go, so a conditional write such as
 `{_id: device, version: 7}` (optimistic concurrency, which MongoDB answers from its `_id` index) or a batched
 lookup `{_id: {$in: [...]}}` costs a scan of the collection: 60 writes/s at 10k documents. The patch pushes
-`_id` equality down whatever else the filter holds, and `_id: {$in: [strings or ObjectIds]}` as `IN (...)`.
+`_id` equality down whatever else the filter holds, `_id: {$in: [strings or ObjectIds]}` as `IN (...)`, and
+string ranges of `_id` (`$gt`/`$gte`/`$lt`/`$lte`) on an index of `_id`'s text (a bounded sweep by `_id`).
 It only narrows the rows SQLite returns: every FerretDB handler filters the returned documents again with
 the full filter (the same contract FerretDB's PostgreSQL backend relies on for its wider pushdown), and limit
 pushdown applies only to empty filters.
@@ -81,8 +82,40 @@ func fleetWhere(filter *types.Document) (string, []any) {{
 			marks := strings.TrimSuffix(strings.Repeat("?, ", len(in)), ", ")
 			return fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, marks), in
 		}}
+		if where, args, ok := fleetIDRange(v); ok {{
+			return where, args
+		}}
 	}}
 	return "", nil
+}}
+
+// fleetIDTextColumn is `_id` as an SQL value (a string `_id` as TEXT, compared byte by byte as MongoDB
+// compares strings); the front indexes this expression (infra/ferretdb/idindex.go).
+const fleetIDTextColumn = `_ferretdb_sjson->>'$._id'`
+
+// fleetIDIsString holds for documents whose `_id` is a string (sjson keeps each field's type in `$s`; an
+// ObjectId is stored as a hex string too, so the value alone does not say).
+const fleetIDIsString = `_ferretdb_sjson->>'$."$s".p._id.t' = 'string'`
+
+// fleetIDRange is the SQL condition for `{{$gt|$gte|$lt|$lte: <string>, ...}}` on `_id`: exactly the documents
+// MongoDB matches (a string bound only matches strings, compared bytewise), answered from the index.
+func fleetIDRange(cond *types.Document) (string, []any, bool) {{
+	if cond.Len() == 0 {{
+		return "", nil, false
+	}}
+	ops := map[string]string{{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}}
+	where := ` WHERE ` + fleetIDIsString
+	args := make([]any, 0, cond.Len())
+	for i, k := range cond.Keys() {{
+		op, known := ops[k]
+		bound, isString := cond.Values()[i].(string)
+		if !known || !isString {{
+			return "", nil, false
+		}}
+		where += fmt.Sprintf(` AND %s %s ?`, fleetIDTextColumn, op)
+		args = append(args, bound)
+	}}
+	return where, args, true
 }}
 
 // fleetTopLevelID is the filter's `_id` condition, if it has exactly one.

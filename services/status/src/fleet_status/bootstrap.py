@@ -57,6 +57,7 @@ class Status:
     openapi: TuyaOpenApiClient | None
     cloud: CloudDeviceSource | None
     _reconciler: asyncio.Task[None] | None = field(default=None, init=False)
+    _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def prepare_database(self) -> None:
         await self.shadows.ensure_indexes()
@@ -76,12 +77,14 @@ class Status:
         await self.broker.start()
         if self.cloud is not None and self.settings.status_reconcile_interval_s > 0:
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="status-reconciler")
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="status-history-retention")
 
     async def stop(self) -> None:
         """Stop consuming, drain the writer (acking what it writes), flush producers, close clients."""
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            await asyncio.gather(self._reconciler, return_exceptions=True)
+        for task in (self._reconciler, self._sweeper):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         for sub in self.broker.subscribers:
             with contextlib.suppress(Exception):
                 await sub.stop()
@@ -110,6 +113,17 @@ class Status:
             except Exception as e:  # the loop must outlive a bad round (database down, API down)
                 log.warning("reconciliation round failed: %r", e)
 
+    async def _sweep_forever(self) -> None:
+        """Retention of DP history where the server has no TTL indexes: bounded sweeps, one per interval."""
+        while True:
+            try:
+                deleted = await self.history.sweep(datetime.now(UTC))
+                if deleted:
+                    log.info("deleted %d expired history buckets", deleted)
+            except Exception as e:  # the loop must outlive a bad round (database down)
+                log.warning("history retention sweep failed: %r", e)
+            await asyncio.sleep(self.settings.status_history_sweep_interval_s)
+
     async def bus_ready(self) -> bool:
         return await self.broker.ping(2.0)
 
@@ -135,7 +149,12 @@ def bootstrap(
     shadows = ShadowStore(
         db, write_chunk=settings.status_write_chunk, write_concurrency=settings.status_write_concurrency
     )
-    history = HistoryStore(db, retention=timedelta(days=settings.status_history_retention_days))
+    history = HistoryStore(
+        db,
+        retention=timedelta(days=settings.status_history_retention_days),
+        write_chunk=settings.status_write_chunk,
+        write_concurrency=settings.status_write_concurrency,
+    )
     own_client: TuyaOpenApiClient | None = None
     if openapi is None and settings.tuya_access_secret.get_secret_value():
         own_client = TuyaOpenApiClient(

@@ -24,6 +24,8 @@ class StatusSettings(ServiceSettings):
     # outbox entries already relayed are cleared by the device's next write, or after this idle time
     status_outbox_clear_after_s: float = Field(1.0, ge=0)
     status_history_retention_days: float = Field(7.0, gt=0)
+    # how often expired history buckets are deleted where the server has no TTL indexes (FerretDB)
+    status_history_sweep_interval_s: float = Field(300.0, gt=0)
     # reconciliation of stale shadows from the OpenAPI; interval 0 switches it off
     status_reconcile_interval_s: float = Field(60.0, ge=0)
     status_stale_after_s: float = Field(3600.0, gt=0)

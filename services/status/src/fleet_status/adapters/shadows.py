@@ -11,7 +11,6 @@ connection until the command ends), so its front refuses more than 64.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -20,7 +19,7 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from fleet_status.adapters.bulk import chunks, only_duplicates
+from fleet_status.adapters.bulk import chunks, in_chunks, only_duplicates
 from fleet_status.domain.dp_schema import DpType
 from fleet_status.domain.events import OutboxEntry
 from fleet_status.domain.shadow import (
@@ -199,14 +198,7 @@ class ShadowStore:
     async def _in_chunks(
         self, items: Sequence[Any], write: Callable[[Sequence[Any]], Awaitable[Any]]
     ) -> list[Any]:
-        """Run `write` over chunks of `write_chunk` items, `write_concurrency` commands at a time."""
-        gate = asyncio.Semaphore(self.write_concurrency)
-
-        async def one(chunk: Sequence[Any]) -> Any:
-            async with gate:
-                return await write(chunk)
-
-        return list(await asyncio.gather(*(one(c) for c in chunks(items, self.write_chunk))))
+        return await in_chunks(items, write, size=self.write_chunk, concurrency=self.write_concurrency)
 
     async def _not_written(self, chunk: Sequence[ShadowWrite]) -> set[str]:
         """Which writes of a chunk did not land: read back version and write id (they name the writer)."""
