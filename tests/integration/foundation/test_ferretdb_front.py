@@ -9,6 +9,7 @@ import subprocess
 from collections.abc import AsyncIterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import pytest
 from bson import ObjectId
@@ -146,3 +147,56 @@ async def test_string_ranges_of_id_are_answered_from_an_index_and_match_exactly_
     reply = await db.command("explain", {"find": "buckets", "filter": {"_id": {"$gt": 6}}})
     assert not reply["filterPushdown"]
     assert [d["_id"] async for d in buckets.find({"_id": {"$gt": 6}})] == [7]
+
+
+async def test_pages_of_indexed_equality_filters_are_sorted_and_limited_in_sqlite_and_stay_exact(
+    ferretdb: tuple[AsyncIOMotorClient[dict[str, object]], Path],
+) -> None:
+    client, _ = ferretdb
+    db = client["fleet"]
+    devices = db["devices"]
+    await devices.create_index([("product", 1), ("_id", 1)])
+    await devices.create_index([("state.online", 1), ("_id", 1)])
+    await devices.insert_many(
+        [{"_id": f"d{i:03d}", "product": f"p{i % 3}", "state": {"online": i % 2 == 0}} for i in range(300)]
+    )
+    # values MongoDB does not take for "p1" / true: a number, a string "true", an ObjectId-typed id
+    await devices.insert_many(
+        [{"_id": "x1", "product": 1, "state": {"online": 1}}, {"_id": "x2", "state": "true"}]
+    )
+    await devices.insert_one({"_id": ObjectId("000000000000000000000001"), "product": "p1"})
+
+    async def page(
+        filter_: dict[str, object], limit: int = 5, order: int = 1
+    ) -> tuple[list[object], dict[str, Any]]:
+        find = {"find": "devices", "filter": filter_, "sort": {"_id": order}, "limit": limit}
+        reply = await db.command("explain", find)
+        docs = await devices.find(filter_).sort("_id", order).limit(limit).to_list(None)
+        return [d["_id"] for d in docs], reply
+
+    ids, reply = await page({"product": "p1", "_id": {"$gte": ""}})
+    assert ids == ["d001", "d004", "d007", "d010", "d013"]
+    assert (reply["filterPushdown"], reply["sortPushdown"], reply["limitPushdown"]) == (True, True, True)
+    assert "USING INDEX" in " ".join(reply["queryPlanner"]["Plan"])
+    ids, _ = await page({"product": "p1", "state.online": True, "_id": {"$gt": "d001"}}, order=-1)
+    assert ids == ["d298", "d292", "d286", "d280", "d274"]
+    ids, _ = await page({"state.online": True, "_id": {"$gte": "d290"}})
+    assert ids == ["d290", "d292", "d294", "d296", "d298"]
+    # without a string bound on `_id` the order is MongoDB's across types: sorted in Go, as before
+    ids, reply = await page({"product": "p1"}, limit=2)
+    assert ids == ["d001", "d004"]
+    assert not reply["sortPushdown"]
+
+    # once a document holds an array on a filtered path, MongoDB matches its elements: no exact pushdown
+    await devices.insert_one({"_id": "a1", "product": ["p1", "p2"]})
+    ids, reply = await page({"product": "p1", "_id": {"$gte": "a"}}, limit=2)
+    assert ids == ["a1", "d001"]
+    assert not reply["limitPushdown"]
+    await devices.delete_one({"_id": "a1"})
+    await devices.insert_one({"_id": "a2", "state": [{"online": True}]})
+    ids, reply = await page({"state.online": True, "_id": {"$gte": "a"}}, limit=2)
+    assert ids == ["a2", "d000"]
+    assert not reply["limitPushdown"]
+    await devices.delete_one({"_id": "a2"})
+    _, reply = await page({"state.online": True, "_id": {"$gte": "a"}}, limit=2)
+    assert reply["limitPushdown"]

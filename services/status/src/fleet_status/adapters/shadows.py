@@ -261,6 +261,15 @@ class ShadowStore:
         after: str | None,
         limit: int,
     ) -> list[Document]:
+        filter_ = self.list_filter(product_id=product_id, home_id=home_id, online=online, after=after)
+        cursor = self.shadows.find(filter_, {"outbox": 0, "write_id": 0}).sort("_id", 1).limit(limit)
+        return [doc async for doc in cursor]
+
+    @staticmethod
+    def list_filter(
+        *, product_id: str | None, home_id: str | None, online: bool | None, after: str | None
+    ) -> Document:
+        """A device list's filter (its page is sorted by `_id`); each field leads an index with `_id`."""
         filter_: Document = {}
         if product_id is not None:
             filter_["product_id"] = product_id
@@ -268,7 +277,8 @@ class ShadowStore:
             filter_["binding.home_id"] = home_id
         if online is not None:
             filter_["presence.online"] = online
-        if after is not None:
-            filter_["_id"] = {"$gt": after}
-        cursor = self.shadows.find(filter_, {"outbox": 0, "write_id": 0}).sort("_id", 1).limit(limit)
-        return [doc async for doc in cursor]
+        # always a string bound on `_id`: device ids are strings, and with it every server answers the page
+        # from an index in `_id` order, reading about `limit` documents (FerretDB's build orders in SQL only
+        # when every match is known to have a string `_id`)
+        filter_["_id"] = {"$gt": after} if after is not None else {"$gte": ""}
+        return filter_
