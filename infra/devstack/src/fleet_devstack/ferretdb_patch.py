@@ -15,7 +15,9 @@ costs a scan of the collection, where MongoDB reads an index. The patch:
    equals an ObjectId or a number, `true` never equals 1), and it is used only while no document holds an
    array on any of those paths (MongoDB would match array elements); a partial index of such documents,
    created with each index, makes that check one index probe. Then a sort on `_id` (given an `_id` string
-   condition) and the limit run in SQLite too, so a page reads about `limit` rows of an index.
+   condition) and the limit run in SQLite too, so a page reads about `limit` rows of an index. With no
+   statistics SQLite may pick the least selective index, so the index led by the filter's first equality
+   field (and `_id`) is named, like MongoDB's `hint`: callers put their most selective field first.
 3. Non-unique indexes FerretDB creates index those SQL values (`_ferretdb_sjson->>'$.path'`) instead of JSON
    texts, so the exact pushdown can use them; unique indexes are unchanged. Indexes an unpatched build created
    still answer correctly, only without an index (re-create them: drop the local database).
@@ -96,7 +98,7 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
 		return nil, lazyerrors.Error(err)
 	}
 	whereClause, args = plan.where, plan.args
-	q += whereClause + plan.tail
+	q += plan.indexedBy + whereClause + plan.tail
 """,
             1,
         ),
@@ -124,7 +126,7 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
 	}
 	whereClause, args, filterPushdown = plan.where, plan.args, plan.filterPushdown
 	sortPushdown, limitPushdown := plan.sortPushdown, plan.limitPushdown
-	q := `EXPLAIN QUERY PLAN ` + selectClause + whereClause + plan.tail
+	q := `EXPLAIN QUERY PLAN ` + selectClause + plan.indexedBy + whereClause + plan.tail
 """,
             1,
         ),
@@ -274,7 +276,7 @@ func fleetIDRange(cond *types.Document) ([]string, []any, bool) {
 
 // fleetSQL is how a query runs in SQLite.
 type fleetSQL struct {
-	where, tail                                 string
+	indexedBy, where, tail                      string
 	args                                        []any
 	filterPushdown, sortPushdown, limitPushdown bool
 }
@@ -297,6 +299,7 @@ func fleetQuerySQL(
 		if len(conds) > 0 {
 			s.where, s.args = ` WHERE `+strings.Join(conds, ` AND `), args
 		}
+		s.indexedBy = fleetIndexedBy(meta, filter)
 	} else {
 		s.where, s.args = fleetWhere(filter)
 	}
@@ -363,6 +366,24 @@ func fleetExact(
 		}
 	}
 	return conds, args, orderable, paths, true
+}
+
+// fleetIndexedBy names the index to use, like MongoDB's `hint`: the one whose keys are the first equality
+// field of the filter (in the filter's order) and `_id`. SQLite has no statistics here (no ANALYZE) and
+// otherwise guesses, at times the least selective index; the caller orders its filter, most selective first.
+func fleetIndexedBy(meta *metadata.Collection, filter *types.Document) string {
+	for _, k := range filter.Keys() {
+		if k == "_id" {
+			continue
+		}
+		for _, index := range meta.Settings.Indexes {
+			keys := index.Key
+			if !index.Unique && len(keys) == 2 && keys[0].Field == k && keys[1].Field == "_id" {
+				return fmt.Sprintf(` INDEXED BY %q`, meta.TableName+"_"+index.Name)
+			}
+		}
+	}
+	return ""
 }
 
 // fleetIndexedFields is the fields of the collection's non-unique indexes (their SQL values are indexed).

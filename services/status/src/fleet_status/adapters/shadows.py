@@ -270,11 +270,12 @@ class ShadowStore:
         *, product_id: str | None, home_id: str | None, online: bool | None, after: str | None
     ) -> Document:
         """A device list's filter (its page is sorted by `_id`); each field leads an index with `_id`."""
+        # most selective first: the local FerretDB reads the index of the first field (MongoDB plans its own)
         filter_: Document = {}
-        if product_id is not None:
-            filter_["product_id"] = product_id
         if home_id is not None:
             filter_["binding.home_id"] = home_id
+        if product_id is not None:
+            filter_["product_id"] = product_id
         if online is not None:
             filter_["presence.online"] = online
         # always a string bound on `_id`: device ids are strings, and with it every server answers the page
