@@ -33,7 +33,9 @@ def shadow(i: int) -> Shadow:
         f"dev{i:05d}",
         product_id=PRODUCTS[i % len(PRODUCTS)],
         version=1,
-        presence=Presence(online=i % 3 != 0, changed_at_ms=1, last_seen_ms=1),
+        presence=Presence(
+            online=i % 3 != 0, changed_at_ms=1, last_seen_ms=1, deadline_ms=1000 + i if i % 5 == 0 else None
+        ),
         binding=Binding(BindingState.BOUND, "owner", f"h{i % 50}", at_ms=1),
     )
 
@@ -88,3 +90,13 @@ async def test_a_shadow_by_id_is_read_from_the_index(db: AsyncIOMotorDatabase[An
     view = await views.shadow("dev00042")
     assert view is not None
     assert view.product_id == "p2"
+
+
+async def test_devices_past_their_inactivity_deadline_are_found_from_the_index(
+    db: AsyncIOMotorDatabase[Any],
+) -> None:
+    due = await ShadowStore(db).due(now_ms=1100, limit=500)
+    assert sorted(due) == [(f"dev{i:05d}", 1000 + i) for i in range(0, 101, 5)]
+    assert len(await ShadowStore(db).due(now_ms=10**6, limit=7)) == 7  # a bounded batch
+    reply = await plan(db, "shadows", {"presence.deadline_ms": {"$lte": 1100}}, limit=500)
+    assert answered_from_index(reply), reply

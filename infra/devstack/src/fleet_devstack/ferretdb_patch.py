@@ -10,14 +10,14 @@ costs a scan of the collection, where MongoDB reads an index. The patch:
    or ObjectIds]}` as `IN (...)`, and string ranges of `_id` (`$gt`/`$gte`/`$lt`/`$lte`). It only narrows the
    rows SQLite returns: every FerretDB handler filters the returned documents again with the full filter.
 2. Exact pushdown: a filter made only of string ranges or string equality on `_id`, and equality to a string
-   or a bool on fields of non-unique indexes (dotted paths too), becomes the whole `WHERE`, matching exactly
-   the documents MongoDB matches: values compare as SQL values with their sjson type checked (a string never
-   equals an ObjectId or a number, `true` never equals 1), and it is used only while no document holds an
-   array on any of those paths (MongoDB would match array elements); a partial index of such documents,
-   created with each index, makes that check one index probe. Then a sort on `_id` (given an `_id` string
-   condition) and the limit run in SQLite too, so a page reads about `limit` rows of an index. With no
-   statistics SQLite may pick the least selective index, so the index led by the filter's first equality
-   field (and `_id`) is named, like MongoDB's `hint`: callers put their most selective field first.
+   or a bool or number ranges on fields of non-unique indexes (dotted paths too), becomes the whole `WHERE`,
+   matching exactly the documents MongoDB matches: values compare as SQL values with their sjson type checked
+   (a string never equals an ObjectId or a number, `true` never equals 1), and it is used only while no
+   document holds an array on any of those paths (MongoDB would match array elements); a partial index of
+   such documents, created with each index, makes that check one index probe. Then a sort on `_id` (given an
+   `_id` string condition) and the limit run in SQLite too, so a page reads about `limit` rows of an index.
+   With no statistics SQLite may pick the least selective index, so the index led by the filter's first
+   equality field (and `_id`) is named, like MongoDB's `hint`: callers put their most selective field first.
 3. Non-unique indexes FerretDB creates index those SQL values (`_ferretdb_sjson->>'$.path'`) instead of JSON
    texts, so the exact pushdown can use them; unique indexes are unchanged. Indexes an unpatched build created
    still answer correctly, only without an index (re-create them: drop the local database).
@@ -274,6 +274,38 @@ func fleetIDRange(cond *types.Document) ([]string, []any, bool) {
 	return conds, args, true
 }
 
+// fleetNumberRange is the SQL conditions for `{$gt|$gte|$lt|$lte: <number>, ...}` on a field: the documents
+// MongoDB matches (numbers only, compared as numbers; a bool or a string never matches a number bound).
+func fleetNumberRange(field string, cond *types.Document) ([]string, []any, bool) {
+	if cond.Len() == 0 {
+		return nil, nil, false
+	}
+	ops := map[string]string{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+	isNumber := metadata.FleetTypeIs(field, "number")
+	isNumber = strings.Replace(isNumber, `= 'number'`, `IN ('int', 'long', 'double')`, 1)
+	conds := []string{isNumber}
+	args := make([]any, 0, cond.Len())
+	for i, k := range cond.Keys() {
+		op, known := ops[k]
+		if !known {
+			return nil, nil, false
+		}
+		switch bound := cond.Values()[i].(type) {
+		case int32, int64:
+			args = append(args, bound)
+		case float64:
+			if bound != bound { // NaN: MongoDB's ordering of it is not SQLite's
+				return nil, nil, false
+			}
+			args = append(args, bound)
+		default:
+			return nil, nil, false
+		}
+		conds = append(conds, fmt.Sprintf(`%s %s ?`, metadata.FleetValue(field), op))
+	}
+	return conds, args, true
+}
+
 // fleetSQL is how a query runs in SQLite.
 type fleetSQL struct {
 	indexedBy, where, tail                      string
@@ -353,8 +385,16 @@ func fleetExact(
 			conds = append(conds, metadata.FleetTypeIs(k, "bool"), metadata.FleetValue(k)+` = ?`)
 			args = append(args, b)
 		case *types.Document:
+			if k != "_id" {
+				c, a, isRange := fleetNumberRange(k, v)
+				if !indexed[k] || !isRange {
+					return nil, nil, false, nil, false
+				}
+				conds, args = append(conds, c...), append(args, a...)
+				break
+			}
 			c, a, isRange := fleetIDRange(v)
-			if k != "_id" || !isRange {
+			if !isRange {
 				return nil, nil, false, nil, false
 			}
 			conds, args, orderable = append(conds, c...), append(args, a...), true

@@ -22,7 +22,7 @@ from fleet_status.adapters.shadows import ShadowStore
 from fleet_status.adapters.tuya import CloudDeviceSource, SchemaCache
 from fleet_status.entrypoints import consumer
 from fleet_status.ports import EventPublisher, OpenApi
-from fleet_status.service_layer.handlers import reconcile_stale
+from fleet_status.service_layer.handlers import find_inactive, reconcile_stale
 from fleet_status.service_layer.writer import ShadowWriter, WriterMetrics
 from fleet_status.settings import StatusSettings
 from fleet_status.views import StatusViews
@@ -58,6 +58,7 @@ class Status:
     cloud: CloudDeviceSource | None
     _reconciler: asyncio.Task[None] | None = field(default=None, init=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
+    _inactivity: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def prepare_database(self) -> None:
         await self.shadows.ensure_indexes()
@@ -78,10 +79,11 @@ class Status:
         if self.cloud is not None and self.settings.status_reconcile_interval_s > 0:
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="status-reconciler")
         self._sweeper = asyncio.create_task(self._sweep_forever(), name="status-history-retention")
+        self._inactivity = asyncio.create_task(self._find_inactive_forever(), name="status-inactivity")
 
     async def stop(self) -> None:
         """Stop consuming, drain the writer (acking what it writes), flush producers, close clients."""
-        for task in (self._reconciler, self._sweeper):
+        for task in (self._reconciler, self._sweeper, self._inactivity):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -123,6 +125,20 @@ class Status:
             except Exception as e:  # the loop must outlive a bad round (database down)
                 log.warning("history retention sweep failed: %r", e)
             await asyncio.sleep(self.settings.status_history_sweep_interval_s)
+
+    async def _find_inactive_forever(self) -> None:
+        """Devices past their inactivity deadline, from the deadline index, a bounded batch per interval."""
+        while True:
+            await asyncio.sleep(self.settings.status_inactivity_check_interval_s)
+            try:
+                await find_inactive(
+                    self.shadows,
+                    self.writer,
+                    now=datetime.now(UTC),
+                    limit=self.settings.status_inactivity_batch,
+                )
+            except Exception as e:  # the loop must outlive a bad round (database down)
+                log.warning("inactivity check failed: %r", e)
 
     async def bus_ready(self) -> bool:
         return await self.broker.ping(2.0)
@@ -177,6 +193,7 @@ def bootstrap(
         max_pending=settings.status_max_pending_messages,
         outbox_clear_after_s=settings.status_outbox_clear_after_s,
         stall_after_s=settings.status_writer_stall_s,
+        inactivity_ms=settings.inactivity_ms,
         metrics=WriterMetrics(registry),
     )
     consumer.register(

@@ -27,6 +27,7 @@ from fleet_status.domain.shadow import (
     BindingState,
     DpState,
     FirmwareChannel,
+    InactivityTimeout,
     Named,
     Presence,
     Shadow,
@@ -63,10 +64,18 @@ def shadow_to_doc(shadow: Shadow, outbox: Sequence[OutboxEntry], write_id: str, 
             for dp in shadow.dps.values()
         ],
         "presence": {
-            "online": shadow.presence.online,
+            # as the shadow tells it (offline while inactive): what lists filter on and views show
+            "online": shadow.presence.effective_online,
+            "reported_online": shadow.presence.online,
             "changed_at_ms": shadow.presence.changed_at_ms,
             "last_seen_ms": shadow.presence.last_seen_ms,
+            "deadline_ms": shadow.presence.deadline_ms,  # indexed: the inactivity sweep reads what is due
+            "inactive_at_ms": shadow.presence.inactive_at_ms,
+            "cause": shadow.presence.cause,
         },
+        "inactivity_timeout": None
+        if shadow.inactivity_timeout is None
+        else {"timeout_ms": shadow.inactivity_timeout.timeout_ms, "at_ms": shadow.inactivity_timeout.at_ms},
         "binding": {
             "state": shadow.binding.state.value if shadow.binding.state else None,
             "owner_uid": shadow.binding.owner_uid,
@@ -113,7 +122,17 @@ def shadow_from_doc(doc: Mapping[str, Any]) -> StoredShadow:
             for dp in doc.get("dps", [])
         },
         presence=Presence(
-            presence.get("online"), presence.get("changed_at_ms"), presence.get("last_seen_ms")
+            # documents written before inactivity existed hold the reported presence in `online`
+            presence.get("reported_online", presence.get("online")),
+            presence.get("changed_at_ms"),
+            presence.get("last_seen_ms"),
+            presence.get("deadline_ms"),
+            presence.get("inactive_at_ms"),
+        ),
+        inactivity_timeout=None
+        if not doc.get("inactivity_timeout")
+        else InactivityTimeout(
+            doc["inactivity_timeout"]["timeout_ms"], int(doc["inactivity_timeout"]["at_ms"])
         ),
         binding=Binding(
             state=BindingState(binding["state"]) if binding.get("state") else None,
@@ -159,6 +178,7 @@ class ShadowStore:
         await self.shadows.create_index([("binding.home_id", ASCENDING), ("_id", ASCENDING)])
         await self.shadows.create_index([("presence.online", ASCENDING), ("_id", ASCENDING)])
         await self.shadows.create_index([("updated_at", ASCENDING)])
+        await self.shadows.create_index([("presence.deadline_ms", ASCENDING)])
 
     async def ping(self) -> bool:
         await self.db.command("ping")
@@ -241,6 +261,12 @@ class ShadowStore:
     async def stale(self, before: datetime, limit: int) -> list[str]:
         cursor = self.shadows.find({"updated_at": {"$lt": before}}, {"_id": 1}).sort("updated_at", 1)
         return [doc["_id"] async for doc in cursor.limit(limit)]
+
+    async def due(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Devices whose inactivity deadline (device time) has passed, with it; at most `limit`, from the
+        `presence.deadline_ms` index (a device found inactive has no deadline, so it drops out)."""
+        cursor = self.shadows.find({"presence.deadline_ms": {"$lte": now_ms}}, {"presence.deadline_ms": 1})
+        return [(doc["_id"], int(doc["presence"]["deadline_ms"])) async for doc in cursor.limit(limit)]
 
     async def touch(self, device_ids: Sequence[str], now: datetime) -> None:
         """Mark reconciled shadows fresh without a state change (the cloud agreed with them)."""

@@ -98,6 +98,7 @@ class ShadowWriter:
         max_pending: int = 20_000,
         outbox_clear_after_s: float = 1.0,
         stall_after_s: float = 60.0,
+        inactivity_ms: Callable[[str | None], int | None] = lambda _product_id: None,
         metrics: WriterMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
@@ -115,6 +116,7 @@ class ShadowWriter:
         self.metrics = metrics or WriterMetrics(CollectorRegistry())
         self.clock = clock
         self.stall_after_s = stall_after_s
+        self.inactivity_ms = inactivity_ms  # a product's inactivity timeout (None: none)
         self.monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
         self._pending: dict[str, list[Pending]] = {}
@@ -277,7 +279,15 @@ class ShadowWriter:
         for device_id, items in batch.items():
             cached = self._cache[device_id]
             self.metrics.messages.inc(len(items))
-            result = merge(cached.shadow, [i.facts for i in items], schemas.get(device_id))
+            product_id = cached.shadow.product_id or next(
+                (i.facts.product_id for i in items if i.facts.product_id), None
+            )
+            result = merge(
+                cached.shadow,
+                [i.facts for i in items],
+                schemas.get(device_id),
+                product_inactivity_ms=self.inactivity_ms(product_id),
+            )
             if result.refused:
                 self.metrics.refused.inc(len(result.refused))
                 log.info(
