@@ -194,6 +194,7 @@ def bootstrap(
         outbox_clear_after_s=settings.status_outbox_clear_after_s,
         stall_after_s=settings.status_writer_stall_s,
         inactivity_ms=settings.inactivity_ms,
+        history_delay_s=settings.status_history_delay_s,
         metrics=WriterMetrics(registry),
     )
     consumer.register(

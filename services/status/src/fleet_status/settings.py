@@ -24,6 +24,9 @@ class StatusSettings(ServiceSettings):
     # outbox entries already relayed are cleared by the device's next write, or after this idle time
     status_outbox_clear_after_s: float = Field(1.0, ge=0)
     status_history_retention_days: float = Field(7.0, gt=0)
+    # DP history of the batches written within this interval is appended together (one bucket write per device
+    # per interval); their messages are acknowledged once it is durable. 0: after every batch
+    status_history_delay_s: float = Field(5.0, ge=0, le=60)
     # how often expired history buckets are deleted where the server has no TTL indexes (FerretDB)
     status_history_sweep_interval_s: float = Field(300.0, gt=0)
     # reconciliation of stale shadows from the OpenAPI; interval 0 switches it off

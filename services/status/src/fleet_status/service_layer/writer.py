@@ -2,8 +2,12 @@
 relays the events those writes recorded. One writer per process; batches are flushed one after another.
 
 Per batch: load the shadows not in memory (relaying any events a crash left in their outbox), merge each
-device's facts, insert DP history, write every changed shadow with its outbox in one conditional
-single-document write, publish the outbox, then acknowledge the messages. A crash anywhere before the
+device's facts, write every changed shadow with its outbox in one conditional single-document write, publish
+the outbox; then the batch's DP history is appended and the messages acknowledged. History of several
+batches is appended together (`history_delay_s`): one bucket write per device per interval instead of per
+batch, and the messages are acknowledged only once their history is durable too (a crash redelivers them;
+re-merging changes no shadow and the history append skips what it already holds). The shadow is written
+as fast as before; only acknowledgements wait. A crash anywhere before the
 acknowledgement redelivers the messages; re-merging them changes nothing that was already written (merges are
 idempotent), and events left in an outbox are published on the next load with their deterministic ids.
 A write that loses a race with another replica (the version moved on) is merged again from a fresh read.
@@ -99,6 +103,8 @@ class ShadowWriter:
         outbox_clear_after_s: float = 1.0,
         stall_after_s: float = 60.0,
         inactivity_ms: Callable[[str | None], int | None] = lambda _product_id: None,
+        history_delay_s: float = 0.0,
+        history_max_held: int = 20_000,
         metrics: WriterMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
@@ -117,6 +123,14 @@ class ShadowWriter:
         self.clock = clock
         self.stall_after_s = stall_after_s
         self.inactivity_ms = inactivity_ms  # a product's inactivity timeout (None: none)
+        self.history_delay_s = history_delay_s
+        self.history_max_held = history_max_held
+        # written batches whose history is not appended yet: their messages, and the history, until then
+        self._held: list[list[Pending]] = []
+        self._held_count = 0
+        self._held_since: float | None = None
+        self._held_readings: dict[str, list[AcceptedReading]] = {}
+        self._held_presence: dict[str, list[PresenceReport]] = {}
         self.monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
         self._pending: dict[str, list[Pending]] = {}
@@ -189,11 +203,14 @@ class ShadowWriter:
         while True:
             if not self._pending:
                 if self._stopping:
+                    await self.flush_history()
                     return
+                idle_s = max(min(self.outbox_clear_after_s, self.history_delay_s or 1.0), 0.05)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(self.outbox_clear_after_s, 0.05))
+                    await asyncio.wait_for(self._wake.wait(), idle_s)
                 self._wake.clear()
                 if not self._pending:
+                    await self._flush_history_when_due()
                     await self._clear_relayed_outboxes()
                     continue
             if len(self._pending) < self.max_devices and not self._stopping and self.max_delay_s > 0:
@@ -223,7 +240,7 @@ class ShadowWriter:
             return
         started = time.monotonic()
         try:
-            lost = await self._flush(batch)
+            lost, readings, presence = await self._flush(batch)
         except Exception as e:
             await self._failed(batch, e)
             return
@@ -232,9 +249,59 @@ class ShadowWriter:
         if lost:
             self.metrics.conflicts.inc(len(lost))
             self._requeue({d: batch.pop(d) for d in lost})
-        await _settle(batch.values(), ack=True)
+        self._hold(batch.values(), readings, presence)
         self._flush_completed()
         self.metrics.flushes.observe(time.monotonic() - started)
+        await self._flush_history_when_due()
+
+    def _hold(
+        self,
+        groups: Iterable[list[Pending]],
+        readings: dict[str, list[AcceptedReading]],
+        presence: dict[str, list[PresenceReport]],
+    ) -> None:
+        """Keep a written batch's messages and history until its history is appended."""
+        for items in groups:
+            self._held.append(items)
+            self._held_count += len(items)
+        for held, new in ((self._held_readings, readings), (self._held_presence, presence)):
+            for device_id, rows in new.items():
+                held.setdefault(device_id, []).extend(rows)
+        if self._held_since is None:
+            self._held_since = self.monotonic()
+
+    async def _flush_history_when_due(self) -> None:
+        since = self._held_since
+        if since is None:
+            return
+        if self._held_count >= self.history_max_held or self.monotonic() - since >= self.history_delay_s:
+            await self.flush_history()
+
+    async def flush_history(self) -> None:
+        """Append the held history, then acknowledge its messages. On an outage everything stays held (and
+        is retried); any other failure nacks the messages (redelivered, they merge to no shadow change)."""
+        if self._held_since is None:
+            return
+        readings, presence, held = self._held_readings, self._held_presence, self._held
+        try:
+            await self.history.add(readings, presence, self.clock())
+        except Exception as e:
+            self.healthy = False
+            self.metrics.failures.inc()
+            if is_outage(e):
+                log.warning("appending history failed (outage), will retry: %r", e)
+                self._held_since = self.monotonic()
+                return
+            log.warning("appending history failed, its messages are nacked: %r", e)
+            self._release()
+            await _settle(held, ack=False)
+            return
+        self._release()
+        await _settle(held, ack=True)
+
+    def _release(self) -> None:
+        self._held, self._held_count, self._held_since = [], 0, None
+        self._held_readings, self._held_presence = {}, {}
 
     def _flush_completed(self) -> None:
         """A batch was settled: whatever is still pending waits from now."""
@@ -267,7 +334,10 @@ class ShadowWriter:
         self._flush_completed()
         await asyncio.sleep(0.2)
 
-    async def _flush(self, batch: dict[str, list[Pending]]) -> set[str]:
+    async def _flush(
+        self, batch: dict[str, list[Pending]]
+    ) -> tuple[set[str], dict[str, list[AcceptedReading]], dict[str, list[PresenceReport]]]:
+        """Merge and write the batch; the devices whose write lost a race, and the batch's history."""
         now = self.clock()
         await self._load_missing(list(batch))
         schemas = await self._schemas_for(batch)
@@ -305,7 +375,6 @@ class ShadowWriter:
                 outbox = outbox_for(result, tenant=last.tenant, region=last.region, now=now)
                 writes.append(ShadowWrite(result.shadow, cached.shadow.version, outbox, write_id))
 
-        await self.history.add(readings, presence, now)
         lost = await self.shadows.write(writes, now) if writes else set()
         written = [w for w in writes if w.shadow.device_id not in lost]
         for device_id in lost:
@@ -319,7 +388,7 @@ class ShadowWriter:
         for w in written:
             if w.outbox:
                 self._relayed[w.shadow.device_id] = (w.outbox, mono)
-        return lost
+        return lost, readings, presence
 
     async def _load_missing(self, device_ids: Sequence[str]) -> None:
         missing = [d for d in device_ids if d not in self._cache]
