@@ -79,6 +79,7 @@ async def test_history_of_several_batches_is_appended_once_and_only_then_are_mes
     clock[0] += 5.0
     await writer.submit(report("d3", 4), Message(), tenant="t", region="eu")
     await writer.flush_once()
+    await writer.history_settled()  # appends run beside the shadow flushes
     assert history.calls == []
     assert not any(m.acked or m.nacked for m in messages)
     assert not writer.ready()
@@ -87,6 +88,7 @@ async def test_history_of_several_batches_is_appended_once_and_only_then_are_mes
     last = Message()
     await writer.submit(report("d1", 5), last, tenant="t", region="eu")
     await writer.flush_once()
+    await writer.history_settled()
     assert history.calls == [{"d1": [1, 2, 5], "d2": [3], "d3": [4]}]  # one append for five batches
     assert all(m.acked for m in [*messages, last])
 

@@ -58,6 +58,38 @@ class _Cached:
     region: str = ""
 
 
+@dataclass(slots=True)
+class _Held:
+    """Written batches whose history is not appended yet: their messages and that history."""
+
+    groups: list[list[Pending]] = field(default_factory=list)
+    count: int = 0
+    since: float | None = None
+    readings: dict[str, list[AcceptedReading]] = field(default_factory=dict)
+    presence: dict[str, list[PresenceReport]] = field(default_factory=dict)
+
+    def add(
+        self,
+        groups: Iterable[list[Pending]],
+        readings: dict[str, list[AcceptedReading]],
+        presence: dict[str, list[PresenceReport]],
+        now: float,
+    ) -> None:
+        for items in groups:
+            self.groups.append(items)
+            self.count += len(items)
+        for held, new in ((self.readings, readings), (self.presence, presence)):
+            for device_id, rows in new.items():
+                held.setdefault(device_id, []).extend(rows)
+        if self.since is None:
+            self.since = now
+
+    def absorb(self, older: _Held) -> None:
+        """Take back an append that failed (its rows first; the order of rows does not matter)."""
+        self.add(older.groups, older.readings, older.presence, older.since or 0.0)
+        self.since = min(self.since or 0.0, older.since or 0.0)
+
+
 @dataclass
 class WriterMetrics:
     registry: CollectorRegistry = REGISTRY
@@ -126,11 +158,8 @@ class ShadowWriter:
         self.history_delay_s = history_delay_s
         self.history_max_held = history_max_held
         # written batches whose history is not appended yet: their messages, and the history, until then
-        self._held: list[list[Pending]] = []
-        self._held_count = 0
-        self._held_since: float | None = None
-        self._held_readings: dict[str, list[AcceptedReading]] = {}
-        self._held_presence: dict[str, list[PresenceReport]] = {}
+        self._held = _Held()
+        self._appending: asyncio.Task[None] | None = None  # one history append at a time, beside the flushes
         self.monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
         self._pending: dict[str, list[Pending]] = {}
@@ -261,47 +290,49 @@ class ShadowWriter:
         presence: dict[str, list[PresenceReport]],
     ) -> None:
         """Keep a written batch's messages and history until its history is appended."""
-        for items in groups:
-            self._held.append(items)
-            self._held_count += len(items)
-        for held, new in ((self._held_readings, readings), (self._held_presence, presence)):
-            for device_id, rows in new.items():
-                held.setdefault(device_id, []).extend(rows)
-        if self._held_since is None:
-            self._held_since = self.monotonic()
+        self._held.add(groups, readings, presence, self.monotonic())
 
     async def _flush_history_when_due(self) -> None:
-        since = self._held_since
-        if since is None:
+        """Start appending the held history in the background when it is due (shadow flushes go on)."""
+        held = self._held
+        if held.since is None or (self._appending is not None and not self._appending.done()):
             return
-        if self._held_count >= self.history_max_held or self.monotonic() - since >= self.history_delay_s:
-            await self.flush_history()
+        if held.count >= self.history_max_held or self.monotonic() - held.since >= self.history_delay_s:
+            self._held = _Held()
+            if self.history_delay_s == 0:
+                await self._append(held)  # no batching asked for: acknowledged as each batch is written
+            else:
+                self._appending = asyncio.create_task(self._append(held), name="status-history-append")
+
+    async def history_settled(self) -> None:
+        """Wait for the history append in progress, if any."""
+        if self._appending is not None:
+            await asyncio.gather(self._appending, return_exceptions=True)
 
     async def flush_history(self) -> None:
-        """Append the held history, then acknowledge its messages. On an outage everything stays held (and
-        is retried); any other failure nacks the messages (redelivered, they merge to no shadow change)."""
-        if self._held_since is None:
-            return
-        readings, presence, held = self._held_readings, self._held_presence, self._held
+        """Append everything held now (waiting for an append in progress first)."""
+        await self.history_settled()
+        held, self._held = self._held, _Held()
+        if held.since is not None:
+            await self._append(held)
+
+    async def _append(self, held: _Held) -> None:
+        """Append the history, then acknowledge its messages. On an outage it is held again (and retried);
+        any other failure nacks the messages (redelivered, they merge to no shadow change)."""
         try:
-            await self.history.add(readings, presence, self.clock())
+            await self.history.add(held.readings, held.presence, self.clock())
         except Exception as e:
             self.healthy = False
             self.metrics.failures.inc()
             if is_outage(e):
                 log.warning("appending history failed (outage), will retry: %r", e)
-                self._held_since = self.monotonic()
+                held.since = self.monotonic()
+                self._held.absorb(held)
                 return
             log.warning("appending history failed, its messages are nacked: %r", e)
-            self._release()
-            await _settle(held, ack=False)
+            await _settle(held.groups, ack=False)
             return
-        self._release()
-        await _settle(held, ack=True)
-
-    def _release(self) -> None:
-        self._held, self._held_count, self._held_since = [], 0, None
-        self._held_readings, self._held_presence = {}, {}
+        await _settle(held.groups, ack=True)
 
     def _flush_completed(self) -> None:
         """A batch was settled: whatever is still pending waits from now."""
