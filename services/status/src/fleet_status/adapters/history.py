@@ -25,7 +25,6 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import UpdateOne
@@ -186,7 +185,7 @@ class HistoryStore:
                 concurrency=self.write_concurrency,
             )
 
-    def _append_op(self, b: _Bucket) -> UpdateOne[Document]:
+    def _append_op(self, b: _Bucket) -> UpdateOne:
         push: Document = {"keys": {"$each": b.keys}}
         if b.dps:
             push["dps"] = {"$each": b.dps}
@@ -364,6 +363,6 @@ class HistoryStore:
         return found[:limit]
 
 
-def _aware(value: Any) -> datetime:
+def _aware(value: datetime) -> datetime:
     """A stored datetime as UTC (clients without `tz_aware` read naive UTC datetimes)."""
     return value if value.tzinfo is not None else value.replace(tzinfo=UTC)

@@ -78,9 +78,10 @@ class _Held:
         for items in groups:
             self.groups.append(items)
             self.count += len(items)
-        for held, new in ((self.readings, readings), (self.presence, presence)):
-            for device_id, rows in new.items():
-                held.setdefault(device_id, []).extend(rows)
+        for device_id, dp_rows in readings.items():
+            self.readings.setdefault(device_id, []).extend(dp_rows)
+        for device_id, presence_rows in presence.items():
+            self.presence.setdefault(device_id, []).extend(presence_rows)
         if self.since is None:
             self.since = now
 
