@@ -22,7 +22,7 @@ from fleet_status.adapters.shadows import ShadowStore
 from fleet_status.adapters.tuya import CloudDeviceSource, SchemaCache
 from fleet_status.entrypoints import consumer
 from fleet_status.ports import EventPublisher, OpenApi
-from fleet_status.service_layer.handlers import find_inactive, reconcile_stale
+from fleet_status.service_layer.handlers import find_inactive, reconcile_stale, set_inactivity_timeout
 from fleet_status.service_layer.writer import ShadowWriter, WriterMetrics
 from fleet_status.settings import StatusSettings
 from fleet_status.views import StatusViews
@@ -139,6 +139,9 @@ class Status:
                 )
             except Exception as e:  # the loop must outlive a bad round (database down)
                 log.warning("inactivity check failed: %r", e)
+
+    async def set_inactivity_timeout(self, device_id: str, timeout_s: float | None) -> None:
+        await set_inactivity_timeout(self.writer, device_id, timeout_s, now=datetime.now(UTC))
 
     async def bus_ready(self) -> bool:
         return await self.broker.ping(2.0)

@@ -32,7 +32,9 @@ def create_app(service: Status, *, registry: CollectorRegistry = REGISTRY) -> Fa
         description="Device shadows (presence, typed DPs, binding, firmware), DP history, presence timeline.",
         lifespan=lifespan,
     )
-    app.include_router(api_router(service.views, service.keys))
+    app.include_router(
+        api_router(service.views, service.keys, set_inactivity_timeout=service.set_inactivity_timeout)
+    )
     app.include_router(
         operations_router(
             {"bus": service.bus_ready, "database": service.database_ready, "writer": service.writer_ready},

@@ -5,12 +5,13 @@ Routes parse, ask the views (`fleet_status.views`) and answer; they never see a 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import BaseModel, Field
 
 from fleet_status.ports import ApiKeys
 from fleet_status.views import (
@@ -35,7 +36,20 @@ def _bad_cursor_is_400() -> Iterator[None]:
         raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from e
 
 
-def api_router(views: StatusViews, keys: ApiKeys) -> APIRouter:
+class InactivityTimeoutBody(BaseModel):
+    timeout_s: float | None = Field(
+        description="The device's own inactivity timeout in seconds (0: never); null: its product's.",
+        ge=0,
+        le=30 * 86400,
+    )
+
+
+def api_router(
+    views: StatusViews,
+    keys: ApiKeys,
+    *,
+    set_inactivity_timeout: Callable[[str, float | None], Awaitable[None]] | None = None,
+) -> APIRouter:
     async def authenticated(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -105,5 +119,23 @@ def api_router(views: StatusViews, keys: ApiKeys) -> APIRouter:
             return await views.presence(
                 device_id, since_ms=since_ms, until_ms=until_ms, cursor=cursor, limit=limit
             )
+
+    if set_inactivity_timeout is not None:
+        setter = set_inactivity_timeout
+
+        @router.put(
+            "/devices/{device_id}/inactivity-timeout",
+            status_code=status.HTTP_202_ACCEPTED,
+            response_model=None,
+        )
+        async def put_inactivity_timeout(
+            device_id: DeviceId, body: InactivityTimeoutBody
+        ) -> dict[str, object]:
+            """Set the device's own inactivity timeout, or clear it (null) to use its product's. The shadow
+            writer applies it shortly (202); the latest command wins."""
+            if await views.shadow(device_id) is None:
+                raise HTTPException(status.HTTP_404_NOT_FOUND, f"no shadow for device {device_id}")
+            await setter(device_id, body.timeout_s)
+            return {"device_id": device_id, "timeout_s": body.timeout_s}
 
     return router
