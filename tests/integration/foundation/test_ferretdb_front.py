@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 from collections.abc import AsyncIterator
 from contextlib import closing
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -234,3 +235,38 @@ async def test_concurrent_conditional_updates_of_one_document_never_lose_an_upda
     assert doc["n"] == 50
     assert doc["version"] == 50  # every compare-and-set that reported success is there, none twice
     assert all(doc[f"w{w}"] == 5 for w in range(10))
+
+
+async def test_number_and_date_ranges_on_indexed_fields_are_answered_from_an_index_and_stay_exact(
+    ferretdb: tuple[AsyncIOMotorClient[dict[str, object]], Path],
+) -> None:
+    client, _ = ferretdb
+    db = client["fleet"]
+    docs = db["docs"]
+    await docs.create_index([("p.deadline", 1)])
+    await docs.create_index([("at", 1)])
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+    values: list[object] = [5, 2**40, 7.5, True, "6", None, t0]
+    await docs.insert_many([{"_id": f"v{i}", "p": {"deadline": v}, "at": v} for i, v in enumerate(values)])
+    await docs.insert_many(
+        [{"_id": "none"}, *({"_id": f"t{h}", "at": t0 + timedelta(hours=h)} for h in range(1, 4))]
+    )
+
+    async def found(filter_: dict[str, object]) -> tuple[list[object], dict[str, Any]]:
+        reply = await db.command("explain", {"find": "docs", "filter": filter_, "limit": 100})
+        return sorted([str(d["_id"]) async for d in docs.find(filter_)]), reply
+
+    ids, reply = await found({"p.deadline": {"$lte": 2**41}})
+    assert ids == ["v0", "v1", "v2"]  # numbers only: not true, not "6", not a date
+    assert reply["filterPushdown"]
+    assert "USING INDEX" in " ".join(reply["queryPlanner"]["Plan"])
+    assert (await found({"p.deadline": {"$gt": 5, "$lt": 8}}))[0] == ["v2"]
+    ids, reply = await found({"at": {"$gte": t0 + timedelta(hours=1), "$lt": t0 + timedelta(hours=3)}})
+    assert ids == ["t1", "t2"]
+    assert reply["filterPushdown"]
+    assert (await found({"at": {"$lt": t0 + timedelta(hours=2)}}))[0] == ["t1", "v6"]
+    assert not (await found({"at": {"$lt": 5, "$gt": t0}}))[1]["filterPushdown"]  # mixed kinds: Go decides
+    await docs.insert_one({"_id": "arr", "p": {"deadline": [1, 100]}})  # MongoDB matches array elements
+    ids, reply = await found({"p.deadline": {"$lte": 3}})
+    assert ids == ["arr"]
+    assert not reply["limitPushdown"]

@@ -100,3 +100,12 @@ async def test_devices_past_their_inactivity_deadline_are_found_from_the_index(
     assert len(await ShadowStore(db).due(now_ms=10**6, limit=7)) == 7  # a bounded batch
     reply = await plan(db, "shadows", {"presence.deadline_ms": {"$lte": 1100}}, limit=500)
     assert answered_from_index(reply), reply
+
+
+async def test_stale_shadows_for_reconciliation_are_found_from_the_index(
+    db: AsyncIOMotorDatabase[Any],
+) -> None:
+    assert await ShadowStore(db).stale(NOW, 10) == []
+    assert len(await ShadowStore(db).stale(NOW + timedelta(seconds=1), 10)) == 10
+    reply = await plan(db, "shadows", {"updated_at": {"$lt": NOW}})
+    assert answered_from_index(reply), reply

@@ -274,36 +274,49 @@ func fleetIDRange(cond *types.Document) ([]string, []any, bool) {
 	return conds, args, true
 }
 
-// fleetNumberRange is the SQL conditions for `{$gt|$gte|$lt|$lte: <number>, ...}` on a field: the documents
-// MongoDB matches (numbers only, compared as numbers; a bool or a string never matches a number bound).
+// fleetNumberRange is the SQL conditions for `{$gt|$gte|$lt|$lte: <bound>, ...}` on a field, all numbers or
+// all dates: the documents MongoDB matches (numbers only, compared as numbers, or dates only, compared as
+// times; a bool or a string never matches). sjson keeps a date as its Unix milliseconds.
 func fleetNumberRange(field string, cond *types.Document) ([]string, []any, bool) {
 	if cond.Len() == 0 {
 		return nil, nil, false
 	}
 	ops := map[string]string{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-	isNumber := metadata.FleetTypeIs(field, "number")
-	isNumber = strings.Replace(isNumber, `= 'number'`, `IN ('int', 'long', 'double')`, 1)
-	conds := []string{isNumber}
+	var conds []string
 	args := make([]any, 0, cond.Len())
+	kind := ""
 	for i, k := range cond.Keys() {
 		op, known := ops[k]
 		if !known {
 			return nil, nil, false
 		}
+		var arg any
+		var boundKind string
 		switch bound := cond.Values()[i].(type) {
 		case int32, int64:
-			args = append(args, bound)
+			arg, boundKind = bound, "number"
 		case float64:
 			if bound != bound { // NaN: MongoDB's ordering of it is not SQLite's
 				return nil, nil, false
 			}
-			args = append(args, bound)
+			arg, boundKind = bound, "number"
+		case interface{ UnixMilli() int64 }: // time.Time: a BSON date
+			arg, boundKind = bound.UnixMilli(), "date"
 		default:
 			return nil, nil, false
 		}
+		if kind != "" && kind != boundKind {
+			return nil, nil, false
+		}
+		kind = boundKind
 		conds = append(conds, fmt.Sprintf(`%s %s ?`, metadata.FleetValue(field), op))
+		args = append(args, arg)
 	}
-	return conds, args, true
+	isType := metadata.FleetTypeIs(field, "date")
+	if kind == "number" {
+		isType = strings.Replace(isType, `= 'date'`, `IN ('int', 'long', 'double')`, 1)
+	}
+	return append([]string{isType}, conds...), args, true
 }
 
 // fleetSQL is how a query runs in SQLite.
