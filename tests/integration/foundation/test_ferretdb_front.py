@@ -270,3 +270,18 @@ async def test_number_and_date_ranges_on_indexed_fields_are_answered_from_an_ind
     ids, reply = await found({"p.deadline": {"$lte": 3}})
     assert ids == ["arr"]
     assert not reply["limitPushdown"]
+
+
+async def test_a_limit_with_a_sort_the_backend_cannot_run_is_applied_after_sorting(
+    ferretdb: tuple[AsyncIOMotorClient[dict[str, object]], Path],
+) -> None:
+    client, _ = ferretdb
+    sessions = client["fleet"]["sessions"]
+    await sessions.create_index([("owner", 1), ("_id", 1)])
+    await sessions.insert_many([{"_id": f"s{i}", "owner": f"o{i % 2}", "at": i} for i in range(7)])
+    newest = sessions.find({}).sort([("at", -1), ("_id", -1)]).limit(3)
+    assert [d["_id"] async for d in newest] == ["s6", "s5", "s4"]
+    newest_of_owner = sessions.find({"owner": "o0"}).sort("at", -1).limit(2)
+    assert [d["_id"] async for d in newest_of_owner] == ["s6", "s4"]
+    by_id = sessions.find({"owner": "o1", "_id": {"$gte": ""}}).sort("_id", -1).limit(2)
+    assert [d["_id"] async for d in by_id] == ["s5", "s3"]

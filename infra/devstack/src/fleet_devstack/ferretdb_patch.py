@@ -73,8 +73,9 @@ _LIMIT = """\
 	if !h.DisablePushdown && params.Filter.Len() == 0 && params.Sort.Len() == 0 && params.Skip == 0 {
 """
 _LIMIT_NEW = """\
-	// %MARK%: the backend limits only when its filter and sort pushdown are exact
-	if !h.DisablePushdown && params.Skip == 0 {
+	// %MARK%: the backend limits only when its filter and sort pushdown are exact, and it only knows the
+	// sort when it was handed over above (no sort, `$natural` or `_id`)
+	if !h.DisablePushdown && params.Skip == 0 && (params.Sort.Len() == 0 || qp.Sort != nil) {
 """
 
 # file -> [(FerretDB's code, the patched code, how many times it occurs)]
