@@ -68,9 +68,9 @@ class PresenceChanged(Payload):
     cause: Literal["reported", "inactivity", "report"] | None = Field(
         default=None,
         description=(
-            "Why: `reported`, the device's online/offline message; `inactivity`, silent for longer than its "
-            "inactivity timeout (offline, `changed_at_ms` is when the timeout ran out); `report`, back online "
-            "with a report after inactivity. Absent from producers that predate it."
+            "Why: `reported`, the device's online/offline message; `inactivity`, silent for longer than "
+            "its inactivity timeout (offline, `changed_at_ms` is when the timeout ran out); `report`, back "
+            "online with a report after inactivity. Absent from producers that predate it."
         ),
     )
 
