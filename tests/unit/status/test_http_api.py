@@ -310,3 +310,28 @@ async def test_history_pages_carry_a_time_cursor(
     assert queries[1].befores == [None, (2, "d1|temp|2")]
     presence = (await api.get("/v1/devices/d1/presence")).json()
     assert presence == {"items": [{"online": True, "device_time_ms": 1}], "next_cursor": None}
+
+
+async def test_a_device_inactivity_timeout_is_set_for_a_known_device_and_checked(
+    queries: tuple[Shadows, Timelines],
+) -> None:
+    calls: list[tuple[str, float | None]] = []
+
+    async def set_timeout(device_id: str, timeout_s: float | None) -> None:
+        calls.append((device_id, timeout_s))
+
+    app = FastAPI()
+    app.include_router(api_router(StatusViews(*queries), Keys(), set_inactivity_timeout=set_timeout))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app),
+        base_url="http://status",
+        headers={"Authorization": f"Bearer {KEY}"},
+    ) as api:
+        ok = await api.put("/v1/devices/d1/inactivity-timeout", json={"timeout_s": 600})
+        cleared = await api.put("/v1/devices/d1/inactivity-timeout", json={"timeout_s": None})
+        negative = await api.put("/v1/devices/d1/inactivity-timeout", json={"timeout_s": -1})
+        unknown = await api.put("/v1/devices/nope/inactivity-timeout", json={"timeout_s": 5})
+    assert (ok.status_code, ok.json()) == (202, {"device_id": "d1", "timeout_s": 600})
+    assert cleared.status_code == 202
+    assert (negative.status_code, unknown.status_code) == (422, 404)
+    assert calls == [("d1", 600), ("d1", None)]  # bad input changes nothing

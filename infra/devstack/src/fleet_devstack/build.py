@@ -99,8 +99,8 @@ def zipkin_jar(config: StackConfig) -> Path:
 
 
 def ferretdb_binary(config: StackConfig) -> Path:
-    """The FerretDB server built with Go from the module pinned in infra/ferretdb/go.mod, with the `_id`
-    pushdown patch of `ferretdb_patch` applied to a copy of its module."""
+    """The FerretDB server built with Go from the module pinned in infra/ferretdb/go.mod, with the pushdown
+    patch of `ferretdb_patch` applied to a copy of its module."""
     module = config.root / "infra" / "ferretdb"
     pins = (*sorted(module.glob("*.go")), module / "go.mod", module / "go.sum", Path(ferretdb_patch.__file__))
     binary = config.cache / "ferretdb" / f"ferretdb-{_fingerprint(*pins)}"
@@ -119,9 +119,8 @@ def ferretdb_binary(config: StackConfig) -> Path:
     shutil.copytree(source_dir / ".", patched, copy_function=shutil.copyfile)
     for folder, _, _ in os.walk(patched):
         Path(folder).chmod(0o755)  # the module cache's folders are read-only
-    target = patched / ferretdb_patch.FILE
     try:
-        target.write_text(ferretdb_patch.patched(target.read_text()))
+        ferretdb_patch.apply(patched)
     except ValueError as e:
         raise StackError(str(e)) from e
     modfile = binary.with_name(binary.name + ".go.mod")

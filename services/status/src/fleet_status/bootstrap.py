@@ -9,7 +9,7 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
@@ -25,7 +25,7 @@ from fleet_status.adapters.shadows import ShadowStore
 from fleet_status.adapters.tuya import CloudDeviceSource, SchemaCache
 from fleet_status.entrypoints import consumer
 from fleet_status.ports import EventPublisher, OpenApi
-from fleet_status.service_layer.handlers import reconcile_stale
+from fleet_status.service_layer.handlers import find_inactive, reconcile_stale, set_inactivity_timeout
 from fleet_status.service_layer.writer import ShadowWriter, WriterMetrics
 from fleet_status.settings import StatusSettings
 from fleet_status.views import StatusViews
@@ -49,6 +49,8 @@ class Status:
     openapi: TuyaOpenApiClient | None
     cloud: CloudDeviceSource | None
     _reconciler: asyncio.Task[None] | None = field(default=None, init=False)
+    _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
+    _inactivity: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def prepare_database(self) -> None:
         await self.shadows.ensure_indexes()
@@ -67,13 +69,16 @@ class Status:
         await self.broker.start()
         if self.cloud is not None and self.settings.status_reconcile_interval_s > 0:
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="status-reconciler")
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="status-history-retention")
+        self._inactivity = asyncio.create_task(self._find_inactive_forever(), name="status-inactivity")
 
     async def stop_consuming(self) -> None:
-        """No new device events, no new reconciliation rounds."""
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            await asyncio.gather(self._reconciler, return_exceptions=True)
-            self._reconciler = None
+        """No new device events, no new reconciliation, retention or inactivity rounds."""
+        for task in (self._reconciler, self._sweeper, self._inactivity):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._reconciler = self._sweeper = self._inactivity = None
         for sub in self.broker.subscribers:
             with contextlib.suppress(Exception):
                 await sub.stop()
@@ -112,6 +117,34 @@ class Status:
             except Exception as e:  # the loop must outlive a bad round (database down, API down)
                 log.warning("reconciliation round failed: %r", e)
 
+    async def _sweep_forever(self) -> None:
+        """Retention of DP history where the server has no TTL indexes: bounded sweeps, one per interval."""
+        while True:
+            try:
+                deleted = await self.history.sweep(datetime.now(UTC))
+                if deleted:
+                    log.info("deleted %d expired history buckets", deleted)
+            except Exception as e:  # the loop must outlive a bad round (database down)
+                log.warning("history retention sweep failed: %r", e)
+            await asyncio.sleep(self.settings.status_history_sweep_interval_s)
+
+    async def _find_inactive_forever(self) -> None:
+        """Devices past their inactivity deadline, from the deadline index, a bounded batch per interval."""
+        while True:
+            await asyncio.sleep(self.settings.status_inactivity_check_interval_s)
+            try:
+                await find_inactive(
+                    self.shadows,
+                    self.writer,
+                    now=datetime.now(UTC),
+                    limit=self.settings.status_inactivity_batch,
+                )
+            except Exception as e:  # the loop must outlive a bad round (database down)
+                log.warning("inactivity check failed: %r", e)
+
+    async def set_inactivity_timeout(self, device_id: str, timeout_s: float | None) -> None:
+        await set_inactivity_timeout(self.writer, device_id, timeout_s, now=datetime.now(UTC))
+
     async def bus_ready(self) -> bool:
         return await self.broker.ping(2.0)
 
@@ -140,7 +173,12 @@ def bootstrap(
     shadows = ShadowStore(
         db, write_chunk=settings.status_write_chunk, write_concurrency=settings.status_write_concurrency
     )
-    history = HistoryStore(db, retention=timedelta(days=settings.status_history_retention_days))
+    history = HistoryStore(
+        db,
+        retention=timedelta(days=settings.status_history_retention_days),
+        write_chunk=settings.status_write_chunk,
+        write_concurrency=settings.status_write_concurrency,
+    )
     own_client: TuyaOpenApiClient | None = None
     if openapi is None and settings.tuya_access_secret.get_secret_value():
         own_client = TuyaOpenApiClient(
@@ -163,6 +201,8 @@ def bootstrap(
         max_pending=settings.status_max_pending_messages,
         outbox_clear_after_s=settings.status_outbox_clear_after_s,
         stall_after_s=settings.status_writer_stall_s,
+        inactivity_ms=settings.inactivity_ms,
+        history_delay_s=settings.status_history_delay_s,
         metrics=WriterMetrics(registry),
     )
     consumer.register(

@@ -77,6 +77,14 @@ class StaleShadows(Protocol):
         ...
 
 
+class DueShadows(Protocol):
+    """Shadows whose inactivity deadline has passed (read from an index, never a scan of every shadow)."""
+
+    async def due(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        """(device id, its deadline), at most `limit`."""
+        ...
+
+
 class HistoryRepository(Protocol):
     """DP history and presence timeline; a replayed report adds nothing."""
 

@@ -19,7 +19,7 @@ def create_app(service: Status, *, registry: CollectorRegistry = REGISTRY) -> Fa
     app = build_app(
         SERVICE,
         service,
-        routers=[api_router(service.views, security)],
+        routers=[api_router(service.views, security, set_inactivity_timeout=service.set_inactivity_timeout)],
         registry=registry,
         description="Device shadows (presence, typed DPs, binding, firmware), DP history, presence timeline.",
         drain_timeout_s=service.settings.status_shutdown_timeout_s + _DRAIN_MARGIN_S,

@@ -11,11 +11,12 @@ shadow is 404 too.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
+from pydantic import BaseModel, Field
 
 from fleet_shared.security import ApiSecurity, CurrentPrincipal, Permission, Principal, check
 from fleet_status.views import (
@@ -42,6 +43,14 @@ def _no_shadow(device_id: str) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, f"no shadow for device {device_id}")
 
 
+class InactivityTimeoutBody(BaseModel):
+    timeout_s: float | None = Field(
+        description="The device's own inactivity timeout in seconds (0: never); null: its product's.",
+        ge=0,
+        le=30 * 86400,
+    )
+
+
 def _visible(principal: Principal, view: ShadowView | None) -> bool:
     """Whether the caller's product scope covers the device (a device of no known product: only when the
     scope is every product)."""
@@ -49,7 +58,12 @@ def _visible(principal: Principal, view: ShadowView | None) -> bool:
     return view is not None and (scope is None or view.product_id in scope)
 
 
-def api_router(views: StatusViews, security: ApiSecurity) -> APIRouter:
+def api_router(
+    views: StatusViews,
+    security: ApiSecurity,
+    *,
+    set_inactivity_timeout: Callable[[str, float | None], Awaitable[None]] | None = None,
+) -> APIRouter:
     router = APIRouter(
         prefix="/v1", tags=["status"], dependencies=[Depends(security.require(Permission.STATUS_READ))]
     )
@@ -123,5 +137,26 @@ def api_router(views: StatusViews, security: ApiSecurity) -> APIRouter:
             return await views.presence(
                 device_id, since_ms=since_ms, until_ms=until_ms, cursor=cursor, limit=limit
             )
+
+    if set_inactivity_timeout is not None:
+        setter = set_inactivity_timeout
+
+        @router.put(
+            "/devices/{device_id}/inactivity-timeout",
+            status_code=status.HTTP_202_ACCEPTED,
+            response_model=None,
+            dependencies=[Depends(security.require(Permission.STATUS_WRITE))],
+        )
+        async def put_inactivity_timeout(
+            device_id: DeviceId, body: InactivityTimeoutBody, principal: CurrentPrincipal
+        ) -> dict[str, object]:
+            """Set the device's own inactivity timeout, or clear it (null) to use its product's. The shadow
+            writer applies it shortly (202); the latest command wins."""
+            view = await views.shadow(device_id)
+            if view is None or not _visible(principal, view):
+                raise _no_shadow(device_id)
+            check(principal, Permission.STATUS_WRITE, view.product_id)
+            await setter(device_id, body.timeout_s)
+            return {"device_id": device_id, "timeout_s": body.timeout_s}
 
     return router
