@@ -122,6 +122,7 @@ class World:
     shadows: Shadows
     timelines: Timelines
     app: FastAPI
+    timeouts: list[tuple[str, float | None]]  # what the inactivity route handed to the writer
 
     def client(self, credential: str | None) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {credential}"} if credential else {}
@@ -148,13 +149,20 @@ async def world(issuer: LocalIssuer) -> AsyncIterator[World]:
     settings = StatusSettings(oidc_issuer=issuer.url, oidc_audience=AUDIENCE, oidc_algorithms=["RS256"])
     keys = ApiKeys(FakeApiKeyStore(), ROLES, ManualClock())
     shadows, timelines = Shadows(), Timelines()
+    timeouts: list[tuple[str, float | None]] = []
+
+    async def set_timeout(device_id: str, timeout_s: float | None) -> None:
+        timeouts.append((device_id, timeout_s))
+
     async with httpx.AsyncClient(transport=issuer.transport()) as http:
         security = ApiSecurity(api_keys=keys, jwt=JwtVerifier.from_settings(settings, ROLES, http))
         app = FastAPI()
         install_problem_handlers(app)  # as build_app does
-        app.include_router(api_router(StatusViews(shadows, timelines), security))
+        app.include_router(
+            api_router(StatusViews(shadows, timelines), security, set_inactivity_timeout=set_timeout)
+        )
         security.install(app)
-        yield World(keys, issuer, shadows, timelines, app)
+        yield World(keys, issuer, shadows, timelines, app, timeouts)
 
 
 @pytest.fixture
@@ -312,21 +320,8 @@ async def test_history_pages_carry_a_time_cursor(
     assert presence == {"items": [{"online": True, "device_time_ms": 1}], "next_cursor": None}
 
 
-async def test_a_device_inactivity_timeout_is_set_for_a_known_device_and_checked(
-    queries: tuple[Shadows, Timelines],
-) -> None:
-    calls: list[tuple[str, float | None]] = []
-
-    async def set_timeout(device_id: str, timeout_s: float | None) -> None:
-        calls.append((device_id, timeout_s))
-
-    app = FastAPI()
-    app.include_router(api_router(StatusViews(*queries), Keys(), set_inactivity_timeout=set_timeout))
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app),
-        base_url="http://status",
-        headers={"Authorization": f"Bearer {KEY}"},
-    ) as api:
+async def test_a_device_inactivity_timeout_is_set_for_a_known_device_and_checked(world: World) -> None:
+    async with world.client(await world.key("operator")) as api:
         ok = await api.put("/v1/devices/d1/inactivity-timeout", json={"timeout_s": 600})
         cleared = await api.put("/v1/devices/d1/inactivity-timeout", json={"timeout_s": None})
         negative = await api.put("/v1/devices/d1/inactivity-timeout", json={"timeout_s": -1})
@@ -334,4 +329,16 @@ async def test_a_device_inactivity_timeout_is_set_for_a_known_device_and_checked
     assert (ok.status_code, ok.json()) == (202, {"device_id": "d1", "timeout_s": 600})
     assert cleared.status_code == 202
     assert (negative.status_code, unknown.status_code) == (422, 404)
-    assert calls == [("d1", 600), ("d1", None)]  # bad input changes nothing
+    assert world.timeouts == [("d1", 600), ("d1", None)]  # bad input changes nothing
+
+
+async def test_setting_an_inactivity_timeout_needs_status_write_and_the_devices_product(world: World) -> None:
+    async with world.client(await world.key("viewer")) as viewer:
+        refused = await viewer.put("/v1/devices/d1/inactivity-timeout", json={"timeout_s": 60})
+    async with world.client(await world.key("operator", products=["p2"])) as scoped:
+        other = await scoped.put("/v1/devices/d1/inactivity-timeout", json={"timeout_s": 60})
+        own = await scoped.put("/v1/devices/d3/inactivity-timeout", json={"timeout_s": 60})
+    assert problem(refused) == (403, "missing permission status:write")
+    assert other.status_code == 404  # another product's device is hidden, as on the read routes
+    assert own.status_code == 202
+    assert world.timeouts == [("d3", 60)]
