@@ -9,7 +9,7 @@ from datetime import datetime
 from typing import Any
 
 from fleet_contracts.unbinding import RefusalCause
-from fleet_unbinding.adapters.mongo import Document, MongoBatchStore, MongoUnbindStore
+from fleet_unbinding.adapters.mongo import Document, MongoBatchStore, MongoUnbindStore, record_of
 from fleet_unbinding.domain.batch import Batch
 from fleet_unbinding.domain.unbind import UnbindState
 
@@ -83,3 +83,12 @@ async def records_page(
         before=before,
         limit=limit,
     )
+
+
+async def batch_list(batches: MongoBatchStore, operator_id: str | None, limit: int = 50) -> list[Batch]:
+    return await batches.of_operator(operator_id, limit)
+
+
+async def batch_results(unbinds: MongoUnbindStore, batch_id: str) -> list[Document]:
+    """Every result of a batch so far, in the record layout (so the CSV export has one shape)."""
+    return [record_of(u) for u in await unbinds.results(batch_id)]

@@ -359,6 +359,8 @@ async def _check_and_reserve(p: Ports, u: DeviceUnbind) -> DeviceUnbind | None:
     try:
         facts = await p.devices.lookup(u.device_id)
     except TuyaRefused as e:
+        if e.code in unbind.INDEFINITE_CODES:  # rate limited or busy: not an answer about the device
+            raise TuyaUnreachable(f"lookup refused ({e.code})") from e
         return await _save(
             p, u, unbind.refuse(u, RefusalCause.TUYA_ERROR, now, tuya_error_code=e.code or "?")
         )
