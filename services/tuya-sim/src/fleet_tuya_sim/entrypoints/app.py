@@ -17,7 +17,7 @@ from fleet_tuya_sim.bootstrap import TuyaSim
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.project import AccessRefused
-from fleet_tuya_sim.entrypoints import control, openapi
+from fleet_tuya_sim.entrypoints import control, openapi, unbinding
 
 SYSTEM_ERROR = 500
 log = logging.getLogger(__name__)
@@ -74,6 +74,7 @@ def create_app(service: TuyaSim) -> FastAPI:
         checks["bus"] = service.bus_ready
     app.include_router(operations_router(checks))
     app.include_router(control.router)
+    app.include_router(unbinding.router)
     app.include_router(openapi.router)
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
