@@ -7,13 +7,14 @@ from collections.abc import Sequence
 
 import typer
 
-from . import status, tuya
+from . import status, tuya, unbinding
 from .http import CliContext
 
 # name -> the group's Typer app; a new service's group (pairing, unbinding, ota) is one line here
 GROUPS: dict[str, typer.Typer] = {
     "tuya": tuya.app,
     "status": status.app,
+    "unbind": unbinding.app,
 }
 
 app = typer.Typer(
