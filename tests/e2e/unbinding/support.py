@@ -69,6 +69,15 @@ class Rig:
         self.svc.proc.send_signal(signal.SIGKILL)
         self.svc.proc.wait(10)
 
+    async def close(self) -> None:
+        self.svc.kill()
+        self.sim.stop()
+        client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(self.stack.mongodb_uri)
+        try:
+            await client.drop_database(self.database)
+        finally:
+            client.close()
+
     async def documents(self) -> list[dict[str, Any]]:
         client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(self.stack.mongodb_uri)
         try:

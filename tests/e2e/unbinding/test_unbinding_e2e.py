@@ -5,6 +5,7 @@ device) and the service's counters. FLEET_E2E_SCALE scales the device counts."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import secrets
 from collections.abc import AsyncIterator
@@ -43,7 +44,7 @@ async def make_rig(stack: Stack, unique: str, tmp_path: Path, **settings: str | 
         outbox_relay_interval_s=0.5,
         qr_poll_interval_s=0.5,
         call_lease_s=3,
-        **settings,
+        **{"approval_threshold": 30, **settings},
     )
     svc = ServiceProcess("unbinding", log=tmp_path / "unbinding.log", stack=stack, env=env)
     svc.env["FLEET_LOG_LEVEL"] = "INFO"
@@ -59,8 +60,7 @@ async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
     try:
         yield r
     finally:
-        r.svc.kill()
-        r.sim.stop()
+        await r.close()
 
 
 async def strong_fleet(rig: Rig, devices: int, seed: int = 5) -> dict[str, Any]:
@@ -224,8 +224,7 @@ async def test_sigkill_mid_batch_resumes_without_unbinding_any_device_twice(
         assert set(truth["removals"]) == unbound
         assert await rig.counter("account", "brand") == len(unbound)
     finally:
-        rig.svc.kill()
-        rig.sim.stop()
+        await rig.close()
 
 
 async def test_qr_session_unbinds_scanning_devices_and_keeps_no_secret(rig: Rig) -> None:
@@ -272,3 +271,112 @@ async def test_qr_session_unbinds_scanning_devices_and_keeps_no_secret(rig: Rig)
         assert secret not in stored
         assert secret not in logs
     assert re.search(r'"level"', logs) or logs == ""
+
+
+async def test_approval_cancel_wired_mode_dry_run_and_records(
+    stack: Stack, unique: str, tmp_path: Path
+) -> None:
+    rig = await make_rig(stack, unique, tmp_path, tuya_removal_rate_per_s=1)
+    try:
+        fleet = await strong_fleet(rig, 60)
+        ids = fleet["bound_device_ids"]
+        await register(rig, PLUG, "brand")
+        await register(rig, CAMERA, "brand")
+        await set_limit(rig, "product", PLUG, 1000)
+        await set_limit(rig, "product", CAMERA, 1000)
+        await set_limit(rig, "account", "brand", 1000)
+
+        # dry run: what would happen, nothing taken
+        r = await rig.call("brand", "POST", "/v1/batches/dry-run", json={"device_ids": ids[:3]})
+        assert r.status_code == 200, r.text
+        assert [x["would_unbind"] for x in r.json()] == [True, True, True]
+        r = await rig.call("mallory", "POST", "/v1/batches/dry-run", json={"device_ids": ids[:1]})
+        assert r.json()[0]["cause"] == "unauthorized"
+        assert await rig.counter("account", "brand") == 0
+
+        # above the threshold (30): waits for a second administrator; the operator cannot approve it
+        big = await submit(rig, "brand", ids[:40], reason="big return")
+        assert big["status"] == "awaiting_approval"
+        assert (await rig.call("brand", "POST", f"/v1/batches/{big['batch_id']}/approve")).status_code == 403
+        await asyncio.sleep(1.5)
+        assert (await rig.sim_json("GET", "/sim/unbinding/removals"))["total"] == 0
+        r = await rig.call("admin1", "POST", f"/v1/batches/{big['batch_id']}/approve")
+        assert r.status_code == 200, r.text
+        assert r.json()["approved_by"] == "admin1"
+        # cancel once a few are done: the rest are refused `cancelled`, none removed after
+        for _ in range(300):
+            if (await rig.sim_json("GET", "/sim/unbinding/removals"))["total"] >= 2:
+                break
+            await asyncio.sleep(0.2)
+        r = await rig.call("mallory", "POST", f"/v1/batches/{big['batch_id']}/cancel")
+        assert r.status_code == 403, r.text  # someone else's batch: administrators only
+        r = await rig.call("brand", "POST", f"/v1/batches/{big['batch_id']}/cancel")
+        assert r.status_code == 200, r.text
+        [done] = await wait_finished(rig, [big["batch_id"]], within=60)
+        got = await results(rig, big["batch_id"])
+        unbound = {x["device_id"] for x in got if x["result"] == "unbound"}
+        assert {x["cause"] for x in got if x["result"] == "refused"} == {"cancelled"}
+        assert 2 <= len(unbound) < 40
+        await asyncio.sleep(1)
+        truth = await rig.sim_json("GET", "/sim/unbinding/removals")
+        assert set(truth["removals"]) == unbound
+        assert truth["removed_twice"] == []
+        assert await rig.counter("account", "brand") == len(unbound)
+
+        # wired: the devices a LAN scan through the gateway found
+        wired = ids[40:44]
+        await rig.sim_json("POST", "/sim/unbinding/lan/gw-1", {"device_ids": wired})
+        scan = await rig.sim_json("GET", "/sim/unbinding/lan/gw-1")
+        batch = await submit(rig, "brand", scan["device_ids"], mode="wired", gateway_id="gw-1")
+        [done] = await wait_finished(rig, [batch["batch_id"]], within=60)
+        assert done["by_state"] == {"unbound": 4}, done
+
+        # records: appended by the relay, queryable by operator / device / product / day, CSV export
+        expected = len(unbound) + 4 + (40 - len(unbound))
+        for _ in range(100):
+            r = await rig.call("admin1", "GET", "/v1/records", params={"operator_id": "brand", "limit": 1000})
+            if len(r.json()) == expected:
+                break
+            await asyncio.sleep(0.2)
+        records = r.json()
+        assert len(records) == expected
+        r = await rig.call("admin1", "GET", "/v1/records", params={"device_id": wired[0]})
+        assert [x["result"] for x in r.json()] == ["unbound"]
+        r = await rig.call("admin1", "GET", "/v1/records.csv", params={"day": records[0]["day"]})
+        assert r.headers["content-type"].startswith("text/csv")
+        assert len(r.text.strip().splitlines()) == expected + 1
+        r = await rig.call("admin1", "GET", f"/v1/batches/{batch['batch_id']}/results.csv")
+        assert sorted(line.split(",")[3] for line in r.text.strip().splitlines()[1:]) == sorted(wired)
+    finally:
+        await rig.close()
+
+
+async def test_database_restart_mid_batch_resumes_without_unbinding_any_device_twice(
+    stack: Stack, unique: str, tmp_path: Path
+) -> None:
+    if not os.environ.get("FLEET_STACK_DIR") or os.environ.get("FLEET_STACK", "dev") == "dev":
+        pytest.skip("restarts the database: only on a private stack (`just test`)")
+    from fleet_devstack import LocalStack
+
+    rig = await make_rig(stack, unique, tmp_path, tuya_removal_rate_per_s=4)
+    try:
+        n = 24 * SCALE
+        ids = (await strong_fleet(rig, n))["bound_device_ids"]
+        await register(rig, PLUG, "brand")
+        await register(rig, CAMERA, "brand")
+        batch = await submit(rig, "brand", ids)
+        for _ in range(600):
+            if (await rig.sim_json("GET", "/sim/unbinding/removals"))["total"] >= n // 4:
+                break
+            await asyncio.sleep(0.2)
+        await asyncio.to_thread(LocalStack.from_env().restart_mongo)
+        await wait_finished(rig, [batch["batch_id"]], within=300)
+        got = await results(rig, batch["batch_id"])
+        assert sorted(x["device_id"] for x in got) == sorted(ids)
+        unbound = {x["device_id"] for x in got if x["result"] == "unbound"}
+        truth = await rig.sim_json("GET", "/sim/unbinding/removals")
+        assert truth["removed_twice"] == []
+        assert set(truth["removals"]) == unbound
+        assert await rig.counter("account", "brand") == len(unbound)
+    finally:
+        await rig.close()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -144,7 +145,11 @@ class Unbinding:
             finally:
                 self._running.pop(batch_id, None)
 
-        self._running[batch_id] = asyncio.create_task(run(), name=f"unbinding-batch-{batch_id}")
+        # a fresh context: the batch outlives the request that started it (its id and span stay out of
+        # the batch's log lines)
+        self._running[batch_id] = asyncio.create_task(
+            run(), name=f"unbinding-batch-{batch_id}", context=contextvars.Context()
+        )
 
     async def resume(self) -> int:
         for u in await self.unbinds.refunds_due(1000):

@@ -42,6 +42,9 @@ IdempotencyKey = Annotated[
         description="The same key from the same account names the same batch (a retry is answered with it).",
     ),
 ]
+# record filters (module level: FastAPI resolves postponed annotations from the module)
+Filter = Annotated[str | None, Query(min_length=1, max_length=64)]
+Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 Decide = Callable[[authz.ProductAuthorization], authz.AuthorizationRecord]
 QR_UNSUPPORTED = "a QR batch needs the operator's app account (uid) and the Wi-Fi (ssid, password)"
 
@@ -537,9 +540,6 @@ def api_router(svc: Unbinding) -> APIRouter:
             before=before,
             limit=limit,
         )
-
-    Filter = Annotated[str | None, Query(min_length=1, max_length=64)]
-    Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 
     @router.get("/records", dependencies=[Depends(security.require(READ))])
     async def list_records(
