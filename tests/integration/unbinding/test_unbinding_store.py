@@ -302,3 +302,44 @@ async def test_a_batch_runs_on_the_real_store_and_the_relay_records_and_orders_i
     shown = progress.as_dict()
     assert (shown["total"], shown["done"], shown["status"]) == (6, 6, "finished")
     assert shown["refused_by_cause"] == {"quota_exceeded": 1, "unauthorized": 1}
+
+
+async def test_pending_documents_are_found_by_an_indexed_flag_cleared_only_when_the_outbox_is_empty(
+    db: Db,
+) -> None:
+    store = MongoUnbindStore(db)
+    await store.ensure_indexes()
+    # (sparse on MongoDB; FerretDB does not report the option back)
+    assert any(
+        dict(spec["key"]) == {"outbox_pending": 1}
+        for spec in (await store.unbinds.index_information()).values()
+    )
+    quiet = machine.new("b1", "quiet", "op", UnbindMode.LIST, reset=False)
+    busy = machine.new("b1", "busy", "op", UnbindMode.LIST, reset=False)
+    await store.add_many([quiet, busy])
+    assert await store.with_outbox(10) == []  # no events, not pending
+    assert await store.save(replace(quiet, quota_day=DAY, version=1), [])  # a write without events
+    marked = replace(busy, quota_day=DAY, version=1)
+    assert await store.save(marked, [_entry("e1")])
+    [(stored, entries)] = await store.with_outbox(10)
+    assert stored.device_id == "busy"
+    # an event appended after the relay read keeps the document pending when the read ones are cleared
+    assert await store.save(replace(marked, version=2), [_entry("e2")])
+    await store.clear_outbox(stored.id, entries)
+    [(_, left)] = await store.with_outbox(10)
+    assert [e.id for e in left] == ["e2"]
+    await store.clear_outbox(stored.id, left)
+    assert await store.with_outbox(10) == []
+    doc = await store.unbinds.find_one({"_id": stored.id})
+    assert doc is not None
+    assert "outbox_pending" not in doc
+    assert doc["outbox"] == []
+
+    batch_store = MongoBatchStore(db)
+    await batch_store.ensure_indexes()
+    req = RequestUnbindBatch(batch_id="b2", operator_id="op", mode=UnbindMode.LIST, device_ids=["d1"])
+    batch, _ = batches.create(req, NOW, approval_threshold=10)
+    assert await batch_store.add(batch, [_entry("requested")])
+    [(batch_id, pending)] = await batch_store.with_outbox(10)
+    await batch_store.clear_outbox(batch_id, pending)
+    assert await batch_store.with_outbox(10) == []
