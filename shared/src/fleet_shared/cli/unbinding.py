@@ -38,7 +38,11 @@ RESULT_COLUMNS = (
     Column("at", lambda r: r.get("at")),
 )
 
-app = typer.Typer(help="Unbind strongly bound devices in batches (list, CSV or QR session).")
+# one command, registered as a group so `fleet unbind FILE` reads naturally; options may follow the file
+app = typer.Typer(
+    help="Unbind strongly bound devices in batches (list, CSV or QR session).",
+    context_settings={"allow_interspersed_args": True},
+)
 
 
 def _step(batch: Mapping[str, Any]) -> Step:
@@ -113,7 +117,11 @@ def unbind(
         )
     finally:
         client.close()
-    target = out or (f"{Path(devices).stem}.results.csv" if devices and devices != "-" else "-")
+    target = out or (
+        str(Path(devices).with_name(f"{Path(devices).stem}.results.csv"))
+        if devices and devices != "-"
+        else "-"
+    )
     write_csv(target, RESULT_COLUMNS, rows)
     code = _summary(rows, target)
     if code:
