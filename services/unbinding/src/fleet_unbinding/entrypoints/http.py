@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from fleet_contracts._base import DeviceId, ProductId, Reason
 from fleet_contracts.unbinding import MAX_DEVICES_PER_BATCH, RequestUnbindBatch, UnbindMode
-from fleet_shared.security import CurrentPrincipal, Permission, Principal, check
+from fleet_shared.security import CurrentPrincipal, Forbidden, Permission, Principal, check
 from fleet_unbinding import csvio, views
 from fleet_unbinding.bootstrap import Unbinding
 from fleet_unbinding.domain import authorization as authz
@@ -198,6 +198,10 @@ def api_router(svc: Unbinding) -> APIRouter:
         operator = account_of(principal)
         if body.product_id is not None:
             check(principal, EXECUTE, body.product_id)
+        elif principal.product_filter() is not None:
+            # the devices' products are known only once looked up: a credential scoped to some products
+            # names the batch's product, and devices of any other product are refused `unauthorized`
+            raise Forbidden("a credential scoped to products must name the batch's product_id")
         command = body.command(operator, batch_id=f"b-{uuid.uuid4().hex}")
         payload: SecretStr | None = None
         try:

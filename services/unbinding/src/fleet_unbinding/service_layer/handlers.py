@@ -195,14 +195,19 @@ async def run_batch(p: Ports, batch_id: str) -> Batch | None:
     if batch.cancel_requested:
         await cancel_batch(p, batch_id, batch.cancelled_by or batch.operator_id)
         return await p.batches.get(batch_id)
+    await _advance_all(p, await p.unbinds.open(batch_id))
+    return await try_finish(p, batch_id)
+
+
+async def _advance_all(p: Ports, unbinds: list[DeviceUnbind]) -> None:
+    """Advance devices `device_concurrency` at a time (each device's steps stay sequential)."""
     gate = asyncio.Semaphore(p.device_concurrency)
 
     async def one(u: DeviceUnbind) -> None:
         async with gate:
             await advance(p, u)
 
-    await asyncio.gather(*(one(u) for u in await p.unbinds.open(batch_id)))
-    return await try_finish(p, batch_id)
+    await asyncio.gather(*(one(u) for u in unbinds))
 
 
 async def try_finish(p: Ports, batch_id: str) -> Batch | None:
@@ -263,10 +268,17 @@ async def poll_qr(p: Ports, tokens: PairingTokens, batch_id: str) -> int:
     batch = await p.batches.get(batch_id)
     if batch is None or batch.qr is None or batch.status is BatchStatus.FINISHED:
         return 0
-    handled = 0
+    handled, to_run = 0, []
+    # admissions one by one (they change the batch document: its order decides who is the 31st); the
+    # admitted devices' unbinds then run concurrently, so a full session does not wait device by device
     for device_id, code in await tokens.failed_devices(batch.qr.token):
-        if await qr_scan(p, batch_id, device_id, code) is not None:
+        admitted = await _admit_scan(p, batch_id, device_id, code)
+        if admitted is not None:
             handled += 1
+            u, runs = admitted
+            if runs:
+                to_run.append(u)
+    await _advance_all(p, to_run)
     await try_finish(p, batch_id)
     return handled
 
@@ -276,6 +288,18 @@ async def qr_scan(
 ) -> DeviceUnbind | None:
     """A device failed to pair with the batch's QR token: when it is "already bound" (113), admit it (or
     refuse it for an expired or full QR) and unbind it. Returns the device's state, None when not ours."""
+    admitted = await _admit_scan(p, batch_id, device_id, pairing_error_code)
+    if admitted is None:
+        return None
+    u, runs = admitted
+    return await advance(p, u) if runs else u
+
+
+async def _admit_scan(
+    p: Ports, batch_id: str, device_id: str, pairing_error_code: str | None
+) -> tuple[DeviceUnbind, bool] | None:
+    """Admit (or refuse) a scanning device: its state and whether its unbind should run now; None when the
+    pairing failure is not an unbind request."""
     if not is_unbind_request(pairing_error_code, p.already_bound_codes):
         return None
     decision = Admission.EXPIRED
@@ -302,10 +326,8 @@ async def qr_scan(
     if cause is not None:
         if not u.state.final:
             u = await _save(p, u, unbind.refuse(u, cause, p.clock())) or u
-        return u
-    if batch.status is BatchStatus.RUNNING:
-        u = await advance(p, u)
-    return u
+        return u, False
+    return u, batch.status is BatchStatus.RUNNING and not u.state.final
 
 
 # --- one device ---------------------------------------------------------------------------------------
