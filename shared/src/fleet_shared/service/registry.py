@@ -64,7 +64,14 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("ingest", "fleet_ingest", ("fleet-ingest",), 8001, api_key=False),
     ServiceEntry("status", "fleet_status", ("fleet-status",), 8002),
     ServiceEntry("pairing", "fleet_pairing", ("fleet-pairing",), 8003),
-    ServiceEntry("unbinding", "fleet_unbinding", ("fleet-unbinding",), 8004),
+    # the stack's key (seeded without roles) may run and approve batches: `fleet unbind` works out of the box
+    ServiceEntry(
+        "unbinding",
+        "fleet_unbinding",
+        ("fleet-unbinding",),
+        8004,
+        env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "admin"}),
+    ),
     ServiceEntry("ota", "fleet_ota", ("fleet-ota",), 8005),
 )
 
