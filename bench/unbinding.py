@@ -54,6 +54,15 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, round(p / 100 * (len(ordered) - 1)))] if ordered else float("nan")
 
 
+async def _json(port: int, bearer: str, method: str, path: str, body: Any = None) -> Any:
+    async with httpx.AsyncClient(timeout=60) as c:
+        r = await c.request(
+            method, f"http://127.0.0.1:{port}{path}", json=body, headers={"Authorization": f"Bearer {bearer}"}
+        )
+        r.raise_for_status()
+        return r.json()
+
+
 class Rig:
     def __init__(self, tmp: Path, tuya_rate: float, pace: float) -> None:
         self.tmp = tmp
@@ -149,27 +158,10 @@ class Rig:
         raise TimeoutError(f"port {port} not ready; see {self.tmp}")
 
     async def sim(self, method: str, path: str, body: Any = None) -> Any:
-        async with httpx.AsyncClient(timeout=60) as c:
-            r = await c.request(
-                method,
-                f"http://127.0.0.1:{self.sim_port}{path}",
-                json=body,
-                headers={"Authorization": f"Bearer {self.control}"},
-            )
-            r.raise_for_status()
-            return r.json()
+        return await _json(self.sim_port, self.control, method, path, body)
 
     async def api(self, method: str, path: str, body: Any = None, *, admin: bool = False) -> Any:
-        key = self.admin_key if admin else self.operator_key
-        async with httpx.AsyncClient(timeout=60) as c:
-            r = await c.request(
-                method,
-                f"http://127.0.0.1:{self.svc_port}{path}",
-                json=body,
-                headers={"Authorization": f"Bearer {key}"},
-            )
-            r.raise_for_status()
-            return r.json()
+        return await _json(self.svc_port, self.admin_key if admin else self.operator_key, method, path, body)
 
     async def stop(self) -> None:
         for p in self.procs:

@@ -101,6 +101,15 @@ async def submit(rig: Rig, account: str, device_ids: list[str], **extra: Any) ->
     return r.json()  # type: ignore[no-any-return]
 
 
+async def wait_removals(rig: Rig, at_least: int, within_s: float = 120) -> None:
+    """Until the simulator has removed at least this many devices (a batch is under way)."""
+    for _ in range(int(within_s / 0.2)):
+        if (await rig.sim_json("GET", "/sim/unbinding/removals"))["total"] >= at_least:
+            return
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"fewer than {at_least} removals after {within_s}s")
+
+
 async def results(rig: Rig, batch_id: str) -> list[dict[str, Any]]:
     r = await rig.call("brand", "GET", f"/v1/batches/{batch_id}/results")
     r.raise_for_status()
@@ -202,13 +211,7 @@ async def test_sigkill_mid_batch_resumes_without_unbinding_any_device_twice(
         )
         batch = await submit(rig, "brand", ids, reason="returns")
 
-        async def removed() -> int:
-            return int((await rig.sim_json("GET", "/sim/unbinding/removals"))["total"])
-
-        for _ in range(600):  # until a quarter is removed (at most 2 minutes)
-            if await removed() >= n // 4:
-                break
-            await asyncio.sleep(0.2)
+        await wait_removals(rig, n // 4)
         rig.sigkill_service()
         rig.restart_service()
         await rig.svc.wait_ready()
@@ -304,10 +307,7 @@ async def test_approval_cancel_wired_mode_dry_run_and_records(
         assert r.status_code == 200, r.text
         assert r.json()["approved_by"] == "admin1"
         # cancel once a few are done: the rest are refused `cancelled`, none removed after
-        for _ in range(300):
-            if (await rig.sim_json("GET", "/sim/unbinding/removals"))["total"] >= 2:
-                break
-            await asyncio.sleep(0.2)
+        await wait_removals(rig, 2)
         r = await rig.call("mallory", "POST", f"/v1/batches/{big['batch_id']}/cancel")
         assert r.status_code == 403, r.text  # someone else's batch: administrators only
         r = await rig.call("brand", "POST", f"/v1/batches/{big['batch_id']}/cancel")
@@ -365,10 +365,7 @@ async def test_database_restart_mid_batch_resumes_without_unbinding_any_device_t
         await register(rig, PLUG, "brand")
         await register(rig, CAMERA, "brand")
         batch = await submit(rig, "brand", ids)
-        for _ in range(600):
-            if (await rig.sim_json("GET", "/sim/unbinding/removals"))["total"] >= n // 4:
-                break
-            await asyncio.sleep(0.2)
+        await wait_removals(rig, n // 4)
         await asyncio.to_thread(LocalStack.from_env().restart_mongo)
         await wait_finished(rig, [batch["batch_id"]], within=300)
         got = await results(rig, batch["batch_id"])

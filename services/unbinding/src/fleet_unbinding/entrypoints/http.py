@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Any, Literal, Self
 
@@ -45,7 +45,18 @@ IdempotencyKey = Annotated[
 # record filters (module level: FastAPI resolves postponed annotations from the module)
 Filter = Annotated[str | None, Query(min_length=1, max_length=64)]
 Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
-Decide = Callable[[authz.ProductAuthorization], authz.AuthorizationRecord]
+
+
+@dataclass
+class RecordFilters:
+    """Records of one device, operator, product or UTC day (each indexed), narrowed by the others."""
+
+    device_id: Filter = None
+    operator_id: Filter = None
+    product_id: Filter = None
+    day: Day = None
+
+
 QR_UNSUPPORTED = "a QR batch needs the operator's app account (uid) and the Wi-Fi (ssid, password)"
 
 
@@ -121,6 +132,10 @@ class RegisterBody(_Body):
         None, min_length=1, max_length=64, description="OEM: the original PID owner."
     )
 
+    def record(self, s: authz.ProductAuthorization, **by: Any) -> authz.AuthorizationRecord:
+        by.pop("platform_admin")  # registering is for administrators only (the route's permission)
+        return authz.register(s, owner=self.owner, original_owner=self.original_owner, **by)
+
 
 class GrantBody(_Body):
     account: str = Field(min_length=1, max_length=64)
@@ -129,15 +144,35 @@ class GrantBody(_Body):
     permissions: list[str] = Field(default_factory=list, max_length=32)
     reason: Reason | None = None
 
+    def record(self, s: authz.ProductAuthorization, **by: Any) -> authz.AuthorizationRecord:
+        return authz.grant(
+            s,
+            account=self.account,
+            kind=self.kind,
+            role=self.role,
+            permissions=self.permissions,
+            reason=self.reason,
+            **by,
+        )
+
 
 class RevokeBody(_Body):
     account: str = Field(min_length=1, max_length=64)
     kind: authz.GrantKind
     reason: Reason | None = None
 
+    def record(self, s: authz.ProductAuthorization, **by: Any) -> authz.AuthorizationRecord:
+        return authz.revoke(s, account=self.account, kind=self.kind, reason=self.reason, **by)
+
 
 class TransferBody(_Body):
     new_owner: str = Field(min_length=1, max_length=64)
+
+    def record(self, s: authz.ProductAuthorization, **by: Any) -> authz.AuthorizationRecord:
+        return authz.transfer(s, new_owner=self.new_owner, **by)
+
+
+AuthorizationChange = RegisterBody | GrantBody | RevokeBody | TransferBody
 
 
 class LimitBody(_Body):
@@ -157,21 +192,6 @@ def _batch_view(batch: Batch) -> dict[str, Any]:
         "finished_at": batch.finished_at,
         "cancel_requested": batch.cancel_requested,
         "approved_by": batch.approved_by,
-    }
-
-
-def _record_view(r: authz.AuthorizationRecord) -> dict[str, Any]:
-    return {
-        "seq": r.seq,
-        "kind": r.kind.value,
-        "actor": r.actor,
-        "at": r.at,
-        "account": r.account,
-        "grant_kind": None if r.grant_kind is None else r.grant_kind.value,
-        "role": None if r.role is None else r.role.value,
-        "permissions": list(r.permissions),
-        "original_owner": r.original_owner,
-        "reason": r.reason,
     }
 
 
@@ -356,15 +376,14 @@ def api_router(svc: Unbinding) -> APIRouter:
 
     # --- authorizations -----------------------------------------------------------------------------
 
-    async def manage(product_id: str, principal: Principal, decide: Decide) -> dict[str, Any]:
+    async def manage(product_id: str, principal: Principal, change: AuthorizationChange) -> dict[str, Any]:
+        """Append the record the change makes from the product's current state, as the caller."""
+        by = {"actor": account_of(principal), "at": p.clock(), "platform_admin": principal.can(ADMIN)}
         try:
-            record = await handlers.manage_authorization(p, product_id, decide)
+            record = await handlers.manage_authorization(p, product_id, lambda s: change.record(s, **by))
         except authz.AuthorizationError as e:
             raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
-        return _record_view(record)
-
-    def actor(principal: Principal) -> tuple[str, bool]:
-        return account_of(principal), principal.can(ADMIN)
+        return views.authorization_record(record)
 
     @router.get("/products/{product_id}/authorizations", dependencies=[Depends(security.require(READ))])
     async def authorizations(product_id: ProductPath) -> dict[str, Any]:
@@ -385,7 +404,7 @@ def api_router(svc: Unbinding) -> APIRouter:
                 }
                 for g in state.grants.values()
             ],
-            "records": [_record_view(r) for r in records],
+            "records": [views.authorization_record(r) for r in records],
         }
 
     @router.post(
@@ -397,14 +416,7 @@ def api_router(svc: Unbinding) -> APIRouter:
         product_id: ProductPath, body: RegisterBody, principal: CurrentPrincipal
     ) -> dict[str, Any]:
         """Register a product with its owner account (and, for OEM products, its original PID owner)."""
-        who, _ = actor(principal)
-        return await manage(
-            product_id,
-            principal,
-            lambda s: authz.register(
-                s, owner=body.owner, original_owner=body.original_owner, actor=who, at=p.clock()
-            ),
-        )
+        return await manage(product_id, principal, body)
 
     @router.post(
         "/products/{product_id}/authorizations/grants",
@@ -413,22 +425,7 @@ def api_router(svc: Unbinding) -> APIRouter:
     )
     async def grant(product_id: ProductPath, body: GrantBody, principal: CurrentPrincipal) -> dict[str, Any]:
         """The owner authorizes a partner, a space member's role, or (re-)grants the OEM original owner."""
-        who, admin = actor(principal)
-        return await manage(
-            product_id,
-            principal,
-            lambda s: authz.grant(
-                s,
-                account=body.account,
-                kind=body.kind,
-                actor=who,
-                at=p.clock(),
-                role=body.role,
-                permissions=body.permissions,
-                reason=body.reason,
-                platform_admin=admin,
-            ),
-        )
+        return await manage(product_id, principal, body)
 
     @router.post(
         "/products/{product_id}/authorizations/revocations",
@@ -438,20 +435,7 @@ def api_router(svc: Unbinding) -> APIRouter:
     async def revoke(
         product_id: ProductPath, body: RevokeBody, principal: CurrentPrincipal
     ) -> dict[str, Any]:
-        who, admin = actor(principal)
-        return await manage(
-            product_id,
-            principal,
-            lambda s: authz.revoke(
-                s,
-                account=body.account,
-                kind=body.kind,
-                actor=who,
-                at=p.clock(),
-                reason=body.reason,
-                platform_admin=admin,
-            ),
-        )
+        return await manage(product_id, principal, body)
 
     @router.post(
         "/products/{product_id}/authorizations/transfer",
@@ -462,14 +446,7 @@ def api_router(svc: Unbinding) -> APIRouter:
         product_id: ProductPath, body: TransferBody, principal: CurrentPrincipal
     ) -> dict[str, Any]:
         """The PID moves to another account; the previous owner becomes the OEM original owner."""
-        who, admin = actor(principal)
-        return await manage(
-            product_id,
-            principal,
-            lambda s: authz.transfer(
-                s, new_owner=body.new_owner, actor=who, at=p.clock(), platform_admin=admin
-            ),
-        )
+        return await manage(product_id, principal, body)
 
     # --- quotas -------------------------------------------------------------------------------------
 
@@ -521,52 +498,32 @@ def api_router(svc: Unbinding) -> APIRouter:
     # --- records ------------------------------------------------------------------------------------
 
     async def records(
-        device_id: str | None,
-        operator_id: str | None,
-        product_id: str | None,
-        day: str | None,
-        before_at: datetime | None,
-        before_id: str | None,
-        limit: int,
+        filters: RecordFilters, before: tuple[datetime, str] | None, limit: int
     ) -> list[dict[str, Any]]:
-        if not any((device_id, operator_id, product_id, day)):
+        chosen = {k: v for k, v in asdict(filters).items() if v is not None}
+        if not chosen:
             raise HTTPException(
                 status.HTTP_422_UNPROCESSABLE_ENTITY,
                 "query: name a device_id, operator_id, product_id or day",
             )
-        before = (before_at, before_id) if before_at is not None and before_id is not None else None
-        return await views.records_page(
-            svc.unbinds,
-            device_id=device_id,
-            operator_id=operator_id,
-            product_id=product_id,
-            day=day,
-            before=before,
-            limit=limit,
-        )
+        return await views.records_page(svc.unbinds, chosen, before=before, limit=limit)
 
     @router.get("/records", dependencies=[Depends(security.require(READ))])
     async def list_records(
-        device_id: Filter = None,
-        operator_id: Filter = None,
-        product_id: Filter = None,
-        day: Day = None,
+        filters: Annotated[RecordFilters, Depends()],
         before_at: datetime | None = None,
         before_id: Annotated[str | None, Query(max_length=200)] = None,
         limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     ) -> list[dict[str, Any]]:
         """Result records newest first; page on with `before_at`/`before_id` of the last one."""
-        return await records(device_id, operator_id, product_id, day, before_at, before_id, limit)
+        before = (before_at, before_id) if before_at is not None and before_id is not None else None
+        return await records(filters, before, limit)
 
     @router.get("/records.csv", dependencies=[Depends(security.require(READ))])
     async def export_records(
-        device_id: Filter = None,
-        operator_id: Filter = None,
-        product_id: Filter = None,
-        day: Day = None,
+        filters: Annotated[RecordFilters, Depends()],
         limit: Annotated[int, Query(ge=1, le=100_000)] = 10_000,
     ) -> Response:
-        rows = await records(device_id, operator_id, product_id, day, None, None, limit)
-        return _csv(csvio.records_csv(rows), "unbind-records.csv")
+        return _csv(csvio.records_csv(await records(filters, None, limit)), "unbind-records.csv")
 
     return router
