@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
@@ -343,3 +343,29 @@ async def test_pending_documents_are_found_by_an_indexed_flag_cleared_only_when_
     [(batch_id, pending)] = await batch_store.with_outbox(10)
     await batch_store.clear_outbox(batch_id, pending)
     assert await batch_store.with_outbox(10) == []
+
+
+async def test_spent_units_leave_the_list_stay_counted_and_a_full_counter_stays_full(db: Db) -> None:
+    counters = MongoQuotaCounters(db)
+    key = CounterKey(QuotaScope.ACCOUNT, "op", DAY)
+    for i in range(3):
+        assert await counters.reserve([(key, 3)], f"u{i}") is Reservation.RESERVED
+    await counters.spend([key], "u0")
+    await counters.spend([key], "u0")  # once
+    assert await counters.used(key) == 3
+    assert not await counters.holds(key, "u0")
+    assert await counters.holds(key, "u1")
+    assert await counters.reserve([(key, 3)], "u9") is Reservation.ACCOUNT_EXHAUSTED
+    assert await counters.reserve([(key, 3)], "u1") is Reservation.RESERVED  # still held: idempotent
+    await counters.refund([key], "u0")  # a spent unit is never given back
+    assert await counters.used(key) == 3
+
+    store = MongoUnbindStore(db)
+    await store.ensure_indexes()
+    u = machine.new("b1", "d1", "op", UnbindMode.LIST, reset=False)
+    await store.add_many([u])
+    done = replace(u, state=UnbindState.UNBOUND, units_held=True, finished_at=NOW, version=1)
+    assert await store.save(done, [])
+    assert await store.spendable(NOW, 10) == []
+    [found] = await store.spendable(NOW + timedelta(seconds=1), 10)
+    assert found.device_id == "d1"

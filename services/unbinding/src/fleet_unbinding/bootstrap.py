@@ -3,7 +3,8 @@ place that knows every class.
 
 Loops (started with the service, stopped before its clients close):
 - relay: publishes what batch and device writes left in their outboxes, inserts result records;
-- resume: refunds crashed refusals and runs every unfinished batch not already running in this process
+- resume: refunds crashed refusals, drops spent units from the quota counters' lists, and runs every
+  unfinished batch not already running in this process
   (after a crash, a restart, or devices left for later because Tuya was unreachable);
 - QR: polls the pairing token of every open QR batch for devices that failed to pair "already bound".
 A batch accepted (or approved) over HTTP starts running at once in this process; any replica may resume
@@ -154,6 +155,7 @@ class Unbinding:
     async def resume(self) -> int:
         for u in await self.unbinds.refunds_due(1000):
             await handlers.advance(self.ports, u)
+        await handlers.spend_units(self.ports)
         running = await self.batches.running(1000)
         for batch_id in running:
             self.run_soon(batch_id)

@@ -10,7 +10,8 @@ Collections (one database per service):
 - `unbind_records`: the append-only record of every device's result, inserted by the relay from the final
   device document (deterministic `_id`, so a replay inserts nothing); queried by device, operator, product
   and day, each from its own index.
-- `quota_counters`: one document per (scope, day, subject) with `used` and the `units` held. A unit is
+- `quota_counters`: one document per (scope, day, subject) with `used` and the `units` held (of devices in
+  flight: an unbound device's unit leaves the list, still counted, a call lease after its result). A unit is
   taken with one atomic conditional update (`used < limit` and the unit not held yet: `$inc` + `$push`);
   a missing counter is created by an insert whose duplicate-key loss falls back to the update. So the
   counter never passes its limit under any concurrency, and taking or refunding a unit twice counts once.
@@ -305,6 +306,17 @@ class MongoUnbindStore:
         cursor = self.unbinds.find({"units_held": True, "state": UnbindState.REFUSED.value}, {"outbox": 0})
         return [unbind_from_doc(doc) async for doc in cursor.limit(limit)]
 
+    async def spendable(self, finished_before: datetime, limit: int) -> list[DeviceUnbind]:
+        cursor = self.unbinds.find(
+            {
+                "units_held": True,
+                "state": UnbindState.UNBOUND.value,
+                "finished_at": {"$lt": finished_before},
+            },
+            {"outbox": 0},
+        )
+        return [unbind_from_doc(doc) async for doc in cursor.limit(limit)]
+
     async def tally(self, batch_id: str) -> tuple[int, Tally]:
         still_open, unbound = 0, 0
         refused: dict[RefusalCause, int] = {}
@@ -440,6 +452,10 @@ class MongoQuotaCounters:
     async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
         for key in keys:
             await self._give_back(key, unit)
+
+    async def spend(self, keys: Sequence[CounterKey], unit: str) -> None:
+        for key in keys:
+            await self.counters.update_one({"_id": key.id, "units": unit}, {"$pullAll": {"units": [unit]}})
 
     async def used(self, key: CounterKey) -> int:
         doc = await self.counters.find_one({"_id": key.id}, {"used": 1})

@@ -472,6 +472,20 @@ async def _save(p: Ports, before: DeviceUnbind, step: Step) -> DeviceUnbind | No
     return after if await p.unbinds.save(after, p.events.outbox(events, p.clock())) else None
 
 
+async def spend_units(p: Ports, *, limit: int = 1000) -> int:
+    """Drop the units of devices unbound more than a call lease ago from their counters' lists (they stay
+    counted): the lists then hold only devices in flight. Waiting the lease keeps a stale worker that is
+    about to reserve for such a device from taking a second unit (it finds the first still listed)."""
+    done = 0
+    for u in await p.unbinds.spendable(p.clock() - p.call_lease, limit):
+        if u.quota_day is not None and u.product_id is not None:
+            keys = quota.counter_keys(u.operator_id, u.product_id, u.quota_day)
+            await p.counters.spend(keys, quota.unit_id(u.batch_id, u.device_id))
+        if await _write(p, u, unbind.spent(u)) is not None:
+            done += 1
+    return done
+
+
 async def recover(p: Ports, *, limit: int = 1000) -> int:
     """At start-up: refund what crashed refusals still hold, then resume every running batch."""
     for u in await p.unbinds.refunds_due(limit):
@@ -553,6 +567,7 @@ __all__ = [
     "request_batch",
     "run_batch",
     "set_limit",
+    "spend_units",
     "try_finish",
     "usage",
 ]
