@@ -133,7 +133,9 @@ class Rig:
             "FLEET_UNBINDING_APPROVAL_THRESHOLD": "1000",
             "FLEET_UNBINDING_TUYA_REMOVAL_RATE_PER_S": str(self.pace * self.tuya_rate),
             "FLEET_UNBINDING_TUYA_LOOKUP_RATE_PER_S": str(4 * self.tuya_rate),
-            "FLEET_UNBINDING_DEVICE_CONCURRENCY": "16",
+            # removals are latency-bound (lookup, five conditional writes, two counters, the call): keep
+            # enough devices in flight to fill the limit
+            "FLEET_UNBINDING_DEVICE_CONCURRENCY": "64",
             "FLEET_UNBINDING_QR_POLL_INTERVAL_S": "0.25",
             "FLEET_UNBINDING_ALREADY_BOUND_CODES": "113,1106",
         }
@@ -182,10 +184,8 @@ async def wait_finished(rig: Rig, batch_ids: list[str], within: float) -> list[d
     deadline = time.monotonic() + within
     while True:
         states = [await rig.api("GET", f"/v1/batches/{b}") for b in batch_ids]
-        if all(s["status"] == "finished" for s in states):
-            return states
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"not finished within {within}s: {[s['done'] for s in states]}")
+        if all(s["status"] == "finished" for s in states) or time.monotonic() > deadline:
+            return states  # (unfinished past the deadline: reported as such, figures of what was done)
         await asyncio.sleep(1)
 
 
@@ -198,6 +198,7 @@ async def list_mode(rig: Rig, devices: list[str]) -> dict[str, Any]:
     span_s = (truth["last_ms"] - truth["first_ms"]) / 1000 if truth["total"] > 1 else float("nan")
     sustained = (truth["total"] - 1) / span_s if span_s and span_s > 0 else float("nan")
     return {
+        "finished": all(b["status"] == "finished" for b in done),
         "devices": len(devices),
         "unbound": sum(b["by_state"].get("unbound", 0) for b in done),
         "refused_by_cause": {
