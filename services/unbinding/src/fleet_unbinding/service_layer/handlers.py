@@ -268,19 +268,13 @@ async def poll_qr(p: Ports, tokens: PairingTokens, batch_id: str) -> int:
     batch = await p.batches.get(batch_id)
     if batch is None or batch.qr is None or batch.status is BatchStatus.FINISHED:
         return 0
-    handled, to_run = 0, []
-    # admissions one by one (they change the batch document: its order decides who is the 31st); the
-    # admitted devices' unbinds then run concurrently, so a full session does not wait device by device
-    for device_id, code in await tokens.failed_devices(batch.qr.token):
-        admitted = await _admit_scan(p, batch_id, device_id, code)
-        if admitted is not None:
-            handled += 1
-            u, runs = admitted
-            if runs:
-                to_run.append(u)
-    await _advance_all(p, to_run)
+    # Tuya lists a device once per failed attempt: the first attempt places it
+    failed = await tokens.failed_devices(batch.qr.token)
+    scans = list(dict.fromkeys(d for d, code in failed if _is_scan(p, code)))
+    admitted = await _admit_scans(p, batch_id, scans)
+    await _advance_all(p, [u for u, runs in admitted if runs])
     await try_finish(p, batch_id)
-    return handled
+    return len(admitted)
 
 
 async def qr_scan(
@@ -288,46 +282,50 @@ async def qr_scan(
 ) -> DeviceUnbind | None:
     """A device failed to pair with the batch's QR token: when it is "already bound" (113), admit it (or
     refuse it for an expired or full QR) and unbind it. Returns the device's state, None when not ours."""
-    admitted = await _admit_scan(p, batch_id, device_id, pairing_error_code)
-    if admitted is None:
+    if not _is_scan(p, pairing_error_code):
         return None
-    u, runs = admitted
+    [(u, runs)] = await _admit_scans(p, batch_id, [device_id])
     return await advance(p, u) if runs else u
 
 
-async def _admit_scan(
-    p: Ports, batch_id: str, device_id: str, pairing_error_code: str | None
-) -> tuple[DeviceUnbind, bool] | None:
-    """Admit (or refuse) a scanning device: its state and whether its unbind should run now; None when the
-    pairing failure is not an unbind request."""
-    if not is_unbind_request(pairing_error_code, p.already_bound_codes):
-        return None
-    decision = Admission.EXPIRED
-    for _ in range(_RACE_TRIES):
-        batch = await p.batches.get(batch_id)
-        if batch is None:
-            raise NotFound(f"no batch {batch_id}")
-        admitted, decision = batches.admit(batch, device_id, p.clock())
-        if admitted is batch or await p.batches.save(replace(admitted, version=batch.version + 1), []):
-            break
-    else:
-        raise Conflict(f"batch {batch_id} kept changing")
-    u = await p.unbinds.get(batch_id, device_id)
-    if u is None:  # first scan (or a crash right after admitting it): the device's document
-        # a QR device is unbound and reset: it is left ready to pair again
-        device = unbind.new(
-            batch_id, device_id, batch.operator_id, batch.mode, reset=True, batch_product_id=batch.product_id
-        )
-        await p.unbinds.add_many([device])
+def _is_scan(p: Ports, pairing_error_code: str | None) -> bool:
+    return is_unbind_request(pairing_error_code, p.already_bound_codes)
+
+
+async def _admit_scans(p: Ports, batch_id: str, device_ids: list[str]) -> list[tuple[DeviceUnbind, bool]]:
+    """Admit (or refuse) scanning devices, in the order given (it decides who is the 31st), with one batch
+    write: each device's state, and whether its unbind should run now."""
+    decisions: dict[str, Admission] = {}
+
+    def admit_all(batch: Batch) -> Batch:
+        decisions.clear()
+        for device_id in device_ids:
+            batch, decisions[device_id] = batches.admit(batch, device_id, p.clock())
+        return batch
+
+    batch = await _update_batch(p, batch_id, admit_all)
+    # a QR device is unbound and reset: it is left ready to pair again (already there: left as it is)
+    await p.unbinds.add_many(
+        [
+            unbind.new(
+                batch_id, d, batch.operator_id, batch.mode, reset=True, batch_product_id=batch.product_id
+            )
+            for d in device_ids
+        ]
+    )
+    out = []
+    for device_id in device_ids:
         u = await p.unbinds.get(batch_id, device_id)
         if u is None:
             raise Conflict(f"device {device_id} of batch {batch_id} vanished")
-    cause = decision.refusal
-    if cause is not None:
-        if not u.state.final:
-            u = await _save(p, u, unbind.refuse(u, cause, p.clock())) or u
-        return u, False
-    return u, batch.status is BatchStatus.RUNNING and not u.state.final
+        cause = decisions[device_id].refusal
+        if cause is not None:
+            if not u.state.final:
+                u = await _save(p, u, unbind.refuse(u, cause, p.clock())) or u
+            out.append((u, False))
+        else:
+            out.append((u, batch.status is BatchStatus.RUNNING and not u.state.final))
+    return out
 
 
 # --- one device ---------------------------------------------------------------------------------------
