@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import typer
 
-from . import pairing, status, trace, tuya
+from . import pairing, status, trace, tuya, unbinding
 from .http import CliContext
 
 # name -> the group's Typer app; a new service's group (pairing, unbinding, ota) is one line here
@@ -15,6 +15,7 @@ GROUPS: dict[str, typer.Typer] = {
     "tuya": tuya.app,
     "status": status.app,
     "pair": pairing.app,
+    "unbind": unbinding.app,
 }
 
 app = typer.Typer(

@@ -65,9 +65,20 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ServiceEntry("status", "fleet_status", ("fleet-status",), 8002),
     # the stack's key opens sessions (`fleet pair`): pairing:write is the operator role's
     ServiceEntry(
-        "pairing", "fleet_pairing", ("fleet-pairing",), 8003, env={"FLEET_API_KEY_DEFAULT_ROLE": "operator"}
+        "pairing",
+        "fleet_pairing",
+        ("fleet-pairing",),
+        8003,
+        env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "operator"}),
     ),
-    ServiceEntry("unbinding", "fleet_unbinding", ("fleet-unbinding",), 8004),
+    # the stack's key (seeded without roles) may run and approve batches: `fleet unbind` works out of the box
+    ServiceEntry(
+        "unbinding",
+        "fleet_unbinding",
+        ("fleet-unbinding",),
+        8004,
+        env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "admin"}),
+    ),
     ServiceEntry("ota", "fleet_ota", ("fleet-ota",), 8005),
 )
 

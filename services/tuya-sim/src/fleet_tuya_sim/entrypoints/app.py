@@ -15,7 +15,7 @@ from fleet_tuya_sim.bootstrap import SERVICE, TuyaSim
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.project import AccessRefused
-from fleet_tuya_sim.entrypoints import control, openapi, openapi_clients, pairing_control
+from fleet_tuya_sim.entrypoints import control, openapi, openapi_clients, pairing_control, unbinding
 
 SYSTEM_ERROR = 500
 
@@ -31,7 +31,13 @@ def create_app(service: TuyaSim, *, registry: CollectorRegistry = REGISTRY) -> F
         SERVICE,
         service,
         # the clients' routes first: `/v1.0/devices/factory-infos` before `/v1.0/devices/{device_id}`
-        routers=[control.router, pairing_control.router, openapi_clients.router, openapi.router],
+        routers=[
+            control.router,
+            pairing_control.router,
+            unbinding.router,
+            openapi_clients.router,
+            openapi.router,
+        ],
         registry=registry,
         title="tuya-sim",
         description="A stand-in for Tuya's cloud: OpenAPI subset, virtual devices, message push stream.",
