@@ -53,6 +53,10 @@ fmt:
     uv run ruff format .
     uv run ruff check --fix .
 
+# render the AsyncAPI document (contracts/schemas/asyncapi.json) as a browsable HTML page; prints its path
+docs *args:
+    infra/docs/render.sh {{args}}
+
 # benchmarks (each prints its figures and writes bench/results/*.json)
 bench *args:
     #!/usr/bin/env bash

@@ -5,12 +5,27 @@ service (run as a subprocess, as deployed). Every report carries a new value wit
 time, so each one changes the shadow, and `status.shadow.changed` (published right after the shadow write)
 says when it was written. Reported: sustained rate (published reports / time from the first publish
 to the last write, once drained), p50/p99 latency publish -> shadow written (of the newest report in each
-write), the service's peak RSS, and the same load through a naive baseline in the same run (one conditional
-Mongo update per message, acked one by one).
+write), the service's peak RSS, and beside it, measured in the same run:
+- the storage ceiling: the same write pattern straight to the database (per device and batch one
+  version-conditional shadow replace of ~1 KB plus one conditional `$push` to its history bucket, in
+  commands of 16 statements, 4 in flight), with no bus and no service;
+- a naive consumer (one conditional Mongo update per message, acked one by one).
 
-    uv run python bench/status.py [--rate 5000] [--seconds 20] [--devices 1000,10000]
+Hygiene: every run uses its own database and subscriptions and deletes them when done (the service's
+durable subscription too); it prints what else was consuming the device topic (those consumers also get
+the bench's events) and the load average. `--runs N` repeats each run and reports medians.
 
-Needs the local stack (`just up`; `eval "$(uv run devstack env)"`). Writes bench/results/status.json.
+Soak (`--soak`): a simulated week (8 days: one past the 7-day retention) of a 1,000-device fleet, time
+compressed through device timestamps, written through status's own domain merge and stores with a
+simulated clock (no bus: it measures the database's growth and retention); each simulated day prints the
+database size, the shadow write latency (p50/p99 per flush) and the list-query latency (p50/p99 of a page
+of 500). Retention deletes expired history buckets each simulated hour.
+
+    uv run python bench/status.py [--rate 5000] [--seconds 20] [--devices 1000,10000] [--runs 3]
+    uv run python bench/status.py --soak [--soak-devices 1000] [--soak-days 8] [--soak-report-every-s 300]
+
+Needs the local stack (`just up`; `eval "$(uv run devstack env)"`). Writes bench/results/status.json
+(status-soak.json for the soak).
 """
 
 from __future__ import annotations
@@ -21,24 +36,36 @@ import os
 import platform
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import uuid
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pulsar
 from motor.motor_asyncio import AsyncIOMotorClient
+from pymongo import ReplaceOne, UpdateOne
 
 from fleet_contracts import topics
 from fleet_contracts.device import DeviceStatusReported, DeviceStatusReportedEvent, DpReport, TuyaOrigin
+from fleet_status.adapters.history import HistoryStore, bucket_id, hour_of
+from fleet_status.adapters.shadows import ShadowStore
+from fleet_status.domain.shadow import DeviceFacts, DpReading, PresenceReport, Shadow, StatusReport, merge
+from fleet_status.ports import ShadowWrite
+from fleet_status.views import StatusViews
 
 RESULTS = Path(__file__).parent / "results" / "status.json"
+SOAK_RESULTS = Path(__file__).parent / "results" / "status-soak.json"
 PULSAR_URL = os.environ.get("FLEET_PULSAR_URL", "pulsar://127.0.0.1:6650")
+PULSAR_ADMIN_URL = os.environ.get("FLEET_PULSAR_ADMIN_URL", "http://127.0.0.1:8080")
 MONGODB_URI = os.environ.get("FLEET_MONGODB_URI", "mongodb://127.0.0.1:27017/")
 DRAIN_S = 180.0
 
@@ -152,6 +179,39 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+def _topic_path(topic: str) -> str:
+    return topic.removeprefix("persistent://")
+
+
+def other_consumers(own: set[str]) -> dict[str, int]:
+    """Subscriptions of the device topic with connected consumers, other than this bench's: they get the
+    bench's events too (and write them wherever they write)."""
+    url = f"{PULSAR_ADMIN_URL}/admin/v2/persistent/{_topic_path(topics.DEVICE_EVENTS.name)}/stats"
+    try:
+        stats = httpx.get(url, timeout=5).raise_for_status().json()
+    except httpx.HTTPError as e:
+        return {f"(stats unavailable: {e})": 0}
+    return {
+        name: len(sub.get("consumers", []))
+        for name, sub in stats.get("subscriptions", {}).items()
+        if sub.get("consumers") and name not in own
+    }
+
+
+def delete_subscription(topic: str, subscription: str) -> None:
+    """Remove a durable subscription this bench made (it would keep a backlog of every later message)."""
+    name = urllib.parse.quote(subscription, safe="")
+    url = f"{PULSAR_ADMIN_URL}/admin/v2/persistent/{_topic_path(topic)}/subscription/{name}?force=true"
+    try:
+        httpx.delete(url, timeout=10).raise_for_status()
+    except httpx.HTTPError as e:
+        print(f"could not delete subscription {subscription} of {topic}: {e}", file=sys.stderr)
+
+
+def machine_load() -> dict[str, Any]:
+    return {"loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
+
+
 def run_status(devices: int, rate: float, seconds: float) -> dict[str, Any]:
     run = uuid.uuid4().hex[:8]
     prefix, database = f"bench{run}", f"status_bench_{run}"
@@ -173,9 +233,13 @@ def run_status(devices: int, rate: float, seconds: float) -> dict[str, Any]:
     )
     client = pulsar.Client(PULSAR_URL, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
     peak_rss = 0.0
+    service_subscription, watch_subscription = f"status-bench-{run}", f"bench-watch-{run}"
+    others = other_consumers({service_subscription, watch_subscription})
+    load_before = machine_load()
+    watcher: WriteWatcher | None = None
     try:
         _wait_ready(port, proc, log)
-        watcher = WriteWatcher(client, f"bench-watch-{run}", prefix)
+        watcher = WriteWatcher(client, watch_subscription, prefix)
         watcher.start()
         sampling = threading.Event()
 
@@ -204,6 +268,9 @@ def run_status(devices: int, rate: float, seconds: float) -> dict[str, Any]:
         elapsed = max(watcher.last_write - started, 1e-9)
         return {
             "devices": devices,
+            "others_consuming_the_topic": others,
+            "load_before": load_before,
+            "load_after": machine_load(),
             "offered_rate": rate,
             "offered_seconds": seconds,
             "published": sent,
@@ -222,7 +289,12 @@ def run_status(devices: int, rate: float, seconds: float) -> dict[str, Any]:
             proc.wait(30)
         except subprocess.TimeoutExpired:
             proc.kill()
+        if watcher is not None:
+            watcher.stop()
+            watcher.consumer.close()
         client.close()
+        delete_subscription(topics.DEVICE_EVENTS.name, service_subscription)
+        delete_subscription(topics.STATUS_SHADOW_EVENTS.name, watch_subscription)
         asyncio.run(_drop(database))
 
 
@@ -313,6 +385,7 @@ def run_baseline(devices: int, rate: float, seconds: float) -> dict[str, Any]:
     time.sleep(min(DRAIN_S, 10))
     done.set()
     worker.join(30)
+    consumer.unsubscribe()  # a durable subscription left behind keeps a backlog of every later message
     consumer.close()
     client.close()
     elapsed = max(last - started, 1e-9)
@@ -327,26 +400,216 @@ def run_baseline(devices: int, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+def run_storage_ceiling(devices: int, rounds: int = 3) -> dict[str, Any]:
+    """The database alone, with status's write pattern: per device and round one version-conditional replace
+    of a ~1 KB shadow and one conditional `$push` to its history bucket, 16 statements per command, 4 in
+    flight (status's defaults). Devices written per second is the ceiling for reports of distinct devices."""
+
+    async def go() -> dict[str, Any]:
+        database = f"status_ceiling_{uuid.uuid4().hex[:8]}"
+        mongo: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(MONGODB_URI)
+        db = mongo[database]
+        pad = "x" * 900
+        ids = [f"dev{i:05d}" for i in range(devices)]
+        hour = hour_of(int(time.time() * 1000))
+        try:
+            for start in range(0, devices, 1000):
+                chunk = ids[start : start + 1000]
+                await db.shadows.insert_many([{"_id": d, "version": 0, "pad": pad} for d in chunk])
+                await db.history_buckets.insert_many(
+                    [{"_id": bucket_id(d, hour), "keys": [], "dps": []} for d in chunk]
+                )
+            gate = asyncio.Semaphore(4)
+
+            async def command(collection: Any, ops: list[Any]) -> None:
+                async with gate:
+                    await collection.bulk_write(ops, ordered=False)
+
+            started = time.perf_counter()
+            for version in range(rounds):
+                shadow_ops = [
+                    ReplaceOne({"_id": d, "version": version}, {"version": version + 1, "pad": pad})
+                    for d in ids
+                ]
+                key = f"d{version}|counter"
+                bucket_ops = [
+                    UpdateOne(
+                        {"_id": bucket_id(d, hour), "keys": {"$nin": [key]}},
+                        {"$push": {"keys": key, "dps": {"code": "counter", "value": version, "t": version}}},
+                    )
+                    for d in ids
+                ]
+                # history first, then shadows, as the writer does
+                for collection, ops in ((db.history_buckets, bucket_ops), (db.shadows, shadow_ops)):
+                    await asyncio.gather(
+                        *(command(collection, ops[i : i + 16]) for i in range(0, len(ops), 16))
+                    )
+            elapsed = time.perf_counter() - started
+            return {
+                "devices": devices,
+                "rounds": rounds,
+                "devices_written_per_s": round(devices * rounds / elapsed, 1),
+            }
+        finally:
+            await mongo.drop_database(database)
+            mongo.close()
+
+    return asyncio.run(go())
+
+
+def median_of(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, Any]:
+    return {
+        k: statistics.median(r[k] for r in runs)
+        for k in keys
+        if all(isinstance(r.get(k), int | float) for r in runs)
+    }
+
+
+# --- soak ------------------------------------------------------------------------------------------------
+
+
+def run_soak(devices: int, days: int, report_every_s: int, retention_days: float) -> dict[str, Any]:
+    return asyncio.run(_soak(devices, days, report_every_s, retention_days))
+
+
+async def _soak(devices: int, days: int, report_every_s: int, retention_days: float) -> dict[str, Any]:
+    database = f"status_soak_{uuid.uuid4().hex[:8]}"
+    mongo: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(MONGODB_URI, tz_aware=True)
+    db = mongo[database]
+    shadows = ShadowStore(db)
+    history = HistoryStore(db, retention=timedelta(days=retention_days))
+    await shadows.ensure_indexes()
+    start = datetime(2026, 1, 5, tzinfo=UTC)  # simulated; device times and the stores' clock follow it
+    await history.ensure_indexes(start)
+    views = StatusViews(shadows, history, clock=lambda: start)
+    state = {f"dev{i:05d}": Shadow(f"dev{i:05d}") for i in range(devices)}
+    per_hour = max(1, 3600 // report_every_s)
+    counter = 0
+    days_out: list[dict[str, Any]] = []
+    try:
+        for day in range(days):
+            write_ms: list[float] = []
+            list_ms: list[float] = []
+            deleted = 0
+            for hour in range(24):
+                now = start + timedelta(days=day, hours=hour)
+                now_ms = int(now.timestamp() * 1000)
+                # an hour of reports per device, merged as the writer merges a batch: one write per device
+                writes, readings, presence = [], {}, {}
+                for device_id, shadow in state.items():
+                    batch = []
+                    for k in range(per_hour):
+                        t = now_ms + k * report_every_s * 1000
+                        counter += 1
+                        dps = (DpReading("counter", counter, t), DpReading("temp", 200 + k % 50, t))
+                        batch.append(
+                            DeviceFacts(
+                                device_id, (StatusReport(dps),), product_id=f"p{hash(device_id) % 10}"
+                            )
+                        )
+                    if hour == 0:
+                        batch.append(DeviceFacts(device_id, (PresenceReport(True, now_ms),)))
+                    result = merge(shadow, batch, None)
+                    readings[device_id] = result.history
+                    presence[device_id] = result.presence_history
+                    writes.append(ShadowWrite(result.shadow, shadow.version, [], "soak"))
+                    state[device_id] = result.shadow
+                t0 = time.perf_counter()
+                await history.add(readings, presence, now)
+                lost = await shadows.write(writes, now)
+                write_ms.append((time.perf_counter() - t0) * 1000)
+                assert not lost, f"{len(lost)} soak writes lost a race"
+                deleted += await history.sweep(now, max_batches=100)
+                for product in ("p1", "p7"):
+                    t0 = time.perf_counter()
+                    await views.devices(product_id=product, home_id=None, online=None, cursor=None, limit=500)
+                    list_ms.append((time.perf_counter() - t0) * 1000)
+            stats = await db.command("dbStats")
+            row = {
+                "day": day + 1,
+                "db_size_mib": round(float(stats.get("totalSize") or stats.get("storageSize", 0)) / 2**20, 1),
+                "history_buckets": await history.buckets.estimated_document_count(),
+                "buckets_deleted": deleted,
+                "flush_ms_p50": round(statistics.median(write_ms), 1),
+                "flush_ms_p99": round(percentile(write_ms, 0.99), 1),
+                "list_ms_p50": round(statistics.median(list_ms), 1),
+                "list_ms_p99": round(percentile(list_ms, 0.99), 1),
+            }
+            print(f"soak day {row['day']}: {row}", flush=True)
+            days_out.append(row)
+    finally:
+        await mongo.drop_database(database)
+        mongo.close()
+    return {
+        "devices": devices,
+        "days": days,
+        "report_every_s": report_every_s,
+        "retention_days": retention_days,
+        "reports": counter,
+        "flush": f"{devices} devices, one simulated hour of reports each, per flush",
+        "per_day": days_out,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--rate", type=float, default=5000.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--devices", default="1000,10000")
     parser.add_argument("--baseline-seconds", type=float, default=10.0)
+    parser.add_argument("--runs", type=int, default=1, help="repeat each measurement; medians are reported")
+    parser.add_argument("--soak", action="store_true", help="the simulated week instead (see the docstring)")
+    parser.add_argument("--soak-devices", type=int, default=1000)
+    parser.add_argument("--soak-days", type=int, default=8)
+    parser.add_argument("--soak-report-every-s", type=int, default=300)
+    parser.add_argument("--soak-retention-days", type=float, default=7.0)
     args = parser.parse_args()
-    results: dict[str, Any] = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
-        "goal": {"rate_msgs_per_s": 5000, "p99_ms": 500},
-        "status": [],
-        "baseline_naive": [],
+    context = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), **machine_load()},
+        "mongodb_uri": MONGODB_URI,
+        "command": " ".join(sys.argv),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+    if args.soak:
+        soak = run_soak(args.soak_devices, args.soak_days, args.soak_report_every_s, args.soak_retention_days)
+        SOAK_RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        SOAK_RESULTS.write_text(orjson.dumps({**context, "soak": soak}, option=orjson.OPT_INDENT_2).decode())
+        print(f"wrote {SOAK_RESULTS}")
+        return
+    results: dict[str, Any] = {
+        **context,
+        "goal": {"rate_msgs_per_s": 5000, "p99_ms": 1000},
+        "status": [],
+        "storage_ceiling": [],
+        "baseline_naive": [],
+        "medians": [],
+    }
+    keys = ("rate_msgs_per_s", "latency_ms_p50", "latency_ms_p99", "service_peak_rss_mib")
     for devices in (int(d) for d in args.devices.split(",")):
-        status = run_status(devices, args.rate, args.seconds)
-        print(f"status   {devices:>6} devices: {status}", flush=True)
-        results["status"].append(status)
-        baseline = run_baseline(devices, args.rate, args.baseline_seconds)
-        print(f"baseline {devices:>6} devices: {baseline}", flush=True)
-        results["baseline_naive"].append(baseline)
+        runs: dict[str, list[dict[str, Any]]] = {"status": [], "storage_ceiling": [], "baseline_naive": []}
+        for i in range(args.runs):
+            status = run_status(devices, args.rate, args.seconds)
+            print(f"status   {devices:>6} devices, run {i + 1}: {status}", flush=True)
+            ceiling = run_storage_ceiling(devices)
+            print(f"ceiling  {devices:>6} devices, run {i + 1}: {ceiling}", flush=True)
+            baseline = run_baseline(devices, args.rate, args.baseline_seconds)
+            print(f"baseline {devices:>6} devices, run {i + 1}: {baseline}", flush=True)
+            for name, value in (
+                ("status", status),
+                ("storage_ceiling", ceiling),
+                ("baseline_naive", baseline),
+            ):
+                runs[name].append(value)
+                results[name].append(value)
+        median = {
+            "devices": devices,
+            "runs": args.runs,
+            "status": median_of(runs["status"], keys),
+            "storage_ceiling_devices_per_s": median_of(runs["storage_ceiling"], ("devices_written_per_s",)),
+            "baseline_naive": median_of(runs["baseline_naive"], keys),
+        }
+        print(f"median   {devices:>6} devices: {median}", flush=True)
+        results["medians"].append(median)
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
     print(f"wrote {RESULTS}")

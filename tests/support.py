@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from fleet_shared.service.registry import service
 
@@ -36,6 +37,21 @@ class Stack:
             "FLEET_PULSAR_ADMIN_URL": self.pulsar_admin_url,
             "FLEET_MONGODB_URI": self.mongodb_uri,
         }
+
+
+def owns_stack() -> bool:
+    """True when this run has a local stack of its own (`just test` starts one): only then may a test restart
+    Pulsar or the database. Never on the shared dev stack (`devstack env` exports FLEET_STACK_DIR there too),
+    where other runs would see the restart."""
+    return bool(os.environ.get("FLEET_STACK_DIR")) and os.environ.get("FLEET_STACK", "dev") != "dev"
+
+
+#: for tests that restart a server of the stack
+needs_private_stack = pytest.mark.skipif(
+    not owns_stack(),
+    reason="restarts a server of the stack: needs a stack of its own (`just test` runs one), "
+    "never the shared dev stack",
+)
 
 
 def _log_tail(log: Path) -> str:

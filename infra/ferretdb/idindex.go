@@ -22,6 +22,10 @@ import (
 
 const idLookupExpression = `_ferretdb_sjson->'$._id'`
 
+// `_id` as an SQL value: the patched build (fleet_devstack/ferretdb_patch.py) answers string ranges of `_id`
+// from an index on it, so a sweep by `_id` range reads only what it deletes.
+const idTextExpression = `_ferretdb_sjson->>'$._id'`
+
 // Writes that may create a collection; after their reply the collection's table exists.
 var creatingCommands = map[string]bool{
 	"insert": true, "update": true, "findAndModify": true, "findandmodify": true,
@@ -102,10 +106,11 @@ func (x *idIndexer) ensure(db, collection string) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	index := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %q ON %q (%s)`, table+"_fleet_id_lookup", table,
-		idLookupExpression)
-	if _, err := conn.Exec(index); err != nil {
-		return false, err
+	for suffix, expression := range map[string]string{"_fleet_id_lookup": idLookupExpression, "_fleet_id_text": idTextExpression} {
+		index := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %q ON %q (%s)`, table+suffix, table, expression)
+		if _, err := conn.Exec(index); err != nil {
+			return false, err
+		}
 	}
 	return true, nil
 }

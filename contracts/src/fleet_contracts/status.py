@@ -65,6 +65,14 @@ class PresenceChanged(Payload):
     last_seen_ms: DeviceTimeMillis | None = Field(
         default=None, description="Latest device time seen from the device (any report)."
     )
+    cause: Literal["reported", "inactivity", "report"] | None = Field(
+        default=None,
+        description=(
+            "Why: `reported`, the device's online/offline message; `inactivity`, silent for longer than "
+            "its inactivity timeout (offline, `changed_at_ms` is when the timeout ran out); `report`, back "
+            "online with a report after inactivity. Absent from producers that predate it."
+        ),
+    )
 
 
 class ShadowChangedEvent(Envelope[ShadowChanged]):

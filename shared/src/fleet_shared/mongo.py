@@ -13,6 +13,8 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
 from pymongo import ReturnDocument
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, PyMongoError, WTimeoutError
 
+from fleet_shared.tracing.mongo import CommandTracer
+
 Document = dict[str, Any]
 
 # Two concurrent upserts for a missing document may both try to insert it; one fails with a duplicate key.
@@ -22,7 +24,8 @@ _UPSERT_TRIES = 5
 
 
 def connect(uri: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncIOMotorClient[Document]:
-    """A client for one service process: tz-aware datetimes (UTC), bounded waits, majority writes."""
+    """A client for one service process: tz-aware datetimes (UTC), bounded waits, majority writes, and a
+    database span for each command run inside a trace."""
     return AsyncIOMotorClient(
         uri,
         appname=app_name,
@@ -32,6 +35,7 @@ def connect(uri: str, *, app_name: str, timeout_ms: int = 5000) -> AsyncIOMotorC
         w="majority",
         retryWrites=True,
         retryReads=True,
+        event_listeners=[CommandTracer()],
     )
 
 

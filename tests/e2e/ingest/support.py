@@ -4,12 +4,7 @@ internal topics (filtered by tenant, since other tests share them)."""
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,7 +15,7 @@ import pulsar
 from pulsar import asyncio as pa
 
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
-from tests.support import Stack, free_port, stop_process, wait_until_ready
+from tests.support import ServiceProcess, Stack
 
 T0 = 1_750_000_000_000
 
@@ -170,62 +165,24 @@ class TopicReader:
             await asyncio.gather(self.task, return_exceptions=True)
 
 
-class IngestProcess:
-    """`python -m fleet_ingest` with this test's tenant, secret and database."""
+class IngestProcess(ServiceProcess):
+    """The `fleet-ingest` console script with this test's tenant, secret and database."""
 
     def __init__(self, stack: Stack, access_id: str, secret: str, database: str, log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        self.env = {
-            **os.environ,
-            "FLEET_PULSAR_URL": stack.pulsar_url,
-            "FLEET_PULSAR_ADMIN_URL": stack.pulsar_admin_url,
-            "FLEET_MONGODB_URI": stack.mongodb_uri,
-            "FLEET_TUYA_ACCESS_ID": access_id,
-            "FLEET_TUYA_ACCESS_SECRET": secret,
-            "FLEET_INGEST_DATABASE": database,
-            "FLEET_HTTP_HOST": "127.0.0.1",
-            "FLEET_HTTP_PORT": str(self.port),
-            "FLEET_LOG_LEVEL": "WARNING",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fleet_ingest"], env=self.env, stdout=out, stderr=out
+        super().__init__(
+            "ingest",
+            log=log,
+            stack=stack,
+            env={
+                "FLEET_TUYA_ACCESS_ID": access_id,
+                "FLEET_TUYA_ACCESS_SECRET": secret,
+                "FLEET_INGEST_DATABASE": database,
+            },
         )
 
-    def get(self, path: str) -> tuple[int, bytes]:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=5) as r:
-                return int(r.status), r.read()
-        except urllib.error.HTTPError as e:
-            return int(e.code), e.read()
-
-    async def wait_ready(self, within: float = 60.0) -> None:
-        await wait_until_ready("ingest", self.proc, self.log, self.get, within)
-
-    def metric(self, name: str) -> float:
-        _, body = self.get("/metrics")
-        total = 0.0
-        for line in body.decode().splitlines():
-            if line.startswith(name) and not line.startswith("#"):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
     def stop_gracefully(self) -> bool:
-        """SIGTERM; True if it drained and exited by itself (uvicorn re-raises the signal once shut down)."""
-        code = self.terminate()
-        return code in (0, -signal.SIGTERM) and b"stopping with" not in self.log.read_bytes()
-
-    def terminate(self) -> int | None:
-        return stop_process(self.proc)
+        """SIGTERM; True if it drained and exited by itself (nothing left unacked at the stop)."""
+        return self.stopped_gracefully(self.terminate()) and b"stopping with" not in self.log.read_bytes()
 
 
 def per_device(events: list[dict[str, Any]]) -> dict[str, list[int]]:

@@ -4,14 +4,8 @@ schemas, the status service as a subprocess, and readers of its topics."""
 from __future__ import annotations
 
 import asyncio
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,10 +28,10 @@ from fleet_contracts.device import (
     DpReport,
     TuyaOrigin,
 )
-from tests.support import Stack, free_port, stop_process, wait_until_ready
+from tests.support import ServiceProcess, Stack, free_port
 
 PRODUCT = "e2eprod"
-API_KEY = "e2e-api-key"
+API_KEY = "e2e-status-api-key-0123456789abcdef"
 # the DP schema the fake OpenAPI serves (REFERENCE §6: `values` is a JSON string)
 SPEC_STATUS = [
     {"code": "switch_1", "dp_id": 1, "type": "Boolean", "values": "{}"},
@@ -220,50 +214,26 @@ class FakeOpenApi:
 # --- the service ----------------------------------------------------------------------------------------
 
 
-class StatusProcess:
-    """`python -m fleet_status` with this test's database and subscription."""
+class StatusProcess(ServiceProcess):
+    """The `fleet-status` console script with this test's database and subscription, its key seeded."""
 
     def __init__(
         self, stack: Stack, *, database: str, subscription: str, openapi_url: str, log: Path
     ) -> None:
-        self.port = free_port()
-        self.log = log
-        self.env = {
-            **os.environ,
-            "FLEET_PULSAR_URL": stack.pulsar_url,
-            "FLEET_PULSAR_ADMIN_URL": stack.pulsar_admin_url,
-            "FLEET_MONGODB_URI": stack.mongodb_uri,
-            "FLEET_TUYA_ACCESS_ID": "e2eaccess",
-            "FLEET_TUYA_ACCESS_SECRET": "e2esecret",
-            "FLEET_TUYA_OPENAPI_URL": openapi_url,
-            "FLEET_STATUS_DATABASE": database,
-            "FLEET_STATUS_SUBSCRIPTION": subscription,
-            "FLEET_STATUS_API_KEYS": f"e2e:{API_KEY}",
-            "FLEET_STATUS_RECONCILE_INTERVAL_S": "0",
-            "FLEET_HTTP_HOST": "127.0.0.1",
-            "FLEET_HTTP_PORT": str(self.port),
-            "FLEET_LOG_LEVEL": "WARNING",
-        }
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        out = self.log.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fleet_status"], env=self.env, stdout=out, stderr=out
+        super().__init__(
+            "status",
+            log=log,
+            stack=stack,
+            api_key=API_KEY,
+            env={
+                "FLEET_TUYA_ACCESS_ID": "e2eaccess",
+                "FLEET_TUYA_ACCESS_SECRET": "e2esecret",
+                "FLEET_TUYA_OPENAPI_URL": openapi_url,
+                "FLEET_STATUS_DATABASE": database,
+                "FLEET_STATUS_SUBSCRIPTION": subscription,
+                "FLEET_STATUS_RECONCILE_INTERVAL_S": "0",
+            },
         )
-
-    def get(self, path: str) -> tuple[int, Any]:
-        request = urllib.request.Request(
-            f"http://127.0.0.1:{self.port}{path}", headers={"Authorization": f"Bearer {API_KEY}"}
-        )
-        try:
-            with urllib.request.urlopen(request, timeout=10) as r:  # noqa: S310 - loopback
-                return int(r.status), orjson.loads(r.read())
-        except urllib.error.HTTPError as e:
-            return int(e.code), e.read()
-
-    async def wait_ready(self, within: float = 60.0) -> None:
-        await wait_until_ready("status", self.proc, self.log, self.get, within)
 
     def shadows(self) -> dict[str, dict[str, Any]]:
         """Every shadow, through the paginated list API."""
@@ -290,14 +260,6 @@ class StatusProcess:
                 return []
             await asyncio.sleep(1.0)
         return problems
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait(10)
-
-    def terminate(self) -> int | None:
-        return stop_process(self.proc)
 
 
 class ShadowEventReader:

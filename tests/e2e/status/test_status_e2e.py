@@ -9,7 +9,6 @@ Input: contract device events published to the device topic (status's real input
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,7 @@ from tests.e2e.status.support import (
     publish,
     shuffled_with_duplicates,
 )
-from tests.support import Stack
+from tests.support import Stack, needs_private_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -101,11 +100,8 @@ async def test_sigkill_mid_stream_then_restart_gives_the_ground_truth(run: Run) 
     check_events(run, truth)
 
 
+@needs_private_stack
 async def test_database_restart_mid_stream_gives_the_ground_truth(run: Run) -> None:
-    if not os.environ.get("FLEET_STACK_DIR"):
-        pytest.skip(
-            "needs the local stack to restart the database: run with `just test` (sets FLEET_STACK_DIR)"
-        )
     from fleet_devstack import LocalStack
 
     events, truth = fleet(run.prefix, DEVICES, seed=31)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import signal
 import sys
 from collections import Counter, defaultdict
@@ -37,6 +36,7 @@ from fleet_shared.pulsar import (
     PulsarResponse,
 )
 from fleet_shared.pulsar.opentelemetry import PulsarTelemetryMiddleware
+from tests.support import needs_private_stack
 
 pytestmark = pytest.mark.integration
 
@@ -374,10 +374,7 @@ async def test_pattern_subscription(stack: Any, unique: str) -> None:
     assert seen == set(names)
 
 
-@pytest.mark.skipif(
-    not os.environ.get("FLEET_STACK_DIR") or os.environ.get("FLEET_STACK", "dev") == "dev",
-    reason="restarts Pulsar: needs a stack of its own (`just test` runs one), never the shared dev stack",
-)
+@needs_private_stack
 async def test_producers_and_consumers_survive_a_broker_restart(unique: str) -> None:
     """Sends keep being made while Pulsar is down and after it is back; nothing is lost, and messages
     come at least once (a delivery not acknowledged before the restart may come twice)."""

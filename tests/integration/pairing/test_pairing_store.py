@@ -277,6 +277,19 @@ async def test_device_owners_only_move_forward_in_push_time(db: Db) -> None:
     assert await owners.owner_of("d2") == "o9"
 
 
+async def test_a_release_and_a_binding_of_one_instant_are_a_rebind(db: Db) -> None:
+    owners = DeviceOwnerStore(db.db)
+    at = T0 + timedelta(seconds=10, milliseconds=123)
+    await owners.record_bound("d1", "old", T0)
+    await owners.record_released("d1", at, "old")
+    assert await owners.owner_of("d1") is None
+    assert await owners.owner_of("d1", at) == "old"  # the binding of the same instant is a rebind
+    assert await owners.owner_of("d1", at + timedelta(seconds=1)) is None  # a later one is not
+    await owners.record_bound("d1", "new", at)  # the binding of that instant wins over the release
+    await owners.record_released("d1", at, "old")  # a redelivered release does not roll it back
+    assert await owners.owner_of("d1") == "new"
+
+
 async def test_every_listing_query_is_answered_from_an_index(db: Db) -> None:
     store = make_store(db)
     await store.ensure_indexes()

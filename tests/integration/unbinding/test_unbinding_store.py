@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
@@ -302,3 +302,70 @@ async def test_a_batch_runs_on_the_real_store_and_the_relay_records_and_orders_i
     shown = progress.as_dict()
     assert (shown["total"], shown["done"], shown["status"]) == (6, 6, "finished")
     assert shown["refused_by_cause"] == {"quota_exceeded": 1, "unauthorized": 1}
+
+
+async def test_pending_documents_are_found_by_an_indexed_flag_cleared_only_when_the_outbox_is_empty(
+    db: Db,
+) -> None:
+    store = MongoUnbindStore(db)
+    await store.ensure_indexes()
+    # (sparse on MongoDB; FerretDB does not report the option back)
+    assert any(
+        dict(spec["key"]) == {"outbox_pending": 1}
+        for spec in (await store.unbinds.index_information()).values()
+    )
+    quiet = machine.new("b1", "quiet", "op", UnbindMode.LIST, reset=False)
+    busy = machine.new("b1", "busy", "op", UnbindMode.LIST, reset=False)
+    await store.add_many([quiet, busy])
+    assert await store.with_outbox(10) == []  # no events, not pending
+    assert await store.save(replace(quiet, quota_day=DAY, version=1), [])  # a write without events
+    marked = replace(busy, quota_day=DAY, version=1)
+    assert await store.save(marked, [_entry("e1")])
+    [(stored, entries)] = await store.with_outbox(10)
+    assert stored.device_id == "busy"
+    # an event appended after the relay read keeps the document pending when the read ones are cleared
+    assert await store.save(replace(marked, version=2), [_entry("e2")])
+    await store.clear_outbox(stored.id, entries)
+    [(_, left)] = await store.with_outbox(10)
+    assert [e.id for e in left] == ["e2"]
+    await store.clear_outbox(stored.id, left)
+    assert await store.with_outbox(10) == []
+    doc = await store.unbinds.find_one({"_id": stored.id})
+    assert doc is not None
+    assert "outbox_pending" not in doc
+    assert doc["outbox"] == []
+
+    batch_store = MongoBatchStore(db)
+    await batch_store.ensure_indexes()
+    req = RequestUnbindBatch(batch_id="b2", operator_id="op", mode=UnbindMode.LIST, device_ids=["d1"])
+    batch, _ = batches.create(req, NOW, approval_threshold=10)
+    assert await batch_store.add(batch, [_entry("requested")])
+    [(batch_id, pending)] = await batch_store.with_outbox(10)
+    await batch_store.clear_outbox(batch_id, pending)
+    assert await batch_store.with_outbox(10) == []
+
+
+async def test_spent_units_leave_the_list_stay_counted_and_a_full_counter_stays_full(db: Db) -> None:
+    counters = MongoQuotaCounters(db)
+    key = CounterKey(QuotaScope.ACCOUNT, "op", DAY)
+    for i in range(3):
+        assert await counters.reserve([(key, 3)], f"u{i}") is Reservation.RESERVED
+    await counters.spend([key], "u0")
+    await counters.spend([key], "u0")  # once
+    assert await counters.used(key) == 3
+    assert not await counters.holds(key, "u0")
+    assert await counters.holds(key, "u1")
+    assert await counters.reserve([(key, 3)], "u9") is Reservation.ACCOUNT_EXHAUSTED
+    assert await counters.reserve([(key, 3)], "u1") is Reservation.RESERVED  # still held: idempotent
+    await counters.refund([key], "u0")  # a spent unit is never given back
+    assert await counters.used(key) == 3
+
+    store = MongoUnbindStore(db)
+    await store.ensure_indexes()
+    u = machine.new("b1", "d1", "op", UnbindMode.LIST, reset=False)
+    await store.add_many([u])
+    done = replace(u, state=UnbindState.UNBOUND, units_held=True, finished_at=NOW, version=1)
+    assert await store.save(done, [])
+    assert await store.spendable(NOW, 10) == []
+    [found] = await store.spendable(NOW + timedelta(seconds=1), 10)
+    assert found.device_id == "d1"

@@ -106,10 +106,11 @@ def test_every_registered_service_is_one_values_entry_with_its_console_script() 
 
 def test_defaults_run_the_simulator_and_production_does_not(renderings: dict[str, Rendering]) -> None:
     defaults, production = renderings["defaults"], renderings["production"]
+    deployed = {"tuya-sim", "ingest", "status", "pairing", "unbinding", "ota"}
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in defaults.objects
-            if o["kind"] == "Deployment"} == {"tuya-sim", "ingest", "status", "ota"}  # fmt: skip
+            if o["kind"] == "Deployment"} == deployed  # fmt: skip
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in production.objects
-            if o["kind"] == "Deployment"} == {"ingest", "status", "ota"}  # fmt: skip
+            if o["kind"] == "Deployment"} == {"ingest", "status", "pairing", "ota"}  # fmt: skip
     # with the simulator, services call its OpenAPI and provisioning lays out its Tuya topic
     config = defaults.component("ConfigMap", "status")
     assert config
@@ -291,14 +292,12 @@ def test_each_service_loads_its_settings_from_the_rendered_environment(
             # what the Secrets would add (any value of the right shape)
             env.setenv("FLEET_TUYA_ACCESS_SECRET", "s" * 32)
             loaded = settings()
+            # tuya-sim's settings extend the kit's too (it serves Tuya's API, so it has no OpenAPI URL)
+            assert isinstance(loaded, ServiceSettings)
+            assert (loaded.http_host, loaded.http_port) == POD_ADDRESS
+            assert loaded.pulsar_url == config["data"]["FLEET_PULSAR_URL"]
             if component != "tuya-sim":
-                assert isinstance(loaded, ServiceSettings)
-                assert (loaded.http_host, loaded.http_port) == POD_ADDRESS
-                assert loaded.pulsar_url == config["data"]["FLEET_PULSAR_URL"]
                 assert loaded.tuya_openapi_url == config["data"]["FLEET_TUYA_OPENAPI_URL"]
-            else:
-                assert isinstance(loaded, SimSettings)
-                assert (loaded.host, loaded.port) == POD_ADDRESS
             if "FLEET_OIDC_ISSUER" in config["data"]:
                 assert SecuritySettings().oidc_audience == "tuya-fleet"
 

@@ -117,20 +117,24 @@ class FakeSessions:
 @dataclass
 class FakeOwners:
     owners: dict[str, tuple[str | None, datetime]] = field(default_factory=dict)
+    released: dict[str, str | None] = field(default_factory=dict)
 
-    async def owner_of(self, device_id: str) -> str | None:
-        return self.owners.get(device_id, (None, T0))[0]
+    async def owner_of(self, device_id: str, at: datetime | None = None) -> str | None:
+        owner, when = self.owners.get(device_id, (None, T0))
+        if owner is None and at is not None and when == at:
+            return self.released.get(device_id)
+        return owner
 
     async def record_bound(self, device_id: str, owner_uid: str, at: datetime) -> None:
-        self._record(device_id, owner_uid, at)
+        known = self.owners.get(device_id)
+        if known is None or known[1] <= at:
+            self.owners[device_id] = (owner_uid, at)
 
-    async def record_released(self, device_id: str, at: datetime) -> None:
-        self._record(device_id, None, at)
-
-    def _record(self, device_id: str, owner: str | None, at: datetime) -> None:
+    async def record_released(self, device_id: str, at: datetime, owner_uid: str | None = None) -> None:
         known = self.owners.get(device_id)
         if known is None or known[1] < at:
-            self.owners[device_id] = (owner, at)
+            self.owners[device_id] = (None, at)
+            self.released[device_id] = owner_uid
 
 
 @dataclass

@@ -34,6 +34,7 @@ from fleet_pairing.domain.session import (
 from fleet_pairing.ports import ActivatedDevice, FailedDevice, TokenResult
 from fleet_pairing.service_layer import handlers
 from fleet_pairing.service_layer.handlers import OpenedSession, SessionNotFound, WriteContention
+from fleet_shared.tuya.errors import TuyaTransportError
 from tests.unit.pairing.fakes import (
     T0,
     FakeBindingModes,
@@ -252,6 +253,28 @@ async def test_a_removed_device_has_no_previous_owner(world: World) -> None:
     assert events_of(world.sessions, PreviousOwnerNotified) == []
 
 
+async def test_a_rebind_seen_as_a_release_and_a_binding_of_one_instant_names_the_previous_owner(
+    world: World,
+) -> None:
+    # Tuya moves a medium-bound device: `delete` from the previous owner, then `bindUser`, same push time
+    opened = await world.open()
+    await handlers.on_device_released(
+        DeviceRemoved(
+            device_id="d1",
+            owner_uid="old-owner",
+            origin=TuyaOrigin(
+                protocol=20, biz_code="delete", push_time_ms=int(T0.timestamp() * 1000) + 30_000
+            ),
+        ),
+        owners=world.owners,
+    )
+    await world.push("d1", opened.session.token, product="p-medium", at_s=30)
+    [notified] = events_of(world.sessions, PreviousOwnerNotified)
+    assert isinstance(notified, PreviousOwnerNotified)
+    assert notified.previous_owner_uid == "old-owner"
+    assert world.owners.owners["d1"][0] == OWNER  # the binding of the same instant wins over the release
+
+
 async def test_cancel_then_a_late_push_is_flagged(world: World) -> None:
     opened = await world.open()
     sid = opened.session.session_id
@@ -309,6 +332,41 @@ async def test_the_expiry_sweep_closes_only_sessions_past_the_settle_window(worl
     assert (
         await handlers.close_expired_sessions(sessions=world.sessions, clock=world.clock, settle=settle) == 0
     )
+
+
+async def test_a_session_closes_only_after_a_last_look_at_tuyas_result(world: World) -> None:
+    opened = await world.open()
+    sid = opened.session.session_id
+    world.tuya.results[opened.session.token] = TokenResult(success=[], failed=[FailedDevice("106", "d9")])
+    settle = timedelta(seconds=15)
+    world.clock.advance(minutes=10, seconds=15)
+
+    async def last_poll(session_id: str) -> None:
+        await world.poll(session_id)
+
+    async def unreachable(session_id: str) -> None:
+        raise TuyaTransportError("connection refused")
+
+    closing = {"sessions": world.sessions, "clock": world.clock, "settle": settle}
+    assert await handlers.close_expired_sessions(**closing, last_poll=unreachable) == 0  # tried again later
+    assert await handlers.close_expired_sessions(**closing, last_poll=last_poll) == 1
+    stored = world.sessions.rows[sid]
+    assert stored.state is SessionState.FAILED  # the failure only the token result knew
+    assert stored.outcomes[0].failure is not None
+
+
+async def test_an_unreachable_tuya_delays_closing_only_so_long(world: World) -> None:
+    opened = await world.open()
+
+    async def unreachable(session_id: str) -> None:
+        raise TuyaTransportError("connection refused")
+
+    world.clock.advance(minutes=16)
+    closed = await handlers.close_expired_sessions(
+        sessions=world.sessions, clock=world.clock, settle=timedelta(seconds=15), last_poll=unreachable
+    )
+    assert closed == 1
+    assert world.sessions.rows[opened.session.session_id].state is SessionState.EXPIRED
 
 
 async def test_a_lost_race_is_retried_from_a_fresh_read(world: World) -> None:

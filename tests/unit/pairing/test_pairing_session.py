@@ -155,6 +155,9 @@ def test_the_first_success_voids_the_token_and_ends_the_session(mode: PairingMod
     with pytest.raises(TokenRefused) as info:
         ensure_token_usable(t.session, T0 + timedelta(seconds=31))
     assert info.value.reason == "used_up"
+    with pytest.raises(TokenRefused) as info:
+        ensure_token_usable(t.session, EXPIRY + timedelta(seconds=1))
+    assert info.value.reason == "used_up"  # still: its devices paired, the time is not why
 
 
 def test_a_failure_does_not_end_the_session_and_a_retry_can_succeed() -> None:
@@ -370,6 +373,24 @@ def test_medium_rebind_succeeds_and_notifies_the_previous_owner() -> None:
     notified = t.events[1]
     assert isinstance(notified, PreviousOwnerNotified)
     assert (notified.previous_owner_uid, notified.owner_uid) == ("someone", OWNER)
+
+
+def test_a_push_names_the_previous_owner_of_a_rebind_the_poll_saw_first() -> None:
+    medium = {"previous_owner_uid": "someone", "binding_mode": BindingMode.MEDIUM}
+    polled = record_activation(opened(), paired("d1", source=POLL, binding_mode=BindingMode.MEDIUM))
+    assert polled.session.state is SessionState.SUCCEEDED  # the session ended on the poll
+    pushed = record_activation(polled.session, paired("d1", **medium))
+    assert kinds(pushed) == [PreviousOwnerNotified]
+    outcome = pushed.session.outcome("d1")
+    assert outcome is not None
+    assert (outcome.previous_owner_uid, outcome.source) == ("someone", POLL)
+    assert not record_activation(pushed.session, paired("d1", **medium)).changed  # once
+    weak = record_activation(
+        polled.session, paired("d1", previous_owner_uid="someone", binding_mode=BindingMode.WEAK)
+    )
+    assert weak.changed
+    assert weak.events == ()  # weak: known, silent
+    assert not record_activation(polled.session, paired("d1", previous_owner_uid=OWNER)).changed
 
 
 def test_weak_rebind_is_silent_and_a_rebind_to_the_same_owner_is_no_rebind() -> None:

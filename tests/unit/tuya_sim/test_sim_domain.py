@@ -223,12 +223,12 @@ def test_strong_bound_device_cannot_be_paired_by_another_owner() -> None:
     owner_before = fleet.devices[device_id].uid
     outcome = fleet.activate(device_id, _token(fleet, other), NOW + 1)
     assert not outcome.ok
-    assert outcome.code == "1106"
+    assert outcome.code == "113"
     assert outcome.events == ()
     assert fleet.devices[device_id].uid == owner_before
     failed = fleet.pairing_result("TOKEN001").result()["failed"]
     assert failed == [
-        {"device_id": device_id, "name": fleet.devices[device_id].name, "code": "1106", "msg": outcome.msg}
+        {"device_id": device_id, "name": fleet.devices[device_id].name, "code": "113", "msg": outcome.msg}
     ]
     # once removed by its owner, the same device pairs
     fleet.unbind(device_id, NOW + 2, reset=False)

@@ -20,7 +20,7 @@ pytestmark = pytest.mark.unit
 
 def test_without_a_broker_url_messages_stay_in_memory() -> None:
     # explicitly none: the test stack's FLEET_PULSAR_URL is in the environment under `just test`
-    service = bootstrap(settings(pulsar_url=None))
+    service = bootstrap(settings(pulsar_url=""))
     assert service.broker is None
     assert isinstance(service.simulator.sink, MemorySink)
 
@@ -71,3 +71,46 @@ async def test_the_pulsar_sink_sends_tuyas_bytes_keyed_by_device_with_their_prop
     assert headers["tid"] == "t-1"
     assert headers["em"] == encoded.properties["em"]
     assert "content-type" not in headers  # bytes go out as they are, like Tuya's
+
+
+def test_settings_are_the_kits_with_the_names_the_stack_gives(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fleet_shared.service import ServiceSettings
+    from fleet_tuya_sim.settings import SimSettings
+
+    for name in ("FLEET_SIM_HOST", "FLEET_SIM_PORT", "FLEET_SIM_LOG_LEVEL", "FLEET_PULSAR_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("FLEET_HTTP_HOST", "127.0.0.2")
+    monkeypatch.setenv("FLEET_HTTP_PORT", "9123")
+    monkeypatch.setenv("FLEET_LOG_LEVEL", "WARNING")
+    stack_named = SimSettings()
+    assert isinstance(stack_named, ServiceSettings)
+    assert (stack_named.http_host, stack_named.http_port, stack_named.log_level) == (
+        "127.0.0.2",
+        9123,
+        "WARNING",
+    )
+    assert stack_named.pulsar_url == ""  # no broker: push messages in memory
+    # the simulator's own names win (tests and older scripts set FLEET_SIM_PORT)
+    monkeypatch.setenv("FLEET_SIM_PORT", "9456")
+    monkeypatch.setenv("FLEET_SIM_LOG_LEVEL", "DEBUG")
+    own = SimSettings()
+    assert (own.http_port, own.log_level) == (9456, "DEBUG")
+
+
+def test_the_app_is_built_by_the_service_kit() -> None:
+    from fastapi.testclient import TestClient
+    from prometheus_client import CollectorRegistry
+
+    from fleet_tuya_sim.entrypoints.app import create_app
+
+    registry = CollectorRegistry()
+    with TestClient(create_app(bootstrap(settings(), sink=MemorySink()), registry=registry)) as client:
+        answer = client.get("/v1.0/no-such-route")
+        assert answer.json()["code"] == 1108  # Tuya's envelope on Tuya's paths, not problem+json
+        assert answer.headers["x-request-id"]
+        assert client.get("/readyz").json() == {"ready": True, "checks": {"fleet": True, "publisher": True}}
+    requests = registry.get_sample_value(
+        "fleet_http_requests_total",
+        {"service": "tuya-sim", "method": "GET", "route": "/{path:path}", "status": "200"},
+    )
+    assert requests == 1

@@ -87,6 +87,16 @@ class FakeUnbindStore:
     async def refunds_due(self, limit: int) -> list[DeviceUnbind]:
         return [u for u in self.docs.values() if u.state is UnbindState.REFUSED and u.units_held][:limit]
 
+    async def spendable(self, finished_before: datetime, limit: int) -> list[DeviceUnbind]:
+        return [
+            u
+            for u in self.docs.values()
+            if u.state is UnbindState.UNBOUND
+            and u.units_held
+            and u.finished_at is not None
+            and u.finished_at < finished_before
+        ][:limit]
+
     async def tally(self, batch_id: str) -> tuple[int, Tally]:
         mine = [u for u in self.docs.values() if u.batch_id == batch_id]
         refused: dict[RefusalCause, int] = {}
@@ -105,13 +115,14 @@ class FakeCounters:
 
     def __init__(self) -> None:
         self.units: dict[str, set[str]] = {}
+        self.spent: dict[str, int] = {}
         self.before_reserve: Callable[[], Awaitable[None]] | None = None  # lets a test interleave a race
 
     def _take(self, key: CounterKey, limit: int, unit: str) -> bool:
         held = self.units.setdefault(key.id, set())
         if unit in held:
             return True
-        if len(held) >= limit:
+        if len(held) + self.spent.get(key.id, 0) >= limit:
             return False
         held.add(unit)
         return True
@@ -136,8 +147,14 @@ class FakeCounters:
         for key in keys:
             self.units.get(key.id, set()).discard(unit)
 
+    async def spend(self, keys: Sequence[CounterKey], unit: str) -> None:
+        for key in keys:
+            if unit in self.units.get(key.id, set()):
+                self.units[key.id].discard(unit)
+                self.spent[key.id] = self.spent.get(key.id, 0) + 1
+
     async def used(self, key: CounterKey) -> int:
-        return len(self.units.get(key.id, set()))
+        return len(self.units.get(key.id, set())) + self.spent.get(key.id, 0)
 
 
 class FakeLimits:

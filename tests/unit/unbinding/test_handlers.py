@@ -336,3 +336,23 @@ async def test_a_crash_between_the_batch_and_its_devices_is_completed_by_the_nex
     await h.recover(w.ports)
     assert w.unbinds.of("b1")["d1"].state is UnbindState.UNBOUND
     assert await status_of(w, "b1") is BatchStatus.FINISHED
+
+
+async def test_units_of_unbound_devices_leave_the_counters_lists_after_the_lease_and_stay_counted() -> None:
+    w = world()
+    await register(w, "p1")
+    for d in ("d1", "d2", "d3"):
+        w.tuya.add(d, "p1")
+    await h.request_batch(w.ports, list_request(["d1", "d2", "d3"]))
+    await h.run_batch(w.ports, "b1")
+    day = T0.date().isoformat()
+    product = CounterKey(QuotaScope.PRODUCT, "p1", day).id
+    assert len(w.counters.units[product]) == 3
+    assert await h.spend_units(w.ports) == 0  # within the call lease: a stale worker may still reserve
+    w.clock.advance(seconds=31)
+    assert await h.spend_units(w.ports) == 3
+    assert w.counters.units[product] == set()
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 3
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 3
+    assert await h.spend_units(w.ports) == 0  # once
+    assert all(not u.units_held for u in w.unbinds.of("b1").values())

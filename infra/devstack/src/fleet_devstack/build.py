@@ -74,9 +74,33 @@ def pulsar_classpath(config: StackConfig) -> Path:
     return lib
 
 
+def zipkin_jar(config: StackConfig) -> Path:
+    """The Zipkin server's executable jar, pinned in infra/zipkin/pom.xml, copied from Maven Central."""
+    pom = config.root / "infra" / "zipkin" / "pom.xml"
+    folder = config.cache / "zipkin" / f"jar-{_fingerprint(pom)}"
+    if (folder / ".complete").exists():
+        return next(folder.glob("zipkin-server-*-exec.jar"))
+    mvn = _require("mvn", "install Maven (and Java 17) to fetch the Zipkin server from Maven Central")
+    _require("java", "the Zipkin server needs Java 17")
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    print(f"fetching the Zipkin server from Maven Central into {folder} ...", flush=True)
+    _run(
+        [mvn, "-B", "-q", "-f", str(pom), "dependency:copy-dependencies", f"-DoutputDirectory={partial}"],
+        cwd=pom.parent,
+        what="mvn dependency:copy-dependencies (Zipkin server)",
+    )
+    if not any(partial.glob("zipkin-server-*-exec.jar")):
+        raise StackError(f"Maven copied no zipkin-server exec jar into {partial}")
+    (partial / ".complete").touch()
+    shutil.rmtree(folder, ignore_errors=True)
+    partial.rename(folder)
+    return next(folder.glob("zipkin-server-*-exec.jar"))
+
+
 def ferretdb_binary(config: StackConfig) -> Path:
-    """The FerretDB server built with Go from the module pinned in infra/ferretdb/go.mod, with the `_id`
-    pushdown patch of `ferretdb_patch` applied to a copy of its module."""
+    """The FerretDB server built with Go from the module pinned in infra/ferretdb/go.mod, with the pushdown
+    patch of `ferretdb_patch` applied to a copy of its module."""
     module = config.root / "infra" / "ferretdb"
     pins = (*sorted(module.glob("*.go")), module / "go.mod", module / "go.sum", Path(ferretdb_patch.__file__))
     binary = config.cache / "ferretdb" / f"ferretdb-{_fingerprint(*pins)}"
@@ -95,9 +119,8 @@ def ferretdb_binary(config: StackConfig) -> Path:
     shutil.copytree(source_dir / ".", patched, copy_function=shutil.copyfile)
     for folder, _, _ in os.walk(patched):
         Path(folder).chmod(0o755)  # the module cache's folders are read-only
-    target = patched / ferretdb_patch.FILE
     try:
-        target.write_text(ferretdb_patch.patched(target.read_text()))
+        ferretdb_patch.apply(patched)
     except ValueError as e:
         raise StackError(str(e)) from e
     modfile = binary.with_name(binary.name + ".go.mod")

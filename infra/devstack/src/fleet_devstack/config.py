@@ -15,6 +15,8 @@ _DEFAULT_PORTS = {
     "dev": (6650, 8080, 3181, 27017),
     "test": (16650, 18080, 13181, 27018),
 }
+# The Zipkin server (trace viewer: web UI and API, spans in over HTTP) per stack name.
+_ZIPKIN_PORTS = {"dev": 9411, "test": 19411}
 
 
 def repo_root() -> Path:
@@ -35,6 +37,8 @@ class StackConfig:
     mongo_port: int
     pulsar_heap: str
     tuya_access_id: str
+    zipkin_port: int = 9411
+    zipkin_heap: str = "256m"
 
     @classmethod
     def load(cls, name: str | None = None) -> StackConfig:
@@ -51,6 +55,8 @@ class StackConfig:
             mongo_port=int(env("FLEET_STACK_MONGO_PORT", mongo)),
             pulsar_heap=env("FLEET_STACK_PULSAR_HEAP", "1g"),
             tuya_access_id=env("FLEET_TUYA_ACCESS_ID", "fleetsimaccess000001"),
+            zipkin_port=int(env("FLEET_STACK_ZIPKIN_PORT", _ZIPKIN_PORTS.get(name, _ZIPKIN_PORTS["dev"]))),
+            zipkin_heap=env("FLEET_STACK_ZIPKIN_HEAP", "256m"),
         )
 
     @property
@@ -79,6 +85,16 @@ class StackConfig:
     def mongodb_uri(self) -> str:
         return f"mongodb://127.0.0.1:{self.mongo_port}/"
 
+    @property
+    def zipkin_url(self) -> str:
+        """The trace viewer: web UI at `/zipkin/`, query API at `/api/v2/...`."""
+        return f"http://127.0.0.1:{self.zipkin_port}"
+
+    @property
+    def zipkin_endpoint(self) -> str:
+        """Where services send spans (Zipkin's v2 JSON spans API)."""
+        return f"{self.zipkin_url}/api/v2/spans"
+
     def client_env(self) -> dict[str, str]:
         """The variables services and tests read to find this stack."""
         return {
@@ -88,4 +104,6 @@ class StackConfig:
             "FLEET_PULSAR_ADMIN_URL": self.pulsar_admin_url,
             "FLEET_MONGODB_URI": self.mongodb_uri,
             "FLEET_TUYA_ACCESS_ID": self.tuya_access_id,
+            "FLEET_ZIPKIN_ENDPOINT": self.zipkin_endpoint,
+            "FLEET_ZIPKIN_URL": self.zipkin_url,
         }

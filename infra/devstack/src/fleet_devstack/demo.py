@@ -348,6 +348,10 @@ def run(
         f"total {time.monotonic() - began:.1f}s; more: GET {status.base_url}/v1/devices/<id>/shadow, "
         f"{status.base_url}/docs, {sim.base_url}/docs"
     )
+    say(
+        "reading this stream with Tuya's tuya-connector-python (TuyaOpenPulsar)? it decrypts AES-ECB only: "
+        "pick ECB for the project (tuya-sim: FLEET_SIM_ENCRYPTION=aes_ecb; Tuya's console: Message Service)"
+    )
     return 0
 
 

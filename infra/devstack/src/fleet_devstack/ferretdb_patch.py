@@ -1,135 +1,567 @@
-"""A build-time patch to FerretDB 1.24's SQLite backend: push `_id` lookups down to SQLite more often.
+"""A build-time patch to FerretDB 1.24's SQLite backend: answer more queries from SQLite indexes.
 
 FerretDB 1.24 turns a filter into a SQL `WHERE` only when the filter is exactly `{_id: <string or ObjectId>}`.
-Any other filter reads the whole table and filters in Go, so a conditional write such as
-`{_id: device, version: 7}` (optimistic concurrency, which MongoDB answers from its `_id` index) or a batched
-lookup `{_id: {$in: [...]}}` costs a scan of the collection: 60 writes/s at 10k documents. The patch pushes
-`_id` equality down whatever else the filter holds, and `_id: {$in: [strings or ObjectIds]}` as `IN (...)`.
-It only narrows the rows SQLite returns: every FerretDB handler filters the returned documents again with
-the full filter (the same contract FerretDB's PostgreSQL backend relies on for its wider pushdown), and limit
-pushdown applies only to empty filters.
+Any other filter reads the whole table and filters in Go, and every sort other than `$natural` reads all
+matches and sorts them in Go. So a conditional write such as `{_id: device, version: 7}`, a batched lookup
+`{_id: {$in: [...]}}` or a page of a list (`{product_id: p, _id: {$gt: after}}` sorted by `_id`, limit n)
+costs a scan of the collection, where MongoDB reads an index. The patch:
 
-At build time the module is copied out of Go's module cache, this file is patched in the copy, and the build
-uses it through a `replace` (`build.ferretdb_binary`); no FerretDB source is kept in this repository. If
+1. Narrowing (any filter): `_id` equality is pushed down whatever else the filter holds, `_id: {$in: [strings
+   or ObjectIds]}` as `IN (...)`, and string ranges of `_id` (`$gt`/`$gte`/`$lt`/`$lte`). It only narrows the
+   rows SQLite returns: every FerretDB handler filters the returned documents again with the full filter.
+2. Exact pushdown: a filter made only of string ranges or string equality on `_id`, and equality to a string
+   or a bool or number ranges on fields of non-unique indexes (dotted paths too), becomes the whole `WHERE`,
+   matching exactly the documents MongoDB matches: values compare as SQL values with their sjson type checked
+   (a string never equals an ObjectId or a number, `true` never equals 1), and it is used only while no
+   document holds an array on any of those paths (MongoDB would match array elements); a partial index of
+   such documents, created with each index, makes that check one index probe. Then a sort on `_id` (given an
+   `_id` string condition) and the limit run in SQLite too, so a page reads about `limit` rows of an index.
+   With no statistics SQLite may pick the least selective index, so the index led by the filter's first
+   equality field (and `_id`) is named, like MongoDB's `hint`: callers put their most selective field first.
+3. Non-unique indexes FerretDB creates index those SQL values (`_ferretdb_sjson->>'$.path'`) instead of JSON
+   texts, so the exact pushdown can use them; unique indexes are unchanged. Indexes an unpatched build created
+   still answer correctly, only without an index (re-create them: drop the local database).
+4. The handler passes dotted filter keys, `_id` sorts and the limit to the backend, which uses the sort and
+   the limit only when its pushdown is exact (else it narrows as before; the handler sorts and limits in Go).
+
+At build time the module is copied out of Go's module cache, these files are patched in the copy, and the
+build uses it through a `replace` (`build.ferretdb_binary`); no FerretDB source is kept in this repository. If
 FerretDB's code no longer matches, the build fails loudly.
 """
 
 from __future__ import annotations
 
-FILE = "internal/backends/sqlite/collection.go"
+from pathlib import Path
 
 MARK = "tuya-fleet patch (infra/devstack/src/fleet_devstack/ferretdb_patch.py)"
 
-# Query's and Explain's where-clause logic (Explain reports the pushdown and SQLite's plan, so tests can
-# see it); each block must occur exactly once.
-REPLACEMENTS = [
-    (
-        """\
+COLLECTION = "internal/backends/sqlite/collection.go"
+REGISTRY = "internal/backends/sqlite/metadata/registry.go"
+FIND = "internal/handler/msg_find.go"
+EXPLAIN = "internal/handler/msg_explain.go"
+EMBEDDED = "ferretdb/ferretdb.go"
+CONTRACT = "internal/backends/collection.go"
+
+_OLD_ID_WHERE = """\
 	if params.Filter.Len() == 1 {
 		v, _ := params.Filter.Get("_id")
 		switch v.(type) {
 		case string, types.ObjectID:
-			whereClause = fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn)
+%s			whereClause = fmt.Sprintf(` WHERE %%s = ?`, metadata.IDColumn)
 			args = []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
 		}
 	}
+"""
 
-	q += whereClause
-""",
-        f"""\
-	// {MARK}
-	whereClause, args = fleetWhere(params.Filter)
-
-	q += whereClause
-""",
-    ),
-    (
-        """\
-	if params.Filter.Len() == 1 {
-		v, _ := params.Filter.Get("_id")
-		switch v.(type) {
-		case string, types.ObjectID:
-			filterPushdown = true
-			whereClause = fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn)
-			args = []any{string(must.NotFail(sjson.MarshalSingleValue(v)))}
+_SORT_CASE = """\
+	case params.Sort.Len() == 1:
+		if params.Sort.Keys()[0] != "$natural" {
+			break
 		}
+"""
+_SORT_CASE_NEW = """\
+	case params.Sort.Len() == 1:
+		if params.Sort.Keys()[0] == "_id" { // %MARK%: the backend sorts when it can do so exactly
+			qp.Sort = params.Sort
+			break
+		}
+		if params.Sort.Keys()[0] != "$natural" {
+			break
+		}
+"""
+_LIMIT = """\
+	if !h.DisablePushdown && params.Filter.Len() == 0 && params.Sort.Len() == 0 && params.Skip == 0 {
+"""
+_LIMIT_NEW = """\
+	// %MARK%: the backend limits only when its filter and sort pushdown are exact, and it only knows the
+	// sort when it was handed over above (no sort, `$natural` or `_id`)
+	if !h.DisablePushdown && params.Skip == 0 && (params.Sort.Len() == 0 || qp.Sort != nil) {
+"""
+
+# file -> [(FerretDB's code, the patched code, how many times it occurs)]
+REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
+    COLLECTION: [
+        (  # Query
+            (_OLD_ID_WHERE % "")
+            + """
+	q += whereClause
+	q += prepareOrderByClause(params.Sort)
+
+	if params.Limit != 0 {
+		q += ` LIMIT ?`
+		args = append(args, params.Limit)
 	}
 """,
-        f"""\
-	// {MARK}
-	whereClause, args = fleetWhere(params.Filter)
-	filterPushdown = whereClause != ""
+            """\
+	// %MARK%
+	plan, err := fleetQuerySQL(ctx, db, meta, params.Filter, params.Sort, params.Limit)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+	whereClause, args = plan.where, plan.args
+	q += plan.indexedBy + whereClause + plan.tail
 """,
-    ),
-]
+            1,
+        ),
+        (  # Explain: the same plan, so tests can see it
+            (_OLD_ID_WHERE % "\t\t\tfilterPushdown = true\n")
+            + """
+	orderByClause := prepareOrderByClause(params.Sort)
+	sortPushdown := orderByClause != ""
 
-APPENDED = f"""
-// {MARK}:
-// fleetWhere is the SQL condition for the filter's `_id` equality or `$in`, whatever else the filter holds;
-// empty when there is none to push down. Handlers filter every returned row again with the whole filter.
-func fleetWhere(filter *types.Document) (string, []any) {{
+	q := `EXPLAIN QUERY PLAN ` + selectClause + whereClause + orderByClause
+
+	var limitPushdown bool
+
+	if params.Limit != 0 {
+		q += ` LIMIT ?`
+		args = append(args, params.Limit)
+		limitPushdown = true
+	}
+""",
+            """\
+	// %MARK%
+	plan, err := fleetQuerySQL(ctx, db, meta, params.Filter, params.Sort, params.Limit)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+	whereClause, args, filterPushdown = plan.where, plan.args, plan.filterPushdown
+	sortPushdown, limitPushdown := plan.sortPushdown, plan.limitPushdown
+	q := `EXPLAIN QUERY PLAN ` + selectClause + plan.indexedBy + whereClause + plan.tail
+""",
+            1,
+        ),
+    ],
+    REGISTRY: [
+        (
+            """\
+			columns[i] = fmt.Sprintf("%s->%s", DefaultColumn, strings.Join(fields, "->"))
+""",
+            """\
+			columns[i] = fmt.Sprintf("%s->%s", DefaultColumn, strings.Join(fields, "->"))
+			if column, ok := FleetIndexColumn(key.Field); ok && !index.Unique { // %MARK%
+				columns[i] = column
+			}
+""",
+            1,
+        ),
+        (
+            """\
+		created = append(created, index.Name)
+""",
+            """\
+		if err := fleetArraySentinels(ctx, db, c.TableName, index); err != nil { // %MARK%
+			_ = r.indexesDrop(ctx, dbName, collectionName, created)
+			return lazyerrors.Error(err)
+		}
+
+		created = append(created, index.Name)
+""",
+            1,
+        ),
+    ],
+    FIND: [(_SORT_CASE, _SORT_CASE_NEW, 1), (_LIMIT, _LIMIT_NEW, 1)],
+    EXPLAIN: [(_SORT_CASE, _SORT_CASE_NEW, 1), (_LIMIT, _LIMIT_NEW, 1)],
+    CONTRACT: [  # Query's and Explain's checks of the sort: `_id` too
+        (
+            """\
+		sortValue := params.Sort.Map()["$natural"].(int64)
+""",
+            """\
+		sortValue := params.Sort.Values()[0].(int64) // %MARK%: `$natural` or `_id`
+""",
+            2,
+        )
+    ],
+    EMBEDDED: [
+        (
+            """\
+			BatchSize:               100,
+""",
+            """\
+			BatchSize:               100,
+			EnableNestedPushdown:    true, // %MARK%: dotted keys reach the backend (it decides what to push)
+""",
+            1,
+        )
+    ],
+}
+
+# Go code appended to a file
+APPENDED: dict[str, str] = {
+    COLLECTION: """
+// %MARK%:
+// fleetWhere narrows a filter's rows by its `_id` condition (equality, `$in` or a string range), whatever
+// else the filter holds; empty when there is none. Handlers filter every returned row again.
+func fleetWhere(filter *types.Document) (string, []any) {
 	id, ok := fleetTopLevelID(filter)
-	if !ok {{
+	if !ok {
 		return "", nil
-	}}
-	switch v := id.(type) {{
+	}
+	switch v := id.(type) {
 	case string, types.ObjectID:
 		arg := string(must.NotFail(sjson.MarshalSingleValue(v)))
-		return fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn), []any{{arg}}
+		return fmt.Sprintf(` WHERE %s = ?`, metadata.IDColumn), []any{arg}
 	case *types.Document:
-		if in, ok := fleetIDIn(v); ok {{
+		if in, ok := fleetIDIn(v); ok {
 			marks := strings.TrimSuffix(strings.Repeat("?, ", len(in)), ", ")
 			return fmt.Sprintf(` WHERE %s IN (%s)`, metadata.IDColumn, marks), in
-		}}
-	}}
+		}
+		if conds, args, ok := fleetIDRange(v); ok {
+			return ` WHERE ` + strings.Join(conds, ` AND `), args
+		}
+	}
 	return "", nil
-}}
+}
 
 // fleetTopLevelID is the filter's `_id` condition, if it has exactly one.
-func fleetTopLevelID(filter *types.Document) (any, bool) {{
+func fleetTopLevelID(filter *types.Document) (any, bool) {
 	at := -1
-	for i, k := range filter.Keys() {{
-		if k == "_id" {{
-			if at >= 0 {{
+	for i, k := range filter.Keys() {
+		if k == "_id" {
+			if at >= 0 {
 				return nil, false
-			}}
+			}
 			at = i
-		}}
-	}}
-	if at < 0 {{
+		}
+	}
+	if at < 0 {
 		return nil, false
-	}}
+	}
 	return filter.Values()[at], true
-}}
+}
 
-// fleetIDIn is the SQL arguments of `{{$in: [...]}}` when every element is a string or an ObjectId.
-func fleetIDIn(cond *types.Document) ([]any, bool) {{
-	if cond.Len() != 1 || cond.Keys()[0] != "$in" {{
+// fleetIDIn is the SQL arguments of `{$in: [...]}` when every element is a string or an ObjectId.
+func fleetIDIn(cond *types.Document) ([]any, bool) {
+	if cond.Len() != 1 || cond.Keys()[0] != "$in" {
 		return nil, false
-	}}
+	}
 	in, ok := cond.Values()[0].(*types.Array)
-	if !ok || in.Len() == 0 || in.Len() > 1000 {{
+	if !ok || in.Len() == 0 || in.Len() > 1000 {
 		return nil, false
-	}}
+	}
 	args := make([]any, 0, in.Len())
-	for i := 0; i < in.Len(); i++ {{
+	for i := 0; i < in.Len(); i++ {
 		v := must.NotFail(in.Get(i))
-		switch v.(type) {{
+		switch v.(type) {
 		case string, types.ObjectID:
 			args = append(args, string(must.NotFail(sjson.MarshalSingleValue(v))))
 		default:
 			return nil, false
-		}}
-	}}
+		}
+	}
 	return args, true
-}}
-"""
+}
+
+// fleetIDRange is the SQL conditions for `{$gt|$gte|$lt|$lte: <string>, ...}` on `_id`: exactly the
+// documents MongoDB matches (a string bound matches strings only, compared bytewise), answered from the
+// index the front adds on `_id`'s SQL value (infra/ferretdb/idindex.go).
+func fleetIDRange(cond *types.Document) ([]string, []any, bool) {
+	if cond.Len() == 0 {
+		return nil, nil, false
+	}
+	ops := map[string]string{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+	conds := []string{metadata.FleetTypeIs("_id", "string")}
+	args := make([]any, 0, cond.Len())
+	for i, k := range cond.Keys() {
+		op, known := ops[k]
+		bound, isString := cond.Values()[i].(string)
+		if !known || !isString {
+			return nil, nil, false
+		}
+		conds = append(conds, fmt.Sprintf(`%s %s ?`, metadata.FleetValue("_id"), op))
+		args = append(args, bound)
+	}
+	return conds, args, true
+}
+
+// fleetNumberRange is the SQL conditions for `{$gt|$gte|$lt|$lte: <bound>, ...}` on a field, all numbers or
+// all dates: the documents MongoDB matches (numbers only, compared as numbers, or dates only, compared as
+// times; a bool or a string never matches). sjson keeps a date as its Unix milliseconds.
+func fleetNumberRange(field string, cond *types.Document) ([]string, []any, bool) {
+	if cond.Len() == 0 {
+		return nil, nil, false
+	}
+	ops := map[string]string{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+	var conds []string
+	args := make([]any, 0, cond.Len())
+	kind := ""
+	for i, k := range cond.Keys() {
+		op, known := ops[k]
+		if !known {
+			return nil, nil, false
+		}
+		var arg any
+		var boundKind string
+		switch bound := cond.Values()[i].(type) {
+		case int32, int64:
+			arg, boundKind = bound, "number"
+		case float64:
+			if bound != bound { // NaN: MongoDB's ordering of it is not SQLite's
+				return nil, nil, false
+			}
+			arg, boundKind = bound, "number"
+		case interface{ UnixMilli() int64 }: // time.Time: a BSON date
+			arg, boundKind = bound.UnixMilli(), "date"
+		default:
+			return nil, nil, false
+		}
+		if kind != "" && kind != boundKind {
+			return nil, nil, false
+		}
+		kind = boundKind
+		conds = append(conds, fmt.Sprintf(`%s %s ?`, metadata.FleetValue(field), op))
+		args = append(args, arg)
+	}
+	isType := metadata.FleetTypeIs(field, "date")
+	if kind == "number" {
+		isType = strings.Replace(isType, `= 'date'`, `IN ('int', 'long', 'double')`, 1)
+	}
+	return append([]string{isType}, conds...), args, true
+}
+
+// fleetSQL is how a query runs in SQLite.
+type fleetSQL struct {
+	indexedBy, where, tail                      string
+	args                                        []any
+	filterPushdown, sortPushdown, limitPushdown bool
+}
+
+// fleetQuerySQL is the WHERE, ORDER BY and LIMIT for a query: exact when fleetExact says so and no document
+// holds an array on the filter's paths; else the `_id` narrowing, with `$natural` order only, as before.
+func fleetQuerySQL(
+	ctx context.Context, db *fsql.DB, meta *metadata.Collection, filter, order *types.Document, limit int64,
+) (*fleetSQL, error) {
+	s := new(fleetSQL)
+	conds, args, orderable, paths, exact := fleetExact(filter, fleetIndexedFields(meta))
+	if exact && len(paths) > 0 {
+		noArrays, err := fleetNoArrays(ctx, db, meta.TableName, paths)
+		if err != nil {
+			return nil, err
+		}
+		exact = noArrays
+	}
+	if exact {
+		if len(conds) > 0 {
+			s.where, s.args = ` WHERE `+strings.Join(conds, ` AND `), args
+		}
+		s.indexedBy = fleetIndexedBy(meta, filter)
+	} else {
+		s.where, s.args = fleetWhere(filter)
+	}
+	s.filterPushdown = s.where != ""
+	limitable := exact
+	switch {
+	case order.Len() == 0:
+	case order.Len() == 1 && order.Keys()[0] == "$natural":
+		s.tail = prepareOrderByClause(order)
+	case order.Len() == 1 && order.Keys()[0] == "_id" && exact && orderable:
+		s.tail = ` ORDER BY ` + metadata.FleetValue("_id")
+		if v, _ := order.Get("_id"); v == int64(-1) {
+			s.tail += ` DESC`
+		}
+	default:
+		limitable = false
+	}
+	s.sortPushdown = s.tail != ""
+	if limit != 0 && limitable {
+		s.tail += ` LIMIT ?`
+		s.args = append(s.args, limit)
+		s.limitPushdown = true
+	}
+	return s, nil
+}
+
+// fleetExact is the SQL conditions matching exactly the documents the filter matches, provided no document
+// holds an array on `paths`; ok is false for filters of any other shape. `orderable`: every match has a
+// string `_id`, so SQL's order of `_id` values is MongoDB's.
+func fleetExact(
+	filter *types.Document, indexed map[string]bool,
+) (conds []string, args []any, orderable bool, paths []string, ok bool) {
+	for i, k := range filter.Keys() {
+		switch v := filter.Values()[i].(type) {
+		case string:
+			if k == "_id" {
+				orderable = true
+			} else if !indexed[k] {
+				return nil, nil, false, nil, false
+			}
+			conds = append(conds, metadata.FleetTypeIs(k, "string"), metadata.FleetValue(k)+` = ?`)
+			args = append(args, v)
+		case bool:
+			if !indexed[k] {
+				return nil, nil, false, nil, false
+			}
+			b := 0
+			if v {
+				b = 1
+			}
+			conds = append(conds, metadata.FleetTypeIs(k, "bool"), metadata.FleetValue(k)+` = ?`)
+			args = append(args, b)
+		case *types.Document:
+			if k != "_id" {
+				c, a, isRange := fleetNumberRange(k, v)
+				if !indexed[k] || !isRange {
+					return nil, nil, false, nil, false
+				}
+				conds, args = append(conds, c...), append(args, a...)
+				break
+			}
+			c, a, isRange := fleetIDRange(v)
+			if !isRange {
+				return nil, nil, false, nil, false
+			}
+			conds, args, orderable = append(conds, c...), append(args, a...), true
+		default:
+			return nil, nil, false, nil, false
+		}
+		if k != "_id" {
+			paths = append(paths, metadata.FleetPrefixes(k)...)
+		}
+	}
+	return conds, args, orderable, paths, true
+}
+
+// fleetIndexedBy names the index to use, like MongoDB's `hint`: the one whose keys are the first equality
+// field of the filter (in the filter's order) and `_id`. SQLite has no statistics here (no ANALYZE) and
+// otherwise guesses, at times the least selective index; the caller orders its filter, most selective first.
+func fleetIndexedBy(meta *metadata.Collection, filter *types.Document) string {
+	for _, k := range filter.Keys() {
+		if k == "_id" {
+			continue
+		}
+		for _, index := range meta.Settings.Indexes {
+			keys := index.Key
+			if !index.Unique && len(keys) == 2 && keys[0].Field == k && keys[1].Field == "_id" {
+				return fmt.Sprintf(` INDEXED BY %q`, meta.TableName+"_"+index.Name)
+			}
+		}
+	}
+	return ""
+}
+
+// fleetIndexedFields is the fields of the collection's non-unique indexes (their SQL values are indexed).
+func fleetIndexedFields(meta *metadata.Collection) map[string]bool {
+	fields := map[string]bool{}
+	for _, index := range meta.Settings.Indexes {
+		if index.Unique {
+			continue
+		}
+		for _, key := range index.Key {
+			if _, ok := metadata.FleetIndexColumn(key.Field); ok && key.Field != "_id" {
+				fields[key.Field] = true
+			}
+		}
+	}
+	return fields
+}
+
+// fleetNoArrays holds when no document has an array on any of the paths (one probe of a partial index each).
+func fleetNoArrays(ctx context.Context, db *fsql.DB, table string, paths []string) (bool, error) {
+	for _, p := range paths {
+		q := fmt.Sprintf(`SELECT 1 FROM %q WHERE %s LIMIT 1`, table, metadata.FleetArrayCondition(p))
+		rows, err := db.QueryContext(ctx, q)
+		if err != nil {
+			return false, lazyerrors.Error(err)
+		}
+		found := rows.Next()
+		_ = rows.Close()
+		if found {
+			return false, nil
+		}
+	}
+	return true, nil
+}
+""",
+    REGISTRY: """
+// %MARK%:
+// fleetSegments is a dotted field's path segments, when each is a plain name (no quoting needed in a path).
+func fleetSegments(field string) ([]string, bool) {
+	segments := strings.Split(field, ".")
+	for _, s := range segments {
+		if s == "" {
+			return nil, false
+		}
+		for i, r := range s {
+			if r != '_' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (i == 0 || r < '0' || r > '9') {
+				return nil, false
+			}
+		}
+	}
+	return segments, true
+}
+
+// FleetIndexColumn is the SQL value of a field, which non-unique indexes index.
+func FleetIndexColumn(field string) (string, bool) {
+	segments, ok := fleetSegments(field)
+	if !ok {
+		return "", false
+	}
+	return fmt.Sprintf(`%s->>'$.%s'`, DefaultColumn, strings.Join(segments, ".")), true
+}
+
+// FleetValue is FleetIndexColumn of a field known to qualify.
+func FleetValue(field string) string {
+	column, _ := FleetIndexColumn(field)
+	return column
+}
+
+// FleetTypeIs is the condition that the field's value has the sjson type t (sjson keeps types in `$s`).
+func FleetTypeIs(field, t string) string {
+	segments, _ := fleetSegments(field)
+	return fmt.Sprintf(`%s->>'$."$s".p.%s.t' = '%s'`, DefaultColumn, strings.Join(segments, `."$s".p.`), t)
+}
+
+// FleetPrefixes is a dotted path and its parents ("a.b": "a", "a.b").
+func FleetPrefixes(field string) []string {
+	segments := strings.Split(field, ".")
+	prefixes := make([]string, len(segments))
+	for i := range segments {
+		prefixes[i] = strings.Join(segments[:i+1], ".")
+	}
+	return prefixes
+}
+
+// FleetArrayCondition holds for documents with an array at the path.
+func FleetArrayCondition(path string) string {
+	return fmt.Sprintf(`json_type(%s, '$.%s') = 'array'`, DefaultColumn, path)
+}
+
+// fleetArraySentinels adds, for each path of a non-unique index's fields, a partial index of the documents
+// holding an array there: the exact pushdown checks with one probe that there are none.
+func fleetArraySentinels(ctx context.Context, db *fsql.DB, table string, index IndexInfo) error {
+	if index.Unique {
+		return nil
+	}
+	for _, key := range index.Key {
+		if _, ok := FleetIndexColumn(key.Field); !ok || key.Field == "_id" {
+			continue
+		}
+		for _, p := range FleetPrefixes(key.Field) {
+			q := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %q ON %q (%s) WHERE %s`,
+				fmt.Sprintf("%s_fleet_arrays_%x", table, p), table, FleetValue("_id"), FleetArrayCondition(p))
+			if _, err := db.ExecContext(ctx, q); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+""",
+}
 
 
-def patched(source: str) -> str:
-    """FerretDB's collection.go with the patch applied; ValueError if the code no longer matches."""
-    for old, new in REPLACEMENTS:
-        if source.count(old) != 1:
-            raise ValueError(f"FerretDB's {FILE} no longer matches the patch in {__name__}; update the patch")
-        source = source.replace(old, new)
-    return source + APPENDED
+def patched(file: str, source: str) -> str:
+    """FerretDB's `file` with the patch applied; ValueError if its code no longer matches the patch."""
+    for old, new, count in REPLACEMENTS.get(file, []):
+        if source.count(old) != count:
+            raise ValueError(f"FerretDB's {file} no longer matches the patch in {__name__}; update the patch")
+        source = source.replace(old, new.replace("%MARK%", MARK))
+    return source + APPENDED.get(file, "").replace("%MARK%", MARK)
+
+
+def apply(module: Path) -> None:
+    """Patch a writable copy of FerretDB's module in place."""
+    for file in sorted(REPLACEMENTS.keys() | APPENDED.keys()):
+        target = module / file
+        target.write_text(patched(file, target.read_text()))

@@ -1,4 +1,4 @@
-"""The two servers of the local stack: Apache Pulsar standalone and FerretDB."""
+"""The servers of the local stack: Apache Pulsar standalone, FerretDB and the Zipkin trace viewer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from .build import ferretdb_binary, pulsar_classpath
+from .build import ferretdb_binary, pulsar_classpath, zipkin_jar
 from .config import StackConfig
 from .process import ManagedProcess, StackError, port_in_use, wait_until
 
@@ -175,3 +175,44 @@ class FerretDB(Server):
             return False
         finally:
             client.close()
+
+
+class Zipkin(Server):
+    """The trace viewer: Zipkin's executable jar with in-memory storage (traces last until `down`), bounded
+    in heap and in spans kept, so a long demo cannot grow it without limit."""
+
+    name = "zipkin"
+    max_spans = 200_000
+
+    def install(self) -> None:
+        zipkin_jar(self.config)
+
+    def ports(self) -> list[int]:
+        return [self.config.zipkin_port]
+
+    def launch(self) -> None:
+        cfg = self.config
+        argv = [
+            "java",
+            "-Xms64m",
+            f"-Xmx{cfg.zipkin_heap}",
+            "-XX:+UseSerialGC",  # one small heap: the cheapest collector on a shared two-core machine
+            "-XX:+ExitOnOutOfMemoryError",
+            f"-Djava.io.tmpdir={self.home}",  # also the marker by which `down` recognises the process
+            "-jar",
+            str(zipkin_jar(cfg)),
+        ]
+        env = {
+            "STORAGE_TYPE": "mem",
+            "MEM_MAX_SPANS": str(self.max_spans),
+            "QUERY_PORT": str(cfg.zipkin_port),
+            "SELF_TRACING_ENABLED": "false",
+        }
+        self.process.start(argv, cwd=self.home, env=env)
+
+    def healthy(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.config.zipkin_url}/health", timeout=5) as resp:  # noqa: S310
+                return bool(resp.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False

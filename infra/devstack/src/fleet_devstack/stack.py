@@ -6,11 +6,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import StackConfig
-from .servers import FerretDB, Pulsar, Server
+from .servers import FerretDB, Pulsar, Server, Zipkin
 from .services import SERVICES, LocalService
 
 PULSAR_START_TIMEOUT = 180.0
 FERRETDB_START_TIMEOUT = 30.0
+ZIPKIN_START_TIMEOUT = 90.0
 
 
 class LocalStack:
@@ -18,6 +19,7 @@ class LocalStack:
         self.config = config
         self.pulsar = Pulsar(config)
         self.ferretdb = FerretDB(config)
+        self.zipkin = Zipkin(config)
         self.services = [LocalService(config, spec) for spec in SERVICES]
 
     @classmethod
@@ -25,9 +27,10 @@ class LocalStack:
         return cls(StackConfig.load(name))
 
     def install(self) -> None:
-        """Fetch and build both servers (in parallel: Maven and Go download at the same time)."""
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            for future in [pool.submit(self.pulsar.install), pool.submit(self.ferretdb.install)]:
+        """Fetch and build the servers (in parallel: Maven and Go download at the same time)."""
+        with ThreadPoolExecutor(max_workers=3) as pool:
+            servers = (self.pulsar, self.ferretdb, self.zipkin)
+            for future in [pool.submit(server.install) for server in servers]:
                 future.result()
 
     def up(self, *, with_services: bool = True) -> dict[str, float]:
@@ -39,8 +42,10 @@ class LocalStack:
         timings["install"] = time.monotonic() - began
         started = time.monotonic()
         self.ferretdb.start(FERRETDB_START_TIMEOUT)
+        self.zipkin.start(ZIPKIN_START_TIMEOUT)
         self.pulsar.start(PULSAR_START_TIMEOUT)
         self.ferretdb.wait_healthy(FERRETDB_START_TIMEOUT)
+        self.zipkin.wait_healthy(ZIPKIN_START_TIMEOUT)
         self.pulsar.wait_healthy(PULSAR_START_TIMEOUT)
         timings["start"] = time.monotonic() - started
         self.provision()
@@ -59,12 +64,13 @@ class LocalStack:
         self.pulsar.provision()
 
     def down(self) -> list[str]:
-        """Stop the services, then both servers; the names of those that were running."""
+        """Stop the services, then the servers; the names of those that were running."""
         stopped = [service.name for service in reversed(self.services) if service.stop()]
-        return stopped + [server.name for server in (self.pulsar, self.ferretdb) if server.stop()]
+        servers = (self.pulsar, self.ferretdb, self.zipkin)
+        return stopped + [server.name for server in servers if server.stop()]
 
     def servers(self) -> list[Server | LocalService]:
-        return [self.pulsar, self.ferretdb, *(s for s in self.services if s.installed())]
+        return [self.pulsar, self.ferretdb, self.zipkin, *(s for s in self.services if s.installed())]
 
     # Used by reliability tests: restart one server under running services.
     def stop_pulsar(self) -> None:
@@ -96,6 +102,7 @@ class LocalStack:
             ("Pulsar admin REST", cfg.pulsar_admin_url),
             ("Pulsar WebSocket", cfg.pulsar_websocket_url),
             ("MongoDB wire (FerretDB)", cfg.mongodb_uri),
+            ("Traces (Zipkin web UI)", f"{cfg.zipkin_url}/zipkin/"),
             ("Tuya push topic (simulated)", f"persistent://{cfg.tuya_access_id}/out/event"),
             *(
                 (f"{s.name} HTTP (docs at /docs)", s.url())

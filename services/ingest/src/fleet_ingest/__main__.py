@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-import uvicorn
+from fastapi import FastAPI
 
 from fleet_ingest.bootstrap import SERVICE, bootstrap
 from fleet_ingest.entrypoints.app import create_app
 from fleet_ingest.settings import IngestSettings
-from fleet_shared.service import configure_logging, configure_tracing
+from fleet_shared.service import run_service
+
+
+def make_app(settings: IngestSettings) -> FastAPI:
+    return create_app(bootstrap(settings))
 
 
 def main() -> None:
-    settings = IngestSettings()
-    configure_logging(SERVICE, level=settings.log_level, fmt=settings.log_format)
-    configure_tracing(SERVICE, otlp_endpoint=settings.otel_exporter_otlp_endpoint)
-    app = create_app(bootstrap(settings))
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
+    run_service(SERVICE, IngestSettings(), make_app)
 
 
 if __name__ == "__main__":

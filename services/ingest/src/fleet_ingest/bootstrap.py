@@ -1,8 +1,12 @@
-"""Wiring: settings -> adapters -> pipeline. The one place that knows every concrete class."""
+"""Wiring: settings -> adapters -> pipeline. The one place that knows every concrete class. `Ingest` is the
+service kit's lifecycle (see `fleet_shared.service.build_app`): start, stop consuming, drain, stop."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 
 from opentelemetry import trace
@@ -20,9 +24,11 @@ from fleet_ingest.service_layer.pipeline import IngestPipeline, PipelineConfig
 from fleet_ingest.settings import IngestSettings
 from fleet_shared import mongo
 from fleet_shared.pulsar import ProducerOptions, PulsarBroker
+from fleet_shared.service import ReadinessCheck
 from fleet_shared.tuya.codec import PushCodec
 
 SERVICE = "ingest"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -36,10 +42,38 @@ class Ingest:
     sink: PulsarEventSink
     store: MongoDedupStore
     mongo_client: object
+    _consuming: asyncio.Future[None] | None = field(default=None, init=False)
 
-    async def start_bus(self) -> None:
+    async def start(self) -> None:
+        """Producers up, then consume Tuya's stream (the pipeline subscribes, retrying until it can)."""
         await self.broker.connect()
         await self.sink.start()
+        self._consuming = asyncio.ensure_future(self.pipeline.run())
+        log.info(
+            "consuming", extra={"tuya_topic": self.source.topic, "subscription": self.source.subscription}
+        )
+
+    async def stop_consuming(self) -> None:
+        self.pipeline.stop_receiving()
+
+    async def drain(self) -> None:
+        """Publish and ack what is in flight (up to the shutdown timeout), then close the consumer: what it
+        still holds is redelivered to the next one."""
+        await self._stop_pipeline(self.settings.ingest_shutdown_timeout_seconds)
+
+    async def stop(self) -> None:
+        """Also after a failed start or a cut drain: the pipeline is stopped at once if it still runs."""
+        try:
+            await self._stop_pipeline(0)
+        finally:
+            await self.close()
+
+    async def _stop_pipeline(self, grace_s: float) -> None:
+        if self._consuming is not None:
+            # a drain cut by its timeout leaves it set, so stop() ends the pipeline for sure
+            await self.pipeline.stop(grace_s)
+            await self._consuming
+            self._consuming = None
 
     async def close(self) -> None:
         """After the pipeline stopped: flush and close producers, the clients, the database."""
@@ -62,6 +96,9 @@ class Ingest:
 
     async def database_ready(self) -> bool:
         return await self.store.ping()
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {"bus": self.bus_ready, "tuya": self.tuya_ready, "database": self.database_ready}
 
 
 def bootstrap(settings: IngestSettings | None = None, *, registry: CollectorRegistry = REGISTRY) -> Ingest:

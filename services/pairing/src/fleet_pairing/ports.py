@@ -51,13 +51,16 @@ class SessionRepository(Protocol):
 class DeviceOwners(Protocol):
     """Who each device was last bound to, learned from the push stream (to see a rebind's previous owner)."""
 
-    async def owner_of(self, device_id: str) -> str | None: ...
+    async def owner_of(self, device_id: str, at: datetime | None = None) -> str | None:
+        """The device's owner; with `at` (a binding's push time), also the owner a release at exactly `at`
+        took it from: a rebind reaches us as a release and a binding of the same instant."""
 
     async def record_bound(self, device_id: str, owner_uid: str, at: datetime) -> None:
-        """Remember the owner unless a newer fact about the device is already known."""
+        """Remember the owner unless a newer fact about the device is already known (a binding wins over a
+        release of the same instant)."""
 
-    async def record_released(self, device_id: str, at: datetime) -> None:
-        """The device left its owner (removed or unbound), unless a newer fact is already known."""
+    async def record_released(self, device_id: str, at: datetime, owner_uid: str | None = None) -> None:
+        """The device left its owner (`owner_uid`, when the push names it), unless a newer fact is known."""
 
 
 class BindingModes(Protocol):

@@ -4,19 +4,30 @@ from __future__ import annotations
 
 from typing import Self
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 
+from fleet_shared.security import SecuritySettings
 from fleet_shared.service import ServiceSettings
 
 
-class PairingSettings(ServiceSettings):
+class PairingSettings(SecuritySettings, ServiceSettings):
     pairing_database: str = "pairing"
     pairing_subscription: str = "pairing"
+    # where a new subscription starts: `latest` (bindings before the service existed open no session)
+    pairing_initial_position: str = Field("latest", pattern="^(earliest|latest)$")
+    pairing_max_redeliveries: int = Field(5, ge=0)
+    pairing_receiver_queue_size: int = Field(1000, ge=1)
+    # device events handled at once (different devices; one device's events stay in order: KeyShared)
+    pairing_max_concurrency: int = Field(32, ge=1, le=1024)
+    # API keys seeded at start-up, comma separated `name:key[:role+role]`; stored as sha256 only
+    pairing_api_keys: SecretStr = SecretStr("")
     # Tuya's guide: a token lives 10 minutes; used only when Tuya's answer carries no `expire_time`
     pairing_default_token_lifetime_s: int = Field(600, ge=30, le=3600)
     # how often active sessions ask Tuya for the token's result (`GET /v1.0/device/paring/tokens/{token}`)
     pairing_poll_interval_s: float = Field(5.0, gt=0)
     pairing_poll_batch: int = Field(100, ge=1, le=1000)
+    # sessions polled at once (the client paces the calls to FLEET_PAIRING_TUYA_RATE_PER_S)
+    pairing_poll_concurrency: int = Field(8, ge=1, le=256)
     # sessions whose token expired are closed by a sweep this often
     pairing_expiry_sweep_interval_s: float = Field(1.0, gt=0)
     # outbox entries left by a crash are relayed by a sweep this often
@@ -30,6 +41,9 @@ class PairingSettings(ServiceSettings):
     pairing_removal_batch: int = Field(100, ge=1, le=1000)
     # the most devices one multi-device EZ session may expect (the contract allows up to 1000)
     pairing_max_expected_devices: int = Field(100, ge=1, le=1000)
+    # client-side pacing of each Tuya pairing API (token creation, token result, removal): Tuya limits per API
+    pairing_tuya_rate_per_s: float = Field(10.0, gt=0)
+    pairing_tuya_burst: float = Field(10.0, ge=1)
     pairing_shutdown_timeout_s: float = Field(15.0, gt=0)
 
     @model_validator(mode="after")

@@ -1,44 +1,27 @@
 """`fleet-status`: run the status service, or manage its API keys.
 
-fleet-status                      # serve (consume device events, HTTP API on FLEET_HTTP_PORT)
-fleet-status api-key add NAME     # store a new key (sha256 only) and print it once
+fleet-status                                   # serve (consume device events, HTTP API on FLEET_HTTP_PORT)
+fleet-status api-key add NAME [--role R] [--product PID] [--expires-in-days N]   # print a new key once
+fleet-status api-key list                      # stored keys, without secrets
+fleet-status api-key revoke KEY_ID
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
-import sys
-from datetime import UTC, datetime
 
-import uvicorn
+from fastapi import FastAPI
 
-from fleet_shared import mongo
-from fleet_shared.service import configure_logging, configure_tracing
-from fleet_status.adapters.api_keys import ApiKeyStore
+from fleet_shared.security.cli import add_api_key_commands, api_key_command
+from fleet_shared.service import run_service
 from fleet_status.bootstrap import SERVICE, bootstrap
+from fleet_status.entrypoints.app import create_app
 from fleet_status.settings import StatusSettings
 
 
-def serve(settings: StatusSettings) -> None:
-    from fleet_status.entrypoints.app import create_app
-
-    configure_logging(SERVICE, level=settings.log_level, fmt=settings.log_format)
-    configure_tracing(SERVICE, otlp_endpoint=settings.otel_exporter_otlp_endpoint)
-    app = create_app(bootstrap(settings))
-    uvicorn.run(app, host=settings.http_host, port=settings.http_port, log_config=None, access_log=False)
-
-
-async def add_api_key(settings: StatusSettings, name: str, key: str | None) -> str:
-    key = key or secrets.token_urlsafe(32)
-    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}-cli")
-    try:
-        if not await ApiKeyStore(client[settings.status_database]).add(name, key, datetime.now(UTC)):
-            raise SystemExit("that key is already stored")
-    finally:
-        client.close()
-    return key
+def make_app(settings: StatusSettings) -> FastAPI:
+    return create_app(bootstrap(settings))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,17 +30,20 @@ def main(argv: list[str] | None = None) -> None:
     )
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the service (the default)")
-    keys = commands.add_parser("api-key", help="manage API keys").add_subparsers(dest="action", required=True)
-    add = keys.add_parser("add", help="store a new API key and print it once")
-    add.add_argument("name")
-    add.add_argument("--key", help="use this key instead of a random one (read from stdin with '-')")
+    add_api_key_commands(commands)
     args = parser.parse_args(argv)
     settings = StatusSettings()
     if args.command in (None, "serve"):
-        serve(settings)
+        run_service(SERVICE, settings, make_app)
     elif args.command == "api-key":
-        key = sys.stdin.readline().strip() if args.key == "-" else args.key
-        print(asyncio.run(add_api_key(settings, args.name, key)))
+        run = api_key_command(
+            args,
+            settings,
+            mongodb_uri=settings.mongodb_uri,
+            database=settings.status_database,
+            app_name=f"fleet-{SERVICE}-cli",
+        )
+        raise SystemExit(asyncio.run(run))
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""Wiring: settings -> adapters -> writer, subscriber and HTTP app. The one place that knows every class."""
+"""Wiring: settings -> adapters -> writer, subscriber, security kit and HTTP app. The one place that knows
+every class. `Status` is the service kit's lifecycle (see `fleet_shared.service.build_app`): start, stop
+consuming, drain, stop."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -13,32 +16,22 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.security import SecurityKit, security_kit
+from fleet_shared.service import ReadinessCheck
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
-from fleet_status.adapters.api_keys import ApiKeyStore
 from fleet_status.adapters.history import HistoryStore
 from fleet_status.adapters.schemas import SchemaStore
 from fleet_status.adapters.shadows import ShadowStore
 from fleet_status.adapters.tuya import CloudDeviceSource, SchemaCache
 from fleet_status.entrypoints import consumer
 from fleet_status.ports import EventPublisher, OpenApi
-from fleet_status.service_layer.handlers import reconcile_stale
+from fleet_status.service_layer.handlers import find_inactive, reconcile_stale, set_inactivity_timeout
 from fleet_status.service_layer.writer import ShadowWriter, WriterMetrics
 from fleet_status.settings import StatusSettings
 from fleet_status.views import StatusViews
 
 SERVICE = "status"
 log = logging.getLogger(__name__)
-
-
-def parse_api_keys(text: str) -> list[tuple[str, str]]:
-    """`name:key,key2` -> [(name, key), ("key-1", key2)]."""
-    keys: list[tuple[str, str]] = []
-    for i, item in enumerate(p.strip() for p in text.split(",")):
-        if not item:
-            continue
-        name, sep, key = item.partition(":")
-        keys.append((name, key) if sep and key else (f"key-{i + 1}", item))
-    return keys
 
 
 @dataclass
@@ -50,19 +43,20 @@ class Status:
     mongo_client: Any
     shadows: ShadowStore
     history: HistoryStore
-    keys: ApiKeyStore
+    security: SecurityKit
     views: StatusViews
     writer: ShadowWriter
     openapi: TuyaOpenApiClient | None
     cloud: CloudDeviceSource | None
     _reconciler: asyncio.Task[None] | None = field(default=None, init=False)
+    _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
+    _inactivity: asyncio.Task[None] | None = field(default=None, init=False)
 
     async def prepare_database(self) -> None:
         await self.shadows.ensure_indexes()
         await self.history.ensure_indexes()
-        now = datetime.now(UTC)
-        for name, key in parse_api_keys(self.settings.status_api_keys.get_secret_value()):
-            await self.keys.add(name, key, now)
+        # keys status stored before the kit are adopted; FLEET_STATUS_API_KEYS (the stack's key) is seeded
+        await self.security.prepare(self.settings.status_api_keys.get_secret_value())
 
     async def start(self) -> None:
         """Database ready, leftover outbox relayed, writer running, then consume."""
@@ -75,23 +69,37 @@ class Status:
         await self.broker.start()
         if self.cloud is not None and self.settings.status_reconcile_interval_s > 0:
             self._reconciler = asyncio.create_task(self._reconcile_forever(), name="status-reconciler")
+        self._sweeper = asyncio.create_task(self._sweep_forever(), name="status-history-retention")
+        self._inactivity = asyncio.create_task(self._find_inactive_forever(), name="status-inactivity")
 
-    async def stop(self) -> None:
-        """Stop consuming, drain the writer (acking what it writes), flush producers, close clients."""
-        if self._reconciler is not None:
-            self._reconciler.cancel()
-            await asyncio.gather(self._reconciler, return_exceptions=True)
+    async def stop_consuming(self) -> None:
+        """No new device events, no new reconciliation, retention or inactivity rounds."""
+        for task in (self._reconciler, self._sweeper, self._inactivity):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
+        self._reconciler = self._sweeper = self._inactivity = None
         for sub in self.broker.subscribers:
             with contextlib.suppress(Exception):
                 await sub.stop()
+
+    async def drain(self) -> None:
+        """Write what the writer holds (acking it); what it cannot write in time is redelivered later."""
+        await self.writer.stop(self.settings.status_shutdown_timeout_s)
+
+    async def stop(self) -> None:
+        """Flush producers, close clients. Also after a failed start, so consuming and the writer are stopped
+        here too (each a no-op when already done)."""
         try:
-            await self.writer.stop(self.settings.status_shutdown_timeout_s)
+            await self.stop_consuming()
+            await self.writer.stop(0)
         finally:
             try:
                 await self.broker.stop()
             finally:
                 if self.openapi is not None:
                     await self.openapi.aclose()
+                await self.security.aclose()
                 self.mongo_client.close()
 
     async def _reconcile_forever(self) -> None:
@@ -109,6 +117,34 @@ class Status:
             except Exception as e:  # the loop must outlive a bad round (database down, API down)
                 log.warning("reconciliation round failed: %r", e)
 
+    async def _sweep_forever(self) -> None:
+        """Retention of DP history where the server has no TTL indexes: bounded sweeps, one per interval."""
+        while True:
+            try:
+                deleted = await self.history.sweep(datetime.now(UTC))
+                if deleted:
+                    log.info("deleted %d expired history buckets", deleted)
+            except Exception as e:  # the loop must outlive a bad round (database down)
+                log.warning("history retention sweep failed: %r", e)
+            await asyncio.sleep(self.settings.status_history_sweep_interval_s)
+
+    async def _find_inactive_forever(self) -> None:
+        """Devices past their inactivity deadline, from the deadline index, a bounded batch per interval."""
+        while True:
+            await asyncio.sleep(self.settings.status_inactivity_check_interval_s)
+            try:
+                await find_inactive(
+                    self.shadows,
+                    self.writer,
+                    now=datetime.now(UTC),
+                    limit=self.settings.status_inactivity_batch,
+                )
+            except Exception as e:  # the loop must outlive a bad round (database down)
+                log.warning("inactivity check failed: %r", e)
+
+    async def set_inactivity_timeout(self, device_id: str, timeout_s: float | None) -> None:
+        await set_inactivity_timeout(self.writer, device_id, timeout_s, now=datetime.now(UTC))
+
     async def bus_ready(self) -> bool:
         return await self.broker.ping(2.0)
 
@@ -117,6 +153,9 @@ class Status:
 
     async def writer_ready(self) -> bool:
         return self.writer.ready()
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {"bus": self.bus_ready, "database": self.database_ready, "writer": self.writer_ready}
 
 
 def bootstrap(
@@ -134,7 +173,12 @@ def bootstrap(
     shadows = ShadowStore(
         db, write_chunk=settings.status_write_chunk, write_concurrency=settings.status_write_concurrency
     )
-    history = HistoryStore(db, retention=timedelta(days=settings.status_history_retention_days))
+    history = HistoryStore(
+        db,
+        retention=timedelta(days=settings.status_history_retention_days),
+        write_chunk=settings.status_write_chunk,
+        write_concurrency=settings.status_write_concurrency,
+    )
     own_client: TuyaOpenApiClient | None = None
     if openapi is None and settings.tuya_access_secret.get_secret_value():
         own_client = TuyaOpenApiClient(
@@ -157,6 +201,8 @@ def bootstrap(
         max_pending=settings.status_max_pending_messages,
         outbox_clear_after_s=settings.status_outbox_clear_after_s,
         stall_after_s=settings.status_writer_stall_s,
+        inactivity_ms=settings.inactivity_ms,
+        history_delay_s=settings.status_history_delay_s,
         metrics=WriterMetrics(registry),
     )
     consumer.register(
@@ -174,7 +220,7 @@ def bootstrap(
         mongo_client=client,
         shadows=shadows,
         history=history,
-        keys=ApiKeyStore(db),
+        security=security_kit(settings, db),
         views=StatusViews(shadows, history),
         writer=writer,
         openapi=own_client,

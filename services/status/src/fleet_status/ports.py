@@ -1,6 +1,6 @@
 """status's ports: what the service layer and the views need from the outside world, as Protocols.
 
-The Mongo repositories (`adapters/shadows.py`, `history.py`, `schemas.py`, `api_keys.py`), the outbox
+The Mongo repositories (`adapters/shadows.py`, `history.py`, `schemas.py`), the outbox
 publisher, the Tuya client use (`adapters/tuya.py`) and the unit tests' fakes all implement these, so
 a fake is checked against the same contract as the real thing. The values that cross the repository seam
 (`StoredShadow`, `ShadowWrite`) live here too.
@@ -77,6 +77,14 @@ class StaleShadows(Protocol):
         ...
 
 
+class DueShadows(Protocol):
+    """Shadows whose inactivity deadline has passed (read from an index, never a scan of every shadow)."""
+
+    async def due(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        """(device id, its deadline), at most `limit`."""
+        ...
+
+
 class HistoryRepository(Protocol):
     """DP history and presence timeline; a replayed report adds nothing."""
 
@@ -129,7 +137,7 @@ class OpenApi(DpSpecifications, DeviceDetailsApi, Protocol):
     """The part of `TuyaOpenApiClient` status calls."""
 
 
-# --- the read side (views) and API keys ----------------------------------------------------------------
+# --- the read side (views) ----------------------------------------------------------------------------
 
 
 class ShadowQueries(Protocol):
@@ -143,7 +151,11 @@ class ShadowQueries(Protocol):
         online: bool | None,
         after: str | None,
         limit: int,
-    ) -> list[Document]: ...
+        products: frozenset[str] | None = None,
+    ) -> list[Document]:
+        """Shadows in `_id` order after `after`; `products` narrows to these PIDs (a caller's product scope,
+        None: every product), also when `product_id` is given."""
+        ...
 
 
 class TimelineQueries(Protocol):
@@ -171,13 +183,3 @@ class TimelineQueries(Protocol):
         limit: int,
         now: datetime,
     ) -> list[Document]: ...
-
-
-class ApiKeys(Protocol):
-    """Bearer API keys (stored hashed)."""
-
-    async def add(self, name: str, key: str, now: datetime) -> bool:
-        """Store a key; False if it was already there."""
-        ...
-
-    async def name_of(self, key: str) -> str | None: ...

@@ -1,13 +1,15 @@
-"""status's configuration: the common `FLEET_` settings plus the shadow writer, history and reconciliation."""
+"""status's configuration: the common `FLEET_` settings, the security kit's (API keys, OIDC), plus the shadow
+writer, history and reconciliation."""
 
 from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
+from fleet_shared.security import SecuritySettings
 from fleet_shared.service import ServiceSettings
 
 
-class StatusSettings(ServiceSettings):
+class StatusSettings(SecuritySettings, ServiceSettings):
     status_database: str = "status"
     status_subscription: str = "status"
     # where a new subscription starts: the whole retained topic (earliest) or only new events (latest)
@@ -24,14 +26,31 @@ class StatusSettings(ServiceSettings):
     # outbox entries already relayed are cleared by the device's next write, or after this idle time
     status_outbox_clear_after_s: float = Field(1.0, ge=0)
     status_history_retention_days: float = Field(7.0, gt=0)
+    # DP history of the batches written within this interval is appended together (one bucket write per device
+    # per interval); their messages are acknowledged once it is durable. 0: after every batch
+    status_history_delay_s: float = Field(5.0, ge=0, le=60)
+    # how often expired history buckets are deleted where the server has no TTL indexes (FerretDB)
+    status_history_sweep_interval_s: float = Field(300.0, gt=0)
     # reconciliation of stale shadows from the OpenAPI; interval 0 switches it off
     status_reconcile_interval_s: float = Field(60.0, ge=0)
     status_stale_after_s: float = Field(3600.0, gt=0)
     status_reconcile_batch: int = Field(100, ge=1, le=10_000)
     status_reconcile_rate_per_s: float = Field(5.0, gt=0)
     status_schema_ttl_s: float = Field(24 * 3600.0, gt=0)
-    # API keys seeded at start-up, comma separated `name:key` (or bare keys); stored as sha256 only
+    # inactivity: a device silent (by device time) longer than its timeout is marked offline, cause
+    # `inactivity`, until its next report. Per product (JSON `{"<product id>": seconds}`), else the default;
+    # 0 switches it off. A device's own timeout (set through the API) overrides both.
+    status_inactivity_timeout_s: float = Field(0.0, ge=0)
+    status_inactivity_by_product: dict[str, float] = Field(default_factory=dict)
+    status_inactivity_check_interval_s: float = Field(15.0, gt=0)
+    status_inactivity_batch: int = Field(1000, ge=1, le=10_000)
+    # API keys seeded at start-up, comma separated `name:key[:role+role]` (or bare keys); stored as sha256
     status_api_keys: SecretStr = SecretStr("")
     status_shutdown_timeout_s: float = Field(15.0, gt=0)
     # /readyz fails once work has waited this long without a flush completing (a stuck writer is restarted)
     status_writer_stall_s: float = Field(60.0, gt=0)
+
+    def inactivity_ms(self, product_id: str | None) -> int | None:
+        """The product's inactivity timeout in ms (None: none)."""
+        seconds = self.status_inactivity_by_product.get(product_id or "", self.status_inactivity_timeout_s)
+        return round(seconds * 1000) or None

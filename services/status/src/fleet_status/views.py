@@ -43,6 +43,9 @@ class PresenceView(BaseModel):
     online: bool | None = None
     changed_at_ms: int | None = None
     last_seen_ms: int | None = None
+    # "reported" (online/offline message) or "inactivity" (silent past its timeout: `changed_at_ms` is when it
+    # ran out)
+    cause: str | None = None
 
 
 class BindingView(BaseModel):
@@ -108,7 +111,7 @@ def shadow_view(doc: Document) -> ShadowView:
         version=int(doc.get("version", 0)),
         updated_at=doc.get("updated_at"),
         name=name["name"] if name else None,
-        presence=PresenceView(**(doc.get("presence") or {})),
+        presence=presence_view(doc.get("presence") or {}),
         binding=BindingView(
             **{k: v for k, v in (doc.get("binding") or {}).items() if k in ("state", "owner_uid", "home_id")}
         ),
@@ -136,6 +139,16 @@ def shadow_view(doc: Document) -> ShadowView:
             )
             for fw in doc.get("firmware", [])
         },
+    )
+
+
+def presence_view(presence: Document) -> PresenceView:
+    inactive_at = presence.get("inactive_at_ms")
+    return PresenceView(
+        online=presence.get("online"),
+        changed_at_ms=inactive_at if inactive_at is not None else presence.get("changed_at_ms"),
+        last_seen_ms=presence.get("last_seen_ms"),
+        cause=presence.get("cause"),
     )
 
 
@@ -203,10 +216,12 @@ class StatusViews:
         online: bool | None,
         cursor: str | None,
         limit: int,
+        products: frozenset[str] | None = None,
     ) -> ShadowPage:
+        """`products`: only these PIDs (the caller's product scope; None: every product)."""
         after = _id_cursor(cursor)
         docs = await self.shadows.list(
-            product_id=product_id, home_id=home_id, online=online, after=after, limit=limit
+            product_id=product_id, home_id=home_id, online=online, after=after, limit=limit, products=products
         )
         next_cursor = _encode_cursor(docs[-1]["_id"]) if len(docs) == limit else None
         return ShadowPage(items=[shadow_view(d) for d in docs], next_cursor=next_cursor)

@@ -18,23 +18,19 @@ DEFAULT_URL = "http://127.0.0.1:9010"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    import uvicorn
-
-    from fleet_shared.service import configure_logging, configure_tracing
+    from fleet_shared.service import run_service
     from fleet_tuya_sim.bootstrap import SERVICE, bootstrap
     from fleet_tuya_sim.entrypoints.app import create_app
     from fleet_tuya_sim.settings import SimSettings
 
     overrides: dict[str, Any] = {}
     if args.host:
-        overrides["host"] = args.host
+        overrides["http_host"] = args.host
     if args.port:
-        overrides["port"] = args.port
-    settings = SimSettings(**overrides)
-    configure_logging(SERVICE, level=args.log_level, fmt=settings.log_format)
-    configure_tracing(SERVICE, otlp_endpoint=settings.otel_exporter_otlp_endpoint)
-    app = create_app(bootstrap(settings))
-    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, access_log=False)
+        overrides["http_port"] = args.port
+    if args.log_level:
+        overrides["log_level"] = args.log_level
+    run_service(SERVICE, SimSettings(**overrides), lambda settings: create_app(bootstrap(settings)))
     return 0
 
 
@@ -100,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the simulated Tuya cloud (settings from FLEET_SIM_* etc.)")
     serve.add_argument("--host")
     serve.add_argument("--port", type=int)
-    serve.add_argument("--log-level", default=os.environ.get("FLEET_SIM_LOG_LEVEL", "INFO"))
+    serve.add_argument("--log-level", help="default: FLEET_SIM_LOG_LEVEL, FLEET_LOG_LEVEL or INFO")
     serve.set_defaults(handler=_serve)
 
     def remote(p: argparse.ArgumentParser) -> None:

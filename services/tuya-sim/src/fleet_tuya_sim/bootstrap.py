@@ -7,12 +7,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fleet_contracts import topics
 from fleet_shared.provisioning import provision
 from fleet_shared.pulsar import ProducerOptions, PulsarBroker
+from fleet_shared.service import ReadinessCheck
 from fleet_tuya_sim.adapters.sinks import MemorySink, PulsarSink
+from fleet_tuya_sim.domain.app_users import LinkedApp
 from fleet_tuya_sim.domain.fleet import FleetSpec, OtaSettings
 from fleet_tuya_sim.domain.project import ProjectAccess
 from fleet_tuya_sim.ports import PushSink
@@ -33,6 +36,7 @@ class TuyaSim:
     simulator: Simulator
     gate: OpenApiGate
     broker: PulsarBroker | None  # None: push messages stay in memory
+    linked_app: LinkedApp
     create_fleet: bool = True
 
     async def start(self) -> None:
@@ -62,6 +66,12 @@ class TuyaSim:
 
     async def bus_ready(self) -> bool:
         return self.broker is not None and await self.broker.ping(2.0)
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        checks: dict[str, ReadinessCheck] = {"fleet": self.fleet_ready, "publisher": self.publisher_ready}
+        if self.broker is not None:
+            checks["bus"] = self.bus_ready
+        return checks
 
 
 def topic_for(settings: SimSettings) -> str:
@@ -111,7 +121,8 @@ def bootstrap(
     )
     simulator = Simulator(_simulator_options(settings, secret), sink, access, clock)
     gate = OpenApiGate(access, project_secrets, simulator.now_ms)
-    return TuyaSim(settings, simulator, gate, broker, create_fleet)
+    linked_app = LinkedApp(settings.app_schema, settings.app_password.get_secret_value())
+    return TuyaSim(settings, simulator, gate, broker, linked_app, create_fleet)
 
 
 def _simulator_options(settings: SimSettings, secret: str) -> SimulatorOptions:

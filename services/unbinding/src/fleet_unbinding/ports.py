@@ -88,6 +88,9 @@ class QuotaCounters(Protocol):
     async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
         """Give back `unit` in each counter where it is held (idempotent)."""
 
+    async def spend(self, keys: Sequence[CounterKey], unit: str) -> None:
+        """Stop recognising `unit` in each counter, keeping it counted (its device is unbound)."""
+
     async def used(self, key: CounterKey) -> int: ...
 
 
@@ -118,6 +121,9 @@ class UnbindStore(Protocol):
 
     async def refunds_due(self, limit: int) -> list[DeviceUnbind]:
         """Refused devices whose reserved units were not given back yet."""
+
+    async def spendable(self, finished_before: datetime, limit: int) -> list[DeviceUnbind]:
+        """Unbound devices, finished before that time, whose units are still listed in their counters."""
 
     async def tally(self, batch_id: str) -> tuple[int, Tally]:
         """(devices still open, results so far) of a batch."""

@@ -1,15 +1,20 @@
-"""unbinding's configuration: the common `FLEET_` settings plus quotas, QR sessions, approval and workers."""
+"""unbinding's configuration: the common `FLEET_` settings, API security, quotas, QR sessions, approval,
+Tuya call pacing and the background loops (relay, resume, QR polling)."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
+from fleet_shared.security import SecuritySettings
 from fleet_shared.service import ServiceSettings
 
 
-class UnbindingSettings(ServiceSettings):
+class UnbindingSettings(SecuritySettings, ServiceSettings):
     unbinding_database: str = "unbinding"
     unbinding_subscription: str = "unbinding"
+    # API keys seeded at start-up, comma separated `name:key[:role+role]`; the key's name is the operator
+    # account it acts as (Tuya's developer / partner / space member account)
+    unbinding_api_keys: SecretStr = SecretStr("")
     # daily quotas (Tuya's defaults); days are UTC days shifted by this many minutes (0: UTC)
     unbinding_account_daily_limit: int = Field(100, ge=0)
     unbinding_product_daily_limit: int = Field(100, ge=0)
@@ -28,3 +33,14 @@ class UnbindingSettings(ServiceSettings):
     unbinding_device_concurrency: int = Field(8, ge=1, le=256)
     unbinding_max_calls_per_device: int = Field(3, ge=1, le=20)
     unbinding_outbox_relay_interval_s: float = Field(1.0, gt=0)
+    # running batches left by a crash (or devices left for later: Tuya unreachable) are resumed this often
+    unbinding_resume_interval_s: float = Field(5.0, gt=0)
+    # Tuya API pacing of this process (requests/s per API): removals and device lookups
+    unbinding_tuya_removal_rate_per_s: float = Field(10.0, gt=0)
+    unbinding_tuya_lookup_rate_per_s: float = Field(20.0, gt=0)
+    # authorization and limit lookups are cached this long per process (another replica's change applies
+    # within it; this process's own changes at once)
+    unbinding_cache_ttl_s: float = Field(5.0, ge=0, le=300)
+
+    def already_bound_codes(self) -> frozenset[str]:
+        return frozenset(c.strip() for c in self.unbinding_already_bound_codes.split(",") if c.strip())

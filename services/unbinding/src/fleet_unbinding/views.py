@@ -4,12 +4,20 @@ Each query is answered from an index of the unbinding database (see `adapters.mo
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from fleet_contracts.unbinding import RefusalCause
-from fleet_unbinding.adapters.mongo import Document, MongoBatchStore, MongoUnbindStore
+from fleet_unbinding.adapters.mongo import (
+    Document,
+    MongoBatchStore,
+    MongoUnbindStore,
+    record_of,
+    record_to_doc,
+)
+from fleet_unbinding.domain.authorization import AuthorizationRecord
 from fleet_unbinding.domain.batch import Batch
 from fleet_unbinding.domain.unbind import UnbindState
 
@@ -66,20 +74,27 @@ async def batch_progress(
 
 async def records_page(
     unbinds: MongoUnbindStore,
+    filters: Mapping[str, str],
     *,
-    device_id: str | None = None,
-    operator_id: str | None = None,
-    product_id: str | None = None,
-    day: str | None = None,
     before: tuple[datetime, str] | None = None,
     limit: int = 100,
 ) -> list[Document]:
-    """Result records newest first; page on with `before` = (`at`, `_id`) of the last record."""
-    return await unbinds.find_records(
-        device_id=device_id,
-        operator_id=operator_id,
-        product_id=product_id,
-        day=day,
-        before=before,
-        limit=limit,
-    )
+    """Result records newest first, by `device_id`, `operator_id`, `product_id` and/or `day`; page on with
+    `before` = (`at`, `_id`) of the last record."""
+    return await unbinds.find_records(**filters, before=before, limit=limit)
+
+
+async def batch_list(batches: MongoBatchStore, operator_id: str | None, limit: int = 50) -> list[Batch]:
+    return await batches.of_operator(operator_id, limit)
+
+
+async def batch_results(unbinds: MongoUnbindStore, batch_id: str) -> list[Document]:
+    """Every result of a batch so far, in the record layout (so the CSV export has one shape)."""
+    return [record_of(u) for u in await unbinds.results(batch_id)]
+
+
+def authorization_record(record: AuthorizationRecord) -> Document:
+    """An authorization record as stored (without its storage key and product)."""
+    doc = record_to_doc(record)
+    del doc["_id"], doc["product_id"]
+    return doc

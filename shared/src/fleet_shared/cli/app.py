@@ -7,13 +7,15 @@ from collections.abc import Sequence
 
 import typer
 
-from . import ota, status, tuya
+from . import ota, pairing, status, trace, tuya, unbinding
 from .http import CliContext
 
 # name -> the group's Typer app; a new service's group (pairing, unbinding, ota) is one line here
 GROUPS: dict[str, typer.Typer] = {
     "tuya": tuya.app,
     "status": status.app,
+    "pair": pairing.app,
+    "unbind": unbinding.app,
     "ota": ota.app,
 }
 
@@ -35,6 +37,7 @@ def root(ctx: typer.Context) -> None:
 
 for _name, _group in GROUPS.items():
     app.add_typer(_group, name=_name)
+app.command("trace")(trace.trace)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -17,6 +17,7 @@ from .broker import PulsarBroker
 from .codec import OrjsonCodec
 from .confirmed import Confirmations, ConfirmedSender, Send, SendFailedError
 from .context import InlineContext
+from .device_events import DeviceEventHandler, subscribe_device_events
 from .message import PulsarMessage, PulsarPublishCommand, PulsarResponse
 from .options import DeadLetter, ProducerOptions
 from .outbox import OutboxPublisher
@@ -48,6 +49,7 @@ __all__ = (
     "ConsumerKeySharedPolicy",
     "ConsumerType",
     "DeadLetter",
+    "DeviceEventHandler",
     "InitialPosition",
     "InlineContext",
     "OrjsonCodec",
@@ -67,4 +69,5 @@ __all__ = (
     "TestPulsarBroker",
     "acknowledge_cumulative",
     "receive_ready",
+    "subscribe_device_events",
 )

@@ -24,6 +24,7 @@ from . import internals
 from .config import PulsarBrokerConfig
 from .logger import make_pulsar_logger_state
 from .message import PulsarMessage, PulsarPublishCommand, new_correlation_id
+from .opentelemetry import telemetry_middlewares
 from .producer import PulsarProducer
 from .registrator import PulsarRegistrator
 from .rpc import default_reply_topic
@@ -64,6 +65,7 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
         client_options: Mapping[str, Any] | None = None,
         producer_options: ProducerOptions | None = None,
         reply_topic: str | None = None,
+        telemetry: bool = True,
         # FastStream options
         graceful_timeout: float | None = 15.0,
         decoder: CustomCallable | None = None,
@@ -96,6 +98,8 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
         client_options: any other `pulsar.Client` keyword (TLS files, listener_name, ...).
         producer_options: defaults for every topic's producer (batching, compression, in-flight bound).
         reply_topic: the topic request() replies come back on (a private non-persistent one by default).
+        telemetry: publish and process spans with W3C context in message properties (`opentelemetry.py`),
+            unless `middlewares` already holds a telemetry middleware.
         """
         self._url = url
         self._client_kwargs: dict[str, Any] = {
@@ -116,7 +120,7 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
             routers=routers,
             config=PulsarBrokerConfig(
                 producer=producer,
-                broker_middlewares=middlewares,
+                broker_middlewares=telemetry_middlewares(middlewares) if telemetry else middlewares,
                 broker_parser=parser,
                 broker_decoder=decoder,
                 broker_codec=codec,

@@ -1,27 +1,39 @@
 """OpenTelemetry for PulsarBroker: W3C trace context travels in Pulsar message properties.
 
-Usage: `PulsarBroker(url, middlewares=[PulsarTelemetryMiddleware(tracer_provider=provider)])`.
+Every `PulsarBroker` has `PulsarTelemetryMiddleware` (with the global tracer provider) unless made with
+`telemetry=False` or given one of its own: `PulsarBroker(url, middlewares=[PulsarTelemetryMiddleware(...)])`.
+Publish and process spans follow OpenTelemetry's messaging conventions (`messaging.system = pulsar`, the
+topic, the message id, the key) and carry `fleet.device_id` / `fleet.batch_id` / `fleet.release_id` when the
+topic is keyed by one (`fleet_shared.tracing.attributes`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
+from faststream._internal.middlewares import BaseMiddleware
 from faststream.opentelemetry import TelemetrySettingsProvider
 from faststream.opentelemetry.consts import MESSAGING_DESTINATION_PUBLISH_NAME
 from faststream.opentelemetry.middleware import TelemetryMiddleware
+from opentelemetry import trace
 from opentelemetry.semconv.trace import SpanAttributes
+
+from fleet_shared.tracing.attributes import key_attributes
 
 from .message import PulsarPublishCommand
 
 if TYPE_CHECKING:
     import pulsar
+    from faststream._internal.basic_types import AsyncFunc
+    from faststream._internal.context.repository import ContextRepo
     from faststream.message import StreamMessage
     from opentelemetry.metrics import Meter, MeterProvider
     from opentelemetry.trace import TracerProvider
 
 MESSAGING_PULSAR_KEY = "messaging.pulsar.message.key"
 MESSAGING_PULSAR_SUBSCRIPTION = "messaging.pulsar.subscription"
+MESSAGING_OPERATION_TYPE = "messaging.operation.type"
 
 
 class PulsarTelemetrySettingsProvider(TelemetrySettingsProvider["pulsar.Message", PulsarPublishCommand]):
@@ -34,15 +46,19 @@ class PulsarTelemetrySettingsProvider(TelemetrySettingsProvider["pulsar.Message"
 
     def get_consume_attrs_from_message(self, msg: StreamMessage[pulsar.Message]) -> dict[str, Any]:
         raw = msg.raw_message
+        topic = str(raw.topic_name())
         attrs: dict[str, Any] = {
             SpanAttributes.MESSAGING_SYSTEM: self.messaging_system,
+            MESSAGING_OPERATION_TYPE: "process",
+            SpanAttributes.MESSAGING_DESTINATION_NAME: topic,
             SpanAttributes.MESSAGING_MESSAGE_ID: msg.message_id,
             SpanAttributes.MESSAGING_MESSAGE_CONVERSATION_ID: msg.correlation_id,
             SpanAttributes.MESSAGING_MESSAGE_PAYLOAD_SIZE_BYTES: len(msg.body),
-            MESSAGING_DESTINATION_PUBLISH_NAME: str(raw.topic_name()),
+            MESSAGING_DESTINATION_PUBLISH_NAME: topic,
         }
         if key := raw.partition_key():
             attrs[MESSAGING_PULSAR_KEY] = key
+            attrs.update(key_attributes(topic, key))
         return attrs
 
     def get_consume_destination_name(self, msg: StreamMessage[pulsar.Message]) -> str:
@@ -51,11 +67,13 @@ class PulsarTelemetrySettingsProvider(TelemetrySettingsProvider["pulsar.Message"
     def get_publish_attrs_from_cmd(self, cmd: PulsarPublishCommand) -> dict[str, Any]:
         attrs: dict[str, Any] = {
             SpanAttributes.MESSAGING_SYSTEM: self.messaging_system,
+            MESSAGING_OPERATION_TYPE: "publish",
             SpanAttributes.MESSAGING_DESTINATION_NAME: cmd.destination,
             SpanAttributes.MESSAGING_MESSAGE_CONVERSATION_ID: cmd.correlation_id,
         }
         if cmd.key:
             attrs[MESSAGING_PULSAR_KEY] = cmd.key
+            attrs.update(key_attributes(cmd.destination, cmd.key))
         return attrs
 
     def get_publish_destination_name(self, cmd: PulsarPublishCommand) -> str:
@@ -63,7 +81,7 @@ class PulsarTelemetrySettingsProvider(TelemetrySettingsProvider["pulsar.Message"
 
 
 class PulsarTelemetryMiddleware(TelemetryMiddleware[PulsarPublishCommand]):
-    """`TelemetryMiddleware` preset with the Pulsar settings provider."""
+    """`TelemetryMiddleware` preset with the Pulsar settings provider (see `telemetry_middlewares`)."""
 
     def __init__(
         self,
@@ -80,3 +98,27 @@ class PulsarTelemetryMiddleware(TelemetryMiddleware[PulsarPublishCommand]):
             meter=meter,
             include_messages_counters=include_messages_counters,
         )
+
+
+class PublishedMessageId(BaseMiddleware[PulsarPublishCommand]):
+    """Inside the publish span (so placed after the telemetry middleware): the id Pulsar gave the message,
+    known only once it is persisted, as `messaging.message.id`."""
+
+    def __init__(self, msg: Any | None, /, *, context: ContextRepo) -> None:
+        super().__init__(msg, context=context)
+
+    async def publish_scope(self, call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
+        result = await call_next(cmd)
+        if result is not None:
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, str(result))
+        return result
+
+
+def telemetry_middlewares(given: Sequence[Any]) -> tuple[Any, ...]:
+    """The broker's default tracing, before `given` middlewares, unless `given` brings its own (then only the
+    message id is added, inside it)."""
+    if any(isinstance(m, TelemetryMiddleware) for m in given):
+        return (*given, PublishedMessageId)
+    return (PulsarTelemetryMiddleware(include_messages_counters=False), PublishedMessageId, *given)

@@ -26,6 +26,7 @@ class Permission(StrEnum):
     `area:action` names beside its routes; every check here takes any `str`, so both kinds mix freely."""
 
     STATUS_READ = "status:read"
+    STATUS_WRITE = "status:write"
     PAIRING_READ = "pairing:read"
     PAIRING_WRITE = "pairing:write"
     UNBINDING_READ = "unbinding:read"
@@ -42,7 +43,15 @@ class Permission(StrEnum):
 DEFAULT_ROLES: Mapping[str, frozenset[str]] = {
     "viewer": frozenset({"status:read", "pairing:read", "unbinding:read", "ota:read"}),
     "operator": frozenset(
-        {"status:read", "pairing:read", "pairing:write", "unbinding:read", "unbinding:execute", "ota:read"}
+        {
+            "status:read",
+            "status:write",
+            "pairing:read",
+            "pairing:write",
+            "unbinding:read",
+            "unbinding:execute",
+            "ota:read",
+        }
     ),
     "firmware": frozenset({"status:read", "ota:read", "ota:write", "ota:release"}),
     "auditor": frozenset({"audit:read", "status:read", "pairing:read", "unbinding:read", "ota:read"}),

@@ -63,8 +63,22 @@ SERVICES: tuple[ServiceEntry, ...] = (
     ),
     ServiceEntry("ingest", "fleet_ingest", ("fleet-ingest",), 8001, api_key=False),
     ServiceEntry("status", "fleet_status", ("fleet-status",), 8002),
-    ServiceEntry("pairing", "fleet_pairing", ("fleet-pairing",), 8003),
-    ServiceEntry("unbinding", "fleet_unbinding", ("fleet-unbinding",), 8004),
+    # the stack's key opens sessions (`fleet pair`): pairing:write is the operator role's
+    ServiceEntry(
+        "pairing",
+        "fleet_pairing",
+        ("fleet-pairing",),
+        8003,
+        env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "operator"}),
+    ),
+    # the stack's key (seeded without roles) may run and approve batches: `fleet unbind` works out of the box
+    ServiceEntry(
+        "unbinding",
+        "fleet_unbinding",
+        ("fleet-unbinding",),
+        8004,
+        env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "admin"}),
+    ),
     # the stack's key registers firmware and runs releases (the default role only reads)
     ServiceEntry(
         "ota",

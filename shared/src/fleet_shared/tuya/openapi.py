@@ -25,9 +25,10 @@ from typing import Any, TypeVar
 
 import httpx
 import orjson
-from opentelemetry import trace
+from opentelemetry import propagate, trace
 from pydantic import BaseModel, SecretStr, TypeAdapter, ValidationError
 
+from fleet_shared.tracing.attributes import tag_span
 from fleet_shared.tuya.errors import (
     TOKEN_REACQUIRE_CODES,
     TuyaApiError,
@@ -295,17 +296,19 @@ class TuyaOpenApiClient:
         body_bytes = b"" if body is None else orjson.dumps(body)
         retries = 0
         token_retried = skew_retried = False
-        with _tracer.start_as_current_span(f"tuya {method} {path_template}") as span:
-            span.set_attribute("http.request.method", method)
+        # HTTP client conventions; the path template, never the path (a refresh token travels in it)
+        with _tracer.start_as_current_span(
+            f"{method} {path_template}", kind=trace.SpanKind.CLIENT, attributes=self._span_attributes(method)
+        ) as span:
             span.set_attribute("url.template", path_template)
-            span.set_attribute("server.address", self.base_url)
+            tag_span(span, device_id=str((path_params or {}).get("device_id") or "") or None)
             while True:
                 await self._limiter.acquire(method, path_template)
                 token = await self.access_token() if auth else ""
                 try:
                     result = await self._send(method, path_template, path, pairs, body_bytes, token)
                 except TuyaApiError as exc:
-                    span.set_attribute("tuya.error_code", exc.code if exc.code is not None else -1)
+                    span.set_attribute("tuya.code", exc.code if exc.code is not None else -1)
                     if auth and exc.code in TOKEN_REACQUIRE_CODES and not token_retried:
                         token_retried = True
                         self._invalidate_token(token)
@@ -320,14 +323,24 @@ class TuyaOpenApiClient:
                     span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
                     raise
                 except TuyaTransportError as exc:
+                    if exc.http_status is not None:
+                        span.set_attribute("http.response.status_code", exc.http_status)
                     if exc.retryable and idempotent and retries + 1 < self.retry.max_attempts:
                         await self._sleep(self.retry.delay(retries, self._rand))
                         retries += 1
                         continue
                     span.set_status(trace.StatusCode.ERROR, type(exc).__name__)
+                    span.set_attribute("error.type", type(exc).__name__)
                     raise
                 span.set_attribute("tuya.retries", retries)
                 return result
+
+    def _span_attributes(self, method: str) -> dict[str, str | int]:
+        url = httpx.URL(self.base_url)
+        attributes: dict[str, str | int] = {"http.request.method": method, "server.address": url.host}
+        if url.port is not None:
+            attributes["server.port"] = url.port
+        return attributes
 
     async def _send(
         self,
@@ -353,6 +366,7 @@ class TuyaOpenApiClient:
         )
         headers = signed.headers()
         headers["lang"] = self.lang
+        propagate.inject(headers)  # traceparent: the cloud's side of the call joins the caller's trace
         if body:
             headers["Content-Type"] = "application/json"
         started = time.perf_counter()

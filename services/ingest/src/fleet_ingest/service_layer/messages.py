@@ -5,12 +5,14 @@ from __future__ import annotations
 import logging
 
 from fleet_contracts.envelope import to_json_bytes
+from fleet_contracts.outbox import EVENT_ID_PROPERTY
 from fleet_ingest.domain.deadletters import dead_letter_event
 from fleet_ingest.domain.model import DeadLetter, Project, Publish, TuyaDelivery
 
 log = logging.getLogger(__name__)
 
-#: Properties on every message ingest publishes, besides W3C `traceparent`/`tracestate`.
+#: Properties on every message ingest publishes, besides W3C `traceparent`/`tracestate` and (on device events)
+#: the event id every tuya-fleet publisher sets, so consumers de-duplicate without parsing the body.
 PROP_CONTENT_TYPE = "content-type"
 PROP_TUYA_MESSAGE_ID = "tuya-message-id"
 PROP_TUYA_PUBLISH_TIME = "tuya-publish-time"
@@ -22,6 +24,7 @@ def event_message(
     """The device event's JSON and its properties (the trace context of the publish, when traced)."""
     return to_json_bytes(outcome.event), {
         PROP_CONTENT_TYPE: "application/json",
+        EVENT_ID_PROPERTY: outcome.event.id,
         PROP_TUYA_MESSAGE_ID: delivery.message_id,
         PROP_TUYA_PUBLISH_TIME: str(delivery.publish_time_ms),
         **(trace_carrier or {}),

@@ -154,11 +154,15 @@ class IngestPipeline:
             await self._recorder.flush()
             self._stopped.set()
 
+    def stop_receiving(self) -> None:
+        """Take no new messages (what is in flight goes on); `stop` finishes the job."""
+        self._stopping = True
+        self._stop_requested.set()
+
     async def stop(self, grace_s: float = 15.0) -> None:
         """Stop receiving, let what is in flight be published and acked (up to `grace_s`), then close the
         consumer (what it still holds is redelivered to the next one) and return."""
-        self._stopping = True
-        self._stop_requested.set()
+        self.stop_receiving()
         try:
             async with asyncio.timeout(grace_s):
                 await self._drained.wait()

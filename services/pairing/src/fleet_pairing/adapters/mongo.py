@@ -18,9 +18,9 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
-from fleet_contracts.outbox import entries_of
+from fleet_contracts.outbox import OutboxEntry, entries_of
 from fleet_contracts.pairing import PairingMode, UnexpectedProductPolicy
-from fleet_pairing.adapters.events import EventEncoder, OutboxEntry
+from fleet_pairing.adapters.events import EventEncoder
 from fleet_pairing.domain.causes import Failure, FailureCause
 from fleet_pairing.domain.session import (
     DeviceOutcome,
@@ -285,23 +285,37 @@ class DeviceOwnerStore:
     async def ensure_indexes(self) -> None:
         return None  # looked up by `_id` (the device id) only
 
-    async def owner_of(self, device_id: str) -> str | None:
+    async def owner_of(self, device_id: str, at: datetime | None = None) -> str | None:
         doc = await self.owners.find_one({"_id": device_id})
-        return None if doc is None else doc.get("owner_uid")
+        if doc is None:
+            return None
+        if doc.get("owner_uid") is None and at is not None and _same_instant(doc.get("at"), at):
+            return doc.get("released_uid")
+        return doc.get("owner_uid")
 
-    async def _record(self, device_id: str, owner_uid: str | None, at: datetime) -> None:
-        newer = {"_id": device_id, "at": {"$lt": at}}
-        result = await self.owners.update_one(newer, {"$set": {"owner_uid": owner_uid, "at": at}})
+    async def _record(self, device_id: str, fields: Document, at: datetime, *, wins_ties: bool) -> None:
+        newer = {"_id": device_id, "at": {"$lte" if wins_ties else "$lt": at}}
+        update = {"$set": {**fields, "at": at}}
+        result = await self.owners.update_one(newer, update)
         if result.matched_count:
             return
         try:
-            await self.owners.insert_one({"_id": device_id, "owner_uid": owner_uid, "at": at})
+            await self.owners.insert_one({"_id": device_id, **fields, "at": at})
         except DuplicateKeyError:
             # it exists and is at least as new (or a concurrent writer inserted it): try the newer-only update
-            await self.owners.update_one(newer, {"$set": {"owner_uid": owner_uid, "at": at}})
+            await self.owners.update_one(newer, update)
 
     async def record_bound(self, device_id: str, owner_uid: str, at: datetime) -> None:
-        await self._record(device_id, owner_uid, at)
+        await self._record(device_id, {"owner_uid": owner_uid, "released_uid": None}, at, wins_ties=True)
 
-    async def record_released(self, device_id: str, at: datetime) -> None:
-        await self._record(device_id, None, at)
+    async def record_released(self, device_id: str, at: datetime, owner_uid: str | None = None) -> None:
+        await self._record(device_id, {"owner_uid": None, "released_uid": owner_uid}, at, wins_ties=False)
+
+
+def _same_instant(stored: datetime | None, at: datetime) -> bool:
+    # the database keeps milliseconds and may hand back naive UTC
+    if stored is None:
+        return False
+    if stored.tzinfo is None:
+        stored = stored.replace(tzinfo=UTC)
+    return abs((stored - at).total_seconds()) < 0.001

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol
 
-from fleet_pairing.adapters.events import OutboxEntry
+from fleet_contracts.outbox import OutboxEntry
 from fleet_pairing.adapters.mongo import SessionStore
 
 log = logging.getLogger(__name__)

@@ -12,6 +12,8 @@ Rules (time is always a parameter):
     `remove`); in single-device modes it uses the token up, in multi-device EZ it does not count toward N;
   - otherwise `paired`; a medium-bound product rebound from another account also causes `previous owner
     notified`; weak rebinds are silent. A device that failed earlier and now paired counts as paired.
+    A poll cannot see who the device belonged to: when its push comes after the poll, the push adds the
+    previous owner to the outcome (and notifies a medium product's previous owner), once.
 - An activation at or after the session's end (cancel time, expiry, or beyond the token's uses) is recorded
   once as `late` and flagged; it never changes the counts or the state. A push is timed by Tuya's push time;
   a poll cannot time an activation, but Tuya lists only activations it accepted before expiry, so a device
@@ -301,10 +303,11 @@ def ensure_token_usable(session: PairingSession, now: datetime) -> None:
     """Raise `TokenRefused` unless the token may still be handed to a device (e.g. a custom provisioner)."""
     if session.state is SessionState.CANCELLED:
         raise TokenRefused("cancelled", "the pairing session was cancelled; its token is no longer honoured")
-    if now >= session.expires_at:
-        raise TokenRefused("expired", f"the token expired at {session.expires_at.isoformat()}")
-    if session.ended or session.token_uses >= session.request.max_devices:
+    # a token that paired its devices is "used up" for good, also once its time is over
+    if session.token_uses >= session.request.max_devices:
         raise TokenRefused("used_up", "the token already paired its devices and is void; open a new session")
+    if now >= session.expires_at or session.ended:
+        raise TokenRefused("expired", f"the token expired at {session.expires_at.isoformat()}")
 
 
 def _end(session: PairingSession, state: SessionState, now: datetime) -> tuple[PairingSession, Payload]:
@@ -339,11 +342,39 @@ def _without(session: PairingSession, key: str) -> tuple[DeviceOutcome, ...]:
     return tuple(o for o in session.outcomes if o.key != key)
 
 
+def _rebound_from(session: PairingSession, fact: Activation) -> str | None:
+    previous = fact.previous_owner_uid
+    return previous if previous not in (None, session.request.owner_uid) else None
+
+
+def _previous_owner_learned(session: PairingSession, known: DeviceOutcome, fact: Activation) -> Transition:
+    """A push of a rebind the poll already recorded: its previous owner joins the outcome once, and a
+    medium-bound product's previous owner is notified then (in time or not, the rebind happened)."""
+    previous = _rebound_from(session, fact)
+    if known.kind is not OutcomeKind.PAIRED or known.previous_owner_uid is not None or previous is None:
+        return _unchanged(session)
+    outcome = replace(known, previous_owner_uid=previous)
+    updated = replace(session, outcomes=tuple(outcome if o is known else o for o in session.outcomes))
+    events: list[Payload] = []
+    if fact.binding_mode is BindingMode.MEDIUM:
+        events.append(
+            PreviousOwnerNotified(
+                **_facts(session),
+                device_id=fact.device_id,
+                owner_uid=session.request.owner_uid,
+                previous_owner_uid=previous,
+            )
+        )
+    return Transition(updated, tuple(events))
+
+
 def record_activation(session: PairingSession, fact: Activation) -> Transition:
     """A device activated with the token (push or poll); see the module rules."""
     known = session.outcome(fact.device_id)
     if known is not None and known.kind is not OutcomeKind.FAILED:
-        return _unchanged(session)  # a duplicate, or the other path reporting the same activation
+        # a duplicate, or the other path reporting the same activation; only a push can name the
+        # previous owner a poll could not see (the poll got there first)
+        return _previous_owner_learned(session, known, fact)
     if fact.source is FactSource.POLL and not session.ended:
         # the token result lists only activations Tuya accepted, and Tuya stops accepting at expiry: a
         # device first seen by a poll during the settle window activated in time, whenever we learn of it

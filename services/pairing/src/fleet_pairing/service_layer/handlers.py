@@ -17,7 +17,7 @@ from functools import partial
 
 from pydantic import SecretStr
 
-from fleet_contracts.device import DeviceBound, DeviceRemoved, DeviceUnbound
+from fleet_contracts.device import DeviceBound, DeviceEvent, DeviceRemoved, DeviceUnbound
 from fleet_contracts.pairing import PairingMode
 from fleet_pairing.domain import session as rules
 from fleet_pairing.domain.commands import CancelSession, CheckToken, OpenSession
@@ -186,7 +186,7 @@ async def on_device_bound(
     device's owner. The owner is recorded after the session write, so a redelivery after a crash in between
     still sees the previous owner (and finds the activation already applied)."""
     at = _push_time(event.origin.push_time_ms)
-    previous = await owners.owner_of(event.device_id)
+    previous = await owners.owner_of(event.device_id, at)
     stored: PairingSession | None = None
     if event.pairing_token:
         token = event.pairing_token
@@ -207,7 +207,7 @@ async def on_device_bound(
 
 async def on_device_released(event: DeviceRemoved | DeviceUnbound, *, owners: DeviceOwners) -> None:
     """The device left its owner: a later bind to someone else is not a rebind from that owner."""
-    await owners.record_released(event.device_id, _push_time(event.origin.push_time_ms))
+    await owners.record_released(event.device_id, _push_time(event.origin.push_time_ms), event.owner_uid)
 
 
 async def poll_token_result(
@@ -260,13 +260,15 @@ async def poll_active_sessions(
     binding_modes: BindingModes,
     clock: Clock,
     batch: int = 100,
+    concurrency: int = 1,
 ) -> int:
-    """One round of polling over every active session; returns how many were polled. A Tuya error on one
-    session is logged and the round goes on (the next round asks again)."""
-    polled, after = 0, None
-    while True:
-        page = await sessions.active(batch, after_id=after)
-        for session in page:
+    """One round of polling over every active session, `concurrency` sessions at a time (the OpenAPI
+    client paces the calls to Tuya's limit); returns how many were polled. A Tuya error on one session is
+    logged and the round goes on (the next round asks again)."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def poll(session: PairingSession) -> bool:
+        async with gate:
             try:
                 await poll_token_result(
                     session.session_id,
@@ -276,24 +278,53 @@ async def poll_active_sessions(
                     binding_modes=binding_modes,
                     clock=clock,
                 )
-                polled += 1
             except TuyaError as e:
                 log.warning(
                     "token result poll failed", extra={"session_id": session.session_id, "error": repr(e)}
                 )
+                return False
+            return True
+
+    polled, after = 0, None
+    while True:
+        page = await sessions.active(batch, after_id=after)
+        polled += sum(await asyncio.gather(*(poll(s) for s in page)))
         if len(page) < batch:
             return polled
         after = page[-1].session_id
 
 
+LastPoll = Callable[[str], Awaitable[object]]
+
+
 async def close_expired_sessions(
-    *, sessions: SessionRepository, clock: Clock, settle: timedelta, batch: int = 100
+    *,
+    sessions: SessionRepository,
+    clock: Clock,
+    settle: timedelta,
+    batch: int = 100,
+    last_poll: LastPoll | None = None,
+    give_up_after: timedelta = timedelta(minutes=5),
 ) -> int:
-    """End every active session whose token expired at least `settle` ago; returns how many ended."""
+    """End every active session whose token expired at least `settle` ago; returns how many ended.
+
+    With `last_poll`, each session's token result is read once more right before it closes, so a failure
+    only Tuya's result reports is never missed however far behind the polling rounds are. If that read
+    fails (Tuya unreachable), the session stays open for a later sweep, at most `give_up_after` past
+    its settle time."""
     now = clock.now()
     closed = 0
     for session in await sessions.expiring(now - settle, batch):
         sid = session.session_id
+        if last_poll is not None:
+            try:
+                await last_poll(sid)
+            except TuyaError as e:
+                if now < session.expires_at + settle + give_up_after:
+                    log.warning(
+                        "last poll before closing failed", extra={"session_id": sid, "error": repr(e)}
+                    )
+                    continue
         stored = await _apply(
             sessions, _loader(sessions, sid), partial(rules.close_if_expired, now=now, settle=settle)
         )
@@ -328,3 +359,20 @@ async def remove_unexpected_devices(
 
 def _retryable(error: TuyaError) -> bool:
     return bool(getattr(error, "retryable", False))
+
+
+async def on_device_event(
+    event: DeviceEvent,
+    *,
+    sessions: SessionRepository,
+    owners: DeviceOwners,
+    binding_modes: BindingModes,
+) -> PairingSession | None:
+    """One event of ingest's device topic: bindings feed sessions and owners, releases feed owners; pairing
+    keeps nothing of the rest (status reports, presence, renames, OTA)."""
+    data = event.data
+    if isinstance(data, DeviceBound):
+        return await on_device_bound(data, sessions=sessions, owners=owners, binding_modes=binding_modes)
+    if isinstance(data, DeviceRemoved | DeviceUnbound):
+        await on_device_released(data, owners=owners)
+    return None

@@ -11,7 +11,6 @@ connection until the command ends), so its front refuses more than 64.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
@@ -21,7 +20,7 @@ from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
 from fleet_contracts.outbox import entries_of
-from fleet_status.adapters.bulk import chunks, only_duplicates
+from fleet_status.adapters.bulk import chunks, in_chunks, only_duplicates
 from fleet_status.domain.dp_schema import DpType
 from fleet_status.domain.events import OutboxEntry
 from fleet_status.domain.shadow import (
@@ -29,6 +28,7 @@ from fleet_status.domain.shadow import (
     BindingState,
     DpState,
     FirmwareChannel,
+    InactivityTimeout,
     Named,
     Presence,
     Shadow,
@@ -60,10 +60,18 @@ def shadow_to_doc(shadow: Shadow, outbox: Sequence[OutboxEntry], write_id: str, 
             for dp in shadow.dps.values()
         ],
         "presence": {
-            "online": shadow.presence.online,
+            # as the shadow tells it (offline while inactive): what lists filter on and views show
+            "online": shadow.presence.effective_online,
+            "reported_online": shadow.presence.online,
             "changed_at_ms": shadow.presence.changed_at_ms,
             "last_seen_ms": shadow.presence.last_seen_ms,
+            "deadline_ms": shadow.presence.deadline_ms,  # indexed: the inactivity sweep reads what is due
+            "inactive_at_ms": shadow.presence.inactive_at_ms,
+            "cause": shadow.presence.cause,
         },
+        "inactivity_timeout": None
+        if shadow.inactivity_timeout is None
+        else {"timeout_ms": shadow.inactivity_timeout.timeout_ms, "at_ms": shadow.inactivity_timeout.at_ms},
         "binding": {
             "state": shadow.binding.state.value if shadow.binding.state else None,
             "owner_uid": shadow.binding.owner_uid,
@@ -110,7 +118,17 @@ def shadow_from_doc(doc: Mapping[str, Any]) -> StoredShadow:
             for dp in doc.get("dps", [])
         },
         presence=Presence(
-            presence.get("online"), presence.get("changed_at_ms"), presence.get("last_seen_ms")
+            # documents written before inactivity existed hold the reported presence in `online`
+            presence.get("reported_online", presence.get("online")),
+            presence.get("changed_at_ms"),
+            presence.get("last_seen_ms"),
+            presence.get("deadline_ms"),
+            presence.get("inactive_at_ms"),
+        ),
+        inactivity_timeout=None
+        if not doc.get("inactivity_timeout")
+        else InactivityTimeout(
+            doc["inactivity_timeout"]["timeout_ms"], int(doc["inactivity_timeout"]["at_ms"])
         ),
         binding=Binding(
             state=BindingState(binding["state"]) if binding.get("state") else None,
@@ -156,6 +174,7 @@ class ShadowStore:
         await self.shadows.create_index([("binding.home_id", ASCENDING), ("_id", ASCENDING)])
         await self.shadows.create_index([("presence.online", ASCENDING), ("_id", ASCENDING)])
         await self.shadows.create_index([("updated_at", ASCENDING)])
+        await self.shadows.create_index([("presence.deadline_ms", ASCENDING)])
 
     async def ping(self) -> bool:
         await self.db.command("ping")
@@ -195,14 +214,7 @@ class ShadowStore:
     async def _in_chunks(
         self, items: Sequence[Any], write: Callable[[Sequence[Any]], Awaitable[Any]]
     ) -> list[Any]:
-        """Run `write` over chunks of `write_chunk` items, `write_concurrency` commands at a time."""
-        gate = asyncio.Semaphore(self.write_concurrency)
-
-        async def one(chunk: Sequence[Any]) -> Any:
-            async with gate:
-                return await write(chunk)
-
-        return list(await asyncio.gather(*(one(c) for c in chunks(items, self.write_chunk))))
+        return await in_chunks(items, write, size=self.write_chunk, concurrency=self.write_concurrency)
 
     async def _not_written(self, chunk: Sequence[ShadowWrite]) -> set[str]:
         """Which writes of a chunk did not land: read back version and write id (they name the writer)."""
@@ -246,6 +258,12 @@ class ShadowStore:
         cursor = self.shadows.find({"updated_at": {"$lt": before}}, {"_id": 1}).sort("updated_at", 1)
         return [doc["_id"] async for doc in cursor.limit(limit)]
 
+    async def due(self, now_ms: int, limit: int) -> list[tuple[str, int]]:
+        """Devices whose inactivity deadline (device time) has passed, with it; at most `limit`, from the
+        `presence.deadline_ms` index (a device found inactive has no deadline, so it drops out)."""
+        cursor = self.shadows.find({"presence.deadline_ms": {"$lte": now_ms}}, {"presence.deadline_ms": 1})
+        return [(doc["_id"], int(doc["presence"]["deadline_ms"])) async for doc in cursor.limit(limit)]
+
     async def touch(self, device_ids: Sequence[str], now: datetime) -> None:
         """Mark reconciled shadows fresh without a state change (the cloud agreed with them)."""
         if device_ids:
@@ -264,15 +282,40 @@ class ShadowStore:
         online: bool | None,
         after: str | None,
         limit: int,
+        products: frozenset[str] | None = None,
     ) -> list[Document]:
-        filter_: Document = {}
-        if product_id is not None:
-            filter_["product_id"] = product_id
-        if home_id is not None:
-            filter_["binding.home_id"] = home_id
-        if online is not None:
-            filter_["presence.online"] = online
-        if after is not None:
-            filter_["_id"] = {"$gt": after}
+        filter_ = self.list_filter(
+            product_id=product_id, home_id=home_id, online=online, after=after, products=products
+        )
         cursor = self.shadows.find(filter_, {"outbox": 0, "write_id": 0}).sort("_id", 1).limit(limit)
         return [doc async for doc in cursor]
+
+    @staticmethod
+    def list_filter(
+        *,
+        product_id: str | None,
+        home_id: str | None,
+        online: bool | None,
+        after: str | None,
+        products: frozenset[str] | None = None,
+    ) -> Document:
+        """A device list's filter (its page is sorted by `_id`); each field leads an index with `_id`.
+
+        `products`: the caller's product scope (None: every product); the list holds only those."""
+        # most selective first: the local FerretDB reads the index of the first field (MongoDB plans its own)
+        filter_: Document = {}
+        if home_id is not None:
+            filter_["binding.home_id"] = home_id
+        wanted = products
+        if product_id is not None:
+            wanted = frozenset({product_id}) if products is None else products & {product_id}
+        if wanted is not None:
+            # one product (the usual case, also for a key scoped to one) keeps the plain equality query
+            filter_["product_id"] = next(iter(wanted)) if len(wanted) == 1 else {"$in": sorted(wanted)}
+        if online is not None:
+            filter_["presence.online"] = online
+        # always a string bound on `_id`: device ids are strings, and with it every server answers the page
+        # from an index in `_id` order, reading about `limit` documents (FerretDB's build orders in SQL only
+        # when every match is known to have a string `_id`)
+        filter_["_id"] = {"$gt": after} if after is not None else {"$gte": ""}
+        return filter_

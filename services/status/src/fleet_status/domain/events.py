@@ -74,6 +74,7 @@ def outbox_for(result: MergeResult, *, tenant: str, region: str, now: datetime) 
                 online=p.online,
                 changed_at_ms=p.changed_at_ms,
                 last_seen_ms=p.last_seen_ms,
+                cause=p.cause,
             ),
             source=SOURCE,
             tenant=tenant,

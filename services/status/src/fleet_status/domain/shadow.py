@@ -4,6 +4,12 @@ Every field is a last-writer-wins register ordered by a key that does not depend
 - a DP by its device timestamp (ties broken by the canonical raw value, so any order gives one answer);
 - presence by the device time of the online/offline report (offline wins a tie); last seen is a maximum;
 - binding, name, DP names and firmware channels by Tuya's push time (those facts carry no device time).
+- inactivity: with a timeout (the device's own, else its product's), a device is due at `last seen + timeout`;
+  a check at that deadline marks it offline (cause `inactivity`) for as long as the deadline stands. Any
+  report later than the last seen moves the deadline, which ends the inactivity ("back on its next report").
+  A check for a deadline that no longer stands changes nothing. Checks are only made from a stored deadline,
+  so a check always comes after the report that set it; given that, any order gives one state. The
+  per-device timeout is a register ordered by the server time of the operator's command.
 A report older than what the shadow holds for its field changes nothing; a duplicate changes nothing. So any
 permutation of a set of reports, with duplicates, merges to the same state as in-order delivery.
 """
@@ -53,13 +59,38 @@ class DpState:
 
 @dataclass(slots=True)
 class Presence:
-    online: bool | None = None
+    online: bool | None = None  # as last reported (online/offline messages)
     changed_at_ms: int | None = None  # device time of the online/offline report that decided `online`
     last_seen_ms: int | None = None  # latest device time of any report
+    # when the device is due to be found silent (last seen + timeout); None without a timeout or once inactive
+    deadline_ms: int | None = None
+    inactive_at_ms: int | None = None  # the deadline at which it was found silent, until its next report
 
     def order_key(self) -> tuple[int, int]:
         # Offline wins a tie: a device that says both at one instant is not reachable.
         return (self.changed_at_ms or -1, 0 if self.online else 1)
+
+    @property
+    def effective_online(self) -> bool | None:
+        """Online as the shadow tells it: offline while inactive, else as reported."""
+        return False if self.inactive_at_ms is not None else self.online
+
+    @property
+    def cause(self) -> str | None:
+        if self.inactive_at_ms is not None:
+            return "inactivity"
+        return None if self.online is None else "reported"
+
+
+@dataclass(slots=True)
+class InactivityTimeout:
+    """An operator's per-device inactivity timeout: ms (0: never), or None (back to the product's)."""
+
+    timeout_ms: int | None
+    at_ms: int  # server time of the command
+
+    def order_key(self) -> tuple[int, int]:
+        return (self.at_ms, -1 if self.timeout_ms is None else self.timeout_ms)
 
 
 @dataclass(slots=True)
@@ -114,6 +145,7 @@ class Shadow:
     name: Named | None = None
     dp_names: dict[int, Named] = field(default_factory=dict)
     firmware: dict[int, FirmwareChannel] = field(default_factory=dict)
+    inactivity_timeout: InactivityTimeout | None = None  # the device's own; None: its product's
 
     def state_equals(self, other: Shadow) -> bool:
         """Same state, whatever the version (two shadows merged from the same reports in any order)."""
@@ -133,6 +165,7 @@ def _state(shadow: Shadow) -> tuple[Any, ...]:
         shadow.name,
         shadow.dp_names,
         shadow.firmware,
+        shadow.inactivity_timeout,
     )
 
 
@@ -191,7 +224,31 @@ class FirmwareReport:
     version: str | None = None
 
 
-Fact = StatusReport | PresenceReport | BindingReport | NameReport | DpNameReport | FirmwareReport
+@dataclass(frozen=True, slots=True)
+class InactivityCheck:
+    """The server's clock passed the device's deadline (device time) without a newer report being seen."""
+
+    deadline_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class InactivityTimeoutSet:
+    """An operator set (ms, 0: never) or cleared (None) the device's own inactivity timeout."""
+
+    timeout_ms: int | None
+    at_ms: int
+
+
+Fact = (
+    StatusReport
+    | PresenceReport
+    | BindingReport
+    | NameReport
+    | DpNameReport
+    | FirmwareReport
+    | InactivityCheck
+    | InactivityTimeoutSet
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +282,7 @@ class PresenceChanged:
     online: bool
     changed_at_ms: int
     last_seen_ms: int | None
+    cause: str | None = None  # "reported", "inactivity" or "report" (back after inactivity)
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,28 +313,55 @@ class MergeResult:
     refused: list[RefusedReading]
 
 
-def merge(shadow: Shadow, batch: Iterable[DeviceFacts], schema: DpSchema | None) -> MergeResult:
+def merge(
+    shadow: Shadow,
+    batch: Iterable[DeviceFacts],
+    schema: DpSchema | None,
+    *,
+    product_inactivity_ms: int | None = None,
+) -> MergeResult:
     """Merge facts into a copy of `shadow`; the result says what really changed.
 
-    The version is bumped once when anything changed: one durable write per merge.
+    `product_inactivity_ms` is the inactivity timeout of the device's product (None or 0: none), used unless
+    the device has its own. The version is bumped once when anything changed: one durable write per merge.
     """
     new = shadow.copy()
     history: list[AcceptedReading] = []
     presence_history: list[PresenceReport] = []
     refused: list[RefusedReading] = []
+    checks: set[int] = set()
     for item in batch:
         if item.device_id != shadow.device_id:
             raise ValueError(f"facts about {item.device_id} merged into the shadow of {shadow.device_id}")
         if item.product_id and new.product_id is None:
             new.product_id = item.product_id
         for fact in item.facts:
-            _apply(new, fact, schema, history, presence_history, refused)
+            if isinstance(fact, InactivityCheck):
+                checks.add(fact.deadline_ms)
+            else:
+                _apply(new, fact, schema, history, presence_history, refused)
+    _settle_inactivity(new, checks, product_inactivity_ms)
     dp_changes = _dp_changes(shadow, new)
     presence_change = _presence_change(shadow, new)
     changed = not shadow.state_equals(new)
     if changed:
         new.version = shadow.version + 1
     return MergeResult(new, changed, dp_changes, presence_change, history, presence_history, refused)
+
+
+def _settle_inactivity(shadow: Shadow, checks: set[int], product_timeout_ms: int | None) -> None:
+    """The deadline from the last seen report and the timeout in force; inactive if a check hit that deadline
+    (now or in an earlier merge), active again once the deadline moved."""
+    own = shadow.inactivity_timeout
+    timeout = own.timeout_ms if own is not None and own.timeout_ms is not None else product_timeout_ms
+    last = shadow.presence.last_seen_ms
+    deadline = last + timeout if timeout and last is not None else None
+    presence = shadow.presence
+    if presence.inactive_at_ms is not None and presence.inactive_at_ms != deadline:
+        presence.inactive_at_ms = None
+    if deadline is not None and deadline in checks:
+        presence.inactive_at_ms = deadline
+    presence.deadline_ms = None if presence.inactive_at_ms is not None else deadline
 
 
 def _seen(shadow: Shadow, device_time_ms: int) -> None:
@@ -326,6 +411,13 @@ def _apply(
                 shadow.dp_names[dp_id] = candidate_dn
         case FirmwareReport():
             _apply_firmware(shadow, fact)
+        case InactivityTimeoutSet(timeout_ms=ms, at_ms=t):
+            candidate_t = InactivityTimeout(ms, t)
+            current_t = shadow.inactivity_timeout
+            if current_t is None or candidate_t.order_key() > current_t.order_key():
+                shadow.inactivity_timeout = candidate_t
+        case InactivityCheck():
+            pass  # settled after every other fact (`_settle_inactivity`)
 
 
 def _apply_reading(
@@ -402,7 +494,15 @@ def _dp_changes(old: Shadow, new: Shadow) -> list[DpChanged]:
 
 
 def _presence_change(old: Shadow, new: Shadow) -> PresenceChanged | None:
-    if new.presence.online is None or new.presence.online == old.presence.online:
+    online, before = new.presence.effective_online, old.presence.effective_online
+    if online is None or online == before:
         return None
-    assert new.presence.changed_at_ms is not None
-    return PresenceChanged(new.presence.online, new.presence.changed_at_ms, new.presence.last_seen_ms)
+    p = new.presence
+    if p.inactive_at_ms is not None:
+        return PresenceChanged(False, p.inactive_at_ms, p.last_seen_ms, "inactivity")
+    moved = (p.last_seen_ms or -1) > (old.presence.last_seen_ms or -1)
+    if old.presence.inactive_at_ms is not None and p.online == old.presence.online and moved:
+        assert p.last_seen_ms is not None  # the inactivity ended: a newer report moved the deadline
+        return PresenceChanged(True, p.last_seen_ms, p.last_seen_ms, "report")
+    assert p.changed_at_ms is not None
+    return PresenceChanged(online, p.changed_at_ms, p.last_seen_ms, "reported")

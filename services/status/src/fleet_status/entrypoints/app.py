@@ -1,42 +1,28 @@
-"""The HTTP app: the status API, operations endpoints, and the service's life bound to the app's lifespan."""
+"""The HTTP app: the status API behind the security kit, on the service kit's app (operational endpoints,
+problem+json, request ids; the service's life bound to the app's lifespan)."""
 
 from __future__ import annotations
-
-import contextlib
-import logging
-from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from fleet_shared.service import operations_router
-from fleet_status.bootstrap import Status
+from fleet_shared.service import build_app
+from fleet_status.bootstrap import SERVICE, Status
 from fleet_status.entrypoints.http import api_router
 
-log = logging.getLogger(__name__)
+# beyond the writer's own drain bound, so its warning (what will be redelivered) is logged before the cut
+_DRAIN_MARGIN_S = 5.0
 
 
 def create_app(service: Status, *, registry: CollectorRegistry = REGISTRY) -> FastAPI:
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await service.start()
-        log.info("status started", extra={"database": service.settings.status_database})
-        try:
-            yield
-        finally:
-            await service.stop()
-            log.info("status stopped")
-
-    app = FastAPI(
-        title="tuya-fleet status",
+    security = service.security.security
+    app = build_app(
+        SERVICE,
+        service,
+        routers=[api_router(service.views, security, set_inactivity_timeout=service.set_inactivity_timeout)],
+        registry=registry,
         description="Device shadows (presence, typed DPs, binding, firmware), DP history, presence timeline.",
-        lifespan=lifespan,
+        drain_timeout_s=service.settings.status_shutdown_timeout_s + _DRAIN_MARGIN_S,
     )
-    app.include_router(api_router(service.views, service.keys))
-    app.include_router(
-        operations_router(
-            {"bus": service.bus_ready, "database": service.database_ready, "writer": service.writer_ready},
-            registry=registry,
-        )
-    )
+    security.install(app)
     return app

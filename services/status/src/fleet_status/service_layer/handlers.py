@@ -11,7 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 from fleet_contracts.device import DeviceEvent
 from fleet_status.domain.facts import facts_from_cloud, facts_from_event
-from fleet_status.ports import CloudDevices, Settlement, StaleShadows
+from fleet_status.domain.shadow import DeviceFacts, InactivityCheck, InactivityTimeoutSet
+from fleet_status.ports import CloudDevices, DueShadows, Settlement, StaleShadows
 from fleet_status.service_layer.writer import ShadowWriter
 
 log = logging.getLogger(__name__)
@@ -52,3 +53,27 @@ async def reconcile_stale(
     if device_ids:
         log.info("reconciled %d of %d stale shadows", len(seen), len(device_ids))
     return len(device_ids)
+
+
+async def find_inactive(shadows: DueShadows, writer: ShadowWriter, *, now: datetime, limit: int) -> int:
+    """Queue an inactivity check for devices whose deadline has passed (at most `limit`); the writer merges it
+    like any fact, so a report that arrived meanwhile wins. Returns how many were due."""
+    due = await shadows.due(int(now.timestamp() * 1000), limit)
+    for device_id, deadline_ms in due:
+        facts = DeviceFacts(device_id, (InactivityCheck(deadline_ms),))
+        await writer.submit(facts, None, tenant=writer.tenant, region=writer.region)
+    if due:
+        log.info("%d devices passed their inactivity deadline", len(due))
+    return len(due)
+
+
+async def set_inactivity_timeout(
+    writer: ShadowWriter, device_id: str, timeout_s: float | None, *, now: datetime
+) -> None:
+    """An operator sets the device's own inactivity timeout (seconds, 0: never) or clears it (None: its
+    product's). Applied by the writer with the shadow's ordering rules (the latest command wins)."""
+    if timeout_s is not None and timeout_s < 0:
+        raise ValueError("an inactivity timeout is 0 (never) or more seconds")
+    ms = None if timeout_s is None else round(timeout_s * 1000)
+    facts = DeviceFacts(device_id, (InactivityTimeoutSet(ms, int(now.timestamp() * 1000)),))
+    await writer.submit(facts, None, tenant=writer.tenant, region=writer.region)

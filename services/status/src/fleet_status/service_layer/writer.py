@@ -2,8 +2,12 @@
 relays the events those writes recorded. One writer per process; batches are flushed one after another.
 
 Per batch: load the shadows not in memory (relaying any events a crash left in their outbox), merge each
-device's facts, insert DP history, write every changed shadow with its outbox in one conditional
-single-document write, publish the outbox, then acknowledge the messages. A crash anywhere before the
+device's facts, write every changed shadow with its outbox in one conditional single-document write, publish
+the outbox; then the batch's DP history is appended and the messages acknowledged. History of several
+batches is appended together (`history_delay_s`): one bucket write per device per interval instead of per
+batch, and the messages are acknowledged only once their history is durable too (a crash redelivers them;
+re-merging changes no shadow and the history append skips what it already holds). The shadow is written
+as fast as before; only acknowledgements wait. A crash anywhere before the
 acknowledgement redelivers the messages; re-merging them changes nothing that was already written (merges are
 idempotent), and events left in an outbox are published on the next load with their deterministic ids.
 A write that loses a race with another replica (the version moved on) is merged again from a fresh read.
@@ -54,6 +58,39 @@ class _Cached:
     region: str = ""
 
 
+@dataclass(slots=True)
+class _Held:
+    """Written batches whose history is not appended yet: their messages and that history."""
+
+    groups: list[list[Pending]] = field(default_factory=list)
+    count: int = 0
+    since: float | None = None
+    readings: dict[str, list[AcceptedReading]] = field(default_factory=dict)
+    presence: dict[str, list[PresenceReport]] = field(default_factory=dict)
+
+    def add(
+        self,
+        groups: Iterable[list[Pending]],
+        readings: dict[str, list[AcceptedReading]],
+        presence: dict[str, list[PresenceReport]],
+        now: float,
+    ) -> None:
+        for items in groups:
+            self.groups.append(items)
+            self.count += len(items)
+        for device_id, dp_rows in readings.items():
+            self.readings.setdefault(device_id, []).extend(dp_rows)
+        for device_id, presence_rows in presence.items():
+            self.presence.setdefault(device_id, []).extend(presence_rows)
+        if self.since is None:
+            self.since = now
+
+    def absorb(self, older: _Held) -> None:
+        """Take back an append that failed (its rows first; the order of rows does not matter)."""
+        self.add(older.groups, older.readings, older.presence, older.since or 0.0)
+        self.since = min(self.since or 0.0, older.since or 0.0)
+
+
 @dataclass
 class WriterMetrics:
     registry: CollectorRegistry = REGISTRY
@@ -98,6 +135,9 @@ class ShadowWriter:
         max_pending: int = 20_000,
         outbox_clear_after_s: float = 1.0,
         stall_after_s: float = 60.0,
+        inactivity_ms: Callable[[str | None], int | None] = lambda _product_id: None,
+        history_delay_s: float = 0.0,
+        history_max_held: int = 20_000,
         metrics: WriterMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
@@ -115,6 +155,12 @@ class ShadowWriter:
         self.metrics = metrics or WriterMetrics(CollectorRegistry())
         self.clock = clock
         self.stall_after_s = stall_after_s
+        self.inactivity_ms = inactivity_ms  # a product's inactivity timeout (None: none)
+        self.history_delay_s = history_delay_s
+        self.history_max_held = history_max_held
+        # written batches whose history is not appended yet: their messages, and the history, until then
+        self._held = _Held()
+        self._appending: asyncio.Task[None] | None = None  # one history append at a time, beside the flushes
         self.monotonic = monotonic
         self._cache: dict[str, _Cached] = {}
         self._pending: dict[str, list[Pending]] = {}
@@ -187,11 +233,14 @@ class ShadowWriter:
         while True:
             if not self._pending:
                 if self._stopping:
+                    await self.flush_history()
                     return
+                idle_s = max(min(self.outbox_clear_after_s, self.history_delay_s or 1.0), 0.05)
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), max(self.outbox_clear_after_s, 0.05))
+                    await asyncio.wait_for(self._wake.wait(), idle_s)
                 self._wake.clear()
                 if not self._pending:
+                    await self._flush_history_when_due()
                     await self._clear_relayed_outboxes()
                     continue
             if len(self._pending) < self.max_devices and not self._stopping and self.max_delay_s > 0:
@@ -221,7 +270,7 @@ class ShadowWriter:
             return
         started = time.monotonic()
         try:
-            lost = await self._flush(batch)
+            lost, readings, presence = await self._flush(batch)
         except Exception as e:
             await self._failed(batch, e)
             return
@@ -230,9 +279,61 @@ class ShadowWriter:
         if lost:
             self.metrics.conflicts.inc(len(lost))
             self._requeue({d: batch.pop(d) for d in lost})
-        await _settle(batch.values(), ack=True)
+        self._hold(batch.values(), readings, presence)
         self._flush_completed()
         self.metrics.flushes.observe(time.monotonic() - started)
+        await self._flush_history_when_due()
+
+    def _hold(
+        self,
+        groups: Iterable[list[Pending]],
+        readings: dict[str, list[AcceptedReading]],
+        presence: dict[str, list[PresenceReport]],
+    ) -> None:
+        """Keep a written batch's messages and history until its history is appended."""
+        self._held.add(groups, readings, presence, self.monotonic())
+
+    async def _flush_history_when_due(self) -> None:
+        """Start appending the held history in the background when it is due (shadow flushes go on)."""
+        held = self._held
+        if held.since is None or (self._appending is not None and not self._appending.done()):
+            return
+        if held.count >= self.history_max_held or self.monotonic() - held.since >= self.history_delay_s:
+            self._held = _Held()
+            if self.history_delay_s == 0:
+                await self._append(held)  # no batching asked for: acknowledged as each batch is written
+            else:
+                self._appending = asyncio.create_task(self._append(held), name="status-history-append")
+
+    async def history_settled(self) -> None:
+        """Wait for the history append in progress, if any."""
+        if self._appending is not None:
+            await asyncio.gather(self._appending, return_exceptions=True)
+
+    async def flush_history(self) -> None:
+        """Append everything held now (waiting for an append in progress first)."""
+        await self.history_settled()
+        held, self._held = self._held, _Held()
+        if held.since is not None:
+            await self._append(held)
+
+    async def _append(self, held: _Held) -> None:
+        """Append the history, then acknowledge its messages. On an outage it is held again (and retried);
+        any other failure nacks the messages (redelivered, they merge to no shadow change)."""
+        try:
+            await self.history.add(held.readings, held.presence, self.clock())
+        except Exception as e:
+            self.healthy = False
+            self.metrics.failures.inc()
+            if is_outage(e):
+                log.warning("appending history failed (outage), will retry: %r", e)
+                held.since = self.monotonic()
+                self._held.absorb(held)
+                return
+            log.warning("appending history failed, its messages are nacked: %r", e)
+            await _settle(held.groups, ack=False)
+            return
+        await _settle(held.groups, ack=True)
 
     def _flush_completed(self) -> None:
         """A batch was settled: whatever is still pending waits from now."""
@@ -265,7 +366,10 @@ class ShadowWriter:
         self._flush_completed()
         await asyncio.sleep(0.2)
 
-    async def _flush(self, batch: dict[str, list[Pending]]) -> set[str]:
+    async def _flush(
+        self, batch: dict[str, list[Pending]]
+    ) -> tuple[set[str], dict[str, list[AcceptedReading]], dict[str, list[PresenceReport]]]:
+        """Merge and write the batch; the devices whose write lost a race, and the batch's history."""
         now = self.clock()
         await self._load_missing(list(batch))
         schemas = await self._schemas_for(batch)
@@ -277,7 +381,15 @@ class ShadowWriter:
         for device_id, items in batch.items():
             cached = self._cache[device_id]
             self.metrics.messages.inc(len(items))
-            result = merge(cached.shadow, [i.facts for i in items], schemas.get(device_id))
+            product_id = cached.shadow.product_id or next(
+                (i.facts.product_id for i in items if i.facts.product_id), None
+            )
+            result = merge(
+                cached.shadow,
+                [i.facts for i in items],
+                schemas.get(device_id),
+                product_inactivity_ms=self.inactivity_ms(product_id),
+            )
             if result.refused:
                 self.metrics.refused.inc(len(result.refused))
                 log.info(
@@ -295,7 +407,6 @@ class ShadowWriter:
                 outbox = outbox_for(result, tenant=last.tenant, region=last.region, now=now)
                 writes.append(ShadowWrite(result.shadow, cached.shadow.version, outbox, write_id))
 
-        await self.history.add(readings, presence, now)
         lost = await self.shadows.write(writes, now) if writes else set()
         written = [w for w in writes if w.shadow.device_id not in lost]
         for device_id in lost:
@@ -309,7 +420,7 @@ class ShadowWriter:
         for w in written:
             if w.outbox:
                 self._relayed[w.shadow.device_id] = (w.outbox, mono)
-        return lost
+        return lost, readings, presence
 
     async def _load_missing(self, device_ids: Sequence[str]) -> None:
         missing = [d for d in device_ids if d not in self._cache]

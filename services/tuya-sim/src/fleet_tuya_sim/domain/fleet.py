@@ -42,6 +42,7 @@ from fleet_tuya_sim.domain.pairing import (
     split_assembled,
 )
 from fleet_tuya_sim.domain.products import CATALOG, DpSchema, Product
+from fleet_tuya_sim.domain.provisioning import BLE_DEVICE_NOT_FOUND
 
 DEFAULT_WAKE_WINDOW_MS = 30_000
 
@@ -66,6 +67,17 @@ class ActivationOutcome:
     msg: str = ""
     decision: RebindDecision | None = None
     events: tuple[Event, ...] = ()
+
+    def as_dict(self) -> dict[str, Any]:
+        """As the control API answers it."""
+        decision = self.decision.value if self.decision else None
+        return {
+            "device_id": self.device_id,
+            "ok": self.ok,
+            "code": self.code,
+            "msg": self.msg,
+            "decision": decision,
+        }
 
 
 @dataclass(frozen=True)
@@ -315,6 +327,7 @@ class Fleet:
         now_ms: int,
         lifetime_s: int,
         max_devices: int = 1,
+        device_uuid: str | None = None,
     ) -> PairingToken:
         if uid not in self.owners():
             raise CloudRefusal(errors.PERMISSION_DENY, "permission deny: unknown user")
@@ -335,6 +348,7 @@ class Fleet:
             created_ms=now_ms,
             expire_ms=now_ms + lifetime_s * 1000,
             max_devices=max_devices,
+            device_uuid=device_uuid,
         )
         self.tokens[token] = issued
         return issued
@@ -345,13 +359,33 @@ class Fleet:
         except KeyError:
             raise CloudRefusal(errors.DATA_NOT_EXIST, "data not exist") from None
 
-    def activate(self, device_id: str, assembled_token: str, now_ms: int) -> ActivationOutcome:
-        """A device in pairing mode activates with the token it was given (`region + token + secret`)."""
+    def token_of(self, assembled_token: str) -> PairingToken:
+        """The token a device was handed (`region + token + secret`); refused when it is none of ours."""
         parts = split_assembled(assembled_token)
         token = self.tokens.get(parts[1]) if parts else None
         if parts is None or token is None or token.secret != parts[2] or token.region != parts[0]:
             # The device cannot even reach the right registration: nothing shows up in any token result.
             raise CloudRefusal(errors.PARAM_ILLEGAL, "pairing token invalid")
+        return token
+
+    def fail_pairing(
+        self,
+        device_id: str,
+        assembled_token: str,
+        code: str,
+        msg: str,
+        *,
+        decision: RebindDecision | None = None,
+    ) -> ActivationOutcome:
+        """The device failed to pair with this token; Tuya lists it in the token result's `failed`."""
+        token = self.token_of(assembled_token)
+        device = self.world_device(device_id)
+        token.record_failure(device.device_id, device.name, code, msg)
+        return ActivationOutcome(device.device_id, False, code, msg, decision)
+
+    def activate(self, device_id: str, assembled_token: str, now_ms: int) -> ActivationOutcome:
+        """A device in pairing mode activates with the token it was given (`region + token + secret`)."""
+        token = self.token_of(assembled_token)
         device = self.world_device(device_id)
         decision = rebind_decision(device.binding_mode, device.uid, token.uid)
         failure: tuple[str, str] | None = None
@@ -359,14 +393,12 @@ class Fleet:
             failure = FAIL_TOKEN_EXPIRED
         elif token.spent:
             failure = FAIL_TOKEN_SPENT
+        elif token.device_uuid is not None and token.device_uuid != device.uuid:
+            failure = BLE_DEVICE_NOT_FOUND
         elif decision is RebindDecision.REFUSED:
             failure = FAIL_STRONG_BOUND
         if failure is not None:
-            code, msg = failure
-            token.failed.append(
-                {"device_id": device.device_id, "name": device.name, "code": code, "msg": msg}
-            )
-            return ActivationOutcome(device.device_id, False, code, msg, decision)
+            return self.fail_pairing(device_id, assembled_token, *failure, decision=decision)
 
         events: list[Event] = []
         if decision in (RebindDecision.REBIND, RebindDecision.REBIND_NOTIFY):

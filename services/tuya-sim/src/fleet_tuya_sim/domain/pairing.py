@@ -18,7 +18,9 @@ DATA_CENTRE = {code: dc for dc, code in PAIRING_REGION.items()}
 # the OpenAPI codes of the same meaning so callers can reuse one table.
 FAIL_TOKEN_EXPIRED = ("1010", "token expired")
 FAIL_TOKEN_SPENT = ("1012", "token status invalid: already used")
-FAIL_STRONG_BOUND = ("1106", "permission deny: device is strongly bound to another account")
+# A strongly bound device paired by another account: pairing code 113, "bound in the cloud" (the app shows
+# "bound to another account"), as Tuya's SDKs report it.
+FAIL_STRONG_BOUND = ("113", "The specified device has been bound in the cloud.")
 
 
 @dataclass
@@ -33,6 +35,7 @@ class PairingToken:
     created_ms: int
     expire_ms: int
     max_devices: int = 1
+    device_uuid: str | None = None  # a BLE token's device (`extension.uuid`)
     success: list[dict[str, Any]] = field(default_factory=list)
     failed: list[dict[str, Any]] = field(default_factory=list)
 
@@ -50,6 +53,9 @@ class PairingToken:
     @property
     def spent(self) -> bool:
         return len(self.success) >= self.max_devices
+
+    def record_failure(self, device_id: str | None, name: str | None, code: str, msg: str) -> None:
+        self.failed.append({"device_id": device_id, "name": name, "code": code, "msg": msg})
 
     def result(self) -> dict[str, Any]:
         """`GET /v1.0/device/paring/tokens/{token}`."""

@@ -77,12 +77,15 @@ class ProjectAccess:
         if not bucket.take(now_ms):
             raise AccessRefused(TOO_FREQUENT, "requests too frequently")
 
-    def grant(self, access_id: str, access_token: str, refresh_token: str, now_ms: int) -> Grant:
+    def grant(
+        self, access_id: str, access_token: str, refresh_token: str, now_ms: int, uid: str | None = None
+    ) -> Grant:
+        """A token pair for the project's developer, or for `uid` (an app user who logged in)."""
         grant = Grant(
             access_id=access_id,
             access_token=access_token,
             refresh_token=refresh_token,
-            uid=self.developer_uids.get(access_id, ""),
+            uid=self.developer_uids.get(access_id, "") if uid is None else uid,
             expire_ms=now_ms + self.token_lifetime_s * 1000,
             lifetime_s=self.token_lifetime_s,
         )
@@ -99,14 +102,15 @@ class ProjectAccess:
             raise AccessRefused(TOKEN_INVALID, "token invalid")
         del self._refresh[old_refresh_token]
         self._grants.pop(old.access_token, None)
-        return self.grant(access_id, access_token, refresh_token, now_ms)
+        return self.grant(access_id, access_token, refresh_token, now_ms, old.uid)
 
     def authorize(self, access_id: str, access_token: str, now_ms: int) -> Grant:
         grant = self._grants.get(access_token) if access_token else None
         if grant is None or grant.access_id != access_id:
             raise AccessRefused(TOKEN_INVALID, "token invalid")
         if now_ms >= grant.expire_ms:
-            raise AccessRefused(TOKEN_EXPIRED, "token expired")
+            # Tuya's wording for 1010: the SDKs renew on it (tinytuya looks for "token invalid" in the text)
+            raise AccessRefused(TOKEN_EXPIRED, "token invalid")
         return grant
 
     def expire(self, access_token: str) -> None:

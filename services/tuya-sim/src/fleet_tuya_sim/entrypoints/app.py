@@ -1,49 +1,59 @@
-"""The HTTP app: Tuya's OpenAPI subset, the `/sim` control API, health, and the simulator's life bound to
-the app's lifespan. Errors on Tuya paths use Tuya's envelope (HTTP 200, `success:false`), errors on `/sim`
-plain HTTP statuses."""
+"""The HTTP app, built by the service kit (`build_app`: lifespan, /healthz, /readyz, /metrics, request ids,
+server spans): Tuya's OpenAPI subset, the `/sim` control API and the simulator's life bound to the app's
+lifespan. Errors on Tuya paths use Tuya's envelope (HTTP 200, `success:false`) as the SDKs expect, not the
+kit's problem+json; errors on `/sim` plain HTTP statuses."""
 
 from __future__ import annotations
-
-import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from prometheus_client import REGISTRY, CollectorRegistry
 
-from fleet_shared.service import operations_router
-from fleet_tuya_sim.bootstrap import TuyaSim
+from fleet_shared.service import build_app
+from fleet_tuya_sim.bootstrap import SERVICE, TuyaSim
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.project import AccessRefused
-from fleet_tuya_sim.entrypoints import control, openapi, ota_control
+from fleet_tuya_sim.entrypoints import (
+    control,
+    openapi,
+    openapi_clients,
+    ota_control,
+    pairing_control,
+    unbinding,
+)
 
 SYSTEM_ERROR = 500
-log = logging.getLogger(__name__)
 
 
 def _is_control(request: Request) -> bool:
     return request.url.path.startswith("/sim")
 
 
-def create_app(service: TuyaSim) -> FastAPI:
+def create_app(service: TuyaSim, *, registry: CollectorRegistry = REGISTRY) -> FastAPI:
     simulator = service.simulator
     control_token = service.settings.control_token
-
-    @asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await service.start()
-        log.info("tuya-sim started")
-        try:
-            yield
-        finally:
-            await service.stop()
-            log.info("tuya-sim stopped")
-
-    app = FastAPI(title="tuya-sim", summary="A stand-in for Tuya's cloud", lifespan=lifespan)
+    app = build_app(
+        SERVICE,
+        service,
+        # the clients' routes first: `/v1.0/devices/factory-infos` before `/v1.0/devices/{device_id}`
+        routers=[
+            control.router,
+            pairing_control.router,
+            ota_control.router,
+            unbinding.router,
+            openapi_clients.router,
+            openapi.router,
+        ],
+        registry=registry,
+        title="tuya-sim",
+        description="A stand-in for Tuya's cloud: OpenAPI subset, virtual devices, message push stream.",
+        drain_timeout_s=service.settings.shutdown_timeout_s,
+    )
     app.state.simulator = simulator
     app.state.gate = service.gate
+    app.state.linked_app = service.linked_app
     app.state.control_token = control_token.get_secret_value() if control_token else None
 
     @app.exception_handler(AccessRefused)
@@ -68,14 +78,6 @@ def create_app(service: TuyaSim) -> FastAPI:
         if _is_control(request):
             return JSONResponse({"detail": exc.errors()}, status_code=422)
         return openapi.envelope_error(errors.PARAM_ILLEGAL, "param illegal", simulator.now_ms())
-
-    checks = {"fleet": service.fleet_ready, "publisher": service.publisher_ready}
-    if service.broker is not None:
-        checks["bus"] = service.bus_ready
-    app.include_router(operations_router(checks))
-    app.include_router(control.router)
-    app.include_router(ota_control.router)
-    app.include_router(openapi.router)
 
     @app.api_route("/{path:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
     async def _unknown(path: str) -> Response:

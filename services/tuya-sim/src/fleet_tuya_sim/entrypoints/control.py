@@ -210,17 +210,7 @@ class ActivateBody(_Body):
 
 @router.post("/pairing/activate")
 async def activate(request: Request, body: ActivateBody) -> list[dict[str, Any]]:
-    outcomes = _sim(request).activate(body.device_ids, body.token)
-    return [
-        {
-            "device_id": o.device_id,
-            "ok": o.ok,
-            "code": o.code,
-            "msg": o.msg,
-            "decision": o.decision.value if o.decision else None,
-        }
-        for o in outcomes
-    ]
+    return [o.as_dict() for o in _sim(request).activate(body.device_ids, body.token)]
 
 
 # -- OTA -------------------------------------------------------------------------------------------------

@@ -347,6 +347,13 @@ def fleet_now(request: Request) -> int:
 # -- pairing -------------------------------------------------------------------------------------------
 
 
+def _extension_uuid(body: dict[str, Any]) -> str | None:
+    """A BLE token's device: `extension.uuid` (Tuya requires it for BLE)."""
+    extension = body.get("extension")
+    uuid = extension.get("uuid") if isinstance(extension, dict) else None
+    return str(uuid) if uuid else None
+
+
 @router.post("/v1.0/device/paring/token")
 async def create_pairing_token(request: Request) -> TuyaResponse:
     await _fleet_for(request)
@@ -367,6 +374,7 @@ async def create_pairing_token(request: Request) -> TuyaResponse:
         home_id=str(body["home_id"]) if body.get("home_id") else None,
         pairing_type=pairing_type,
         time_zone_id=str(body["time_zone_id"]),
+        device_uuid=_extension_uuid(body),
     )
     return _ok(
         request,

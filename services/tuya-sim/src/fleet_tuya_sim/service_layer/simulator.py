@@ -26,6 +26,7 @@ from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaOutcome
 from fleet_tuya_sim.domain.pairing import SECRET_LEN, TOKEN_LEN, PairingToken
 from fleet_tuya_sim.domain.project import ProjectAccess
 from fleet_tuya_sim.domain.push_messages import MessageFamily, payloads
+from fleet_tuya_sim.domain.unbinding import RemovalDesk
 from fleet_tuya_sim.ports import PushSink
 from fleet_tuya_sim.service_layer import malformed
 from fleet_tuya_sim.service_layer.pipeline import ChaosSettings, Outgoing, PublishPipeline
@@ -110,6 +111,7 @@ class Simulator:
         self._tasks: list[asyncio.Task[None]] = []
         self._malformed_rotation = 0
         self._replay_rng = random.Random("replay")
+        self.removal_desk = RemovalDesk()  # removal faults, per-API rate and counts (domain/unbinding.py)
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -288,7 +290,13 @@ class Simulator:
         return self.emit(self.fleet.rename_dp(device_id, dp_id, name, self.now_ms()))
 
     def issue_pairing_token(
-        self, *, uid: str, home_id: str | None, pairing_type: str, time_zone_id: str
+        self,
+        *,
+        uid: str,
+        home_id: str | None,
+        pairing_type: str,
+        time_zone_id: str,
+        device_uuid: str | None = None,
     ) -> PairingToken:
         token = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(TOKEN_LEN))
         secret = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(SECRET_LEN))
@@ -303,6 +311,7 @@ class Simulator:
             now_ms=self.now_ms(),
             lifetime_s=self.options.pairing_token_lifetime_s,
             max_devices=max_devices,
+            device_uuid=device_uuid if pairing_type == "BLE" else None,
         )
 
     def activate(self, device_ids: Sequence[str], assembled_token: str) -> list[ActivationOutcome]:
@@ -314,7 +323,11 @@ class Simulator:
         return outcomes
 
     def unbind(self, device_id: str, *, reset: bool) -> list[str]:
-        return self.emit(self.fleet.unbind(device_id, self.now_ms(), reset=reset))
+        self.fleet.device(device_id)  # 2010 before any fault: an unknown device is not rate limited
+        self.removal_desk.admit(device_id, self.now_ms())
+        tids = self.emit(self.fleet.unbind(device_id, self.now_ms(), reset=reset))
+        self.removal_desk.removed(device_id, self.now_ms())
+        return tids
 
     def release_firmware(self, release: FirmwareRelease) -> None:
         self.fleet.release_firmware(release)

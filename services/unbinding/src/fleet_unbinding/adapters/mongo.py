@@ -3,12 +3,15 @@
 Collections (one database per service):
 - `batches` and `device_unbinds`: state documents with a `version`; every write is one conditional update
   (`{_id, version: v - 1}`) that sets the new state and appends the events it causes to `outbox` (`$push`,
-  so events not yet relayed are never overwritten). The relay publishes them and removes exactly those
-  entries (`$pullAll`).
+  so events not yet relayed are never overwritten) and sets `outbox_pending` in that same write. The relay
+  finds pending documents through the sparse index on `outbox_pending` (not a scan), publishes, removes
+  exactly those entries (`$pullAll`), then unsets the flag only where the outbox is empty (a write that
+  appended meanwhile keeps it).
 - `unbind_records`: the append-only record of every device's result, inserted by the relay from the final
   device document (deterministic `_id`, so a replay inserts nothing); queried by device, operator, product
   and day, each from its own index.
-- `quota_counters`: one document per (scope, day, subject) with `used` and the `units` held. A unit is
+- `quota_counters`: one document per (scope, day, subject) with `used` and the `units` held (of devices in
+  flight: an unbound device's unit leaves the list, still counted, a call lease after its result). A unit is
   taken with one atomic conditional update (`used < limit` and the unit not held yet: `$inc` + `$push`);
   a missing counter is created by an insert whose duplicate-key loss falls back to the update. So the
   counter never passes its limit under any concurrency, and taking or refunding a unit twice counts once.
@@ -28,14 +31,13 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from fleet_contracts.outbox import entries_of
+from fleet_contracts.outbox import OutboxEntry, entries_of
 from fleet_contracts.unbinding import RefusalCause, UnbindMode
 from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain.batch import Batch, BatchStatus, Tally
 from fleet_unbinding.domain.qr import QrSession
 from fleet_unbinding.domain.quota import CounterKey, LimitOverride, QuotaScope, Reservation
 from fleet_unbinding.domain.unbind import DeviceUnbind, UnbindState
-from fleet_unbinding.ports import OutboxEntry
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
@@ -44,6 +46,26 @@ _CREATE_TRIES = 5
 
 def _only_duplicates(error: BulkWriteError) -> bool:
     return all(e.get("code") == DUPLICATE_KEY for e in error.details.get("writeErrors", []))
+
+
+# set (to True) in the write that appends events, unset once the outbox is empty again; sparse-indexed
+PENDING = "outbox_pending"
+
+
+def _with_outbox(update: Document, outbox: Sequence[OutboxEntry]) -> Document:
+    """The conditional state write, appending `outbox` and flagging the document pending in the same write."""
+    if outbox:
+        update["$push"] = {"outbox": {"$each": [e.to_document() for e in outbox]}}
+        update["$set"] = {**update["$set"], PENDING: True}
+    return update
+
+
+async def _clear_outbox(
+    collection: AsyncIOMotorCollection[Document], doc_id: str, entries: Sequence[OutboxEntry]
+) -> None:
+    await collection.update_one({"_id": doc_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
+    # only where nothing was appended since: a concurrent write's events keep the document pending
+    await collection.update_one({"_id": doc_id, "outbox": {"$size": 0}}, {"$unset": {PENDING: ""}})
 
 
 # --- batches --------------------------------------------------------------------------------------------
@@ -113,6 +135,7 @@ class MongoBatchStore:
         await self.batches.create_index([("status", ASCENDING), ("created_at", ASCENDING)])
         await self.batches.create_index([("operator_id", ASCENDING), ("created_at", DESCENDING)])
         await self.batches.create_index([("qr.token", ASCENDING)], sparse=True)
+        await self.batches.create_index([(PENDING, ASCENDING)], sparse=True)
 
     async def get(self, batch_id: str) -> Batch | None:
         doc = await self.batches.find_one({"_id": batch_id}, {"outbox": 0})
@@ -123,6 +146,7 @@ class MongoBatchStore:
             "_id": batch.batch_id,
             **batch_to_doc(batch),
             "outbox": [e.to_document() for e in outbox],
+            **({PENDING: True} if outbox else {}),
         }
         try:
             await self.batches.insert_one(doc)
@@ -131,9 +155,7 @@ class MongoBatchStore:
         return True
 
     async def save(self, batch: Batch, outbox: Sequence[OutboxEntry]) -> bool:
-        update: Document = {"$set": batch_to_doc(batch)}
-        if outbox:
-            update["$push"] = {"outbox": {"$each": [e.to_document() for e in outbox]}}
+        update = _with_outbox({"$set": batch_to_doc(batch)}, outbox)
         result = await self.batches.update_one({"_id": batch.batch_id, "version": batch.version - 1}, update)
         return result.matched_count == 1
 
@@ -143,18 +165,29 @@ class MongoBatchStore:
         ).sort("created_at", 1)
         return [doc["_id"] async for doc in cursor.limit(limit)]
 
+    async def open_qr(self, limit: int) -> list[str]:
+        """Ids of unfinished QR batches (their pairing tokens are polled for scans)."""
+        cursor = self.batches.find(
+            {"status": BatchStatus.RUNNING.value, "mode": UnbindMode.QR.value}, {"_id": 1}
+        ).sort("created_at", 1)
+        return [doc["_id"] async for doc in cursor.limit(limit)]
+
+    async def of_operator(self, operator_id: str | None, limit: int) -> list[Batch]:
+        """Batches newest first, of one operator or of all."""
+        filter_: Document = {} if operator_id is None else {"operator_id": operator_id}
+        cursor = self.batches.find(filter_, {"outbox": 0}).sort("created_at", -1).limit(limit)
+        return [batch_from_doc(doc) async for doc in cursor]
+
     async def by_qr_token(self, token: str) -> Batch | None:
         doc = await self.batches.find_one({"qr.token": token}, {"outbox": 0})
         return None if doc is None else batch_from_doc(doc)
 
     async def with_outbox(self, limit: int) -> list[tuple[str, list[OutboxEntry]]]:
-        cursor = self.batches.find({"outbox.0": {"$exists": True}}, {"outbox": 1}).limit(limit)
+        cursor = self.batches.find({PENDING: True}, {"outbox": 1}).limit(limit)
         return [(doc["_id"], entries_of(doc)) async for doc in cursor]
 
     async def clear_outbox(self, batch_id: str, entries: Sequence[OutboxEntry]) -> None:
-        await self.batches.update_one(
-            {"_id": batch_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}}
-        )
+        await _clear_outbox(self.batches, batch_id, entries)
 
 
 # --- device unbinds and their records -------------------------------------------------------------------
@@ -240,6 +273,7 @@ class MongoUnbindStore:
     async def ensure_indexes(self) -> None:
         await self.unbinds.create_index([("batch_id", ASCENDING), ("state", ASCENDING)])
         await self.unbinds.create_index([("units_held", ASCENDING), ("state", ASCENDING)])
+        await self.unbinds.create_index([(PENDING, ASCENDING)], sparse=True)
         # record pages: one field, newest first, (at, _id) as the cursor
         for field in ("device_id", "operator_id", "product_id", "day"):
             await self.records.create_index([(field, ASCENDING), ("at", DESCENDING), ("_id", DESCENDING)])
@@ -259,9 +293,7 @@ class MongoUnbindStore:
         return None if doc is None else unbind_from_doc(doc)
 
     async def save(self, unbind: DeviceUnbind, outbox: Sequence[OutboxEntry]) -> bool:
-        update: Document = {"$set": unbind_to_doc(unbind)}
-        if outbox:
-            update["$push"] = {"outbox": {"$each": [e.to_document() for e in outbox]}}
+        update = _with_outbox({"$set": unbind_to_doc(unbind)}, outbox)
         result = await self.unbinds.update_one({"_id": unbind.id, "version": unbind.version - 1}, update)
         return result.matched_count == 1
 
@@ -272,6 +304,17 @@ class MongoUnbindStore:
 
     async def refunds_due(self, limit: int) -> list[DeviceUnbind]:
         cursor = self.unbinds.find({"units_held": True, "state": UnbindState.REFUSED.value}, {"outbox": 0})
+        return [unbind_from_doc(doc) async for doc in cursor.limit(limit)]
+
+    async def spendable(self, finished_before: datetime, limit: int) -> list[DeviceUnbind]:
+        cursor = self.unbinds.find(
+            {
+                "units_held": True,
+                "state": UnbindState.UNBOUND.value,
+                "finished_at": {"$lt": finished_before},
+            },
+            {"outbox": 0},
+        )
         return [unbind_from_doc(doc) async for doc in cursor.limit(limit)]
 
     async def tally(self, batch_id: str) -> tuple[int, Tally]:
@@ -290,13 +333,17 @@ class MongoUnbindStore:
         return still_open, Tally(unbound, refused)
 
     async def with_outbox(self, limit: int) -> list[tuple[DeviceUnbind, list[OutboxEntry]]]:
-        cursor = self.unbinds.find({"outbox.0": {"$exists": True}}).limit(limit)
+        cursor = self.unbinds.find({PENDING: True}).limit(limit)
         return [(unbind_from_doc(doc), entries_of(doc)) async for doc in cursor]
 
     async def clear_outbox(self, unbind_id: str, entries: Sequence[OutboxEntry]) -> None:
-        await self.unbinds.update_one(
-            {"_id": unbind_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}}
-        )
+        await _clear_outbox(self.unbinds, unbind_id, entries)
+
+    async def results(self, batch_id: str) -> list[DeviceUnbind]:
+        """The devices of a batch that have their result, in device id order."""
+        states = [s.value for s in UnbindState if s.final]
+        cursor = self.unbinds.find({"batch_id": batch_id, "state": {"$in": states}}, {"outbox": 0})
+        return sorted([unbind_from_doc(doc) async for doc in cursor], key=lambda u: u.device_id)
 
     async def add_records(self, unbinds: Sequence[DeviceUnbind]) -> None:
         """Insert the records of final results (a record already there is kept as it is: append-only)."""
@@ -405,6 +452,10 @@ class MongoQuotaCounters:
     async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
         for key in keys:
             await self._give_back(key, unit)
+
+    async def spend(self, keys: Sequence[CounterKey], unit: str) -> None:
+        for key in keys:
+            await self.counters.update_one({"_id": key.id, "units": unit}, {"$pullAll": {"units": [unit]}})
 
     async def used(self, key: CounterKey) -> int:
         doc = await self.counters.find_one({"_id": key.id}, {"used": 1})

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
+from fleet_contracts.outbox import OutboxEntry
 from fleet_unbinding.adapters.mongo import MongoBatchStore, MongoUnbindStore
-from fleet_unbinding.ports import OutboxEntry
 
 
 class EventPublisher(Protocol):

@@ -21,6 +21,9 @@ Rules:
   handler refunds (idempotent) and clears it, and recovery refunds any refusal still flagged. Units of an
   UNBOUND device are spent.
 - Each final result carries its event (outbox of the same write) with a deterministic id.
+- An unbound device's units stay counted. Only once no stale worker can still be about to reserve for it
+  (the call lease after its result) are they dropped from the counters' lists of held units (`spent`), so
+  those lists hold the devices in flight, not the whole day.
 """
 
 from __future__ import annotations
@@ -282,4 +285,10 @@ def cancel(unbind: DeviceUnbind, now: datetime) -> Step | None:
 
 def refunded(unbind: DeviceUnbind) -> DeviceUnbind:
     _require(unbind, UnbindState.REFUSED)
+    return replace(unbind, units_held=False)
+
+
+def spent(unbind: DeviceUnbind) -> DeviceUnbind:
+    """An unbound device's units no longer need to be recognisable in their counters (they stay counted)."""
+    _require(unbind, UnbindState.UNBOUND)
     return replace(unbind, units_held=False)

@@ -9,6 +9,7 @@ from typing import Any
 
 from fleet_contracts import topics
 from fleet_contracts.envelope import Envelope, service_source, to_json_bytes
+from fleet_contracts.outbox import OutboxEntry
 from fleet_contracts.unbinding import (
     BatchDeviceRefused,
     BatchDeviceRefusedEvent,
@@ -19,7 +20,6 @@ from fleet_contracts.unbinding import (
     UnbindBatchRequested,
     UnbindBatchRequestedEvent,
 )
-from fleet_unbinding.ports import OutboxEntry
 
 SOURCE = service_source("unbinding")
 

@@ -195,14 +195,19 @@ async def run_batch(p: Ports, batch_id: str) -> Batch | None:
     if batch.cancel_requested:
         await cancel_batch(p, batch_id, batch.cancelled_by or batch.operator_id)
         return await p.batches.get(batch_id)
+    await _advance_all(p, await p.unbinds.open(batch_id))
+    return await try_finish(p, batch_id)
+
+
+async def _advance_all(p: Ports, unbinds: list[DeviceUnbind]) -> None:
+    """Advance devices `device_concurrency` at a time (each device's steps stay sequential)."""
     gate = asyncio.Semaphore(p.device_concurrency)
 
     async def one(u: DeviceUnbind) -> None:
         async with gate:
             await advance(p, u)
 
-    await asyncio.gather(*(one(u) for u in await p.unbinds.open(batch_id)))
-    return await try_finish(p, batch_id)
+    await asyncio.gather(*(one(u) for u in unbinds))
 
 
 async def try_finish(p: Ports, batch_id: str) -> Batch | None:
@@ -263,12 +268,13 @@ async def poll_qr(p: Ports, tokens: PairingTokens, batch_id: str) -> int:
     batch = await p.batches.get(batch_id)
     if batch is None or batch.qr is None or batch.status is BatchStatus.FINISHED:
         return 0
-    handled = 0
-    for device_id, code in await tokens.failed_devices(batch.qr.token):
-        if await qr_scan(p, batch_id, device_id, code) is not None:
-            handled += 1
+    # Tuya lists a device once per failed attempt: the first attempt places it
+    failed = await tokens.failed_devices(batch.qr.token)
+    scans = list(dict.fromkeys(d for d, code in failed if _is_scan(p, code)))
+    admitted = await _admit_scans(p, batch_id, scans)
+    await _advance_all(p, [u for u, runs in admitted if runs])
     await try_finish(p, batch_id)
-    return handled
+    return len(admitted)
 
 
 async def qr_scan(
@@ -276,36 +282,50 @@ async def qr_scan(
 ) -> DeviceUnbind | None:
     """A device failed to pair with the batch's QR token: when it is "already bound" (113), admit it (or
     refuse it for an expired or full QR) and unbind it. Returns the device's state, None when not ours."""
-    if not is_unbind_request(pairing_error_code, p.already_bound_codes):
+    if not _is_scan(p, pairing_error_code):
         return None
-    decision = Admission.EXPIRED
-    for _ in range(_RACE_TRIES):
-        batch = await p.batches.get(batch_id)
-        if batch is None:
-            raise NotFound(f"no batch {batch_id}")
-        admitted, decision = batches.admit(batch, device_id, p.clock())
-        if admitted is batch or await p.batches.save(replace(admitted, version=batch.version + 1), []):
-            break
-    else:
-        raise Conflict(f"batch {batch_id} kept changing")
-    u = await p.unbinds.get(batch_id, device_id)
-    if u is None:  # first scan (or a crash right after admitting it): the device's document
-        # a QR device is unbound and reset: it is left ready to pair again
-        device = unbind.new(
-            batch_id, device_id, batch.operator_id, batch.mode, reset=True, batch_product_id=batch.product_id
-        )
-        await p.unbinds.add_many([device])
+    [(u, runs)] = await _admit_scans(p, batch_id, [device_id])
+    return await advance(p, u) if runs else u
+
+
+def _is_scan(p: Ports, pairing_error_code: str | None) -> bool:
+    return is_unbind_request(pairing_error_code, p.already_bound_codes)
+
+
+async def _admit_scans(p: Ports, batch_id: str, device_ids: list[str]) -> list[tuple[DeviceUnbind, bool]]:
+    """Admit (or refuse) scanning devices, in the order given (it decides who is the 31st), with one batch
+    write: each device's state, and whether its unbind should run now."""
+    decisions: dict[str, Admission] = {}
+
+    def admit_all(batch: Batch) -> Batch:
+        decisions.clear()
+        for device_id in device_ids:
+            batch, decisions[device_id] = batches.admit(batch, device_id, p.clock())
+        return batch
+
+    batch = await _update_batch(p, batch_id, admit_all)
+    # a QR device is unbound and reset: it is left ready to pair again (already there: left as it is)
+    await p.unbinds.add_many(
+        [
+            unbind.new(
+                batch_id, d, batch.operator_id, batch.mode, reset=True, batch_product_id=batch.product_id
+            )
+            for d in device_ids
+        ]
+    )
+    out = []
+    for device_id in device_ids:
         u = await p.unbinds.get(batch_id, device_id)
         if u is None:
             raise Conflict(f"device {device_id} of batch {batch_id} vanished")
-    cause = decision.refusal
-    if cause is not None:
-        if not u.state.final:
-            u = await _save(p, u, unbind.refuse(u, cause, p.clock())) or u
-        return u
-    if batch.status is BatchStatus.RUNNING:
-        u = await advance(p, u)
-    return u
+        cause = decisions[device_id].refusal
+        if cause is not None:
+            if not u.state.final:
+                u = await _save(p, u, unbind.refuse(u, cause, p.clock())) or u
+            out.append((u, False))
+        else:
+            out.append((u, batch.status is BatchStatus.RUNNING and not u.state.final))
+    return out
 
 
 # --- one device ---------------------------------------------------------------------------------------
@@ -359,6 +379,8 @@ async def _check_and_reserve(p: Ports, u: DeviceUnbind) -> DeviceUnbind | None:
     try:
         facts = await p.devices.lookup(u.device_id)
     except TuyaRefused as e:
+        if e.code in unbind.INDEFINITE_CODES:  # rate limited or busy: not an answer about the device
+            raise TuyaUnreachable(f"lookup refused ({e.code})") from e
         return await _save(
             p, u, unbind.refuse(u, RefusalCause.TUYA_ERROR, now, tuya_error_code=e.code or "?")
         )
@@ -448,6 +470,20 @@ async def _save(p: Ports, before: DeviceUnbind, step: Step) -> DeviceUnbind | No
     return after if await p.unbinds.save(after, p.events.outbox(events, p.clock())) else None
 
 
+async def spend_units(p: Ports, *, limit: int = 1000) -> int:
+    """Drop the units of devices unbound more than a call lease ago from their counters' lists (they stay
+    counted): the lists then hold only devices in flight. Waiting the lease keeps a stale worker that is
+    about to reserve for such a device from taking a second unit (it finds the first still listed)."""
+    done = 0
+    for u in await p.unbinds.spendable(p.clock() - p.call_lease, limit):
+        if u.quota_day is not None and u.product_id is not None:
+            keys = quota.counter_keys(u.operator_id, u.product_id, u.quota_day)
+            await p.counters.spend(keys, quota.unit_id(u.batch_id, u.device_id))
+        if await _write(p, u, unbind.spent(u)) is not None:
+            done += 1
+    return done
+
+
 async def recover(p: Ports, *, limit: int = 1000) -> int:
     """At start-up: refund what crashed refusals still hold, then resume every running batch."""
     for u in await p.unbinds.refunds_due(limit):
@@ -529,6 +565,7 @@ __all__ = [
     "request_batch",
     "run_batch",
     "set_limit",
+    "spend_units",
     "try_finish",
     "usage",
 ]

@@ -1,0 +1,161 @@
+"""pairing benchmark: session creation against Tuya's rate limit, and push -> session-updated latency.
+
+tuya-sim (the Tuya cloud, its per-project rate limit set to `--limit` requests/s), ingest and pairing run as
+processes on the local stack, as deployed. Two figures, printed beside the limit in the same run:
+
+- sessions created per second: `--sessions` concurrent `POST /v1/pairing-sessions`, each one Tuya token
+  call paced by pairing's client (`FLEET_PAIRING_TUYA_RATE_PER_S` = the limit). The limit is the ceiling:
+  the goal is >= 90% of it, and no call over it (the simulator would refuse it with 1199: counted).
+- push -> session updated: one device activates per session, all sessions open at once; latency from the
+  activation (the simulator's `bindUser` push) to the `pairing.device.paired.v1` event pairing publishes right
+  after the session write (its envelope time), p50/p99 (goal p99 < 1 s). Polling is off (interval 600 s), so
+  every update comes from the push path.
+
+    uv run python bench/pairing.py [--sessions 200] [--limit 20]
+
+Needs the local stack (`just up`; `eval "$(uv run devstack env)"`). Writes bench/results/pairing.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import sys
+import tempfile
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the e2e rig's process helpers: one way to run the services
+
+from tests.e2e.pairing.support import SIM_SETTINGS, Rig, each, open_rig  # noqa: E402
+from tests.support import Stack  # noqa: E402
+
+RESULTS = ROOT / "bench" / "results" / "pairing.json"
+
+
+def stack() -> Stack:
+    missing = [
+        v for v in ("FLEET_PULSAR_URL", "FLEET_PULSAR_ADMIN_URL", "FLEET_MONGODB_URI") if v not in os.environ
+    ]
+    if missing:
+        raise SystemExit(f'{", ".join(missing)} not set: run `eval "$(uv run devstack env)"` first')
+    return Stack(
+        os.environ["FLEET_PULSAR_URL"], os.environ["FLEET_PULSAR_ADMIN_URL"], os.environ["FLEET_MONGODB_URI"]
+    )
+
+
+def pct(values: list[float], q: float) -> float | None:
+    ordered = sorted(values)
+    return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1) if ordered else None
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    logs = Path(tempfile.mkdtemp(prefix="pairing-bench-"))
+    sim_settings = {
+        **SIM_SETTINGS,
+        "rate_limit_rps": args.limit,
+        "rate_limit_burst": args.limit,
+        "pairing_token_lifetime_s": 600,
+    }
+    pairing_env = {
+        "FLEET_PAIRING_TUYA_RATE_PER_S": str(args.limit),
+        "FLEET_PAIRING_TUYA_BURST": "1",
+        # no polling: every session update comes from the push path
+        "FLEET_PAIRING_POLL_INTERVAL_S": "600",
+        "FLEET_PAIRING_SETTLE_S": "600",
+        "FLEET_LOG_LEVEL": "WARNING",
+    }
+    async for rig in open_rig(
+        stack(), secrets.token_hex(4), logs, sim_settings=sim_settings, pairing_env=pairing_env
+    ):
+        async with rig.sim.control() as ctl, rig.pairing.client() as api:
+            figures = await measure(args, rig, ctl, api)
+    return {"host": platform.node(), "cpus": os.cpu_count(), **figures, "logs": str(logs)}
+
+
+async def measure(
+    args: argparse.Namespace, rig: Rig, ctl: httpx.AsyncClient, api: httpx.AsyncClient
+) -> dict[str, Any]:
+    fleet = (await ctl.post("/sim/fleet", json={"devices": 10, "homes": 10, "unbound": args.sessions})).json()
+    homes, devices = fleet["homes"], fleet["unbound_device_ids"]
+
+    async def create(i: int) -> httpx.Response:
+        home = homes[i % len(homes)]
+        body = {"owner_uid": home["owner_uid"], "home_id": home["home_id"], "mode": "EZ"}
+        return await api.post("/v1/pairing-sessions", json=body)
+
+    await create(0)  # warm up: the client's access token and connections, outside the measured window
+    await asyncio.sleep(1.5)  # the buckets refill
+    started = time.monotonic()
+    answers = await each([create(i) for i in range(args.sessions)], limit=64)
+    elapsed = time.monotonic() - started
+    created = [a.json() for a in answers if a.status_code == 201]
+    refused = [a.status_code for a in answers if a.status_code != 201]
+    rate = len(created) / elapsed
+
+    # every session open: one device each activates, paced, while all are open
+    activated_at: dict[str, float] = {}
+
+    async def activate(i: int) -> None:
+        await asyncio.sleep(i / args.activation_rate)
+        activated_at[created[i]["session"]["token"]] = time.time()
+        body = {"token": created[i]["assembled_token"], "device_ids": [devices[i]]}
+        await ctl.post("/sim/pairing/activate", json=body)
+
+    await asyncio.gather(*(activate(i) for i in range(len(created))))
+    deadline = time.monotonic() + 120
+    paired: dict[str, float] = {}
+    while len(paired) < len(created) and time.monotonic() < deadline:
+        await asyncio.sleep(0.5)
+        for event, _ in rig.events.messages:
+            if event["type"] == "pairing.device.paired.v1":
+                paired.setdefault(event["data"]["token"], datetime.fromisoformat(event["time"]).timestamp())
+    latencies = [(paired[t] - at) * 1000 for t, at in activated_at.items() if t in paired]
+    return {
+        "sessions": args.sessions,
+        "tuya_rate_limit_per_s": args.limit,
+        "sessions_created_per_s": round(rate, 2),
+        "of_limit_pct": round(100 * rate / args.limit, 1),
+        "creations_refused": len(refused),
+        "push_to_session_updated_ms": {
+            "samples": len(latencies),
+            "missing": len(created) - len(latencies),
+            "p50": pct(latencies, 0.5),
+            "p99": pct(latencies, 0.99),
+            "max": round(max(latencies), 1) if latencies else None,
+        },
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--sessions", type=int, default=200)
+    parser.add_argument(
+        "--limit", type=float, default=20.0, help="the simulator's Tuya rate limit (requests/s)"
+    )
+    parser.add_argument("--activation-rate", type=float, default=50.0, help="device activations per second")
+    figures = asyncio.run(run(parser.parse_args()))
+    RESULTS.parent.mkdir(exist_ok=True)
+    RESULTS.write_bytes(orjson.dumps(figures, option=orjson.OPT_INDENT_2))
+    limit = figures["tuya_rate_limit_per_s"]
+    latency = figures["push_to_session_updated_ms"]
+    print(
+        f"sessions created: {figures['sessions_created_per_s']}/s against a Tuya limit of {limit}/s "
+        f"({figures['of_limit_pct']}%, {figures['creations_refused']} refused); "
+        f"push -> session updated at {figures['sessions']} open sessions: p50 {latency['p50']} ms, "
+        f"p99 {latency['p99']} ms ({latency['missing']} missing)"
+    )
+    print(orjson.dumps(figures, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,215 @@
+"""Wiring: settings -> adapters -> handlers, the device-topic subscriber, background loops and the HTTP app's
+dependencies. The one place that knows every class."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from motor.motor_asyncio import AsyncIOMotorDatabase
+from pydantic import SecretStr
+
+from fleet_pairing.adapters.events import EventEncoder
+from fleet_pairing.adapters.mongo import DeviceOwnerStore, SessionStore
+from fleet_pairing.adapters.outbox import EventPublisher, OutboxRelay
+from fleet_pairing.adapters.qr import QrImages, render
+from fleet_pairing.adapters.system import ConfiguredBindingModes, SystemClock, UuidSessionIds
+from fleet_pairing.adapters.tuya import TuyaPairingApi
+from fleet_pairing.entrypoints import consumer
+from fleet_pairing.ports import TuyaPairing
+from fleet_pairing.service_layer import handlers
+from fleet_pairing.settings import PairingSettings
+from fleet_shared import mongo
+from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.security import SecurityKit, security_kit
+from fleet_shared.service import ReadinessCheck
+from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_shared.tuya.ratelimit import RateLimit
+
+SERVICE = "pairing"
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Pairing:
+    """The running parts of one pairing process; the handlers' ports are its attributes."""
+
+    settings: PairingSettings
+    broker: PulsarBroker
+    mongo_client: Any
+    db: AsyncIOMotorDatabase[dict[str, Any]]
+    sessions: SessionStore
+    owners: DeviceOwnerStore
+    relay: OutboxRelay
+    tuya: TuyaPairing
+    binding_modes: ConfiguredBindingModes
+    security: SecurityKit
+    clock: SystemClock = field(default_factory=SystemClock)
+    ids: UuidSessionIds = field(default_factory=UuidSessionIds)
+    openapi: TuyaOpenApiClient | None = None
+    render_qr: Callable[[SecretStr], QrImages] = render
+    _loops: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+
+    async def start(self) -> None:
+        """Database ready, leftover outbox relayed, then consume and run the background loops."""
+        await self.sessions.ensure_indexes()
+        await self.owners.ensure_indexes()
+        await self.security.prepare(self.settings.pairing_api_keys.get_secret_value())
+        await self.broker.connect()
+        relayed = await self.relay.sweep(limit=1000)
+        if relayed:
+            log.info("relayed %d events a previous process left in outboxes", relayed)
+        await self.broker.start()
+        s = self.settings
+        self._loops = [
+            self._every("poll", s.pairing_poll_interval_s, self.poll_round),
+            self._every("expiry", s.pairing_expiry_sweep_interval_s, self.expiry_round),
+            self._every("outbox", s.pairing_outbox_sweep_interval_s, self.relay.sweep),
+            self._every("removals", s.pairing_poll_interval_s, self.removal_round),
+        ]
+
+    def _every(self, name: str, interval_s: float, work: Callable[[], Awaitable[int]]) -> asyncio.Task[None]:
+        async def loop() -> None:
+            while True:
+                await asyncio.sleep(interval_s)
+                try:
+                    await work()
+                except Exception as e:  # the loop must outlive a bad round (database or Tuya down)
+                    log.warning("%s round failed: %r", name, e)
+
+        return asyncio.create_task(loop(), name=f"pairing-{name}")
+
+    async def poll_round(self) -> int:
+        return await handlers.poll_active_sessions(
+            sessions=self.sessions,
+            tuya=self.tuya,
+            owners=self.owners,
+            binding_modes=self.binding_modes,
+            clock=self.clock,
+            batch=self.settings.pairing_poll_batch,
+            concurrency=self.settings.pairing_poll_concurrency,
+        )
+
+    async def last_poll(self, session_id: str) -> object:
+        return await handlers.poll_token_result(
+            session_id,
+            sessions=self.sessions,
+            tuya=self.tuya,
+            owners=self.owners,
+            binding_modes=self.binding_modes,
+            clock=self.clock,
+        )
+
+    async def expiry_round(self) -> int:
+        return await handlers.close_expired_sessions(
+            sessions=self.sessions,
+            clock=self.clock,
+            settle=timedelta(seconds=self.settings.pairing_settle_s),
+            batch=self.settings.pairing_poll_batch,
+            last_poll=self.last_poll,
+        )
+
+    async def removal_round(self) -> int:
+        return await handlers.remove_unexpected_devices(
+            sessions=self.sessions, tuya=self.tuya, batch=self.settings.pairing_removal_batch
+        )
+
+    async def stop_consuming(self) -> None:
+        for sub in self.broker.subscribers:
+            with contextlib.suppress(Exception):
+                await sub.stop()
+
+    async def drain(self) -> None:
+        """The handlers ack as they finish; what is left in an outbox is relayed once more."""
+        await self._stop_loops()
+        await self.relay.sweep(limit=1000)
+
+    async def _stop_loops(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        await asyncio.gather(*self._loops, return_exceptions=True)
+        self._loops = []
+
+    async def stop(self) -> None:
+        await self._stop_loops()
+        try:
+            await self.broker.stop()
+        finally:
+            if self.openapi is not None:
+                await self.openapi.aclose()
+            await self.security.aclose()
+            self.mongo_client.close()
+
+    @property
+    def default_lifetime(self) -> timedelta:
+        return timedelta(seconds=self.settings.pairing_default_token_lifetime_s)
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {"bus": self.bus_ready, "database": self.sessions.ping}
+
+    async def bus_ready(self) -> bool:
+        return await self.broker.ping(2.0)
+
+
+def tuya_client(settings: PairingSettings) -> TuyaOpenApiClient:
+    return TuyaOpenApiClient(
+        settings.tuya_access_id,
+        settings.tuya_access_secret,
+        region_code=settings.region.lower(),
+        base_url=settings.tuya_openapi_url,
+        default_rate_limit=RateLimit(settings.pairing_tuya_rate_per_s, settings.pairing_tuya_burst),
+    )
+
+
+def bootstrap(
+    settings: PairingSettings | None = None,
+    *,
+    tuya: TuyaPairing | None = None,
+    publisher: EventPublisher | None = None,
+) -> Pairing:
+    settings = settings or PairingSettings()
+    binding_modes = ConfiguredBindingModes.parse(
+        settings.pairing_binding_modes, settings.pairing_default_binding_mode or None
+    )
+    # every message's "Received"/"Processed" lines only when debugging
+    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
+    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
+    db = client[settings.pairing_database]
+    encoder = EventEncoder(tenant=settings.tuya_access_id, region=settings.region.lower())
+    # the relay clears through a store of its own; the sessions store calls it after each durable write
+    relay = OutboxRelay(SessionStore(db, encoder), publisher or OutboxPublisher(broker))
+    sessions = SessionStore(db, encoder, relay=relay.relay)
+    owners = DeviceOwnerStore(db)
+    own_client = None
+    if tuya is None:
+        own_client = tuya_client(settings)
+        tuya = TuyaPairingApi(own_client)
+    consumer.register(
+        broker,
+        sessions=sessions,
+        owners=owners,
+        binding_modes=binding_modes,
+        subscription=settings.pairing_subscription,
+        max_redeliveries=settings.pairing_max_redeliveries,
+        receiver_queue_size=settings.pairing_receiver_queue_size,
+        max_workers=settings.pairing_max_concurrency,
+        initial_position=settings.pairing_initial_position,
+    )
+    return Pairing(
+        settings=settings,
+        broker=broker,
+        mongo_client=client,
+        db=db,
+        sessions=sessions,
+        owners=owners,
+        relay=relay,
+        tuya=tuya,
+        binding_modes=binding_modes,
+        security=security_kit(settings, db),
+        openapi=own_client,
+    )

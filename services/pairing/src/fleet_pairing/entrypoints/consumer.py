@@ -1,0 +1,47 @@
+"""The subscriber of ingest's device topic (KeyShared by device id; `fleet_shared.pulsar`'s one way):
+`bindUser` / `deviceBindSpace` bindings feed the sessions their token names, removals and unbindings feed
+the owners. A message is acked once its write is durable (the handler returns); a failure nacks it for
+redelivery and, after `max_redeliveries`, pairing's dead-letter topic. Handlers are idempotent, so a
+redelivery after a crash changes nothing already applied.
+"""
+
+from __future__ import annotations
+
+from fleet_contracts import topics
+from fleet_contracts.device import DeviceEvent
+from fleet_contracts.pairing import PairingEvent
+from fleet_pairing.ports import BindingModes, DeviceOwners, SessionRepository
+from fleet_pairing.service_layer.handlers import on_device_event
+from fleet_shared.pulsar import PulsarBroker, PulsarMessage, subscribe_device_events
+
+
+def register(
+    broker: PulsarBroker,
+    *,
+    sessions: SessionRepository,
+    owners: DeviceOwners,
+    binding_modes: BindingModes,
+    subscription: str,
+    max_redeliveries: int,
+    receiver_queue_size: int,
+    max_workers: int,
+    initial_position: str = "latest",
+) -> None:
+    # declared for the AsyncAPI document; the outbox relay publishes through the broker
+    broker.publisher(
+        topics.PAIRING_EVENTS.name, schema=PairingEvent, description=topics.PAIRING_EVENTS.description
+    )
+
+    async def handle(event: DeviceEvent, _: PulsarMessage) -> None:
+        await on_device_event(event, sessions=sessions, owners=owners, binding_modes=binding_modes)
+
+    subscribe_device_events(
+        broker,
+        handle,
+        subscription=subscription,
+        dead_letter=topics.PAIRING_DEAD_LETTER,
+        max_redeliveries=max_redeliveries,
+        receiver_queue_size=receiver_queue_size,
+        initial_position=initial_position,
+        max_workers=max_workers,
+    )

@@ -1,0 +1,257 @@
+"""Wiring: settings -> adapters -> handler ports, background loops and the HTTP app's dependencies. The one
+place that knows every class.
+
+Loops (started with the service, stopped before its clients close):
+- relay: publishes what batch and device writes left in their outboxes, inserts result records;
+- resume: refunds crashed refusals, drops spent units from the quota counters' lists, and runs every
+  unfinished batch not already running in this process
+  (after a crash, a restart, or devices left for later because Tuya was unreachable);
+- QR: polls the pairing token of every open QR batch for devices that failed to pair "already bound".
+A batch accepted (or approved) over HTTP starts running at once in this process; any replica may resume
+it: every step is a conditional write, so two runners never do anything twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import contextvars
+import logging
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fleet_shared import mongo
+from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.security import SecurityKit, security_kit
+from fleet_shared.service import ReadinessCheck
+from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_shared.tuya.ratelimit import RateLimit
+from fleet_unbinding.adapters.cache import CachedAuthorizations, CachedLimits
+from fleet_unbinding.adapters.mongo import (
+    MongoAuthorizationStore,
+    MongoBatchStore,
+    MongoQuotaCounters,
+    MongoQuotaLimits,
+    MongoUnbindStore,
+)
+from fleet_unbinding.adapters.outbox import EventPublisher, OutboxRelay
+from fleet_unbinding.adapters.tuya import TuyaDevices, TuyaPairingTokens
+from fleet_unbinding.domain.quota import QuotaDay, QuotaScope
+from fleet_unbinding.ports import Devices, PairingTokens
+from fleet_unbinding.service_layer import handlers
+from fleet_unbinding.service_layer.events import EventFactory
+from fleet_unbinding.settings import UnbindingSettings
+
+SERVICE = "unbinding"
+log = logging.getLogger(__name__)
+
+# the shared client's path templates (fleet_shared.tuya.openapi)
+REMOVAL_APIS = (
+    "DELETE /v2.0/cloud/thing/{device_id}",
+    "POST /v2.0/cloud/thing/{device_id}/reset",
+    "DELETE /v1.0/devices/{device_id}",
+    "PUT /v1.0/devices/{device_id}/reset-factory",
+)
+LOOKUP_API = "GET /v1.0/devices/{device_id}"
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Unbinding:
+    """The running parts of one unbinding process."""
+
+    settings: UnbindingSettings
+    broker: PulsarBroker
+    mongo_client: Any
+    batches: MongoBatchStore
+    unbinds: MongoUnbindStore
+    counters: MongoQuotaCounters
+    limits: MongoQuotaLimits
+    authorizations: MongoAuthorizationStore
+    ports: handlers.Ports
+    tokens: PairingTokens
+    relay: OutboxRelay
+    kit: SecurityKit
+    openapi: TuyaOpenApiClient | None
+    _loops: list[asyncio.Task[None]] = field(default_factory=list, init=False)
+    _running: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+
+    async def prepare_database(self) -> None:
+        for store in (self.batches, self.unbinds, self.counters, self.limits, self.authorizations):
+            await store.ensure_indexes()
+        await self.kit.prepare(self.settings.unbinding_api_keys.get_secret_value())
+
+    async def start(self) -> None:
+        """Database ready, bus connected, then the loops (the resume loop's first round runs at once)."""
+        await self.prepare_database()
+        await self.broker.connect()
+        await self.broker.start()
+        s = self.settings
+        self._loops = [
+            self._every("relay", s.unbinding_outbox_relay_interval_s, self.relay.relay_once),
+            self._every("resume", s.unbinding_resume_interval_s, self.resume, first_now=True),
+            self._every("qr", s.unbinding_qr_poll_interval_s, self.poll_qr_batches),
+        ]
+
+    async def stop(self) -> None:
+        """Stop the loops and batch runners (their devices resume from the store later), then one last
+        relay round, then close the clients."""
+        tasks = [*self._loops, *self._running.values()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._loops, self._running = [], {}
+        try:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self.relay.relay_once(), 5.0)
+            await self.broker.stop()
+        finally:
+            if self.openapi is not None:
+                await self.openapi.aclose()
+            await self.kit.aclose()
+            self.mongo_client.close()
+
+    def _every(
+        self, name: str, interval_s: float, work: Callable[[], Awaitable[Any]], *, first_now: bool = False
+    ) -> asyncio.Task[None]:
+        async def loop() -> None:
+            if not first_now:
+                await asyncio.sleep(interval_s)
+            while True:
+                try:
+                    await work()
+                except Exception as e:  # the loop must outlive a bad round (database or Tuya down)
+                    log.warning("%s round failed: %r", name, e)
+                await asyncio.sleep(interval_s)
+
+        return asyncio.create_task(loop(), name=f"unbinding-{name}")
+
+    # --- batches ---------------------------------------------------------------------------------------
+
+    def run_soon(self, batch_id: str) -> None:
+        """Run the batch in the background unless this process already runs it."""
+        if batch_id in self._running or not self._loops:
+            return
+
+        async def run() -> None:
+            try:
+                await handlers.run_batch(self.ports, batch_id)
+            except Exception as e:  # left for the resume loop
+                log.warning("batch %s stopped: %r", batch_id, e)
+            finally:
+                self._running.pop(batch_id, None)
+
+        # a fresh context: the batch outlives the request that started it (its id and span stay out of
+        # the batch's log lines)
+        self._running[batch_id] = asyncio.create_task(
+            run(), name=f"unbinding-batch-{batch_id}", context=contextvars.Context()
+        )
+
+    async def resume(self) -> int:
+        for u in await self.unbinds.refunds_due(1000):
+            await handlers.advance(self.ports, u)
+        await handlers.spend_units(self.ports)
+        running = await self.batches.running(1000)
+        for batch_id in running:
+            self.run_soon(batch_id)
+        return len(running)
+
+    async def poll_qr_batches(self) -> int:
+        handled = 0
+        for batch_id in await self.batches.open_qr(100):
+            handled += await handlers.poll_qr(self.ports, self.tokens, batch_id)
+        return handled
+
+    # --- readiness -------------------------------------------------------------------------------------
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {"bus": self.bus_ready, "database": self.database_ready}
+
+    async def bus_ready(self) -> bool:
+        return await self.broker.ping(2.0)
+
+    async def database_ready(self) -> bool:
+        try:
+            await self.mongo_client.admin.command("ping")
+        except Exception:
+            return False
+        return True
+
+
+def openapi_client(settings: UnbindingSettings) -> TuyaOpenApiClient:
+    removal = RateLimit(settings.unbinding_tuya_removal_rate_per_s, burst=1.0)
+    lookup = RateLimit(settings.unbinding_tuya_lookup_rate_per_s, burst=1.0)
+    return TuyaOpenApiClient(
+        settings.tuya_access_id,
+        settings.tuya_access_secret,
+        region_code=settings.region.lower(),
+        base_url=settings.tuya_openapi_url,
+        rate_limits={**dict.fromkeys(REMOVAL_APIS, removal), LOOKUP_API: lookup},
+    )
+
+
+def bootstrap(
+    settings: UnbindingSettings | None = None,
+    *,
+    devices: Devices | None = None,
+    tokens: PairingTokens | None = None,
+    publisher: EventPublisher | None = None,
+    clock: Callable[[], datetime] = _utcnow,
+) -> Unbinding:
+    settings = settings or UnbindingSettings()
+    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
+    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
+    db = client[settings.unbinding_database]
+    batches, unbinds = MongoBatchStore(db), MongoUnbindStore(db)
+    counters, limits, authorizations = (
+        MongoQuotaCounters(db),
+        MongoQuotaLimits(db),
+        MongoAuthorizationStore(db),
+    )
+    own_client: TuyaOpenApiClient | None = None
+    if devices is None or tokens is None:
+        own_client = openapi_client(settings)
+        devices = devices or TuyaDevices(own_client)
+        tokens = tokens or TuyaPairingTokens(own_client, clock)
+    ttl = settings.unbinding_cache_ttl_s
+    ports = handlers.Ports(
+        batches=batches,
+        unbinds=unbinds,
+        counters=counters,
+        limits=CachedLimits(limits, ttl),
+        authorizations=CachedAuthorizations(authorizations, ttl),
+        devices=devices,
+        events=EventFactory(tenant=settings.tuya_access_id, region=settings.region.lower()),
+        clock=clock,
+        quota_day=QuotaDay(timedelta(minutes=settings.unbinding_quota_day_utc_offset_minutes)),
+        default_limits={
+            QuotaScope.ACCOUNT: settings.unbinding_account_daily_limit,
+            QuotaScope.PRODUCT: settings.unbinding_product_daily_limit,
+        },
+        approval_threshold=settings.unbinding_approval_threshold,
+        device_concurrency=settings.unbinding_device_concurrency,
+        max_calls=settings.unbinding_max_calls_per_device,
+        call_lease=timedelta(seconds=settings.unbinding_call_lease_s),
+        already_bound_codes=settings.already_bound_codes(),
+    )
+    relay = OutboxRelay(batches, unbinds, publisher or OutboxPublisher(broker))
+    return Unbinding(
+        settings=settings,
+        broker=broker,
+        mongo_client=client,
+        batches=batches,
+        unbinds=unbinds,
+        counters=counters,
+        limits=limits,
+        authorizations=authorizations,
+        ports=ports,
+        tokens=tokens,
+        relay=relay,
+        kit=security_kit(settings, db),
+        openapi=own_client,
+    )

@@ -1,0 +1,66 @@
+"""The one way a domain service consumes ingest's device topic: KeyShared by device id (each device's events
+in order, devices spread over the replicas), the service's own dead-letter topic after `max_redeliveries`,
+and a body that is not a device event dead-lettered at once (a redelivery would not make it one).
+
+    subscribe_device_events(broker, handle, subscription="pairing", dead_letter=topics.PAIRING_DEAD_LETTER)
+
+`handle(event, message)` settles per the ack policy: NACK_ON_ERROR acks when it returns and nacks when it
+raises; MANUAL leaves acking to it (status acks once its batch is durable).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Annotated, Any
+
+from faststream.middlewares import AckPolicy
+from pulsar import ConsumerType, InitialPosition
+from pydantic import ValidationError
+
+from fleet_contracts import topics
+from fleet_contracts.device import DeviceEvent
+
+from .broker import PulsarBroker
+from .context import InlineContext
+from .message import PulsarMessage
+from .options import DeadLetter
+
+log = logging.getLogger(__name__)
+
+DeviceEventHandler = Callable[[DeviceEvent, PulsarMessage], Awaitable[None]]
+
+
+def subscribe_device_events(
+    broker: PulsarBroker,
+    handle: DeviceEventHandler,
+    *,
+    subscription: str,
+    dead_letter: topics.Topic[Any],
+    max_redeliveries: int,
+    receiver_queue_size: int,
+    initial_position: str = "earliest",
+    ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
+    max_workers: int = 1,
+) -> None:
+    @broker.subscriber(
+        topics.DEVICE_EVENTS.name,
+        subscription=subscription,
+        subscription_type=ConsumerType.KeyShared,
+        initial_position=InitialPosition.Earliest
+        if initial_position == "earliest"
+        else InitialPosition.Latest,
+        dead_letter=DeadLetter(max_redeliveries=max_redeliveries, topic=dead_letter.name),
+        receiver_queue_size=receiver_queue_size,
+        max_workers=max_workers,
+        ack_policy=ack_policy,
+        description=topics.DEVICE_EVENTS.description,
+    )
+    async def on_device_event(message: Annotated[PulsarMessage, InlineContext("message")]) -> None:
+        try:
+            event = topics.DEVICE_EVENTS.decode(message.body)
+        except (ValidationError, ValueError) as e:
+            log.warning("undecodable device event dead-lettered: %s", str(e)[:300])
+            await message.reject()
+            return
+        await handle(event, message)

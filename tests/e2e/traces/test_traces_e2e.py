@@ -1,0 +1,252 @@
+"""Traces across services on the real stack, read back through the trace viewer's API (Zipkin).
+
+tuya-sim, ingest and status run as their console scripts, exporting to the Zipkin server of the stack
+(`FLEET_ZIPKIN_ENDPOINT`, `FLEET_ZIPKIN_URL`: `devstack env` exports both). One device report goes
+tuya-sim -> Tuya's topic -> ingest -> the device topic -> status: its trace must hold spans of every service
+it crossed, tagged with the device id. One operator call (GET a shadow from status) must make a trace with the
+HTTP server span and the database read under it.
+
+One system serves the module (starting three services is most of the time); every name in it is this run's.
+
+A service joining the device's path (pairing, unbinding, OTA) is one entry in `SERVICES`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+
+from fleet_shared.tracing import DEVICE_ID
+from fleet_shared.tracing.zipkin import ZipkinQuery, service_of, services_in, span_tree
+from tests.support import ServiceProcess, Stack
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
+
+API_KEY = "traces-e2e-key"
+TRACE_WITHIN_S = 60.0
+
+
+@dataclass(frozen=True)
+class Names:
+    """This run's names: Tuya project, databases, subscriptions."""
+
+    unique: str
+    access_id: str
+    secret: str
+    control_token: str
+
+
+# Each service of the device report's path, in start order, with the settings that make it this run's.
+SERVICES: dict[str, Callable[[Names, Mapping[str, str]], dict[str, str]]] = {
+    "tuya-sim": lambda n, urls: {
+        "FLEET_SIM_PROVISION": "true",
+        "FLEET_SIM_CONTROL_TOKEN": n.control_token,
+        "FLEET_SIM_DEVICES": "1",
+        "FLEET_SIM_RATE_LIMIT_RPS": "0",
+    },
+    "ingest": lambda n, urls: {"FLEET_INGEST_DATABASE": f"traces_ingest_{n.unique}"},
+    "status": lambda n, urls: {
+        "FLEET_STATUS_DATABASE": f"traces_status_{n.unique}",
+        "FLEET_STATUS_SUBSCRIPTION": f"traces-status-{n.unique}",
+        "FLEET_STATUS_INITIAL_POSITION": "latest",
+        "FLEET_STATUS_RECONCILE_INTERVAL_S": "0",
+        "FLEET_TUYA_OPENAPI_URL": urls["tuya-sim"],  # DP schemas from the simulated cloud
+    },
+}
+
+
+@dataclass
+class System:
+    names: Names
+    services: dict[str, ServiceProcess]
+    zipkin: ZipkinQuery
+
+    @property
+    def sim(self) -> ServiceProcess:
+        return self.services["tuya-sim"]
+
+    @property
+    def status(self) -> ServiceProcess:
+        return self.services["status"]
+
+    def control(self) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.sim.url,
+            headers={"Authorization": f"Bearer {self.names.control_token}"},
+            timeout=30,
+        )
+
+
+@pytest.fixture(scope="module")
+def zipkin() -> tuple[str, str]:
+    """The viewer's spans endpoint and API URL; the test fails loudly without them."""
+    endpoint, url = os.environ.get("FLEET_ZIPKIN_ENDPOINT"), os.environ.get("FLEET_ZIPKIN_URL")
+    if not endpoint or not url:
+        pytest.fail(
+            "FLEET_ZIPKIN_ENDPOINT / FLEET_ZIPKIN_URL not set: run with `just test`, or "
+            'eval "$(devstack env)" on a stack started with `./dev up`',
+            pytrace=False,
+        )
+    return endpoint, url
+
+
+@pytest.fixture(scope="module")
+async def system(
+    stack: Stack, tmp_path_factory: pytest.TempPathFactory, zipkin: tuple[str, str]
+) -> AsyncIterator[System]:
+    endpoint, url = zipkin
+    unique = uuid.uuid4().hex[:10]
+    logs = tmp_path_factory.mktemp("traces")
+    names = Names(unique, f"trc{unique}", secrets.token_hex(16), secrets.token_hex(12))
+    common = {
+        "FLEET_TUYA_ACCESS_ID": names.access_id,
+        "FLEET_TUYA_ACCESS_SECRET": names.secret,
+        "FLEET_ZIPKIN_ENDPOINT": endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",  # export spans within a fraction of a second
+    }
+    started: dict[str, ServiceProcess] = {}
+    urls: dict[str, str] = {}
+    query = ZipkinQuery(url)
+    try:
+        for name, settings in SERVICES.items():
+            process = ServiceProcess(name, log=logs / f"{name}.log", stack=stack, api_key=API_KEY)
+            process.env.update({**common, **settings(names, urls)})
+            process.start()
+            started[name] = process
+            await process.wait_ready()
+            urls[name] = process.url
+        yield System(names, started, query)
+    finally:
+        for process in reversed(started.values()):
+            process.terminate()
+        query.close()
+
+
+async def until_found(
+    find: Callable[[], Any], what: str, logs: Callable[[], str], within: float = TRACE_WITHIN_S
+) -> Any:
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        found = await asyncio.to_thread(find)
+        if found:
+            return found
+        await asyncio.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}\n{logs()}")
+
+
+def find_span(spans: list[dict[str, Any]], **tags: str) -> dict[str, Any] | None:
+    return next((s for s in spans if all((s.get("tags") or {}).get(k) == v for k, v in tags.items())), None)
+
+
+def logs_of(system: System) -> Callable[[], str]:
+    return lambda: "\n".join(f"--- {n}\n{p.log_tail(1500)}" for n, p in system.services.items())
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    device: str
+    spans: list[dict[str, Any]]  # the trace that crossed every service
+
+
+@pytest.fixture(scope="module")
+async def device_report(system: System) -> DeviceReport:
+    """One status report of one simulated device, and the first trace of it that reached every service."""
+    with system.control() as control:
+        seed = secrets.randbelow(1_000_000)  # device ids of their own: the viewer keeps earlier runs' traces
+        fleet = control.post("/sim/fleet", json={"seed": seed, "devices": 2, "homes": 1, "online_ratio": 1.0})
+        assert fleet.status_code == 200, fleet.text
+        device = fleet.json()["bound_device_ids"][0]
+        report = control.post("/sim/reports", json={"device_ids": [device], "max_dps": 2})
+        assert report.status_code == 200, report.text
+    tuya_topic = f"persistent://{system.names.access_id}/out/event"
+
+    def crossing_trace() -> list[dict[str, Any]] | None:
+        for spans in system.zipkin.traces(tag=(DEVICE_ID, device), lookback_ms=600_000, limit=50):
+            ours = find_span(spans, **{"messaging.destination.name": tuya_topic}) is not None
+            if ours and set(SERVICES) <= services_in(spans):
+                return spans
+        return None
+
+    what = f"one trace of {device} through {list(SERVICES)}"
+    return DeviceReport(device, await until_found(crossing_trace, what, logs_of(system)))
+
+
+async def test_a_device_report_is_one_trace_across_every_service_it_crosses(
+    device_report: DeviceReport,
+) -> None:
+    spans, device = device_report.spans, device_report.device
+    # one tree: every span hangs off the simulator's publish (nothing orphaned on the way)
+    roots = span_tree(spans)
+    assert len(roots) == 1, [r.span["name"] for r in roots]
+    assert service_of(roots[0].span) == "tuya-sim"
+    consumed = [
+        s
+        for s in spans
+        if service_of(s) == "status" and (s.get("tags") or {}).get("messaging.operation.type") == "process"
+    ]
+    assert consumed, "status's consume span is missing"
+    tags = consumed[0]["tags"]
+    assert tags["messaging.system"] == "pulsar"
+    assert tags[DEVICE_ID] == device
+    assert tags["messaging.message.id"]
+
+
+async def test_an_operator_call_traces_the_http_request_and_its_database_read(system: System) -> None:
+    device = f"missing-{system.names.unique}"  # unique: the viewer keeps earlier runs
+    code, _ = system.status.get(f"/v1/devices/{device}/shadow")
+    assert code == 404
+
+    def request_trace() -> list[dict[str, Any]] | None:
+        found = system.zipkin.traces(
+            tag=("url.path", f"/v1/devices/{device}/shadow"), service="status", lookback_ms=600_000
+        )
+        return found[0] if found else None
+
+    spans = await until_found(request_trace, "the GET's trace", logs_of(system))
+    server = find_span(spans, **{"http.route": "/v1/devices/{device_id}/shadow"})
+    assert server is not None, [s["name"] for s in spans]
+    assert server["kind"] == "SERVER"
+    assert server["tags"]["http.response.status_code"] == "404"
+    database = f"traces_status_{system.names.unique}"
+    wanted = {"db.system": "mongodb", "db.namespace": database, "db.collection.name": "shadows"}
+    read = find_span(spans, **wanted)
+    assert read is not None, [s["name"] for s in spans]
+    assert read["kind"] == "CLIENT"
+    assert read["tags"]["db.operation.name"] in ("find", "aggregate")
+    (root,) = span_tree(spans)
+    assert root.span["id"] == server["id"]
+    assert read["id"] in {node.span["id"] for node in root.walk()}, "the read is not under the request"
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="status's shadow writer flushes in a task of its own, outside the message's trace: it must wrap "
+    "each flush in fleet_shared.tracing.batch_span (a change in services/status, not yet made)",
+)
+async def test_the_device_reports_trace_holds_the_shadow_write(
+    system: System, device_report: DeviceReport
+) -> None:
+    database = f"traces_status_{system.names.unique}"
+    trace_id = device_report.spans[0]["traceId"]
+
+    def write() -> dict[str, Any] | None:
+        shadows = {"db.namespace": database, "db.collection.name": "shadows"}
+        return next(
+            (
+                span
+                for op in ("insert", "update")
+                if (span := find_span(system.zipkin.trace(trace_id), **shadows, **{"db.operation.name": op}))
+            ),
+            None,
+        )
+
+    await until_found(write, "the shadow write in the device report's trace", logs_of(system), within=10)
