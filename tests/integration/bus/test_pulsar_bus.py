@@ -31,6 +31,7 @@ from fleet_shared.pulsar import (
     ConsumerType,
     DeadLetter,
     InitialPosition,
+    ProducerOptions,
     PulsarBroker,
     PulsarMessage,
     PulsarResponse,
@@ -382,7 +383,9 @@ async def test_producers_and_consumers_survive_a_broker_restart(unique: str) -> 
 
     local = LocalStack.from_env()
     topic = topic_name(unique, "restart")
-    broker = PulsarBroker(local.config.pulsar_url)
+    # Sends made as Pulsar goes down wait in the client's queue until it is back: a restart took 31 s on a
+    # loaded two-core machine, past the default 30 s send timeout, so the test gives its sends 120 s.
+    broker = PulsarBroker(local.config.pulsar_url, producer_options=ProducerOptions(send_timeout_ms=120_000))
     deliveries: list[tuple[int, str]] = []
 
     def payload(n: int) -> str:
@@ -404,7 +407,7 @@ async def test_producers_and_consumers_survive_a_broker_restart(unique: str) -> 
 
         restart = asyncio.create_task(asyncio.to_thread(local.restart_pulsar))
         # Keep sending every 20 ms while Pulsar stops, is down and comes back, then 100 more: those
-        # made during the outage wait in the client's queue (send timeout 30 s) and go out on reconnect.
+        # made during the outage wait in the client's queue (send timeout 120 s) and go out on reconnect.
         sends: list[asyncio.Task[int]] = []
         n, after_restart = before, 0
         while after_restart < 100:

@@ -38,7 +38,7 @@ class StackConfig:
     pulsar_heap: str
     tuya_access_id: str
     zipkin_port: int = 9411
-    zipkin_heap: str = "256m"
+    zipkin_heap: str = "512m"
 
     @classmethod
     def load(cls, name: str | None = None) -> StackConfig:
@@ -56,7 +56,7 @@ class StackConfig:
             pulsar_heap=env("FLEET_STACK_PULSAR_HEAP", "1g"),
             tuya_access_id=env("FLEET_TUYA_ACCESS_ID", "fleetsimaccess000001"),
             zipkin_port=int(env("FLEET_STACK_ZIPKIN_PORT", _ZIPKIN_PORTS.get(name, _ZIPKIN_PORTS["dev"]))),
-            zipkin_heap=env("FLEET_STACK_ZIPKIN_HEAP", "256m"),
+            zipkin_heap=env("FLEET_STACK_ZIPKIN_HEAP", "512m"),
         )
 
     @property
