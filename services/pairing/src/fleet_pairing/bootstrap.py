@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -28,6 +28,7 @@ from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
 
@@ -67,22 +68,11 @@ class Pairing:
         await self.broker.start()
         s = self.settings
         self._loops = [
-            self._every("poll", s.pairing_poll_interval_s, self.poll_round),
-            self._every("expiry", s.pairing_expiry_sweep_interval_s, self.expiry_round),
-            self._every("outbox", s.pairing_outbox_sweep_interval_s, self.relay.sweep),
-            self._every("removals", s.pairing_poll_interval_s, self.removal_round),
+            every("pairing-poll", s.pairing_poll_interval_s, self.poll_round),
+            every("pairing-expiry", s.pairing_expiry_sweep_interval_s, self.expiry_round),
+            every("pairing-outbox", s.pairing_outbox_sweep_interval_s, self.relay.sweep),
+            every("pairing-removals", s.pairing_poll_interval_s, self.removal_round),
         ]
-
-    def _every(self, name: str, interval_s: float, work: Callable[[], Awaitable[int]]) -> asyncio.Task[None]:
-        async def loop() -> None:
-            while True:
-                await asyncio.sleep(interval_s)
-                try:
-                    await work()
-                except Exception as e:  # the loop must outlive a bad round (database or Tuya down)
-                    log.warning("%s round failed: %r", name, e)
-
-        return asyncio.create_task(loop(), name=f"pairing-{name}")
 
     async def poll_round(self) -> int:
         return await handlers.poll_active_sessions(
@@ -130,9 +120,7 @@ class Pairing:
         await self.relay.sweep(limit=1000)
 
     async def _stop_loops(self) -> None:
-        for task in self._loops:
-            task.cancel()
-        await asyncio.gather(*self._loops, return_exceptions=True)
+        await cancel_all(self._loops)
         self._loops = []
 
     async def stop(self) -> None:

@@ -18,6 +18,7 @@ from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_status.adapters.history import HistoryStore
 from fleet_status.adapters.schemas import SchemaStore
@@ -67,17 +68,19 @@ class Status:
             log.info("relayed %d events a previous process left in outboxes", relayed)
         self.writer.start()
         await self.broker.start()
-        if self.cloud is not None and self.settings.status_reconcile_interval_s > 0:
-            self._reconciler = asyncio.create_task(self._reconcile_forever(), name="status-reconciler")
-        self._sweeper = asyncio.create_task(self._sweep_forever(), name="status-history-retention")
-        self._inactivity = asyncio.create_task(self._find_inactive_forever(), name="status-inactivity")
+        s = self.settings
+        if self.cloud is not None and s.status_reconcile_interval_s > 0:
+            self._reconciler = every("status-reconciler", s.status_reconcile_interval_s, self.reconcile_round)
+        self._sweeper = every(
+            "status-history-retention", s.status_history_sweep_interval_s, self.sweep_round, first_now=True
+        )
+        self._inactivity = every(
+            "status-inactivity", s.status_inactivity_check_interval_s, self.inactivity_round
+        )
 
     async def stop_consuming(self) -> None:
         """No new device events, no new reconciliation, retention or inactivity rounds."""
-        for task in (self._reconciler, self._sweeper, self._inactivity):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        await cancel_all((self._reconciler, self._sweeper, self._inactivity))
         self._reconciler = self._sweeper = self._inactivity = None
         for sub in self.broker.subscribers:
             with contextlib.suppress(Exception):
@@ -102,45 +105,27 @@ class Status:
                 await self.security.aclose()
                 self.mongo_client.close()
 
-    async def _reconcile_forever(self) -> None:
+    async def reconcile_round(self) -> None:
         assert self.cloud is not None
-        while True:
-            await asyncio.sleep(self.settings.status_reconcile_interval_s)
-            try:
-                await reconcile_stale(
-                    self.shadows,
-                    self.cloud,
-                    self.writer,
-                    stale_after=timedelta(seconds=self.settings.status_stale_after_s),
-                    limit=self.settings.status_reconcile_batch,
-                )
-            except Exception as e:  # the loop must outlive a bad round (database down, API down)
-                log.warning("reconciliation round failed: %r", e)
+        await reconcile_stale(
+            self.shadows,
+            self.cloud,
+            self.writer,
+            stale_after=timedelta(seconds=self.settings.status_stale_after_s),
+            limit=self.settings.status_reconcile_batch,
+        )
 
-    async def _sweep_forever(self) -> None:
-        """Retention of DP history where the server has no TTL indexes: bounded sweeps, one per interval."""
-        while True:
-            try:
-                deleted = await self.history.sweep(datetime.now(UTC))
-                if deleted:
-                    log.info("deleted %d expired history buckets", deleted)
-            except Exception as e:  # the loop must outlive a bad round (database down)
-                log.warning("history retention sweep failed: %r", e)
-            await asyncio.sleep(self.settings.status_history_sweep_interval_s)
+    async def sweep_round(self) -> None:
+        """Retention of DP history where the server has no TTL indexes: one bounded sweep."""
+        deleted = await self.history.sweep(datetime.now(UTC))
+        if deleted:
+            log.info("deleted %d expired history buckets", deleted)
 
-    async def _find_inactive_forever(self) -> None:
-        """Devices past their inactivity deadline, from the deadline index, a bounded batch per interval."""
-        while True:
-            await asyncio.sleep(self.settings.status_inactivity_check_interval_s)
-            try:
-                await find_inactive(
-                    self.shadows,
-                    self.writer,
-                    now=datetime.now(UTC),
-                    limit=self.settings.status_inactivity_batch,
-                )
-            except Exception as e:  # the loop must outlive a bad round (database down)
-                log.warning("inactivity check failed: %r", e)
+    async def inactivity_round(self) -> None:
+        """Devices past their inactivity deadline, from the deadline index, one bounded batch."""
+        await find_inactive(
+            self.shadows, self.writer, now=datetime.now(UTC), limit=self.settings.status_inactivity_batch
+        )
 
     async def set_inactivity_timeout(self, device_id: str, timeout_s: float | None) -> None:
         await set_inactivity_timeout(self.writer, device_id, timeout_s, now=datetime.now(UTC))

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
+from fleet_contracts.outbox import OutboxEntry
 from fleet_shared.tuya.models import DeviceDetails, DeviceSpecification
 from fleet_status.domain.dp_schema import DpSchema
-from fleet_status.domain.events import OutboxEntry
 from fleet_status.domain.facts import CloudDevice
 from fleet_status.domain.shadow import AcceptedReading, PresenceReport, Shadow
 

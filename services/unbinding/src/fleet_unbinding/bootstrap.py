@@ -17,7 +17,7 @@ import asyncio
 import contextlib
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -26,6 +26,7 @@ from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
 from fleet_unbinding.adapters.cache import CachedAuthorizations, CachedLimits
@@ -93,18 +94,15 @@ class Unbinding:
         await self.broker.start()
         s = self.settings
         self._loops = [
-            self._every("relay", s.unbinding_outbox_relay_interval_s, self.relay.relay_once),
-            self._every("resume", s.unbinding_resume_interval_s, self.resume, first_now=True),
-            self._every("qr", s.unbinding_qr_poll_interval_s, self.poll_qr_batches),
+            every("unbinding-relay", s.unbinding_outbox_relay_interval_s, self.relay.relay_once),
+            every("unbinding-resume", s.unbinding_resume_interval_s, self.resume, first_now=True),
+            every("unbinding-qr", s.unbinding_qr_poll_interval_s, self.poll_qr_batches),
         ]
 
     async def stop(self) -> None:
         """Stop the loops and batch runners (their devices resume from the store later), then one last
         relay round, then close the clients."""
-        tasks = [*self._loops, *self._running.values()]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        await cancel_all([*self._loops, *self._running.values()])
         self._loops, self._running = [], {}
         try:
             with contextlib.suppress(Exception):
@@ -115,21 +113,6 @@ class Unbinding:
                 await self.openapi.aclose()
             await self.kit.aclose()
             self.mongo_client.close()
-
-    def _every(
-        self, name: str, interval_s: float, work: Callable[[], Awaitable[Any]], *, first_now: bool = False
-    ) -> asyncio.Task[None]:
-        async def loop() -> None:
-            if not first_now:
-                await asyncio.sleep(interval_s)
-            while True:
-                try:
-                    await work()
-                except Exception as e:  # the loop must outlive a bad round (database or Tuya down)
-                    log.warning("%s round failed: %r", name, e)
-                await asyncio.sleep(interval_s)
-
-        return asyncio.create_task(loop(), name=f"unbinding-{name}")
 
     # --- batches ---------------------------------------------------------------------------------------
 

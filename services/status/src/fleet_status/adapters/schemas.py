@@ -8,7 +8,8 @@ from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 
-from fleet_status.domain.dp_schema import DpDefinition, DpSchema, DpType
+from fleet_contracts.tuya import DpType
+from fleet_status.domain.dp_schema import DpDefinition, DpSchema
 from fleet_status.ports import Document
 
 

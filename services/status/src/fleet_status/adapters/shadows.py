@@ -19,10 +19,9 @@ from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
 from pymongo.errors import BulkWriteError
 
-from fleet_contracts.outbox import entries_of
+from fleet_contracts.outbox import OutboxEntry, entries_of
+from fleet_contracts.tuya import DpType
 from fleet_status.adapters.bulk import chunks, in_chunks, only_duplicates
-from fleet_status.domain.dp_schema import DpType
-from fleet_status.domain.events import OutboxEntry
 from fleet_status.domain.shadow import (
     Binding,
     BindingState,

@@ -10,10 +10,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from fleet_contracts.tuya import DpType
 from fleet_shared.tuya.errors import TuyaDataNotFoundError, TuyaDeviceNotFoundError, TuyaError
 from fleet_shared.tuya.models import DeviceSpecification, DpSpec
-from fleet_shared.tuya.models import DpType as TuyaDpType
-from fleet_status.domain.dp_schema import DpDefinition, DpSchema, DpType
+from fleet_status.domain.dp_schema import DpDefinition, DpSchema
 from fleet_status.domain.facts import CloudDevice
 from fleet_status.ports import DeviceDetailsApi, DpSpecifications, SchemaRepository
 
@@ -25,7 +25,7 @@ RETRY_FAILED_SCHEMA_S = 60.0
 
 def _definition(spec: DpSpec) -> DpDefinition:
     values: Any = spec.values
-    dp_type = DpType(spec.type.value) if isinstance(spec.type, TuyaDpType) else None
+    dp_type = spec.type if isinstance(spec.type, DpType) else None
     return DpDefinition(
         code=spec.code,
         dp_id=spec.dp_id,

@@ -24,7 +24,8 @@ from typing import Any
 
 import orjson
 
-from fleet_status.domain.dp_schema import DpSchema, DpType, InvalidDpValue, type_value
+from fleet_contracts.tuya import DpType
+from fleet_status.domain.dp_schema import DpSchema, InvalidDpValue, type_value
 
 
 class BindingState(StrEnum):

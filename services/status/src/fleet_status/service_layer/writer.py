@@ -27,9 +27,10 @@ from datetime import UTC, datetime
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 from pulsar.asyncio import PulsarException
 
+from fleet_contracts.outbox import OutboxEntry
 from fleet_shared import mongo
 from fleet_status.domain.dp_schema import DpSchema
-from fleet_status.domain.events import OutboxEntry, outbox_for
+from fleet_status.domain.events import outbox_for
 from fleet_status.domain.shadow import AcceptedReading, DeviceFacts, PresenceReport, Shadow, merge
 from fleet_status.ports import (
     EventPublisher,
