@@ -1,9 +1,13 @@
 """`just demo`: the live fleet end to end: the Tuya cloud simulator's devices report, ingest turns the
 encrypted push messages into device events, status keeps a shadow per device; the demo waits until status's
-HTTP API serves exactly what the simulator says (its ground truth) and prints a few shadows.
+HTTP API serves exactly what the simulator says (its ground truth) and prints a few shadows. Then pairing
+(a QR-mode session for a home of the fleet; a factory-fresh device joins the site's Wi-Fi from the QR
+payload) and unbinding (N strongly bound devices under a daily account limit of N-1: N-1 unbound, one refused
+for quota).
 
 Needs the stack with its services (`devstack up`). The simulator's control API (`/sim`) makes the fleet and
-drives it; status's API key is the one `devstack up` made for this stack (see `services.status_api_key`).
+drives it; each service's API key is the one `devstack up` made for this stack (`services.api_key`). A
+service's address is its dev port unless `FLEET_<SERVICE>_URL` says otherwise.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import json
 import os
 import random
+import secrets
 import sys
 import time
 import urllib.error
@@ -19,12 +24,13 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from fleet_shared.service.registry import service
 
 from .config import StackConfig
-from .services import status_api_key
+from .services import api_key
 
 # Three mains-powered or waking products of the simulator's catalogue (plug, bulb, sensor).
 DEMO_PRODUCTS = ("sim0plug0cz00001", "sim0bulb0dj00002", "sim0th00wsdcg003")
@@ -43,7 +49,14 @@ class Api:
         self.base_url = base_url
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
-    def call(self, method: str, path: str, body: Any = None, params: Mapping[str, str] | None = None) -> Any:
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        params: Mapping[str, str] | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
         url = f"{self.base_url}{path}"
         if params:
             url += "?" + urllib.parse.urlencode(params)
@@ -54,17 +67,22 @@ class Api:
             with urllib.request.urlopen(request, timeout=HTTP_TIMEOUT) as response:  # noqa: S310 - loopback
                 return json.loads(response.read() or b"null")
         except urllib.error.HTTPError as err:
+            if err.code == 404 and missing_ok:
+                return None
             detail = err.read().decode(errors="replace")[:300]
-            if err.code == 401 and self.name == "status":
+            if err.code == 401 and self.name != "tuya-sim":
                 detail += " (started before this stack had an API key? restart: `just down && just up`)"
             raise DemoError(f"{self.name}: {method} {path} answered {err.code}: {detail}") from None
         except (urllib.error.URLError, OSError) as err:
             raise DemoError(
-                f"{self.name} at {self.base_url} is not reachable ({err}); is the stack up?"
+                f"{self.name} at {self.base_url} is not reachable ({err}); is the stack up (`just up`)?"
             ) from None
 
-    def get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
-        return self.call("GET", path, params=params)
+    def get(self, path: str, params: Mapping[str, str] | None = None, missing_ok: bool = False) -> Any:
+        return self.call("GET", path, params=params, missing_ok=missing_ok)
+
+    def put(self, path: str, body: Any) -> Any:
+        return self.call("PUT", path, body)
 
     def post(self, path: str, body: Any = None, params: Mapping[str, str] | None = None) -> Any:
         return self.call("POST", path, body if body is not None else {}, params)
@@ -220,6 +238,7 @@ class DemoOptions:
     show: int = 6
     timeout: float = 120.0
     seed: int | None = None
+    unbind_devices: int = 5
 
 
 def list_shadows(status: Api, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -355,24 +374,260 @@ def run(
     return 0
 
 
+# -- pairing and unbinding -------------------------------------------------------------------------------
+
+# mains-powered products (no sleepy sensor): pairing and unbinding want devices that answer at once
+LIFECYCLE_PRODUCTS = DEMO_PRODUCTS[:2]
+STACK_ACCOUNT = "devstack"  # the stack's API key's name: the unbinding account of the demo
+DEMO_SSID = "demo-site"
+FINAL_SESSION_STATES = frozenset({"succeeded", "partially_succeeded", "failed", "expired", "cancelled"})
+
+
+@dataclass(frozen=True)
+class PairingPick:
+    owner_uid: str
+    home_id: str
+    device_id: str  # factory-fresh: no owner yet
+
+
+def pick_for_pairing(fleet: Mapping[str, Any]) -> PairingPick:
+    """The first home of the simulator's fleet (`/sim/truth` `fleet`) and a device nobody owns."""
+    homes = fleet.get("homes") or []
+    free = sorted(d for d, t in (fleet.get("devices") or {}).items() if not t.get("bound"))
+    if not homes or not free:
+        raise DemoError(
+            f"the simulator's fleet has {len(homes)} homes and {len(free)} free devices; need both"
+        )
+    return PairingPick(str(homes[0]["owner_uid"]), str(homes[0]["home_id"]), free[0])
+
+
+def seconds_between(start: str, end: str) -> float:
+    return (datetime.fromisoformat(end) - datetime.fromisoformat(start)).total_seconds()
+
+
+def pairing_rows(session: Mapping[str, Any]) -> list[tuple[str, str, str, str]]:
+    """(session, device, outcome, seconds from the token's issue) per device of a session view."""
+    rows = []
+    for device in session.get("devices") or []:
+        outcome = str(device["outcome"])
+        failure = device.get("failure")
+        if failure:
+            outcome += f" ({failure['cause']}, Tuya {failure['code']})"
+        took = seconds_between(session["issued_at"], device["at"])
+        rows.append(
+            (
+                str(session["session_id"]),
+                str(device.get("device_id") or device["key"]),
+                outcome,
+                f"{took:.1f}s",
+            )
+        )
+    return rows
+
+
+def pairing_problems(session: Mapping[str, Any], device_id: str) -> list[str]:
+    """What keeps the session from being the demo's success: succeeded, with exactly this device paired."""
+    problems = []
+    if session.get("state") != "succeeded":
+        problems.append(f"session state {session.get('state')} != succeeded")
+    paired = [d.get("device_id") for d in session.get("devices") or [] if d["outcome"] == "paired"]
+    if paired != [device_id]:
+        problems.append(f"paired {paired} != [{device_id}]")
+    return problems
+
+
+def run_pairing(sim: Api, pairing: Api, fleet: Mapping[str, Any], timeout: float, say: Any = print) -> None:
+    pick = pick_for_pairing(fleet)
+    # a fresh password per run; it travels in the QR payload only (never printed, never stored)
+    password = secrets.token_urlsafe(12)
+    sim.put("/sim/pairing/networks", {"networks": {DEMO_SSID: password}})
+    opened = pairing.post(
+        "/v1/pairing-sessions",
+        {
+            "owner_uid": pick.owner_uid,
+            "home_id": pick.home_id,
+            "mode": "QR",
+            "time_zone_id": "Etc/UTC",
+            "wifi": {"ssid": DEMO_SSID, "password": password},
+            "idempotency_key": f"demo-{secrets.token_hex(8)}",
+        },
+    )
+    session_id = opened["session"]["session_id"]
+    qr = opened.get("qr") or {}
+    say(
+        f"pairing: QR session {session_id} for home {pick.home_id} of {pick.owner_uid} "
+        f"(QR image: {len(qr.get('svg', ''))} chars of SVG, shown once)"
+    )
+    sim.post("/sim/pairing/provision", {"qr_payload": qr["payload"], "device_ids": [pick.device_id]})
+    deadline = time.monotonic() + timeout
+    while True:
+        session = pairing.get(f"/v1/pairing-sessions/{session_id}")
+        if session["state"] in FINAL_SESSION_STATES or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    problems = pairing_problems(session, pick.device_id)
+    if problems:
+        raise DemoError(f"pairing session {session_id}: " + "; ".join(problems))
+    say(f"pairing: device {pick.device_id} joined {DEMO_SSID} and paired; the session succeeded")
+    say("")
+    say(format_table(("session", "device", "outcome", "time"), pairing_rows(session)))
+    say("")
+
+
+def ensure_registered(unbinding: Api, product_id: str) -> None:
+    """The product is the stack account's (registered once; a later run finds it so)."""
+    current = unbinding.get(f"/v1/products/{product_id}/authorizations", missing_ok=True)
+    owner = (current or {}).get("owner")
+    if owner is None:
+        unbinding.post(f"/v1/products/{product_id}/authorizations/register", {"owner": STACK_ACCOUNT})
+    elif owner != STACK_ACCOUNT:
+        raise DemoError(f"unbinding: product {product_id} is registered to {owner}, not {STACK_ACCOUNT}")
+
+
+def demo_limit(used_today: int, devices: int) -> int:
+    """The account's daily limit that leaves room for all but one of `devices` (earlier runs count)."""
+    return used_today + devices - 1
+
+
+def unbinding_rows(results: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+    """(device, product, result, cause) per result record, in device order."""
+    return [
+        (
+            str(r["device_id"]),
+            str(r.get("product_id") or "?"),
+            str(r["result"]),
+            str(r.get("cause") or r.get("detail") or "-") if r["result"] != "unbound" else "-",
+        )
+        for r in sorted(results, key=lambda r: str(r["device_id"]))
+    ]
+
+
+def unbinding_problems(results: Sequence[Mapping[str, Any]], devices: int) -> list[str]:
+    """The demo's expectation: devices-1 unbound and one refused for quota, nothing else."""
+    unbound = [r for r in results if r["result"] == "unbound"]
+    quota = [r for r in results if r["result"] == "refused" and r.get("cause") == "quota_exceeded"]
+    problems = []
+    if len(results) != devices:
+        problems.append(f"{len(results)} results for {devices} devices")
+    if len(unbound) != devices - 1:
+        problems.append(f"{len(unbound)} unbound, not {devices - 1}")
+    if len(quota) != 1:
+        problems.append(f"{len(quota)} refused for quota, not 1")
+    others = [r for r in results if r not in unbound and r not in quota]
+    problems += [f"{r['device_id']}: {r['result']} ({r.get('cause')}: {r.get('detail')})" for r in others]
+    return problems
+
+
+def run_unbinding(
+    unbinding: Api, fleet: Mapping[str, Any], devices: int, timeout: float, say: Any = print
+) -> None:
+    bound = sorted(d for d, t in fleet["devices"].items() if t.get("bound"))[:devices]
+    if len(bound) < devices:
+        raise DemoError(f"the simulator's fleet has {len(bound)} bound devices, the demo unbinds {devices}")
+    for product_id in LIFECYCLE_PRODUCTS:
+        ensure_registered(unbinding, product_id)
+        quota = unbinding.get(f"/v1/quotas/product/{product_id}")
+        if quota["remaining"] < devices:  # earlier runs today: the product's limit is not the point here
+            unbinding.put(
+                f"/v1/quotas/product/{product_id}",
+                {"limit": quota["used"] + devices, "reason": "just demo"},
+            )
+    used = unbinding.get(f"/v1/quotas/account/{STACK_ACCOUNT}")["used"]
+    limit = demo_limit(used, devices)
+    unbinding.put(f"/v1/quotas/account/{STACK_ACCOUNT}", {"limit": limit, "reason": "just demo"})
+    say(
+        f"unbinding: products registered to {STACK_ACCOUNT}; its daily limit set to {limit} "
+        f"({used} used today): room for {devices - 1} of {devices}"
+    )
+    batch = unbinding.post("/v1/batches", {"device_ids": bound, "reason": "just demo"})
+    batch_id = batch["batch_id"]
+    deadline = time.monotonic() + timeout
+    while batch["status"] != "finished" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        batch = unbinding.get(f"/v1/batches/{batch_id}")
+    if batch["status"] != "finished":
+        raise DemoError(f"unbinding: batch {batch_id} not finished within {timeout:.0f}s: {batch}")
+    results = unbinding.get(f"/v1/batches/{batch_id}/results")
+    problems = unbinding_problems(results, devices)
+    if problems:
+        raise DemoError(f"unbinding: batch {batch_id}: " + "; ".join(problems))
+    say(f"unbinding: batch {batch_id} finished: {devices - 1} unbound, 1 refused (quota_exceeded)")
+    say("")
+    say(format_table(("device", "product", "result", "cause"), unbinding_rows(results)))
+    say("")
+
+
+def make_lifecycle_fleet(sim: Api, seed: int, devices: int) -> dict[str, Any]:
+    """A new fleet for pairing and unbinding: strongly bound devices and two factory-fresh ones, online."""
+    sim.post(
+        "/sim/fleet",
+        {
+            "seed": seed,
+            "devices": devices,
+            "homes": 2,
+            "unbound": 2,
+            "product_ids": list(LIFECYCLE_PRODUCTS),
+            "binding_mode": "strong",
+            "online_ratio": 1.0,
+        },
+    )
+    return sim.get("/sim/truth", {"messages": "false"})["fleet"]  # type: ignore[no-any-return]
+
+
+def run_lifecycle(sim: Api, pairing: Api, unbinding: Api, options: DemoOptions, say: Any = print) -> int:
+    """After status: pairing, then unbinding, on a fleet of their own (the status part's is done with)."""
+    began = time.monotonic()
+    seed = options.seed if options.seed is not None else random.randrange(1, 2**31)
+    pairing.get("/v1/pairing-sessions", {"limit": "1"})  # both API keys work before anything is made
+    unbinding.get(f"/v1/quotas/account/{STACK_ACCOUNT}")
+    fleet = make_lifecycle_fleet(sim, seed, options.unbind_devices)
+    say(
+        f"simulator: a new fleet for pairing and unbinding: {options.unbind_devices} strongly bound devices, "
+        f"2 factory-fresh, seed {seed}"
+    )
+    run_pairing(sim, pairing, fleet, options.timeout, say)
+    run_unbinding(unbinding, fleet, options.unbind_devices, options.timeout, say)
+    say(
+        f"pairing and unbinding {time.monotonic() - began:.1f}s; more: {pairing.base_url}/docs, "
+        f"{unbinding.base_url}/docs"
+    )
+    return 0
+
+
+def url_of(name: str) -> str:
+    """A service's address: `FLEET_<SERVICE>_URL` when set (services started elsewhere), else its dev port."""
+    entry = service(name)
+    return os.environ.get(entry.url_variable) or entry.dev_url
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="fleet_devstack.demo", description=__doc__.splitlines()[0] if __doc__ else None
     )
     parser.add_argument("--devices", type=int, default=20)
     parser.add_argument("--seconds", type=float, default=4.0, help="how long the devices report")
-    parser.add_argument("--timeout", type=float, default=120.0, help="how long to wait for the shadows")
+    parser.add_argument("--timeout", type=float, default=120.0, help="how long to wait for each part")
+    parser.add_argument("--unbind", type=int, default=5, help="devices in the unbinding batch (at least 2)")
     parser.add_argument("--seed", type=int, default=None)
     args = parser.parse_args(argv)
+    if args.unbind < 2:
+        parser.error("--unbind: at least 2 (one of them is refused for quota)")
     config = StackConfig.load()
     try:
-        key = status_api_key(config)
-        sim = Api("tuya-sim", service("tuya-sim").dev_url, os.environ.get("FLEET_SIM_CONTROL_TOKEN"))
-        status = Api("status", service("status").dev_url, key)
+        sim = Api("tuya-sim", url_of("tuya-sim"), os.environ.get("FLEET_SIM_CONTROL_TOKEN"))
+        status = Api("status", url_of("status"), api_key(config, "status"))
+        pairing = Api("pairing", url_of("pairing"), api_key(config, "pairing"))
+        unbinding = Api("unbinding", url_of("unbinding"), api_key(config, "unbinding"))
         options = DemoOptions(
-            devices=args.devices, report_seconds=args.seconds, timeout=args.timeout, seed=args.seed
+            devices=args.devices,
+            report_seconds=args.seconds,
+            timeout=args.timeout,
+            seed=args.seed,
+            unbind_devices=args.unbind,
         )
-        return run(sim, status, options, pulsar_admin=Api("pulsar", config.pulsar_admin_url))
+        run(sim, status, options, pulsar_admin=Api("pulsar", config.pulsar_admin_url))
+        print()
+        return run_lifecycle(sim, pairing, unbinding, options)
     except DemoError as err:
         print(
             f"demo failed: {err}\nsee what the services said: `just logs` (or `uv run devstack logs`)",
