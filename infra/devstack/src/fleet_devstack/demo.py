@@ -489,12 +489,14 @@ def demo_limit(used_today: int, devices: int) -> int:
     return used_today + devices - 1
 
 
-def unbinding_rows(results: Sequence[Mapping[str, Any]]) -> list[tuple[str, str, str, str]]:
+def unbinding_rows(
+    results: Sequence[Mapping[str, Any]], product_names: Mapping[str, str]
+) -> list[tuple[str, str, str, str]]:
     """(device, product, result, cause) per result record, in device order."""
     return [
         (
             str(r["device_id"]),
-            str(r.get("product_id") or "?"),
+            product_names.get(str(r.get("product_id")), str(r.get("product_id") or "?")),
             str(r["result"]),
             str(r.get("cause") or r.get("detail") or "-") if r["result"] != "unbound" else "-",
         )
@@ -514,12 +516,19 @@ def unbinding_problems(results: Sequence[Mapping[str, Any]], devices: int) -> li
     if len(quota) != 1:
         problems.append(f"{len(quota)} refused for quota, not 1")
     others = [r for r in results if r not in unbound and r not in quota]
-    problems += [f"{r['device_id']}: {r['result']} ({r.get('cause')}: {r.get('detail')})" for r in others]
+    for r in others:
+        detail = f": {r['detail']}" if r.get("detail") else ""
+        problems.append(f"{r['device_id']}: {r['result']} ({r.get('cause') or '-'}{detail})")
     return problems
 
 
 def run_unbinding(
-    unbinding: Api, fleet: Mapping[str, Any], devices: int, timeout: float, say: Any = print
+    unbinding: Api,
+    fleet: Mapping[str, Any],
+    devices: int,
+    timeout: float,
+    product_names: Mapping[str, str],
+    say: Any = print,
 ) -> None:
     bound = sorted(d for d, t in fleet["devices"].items() if t.get("bound"))[:devices]
     if len(bound) < devices:
@@ -553,7 +562,7 @@ def run_unbinding(
         raise DemoError(f"unbinding: batch {batch_id}: " + "; ".join(problems))
     say(f"unbinding: batch {batch_id} finished: {devices - 1} unbound, 1 refused (quota_exceeded)")
     say("")
-    say(format_table(("device", "product", "result", "cause"), unbinding_rows(results)))
+    say(format_table(("device", "product", "result", "cause"), unbinding_rows(results, product_names)))
     say("")
 
 
@@ -586,7 +595,8 @@ def run_lifecycle(sim: Api, pairing: Api, unbinding: Api, options: DemoOptions, 
         f"2 factory-fresh, seed {seed}"
     )
     run_pairing(sim, pairing, fleet, options.timeout, say)
-    run_unbinding(unbinding, fleet, options.unbind_devices, options.timeout, say)
+    names = {p["product_id"]: p["name"] for p in sim.get("/sim/products")}
+    run_unbinding(unbinding, fleet, options.unbind_devices, options.timeout, names, say)
     say(
         f"pairing and unbinding {time.monotonic() - began:.1f}s; more: {pairing.base_url}/docs, "
         f"{unbinding.base_url}/docs"
