@@ -533,30 +533,29 @@ def run_unbinding(
     bound = sorted(d for d, t in fleet["devices"].items() if t.get("bound"))[:devices]
     if len(bound) < devices:
         raise DemoError(f"the simulator's fleet has {len(bound)} bound devices, the demo unbinds {devices}")
-    for product_id in LIFECYCLE_PRODUCTS:
-        ensure_registered(unbinding, product_id)
-        quota = unbinding.get(f"/v1/quotas/product/{product_id}")
-        if quota["remaining"] < devices:  # earlier runs today: the product's limit is not the point here
-            unbinding.put(
-                f"/v1/quotas/product/{product_id}",
-                {"limit": quota["used"] + devices, "reason": "just demo"},
-            )
-    used = unbinding.get(f"/v1/quotas/account/{STACK_ACCOUNT}")["used"]
-    limit = demo_limit(used, devices)
-    unbinding.put(f"/v1/quotas/account/{STACK_ACCOUNT}", {"limit": limit, "reason": "just demo"})
-    say(
-        f"unbinding: products registered to {STACK_ACCOUNT}; its daily limit set to {limit} "
-        f"({used} used today): room for {devices - 1} of {devices}"
-    )
-    batch = unbinding.post("/v1/batches", {"device_ids": bound, "reason": "just demo"})
-    batch_id = batch["batch_id"]
-    deadline = time.monotonic() + timeout
-    while batch["status"] != "finished" and time.monotonic() < deadline:
-        time.sleep(0.5)
-        batch = unbinding.get(f"/v1/batches/{batch_id}")
-    if batch["status"] != "finished":
-        raise DemoError(f"unbinding: batch {batch_id} not finished within {timeout:.0f}s: {batch}")
-    results = unbinding.get(f"/v1/batches/{batch_id}/results")
+    # the limits the demo lowers or raises go back afterwards: the stack's account keeps working for
+    # `fleet unbind` (a limit is kept until an administrator changes it, not just for today)
+    restore: dict[str, int] = {}
+    try:
+        for product_id in LIFECYCLE_PRODUCTS:
+            ensure_registered(unbinding, product_id)
+            path = f"/v1/quotas/product/{product_id}"
+            quota = unbinding.get(path)
+            if quota["remaining"] < devices:  # earlier runs today: the product's limit is not the point here
+                restore[path] = quota["limit"]
+                unbinding.put(path, {"limit": quota["used"] + devices, "reason": "just demo"})
+        path = f"/v1/quotas/account/{STACK_ACCOUNT}"
+        quota = unbinding.get(path)
+        restore[path] = quota["limit"]
+        limit = demo_limit(quota["used"], devices)
+        unbinding.put(path, {"limit": limit, "reason": "just demo"})
+        say(
+            f"unbinding: products registered to {STACK_ACCOUNT}; its daily limit set to {limit} "
+            f"({quota['used']} used today): room for {devices - 1} of {devices}"
+        )
+        batch_id, results = unbind_batch(unbinding, bound, timeout)
+    finally:
+        restore_limits(unbinding, restore, say)
     problems = unbinding_problems(results, devices)
     if problems:
         raise DemoError(f"unbinding: batch {batch_id}: " + "; ".join(problems))
@@ -564,6 +563,30 @@ def run_unbinding(
     say("")
     say(format_table(("device", "product", "result", "cause"), unbinding_rows(results, product_names)))
     say("")
+
+
+def unbind_batch(unbinding: Api, device_ids: Sequence[str], timeout: float) -> tuple[str, list[Any]]:
+    """Submit one list batch, wait until it finished; its id and result records."""
+    batch = unbinding.post("/v1/batches", {"device_ids": list(device_ids), "reason": "just demo"})
+    batch_id = str(batch["batch_id"])
+    deadline = time.monotonic() + timeout
+    while batch["status"] != "finished" and time.monotonic() < deadline:
+        time.sleep(0.5)
+        batch = unbinding.get(f"/v1/batches/{batch_id}")
+    if batch["status"] != "finished":
+        raise DemoError(f"unbinding: batch {batch_id} not finished within {timeout:.0f}s: {batch}")
+    return batch_id, list(unbinding.get(f"/v1/batches/{batch_id}/results"))
+
+
+def restore_limits(unbinding: Api, limits: Mapping[str, int], say: Any = print) -> None:
+    for path, limit in limits.items():
+        try:
+            unbinding.put(path, {"limit": limit, "reason": "just demo: limit restored"})
+        except DemoError as err:  # the demo's own outcome matters more; say what to do by hand
+            say(f"unbinding: could not restore {path} to {limit}: {err}")
+    if limits:
+        restored = ", ".join(f"{path.removeprefix('/v1/quotas/')} {limit}" for path, limit in limits.items())
+        say(f"unbinding: limits restored ({restored})")
 
 
 def make_lifecycle_fleet(sim: Api, seed: int, devices: int) -> dict[str, Any]:
