@@ -337,14 +337,14 @@ async def test_simulated_fleet_arrives_exactly_once_in_order_with_malformed_inpu
         replayed = await call(ctl, "POST", "/sim/chaos/replay", json={"count": REPLAYS})
         assert len(replayed["tids"]) == REPLAYS
         # Pairing: removed devices are paired again; bound ones of other owners are taken over (weak, medium)
-        # or refused (strong: Tuya's 1106, no message).
+        # or refused (strong: pairing code 113 "bound in the cloud", no message).
         repaired = await life.pair(owners[-1], removed[:20])
         assert all(o["ok"] for o in repaired), repaired
         takeover = [d for d in life.take(plug, 15) + life.take(bulb, 15) if devices[d]["uid"] != rebind_owner]
         refused = [d for d in life.take(camera, 5) if devices[d]["uid"] != rebind_owner]
         outcomes = {o["device_id"]: o for o in await life.pair(rebind_owner, takeover + refused)}
         assert all(outcomes[d]["ok"] for d in takeover)
-        assert all(not outcomes[d]["ok"] and outcomes[d]["code"] == "1106" for d in refused)
+        assert all(not outcomes[d]["ok"] and outcomes[d]["code"] == "113" for d in refused)
         await call(ctl, "POST", "/sim/scenario/wait", params={"timeout": 120}, timeout=150)
 
         # -- every upgrade to its end (churn may have left a device offline mid-download), then the truth ---

@@ -108,8 +108,6 @@ def service_env(
         "FLEET_TUYA_OPENAPI_URL": sim_url,
         "FLEET_UNBINDING_DATABASE": database,
         "FLEET_UNBINDING_API_KEYS": seeded,
-        # the simulator still answers 1106 for "strongly bound" (Tuya's guide: 113): accept both
-        "FLEET_UNBINDING_ALREADY_BOUND_CODES": "113,1106",
         "FLEET_LOG_FORMAT": "json",
         "FLEET_LOG_LEVEL": "INFO",
         **{f"FLEET_UNBINDING_{k.upper()}": str(v) for k, v in settings.items()},

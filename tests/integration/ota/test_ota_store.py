@@ -17,6 +17,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from fleet_contracts.device import OtaUpgradeStatus as T
 from fleet_contracts.ota import DeviceUpgradeState as S
 from fleet_contracts.ota import ReleaseStage, UpgradeType
+from fleet_contracts.outbox import OutboxEntry
 from fleet_ota.adapters.mongo import (
     DeviceStore,
     Document,
@@ -33,7 +34,7 @@ from fleet_ota.domain.firmware import FirmwareSpec
 from fleet_ota.domain.release import Canary, RegionPlan, RolloutStatus, Threshold
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import DeviceUpgrade, UpgradePolicy
-from fleet_ota.ports import OutboxEntry, UpgradeRefused
+from fleet_ota.ports import UpgradeRefused
 from fleet_ota.service_layer import handlers
 from fleet_ota.service_layer import outbox as ob
 from fleet_ota.service_layer.handlers import Ports

@@ -106,11 +106,11 @@ def test_every_registered_service_is_one_values_entry_with_its_console_script() 
 
 def test_defaults_run_the_simulator_and_production_does_not(renderings: dict[str, Rendering]) -> None:
     defaults, production = renderings["defaults"], renderings["production"]
-    deployed = {"tuya-sim", "ingest", "status", "pairing", "unbinding"}
+    deployed = {"tuya-sim", "ingest", "status", "pairing", "unbinding", "ota"}
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in defaults.objects
             if o["kind"] == "Deployment"} == deployed  # fmt: skip
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in production.objects
-            if o["kind"] == "Deployment"} == {"ingest", "status", "pairing"}  # fmt: skip
+            if o["kind"] == "Deployment"} == {"ingest", "status", "pairing", "ota"}  # fmt: skip
     # with the simulator, services call its OpenAPI and provisioning lays out its Tuya topic
     config = defaults.component("ConfigMap", "status")
     assert config

@@ -13,19 +13,19 @@ from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, RolloutStatus, StageCounts
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import BUCKETS, TERMINAL, DeviceUpgrade, UpgradePolicy, bucket
-from fleet_ota.ports import OutboxEntry, UpgradeRefused
+from fleet_ota.ports import CountedEntry, UpgradeRefused
 from fleet_ota.service_layer.handlers import Ports
 
 
 @dataclass
 class FakeFirmware:
     items: dict[str, Firmware] = field(default_factory=dict)
-    outbox: list[OutboxEntry] = field(default_factory=list)
+    outbox: list[CountedEntry] = field(default_factory=list)
 
     async def get(self, firmware_id: str) -> Firmware | None:
         return self.items.get(firmware_id)
 
-    async def add(self, firmware: Firmware, outbox: Sequence[OutboxEntry]) -> bool:
+    async def add(self, firmware: Firmware, outbox: Sequence[CountedEntry]) -> bool:
         if firmware.firmware_id in self.items:
             return False
         self.items[firmware.firmware_id] = firmware
@@ -39,7 +39,7 @@ class FakeFirmware:
 @dataclass
 class FakeRollouts:
     items: dict[tuple[str, str], RegionRollout] = field(default_factory=dict)
-    outbox: list[OutboxEntry] = field(default_factory=list)
+    outbox: list[CountedEntry] = field(default_factory=list)
 
     async def get(self, release_id: str, region: str) -> RegionRollout | None:
         return self.items.get((release_id, region))
@@ -52,7 +52,7 @@ class FakeRollouts:
             self.items.setdefault((r.release_id, r.region), r)
 
     async def save(
-        self, rollout: RegionRollout, expected_version: int, outbox: Sequence[OutboxEntry]
+        self, rollout: RegionRollout, expected_version: int, outbox: Sequence[CountedEntry]
     ) -> bool:
         key = (rollout.release_id, rollout.region)
         if self.items[key].version != expected_version:
@@ -68,6 +68,9 @@ class FakeRollouts:
     async def dispatching(self) -> list[RegionRollout]:
         return [r for r in self.items.values() if r.status == RolloutStatus.RUNNING]
 
+    async def scheduled(self) -> list[RegionRollout]:
+        return [r for r in self.items.values() if r.status == RolloutStatus.SCHEDULED]
+
 
 @dataclass
 class _Doc:
@@ -78,7 +81,7 @@ class _Doc:
 @dataclass
 class FakeUpgrades:
     docs: dict[str, _Doc] = field(default_factory=dict)
-    outbox: list[OutboxEntry] = field(default_factory=list)
+    outbox: list[CountedEntry] = field(default_factory=list)
 
     async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
         for u in upgrades:
@@ -112,7 +115,7 @@ class FakeUpgrades:
         ]
 
     async def save(
-        self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[OutboxEntry]
+        self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[CountedEntry]
     ) -> bool:
         d = self.docs[upgrade.upgrade_id]
         if d.upgrade.version != expected_version:
@@ -149,6 +152,17 @@ class FakeUpgrades:
             and d.upgrade.deadline
             and d.upgrade.deadline <= now
         ][:limit]
+
+    async def upgrading_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
+        found = [
+            d.upgrade
+            for d in self.docs.values()
+            if d.upgrade.state in (S.UPGRADING, S.WAITING)
+            and not d.upgrade.tuya_done
+            and d.upgrade.commanded_at
+            and d.upgrade.commanded_at <= before
+        ]
+        return sorted(found, key=lambda u: u.commanded_at or before)[:limit]
 
     async def commanded_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
         return [
@@ -243,6 +257,10 @@ class FakeDevices:
     async def record(self, device: DeviceRecord) -> None:
         self.items[device.device_id] = device
 
+    async def record_many(self, devices: Sequence[DeviceRecord]) -> None:
+        for d in devices:
+            self.items[d.device_id] = d
+
 
 @dataclass
 class FakeLocks:
@@ -261,6 +279,7 @@ class FakeLocks:
 class FakeTuya:
     commands: list[tuple[str, int]] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
+    rate_limited: set[str] = field(default_factory=set)  # Tuya answers 1199 (too frequent)
     lose_answer: set[str] = field(default_factory=set)  # the call happens, the answer never arrives
     status: dict[str, OtaUpgradeStatus] = field(default_factory=dict)
     versions: dict[str, dict[int, str]] = field(default_factory=dict)
@@ -268,6 +287,8 @@ class FakeTuya:
     async def confirm_upgrade(self, device_id: str, channel: int) -> None:
         if device_id in self.refuse:
             raise UpgradeRefused(2001, "device is offline")
+        if device_id in self.rate_limited:
+            raise UpgradeRefused(1199, "requests too frequently")
         self.commands.append((device_id, channel))
         if device_id in self.lose_answer:
             raise TimeoutError("no answer")

@@ -291,7 +291,7 @@ async def test_done_is_verified_against_the_version_the_device_reports() -> None
     assert (ok.state, stale.state) == (S.SUCCEEDED, S.RETRYING)
 
 
-async def test_an_ota_push_with_the_new_version_completes_a_sleepy_device() -> None:
+async def test_a_sleepy_device_completes_when_it_wakes_and_runs_the_new_version() -> None:
     w = World()
     p = w.ports(POLICY)
     await fleet(w, {"EU": 1})
@@ -304,4 +304,26 @@ async def test_an_ota_push_with_the_new_version_completes_a_sleepy_device() -> N
         device_id="EU-000", product_id="p1", channel=0, upgrade_status=T.DONE, firmware_version="1.2.0"
     )
     [u] = await h.on_ota_progress(woke, p)
-    assert u.state == S.SUCCEEDED
+    assert (u.state, u.tuya_done) == (S.UPGRADING, True)  # the push's version is no proof
+    w.tuya.versions = {"EU-000": {0: "1.2.0"}}
+    await h.verify_done(10, p)
+    done = await w.upgrades.get("r1:EU-000")
+    assert done is not None
+    assert done.state == S.SUCCEEDED
+
+
+async def test_a_rate_limited_command_gives_its_attempt_back_and_ends_the_round() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 3})
+    await released(w, p, [RegionPlan("EU")])
+    w.tuya.rate_limited = {"EU-000", "EU-001", "EU-002"}
+    assert await h.dispatch("r1", "EU", 10, p) == 0
+    assert len(w.tuya.commands) == 0
+    states = [await w.upgrades.get(f"r1:EU-00{i}") for i in range(3)]
+    assert all(u is not None and (u.state, u.attempt) == (S.PENDING, 0) for u in states)
+    w.tuya.rate_limited = set()
+    assert await h.dispatch("r1", "EU", 10, p) == 3
+    again = await w.upgrades.get("r1:EU-000")
+    assert again is not None
+    assert (again.state, again.attempt) == (S.COMMANDED, 1)

@@ -7,13 +7,14 @@ document's version (`save` returns False when another writer got there first: re
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from fleet_contracts.device import OtaUpgradeStatus
 from fleet_contracts.ota import ReleaseStage
+from fleet_contracts.outbox import OutboxEntry
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, StageCounts
 from fleet_ota.domain.targeting import DeviceRecord
@@ -21,19 +22,28 @@ from fleet_ota.domain.upgrade import DeviceUpgrade
 
 
 @dataclass(frozen=True, slots=True)
-class OutboxEntry:
-    """An event waiting to be relayed, and the progress counter delta it carries (applied exactly once).
+class CountedEntry:
+    """An outbox entry (the shared layout) and the progress counter delta it carries (applied exactly once).
 
-    `id` is deterministic (document id and version), so a relay that runs twice publishes the same id and
-    applies the delta at most once (`ProgressRepository.apply`).
+    The event's id is deterministic (document id and version), so a relay that runs twice publishes the same
+    id and applies the delta at most once (`ProgressRepository.apply`).
     """
 
-    id: str
-    topic: str
-    key: str
-    body: bytes
+    event: OutboxEntry
     counter_id: str | None = None
     delta: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        return self.event.id
+
+    def to_document(self) -> dict[str, Any]:
+        # stored entries are removed by exact equality: this is the one place that lays them out
+        return {**self.event.to_document(), "counter": self.counter_id, "delta": self.delta}
+
+    @classmethod
+    def from_document(cls, doc: Mapping[str, Any]) -> CountedEntry:
+        return cls(OutboxEntry.from_document(doc), doc.get("counter"), dict(doc.get("delta") or {}))
 
 
 class Clock(Protocol):
@@ -43,7 +53,7 @@ class Clock(Protocol):
 class FirmwareRepository(Protocol):
     async def get(self, firmware_id: str) -> Firmware | None: ...
 
-    async def add(self, firmware: Firmware, outbox: Sequence[OutboxEntry]) -> bool:
+    async def add(self, firmware: Firmware, outbox: Sequence[CountedEntry]) -> bool:
         """Insert; False when an entry with this id already exists (nothing written)."""
 
     async def mark_withdrawn(self, firmware: Firmware) -> None: ...
@@ -58,7 +68,7 @@ class RolloutRepository(Protocol):
         """Insert a new release's rollouts (one document each; existing ones are left as they are)."""
 
     async def save(
-        self, rollout: RegionRollout, expected_version: int, outbox: Sequence[OutboxEntry]
+        self, rollout: RegionRollout, expected_version: int, outbox: Sequence[CountedEntry]
     ) -> bool: ...
 
     async def active_of_firmware(self, firmware_id: str) -> int:
@@ -66,6 +76,9 @@ class RolloutRepository(Protocol):
 
     async def dispatching(self) -> list[RegionRollout]:
         """Rollouts that are running (the dispatcher's and the evaluator's work list)."""
+
+    async def scheduled(self) -> list[RegionRollout]:
+        """Rollouts not started yet (the scheduler starts them when their start time comes)."""
 
 
 class UpgradeRepository(Protocol):
@@ -84,7 +97,7 @@ class UpgradeRepository(Protocol):
         """The device's upgrades that are not settled, any release."""
 
     async def save(
-        self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[OutboxEntry]
+        self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[CountedEntry]
     ) -> bool: ...
 
     async def ready_to_command(
@@ -99,6 +112,10 @@ class UpgradeRepository(Protocol):
 
     async def commanded_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
         """Commanded attempts with no news since `before`: crash recovery reconciles them from Tuya."""
+
+    async def upgrading_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
+        """Upgrades under way or waiting since before `before` that Tuya has not called done (oldest first):
+        polled, so a lost or late push never leaves a device waiting for news."""
 
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]: ...
 
@@ -131,6 +148,8 @@ class DeviceDirectory(Protocol):
 
     async def record(self, device: DeviceRecord) -> None: ...
 
+    async def record_many(self, devices: Sequence[DeviceRecord]) -> None: ...
+
 
 class ChannelLocks(Protocol):
     """One channel at a time per device: a lock per device naming the upgrade that holds it."""
@@ -147,6 +166,11 @@ class UpgradeRefused(Exception):
     def __init__(self, code: int | None, message: str) -> None:
         super().__init__(f"Tuya refused the upgrade ({code}): {message}")
         self.code = code
+
+    @property
+    def rate_limited(self) -> bool:
+        """1110 / 1199: Tuya turned the call away for its rate limit; the device never heard of it."""
+        return self.code in (1110, 1199)
 
 
 class TuyaOta(Protocol):

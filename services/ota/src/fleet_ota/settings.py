@@ -2,14 +2,27 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 
+from fleet_shared.security import SecuritySettings
 from fleet_shared.service import ServiceSettings
 
 
-class OtaSettings(ServiceSettings):
+class OtaSettings(SecuritySettings, ServiceSettings):
     ota_database: str = "ota"
     ota_subscription: str = "ota"
+    # API keys seeded at start: `name:key[:role+role],...` (the security kit's format)
+    ota_api_keys: SecretStr = SecretStr("")
+    ota_max_redeliveries: int = Field(5, ge=0)
+    ota_receiver_queue_size: int = Field(1000, ge=1)
+    # background loops: how often each runs, and how many documents one round handles
+    ota_tick_s: float = Field(1.0, gt=0, le=60)
+    ota_loop_batch: int = Field(200, ge=1, le=10_000)
+    # the shared client's own pacing of each Tuya API (calls per second, per API): above the regions' dispatch
+    # rates, so Tuya's limit (a 1199 answer gives the attempt back) and the regions' rates are what bind
+    ota_tuya_rate_per_s: float = Field(100.0, gt=0)
+    # the most commands one region sends in one tick, whatever its rate (a catch-up after a pause is spread)
+    ota_dispatch_burst: int = Field(50, ge=1, le=10_000)
     # per-device upgrade: attempts before failing for good, backoff between them, our own timeout per attempt
     ota_max_attempts: int = Field(3, ge=1, le=20)
     ota_retry_backoff_s: float = Field(300.0, gt=0)
@@ -17,6 +30,8 @@ class OtaSettings(ServiceSettings):
     ota_attempt_timeout_s: float = Field(1800.0, gt=0)
     # a commanded attempt with no news for this long is reconciled from Tuya's progress API (crash recovery)
     ota_command_grace_s: float = Field(120.0, gt=0)
+    # an upgrade under way this long without Tuya's "done" is polled from the progress API (oldest first)
+    ota_poll_after_s: float = Field(300.0, gt=0)
     # the outbox relay: documents per pass and idle wait between passes
     ota_relay_batch: int = Field(500, ge=1, le=10_000)
     ota_relay_idle_s: float = Field(0.5, gt=0)

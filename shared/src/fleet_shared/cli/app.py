@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 import typer
 
-from . import pairing, status, trace, tuya, unbinding
+from . import ota, pairing, status, trace, tuya, unbinding
 from .http import CliContext
 
 # name -> the group's Typer app; a new service's group (pairing, unbinding, ota) is one line here
@@ -16,6 +16,7 @@ GROUPS: dict[str, typer.Typer] = {
     "status": status.app,
     "pair": pairing.app,
     "unbind": unbinding.app,
+    "ota": ota.app,
 }
 
 app = typer.Typer(

@@ -188,6 +188,19 @@ class Step:
     label: str = ""
 
 
+def progress_bars(*, show: bool = True) -> Progress:
+    """Bars on stderr: description, bar, done of total, a `label` field, time elapsed."""
+    return Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[label]}"),
+        TimeElapsedColumn(),
+        console=stderr(),
+        disable=not show,
+    )
+
+
 def follow(
     fetch: Callable[[], Mapping[str, Any]],
     read: Callable[[Mapping[str, Any]], Step],
@@ -202,15 +215,7 @@ def follow(
     """Poll `fetch` (e.g. `lambda: client.get(f"/v1/batches/{id}")`) every `interval_s` until `read` says
     done, with a progress bar on stderr; the last body. CliError if still not done after `timeout_s`."""
     deadline = None if timeout_s is None else clock() + timeout_s
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[label]}"),
-        TimeElapsedColumn(),
-        console=stderr(),
-        disable=not show,
-    )
+    progress = progress_bars(show=show)
     with progress:
         task = progress.add_task(what, total=None, label="")
         while True:

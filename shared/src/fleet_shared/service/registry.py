@@ -79,7 +79,14 @@ SERVICES: tuple[ServiceEntry, ...] = (
         8004,
         env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "admin"}),
     ),
-    ServiceEntry("ota", "fleet_ota", ("fleet-ota",), 8005),
+    # the stack's key registers firmware and runs releases (the default role only reads)
+    ServiceEntry(
+        "ota",
+        "fleet_ota",
+        ("fleet-ota",),
+        8005,
+        env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "firmware"}),
+    ),
 )
 
 

@@ -48,7 +48,7 @@ from fleet_ota.domain.release import (
 from fleet_ota.domain.schedule import DispatchRate, Schedule, Window
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import BUCKETS, DeviceUpgrade, bucket
-from fleet_ota.ports import OutboxEntry
+from fleet_ota.ports import CountedEntry
 from fleet_ota.service_layer.outbox import counter_id
 from fleet_shared import mongo
 
@@ -59,32 +59,12 @@ _OPEN = [s.value for s in (S.PENDING, S.RETRYING, S.COMMANDED, S.UPGRADING, S.WA
 _DUPLICATE_KEY = 11000
 
 
-# --- outbox entries ---------------------------------------------------------------------------------------
-
-
-def entry_to_doc(e: OutboxEntry) -> Document:
-    return {
-        "id": e.id,
-        "topic": e.topic,
-        "key": e.key,
-        "body": e.body,
-        "counter": e.counter_id,
-        "delta": e.delta,
-    }
-
-
-def entry_from_doc(d: Mapping[str, Any]) -> OutboxEntry:
-    return OutboxEntry(
-        d["id"], d["topic"], d["key"], bytes(d["body"]), d.get("counter"), dict(d.get("delta") or {})
-    )
-
-
 async def _conditional_save(
-    col: Collection, _id: str, expected_version: int, fields: Document, outbox: Sequence[OutboxEntry]
+    col: Collection, _id: str, expected_version: int, fields: Document, outbox: Sequence[CountedEntry]
 ) -> bool:
     update: Document = {"$set": fields}
     if outbox:
-        update["$push"] = {"outbox": {"$each": [entry_to_doc(e) for e in outbox]}}
+        update["$push"] = {"outbox": {"$each": [e.to_document() for e in outbox]}}
         update["$set"] = {**fields, "relay": True}
     result = await col.update_one({"_id": _id, "version": expected_version}, update)
     return result.matched_count == 1
@@ -135,8 +115,8 @@ class FirmwareStore:
         d = await self.col.find_one({"_id": firmware_id})
         return None if d is None else _firmware(d)
 
-    async def add(self, firmware: Firmware, outbox: Sequence[OutboxEntry]) -> bool:
-        doc = {**_firmware_doc(firmware), "outbox": [entry_to_doc(e) for e in outbox]}
+    async def add(self, firmware: Firmware, outbox: Sequence[CountedEntry]) -> bool:
+        doc = {**_firmware_doc(firmware), "outbox": [e.to_document() for e in outbox]}
         if outbox:
             doc["relay"] = True
         try:
@@ -272,7 +252,7 @@ class RolloutStore:
         await _insert_ignoring_duplicates(self.col, docs)
 
     async def save(
-        self, rollout: RegionRollout, expected_version: int, outbox: Sequence[OutboxEntry]
+        self, rollout: RegionRollout, expected_version: int, outbox: Sequence[CountedEntry]
     ) -> bool:
         _id = rollout_id(rollout.release_id, rollout.region)
         return await _conditional_save(self.col, _id, expected_version, _rollout_fields(rollout), outbox)
@@ -283,6 +263,9 @@ class RolloutStore:
 
     async def dispatching(self) -> list[RegionRollout]:
         return [_rollout(d) async for d in self.col.find({"status": RolloutStatus.RUNNING.value})]
+
+    async def scheduled(self) -> list[RegionRollout]:
+        return [_rollout(d) async for d in self.col.find({"status": RolloutStatus.SCHEDULED.value})]
 
 
 # --- upgrades -------------------------------------------------------------------------------------------
@@ -407,7 +390,7 @@ class UpgradeStore:
         return [_upgrade(d) async for d in cursor]
 
     async def save(
-        self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[OutboxEntry]
+        self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[CountedEntry]
     ) -> bool:
         return await _conditional_save(
             self.col, upgrade.upgrade_id, expected_version, _upgrade_fields(upgrade), outbox
@@ -431,6 +414,12 @@ class UpgradeStore:
 
     async def commanded_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
         cursor = self.col.find({"state": S.COMMANDED.value, "commanded_at": {"$lte": before}}).limit(limit)
+        return [_upgrade(d) async for d in cursor]
+
+    async def upgrading_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
+        states = [S.UPGRADING.value, S.WAITING.value]
+        query = {"state": {"$in": states}, "tuya_done": False, "commanded_at": {"$lte": before}}
+        cursor = self.col.find(query).sort("commanded_at", ASCENDING).limit(limit)
         return [_upgrade(d) async for d in cursor]
 
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]:
@@ -505,7 +494,7 @@ class ProgressStore:
                 upsert=True,
             )
 
-    async def apply(self, entries: Sequence[OutboxEntry], now: datetime) -> None:
+    async def apply(self, entries: Sequence[CountedEntry], now: datetime) -> None:
         """Apply counter deltas, each at most once (its id stays in `applying` until `forget`)."""
         ops = [
             UpdateOne(
@@ -622,6 +611,9 @@ async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
     await db["upgrades"].create_index([("device_id", ASCENDING), ("state", ASCENDING)])
     await db["upgrades"].create_index([("state", ASCENDING), ("deadline", ASCENDING)])
     await db["upgrades"].create_index([("state", ASCENDING), ("commanded_at", ASCENDING)])
+    await db["upgrades"].create_index(
+        [("state", ASCENDING), ("tuya_done", ASCENDING), ("commanded_at", ASCENDING)]
+    )
     await db["upgrades"].create_index([("state", ASCENDING), ("tuya_done", ASCENDING)])
     await db["upgrades"].create_index([("relay", ASCENDING)], sparse=True)
     await db["rollouts"].create_index([("release_id", ASCENDING), ("region", ASCENDING)])

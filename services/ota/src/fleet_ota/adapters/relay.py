@@ -11,13 +11,14 @@ grace ago, so no stale read can apply a forgotten id again.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fleet_ota.adapters.mongo import Collection, ProgressStore, entry_from_doc, entry_to_doc
-from fleet_ota.ports import EventPublisher, OutboxEntry
+from fleet_ota.adapters.mongo import Collection, ProgressStore
+from fleet_ota.ports import CountedEntry, EventPublisher
 
 
 class OutboxRelay:
@@ -28,32 +29,41 @@ class OutboxRelay:
         publisher: EventPublisher,
         *,
         grace_s: float = 60.0,
+        concurrency: int = 16,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.collections = collections
         self.progress = progress
         self.publisher = publisher
         self.grace_s = grace_s
+        self.concurrency = concurrency
         self.clock = clock
 
     async def relay_once(self, limit: int = 500) -> int:
         """Relay up to `limit` documents per collection; returns how many were relayed."""
         relayed = 0
+        gate = asyncio.Semaphore(self.concurrency)
         for col in self.collections:
             read_at = time.monotonic()
             docs = [d async for d in col.find({"relay": True}, {"outbox": 1}).limit(limit)]
-            for doc in docs:
-                if time.monotonic() - read_at > self.grace_s / 2:
-                    break  # this read is getting old: the next pass reads again
-                await self._relay(col, doc["_id"], [entry_from_doc(e) for e in doc.get("outbox") or []])
-                relayed += 1
+
+            async def relay(doc: dict[str, Any], col: Collection = col, read_at: float = read_at) -> int:
+                async with gate:
+                    if time.monotonic() - read_at > self.grace_s / 2:
+                        return 0  # this read is getting old: the next pass reads again
+                    entries = [CountedEntry.from_document(e) for e in doc.get("outbox") or []]
+                    await self._relay(col, doc["_id"], entries)
+                    return 1
+
+            # documents are independent (each one's entries still go out in order): overlap round trips
+            relayed += sum(await asyncio.gather(*(relay(d) for d in docs)))
         return relayed
 
-    async def _relay(self, col: Collection, _id: Any, entries: list[OutboxEntry]) -> None:
+    async def _relay(self, col: Collection, _id: Any, entries: list[CountedEntry]) -> None:
         if entries:
             await self.progress.apply(entries, self.clock())
-            await self.publisher.publish(entries)
-            await col.update_one({"_id": _id}, {"$pullAll": {"outbox": [entry_to_doc(e) for e in entries]}})
+            await self.publisher.publish([e.event for e in entries])
+            await col.update_one({"_id": _id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
         await col.update_one({"_id": _id, "outbox.0": {"$exists": False}}, {"$unset": {"relay": ""}})
 
     async def sweep(self, upgrades: Collection, limit: int = 100) -> int:
@@ -62,7 +72,8 @@ class OutboxRelay:
         forgotten = 0
         for cid, applied in await self.progress.applied(limit):
             old = [a for a in applied if _aware(a["at"]) < cutoff]
-            gone = [a for a in old if not await _still_in_outbox(upgrades, a["id"])]
+            pending = await _still_in_outbox(upgrades, [a["id"] for a in old])
+            gone = [a for a in old if a["id"] not in pending]
             if gone:
                 await self.progress.forget(cid, gone)
                 forgotten += len(gone)
@@ -73,8 +84,12 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-async def _still_in_outbox(upgrades: Collection, entry_id: str) -> bool:
+async def _still_in_outbox(upgrades: Collection, entry_ids: list[str]) -> set[str]:
+    """Which of these entries are still in their upgrade's outbox (one query for all of them)."""
+    if not entry_ids:
+        return set()
     # entry ids are `ota:<upgrade id>:<document version>`
-    upgrade_id = entry_id.removeprefix("ota:").rsplit(":", 1)[0]
-    doc = await upgrades.find_one({"_id": upgrade_id}, {"outbox.id": 1})
-    return doc is not None and any(e.get("id") == entry_id for e in doc.get("outbox") or [])
+    upgrade_ids = list({e.removeprefix("ota:").rsplit(":", 1)[0] for e in entry_ids})
+    wanted = set(entry_ids)
+    cursor = upgrades.find({"_id": {"$in": upgrade_ids}, "outbox.0": {"$exists": True}}, {"outbox.id": 1})
+    return {e["id"] async for d in cursor for e in d.get("outbox") or [] if e.get("id") in wanted}

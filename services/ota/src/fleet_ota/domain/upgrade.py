@@ -191,6 +191,23 @@ def fail_attempt(
     return _to(u, S.TIMED_OUT if timed_out else S.FAILED, reason=reason, **cleared)
 
 
+def withdraw_command(u: DeviceUpgrade, attempt: int, now: datetime) -> Change:
+    """Tuya refused the command for its rate limit: it never reached the device, so the attempt is given back
+    (the device goes back to waiting its turn; the next command is this same attempt number, sent once)."""
+    if u.state != S.COMMANDED or u.attempt != attempt:
+        return _same(u)  # news about this attempt arrived meanwhile: it wins
+    back = S.PENDING if attempt == 1 else S.RETRYING
+    return _to(
+        u,
+        back,
+        reason="Tuya's rate limit: command not sent",
+        attempt=attempt - 1,
+        commanded_at=None,
+        deadline=None,
+        retry_at=None if back == S.PENDING else now,
+    )
+
+
 def on_progress(
     u: DeviceUpgrade,
     status: OtaUpgradeStatus,

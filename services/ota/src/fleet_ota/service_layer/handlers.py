@@ -10,10 +10,12 @@ command again. A retry is a new attempt with its own intent write.
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from fleet_contracts.device import DeviceOtaProgressed, OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, FirmwareRegistered
@@ -40,6 +42,21 @@ from fleet_ota.service_layer import outbox
 log = logging.getLogger(__name__)
 
 _RACE_TRIES = 8  # conditional writes that lost to another writer are reloaded and decided again
+_T = TypeVar("_T")
+_R = TypeVar("_R")
+# devices handled at once by one round (each device is its own document: their writes never conflict)
+CONCURRENCY = 16
+
+
+async def _each(items: Iterable[_T], action: Callable[[_T], Awaitable[_R]]) -> list[_R]:
+    """`action` over every item, `CONCURRENCY` at a time (database and Tuya round trips overlap)."""
+    gate = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(item: _T) -> _R:
+        async with gate:
+            return await action(item)
+
+    return list(await asyncio.gather(*(one(i) for i in items)))
 
 
 class Conflict(RuntimeError):
@@ -48,6 +65,10 @@ class Conflict(RuntimeError):
 
 class NotFound(LookupError):
     pass
+
+
+class RateLimited(RuntimeError):
+    """Tuya's rate limit turned a command away (its attempt was given back): stop this dispatch round."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -324,6 +345,9 @@ async def dispatch_one(u: DeviceUpgrade, p: Ports) -> DeviceUpgrade:
     try:
         await p.tuya.confirm_upgrade(intent.device_id, intent.channel)
     except UpgradeRefused as e:
+        if e.rate_limited:
+            await apply_transition(p, intent, lambda cur: up.withdraw_command(cur, intent.attempt, p.clock()))
+            raise RateLimited(str(e)) from e
         reason = str(e)
         return await apply_transition(p, intent, lambda cur: _refused(cur, intent.attempt, reason, p))
     except Exception:  # unknown outcome (timeout, connection lost): never re-sent, reconciled later
@@ -342,12 +366,22 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
     r = await _rollout(release_id, region, p)
     if not r.dispatching or not r.plan.schedule.allows(p.clock()):
         return 0
-    sent = 0
     counted, _ = await p.progress.batches(release_id, region)
-    for u in await p.upgrades.ready_to_command(release_id, region, sorted(counted), p.clock(), limit):
-        after = await dispatch_one(u, p)
-        sent += after.attempt > u.attempt
-    return sent
+    ready = await p.upgrades.ready_to_command(release_id, region, sorted(counted), p.clock(), limit)
+    limited = False
+
+    async def one(u: DeviceUpgrade) -> int:
+        nonlocal limited
+        if limited:
+            return 0  # the rest wait for the next round; none of them used an attempt
+        try:
+            after = await dispatch_one(u, p)
+        except RateLimited:
+            limited = True
+            return 0
+        return int(after.attempt > u.attempt)
+
+    return sum(await _each(ready, one))
 
 
 async def _each_open(
@@ -385,30 +419,33 @@ async def on_device_presence(device_id: str, online: bool, p: Ports) -> list[Dev
 
 
 async def on_ota_progress(event: DeviceOtaProgressed, p: Ports) -> list[DeviceUpgrade]:
-    """A `device.ota.progressed` event: Tuya's status, and the version the channel runs when it says so."""
-    changed = await on_device_progress(
+    """A `device.ota.progressed` event: Tuya's view of the upgrade.
+
+    The push's `version` is not taken as the device's own report: `deviceOtaProgress`'s layout is undocumented
+    and the field may name the target. Success waits for the firmware API (`verify_done`).
+    """
+    return await on_device_progress(
         event.device_id, event.channel, event.upgrade_status, event.progress_percent, p
     )
-    if event.firmware_version is not None:
-        changed = await on_device_version(event.device_id, event.channel, event.firmware_version, p)
-    return changed
 
 
 async def verify_done(limit: int, p: Ports) -> int:
     """Ask Tuya which version devices it called done now run: success needs the device's own report."""
     done = await p.upgrades.done_unverified(limit)
-    for u in done:
+
+    async def verify(u: DeviceUpgrade) -> None:
         reported = (await p.tuya.current_versions(u.device_id)).get(u.channel)
         if reported is not None:
             await on_device_version(u.device_id, u.channel, reported, p)
+
+    await _each(done, verify)
     return len(done)
 
 
 async def expire_deadlines(limit: int, p: Ports) -> int:
     now = p.clock()
     due = await p.upgrades.deadline_passed(now, limit)
-    for u in due:
-        await apply_transition(p, u, lambda cur: up.on_tick(cur, p.policy, now))
+    await _each(due, lambda u: apply_transition(p, u, lambda cur: up.on_tick(cur, p.policy, now)))
     return len(due)
 
 
@@ -416,13 +453,29 @@ async def recover_commanded(grace_s: float, limit: int, p: Ports) -> int:
     """Commanded attempts with no news for `grace_s` (a crash, a lost answer): ask Tuya, never re-send."""
     now = p.clock()
     stale = await p.upgrades.commanded_before(now - timedelta(seconds=grace_s), limit)
-    for u in stale:
+
+    async def recover(u: DeviceUpgrade) -> None:
         status, progress = await p.tuya.progress(u.device_id, u.channel)
 
-        def reconcile(cur: DeviceUpgrade, st: OtaUpgradeStatus = status, pr: int | None = progress) -> Change:
-            return up.reconcile_commanded(cur, st, pr, p.policy, now)
+        def reconcile(cur: DeviceUpgrade) -> Change:
+            return up.reconcile_commanded(cur, status, progress, p.policy, now)
 
         await apply_transition(p, u, reconcile)
+
+    await _each(stale, recover)
+    return len(stale)
+
+
+async def poll_upgrading(after_s: float, limit: int, p: Ports) -> int:
+    """Upgrades under way for `after_s` with no "done" yet: ask Tuya's progress API (a lost or late push must
+    not leave a device upgrading until its timeout)."""
+    stale = await p.upgrades.upgrading_before(p.clock() - timedelta(seconds=after_s), limit)
+
+    async def poll(u: DeviceUpgrade) -> None:
+        status, progress = await p.tuya.progress(u.device_id, u.channel)
+        await on_device_progress(u.device_id, u.channel, status, progress, p)
+
+    await _each(stale, poll)
     return len(stale)
 
 

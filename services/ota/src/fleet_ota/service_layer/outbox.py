@@ -8,9 +8,10 @@ from typing import Any
 
 from fleet_contracts import ota, topics
 from fleet_contracts.envelope import service_source
+from fleet_contracts.outbox import entry_for
 from fleet_ota.domain.release import RegionRollout
 from fleet_ota.domain.upgrade import Change
-from fleet_ota.ports import OutboxEntry
+from fleet_ota.ports import CountedEntry
 
 SOURCE = service_source("ota")
 
@@ -48,14 +49,12 @@ def counter_id(release_id: str, region: str, stage: ota.ReleaseStage) -> str:
     return f"{release_id}:{region}:{stage.value}"
 
 
-def _entry(fact: ota.ReleaseFact, event_id: str, *, tenant: str, region: str, now: datetime) -> OutboxEntry:
+def _entry(fact: ota.ReleaseFact, event_id: str, *, tenant: str, region: str, now: datetime) -> CountedEntry:
     envelope = _envelope(fact, source=SOURCE, tenant=tenant, region=region, event_id=event_id, time=now)
-    return OutboxEntry(
-        event_id, topics.OTA_RELEASE_EVENTS.name, fact.release_id, topics.OTA_RELEASE_EVENTS.encode(envelope)
-    )
+    return CountedEntry(entry_for(topics.OTA_RELEASE_EVENTS, envelope, default_key=fact.release_id))
 
 
-def for_upgrade(change: Change, *, tenant: str, now: datetime) -> list[OutboxEntry]:
+def for_upgrade(change: Change, *, tenant: str, now: datetime) -> list[CountedEntry]:
     """The event of a device upgrade transition, carrying its counter delta (nothing if nothing changed)."""
     if change.event is None:
         return []
@@ -64,16 +63,12 @@ def for_upgrade(change: Change, *, tenant: str, now: datetime) -> list[OutboxEnt
     delta = change.counter_delta()
     if not delta:
         return [entry]
-    return [
-        OutboxEntry(
-            entry.id, entry.topic, entry.key, entry.body, counter_id(u.release_id, u.region, u.stage), delta
-        )
-    ]
+    return [CountedEntry(entry.event, counter_id(u.release_id, u.region, u.stage), delta)]
 
 
 def for_rollout(
     rollout: RegionRollout, events: tuple[ota.ReleaseFact, ...], *, tenant: str, now: datetime
-) -> list[OutboxEntry]:
+) -> list[CountedEntry]:
     """A rollout transition's events, ids fixed by the rollout and the version the transition produced."""
     return [
         _entry(
@@ -89,7 +84,7 @@ def for_rollout(
 
 def for_firmware(
     registered: ota.FirmwareRegistered, *, tenant: str, region: str, now: datetime
-) -> OutboxEntry:
+) -> CountedEntry:
     envelope = ota.FirmwareRegisteredEvent.build(
         registered,
         source=SOURCE,
@@ -98,9 +93,4 @@ def for_firmware(
         event_id=f"ota:firmware:{registered.firmware_id}",
         time=now,
     )
-    return OutboxEntry(
-        envelope.id,
-        topics.OTA_FIRMWARE_EVENTS.name,
-        registered.firmware_id,
-        topics.OTA_FIRMWARE_EVENTS.encode(envelope),
-    )
+    return CountedEntry(entry_for(topics.OTA_FIRMWARE_EVENTS, envelope, default_key=registered.firmware_id))

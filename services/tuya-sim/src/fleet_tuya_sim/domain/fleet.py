@@ -31,6 +31,7 @@ from fleet_tuya_sim.domain.events import (
     WentOnline,
 )
 from fleet_tuya_sim.domain.ota import FirmwareRelease, OtaJob, OtaOutcome, version_key
+from fleet_tuya_sim.domain.ota_faults import OtaFaults
 from fleet_tuya_sim.domain.pairing import (
     DATA_CENTRE,
     FAIL_STRONG_BOUND,
@@ -91,7 +92,8 @@ class ChannelFirmware:
     @property
     def upgrade_status(self) -> OtaUpgradeStatus:
         if self.job is not None:
-            return self.job.status
+            # Tuya's 5 while the command waits for a sleepy or offline device to wake up
+            return OtaUpgradeStatus.WAITING_FOR_WAKE_UP if self.job.waiting else self.job.status
         if self.release is not None and version_key(self.release.version) > version_key(self.current_version):
             return OtaUpgradeStatus.READY
         return OtaUpgradeStatus.NO_UPDATE
@@ -123,6 +125,7 @@ class Fleet:
     ota_jobs: dict[tuple[str, int], OtaJob] = field(default_factory=dict)
     ota_plans: dict[tuple[str, int], OtaOutcome] = field(default_factory=dict)
     ota: OtaSettings = field(default_factory=OtaSettings)
+    ota_faults: OtaFaults = field(default_factory=OtaFaults)
     # Previous owners told that a medium-bound device was paired by someone else.
     notifications: list[dict[str, Any]] = field(default_factory=list)
     wake_window_ms: int = DEFAULT_WAKE_WINDOW_MS
@@ -502,6 +505,17 @@ class Fleet:
         ]
 
     def start_upgrade(self, device_id: str, channel: int, now_ms: int) -> list[Event]:
+        """An upgrade command: counted, accepted or refused (rate limit, offline, nothing to upgrade)."""
+        self.ota_faults.admit(device_id, now_ms)
+        try:
+            events = self._start_upgrade(device_id, channel, now_ms)
+        except CloudRefusal as refusal:
+            self.ota_faults.refused(device_id, refusal.code)
+            raise
+        self.ota_faults.accepted(device_id)
+        return events
+
+    def _start_upgrade(self, device_id: str, channel: int, now_ms: int) -> list[Event]:
         device = self.device(device_id)
         if channel not in device.firmware:
             raise CloudRefusal(errors.NOT_SUPPORTED, f"channel {channel} not supported by this device")
@@ -514,7 +528,7 @@ class Fleet:
             raise CloudRefusal(errors.PARAM_ILLEGAL, "an upgrade is already in progress on this device")
         if not device.online and not device.low_power:
             raise CloudRefusal(errors.DEVICE_OFFLINE, "device is offline")
-        outcome = self.ota_plans.pop((device_id, channel), None) or self._draw_outcome()
+        outcome = self.ota_plans.pop((device_id, channel), None) or self._draw_outcome(device)
         job = OtaJob(
             device_id=device_id,
             channel=channel,
@@ -527,10 +541,15 @@ class Fleet:
         )
         self.ota_jobs[(device_id, channel)] = job
         job.advance(now_ms, device.awake(now_ms), self.ota.step_ms, self.ota.step_pct)
-        desc = "waiting for the device to wake up" if job.waiting else "upgrading"
-        return [self._ota_event(device, job, now_ms, desc, job.status, job.progress)]
+        if job.waiting:  # Tuya's 5: the command waits for the (sleepy or offline) device
+            wait = OtaUpgradeStatus.WAITING_FOR_WAKE_UP
+            return [self._ota_event(device, job, now_ms, "waiting for the device to wake up", wait, 0)]
+        return [self._ota_event(device, job, now_ms, "upgrading", job.status, job.progress)]
 
-    def _draw_outcome(self) -> OtaOutcome:
+    def _draw_outcome(self, device: Device) -> OtaOutcome:
+        rates = self.ota_faults.rates_for(device.region, device.product_id)
+        if rates is not None:
+            return rates.draw(self.rng)
         draw = self.rng.random()
         if draw < self.ota.failure_ratio:
             return OtaOutcome.FAILURE
@@ -547,7 +566,7 @@ class Fleet:
             device = self.devices[job.device_id]
             steps = job.advance(now_ms, device.awake(now_ms), self.ota.step_ms, self.ota.step_pct)
             for step in steps:
-                if step.status is OtaUpgradeStatus.DONE:
+                if step.status is OtaUpgradeStatus.DONE and job.outcome is not OtaOutcome.DONE_OLD_VERSION:
                     device.firmware[job.channel] = job.to_version
                     device.log(LogEntry(LogType.FIRMWARE, step.at_ms, str(job.channel), job.to_version))
                 # Each step at its own time: two steps caught up in one call must not be the same message

@@ -21,6 +21,7 @@ class OtaOutcome(StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"
     TIMEOUT = "timeout"
+    DONE_OLD_VERSION = "done_old_version"  # Tuya reports done; the device keeps the old firmware
 
 
 FINAL_STATUSES = frozenset({OtaUpgradeStatus.DONE, OtaUpgradeStatus.FAILED, OtaUpgradeStatus.TIMED_OUT})

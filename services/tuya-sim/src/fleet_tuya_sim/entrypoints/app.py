@@ -15,7 +15,14 @@ from fleet_tuya_sim.bootstrap import SERVICE, TuyaSim
 from fleet_tuya_sim.domain import errors
 from fleet_tuya_sim.domain.errors import CloudRefusal
 from fleet_tuya_sim.domain.project import AccessRefused
-from fleet_tuya_sim.entrypoints import control, openapi, openapi_clients, pairing_control, unbinding
+from fleet_tuya_sim.entrypoints import (
+    control,
+    openapi,
+    openapi_clients,
+    ota_control,
+    pairing_control,
+    unbinding,
+)
 
 SYSTEM_ERROR = 500
 
@@ -34,6 +41,7 @@ def create_app(service: TuyaSim, *, registry: CollectorRegistry = REGISTRY) -> F
         routers=[
             control.router,
             pairing_control.router,
+            ota_control.router,
             unbinding.router,
             openapi_clients.router,
             openapi.router,

@@ -1,0 +1,270 @@
+"""ota benchmark: planning a release, the progress query, and the dispatch rate against Tuya's rate limit.
+
+1. Planning: N devices of one product in one region are recorded in ota's directory; starting a full-stage
+   release plans them all (select the candidates, insert one pending upgrade each, count the batch). Timed
+   from the start command to the counted batch. Goal (issue 13): < 1 s at 100,000.
+2. Progress query: `GET /v1/releases/{id}`'s read (the rollouts and the counter documents), averaged over
+   200 calls, with N devices planned. Goal: < 50 ms.
+3. Dispatch rate: tuya-sim (a process) with Tuya's limit on the upgrade API set to R calls/s; ota's dispatch
+   loop (in this process, on the real stores and the shared Tuya client) asks for more than that. Reported:
+   commands Tuya accepted per second against R (goal: >= 95% of R, never above it; refusals give the attempt
+   back).
+
+    uv run python bench/ota.py [--devices 100000] [--limit 20] [--seconds 20]
+
+Needs the local stack (`./dev up`, `eval "$(uv run devstack env)"`). Writes bench/results/ota.json. The
+database here is the stack's (FerretDB locally): its write ceiling is printed beside the planning figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import secrets
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from fleet_contracts.ota import UpgradeType
+from fleet_ota.adapters.mongo import (
+    DeviceStore,
+    FirmwareStore,
+    LockStore,
+    ProgressStore,
+    RolloutStore,
+    UpgradeStore,
+    ensure_indexes,
+)
+from fleet_ota.adapters.tuya import TuyaOtaApi
+from fleet_ota.domain.firmware import FirmwareSpec
+from fleet_ota.domain.release import RegionPlan
+from fleet_ota.domain.schedule import DispatchRate
+from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.entrypoints.loops import DispatchPacer
+from fleet_ota.ports import TuyaOta
+from fleet_ota.service_layer import handlers as h
+from fleet_ota.views import OtaViews
+from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_shared.tuya.ratelimit import RateLimit
+
+RESULTS = Path(__file__).parent / "results" / "ota.json"
+MONGODB_URI = os.environ.get("FLEET_MONGODB_URI", "mongodb://127.0.0.1:27017/")
+PULSAR_URL = os.environ.get("FLEET_PULSAR_URL", "pulsar://127.0.0.1:6650")
+PRODUCT = "sim0plug0cz00001"
+
+
+class NoTuya:
+    """Planning and reads never call Tuya."""
+
+    async def confirm_upgrade(self, device_id: str, channel: int) -> None:
+        raise AssertionError("not called")
+
+    async def progress(self, device_id: str, channel: int) -> Any:
+        raise AssertionError("not called")
+
+    async def current_versions(self, device_id: str) -> dict[int, str]:
+        raise AssertionError("not called")
+
+
+def ports(db: Any, tuya: TuyaOta) -> h.Ports:
+    return h.Ports(
+        firmware=FirmwareStore(db),
+        rollouts=RolloutStore(db),
+        upgrades=UpgradeStore(db),
+        progress=ProgressStore(db),
+        devices=DeviceStore(db),
+        locks=LockStore(db),
+        tuya=tuya,
+        clock=lambda: datetime.now(UTC),
+        tenant="bench",
+    )
+
+
+async def release(p: h.Ports, release_id: str, per_minute: float = 60.0) -> None:
+    spec = FirmwareSpec(
+        PRODUCT, 0, "9.0.0", 1024, "0" * 32, "sig", "https://fw.example/x.bin", UpgradeType.SILENT, 60
+    )
+    fw = await h.register_firmware(spec, "bench", p)
+    plan = RegionPlan("eu", dispatch=DispatchRate(per_minute))
+    await h.create_release(release_id, fw.firmware_id, [plan], p)
+
+
+async def bench_planning(devices: int) -> dict[str, Any]:
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(MONGODB_URI)
+    db = client[f"bench_ota_{uuid.uuid4().hex[:8]}"]
+    try:
+        await ensure_indexes(db)
+        p = ports(db, NoTuya())
+        store = DeviceStore(db)
+        activated = datetime.now(UTC) - timedelta(days=30)
+        t = time.perf_counter()
+        for i in range(0, devices, 5000):
+            await store.record_many(
+                [
+                    DeviceRecord(f"dev{n:07d}", PRODUCT, "eu", activated, {0: "1.2.0"})
+                    for n in range(i, min(i + 5000, devices))
+                ]
+            )
+        seed_s = time.perf_counter() - t
+        await release(p, "bench")
+        t = time.perf_counter()
+        started = await h.start_rollout("bench", "eu", "bench", p)
+        planning_s = time.perf_counter() - t
+        counts = await p.progress.counts("bench", "eu", started.stage) if started.stage else None
+        assert counts is not None
+        assert counts.targeted == devices, counts
+        views = OtaViews(p.firmware, p.rollouts, p.progress)
+        await views.release("bench")
+        samples = []
+        for _ in range(200):
+            t = time.perf_counter()
+            await views.release("bench")
+            samples.append(time.perf_counter() - t)
+        samples.sort()
+        return {
+            "devices": devices,
+            "directory_writes_per_s": round(devices / seed_s),  # the database's write ceiling here
+            "planning_s": round(planning_s, 3),
+            "planning_goal_s": 1.0,
+            "progress_query_ms_p50": round(samples[len(samples) // 2] * 1000, 2),
+            "progress_query_ms_p99": round(samples[int(len(samples) * 0.99)] * 1000, 2),
+            "progress_query_goal_ms": 50.0,
+        }
+    finally:
+        await client.drop_database(db.name)
+        client.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_sim() -> tuple[subprocess.Popen[bytes], str, str, str, str]:
+    """tuya-sim as a process (as deployed): (process, url, control token, access id, access secret)."""
+    access_id, secret, token = f"benchota{uuid.uuid4().hex[:8]}", secrets.token_hex(16), secrets.token_hex(8)
+    port = _free_port()
+    log = Path(tempfile.mkdtemp()) / "sim.log"
+    env = {
+        **os.environ,
+        "FLEET_TUYA_ACCESS_ID": access_id,
+        "FLEET_TUYA_ACCESS_SECRET": secret,
+        "FLEET_PULSAR_URL": PULSAR_URL,
+        "FLEET_SIM_PROVISION": "true",
+        "FLEET_SIM_HOST": "127.0.0.1",
+        "FLEET_SIM_PORT": str(port),
+        "FLEET_SIM_CONTROL_TOKEN": token,
+        "FLEET_SIM_LOG_LEVEL": "WARNING",
+        "FLEET_SIM_RATE_LIMIT_RPS": "0",
+        "FLEET_SIM_DEVICES": "1",
+        "FLEET_SIM_OTA_STEP_MS": "60000",  # upgrades stay in flight: only the commands matter here
+    }
+    env.pop("FLEET_HTTP_PORT", None)
+    with log.open("ab") as out:
+        sim = subprocess.Popen(
+            [sys.executable, "-m", "fleet_tuya_sim", "serve"], env=env, stdout=out, stderr=out
+        )
+    return sim, f"http://127.0.0.1:{port}", token, access_id, secret
+
+
+async def bench_dispatch(limit_per_s: float, seconds: float, devices: int) -> dict[str, Any]:
+    sim, url, token, access_id, secret = start_sim()
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(MONGODB_URI)
+    db = client[f"bench_ota_{uuid.uuid4().hex[:8]}"]
+    tuya_client = TuyaOpenApiClient(access_id, secret, base_url=url, default_rate_limit=RateLimit(1000, 1000))
+    try:
+        control = httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {token}"}, timeout=120)
+        for _ in range(300):
+            try:
+                if (await control.get("/readyz")).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            await asyncio.sleep(0.2)
+        fleet = {
+            "devices": devices,
+            "homes": 50,
+            "regions": ["eu"],
+            "product_ids": [PRODUCT],
+            "online_ratio": 1,
+        }
+        (await control.post("/sim/fleet", json=fleet)).raise_for_status()
+        (
+            await control.post("/sim/firmware", json={"product_id": PRODUCT, "version": "9.0.0"})
+        ).raise_for_status()
+        faults = {"upgrade_rate_per_s": limit_per_s, "upgrade_burst": 1}
+        (await control.put("/sim/ota/faults", json=faults)).raise_for_status()
+        inventory = (await control.get("/sim/ota/devices")).json()
+        await ensure_indexes(db)
+        p = ports(db, TuyaOtaApi(tuya_client))
+        now = datetime.now(UTC) - timedelta(days=1)
+        await DeviceStore(db).record_many(
+            [DeviceRecord(d["device_id"], PRODUCT, "eu", now, {0: d["firmware"]["0"]}) for d in inventory]
+        )
+        await release(p, "bench", per_minute=limit_per_s * 60 * 2)  # ota asks for twice Tuya's limit
+        await h.start_rollout("bench", "eu", "bench", p)
+        pacer = DispatchPacer(tick_s=0.25, burst=int(limit_per_s) + 1)
+        r = await p.rollouts.get("bench", "eu")
+        assert r is not None
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < seconds:
+            gaps = pacer.due(r, time.monotonic())
+            if gaps:
+                pacer.sent(r, gaps, await h.dispatch("bench", "eu", len(gaps), p))
+            await asyncio.sleep(0.05)
+        elapsed = time.monotonic() - t0
+        commands = (await control.get("/sim/ota/commands")).json()
+        accepted = sum(c["accepted"] for c in commands.values())
+        refused = sum(c["refused"].get("1199", 0) for c in commands.values())
+        attempts = sum([d["attempt"] async for d in db["upgrades"].find({}, {"attempt": 1})])
+        await control.aclose()
+        rate = accepted / elapsed
+        return {
+            "tuya_limit_per_s": limit_per_s,
+            "accepted_per_s": round(rate, 2),
+            "share_of_limit": round(rate / limit_per_s, 3),
+            "refused_1199": refused,
+            "attempts_recorded": attempts,
+            "attempts_equal_accepted": attempts == accepted,
+        }
+    finally:
+        await tuya_client.aclose()
+        sim.terminate()
+        await asyncio.to_thread(sim.wait, 30)
+        await client.drop_database(db.name)
+        client.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--devices", type=int, default=100_000)
+    parser.add_argument("--limit", type=float, default=20.0, help="Tuya's upgrade API limit (calls/s)")
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--dispatch-devices", type=int, default=2000)
+    args = parser.parse_args()
+    results = {
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count()},
+        "planning": asyncio.run(bench_planning(args.devices)),
+        "dispatch": asyncio.run(bench_dispatch(args.limit, args.seconds, args.dispatch_devices)),
+    }
+    print(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+
+
+if __name__ == "__main__":
+    main()

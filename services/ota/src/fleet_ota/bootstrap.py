@@ -1,0 +1,194 @@
+"""Wiring: settings -> Mongo stores, Tuya's OTA API, the outbox relay, the device-topic subscriber, the
+loops and the HTTP routes. The one place that knows every class."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from fastapi import APIRouter
+
+from fleet_ota.adapters.mongo import (
+    DeviceStore,
+    FirmwareStore,
+    LockStore,
+    ProgressStore,
+    RolloutStore,
+    UpgradeStore,
+    ensure_indexes,
+)
+from fleet_ota.adapters.relay import OutboxRelay
+from fleet_ota.adapters.tuya import TuyaOtaApi
+from fleet_ota.domain.upgrade import UpgradePolicy
+from fleet_ota.entrypoints import consumer
+from fleet_ota.entrypoints.http import api_router
+from fleet_ota.entrypoints.loops import Loops
+from fleet_ota.ports import EventPublisher, TuyaOta
+from fleet_ota.service_layer.handlers import Ports
+from fleet_ota.settings import OtaSettings
+from fleet_ota.views import OtaViews
+from fleet_shared import mongo
+from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.security import SecurityKit, security_kit
+from fleet_shared.service import ReadinessCheck
+from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_shared.tuya.ratelimit import RateLimit
+
+SERVICE = "ota"
+log = logging.getLogger(__name__)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass
+class Ota:
+    """The running parts of one ota process."""
+
+    settings: OtaSettings
+    broker: PulsarBroker
+    mongo_client: Any
+    db: Any
+    kit: SecurityKit
+    ports: Ports
+    devices: DeviceStore
+    views: OtaViews
+    relay: OutboxRelay
+    loops: Loops
+    openapi: TuyaOpenApiClient | None
+
+    def routers(self) -> list[APIRouter]:
+        return [api_router(self.kit.security, self.ports, self.devices, self.views)]
+
+    async def start(self) -> None:
+        """Indexes and keys, outboxes a previous process left relayed, then consume and run the loops."""
+        await ensure_indexes(self.db)
+        await self.kit.prepare(self.settings.ota_api_keys.get_secret_value())
+        await self.broker.connect()
+        while await self.relay.relay_once(self.settings.ota_relay_batch):
+            pass
+        await self.broker.start()
+        self.loops.start()
+
+    async def stop_consuming(self) -> None:
+        for sub in self.broker.subscribers:
+            with contextlib.suppress(Exception):
+                await sub.stop()
+
+    async def drain(self) -> None:
+        """Loops stop; what their writes left in outboxes is relayed now (or by the next process)."""
+        await self.loops.stop()
+        with contextlib.suppress(Exception):
+            await self.relay.relay_once(self.settings.ota_relay_batch)
+
+    async def stop(self) -> None:
+        await self.loops.stop()
+        try:
+            await self.broker.stop()
+        finally:
+            await self.kit.aclose()
+            if self.openapi is not None:
+                await self.openapi.aclose()
+            self.mongo_client.close()
+
+    def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
+        return {"bus": self.bus_ready, "database": self.database_ready, "loops": self.loops_ready}
+
+    async def bus_ready(self) -> bool:
+        return await self.broker.ping(2.0)
+
+    async def database_ready(self) -> bool:
+        await self.db.command("ping")
+        return True
+
+    async def loops_ready(self) -> bool:
+        return self.loops.running()
+
+
+def bootstrap(
+    settings: OtaSettings | None = None,
+    *,
+    tuya: TuyaOta | None = None,
+    publisher: EventPublisher | None = None,
+) -> Ota:
+    settings = settings or OtaSettings()
+    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
+    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
+    db = client[settings.ota_database]
+    own_client: TuyaOpenApiClient | None = None
+    if tuya is None:
+        own_client = TuyaOpenApiClient(
+            settings.tuya_access_id,
+            settings.tuya_access_secret,
+            region_code=settings.region.lower(),
+            base_url=settings.tuya_openapi_url,
+            default_rate_limit=RateLimit(
+                rate=settings.ota_tuya_rate_per_s, burst=settings.ota_tuya_rate_per_s
+            ),
+        )
+        tuya = TuyaOtaApi(own_client)
+    progress = ProgressStore(db)
+    devices = DeviceStore(db)
+    ports = Ports(
+        firmware=FirmwareStore(db),
+        rollouts=RolloutStore(db),
+        upgrades=UpgradeStore(db, chunk=settings.ota_plan_chunk),
+        progress=progress,
+        devices=devices,
+        locks=LockStore(db),
+        tuya=tuya,
+        clock=_utcnow,
+        tenant=settings.tuya_access_id,
+        policy=UpgradePolicy(
+            max_attempts=settings.ota_max_attempts,
+            backoff_s=settings.ota_retry_backoff_s,
+            backoff_max_s=settings.ota_retry_backoff_max_s,
+            attempt_timeout_s=settings.ota_attempt_timeout_s,
+        ),
+    )
+    relay = OutboxRelay(
+        [db["firmware"], db["rollouts"], db["upgrades"]], progress, publisher or OutboxPublisher(broker)
+    )
+
+    async def relay_round() -> int:
+        return await relay.relay_once(settings.ota_relay_batch)
+
+    async def sweep_round() -> int:
+        return await relay.sweep(db["upgrades"])
+
+    loops = Loops(
+        ports,
+        relay_round,
+        sweep_round,
+        tick_s=settings.ota_tick_s,
+        batch=settings.ota_loop_batch,
+        burst=settings.ota_dispatch_burst,
+        command_grace_s=settings.ota_command_grace_s,
+        poll_after_s=settings.ota_poll_after_s,
+        relay_idle_s=settings.ota_relay_idle_s,
+    )
+    consumer.register(
+        broker,
+        ports,
+        subscription=settings.ota_subscription,
+        max_redeliveries=settings.ota_max_redeliveries,
+        receiver_queue_size=settings.ota_receiver_queue_size,
+    )
+    return Ota(
+        settings=settings,
+        broker=broker,
+        mongo_client=client,
+        db=db,
+        kit=security_kit(settings, db),
+        ports=ports,
+        devices=devices,
+        views=OtaViews(ports.firmware, ports.rollouts, ports.progress),
+        relay=relay,
+        loops=loops,
+        openapi=own_client,
+    )

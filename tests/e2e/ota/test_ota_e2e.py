@@ -1,0 +1,461 @@
+"""ota end to end on the real stack: tuya-sim (Tuya's cloud: devices, the OTA API and its rate limit, pushes
+on Tuya's topic layout), ingest (a process) and ota (a process, SIGKILLed mid-wave and restarted) on the dev
+stack's Apache Pulsar and FerretDB; the simulator's ground truth says what must have happened.
+
+One release of the plug's firmware over three regions (canary, then full): 30% of eu's upgrades fail, so eu
+alone halts while us and in complete; three us devices report "done" but stay on the old version and are not
+counted as succeeded. A second release of the sleepy sensor's firmware waits (Tuya's 5) until the devices
+wake, then completes. Tuya's rate limit on the upgrade API is below what ota asks for: refusals give the
+attempt back. Checked: no device was commanded twice for one attempt (the simulator counts commands), the
+counters equal a recount of the upgrade documents, malformed bodies get a 422 naming the field and change
+nothing, and no secret is in any ota document or log line.
+
+Size: `OTA_E2E_DEVICES` (default 600, half plugs, half sleepy sensors; 10,000 for the issue's full run).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import secrets
+import time
+import urllib.request
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
+
+from fleet_contracts import topics
+from tests.e2e.ingest.sim_support import SimProcess
+from tests.e2e.ingest.support import IngestProcess
+from tests.support import ServiceProcess, Stack, until
+
+# a few minutes on a busy shared stack (the loops, FerretDB and three processes share two cores)
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+DEVICES = int(os.environ.get("OTA_E2E_DEVICES", "600"))
+PLUG, SENSOR = "sim0plug0cz00001", "sim0th00wsdcg003"  # the sensor is a low-power (sleepy) product
+REGIONS = ("eu", "us", "in")
+PER_MINUTE = 1200.0  # ota's dispatch rate per region: 60/s over three regions
+TUYA_UPGRADE_RATE = 40.0  # Tuya's (simulated) limit on the upgrade API, per second: below what ota asks
+API_KEY = secrets.token_urlsafe(24)
+SIM_SETTINGS: dict[str, str | int | float] = {
+    "ota_step_ms": 200,
+    "ota_step_pct": 25,
+    "rate_limit_rps": 0,  # the project limit off: only the upgrade API's own limit applies
+    "wake_window_s": 0.001,  # sleepy devices are asleep unless woken
+    "devices": 1,  # the startup fleet; the test creates its own
+}
+
+
+def ota_process(
+    stack: Stack, access_id: str, secret: str, sim: SimProcess, database: str, log: Path
+) -> ServiceProcess:
+    return ServiceProcess(
+        "ota",
+        log=log,
+        stack=stack,
+        api_key=API_KEY,
+        env={
+            "FLEET_TUYA_ACCESS_ID": access_id,
+            "FLEET_TUYA_ACCESS_SECRET": secret,
+            "FLEET_TUYA_OPENAPI_URL": sim.url,
+            "FLEET_OTA_DATABASE": database,
+            "FLEET_OTA_SUBSCRIPTION": f"ota-{database}",
+            "FLEET_API_KEY_DEFAULT_ROLE": "firmware",
+            "FLEET_OTA_TICK_S": "0.2",
+            "FLEET_OTA_MAX_ATTEMPTS": "1",
+            "FLEET_OTA_ATTEMPT_TIMEOUT_S": "120",
+            "FLEET_OTA_COMMAND_GRACE_S": "3",
+            "FLEET_OTA_POLL_AFTER_S": "5",
+            "FLEET_OTA_DISPATCH_BURST": "20",
+        },
+    )
+
+
+@dataclass
+class Rig:
+    access_id: str
+    secret: str
+    database: str
+    stack: Stack
+    sim: SimProcess
+    ingest: IngestProcess
+    ota: ServiceProcess
+    log: Path
+
+    def new_ota(self) -> ServiceProcess:
+        return ota_process(self.stack, self.access_id, self.secret, self.sim, self.database, self.log)
+
+
+@pytest.fixture
+async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    access_id = f"otae2e{unique}"
+    secret = secrets.token_hex(16)
+    sim = SimProcess(stack, access_id, secret, tmp_path / "sim.log", **SIM_SETTINGS)
+    ingest = IngestProcess(stack, access_id, secret, f"ingest_ota_{unique}", tmp_path / "ingest.log")
+    database, log = f"ota_{unique}", tmp_path / "ota.log"
+    ota = ota_process(stack, access_id, secret, sim, database, log)
+    rig = Rig(access_id, secret, database, stack, sim, ingest, ota, log)
+    try:
+        sim.start()
+        await sim.wait_ready()
+        ingest.start()
+        await ingest.wait_ready()
+        rig.ota.start()
+        await rig.ota.wait_ready()
+        yield rig
+    finally:
+        rig.ota.kill()
+        ingest.kill()
+        sim.stop()
+        # the service's durable subscription on the shared device topic would keep its backlog for ever
+        await asyncio.to_thread(drop_subscription, stack, f"ota-{database}")
+        client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(stack.mongodb_uri)
+        await client.drop_database(rig.database)
+        await client.drop_database(f"ingest_ota_{unique}")
+        client.close()
+
+
+def drop_subscription(stack: Stack, subscription: str) -> None:
+    topic = topics.DEVICE_EVENTS.name.removeprefix("persistent://")
+    url = f"{stack.pulsar_admin_url}/admin/v2/persistent/{topic}/subscription/{subscription}?force=true"
+    request = urllib.request.Request(url, method="DELETE")  # noqa: S310 - the test stack's admin API
+    with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        pass
+
+
+def firmware_body(product: str, version: str) -> dict[str, Any]:
+    return {
+        "product_id": product,
+        "channel": 0,
+        "version": version,
+        "size_bytes": 524288,
+        "md5": "0" * 31 + "1",
+        "signature": "hmac-sha256:e2e",
+        "url": f"https://firmware.example/{product}/{version}.bin",
+        "upgrade_type": 1,
+        "packet_timeout_s": 60,
+    }
+
+
+def region_plan(region: str, *, canary: bool) -> dict[str, Any]:
+    plan: dict[str, Any] = {
+        "region": region,
+        "per_minute": PER_MINUTE,
+        "jitter": 0.2,
+        "halt_at": {"rate": 0.2, "min_sample": 20},
+    }
+    if canary:
+        plan |= {"canary_quantity": 30, "promote_at": {"rate": 0.8, "min_sample": 20}}
+    return plan
+
+
+async def release_state(ota: ServiceProcess, release_id: str) -> dict[str, Any]:
+    status, body = await asyncio.to_thread(ota.get, f"/v1/releases/{release_id}")
+    assert status == 200, body
+    return dict(body)
+
+
+def statuses(release: dict[str, Any]) -> dict[str, str]:
+    return {r["region"]: r["status"] for r in release["regions"]}
+
+
+async def sim_json(rig: Rig, method: str, path: str, body: Any = None) -> Any:
+    async with rig.sim.control() as c:
+        r = await c.request(method, path, json=body)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+async def upgrade_docs(rig: Rig) -> list[dict[str, Any]]:
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(rig.stack.mongodb_uri)
+    try:
+        return [d async for d in client[rig.database]["upgrades"].find({})]
+    finally:
+        client.close()
+
+
+async def all_documents(rig: Rig) -> bytes:
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(rig.stack.mongodb_uri)
+    try:
+        db = client[rig.database]
+        out = b""
+        for name in await db.list_collection_names():
+            async for d in db[name].find({}):
+                out += orjson.dumps(d, default=str)
+        return out
+    finally:
+        client.close()
+
+
+async def wait_for(rig: Rig, release_id: str, want: dict[str, set[str]], within: float) -> dict[str, Any]:
+    deadline = time.monotonic() + within
+    state: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        state = await release_state(rig.ota, release_id)
+        if all(statuses(state)[region] in allowed for region, allowed in want.items()):
+            return state
+        await asyncio.sleep(0.5)
+    raise AssertionError(
+        f"{release_id} did not reach {want}: {orjson.dumps(state).decode()}\n"
+        f"{_debug(rig)}\n{rig.ota.log_tail()}"
+    )
+
+
+def recount(docs: list[dict[str, Any]], release_id: str) -> dict[tuple[str, str], Counter[str]]:
+    buckets = {
+        "pending": "pending",
+        "retrying": "pending",
+        "commanded": "upgrading",
+        "upgrading": "upgrading",
+        "waiting": "waiting",
+        "succeeded": "succeeded",
+        "failed": "failed",
+        "timed_out": "failed",
+        "cancelled": "cancelled",
+    }
+    out: dict[tuple[str, str], Counter[str]] = {}
+    for d in docs:
+        if d["release_id"] == release_id:
+            c = out.setdefault((d["region"], d["stage"]), Counter())
+            c[buckets[d["state"]]] += 1
+            c["targeted"] += 1
+    return out
+
+
+def counters(release: dict[str, Any]) -> dict[tuple[str, str], Counter[str]]:
+    keys = ("targeted", "pending", "upgrading", "waiting", "succeeded", "failed", "cancelled")
+    return {
+        (r["region"], s["stage"]): Counter({k: s[k] for k in keys if s[k]})
+        for r in release["regions"]
+        for s in r["stages"]
+    }
+
+
+async def test_a_release_over_three_regions_halts_only_the_failing_one_and_survives_a_kill(rig: Rig) -> None:
+    async def sigkill_ota() -> None:
+        rig.ota.kill()
+        rig.ota = rig.new_ota()
+        rig.ota.start()
+        await rig.ota.wait_ready()
+
+    await release_scenario(rig, sigkill_ota)
+
+
+async def test_a_database_restart_mid_wave_loses_nothing_and_commands_no_device_twice(rig: Rig) -> None:
+    if not os.environ.get("FLEET_STACK_DIR") or os.environ.get("FLEET_STACK", "dev") == "dev":
+        pytest.skip(
+            "restarts the database: only on a stack of its own (`just test`), never the shared dev one"
+        )
+    from fleet_devstack import LocalStack
+
+    async def restart_database() -> None:
+        await asyncio.to_thread(LocalStack.from_env().restart_mongo)
+
+    await release_scenario(rig, restart_database)
+
+
+async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> None:
+    """The release of the module docstring, with `disrupt` (a SIGKILL, a database restart) mid-wave."""
+    ota = rig.ota
+    # --- the fleet, ota's inventory, the firmware -------------------------------------------------------
+    await sim_json(
+        rig,
+        "POST",
+        "/sim/fleet",
+        {
+            "seed": 13,
+            "devices": DEVICES,
+            "homes": 60,
+            "regions": list(REGIONS),
+            "product_ids": [PLUG, SENSOR],
+            "online_ratio": 1.0,
+        },
+    )
+    inventory = await sim_json(rig, "GET", "/sim/ota/devices")
+    now = datetime.now(UTC).isoformat()
+    for i in range(0, len(inventory), 1000):
+        chunk = [
+            {
+                "device_id": d["device_id"],
+                "product_id": d["product_id"],
+                "region": d["region"],
+                "activated_at": datetime.fromtimestamp(d["active_time"], UTC).isoformat()
+                if d["active_time"]
+                else now,
+                "versions": d["firmware"],
+            }
+            for d in inventory[i : i + 1000]
+        ]
+        status, body = await asyncio.to_thread(ota.post, "/v1/devices", {"devices": chunk})
+        assert status == 200, body
+    plugs = [d for d in inventory if d["product_id"] == PLUG]
+    sensors_in = [d for d in inventory if d["product_id"] == SENSOR and d["region"] == "in"]
+    stale_us = [d["device_id"] for d in plugs if d["region"] == "us"][-3:]
+    for product, version in ((PLUG, "1.3.0"), (SENSOR, "1.1.0")):
+        await sim_json(
+            rig, "POST", "/sim/firmware", {"product_id": product, "version": version, "timeout_s": 60}
+        )
+        status, body = await asyncio.to_thread(ota.post, "/v1/firmware", firmware_body(product, version))
+        assert status == 201, body
+
+    # --- malformed bodies: 422 naming the field, nothing changed ------------------------------------------
+    bad = firmware_body(PLUG, "1.4.0") | {"md5": "not-a-md5"}
+    status, body = await asyncio.to_thread(ota.post, "/v1/firmware", bad)
+    assert status == 422, body
+    assert any("md5" in e["field"] for e in body["errors"]), body
+    status, body = await asyncio.to_thread(
+        ota.post,
+        "/v1/releases",
+        {
+            "release_id": "bad",
+            "firmware_id": f"{PLUG}:0:1.3",
+            "regions": [{"region": "eu", "canary_ratio": "2"}],
+        },
+    )
+    assert status == 422, body
+    assert any("canary_ratio" in e["field"] for e in body["errors"]), body
+    assert (await asyncio.to_thread(ota.get, f"/v1/firmware/{PLUG}:0:1.4"))[0] == 404
+    assert (await asyncio.to_thread(ota.get, "/v1/releases/bad"))[0] == 404
+
+    # --- faults: 30% failures in eu, three "done but old" devices in us, Tuya's rate limit -----------------
+    await sim_json(
+        rig,
+        "PUT",
+        "/sim/ota/faults",
+        {
+            "rules": [{"region": "eu", "product_id": PLUG, "failure": 0.3}],
+            "upgrade_rate_per_s": TUYA_UPGRADE_RATE,
+            "upgrade_burst": 5,
+        },
+    )
+    for device_id in stale_us:
+        await sim_json(rig, "POST", "/sim/ota/plan", {"device_id": device_id, "outcome": "done_old_version"})
+
+    # the sleepy sensors doze off (the fleet woke them for a while when it was created)
+    for d in sensors_in:
+        await sim_json(rig, "POST", f"/sim/devices/{d['device_id']}/wake", {"window_s": 0.001})
+
+    # --- the releases ------------------------------------------------------------------------------------
+    plug_release = {
+        "release_id": "plug-1.3",
+        "firmware_id": f"{PLUG}:0:1.3",
+        "regions": [region_plan(r, canary=True) for r in REGIONS],
+    }
+    status, body = await asyncio.to_thread(ota.post, "/v1/releases", plug_release)
+    assert status == 201, body
+    sensor_release = {
+        "release_id": "sensor-1.1",
+        "firmware_id": f"{SENSOR}:0:1.1",
+        "regions": [region_plan("in", canary=False)],
+    }
+    status, body = await asyncio.to_thread(ota.post, "/v1/releases", sensor_release)
+    assert status == 201, body
+
+    # --- the disruption mid-wave (a SIGKILL and a new process on the same database, or a database restart) --
+    await until(
+        lambda: _commanded(rig) >= len(REGIONS) * 15,  # half the canaries
+        within=60,
+        what=lambda: f"{_commanded(rig)} commands so far\n{_debug(rig)}\n{ota.log_tail()}",
+    )
+    await disrupt()
+    ota = rig.ota
+
+    # --- eu halts, us and in complete; the sleepy sensors wait --------------------------------------------
+    final = await wait_for(
+        rig, "plug-1.3", {"eu": {"halted"}, "us": {"completed"}, "in": {"completed"}}, within=240
+    )
+    sensor = await release_state(ota, "sensor-1.1")
+    waiting = sum(s["waiting"] for r in sensor["regions"] for s in r["stages"])
+    assert waiting > 0, sensor
+    for d in sensors_in:
+        await sim_json(rig, "POST", f"/sim/devices/{d['device_id']}/wake", {"window_s": 600})
+    await wait_for(rig, "sensor-1.1", {"in": {"completed"}}, within=180)
+
+    # --- the ground truth ---------------------------------------------------------------------------------
+    docs = await _settled_docs(rig)
+    by_device = {(d["release_id"], d["device_id"]): d for d in docs}
+    truth = (await sim_json(rig, "GET", "/sim/truth"))["devices"]
+    commands = await sim_json(rig, "GET", "/sim/ota/commands")
+    # never commanded twice for one attempt: Tuya accepted (or refused for a reason other than its rate
+    # limit) exactly as many commands per device as ota recorded attempts
+    for d in docs:
+        tally = commands.get(d["device_id"], {"accepted": 0, "refused": {}})
+        not_rate_limited = sum(n for code, n in tally["refused"].items() if code != "1199")
+        assert tally["accepted"] + not_rate_limited == d["attempt"], (d, tally)
+    assert any("1199" in t["refused"] for t in commands.values()), "Tuya's rate limit was never reached"
+    # success only on the new version: "done but old" devices failed, nothing succeeded on old firmware
+    for device_id in stale_us:
+        doc = by_device[("plug-1.3", device_id)]
+        assert doc["state"] == "failed", doc
+        assert truth[device_id]["firmware"]["0"] != "1.3.0", doc
+    for d in docs:
+        if d["state"] == "succeeded":
+            assert truth[d["device_id"]]["firmware"]["0"] == d["target_version"], d
+    # eu halted on its failures; us and in upgraded every plug they hold
+    eu = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == "eu"]
+    assert any(d["state"] == "failed" for d in eu)
+    assert any(d["state"] == "pending" for d in eu)
+    for region in ("us", "in"):
+        done = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == region]
+        assert len(done) == sum(1 for p in plugs if p["region"] == region)
+        for d in done:
+            if d["reason"] == "the upgrade command was not confirmed by Tuya":
+                # killed between recording the attempt and calling Tuya: never sent, never re-sent
+                assert commands.get(d["device_id"], {"accepted": 0})["accepted"] == 0, d
+            else:
+                assert d["state"] == "succeeded" or d["device_id"] in stale_us, d
+    # counters equal a recount of the documents
+    final = await release_state(ota, "plug-1.3")
+    assert counters(final) == recount(docs, "plug-1.3")
+    assert counters(await release_state(ota, "sensor-1.1")) == recount(docs, "sensor-1.1")
+
+    # --- no secret anywhere ---------------------------------------------------------------------------------
+    stored = await all_documents(rig)
+    logs = rig.log.read_bytes()
+    for secret in (rig.secret.encode(), API_KEY.encode()):
+        assert secret not in stored
+        assert secret not in logs
+
+
+def _commanded(rig: Rig) -> int:
+    status, body = rig.ota.get("/v1/releases/plug-1.3")
+    if status != 200:
+        return 0
+    return sum(s["upgrading"] + s["succeeded"] + s["failed"] for r in body["regions"] for s in r["stages"])
+
+
+async def _settled_docs(rig: Rig) -> list[dict[str, Any]]:
+    """The upgrade documents once every outbox is relayed (counters are applied by the relay)."""
+    deadline = time.monotonic() + 30
+    while True:
+        docs = await upgrade_docs(rig)
+        if not any(d.get("relay") for d in docs) or time.monotonic() > deadline:
+            return docs
+        await asyncio.sleep(0.3)
+
+
+def _debug(rig: Rig) -> str:
+    import pymongo
+
+    client: pymongo.MongoClient[Any] = pymongo.MongoClient(rig.stack.mongodb_uri)
+    db = client[rig.database]
+    docs = list(db["upgrades"].find({}))
+    states = Counter((d["release_id"], d["region"], d["stage"], d["state"]) for d in docs)
+    reasons = Counter((d["release_id"], d["state"], d["reason"]) for d in docs)
+    relay = db["upgrades"].count_documents({"relay": True})
+    rollouts = [(d["_id"], d["status"], d["stage"]) for d in db["rollouts"].find({})]
+    client.close()
+    release = rig.ota.get("/v1/releases/plug-1.3")
+    return (
+        f"reasons={dict(reasons)}\nstates={dict(states)}\nrelay pending={relay}\n"
+        f"rollouts={rollouts}\n{release}"
+    )
