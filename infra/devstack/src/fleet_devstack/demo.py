@@ -13,6 +13,8 @@ service's address is its dev port unless `FLEET_<SERVICE>_URL` says otherwise.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import random
@@ -24,7 +26,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from fleet_shared.service.registry import service
@@ -239,6 +241,7 @@ class DemoOptions:
     timeout: float = 120.0
     seed: int | None = None
     unbind_devices: int = 5
+    ota_devices: int = 12
 
 
 def list_shadows(status: Api, product_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -606,8 +609,156 @@ def make_lifecycle_fleet(sim: Api, seed: int, devices: int) -> dict[str, Any]:
     return sim.get("/sim/truth", {"messages": "false"})["fleet"]  # type: ignore[no-any-return]
 
 
-def run_lifecycle(sim: Api, pairing: Api, unbinding: Api, options: DemoOptions, say: Any = print) -> int:
-    """After status: pairing, then unbinding, on a fleet of their own (the status part's is done with)."""
+# -- OTA ---------------------------------------------------------------------------------------------------
+
+OTA_PRODUCT = DEMO_PRODUCTS[0]  # the plug: mains-powered, upgrades at once
+OTA_REGIONS = ("eu", "us")
+OTA_FAILING_REGION = "eu"
+OTA_VERSION = "1.3.0"
+OTA_WANT = {"eu": "halted", "us": "completed"}
+FINAL_REGION_STATES = frozenset({"halted", "completed", "stopped"})
+
+
+def firmware_entry(product_id: str, version: str) -> dict[str, Any]:
+    """A firmware build as the catalogue takes it (module channel, silent upgrade); the demo's own URL."""
+    return {
+        "product_id": product_id,
+        "channel": 0,
+        "version": version,
+        "size_bytes": 524288,
+        "md5": hashlib.md5(f"{product_id}-{version}".encode()).hexdigest(),  # noqa: S324 - a checksum
+        "signature": f"hmac-sha256:demo-{version}",
+        "url": f"https://firmware.example/{product_id}/{version}.bin",
+        "upgrade_type": 1,
+        "packet_timeout_s": 60,
+    }
+
+
+def ota_inventory(devices: Sequence[Mapping[str, Any]], now: datetime) -> list[dict[str, Any]]:
+    """The simulator's device list (`GET /sim/ota/devices`) as ota's device directory takes it."""
+    return [
+        {
+            "device_id": d["device_id"],
+            "product_id": d["product_id"],
+            "region": d["region"],
+            "activated_at": (
+                datetime.fromtimestamp(d["active_time"], UTC) if d.get("active_time") else now
+            ).isoformat(),
+            "versions": d["firmware"],
+        }
+        for d in devices
+    ]
+
+
+def region_statuses(release: Mapping[str, Any]) -> dict[str, str]:
+    return {str(r["region"]): str(r["status"]) for r in release["regions"]}
+
+
+def ota_settled(release: Mapping[str, Any], want: Mapping[str, str]) -> bool:
+    """Every region is in a final state (the demo's wish or another: then it says which)."""
+    statuses = region_statuses(release)
+    return all(statuses.get(region) in FINAL_REGION_STATES for region in want)
+
+
+def ota_problems(release: Mapping[str, Any], want: Mapping[str, str]) -> list[str]:
+    statuses = region_statuses(release)
+    return [
+        f"region {region} is {statuses.get(region, 'missing')}, not {status}"
+        for region, status in sorted(want.items())
+        if statuses.get(region) != status
+    ]
+
+
+def ota_rows(release: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """(region, status, stage, targeted, succeeded, failed, open) per region and stage."""
+    rows: list[tuple[str, ...]] = []
+    for region in release["regions"]:
+        for stage in region["stages"] or [{"stage": region.get("stage") or "-"}]:
+            open_ = sum(int(stage.get(k, 0)) for k in ("pending", "upgrading", "waiting"))
+            rows.append(
+                (
+                    str(region["region"]),
+                    str(region["status"]),
+                    str(stage["stage"]),
+                    str(stage.get("targeted", 0)),
+                    str(stage.get("succeeded", 0)),
+                    str(stage.get("failed", 0)),
+                    str(open_),
+                )
+            )
+    return rows
+
+
+def run_ota(sim: Api, ota: Api, seed: int, devices: int, timeout: float, say: Any = print) -> None:
+    sim.post(
+        "/sim/fleet",
+        {
+            "seed": seed,
+            "devices": devices,
+            "homes": 2,
+            "regions": list(OTA_REGIONS),
+            "product_ids": [OTA_PRODUCT],
+            "online_ratio": 1.0,
+        },
+    )
+    inventory = ota_inventory(sim.get("/sim/ota/devices"), datetime.now(UTC))
+    ota.post("/v1/devices", {"devices": inventory})
+    sim.post("/sim/firmware", {"product_id": OTA_PRODUCT, "version": OTA_VERSION, "timeout_s": 60})
+    firmware = ota.post("/v1/firmware", firmware_entry(OTA_PRODUCT, OTA_VERSION))
+    # every upgrade in the failing region fails (Tuya's answer, simulated)
+    sim.put(
+        "/sim/ota/faults",
+        {"rules": [{"region": OTA_FAILING_REGION, "product_id": OTA_PRODUCT, "failure": 1.0}]},
+    )
+    release_id = f"demo-{seed}"
+    plan = {"per_minute": 600.0, "halt_at": {"rate": 0.5, "min_sample": 2}}
+    ota.post(
+        "/v1/releases",
+        {
+            "release_id": release_id,
+            "firmware_id": firmware["firmware_id"],
+            "regions": [{"region": r, **plan} for r in OTA_REGIONS],
+        },
+    )
+    say(
+        f"ota: {len(inventory)} plugs in {', '.join(OTA_REGIONS)}; firmware {firmware['firmware_id']} "
+        f"released as {release_id}; every upgrade in {OTA_FAILING_REGION} fails (simulator)"
+    )
+    deadline = time.monotonic() + timeout
+    seen: dict[str, str] = {}
+    try:
+        while True:
+            release = ota.get(f"/v1/releases/{release_id}")
+            statuses = region_statuses(release)
+            if statuses != seen:
+                seen = statuses
+                say("ota: " + ", ".join(f"{r} {s}" for r, s in sorted(statuses.items())))
+            if ota_settled(release, OTA_WANT) or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+    finally:
+        # a halted region stays open until stopped: stop it, so the firmware can be withdrawn later
+        with contextlib.suppress(DemoError):
+            ota.post(f"/v1/releases/{release_id}/stop", {"reason": "just demo: done"})
+        sim.put("/sim/ota/faults", {"rules": []})
+    problems = ota_problems(release, OTA_WANT)
+    if problems:
+        raise DemoError(f"ota: release {release_id} within {timeout:.0f}s: " + "; ".join(problems))
+    say(f"ota: {OTA_FAILING_REGION} halted on its failures, the other region completed")
+    say("")
+    say(
+        format_table(
+            ("region", "status", "stage", "targeted", "succeeded", "failed", "open"), ota_rows(release)
+        )
+    )
+    say("")
+
+
+def run_lifecycle(
+    sim: Api, pairing: Api, unbinding: Api, options: DemoOptions, ota: Api | None = None, say: Any = print
+) -> int:
+    """After status: pairing, then unbinding, on a fleet of their own (the status part's is done with); then
+    OTA on a fleet over two regions."""
     began = time.monotonic()
     seed = options.seed if options.seed is not None else random.randrange(1, 2**31)
     pairing.get("/v1/pairing-sessions", {"limit": "1"})  # both API keys work before anything is made
@@ -620,9 +771,11 @@ def run_lifecycle(sim: Api, pairing: Api, unbinding: Api, options: DemoOptions, 
     run_pairing(sim, pairing, fleet, options.timeout, say)
     names = {p["product_id"]: p["name"] for p in sim.get("/sim/products")}
     run_unbinding(unbinding, fleet, options.unbind_devices, options.timeout, names, say)
+    if ota is not None:
+        run_ota(sim, ota, seed, options.ota_devices, options.timeout, say)
     say(
-        f"pairing and unbinding {time.monotonic() - began:.1f}s; more: {pairing.base_url}/docs, "
-        f"{unbinding.base_url}/docs"
+        f"pairing, unbinding and OTA {time.monotonic() - began:.1f}s; more: {pairing.base_url}/docs, "
+        f"{unbinding.base_url}/docs" + (f", {ota.base_url}/docs" if ota is not None else "")
     )
     return 0
 
@@ -651,6 +804,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         status = Api("status", url_of("status"), api_key(config, "status"))
         pairing = Api("pairing", url_of("pairing"), api_key(config, "pairing"))
         unbinding = Api("unbinding", url_of("unbinding"), api_key(config, "unbinding"))
+        ota = Api("ota", url_of("ota"), api_key(config, "ota"))
         options = DemoOptions(
             devices=args.devices,
             report_seconds=args.seconds,
@@ -660,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         run(sim, status, options, pulsar_admin=Api("pulsar", config.pulsar_admin_url))
         print()
-        return run_lifecycle(sim, pairing, unbinding, options)
+        return run_lifecycle(sim, pairing, unbinding, options, ota)
     except DemoError as err:
         print(
             f"demo failed: {err}\nsee what the services said: `just logs` (or `uv run devstack logs`)",
