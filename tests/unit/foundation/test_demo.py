@@ -4,19 +4,26 @@ leaves room for all but one device, and what pairing and unbinding must have com
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from fleet_devstack.demo import (
+    OTA_WANT,
     DemoError,
     DpSpec,
     PairingPick,
     demo_limit,
     expected_shadows,
+    firmware_entry,
     format_table,
     format_value,
     mismatches,
+    ota_inventory,
+    ota_problems,
+    ota_rows,
+    ota_settled,
     pairing_problems,
     pairing_rows,
     pick_for_pairing,
@@ -227,3 +234,90 @@ def test_a_service_started_elsewhere_is_found_by_its_url_variable(monkeypatch: p
     assert url_of("unbinding") == "http://127.0.0.1:8004"
     monkeypatch.setenv("FLEET_UNBINDING_URL", "http://127.0.0.1:19614")
     assert url_of("unbinding") == "http://127.0.0.1:19614"
+
+
+# -- OTA ---------------------------------------------------------------------------------------------------
+
+
+def test_the_inventory_takes_the_activation_time_or_now_and_every_channel_version() -> None:
+    now = datetime(2026, 11, 29, 12, 0, tzinfo=UTC)
+    devices = [
+        {
+            "device_id": "d1",
+            "product_id": PLUG,
+            "region": "eu",
+            "active_time": 1_700_000_000,
+            "firmware": {"0": "1.2.0"},
+        },
+        {
+            "device_id": "d2",
+            "product_id": PLUG,
+            "region": "us",
+            "active_time": 0,
+            "firmware": {"0": "1.2.0", "9": "1.0"},
+        },
+    ]
+    assert ota_inventory(devices, now) == [
+        {
+            "device_id": "d1",
+            "product_id": PLUG,
+            "region": "eu",
+            "activated_at": "2023-11-14T22:13:20+00:00",
+            "versions": {"0": "1.2.0"},
+        },
+        {
+            "device_id": "d2",
+            "product_id": PLUG,
+            "region": "us",
+            "activated_at": now.isoformat(),
+            "versions": {"0": "1.2.0", "9": "1.0"},
+        },
+    ]
+
+
+def test_the_firmware_entry_is_stable_per_version() -> None:
+    entry = firmware_entry(PLUG, "1.3.0")
+    assert entry == firmware_entry(PLUG, "1.3.0")  # registering it again on a later run is the same entry
+    assert len(entry["md5"]) == 32
+    assert entry["md5"] != firmware_entry(PLUG, "1.4.0")["md5"]
+
+
+def release(eu: str, us: str, *, eu_stages: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    full = {
+        "stage": "full",
+        "targeted": 3,
+        "pending": 1,
+        "upgrading": 0,
+        "waiting": 0,
+        "succeeded": 0,
+        "failed": 2,
+    }
+    return {
+        "regions": [
+            {
+                "region": "eu",
+                "status": eu,
+                "stage": "full",
+                "stages": [full] if eu_stages is None else eu_stages,
+            },
+            {"region": "us", "status": us, "stage": None, "stages": []},
+        ]
+    }
+
+
+def test_the_watch_ends_once_every_region_is_final_and_names_the_unexpected_ones() -> None:
+    assert not ota_settled(release("running", "completed"), OTA_WANT)
+    assert ota_settled(release("halted", "completed"), OTA_WANT)
+    assert ota_problems(release("halted", "completed"), OTA_WANT) == []
+    assert ota_settled(release("completed", "completed"), OTA_WANT)
+    assert ota_problems(release("completed", "running"), OTA_WANT) == [
+        "region eu is completed, not halted",
+        "region us is running, not completed",
+    ]
+
+
+def test_the_progress_table_has_a_row_per_region_and_stage_with_open_upgrades() -> None:
+    assert ota_rows(release("halted", "scheduled")) == [
+        ("eu", "halted", "full", "3", "0", "2", "1"),
+        ("us", "scheduled", "-", "0", "0", "0", "0"),
+    ]
