@@ -2,8 +2,9 @@
 encrypted push messages into device events, status keeps a shadow per device; the demo waits until status's
 HTTP API serves exactly what the simulator says (its ground truth) and prints a few shadows. Then pairing
 (a QR-mode session for a home of the fleet; a factory-fresh device joins the site's Wi-Fi from the QR
-payload) and unbinding (N strongly bound devices under a daily account limit of N-1: N-1 unbound, one refused
-for quota).
+payload), unbinding (N strongly bound devices under a daily account limit of N-1: N-1 unbound, one refused
+for quota) and OTA (a release over two regions; every upgrade in one fails, so that region halts while the
+other completes).
 
 Needs the stack with its services (`devstack up`). The simulator's control API (`/sim`) makes the fleet and
 drives it; each service's API key is the one `devstack up` made for this stack (`services.api_key`). A
