@@ -65,7 +65,9 @@ bench *args:
     eval "$(uv run devstack env)"
     for script in bench/*.py; do uv run python "$script" {{args}}; done
 
-# bring the system up and show a live fleet: tuya-sim devices report, ingest -> status shadows, a few printed
+# bring the system up and show a live fleet: tuya-sim devices report, ingest -> status shadows, a few printed;
+# then a QR pairing session (one device paired), an unbinding batch under a daily limit (one refused) and an
+# OTA release over two regions (the failing one halts, the other completes)
 demo *args:
     just up
     uv run python -m fleet_devstack.demo {{args}}

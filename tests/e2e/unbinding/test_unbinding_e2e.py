@@ -5,6 +5,7 @@ device) and the service's counters. FLEET_E2E_SCALE scales the device counts."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 import re
 import secrets
@@ -264,6 +265,13 @@ async def test_qr_session_unbinds_scanning_devices_and_keeps_no_secret(rig: Rig)
     batch = r.json()
     payload = orjson.loads(batch["qr_payload"])
     assert payload["p"] == WIFI_PASSWORD
+    # the image of the same payload, as pairing answers it (shared renderer), in this answer only
+    assert batch["qr"]["payload"] == batch["qr_payload"]
+    assert batch["qr"]["svg"].startswith("<svg")
+    assert base64.b64decode(batch["qr"]["png_base64"]).startswith(b"\x89PNG")
+    again = (await rig.call("brand", "GET", f"/v1/batches/{batch['batch_id']}")).json()
+    assert "qr" not in again
+    assert "qr_payload" not in again
     outcomes = await rig.sim_json(
         "POST", "/sim/pairing/activate", {"device_ids": scanners, "token": payload["t"]}
     )

@@ -10,7 +10,6 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import SecretStr
 
-from fleet_pairing.adapters.qr import render, terminal_text
 from fleet_pairing.domain.credentials import (
     InvalidCredentials,
     IssuedToken,
@@ -18,6 +17,7 @@ from fleet_pairing.domain.credentials import (
     ble_token,
     qr_payload,
 )
+from fleet_shared.qr import render, terminal_text
 
 pytestmark = pytest.mark.unit
 

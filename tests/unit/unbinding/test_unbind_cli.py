@@ -11,10 +11,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from pydantic import SecretStr
 from typer.testing import CliRunner
 
 from fleet_shared.cli import app
 from fleet_shared.cli.http import CliContext
+from fleet_shared.qr import terminal_text
 
 pytestmark = pytest.mark.unit
 
@@ -105,7 +107,7 @@ def test_all_unbound_exits_0_and_the_default_output_sits_beside_the_input(
     assert (tmp_path / "few.results.csv").read_text().count("unbound") == 2
 
 
-def test_qr_prints_the_payload_once_and_takes_the_password_from_the_environment(tmp_path: Path) -> None:
+def test_qr_prints_code_and_payload_once_and_takes_the_password_from_the_environment(tmp_path: Path) -> None:
     api = FakeUnbinding()
     out = tmp_path / "qr.csv"
     result = run(
@@ -122,6 +124,7 @@ def test_qr_prints_the_payload_once_and_takes_the_password_from_the_environment(
     assert api.bodies[0]["password"] == "pw-123"
     assert api.bodies[0]["mode"] == "qr"
     assert "{}" in result.stdout
+    assert terminal_text(SecretStr("{}")) in result.stdout  # the same renderer as `fleet pair`
     assert result.exit_code == 1
     assert "pw-123" not in out.read_text()
 

@@ -17,7 +17,6 @@ from pydantic import SecretStr
 from fleet_pairing.adapters.events import EventEncoder
 from fleet_pairing.adapters.mongo import DeviceOwnerStore, SessionStore
 from fleet_pairing.adapters.outbox import EventPublisher, OutboxRelay
-from fleet_pairing.adapters.qr import QrImages, render
 from fleet_pairing.adapters.system import ConfiguredBindingModes, SystemClock, UuidSessionIds
 from fleet_pairing.adapters.tuya import TuyaPairingApi
 from fleet_pairing.entrypoints import consumer
@@ -26,6 +25,7 @@ from fleet_pairing.service_layer import handlers
 from fleet_pairing.settings import PairingSettings
 from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.qr import QrImages, render
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
 from fleet_shared.service.loops import cancel_all, every

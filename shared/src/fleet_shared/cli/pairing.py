@@ -16,14 +16,15 @@ usage.
 
 from __future__ import annotations
 
-import io
 import sys
 from collections import Counter
 from collections.abc import Mapping
 from typing import Annotated, Any
 
-import segno
 import typer
+from pydantic import SecretStr
+
+from fleet_shared.qr import terminal_text
 
 from .errors import CliError, UsageError, reports_errors
 from .http import CliContext, ServiceClient
@@ -80,9 +81,7 @@ def _client(ctx: typer.Context) -> ServiceClient:
 
 def qr_text(payload: str) -> str:
     """The QR code as terminal text (what a camera scans from the screen)."""
-    out = io.StringIO()
-    segno.make_qr(payload.encode("utf-8"), error="m", mode="byte").terminal(out=out, compact=True)
-    return out.getvalue()
+    return terminal_text(SecretStr(payload))
 
 
 def progress_of(session: Mapping[str, Any]) -> Step:

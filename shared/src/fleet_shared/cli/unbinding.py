@@ -20,6 +20,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from pydantic import SecretStr
+
+from fleet_shared.qr import terminal_text
 
 from .errors import CliError, RequestFailed, UsageError, reports_errors
 from .http import CliContext, ServiceClient, describe_failure
@@ -182,7 +185,8 @@ def _run_qr(
     payload = batch.get("qr_payload")
     if not payload:
         raise CliError("the service returned no QR payload")
-    note("Show this QR content to the devices (it holds the Wi-Fi password; it is not shown again):")
+    note("Show this QR code to the devices (it holds the Wi-Fi password; it is not shown again):")
+    stdout().out(terminal_text(SecretStr(payload)), highlight=False)
     stdout().print(payload, markup=False, highlight=False)
     _follow(client, batch, "QR session", timeout)
     return list(client.get(f"/v1/batches/{batch['batch_id']}/results"))

@@ -79,13 +79,20 @@ SERVICES: tuple[ServiceEntry, ...] = (
         8004,
         env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "admin"}),
     ),
-    # the stack's key registers firmware and runs releases (the default role only reads)
+    # the stack's key registers firmware and runs releases (the default role only reads); a failed upgrade
+    # is retried after seconds, not minutes, so a failing region halts while `just demo` watches
     ServiceEntry(
         "ota",
         "fleet_ota",
         ("fleet-ota",),
         8005,
-        env=MappingProxyType({"FLEET_API_KEY_DEFAULT_ROLE": "firmware"}),
+        env=MappingProxyType(
+            {
+                "FLEET_API_KEY_DEFAULT_ROLE": "firmware",
+                "FLEET_OTA_RETRY_BACKOFF_S": "3",
+                "FLEET_OTA_RETRY_BACKOFF_MAX_S": "10",
+            }
+        ),
     ),
 )
 

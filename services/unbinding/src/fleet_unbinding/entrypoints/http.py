@@ -9,6 +9,7 @@ authorizations managed here.
 
 from __future__ import annotations
 
+import base64
 import uuid
 from collections import Counter
 from dataclasses import asdict, dataclass
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, m
 
 from fleet_contracts._base import DeviceId, ProductId, Reason
 from fleet_contracts.unbinding import MAX_DEVICES_PER_BATCH, RequestUnbindBatch, UnbindMode
+from fleet_shared import qr
 from fleet_shared.security import CurrentPrincipal, Forbidden, Permission, Principal, check
 from fleet_unbinding import csvio, views
 from fleet_unbinding.bootstrap import Unbinding
@@ -252,8 +254,14 @@ def api_router(svc: Unbinding) -> APIRouter:
         svc.run_soon(batch.batch_id)
         answer = await progress(batch.batch_id)
         if payload is not None:
-            # shown once: the QR content carries the Wi-Fi password and is never stored
+            # shown once: the QR content carries the Wi-Fi password and is never stored; the images likewise
+            images = qr.render(payload)
             answer["qr_payload"] = payload.get_secret_value()
+            answer["qr"] = {
+                "payload": answer["qr_payload"],
+                "svg": images.svg,
+                "png_base64": base64.b64encode(images.png).decode("ascii"),
+            }
         return answer, created
 
     @router.post(

@@ -1,5 +1,6 @@
-"""The QR image of a pairing payload, as SVG and PNG, rendered in memory with segno (pure Python).
+"""The QR image of a device-pairing payload, as SVG and PNG, rendered in memory with segno (pure Python).
 
+One renderer for every service that answers a QR code (pairing's QR-mode sessions, unbinding's QR batches).
 The payload holds the Wi-Fi password and the assembled token: the images are returned to the caller only,
 never written to disk, stored or logged.
 """
@@ -36,7 +37,7 @@ def render(payload: SecretStr, *, scale: int = 8) -> QrImages:
 
 
 def terminal_text(payload: SecretStr) -> str:
-    """The QR code as text for a terminal (for `fleet pair`)."""
+    """The QR code as text for a terminal (for `fleet pair` and `fleet unbind`)."""
     code = segno.make_qr(payload.get_secret_value().encode("utf-8"), error=_ERROR, mode="byte")
     out = io.StringIO()
     code.terminal(out=out, compact=True, border=_BORDER)
