@@ -46,7 +46,9 @@ DEVICES = int(os.environ.get("OTA_E2E_DEVICES", "300"))
 PLUG, SENSOR = "sim0plug0cz00001", "sim0th00wsdcg003"  # the sensor is a low-power (sleepy) product
 REGIONS = ("eu", "us", "in")
 PER_MINUTE = 1200.0  # ota's dispatch rate per region: 60/s over three regions
-TUYA_UPGRADE_RATE = 40.0  # Tuya's (simulated) limit on the upgrade API, per second: below what ota asks
+# Tuya's (simulated) limit on the upgrade API, per second, with no burst: below what ota asks (60/s), and the
+# four rollouts' commands of one dispatch round arrive together, so refusals come even on a slow machine
+TUYA_UPGRADE_RATE = 10.0
 API_KEY = secrets.token_urlsafe(24)
 NOT_CONFIRMED = "the upgrade command was not confirmed by Tuya"  # recovery found no upgrade at Tuya
 SIM_SETTINGS: dict[str, str | int | float] = {
@@ -345,7 +347,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
         {
             "rules": [{"region": "eu", "product_id": PLUG, "failure": 0.3}],
             "upgrade_rate_per_s": TUYA_UPGRADE_RATE,
-            "upgrade_burst": 5,
+            "upgrade_burst": 1,
         },
     )
     for device_id in stale_us:
