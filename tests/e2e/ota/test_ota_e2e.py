@@ -10,7 +10,9 @@ attempt back. Checked: no device was commanded twice for one attempt (the simula
 counters equal a recount of the upgrade documents, malformed bodies get a 422 naming the field and change
 nothing, and no secret is in any ota document or log line.
 
-Size: `OTA_E2E_DEVICES` (default 600, half plugs, half sleepy sensors; 10,000 for the issue's full run).
+Size: `OTA_E2E_DEVICES` (default 300, half plugs, half sleepy sensors, a third of each per region: every
+region still has a canary of 30 and a full stage after it; 10,000 for the issue's full run). Each phase's time
+is printed (`-s` shows it).
 """
 
 from __future__ import annotations
@@ -40,12 +42,15 @@ from tests.support import ServiceProcess, Stack, until
 # a few minutes on a busy shared stack (the loops, FerretDB and three processes share two cores)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-DEVICES = int(os.environ.get("OTA_E2E_DEVICES", "600"))
+DEVICES = int(os.environ.get("OTA_E2E_DEVICES", "300"))
 PLUG, SENSOR = "sim0plug0cz00001", "sim0th00wsdcg003"  # the sensor is a low-power (sleepy) product
 REGIONS = ("eu", "us", "in")
 PER_MINUTE = 1200.0  # ota's dispatch rate per region: 60/s over three regions
-TUYA_UPGRADE_RATE = 40.0  # Tuya's (simulated) limit on the upgrade API, per second: below what ota asks
+# Tuya's (simulated) limit on the upgrade API, per second, with no burst: below what ota asks (60/s), and the
+# four rollouts' commands of one dispatch round arrive together, so refusals come even on a slow machine
+TUYA_UPGRADE_RATE = 10.0
 API_KEY = secrets.token_urlsafe(24)
+NOT_CONFIRMED = "the upgrade command was not confirmed by Tuya"  # recovery found no upgrade at Tuya
 SIM_SETTINGS: dict[str, str | int | float] = {
     "ota_step_ms": 200,
     "ota_step_pct": 25,
@@ -200,9 +205,12 @@ async def wait_for(rig: Rig, release_id: str, want: dict[str, set[str]], within:
     deadline = time.monotonic() + within
     state: dict[str, Any] = {}
     while time.monotonic() < deadline:
-        state = await release_state(rig.ota, release_id)
-        if all(statuses(state)[region] in allowed for region, allowed in want.items()):
-            return state
+        status, body = await asyncio.to_thread(rig.ota.get, f"/v1/releases/{release_id}")
+        # an error answer (the database coming back after a restart) is asked again, not a failure
+        if status == 200:
+            state = dict(body)
+            if all(statuses(state)[region] in allowed for region, allowed in want.items()):
+                return state
         await asyncio.sleep(0.5)
     raise AssertionError(
         f"{release_id} did not reach {want}: {orjson.dumps(state).decode()}\n"
@@ -266,6 +274,11 @@ async def test_a_database_restart_mid_wave_loses_nothing_and_commands_no_device_
 async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> None:
     """The release of the module docstring, with `disrupt` (a SIGKILL, a database restart) mid-wave."""
     ota = rig.ota
+    began = time.monotonic()
+
+    def phase(name: str) -> None:
+        print(f"ota e2e: {name} after {time.monotonic() - began:.1f} s")
+
     # --- the fleet, ota's inventory, the firmware -------------------------------------------------------
     await sim_json(
         rig,
@@ -334,7 +347,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
         {
             "rules": [{"region": "eu", "product_id": PLUG, "failure": 0.3}],
             "upgrade_rate_per_s": TUYA_UPGRADE_RATE,
-            "upgrade_burst": 5,
+            "upgrade_burst": 1,
         },
     )
     for device_id in stale_us:
@@ -344,6 +357,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
     for d in sensors_in:
         await sim_json(rig, "POST", f"/sim/devices/{d['device_id']}/wake", {"window_s": 0.001})
 
+    phase("fleet, inventory, firmware and faults ready")
     # --- the releases ------------------------------------------------------------------------------------
     plug_release = {
         "release_id": "plug-1.3",
@@ -367,12 +381,14 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
         what=lambda: f"{_commanded(rig)} commands so far\n{_debug(rig)}\n{ota.log_tail()}",
     )
     await disrupt()
+    phase("disrupted")
     ota = rig.ota
 
     # --- eu halts, us and in complete; the sleepy sensors wait --------------------------------------------
     final = await wait_for(
         rig, "plug-1.3", {"eu": {"halted"}, "us": {"completed"}, "in": {"completed"}}, within=240
     )
+    phase("plug release settled")
     sensor = await release_state(ota, "sensor-1.1")
     waiting = sum(s["waiting"] for r in sensor["regions"] for s in r["stages"])
     assert waiting > 0, sensor
@@ -380,17 +396,22 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
         await sim_json(rig, "POST", f"/sim/devices/{d['device_id']}/wake", {"window_s": 600})
     await wait_for(rig, "sensor-1.1", {"in": {"completed"}}, within=180)
 
+    phase("sensor release completed")
+
     # --- the ground truth ---------------------------------------------------------------------------------
     docs = await _settled_docs(rig)
     by_device = {(d["release_id"], d["device_id"]): d for d in docs}
-    truth = (await sim_json(rig, "GET", "/sim/truth"))["devices"]
+    truth = (await sim_json(rig, "GET", "/sim/truth?messages=false"))["fleet"]["devices"]
     commands = await sim_json(rig, "GET", "/sim/ota/commands")
     # never commanded twice for one attempt: Tuya accepted (or refused for a reason other than its rate
     # limit) exactly as many commands per device as ota recorded attempts
     for d in docs:
         tally = commands.get(d["device_id"], {"accepted": 0, "refused": {}})
         not_rate_limited = sum(n for code, n in tally["refused"].items() if code != "1199")
-        assert tally["accepted"] + not_rate_limited == d["attempt"], (d, tally)
+        # an attempt recorded but never sent (the disruption came between recording it and calling Tuya, or
+        # between Tuya's rate-limit refusal and giving the attempt back) is failed by recovery, never re-sent
+        unsent = 1 if d["reason"] == NOT_CONFIRMED else 0
+        assert tally["accepted"] + not_rate_limited == d["attempt"] - unsent, (d, tally)
     assert any("1199" in t["refused"] for t in commands.values()), "Tuya's rate limit was never reached"
     # success only on the new version: "done but old" devices failed, nothing succeeded on old firmware
     for device_id in stale_us:
@@ -408,7 +429,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
         done = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == region]
         assert len(done) == sum(1 for p in plugs if p["region"] == region)
         for d in done:
-            if d["reason"] == "the upgrade command was not confirmed by Tuya":
+            if d["reason"] == NOT_CONFIRMED:
                 # killed between recording the attempt and calling Tuya: never sent, never re-sent
                 assert commands.get(d["device_id"], {"accepted": 0})["accepted"] == 0, d
             else:

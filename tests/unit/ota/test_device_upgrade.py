@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -150,6 +151,26 @@ def test_sleepy_devices_wait_and_complete_when_they_wake() -> None:
     woke = up.on_version(sleepy, "1.2.0", POLICY, NOW + timedelta(days=3))
     assert woke.upgrade.state == S.SUCCEEDED
     assert woke.counter_delta() == {"waiting": -1, "succeeded": 1}
+
+
+@pytest.mark.parametrize(
+    "late",
+    [
+        lambda u: up.on_progress(u, T.WAITING_FOR_WAKE_UP, 0, POLICY, NOW),  # a poll answered before the wake
+        lambda u: up.on_presence(u, False, NOW),  # the device sleeps again after finishing
+    ],
+    ids=["late-5", "offline-after-done"],
+)
+def test_news_after_tuya_done_never_parks_the_upgrade_where_nothing_verifies_it(late: Any) -> None:
+    # The e2e's stuck sleepy sensors: a progress poll read Tuya's 5 just before the device woke, the wake's
+    # pushes (2, then 3) were applied first, then the poll's stale 5 moved the upgrade back to `waiting` with
+    # `tuya_done` set. Verification takes only upgrading+done and polling only not-done, so nothing looked
+    # at it again. A done upgrade waits for nothing: only its version check remains: a cloud call.
+    done = up.on_progress(upgrading(), T.DONE, 100, POLICY, NOW).upgrade
+    after = late(done)
+    assert not after.changed
+    assert (after.upgrade.state, after.upgrade.tuya_done) == (S.UPGRADING, True)
+    assert up.on_version(after.upgrade, "1.2.0", POLICY, NOW).upgrade.state == S.SUCCEEDED
 
 
 def test_progress_after_waiting_resumes_the_remaining_time() -> None:

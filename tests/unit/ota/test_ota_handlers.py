@@ -19,7 +19,7 @@ from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import UpgradePolicy
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
-from tests.unit.ota.fakes import NOW, World
+from tests.unit.ota.fakes import NOW, FakeTuya, World
 
 pytestmark = pytest.mark.unit
 
@@ -307,6 +307,42 @@ async def test_a_sleepy_device_completes_when_it_wakes_and_runs_the_new_version(
     assert (u.state, u.tuya_done) == (S.UPGRADING, True)  # the push's version is no proof
     w.tuya.versions = {"EU-000": {0: "1.2.0"}}
     await h.verify_done(10, p)
+    done = await w.upgrades.get("r1:EU-000")
+    assert done is not None
+    assert done.state == S.SUCCEEDED
+
+
+class WakesDuringPoll(FakeTuya):
+    """Tuya's progress API answers 5 (the device still asleep); before ota applies that answer, the device
+    wakes, upgrades and its pushes (2, then 3) are handled: the answer is stale when it is applied."""
+
+    ports: Ports | None = None
+
+    async def progress(self, device_id: str, channel: int) -> tuple[T, int | None]:
+        assert self.ports is not None
+        for status in (T.UPGRADING, T.DONE):
+            push = ota_push(device_id=device_id, product_id="p1", channel=channel, upgrade_status=status)
+            await h.on_ota_progress(push, self.ports)
+        return T.WAITING_FOR_WAKE_UP, 0
+
+
+async def test_a_poll_answered_before_the_wake_does_not_leave_a_done_sleepy_device_waiting() -> None:
+    # the e2e's stuck sleepy sensors: the stale 5 moved the done upgrade back to waiting, where neither
+    # verification (upgrading and done) nor polling (not done) looks at it again
+    w = World(tuya=WakesDuringPoll())
+    p = w.ports(POLICY)
+    assert isinstance(w.tuya, WakesDuringPoll)
+    w.tuya.ports = p
+    await fleet(w, {"EU": 1})
+    await released(w, p, [RegionPlan("EU")])
+    await h.dispatch("r1", "EU", 10, p)
+    push = ota_push(device_id="EU-000", product_id="p1", channel=0, upgrade_status=T.WAITING_FOR_WAKE_UP)
+    [u] = await h.on_ota_progress(push, p)
+    assert u.state == S.WAITING
+    w.clock.now = NOW + timedelta(minutes=10)
+    assert await h.poll_upgrading(60, 10, p) == 1
+    w.tuya.versions = {"EU-000": {0: "1.2.0"}}
+    assert await h.verify_done(10, p) == 1
     done = await w.upgrades.get("r1:EU-000")
     assert done is not None
     assert done.state == S.SUCCEEDED

@@ -12,7 +12,9 @@ Rules:
   attempts remain, then the upgrade fails for good (`timed_out` when the last failure was a timeout, else
   `failed`).
 - Offline devices and sleepy ones (Tuya 5, waiting for wake-up) wait without using their timeout: the time
-  left is kept and given back when the device is heard from again.
+  left is kept and given back when the device is heard from again. An upgrade Tuya called done waits for
+  nothing (only the version check is left, a cloud call): a 5 after done is stale news (a poll answered
+  before the wake, a redelivered push) and an offline device after done stays upgrading.
 - A device already on the target version before it was commanded is cancelled, not counted as a success.
 - Stopping a release cancels devices not in flight; an upgrade in flight cannot be recalled and finishes.
 - Every change bumps `version` (the document's optimistic-concurrency version) and returns its event plus the
@@ -225,6 +227,8 @@ def on_progress(
         case OtaUpgradeStatus.TIMED_OUT:
             return fail_attempt(u, "Tuya reported the upgrade timed out (7)", policy, now, timed_out=True)
         case OtaUpgradeStatus.WAITING_FOR_WAKE_UP:
+            if u.tuya_done:
+                return _same(u)  # stale (a poll answered before the wake, a redelivered push): it is done
             return _wait(u, "waiting for the device to wake up", now, tuya_status=status)
         case OtaUpgradeStatus.UPGRADING | OtaUpgradeStatus.DONE:
             done = u.tuya_done or status == OtaUpgradeStatus.DONE
@@ -256,7 +260,7 @@ def on_presence(u: DeviceUpgrade, online: bool, now: datetime) -> Change:
         if u.state != S.WAITING:
             return _same(u)
         return _to(u, S.UPGRADING, **_resumed(u, now))
-    if u.state in (S.COMMANDED, S.UPGRADING):
+    if u.state in (S.COMMANDED, S.UPGRADING) and not u.tuya_done:
         return _wait(u, "device offline", now)
     return _same(u)
 
