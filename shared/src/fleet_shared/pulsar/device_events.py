@@ -14,6 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any
 
+import orjson
 from faststream.middlewares import AckPolicy
 from pulsar import ConsumerType, InitialPosition
 from pydantic import ValidationError
@@ -31,6 +32,17 @@ log = logging.getLogger(__name__)
 DeviceEventHandler = Callable[[DeviceEvent, PulsarMessage], Awaitable[None]]
 
 
+def of_tenant(body: bytes, tenant: str) -> bool:
+    """Whether the event is about this Tuya project's devices (its envelope's `tenant`). A body that does not
+    parse counts as ours, so the decoder dead-letters it. A JSON parse is far cheaper than validating the
+    whole event."""
+    try:
+        parsed = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return True
+    return not isinstance(parsed, dict) or parsed.get("tenant") == tenant
+
+
 def subscribe_device_events(
     broker: PulsarBroker,
     handle: DeviceEventHandler,
@@ -42,7 +54,10 @@ def subscribe_device_events(
     initial_position: str = "earliest",
     ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
     max_workers: int = 1,
+    tenant: str | None = None,
 ) -> None:
+    """`tenant`: acknowledge other Tuya projects' events unread (a deployment may share the topic)."""
+
     @broker.subscriber(
         topics.DEVICE_EVENTS.name,
         subscription=subscription,
@@ -57,6 +72,8 @@ def subscribe_device_events(
         description=topics.DEVICE_EVENTS.description,
     )
     async def on_device_event(message: Annotated[PulsarMessage, InlineContext("message")]) -> None:
+        if tenant is not None and not of_tenant(message.body, tenant):
+            return
         try:
             event = topics.DEVICE_EVENTS.decode(message.body)
         except (ValidationError, ValueError) as e:

@@ -9,37 +9,18 @@ dead-letter topic.
 
 from __future__ import annotations
 
-import logging
-from typing import Annotated
-
-import orjson
-from pydantic import ValidationError
-
 from fleet_contracts import topics
-from fleet_contracts.device import DeviceOfflineEvent, DeviceOnlineEvent, DeviceOtaProgressedEvent
+from fleet_contracts.device import (
+    DeviceEvent,
+    DeviceOfflineEvent,
+    DeviceOnlineEvent,
+    DeviceOtaProgressedEvent,
+)
 from fleet_contracts.ota import FirmwareEvent, ReleaseEvent
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
-from fleet_shared.pulsar import (
-    ConsumerType,
-    DeadLetter,
-    InitialPosition,
-    InlineContext,
-    PulsarBroker,
-    PulsarMessage,
-)
-
-log = logging.getLogger(__name__)
-
-
-def _of_tenant(body: bytes, tenant: str) -> bool:
-    """Whether the event is about the project's devices; a body that does not parse goes on to the decoder
-    (which dead-letters it). A JSON parse is far cheaper than validating the whole event."""
-    try:
-        parsed = orjson.loads(body)
-    except orjson.JSONDecodeError:
-        return True
-    return not isinstance(parsed, dict) or parsed.get("tenant") == tenant
+from fleet_shared.pulsar import PulsarBroker, PulsarMessage
+from fleet_shared.pulsar.device_events import subscribe_device_events
 
 
 def register(
@@ -59,25 +40,7 @@ def register(
         topics.OTA_RELEASE_EVENTS.name, schema=ReleaseEvent, description=topics.OTA_RELEASE_EVENTS.description
     )
 
-    @broker.subscriber(
-        topics.DEVICE_EVENTS.name,
-        subscription=subscription,
-        subscription_type=ConsumerType.KeyShared,
-        # a device's earlier progress matters only for upgrades ota commanded, after it subscribed
-        initial_position=InitialPosition.Latest,
-        dead_letter=DeadLetter(max_redeliveries=max_redeliveries, topic=topics.OTA_DEAD_LETTER.name),
-        receiver_queue_size=receiver_queue_size,
-        description=topics.DEVICE_EVENTS.description,
-    )
-    async def on_device_event(message: Annotated[PulsarMessage, InlineContext("message")]) -> None:
-        if not _of_tenant(message.body, ports.tenant):
-            return  # another Tuya project's device: none of our upgrades (checked before the full decode)
-        try:
-            event = topics.DEVICE_EVENTS.decode(message.body)
-        except (ValidationError, ValueError) as e:
-            log.warning("undecodable device event dead-lettered: %s", str(e)[:300])
-            await message.reject()
-            return
+    async def on_device_event(event: DeviceEvent, _: PulsarMessage) -> None:
         match event:
             case DeviceOtaProgressedEvent():
                 await h.on_ota_progress(event.data, ports)
@@ -85,3 +48,16 @@ def register(
                 await h.on_device_presence(event.data.device_id, True, ports)
             case DeviceOfflineEvent():
                 await h.on_device_presence(event.data.device_id, False, ports)
+
+    subscribe_device_events(
+        broker,
+        on_device_event,
+        subscription=subscription,
+        dead_letter=topics.OTA_DEAD_LETTER,
+        max_redeliveries=max_redeliveries,
+        receiver_queue_size=receiver_queue_size,
+        # a device's earlier progress matters only for upgrades ota commanded, after it subscribed
+        initial_position="latest",
+        # another Tuya project's device: none of our upgrades (checked before the full decode)
+        tenant=ports.tenant,
+    )
