@@ -97,7 +97,7 @@ class RequestContextMiddleware:
 
         began = time.perf_counter()
         try:
-            with contextlib.nullcontext() if quiet else _server_span(scope, method) as span:
+            with contextlib.nullcontext() if quiet else _server_span(scope, method, path) as span:
                 try:
                     await self.app(scope, receive, send_with_id)
                 except Exception:
@@ -120,15 +120,13 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-def _server_span(scope: Scope, method: str) -> contextlib.AbstractContextManager[trace.Span]:
+def _server_span(scope: Scope, method: str, path: str) -> contextlib.AbstractContextManager[trace.Span]:
     carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", ())}
-    # Named by the method until routing gives the route's template: a raw path can carry a credential (Tuya's
-    # `/v1.0/token/{refresh_token}` on tuya-sim), so it never becomes a span name or attribute.
     return _tracer.start_as_current_span(
-        method,
+        f"{method} {path}",
         context=propagate.extract(carrier),
         kind=trace.SpanKind.SERVER,
-        attributes={"http.request.method": method},
+        attributes={"http.request.method": method, "url.path": path},
     )
 
 
