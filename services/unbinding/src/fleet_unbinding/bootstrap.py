@@ -159,10 +159,8 @@ class Unbinding:
         return await self.broker.ping(2.0)
 
     async def database_ready(self) -> bool:
-        try:
-            await self.mongo_client.admin.command("ping")
-        except Exception:
-            return False
+        # a failed ping raises: the kit's readiness probe reports any failure as "not ready"
+        await self.mongo_client.admin.command("ping")
         return True
 
 
