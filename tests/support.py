@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -225,3 +226,13 @@ def _json_or_bytes(raw: bytes) -> Any:
         return orjson.loads(raw)
     except orjson.JSONDecodeError:
         return raw
+
+
+def drop_subscription(admin_url: str, topic: str, subscription: str) -> None:
+    """Delete a test's durable subscription (a service's on the shared device topic keeps a backlog forever
+    otherwise); already gone or broker down: nothing to do."""
+    path = topic.removeprefix("persistent://")
+    url = f"{admin_url}/admin/v2/persistent/{path}/subscription/{subscription}?force=true"
+    request = urllib.request.Request(url, method="DELETE")  # noqa: S310 - the test stack's admin API
+    with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10):  # noqa: S310
+        pass

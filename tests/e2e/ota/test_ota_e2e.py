@@ -18,11 +18,9 @@ is printed (`-s` shows it).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import secrets
 import time
-import urllib.request
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -37,7 +35,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from fleet_contracts import topics
 from tests.e2e.ingest.sim_support import SimProcess
 from tests.e2e.ingest.support import IngestProcess
-from tests.support import ServiceProcess, Stack, until
+from tests.support import ServiceProcess, Stack, drop_subscription, until
 
 # a few minutes on a busy shared stack (the loops, FerretDB and three processes share two cores)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -122,19 +120,13 @@ async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
         ingest.kill()
         sim.stop()
         # the service's durable subscription on the shared device topic would keep its backlog for ever
-        await asyncio.to_thread(drop_subscription, stack, f"ota-{database}")
+        await asyncio.to_thread(
+            drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, f"ota-{database}"
+        )
         client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(stack.mongodb_uri)
         await client.drop_database(rig.database)
         await client.drop_database(f"ingest_ota_{unique}")
         client.close()
-
-
-def drop_subscription(stack: Stack, subscription: str) -> None:
-    topic = topics.DEVICE_EVENTS.name.removeprefix("persistent://")
-    url = f"{stack.pulsar_admin_url}/admin/v2/persistent/{topic}/subscription/{subscription}?force=true"
-    request = urllib.request.Request(url, method="DELETE")  # noqa: S310 - the test stack's admin API
-    with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10):  # noqa: S310
-        pass
 
 
 def firmware_body(product: str, version: str) -> dict[str, Any]:

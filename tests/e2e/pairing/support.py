@@ -22,7 +22,7 @@ from pulsar import asyncio as pa
 from fleet_contracts import topics
 from tests.e2e.ingest.sim_support import SimProcess
 from tests.e2e.ingest.support import IngestProcess, TopicReader
-from tests.support import ServiceProcess, Stack
+from tests.support import ServiceProcess, Stack, drop_subscription
 
 #: CI runs this many sessions; FLEET_E2E_PAIRING_SESSIONS=200 is the issue's full run
 SESSIONS = int(os.environ.get("FLEET_E2E_PAIRING_SESSIONS", "40"))
@@ -247,6 +247,9 @@ async def open_rig(
         sim.stop()
         await events.close()
         await client.close()
+        await asyncio.to_thread(
+            drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, f"pairing-e2e-{unique}"
+        )
         db = AsyncIOMotorClient(stack.mongodb_uri)  # type: ignore[var-annotated]
         try:
             await db.drop_database(pairing.database)
