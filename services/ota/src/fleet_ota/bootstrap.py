@@ -35,6 +35,7 @@ from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.clients import close_all, pulsar_broker
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
 
@@ -87,14 +88,13 @@ class Ota:
             await self.relay.relay_once(self.settings.ota_relay_batch)
 
     async def stop(self) -> None:
-        await self.loops.stop()
-        try:
-            await self.broker.stop()
-        finally:
-            await self.kit.aclose()
-            if self.openapi is not None:
-                await self.openapi.aclose()
-            self.mongo_client.close()
+        await close_all(
+            self.loops.stop,
+            self.broker.stop,
+            self.kit.aclose,
+            self.openapi.aclose if self.openapi else None,
+            self.mongo_client.close,
+        )
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         return {"bus": self.bus_ready, "database": self.database_ready, "loops": self.loops_ready}
@@ -117,7 +117,7 @@ def bootstrap(
     publisher: EventPublisher | None = None,
 ) -> Ota:
     settings = settings or OtaSettings()
-    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
+    broker = pulsar_broker(settings, log_level=logging.DEBUG)
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
     db = client[settings.ota_database]
     own_client: TuyaOpenApiClient | None = None

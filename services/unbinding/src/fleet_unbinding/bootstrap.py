@@ -26,6 +26,7 @@ from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.clients import close_all, pulsar_broker
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
@@ -107,12 +108,13 @@ class Unbinding:
         try:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.relay.relay_once(), 5.0)
-            await self.broker.stop()
         finally:
-            if self.openapi is not None:
-                await self.openapi.aclose()
-            await self.kit.aclose()
-            self.mongo_client.close()
+            await close_all(
+                self.broker.stop,
+                self.openapi.aclose if self.openapi else None,
+                self.kit.aclose,
+                self.mongo_client.close,
+            )
 
     # --- batches ---------------------------------------------------------------------------------------
 
@@ -185,7 +187,7 @@ def bootstrap(
     clock: Callable[[], datetime] = _utcnow,
 ) -> Unbinding:
     settings = settings or UnbindingSettings()
-    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
+    broker = pulsar_broker(settings, log_level=logging.DEBUG)
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
     db = client[settings.unbinding_database]
     batches, unbinds = MongoBatchStore(db), MongoUnbindStore(db)

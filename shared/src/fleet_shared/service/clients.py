@@ -1,0 +1,67 @@
+"""The clients a service process holds: the Pulsar broker opened from the common settings, and the one way
+to close them all on the way out.
+
+    broker = pulsar_broker(settings, log_level=logging.DEBUG)
+    ...
+    async def stop(self) -> None:
+        await close_all(self.broker.stop, self.openapi.aclose if self.openapi else None, self.mongo_client.close)
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pulsar
+
+from fleet_shared.pulsar import PulsarBroker
+
+from .settings import ServiceSettings
+
+log = logging.getLogger(__name__)
+
+CloseStep = Callable[[], Awaitable[object] | object]
+
+
+def pulsar_client_options(settings: ServiceSettings) -> dict[str, Any]:
+    """PulsarBroker's `authentication` and `client_options` for a broker with token authentication and TLS
+    (nothing for a plain local one)."""
+    options: dict[str, Any] = {}
+    token = settings.pulsar_auth_token.get_secret_value()
+    if token:
+        options["authentication"] = pulsar.AuthenticationToken(token)
+    if settings.pulsar_tls_trust_certs_file:
+        options["client_options"] = {"tls_trust_certs_file_path": settings.pulsar_tls_trust_certs_file}
+    return options
+
+
+def pulsar_broker(settings: ServiceSettings, **broker_options: Any) -> PulsarBroker:
+    """The service's broker at `FLEET_PULSAR_URL`, authenticated and trusting the configured CA;
+    `broker_options` are PulsarBroker's own (producer_options, log_level, ...)."""
+    return PulsarBroker(settings.pulsar_url, **pulsar_client_options(settings), **broker_options)
+
+
+async def close_all(*steps: CloseStep | None) -> None:
+    """Run each close step in order (a coroutine function is awaited; None, an absent client, is skipped).
+    Every step runs even when an earlier one failed, so one failing client never leaves the others open.
+    Each failure is logged with its step; afterwards the first one is raised, so the caller still sees that
+    stopping failed."""
+    first: BaseException | None = None
+    for step in steps:
+        if step is None:
+            continue
+        try:
+            result = step()
+            if inspect.isawaitable(result):
+                await result
+        except BaseException as e:  # noqa: BLE001 - cancellation too: the remaining clients still close
+            log.warning("closing: %s failed: %r", _name(step), e, exc_info=e)
+            first = first or e
+    if first is not None:
+        raise first
+
+
+def _name(step: CloseStep) -> str:
+    return str(getattr(step, "__qualname__", step))
