@@ -75,7 +75,9 @@ class PulsarAdmin:
                 return list(json.load(response))
         except urllib.error.HTTPError as err:
             # 401/403: the token is missing or lacks the super-user role provisioning needs
-            raise ProvisioningError(f"Pulsar admin GET clusters: HTTP {err.code} {err.read()[:300]!r}") from err
+            raise ProvisioningError(
+                f"Pulsar admin GET clusters: HTTP {err.code} {err.read()[:300]!r}"
+            ) from err
         except urllib.error.URLError as err:
             raise ProvisioningError(f"Pulsar admin GET clusters: {err.reason}") from err
 

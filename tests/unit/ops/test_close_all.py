@@ -1,4 +1,5 @@
-"""The close-out every service's `stop()` ends with: each client closed in order, whatever an earlier one did."""
+"""The close-out every service's `stop()` ends with: each client closed in order, whatever the earlier ones
+did."""
 
 from __future__ import annotations
 
@@ -41,7 +42,10 @@ async def test_a_failing_step_does_not_stop_the_others_and_the_first_failure_is_
     closed: list[str] = []
     first, second = RuntimeError("broker stuck"), OSError("mongo gone")
     steps = [Client("broker", closed, first), Client("security", closed), Client("mongo", closed, second)]
-    with caplog.at_level(logging.WARNING, "fleet_shared.service.clients"), pytest.raises(RuntimeError) as raised:
+    with (
+        caplog.at_level(logging.WARNING, "fleet_shared.service.clients"),
+        pytest.raises(RuntimeError) as raised,
+    ):
         await close_all(steps[0].aclose, steps[1].aclose, steps[2].close)
     assert closed == ["broker", "security", "mongo"]
     assert raised.value is first

@@ -5,7 +5,6 @@
 from __future__ import annotations
 
 import ssl
-from collections.abc import Iterator
 
 import httpx
 import pulsar
@@ -20,7 +19,7 @@ from tests.unit.ops.tls import PrivateCa, https_server, make_private_ca
 
 pytestmark = pytest.mark.unit
 
-TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJmbGVldCJ9.c2lnbmF0dXJl"  # noqa: S105 - a made-up token
+TOKEN = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJmbGVldCJ9.c2lnbmF0dXJl"  # a made-up token
 
 
 @pytest.fixture(scope="module")
@@ -29,11 +28,16 @@ def ca(tmp_path_factory: pytest.TempPathFactory) -> PrivateCa:
 
 
 @pytest.fixture
-def clean_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[pytest.MonkeyPatch]:
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
     """No trust or token settings from the environment the tests run in."""
-    for variable in ("SSL_CERT_FILE", "SSL_CERT_DIR", "FLEET_PULSAR_AUTH_TOKEN", "FLEET_PULSAR_TLS_TRUST_CERTS_FILE"):
+    for variable in (
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+        "FLEET_PULSAR_AUTH_TOKEN",
+        "FLEET_PULSAR_TLS_TRUST_CERTS_FILE",
+    ):
         monkeypatch.delenv(variable, raising=False)
-    yield monkeypatch
+    return monkeypatch
 
 
 def subjects(context: ssl.SSLContext) -> set[str]:
@@ -136,7 +140,9 @@ def test_mongodb_driver_trusts_the_bundle_named_by_ssl_cert_file(
     """Without a tlsCAFile, pymongo's TLS context loads the default trust, which reads SSL_CERT_FILE. (The
     chart sets no tlsCAFile: pymongo turns TLS on for any tls* option, which would break a plain URI.)"""
     clean_env.setenv("SSL_CERT_FILE", str(ca.ca_file))
-    client: MongoClient[dict[str, object]] = MongoClient("mongodb://db.example:27017/?tls=true", connect=False)
+    client: MongoClient[dict[str, object]] = MongoClient(
+        "mongodb://db.example:27017/?tls=true", connect=False
+    )
     try:
         context = client.options.pool_options._ssl_context  # the driver's own context, not public API
         assert isinstance(context, ssl.SSLContext)
@@ -148,4 +154,3 @@ def test_mongodb_driver_trusts_the_bundle_named_by_ssl_cert_file(
         assert plain.options.pool_options._ssl_context is None  # the bundle alone does not turn TLS on
     finally:
         plain.close()
-

@@ -117,9 +117,9 @@ def https_server(ca: PrivateCa, responses: dict[str, object]) -> Iterator[tuple[
             self.end_headers()
             self.wfile.write(body)
 
-        do_GET = do_PUT = do_POST = _answer  # noqa: N815 - http.server's names
+        do_GET = do_PUT = do_POST = _answer  # http.server's names
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - the base class's name
+        def log_message(self, format: str, *args: object) -> None:
             return
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)

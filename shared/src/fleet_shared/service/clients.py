@@ -4,7 +4,8 @@ to close them all on the way out.
     broker = pulsar_broker(settings, log_level=logging.DEBUG)
     ...
     async def stop(self) -> None:
-        await close_all(self.broker.stop, self.openapi.aclose if self.openapi else None, self.mongo_client.close)
+        openapi_close = self.openapi.aclose if self.openapi else None
+        await close_all(self.broker.stop, openapi_close, self.mongo_client.close)
 """
 
 from __future__ import annotations
@@ -56,7 +57,7 @@ async def close_all(*steps: CloseStep | None) -> None:
             result = step()
             if inspect.isawaitable(result):
                 await result
-        except BaseException as e:  # noqa: BLE001 - cancellation too: the remaining clients still close
+        except BaseException as e:  # cancellation too: the remaining clients still close
             log.warning("closing: %s failed: %r", _name(step), e, exc_info=e)
             first = first or e
     if first is not None:

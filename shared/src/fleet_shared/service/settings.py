@@ -22,7 +22,8 @@ class ServiceSettings(BaseSettings):
         SecretStr(""), validation_alias=AliasChoices("FLEET_PULSAR_AUTH_TOKEN", "pulsar_auth_token")
     )
     pulsar_tls_trust_certs_file: str | None = Field(
-        None, validation_alias=AliasChoices("FLEET_PULSAR_TLS_TRUST_CERTS_FILE", "pulsar_tls_trust_certs_file")
+        None,
+        validation_alias=AliasChoices("FLEET_PULSAR_TLS_TRUST_CERTS_FILE", "pulsar_tls_trust_certs_file"),
     )
     # the service's own HTTP server: API, /healthz, /readyz, /metrics
     http_host: str = "0.0.0.0"  # noqa: S104 - containers must listen on their pod address
