@@ -31,9 +31,15 @@ class Client:
 
 async def test_steps_run_in_order_sync_and_async_and_absent_clients_are_skipped() -> None:
     closed: list[str] = []
-    broker, openapi, mongo = Client("broker", closed), None, Client("mongo", closed)
-    await close_all(broker.aclose, openapi.aclose if openapi else None, mongo.close)
-    assert closed == ["broker", "mongo"]
+    broker, openapi, kit, mongo = (
+        Client("broker", closed),
+        None,
+        Client("kit", closed),
+        Client("mongo", closed),
+    )
+    # a close function (async or sync), or a client closed with its `aclose()`
+    await close_all(broker.aclose, openapi, kit, mongo.close)
+    assert closed == ["broker", "kit", "mongo"]
 
 
 async def test_a_failing_step_does_not_stop_the_others_and_the_first_failure_is_raised(

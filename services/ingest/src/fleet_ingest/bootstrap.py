@@ -78,12 +78,8 @@ class Ingest:
 
     async def close(self) -> None:
         """After the pipeline stopped: flush and close producers, the clients, the database."""
-        await close_all(
-            self.sink.close,
-            self.source.close,
-            self.broker.stop,
-            getattr(self.mongo_client, "close", None),
-        )
+        mongo_close = getattr(self.mongo_client, "close", None)
+        await close_all(self.sink.close, self.source.close, self.broker.stop, mongo_close)
 
     async def bus_ready(self) -> bool:
         return await self.sink.ping()

@@ -88,13 +88,7 @@ class Ota:
             await self.relay.relay_once(self.settings.ota_relay_batch)
 
     async def stop(self) -> None:
-        await close_all(
-            self.loops.stop,
-            self.broker.stop,
-            self.kit.aclose,
-            self.openapi.aclose if self.openapi else None,
-            self.mongo_client.close,
-        )
+        await close_all(self.loops.stop, self.broker.stop, self.kit, self.openapi, self.mongo_client.close)
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         return {"bus": self.bus_ready, "database": self.database_ready, "loops": self.loops_ready}

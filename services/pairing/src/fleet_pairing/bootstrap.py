@@ -126,11 +126,7 @@ class Pairing:
 
     async def stop(self) -> None:
         await close_all(
-            self._stop_loops,
-            self.broker.stop,
-            self.openapi.aclose if self.openapi else None,
-            self.security.aclose,
-            self.mongo_client.close,
+            self._stop_loops, self.broker.stop, self.openapi, self.security, self.mongo_client.close
         )
 
     @property

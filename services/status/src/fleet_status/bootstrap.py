@@ -98,12 +98,7 @@ class Status:
             await self.stop_consuming()
             await self.writer.stop(0)
         finally:
-            await close_all(
-                self.broker.stop,
-                self.openapi.aclose if self.openapi else None,
-                self.security.aclose,
-                self.mongo_client.close,
-            )
+            await close_all(self.broker.stop, self.openapi, self.security, self.mongo_client.close)
 
     async def reconcile_round(self) -> None:
         assert self.cloud is not None

@@ -109,12 +109,7 @@ class Unbinding:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.relay.relay_once(), 5.0)
         finally:
-            await close_all(
-                self.broker.stop,
-                self.openapi.aclose if self.openapi else None,
-                self.kit.aclose,
-                self.mongo_client.close,
-            )
+            await close_all(self.broker.stop, self.openapi, self.kit, self.mongo_client.close)
 
     # --- batches ---------------------------------------------------------------------------------------
 

@@ -4,8 +4,7 @@ to close them all on the way out.
     broker = pulsar_broker(settings, log_level=logging.DEBUG)
     ...
     async def stop(self) -> None:
-        openapi_close = self.openapi.aclose if self.openapi else None
-        await close_all(self.broker.stop, openapi_close, self.mongo_client.close)
+        await close_all(self.broker.stop, self.openapi, self.security, self.mongo_client.close)
 """
 
 from __future__ import annotations
@@ -13,7 +12,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 import pulsar
 
@@ -23,7 +22,15 @@ from .settings import ServiceSettings
 
 log = logging.getLogger(__name__)
 
-CloseStep = Callable[[], Awaitable[object] | object]
+
+class AsyncClosable(Protocol):
+    """A client closed with `await client.aclose()` (httpx's and the Tuya OpenAPI client's way, the kit's)."""
+
+    async def aclose(self) -> None: ...
+
+
+# a close function (sync or async), a client with `aclose()`, or None for a client this process has not
+CloseStep = Callable[[], Awaitable[object] | object] | AsyncClosable | None
 
 
 def pulsar_client_options(settings: ServiceSettings) -> dict[str, Any]:
@@ -44,8 +51,9 @@ def pulsar_broker(settings: ServiceSettings, **broker_options: Any) -> PulsarBro
     return PulsarBroker(settings.pulsar_url, **pulsar_client_options(settings), **broker_options)
 
 
-async def close_all(*steps: CloseStep | None) -> None:
-    """Run each close step in order (a coroutine function is awaited; None, an absent client, is skipped).
+async def close_all(*steps: CloseStep) -> None:
+    """Run each close step in order: a function is called (and awaited when it returns an awaitable), a
+    client's `aclose()` is awaited, None (a client this process does not hold) is skipped.
     Every step runs even when an earlier one failed, so one failing client never leaves the others open.
     Each failure is logged with its step; afterwards the first one is raised, so the caller still sees that
     stopping failed."""
@@ -54,7 +62,7 @@ async def close_all(*steps: CloseStep | None) -> None:
         if step is None:
             continue
         try:
-            result = step()
+            result = step() if callable(step) else step.aclose()
             if inspect.isawaitable(result):
                 await result
         except BaseException as e:  # cancellation too: the remaining clients still close
@@ -65,4 +73,6 @@ async def close_all(*steps: CloseStep | None) -> None:
 
 
 def _name(step: CloseStep) -> str:
-    return str(getattr(step, "__qualname__", step))
+    if callable(step):
+        return str(getattr(step, "__qualname__", step))
+    return f"{type(step).__name__}.aclose"
