@@ -1,5 +1,5 @@
-"""The close-out every service's `stop()` ends with: each client closed in order, whatever the earlier ones
-did."""
+"""The close-out every service's `stop()` ends with (each client closed in order, whatever the earlier ones
+did), and the publishers a service declares from the topic registry."""
 
 from __future__ import annotations
 
@@ -8,7 +8,9 @@ import logging
 
 import pytest
 
-from fleet_shared.service.clients import close_all
+from fleet_contracts import topics
+from fleet_shared.pulsar import PulsarBroker
+from fleet_shared.service.clients import close_all, declare_publishers
 
 pytestmark = pytest.mark.unit
 
@@ -73,3 +75,10 @@ async def test_cancellation_in_one_step_still_closes_the_rest_then_propagates() 
 async def test_nothing_to_close_is_fine() -> None:
     await close_all()
     await close_all(None, None)
+
+
+def test_declared_publishers_come_from_the_topic_registry() -> None:
+    broker = PulsarBroker()
+    declare_publishers(broker, topics.OTA_FIRMWARE_EVENTS, topics.OTA_RELEASE_EVENTS)
+    declared = {publisher.topic for publisher in broker.publishers}
+    assert declared == {topics.OTA_FIRMWARE_EVENTS.name, topics.OTA_RELEASE_EVENTS.name}

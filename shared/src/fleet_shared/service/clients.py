@@ -1,5 +1,5 @@
-"""The clients a service process holds: the Pulsar broker opened from the common settings, and the one way
-to close them all on the way out.
+"""The clients a service process holds: the Pulsar broker opened from the common settings (with the topics
+it declares it publishes), and the one way to close them all on the way out.
 
     broker = pulsar_broker(settings, log_level=logging.DEBUG)
     ...
@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import pulsar
 
+from fleet_contracts.topics import Topic
 from fleet_shared.pulsar import PulsarBroker
 
 from .settings import ServiceSettings
@@ -49,6 +50,13 @@ def pulsar_broker(settings: ServiceSettings, **broker_options: Any) -> PulsarBro
     """The service's broker at `FLEET_PULSAR_URL`, authenticated and trusting the configured CA;
     `broker_options` are PulsarBroker's own (producer_options, log_level, ...)."""
     return PulsarBroker(settings.pulsar_url, **pulsar_client_options(settings), **broker_options)
+
+
+def declare_publishers(broker: PulsarBroker, *published: Topic[Any]) -> None:
+    """Declare the topics a service publishes (through its outbox relay), for the AsyncAPI document: name,
+    payload schema and description, all from the topic registry."""
+    for topic in published:
+        broker.publisher(topic.name, schema=topic.schema, description=topic.description)
 
 
 async def close_all(*steps: CloseStep) -> None:
