@@ -1,4 +1,4 @@
-"""What the broker's tracing costs per message, in-process: the same broker and handler with each tracing setup.
+"""What the broker's tracing costs per message, in-process: one broker and handler, each tracing setup.
 
     uv run python bench/tracing.py [--messages 2000] [--rounds 5]
 
@@ -98,7 +98,9 @@ async def main(messages: int, rounds: int) -> None:
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=5)
     arguments = parser.parse_args()

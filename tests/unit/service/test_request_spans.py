@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Annotated, Any
+from typing import Any
 
 import pytest
 from fastapi import APIRouter, Depends
@@ -21,11 +21,10 @@ from prometheus_client import CollectorRegistry
 from pymongo import monitoring
 
 from fleet_shared.service import build_app, requests
-from fleet_shared.tracing import CommandTracer
+from fleet_shared.tracing import DEVICE_ID, CommandTracer
 from fleet_tuya_sim.adapters.sinks import MemorySink
 from fleet_tuya_sim.bootstrap import bootstrap
 from fleet_tuya_sim.entrypoints.app import create_app
-from fleet_shared.tracing import DEVICE_ID
 from tests.unit.service.test_service_app import Lifecycle, routes
 from tests.unit.tuya_sim.conftest import ACCESS_SECRET, Api, FakeClock, settings
 
@@ -91,9 +90,7 @@ def sim() -> Iterator[Api]:
         yield Api(client, clock)
 
 
-def test_tuya_sims_token_routes_leave_no_token_and_no_secret_in_any_span(
-    sim: Api, traced: Traced
-) -> None:
+def test_tuya_sims_token_routes_leave_no_token_and_no_secret_in_any_span(sim: Api, traced: Traced) -> None:
     granted = sim.connect()["result"]
     refreshed = sim.call("GET", f"/v1.0/token/{granted['refresh_token']}", token="")
     assert refreshed["success"], refreshed
@@ -149,7 +146,7 @@ def test_every_database_command_of_a_request_is_under_its_server_span(
     router = APIRouter(dependencies=[Depends(authenticated)])
 
     @router.get("/v1/devices/{device_id}/shadow")
-    def shadow(device_id: str, principal: Annotated[str, Depends(authenticated)]) -> dict[str, str]:
+    def shadow(device_id: str) -> dict[str, str]:
         run("shadows", 2)
         return {"device_id": device_id}
 

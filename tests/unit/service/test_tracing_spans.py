@@ -252,7 +252,9 @@ async def test_openapi_calls_make_client_spans_and_send_the_trace_context(
 # -- sampling --------------------------------------------------------------------------------------------
 
 
-def test_the_sampler_is_opentelemetrys_standard_variables_checked_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_sampler_is_opentelemetrys_standard_variables_checked_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     from pydantic import ValidationError
 
     monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
@@ -277,11 +279,18 @@ def test_the_sampler_is_opentelemetrys_standard_variables_checked_at_start(monke
 def test_unset_every_trace_is_recorded_when_exported_and_only_a_callers_sampled_one_when_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    for variable in ("OTEL_TRACES_SAMPLER", "OTEL_TRACES_SAMPLER_ARG", "FLEET_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_ZIPKIN_ENDPOINT"):
+    for variable in (
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "FLEET_ZIPKIN_ENDPOINT",
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
+    ):
         monkeypatch.delenv(variable, raising=False)
     caller = trace.set_span_in_context(
         trace.NonRecordingSpan(
-            trace.SpanContext(0x1234, 0x5678, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED))
+            trace.SpanContext(
+                0x1234, 0x5678, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)
+            )
         )
     )
 

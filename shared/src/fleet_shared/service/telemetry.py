@@ -78,7 +78,11 @@ def configure_tracing(
     """`tracer_provider(...)` set as the global provider, so the broker's middleware, the HTTP server spans,
     the Tuya client and the database listener find it."""
     provider = tracer_provider(
-        service, otlp_endpoint=otlp_endpoint, zipkin_endpoint=zipkin_endpoint, exporter=exporter, settings=settings
+        service,
+        otlp_endpoint=otlp_endpoint,
+        zipkin_endpoint=zipkin_endpoint,
+        exporter=exporter,
+        settings=settings,
     )
     trace.set_tracer_provider(provider)
     return provider
