@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from fastapi import APIRouter, Depends
 from fastapi.testclient import TestClient
+from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -42,11 +43,13 @@ class Traced:
 
 @pytest.fixture
 def traced(monkeypatch: pytest.MonkeyPatch) -> Traced:
-    """Where the server spans of every app built in the test go, in memory."""
+    """Spans of every app built in the test, in memory: the kit's, and any a library makes with the global
+    provider (FastAPI's own telemetry switches itself on when it finds one)."""
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     monkeypatch.setattr(requests, "_tracer", provider.get_tracer("fleet_shared.service"))
+    monkeypatch.setattr(trace, "get_tracer_provider", lambda: provider)
     return Traced(provider, exporter)
 
 
