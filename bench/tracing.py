@@ -8,9 +8,10 @@ setups run interleaved, `--rounds` times each in the same process; the medians a
 process per message, steadier than wall time on a shared machine).
 
   off             `PulsarBroker(telemetry=False)`: no middleware at all
-  no-op provider  the middleware with OpenTelemetry's no-op provider (a process that never configured one)
-  sampler off     the middleware with the SDK provider and `parentbased_always_off`, nothing exported: what a
-                  service without an exporter runs by default (`service.telemetry`)
+  context only    the broker's default where no exporter receives spans (`TraceContextOnly`): no spans, the
+                  W3C context carried from message to handler to what it publishes
+  no-op provider  FastStream's middleware with OpenTelemetry's no-op provider
+  sampler off     FastStream's middleware with the SDK provider and `parentbased_always_off`, nothing exported
   recorded        the SDK provider, `parentbased_always_on`, no exporter (the default before the sampler)
   exported        recorded, and handed to a batch processor whose exporter discards them (what export adds,
                   short of the serialisation and the network)
@@ -49,8 +50,11 @@ def exported() -> TracerProvider:
     return provider
 
 
+CONTEXT_ONLY = NoOpTracerProvider()  # a marker: the broker's default middleware, no provider configured
+
 SETUPS: dict[str, Callable[[], ApiTracerProvider | None]] = {
     "off": lambda: None,
+    "context only": lambda: CONTEXT_ONLY,
     "no-op provider": NoOpTracerProvider,
     "sampler off": lambda: TracerProvider(sampler=ParentBased(ALWAYS_OFF)),
     "recorded": lambda: TracerProvider(sampler=ParentBased(ALWAYS_ON)),
@@ -62,6 +66,8 @@ async def cpu_per_message(provider: ApiTracerProvider | None, messages: int) -> 
     """Process CPU seconds per message published and consumed through one broker."""
     if provider is None:
         broker = PulsarBroker(telemetry=False, logger=None)
+    elif provider is CONTEXT_ONLY:
+        broker = PulsarBroker(logger=None)  # this process sets no global provider: nothing is exported
     else:
         broker = PulsarBroker(middlewares=[PulsarTelemetryMiddleware(tracer_provider=provider)], logger=None)
     seen = 0

@@ -98,8 +98,11 @@ async def test_publish_and_process_spans_carry_messaging_attributes_and_one_trac
 def test_a_broker_traces_by_default_and_not_twice() -> None:
     from faststream.opentelemetry.middleware import TelemetryMiddleware
 
+    from fleet_shared.pulsar.opentelemetry import DefaultTracing
+
     def telemetry(broker: PulsarBroker) -> int:
-        return sum(isinstance(m, TelemetryMiddleware) for m in broker.config.broker_config.broker_middlewares)
+        tracing = (TelemetryMiddleware, DefaultTracing)
+        return sum(isinstance(m, tracing) for m in broker.config.broker_config.broker_middlewares)
 
     assert telemetry(PulsarBroker()) == 1
     assert telemetry(PulsarBroker(middlewares=[PulsarTelemetryMiddleware()])) == 1

@@ -36,6 +36,8 @@ from opentelemetry.sdk.trace.sampling import (
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from fleet_shared.tracing.provider import ServiceTracerProvider
+
 SamplerName = Literal[
     "always_on",
     "always_off",
@@ -103,7 +105,8 @@ def tracer_provider(
     """
     settings = settings or TracingSettings()
     exporters = span_exporters(otlp_endpoint, zipkin_endpoint or settings.zipkin_endpoint, exporter)
-    provider = TracerProvider(
+    provider = ServiceTracerProvider(
+        exports_spans=bool(exporters),
         resource=Resource.create({"service.name": service}),
         sampler=sampler_of(settings, exporting=bool(exporters)),
     )
