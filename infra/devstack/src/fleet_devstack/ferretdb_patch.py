@@ -24,6 +24,16 @@ costs a scan of the collection, where MongoDB reads an index. The patch:
 4. The handler passes dotted filter keys, `_id` sorts and the limit to the backend, which uses the sort and
    the limit only when its pushdown is exact (else it narrows as before; the handler sorts and limits in Go).
 
+The PostgreSQL backend (`-handler postgresql`, fleet_devstack's FLEET_DB_BACKEND=postgresql) gets two changes,
+so that the handler changes of 4 stay correct there and `_id` lookups use its index:
+
+5. Its Query and Explain push a sort down only when it is `$natural` (the handler now also hands over `_id`
+   sorts, which would fail there) and a limit only when the filter is empty and the sort `$natural` or none,
+   as before the patch: its `WHERE` only narrows, so a limit there could cut off matches.
+6. `_id` equality to a string or an ObjectId (plain, `$eq` or `$in`) becomes `_jsonb->'_id' = $n`, the
+   expression of its unique `_id` index, instead of `_jsonb->$k @> $v`, which no index answers; like the
+   rest of its `WHERE` it only narrows (the handler filters again).
+
 At build time the module is copied out of Go's module cache, these files are patched in the copy, and the
 build uses it through a `replace` (`build.ferretdb_binary`); no FerretDB source is kept in this repository. If
 FerretDB's code no longer matches, the build fails loudly.
@@ -41,6 +51,8 @@ FIND = "internal/handler/msg_find.go"
 EXPLAIN = "internal/handler/msg_explain.go"
 EMBEDDED = "ferretdb/ferretdb.go"
 CONTRACT = "internal/backends/collection.go"
+PG_COLLECTION = "internal/backends/postgresql/collection.go"
+PG_QUERY = "internal/backends/postgresql/query.go"
 
 _OLD_ID_WHERE = """\
 	if params.Filter.Len() == 1 {
@@ -173,6 +185,53 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
             2,
         )
     ],
+    PG_COLLECTION: [
+        (
+            """\
+	if params.Limit != 0 {
+""",
+            """\
+	if params.Limit != 0 && fleetLimitable(params.Filter, params.Sort) { // %MARK%
+""",
+            2,
+        )
+    ],
+    PG_QUERY: [
+        (
+            """\
+	v := must.NotFail(sort.Get("$natural"))
+""",
+            """\
+	v, err := sort.Get("$natural") // %MARK%: other sorts (`_id`) are left to the handler
+	if err != nil {
+		return "", nil
+	}
+""",
+            1,
+        ),
+        (
+            """\
+		if strings.HasPrefix(rootKey, "$") {
+			continue
+		}
+""",
+            """\
+		if strings.HasPrefix(rootKey, "$") {
+			continue
+		}
+
+		if rootKey == "_id" { // %MARK%: in the terms of the `_id` index
+			if f, a, ok := fleetIDWhere(p, rootVal); ok {
+				filters = append(filters, f)
+				args = append(args, a...)
+
+				continue
+			}
+		}
+""",
+            1,
+        ),
+    ],
     EMBEDDED: [
         (
             """\
@@ -189,6 +248,58 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
 
 # Go code appended to a file
 APPENDED: dict[str, str] = {
+    PG_COLLECTION: """
+// %MARK%:
+// fleetLimitable holds when this backend's query returns exactly the documents the handler would keep, in
+// its order: no filter, and no sort or `$natural` (the `WHERE` of other filters only narrows).
+func fleetLimitable(filter, sort *types.Document) bool {
+	return filter.Len() == 0 && (sort.Len() == 0 || (sort.Len() == 1 && sort.Keys()[0] == "$natural"))
+}
+""",
+    PG_QUERY: """
+// %MARK%:
+// fleetIDWhere is `_id = v`, `{$eq: v}` or `{$in: [v, ...]}` of strings and ObjectIds as a condition on the
+// expression of the collection's unique `_id` index; ok is false for any other `_id` condition.
+func fleetIDWhere(p *metadata.Placeholder, cond any) (string, []any, bool) {
+	values := []any{cond}
+	if d, isDoc := cond.(*types.Document); isDoc {
+		if d.Len() != 1 {
+			return "", nil, false
+		}
+		switch d.Keys()[0] {
+		case "$eq":
+			values = []any{d.Values()[0]}
+		case "$in":
+			in, isArray := d.Values()[0].(*types.Array)
+			if !isArray || in.Len() == 0 || in.Len() > 1000 {
+				return "", nil, false
+			}
+			values = make([]any, in.Len())
+			for i := range values {
+				values[i] = must.NotFail(in.Get(i))
+			}
+		default:
+			return "", nil, false
+		}
+	}
+	for _, v := range values {
+		switch v.(type) {
+		case string, types.ObjectID:
+		default:
+			return "", nil, false
+		}
+	}
+	marks := make([]string, len(values)) // numbered only now: a refusal above must not use up placeholders
+	args := make([]any, len(values))
+	for i, v := range values {
+		marks[i], args[i] = p.Next(), must.NotFail(sjson.MarshalSingleValue(v))
+	}
+	if len(marks) == 1 {
+		return fmt.Sprintf(`%s = %s`, metadata.IDColumn, marks[0]), args, true
+	}
+	return fmt.Sprintf(`%s IN (%s)`, metadata.IDColumn, strings.Join(marks, ", ")), args, true
+}
+""",
     COLLECTION: """
 // %MARK%:
 // fleetWhere narrows a filter's rows by its `_id` condition (equality, `$in` or a string range), whatever
