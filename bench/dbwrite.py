@@ -9,11 +9,14 @@ on PostgreSQL, a real MongoDB), with 1, 4 and 16 operations in flight:
 - `insert_many`: batches of small (~120 B) new documents.
 Reported per pattern and level: writes/s (documents for insert_many), p50/p99 latency per operation, and the
 conditional writes that matched nothing (must be 0: each in-flight operation owns its documents, so a miss
-means the server lost or misapplied a write). With `--pids`, the CPU those processes (say FerretDB and
+means the server lost or misapplied a write). With `--queries N`, instead: N shadows with the status service's indexes, and the
+status service's device-list queries (filter, sort by `_id`, limit 500: first and next page) timed, with
+what the server's explain says it pushed down. With `--pids`, the CPU those processes (say FerretDB and
 PostgreSQL) used per second during each level and while idle afterwards. Medians of `--runs` runs, the
 machine's load average beside them. It writes into a database of its own and drops it.
 
     uv run python bench/dbwrite.py [--uri mongodb://...] [--runs 3] [--seconds 8] [--pids 123,456]
+    uv run python bench/dbwrite.py --queries 100000 [--uri ...]
 
 Writes bench/results/dbwrite.json (or --out).
 """
@@ -89,8 +92,8 @@ def shadow(i: int, version: int, pad: str) -> Doc:
         "_id": f"dev{i:06d}",
         "version": version,
         "product_id": PRODUCTS[i % len(PRODUCTS)],
-        "home_id": f"home{i % 2000:05d}",
-        "online": i % 3 != 0,
+        "binding": {"home_id": f"home{i % 2000:05d}", "uid": f"uid{i % 500:04d}"},
+        "presence": {"online": i % 3 != 0, "deadline_ms": 1_700_000_000_000 + i},
         "dps": {str(dp): {"value": (i * dp + version) % 1000, "t": 1_700_000_000_000 + version} for dp in range(1, 9)},
         "updated_at": datetime.now(UTC),
         "pad": pad,
@@ -121,7 +124,7 @@ async def conditional_level(
             if kind == "replace":
                 result = await col.replace_one({"_id": f"dev{i:06d}", "version": v}, shadow(i, v + 1, pad))
             else:
-                change = {"$set": {"online": v % 2 == 0, "dps.1.value": v, "updated_at": datetime.now(UTC)}}
+                change = {"$set": {"presence.online": v % 2 == 0, "dps.1.value": v, "updated_at": datetime.now(UTC)}}
                 result = await col.update_one({"_id": f"dev{i:06d}", "version": v}, {**change, "$inc": {"version": 1}})
             latencies.append(time.perf_counter() - began)
             if result.modified_count == 1:
@@ -244,6 +247,91 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return results
 
 
+# The status service's device-list queries (fleet_status.adapters.shadows.ShadowStore.list_filter's shapes):
+# most selective field first, always a string bound on `_id`, sorted by `_id`, 500 a page.
+LIST_QUERIES: list[tuple[str, Doc]] = [
+    ("no filter", {}),
+    ("product_id", {"product_id": "product03"}),
+    ("home_id", {"binding.home_id": "home00042"}),
+    ("online=false", {"presence.online": False}),
+    ("product_id & online", {"product_id": "product03", "presence.online": True}),
+    ("home_id & product_id & online", {"binding.home_id": "home00042", "product_id": "product02", "presence.online": True}),
+]
+STATUS_INDEXES = [
+    [("product_id", 1), ("_id", 1)],
+    [("binding.home_id", 1), ("_id", 1)],
+    [("presence.online", 1), ("_id", 1)],
+    [("updated_at", 1)],
+    [("presence.deadline_ms", 1)],
+]
+
+
+async def run_queries(args: argparse.Namespace) -> dict[str, Any]:
+    client: AsyncIOMotorClient[Doc] = AsyncIOMotorClient(args.uri, serverSelectionTimeoutMS=15_000)
+    database = f"bench_dbquery_{secrets.token_hex(4)}"
+    pids = [int(p) for p in args.pids.split(",") if p]
+    results: dict[str, Any] = {"bench": "dbwrite --queries", "label": args.label, "database": database}
+    try:
+        results["server"] = await server_info(client)
+        col = client[database]["shadows"]
+        for keys in STATUS_INDEXES:
+            await col.create_index(keys)
+        began = time.monotonic()
+        pad = "x" * max(0, args.doc_bytes - len(orjson.dumps(shadow(0, 0, "")).decode()))
+        for start in range(0, args.queries, 1000):
+            await col.insert_many([shadow(i, 0, pad) for i in range(start, min(args.queries, start + 1000))])
+        results["seed_s"] = round(time.monotonic() - began, 1)
+        print(f"{args.queries} shadows seeded in {results['seed_s']} s; load {os.getloadavg()}", flush=True)
+        rows = []
+        for name, filter_ in [*LIST_QUERIES, ("shadow by id", {"_id": "dev004242"})]:
+            row: dict[str, Any] = {"query": name}
+            for page in ("first", "next"):
+                if name == "shadow by id" and page == "next":
+                    continue
+                query = dict(filter_)
+                if name != "shadow by id":
+                    query["_id"] = {"$gte": ""} if page == "first" else {"$gt": "dev050000"}
+                times = []
+                for _ in range(3):
+                    t0 = time.perf_counter()
+                    docs = await col.find(query, {"pad": 0}).sort("_id", 1).limit(500).to_list(None)
+                    times.append(time.perf_counter() - t0)
+                row[f"{page}_ms"] = round(statistics.median(times) * 1000, 1)
+                row[f"{page}_docs"] = len(docs)
+                explain = await client[database].command(
+                    "explain", {"find": "shadows", "filter": query, "sort": {"_id": 1}, "limit": 500}
+                )
+                row[f"{page}_pushdown"] = {
+                    k: explain.get(k) for k in ("filterPushdown", "sortPushdown", "limitPushdown") if k in explain
+                }
+                row[f"{page}_plan"] = plan_summary(explain.get("queryPlanner"))
+            rows.append(row)
+            print(f"{name:<32} {row}", flush=True)
+        results["queries"] = rows
+        if pids and args.idle_seconds > 0:
+            cpu0, t0 = server_cpu(pids), time.monotonic()
+            await asyncio.sleep(args.idle_seconds)
+            cpu1, t1 = server_cpu(pids), time.monotonic()
+            if cpu0 is not None and cpu1 is not None:
+                results["idle_server_cpu_per_s"] = round((cpu1 - cpu0) / (t1 - t0), 3)
+                print(f"idle {args.idle_seconds:.0f} s after the queries: server CPU {results['idle_server_cpu_per_s']}/s")
+    finally:
+        await client.drop_database(database)
+        client.close()
+    results["loadavg_1_5_15"] = [round(x, 2) for x in os.getloadavg()]
+    return results
+
+
+def plan_summary(planner: Any) -> str:
+    """The scan nodes of a plan (PostgreSQL's JSON plan or SQLite's rows), short."""
+    text = orjson.dumps(planner).decode() if planner is not None else ""
+    found = []
+    for marker in ("Seq Scan", "Index Scan", "Index Only Scan", "Bitmap", "Sort", "USING INDEX", "SCAN", "SEARCH"):
+        if marker in text:
+            found.append(marker)
+    return ", ".join(found)
+
+
 def medians(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
     keyed: dict[tuple[str, int], list[dict[str, Any]]] = {}
     for rows in runs:
@@ -273,8 +361,16 @@ def main() -> None:
     parser.add_argument("--insert-batch", type=int, default=500, help="documents per insert_many")
     parser.add_argument("--pids", default="", help="server pids to measure CPU of (children included)")
     parser.add_argument("--idle-seconds", type=float, default=20.0, help="CPU sample after the load (with --pids)")
-    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--queries", type=int, default=0, help="time the status list queries at this many shadows")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
+    if args.queries:
+        results = asyncio.run(run_queries(args))
+        out = args.out or RESULTS.with_name("dbquery.json")
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+        print(f"written to {out}")
+        return
     results = asyncio.run(run(args))
     print(f"\nmedians of {args.runs} run(s), {args.label or args.uri}, load {results['loadavg_1_5_15']}:")
     print(f"{'pattern':<12}{'in flight':>10}{'writes/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'missed':>8}{'srv CPU/s':>11}")
@@ -283,9 +379,10 @@ def main() -> None:
             f"{m['pattern']:<12}{m['inflight']:>10}{m['writes_per_s']:>11.1f}{m['p50_ms']:>9.2f}{m['p99_ms']:>9.2f}"
             f"{m['missed']:>8}{m.get('server_cpu_per_s', '-'):>11}"
         )
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
-    print(f"written to {args.out}")
+    out = args.out or RESULTS
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(orjson.dumps(results, option=orjson.OPT_INDENT_2).decode())
+    print(f"written to {out}")
 
 
 if __name__ == "__main__":

@@ -70,14 +70,44 @@ async def test_crud_works_and_data_survives_a_restart_of_postgresql_and_ferretdb
     client.close()
 
 
-async def test_id_lookups_are_answered_from_the_id_index(pg_stack: LocalStack) -> None:
+async def test_lookups_and_list_pages_are_answered_from_indexes_and_stay_exact(pg_stack: LocalStack) -> None:
     client = connect(pg_stack)
-    col = client["fleet"]["shadows"]
-    await col.insert_many([{"_id": f"d{i:04d}", "v": i} for i in range(2000)])
-    plan = await col.database.command("explain", {"find": "shadows", "filter": {"_id": "d0042", "v": 42}})
+    db = client["fleet"]
+    col = db["shadows"]
+    await col.create_index([("product_id", 1), ("_id", 1)])
+    await col.create_index([("presence.online", 1), ("_id", 1)])
+    docs = [{"_id": f"d{i:04d}", "product_id": f"p{i % 4}", "presence": {"online": i % 3 == 0}} for i in range(2000)]
+    await col.insert_many(docs)
+
+    async def explain(filter_: dict[str, Any], limit: int = 0) -> dict[str, Any]:
+        command: dict[str, Any] = {"find": "shadows", "filter": filter_, "sort": {"_id": 1}}
+        return dict(await db.command("explain", command | ({"limit": limit} if limit else {})))
+
+    plan = await explain({"_id": "d0042", "product_id": "p2"})
     assert plan["filterPushdown"]
-    assert "_id" in str(plan["queryPlanner"])
     assert "Seq Scan" not in str(plan["queryPlanner"]), plan["queryPlanner"]
+
+    page = {"product_id": "p1", "presence.online": True, "_id": {"$gt": "d0100"}}
+    plan = await explain(page, limit=3)
+    assert (plan["filterPushdown"], plan["sortPushdown"], plan["limitPushdown"]) == (True, True, True)
+    found = await col.find(page).sort("_id", 1).limit(3).to_list(None)
+    assert [d["_id"] for d in found] == ["d0105", "d0117", "d0129"]
+    # an ObjectId or a number never equals a string, and `true` never equals 1
+    await col.insert_many(
+        [
+            {"_id": 1, "product_id": "p1", "presence": {"online": True}},
+            {"_id": "d0102x", "product_id": "p1", "presence": {"online": 1}},
+        ]
+    )
+    found = await col.find(page).sort("_id", 1).limit(3).to_list(None)
+    assert [d["_id"] for d in found] == ["d0105", "d0117", "d0129"]
+
+    # MongoDB matches array elements: with an array on a filtered path, PostgreSQL only narrows again
+    await col.insert_one({"_id": "d0101", "product_id": ["p1", "p9"], "presence": {"online": True}})
+    plan = await explain(page, limit=3)
+    assert not plan["limitPushdown"]
+    found = await col.find(page).sort("_id", 1).limit(3).to_list(None)
+    assert [d["_id"] for d in found] == ["d0101", "d0105", "d0117"]
     client.close()
 
 

@@ -27,12 +27,18 @@ costs a scan of the collection, where MongoDB reads an index. The patch:
 The PostgreSQL backend (`-handler postgresql`, fleet_devstack's FLEET_DB_BACKEND=postgresql) gets two changes,
 so that the handler changes of 4 stay correct there and `_id` lookups use its index:
 
-5. Its Query and Explain push a sort down only when it is `$natural` (the handler now also hands over `_id`
-   sorts, which would fail there) and a limit only when the filter is empty and the sort `$natural` or none,
-   as before the patch: its `WHERE` only narrows, so a limit there could cut off matches.
-6. `_id` equality to a string or an ObjectId (plain, `$eq` or `$in`) becomes `_jsonb->'_id' = $n`, the
-   expression of its unique `_id` index, instead of `_jsonb->$k @> $v`, which no index answers; like the
-   rest of its `WHERE` it only narrows (the handler filters again).
+5. Exact pushdown, as 2 for SQLite: a filter made only of string ranges or string equality on `_id` and
+   string or bool equality on fields of non-unique indexes becomes the whole `WHERE`, in the terms of
+   FerretDB's indexes (`_jsonb->'a'->'b' = $n`, jsonb values of the filter's type, checked against the
+   document's sjson schema), with the sort on `_id` and the limit, while no document holds an array on
+   those paths (one probe of a partial index per path, created with each index). PostgreSQL plans it with
+   the composite `(field, _id)` indexes: a page reads about `limit` index entries. The cluster's collation
+   is C (initdb --locale=C), so strings compare bytewise, as MongoDB compares them.
+6. Otherwise FerretDB's own narrowing `WHERE` as before, with a sort pushed down only when it is `$natural`
+   (the handler now also hands over `_id` sorts, which would fail there) and a limit only when the filter
+   is empty (its `WHERE` only narrows, so a limit could cut off matches); and there `_id` equality to a
+   string or an ObjectId (plain, `$eq` or `$in`) becomes `_jsonb->'_id' = $n`, the expression of the
+   unique `_id` index, instead of `_jsonb->$k @> $v`, which no index answers.
 
 At build time the module is copied out of Go's module cache, these files are patched in the copy, and the
 build uses it through a `replace` (`build.ferretdb_binary`); no FerretDB source is kept in this repository. If
@@ -53,6 +59,7 @@ EMBEDDED = "ferretdb/ferretdb.go"
 CONTRACT = "internal/backends/collection.go"
 PG_COLLECTION = "internal/backends/postgresql/collection.go"
 PG_QUERY = "internal/backends/postgresql/query.go"
+PG_REGISTRY = "internal/backends/postgresql/metadata/registry.go"
 
 _OLD_ID_WHERE = """\
 	if params.Filter.Len() == 1 {
@@ -186,14 +193,95 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
         )
     ],
     PG_COLLECTION: [
+        (  # Query
+            """\
+	var placeholder metadata.Placeholder
+
+	var where string
+	var args []any
+
+	where, args, err = prepareWhereClause(&placeholder, params.Filter)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	q += where
+
+	sort, sortArgs := prepareOrderByClause(params.Sort)
+
+	q += sort
+	args = append(args, sortArgs...)
+
+	if params.Limit != 0 {
+		q += fmt.Sprintf(` LIMIT %s`, placeholder.Next())
+		args = append(args, params.Limit)
+	}
+""",
+            """\
+	// %MARK%
+	plan, err := fleetQueryPlan(ctx, p, c.dbName, meta, params.Filter, params.Sort, params.Limit)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	q += plan.where + plan.tail
+	args := plan.args
+""",
+            1,
+        ),
+        (  # Explain
+            """\
+	var placeholder metadata.Placeholder
+
+	where, args, err := prepareWhereClause(&placeholder, params.Filter)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	res.FilterPushdown = where != ""
+
+	q += where
+
+	sort, sortArgs := prepareOrderByClause(params.Sort)
+	res.SortPushdown = sort != ""
+
+	q += sort
+	args = append(args, sortArgs...)
+
+	if params.Limit != 0 {
+		q += fmt.Sprintf(` LIMIT %s`, placeholder.Next())
+		args = append(args, params.Limit)
+		res.LimitPushdown = true
+	}
+""",
+            """\
+	// %MARK%
+	plan, err := fleetQueryPlan(ctx, p, c.dbName, meta, params.Filter, params.Sort, params.Limit)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	res.FilterPushdown, res.SortPushdown, res.LimitPushdown = plan.where != "", plan.sortPushdown, plan.limitPushdown
+	q += plan.where + plan.tail
+	args := plan.args
+""",
+            1,
+        ),
+    ],
+    PG_REGISTRY: [
         (
             """\
-	if params.Limit != 0 {
+		created = append(created, index.Name)
 """,
             """\
-	if params.Limit != 0 && fleetLimitable(params.Filter, params.Sort) { // %MARK%
+		created = append(created, index.Name)
+
+		if err = fleetArraySentinels(ctx, p, dbName, c.TableName, index); err != nil { // %MARK%
+			_ = r.indexesDrop(ctx, p, dbName, collectionName, created)
+			return lazyerrors.Error(err)
+		}
 """,
-            2,
+            1,
         )
     ],
     PG_QUERY: [
@@ -250,10 +338,211 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
 APPENDED: dict[str, str] = {
     PG_COLLECTION: """
 // %MARK%:
-// fleetLimitable holds when this backend's query returns exactly the documents the handler would keep, in
-// its order: no filter, and no sort or `$natural` (the `WHERE` of other filters only narrows).
-func fleetLimitable(filter, sort *types.Document) bool {
-	return filter.Len() == 0 && (sort.Len() == 0 || (sort.Len() == 1 && sort.Keys()[0] == "$natural"))
+// fleetPlan is how a query runs in PostgreSQL: its WHERE, its ORDER BY and LIMIT (tail) and their arguments.
+type fleetPlan struct {
+	where, tail                 string
+	args                        []any
+	sortPushdown, limitPushdown bool
+}
+
+type fleetQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// fleetQueryPlan is the exact pushdown (filter, `_id` sort and limit) when fleetExact allows it and no
+// document holds an array on the filter's paths; else FerretDB's narrowing WHERE, as before.
+func fleetQueryPlan(
+	ctx context.Context, db fleetQuerier, schema string, meta *metadata.Collection, filter, order *types.Document, limit int64,
+) (*fleetPlan, error) {
+	plan := new(fleetPlan)
+	var placeholder metadata.Placeholder
+	sortable := order.Len() == 0 || (order.Len() == 1 && order.Keys()[0] == "_id")
+	conds, args, orderable, paths, exact := fleetExact(&placeholder, filter, fleetIndexedFields(meta))
+	exact = exact && sortable && !meta.Capped() && (order.Len() == 0 || orderable)
+	for _, path := range paths {
+		if !exact {
+			break
+		}
+		q := fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s WHERE %s)`,
+			pgx.Identifier{schema, meta.TableName}.Sanitize(), metadata.FleetArrayCondition(path))
+		var arrays bool
+		if err := db.QueryRow(ctx, q).Scan(&arrays); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+		exact = !arrays
+	}
+
+	if !exact {
+		var fresh metadata.Placeholder
+		where, whereArgs, err := prepareWhereClause(&fresh, filter)
+		if err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+		plan.where, plan.args = where, whereArgs
+		plan.tail, _ = prepareOrderByClause(order)
+		plan.sortPushdown = plan.tail != ""
+		natural := order.Len() == 0 || (order.Len() == 1 && order.Keys()[0] == "$natural")
+		if limit != 0 && filter.Len() == 0 && natural { // the narrowing WHERE is exact only when empty
+			plan.tail += fmt.Sprintf(` LIMIT %s`, fresh.Next())
+			plan.args = append(plan.args, limit)
+			plan.limitPushdown = true
+		}
+		return plan, nil
+	}
+
+	if len(conds) > 0 {
+		plan.where = ` WHERE ` + strings.Join(conds, ` AND `)
+	}
+	plan.args = args
+	if order.Len() == 1 {
+		plan.tail = ` ORDER BY ` + metadata.IDColumn
+		if v, _ := order.Get("_id"); v == int64(-1) {
+			plan.tail += ` DESC`
+		}
+		plan.sortPushdown = true
+	}
+	if limit != 0 {
+		plan.tail += fmt.Sprintf(` LIMIT %s`, placeholder.Next())
+		plan.args = append(plan.args, limit)
+		plan.limitPushdown = true
+	}
+	return plan, nil
+}
+
+// fleetExact is the SQL conditions matching exactly the documents the filter matches, provided no document
+// holds an array on `paths`; ok is false for filters of any other shape. `orderable`: every match has a
+// string `_id`, so PostgreSQL's order of the `_id` values (C collation) is MongoDB's.
+func fleetExact(
+	p *metadata.Placeholder, filter *types.Document, indexed map[string]bool,
+) (conds []string, args []any, orderable bool, paths []string, ok bool) {
+	for i, k := range filter.Keys() {
+		column, named := metadata.FleetColumn(k)
+		if !named {
+			return nil, nil, false, nil, false
+		}
+		switch v := filter.Values()[i].(type) {
+		case string, bool:
+			if k == "_id" {
+				_, isString := v.(string)
+				orderable = orderable || isString
+			} else if !indexed[k] {
+				return nil, nil, false, nil, false
+			}
+			conds = append(conds, metadata.FleetTypeIs(k, sjson.GetTypeOfValue(v)), column+` = `+p.Next())
+			args = append(args, must.NotFail(sjson.MarshalSingleValue(v)))
+		case *types.Document:
+			if k != "_id" || v.Len() == 0 {
+				return nil, nil, false, nil, false
+			}
+			ops := map[string]string{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+			conds = append(conds, metadata.FleetTypeIs("_id", "string"))
+			for j, op := range v.Keys() {
+				bound, isString := v.Values()[j].(string)
+				if ops[op] == "" || !isString {
+					return nil, nil, false, nil, false
+				}
+				conds = append(conds, fmt.Sprintf(`%s %s %s`, column, ops[op], p.Next()))
+				args = append(args, must.NotFail(sjson.MarshalSingleValue(bound)))
+			}
+			orderable = true
+		default:
+			return nil, nil, false, nil, false
+		}
+		if k != "_id" {
+			paths = append(paths, metadata.FleetPrefixes(k)...)
+		}
+	}
+	return conds, args, orderable, paths, true
+}
+
+// fleetIndexedFields is the fields of the collection's non-unique indexes (they have array sentinels).
+func fleetIndexedFields(meta *metadata.Collection) map[string]bool {
+	fields := map[string]bool{}
+	for _, index := range meta.Indexes {
+		if index.Unique {
+			continue
+		}
+		for _, key := range index.Key {
+			if _, ok := metadata.FleetColumn(key.Field); ok && key.Field != "_id" {
+				fields[key.Field] = true
+			}
+		}
+	}
+	return fields
+}
+""",
+    PG_REGISTRY: """
+// %MARK%:
+// fleetSegments is a dotted field's path segments, when each is a plain name (no quoting needed).
+func fleetSegments(field string) ([]string, bool) {
+	segments := strings.Split(field, ".")
+	for _, s := range segments {
+		if s == "" {
+			return nil, false
+		}
+		for i, r := range s {
+			if r != '_' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (i == 0 || r < '0' || r > '9') {
+				return nil, false
+			}
+		}
+	}
+	return segments, true
+}
+
+// FleetColumn is a field's jsonb value, written as FerretDB's indexes write it (`_jsonb->'a'->'b'`).
+func FleetColumn(field string) (string, bool) {
+	segments, ok := fleetSegments(field)
+	if !ok {
+		return "", false
+	}
+	return DefaultColumn + "->'" + strings.Join(segments, "'->'") + "'", true
+}
+
+// FleetTypeIs is the condition that the field's value has the sjson type t (sjson keeps types in `$s`).
+func FleetTypeIs(field, t string) string {
+	segments, _ := fleetSegments(field)
+	return fmt.Sprintf(`%s->'$s'->'p'->'%s'->>'t' = '%s'`, DefaultColumn, strings.Join(segments, `'->'$s'->'p'->'`), t)
+}
+
+// FleetPrefixes is a dotted path and its parents ("a.b": "a", "a.b").
+func FleetPrefixes(field string) []string {
+	segments := strings.Split(field, ".")
+	prefixes := make([]string, len(segments))
+	for i := range segments {
+		prefixes[i] = strings.Join(segments[:i+1], ".")
+	}
+	return prefixes
+}
+
+// FleetArrayCondition holds for documents with an array at the path.
+func FleetArrayCondition(path string) string {
+	column, _ := FleetColumn(path)
+	return fmt.Sprintf(`jsonb_typeof(%s) = 'array'`, column)
+}
+
+// fleetArraySentinels adds, for each path of a non-unique index's fields, a partial index of the documents
+// holding an array there: the exact pushdown checks with one probe that there are none.
+func fleetArraySentinels(ctx context.Context, p *pgxpool.Pool, schema, table string, index IndexInfo) error {
+	if index.Unique {
+		return nil
+	}
+	for _, key := range index.Key {
+		if _, ok := FleetColumn(key.Field); !ok || key.Field == "_id" {
+			continue
+		}
+		for _, path := range FleetPrefixes(key.Field) {
+			h := fnv.New32a()
+			_, _ = h.Write([]byte(table + "\\x00" + path))
+			name := fmt.Sprintf("fleet_arrays_%08x", h.Sum32())
+			q := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %s ON %s ((%s)) WHERE %s`,
+				pgx.Identifier{name}.Sanitize(), pgx.Identifier{schema, table}.Sanitize(), IDColumn,
+				FleetArrayCondition(path))
+			if _, err := p.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 """,
     PG_QUERY: """
