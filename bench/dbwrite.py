@@ -9,11 +9,13 @@ on PostgreSQL, a real MongoDB), with 1, 4 and 16 operations in flight:
 - `insert_many`: batches of small (~120 B) new documents.
 Reported per pattern and level: writes/s (documents for insert_many), p50/p99 latency per operation, and the
 conditional writes that matched nothing (must be 0: each in-flight operation owns its documents, so a miss
-means the server lost or misapplied a write). With `--queries N`, instead: N shadows with the status service's indexes, and the
-status service's device-list queries (filter, sort by `_id`, limit 500: first and next page) timed, with
-what the server's explain says it pushed down. With `--pids`, the CPU those processes (say FerretDB and
-PostgreSQL) used per second during each level and while idle afterwards. Medians of `--runs` runs, the
-machine's load average beside them. It writes into a database of its own and drops it.
+means the server lost or misapplied a write). With `--pids`, the CPU those processes (say FerretDB and
+PostgreSQL, their children included) used per second during each level and while idle afterwards. Medians
+of `--runs` runs, the machine's load average beside them. It writes into a database of its own and drops it.
+
+With `--queries N`, instead: N shadows with the status service's indexes, then the status service's
+device-list queries (filter, sort by `_id`, limit 500; first and next page) timed (median of 3), with what
+the server's explain says it pushed down and its scan nodes.
 
     uv run python bench/dbwrite.py [--uri mongodb://...] [--runs 3] [--seconds 8] [--pids 123,456]
     uv run python bench/dbwrite.py --queries 100000 [--uri ...]

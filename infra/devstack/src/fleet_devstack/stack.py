@@ -75,7 +75,8 @@ class LocalStack:
 
     def servers(self) -> list[Server | LocalService]:
         database = self._database() or ([self.postgres] if self.postgres.process.pid() else [])
-        return [self.pulsar, self.ferretdb, *database, self.zipkin, *(s for s in self.services if s.installed())]
+        services = (s for s in self.services if s.installed())
+        return [self.pulsar, self.ferretdb, *database, self.zipkin, *services]
 
     def _database(self) -> list[Postgres]:
         """The server FerretDB stores its data in, when it is not FerretDB itself (SQLite files)."""
