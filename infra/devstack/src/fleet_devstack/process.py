@@ -36,7 +36,7 @@ class ManagedProcess:
         try:
             # Servers carry their folder in argv; services carry it in their environment.
             identity = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
-        except (FileNotFoundError, PermissionError):
+        except (FileNotFoundError, PermissionError, ProcessLookupError):  # it exited while being read
             return None
         return pid if self.marker().encode() in identity else None
 
