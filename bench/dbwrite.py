@@ -96,7 +96,10 @@ def shadow(i: int, version: int, pad: str) -> Doc:
         "product_id": PRODUCTS[i % len(PRODUCTS)],
         "binding": {"home_id": f"home{i % 2000:05d}", "uid": f"uid{i % 500:04d}"},
         "presence": {"online": i % 3 != 0, "deadline_ms": 1_700_000_000_000 + i},
-        "dps": {str(dp): {"value": (i * dp + version) % 1000, "t": 1_700_000_000_000 + version} for dp in range(1, 9)},
+        "dps": {
+            str(dp): {"value": (i * dp + version) % 1000, "t": 1_700_000_000_000 + version}
+            for dp in range(1, 9)
+        },
         "updated_at": datetime.now(UTC),
         "pad": pad,
     }
@@ -110,7 +113,12 @@ async def seed(col: AsyncIOMotorCollection[Doc], docs: int, doc_bytes: int) -> t
 
 
 async def conditional_level(
-    col: AsyncIOMotorCollection[Doc], versions: dict[int, int], pad: str, kind: str, inflight: int, seconds: float
+    col: AsyncIOMotorCollection[Doc],
+    versions: dict[int, int],
+    pad: str,
+    kind: str,
+    inflight: int,
+    seconds: float,
 ) -> dict[str, Any]:
     latencies: list[float] = []
     missed = 0
@@ -118,7 +126,7 @@ async def conditional_level(
 
     async def worker(mine: list[int]) -> None:
         nonlocal missed
-        rng = random.Random(secrets.randbits(32))  # noqa: S311 - picks documents, not secrets
+        rng = random.Random(secrets.randbits(32))
         while time.monotonic() < deadline:
             i = rng.choice(mine)
             v = versions[i]
@@ -126,8 +134,12 @@ async def conditional_level(
             if kind == "replace":
                 result = await col.replace_one({"_id": f"dev{i:06d}", "version": v}, shadow(i, v + 1, pad))
             else:
-                change = {"$set": {"presence.online": v % 2 == 0, "dps.1.value": v, "updated_at": datetime.now(UTC)}}
-                result = await col.update_one({"_id": f"dev{i:06d}", "version": v}, {**change, "$inc": {"version": 1}})
+                change = {
+                    "$set": {"presence.online": v % 2 == 0, "dps.1.value": v, "updated_at": datetime.now(UTC)}
+                }
+                result = await col.update_one(
+                    {"_id": f"dev{i:06d}", "version": v}, {**change, "$inc": {"version": 1}}
+                )
             latencies.append(time.perf_counter() - began)
             if result.modified_count == 1:
                 versions[i] = v + 1
@@ -142,7 +154,9 @@ async def conditional_level(
     return summary(len(latencies), elapsed, latencies, missed=missed)
 
 
-async def insert_level(col: AsyncIOMotorCollection[Doc], inflight: int, seconds: float, batch: int) -> dict[str, Any]:
+async def insert_level(
+    col: AsyncIOMotorCollection[Doc], inflight: int, seconds: float, batch: int
+) -> dict[str, Any]:
     latencies: list[float] = []
     deadline = time.monotonic() + seconds
     counter = 0
@@ -152,7 +166,12 @@ async def insert_level(col: AsyncIOMotorCollection[Doc], inflight: int, seconds:
         while time.monotonic() < deadline:
             start, counter = counter, counter + batch
             docs = [
-                {"device_id": f"dev{(start + k) % 10_000:06d}", "dp": (start + k) % 8, "value": start + k, "seq": start + k}
+                {
+                    "device_id": f"dev{(start + k) % 10_000:06d}",
+                    "dp": (start + k) % 8,
+                    "value": start + k,
+                    "seq": start + k,
+                }
                 for k in range(batch)
             ]
             began = time.perf_counter()
@@ -184,13 +203,15 @@ async def server_info(client: AsyncIOMotorClient[Doc]) -> dict[str, Any]:
         status = await client.admin.command("serverStatus")
         if "ferretdb" in status:
             found["ferretdb"] = status["ferretdb"]
-    except Exception as e:  # noqa: BLE001 - informational only; some servers refuse serverStatus
+    except Exception as e:
         found["serverStatus"] = str(e)
     return found
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
-    client: AsyncIOMotorClient[Doc] = AsyncIOMotorClient(args.uri, serverSelectionTimeoutMS=15_000, maxPoolSize=64)
+    client: AsyncIOMotorClient[Doc] = AsyncIOMotorClient(
+        args.uri, serverSelectionTimeoutMS=15_000, maxPoolSize=64
+    )
     database = f"bench_dbwrite_{secrets.token_hex(4)}"
     pids = [int(p) for p in args.pids.split(",") if p]
     levels = [int(c) for c in args.inflight.split(",")]
@@ -220,7 +241,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     if pattern == "insert_many":
                         row = await insert_level(db["journal"], inflight, args.seconds, args.insert_batch)
                     else:
-                        row = await conditional_level(db["shadows"], versions, pad, pattern, inflight, args.seconds)
+                        row = await conditional_level(
+                            db["shadows"], versions, pad, pattern, inflight, args.seconds
+                        )
                     cpu1, t1 = server_cpu(pids), time.monotonic()
                     if cpu0 is not None and cpu1 is not None:
                         row["server_cpu_per_s"] = round((cpu1 - cpu0) / (t1 - t0), 2)
@@ -228,8 +251,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     row["load_1m"] = round(os.getloadavg()[0], 2)
                     rows.append(row)
                     print(
-                        f"run {run_no + 1} {pattern:<11} {inflight:>2} in flight: {row['writes_per_s']:>8.1f} writes/s"
-                        f"  p50 {row['p50_ms']:>7.2f} ms  p99 {row['p99_ms']:>8.2f} ms  missed {row.get('missed', 0)}"
+                        f"run {run_no + 1} {pattern:<11} {inflight:>2} in flight: "
+                        f"{row['writes_per_s']:>8.1f} writes/s  p50 {row['p50_ms']:>7.2f} ms  "
+                        f"p99 {row['p99_ms']:>8.2f} ms  missed {row.get('missed', 0)}"
                         f"  server CPU {row.get('server_cpu_per_s', '-')}/s  load {row['load_1m']}",
                         flush=True,
                     )
@@ -240,7 +264,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             cpu1, t1 = server_cpu(pids), time.monotonic()
             if cpu0 is not None and cpu1 is not None:
                 results["idle_server_cpu_per_s"] = round((cpu1 - cpu0) / (t1 - t0), 3)
-                print(f"idle {args.idle_seconds:.0f} s after load: server CPU {results['idle_server_cpu_per_s']}/s")
+                print(
+                    f"idle {args.idle_seconds:.0f} s after load: "
+                    f"server CPU {results['idle_server_cpu_per_s']}/s"
+                )
     finally:
         await client.drop_database(database)
         client.close()
@@ -257,7 +284,10 @@ LIST_QUERIES: list[tuple[str, Doc]] = [
     ("home_id", {"binding.home_id": "home00042"}),
     ("online=false", {"presence.online": False}),
     ("product_id & online", {"product_id": "product03", "presence.online": True}),
-    ("home_id & product_id & online", {"binding.home_id": "home00042", "product_id": "product02", "presence.online": True}),
+    (
+        "home_id & product_id & online",
+        {"binding.home_id": "home00042", "product_id": "product02", "presence.online": True},
+    ),
 ]
 STATUS_INDEXES = [
     [("product_id", 1), ("_id", 1)],
@@ -304,7 +334,9 @@ async def run_queries(args: argparse.Namespace) -> dict[str, Any]:
                     "explain", {"find": "shadows", "filter": query, "sort": {"_id": 1}, "limit": 500}
                 )
                 row[f"{page}_pushdown"] = {
-                    k: explain.get(k) for k in ("filterPushdown", "sortPushdown", "limitPushdown") if k in explain
+                    k: explain.get(k)
+                    for k in ("filterPushdown", "sortPushdown", "limitPushdown")
+                    if k in explain
                 }
                 row[f"{page}_plan"] = plan_summary(explain.get("queryPlanner"))
             rows.append(row)
@@ -316,7 +348,10 @@ async def run_queries(args: argparse.Namespace) -> dict[str, Any]:
             cpu1, t1 = server_cpu(pids), time.monotonic()
             if cpu0 is not None and cpu1 is not None:
                 results["idle_server_cpu_per_s"] = round((cpu1 - cpu0) / (t1 - t0), 3)
-                print(f"idle {args.idle_seconds:.0f} s after the queries: server CPU {results['idle_server_cpu_per_s']}/s")
+                print(
+                    f"idle {args.idle_seconds:.0f} s after the queries: "
+                    f"server CPU {results['idle_server_cpu_per_s']}/s"
+                )
     finally:
         await client.drop_database(database)
         client.close()
@@ -328,7 +363,16 @@ def plan_summary(planner: Any) -> str:
     """The scan nodes of a plan (PostgreSQL's JSON plan or SQLite's rows), short."""
     text = orjson.dumps(planner).decode() if planner is not None else ""
     found = []
-    for marker in ("Seq Scan", "Index Scan", "Index Only Scan", "Bitmap", "Sort", "USING INDEX", "SCAN", "SEARCH"):
+    for marker in (
+        "Seq Scan",
+        "Index Scan",
+        "Index Only Scan",
+        "Bitmap",
+        "Sort",
+        "USING INDEX",
+        "SCAN",
+        "SEARCH",
+    ):
         if marker in text:
             found.append(marker)
     return ", ".join(found)
@@ -352,9 +396,13 @@ def medians(runs: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--uri", default=os.environ.get("FLEET_MONGODB_URI", "mongodb://127.0.0.1:27017/"))
-    parser.add_argument("--label", default="", help="what the server is (printed and stored with the figures)")
+    parser.add_argument(
+        "--label", default="", help="what the server is (printed and stored with the figures)"
+    )
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=8.0, help="per pattern and level")
     parser.add_argument("--docs", type=int, default=10_000)
@@ -362,8 +410,12 @@ def main() -> None:
     parser.add_argument("--inflight", default="1,4,16", help="operations in flight per level")
     parser.add_argument("--insert-batch", type=int, default=500, help="documents per insert_many")
     parser.add_argument("--pids", default="", help="server pids to measure CPU of (children included)")
-    parser.add_argument("--idle-seconds", type=float, default=20.0, help="CPU sample after the load (with --pids)")
-    parser.add_argument("--queries", type=int, default=0, help="time the status list queries at this many shadows")
+    parser.add_argument(
+        "--idle-seconds", type=float, default=20.0, help="CPU sample after the load (with --pids)"
+    )
+    parser.add_argument(
+        "--queries", type=int, default=0, help="time the status list queries at this many shadows"
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     if args.queries:
@@ -375,7 +427,10 @@ def main() -> None:
         return
     results = asyncio.run(run(args))
     print(f"\nmedians of {args.runs} run(s), {args.label or args.uri}, load {results['loadavg_1_5_15']}:")
-    print(f"{'pattern':<12}{'in flight':>10}{'writes/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'missed':>8}{'srv CPU/s':>11}")
+    print(
+        f"{'pattern':<12}{'in flight':>10}{'writes/s':>11}{'p50 ms':>9}{'p99 ms':>9}{'missed':>8}"
+        f"{'srv CPU/s':>11}"
+    )
     for m in results["medians"]:
         print(
             f"{m['pattern']:<12}{m['inflight']:>10}{m['writes_per_s']:>11.1f}{m['p50_ms']:>9.2f}{m['p99_ms']:>9.2f}"

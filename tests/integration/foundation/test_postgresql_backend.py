@@ -41,11 +41,15 @@ def connect(stack: LocalStack) -> Client:
     return AsyncIOMotorClient(stack.config.mongodb_uri, serverSelectionTimeoutMS=15_000)
 
 
-async def test_crud_works_and_data_survives_a_restart_of_postgresql_and_ferretdb(pg_stack: LocalStack) -> None:
+async def test_crud_works_and_data_survives_a_restart_of_postgresql_and_ferretdb(
+    pg_stack: LocalStack,
+) -> None:
     client = connect(pg_stack)
     devices = client["fleet"]["devices"]
     await devices.create_index([("product_id", 1), ("_id", 1)])
-    await devices.insert_many([{"_id": f"d{i:02d}", "product_id": "p" if i % 2 else "q", "v": i} for i in range(20)])
+    await devices.insert_many(
+        [{"_id": f"d{i:02d}", "product_id": "p" if i % 2 else "q", "v": i} for i in range(20)]
+    )
     with pytest.raises(DuplicateKeyError):
         await devices.insert_one({"_id": "d03", "v": -1})
     assert (await devices.find_one({"_id": "d07"}) or {})["v"] == 7
@@ -53,7 +57,9 @@ async def test_crud_works_and_data_survives_a_restart_of_postgresql_and_ferretdb
     assert (await devices.update_one({"_id": "d07", "v": 7}, {"$set": {"v": 71}})).modified_count == 0
     assert (await devices.delete_one({"_id": "d08"})).deleted_count == 1
     # a page of a filtered list, sorted by _id and limited: the backend may only narrow, the answer is exact
-    page = await devices.find({"product_id": "p", "_id": {"$gt": "d03"}}).sort("_id", 1).limit(3).to_list(None)
+    page = (
+        await devices.find({"product_id": "p", "_id": {"$gt": "d03"}}).sort("_id", 1).limit(3).to_list(None)
+    )
     assert [d["_id"] for d in page] == ["d05", "d07", "d09"]
     found = await devices.find({"_id": {"$in": ["d01", "d02", "zz"]}}).sort("_id", -1).to_list(None)
     assert [d["_id"] for d in found] == ["d02", "d01"]
@@ -76,7 +82,10 @@ async def test_lookups_and_list_pages_are_answered_from_indexes_and_stay_exact(p
     col = db["shadows"]
     await col.create_index([("product_id", 1), ("_id", 1)])
     await col.create_index([("presence.online", 1), ("_id", 1)])
-    docs = [{"_id": f"d{i:04d}", "product_id": f"p{i % 4}", "presence": {"online": i % 3 == 0}} for i in range(2000)]
+    docs = [
+        {"_id": f"d{i:04d}", "product_id": f"p{i % 4}", "presence": {"online": i % 3 == 0}}
+        for i in range(2000)
+    ]
     await col.insert_many(docs)
 
     async def explain(filter_: dict[str, Any], limit: int = 0) -> dict[str, Any]:
@@ -138,7 +147,8 @@ async def test_concurrent_writes_to_one_document_never_lose_an_update(pg_stack: 
     await asyncio.gather(*(bump(w) for w in range(10)))
     doc = await counters.find_one({"_id": "c"})
     other = await counters.find_one({"_id": "other"})
-    assert doc is not None and other is not None
+    assert doc is not None
+    assert other is not None
     assert doc["n"] == 60
     assert other["n"] == 20
     assert doc["version"] == 50  # every compare-and-set that reported success is there, none twice

@@ -18,7 +18,9 @@ def test_sqlite_is_the_default_and_runs_no_database_server(monkeypatch: pytest.M
     assert stack.postgres not in stack.servers()
 
 
-def test_postgresql_adds_the_stacks_own_postgresql_on_a_socket_in_its_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_postgresql_adds_the_stacks_own_postgresql_on_a_socket_in_its_folder(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.setenv("FLEET_DB_BACKEND", "postgresql")
     monkeypatch.setenv("FLEET_STACK_POSTGRES_PORT", "5499")
     stack = LocalStack(StackConfig.load("test"))

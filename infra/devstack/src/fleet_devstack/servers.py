@@ -271,7 +271,7 @@ def _unprivileged_uid(name: str) -> int | None:
     except KeyError:
         pass
     useradd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
-    result = subprocess.run(useradd, capture_output=True, text=True, check=False)  # noqa: S603, S607
+    result = subprocess.run(useradd, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
         raise StackError(f"could not create the user {name} to run PostgreSQL as: {result.stderr.strip()}")
     return pwd.getpwnam(name).pw_uid
