@@ -29,11 +29,12 @@ so that the handler changes of 4 stay correct there and `_id` lookups use its in
 
 5. Exact pushdown, as 2 for SQLite: a filter made only of string ranges or string equality on `_id` and
    string or bool equality on fields of non-unique indexes becomes the whole `WHERE`, in the terms of
-   FerretDB's indexes (`_jsonb->'a'->'b' = $n`, jsonb values of the filter's type, checked against the
-   document's sjson schema), with the sort on `_id` and the limit, while no document holds an array on
-   those paths (one probe of a partial index per path, created with each index). PostgreSQL plans it with
-   the composite `(field, _id)` indexes: a page reads about `limit` index entries. The cluster's collation
-   is C (initdb --locale=C), so strings compare bytewise, as MongoDB compares them.
+   FerretDB's indexes (`_jsonb->'a'->'b' = $n`, jsonb values), with the sort on `_id` and the limit, while
+   no document holds an array on those paths nor a non-string `_id` (one probe of a partial index each,
+   created with each index). jsonb equality to a string also matches an ObjectId's hex, so a 24-hex-digit
+   string gets a check of the sjson type too; no other condition does (the planner cannot estimate such
+   checks and, with them, sorted all matches instead of reading the `(field, _id)` index in order).
+   The cluster's collation is C (initdb --locale=C): strings compare bytewise, as in MongoDB.
 6. Otherwise FerretDB's own narrowing `WHERE` as before, with a sort pushed down only when it is `$natural`
    (the handler now also hands over `_id` sorts, which would fail there) and a limit only when the filter
    is empty (its `WHERE` only narrows, so a limit could cut off matches); and there `_id` equality to a
@@ -359,14 +360,14 @@ func fleetQueryPlan(
 	plan := new(fleetPlan)
 	var placeholder metadata.Placeholder
 	sortable := order.Len() == 0 || (order.Len() == 1 && order.Keys()[0] == "_id")
-	conds, args, orderable, paths, exact := fleetExact(&placeholder, filter, fleetIndexedFields(meta))
+	conds, args, orderable, probes, exact := fleetExact(&placeholder, filter, fleetIndexedFields(meta))
 	exact = exact && sortable && !meta.Capped() && (order.Len() == 0 || orderable)
-	for _, path := range paths {
+	for _, probe := range probes { // each answered from a partial index (fleetArraySentinels)
 		if !exact {
 			break
 		}
 		q := fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s WHERE %s)`,
-			pgx.Identifier{schema, meta.TableName}.Sanitize(), metadata.FleetArrayCondition(path))
+			pgx.Identifier{schema, meta.TableName}.Sanitize(), probe)
 		var arrays bool
 		if err := db.QueryRow(ctx, q).Scan(&arrays); err != nil {
 			return nil, lazyerrors.Error(err)
@@ -412,11 +413,12 @@ func fleetQueryPlan(
 }
 
 // fleetExact is the SQL conditions matching exactly the documents the filter matches, provided no document
-// holds an array on `paths`; ok is false for filters of any other shape. `orderable`: every match has a
-// string `_id`, so PostgreSQL's order of the `_id` values (C collation) is MongoDB's.
+// matches any of `probes` (an array on a filtered path, a non-string `_id`); ok is false for filters of
+// any other shape. `orderable`: every match has a string `_id`, so PostgreSQL's order of the `_id` values
+// (C collation) is MongoDB's.
 func fleetExact(
 	p *metadata.Placeholder, filter *types.Document, indexed map[string]bool,
-) (conds []string, args []any, orderable bool, paths []string, ok bool) {
+) (conds []string, args []any, orderable bool, probes []string, ok bool) {
 	for i, k := range filter.Keys() {
 		column, named := metadata.FleetColumn(k)
 		if !named {
@@ -430,14 +432,20 @@ func fleetExact(
 			} else if !indexed[k] {
 				return nil, nil, false, nil, false
 			}
-			conds = append(conds, metadata.FleetTypeIs(k, sjson.GetTypeOfValue(v)), column+` = `+p.Next())
+			// jsonb equality to a string matches strings and ObjectIds (kept as their hex), to a bool only
+			// bools: the type check, whose selectivity the planner cannot estimate, only where it matters
+			if str, isString := v.(string); isString && fleetMayBeObjectID(str) {
+				conds = append(conds, metadata.FleetTypeIs(k, "string"))
+			}
+			conds = append(conds, column+` = `+p.Next())
 			args = append(args, must.NotFail(sjson.MarshalSingleValue(v)))
 		case *types.Document:
 			if k != "_id" || v.Len() == 0 {
 				return nil, nil, false, nil, false
 			}
 			ops := map[string]string{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
-			conds = append(conds, metadata.FleetTypeIs("_id", "string"))
+			// jsonb orders values of other types around strings: exact while every `_id` is a string
+			probes = append(probes, metadata.FleetIDNotString())
 			for j, op := range v.Keys() {
 				bound, isString := v.Values()[j].(string)
 				if ops[op] == "" || !isString {
@@ -451,10 +459,25 @@ func fleetExact(
 			return nil, nil, false, nil, false
 		}
 		if k != "_id" {
-			paths = append(paths, metadata.FleetPrefixes(k)...)
+			for _, path := range metadata.FleetPrefixes(k) {
+				probes = append(probes, metadata.FleetArrayCondition(path))
+			}
 		}
 	}
-	return conds, args, orderable, paths, true
+	return conds, args, orderable, probes, true
+}
+
+// fleetMayBeObjectID holds for 24 lowercase hex digits, the form sjson keeps an ObjectId in.
+func fleetMayBeObjectID(s string) bool {
+	if len(s) != 24 {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
 }
 
 // fleetIndexedFields is the fields of the collection's non-unique indexes (they have array sentinels).
@@ -517,6 +540,11 @@ func FleetPrefixes(field string) []string {
 	return prefixes
 }
 
+// FleetIDNotString holds for documents whose `_id` is not a string.
+func FleetIDNotString() string {
+	return DefaultColumn + `->'$s'->'p'->'_id'->>'t' <> 'string'`
+}
+
 // FleetArrayCondition holds for documents with an array at the path.
 func FleetArrayCondition(path string) string {
 	column, _ := FleetColumn(path)
@@ -524,10 +552,19 @@ func FleetArrayCondition(path string) string {
 }
 
 // fleetArraySentinels adds, for each path of a non-unique index's fields, a partial index of the documents
-// holding an array there: the exact pushdown checks with one probe that there are none.
+// holding an array there, and one of those with a non-string `_id`: the exact pushdown checks with one
+// probe each that there are none.
 func fleetArraySentinels(ctx context.Context, p *pgxpool.Pool, schema, table string, index IndexInfo) error {
 	if index.Unique {
 		return nil
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(table))
+	q := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %s ON %s ((%s)) WHERE %s`,
+		pgx.Identifier{fmt.Sprintf("fleet_ids_%08x", h.Sum32())}.Sanitize(),
+		pgx.Identifier{schema, table}.Sanitize(), IDColumn, FleetIDNotString())
+	if _, err := p.Exec(ctx, q); err != nil {
+		return err
 	}
 	for _, key := range index.Key {
 		if _, ok := FleetColumn(key.Field); !ok || key.Field == "_id" {
