@@ -81,6 +81,9 @@ class FakeUnbindStore:
         self.outbox[unbind.id] += outbox
         return True
 
+    async def of_batch(self, batch_id: str) -> list[DeviceUnbind]:
+        return [u for u in self.docs.values() if u.batch_id == batch_id]
+
     async def open(self, batch_id: str) -> list[DeviceUnbind]:
         return [u for u in self.docs.values() if u.batch_id == batch_id and not u.state.final]
 

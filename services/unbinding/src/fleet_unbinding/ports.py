@@ -125,6 +125,9 @@ class UnbindStore(Protocol):
     async def save(self, unbind: DeviceUnbind, outbox: Sequence[OutboxEntry]) -> bool:
         """Write `unbind` (its `version` already bumped) if the stored version is `unbind.version - 1`."""
 
+    async def of_batch(self, batch_id: str) -> list[DeviceUnbind]:
+        """Every device of the batch, whatever its state."""
+
     async def open(self, batch_id: str) -> list[DeviceUnbind]:
         """Devices of the batch without a result yet."""
 

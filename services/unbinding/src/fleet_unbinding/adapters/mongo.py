@@ -87,8 +87,15 @@ async def _clear_outboxes(
     result = await collection.bulk_write(ops, ordered=False)
     if result.matched_count == len(ops):
         return
-    for doc_id, _, entries in relayed:  # some moved: removing relayed entries again changes nothing
-        await _clear_outbox(collection, doc_id, entries)
+    # some moved on: entry by entry where the version is no longer the one read (or the outbox still
+    # holds entries: removing relayed ones again changes nothing)
+    cursor = collection.find(
+        {"_id": {"$in": [doc_id for doc_id, _, _ in relayed]}}, {"version": 1, PENDING: 1}
+    )
+    moved = {doc["_id"] async for doc in cursor if doc.get(PENDING)}
+    for doc_id, _, entries in relayed:
+        if doc_id in moved:
+            await _clear_outbox(collection, doc_id, entries)
 
 
 # --- batches --------------------------------------------------------------------------------------------
@@ -331,13 +338,13 @@ class MongoUnbindStore:
         result = await self.unbinds.update_one({"_id": unbind.id, "version": unbind.version - 1}, update)
         return result.matched_count == 1
 
-    async def _of_batch(self, batch_id: str) -> list[DeviceUnbind]:
+    async def of_batch(self, batch_id: str) -> list[DeviceUnbind]:
         # equality on the indexed `batch_id` only (a state `$in` would defeat a plain index lookup)
         cursor = self.unbinds.find({"batch_id": batch_id}, {"outbox": 0})
         return [unbind_from_doc(doc) async for doc in cursor]
 
     async def open(self, batch_id: str) -> list[DeviceUnbind]:
-        return [u for u in await self._of_batch(batch_id) if not u.state.final]
+        return [u for u in await self.of_batch(batch_id) if not u.state.final]
 
     async def refunds_due(self, limit: int) -> list[DeviceUnbind]:
         cursor = self.unbinds.find({"units_held": True, "state": UnbindState.REFUSED.value}, {"outbox": 0})
@@ -373,7 +380,7 @@ class MongoUnbindStore:
 
     async def results(self, batch_id: str) -> list[DeviceUnbind]:
         """The devices of a batch that have their result, in device id order."""
-        done = [u for u in await self._of_batch(batch_id) if u.state.final]
+        done = [u for u in await self.of_batch(batch_id) if u.state.final]
         return sorted(done, key=lambda u: u.device_id)
 
     async def add_records(self, unbinds: Sequence[DeviceUnbind]) -> None:

@@ -86,6 +86,7 @@ class Ports:
     # this process's quota blocks (built from `counters`; `new_process()` starts over, as after a restart)
     quota: QuotaAllocator = field(init=False)
     _gate: asyncio.Semaphore | None = field(default=None, init=False)
+    device_runs: int = field(default=0, init=False)  # device runs (`_advance_all`) under way in this process
 
     def __post_init__(self) -> None:
         self.new_process()
@@ -223,16 +224,22 @@ async def run_batch(p: Ports, batch_id: str) -> Batch | None:
 
 async def _advance_all(p: Ports, unbinds: list[DeviceUnbind], gate: asyncio.Semaphore) -> None:
     """Advance devices, at most as many at once as `gate` lets through (each device's steps stay
-    sequential); then close this process's quota blocks, so their unused units go back at once."""
+    sequential); then, when no other run of this process is under way, close its quota blocks, so their
+    unused units go back at once."""
+    if not unbinds:
+        return
 
     async def one(u: DeviceUnbind) -> None:
         async with gate:
             await advance(p, u)
 
+    p.device_runs += 1
     try:
         await asyncio.gather(*(one(u) for u in unbinds))
     finally:
-        await p.quota.close_idle(everything=True)
+        p.device_runs -= 1
+        if p.device_runs == 0:
+            await p.quota.close_idle(everything=True)
 
 
 async def try_finish(p: Ports, batch_id: str) -> Batch | None:
@@ -296,7 +303,9 @@ async def poll_qr(p: Ports, tokens: PairingTokens, batch_id: str) -> int:
     # Tuya lists a device once per failed attempt: the first attempt places it
     failed = await tokens.failed_devices(batch.qr.token)
     scans = list(dict.fromkeys(d for d, code in failed if _is_scan(p, code)))
-    admitted = await _admit_scans(p, batch_id, scans)
+    # Tuya keeps listing devices already done: only the others are (re)handled
+    done = {u.device_id for u in await p.unbinds.of_batch(batch_id) if u.state.final}
+    admitted = await _admit_scans(p, batch_id, [d for d in scans if d not in done])
     # a session's devices (<= 30) do not queue behind list batches' devices in this process's gate
     await _advance_all(p, [u for u, runs in admitted if runs], asyncio.Semaphore(len(admitted) or 1))
     await try_finish(p, batch_id)
@@ -329,6 +338,8 @@ async def _admit_scans(p: Ports, batch_id: str, device_ids: list[str]) -> list[t
             batch, decisions[device_id] = batches.admit(batch, device_id, p.clock())
         return batch
 
+    if not device_ids:
+        return []
     batch = await _update_batch(p, batch_id, admit_all)
     # a QR device is unbound and reset: it is left ready to pair again (already there: left as it is)
     await p.unbinds.add_many(
@@ -339,9 +350,10 @@ async def _admit_scans(p: Ports, batch_id: str, device_ids: list[str]) -> list[t
             for d in device_ids
         ]
     )
+    stored = {u.device_id: u for u in await p.unbinds.of_batch(batch_id)}
     out = []
     for device_id in device_ids:
-        u = await p.unbinds.get(batch_id, device_id)
+        u = stored.get(device_id)
         if u is None:
             raise Conflict(f"device {device_id} of batch {batch_id} vanished")
         cause = decisions[device_id].refusal
@@ -420,9 +432,11 @@ async def _check_and_start(p: Ports, u: DeviceUnbind) -> DeviceUnbind | None:
     grant = await p.quota.take(await _limits(p, u.operator_id, facts.product_id, day))
     if not isinstance(grant, BlockGrant):
         return await _save(p, u, unbind.quota_refused(u, facts, grant, p.clock()))
-    consumed: bool | None = None
+    consumed: bool | None = False
     try:
-        moved = await _write(p, u, unbind.start_call(u, facts, day, grant.blocks, p.clock()))
+        started = unbind.start_call(u, facts, day, grant.blocks, p.clock())
+        consumed = None  # from here the write may land, whatever we hear back
+        moved = await _write(p, u, started)
         consumed = moved is not None
     finally:
         await p.quota.release(grant, consumed)

@@ -46,6 +46,7 @@ class _Block:
     consumed: int = 0  # units named by a device's durable state
     unknown: bool = False  # a write's outcome is unknown: only counting can settle this block
     closed: bool = False
+    settling: bool = False  # its unused units are on their way back
 
 
 def _new_block_id() -> str:
@@ -87,17 +88,22 @@ class QuotaAllocator:
         """A unit in every counter (key, limit), in order, or the exhausted counter's refusal (the units
         taken before it go back)."""
         taken: list[_Block] = []
-        for key, limit in keys:
-            block = await self._take_one(key, limit)
-            if block is None:
-                for b in taken:
-                    await self._resolve(b, consumed=False)
-                return (
-                    Reservation.ACCOUNT_EXHAUSTED
-                    if key.scope is QuotaScope.ACCOUNT
-                    else Reservation.PRODUCT_EXHAUSTED
-                )
-            taken.append(block)
+        try:
+            for key, limit in keys:
+                block = await self._take_one(key, limit)
+                if block is None:
+                    for b in taken:
+                        await self._resolve(b, consumed=False)
+                    return (
+                        Reservation.ACCOUNT_EXHAUSTED
+                        if key.scope is QuotaScope.ACCOUNT
+                        else Reservation.PRODUCT_EXHAUSTED
+                    )
+                taken.append(block)
+        except BaseException:  # cancelled (shutdown) or failed half-way: no device wrote these units
+            for b in taken:
+                await self._resolve(b, consumed=False)
+            raise
         return BlockGrant(tuple(b.key for b in taken), tuple(b.block_id for b in taken))
 
     async def release(self, grant: BlockGrant, consumed: bool | None) -> None:
@@ -126,7 +132,8 @@ class QuotaAllocator:
         return self._returned.setdefault(key.id, asyncio.Event())
 
     def _in_flight(self, key: CounterKey) -> bool:
-        return any(b.pending > 0 for b in self._blocks.values() if b.key == key)
+        """Units of this counter that may yet come back: handed out and unanswered, or being settled."""
+        return any(b.pending > 0 or b.settling for b in self._blocks.values() if b.key == key)
 
     async def _take_one(self, key: CounterKey, limit: int) -> _Block | None:
         while True:
@@ -169,9 +176,9 @@ class QuotaAllocator:
             block.unknown = True
         elif not block.closed:
             block.free += 1  # the unit goes back to the block
-        self._event(block.key).set()
         if block.closed and block.pending == 0:
             await self._settle(block)
+        self._event(block.key).set()  # after the settlement: a waiter then finds its units in the counter
 
     async def _close(self, block: _Block) -> None:
         block.closed = True
@@ -179,13 +186,17 @@ class QuotaAllocator:
             del self._current[block.key.id]
         if block.pending == 0:
             await self._settle(block)
+            self._event(block.key).set()
 
     async def _settle(self, block: _Block) -> None:
-        self._blocks.pop(block.block_id, None)
         if block.unknown:
+            self._blocks.pop(block.block_id, None)
             log.warning("quota block %s of %s left for settlement by count", block.block_id, block.key.id)
             return
+        block.settling = True
         try:
             await self.counters.settle(block.key, block.block_id, block.n, block.consumed)
         except Exception as e:  # the block stays listed: settled by count after its `until`
             log.warning("quota block %s of %s not settled: %r", block.block_id, block.key.id, e)
+        finally:
+            self._blocks.pop(block.block_id, None)
