@@ -46,6 +46,9 @@ from fleet_unbinding.domain.unbind import DeviceUnbind, UnbindState
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
+# statements per update command: the local FerretDB holds a pooled connection per statement until the
+# command ends and refuses more than 64 (it deadlocks past ~100); MongoDB takes any number
+_UPDATES_PER_COMMAND = 64
 _CREATE_TRIES = 5
 
 
@@ -84,8 +87,11 @@ async def _clear_outboxes(
         UpdateOne({"_id": doc_id, "version": version}, {"$set": {"outbox": []}, "$unset": {PENDING: ""}})
         for doc_id, version, _ in relayed
     ]
-    result = await collection.bulk_write(ops, ordered=False)
-    if result.matched_count == len(ops):
+    matched = 0
+    for start in range(0, len(ops), _UPDATES_PER_COMMAND):
+        result = await collection.bulk_write(ops[start : start + _UPDATES_PER_COMMAND], ordered=False)
+        matched += result.matched_count
+    if matched == len(ops):
         return
     # some moved on: entry by entry where the version is no longer the one read (or the outbox still
     # holds entries: removing relayed ones again changes nothing)
