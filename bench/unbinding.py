@@ -280,7 +280,11 @@ async def qr_mode(rig: Rig, sessions: int, spare: list[str]) -> dict[str, Any]:
             if removed:
                 to_removal.append(removed[0] / 1000 - scanned_at)
                 to_result.append(t - removed[0] / 1000)
-        await rig.api("POST", f"/v1/batches/{batch['batch_id']}/cancel")
+        try:
+            await rig.api("POST", f"/v1/batches/{batch['batch_id']}/cancel")
+        except httpx.HTTPStatusError as e:
+            if e.response.status_code != 409:  # 409: the session expired and the batch finished already
+                raise
     return {
         "scans": len(latencies),
         "p50_s": round(percentile(latencies, 50), 3),
@@ -300,6 +304,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         await rig.start(args.devices + qr_devices)
         listed, spare = rig.devices[: args.devices], rig.devices[args.devices :]
         result = {"list": await list_mode(rig, listed)}
+        print(orjson.dumps(result["list"]).decode(), flush=True)  # kept if the QR part fails
         result["qr"] = await qr_mode(rig, args.qr_sessions, spare)
         result["logs"] = str(tmp)
         return result
