@@ -11,7 +11,7 @@ Every HTTP-facing query (by id, token, owner, home, state, day; newest first wit
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
@@ -35,6 +35,7 @@ from fleet_pairing.domain.session import (
 from fleet_pairing.ports import IdempotencyConflict
 
 Document = dict[str, Any]
+_NO_OUTBOX = {"outbox": 0}  # reads of the state: the events waiting for the relay are the relay's
 Relay = Callable[[str, Sequence[OutboxEntry]], Awaitable[None]]
 
 
@@ -227,11 +228,11 @@ class SessionStore:
         return True
 
     async def get(self, session_id: str) -> PairingSession | None:
-        doc = await self.sessions.find_one({"_id": session_id})
+        doc = await self.sessions.find_one({"_id": session_id}, _NO_OUTBOX)
         return session_from_doc(doc) if doc else None
 
     async def by_token(self, token: str) -> PairingSession | None:
-        doc = await self.sessions.find_one({"token": token})
+        doc = await self.sessions.find_one({"token": token}, _NO_OUTBOX)
         return session_from_doc(doc) if doc else None
 
     async def by_idempotency_key(self, owner_uid: str, key: str) -> PairingSession | None:
@@ -253,6 +254,32 @@ class SessionStore:
     async def with_pending_removals(self, limit: int) -> list[PairingSession]:
         cursor = self.sessions.find({"pending_removals": True}).sort("_id", ASCENDING).limit(limit)
         return [session_from_doc(doc) async for doc in cursor]
+
+    async def newest_first(
+        self,
+        *,
+        owner_uid: str | None,
+        home_id: str | None,
+        state: SessionState | None,
+        day: date | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[PairingSession]:
+        """Implements `SessionListing`: every filter has an index ending in (`issued_at`, `_id`) descending."""
+        filter_: Document = {}
+        if owner_uid is not None:
+            filter_["owner_uid"] = owner_uid
+        if home_id is not None:
+            filter_["home_id"] = home_id
+        if state is not None:
+            filter_["state"] = state.value
+        if day is not None:
+            filter_["day"] = day.isoformat()
+        if before is not None:
+            at, last_id = before
+            filter_["$or"] = [{"issued_at": {"$lt": at}}, {"issued_at": at, "_id": {"$lt": last_id}}]
+        found = self.sessions.find(filter_, _NO_OUTBOX).sort([("issued_at", DESCENDING), ("_id", DESCENDING)])
+        return [session_from_doc(doc) async for doc in found.limit(limit)]
 
     # --- outbox -------------------------------------------------------------------------------------
 
