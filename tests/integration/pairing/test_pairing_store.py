@@ -345,9 +345,7 @@ async def test_listings_page_newest_first_by_each_filter(db: Db) -> None:
     assert [s.session_id for s in next_day.items] == ["s6", "s5", "s4", "s3"]
     active = await queries.page(state=SessionState.ACTIVE, home_id="h1", limit=2)
     assert [s.session_id for s in active.items] == ["s6", "s5"]
-    assert await queries.page(state=SessionState.CANCELLED) == views.SessionPage(
-        items=[], next_cursor=None
-    )
+    assert await queries.page(state=SessionState.CANCELLED) == views.SessionPage(items=[], next_cursor=None)
 
     one = await queries.session("s3")
     assert one is not None

@@ -1,7 +1,8 @@
 """pairing's HTTP routes over in-memory fakes of its ports, the security kit in front as `create_app` puts it:
-opening a session in every mode (secrets in that one answer only), 422s naming the field and never the Wi-Fi
-password, idempotency-key replays, Tuya's refusals, reading, listing with filters and cursor, cancelling,
-token checks; 401 without a credential, 403 naming the missing permission, and nothing changed by a refusal."""
+opening a session in every mode (secrets in that one answer only), 422s naming the field and never the
+Wi-Fi password, idempotency-key replays, Tuya's refusals, reading, listing with filters and cursor,
+cancelling, token checks; 401 without a credential, 403 naming the missing permission, and nothing changed
+by a refusal."""
 
 from __future__ import annotations
 
@@ -40,8 +41,8 @@ from tests.unit.security.fakes import FakeApiKeyStore, FakeAuditLog, ManualClock
 
 pytestmark = pytest.mark.unit
 
-PASSWORD = 'pä"ss\\wört 8+'  # noqa: S105 - a Wi-Fi password of quotes, backslash, non-ASCII characters
-SHORT_PASSWORD = "Kurz-7!"  # noqa: S105 - 7 bytes: one short of WPA's minimum
+PASSWORD = 'pä"ss\\wört 8+'  # a Wi-Fi password of quotes, a backslash and non-ASCII characters
+SHORT_PASSWORD = "Kurz-7!"  # 7 bytes: one short of WPA's minimum
 SSID = 'Werkstatt "Süd" ☕'
 MAX_EXPECTED = 10  # the configured FLEET_PAIRING_MAX_EXPECTED_DEVICES
 # a role with neither pairing permission, to see both 403s
@@ -69,7 +70,7 @@ class World:
 
 
 @pytest.fixture
-async def world() -> AsyncIterator[World]:
+async def world() -> World:
     keys = ApiKeys(FakeApiKeyStore(), ROLES, ManualClock())
     audit = FakeAuditLog()
     security = ApiSecurity(api_keys=keys, audit=audit)
@@ -88,7 +89,7 @@ async def world() -> AsyncIterator[World]:
     install_problem_handlers(app)  # as build_app does
     app.include_router(api_router(ports, security))
     security.install(app)
-    yield World(keys, audit, sessions, tuya, clock, app)
+    return World(keys, audit, sessions, tuya, clock, app)
 
 
 @pytest.fixture
@@ -138,7 +139,13 @@ def unchanged(world: World) -> bool:
 
 @pytest.mark.parametrize(
     ("mode", "uuid", "ble"),
-    [("EZ", None, False), ("AP", None, False), ("QR", None, False), ("BLE", "uuid-1", True), ("combo", "uuid-1", True)],
+    [
+        ("EZ", None, False),
+        ("AP", None, False),
+        ("QR", None, False),
+        ("BLE", "uuid-1", True),
+        ("combo", "uuid-1", True),
+    ],
 )
 async def test_open_in_each_mode_answers_the_secrets_once(
     world: World, api: httpx.AsyncClient, mode: str, uuid: str | None, ble: bool
@@ -168,7 +175,9 @@ async def test_open_in_each_mode_answers_the_secrets_once(
         assert not echoes(response, PASSWORD)
 
 
-async def test_multi_device_ez_takes_n_up_to_the_configured_limit(world: World, api: httpx.AsyncClient) -> None:
+async def test_multi_device_ez_takes_n_up_to_the_configured_limit(
+    world: World, api: httpx.AsyncClient
+) -> None:
     response = await api.post(SESSIONS, json=body(expected_devices=MAX_EXPECTED))
     assert response.status_code == 201
     assert response.json()["session"]["expected_devices"] == MAX_EXPECTED
@@ -216,7 +225,9 @@ async def test_a_bad_body_is_a_422_naming_the_field_and_changes_nothing(
 
 
 async def test_a_body_that_is_not_json_is_a_422(world: World, api: httpx.AsyncClient) -> None:
-    response = await api.post(SESSIONS, content=b'{"owner_uid": ', headers={"content-type": "application/json"})
+    response = await api.post(
+        SESSIONS, content=b'{"owner_uid": ', headers={"content-type": "application/json"}
+    )
     assert problem(response)[0] == 422
     assert unchanged(world)
 
@@ -246,7 +257,11 @@ async def test_a_repeated_idempotency_key_replays_the_session_without_secrets(
         (tuya_error(1106), 422, "invalid request: body.owner_uid, body.home_id"),
         (tuya_error(1199), 503, "Tuya's rate limit for this project is reached; retry shortly"),
         (tuya_error(1109), 502, "Tuya refused the token: code 1109"),
-        (TuyaTransportError("ConnectError on POST /v1.0/device/paring/token"), 503, "Tuya's OpenAPI is unreachable"),
+        (
+            TuyaTransportError("ConnectError on POST /v1.0/device/paring/token"),
+            503,
+            "Tuya's OpenAPI is unreachable",
+        ),
     ],
 )
 async def test_tuya_refusing_the_token_opens_nothing(
@@ -258,7 +273,8 @@ async def test_tuya_refusing_the_token_opens_nothing(
     assert got_status == status
     assert got_detail.startswith(detail)
     assert not echoes(response, PASSWORD)
-    assert not world.sessions.rows and not world.sessions.events
+    assert not world.sessions.rows
+    assert not world.sessions.events
     if status == 503 and "rate limit" in detail:
         assert response.headers["retry-after"] == "1"
 
@@ -343,7 +359,9 @@ async def test_bad_listing_parameters_read_nothing(
     assert world.sessions.listings == []
 
 
-async def test_cancel_ends_the_session_once_and_refuses_its_token(world: World, api: httpx.AsyncClient) -> None:
+async def test_cancel_ends_the_session_once_and_refuses_its_token(
+    world: World, api: httpx.AsyncClient
+) -> None:
     opened = (await api.post(SESSIONS, json=body())).json()["session"]
     sid, token = opened["session_id"], opened["token"]
     assert (await api.get(f"/v1/pairing-tokens/{token}")).json() == {
@@ -354,7 +372,10 @@ async def test_cancel_ends_the_session_once_and_refuses_its_token(world: World, 
     }
     first = await api.post(f"{SESSIONS}/{sid}/cancel")
     assert first.status_code == 200
-    assert (first.json()["state"], first.json()["ended_at"]) == ("cancelled", T0.isoformat().replace("+00:00", "Z"))
+    assert (first.json()["state"], first.json()["ended_at"]) == (
+        "cancelled",
+        T0.isoformat().replace("+00:00", "Z"),
+    )
     again = await api.post(f"{SESSIONS}/{sid}/cancel")
     assert again.json() == first.json()  # idempotent: nothing more happens
     assert len(events_of(world.sessions, PairingSessionEnded)) == 1
@@ -365,7 +386,9 @@ async def test_cancel_ends_the_session_once_and_refuses_its_token(world: World, 
     assert problem(await api.get("/v1/pairing-tokens/unknown0")) == (404, "no pairing session for this token")
 
 
-async def test_cancel_of_a_session_that_ended_otherwise_is_a_409(world: World, api: httpx.AsyncClient) -> None:
+async def test_cancel_of_a_session_that_ended_otherwise_is_a_409(
+    world: World, api: httpx.AsyncClient
+) -> None:
     sid = (await api.post(SESSIONS, json=body())).json()["session"]["session_id"]
     world.clock.advance(minutes=11)
     closed = await handlers.close_expired_sessions(
@@ -410,7 +433,9 @@ async def test_every_route_needs_a_known_unrevoked_credential(
 
 async def test_a_401_comes_before_a_422_and_echoes_nothing(world: World) -> None:
     async with world.client(None) as client:
-        response = await client.post(SESSIONS, json=body("QR", wifi={"ssid": SSID, "password": SHORT_PASSWORD}))
+        response = await client.post(
+            SESSIONS, json=body("QR", wifi={"ssid": SSID, "password": SHORT_PASSWORD})
+        )
     assert problem(response) == (401, "missing bearer credentials")
     assert not echoes(response, SHORT_PASSWORD)
 

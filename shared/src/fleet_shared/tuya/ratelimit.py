@@ -21,6 +21,14 @@ class RateLimit:
 
 
 class TokenBucket:
+    """A token bucket kept as the time its next token is due (GCRA): each caller takes the next free slot,
+    `1/rate` after the previous one, and at most `burst` slots may lie in the past.
+
+    Slots are handed out from the schedule, not from when a waiter wakes up: a sleep that overruns (a busy
+    event loop) does not push every later call back, so a steady queue of callers runs at `rate`, not below
+    it. It never runs above it either: the n-th call of a queue is due `(n - burst) / rate` after the first.
+    """
+
     def __init__(
         self,
         limit: RateLimit,
@@ -31,27 +39,21 @@ class TokenBucket:
         self.limit = limit
         self._clock = clock
         self._sleep = sleep
-        self._tokens = limit.burst
-        self._updated = clock()
-        self._lock = asyncio.Lock()
-
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.limit.burst, self._tokens + (now - self._updated) * self.limit.rate)
-        self._updated = now
+        self._interval = 1.0 / limit.rate
+        self._next_due = clock()  # the theoretical time of the next call, if the bucket never ran full
 
     async def acquire(self) -> float:
-        """Takes one token, waiting as needed; returns the seconds waited. FIFO through the lock."""
-        waited = 0.0
-        async with self._lock:
-            while True:
-                self._refill()
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return waited
-                delay = (1 - self._tokens) / self.limit.rate
-                waited += delay
-                await self._sleep(delay)
+        """Takes the next slot, waiting until it is due; returns the seconds waited. First come, first served:
+        the slot is taken before the wait, so callers keep their order."""
+        now = self._clock()
+        due = max(self._next_due, now)
+        self._next_due = due + self._interval
+        # up to `burst - 1` calls may go ahead of the schedule (the bucket's stock)
+        wait = due - (self.limit.burst - 1) * self._interval - now
+        if wait <= 0:
+            return 0.0
+        await self._sleep(wait)
+        return wait
 
 
 class RateLimiter:

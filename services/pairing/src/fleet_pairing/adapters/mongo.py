@@ -265,7 +265,7 @@ class SessionStore:
         before: tuple[datetime, str] | None,
         limit: int,
     ) -> list[PairingSession]:
-        """Implements `SessionListing`: every filter has an index ending in (`issued_at`, `_id`) descending."""
+        """Implements `SessionListing`; each filter has an index ending in (`issued_at`, `_id`) descending."""
         filter_: Document = {}
         if owner_uid is not None:
             filter_["owner_uid"] = owner_uid
@@ -321,15 +321,15 @@ class DeviceOwnerStore:
         return doc.get("owner_uid")
 
     async def _record(self, device_id: str, fields: Document, at: datetime, *, wins_ties: bool) -> None:
+        # one write: an upsert conditional on being newer. A device not seen yet is inserted; a newer fact
+        # updates; an older one finds no match, and its insert collides with the existing `_id`
         newer = {"_id": device_id, "at": {"$lte" if wins_ties else "$lt": at}}
         update = {"$set": {**fields, "at": at}}
-        result = await self.owners.update_one(newer, update)
-        if result.matched_count:
-            return
         try:
-            await self.owners.insert_one({"_id": device_id, **fields, "at": at})
+            await self.owners.update_one(newer, update, upsert=True)
         except DuplicateKeyError:
-            # it exists and is at least as new (or a concurrent writer inserted it): try the newer-only update
+            # it exists and is at least as new, or a concurrent writer inserted it first: once more as a
+            # plain newer-only update (no insert), which applies only in the second case
             await self.owners.update_one(newer, update)
 
     async def record_bound(self, device_id: str, owner_uid: str, at: datetime) -> None:
