@@ -246,6 +246,46 @@ async def test_the_relay_publishes_and_clears_and_the_sweep_catches_up(db: Db) -
     assert await store.with_outbox(10) == []
 
 
+class CountingStore(SessionStore):
+    """Counts the clearing commands and how many sessions each one clears."""
+
+    clears: list[int]
+
+    async def clear_outboxes(self, relayed: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
+        self.clears.append(len(relayed))
+        await super().clear_outboxes(relayed)
+
+
+@dataclass
+class GatedPublisher(RecordingPublisher):
+    """Holds every publish until `count` of them wait: the relays of a burst of writes then clear together."""
+
+    count: int = 1
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        self.published.extend(entries)
+        if len(self.published) >= self.count:
+            self.gate.set()
+        await self.gate.wait()
+
+
+async def test_relays_of_concurrent_writes_clear_their_entries_in_shared_commands(db: Db) -> None:
+    publisher = GatedPublisher(count=20)
+    relay_store = CountingStore(db.db, EventEncoder("tenant1", "eu"), clock=lambda: T0)
+    relay_store.clears = []
+    relay = OutboxRelay(relay_store, publisher, clear_batch=8)
+    store = make_store(db, relay)
+    await asyncio.gather(*(store.add(opened(f"s{i}", f"tok{i}")) for i in range(20)))
+    assert len(publisher.published) == 20
+    assert await store.with_outbox(100) == []  # every entry cleared once all the adds returned
+    assert sum(relay_store.clears) == 20
+    assert len(relay_store.clears) < 20
+    assert max(relay_store.clears) <= 8
+    with pytest.raises(ValueError, match="clear_batch"):
+        OutboxRelay(relay_store, publisher, clear_batch=65)
+
+
 async def test_background_queries_find_what_they_should(db: Db) -> None:
     store = make_store(db)
     await store.ensure_indexes()

@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from fleet_contracts.outbox import OutboxEntry, entries_of
@@ -286,9 +286,17 @@ class SessionStore:
     async def clear_outbox(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
         """Remove exactly these relayed entries, whatever the document's version now is. `$pullAll` matches
         whole entries (FerretDB 1.x ignores `$pull` with a condition)."""
-        if entries:
-            pulled = [e.to_document() for e in entries]
-            await self.sessions.update_one({"_id": session_id}, {"$pullAll": {"outbox": pulled}})
+        await self.clear_outboxes([(session_id, entries)])
+
+    async def clear_outboxes(self, relayed: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
+        """`clear_outbox` for several sessions in one command (one single-document update each)."""
+        updates = [
+            UpdateOne({"_id": session_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
+            for session_id, entries in relayed
+            if entries
+        ]
+        if updates:
+            await self.sessions.bulk_write(updates, ordered=False)
 
     async def with_outbox(self, limit: int) -> list[tuple[str, list[OutboxEntry]]]:
         """Sessions whose outbox still holds events (a crash or broker outage between write and relay)."""
