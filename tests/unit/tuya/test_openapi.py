@@ -4,6 +4,7 @@ typed results, redaction."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -462,3 +463,33 @@ async def test_no_secret_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixtur
     for secret in secrets:
         assert secret not in everything, secret
     assert "***" in str(offline.value)
+
+
+async def test_token_bucket_makes_up_an_overrunning_sleep_without_bursting() -> None:
+    """A busy event loop wakes a waiter late: the next call waits that much less, so a queue keeps the rate;
+    after a long stall the queue does not leave at once."""
+    clock = FakeTime()
+    late = {"by": 0.05}
+
+    async def oversleep(seconds: float) -> None:
+        clock.sleeps.append(seconds)
+        clock.now += seconds + late["by"]
+
+    limiter = RateLimiter(default=RateLimit(rate=5, burst=1), clock=clock.monotonic, sleep=oversleep)
+    start = clock.now
+    sent: list[float] = []
+    for _ in range(11):
+        await limiter.acquire("POST", "/v1.0/device/paring/token")
+        sent.append(clock.now - start)
+    # every wake-up 50 ms late, yet ten intervals of 200 ms take 2 s (+ the last overrun), not 2.5 s
+    assert sent[-1] == pytest.approx(2.0 + 0.05)
+    assert all(b - a >= 0.15 - 1e-9 for a, b in itertools.pairwise(sent))
+    # a stall: one wake-up comes 2 s late; the next call goes out with it, not the ten it missed
+    late["by"] = 2.0
+    await limiter.acquire("POST", "/v1.0/device/paring/token")
+    late["by"] = 0.0
+    woke = clock.now
+    await limiter.acquire("POST", "/v1.0/device/paring/token")
+    assert clock.now == woke
+    await limiter.acquire("POST", "/v1.0/device/paring/token")
+    assert clock.now - woke == pytest.approx(0.2)

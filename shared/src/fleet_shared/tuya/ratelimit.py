@@ -21,12 +21,13 @@ class RateLimit:
 
 
 class TokenBucket:
-    """A token bucket kept as the time its next token is due (GCRA): each caller takes the next free slot,
-    `1/rate` after the previous one, and at most `burst` slots may lie in the past.
+    """A token bucket kept as the time its next token is due (GCRA): calls go out on a schedule `1/rate`
+    apart, and up to `burst - 1` of them may run ahead of it.
 
-    Slots are handed out from the schedule, not from when a waiter wakes up: a sleep that overruns (a busy
-    event loop) does not push every later call back, so a steady queue of callers runs at `rate`, not below
-    it. It never runs above it either: the n-th call of a queue is due `(n - burst) / rate` after the first.
+    The next slot follows the previous slot, not the moment its caller woke up: a sleep that overruns (a
+    busy event loop) is made up by the next call's shorter wait, so a steady queue runs at `rate`, not below
+    it. Callers take their slot one at a time, after the one before went out: after a stall of the event
+    loop the queue does not leave as one burst (at most `burst` + 1 calls go out together).
     """
 
     def __init__(
@@ -40,20 +41,21 @@ class TokenBucket:
         self._clock = clock
         self._sleep = sleep
         self._interval = 1.0 / limit.rate
-        self._next_due = clock()  # the theoretical time of the next call, if the bucket never ran full
+        self._ahead = (limit.burst - 1) * self._interval  # how far calls may run ahead of the schedule
+        self._next_due = clock()
+        self._lock = asyncio.Lock()
 
     async def acquire(self) -> float:
-        """Takes the next slot, waiting until it is due; returns the seconds waited. First come, first served:
-        the slot is taken before the wait, so callers keep their order."""
-        now = self._clock()
-        due = max(self._next_due, now)
-        self._next_due = due + self._interval
-        # up to `burst - 1` calls may go ahead of the schedule (the bucket's stock)
-        wait = due - (self.limit.burst - 1) * self._interval - now
-        if wait <= 0:
-            return 0.0
-        await self._sleep(wait)
-        return wait
+        """Waits for the next slot; returns the seconds waited. FIFO through the lock."""
+        async with self._lock:
+            now = self._clock()
+            due = max(self._next_due, now)  # an idle bucket saves up no more than `burst`
+            self._next_due = due + self._interval
+            wait = due - self._ahead - now
+            if wait <= 0:
+                return 0.0
+            await self._sleep(wait)
+            return wait
 
 
 class RateLimiter:
