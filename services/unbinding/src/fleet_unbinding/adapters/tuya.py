@@ -24,6 +24,7 @@ from fleet_shared.tuya.errors import (
 )
 from fleet_shared.tuya.models import PairingType
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_shared.tuya.pairing import PairingApi
 from fleet_unbinding.domain.unbind import DeviceFacts
 from fleet_unbinding.ports import Clock, QrToken, TuyaRefused, TuyaUnreachable
 
@@ -104,11 +105,12 @@ class TuyaPairingTokens:
 
     def __init__(self, client: TuyaOpenApiClient, clock: Clock) -> None:
         self.client = client
+        self.pairing = PairingApi(client)
         self.clock = clock
 
     async def issue(self, *, uid: str, home_id: str | None, time_zone_id: str) -> QrToken:
         try:
-            t = await self.client.create_pairing_token(
+            t = await self.pairing.create_token(
                 uid=uid, time_zone_id=time_zone_id, pairing_type=PairingType.EZ, home_id=home_id
             )
         except TuyaApiError as e:
@@ -122,7 +124,7 @@ class TuyaPairingTokens:
 
     async def failed_devices(self, token: str) -> list[tuple[str, str | None]]:
         try:
-            result = await self.client.get_pairing_result(token)
+            result = await self.pairing.token_result(token)
         except TuyaApiError as e:
             raise TuyaRefused(None if e.code is None else str(e.code)) from None
         except (TuyaTransportError, TuyaResponseError) as e:
