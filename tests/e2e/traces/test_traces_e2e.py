@@ -227,10 +227,12 @@ async def test_an_operator_call_traces_the_http_request_and_its_database_read(sy
     assert read["id"] in {node.span["id"] for node in root.walk()}, "the read is not under the request"
 
 
-async def test_the_device_reports_trace_holds_its_shadow_write(system: System, device_report: DeviceReport) -> None:
-    """status writes many messages in one flush: the report's own trace gets a `status shadow write` span under
-    status's consume span once its shadow is durable, naming the trace of the flush that wrote it, and that
-    trace holds the flush span with the database write of `shadows` under it."""
+async def test_the_device_reports_trace_holds_its_shadow_write(
+    system: System, device_report: DeviceReport
+) -> None:
+    """status writes many messages in one flush: the report's own trace gets a `status shadow write` span
+    under status's consume span once its shadow is durable, naming the trace of the flush that wrote it, and
+    that trace holds the flush span with the database write of `shadows` under it."""
     database = f"traces_status_{system.names.unique}"
     trace_id = device_report.spans[0]["traceId"]
 
@@ -256,10 +258,8 @@ async def test_the_device_reports_trace_holds_its_shadow_write(system: System, d
     def flush_write() -> tuple[dict[str, Any], dict[str, Any]] | None:
         spans = system.zipkin.trace(flush_trace)
         flush = next((s for s in spans if s.get("name") == "status flush"), None)
-        db = next(
-            (s for op in ("insert", "update") if (s := find_span(spans, **shadows, **{"db.operation.name": op}))),
-            None,
-        )
+        writes = (find_span(spans, **shadows, **{"db.operation.name": op}) for op in ("insert", "update"))
+        db = next((s for s in writes if s), None)
         return (flush, db) if flush and db else None
 
     flush, db = await until_found(flush_write, "the flush's database write", logs_of(system), within=10)

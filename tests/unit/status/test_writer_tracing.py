@@ -76,21 +76,24 @@ async def test_each_traced_message_gets_its_write_under_its_consume_span_linked_
 
     spans = exporter.get_finished_spans()
     [flush] = named(spans, FLUSH_SPAN)
-    assert flush.parent is not None and flush.parent.span_id == consumed["a"].span_id
+    assert flush.parent is not None
+    assert flush.parent.span_id == consumed["a"].span_id
     assert {link.context.span_id for link in flush.links} == {consumed["b"].span_id, consumed["c"].span_id}
     assert flush.context is not None
     writes = {s.parent.span_id: s for s in named(spans, WRITTEN_SPAN) if s.parent is not None}
     assert set(writes) == {c.span_id for c in consumed.values()}  # one per traced message, none for d3
     for name, device in {"a": "d1", "b": "d2", "c": "d1"}.items():
         write = writes[consumed[name].span_id]
-        assert write.context is not None and write.context.trace_id == consumed[name].trace_id
+        assert write.context is not None
+        assert write.context.trace_id == consumed[name].trace_id
         attributes = write.attributes or {}
         assert attributes[DEVICE_ID] == device
         assert attributes[SHADOW_VERSION] == 1
         assert attributes[SHADOW_CHANGED] is True
         assert attributes[FLUSH_TRACE_ID] == format_trace_id(flush.context.trace_id)
         assert [link.context.span_id for link in write.links] == [flush.context.span_id]
-        assert write.start_time is not None and write.end_time is not None
+        assert write.start_time is not None
+        assert write.end_time is not None
         assert write.start_time <= write.end_time
 
 
@@ -119,7 +122,9 @@ async def test_an_untraced_batch_makes_no_span(exported: tuple[TracerProvider, I
     assert exporter.get_finished_spans() == ()
 
 
-async def test_tracing_costs_little_per_message(exported: tuple[TracerProvider, InMemorySpanExporter]) -> None:
+async def test_tracing_costs_little_per_message(
+    exported: tuple[TracerProvider, InMemorySpanExporter],
+) -> None:
     """Submit and flush 2,000 messages over 500 devices, untraced and traced (the exporter in memory): the
     traced path may cost at most a few times the untraced one (a coarse guard against a per-message span
     export or context parsing gone quadratic; `bench/status.py` measures the real figure)."""

@@ -21,9 +21,10 @@ A write that loses a race with another replica (the version moved on) is merged 
 Tracing (OpenTelemetry's batch-processing convention): a flush runs in a `status flush` span, child of the
 first traced message's consume span and linked to the others (`fleet_shared.tracing.batch_span`), so its
 database writes and relayed events are in a trace. Each traced message also gets a short
-`status shadow write` span under its own consume span, from its arrival to its shadow being durable, tagged
-with the device id, the version written and the flush's trace id, and linked to the flush span: whoever follows
-one device report in Zipkin (which shows links poorly) sees when its shadow was written and where the write is.
+`status shadow write` span under its own consume span, from its arrival to its shadow being durable,
+tagged with the device id, the version written and the flush's trace id, and linked to the flush span:
+whoever follows one device report in Zipkin (which shows links poorly) sees when its shadow was written and
+where the write is.
 """
 
 from __future__ import annotations
