@@ -1,6 +1,7 @@
 """The shadow write in the device report's trace: a flush runs in a `status flush` span (child of the first
-traced message's consume span, linked to the others); each traced message gets a `status shadow write` span
-under its own consume span once its shadow is durable, naming and linking the flush."""
+traced message's consume span, linked to the others); each device written gets a `status shadow write` span
+under the consume span of its newest traced message once its shadow is durable, naming and linking the
+flush."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from fleet_status.service_layer.writer import (
     FLUSH_SPAN,
     FLUSH_TRACE_ID,
     SHADOW_CHANGED,
+    SHADOW_MESSAGES,
     SHADOW_VERSION,
     WRITTEN_SPAN,
     ShadowWriter,
@@ -81,8 +83,9 @@ async def test_each_traced_message_gets_its_write_under_its_consume_span_linked_
     assert {link.context.span_id for link in flush.links} == {consumed["b"].span_id, consumed["c"].span_id}
     assert flush.context is not None
     writes = {s.parent.span_id: s for s in named(spans, WRITTEN_SPAN) if s.parent is not None}
-    assert set(writes) == {c.span_id for c in consumed.values()}  # one per traced message, none for d3
-    for name, device in {"a": "d1", "b": "d2", "c": "d1"}.items():
+    # one per device written and traced: under its newest traced message (c for d1), none for untraced d3
+    assert set(writes) == {consumed["b"].span_id, consumed["c"].span_id}
+    for name, device, others in (("b", "d2", []), ("c", "d1", ["a"])):
         write = writes[consumed[name].span_id]
         assert write.context is not None
         assert write.context.trace_id == consumed[name].trace_id
@@ -90,8 +93,10 @@ async def test_each_traced_message_gets_its_write_under_its_consume_span_linked_
         assert attributes[DEVICE_ID] == device
         assert attributes[SHADOW_VERSION] == 1
         assert attributes[SHADOW_CHANGED] is True
+        assert attributes[SHADOW_MESSAGES] == 1 + len(others)
         assert attributes[FLUSH_TRACE_ID] == format_trace_id(flush.context.trace_id)
-        assert [link.context.span_id for link in write.links] == [flush.context.span_id]
+        linked = [link.context.span_id for link in write.links]
+        assert linked == [flush.context.span_id, *(consumed[o].span_id for o in others)]
         assert write.start_time is not None
         assert write.end_time is not None
         assert write.start_time <= write.end_time

@@ -20,11 +20,13 @@ A write that loses a race with another replica (the version moved on) is merged 
 
 Tracing (OpenTelemetry's batch-processing convention): a flush runs in a `status flush` span, child of the
 first traced message's consume span and linked to the others (`fleet_shared.tracing.batch_span`), so its
-database writes and relayed events are in a trace. Each traced message also gets a short
-`status shadow write` span under its own consume span, from its arrival to its shadow being durable,
-tagged with the device id, the version written and the flush's trace id, and linked to the flush span:
-whoever follows one device report in Zipkin (which shows links poorly) sees when its shadow was written and
-where the write is.
+database writes and relayed events are in a trace. Each device written also gets a short `status shadow write`
+span, under the consume span of the newest traced message merged into that write and linked to the flush and
+to the device's other messages, from the first one's arrival until the shadow is durable; it is tagged with
+the device id, the version written and the flush's trace id. Zipkin shows links poorly: whoever follows a
+device there finds each write of its shadow in the trace of the report it wrote last, and from its tag the
+flush with its database write. One span per device and flush, not per message: under load several reports
+of a device merge into one write, and one span per write keeps tracing's cost per message small.
 """
 
 from __future__ import annotations
@@ -69,6 +71,7 @@ WRITTEN_SPAN = "status shadow write"
 FLUSH_TRACE_ID = "status.flush.trace_id"
 SHADOW_VERSION = "status.shadow.version"
 SHADOW_CHANGED = "status.shadow.changed"
+SHADOW_MESSAGES = "status.shadow.messages"  # messages merged into this write of the device
 
 
 @dataclass(frozen=True, slots=True)
@@ -497,28 +500,30 @@ class ShadowWriter:
         return flushed
 
     def _trace_written(self, batch: dict[str, list[Pending]], flushed: _Flushed, flush: SpanContext) -> None:
-        """Each traced message's shadow is durable now (lost races are traced when merged again)."""
+        """A device's shadow is durable now: one span per device and flush (lost races are traced when merged
+        again), under the newest traced message merged into it and linked to the flush and the others."""
         end_ns = time.time_ns()
-        links = [Link(flush)]
         flush_trace = format_trace_id(flush.trace_id)
         for device_id, items in batch.items():
-            if device_id in flushed.lost:
+            traced = [p.traced for p in items if p.traced is not None]
+            if not traced or device_id in flushed.lost:
                 continue
+            *older, newest = traced
+            arrived_ns = next(p.received_ns for p in items if p.traced is not None)
             cached = self._cache.get(device_id)
             attributes: dict[str, AttributeValue] = {
                 DEVICE_ID: device_id,
                 SHADOW_VERSION: cached.shadow.version if cached else -1,
                 SHADOW_CHANGED: device_id in flushed.written,
+                SHADOW_MESSAGES: len(items),
                 FLUSH_TRACE_ID: flush_trace,
             }
-            for p in items:
-                if p.traced is None:
-                    continue
-                parent = trace.set_span_in_context(NonRecordingSpan(p.traced))
-                span = self.tracer.start_span(
-                    WRITTEN_SPAN, parent, links=links, attributes=attributes, start_time=p.received_ns
-                )
-                span.end(end_ns)
+            links = [Link(flush), *(Link(c) for c in older[-MAX_LINKS:])]
+            parent = trace.set_span_in_context(NonRecordingSpan(newest))
+            span = self.tracer.start_span(
+                WRITTEN_SPAN, parent, links=links, attributes=attributes, start_time=arrived_ns
+            )
+            span.end(end_ns)
 
     async def _flush(self, batch: dict[str, list[Pending]]) -> _Flushed:
         """Merge and write the batch: the devices whose write lost a race, those written, the history."""
