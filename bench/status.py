@@ -308,7 +308,7 @@ def run_status(
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     import urllib.request
 
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # a loaded machine starts a service slowly
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(log.read_text()[-2000:])
