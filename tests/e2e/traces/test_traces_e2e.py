@@ -258,29 +258,43 @@ async def test_an_operator_call_traces_the_http_request_and_its_database_reads(s
     assert {service_of(s) for s in spans} == {"status"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="status's shadow writer flushes in a task of its own, outside the message's trace: it must wrap "
-    "each flush in fleet_shared.tracing.batch_span (a change in services/status, not yet made)",
-)
-async def test_the_device_reports_trace_holds_the_shadow_write(
+async def test_the_device_reports_trace_holds_its_shadow_write(
     system: System, device_report: DeviceReport
 ) -> None:
+    """status writes many messages in one flush: the report's own trace gets a `status shadow write` span
+    under status's consume span once its shadow is durable, naming the trace of the flush that wrote it, and
+    that trace holds the flush span with the database write of `shadows` under it."""
     database = f"traces_status_{system.names.unique}"
     trace_id = device_report.spans[0]["traceId"]
 
-    def write() -> dict[str, Any] | None:
-        shadows = {"db.namespace": database, "db.collection.name": "shadows"}
-        return next(
-            (
-                span
-                for op in ("insert", "update")
-                if (span := find_span(system.zipkin.trace(trace_id), **shadows, **{"db.operation.name": op}))
-            ),
-            None,
-        )
+    def written() -> dict[str, Any] | None:
+        spans = system.zipkin.trace(trace_id)
+        return next((s for s in spans if s.get("name") == "status shadow write"), None)
 
-    await until_found(write, "the shadow write in the device report's trace", logs_of(system), within=10)
+    write = await until_found(written, "the shadow write in the device report's trace", logs_of(system))
+    assert service_of(write) == "status"
+    assert write["tags"][DEVICE_ID] == device_report.device
+    assert write["tags"]["status.shadow.changed"] == "true"
+    assert int(write["tags"]["status.shadow.version"]) >= 1
+    consume = {
+        s["id"]: s
+        for s in system.zipkin.trace(trace_id)
+        if service_of(s) == "status" and (s.get("tags") or {}).get("messaging.operation.type") == "process"
+    }
+    assert write.get("parentId") in consume, "the write is not under status's consume span"
+
+    flush_trace = write["tags"]["status.flush.trace_id"]
+    shadows = {"db.namespace": database, "db.collection.name": "shadows"}
+
+    def flush_write() -> tuple[dict[str, Any], dict[str, Any]] | None:
+        spans = system.zipkin.trace(flush_trace)
+        flush = next((s for s in spans if s.get("name") == "status flush"), None)
+        writes = (find_span(spans, **shadows, **{"db.operation.name": op}) for op in ("insert", "update"))
+        db = next((s for s in writes if s), None)
+        return (flush, db) if flush and db else None
+
+    flush, db = await until_found(flush_write, "the flush's database write", logs_of(system), within=10)
+    assert db["parentId"] == flush["id"], "the shadow write is not under the flush span"
 
 
 async def test_no_exported_span_holds_a_tuya_token_or_the_access_secret(

@@ -179,6 +179,7 @@ def bootstrap(
         max_devices=settings.status_batch_max_devices,
         max_delay_s=settings.status_batch_max_delay_ms / 1000,
         max_pending=settings.status_max_pending_messages,
+        flush_concurrency=settings.status_flush_concurrency,
         outbox_clear_after_s=settings.status_outbox_clear_after_s,
         stall_after_s=settings.status_writer_stall_s,
         inactivity_ms=settings.inactivity_ms,
