@@ -5,8 +5,6 @@ flush."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -125,32 +123,3 @@ async def test_an_untraced_batch_makes_no_span(exported: tuple[TracerProvider, I
     await writer.flush_once()
     assert store.docs["d1"].shadow.version == 1
     assert exporter.get_finished_spans() == ()
-
-
-async def test_tracing_costs_little_per_message(
-    exported: tuple[TracerProvider, InMemorySpanExporter],
-) -> None:
-    """Submit and flush 2,000 messages over 500 devices, untraced and traced (the exporter in memory): the
-    traced path may cost at most a few times the untraced one (a coarse guard against a per-message span
-    export or context parsing gone quadratic; `bench/status.py` measures the real figure)."""
-    provider, _exporter = exported
-    tracer = provider.get_tracer("consumer")
-
-    async def run(traced: bool) -> float:
-        writer, _store = writer_with(provider)
-        writer.max_devices = 500
-        started = time.perf_counter()
-        for i in range(2000):
-            if traced:
-                with tracer.start_as_current_span("process"):
-                    await writer.submit(report(f"d{i % 500}", i), None, tenant="t", region="eu")
-            else:
-                await writer.submit(report(f"d{i % 500}", i), None, tenant="t", region="eu")
-        while writer.pending_messages:
-            await writer.flush_once()
-        return time.perf_counter() - started
-
-    await run(False)  # warm up
-    untraced = min([await run(False) for _ in range(2)])
-    traced = min([await run(True) for _ in range(2)])
-    assert traced < 6 * untraced, (traced, untraced)
