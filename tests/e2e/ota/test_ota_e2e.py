@@ -172,10 +172,10 @@ async def sim_json(rig: Rig, method: str, path: str, body: Any = None) -> Any:
         return r.json()
 
 
-async def upgrade_docs(rig: Rig) -> list[dict[str, Any]]:
+async def upgrade_docs(rig: Rig, collection: str = "upgrades") -> list[dict[str, Any]]:
     client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(rig.stack.mongodb_uri)
     try:
-        return [d async for d in client[rig.database]["upgrades"].find({})]
+        return [d async for d in client[rig.database][collection].find({})]
     finally:
         client.close()
 
@@ -210,7 +210,11 @@ async def wait_for(rig: Rig, release_id: str, want: dict[str, set[str]], within:
     )
 
 
-def recount(docs: list[dict[str, Any]], release_id: str) -> dict[tuple[str, str], Counter[str]]:
+def recount(
+    docs: list[dict[str, Any]], plans: list[dict[str, Any]], release_id: str
+) -> dict[tuple[str, str], Counter[str]]:
+    """Each upgrade document in its state's bucket; each planned id without one (ota creates it when the
+    device is dispatched) pending, or cancelled if its chunk was stopped before the id was claimed."""
     buckets = {
         "pending": "pending",
         "retrying": "pending",
@@ -223,11 +227,21 @@ def recount(docs: list[dict[str, Any]], release_id: str) -> dict[tuple[str, str]
         "cancelled": "cancelled",
     }
     out: dict[tuple[str, str], Counter[str]] = {}
+    created = set()
     for d in docs:
         if d["release_id"] == release_id:
             c = out.setdefault((d["region"], d["stage"]), Counter())
             c[buckets[d["state"]]] += 1
             c["targeted"] += 1
+            created.add(d["device_id"])
+    for chunk in plans:
+        if chunk["release_id"] == release_id:
+            c = out.setdefault((chunk["region"], chunk["stage"]), Counter())
+            cut = chunk["cancelled_from"] if chunk["cancelled"] else chunk["size"]
+            for i, device_id in enumerate(chunk["devices"]):
+                if device_id not in created:
+                    c["pending" if i < cut else "cancelled"] += 1
+                    c["targeted"] += 1
     return out
 
 
@@ -396,6 +410,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
 
     # --- the ground truth ---------------------------------------------------------------------------------
     docs = await _settled_docs(rig)
+    plans = await upgrade_docs(rig, "plans")
     by_device = {(d["release_id"], d["device_id"]): d for d in docs}
     truth = (await sim_json(rig, "GET", "/sim/truth?messages=false"))["fleet"]["devices"]
     commands = await sim_json(rig, "GET", "/sim/ota/commands")
@@ -420,7 +435,8 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
     # eu halted on its failures; us and in upgraded every plug they hold
     eu = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == "eu"]
     assert any(d["state"] == "failed" for d in eu)
-    assert any(d["state"] == "pending" for d in eu)
+    # halted in its canary: the full stage's devices never got an upgrade document
+    assert len(eu) < sum(1 for p in plugs if p["region"] == "eu")
     for region in ("us", "in"):
         done = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == region]
         assert len(done) == sum(1 for p in plugs if p["region"] == region)
@@ -432,8 +448,8 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
                 assert d["state"] == "succeeded" or d["device_id"] in stale_us, d
     # counters equal a recount of the documents
     final = await release_state(ota, "plug-1.3")
-    assert counters(final) == recount(docs, "plug-1.3")
-    assert counters(await release_state(ota, "sensor-1.1")) == recount(docs, "sensor-1.1")
+    assert counters(final) == recount(docs, plans, "plug-1.3")
+    assert counters(await release_state(ota, "sensor-1.1")) == recount(docs, plans, "sensor-1.1")
 
     # --- no secret anywhere ---------------------------------------------------------------------------------
     stored = await all_documents(rig)
@@ -451,11 +467,13 @@ def _commanded(rig: Rig) -> int:
 
 
 async def _settled_docs(rig: Rig) -> list[dict[str, Any]]:
-    """The upgrade documents once every outbox is relayed (counters are applied by the relay)."""
+    """The upgrade documents once every outbox (upgrades and plan chunks) is relayed (counters are applied by
+    the relay)."""
     deadline = time.monotonic() + 30
     while True:
         docs = await upgrade_docs(rig)
-        if not any(d.get("relay") for d in docs) or time.monotonic() > deadline:
+        plans = await upgrade_docs(rig, "plans")
+        if not any(d.get("relay") for d in docs + plans) or time.monotonic() > deadline:
             return docs
         await asyncio.sleep(0.3)
 

@@ -3,6 +3,7 @@ one channel at a time, region isolation, stop, and counters that equal a recount
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import UpgradePolicy
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
-from tests.unit.ota.fakes import NOW, FakeTuya, World
+from tests.unit.ota.fakes import NOW, FakeTuya, FakeUpgrades, World
 
 pytestmark = pytest.mark.unit
 
@@ -119,8 +120,9 @@ async def test_a_crash_after_the_intent_is_recovered_as_a_failed_attempt_then_a_
     p = w.ports(POLICY)
     await fleet(w, {"EU": 1})
     await released(w, p, [RegionPlan("EU")])
-    counted, _ = await w.progress.batches("r1", "EU")
-    [u] = await w.upgrades.ready_to_command("r1", "EU", sorted(counted), NOW, 10)
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    [u] = await h.create_planned(r, 10, p)
     # the process recorded the intent, then died before calling Tuya
     intent = await h.apply_transition(
         p,
@@ -241,26 +243,94 @@ async def test_whole_release_commands_apply_per_region() -> None:
     assert await h.dispatch("r1", "EU", 10, p) == 0
 
 
-async def test_late_joiners_join_a_running_full_stage_and_an_uncounted_batch_is_counted_later() -> None:
+async def test_late_joiners_join_a_running_full_stage_and_planning_again_adds_nothing_twice() -> None:
     w = World()
     p = w.ports(POLICY)
     await fleet(w, {"EU": 2})
     await released(w, p, [RegionPlan("EU")])
     late = DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(hours=1), {0: "1.0"})
     await w.devices.record(late)
-    # a crash left a batch inserted but not counted
-    orphan = DeviceRecord("EU-orphan", "p1", "EU", NOW, {0: "1.0"})
-    await w.devices.record(orphan)
-    await w.progress.intend_batch("r1", "EU", F, "EU:full:7")
-    await w.upgrades.insert_planned(
-        [up.DeviceUpgrade("r1", "EU", F, "EU-orphan", "p1", 0, "1.2.0")], "EU:full:7"
-    )
     w.clock.now = NOW + timedelta(hours=2)
     assert await h.plan_late_joiners("r1", "EU", p) == 1
-    assert await h.plan_late_joiners("r1", "EU", p) == 1  # the same minute: the same batch, nothing added
+    # the same minute (a repeat after a crash, another replica): the same chunk, nothing added or counted
+    assert await h.plan_late_joiners("r1", "EU", p) == 1
+    assert len(w.plans.chunks) == 2
     counts = await w.progress.counts("r1", "EU", F)
-    assert counts.targeted == 4
+    assert (counts.targeted, counts.pending) == (3, 3)
     assert counts == w.progress.recount("r1", "EU", F)
+    w.clock.now = NOW + timedelta(hours=3)
+    assert await h.plan_late_joiners("r1", "EU", p) == 0  # a later round finds nobody new
+
+
+async def test_planning_writes_chunks_and_an_upgrade_exists_only_once_dispatched() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1200})
+    await released(w, p, [RegionPlan("EU")])
+    assert [len(c.chunk.device_ids) for c in w.plans.chunks.values()] == [500, 500, 200]
+    assert w.upgrades.docs == {}
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.pending) == (1200, 1200)
+    assert counts == w.progress.recount("r1", "EU", F)  # planned ids without a document count as pending
+    assert await h.dispatch("r1", "EU", 30, p) == 30
+    assert len(w.upgrades.docs) == 30
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.pending, counts.upgrading) == (1170, 30)
+    assert counts == w.progress.recount("r1", "EU", F)
+    # the evaluator does not complete a stage whose planned ids are not all dispatched
+    for d, _ in w.tuya.commands:
+        await h.on_device_version(d, 0, "1.2.0", p)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+
+
+async def test_ids_a_crash_left_claimed_are_created_after_the_grace_and_commanded_once() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU")])
+    # a dispatcher took two ids and died before creating their upgrades
+    claim = await w.plans.claim("r1", "EU", 2, now=NOW, repair_before=NOW - timedelta(seconds=30))
+    assert claim is not None
+    assert await h.dispatch("r1", "EU", 10, p) == 3
+    assert await h.dispatch("r1", "EU", 10, p) == 0  # within the grace: maybe still being created
+    assert await w.plans.has_open("r1", "EU")
+    w.clock.now = NOW + timedelta(seconds=p.claim_grace_s)
+    assert await h.dispatch("r1", "EU", 10, p) == 2
+    assert await h.dispatch("r1", "EU", 10, p) == 0
+    assert sorted(w.tuya.commands) == [(f"EU-00{i}", 0) for i in range(5)]
+    assert not await w.plans.has_open("r1", "EU")
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.upgrading) == (5, 5)
+    assert counts == w.progress.recount("r1", "EU", F)
+
+
+class StoppedWhileCreating(FakeUpgrades):
+    """An operator stops the region between a dispatcher's claim and its creating the claimed upgrades."""
+
+    ports: Ports | None = None
+
+    async def create(self, upgrades: Sequence[up.DeviceUpgrade]) -> list[up.DeviceUpgrade]:
+        assert self.ports is not None
+        ports, self.ports = self.ports, None
+        await h.stop_rollout("r1", "EU", ports)
+        return await super().create(upgrades)
+
+
+async def test_stopping_between_a_claim_and_its_upgrades_cancels_them_and_commands_nothing() -> None:
+    upgrades = StoppedWhileCreating()
+    w = World(upgrades=upgrades)
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU")])
+    # the round's rollout was read while running; the stop comes mid-way
+    upgrades.ports = p
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    assert await h.create_planned(r, 2, p) == []
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.cancelled) == (5, 5)
+    assert counts == w.progress.recount("r1", "EU", F)
+    assert w.tuya.commands == []
 
 
 async def test_no_late_joiners_when_not_configured() -> None:
