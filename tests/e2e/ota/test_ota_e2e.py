@@ -2,13 +2,14 @@
 on Tuya's topic layout), ingest (a process) and ota (a process, SIGKILLed mid-wave and restarted) on the dev
 stack's Apache Pulsar and FerretDB; the simulator's ground truth says what must have happened.
 
-One release of the plug's firmware over three regions (canary, then full): half of eu's upgrades fail, so eu
-alone halts while us and in complete; three us devices report "done" but stay on the old version and are not
-counted as succeeded. A second release of the sleepy sensor's firmware waits (Tuya's 5) until the devices
-wake, then completes. Tuya's rate limit on the upgrade API is below what ota asks for: refusals give the
-attempt back. Checked: no device was commanded twice for one attempt (the simulator counts commands), the
-counters equal a recount of the upgrade documents, malformed bodies get a 422 naming the field and change
-nothing, and no secret is in any ota document or log line.
+One release of the plug's firmware over three regions (canary, then full): 30% of eu's upgrades fail (the
+issue's figure), so eu alone halts (its failures judged over its stages together) while us and in complete;
+three us devices report "done" but stay on the old version and are not counted as succeeded. A second
+release of the sleepy sensor's firmware waits (Tuya's 5) until the devices wake, then completes. Tuya's rate
+limit on the upgrade API is below what ota asks for: refusals give the attempt back. Checked: no device was
+commanded twice for one attempt (the simulator counts commands), the counters equal a recount of the upgrade
+documents and plan chunks, a halted region sends nothing more, malformed bodies get a 422 naming the field
+and change nothing, and no secret is in any ota document or log line.
 
 Size: `OTA_E2E_DEVICES` (default 300, half plugs, half sleepy sensors, a third of each per region: every
 region still has a canary of 30 and a full stage after it; 10,000 for the issue's full run). Each phase's time
@@ -47,6 +48,7 @@ PER_MINUTE = 1200.0  # ota's dispatch rate per region: 60/s over three regions
 # Tuya's (simulated) limit on the upgrade API, per second, with no burst: below what ota asks (60/s), and the
 # four rollouts' commands of one dispatch round arrive together, so refusals come even on a slow machine
 TUYA_UPGRADE_RATE = 10.0
+EU_FAILURE = 0.3  # the issue's figure: eu alone must halt
 API_KEY = secrets.token_urlsafe(24)
 NOT_CONFIRMED = "the upgrade command was not confirmed by Tuya"  # recovery found no upgrade at Tuya
 SIM_SETTINGS: dict[str, str | int | float] = {
@@ -345,17 +347,17 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
     assert (await asyncio.to_thread(ota.get, f"/v1/firmware/{PLUG}:0:1.4"))[0] == 404
     assert (await asyncio.to_thread(ota.get, "/v1/releases/bad"))[0] == 404
 
-    # --- faults: 50% failures in eu, three "done but old" devices in us, Tuya's rate limit -----------------
-    # Not the issue's 30%: with one attempt per device, a canary of 30 at 30% sees fewer than the 20% halt
-    # threshold (5 or fewer failures) in about 8% of runs, and the full stage after it is below the minimum
-    # sample, so eu would complete (seen once). Halting is judged per stage; at 50% the canary halts in all
-    # but ~0.02% of runs. The thresholds themselves are unit-tested with exact samples.
+    # --- faults: 30% failures in eu, three "done but old" devices in us, Tuya's rate limit -----------------
+    # With one attempt per device, a canary of 30 at 30% stays under the 20% halt threshold (5 or fewer
+    # failures) in ~5% of runs; the region's failures are judged over its stages together, so the full stage
+    # after such a canary still halts it (eu's plugs all settled without ever reaching 20% over at least 20:
+    # ~1.5% at 50 plugs, ~0.2% at 100). The thresholds themselves are unit-tested with exact samples.
     await sim_json(
         rig,
         "PUT",
         "/sim/ota/faults",
         {
-            "rules": [{"region": "eu", "product_id": PLUG, "failure": 0.5}],
+            "rules": [{"region": "eu", "product_id": PLUG, "failure": EU_FAILURE}],
             "upgrade_rate_per_s": TUYA_UPGRADE_RATE,
             "upgrade_burst": 1,
         },
@@ -399,6 +401,9 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
         rig, "plug-1.3", {"eu": {"halted"}, "us": {"completed"}, "in": {"completed"}}, within=240
     )
     phase("plug release settled")
+    # a halted region sends nothing more: its upgrade documents (created when dispatched) stop growing
+    await asyncio.sleep(2)  # a dispatch round that began before the halt finishes
+    eu_dispatched = sum((d["release_id"], d["region"]) == ("plug-1.3", "eu") for d in await upgrade_docs(rig))
     sensor = await release_state(ota, "sensor-1.1")
     waiting = sum(s["waiting"] for r in sensor["regions"] for s in r["stages"])
     assert waiting > 0, sensor
@@ -435,8 +440,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
     # eu halted on its failures; us and in upgraded every plug they hold
     eu = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == "eu"]
     assert any(d["state"] == "failed" for d in eu)
-    # halted in its canary: the full stage's devices never got an upgrade document
-    assert len(eu) < sum(1 for p in plugs if p["region"] == "eu")
+    assert len(eu) == eu_dispatched, (len(eu), eu_dispatched)
     for region in ("us", "in"):
         done = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == region]
         assert len(done) == sum(1 for p in plugs if p["region"] == region)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from fleet_contracts.device import DeviceOtaProgressed, TuyaOrigin
@@ -216,6 +217,36 @@ async def test_failures_halt_only_their_region_and_counters_equal_a_recount() ->
     assert await h.dispatch("r1", "EU", 10, p) == 0
     for region, stage in (("EU", C), ("US", C), ("US", F)):
         assert await w.progress.counts("r1", region, stage) == w.progress.recount("r1", region, stage)
+
+
+async def test_a_region_halts_on_its_failures_over_all_its_stages() -> None:
+    w = World()
+    p = w.ports(UpgradePolicy(max_attempts=1, attempt_timeout_s=600))
+    await fleet(w, {"EU": 20})
+    plan = RegionPlan(
+        "EU", canary=Canary(quantity=10), promote_at=Threshold(0.8, 10), halt_at=Threshold(0.2, 10)
+    )
+    await released(w, p, [plan])
+    assert await h.dispatch("r1", "EU", 10, p) == 10
+    for i, (d, _) in enumerate(w.tuya.commands):
+        if i == 0:
+            await h.on_device_error(d, 0, 205, p)  # 1 of 10 failed: the canary passes
+        else:
+            await h.on_device_version(d, 0, "1.2.0", p)
+    r = await h.evaluate_rollout("r1", "EU", p)
+    assert (r.status, r.stage) == (RolloutStatus.RUNNING, F)
+    assert await h.dispatch("r1", "EU", 10, p) == 10
+    for d, _ in w.tuya.commands[10:12]:
+        await h.on_device_error(d, 0, 205, p)
+    # the full stage alone: 2 settled, below its minimum sample; the region: 3 failed of 12 settled
+    r = await h.evaluate_rollout("r1", "EU", p)
+    assert r.status == RolloutStatus.HALTED
+    [halted] = [
+        body["data"]
+        for e in w.rollouts.outbox
+        if e.event is not None and (body := orjson.loads(e.event.body))["type"] == "ota.release.halted.v1"
+    ]
+    assert (halted["stage"], halted["sample_size"], halted["failure_rate"]) == ("full", 12, 0.25)
 
 
 async def test_stop_cancels_what_has_not_started_and_finishes_the_region() -> None:

@@ -269,24 +269,22 @@ async def for_each_region(
 
 
 async def region_counts(r: RegionRollout, p: Ports) -> StageCounts:
-    per_stage = await p.progress.of_release(r.release_id)
-    total = StageCounts()
-    for (region, _stage), c in per_stage.items():
-        if region == r.region:
-            total = StageCounts(*(a + b for a, b in zip(_values(total), _values(c), strict=True)))
-    return total
+    return _region_total(r, await p.progress.of_release(r.release_id))
 
 
-def _values(c: StageCounts) -> tuple[int, ...]:
-    return (c.targeted, c.pending, c.upgrading, c.waiting, c.succeeded, c.failed, c.cancelled)
+def _region_total(r: RegionRollout, per_stage: dict[tuple[str, rel.Stage], StageCounts]) -> StageCounts:
+    return sum((c for (region, _), c in per_stage.items() if region == r.region), StageCounts())
 
 
 async def evaluate_rollout(release_id: str, region: str, p: Ports) -> RegionRollout:
-    """Apply what the current stage's counters call for: halt, promote (planning the next stage), complete."""
+    """Apply what the counters call for: halt (judged over the region's stages together), promote (planning
+    the next stage), complete."""
     r = await _rollout(release_id, region, p)
     if r.stage is None:
         return r
-    decision = rel.decide(r, await p.progress.counts(release_id, region, r.stage))
+    per_stage = await p.progress.of_release(release_id)  # one read: the stage's and the region's counters
+    stage = per_stage.get((region, r.stage), StageCounts())
+    decision = rel.decide(r, stage, _region_total(r, per_stage))
     match decision:
         case rel.Halt():
             halted = decision
