@@ -23,6 +23,7 @@ from fleet_ota.adapters.mongo import (
     Document,
     FirmwareStore,
     LockStore,
+    PacingStore,
     PlanStore,
     ProgressStore,
     RolloutStore,
@@ -231,6 +232,22 @@ async def test_indexed_queries_find_what_is_due(db: AsyncIOMotorDatabase[Documen
     assert [u.device_id for u in await store.cancellable("r1", "EU", 10)] == ["d00001", "d00003"]
 
 
+async def test_one_replica_reserves_each_round_of_the_shared_dispatch_schedule(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    pacing = PacingStore(db)
+    assert await pacing.next_at("r1", "EU") is None
+    first = await asyncio.gather(*(pacing.move("r1", "EU", None, 100.5) for _ in range(6)))
+    assert sorted(first) == [False] * 5 + [True]
+    moved = await asyncio.gather(*(pacing.move("r1", "EU", 100.5, 100.5 + 0.1 * i) for i in range(1, 7)))
+    assert sum(moved) == 1
+    winner = 100.5 + 0.1 * (moved.index(True) + 1)
+    assert await pacing.next_at("r1", "EU") == winner
+    await pacing.give_back("r1", "EU", 0.25)
+    assert await pacing.next_at("r1", "EU") == pytest.approx(winner - 0.25)
+    assert await pacing.next_at("r1", "US") is None
+
+
 async def test_one_channel_lock_per_device(db: AsyncIOMotorDatabase[Document]) -> None:
     locks = LockStore(db)
     assert await locks.acquire("d1", 0, "r1:d1")
@@ -324,6 +341,7 @@ async def test_a_release_from_planning_to_success_with_counters_equal_to_a_recou
         progress=ProgressStore(db),
         devices=DeviceStore(db),
         locks=LockStore(db),
+        pacing=PacingStore(db),
         tuya=tuya,
         clock=lambda: clock[0],
         tenant="t",

@@ -333,6 +333,27 @@ class FakeLocks:
 
 
 @dataclass
+class FakePacing:
+    """The shared dispatch schedule; `moves` counts reservations that won."""
+
+    next: dict[tuple[str, str], float] = field(default_factory=dict)
+    moves: int = 0
+
+    async def next_at(self, release_id: str, region: str) -> float | None:
+        return self.next.get((release_id, region))
+
+    async def move(self, release_id: str, region: str, expected: float | None, to: float) -> bool:
+        if self.next.get((release_id, region)) != expected:
+            return False
+        self.next[(release_id, region)] = to
+        self.moves += 1
+        return True
+
+    async def give_back(self, release_id: str, region: str, seconds: float) -> None:
+        self.next[(release_id, region)] -= seconds
+
+
+@dataclass
 class FakeTuya:
     commands: list[tuple[str, int]] = field(default_factory=list)
     refuse: set[str] = field(default_factory=set)
@@ -375,8 +396,10 @@ class World:
     upgrades: FakeUpgrades = field(default_factory=FakeUpgrades)
     devices: FakeDevices = field(default_factory=FakeDevices)
     locks: FakeLocks = field(default_factory=FakeLocks)
+    pacing: FakePacing = field(default_factory=FakePacing)
     tuya: FakeTuya = field(default_factory=FakeTuya)
     clock: Clock = field(default_factory=Clock)
+    plans: FakePlans = field(init=False)
     progress: FakeProgress = field(init=False)
 
     def __post_init__(self) -> None:
@@ -392,6 +415,7 @@ class World:
             progress=self.progress,
             devices=self.devices,
             locks=self.locks,
+            pacing=self.pacing,
             tuya=self.tuya,
             clock=self.clock,
             tenant="t",

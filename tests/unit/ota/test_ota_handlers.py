@@ -3,6 +3,7 @@ one channel at a time, region isolation, stop, and counters that equal a recount
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
@@ -17,11 +18,12 @@ from fleet_contracts.ota import ReleaseStage, UpgradeType
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import CatalogError, FirmwareSpec
 from fleet_ota.domain.release import Canary, RegionPlan, ReleaseError, RolloutStatus, Threshold
+from fleet_ota.domain.schedule import DispatchRate
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import UpgradePolicy
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
-from tests.unit.ota.fakes import NOW, FakeTuya, FakeUpgrades, World
+from tests.unit.ota.fakes import NOW, FakePacing, FakeTuya, FakeUpgrades, World
 
 pytestmark = pytest.mark.unit
 
@@ -464,3 +466,53 @@ async def test_a_rate_limited_command_gives_its_attempt_back_and_ends_the_round(
     again = await w.upgrades.get("r1:EU-000")
     assert again is not None
     assert (again.state, again.attempt) == (S.COMMANDED, 1)
+
+
+class RaceOnce(FakePacing):
+    """Another replica reserves between this one's read and its write, once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raced = False
+
+    async def move(self, release_id: str, region: str, expected: float | None, to: float) -> bool:
+        if not self.raced:
+            self.raced = True
+            await super().move(release_id, region, expected, to)  # the other replica's reservation
+        return await super().move(release_id, region, expected, to)
+
+
+@pytest.mark.parametrize(("replicas", "jitter"), [(1, 0.0), (2, 0.0), (3, 0.0), (2, 0.3)])
+async def test_replicas_share_the_regions_dispatch_rate(replicas: int, jitter: float) -> None:
+    """Each replica runs its own dispatch rounds (four a second, out of step with the others); together they
+    command the region's rate (10/s): never more without jitter, and on average with it."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2000})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(600, jitter=jitter))])
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    rngs = [random.Random(i) for i in range(replicas)]
+    seconds = 60
+    for step in range(seconds * 4 * replicas):
+        w.clock.now = NOW + timedelta(seconds=step / (4 * replicas))
+        rng = rngs[step % replicas]
+        await h.paced_dispatch(r, p, draw=rng.random, backlog_s=1.0, most=50)
+    assert 0.95 * 600 <= len(w.tuya.commands) <= (601 if jitter == 0 else 0.05 * 600 + 600)
+    assert len(set(w.tuya.commands)) == len(w.tuya.commands)
+
+
+async def test_reserved_commands_not_sent_are_given_back_and_a_lost_race_reads_again() -> None:
+    w = World(pacing=RaceOnce())
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 3})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(60))])
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    # another replica reserved the command due now: this one reads again and finds nothing due
+    assert await h.paced_dispatch(r, p, draw=lambda: 0.5, backlog_s=10, most=50) == 0
+    assert await w.pacing.next_at("r1", "EU") == (NOW + timedelta(seconds=1)).timestamp()
+    # 10 s later: 10 commands are due (one a second), 3 devices are ready; 7 seconds are given back
+    w.clock.now = NOW + timedelta(seconds=10)
+    assert await h.paced_dispatch(r, p, draw=lambda: 0.5, backlog_s=10, most=50) == 3
+    assert await w.pacing.next_at("r1", "EU") == (NOW + timedelta(seconds=4)).timestamp()

@@ -185,6 +185,20 @@ class ProgressRepository(Protocol):
     async def of_release(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]: ...
 
 
+class DispatchPacing(Protocol):
+    """Each region's dispatch schedule, shared by every replica: when its next command is due (seconds since
+    the epoch), so replicas together keep to the region's rate."""
+
+    async def next_at(self, release_id: str, region: str) -> float | None: ...
+
+    async def move(self, release_id: str, region: str, expected: float | None, to: float) -> bool:
+        """Reserve a round's commands: one conditional write, only if the schedule still says `expected`
+        (None: never written). False: another replica reserved first (read again)."""
+
+    async def give_back(self, release_id: str, region: str, seconds: float) -> None:
+        """Return the time of reserved commands that were not sent (an atomic decrement)."""
+
+
 class DeviceDirectory(Protocol):
     """ota's own record of devices (fed by status's events and the OpenAPI)."""
 

@@ -734,6 +734,31 @@ class LockStore:
         await self.col.delete_one({"_id": device_id, "upgrade_id": upgrade_id})
 
 
+class PacingStore:
+    """`pacing` (_id `release:region`): when the region's next command is due, shared by every replica."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.col: Collection = db["pacing"]
+
+    async def next_at(self, release_id: str, region: str) -> float | None:
+        d = await self.col.find_one({"_id": rollout_id(release_id, region)})
+        return None if d is None else float(d["next_at"])
+
+    async def move(self, release_id: str, region: str, expected: float | None, to: float) -> bool:
+        _id = rollout_id(release_id, region)
+        if expected is None:
+            try:
+                await self.col.insert_one({"_id": _id, "next_at": to})
+            except DuplicateKeyError:
+                return False
+            return True
+        moved = await self.col.update_one({"_id": _id, "next_at": expected}, {"$set": {"next_at": to}})
+        return moved.matched_count == 1
+
+    async def give_back(self, release_id: str, region: str, seconds: float) -> None:
+        await self.col.update_one({"_id": rollout_id(release_id, region)}, {"$inc": {"next_at": -seconds}})
+
+
 async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
     """Every query above is answered from one of these."""
     await db["upgrades"].create_index(

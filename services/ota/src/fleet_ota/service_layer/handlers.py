@@ -21,6 +21,7 @@ from fleet_contracts.device import DeviceOtaProgressed, OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, FirmwareRegistered
 from fleet_ota.domain import firmware as catalog
 from fleet_ota.domain import release as rel
+from fleet_ota.domain import schedule
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import Firmware, FirmwareSpec
 from fleet_ota.domain.release import RegionPlan, RegionRollout, ReleaseError, ReleaseTarget, StageCounts
@@ -30,6 +31,7 @@ from fleet_ota.ports import (
     ChannelLocks,
     Clock,
     DeviceDirectory,
+    DispatchPacing,
     FirmwareRepository,
     PlanRepository,
     ProgressRepository,
@@ -81,6 +83,7 @@ class Ports:
     progress: ProgressRepository
     devices: DeviceDirectory
     locks: ChannelLocks
+    pacing: DispatchPacing
     tuya: TuyaOta
     clock: Clock
     tenant: str
@@ -384,6 +387,28 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
         return int(after.attempt > u.attempt)
 
     return sum(await _each(ready, one))
+
+
+async def paced_dispatch(
+    r: RegionRollout, p: Ports, *, draw: Callable[[], float], backlog_s: float, most: int
+) -> int:
+    """Dispatch what the region's rate allows now, on its schedule shared by every replica: one conditional
+    write reserves the round's commands, so two replicas together keep to the region's rate. Reserved commands
+    that were not sent (nothing ready, Tuya's rate limit, outside the window) are given back."""
+    now = p.clock().timestamp()
+    for _ in range(_RACE_TRIES):
+        at = await p.pacing.next_at(r.release_id, r.region)
+        start, gaps = schedule.due(at, now, r.plan.dispatch, draw, backlog_s=backlog_s, most=most)
+        if not gaps:
+            return 0
+        if await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
+            break
+    else:
+        return 0  # other replicas kept taking this round's commands
+    sent = await dispatch(r.release_id, r.region, len(gaps), p)
+    if sent < len(gaps):
+        await p.pacing.give_back(r.release_id, r.region, sum(gaps[sent:]))
+    return sent
 
 
 async def create_planned(r: RegionRollout, limit: int, p: Ports) -> list[DeviceUpgrade]:
