@@ -21,6 +21,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 
+from fleet_ota.domain.release import RegionRollout
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
 
@@ -94,8 +95,16 @@ class Loops:
                 await asyncio.sleep(0)
 
     async def dispatch_round(self) -> int:
-        for r in await self.p.rollouts.dispatching():
-            await h.paced_dispatch(r, self.p, draw=self.rng.random, backlog_s=self.tick_s, most=self.burst)
+        async def one(r: RegionRollout) -> None:
+            try:
+                await h.paced_dispatch(
+                    r, self.p, draw=self.rng.random, backlog_s=self.tick_s, most=self.burst
+                )
+            except Exception as e:  # one region's failed round must not hold up the others
+                log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)
+
+        # regions at once: each is its own documents and schedule, and their round trips overlap
+        await asyncio.gather(*(one(r) for r in await self.p.rollouts.dispatching()))
         return 0  # paced by the clock, not by how much was sent
 
     async def drive_round(self) -> int:

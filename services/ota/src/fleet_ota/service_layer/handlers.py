@@ -49,6 +49,8 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 # devices handled at once by one round (each device is its own document: their writes never conflict)
 CONCURRENCY = 16
+# planned devices given their (pending) upgrade documents per claim, at least
+CLAIM_AHEAD = 20
 
 
 async def _each(items: Iterable[_T], action: Callable[[_T], Awaitable[_R]]) -> list[_R]:
@@ -371,7 +373,7 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
         return 0
     ready = await p.upgrades.ready_to_command(release_id, region, p.clock(), limit)
     if len(ready) < limit:
-        # a claim repairing a crash's leftovers may hand out more: beyond the limit, they wait as pending
+        # a claim takes a few ahead (or repairs a crash's leftovers): beyond the limit, they wait as pending
         ready = (ready + await create_planned(r, limit - len(ready), p))[:limit]
     limited = False
 
@@ -412,13 +414,15 @@ async def paced_dispatch(
 
 
 async def create_planned(r: RegionRollout, limit: int, p: Ports) -> list[DeviceUpgrade]:
-    """The next planned devices get their upgrade documents (pending), claimed first so that two dispatchers
-    never take the same ids. Documents are unique per release and device, so ids a crash left claimed without
-    one are created by a later round (after `claim_grace_s`) and never twice. Returns the upgrades this call
-    created (the ones it dispatches)."""
+    """The next planned devices (at least `CLAIM_AHEAD`) get their upgrade documents (pending), claimed first
+    so that two dispatchers never take the same ids. Documents are unique per release and device, so ids a
+    crash left claimed without one are created by a later round (after `claim_grace_s`) and never twice.
+    Returns the upgrades this call created (the round dispatches up to its limit of them)."""
     now = p.clock()
     repair_before = now - timedelta(seconds=p.claim_grace_s)
-    claim = await p.plans.claim(r.release_id, r.region, limit, now=now, repair_before=repair_before)
+    # a few ahead: the next rounds find them pending (one claim every few rounds, not one per round)
+    ahead = max(limit, CLAIM_AHEAD)
+    claim = await p.plans.claim(r.release_id, r.region, ahead, now=now, repair_before=repair_before)
     if claim is None:
         return []
     t = r.target
