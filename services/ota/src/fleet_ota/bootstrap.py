@@ -16,6 +16,8 @@ from fleet_ota.adapters.mongo import (
     DeviceStore,
     FirmwareStore,
     LockStore,
+    PacingStore,
+    PlanStore,
     ProgressStore,
     RolloutStore,
     UpgradeStore,
@@ -131,10 +133,12 @@ def bootstrap(
     ports = Ports(
         firmware=FirmwareStore(db),
         rollouts=RolloutStore(db),
-        upgrades=UpgradeStore(db, chunk=settings.ota_plan_chunk),
+        upgrades=UpgradeStore(db),
+        plans=PlanStore(db),
         progress=progress,
         devices=devices,
         locks=LockStore(db),
+        pacing=PacingStore(db),
         tuya=tuya,
         clock=_utcnow,
         tenant=settings.tuya_access_id,
@@ -144,16 +148,19 @@ def bootstrap(
             backoff_max_s=settings.ota_retry_backoff_max_s,
             attempt_timeout_s=settings.ota_attempt_timeout_s,
         ),
+        claim_grace_s=settings.ota_command_grace_s,
     )
     relay = OutboxRelay(
-        [db["firmware"], db["rollouts"], db["upgrades"]], progress, publisher or OutboxPublisher(broker)
+        [db["firmware"], db["rollouts"], db["upgrades"], db["plans"]],
+        progress,
+        publisher or OutboxPublisher(broker),
     )
 
     async def relay_round() -> int:
         return await relay.relay_once(settings.ota_relay_batch)
 
     async def sweep_round() -> int:
-        return await relay.sweep(db["upgrades"])
+        return await relay.sweep([db["upgrades"], db["plans"]])
 
     loops = Loops(
         ports,
