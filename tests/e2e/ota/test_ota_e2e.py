@@ -2,9 +2,10 @@
 on Tuya's topic layout), ingest (a process) and ota (a process, SIGKILLed mid-wave and restarted) on the dev
 stack's Apache Pulsar and FerretDB; the simulator's ground truth says what must have happened.
 
-One release of the plug's firmware over three regions (canary, then full): 30% of eu's upgrades fail (the
-issue's figure), so eu alone halts (its failures judged over its stages together) while us and in complete;
-three us devices report "done" but stay on the old version and are not counted as succeeded. A second
+One release of the plug's firmware over three regions (canary, then full): 40% of eu's upgrades fail (30%,
+the issue's figure, from 1,000 devices), so eu alone halts (its failures judged over its stages together)
+while us and in complete; three us devices report "done" but stay on the old version and are not counted as
+succeeded. A second
 release of the sleepy sensor's firmware waits (Tuya's 5) until the devices wake, then completes. Tuya's rate
 limit on the upgrade API is below what ota asks for: refusals give the attempt back. Checked: no device was
 commanded twice for one attempt (the simulator counts commands), the counters equal a recount of the upgrade
@@ -48,7 +49,10 @@ PER_MINUTE = 1200.0  # ota's dispatch rate per region: 60/s over three regions
 # Tuya's (simulated) limit on the upgrade API, per second, with no burst: below what ota asks (60/s), and the
 # four rollouts' commands of one dispatch round arrive together, so refusals come even on a slow machine
 TUYA_UPGRADE_RATE = 10.0
-EU_FAILURE = 0.3  # the issue's figure: eu alone must halt
+# eu alone must halt. The issue's figure is 30%: at the default size eu has 50 plugs, and 30% of 50 stays
+# under the 20% halt threshold in a few runs in a hundred (binomial: 9 or fewer failures ~4%), a flaky test;
+# 40% does so in ~0.1%. From 1,000 devices on the issue's 30% is used (`OTA_E2E_EU_FAILURE` overrides either).
+EU_FAILURE = float(os.environ.get("OTA_E2E_EU_FAILURE", "0.3" if DEVICES >= 1000 else "0.4"))
 API_KEY = secrets.token_urlsafe(24)
 NOT_CONFIRMED = "the upgrade command was not confirmed by Tuya"  # recovery found no upgrade at Tuya
 SIM_SETTINGS: dict[str, str | int | float] = {
@@ -347,7 +351,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
     assert (await asyncio.to_thread(ota.get, f"/v1/firmware/{PLUG}:0:1.4"))[0] == 404
     assert (await asyncio.to_thread(ota.get, "/v1/releases/bad"))[0] == 404
 
-    # --- faults: 30% failures in eu, three "done but old" devices in us, Tuya's rate limit -----------------
+    # --- faults: failures in eu, three "done but old" devices in us, Tuya's rate limit -----------------
     # With one attempt per device, a canary of 30 at 30% stays under the 20% halt threshold (5 or fewer
     # failures) in ~5% of runs; the region's failures are judged over its stages together, so the full stage
     # after such a canary still halts it (eu's plugs all settled without ever reaching 20% over at least 20:
