@@ -15,20 +15,15 @@ from fleet_status.adapters.tuya import SchemaCache
 from fleet_status.domain.shadow import DeviceFacts, DpReading, StatusReport
 from fleet_status.ports import ShadowWrite
 from fleet_status.service_layer.writer import ShadowWriter
-from tests.unit.status.fakes import FakeHistoryStore, FakePublisher, FakeSchemaStore, FakeShadowStore
+from tests.unit.status.fakes import (
+    FakeHistoryStore,
+    FakeMessage,
+    FakePublisher,
+    FakeSchemaStore,
+    FakeShadowStore,
+)
 
 pytestmark = pytest.mark.unit
-
-
-class Message:
-    def __init__(self) -> None:
-        self.acked = self.nacked = False
-
-    async def ack(self) -> None:
-        self.acked = True
-
-    async def nack(self) -> None:
-        self.nacked = True
 
 
 class WatchedStore(FakeShadowStore):
@@ -108,7 +103,7 @@ async def until(condition: Callable[[], bool], what: str) -> None:
 async def test_a_device_waits_for_its_batch_in_flight_and_its_new_reports_make_one_write() -> None:
     store = GatedStore()
     writer = writer_for(store, FakeHistoryStore(), concurrency=2)
-    m = {k: Message() for k in range(1, 6)}
+    m = {k: FakeMessage() for k in range(1, 6)}
     writer.start()
     try:
         await writer.submit(report("d1", 1), m[1], tenant="t", region="eu")
@@ -158,7 +153,7 @@ async def test_shuffled_duplicated_reports_through_concurrent_flushes_end_at_the
     reports = [(d, t) for d in devices for t in range(1, 41)]
     delivered = reports + rng.sample(reports, 200)  # duplicates
     rng.shuffle(delivered)
-    messages = [Message() for _ in delivered]
+    messages = [FakeMessage() for _ in delivered]
     writer.start()
     try:
         for (device, t), message in zip(delivered, messages, strict=True):
@@ -183,7 +178,7 @@ async def test_shuffled_duplicated_reports_through_concurrent_flushes_end_at_the
 async def test_stopping_drains_what_is_pending_behind_a_flush_in_flight() -> None:
     store = GatedStore()
     writer = writer_for(store, FakeHistoryStore(), concurrency=2)
-    first, second = Message(), Message()
+    first, second = FakeMessage(), FakeMessage()
     writer.start()
     await writer.submit(report("d1", 1), first, tenant="t", region="eu")
     await until(lambda: len(store.gates) == 1, "the first flush")
