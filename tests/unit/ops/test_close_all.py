@@ -1,16 +1,18 @@
 """The close-out every service's `stop()` ends with (each client closed in order, whatever the earlier ones
-did), and the publishers a service declares from the topic registry."""
+did), the end of consuming a drain starts with, and the publishers a service declares from the topic
+registry."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import pytest
 
 from fleet_contracts import topics
 from fleet_shared.pulsar import PulsarBroker
-from fleet_shared.service.clients import close_all, declare_publishers
+from fleet_shared.service.clients import close_all, declare_publishers, stop_subscribers
 
 pytestmark = pytest.mark.unit
 
@@ -82,3 +84,30 @@ def test_declared_publishers_come_from_the_topic_registry() -> None:
     declare_publishers(broker, topics.OTA_FIRMWARE_EVENTS, topics.OTA_RELEASE_EVENTS)
     declared = {publisher.topic for publisher in broker.publishers}
     assert declared == {topics.OTA_FIRMWARE_EVENTS.name, topics.OTA_RELEASE_EVENTS.name}
+
+
+class Subscriber:
+    def __init__(self, name: str, stopped: list[str], fails: bool = False) -> None:
+        self.name, self.stopped, self.fails = name, stopped, fails
+
+    async def stop(self) -> None:
+        if self.fails:
+            raise RuntimeError("consumer already closed")
+        self.stopped.append(self.name)
+
+
+class Broker:
+    def __init__(self, *subscribers: Subscriber) -> None:
+        self.subscribers = list(subscribers)
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_consuming_stops_on_every_subscriber_even_when_one_fails_and_the_broker_stays_up() -> None:
+    stopped: list[str] = []
+    broker = Broker(Subscriber("a", stopped), Subscriber("b", stopped, fails=True), Subscriber("c", stopped))
+    await stop_subscribers(cast(PulsarBroker, broker))
+    assert stopped == ["a", "c"]
+    assert not broker.stopped  # producers still publish what the drain relays

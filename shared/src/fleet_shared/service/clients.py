@@ -1,14 +1,19 @@
 """The clients a service process holds: the Pulsar broker opened from the common settings (with the topics
-it declares it publishes), and the one way to close them all on the way out.
+it declares it publishes), the bus's token and CA for any other Pulsar client or admin call, and the one way
+to stop consuming and to close them all on the way out.
 
     broker = pulsar_broker(settings, log_level=logging.DEBUG)
     ...
+    async def stop_consuming(self) -> None:
+        await stop_subscribers(self.broker)
+
     async def stop(self) -> None:
         await close_all(self.broker.stop, self.openapi, self.security, self.mongo_client.close)
 """
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
@@ -17,6 +22,7 @@ from typing import Any, Protocol
 import pulsar
 
 from fleet_contracts.topics import Topic
+from fleet_shared.provisioning import provision
 from fleet_shared.pulsar import PulsarBroker
 
 from .settings import ServiceSettings
@@ -34,15 +40,27 @@ class AsyncClosable(Protocol):
 CloseStep = Callable[[], Awaitable[object] | object] | AsyncClosable | None
 
 
+def pulsar_client_kwargs(settings: ServiceSettings) -> dict[str, Any]:
+    """The `pulsar.Client` keywords for our bus with token authentication and TLS (`authentication`,
+    `tls_trust_certs_file_path`; nothing for a plain local one): for a client a service opens itself."""
+    kwargs: dict[str, Any] = {}
+    token = settings.pulsar_auth_token.get_secret_value()
+    if token:
+        kwargs["authentication"] = pulsar.AuthenticationToken(token)
+    if settings.pulsar_tls_trust_certs_file:
+        kwargs["tls_trust_certs_file_path"] = settings.pulsar_tls_trust_certs_file
+    return kwargs
+
+
 def pulsar_client_options(settings: ServiceSettings) -> dict[str, Any]:
     """PulsarBroker's `authentication` and `client_options` for a broker with token authentication and TLS
     (nothing for a plain local one)."""
+    kwargs = pulsar_client_kwargs(settings)
     options: dict[str, Any] = {}
-    token = settings.pulsar_auth_token.get_secret_value()
-    if token:
-        options["authentication"] = pulsar.AuthenticationToken(token)
-    if settings.pulsar_tls_trust_certs_file:
-        options["client_options"] = {"tls_trust_certs_file_path": settings.pulsar_tls_trust_certs_file}
+    if "authentication" in kwargs:
+        options["authentication"] = kwargs.pop("authentication")
+    if kwargs:
+        options["client_options"] = kwargs
     return options
 
 
@@ -52,11 +70,30 @@ def pulsar_broker(settings: ServiceSettings, **broker_options: Any) -> PulsarBro
     return PulsarBroker(settings.pulsar_url, **pulsar_client_options(settings), **broker_options)
 
 
+def provision_topics(settings: ServiceSettings, tuya_access_id: str | None = None) -> list[str]:
+    """`fleet_shared.provisioning.provision` at `FLEET_PULSAR_ADMIN_URL` with the bus's token (as `Bearer`)
+    and CA, as the provisioning Job runs it; blocking (urllib): call it in a thread from async code."""
+    return provision(
+        settings.pulsar_admin_url,
+        tuya_access_id,
+        token=settings.pulsar_auth_token.get_secret_value() or None,
+        tls_trust_certs_file=settings.pulsar_tls_trust_certs_file,
+    )
+
+
 def declare_publishers(broker: PulsarBroker, *published: Topic[Any]) -> None:
     """Declare the topics a service publishes (through its outbox relay), for the AsyncAPI document: name,
     payload schema and description, all from the topic registry."""
     for topic in published:
         broker.publisher(topic.name, schema=topic.schema, description=topic.description)
+
+
+async def stop_subscribers(broker: PulsarBroker) -> None:
+    """Stop every subscriber (no new messages; the broker and its producers stay up for the drain). One that
+    fails to stop does not keep the others running: the broker's own stop closes it later."""
+    for sub in broker.subscribers:
+        with contextlib.suppress(Exception):
+            await sub.stop()
 
 
 async def close_all(*steps: CloseStep) -> None:
