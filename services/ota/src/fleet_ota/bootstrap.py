@@ -33,11 +33,10 @@ from fleet_ota.ports import EventPublisher, TuyaOta
 from fleet_ota.service_layer.handlers import Ports
 from fleet_ota.settings import OtaSettings
 from fleet_ota.views import OtaViews
-from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker, stop_subscribers
+from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
@@ -112,9 +111,7 @@ def bootstrap(
     publisher: EventPublisher | None = None,
 ) -> Ota:
     settings = settings or OtaSettings()
-    broker = pulsar_broker(settings, log_level=logging.DEBUG)
-    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
-    db = client[settings.ota_database]
+    broker, client, db = service_clients(settings, SERVICE, settings.ota_database)
     own_client: TuyaOpenApiClient | None = None
     if tuya is None:
         rate = settings.ota_tuya_rate_per_s

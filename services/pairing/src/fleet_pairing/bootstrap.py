@@ -22,12 +22,11 @@ from fleet_pairing.entrypoints import consumer
 from fleet_pairing.ports import TuyaPairing
 from fleet_pairing.service_layer import handlers
 from fleet_pairing.settings import PairingSettings
-from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.qr import QrImages, render
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker, stop_subscribers
+from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
@@ -153,10 +152,7 @@ def bootstrap(
     binding_modes = ConfiguredBindingModes.parse(
         settings.pairing_binding_modes, settings.pairing_default_binding_mode or None
     )
-    # every message's "Received"/"Processed" lines only when debugging
-    broker = pulsar_broker(settings, log_level=logging.DEBUG)
-    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
-    db = client[settings.pairing_database]
+    broker, client, db = service_clients(settings, SERVICE, settings.pairing_database)
     encoder = EventEncoder(tenant=settings.tuya_access_id, region=settings.region.lower())
     # the relay clears through a store of its own; the sessions store calls it after each durable write
     relay = OutboxRelay(SessionStore(db, encoder), publisher or OutboxPublisher(broker))

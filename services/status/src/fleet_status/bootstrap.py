@@ -13,11 +13,10 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker, stop_subscribers
+from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
@@ -144,10 +143,7 @@ def bootstrap(
     publisher: EventPublisher | None = None,
 ) -> Status:
     settings = settings or StatusSettings()
-    # every message's "Received"/"Processed" lines only when debugging: thousands a second otherwise
-    broker = pulsar_broker(settings, log_level=logging.DEBUG)
-    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
-    db = client[settings.status_database]
+    broker, client, db = service_clients(settings, SERVICE, settings.status_database)
     shadows = ShadowStore(
         db, write_chunk=settings.status_write_chunk, write_concurrency=settings.status_write_concurrency
     )

@@ -22,11 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker
+from fleet_shared.service.clients import close_all, service_clients
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import DEFAULT_RATE_LIMIT, TuyaOpenApiClient
@@ -185,9 +184,7 @@ def bootstrap(
     clock: Callable[[], datetime] = _utcnow,
 ) -> Unbinding:
     settings = settings or UnbindingSettings()
-    broker = pulsar_broker(settings, log_level=logging.DEBUG)
-    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
-    db = client[settings.unbinding_database]
+    broker, client, db = service_clients(settings, SERVICE, settings.unbinding_database)
     batches, unbinds = MongoBatchStore(db), MongoUnbindStore(db)
     counters, limits, authorizations = (
         MongoQuotaCounters(db),

@@ -1,8 +1,8 @@
 """The clients a service process holds: the Pulsar broker opened from the common settings (with the topics
-it declares it publishes), the bus's token and CA for any other Pulsar client or admin call, and the one way
-to stop consuming and to close them all on the way out.
+it declares it publishes) and its database, the bus's token and CA for any other Pulsar client or admin call,
+and the one way to stop consuming and to close them all on the way out.
 
-    broker = pulsar_broker(settings, log_level=logging.DEBUG)
+    broker, mongo_client, db = service_clients(settings, "ota", settings.ota_database)
     ...
     async def stop_consuming(self) -> None:
         await stop_subscribers(self.broker)
@@ -17,11 +17,13 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
 import pulsar
+from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 
 from fleet_contracts.topics import Topic
+from fleet_shared import mongo
 from fleet_shared.provisioning import provision
 from fleet_shared.pulsar import PulsarBroker
 
@@ -68,6 +70,23 @@ def pulsar_broker(settings: ServiceSettings, **broker_options: Any) -> PulsarBro
     """The service's broker at `FLEET_PULSAR_URL`, authenticated and trusting the configured CA;
     `broker_options` are PulsarBroker's own (producer_options, log_level, ...)."""
     return PulsarBroker(settings.pulsar_url, **pulsar_client_options(settings), **broker_options)
+
+
+class ServiceClients(NamedTuple):
+    broker: PulsarBroker
+    mongo_client: AsyncIOMotorClient[mongo.Document]
+    db: AsyncIOMotorDatabase[mongo.Document]
+
+
+def service_clients(
+    settings: ServiceSettings, service: str, database: str, **broker_options: Any
+) -> ServiceClients:
+    """A domain service's broker (`pulsar_broker`; every message's "Received"/"Processed" log lines only at
+    DEBUG unless `log_level` says otherwise: thousands a second) and its database on a client named after the
+    service (`fleet-<service>`, as the server's logs and current ops show it). Nothing connects yet."""
+    broker_options.setdefault("log_level", logging.DEBUG)
+    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{service}")
+    return ServiceClients(pulsar_broker(settings, **broker_options), client, client[database])
 
 
 def provision_topics(settings: ServiceSettings, tuya_access_id: str | None = None) -> list[str]:
