@@ -7,7 +7,10 @@ quotas raised. Reported, all from the same run:
 - the limit: the configured rate, and the most removals the simulator accepted in any one second (its
   ground truth; must never be above the limit);
 - removals/s sustained: removals / time from the first to the last removal (goal >= 95% of the limit);
-- refusals the simulator answered (1199 means the service went over the limit and had to retry);
+- refusals the simulator answered (1199 means the service went over the limit and had to retry), and per
+  10 s from the first removal the removals and 1199 refusals (whether the rate was lost evenly, at the
+  start or end, or in bursts);
+- CPU time of the service and of the simulator per device (less sensitive to a loaded machine);
 - no device removed twice, and every device with a result;
 - p50/p99 time from a device scanning a QR session to its result (`--qr-sessions` sessions of 30 devices),
   split at the moment Tuya (the simulator) removed it: scan -> removal (the QR poll, admission, lookup,
@@ -214,12 +217,25 @@ async def wait_finished(
         await asyncio.sleep(every_s)
 
 
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time the process used so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 async def list_mode(rig: Rig, devices: list[str]) -> dict[str, Any]:
     chunks = [devices[i : i + BATCH] for i in range(0, len(devices), BATCH)]
+    sim_cpu, svc_cpu = (cpu_seconds(p) for p in rig.procs)
     batches = [await rig.api("POST", "/v1/batches", {"device_ids": c, "reason": "bench"}) for c in chunks]
     expected_s = len(devices) / rig.tuya_rate
     done = await wait_finished(rig, [b["batch_id"] for b in batches], within=3 * expected_s + 120)
+    sim_cpu, svc_cpu = cpu_seconds(rig.procs[0]) - sim_cpu, cpu_seconds(rig.procs[1]) - svc_cpu
     truth = await rig.sim("GET", "/sim/unbinding/removals")
+    # where the rate went: removals and rate-limit refusals per 10 s from the first removal
+    line = await rig.sim("GET", "/sim/unbinding/removals/timeline?window_ms=10000")
     span_s = (truth["last_ms"] - truth["first_ms"]) / 1000 if truth["total"] > 1 else float("nan")
     sustained = (truth["total"] - 1) / span_s if span_s and span_s > 0 else float("nan")
     return {
@@ -237,6 +253,11 @@ async def list_mode(rig: Rig, devices: list[str]) -> dict[str, Any]:
         "max_removals_in_one_second": truth["max_rate_per_s"],
         "simulator_refusals": truth["refusals"],
         "removed_twice": len(truth["removed_twice"]),
+        "removals_per_s_by_10s": [round(n / 10, 1) for n in line["removed"]],
+        "refusals_1199_by_10s": line["refused"],
+        # CPU per device: what the service costs, less sensitive to a loaded machine than the rate
+        "service_cpu_ms_per_device": round(1000 * svc_cpu / len(devices), 2),
+        "simulator_cpu_ms_per_device": round(1000 * sim_cpu / len(devices), 2),
     }
 
 

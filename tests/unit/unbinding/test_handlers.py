@@ -4,6 +4,7 @@ lost answers never unbind a device twice, cancel, approval, idempotency, QR scan
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 import orjson
@@ -19,8 +20,9 @@ from fleet_unbinding.domain.batch import BatchError, BatchStatus
 from fleet_unbinding.domain.batch import create as create_batch
 from fleet_unbinding.domain.quota import CounterKey, QuotaScope
 from fleet_unbinding.domain.unbind import UnbindState
+from fleet_unbinding.ports import OutboxEntry
 from fleet_unbinding.service_layer import handlers as h
-from tests.unit.unbinding.fakes import T0, World, world
+from tests.unit.unbinding.fakes import T0, FakeUnbindStore, World, world
 
 pytestmark = pytest.mark.unit
 
@@ -398,3 +400,52 @@ async def test_a_taker_waits_for_units_in_flight_before_refusing_the_quota() -> 
         "d3": (UnbindState.UNBOUND, None),
     }
     assert await used(w, QuotaScope.ACCOUNT, "op") == 2
+
+
+class Died(BaseException):
+    """The process died (no handler may swallow it)."""
+
+
+class DiesAfterIntent(FakeUnbindStore):
+    """The process dies right after a device's intent (its units' blocks named) is durable."""
+
+    dying = True
+
+    async def save(self, unbind: machine.DeviceUnbind, outbox: Sequence[OutboxEntry]) -> bool:
+        landed = await super().save(unbind, outbox)
+        if self.dying and unbind.state is UnbindState.CALLING:
+            raise Died
+        return landed
+
+
+async def test_a_dead_processs_block_holds_its_unused_units_until_settled_by_count() -> None:
+    """What an operator sees between a process's death and the settlement of its blocks: `used` exact at
+    once, the unused units `held` until the block's `until` (hand-out window + call lease), refusals
+    meanwhile when the rest of the limit is held; then any worker settles the block by count."""
+    w = world()
+    w.unbinds = w.ports.unbinds = store = DiesAfterIntent()
+    await register(w, "p1")
+    await h.set_limit(w.ports, QuotaScope.ACCOUNT, "op", limit=10, reason="T-1", actor="admin")
+    for d in ("d1", "d2"):
+        w.tuya.add(d, "p1")
+    await h.request_batch(w.ports, list_request(["d1"]))
+    with pytest.raises(Died):
+        await h.run_batch(w.ports, "b1")
+    store.dying = False
+    w.ports.new_process()  # nobody settles the dead process's blocks (of 10 units: the account limit)
+
+    usage = await h.usage(w.ports, QuotaScope.ACCOUNT, "op")
+    assert (usage.used, usage.held, usage.remaining) == (1, 9, 0)
+    assert usage.held_until == T0 + timedelta(seconds=35)
+    await h.request_batch(w.ports, list_request(["d2"], batch_id="b2"))
+    await h.run_batch(w.ports, "b2")  # the account's other 9 units are still held: refused
+    assert w.unbinds.of("b2")["d2"].cause is RefusalCause.QUOTA_EXCEEDED
+
+    w.clock.advance(seconds=36)
+    assert await h.settle_abandoned_blocks(w.ports) == 2  # the dead process's account and product blocks
+    usage = await h.usage(w.ports, QuotaScope.ACCOUNT, "op")
+    assert (usage.used, usage.held, usage.remaining, usage.held_until) == (1, 0, 9, None)
+    await h.recover(w.ports)  # d1's intent, past its lease: Tuya still shows it bound, so it is called
+    assert w.unbinds.of("b1")["d1"].state is UnbindState.UNBOUND
+    assert w.tuya.removals == {"d1": 1}
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 1

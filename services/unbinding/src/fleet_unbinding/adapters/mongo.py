@@ -20,6 +20,11 @@ Collections (one database per service):
   on the block still being listed (`$inc used -(n - consumed)`, `$unset blocks.<id>`); a refund is
   conditional on its unit not being in `refunds` yet. So the counter never passes its limit under any
   concurrency, and settling or refunding twice counts once.
+- Counters written by the earlier version (before blocks) list each unit they hold by name (`units`:
+  batch/device) and have no `blocks`, `open` or `refunds`: blocks are reserved on them as on any other
+  (the missing fields are created by the first block's `$inc`/`$set`, `used` already counts the listed
+  units); a listed unit is refunded only while listed (`refund_listed`), as that version did. Units of
+  devices that were unbound stay listed (and counted) until the day's counter is no longer used.
 - `quota_limits` and `authorization_records`: append-only logs with a per-subject sequence in `_id`; an
   append whose sequence is taken fails with a duplicate key (someone appended first: fold again).
 
@@ -56,6 +61,8 @@ def _only_duplicates(error: BulkWriteError) -> bool:
     return all(e.get("code") == DUPLICATE_KEY for e in error.details.get("writeErrors", []))
 
 
+# the earlier version's list of unit names held in a counter (before quota blocks)
+LEGACY_UNITS = "units"
 # set (to True) in the write that appends events, unset once the outbox is empty again; sparse-indexed
 PENDING = "outbox_pending"
 
@@ -492,6 +499,12 @@ class MongoQuotaCounters:
         for key in keys:
             await self.counters.update_one(
                 {"_id": key.id, "refunds": {"$ne": unit}}, {"$inc": {"used": -1}, "$push": {"refunds": unit}}
+            )
+
+    async def refund_listed(self, keys: Sequence[CounterKey], unit: str) -> None:
+        for key in keys:
+            await self.counters.update_one(
+                {"_id": key.id, LEGACY_UNITS: unit}, {"$inc": {"used": -1}, "$pullAll": {LEGACY_UNITS: [unit]}}
             )
 
     async def open_blocks(self) -> list[OpenBlock]:

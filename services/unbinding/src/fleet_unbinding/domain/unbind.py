@@ -22,6 +22,9 @@ Rules:
   day and one block per counter): a block's units in use are exactly the devices naming it. A refusal
   after that is written with `units_held` set; the handler refunds (once per unit, idempotent) and clears
   it, and recovery refunds any refusal still flagged. An UNBOUND device's units stay counted.
+- Documents of the earlier version (`units_listed`: a quota day, no blocks) hold units listed by name in
+  the counters: those are given back only while listed (a reservation a crash hid may never have
+  landed), and a PENDING one gives back whatever it may hold before taking units from blocks.
 - Each final result carries its event (outbox of the same write) with a deterministic id.
 """
 
@@ -95,6 +98,14 @@ class DeviceUnbind:
     @property
     def id(self) -> str:
         return f"{self.batch_id}/{self.device_id}"
+
+    @property
+    def units_listed(self) -> bool:
+        """Whether its units are (or may be) listed by name in the counters, as an earlier version reserved
+        them: one unit per device and counter, the quota day recorded *before* reserving (so a PENDING
+        device with a quota day may or may not hold them). This version records a day only together with
+        its blocks, so a quota day without blocks can only be an earlier version's."""
+        return self.quota_day is not None and not self.quota_blocks
 
 
 Event = BatchDeviceUnbound | BatchDeviceRefused
