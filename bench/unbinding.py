@@ -10,7 +10,8 @@ quotas raised. Reported, all from the same run:
 - refusals the simulator answered (1199 means the service went over the limit and had to retry), and per
   10 s from the first removal the removals and 1199 refusals (whether the rate was lost evenly, at the
   start or end, or in bursts);
-- CPU time of the service and of the simulator per device (less sensitive to a loaded machine);
+- CPU time of the service and of the simulator per device (less sensitive to a loaded machine), and the
+  database server's operations per device (`serverStatus` opcounters, when it has them);
 - no device removed twice, and every device with a result;
 - p50/p99 time from a device scanning a QR session to its result (`--qr-sessions` sessions of 30 devices),
   split at the moment Tuya (the simulator) removed it: scan -> removal (the QR poll, admission, lookup,
@@ -226,13 +227,28 @@ def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+async def db_operations() -> dict[str, int]:
+    """The MongoDB-wire server's operation counters (`serverStatus.opcounters`; empty when it has none):
+    the whole server's, so a comparison needs nothing else writing meanwhile."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(MONGODB_URI)
+    try:
+        status = await client.admin.command("serverStatus")
+        return {k: int(v) for k, v in (status.get("opcounters") or {}).items()}
+    except Exception:  # noqa: BLE001 - a server without the command: the figure is left out
+        return {}
+    finally:
+        client.close()
+
+
 async def list_mode(rig: Rig, devices: list[str]) -> dict[str, Any]:
     chunks = [devices[i : i + BATCH] for i in range(0, len(devices), BATCH)]
     sim_cpu, svc_cpu = (cpu_seconds(p) for p in rig.procs)
+    ops_before = await db_operations()
     batches = [await rig.api("POST", "/v1/batches", {"device_ids": c, "reason": "bench"}) for c in chunks]
     expected_s = len(devices) / rig.tuya_rate
     done = await wait_finished(rig, [b["batch_id"] for b in batches], within=3 * expected_s + 120)
     sim_cpu, svc_cpu = cpu_seconds(rig.procs[0]) - sim_cpu, cpu_seconds(rig.procs[1]) - svc_cpu
+    ops = {k: v - ops_before.get(k, 0) for k, v in (await db_operations()).items()}
     truth = await rig.sim("GET", "/sim/unbinding/removals")
     # where the rate went: removals and rate-limit refusals per 10 s from the first removal
     line = await rig.sim("GET", "/sim/unbinding/removals/timeline?window_ms=10000")
@@ -258,6 +274,8 @@ async def list_mode(rig: Rig, devices: list[str]) -> dict[str, Any]:
         # CPU per device: what the service costs, less sensitive to a loaded machine than the rate
         "service_cpu_ms_per_device": round(1000 * svc_cpu / len(devices), 2),
         "simulator_cpu_ms_per_device": round(1000 * sim_cpu / len(devices), 2),
+        # the database server's operations per device (every client's: the progress reads included)
+        "db_operations_per_device": {k: round(v / len(devices), 2) for k, v in ops.items() if v},
     }
 
 

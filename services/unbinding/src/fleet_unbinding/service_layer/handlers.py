@@ -579,8 +579,9 @@ async def usage(p: Ports, scope: QuotaScope, subject: str, *, day: str | None = 
     # units of open blocks no device took: not used by anyone, but not free either until the block is
     # settled (by its process, or by count once its `until` passed if that process died)
     for block in await p.counters.open_blocks():
-        if block.key == key:
-            held += block.n - await p.unbinds.holding(key, block.block_id)
+        unused = block.n - await p.unbinds.holding(key, block.block_id) if block.key == key else 0
+        if unused > 0:
+            held += unused
             held_until = block.until if held_until is None else max(held_until, block.until)
     return Usage(
         scope,
