@@ -74,7 +74,14 @@ async def _json(port: int, bearer: str, method: str, path: str, body: Any = None
 
 
 class Rig:
-    def __init__(self, tmp: Path, tuya_rate: float, pace: float, service_src: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        tuya_rate: float,
+        pace: float,
+        service_src: str | None = None,
+        in_flight: int = 0,
+    ) -> None:
         self.tmp = tmp
         self.access_id = f"unbbench{secrets.token_hex(4)}"
         self.secret = secrets.token_hex(16)
@@ -88,6 +95,7 @@ class Rig:
         self.tuya_rate = tuya_rate
         self.pace = pace
         self.service_src = service_src
+        self.in_flight = in_flight
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def _spawn(self, args: list[str], env: dict[str, str], log: str) -> None:
@@ -152,6 +160,8 @@ class Rig:
             "FLEET_UNBINDING_QR_POLL_INTERVAL_S": "0.25",
             "FLEET_UNBINDING_ALREADY_BOUND_CODES": "113,1106",
         }
+        if self.in_flight:
+            svc_env["FLEET_UNBINDING_TUYA_REMOVALS_IN_FLIGHT"] = str(self.in_flight)
         if self.service_src:
             svc_env["PYTHONPATH"] = os.pathsep.join(
                 [
@@ -264,6 +274,7 @@ async def list_mode(rig: Rig, devices: list[str]) -> dict[str, Any]:
         },
         "tuya_limit_per_s": rig.tuya_rate,
         "service_pace_per_s": rig.pace * rig.tuya_rate,
+        "removals_in_flight_cap": rig.in_flight or None,
         "removals_per_s": round(sustained, 2),
         "share_of_limit": round(sustained / rig.tuya_rate, 4),
         "max_removals_in_one_second": truth["max_rate_per_s"],
@@ -337,7 +348,7 @@ async def qr_mode(rig: Rig, sessions: int, spare: list[str]) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="unbinding-bench-"))
-    rig = Rig(tmp, args.tuya_rate, args.pace, args.service_src)
+    rig = Rig(tmp, args.tuya_rate, args.pace, args.service_src, args.removals_in_flight)
     qr_devices = 30 * args.qr_sessions * 2
     try:
         await rig.start(args.devices + qr_devices)
@@ -362,6 +373,9 @@ def main() -> None:
         "--pace", type=float, default=0.97, help="the service's removal rate, share of the limit"
     )
     parser.add_argument("--service-src", help="a checkout whose unbinding service to run (comparisons)")
+    parser.add_argument(
+        "--removals-in-flight", type=int, default=0, help="the service's cap on removals under way (0: none)"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     result: dict[str, Any] = {
