@@ -20,7 +20,7 @@ from fleet_unbinding.domain.batch import BatchError, BatchStatus
 from fleet_unbinding.domain.batch import create as create_batch
 from fleet_unbinding.domain.quota import CounterKey, QuotaScope
 from fleet_unbinding.domain.unbind import UnbindState
-from fleet_unbinding.ports import OutboxEntry
+from fleet_unbinding.ports import OutboxEntry, TuyaRefused
 from fleet_unbinding.service_layer import handlers as h
 from tests.unit.unbinding.fakes import T0, FakeUnbindStore, World, world
 
@@ -449,3 +449,40 @@ async def test_a_dead_processs_block_holds_its_unused_units_until_settled_by_cou
     assert w.unbinds.of("b1")["d1"].state is UnbindState.UNBOUND
     assert w.tuya.removals == {"d1": 1}
     assert await used(w, QuotaScope.ACCOUNT, "op") == 1
+
+
+async def test_quota_days_at_midnight_a_new_day_counts_from_zero_and_a_late_refund_goes_to_its_day() -> None:
+    """Units are taken from the counters of the day the device's intent was recorded: a batch after
+    midnight starts from zero, and a unit refunded after midnight goes back to the day it was taken."""
+    w = world()
+    await register(w, "p1")
+    await h.set_limit(w.ports, QuotaScope.ACCOUNT, "op", limit=3, reason="T-1", actor="admin")
+    w.clock.now = T0.replace(hour=23, minute=59, second=59)
+    for d in ("a", "b", "late", "c", "d", "e", "f"):
+        w.tuya.add(d, "p1")
+    real_remove = w.tuya.remove
+
+    async def answers_after_midnight(device_id: str, *, reset: bool) -> None:
+        if device_id == "late":
+            w.clock.advance(seconds=2)  # Tuya answers (offline) on the next day
+            raise TuyaRefused("2001")
+        await real_remove(device_id, reset=reset)
+
+    w.tuya.remove = answers_after_midnight  # type: ignore[method-assign]
+    await h.request_batch(w.ports, list_request(["a", "b", "late"]))
+    await h.run_batch(w.ports, "b1")
+    assert w.unbinds.of("b1")["late"].cause is RefusalCause.DEVICE_OFFLINE
+    assert w.clock() >= T0.replace(day=30, hour=0, minute=0, second=0)
+    nov29, nov30 = (CounterKey(QuotaScope.ACCOUNT, "op", day) for day in ("2026-11-29", "2026-11-30"))
+    assert (await w.counters.used(nov29), await w.counters.used(nov30)) == (2, 0)
+
+    await h.request_batch(w.ports, list_request(["c", "d", "e", "f"], batch_id="b2"))
+    await h.run_batch(w.ports, "b2")
+    results = {d: (u.state, u.cause) for d, u in w.unbinds.of("b2").items()}
+    assert sorted(results.values(), key=str) == sorted(
+        [(UnbindState.UNBOUND, None)] * 3 + [(UnbindState.REFUSED, RefusalCause.QUOTA_EXCEEDED)], key=str
+    )
+    assert (await w.counters.used(nov29), await w.counters.used(nov30)) == (2, 3)
+    today = await h.usage(w.ports, QuotaScope.ACCOUNT, "op")
+    assert (today.day, today.used, today.remaining) == ("2026-11-30", 3, 0)
+    assert (await h.usage(w.ports, QuotaScope.ACCOUNT, "op", day="2026-11-29")).used == 2
