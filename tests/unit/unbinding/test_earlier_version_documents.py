@@ -14,7 +14,7 @@ from fleet_contracts.unbinding import RefusalCause, RequestUnbindBatch, UnbindMo
 from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain import quota
 from fleet_unbinding.domain.batch import BatchStatus
-from fleet_unbinding.domain.quota import CounterKey, QuotaScope
+from fleet_unbinding.domain.quota import CounterKey
 from fleet_unbinding.domain.unbind import UnbindState
 from fleet_unbinding.service_layer import handlers as h
 from tests.unit.unbinding.fakes import T0, World, world

@@ -512,7 +512,8 @@ class MongoQuotaCounters:
     async def refund_listed(self, keys: Sequence[CounterKey], unit: str) -> None:
         for key in keys:
             await self.counters.update_one(
-                {"_id": key.id, LEGACY_UNITS: unit}, {"$inc": {"used": -1}, "$pullAll": {LEGACY_UNITS: [unit]}}
+                {"_id": key.id, LEGACY_UNITS: unit},
+                {"$inc": {"used": -1}, "$pullAll": {LEGACY_UNITS: [unit]}},
             )
 
     async def open_blocks(self) -> list[OpenBlock]:
