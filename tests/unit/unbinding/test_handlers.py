@@ -133,24 +133,27 @@ async def test_a_lost_answer_is_reconciled_and_the_device_is_not_unbound_twice()
 
 
 async def test_a_rate_limited_call_is_retried_after_reconciliation_and_gives_up_after_max_calls() -> None:
+    """A call refused for the rate limit (1199) did not run: it does not use up the device's calls (up to
+    `RATE_LIMITED_PATIENCE` times them); a busy answer (1111) may have run: `max_calls` bounds it."""
     w = world(max_calls=3)
     await register(w, "p1")
-    w.tuya.add("d1", "p1")
-    w.tuya.add("d2", "p1")
+    for d in ("d1", "d2", "busy", "limited"):
+        w.tuya.add(d, "p1")
     w.tuya.remove_script["d1"] = ["1199"]
     w.tuya.remove_script["d2"] = ["1199", "1199", "1199"]
-    await h.request_batch(w.ports, list_request(["d1", "d2"]))
+    w.tuya.remove_script["busy"] = ["1111", "1111", "1111"]
+    w.tuya.remove_script["limited"] = ["1199"] * 15
+    await h.request_batch(w.ports, list_request(["d1", "d2", "busy", "limited"]))
     await h.run_batch(w.ports, "b1")
-    d1, d2 = w.unbinds.of("b1")["d1"], w.unbinds.of("b1")["d2"]
-    assert (d1.state, d1.calls) == (UnbindState.UNBOUND, 2)
-    assert (d2.state, d2.cause, d2.tuya_error_code, d2.calls) == (
-        UnbindState.REFUSED,
-        RefusalCause.TUYA_ERROR,
-        "1199",
-        3,
-    )
-    assert w.tuya.removals == {"d1": 1}
-    assert await used(w, QuotaScope.PRODUCT, "p1") == 1
+    got = {d: (u.state, u.cause, u.tuya_error_code, u.calls) for d, u in w.unbinds.of("b1").items()}
+    assert got == {
+        "d1": (UnbindState.UNBOUND, None, None, 2),
+        "d2": (UnbindState.UNBOUND, None, None, 4),
+        "busy": (UnbindState.REFUSED, RefusalCause.TUYA_ERROR, "1111", 3),
+        "limited": (UnbindState.REFUSED, RefusalCause.TUYA_ERROR, "1199", 3 * machine.RATE_LIMITED_PATIENCE),
+    }
+    assert w.tuya.removals == {"d1": 1, "d2": 1}
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 2
 
 
 async def test_recovery_after_a_crash_between_intent_and_answer_never_calls_twice() -> None:

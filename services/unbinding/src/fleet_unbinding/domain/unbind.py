@@ -41,6 +41,10 @@ from fleet_unbinding.domain.quota import QuotaScope, Reservation
 OFFLINE_CODE = "2001"
 # Tuya did not run the call (rate limited, busy) or we cannot know (transport): reconcile, never guess
 INDEFINITE_CODES = frozenset({"1110", "1111", "1199"})
+# refused for Tuya's rate or concurrency limit: the call did not run, so it does not use up the device's
+# calls (a loaded moment must not turn into `tuya_error` results), up to this many times the calls allowed
+RATE_LIMITED_CODES = frozenset({"1110", "1199"})
+RATE_LIMITED_PATIENCE = 5
 
 
 class UnbindState(StrEnum):
@@ -265,12 +269,16 @@ class Reconciliation(StrEnum):
     GIVE_UP = "give_up"
 
 
-def reconcile(unbind: DeviceUnbind, facts: DeviceFacts | None, *, max_calls: int) -> Reconciliation:
-    """After an unanswered call or a crash during CALLING: did the unbind take effect?"""
+def reconcile(
+    unbind: DeviceUnbind, facts: DeviceFacts | None, *, max_calls: int, last_code: str | None = None
+) -> Reconciliation:
+    """After an unanswered call or a crash during CALLING: did the unbind take effect? `last_code`: what
+    Tuya answered the last call, when this worker made it (a rate-limit refusal allows more calls)."""
     _require(unbind, UnbindState.CALLING)
     if facts is None or facts.owner_uid != unbind.owner_uid or facts.active_time != unbind.active_time:
         return Reconciliation.TOOK_EFFECT
-    return Reconciliation.CALL_AGAIN if unbind.calls < max_calls else Reconciliation.GIVE_UP
+    allowed = max_calls * RATE_LIMITED_PATIENCE if last_code in RATE_LIMITED_CODES else max_calls
+    return Reconciliation.CALL_AGAIN if unbind.calls < allowed else Reconciliation.GIVE_UP
 
 
 def reconciled(

@@ -486,7 +486,7 @@ async def _reconcile(p: Ports, u: DeviceUnbind, last_code: str | None) -> tuple[
     except TuyaRefused as e:
         # without Tuya's view the outcome is unknown: the device stays CALLING for a later run
         raise TuyaUnreachable(f"lookup refused ({e.code}) while reconciling") from e
-    decision = unbind.reconcile(u, facts, max_calls=p.max_calls)
+    decision = unbind.reconcile(u, facts, max_calls=p.max_calls, last_code=last_code)
     final = unbind.reconciled(u, decision, p.clock(), last_code=last_code)
     if final is not None:
         return await _save(p, u, final), False
