@@ -194,7 +194,11 @@ def bootstrap(
     own_client: TuyaOpenApiClient | None = None
     if devices is None or tokens is None:
         own_client = tuya_client(settings)
-        devices = devices or TuyaDevices(own_client, removals=removal_pacer(settings))
+        devices = devices or TuyaDevices(
+            own_client,
+            removals=removal_pacer(settings),
+            in_flight=settings.unbinding_tuya_removals_in_flight,
+        )
         tokens = tokens or TuyaPairingTokens(own_client, clock)
     ttl = settings.unbinding_cache_ttl_s
     ports = handlers.Ports(
