@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Self
 
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.opentelemetry import TelemetrySettingsProvider
@@ -33,6 +34,8 @@ from fleet_shared.tracing.provider import spans_exported
 from .message import PulsarPublishCommand
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     import pulsar
     from faststream._internal.basic_types import AsyncFunc, AsyncFuncAny
     from faststream._internal.context.repository import ContextRepo
@@ -109,20 +112,55 @@ class PulsarTelemetryMiddleware(TelemetryMiddleware[PulsarPublishCommand]):
         )
 
 
+async def _recording_message_id(call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
+    """Publish; then the id Pulsar gave the message (known only once it is persisted) goes on the current
+    span as `messaging.message.id`."""
+    result = await call_next(cmd)
+    if result is not None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, str(result))
+    return result
+
+
 class PublishedMessageId(BaseMiddleware[PulsarPublishCommand]):
-    """Inside the publish span (so placed after the telemetry middleware): the id Pulsar gave the message,
-    known only once it is persisted, as `messaging.message.id`."""
+    """Inside the publish span of a telemetry middleware given to the broker (so placed after it): the id
+    Pulsar gave the message as `messaging.message.id`."""
 
     def __init__(self, msg: Any | None, /, *, context: ContextRepo) -> None:
         super().__init__(msg, context=context)
 
     async def publish_scope(self, call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
-        result = await call_next(cmd)
-        if result is not None:
-            span = trace.get_current_span()
-            if span.is_recording():
-                span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, str(result))
-        return result
+        return await _recording_message_id(call_next, cmd)
+
+
+class _SpansWithMessageId(BaseMiddleware[PulsarPublishCommand]):
+    """FastStream's span middleware for one message, with the published message's id on its publish span:
+    one middleware where `PublishedMessageId` would be a second on every message."""
+
+    __slots__ = ("_spans",)
+
+    def __init__(self, spans: BaseMiddleware[PulsarPublishCommand], /, *, context: ContextRepo) -> None:
+        super().__init__(spans.msg, context=context)
+        self._spans = spans
+
+    async def __aenter__(self) -> Self:
+        await self._spans.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> bool | None:
+        return await self._spans.__aexit__(exc_type, exc_val, exc_tb)
+
+    async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
+        return await self._spans.consume_scope(call_next, msg)
+
+    async def publish_scope(self, call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
+        return await self._spans.publish_scope(partial(_recording_message_id, call_next), cmd)
 
 
 _W3C = TraceContextTextMapPropagator()
@@ -161,8 +199,9 @@ def _new_trace() -> trace.SpanContext:
 
 
 class DefaultTracing:
-    """The broker's default: `PulsarTelemetryMiddleware`'s spans while spans are exported, else
-    `TraceContextOnly`; asked per message, so a provider configured after the broker is built counts."""
+    """The broker's default: `PulsarTelemetryMiddleware`'s spans (with the published message's id) while
+    spans are exported, else `TraceContextOnly`; asked per message, so a provider configured after the
+    broker is built counts."""
 
     __slots__ = ("spans",)
 
@@ -171,7 +210,7 @@ class DefaultTracing:
 
     def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> BaseMiddleware[PulsarPublishCommand]:
         if spans_exported():
-            return self.spans(msg, context=context)
+            return _SpansWithMessageId(self.spans(msg, context=context), context=context)
         return TraceContextOnly(msg, context=context)
 
 
@@ -180,4 +219,4 @@ def telemetry_middlewares(given: Sequence[Any]) -> tuple[Any, ...]:
     message id is added, inside it)."""
     if any(isinstance(m, TelemetryMiddleware) for m in given):
         return (*given, PublishedMessageId)
-    return (DefaultTracing(), PublishedMessageId, *given)
+    return (DefaultTracing(), *given)
