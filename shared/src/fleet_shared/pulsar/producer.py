@@ -91,7 +91,7 @@ class _TopicProducer:
         """The send: it queues the message in the client when first run, then waits for the broker."""
         if self.flusher is not None:
             self.flusher.message_added()
-        return self.producer.send(
+        sent: Coroutine[Any, Any, pulsar.MessageId] = self.producer.send(
             body,
             properties=cmd.properties(content_type),
             partition_key=cmd.key,
@@ -99,6 +99,7 @@ class _TopicProducer:
             event_timestamp=cmd.event_time,
             deliver_after=cmd.deliver_after,
         )
+        return sent
 
 
 @dataclass(slots=True)
