@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -188,8 +187,16 @@ class _Hooks:
     publishes: bool
 
 
-@functools.cache
+_HOOKS: dict[type[Any], _Hooks] = {}
+
+
 def _hooks_of(cls: type[Any]) -> _Hooks:
+    if (hooks := _HOOKS.get(cls)) is None:
+        hooks = _HOOKS[cls] = _overridden_hooks(cls)
+    return hooks
+
+
+def _overridden_hooks(cls: type[Any]) -> _Hooks:
     def own(*names: str) -> bool:
         return any(getattr(cls, n, None) is not getattr(BaseMiddleware, n) for n in names)
 
