@@ -25,6 +25,7 @@ from faststream.opentelemetry.consts import MESSAGING_DESTINATION_PUBLISH_NAME
 from faststream.opentelemetry.middleware import TelemetryMiddleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -164,6 +165,8 @@ class _SpansWithMessageId(BaseMiddleware[PulsarPublishCommand]):
 
 
 _W3C = TraceContextTextMapPropagator()
+_TRACEPARENT = "traceparent"  # the header `_W3C` reads the trace context from
+_UNSAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 
 
 class TraceContextOnly(BaseMiddleware[PulsarPublishCommand]):
@@ -174,7 +177,9 @@ class TraceContextOnly(BaseMiddleware[PulsarPublishCommand]):
         super().__init__(msg, context=context)
 
     async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
-        carried = _W3C.extract(msg.headers)
+        headers = msg.headers
+        # Without the header the propagator extracts an empty context: skip asking it.
+        carried = _W3C.extract(headers) if _TRACEPARENT in headers else Context()
         if not trace.get_current_span(carried).get_span_context().is_valid:
             carried = trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), carried)
         token = otel_context.attach(carried)
@@ -194,7 +199,7 @@ def _new_trace() -> trace.SpanContext:
         trace_id=random.getrandbits(128) or 1,
         span_id=random.getrandbits(64) or 1,
         is_remote=False,
-        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+        trace_flags=_UNSAMPLED,
     )
 
 

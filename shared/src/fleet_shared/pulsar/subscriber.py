@@ -422,7 +422,9 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         raw = message.raw_message
         if self.config.dead_letter is not None:  # failures are only recorded for dead letters
             self._failures.pop(raw, None)
-        await self._acknowledge(raw)
+        consumer = self._settling_consumer()
+        if not acknowledge_now(consumer, raw):  # `_acknowledge` inline: one await less per message
+            await consumer.acknowledge(raw)
 
     async def _acknowledge(self, raw: pulsar.Message) -> None:
         consumer = self._settling_consumer()
