@@ -32,6 +32,8 @@ import (
 	"log"
 	"log/slog"
 	"net"
+	"net/http"
+	"net/http/pprof"
 	"net/url"
 	"os"
 	"os/signal"
@@ -70,6 +72,7 @@ func main() {
 	// and replayed on open); only an operating-system crash or power loss can roll back the last commits.
 	// That is the trade for a local and test stack; production runs MongoDB with its own journal settings.
 	synchronous := flag.String("synchronous", "normal", "SQLite's synchronous pragma: normal, or full to sync every commit")
+	debugAddr := flag.String("debug-addr", "", "if set, serve Go's profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060")
 	flag.Parse()
 
 	var level slog.Level
@@ -77,6 +80,9 @@ func main() {
 		log.Fatal(err)
 	}
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
+	if *debugAddr != "" {
+		go serveProfiles(*debugAddr, logger)
+	}
 
 	absData, err := filepath.Abs(*dataDir)
 	if err != nil {
@@ -141,6 +147,20 @@ func main() {
 			continue
 		}
 		go serve(client, socket, writes, indexer, logger)
+	}
+}
+
+// serveProfiles serves Go's pprof handlers (CPU, heap, goroutines...), which FerretDB's own `--debug-addr`
+// would, on a mux of their own: the embeddable package has no debug listener.
+func serveProfiles(addr string, logger *slog.Logger) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	if err := http.ListenAndServe(addr, mux); err != nil { //nolint:gosec // a local debugging aid
+		logger.Warn("debug listener failed", "addr", addr, "error", err)
 	}
 }
 
