@@ -16,7 +16,8 @@
 // forever, and with writes serialised the whole server stops writing. An error is better than that hang.
 //
 // And with SQLite it adds the `_id` index FerretDB 1.24's lookups can use (idindex.go): without it every
-// `_id` lookup, update and delete scans the collection.
+// `_id` lookup, update and delete scans the collection; and it checkpoints the write-ahead log between writes
+// (checkpoint.go): SQLite's own checkpoints ran from nearly every commit and the log never shrank.
 //
 // It uses FerretDB's embeddable package rather than its cmd/ferretdb, because that command refuses to start
 // unless built from FerretDB's own git checkout (it reads version files generated there).
@@ -100,10 +101,13 @@ func main() {
 	config := &ferretdb.Config{Listener: ferretdb.ListenerConfig{Unix: socket}, Logger: logger, Handler: *handler}
 	var writes writeLocker
 	var indexer *idIndexer
+	var checkpoints *checkpointer
 	switch *handler {
 	case "sqlite":
-		config.SQLiteURL = "file:" + absData + "/?_pragma=synchronous(" + url.QueryEscape(*synchronous) + ")"
+		config.SQLiteURL = "file:" + absData + "/?_pragma=synchronous(" + url.QueryEscape(*synchronous) + ")" +
+			"&_pragma=wal_autocheckpoint(0)" // the front checkpoints (checkpoint.go)
 		writes, indexer = &globalLock{}, newIDIndexer(absData, logger)
+		checkpoints = newCheckpointer(absData, *synchronous, writes, logger)
 	case "postgresql":
 		if *postgresqlURL == "" {
 			log.Fatal("-handler postgresql needs -postgresql-url")
@@ -146,7 +150,7 @@ func main() {
 			logger.Warn("accept failed", "error", err)
 			continue
 		}
-		go serve(client, socket, writes, indexer, logger)
+		go serve(client, socket, writes, indexer, checkpoints, logger)
 	}
 }
 
@@ -181,7 +185,9 @@ func waitForSocket(ctx context.Context, socket string) error {
 
 // serve relays one client connection. Drivers send one request and wait for its reply on a connection,
 // so request/reply pairs are relayed in order; a write holds the lock until its reply has been relayed.
-func serve(client net.Conn, socket string, writes writeLocker, indexer *idIndexer, logger *slog.Logger) {
+func serve(
+	client net.Conn, socket string, writes writeLocker, indexer *idIndexer, checkpoints *checkpointer, logger *slog.Logger,
+) {
 	defer client.Close()
 	backend, err := net.Dial("unix", socket)
 	if err != nil {
@@ -195,13 +201,15 @@ func serve(client net.Conn, socket string, writes writeLocker, indexer *idIndexe
 		if err != nil {
 			return
 		}
-		if err := relay(request, client, backend, writes, indexer); err != nil {
+		if err := relay(request, client, backend, writes, indexer, checkpoints); err != nil {
 			return
 		}
 	}
 }
 
-func relay(request []byte, client, backend net.Conn, writes writeLocker, indexer *idIndexer) error {
+func relay(
+	request []byte, client, backend net.Conn, writes writeLocker, indexer *idIndexer, checkpoints *checkpointer,
+) error {
 	if n := updateStatements(request); n > maxUpdateStatements {
 		msg := fmt.Sprintf("update command with %d statements refused: FerretDB 1.24 deadlocks on more than "+
 			"~100 (each holds a pooled connection until the command ends); send at most %d per command",
@@ -231,6 +239,9 @@ func relay(request []byte, client, backend net.Conn, writes writeLocker, indexer
 			return err
 		}
 		if !moreToCome(reply) {
+			if write && checkpoints != nil {
+				checkpoints.afterWrite(request) // after the reply, still under the write lock
+			}
 			return nil
 		}
 	}

@@ -61,6 +61,10 @@ CONTRACT = "internal/backends/collection.go"
 PG_COLLECTION = "internal/backends/postgresql/collection.go"
 PG_QUERY = "internal/backends/postgresql/query.go"
 PG_REGISTRY = "internal/backends/postgresql/metadata/registry.go"
+SJSON = "internal/handler/sjson/sjson.go"
+FSQL_DB = "internal/util/fsql/db.go"
+FSQL_TX = "internal/util/fsql/tx.go"
+SJSON_FAST = "internal/handler/sjson/fleet_fast.go"
 
 _OLD_ID_WHERE = """\
 	if params.Filter.Len() == 1 {
@@ -335,6 +339,65 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
         )
     ],
 }
+
+# 7. sjson, the SQLite backend's document text (and how the PostgreSQL backend reads jsonb): Unmarshal runs a
+# json.Decoder per field and decodes each nested object again at every level, Marshal a json.Marshal per key
+# and scalar and a buffer per value. Both try the one-pass code of SJSON_FAST first, which returns exactly
+# what they return (byte for byte, document for document) or declines, and then they run as before.
+REPLACEMENTS[SJSON] = [
+    (
+        """\
+func Unmarshal(data []byte) (*types.Document, error) {
+""",
+        """\
+func Unmarshal(data []byte) (*types.Document, error) {
+	if d, ok := fleetUnmarshal(data); ok { // %MARK%
+		return d, nil
+	}
+
+""",
+        1,
+    ),
+    (
+        """\
+	if d == nil {
+		panic("v is nil")
+	}
+
+	schema, err := marshalSchemaForDoc(d)
+""",
+        """\
+	if d == nil {
+		panic("v is nil")
+	}
+
+	if b, ok := fleetMarshal(d); ok { // %MARK%
+		return b, nil
+	}
+
+	schema, err := marshalSchemaForDoc(d)
+""",
+        1,
+    ),
+]
+
+# 8. fsql logs every SQL statement at debug level, but builds the record first whatever the level: `l.With`
+# formats the arguments (the whole document text, quoted) and Sprintf the statement, ~3% of a write's CPU.
+for _file, _db in ((FSQL_DB, "db"), (FSQL_TX, "tx")):
+    REPLACEMENTS[_file] = [
+        (
+            f"""\
+	{_db}.l.With(fields...).DebugContext(ctx, fmt.Sprintf("{arrow} %s", query))
+""",
+            f"""\
+	if {_db}.l.Enabled(ctx, slog.LevelDebug) {{ // %MARK%: build the record only when it is logged
+		{_db}.l.With(fields...).DebugContext(ctx, fmt.Sprintf("{arrow} %s", query))
+	}}
+""",
+            3,
+        )
+        for arrow in (">>>", "<<<")
+    ]
 
 # Go code appended to a file
 APPENDED: dict[str, str] = {
@@ -991,6 +1054,616 @@ func fleetArraySentinels(ctx context.Context, db *fsql.DB, table string, index I
 }
 
 
+_SJSON_FAST_GO = r"""
+// %MARK%:
+// fleetUnmarshal is Unmarshal in one pass over the text, for the documents FerretDB itself writes (objects,
+// arrays, strings without escapes, numbers, bools, dates, ObjectIDs, timestamps, nulls); ok is false for
+// anything else (escaped strings, binData, regex, duplicate keys, any text Unmarshal might read otherwise),
+// which Unmarshal then decodes as before. Unmarshal runs a json.Decoder per field and decodes each nested
+// object again at every level: on ~1 KB documents that was most of a conditional write's CPU.
+func fleetUnmarshal(data []byte) (*types.Document, bool) {
+	p := fleetParser{data: data}
+	if len(data) == 0 || data[0] != '{' {
+		return nil, false
+	}
+	root, ok := p.value()
+	if !ok || p.pos != len(data) { // Unmarshal refuses any trailing bytes, whitespace too
+		return nil, false
+	}
+	var sch *fleetSchema
+	fields := 0
+	for i := range root.keys {
+		if root.keys[i] == "$s" {
+			if sch, ok = fleetSchemaOf(&root.values[i]); !ok {
+				return nil, false
+			}
+			continue
+		}
+		fields++
+	}
+	if sch == nil || len(sch.keys) != fields {
+		return nil, false
+	}
+	return fleetDocument(root, sch)
+}
+
+// fleetNode is a parsed JSON value: an object (keys and values in order), an array, a string (no escapes),
+// a number (its literal), true, false or null.
+type fleetNode struct {
+	kind   byte // '{', '[', '"', '0', 't', 'f', 'n'
+	text   string
+	keys   []string
+	values []fleetNode
+	index  map[string]int // of keys, in objects of more than fleetScanKeys keys
+}
+
+// fleetScanKeys: up to this many keys an object's keys are searched one by one, beyond it through a map.
+const fleetScanKeys = 16
+
+func (n *fleetNode) find(key string) int {
+	if n.index != nil {
+		if i, ok := n.index[key]; ok {
+			return i
+		}
+		return -1
+	}
+	return slices.Index(n.keys, key)
+}
+
+func (n *fleetNode) add(key string, v fleetNode) bool {
+	if n.find(key) >= 0 { // a repeated key: Unmarshal's map keeps the last one; leave that to it
+		return false
+	}
+	if len(n.keys) == fleetScanKeys {
+		n.index = make(map[string]int, 2*fleetScanKeys)
+		for i, k := range n.keys {
+			n.index[k] = i
+		}
+	}
+	if n.index != nil {
+		n.index[key] = len(n.keys)
+	}
+	n.keys, n.values = append(n.keys, key), append(n.values, v)
+	return true
+}
+
+func (n *fleetNode) get(key string) (*fleetNode, bool) {
+	if i := n.find(key); i >= 0 {
+		return &n.values[i], true
+	}
+	return nil, false
+}
+
+type fleetParser struct {
+	data []byte
+	pos  int
+}
+
+func (p *fleetParser) space() {
+	for p.pos < len(p.data) {
+		switch p.data[p.pos] {
+		case ' ', '\t', '\n', '\r':
+			p.pos++
+		default:
+			return
+		}
+	}
+}
+
+func (p *fleetParser) value() (fleetNode, bool) {
+	p.space()
+	if p.pos >= len(p.data) {
+		return fleetNode{}, false
+	}
+	switch c := p.data[p.pos]; {
+	case c == '{':
+		p.pos++
+		n := fleetNode{kind: '{'}
+		p.space()
+		if p.pos < len(p.data) && p.data[p.pos] == '}' {
+			p.pos++
+			return n, true
+		}
+		for {
+			p.space()
+			key, ok := p.str()
+			if !ok {
+				return n, false
+			}
+			p.space()
+			if p.pos >= len(p.data) || p.data[p.pos] != ':' {
+				return n, false
+			}
+			p.pos++
+			v, ok := p.value()
+			if !ok || !n.add(key, v) {
+				return n, false
+			}
+			p.space()
+			if p.pos >= len(p.data) {
+				return n, false
+			}
+			p.pos++
+			switch p.data[p.pos-1] {
+			case ',':
+			case '}':
+				return n, true
+			default:
+				return n, false
+			}
+		}
+	case c == '[':
+		p.pos++
+		n := fleetNode{kind: '['}
+		p.space()
+		if p.pos < len(p.data) && p.data[p.pos] == ']' {
+			p.pos++
+			return n, true
+		}
+		for {
+			v, ok := p.value()
+			if !ok {
+				return n, false
+			}
+			n.values = append(n.values, v)
+			p.space()
+			if p.pos >= len(p.data) {
+				return n, false
+			}
+			p.pos++
+			switch p.data[p.pos-1] {
+			case ',':
+			case ']':
+				return n, true
+			default:
+				return n, false
+			}
+		}
+	case c == '"':
+		s, ok := p.str()
+		return fleetNode{kind: '"', text: s}, ok
+	case c == '-' || (c >= '0' && c <= '9'):
+		start := p.pos
+		if !p.number() {
+			return fleetNode{}, false
+		}
+		return fleetNode{kind: '0', text: string(p.data[start:p.pos])}, true
+	default:
+		for _, lit := range []string{"true", "false", "null"} {
+			if bytes.HasPrefix(p.data[p.pos:], []byte(lit)) {
+				p.pos += len(lit)
+				return fleetNode{kind: lit[0]}, true
+			}
+		}
+		return fleetNode{}, false
+	}
+}
+
+// str reads a string with no escapes, no control characters and valid UTF-8 (else ok is false: json
+// replaces invalid UTF-8 and unescapes, which Unmarshal's decoder then does).
+func (p *fleetParser) str() (string, bool) {
+	if p.pos >= len(p.data) || p.data[p.pos] != '"' {
+		return "", false
+	}
+	start := p.pos + 1
+	for i := start; i < len(p.data); i++ {
+		switch c := p.data[i]; {
+		case c == '"':
+			s := p.data[start:i]
+			if !utf8.Valid(s) {
+				return "", false
+			}
+			p.pos = i + 1
+			return string(s), true
+		case c == '\\' || c < 0x20:
+			return "", false
+		}
+	}
+	return "", false
+}
+
+// number reads a JSON number (RFC 8259's grammar, as encoding/json's scanner checks it).
+func (p *fleetParser) number() bool {
+	d, i := p.data, p.pos
+	digits := func() bool {
+		start := i
+		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
+			i++
+		}
+		return i > start
+	}
+	if i < len(d) && d[i] == '-' {
+		i++
+	}
+	switch {
+	case i < len(d) && d[i] == '0':
+		i++
+	case !digits():
+		return false
+	}
+	if i < len(d) && d[i] == '.' {
+		i++
+		if !digits() {
+			return false
+		}
+	}
+	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
+		i++
+		if i < len(d) && (d[i] == '+' || d[i] == '-') {
+			i++
+		}
+		if !digits() {
+			return false
+		}
+	}
+	p.pos = i
+	return true
+}
+
+// fleetSchema and fleetElem are schema and elem as parsed from the text; `has*` say a field was there.
+type fleetSchema struct {
+	keys  []string
+	props map[string]*fleetElem
+}
+
+type fleetElem struct {
+	t        string
+	schema   *fleetSchema
+	items    []*fleetElem
+	hasItems bool
+}
+
+// fleetSchemaOf reads a schema: only the fields Marshal writes, spelled as it spells them, and only the
+// types fleetUnmarshal decodes (json matches field names case-insensitively: leave such texts to it).
+func fleetSchemaOf(n *fleetNode) (*fleetSchema, bool) {
+	if n.kind != '{' {
+		return nil, false
+	}
+	s := &fleetSchema{}
+	for i, key := range n.keys {
+		v := &n.values[i]
+		switch {
+		case key == "p" && v.kind == '{':
+			s.props = make(map[string]*fleetElem, len(v.keys))
+			for j, name := range v.keys {
+				e, ok := fleetElemOf(&v.values[j])
+				if !ok {
+					return nil, false
+				}
+				s.props[name] = e
+			}
+		case key == "$k" && v.kind == '[':
+			s.keys = make([]string, len(v.values))
+			for j := range v.values {
+				if v.values[j].kind != '"' {
+					return nil, false
+				}
+				s.keys[j] = v.values[j].text
+			}
+		default:
+			return nil, false
+		}
+	}
+	return s, true
+}
+
+func fleetElemOf(n *fleetNode) (*fleetElem, bool) {
+	if n.kind != '{' {
+		return nil, false
+	}
+	e := &fleetElem{}
+	for i, key := range n.keys {
+		v := &n.values[i]
+		var ok bool
+		switch {
+		case key == "t" && v.kind == '"':
+			e.t, ok = v.text, true
+		case key == "$s":
+			e.schema, ok = fleetSchemaOf(v)
+		case key == "i" && v.kind == '[':
+			e.hasItems, ok = true, true
+			e.items = make([]*fleetElem, len(v.values))
+			for j := range v.values {
+				if e.items[j], ok = fleetElemOf(&v.values[j]); !ok {
+					break
+				}
+			}
+		}
+		if !ok {
+			return nil, false
+		}
+	}
+	return e, true
+}
+
+// fleetDocument is Unmarshal's (and documentType's) loop: the schema's keys in order.
+func fleetDocument(n fleetNode, sch *fleetSchema) (*types.Document, bool) {
+	d := types.MakeDocument(len(sch.keys))
+	for _, key := range sch.keys {
+		v, found := n.get(key)
+		if !found || key == "$s" {
+			return nil, false
+		}
+		value, ok := fleetValue(v, sch.props[key])
+		if !ok {
+			return nil, false
+		}
+		d.Set(key, value)
+	}
+	return d, true
+}
+
+// fleetValue is unmarshalSingleValue's result for a value of the types fleetUnmarshal decodes.
+func fleetValue(n *fleetNode, e *fleetElem) (any, bool) {
+	if n.kind == 'n' {
+		return types.Null, true
+	}
+	if e == nil {
+		return nil, false
+	}
+	switch e.t {
+	case "object":
+		if e.schema == nil || n.kind != '{' {
+			return nil, false
+		}
+		if len(n.keys) == 0 {
+			return new(types.Document), true
+		}
+		if len(e.schema.keys) != len(n.keys) {
+			return nil, false
+		}
+		return fleetDocument(*n, e.schema)
+	case "array":
+		if !e.hasItems || n.kind != '[' || len(e.items) != len(n.values) {
+			return nil, false
+		}
+		a := types.MakeArray(len(n.values))
+		for i := range n.values {
+			v, ok := fleetValue(&n.values[i], e.items[i])
+			if !ok {
+				return nil, false
+			}
+			a.Append(v)
+		}
+		return a, true
+	case "string":
+		return n.text, n.kind == '"'
+	case "objectId":
+		var id types.ObjectID
+		if n.kind != '"' || len(n.text) != 2*len(id) {
+			return nil, false
+		}
+		if _, err := hex.Decode(id[:], []byte(n.text)); err != nil {
+			return nil, false
+		}
+		return id, true
+	case "bool":
+		return n.kind == 't', n.kind == 't' || n.kind == 'f'
+	case "double":
+		if n.kind != '0' {
+			return nil, false
+		}
+		f, err := strconv.ParseFloat(n.text, 64)
+		return f, err == nil
+	case "int":
+		if n.kind != '0' {
+			return nil, false
+		}
+		i, err := strconv.ParseInt(n.text, 10, 32)
+		return int32(i), err == nil
+	case "long":
+		if n.kind != '0' {
+			return nil, false
+		}
+		i, err := strconv.ParseInt(n.text, 10, 64)
+		return i, err == nil
+	case "date":
+		if n.kind != '0' {
+			return nil, false
+		}
+		ms, err := strconv.ParseInt(n.text, 10, 64)
+		return time.UnixMilli(ms), err == nil
+	case "timestamp":
+		if n.kind != '0' {
+			return nil, false
+		}
+		ts, err := strconv.ParseUint(n.text, 10, 64)
+		return types.Timestamp(ts), err == nil
+	}
+	return nil, false
+}
+
+// fleetMarshal is Marshal's text, byte for byte, written into one buffer: Marshal builds a buffer per value
+// and runs json.Marshal on every key and scalar. Values without a fast path here (binData, regex, doubles,
+// strings that json escapes) go through Marshal's own code; ok is false on any error, and Marshal then
+// runs as before (and fails as before).
+func fleetMarshal(d *types.Document) ([]byte, bool) {
+	buf := make([]byte, 0, 1024)
+	buf = append(buf, `{"$s":`...)
+	buf, ok := fleetAppendSchema(buf, d)
+	if !ok {
+		return nil, false
+	}
+	keys, values := d.Keys(), d.Values()
+	for i, key := range keys {
+		buf = append(buf, `,"`...)
+		buf = append(buf, key...) // sic: Marshal writes top-level keys unescaped
+		buf = append(buf, `":`...)
+		if buf, ok = fleetAppendValue(buf, values[i]); !ok {
+			return nil, false
+		}
+	}
+	return append(buf, '}'), true
+}
+
+// fleetAppendSchema appends marshalSchemaForDoc's text.
+func fleetAppendSchema(buf []byte, d *types.Document) ([]byte, bool) {
+	keys := d.Keys()
+	if len(keys) == 0 {
+		return append(buf, `{}`...), true
+	}
+	buf = append(buf, `{"p":{`...)
+	var ok bool
+	for i, key := range keys {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		if buf, ok = fleetAppendString(buf, key); !ok {
+			return nil, false
+		}
+		buf = append(buf, ':')
+		if buf, ok = fleetAppendElem(buf, must.NotFail(d.Get(key))); !ok {
+			return nil, false
+		}
+	}
+	buf = append(buf, `},"$k":[`...)
+	for i, key := range keys {
+		if i > 0 {
+			buf = append(buf, ',')
+		}
+		if buf, ok = fleetAppendString(buf, key); !ok {
+			return nil, false
+		}
+	}
+	return append(buf, `]}`...), true
+}
+
+// fleetAppendElem appends marshalElemForSingleValue's text.
+func fleetAppendElem(buf []byte, value any) ([]byte, bool) {
+	var ok bool
+	switch v := value.(type) {
+	case *types.Document:
+		buf = append(buf, `{"t":"object","$s":`...)
+		if buf, ok = fleetAppendSchema(buf, v); !ok {
+			return nil, false
+		}
+		return append(buf, '}'), true
+	case *types.Array:
+		buf = append(buf, `{"t":"array","i":[`...)
+		for i := 0; i < v.Len(); i++ {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			if buf, ok = fleetAppendElem(buf, must.NotFail(v.Get(i))); !ok {
+				return nil, false
+			}
+		}
+		return append(buf, `]}`...), true
+	case float64:
+		return append(buf, `{"t":"double"}`...), true
+	case string:
+		return append(buf, `{"t":"string"}`...), true
+	case types.ObjectID:
+		return append(buf, `{"t":"objectId"}`...), true
+	case bool:
+		return append(buf, `{"t":"bool"}`...), true
+	case time.Time:
+		return append(buf, `{"t":"date"}`...), true
+	case types.NullType:
+		return append(buf, `{"t":"null"}`...), true
+	case int32:
+		return append(buf, `{"t":"int"}`...), true
+	case types.Timestamp:
+		return append(buf, `{"t":"timestamp"}`...), true
+	case int64:
+		return append(buf, `{"t":"long"}`...), true
+	}
+	b, err := marshalElemForSingleValue(value) // binData, regex
+	return append(buf, b...), err == nil
+}
+
+// fleetAppendValue appends MarshalSingleValue's text.
+func fleetAppendValue(buf []byte, value any) ([]byte, bool) {
+	var ok bool
+	switch v := value.(type) {
+	case *types.Document: // documentType.MarshalJSON
+		buf = append(buf, '{')
+		for i, key := range v.Keys() {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			if buf, ok = fleetAppendString(buf, key); !ok {
+				return nil, false
+			}
+			buf = append(buf, ':')
+			if buf, ok = fleetAppendValue(buf, must.NotFail(v.Get(key))); !ok {
+				return nil, false
+			}
+		}
+		return append(buf, '}'), true
+	case *types.Array:
+		buf = append(buf, '[')
+		for i := 0; i < v.Len(); i++ {
+			if i > 0 {
+				buf = append(buf, ',')
+			}
+			if buf, ok = fleetAppendValue(buf, must.NotFail(v.Get(i))); !ok {
+				return nil, false
+			}
+		}
+		return append(buf, ']'), true
+	case string:
+		return fleetAppendString(buf, v)
+	case types.ObjectID:
+		buf = append(buf, '"')
+		buf = hex.AppendEncode(buf, v[:])
+		return append(buf, '"'), true
+	case bool:
+		return strconv.AppendBool(buf, v), true
+	case time.Time:
+		return strconv.AppendInt(buf, v.UnixMilli(), 10), true
+	case types.NullType:
+		return append(buf, `null`...), true
+	case int32:
+		return strconv.AppendInt(buf, int64(v), 10), true
+	case int64:
+		return strconv.AppendInt(buf, v, 10), true
+	case types.Timestamp:
+		return strconv.AppendUint(buf, uint64(v), 10), true
+	}
+	b, err := MarshalSingleValue(value) // doubles (json's float format), binData, regex
+	return append(buf, b...), err == nil
+}
+
+// fleetAppendString appends json.Marshal's text of a string: quoted as is when json escapes none of its
+// bytes (printable ASCII but `"`, `\`, and `<`, `>`, `&`, which json escapes for HTML), else json.Marshal's.
+func fleetAppendString(buf []byte, s string) ([]byte, bool) {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			b, err := json.Marshal(s)
+			return append(buf, b...), err == nil
+		}
+	}
+	buf = append(buf, '"')
+	buf = append(buf, s...)
+	return append(buf, '"'), true
+}
+"""
+
+# Go files added to FerretDB's module (the build fails if FerretDB ever ships a file of the same name)
+ADDED: dict[str, str] = {
+    SJSON_FAST: """\
+// %MARK%: one-pass sjson for the documents FerretDB writes.
+
+package sjson
+
+import (
+	"bytes"
+	"encoding/hex"
+	"encoding/json"
+	"slices"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/FerretDB/FerretDB/internal/types"
+	"github.com/FerretDB/FerretDB/internal/util/must"
+)
+"""
+    + _SJSON_FAST_GO,
+}
+
+
 def patched(file: str, source: str) -> str:
     """FerretDB's `file` with the patch applied; ValueError if its code no longer matches the patch."""
     for old, new, count in REPLACEMENTS.get(file, []):
@@ -1005,3 +1678,8 @@ def apply(module: Path) -> None:
     for file in sorted(REPLACEMENTS.keys() | APPENDED.keys()):
         target = module / file
         target.write_text(patched(file, target.read_text()))
+    for file, source in ADDED.items():
+        target = module / file
+        if target.exists():
+            raise ValueError(f"FerretDB now has a {file}, which the patch in {__name__} adds; update the patch")
+        target.write_text(source.replace("%MARK%", MARK))
