@@ -39,6 +39,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"syscall"
 	"time"
 
@@ -75,6 +76,13 @@ func main() {
 	synchronous := flag.String("synchronous", "normal", "SQLite's synchronous pragma: normal, or full to sync every commit")
 	debugAddr := flag.String("debug-addr", "", "if set, serve Go's profiles (/debug/pprof/) on this address, e.g. 127.0.0.1:6060")
 	flag.Parse()
+
+	// FerretDB allocates much per command (BSON, its document types, sjson texts) on a live heap of a few MB,
+	// so at Go's default (GOGC=100) it collected every ~2 MB allocated: 2,300 collections in a minute of
+	// writes, ~20% of its CPU in allocation, marking and sweeping (profiled). A GOGC in the environment wins.
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(*logLevel)); err != nil {
