@@ -236,3 +236,31 @@ def drop_subscription(admin_url: str, topic: str, subscription: str) -> None:
     request = urllib.request.Request(url, method="DELETE")  # noqa: S310 - the test stack's admin API
     with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10):  # noqa: S310
         pass
+
+
+def topic_stats(admin_url: str, topic: str, *, partitioned: bool = False) -> dict[str, Any]:
+    """The broker's stats of a topic (admin API): per subscription its consumers, each with what it was sent
+    (`msgOutCounter`) and holds unacknowledged (`unackedMessages`). `partitioned`: per partition
+    (`{"partitions": {name: stats}}`), where a Failover subscription names its `activeConsumerName`."""
+    path = topic.removeprefix("persistent://")
+    tail = "partitioned-stats?perPartition=true" if partitioned else "stats"
+    url = f"{admin_url}/admin/v2/persistent/{path}/{tail}"
+    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - the test stack's admin API
+        stats: dict[str, Any] = orjson.loads(r.read())
+    return stats
+
+
+def subscription_consumers(admin_url: str, topic: str, subscription: str) -> list[dict[str, Any]]:
+    """The consumers connected to a subscription of a non-partitioned topic, with their stats."""
+    sub = topic_stats(admin_url, topic).get("subscriptions", {}).get(subscription)
+    return list(sub["consumers"]) if sub else []
+
+
+def partition_owners(admin_url: str, topic: str, subscription: str) -> dict[str, str | None]:
+    """Partition -> the consumer a Failover subscription has active on it (None: no consumer)."""
+    stats = topic_stats(admin_url, topic, partitioned=True)
+    out: dict[str, str | None] = {}
+    for name, partition in stats.get("partitions", {}).items():
+        sub = partition.get("subscriptions", {}).get(subscription)
+        out[name] = sub.get("activeConsumerName") if sub else None
+    return out
