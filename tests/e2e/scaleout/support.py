@@ -286,19 +286,15 @@ def status_event_problems(
         versions = [c["shadow_version"] for c in by_device[device]]
         if versions != sorted(set(versions)):
             problems.append(f"{device}: shadow versions out of order {versions}")
-        last: dict[str, Any] = {}
+        last: dict[str, dict[str, Any]] = {}
         for event in by_device[device]:
             for change in event["changes"]:
-                code = change["code"]
-                if change["old"] != last.get(code):
-                    problems.append(f"{device} {code}: a change from {change['old']} after {last.get(code)}")
-                last[code] = change["new"]
-        final = {
-            code: {"value": dp["value"], "device_time_ms": dp["device_time_ms"]}
-            for code, dp in shadow["dps"].items()
-        }
-        if last != final:
-            problems.append(f"{device}: the changes end at {last}, the shadow holds {final}")
+                if not chained(last.get(change["code"]), change["old"], change["new"]):
+                    problems.append(f"{device}: {change} after {last.get(change['code'])}")
+                last[change["code"]] = change["new"]
+        values = {code: sample["value"] for code, sample in last.items()}
+        if values != {code: dp["value"] for code, dp in shadow["dps"].items()}:
+            problems.append(f"{device}: the changes end at {last}, the shadow holds {shadow['dps']}")
         presence = flips_by_device[device]
         if [v for v, _ in presence] != sorted({v for v, _ in presence}):
             problems.append(f"{device}: presence versions out of order {presence}")
@@ -308,6 +304,19 @@ def status_event_problems(
         if states and states[-1] != shadow["presence"]["online"]:
             problems.append(f"{device}: the last presence change {states[-1]} != {shadow['presence']}")
     return problems
+
+
+def chained(last: dict[str, Any] | None, old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """A DP change follows the previous one of its DP: from its value (a report of the same value in between
+    moves the time, and is no change), to a later device time."""
+    if last is None:
+        return old is None
+    return (
+        old is not None
+        and old["value"] == last["value"]
+        and old["device_time_ms"] >= last["device_time_ms"]
+        and new["device_time_ms"] > old["device_time_ms"]
+    )
 
 
 def pairing_problems(

@@ -289,6 +289,8 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         reports = last_reports(records)
         for device, dps in reports.items():  # the simulator's final state is its last report (test's premise)
             assert dps == want[device].dps, (device, dps, want[device].dps)
+        for device, shadow in want.items():  # and its presence is the last presence message's
+            assert shadow.presence is None or shadow.presence[1] == devices[device]["online"], device
         deadline = time.monotonic() + 120
         while True:
             shadows = await all_shadows(status_api)
