@@ -1,11 +1,12 @@
 """The scale-out rig and its checks: tuya-sim (Tuya's cloud: its topic has Tuya's 11 partitions) and TWO
 replicas each of ingest (one Failover subscription over the partitions), status and pairing (KeyShared
-subscriptions on the device topic), as processes on the real Pulsar and MongoDB-wire server, and readers of the
-topics they publish. The checks compare what the replicas made with the simulator's ground truth."""
+subscriptions on the device topic), as processes on the real Pulsar and MongoDB-wire server, and readers of
+the topics they publish. The checks compare what the replicas made with the simulator's ground truth."""
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable
@@ -56,7 +57,7 @@ class Replicas:
             p.start()
 
     async def wait_ready(self) -> None:
-        await asyncio.gather(*(p.wait_ready(within=120) for p in self.processes))
+        await asyncio.gather(*(p.wait_ready(within=300) for p in self.processes))
 
     def kill(self) -> None:
         for p in self.processes:
@@ -202,7 +203,7 @@ async def all_shadows(api: httpx.AsyncClient) -> dict[str, dict[str, Any]]:
         params["cursor"] = page["next_cursor"]
 
 
-# --- what the replicas published ------------------------------------------------------------------------------
+# --- what the replicas published ----------------------------------------------------------------------------
 
 
 def first_occurrences(events: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -299,7 +300,7 @@ def status_event_problems(
         if [v for v, _ in presence] != sorted({v for v, _ in presence}):
             problems.append(f"{device}: presence versions out of order {presence}")
         states = [online for _, online in presence]
-        if any(a == b for a, b in zip(states, states[1:], strict=False)):
+        if any(a == b for a, b in itertools.pairwise(states)):
             problems.append(f"{device}: presence changes do not alternate {states}")
         if states and states[-1] != shadow["presence"]["online"]:
             problems.append(f"{device}: the last presence change {states[-1]} != {shadow['presence']}")
@@ -349,7 +350,7 @@ def pairing_problems(
     return problems
 
 
-# --- driving the simulator and the APIs -----------------------------------------------------------------------
+# --- driving the simulator and the APIs ---------------------------------------------------------------------
 
 
 async def call(ctl: httpx.AsyncClient, method: str, path: str, **kw: Any) -> Any:
@@ -423,6 +424,4 @@ async def activate(ctl: httpx.AsyncClient, planned: list[dict[str, Any]]) -> Non
 
 async def session_views(api: httpx.AsyncClient, planned: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     answers = await each([api.get(f"/v1/pairing-sessions/{p['session_id']}") for p in planned])
-    return {
-        p["session_id"]: r.json() for p, r in zip(planned, answers, strict=True) if r.status_code == 200
-    }
+    return {p["session_id"]: r.json() for p, r in zip(planned, answers, strict=True) if r.status_code == 200}

@@ -1,5 +1,5 @@
-"""Scale-out on one machine (issue 14): TWO replicas of every consumer service on the real stack under load, one
-of each SIGKILLed mid-stream, then restarted.
+"""Scale-out on one machine (issue 14): TWO replicas of every consumer service on the real stack under load,
+one of each SIGKILLed mid-stream, then restarted.
 
 tuya-sim publishes a fleet's status reports, presence churn and pairing activations on Tuya's topic layout (11
 partitions, chaos duplicates on); ingest x2 split the partitions (one Failover subscription), status x2 and
@@ -14,8 +14,9 @@ the killed one is restarted and takes a share back. Checked against the simulato
 - both replicas of each service consumed before the kill (their /metrics and the broker's consumer stats),
   ingest's partitions were split between them, and the killed ones held unacknowledged messages.
 
-Size: FLEET_E2E_SCALEOUT_DEVICES (default 300), FLEET_E2E_SCALEOUT_RATE (status reports/s, 150),
-FLEET_E2E_SCALEOUT_SECONDS (20), FLEET_E2E_SCALEOUT_SESSIONS (20); e.g. 3000 / 800 / 60 / 100 for a larger run.
+Size: FLEET_E2E_SCALEOUT_DEVICES (default 300), FLEET_E2E_SCALEOUT_RATE (status reports/s, 100),
+FLEET_E2E_SCALEOUT_SECONDS (20), FLEET_E2E_SCALEOUT_SESSIONS (20); e.g. 3000 / 800 / 60 / 100 for a larger
+run.
 `-s` prints what happened.
 """
 
@@ -61,10 +62,10 @@ from tests.e2e.scaleout.support import (
 )
 from tests.support import Stack, drop_subscription
 
-pytestmark = [pytest.mark.e2e, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
 DEVICES = int(os.environ.get("FLEET_E2E_SCALEOUT_DEVICES", "300"))
-RATE = float(os.environ.get("FLEET_E2E_SCALEOUT_RATE", "150"))
+RATE = float(os.environ.get("FLEET_E2E_SCALEOUT_RATE", "100"))
 SCENARIO_S = float(os.environ.get("FLEET_E2E_SCALEOUT_SECONDS", "20"))
 SESSIONS = int(os.environ.get("FLEET_E2E_SCALEOUT_SESSIONS", "20"))
 SIM_SETTINGS: dict[str, str | int | float] = {
@@ -182,7 +183,7 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         api_client(rig.status.survivor, STATUS_API_KEY) as status_api,
         api_client(rig.pairing.survivor, rig.pairing.survivor.api_key or "") as pairing_api,
     ):
-        # -- a fleet: bound devices that report, factory-fresh ones for pairing --------------------------------
+        # -- a fleet: bound devices that report, factory-fresh ones for pairing ------------------------------
         await call(
             ctl,
             "POST",
@@ -199,6 +200,8 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         bound = [d for d, t in fleet["devices"].items() if t["bound"]]
         fresh = [d for d, t in fleet["devices"].items() if not t["bound"]]
         assert len(fresh) == SESSIONS
+        # the sessions first: their tokens come from the simulated OpenAPI, which the stream below keeps busy
+        planned = await open_sessions(pairing_api, fresh, fleet["homes"])
         offline = [d for d in bound if not fleet["devices"][d]["online"]]
         await each([call(ctl, "POST", f"/sim/devices/{d}/online") for d in offline])
         await call(ctl, "POST", "/sim/reports", json={"device_ids": bound, "max_dps": 3})
@@ -208,11 +211,10 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
             "/sim/scenario",
             json={"rate": RATE, "duration_s": SCENARIO_S, "churn_rate": 0.01, "max_dps": 3},
         )
-        planned = await open_sessions(pairing_api, fresh, fleet["homes"])
         half = len(planned) // 2
         await activate(ctl, planned[:half])
 
-        # -- both replicas of every service at work ------------------------------------------------------------
+        # -- both replicas of every service at work ----------------------------------------------------------
         at_work = await within(90, "both replicas of every service consuming", lambda: both_at_work(rig))
 
         # -- SIGKILL one replica of each, mid-stream: in a burst, with messages between receipt and ack ------
@@ -243,7 +245,9 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
             lambda: len(set(rig.ingest.owners(admin).values())) == 1,
         )
         for replicas in (rig.status, rig.pairing):
-            await within(30, f"{replicas.name}'s killed consumer gone", lambda r=replicas: len(r.consumers(admin)) == 1)
+            await within(
+                30, f"{replicas.name}'s killed consumer gone", lambda r=replicas: len(r.consumers(admin)) == 1
+            )
         failover_s = time.monotonic() - killed
         unacked_at_kill: dict[str, int] = {}
         for replicas in (rig.status, rig.pairing):
@@ -253,17 +257,19 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
             unacked_at_kill[replicas.name] = int(gone[0].get("unackedMessages", 0))
         await asyncio.sleep(2)  # the survivors alone for a while
 
-        # -- the killed ones come back and take a share again -----------------------------------------------------
+        # -- the killed ones come back and take a share again ------------------------------------------------
         for replicas in rig.services:
             replicas.victim.start()
-        await asyncio.gather(*(r.victim.wait_ready(within=120) for r in rig.services))
+        await asyncio.gather(*(r.victim.wait_ready(within=300) for r in rig.services))
         await within(
             30,
             "the restarted ingest replica active on some partitions",
             lambda: len({o for o in rig.ingest.owners(admin).values() if o}) == 2,
         )
         for replicas in (rig.status, rig.pairing):
-            await within(30, f"{replicas.name} back to two consumers", lambda r=replicas: len(r.consumers(admin)) == 2)
+            await within(
+                30, f"{replicas.name} back to two consumers", lambda r=replicas: len(r.consumers(admin)) == 2
+            )
         await call(ctl, "POST", "/sim/reports", json={"device_ids": bound, "max_dps": 3})
         await call(ctl, "POST", "/sim/scenario/wait", params={"timeout": 120}, timeout=150)
         flushed = await call(ctl, "POST", "/sim/flush", params={"timeout": 60}, timeout=90)
@@ -274,7 +280,7 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         tokens = {t["token"]: t for t in snapshot["fleet"]["pairing_tokens"]}
         published_at = time.monotonic()
 
-        # -- ingest: every fact once, in per-device order ----------------------------------------------------------
+        # -- ingest: every fact once, in per-device order ----------------------------------------------------
         expect = expectation(records)
         assert len(records) > published_at_kill, "the stream went on after the kill"
         events = rig.device_events.messages
@@ -284,7 +290,7 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
             lambda: len({body["id"] for body, _ in events}) >= len(expect.facts),
         )
 
-        # -- status: the shadows equal the simulator's devices -------------------------------------------------
+        # -- status: the shadows equal the simulator's devices -----------------------------------------------
         want = expected_shadows(records, devices)
         reports = last_reports(records)
         for device, dps in reports.items():  # the simulator's final state is its last report (test's premise)
@@ -300,7 +306,7 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
             await asyncio.sleep(1)
         assert problems == [], f"{len(problems)} shadows differ from the simulator, e.g. {problems[:5]}"
 
-        # -- pairing: every session's device, as Tuya says -----------------------------------------------------
+        # -- pairing: every session's device, as Tuya says ---------------------------------------------------
         deadline = time.monotonic() + 60
         while True:
             views = await session_views(pairing_api, planned)
@@ -323,13 +329,15 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
     pairing = pairing_problems(planned, views, tokens, rig.pairing_events.messages)
     assert pairing == [], f"pairing: {pairing[:5]}"
 
-    # -- the load was shared, and the killed replicas had work in hand -----------------------------------------
+    # -- the load was shared, and the killed replicas had work in hand ---------------------------------------
     assert at_work["partitions"] == [5, 6], at_work  # 11 partitions over two Failover consumers
-    assert in_flight > 0 and survivor_partitions
+    assert in_flight > 0
+    assert survivor_partitions
     assert unacked_at_kill["status"] > 0, "status acks after its history delay: the victim held messages"
     for replicas in rig.services:
         for p in replicas.processes:
-            assert p.proc is not None and p.proc.poll() is None, f"{replicas.name} died:\n{p.log_tail()}"
+            assert p.proc is not None
+            assert p.proc.poll() is None, f"{replicas.name} died:\n{p.log_tail()}"
     restarted = (
         rig.ingest.victim.metric("fleet_ingest_messages_received_total"),
         rig.status.victim.metric("status_messages_total"),
@@ -342,5 +350,5 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         f"for {len(want)} shadows; {len(planned)} pairing sessions. Before the kill: {at_work}. "
         f"Killed with {in_flight:.0f} in flight at ingest, unacked {unacked_at_kill}; failover in "
         f"{failover_s:.1f}s; restarted replicas consumed {restarted}. Stream {published_at - started:.1f}s, "
-        f"converged +{converged - published_at:.1f}s"
+        f"converged +{converged - published_at:.1f}s; load average {os.getloadavg()[0]:.1f}"
     )
