@@ -22,6 +22,7 @@ database size, the shadow write latency (p50/p99 per flush) and the list-query l
 of 500). Retention deletes expired history buckets each simulated hour.
 
     uv run python bench/status.py [--rate 5000] [--seconds 20] [--devices 1000,10000] [--runs 3]
+        [--compare-src other/services/status/src] [--drain-s 180] [--ceiling-rounds 3]
     uv run python bench/status.py --soak [--soak-devices 1000] [--soak-days 8] [--soak-report-every-s 300]
 
 Needs the local stack (`just up`; `eval "$(uv run devstack env)"`). Writes bench/results/status.json
@@ -212,7 +213,10 @@ def machine_load() -> dict[str, Any]:
     return {"loadavg_1_5_15": [round(x, 2) for x in os.getloadavg()]}
 
 
-def run_status(devices: int, rate: float, seconds: float) -> dict[str, Any]:
+def run_status(
+    devices: int, rate: float, seconds: float, *, src: str | None = None, drain_s: float = DRAIN_S
+) -> dict[str, Any]:
+    """`src`: run the service from this `fleet_status` source tree instead (another branch, same run)."""
     run = uuid.uuid4().hex[:8]
     prefix, database = f"bench{run}", f"status_bench_{run}"
     port = free_port()
@@ -227,6 +231,8 @@ def run_status(devices: int, rate: float, seconds: float) -> dict[str, Any]:
         "FLEET_HTTP_PORT": str(port),
         "FLEET_LOG_LEVEL": "WARNING",
     }
+    if src:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (src, os.environ.get("PYTHONPATH"))))
     log = Path(tempfile.gettempdir()) / f"status-bench-{run}.log"
     proc = subprocess.Popen(
         [sys.executable, "-m", "fleet_status"], env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT
@@ -254,7 +260,7 @@ def run_status(devices: int, rate: float, seconds: float) -> dict[str, Any]:
         sent, started = offer(client, prefix, devices, rate, seconds)
         # drain: until every device's shadow holds its last report (or give up after DRAIN_S)
         last_counter = {f"{prefix}-{i % devices:05d}": i for i in range(max(0, sent - devices), sent)}
-        deadline = time.time() + DRAIN_S
+        deadline = time.time() + drain_s
         while time.time() < deadline and any(watcher.latest.get(d, -1) < c for d, c in last_counter.items()):
             time.sleep(0.5)
         drained = all(watcher.latest.get(d, -1) >= c for d, c in last_counter.items())
@@ -268,6 +274,7 @@ def run_status(devices: int, rate: float, seconds: float) -> dict[str, Any]:
         elapsed = max(watcher.last_write - started, 1e-9)
         return {
             "devices": devices,
+            "service_src": src or "this checkout",
             "others_consuming_the_topic": others,
             "load_before": load_before,
             "load_after": machine_load(),
@@ -301,7 +308,7 @@ def run_status(devices: int, rate: float, seconds: float) -> dict[str, Any]:
 def _wait_ready(port: int, proc: subprocess.Popen[bytes], log: Path) -> None:
     import urllib.request
 
-    deadline = time.time() + 60
+    deadline = time.time() + 180  # a loaded machine starts a service slowly
     while time.time() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(log.read_text()[-2000:])
@@ -558,6 +565,13 @@ def main() -> None:
     parser.add_argument("--devices", default="1000,10000")
     parser.add_argument("--baseline-seconds", type=float, default=10.0)
     parser.add_argument("--runs", type=int, default=1, help="repeat each measurement; medians are reported")
+    parser.add_argument(
+        "--compare-src",
+        help="also run the service from this fleet_status source tree (e.g. main's services/status/src, "
+        "from `git archive`), interleaved with this checkout's in each run",
+    )
+    parser.add_argument("--drain-s", type=float, default=DRAIN_S, help="give up draining after this long")
+    parser.add_argument("--ceiling-rounds", type=int, default=3)
     parser.add_argument("--soak", action="store_true", help="the simulated week instead (see the docstring)")
     parser.add_argument("--soak-devices", type=int, default=1000)
     parser.add_argument("--soak-days", type=int, default=8)
@@ -580,17 +594,32 @@ def main() -> None:
         **context,
         "goal": {"rate_msgs_per_s": 5000, "p99_ms": 1000},
         "status": [],
+        "status_compared": [],
         "storage_ceiling": [],
         "baseline_naive": [],
         "medians": [],
     }
     keys = ("rate_msgs_per_s", "latency_ms_p50", "latency_ms_p99", "service_peak_rss_mib")
     for devices in (int(d) for d in args.devices.split(",")):
-        runs: dict[str, list[dict[str, Any]]] = {"status": [], "storage_ceiling": [], "baseline_naive": []}
+        runs: dict[str, list[dict[str, Any]]] = {
+            "status": [],
+            "status_compared": [],
+            "storage_ceiling": [],
+            "baseline_naive": [],
+        }
         for i in range(args.runs):
-            status = run_status(devices, args.rate, args.seconds)
-            print(f"status   {devices:>6} devices, run {i + 1}: {status}", flush=True)
-            ceiling = run_storage_ceiling(devices)
+            # with --compare-src the two alternate which goes first, so neither always gets the quieter slot
+            order = [None, args.compare_src] if i % 2 == 0 else [args.compare_src, None]
+            for src in order if args.compare_src else [None]:
+                result = run_status(devices, args.rate, args.seconds, src=src, drain_s=args.drain_s)
+                if src is None:
+                    status = result
+                    print(f"status   {devices:>6} devices, run {i + 1}: {result}", flush=True)
+                else:
+                    print(f"compared {devices:>6} devices, run {i + 1}: {result}", flush=True)
+                    runs["status_compared"].append(result)
+                    results["status_compared"].append(result)
+            ceiling = run_storage_ceiling(devices, args.ceiling_rounds)
             print(f"ceiling  {devices:>6} devices, run {i + 1}: {ceiling}", flush=True)
             baseline = run_baseline(devices, args.rate, args.baseline_seconds)
             print(f"baseline {devices:>6} devices, run {i + 1}: {baseline}", flush=True)
@@ -605,6 +634,7 @@ def main() -> None:
             "devices": devices,
             "runs": args.runs,
             "status": median_of(runs["status"], keys),
+            "status_compared": median_of(runs["status_compared"], keys) if args.compare_src else None,
             "storage_ceiling_devices_per_s": median_of(runs["storage_ceiling"], ("devices_written_per_s",)),
             "baseline_naive": median_of(runs["baseline_naive"], keys),
         }

@@ -2,6 +2,8 @@
 
 Idempotent (existing ones are left alone), so every deployment runs it before the services start:
 `python -m fleet_shared.provisioning --admin-url http://pulsar:8080 [--tuya-access-id ID]`.
+With admin authentication on, it sends the services' token (`FLEET_PULSAR_AUTH_TOKEN`, as `Authorization:
+Bearer`); an https:// admin URL signed by a private CA is trusted through `FLEET_PULSAR_TLS_TRUST_CERTS_FILE`.
 The namespaces come from the topic registry in fleet_contracts. With a Tuya access id it also lays out
 Tuya's side as Tuya does (tenant = access id, namespace `out`, partitioned topic `event`), which the
 simulator publishes to.
@@ -12,8 +14,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import ssl
 import urllib.error
 import urllib.request
+from typing import Any
 
 from fleet_contracts import topics
 
@@ -26,20 +30,35 @@ class ProvisioningError(RuntimeError):
 
 
 class PulsarAdmin:
-    def __init__(self, admin_url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self,
+        admin_url: str,
+        timeout: float = 30.0,
+        *,
+        token: str | None = None,
+        tls_trust_certs_file: str | None = None,
+    ) -> None:
         self.base = admin_url.rstrip("/") + "/admin/v2/"
         self.timeout = timeout
+        self._headers = {"Content-Type": "application/json"}
+        if token:
+            self._headers["Authorization"] = f"Bearer {token}"
+        # None: the default trust store (which honours SSL_CERT_FILE)
+        self._tls = ssl.create_default_context(cafile=tls_trust_certs_file) if tls_trust_certs_file else None
 
-    def call(self, method: str, path: str, body: object | None = None) -> int:
-        """One admin call; 409 (already exists) counts as success."""
+    def _open(self, method: str, path: str, body: object | None = None) -> Any:
         request = urllib.request.Request(  # noqa: S310 - the operator-configured admin URL
             self.base + path,
             data=None if body is None else json.dumps(body).encode(),
             method=method,
-            headers={"Content-Type": "application/json"},
+            headers=self._headers,
         )
+        return urllib.request.urlopen(request, timeout=self.timeout, context=self._tls)  # noqa: S310
+
+    def call(self, method: str, path: str, body: object | None = None) -> int:
+        """One admin call; 409 (already exists) counts as success."""
         try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310
+            with self._open(method, path, body) as response:
                 return int(response.status)
         except urllib.error.HTTPError as err:
             if err.code == 409:
@@ -51,13 +70,27 @@ class PulsarAdmin:
             raise ProvisioningError(f"Pulsar admin {method} {path}: {err.reason}") from err
 
     def clusters(self) -> list[str]:
-        with urllib.request.urlopen(self.base + "clusters", timeout=self.timeout) as response:  # noqa: S310
-            return list(json.load(response))
+        try:
+            with self._open("GET", "clusters") as response:
+                return list(json.load(response))
+        except urllib.error.HTTPError as err:
+            # 401/403: the token is missing or lacks the super-user role provisioning needs
+            raise ProvisioningError(
+                f"Pulsar admin GET clusters: HTTP {err.code} {err.read()[:300]!r}"
+            ) from err
+        except urllib.error.URLError as err:
+            raise ProvisioningError(f"Pulsar admin GET clusters: {err.reason}") from err
 
 
-def provision(admin_url: str, tuya_access_id: str | None = None) -> list[str]:
+def provision(
+    admin_url: str,
+    tuya_access_id: str | None = None,
+    *,
+    token: str | None = None,
+    tls_trust_certs_file: str | None = None,
+) -> list[str]:
     """Create what is missing; returns the namespaces ensured."""
-    admin = PulsarAdmin(admin_url)
+    admin = PulsarAdmin(admin_url, token=token, tls_trust_certs_file=tls_trust_certs_file)
     clusters = admin.clusters()
     ensured: list[str] = []
     for tenant in sorted({ns.split("/")[0] for ns in topics.namespaces()}):
@@ -87,7 +120,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--tuya-access-id", default=os.environ.get("FLEET_TUYA_ACCESS_ID"))
     args = parser.parse_args(argv)
-    for namespace in provision(args.admin_url, args.tuya_access_id):
+    # from the environment only (a Secret), never an argument: arguments show in the process list
+    token = os.environ.get("FLEET_PULSAR_AUTH_TOKEN") or None
+    ca_file = os.environ.get("FLEET_PULSAR_TLS_TRUST_CERTS_FILE") or None
+    for namespace in provision(
+        args.admin_url, args.tuya_access_id, token=token, tls_trust_certs_file=ca_file
+    ):
         print(f"ensured {namespace}")
     return 0
 

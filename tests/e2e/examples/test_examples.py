@@ -6,6 +6,7 @@ the duplicate after a restart (its de-duplication is durable)."""
 from __future__ import annotations
 
 import asyncio
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -178,6 +179,15 @@ class Example:
     def stop(self) -> int | None:
         return stop_process(self.proc)
 
+    def stop_cleanly(self) -> None:
+        """Stopped by SIGTERM, it exits 0 once its client is closed. One exception, not ours: pulsar-client's
+        C++ core can abort the process on its way out after everything was closed ("terminate called without
+        an active exception", apache/pulsar-client-python#256, open, ~1 exit in 20 there); seen once here, in
+        a process that lived 0.4 s. Accepted only when the app had already shut down gracefully."""
+        code, err = self.stop(), self.stderr()
+        exited_after_close = code == -signal.SIGABRT and "terminate called without an active exception" in err
+        assert code == 0 or (exited_after_close and "shut down gracefully" in err), (code, err)
+
     def stderr(self) -> str:
         return self.err.read_text()[-3000:]
 
@@ -227,7 +237,7 @@ async def test_each_example_handles_every_event_once_despite_a_duplicate(
         dead = await asyncio.to_thread(dead_letters, stack, example.dead_letter_topic, 1)
         assert len(dead) == 1, f"nothing dead-lettered on {example.dead_letter_topic}: {example.stderr()}"
         assert f"{prefix}:broken".encode() in dead[0]  # the raw bytes, or base64 inside a dead-letter event
-        assert example.stop() == 0, example.stderr()
+        example.stop_cleanly()
         # the effect: each id recorded once with the state it brought (and nothing of the rejected ones)
         assert example.query("SELECT event_id FROM handled_events") == {(e.id,) for e in events}
 
@@ -248,4 +258,4 @@ async def test_each_example_handles_every_event_once_despite_a_duplicate(
         example.start()
         await example.wait_for("duplicate", events[1].id)
         assert example.count("handled") == Counter(), example.lines()
-        assert example.stop() == 0, example.stderr()
+        example.stop_cleanly()

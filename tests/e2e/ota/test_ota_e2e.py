@@ -2,13 +2,15 @@
 on Tuya's topic layout), ingest (a process) and ota (a process, SIGKILLed mid-wave and restarted) on the dev
 stack's Apache Pulsar and FerretDB; the simulator's ground truth says what must have happened.
 
-One release of the plug's firmware over three regions (canary, then full): half of eu's upgrades fail, so eu
-alone halts while us and in complete; three us devices report "done" but stay on the old version and are not
-counted as succeeded. A second release of the sleepy sensor's firmware waits (Tuya's 5) until the devices
-wake, then completes. Tuya's rate limit on the upgrade API is below what ota asks for: refusals give the
-attempt back. Checked: no device was commanded twice for one attempt (the simulator counts commands), the
-counters equal a recount of the upgrade documents, malformed bodies get a 422 naming the field and change
-nothing, and no secret is in any ota document or log line.
+One release of the plug's firmware over three regions (canary, then full): 40% of eu's upgrades fail (30%,
+the issue's figure, from 1,000 devices), so eu alone halts (its failures judged over its stages together)
+while us and in complete; three us devices report "done" but stay on the old version and are not counted as
+succeeded. A second
+release of the sleepy sensor's firmware waits (Tuya's 5) until the devices wake, then completes. Tuya's rate
+limit on the upgrade API is below what ota asks for: refusals give the attempt back. Checked: no device was
+commanded twice for one attempt (the simulator counts commands), the counters equal a recount of the upgrade
+documents and plan chunks, a halted region sends nothing more, malformed bodies get a 422 naming the field
+and change nothing, and no secret is in any ota document or log line.
 
 Size: `OTA_E2E_DEVICES` (default 300, half plugs, half sleepy sensors, a third of each per region: every
 region still has a canary of 30 and a full stage after it; 10,000 for the issue's full run). Each phase's time
@@ -47,6 +49,10 @@ PER_MINUTE = 1200.0  # ota's dispatch rate per region: 60/s over three regions
 # Tuya's (simulated) limit on the upgrade API, per second, with no burst: below what ota asks (60/s), and the
 # four rollouts' commands of one dispatch round arrive together, so refusals come even on a slow machine
 TUYA_UPGRADE_RATE = 10.0
+# eu alone must halt. The issue's figure is 30%: at the default size eu has 50 plugs, and 30% of 50 stays
+# under the 20% halt threshold in a few runs in a hundred (binomial: 9 or fewer failures ~4%), a flaky test;
+# 40% does so in ~0.1%. From 1,000 devices on the issue's 30% is used (`OTA_E2E_EU_FAILURE` overrides either).
+EU_FAILURE = float(os.environ.get("OTA_E2E_EU_FAILURE", "0.3" if DEVICES >= 1000 else "0.4"))
 API_KEY = secrets.token_urlsafe(24)
 NOT_CONFIRMED = "the upgrade command was not confirmed by Tuya"  # recovery found no upgrade at Tuya
 SIM_SETTINGS: dict[str, str | int | float] = {
@@ -172,10 +178,10 @@ async def sim_json(rig: Rig, method: str, path: str, body: Any = None) -> Any:
         return r.json()
 
 
-async def upgrade_docs(rig: Rig) -> list[dict[str, Any]]:
+async def upgrade_docs(rig: Rig, collection: str = "upgrades") -> list[dict[str, Any]]:
     client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(rig.stack.mongodb_uri)
     try:
-        return [d async for d in client[rig.database]["upgrades"].find({})]
+        return [d async for d in client[rig.database][collection].find({})]
     finally:
         client.close()
 
@@ -210,7 +216,11 @@ async def wait_for(rig: Rig, release_id: str, want: dict[str, set[str]], within:
     )
 
 
-def recount(docs: list[dict[str, Any]], release_id: str) -> dict[tuple[str, str], Counter[str]]:
+def recount(
+    docs: list[dict[str, Any]], plans: list[dict[str, Any]], release_id: str
+) -> dict[tuple[str, str], Counter[str]]:
+    """Each upgrade document in its state's bucket; each planned id without one (ota creates it when the
+    device is dispatched) pending, or cancelled if its chunk was stopped before the id was claimed."""
     buckets = {
         "pending": "pending",
         "retrying": "pending",
@@ -223,11 +233,21 @@ def recount(docs: list[dict[str, Any]], release_id: str) -> dict[tuple[str, str]
         "cancelled": "cancelled",
     }
     out: dict[tuple[str, str], Counter[str]] = {}
+    created = set()
     for d in docs:
         if d["release_id"] == release_id:
             c = out.setdefault((d["region"], d["stage"]), Counter())
             c[buckets[d["state"]]] += 1
             c["targeted"] += 1
+            created.add(d["device_id"])
+    for chunk in plans:
+        if chunk["release_id"] == release_id:
+            c = out.setdefault((chunk["region"], chunk["stage"]), Counter())
+            cut = chunk["cancelled_from"] if chunk["cancelled"] else chunk["size"]
+            for i, device_id in enumerate(chunk["devices"]):
+                if device_id not in created:
+                    c["pending" if i < cut else "cancelled"] += 1
+                    c["targeted"] += 1
     return out
 
 
@@ -331,17 +351,17 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
     assert (await asyncio.to_thread(ota.get, f"/v1/firmware/{PLUG}:0:1.4"))[0] == 404
     assert (await asyncio.to_thread(ota.get, "/v1/releases/bad"))[0] == 404
 
-    # --- faults: 50% failures in eu, three "done but old" devices in us, Tuya's rate limit -----------------
-    # Not the issue's 30%: with one attempt per device, a canary of 30 at 30% sees fewer than the 20% halt
-    # threshold (5 or fewer failures) in about 8% of runs, and the full stage after it is below the minimum
-    # sample, so eu would complete (seen once). Halting is judged per stage; at 50% the canary halts in all
-    # but ~0.02% of runs. The thresholds themselves are unit-tested with exact samples.
+    # --- faults: failures in eu, three "done but old" devices in us, Tuya's rate limit -----------------
+    # With one attempt per device, a canary of 30 at 30% stays under the 20% halt threshold (5 or fewer
+    # failures) in ~5% of runs; the region's failures are judged over its stages together, so the full stage
+    # after such a canary still halts it (eu's plugs all settled without ever reaching 20% over at least 20:
+    # ~1.5% at 50 plugs, ~0.2% at 100). The thresholds themselves are unit-tested with exact samples.
     await sim_json(
         rig,
         "PUT",
         "/sim/ota/faults",
         {
-            "rules": [{"region": "eu", "product_id": PLUG, "failure": 0.5}],
+            "rules": [{"region": "eu", "product_id": PLUG, "failure": EU_FAILURE}],
             "upgrade_rate_per_s": TUYA_UPGRADE_RATE,
             "upgrade_burst": 1,
         },
@@ -385,6 +405,9 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
         rig, "plug-1.3", {"eu": {"halted"}, "us": {"completed"}, "in": {"completed"}}, within=240
     )
     phase("plug release settled")
+    # a halted region sends nothing more: its upgrade documents (created when dispatched) stop growing
+    await asyncio.sleep(2)  # a dispatch round that began before the halt finishes
+    eu_dispatched = sum((d["release_id"], d["region"]) == ("plug-1.3", "eu") for d in await upgrade_docs(rig))
     sensor = await release_state(ota, "sensor-1.1")
     waiting = sum(s["waiting"] for r in sensor["regions"] for s in r["stages"])
     assert waiting > 0, sensor
@@ -396,6 +419,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
 
     # --- the ground truth ---------------------------------------------------------------------------------
     docs = await _settled_docs(rig)
+    plans = await upgrade_docs(rig, "plans")
     by_device = {(d["release_id"], d["device_id"]): d for d in docs}
     truth = (await sim_json(rig, "GET", "/sim/truth?messages=false"))["fleet"]["devices"]
     commands = await sim_json(rig, "GET", "/sim/ota/commands")
@@ -420,7 +444,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
     # eu halted on its failures; us and in upgraded every plug they hold
     eu = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == "eu"]
     assert any(d["state"] == "failed" for d in eu)
-    assert any(d["state"] == "pending" for d in eu)
+    assert len(eu) == eu_dispatched, (len(eu), eu_dispatched)
     for region in ("us", "in"):
         done = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == region]
         assert len(done) == sum(1 for p in plugs if p["region"] == region)
@@ -432,8 +456,8 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
                 assert d["state"] == "succeeded" or d["device_id"] in stale_us, d
     # counters equal a recount of the documents
     final = await release_state(ota, "plug-1.3")
-    assert counters(final) == recount(docs, "plug-1.3")
-    assert counters(await release_state(ota, "sensor-1.1")) == recount(docs, "sensor-1.1")
+    assert counters(final) == recount(docs, plans, "plug-1.3")
+    assert counters(await release_state(ota, "sensor-1.1")) == recount(docs, plans, "sensor-1.1")
 
     # --- no secret anywhere ---------------------------------------------------------------------------------
     stored = await all_documents(rig)
@@ -451,11 +475,13 @@ def _commanded(rig: Rig) -> int:
 
 
 async def _settled_docs(rig: Rig) -> list[dict[str, Any]]:
-    """The upgrade documents once every outbox is relayed (counters are applied by the relay)."""
+    """The upgrade documents once every outbox (upgrades and plan chunks) is relayed (counters are applied by
+    the relay)."""
     deadline = time.monotonic() + 30
     while True:
         docs = await upgrade_docs(rig)
-        if not any(d.get("relay") for d in docs) or time.monotonic() > deadline:
+        plans = await upgrade_docs(rig, "plans")
+        if not any(d.get("relay") for d in docs + plans) or time.monotonic() > deadline:
             return docs
         await asyncio.sleep(0.3)
 

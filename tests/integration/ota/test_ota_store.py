@@ -23,6 +23,8 @@ from fleet_ota.adapters.mongo import (
     Document,
     FirmwareStore,
     LockStore,
+    PacingStore,
+    PlanStore,
     ProgressStore,
     RolloutStore,
     UpgradeStore,
@@ -32,9 +34,9 @@ from fleet_ota.adapters.relay import OutboxRelay
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import FirmwareSpec
 from fleet_ota.domain.release import Canary, RegionPlan, RolloutStatus, Threshold
-from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import DeviceUpgrade, UpgradePolicy
-from fleet_ota.ports import UpgradeRefused
+from fleet_ota.ports import Claim, UpgradeRefused
 from fleet_ota.service_layer import handlers
 from fleet_ota.service_layer import outbox as ob
 from fleet_ota.service_layer.handlers import Ports
@@ -98,10 +100,10 @@ async def save(store: UpgradeStore, change: up.Change, expected: int) -> bool:
 async def test_a_conditional_write_has_one_winner_under_concurrency(
     db: AsyncIOMotorDatabase[Document],
 ) -> None:
-    store, progress = UpgradeStore(db), ProgressStore(db)
+    store = UpgradeStore(db)
     [u] = planned(1)
-    await store.insert_planned([u], "EU:full:0")
-    await progress.add_batch("r1", "EU", FC, "EU:full:0", 1)
+    assert await store.create([u]) == [u]
+    assert await store.create([u]) == []  # unique per release and device
 
     change = up.command(u, POLICY, NOW)
     results = await asyncio.gather(*(save(store, change, u.version) for _ in range(8)))
@@ -120,32 +122,99 @@ async def test_a_conditional_write_has_one_winner_under_concurrency(
     assert stored["outbox"][0]["delta"] == {"pending": -1, "upgrading": 1}
 
 
-async def test_planning_again_inserts_nothing_twice_and_counts_a_batch_once(
+def chunks(n: int, size: int = 100, batch: str = "EU:full:0") -> list[PlanChunk]:
+    ids = [f"d{i:05d}" for i in range(n)]
+    return [PlanChunk("r1", "EU", FC, batch, i // size, tuple(ids[i : i + size])) for i in range(0, n, size)]
+
+
+async def relay_all(db: AsyncIOMotorDatabase[Document], progress: ProgressStore) -> None:
+    relay = OutboxRelay([db["upgrades"], db["plans"]], progress, FakePublisher(), clock=lambda: NOW)
+    while await relay.relay_once():
+        pass
+
+
+LATER = NOW + timedelta(minutes=1)
+
+
+async def test_plan_chunks_are_counted_once_and_claimed_without_overlap(
     db: AsyncIOMotorDatabase[Document],
 ) -> None:
-    store, progress = UpgradeStore(db, chunk=100), ProgressStore(db)
-    ups = planned(250)
-    await progress.intend_batch("r1", "EU", FC, "EU:full:0")
-    await store.insert_planned(ups[:120], "EU:full:0")  # a crash after part of the batch
-    assert await progress.batches("r1", "EU") == (set(), [(FC, "EU:full:0")])
-    assert await store.ready_to_command("r1", "EU", [], NOW, 1000) == []  # not counted: not dispatched
-    await store.insert_planned(ups, "EU:full:0")  # re-planning fills it up
-    assert await store.batch_size("r1", "EU:full:0") == 250
-    for _ in range(2):
-        await progress.add_batch("r1", "EU", FC, "EU:full:0", 250)
+    plans, store, progress = PlanStore(db), UpgradeStore(db), ProgressStore(db)
+    await progress.open("r1", "EU", FC)
+    await plans.add(chunks(120)[:1])  # a crash after the first chunk
+    await plans.add(chunks(250))  # planning again inserts the rest
+    await plans.add(chunks(250))
+    await relay_all(db, progress)
     counts = await progress.counts("r1", "EU", FC)
     assert (counts.targeted, counts.pending) == (250, 250)
-    assert await progress.batches("r1", "EU") == ({"EU:full:0"}, [])
-    assert [u.upgrade_id for u in await store.open_of_device("d00001")] == ["r1:d00001"]
-    assert len(await store.ready_to_command("r1", "EU", ["EU:full:0"], NOW, 1000)) == 250
-    assert await store.has_open("r1", "EU")
+    assert await plans.device_ids("r1", "EU", besides="other") == {f"d{i:05d}" for i in range(250)}
+    assert await plans.device_ids("r1", "EU", besides="EU:full:0") == set()
+    assert await plans.count_in_stage("r1", "EU", FC, besides="other") == 250
+
+    # eight dispatchers claim at once: no id is handed out twice
+    claims = await asyncio.gather(
+        *(plans.claim("r1", "EU", 30, now=NOW, repair_before=NOW - timedelta(seconds=30)) for _ in range(8))
+    )
+    taken = [d for c in claims if c is not None for d in c.device_ids]
+    assert len(taken) == len(set(taken)) > 0
+    # every claim but one gets its documents; the last dispatcher died before creating its own
+    made = [c for c in claims if c is not None]
+    for done in made[:-1]:
+        await create(store, done)
+        assert not await plans.fill(done)
+    lost = set(made[-1].device_ids)
+    # the rest is claimed and created; the lost ids come back only after the grace
+    while (
+        more := await plans.claim("r1", "EU", 40, now=NOW, repair_before=NOW - timedelta(seconds=30))
+    ) is not None:
+        assert not more.closing
+        await create(store, more)
+        await plans.fill(more)
+    assert await db["upgrades"].count_documents({}) == 250 - len(lost)
+    assert await plans.has_open("r1", "EU")
+    repairs = 0
+    while (again := await plans.claim("r1", "EU", 40, now=LATER, repair_before=NOW)) is not None:
+        assert again.closing
+        assert set(again.device_ids) == lost
+        assert [u.device_id for u in await create(store, again)] == list(again.device_ids)
+        await plans.fill(again)
+        repairs += 1
+    assert repairs == 1
+    assert await db["upgrades"].count_documents({}) == 250
+    assert not await plans.has_open("r1", "EU")
+    await relay_all(db, progress)
+    assert await progress.counts("r1", "EU", FC) == (await store.recount("r1"))[("EU", FC)]
+
+
+async def create(store: UpgradeStore, c: Claim) -> list[DeviceUpgrade]:
+    return await store.create([DeviceUpgrade("r1", "EU", FC, d, "p1", 0, "1.2.0") for d in c.device_ids])
+
+
+async def test_stopping_cancels_the_unclaimed_ids_in_the_chunks_own_write(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    plans, store, progress = PlanStore(db), UpgradeStore(db), ProgressStore(db)
+    await progress.open("r1", "EU", FC)
+    await plans.add(chunks(250))
+    claim = await plans.claim("r1", "EU", 30, now=NOW, repair_before=NOW)
+    assert claim is not None
+    assert await plans.cancel("r1", "EU") == 220
+    assert await plans.cancel("r1", "EU") == 0
+    assert await plans.claim("r1", "EU", 30, now=NOW, repair_before=NOW - timedelta(seconds=1)) is None
+    created = await create(store, claim)
+    assert await plans.fill(claim)  # cancelled: the dispatcher cancels what it created
+    for u in created:
+        assert await save(store, up.cancel(u, "release stopped"), u.version)
+    await relay_all(db, progress)
+    counts = await progress.counts("r1", "EU", FC)
+    assert (counts.targeted, counts.pending, counts.cancelled) == (250, 0, 250)
+    assert counts == (await store.recount("r1"))[("EU", FC)]
 
 
 async def test_indexed_queries_find_what_is_due(db: AsyncIOMotorDatabase[Document]) -> None:
-    store, progress = UpgradeStore(db), ProgressStore(db)
+    store = UpgradeStore(db)
     ups = planned(4)
-    await store.insert_planned(ups, "b")
-    await progress.add_batch("r1", "EU", FC, "b", 4)
+    await store.create(ups)
     a, b, c, _ = ups
     commanded = up.command(a, POLICY, NOW)
     assert await save(store, commanded, 0)
@@ -156,11 +225,27 @@ async def test_indexed_queries_find_what_is_due(db: AsyncIOMotorDatabase[Documen
     assert [u.device_id for u in await store.deadline_passed(NOW + timedelta(seconds=600), 10)] == ["d00000"]
     assert await store.deadline_passed(NOW + timedelta(seconds=599), 10) == []
     assert [u.device_id for u in await store.commanded_before(NOW, 10)] == ["d00000"]
-    ready = await store.ready_to_command("r1", "EU", ["b"], NOW, 10)
+    ready = await store.ready_to_command("r1", "EU", NOW, 10)
     assert [u.device_id for u in ready] == ["d00003"]  # b waits for its backoff, c is cancelled
-    ready = await store.ready_to_command("r1", "EU", ["b"], NOW + timedelta(seconds=60), 10)
+    ready = await store.ready_to_command("r1", "EU", NOW + timedelta(seconds=60), 10)
     assert sorted(u.device_id for u in ready) == ["d00001", "d00003"]
     assert [u.device_id for u in await store.cancellable("r1", "EU", 10)] == ["d00001", "d00003"]
+
+
+async def test_one_replica_reserves_each_round_of_the_shared_dispatch_schedule(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    pacing = PacingStore(db)
+    assert await pacing.next_at("r1", "EU") is None
+    first = await asyncio.gather(*(pacing.move("r1", "EU", None, 100.5) for _ in range(6)))
+    assert sorted(first) == [False] * 5 + [True]
+    moved = await asyncio.gather(*(pacing.move("r1", "EU", 100.5, 100.5 + 0.1 * i) for i in range(1, 7)))
+    assert sum(moved) == 1
+    winner = 100.5 + 0.1 * (moved.index(True) + 1)
+    assert await pacing.next_at("r1", "EU") == winner
+    await pacing.give_back("r1", "EU", 0.25)
+    assert await pacing.next_at("r1", "EU") == pytest.approx(winner - 0.25)
+    assert await pacing.next_at("r1", "US") is None
 
 
 async def test_one_channel_lock_per_device(db: AsyncIOMotorDatabase[Document]) -> None:
@@ -179,12 +264,17 @@ async def test_counters_equal_a_recount_after_relays_are_killed_midway(
 ) -> None:
     """Transitions keep coming while relays are cancelled at random awaits (as a killed process stops between
     two database operations) and publishing fails at random; at the end the counters equal a recount."""
-    store, progress = UpgradeStore(db), ProgressStore(db)
-    ups = planned(60)
-    await store.insert_planned(ups, "b")
-    await progress.add_batch("r1", "EU", FC, "b", 60)
+    store, progress, plans = UpgradeStore(db), ProgressStore(db), PlanStore(db)
+    await progress.open("r1", "EU", FC)
+    await plans.add(chunks(60, size=25))  # 60 planned: 45 get their documents, 15 stay planned only
+    for limit in (25, 20):
+        claim = await plans.claim("r1", "EU", limit, now=NOW, repair_before=NOW)
+        assert claim is not None
+        await create(store, claim)
+        await plans.fill(claim)
     publisher = FakePublisher(fail_rate=0.2)
-    relay = OutboxRelay([db["upgrades"]], progress, publisher, grace_s=3600, clock=lambda: NOW)
+    counted = [db["upgrades"], db["plans"]]
+    relay = OutboxRelay(counted, progress, publisher, grace_s=3600, clock=lambda: NOW)
     rng = random.Random(13)
     steps = [
         lambda u: up.command(u, POLICY, NOW),
@@ -199,7 +289,7 @@ async def test_counters_equal_a_recount_after_relays_are_killed_midway(
 
     async def transitions() -> None:
         for _ in range(400):
-            current = await store.get(f"r1:d{rng.randrange(60):05d}")
+            current = await store.get(f"r1:d{rng.randrange(45):05d}")
             assert current is not None
             change = rng.choice(steps)(current)
             if change.changed:
@@ -227,13 +317,13 @@ async def test_counters_equal_a_recount_after_relays_are_killed_midway(
     recount = (await store.recount("r1"))[("EU", FC)]
     assert await progress.counts("r1", "EU", FC) == recount
     assert recount.targeted == 60
+    assert recount.pending >= 15  # the planned-only ids
     assert recount.open + recount.succeeded + recount.failed + recount.cancelled == 60
     assert await db["upgrades"].count_documents({"relay": True}) == 0
+    assert await db["plans"].count_documents({"relay": True}) == 0
     # every applied id is forgotten once its entry is gone and the grace is over
-    late = OutboxRelay(
-        [db["upgrades"]], progress, publisher, grace_s=0, clock=lambda: NOW + timedelta(seconds=1)
-    )
-    await late.sweep(db["upgrades"])
+    late = OutboxRelay(counted, progress, publisher, grace_s=0, clock=lambda: NOW + timedelta(seconds=1))
+    await late.sweep(counted)
     assert await progress.applied(10) == []
     assert await progress.counts("r1", "EU", FC) == recount
 
@@ -247,16 +337,18 @@ async def test_a_release_from_planning_to_success_with_counters_equal_to_a_recou
         firmware=FirmwareStore(db),
         rollouts=RolloutStore(db),
         upgrades=UpgradeStore(db),
+        plans=PlanStore(db),
         progress=ProgressStore(db),
         devices=DeviceStore(db),
         locks=LockStore(db),
+        pacing=PacingStore(db),
         tuya=tuya,
         clock=lambda: clock[0],
         tenant="t",
         policy=POLICY,
     )
     relay = OutboxRelay(
-        [db["upgrades"], db["rollouts"], db["firmware"]],
+        [db["upgrades"], db["plans"], db["rollouts"], db["firmware"]],
         ProgressStore(db),
         FakePublisher(),
         clock=lambda: clock[0],
@@ -295,6 +387,8 @@ async def test_a_release_from_planning_to_success_with_counters_equal_to_a_recou
 
     r = await handlers.evaluate_rollout("r1", "EU", p)
     assert r.stage == ReleaseStage.FULL
+    while await relay.relay_once():  # the full stage's chunks carry its count
+        pass
     assert (await p.progress.counts("r1", "EU", FC)).targeted == 15  # 20 lower, minus the 5 of the canary
 
     clock[0] = NOW + timedelta(minutes=5)

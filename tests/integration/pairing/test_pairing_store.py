@@ -246,6 +246,46 @@ async def test_the_relay_publishes_and_clears_and_the_sweep_catches_up(db: Db) -
     assert await store.with_outbox(10) == []
 
 
+class CountingStore(SessionStore):
+    """Counts the clearing commands and how many sessions each one clears."""
+
+    clears: list[int]
+
+    async def clear_outboxes(self, relayed: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
+        self.clears.append(len(relayed))
+        await super().clear_outboxes(relayed)
+
+
+@dataclass
+class GatedPublisher(RecordingPublisher):
+    """Holds every publish until `count` of them wait: the relays of a burst of writes then clear together."""
+
+    count: int = 1
+    gate: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        self.published.extend(entries)
+        if len(self.published) >= self.count:
+            self.gate.set()
+        await self.gate.wait()
+
+
+async def test_relays_of_concurrent_writes_clear_their_entries_in_shared_commands(db: Db) -> None:
+    publisher = GatedPublisher(count=20)
+    relay_store = CountingStore(db.db, EventEncoder("tenant1", "eu"), clock=lambda: T0)
+    relay_store.clears = []
+    relay = OutboxRelay(relay_store, publisher, clear_batch=8)
+    store = make_store(db, relay)
+    await asyncio.gather(*(store.add(opened(f"s{i}", f"tok{i}")) for i in range(20)))
+    assert len(publisher.published) == 20
+    assert await store.with_outbox(100) == []  # every entry cleared once all the adds returned
+    assert sum(relay_store.clears) == 20
+    assert len(relay_store.clears) < 20
+    assert max(relay_store.clears) <= 8
+    with pytest.raises(ValueError, match="clear_batch"):
+        OutboxRelay(relay_store, publisher, clear_batch=65)
+
+
 async def test_background_queries_find_what_they_should(db: Db) -> None:
     store = make_store(db)
     await store.ensure_indexes()
@@ -325,34 +365,33 @@ async def test_listings_page_newest_first_by_each_filter(db: Db) -> None:
             now=T0 + timedelta(hours=12 * (i // 3)),  # three per half day: equal times are broken by id
         )
         await store.add(replace(t, session=replace(t.session, version=1)))
+    queries = views.PairingViews(store)
 
     seen: list[str] = []
     cursor = None
     while True:
-        page = await views.list_sessions(db.db, cursor=cursor, limit=3)
+        page = await queries.page(cursor=cursor, limit=3)
         seen += [s.session_id for s in page.items]
         if page.next_cursor is None:
             break
         cursor = page.next_cursor
     assert seen == ["s6", "s5", "s4", "s3", "s2", "s1", "s0"]
 
-    evens = await views.list_sessions(db.db, owner_uid="o-even", limit=10)
+    evens = await queries.page(owner_uid="o-even", limit=10)
     assert [s.session_id for s in evens.items] == ["s6", "s4", "s2", "s0"]
-    first_day = await views.list_sessions(db.db, day=T0.date(), limit=10)
+    first_day = await queries.page(day=T0.date(), limit=10)
     assert [s.session_id for s in first_day.items] == ["s2", "s1", "s0"]  # 12:00; s3-s5 at 00:00 the next day
-    next_day = await views.list_sessions(db.db, day=(T0 + timedelta(days=1)).date(), limit=10)
+    next_day = await queries.page(day=(T0 + timedelta(days=1)).date(), limit=10)
     assert [s.session_id for s in next_day.items] == ["s6", "s5", "s4", "s3"]
-    active = await views.list_sessions(db.db, state=SessionState.ACTIVE, home_id="h1", limit=2)
+    active = await queries.page(state=SessionState.ACTIVE, home_id="h1", limit=2)
     assert [s.session_id for s in active.items] == ["s6", "s5"]
-    assert await views.list_sessions(db.db, state=SessionState.CANCELLED) == views.SessionPage(
-        items=[], next_cursor=None
-    )
+    assert await queries.page(state=SessionState.CANCELLED) == views.SessionPage(items=[], next_cursor=None)
 
-    one = await views.get_session(db.db, "s3")
+    one = await queries.session("s3")
     assert one is not None
     assert (one.state, one.counts.paired, one.token) == (SessionState.ACTIVE, 0, "tok3")
-    assert await views.get_session(db.db, "nope") is None
+    assert await queries.session("nope") is None
     with pytest.raises(views.InvalidCursor):
-        await views.list_sessions(db.db, cursor="not-a-cursor")
+        await queries.page(cursor="not-a-cursor")
     with pytest.raises(ValueError, match="limit"):
-        await views.list_sessions(db.db, limit=0)
+        await queries.page(limit=0)

@@ -27,11 +27,12 @@ from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain import batch as batches
 from fleet_unbinding.domain import quota
 from fleet_unbinding.domain import unbind as machine
-from fleet_unbinding.domain.quota import CounterKey, QuotaScope, Reservation
+from fleet_unbinding.domain.quota import BlockGrant, CounterKey, QuotaScope
 from fleet_unbinding.domain.unbind import DeviceFacts, UnbindState
 from fleet_unbinding.ports import OutboxEntry
 from fleet_unbinding.service_layer import handlers as h
 from fleet_unbinding.service_layer.events import EventFactory
+from fleet_unbinding.service_layer.quota_blocks import QuotaAllocator
 from tests.support import Stack
 from tests.unit.unbinding.fakes import FakeClock, FakeTuya
 
@@ -51,59 +52,91 @@ async def db(stack: Stack, unique: str) -> AsyncIterator[Db]:
     client.close()
 
 
-async def test_eight_concurrent_batches_never_pass_either_counter_and_compensate(db: Db) -> None:
+async def test_eight_concurrent_batches_never_pass_either_counter_and_settle_exactly(db: Db) -> None:
+    """8 batches, each with its own allocator (as 8 processes would), race on the same counters in blocks
+    of 4: never past a limit, and once every block is settled the counters equal the units consumed."""
     counters = MongoQuotaCounters(db)
     await counters.ensure_indexes()
     account_limit, product_limit = 60, 45
+    clock = FakeClock(NOW)
 
-    async def batch(b: int) -> list[Reservation]:
-        out = []
+    async def batch(b: int) -> int:
+        allocator = QuotaAllocator(counters, clock, block_size=4)
+        consumed = 0
         for i in range(15):
             # two operators share the product counter; each batch races the others on both counters
             keys = quota.counter_keys(f"op{b % 2}", "p1", DAY)
-            out.append(
-                await counters.reserve(
-                    [(keys[0], account_limit), (keys[1], product_limit)], quota.unit_id(f"b{b}", f"d{i}")
-                )
-            )
-        return out
+            got = await allocator.take([(keys[0], account_limit), (keys[1], product_limit)])
+            if isinstance(got, BlockGrant):
+                took = i % 5 != 0  # some devices lose their write: their units go back
+                await allocator.release(got, consumed=took)
+                consumed += took
+        await allocator.close_idle(everything=True)
+        return consumed
 
-    results = [r for rs in await asyncio.gather(*(batch(b) for b in range(8))) for r in rs]
-    reserved = results.count(Reservation.RESERVED)
-    assert reserved == product_limit
+    consumed = sum(await asyncio.gather(*(batch(b) for b in range(8))))
     product = CounterKey(QuotaScope.PRODUCT, "p1", DAY)
-    assert await counters.used(product) == product_limit
+    assert 0 < consumed <= product_limit
+    assert await counters.used(product) == consumed
     ops = [await counters.used(CounterKey(QuotaScope.ACCOUNT, f"op{k}", DAY)) for k in range(2)]
-    assert sum(ops) == product_limit  # every account unit of a refused device was given back
+    assert sum(ops) == consumed  # every account unit of a refused or losing device was given back
+    assert await counters.open_blocks() == []
     doc = await db["quota_counters"].find_one({"_id": product.id})
     assert doc is not None
-    assert len(doc["units"]) == doc["used"]
+    assert (doc["open"], doc["blocks"]) == (0, {})
 
 
-async def test_units_are_idempotent_and_refunds_count_once(db: Db) -> None:
+async def test_blocks_take_what_is_left_settle_once_and_refunds_count_once(db: Db) -> None:
     counters = MongoQuotaCounters(db)
-    keys = quota.counter_keys("op", "p1", DAY)
-    limited = [(keys[0], 2), (keys[1], 2)]
-    assert await counters.reserve(limited, "b/d1") is Reservation.RESERVED
-    assert await counters.reserve(limited, "b/d1") is Reservation.RESERVED  # a retry after a crash
-    assert await counters.used(keys[1]) == 1
-    assert await counters.reserve(limited, "b/d2") is Reservation.RESERVED
-    assert await counters.reserve(limited, "b/d3") is Reservation.ACCOUNT_EXHAUSTED
-    await counters.refund(keys, "b/d1")
-    await counters.refund(keys, "b/d1")
-    assert await counters.used(keys[0]) == 1
-    assert await counters.holds(keys[0], "b/d2")
-    assert not await counters.holds(keys[0], "b/d1")
-    assert await counters.reserve([(keys[0], 0)], "b/d9") is Reservation.ACCOUNT_EXHAUSTED
+    await counters.ensure_indexes()
+    key = CounterKey(QuotaScope.PRODUCT, "p1", DAY)
+    until = NOW + timedelta(seconds=35)
+    assert await counters.reserve_block(key, 10, 4, "ba", until) == 4  # creates the counter
+    assert await counters.reserve_block(key, 10, 8, "bb", until) == 6  # what is left
+    assert await counters.reserve_block(key, 10, 4, "bc", until) == 0
+    assert await counters.used(key) == 10
+    assert {(b.block_id, b.n, b.until) for b in await counters.open_blocks()} == {
+        ("ba", 4, until),
+        ("bb", 6, until),
+    }
+    await counters.settle(key, "ba", 4, 1)
+    await counters.settle(key, "ba", 4, 1)  # settled once
+    assert await counters.used(key) == 7
+    await counters.refund([key], "b/d1")
+    await counters.refund([key], "b/d1")  # a retry after a crash
+    assert await counters.used(key) == 6
+    await counters.settle(key, "bb", 6, 6)
+    assert await counters.used(key) == 6
+    assert await counters.open_blocks() == []
+    assert await counters.reserve_block(CounterKey(QuotaScope.ACCOUNT, "op", DAY), 0, 4, "bd", until) == 0
     assert await counters.used(CounterKey(QuotaScope.ACCOUNT, "op", "2026-11-30")) == 0
 
 
-async def test_concurrent_first_reservations_create_one_counter(db: Db) -> None:
+async def test_concurrent_first_blocks_create_one_counter(db: Db) -> None:
     counters = MongoQuotaCounters(db)
     key = CounterKey(QuotaScope.PRODUCT, "fresh", DAY)
-    out = await asyncio.gather(*(counters.reserve([(key, 5)], f"u{i}") for i in range(16)))
-    assert out.count(Reservation.RESERVED) == 5
+    until = NOW + timedelta(seconds=35)
+    out = await asyncio.gather(*(counters.reserve_block(key, 5, 2, f"b{i}", until) for i in range(16)))
+    assert sum(out) == 5
     assert await counters.used(key) == 5
+
+
+async def test_a_blocks_devices_are_counted_from_an_index(db: Db) -> None:
+    store = MongoUnbindStore(db)
+    await store.ensure_indexes()
+    facts = DeviceFacts("d1", "p1", "u1", 1_700_000_000, True)
+    devices = [machine.new("b1", f"d{i}", "op", UnbindMode.LIST, reset=False) for i in range(3)]
+    await store.add_many(devices)
+    for i, u in enumerate(devices[:2]):
+        started = replace(machine.start_call(u, facts, DAY, ("ba", f"bp{i}"), NOW), version=1)
+        assert await store.save(started, [])
+    keys = quota.counter_keys("op", "p1", DAY)
+    assert await store.holding(keys[0], "ba") == 2
+    assert await store.holding(keys[1], "bp0") == 1
+    assert await store.holding(keys[1], "ba") == 0
+    stored = await store.get("b1", "d1")
+    assert stored is not None
+    assert stored.quota_blocks == ("ba", "bp1")
 
 
 def _entry(event_id: str) -> OutboxEntry:
@@ -345,27 +378,21 @@ async def test_pending_documents_are_found_by_an_indexed_flag_cleared_only_when_
     assert await batch_store.with_outbox(10) == []
 
 
-async def test_spent_units_leave_the_list_stay_counted_and_a_full_counter_stays_full(db: Db) -> None:
-    counters = MongoQuotaCounters(db)
-    key = CounterKey(QuotaScope.ACCOUNT, "op", DAY)
-    for i in range(3):
-        assert await counters.reserve([(key, 3)], f"u{i}") is Reservation.RESERVED
-    await counters.spend([key], "u0")
-    await counters.spend([key], "u0")  # once
-    assert await counters.used(key) == 3
-    assert not await counters.holds(key, "u0")
-    assert await counters.holds(key, "u1")
-    assert await counters.reserve([(key, 3)], "u9") is Reservation.ACCOUNT_EXHAUSTED
-    assert await counters.reserve([(key, 3)], "u1") is Reservation.RESERVED  # still held: idempotent
-    await counters.refund([key], "u0")  # a spent unit is never given back
-    assert await counters.used(key) == 3
-
+async def test_outboxes_are_emptied_in_few_round_trips_unless_a_write_appended_meanwhile(db: Db) -> None:
     store = MongoUnbindStore(db)
     await store.ensure_indexes()
-    u = machine.new("b1", "d1", "op", UnbindMode.LIST, reset=False)
-    await store.add_many([u])
-    done = replace(u, state=UnbindState.UNBOUND, units_held=True, finished_at=NOW, version=1)
-    assert await store.save(done, [])
-    assert await store.spendable(NOW, 10) == []
-    [found] = await store.spendable(NOW + timedelta(seconds=1), 10)
-    assert found.device_id == "d1"
+    # more than one update command holds (the local server takes at most 64 statements per command)
+    devices = [machine.new("b1", f"d{i}", "op", UnbindMode.LIST, reset=False) for i in range(150)]
+    await store.add_many(devices)
+    for i, u in enumerate(devices):
+        assert await store.save(replace(u, version=1), [_entry(f"e{i}")])
+    relayed = await store.with_outbox(500)
+    assert len(relayed) == 150
+    # d2 moves on (a new event) after the relay read it: its new event must stay
+    d2 = next(u for u, _ in relayed if u.device_id == "d2")
+    assert await store.save(replace(d2, version=2), [_entry("late")])
+    await store.clear_outboxes(relayed)
+    [(left, entries)] = await store.with_outbox(10)
+    assert (left.device_id, [e.id for e in entries]) == ("d2", ["late"])
+    await store.clear_outboxes([(left, entries)])
+    assert await store.with_outbox(10) == []

@@ -16,6 +16,14 @@ PRODUCTION_EXAMPLE = CHART / "values-production.example.yaml"
 RULES = ROOT / "infra" / "observability" / "prometheus" / "rules.yaml"
 RULE_TESTS = ROOT / "infra" / "observability" / "prometheus" / "rules.test.yaml"
 DASHBOARDS = ROOT / "infra" / "observability" / "grafana"
+# Pulsar with token authentication and TLS, and a private CA for every client (the "secured" rendering)
+SECURED = (
+    "--set=pulsar.url=pulsar+ssl://pulsar-proxy.pulsar.svc.cluster.local:6651",
+    "--set=pulsar.adminUrl=https://pulsar-proxy.pulsar.svc.cluster.local:443",
+    "--set=pulsar.auth.existingSecret=pulsar-client-token",
+    "--set=tls.caBundle.configMap=fleet-private-ca",
+    "--set=tls.caBundle.key=ca.pem",
+)
 
 
 @dataclass(frozen=True)

@@ -44,8 +44,11 @@ SETTINGS: dict[str, type[BaseSettings]] = {
 }
 # read outside a settings class: the simulator's CLI takes its log level from the environment (__main__)
 READ_BY_CLI = {"tuya-sim": {"FLEET_SIM_LOG_LEVEL"}}
+# read by the libraries themselves: Python's default TLS trust (httpx, MongoDB's driver, urllib)
+READ_BY_LIBRARIES = {"SSL_CERT_FILE"}
+CA_FILE = "/etc/tuya-fleet/ca/ca.crt"
 WORKLOADS = ("Deployment", "Job")
-RENDERINGS = ("defaults", "production", "all-services")
+RENDERINGS = ("defaults", "production", "all-services", "secured")
 POD_ADDRESS = ("0.0.0.0", 8000)  # noqa: S104 - a pod listens on its own address
 
 
@@ -219,7 +222,7 @@ def test_every_configured_variable_is_a_setting_the_service_reads(
         config = renderings[name].component("ConfigMap", component)
         if config is None:
             continue
-        accepted = accepted_variables(settings) | READ_BY_CLI.get(component, set())
+        accepted = accepted_variables(settings) | READ_BY_CLI.get(component, set()) | READ_BY_LIBRARIES
         if values()["services"][component].get("apiKeys", True):
             accepted |= accepted_variables(SecuritySettings)
         unknown = set(config["data"]) - accepted
@@ -268,6 +271,8 @@ def test_service_monitor_labels_what_the_rules_select(renderings: dict[str, Rend
         (["--set", "services.status.replica=3"], "additional properties 'replica' not allowed"),
         (["--set", "tuya.region=Mars"], "/tuya/region"),
         (["--set", "pulsar.url=http://pulsar:6650"], "/pulsar/url"),
+        (["--set", "tls.caBundle.configMap=ca", "--set", "tls.caBundle.secret=ca"], "not both"),
+        (["--set", "tls.caBundle.file=/ca.pem"], "additional properties 'file' not allowed"),
     ],
 )
 def test_bad_values_fail_with_a_clear_message(tools: Tools, overrides: list[str], message: str) -> None:
@@ -300,6 +305,8 @@ def test_each_service_loads_its_settings_from_the_rendered_environment(
                 assert loaded.tuya_openapi_url == config["data"]["FLEET_TUYA_OPENAPI_URL"]
             if "FLEET_OIDC_ISSUER" in config["data"]:
                 assert SecuritySettings().oidc_audience == "tuya-fleet"
+            if name == "secured":
+                assert loaded.pulsar_tls_trust_certs_file == CA_FILE
 
 
 def test_a_service_can_mount_a_file_of_its_own(tools: Tools) -> None:
@@ -318,3 +325,62 @@ def test_a_service_can_mount_a_file_of_its_own(tools: Tools) -> None:
     spec = ingest["spec"]["template"]["spec"]
     assert {"name": "tuya-ca", "configMap": {"name": "tuya-ca"}} in spec["volumes"]
     assert {"name": "tuya-ca", "mountPath": "/etc/tuya"} in spec["containers"][0]["volumeMounts"]
+
+
+def test_secured_pods_mount_the_private_ca_and_point_every_client_at_it(
+    renderings: dict[str, Rendering],
+) -> None:
+    rendering = renderings["secured"]
+    specs = pod_specs(rendering)
+    assert len(specs) == 6  # five services and the provisioning Job
+    for where, spec in specs.items():
+        volume = {"name": "ca-bundle", "configMap": {"name": "fleet-private-ca", "items": [
+            {"key": "ca.pem", "path": "ca.crt"}]}}  # fmt: skip
+        assert volume in spec["volumes"], where
+        mount = {"name": "ca-bundle", "mountPath": "/etc/tuya-fleet/ca", "readOnly": True}
+        assert mount in spec["containers"][0]["volumeMounts"], where
+    for deployment in rendering.of_kind("Deployment").values():
+        component = deployment["metadata"]["labels"]["app.kubernetes.io/component"]
+        config = rendering.component("ConfigMap", component)
+        assert config
+        assert config["data"]["FLEET_PULSAR_TLS_TRUST_CERTS_FILE"] == CA_FILE, component
+        assert config["data"]["SSL_CERT_FILE"] == CA_FILE, component
+    # without a bundle: no volume, no variable
+    for where, spec in pod_specs(renderings["production"]).items():
+        assert "ca-bundle" not in {v["name"] for v in spec["volumes"]}, where
+    for config in renderings["production"].of_kind("ConfigMap").values():
+        assert not {"SSL_CERT_FILE", "FLEET_PULSAR_TLS_TRUST_CERTS_FILE"} & set(config["data"])
+
+
+def test_secured_services_and_job_authenticate_to_pulsar_with_the_token_secret(
+    renderings: dict[str, Rendering],
+) -> None:
+    token = {"name": "pulsar-client-token", "key": "token"}
+    for where, spec in pod_specs(renderings["secured"]).items():
+        env = {e["name"]: e for e in spec["containers"][0].get("env", [])}
+        assert env["FLEET_PULSAR_AUTH_TOKEN"]["valueFrom"]["secretKeyRef"] == token, where
+    job = renderings["secured"].component("Job", "provisioning")
+    assert job
+    container = job["spec"]["template"]["spec"]["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    assert env["FLEET_PULSAR_TLS_TRUST_CERTS_FILE"] == CA_FILE
+    assert env["SSL_CERT_FILE"] == CA_FILE
+    assert "https://pulsar-proxy.pulsar.svc.cluster.local:443" in container["command"]
+    # the token is never a command-line argument (visible in the process list)
+    assert not any("token" in str(arg).lower() for arg in container["command"])
+    for where, spec in pod_specs(renderings["production"]).items():
+        names = {e["name"] for e in spec["containers"][0].get("env", [])}
+        assert "FLEET_PULSAR_AUTH_TOKEN" not in names, where
+
+
+def test_the_private_ca_can_come_from_a_secret(tools: Tools) -> None:
+    result = run(tools.helm, "template", "fleet", CHART, "--set", "tls.caBundle.secret=fleet-ca")
+    assert result.returncode == 0, result.stderr
+    workloads = [o for o in yaml.safe_load_all(result.stdout) if o and o["kind"] in WORKLOADS]
+    assert workloads
+    for workload in workloads:
+        volumes = {v["name"]: v for v in workload["spec"]["template"]["spec"]["volumes"]}
+        assert volumes["ca-bundle"]["secret"] == {
+            "secretName": "fleet-ca",
+            "items": [{"key": "ca.crt", "path": "ca.crt"}],
+        }

@@ -11,9 +11,9 @@ from fleet_contracts.ota import DeviceUpgradeState as S
 from fleet_contracts.ota import ReleaseStage
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, RolloutStatus, StageCounts
-from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import BUCKETS, TERMINAL, DeviceUpgrade, UpgradePolicy, bucket
-from fleet_ota.ports import CountedEntry, UpgradeRefused
+from fleet_ota.ports import Claim, CountedEntry, UpgradeRefused
 from fleet_ota.service_layer.handlers import Ports
 
 
@@ -73,102 +73,72 @@ class FakeRollouts:
 
 
 @dataclass
-class _Doc:
-    upgrade: DeviceUpgrade
-    batch: str
-
-
-@dataclass
 class FakeUpgrades:
-    docs: dict[str, _Doc] = field(default_factory=dict)
+    docs: dict[str, DeviceUpgrade] = field(default_factory=dict)
     outbox: list[CountedEntry] = field(default_factory=list)
 
-    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
-        for u in upgrades:
-            self.docs.setdefault(u.upgrade_id, _Doc(u, batch))
-
-    async def batch_size(self, release_id: str, batch: str) -> int:
-        return sum(d.batch == batch and d.upgrade.release_id == release_id for d in self.docs.values())
+    async def create(self, upgrades: Sequence[DeviceUpgrade]) -> list[DeviceUpgrade]:
+        created = [u for u in upgrades if u.upgrade_id not in self.docs]
+        for u in created:
+            self.docs[u.upgrade_id] = u
+        return created
 
     def _of(self, release_id: str, region: str) -> list[DeviceUpgrade]:
-        return [
-            d.upgrade
-            for d in self.docs.values()
-            if d.upgrade.release_id == release_id and d.upgrade.region == region
-        ]
-
-    async def device_ids(self, release_id: str, region: str) -> set[str]:
-        return {u.device_id for u in self._of(release_id, region)}
-
-    async def count_in_stage(self, release_id: str, region: str, stage: ReleaseStage) -> int:
-        return sum(u.stage == stage for u in self._of(release_id, region))
+        return [u for u in self.docs.values() if u.release_id == release_id and u.region == region]
 
     async def get(self, upgrade_id: str) -> DeviceUpgrade | None:
-        d = self.docs.get(upgrade_id)
-        return None if d is None else d.upgrade
+        return self.docs.get(upgrade_id)
 
     async def open_of_device(self, device_id: str) -> list[DeviceUpgrade]:
-        return [
-            d.upgrade
-            for d in self.docs.values()
-            if d.upgrade.device_id == device_id and d.upgrade.state not in TERMINAL
-        ]
+        return [u for u in self.docs.values() if u.device_id == device_id and u.state not in TERMINAL]
 
     async def save(
         self, upgrade: DeviceUpgrade, expected_version: int, outbox: Sequence[CountedEntry]
     ) -> bool:
-        d = self.docs[upgrade.upgrade_id]
-        if d.upgrade.version != expected_version:
+        if self.docs[upgrade.upgrade_id].version != expected_version:
             return False
-        d.upgrade = upgrade
+        self.docs[upgrade.upgrade_id] = upgrade
         self.outbox.extend(outbox)
         return True
 
     async def ready_to_command(
-        self, release_id: str, region: str, batches: Sequence[str], now: datetime, limit: int
+        self, release_id: str, region: str, now: datetime, limit: int
     ) -> list[DeviceUpgrade]:
         found = [
-            d.upgrade
-            for d in self.docs.values()
-            if d.batch in batches
-            and d.upgrade.release_id == release_id
-            and d.upgrade.region == region
+            u
+            for u in self.docs.values()
+            if u.release_id == release_id
+            and u.region == region
             and (
-                d.upgrade.state == S.PENDING
-                or (
-                    d.upgrade.state == S.RETRYING
-                    and d.upgrade.retry_at is not None
-                    and d.upgrade.retry_at <= now
-                )
+                u.state == S.PENDING
+                or (u.state == S.RETRYING and u.retry_at is not None and u.retry_at <= now)
             )
         ]
         return found[:limit]
 
     async def deadline_passed(self, now: datetime, limit: int) -> list[DeviceUpgrade]:
         return [
-            d.upgrade
-            for d in self.docs.values()
-            if d.upgrade.state in (S.COMMANDED, S.UPGRADING)
-            and d.upgrade.deadline
-            and d.upgrade.deadline <= now
+            u
+            for u in self.docs.values()
+            if u.state in (S.COMMANDED, S.UPGRADING) and u.deadline and u.deadline <= now
         ][:limit]
 
     async def upgrading_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
         found = [
-            d.upgrade
-            for d in self.docs.values()
-            if d.upgrade.state in (S.UPGRADING, S.WAITING)
-            and not d.upgrade.tuya_done
-            and d.upgrade.commanded_at
-            and d.upgrade.commanded_at <= before
+            u
+            for u in self.docs.values()
+            if u.state in (S.UPGRADING, S.WAITING)
+            and not u.tuya_done
+            and u.commanded_at
+            and u.commanded_at <= before
         ]
         return sorted(found, key=lambda u: u.commanded_at or before)[:limit]
 
     async def commanded_before(self, before: datetime, limit: int) -> list[DeviceUpgrade]:
         return [
-            d.upgrade
-            for d in self.docs.values()
-            if d.upgrade.state == S.COMMANDED and d.upgrade.commanded_at and d.upgrade.commanded_at <= before
+            u
+            for u in self.docs.values()
+            if u.state == S.COMMANDED and u.commanded_at and u.commanded_at <= before
         ][:limit]
 
     async def cancellable(self, release_id: str, region: str, limit: int) -> list[DeviceUpgrade]:
@@ -178,51 +148,130 @@ class FakeUpgrades:
         return any(u.state not in TERMINAL for u in self._of(release_id, region))
 
     async def done_unverified(self, limit: int) -> list[DeviceUpgrade]:
+        return [u for u in self.docs.values() if u.state == S.UPGRADING and u.tuya_done][:limit]
+
+
+@dataclass
+class _Chunk:
+    chunk: PlanChunk
+    claimed: int = 0
+    claimed_at: datetime | None = None
+    cancelled_from: int | None = None
+    open: bool = True
+
+    @property
+    def claimable(self) -> bool:
+        return self.open and self.cancelled_from is None and self.claimed < len(self.chunk.device_ids)
+
+
+@dataclass
+class FakePlans:
+    """Chunks as the Mongo store keeps them (claims, closing once every claimed id has its upgrade)."""
+
+    upgrades: FakeUpgrades
+    chunks: dict[str, _Chunk] = field(default_factory=dict)
+    outbox: list[CountedEntry] = field(default_factory=list)
+
+    def _of(self, release_id: str, region: str) -> list[_Chunk]:
         return [
-            d.upgrade for d in self.docs.values() if d.upgrade.state == S.UPGRADING and d.upgrade.tuya_done
-        ][:limit]
+            c
+            for _, c in sorted(self.chunks.items())
+            if (c.chunk.release_id, c.chunk.region) == (release_id, region)
+        ]
+
+    async def add(self, chunks: Sequence[PlanChunk]) -> None:
+        for c in chunks:
+            if c.chunk_id not in self.chunks:
+                self.chunks[c.chunk_id] = _Chunk(c)
+                n = len(c.device_ids)
+                cid = f"{c.release_id}:{c.region}:{c.stage.value}"
+                self.outbox.append(
+                    CountedEntry.counter_only(f"ota:{c.chunk_id}:planned", cid, {"targeted": n, "pending": n})
+                )
+
+    async def device_ids(self, release_id: str, region: str, *, besides: str) -> set[str]:
+        return {
+            d for c in self._of(release_id, region) if c.chunk.batch != besides for d in c.chunk.device_ids
+        }
+
+    async def count_in_stage(self, release_id: str, region: str, stage: ReleaseStage, *, besides: str) -> int:
+        return sum(
+            len(c.chunk.device_ids)
+            for c in self._of(release_id, region)
+            if c.chunk.stage == stage and c.chunk.batch != besides
+        )
+
+    async def claim(
+        self, release_id: str, region: str, limit: int, *, now: datetime, repair_before: datetime
+    ) -> Claim | None:
+        for c in self._of(release_id, region):
+            if c.claimable:
+                start, c.claimed, c.claimed_at = (
+                    c.claimed,
+                    min(c.claimed + limit, len(c.chunk.device_ids)),
+                    now,
+                )
+                ch = c.chunk
+                return Claim(
+                    ch.chunk_id, release_id, region, ch.stage, ch.device_ids[start : c.claimed], c.claimed
+                )
+        for c in self._of(release_id, region):
+            if not c.open:
+                continue
+            missing = tuple(
+                d for d in c.chunk.device_ids[: c.claimed] if f"{release_id}:{d}" not in self.upgrades.docs
+            )
+            if not missing:
+                c.open = False
+            elif c.claimed_at is not None and c.claimed_at <= repair_before:
+                ch = c.chunk
+                return Claim(ch.chunk_id, release_id, region, ch.stage, missing, c.claimed, closing=True)
+        return None
+
+    async def fill(self, claim: Claim) -> bool:
+        c = self.chunks[claim.chunk_id]
+        if claim.closing and c.claimed == claim.claimed:
+            c.open = False
+        return c.cancelled_from is not None
+
+    async def cancel(self, release_id: str, region: str) -> int:
+        total = 0
+        for c in self._of(release_id, region):
+            if c.cancelled_from is None:
+                c.cancelled_from = c.claimed
+                left = len(c.chunk.device_ids) - c.claimed
+                if left:
+                    cid = f"{release_id}:{region}:{c.chunk.stage.value}"
+                    entry_id = f"ota:{c.chunk.chunk_id}:cancelled"
+                    self.outbox.append(
+                        CountedEntry.counter_only(entry_id, cid, {"pending": -left, "cancelled": left})
+                    )
+                total += left
+        return total
+
+    async def has_open(self, release_id: str, region: str) -> bool:
+        return any(c.open for c in self._of(release_id, region))
 
 
 @dataclass
 class FakeProgress:
-    """Counters; `relay` applies the deltas the upgrade outbox holds, as the real relay does."""
+    """Counters; `relay` applies the deltas the upgrade and plan outboxes hold, as the real relay does."""
 
     upgrades: FakeUpgrades
+    plans: FakePlans
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
-    # (release, batch) -> (region, stage)
-    counted: dict[tuple[str, str], tuple[str, ReleaseStage]] = field(default_factory=dict)
-    intents: dict[tuple[str, str], tuple[str, ReleaseStage]] = field(default_factory=dict)
-    applied: int = 0
+    applied: set[str] = field(default_factory=set)
 
-    async def intend_batch(self, release_id: str, region: str, stage: ReleaseStage, batch: str) -> None:
-        self.intents[(release_id, batch)] = (region, stage)
-
-    async def batches(self, release_id: str, region: str) -> tuple[set[str], list[tuple[ReleaseStage, str]]]:
-        counted = {b for (rid, b), (reg, _) in self.counted.items() if (rid, reg) == (release_id, region)}
-        uncounted = [
-            (stage, b)
-            for (rid, b), (reg, stage) in self.intents.items()
-            if (rid, reg) == (release_id, region) and b not in counted
-        ]
-        return counted, uncounted
-
-    async def add_batch(
-        self, release_id: str, region: str, stage: ReleaseStage, batch: str, count: int
-    ) -> None:
-        if (release_id, batch) in self.counted:
-            return
-        self.counted[(release_id, batch)] = (region, stage)
-        c = self.counters.setdefault(f"{release_id}:{region}:{stage.value}", {})
-        c["targeted"] = c.get("targeted", 0) + count
-        c["pending"] = c.get("pending", 0) + count
+    async def open(self, release_id: str, region: str, stage: ReleaseStage) -> None:
+        self.counters.setdefault(f"{release_id}:{region}:{stage.value}", {})
 
     def relay(self) -> None:
-        for e in self.upgrades.outbox[self.applied :]:
-            if e.counter_id:
-                c = self.counters.setdefault(e.counter_id, {})
+        for e in [*self.plans.outbox, *self.upgrades.outbox]:
+            if e.counter_id and e.id not in self.applied:
+                self.applied.add(e.id)
+                c = self.counters[e.counter_id]  # `open` made it: a delta never creates one
                 for k, v in e.delta.items():
                     c[k] = c.get(k, 0) + v
-        self.applied = len(self.upgrades.outbox)
 
     async def counts(self, release_id: str, region: str, stage: ReleaseStage) -> StageCounts:
         self.relay()
@@ -238,11 +287,19 @@ class FakeProgress:
         return found
 
     def recount(self, release_id: str, region: str, stage: ReleaseStage) -> StageCounts:
+        """Every upgrade in its bucket; every planned id without an upgrade pending, or cancelled once its
+        chunk was stopped before it was claimed."""
         c = dict.fromkeys(BUCKETS, 0)
-        for d in self.upgrades.docs.values():
-            u = d.upgrade
+        for u in self.upgrades.docs.values():
             if (u.release_id, u.region, u.stage) == (release_id, region, stage):
                 c[bucket(u.state)] += 1
+        for ch in self.plans._of(release_id, region):
+            if ch.chunk.stage != stage:
+                continue
+            cut = ch.cancelled_from if ch.cancelled_from is not None else len(ch.chunk.device_ids)
+            for i, d in enumerate(ch.chunk.device_ids):
+                if f"{release_id}:{d}" not in self.upgrades.docs:
+                    c["pending" if i < cut else "cancelled"] += 1
         return StageCounts(targeted=sum(c.values()), **c)
 
 
@@ -273,6 +330,27 @@ class FakeLocks:
     async def release(self, device_id: str, upgrade_id: str) -> None:
         if self.held.get(device_id, (0, ""))[1] == upgrade_id:
             del self.held[device_id]
+
+
+@dataclass
+class FakePacing:
+    """The shared dispatch schedule; `moves` counts reservations that won."""
+
+    next: dict[tuple[str, str], float] = field(default_factory=dict)
+    moves: int = 0
+
+    async def next_at(self, release_id: str, region: str) -> float | None:
+        return self.next.get((release_id, region))
+
+    async def move(self, release_id: str, region: str, expected: float | None, to: float) -> bool:
+        if self.next.get((release_id, region)) != expected:
+            return False
+        self.next[(release_id, region)] = to
+        self.moves += 1
+        return True
+
+    async def give_back(self, release_id: str, region: str, seconds: float) -> None:
+        self.next[(release_id, region)] -= seconds
 
 
 @dataclass
@@ -318,21 +396,26 @@ class World:
     upgrades: FakeUpgrades = field(default_factory=FakeUpgrades)
     devices: FakeDevices = field(default_factory=FakeDevices)
     locks: FakeLocks = field(default_factory=FakeLocks)
+    pacing: FakePacing = field(default_factory=FakePacing)
     tuya: FakeTuya = field(default_factory=FakeTuya)
     clock: Clock = field(default_factory=Clock)
+    plans: FakePlans = field(init=False)
     progress: FakeProgress = field(init=False)
 
     def __post_init__(self) -> None:
-        self.progress = FakeProgress(self.upgrades)
+        self.plans = FakePlans(self.upgrades)
+        self.progress = FakeProgress(self.upgrades, self.plans)
 
     def ports(self, policy: UpgradePolicy | None = None) -> Ports:
         return Ports(
             firmware=self.firmware,
             rollouts=self.rollouts,
             upgrades=self.upgrades,
+            plans=self.plans,
             progress=self.progress,
             devices=self.devices,
             locks=self.locks,
+            pacing=self.pacing,
             tuya=self.tuya,
             clock=self.clock,
             tenant="t",

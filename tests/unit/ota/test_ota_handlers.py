@@ -3,9 +3,12 @@ one channel at a time, region isolation, stop, and counters that equal a recount
 
 from __future__ import annotations
 
+import random
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 
 from fleet_contracts.device import DeviceOtaProgressed, TuyaOrigin
@@ -15,11 +18,12 @@ from fleet_contracts.ota import ReleaseStage, UpgradeType
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import CatalogError, FirmwareSpec
 from fleet_ota.domain.release import Canary, RegionPlan, ReleaseError, RolloutStatus, Threshold
+from fleet_ota.domain.schedule import DispatchRate
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import UpgradePolicy
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
-from tests.unit.ota.fakes import NOW, FakeTuya, World
+from tests.unit.ota.fakes import NOW, FakePacing, FakeTuya, FakeUpgrades, World
 
 pytestmark = pytest.mark.unit
 
@@ -119,8 +123,9 @@ async def test_a_crash_after_the_intent_is_recovered_as_a_failed_attempt_then_a_
     p = w.ports(POLICY)
     await fleet(w, {"EU": 1})
     await released(w, p, [RegionPlan("EU")])
-    counted, _ = await w.progress.batches("r1", "EU")
-    [u] = await w.upgrades.ready_to_command("r1", "EU", sorted(counted), NOW, 10)
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    [u] = await h.create_planned(r, 10, p)
     # the process recorded the intent, then died before calling Tuya
     intent = await h.apply_transition(
         p,
@@ -216,6 +221,36 @@ async def test_failures_halt_only_their_region_and_counters_equal_a_recount() ->
         assert await w.progress.counts("r1", region, stage) == w.progress.recount("r1", region, stage)
 
 
+async def test_a_region_halts_on_its_failures_over_all_its_stages() -> None:
+    w = World()
+    p = w.ports(UpgradePolicy(max_attempts=1, attempt_timeout_s=600))
+    await fleet(w, {"EU": 20})
+    plan = RegionPlan(
+        "EU", canary=Canary(quantity=10), promote_at=Threshold(0.8, 10), halt_at=Threshold(0.2, 10)
+    )
+    await released(w, p, [plan])
+    assert await h.dispatch("r1", "EU", 10, p) == 10
+    for i, (d, _) in enumerate(w.tuya.commands):
+        if i == 0:
+            await h.on_device_error(d, 0, 205, p)  # 1 of 10 failed: the canary passes
+        else:
+            await h.on_device_version(d, 0, "1.2.0", p)
+    r = await h.evaluate_rollout("r1", "EU", p)
+    assert (r.status, r.stage) == (RolloutStatus.RUNNING, F)
+    assert await h.dispatch("r1", "EU", 10, p) == 10
+    for d, _ in w.tuya.commands[10:12]:
+        await h.on_device_error(d, 0, 205, p)
+    # the full stage alone: 2 settled, below its minimum sample; the region: 3 failed of 12 settled
+    r = await h.evaluate_rollout("r1", "EU", p)
+    assert r.status == RolloutStatus.HALTED
+    [halted] = [
+        body["data"]
+        for e in w.rollouts.outbox
+        if e.event is not None and (body := orjson.loads(e.event.body))["type"] == "ota.release.halted.v1"
+    ]
+    assert (halted["stage"], halted["sample_size"], halted["failure_rate"]) == ("full", 12, 0.25)
+
+
 async def test_stop_cancels_what_has_not_started_and_finishes_the_region() -> None:
     w = World()
     p = w.ports(POLICY)
@@ -241,26 +276,94 @@ async def test_whole_release_commands_apply_per_region() -> None:
     assert await h.dispatch("r1", "EU", 10, p) == 0
 
 
-async def test_late_joiners_join_a_running_full_stage_and_an_uncounted_batch_is_counted_later() -> None:
+async def test_late_joiners_join_a_running_full_stage_and_planning_again_adds_nothing_twice() -> None:
     w = World()
     p = w.ports(POLICY)
     await fleet(w, {"EU": 2})
     await released(w, p, [RegionPlan("EU")])
     late = DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(hours=1), {0: "1.0"})
     await w.devices.record(late)
-    # a crash left a batch inserted but not counted
-    orphan = DeviceRecord("EU-orphan", "p1", "EU", NOW, {0: "1.0"})
-    await w.devices.record(orphan)
-    await w.progress.intend_batch("r1", "EU", F, "EU:full:7")
-    await w.upgrades.insert_planned(
-        [up.DeviceUpgrade("r1", "EU", F, "EU-orphan", "p1", 0, "1.2.0")], "EU:full:7"
-    )
     w.clock.now = NOW + timedelta(hours=2)
     assert await h.plan_late_joiners("r1", "EU", p) == 1
-    assert await h.plan_late_joiners("r1", "EU", p) == 1  # the same minute: the same batch, nothing added
+    # the same minute (a repeat after a crash, another replica): the same chunk, nothing added or counted
+    assert await h.plan_late_joiners("r1", "EU", p) == 1
+    assert len(w.plans.chunks) == 2
     counts = await w.progress.counts("r1", "EU", F)
-    assert counts.targeted == 4
+    assert (counts.targeted, counts.pending) == (3, 3)
     assert counts == w.progress.recount("r1", "EU", F)
+    w.clock.now = NOW + timedelta(hours=3)
+    assert await h.plan_late_joiners("r1", "EU", p) == 0  # a later round finds nobody new
+
+
+async def test_planning_writes_chunks_and_an_upgrade_exists_only_once_dispatched() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1200})
+    await released(w, p, [RegionPlan("EU")])
+    assert [len(c.chunk.device_ids) for c in w.plans.chunks.values()] == [500, 500, 200]
+    assert w.upgrades.docs == {}
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.pending) == (1200, 1200)
+    assert counts == w.progress.recount("r1", "EU", F)  # planned ids without a document count as pending
+    assert await h.dispatch("r1", "EU", 30, p) == 30
+    assert len(w.upgrades.docs) == 30
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.pending, counts.upgrading) == (1170, 30)
+    assert counts == w.progress.recount("r1", "EU", F)
+    # the evaluator does not complete a stage whose planned ids are not all dispatched
+    for d, _ in w.tuya.commands:
+        await h.on_device_version(d, 0, "1.2.0", p)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+
+
+async def test_ids_a_crash_left_claimed_are_created_after_the_grace_and_commanded_once() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU")])
+    # a dispatcher took two ids and died before creating their upgrades
+    claim = await w.plans.claim("r1", "EU", 2, now=NOW, repair_before=NOW - timedelta(seconds=30))
+    assert claim is not None
+    assert await h.dispatch("r1", "EU", 10, p) == 3
+    assert await h.dispatch("r1", "EU", 10, p) == 0  # within the grace: maybe still being created
+    assert await w.plans.has_open("r1", "EU")
+    w.clock.now = NOW + timedelta(seconds=p.claim_grace_s)
+    assert await h.dispatch("r1", "EU", 10, p) == 2
+    assert await h.dispatch("r1", "EU", 10, p) == 0
+    assert sorted(w.tuya.commands) == [(f"EU-00{i}", 0) for i in range(5)]
+    assert not await w.plans.has_open("r1", "EU")
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.upgrading) == (5, 5)
+    assert counts == w.progress.recount("r1", "EU", F)
+
+
+class StoppedWhileCreating(FakeUpgrades):
+    """An operator stops the region between a dispatcher's claim and its creating the claimed upgrades."""
+
+    ports: Ports | None = None
+
+    async def create(self, upgrades: Sequence[up.DeviceUpgrade]) -> list[up.DeviceUpgrade]:
+        assert self.ports is not None
+        ports, self.ports = self.ports, None
+        await h.stop_rollout("r1", "EU", ports)
+        return await super().create(upgrades)
+
+
+async def test_stopping_between_a_claim_and_its_upgrades_cancels_them_and_commands_nothing() -> None:
+    upgrades = StoppedWhileCreating()
+    w = World(upgrades=upgrades)
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU")])
+    # the round's rollout was read while running; the stop comes mid-way
+    upgrades.ports = p
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    assert await h.create_planned(r, 2, p) == []
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.cancelled) == (5, 5)
+    assert counts == w.progress.recount("r1", "EU", F)
+    assert w.tuya.commands == []
 
 
 async def test_no_late_joiners_when_not_configured() -> None:
@@ -363,3 +466,53 @@ async def test_a_rate_limited_command_gives_its_attempt_back_and_ends_the_round(
     again = await w.upgrades.get("r1:EU-000")
     assert again is not None
     assert (again.state, again.attempt) == (S.COMMANDED, 1)
+
+
+class RaceOnce(FakePacing):
+    """Another replica reserves between this one's read and its write, once."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.raced = False
+
+    async def move(self, release_id: str, region: str, expected: float | None, to: float) -> bool:
+        if not self.raced:
+            self.raced = True
+            await super().move(release_id, region, expected, to)  # the other replica's reservation
+        return await super().move(release_id, region, expected, to)
+
+
+@pytest.mark.parametrize(("replicas", "jitter"), [(1, 0.0), (2, 0.0), (3, 0.0), (2, 0.3)])
+async def test_replicas_share_the_regions_dispatch_rate(replicas: int, jitter: float) -> None:
+    """Each replica runs its own dispatch rounds (four a second, out of step with the others); together they
+    command the region's rate (10/s): never more without jitter, and on average with it."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2000})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(600, jitter=jitter))])
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    rngs = [random.Random(i) for i in range(replicas)]
+    seconds = 60
+    for step in range(seconds * 4 * replicas):
+        w.clock.now = NOW + timedelta(seconds=step / (4 * replicas))
+        rng = rngs[step % replicas]
+        await h.paced_dispatch(r, p, draw=rng.random, backlog_s=1.0, most=50)
+    assert 0.95 * 600 <= len(w.tuya.commands) <= (601 if jitter == 0 else 0.05 * 600 + 600)
+    assert len(set(w.tuya.commands)) == len(w.tuya.commands)
+
+
+async def test_reserved_commands_not_sent_are_given_back_and_a_lost_race_reads_again() -> None:
+    w = World(pacing=RaceOnce())
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 3})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(60))])
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    # another replica reserved the command due now: this one reads again and finds nothing due
+    assert await h.paced_dispatch(r, p, draw=lambda: 0.5, backlog_s=10, most=50) == 0
+    assert await w.pacing.next_at("r1", "EU") == (NOW + timedelta(seconds=1)).timestamp()
+    # 10 s later: 10 commands are due (one a second), 3 devices are ready; 7 seconds are given back
+    w.clock.now = NOW + timedelta(seconds=10)
+    assert await h.paced_dispatch(r, p, draw=lambda: 0.5, backlog_s=10, most=50) == 3
+    assert await w.pacing.next_at("r1", "EU") == (NOW + timedelta(seconds=4)).timestamp()

@@ -146,6 +146,29 @@ def test_halt_on_failure_threshold_with_minimum_sample_in_this_region_only() -> 
     assert rel.decide(eu, StageCounts(targeted=10, succeeded=3, failed=1)) == Hold()  # 4 < min sample
 
 
+def test_failures_are_judged_over_the_regions_stages_together() -> None:
+    """The issue's case: a region failing 30% whose canary of 30 passed by chance (5 failures, under 20%),
+    then a full stage whose own settled devices (10) are below the minimum sample of 20."""
+    p = plan(verification_devices=(), promote_at=Threshold(0.8, 20), halt_at=Threshold(0.2, 20))
+    canary = StageCounts(targeted=30, succeeded=25, failed=5)
+    assert rel.decide(at_stage(C, p), canary) == Promote(F, 25 / 30, 30)
+    full = at_stage(F, p)
+    early = StageCounts(targeted=20, succeeded=8, failed=2, upgrading=10)
+    later = StageCounts(targeted=20, succeeded=7, failed=3, upgrading=10)
+    assert rel.decide(full, later) == Hold()  # judged per stage: 3 of 10, below the minimum sample
+    assert rel.decide(full, early, canary + early) == Hold()  # 7 of 40: 17.5%
+    assert rel.decide(full, later, canary + later) == Halt(0.2, 40)  # 8 of 40: the region halts
+    # at the edge: the minimum sample counts the region's settled devices, not the stage's
+    edge = plan(verification_devices=(), promote_at=None, halt_at=Threshold(0.2, 41))
+    assert rel.decide(at_stage(F, edge), later, canary + later) == Hold()
+
+
+def test_counts_add_up_per_bucket() -> None:
+    a = StageCounts(targeted=5, pending=1, upgrading=1, waiting=1, succeeded=1, failed=1)
+    b = StageCounts(targeted=3, cancelled=3)
+    assert a + b == StageCounts(8, 1, 1, 1, 1, 1, 3)
+
+
 def test_halt_takes_precedence_over_promotion_and_applies_while_paused() -> None:
     p = plan(promote_at=Threshold(0.5, 1), halt_at=Threshold(0.5, 1))
     r = at_stage(C, p)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 
 from pydantic import SecretStr
 
@@ -20,6 +20,7 @@ from fleet_pairing.ports import (
     IdempotencyConflict,
     IdGenerator,
     NewToken,
+    SessionListing,
     SessionRepository,
     TokenResult,
     TuyaPairing,
@@ -56,6 +57,7 @@ class FakeSessions:
     rows: dict[str, PairingSession] = field(default_factory=dict)
     events: list[Payload] = field(default_factory=list)
     lost_races: int = 0  # the next N saves lose, as if another replica wrote first
+    listings: list[dict[str, object]] = field(default_factory=list)  # the read side's queries, as asked
 
     async def add(self, opened: Transition) -> None:
         s = opened.session
@@ -113,6 +115,29 @@ class FakeSessions:
     async def with_pending_removals(self, limit: int) -> list[PairingSession]:
         return [s for s in self.rows.values() if s.pending_removals()][:limit]
 
+    async def newest_first(
+        self,
+        *,
+        owner_uid: str | None,
+        home_id: str | None,
+        state: SessionState | None,
+        day: date | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[PairingSession]:
+        asked = {"owner_uid": owner_uid, "home_id": home_id, "state": state, "day": day, "before": before}
+        self.listings.append({**asked, "limit": limit})
+        rows = [
+            s
+            for s in self.rows.values()
+            if owner_uid in (None, s.request.owner_uid)
+            and home_id in (None, s.request.home_id)
+            and state in (None, s.state)
+            and day in (None, s.issued_at.astimezone(UTC).date())
+            and (before is None or (s.issued_at, s.session_id) < before)
+        ]
+        return sorted(rows, key=lambda s: (s.issued_at, s.session_id), reverse=True)[:limit]
+
 
 @dataclass
 class FakeOwners:
@@ -153,12 +178,15 @@ class FakeTuya:
     removed: list[str] = field(default_factory=list)
     removal_errors: list[Exception] = field(default_factory=list)
     result_errors: dict[str, Exception] = field(default_factory=dict)
+    create_errors: list[Exception] = field(default_factory=list)  # the next token requests raise these
     n: int = 0
 
     async def create_token(
         self, *, owner_uid: str, home_id: str, time_zone_id: str, mode: PairingMode, device_uuid: str | None
     ) -> NewToken:
         await asyncio.sleep(0)  # a real call yields: lets concurrent requests interleave
+        if self.create_errors:
+            raise self.create_errors.pop(0)
         self.n += 1
         self.calls.append({"owner_uid": owner_uid, "home_id": home_id, "mode": mode, "uuid": device_uuid})
         return NewToken(IssuedToken("AY", f"tok{self.n:05d}", SecretStr(f"sec{self.n}")), self.lifetime)
@@ -186,6 +214,7 @@ def events_of(sessions: FakeSessions, kind: type[Payload]) -> Sequence[Payload]:
 def _fakes_implement_the_ports() -> None:
     # checked by mypy: each fake satisfies its port without casts or ignores
     _sessions: SessionRepository = FakeSessions()
+    _listing: SessionListing = FakeSessions()
     _owners: DeviceOwners = FakeOwners()
     _modes: BindingModes = FakeBindingModes()
     _tuya: TuyaPairing = FakeTuya()

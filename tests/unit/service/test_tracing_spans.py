@@ -18,7 +18,7 @@ from pymongo import monitoring
 from fleet_contracts import topics
 from fleet_shared.pulsar import InlineContext, PulsarBroker, PulsarMessage, TestPulsarBroker
 from fleet_shared.pulsar.opentelemetry import PulsarTelemetryMiddleware
-from fleet_shared.service.telemetry import TracingSettings, span_exporters
+from fleet_shared.service.telemetry import TracingSettings, sampler_of, span_exporters, tracer_provider
 from fleet_shared.tracing import BATCH_ID, DEVICE_ID, RELEASE_ID, CommandTracer, batch_span, tag_span
 from fleet_shared.tracing.attributes import key_attribute
 
@@ -98,8 +98,11 @@ async def test_publish_and_process_spans_carry_messaging_attributes_and_one_trac
 def test_a_broker_traces_by_default_and_not_twice() -> None:
     from faststream.opentelemetry.middleware import TelemetryMiddleware
 
+    from fleet_shared.pulsar.opentelemetry import DefaultTracing
+
     def telemetry(broker: PulsarBroker) -> int:
-        return sum(isinstance(m, TelemetryMiddleware) for m in broker.config.broker_config.broker_middlewares)
+        tracing = (TelemetryMiddleware, DefaultTracing)
+        return sum(isinstance(m, tracing) for m in broker.config.broker_config.broker_middlewares)
 
     assert telemetry(PulsarBroker()) == 1
     assert telemetry(PulsarBroker(middlewares=[PulsarTelemetryMiddleware()])) == 1
@@ -247,3 +250,64 @@ async def test_openapi_calls_make_client_spans_and_send_the_trace_context(
     assert call.context is not None
     assert sent[0]["traceparent"].split("-")[2] == format(call.context.span_id, "016x")
     assert all(ACCESS_SECRET not in str(v) for v in attributes.values())
+
+
+# -- sampling --------------------------------------------------------------------------------------------
+
+
+def test_the_sampler_is_opentelemetrys_standard_variables_checked_at_start(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.25")
+    sampler = sampler_of(TracingSettings(), exporting=True)
+    assert sampler.get_description().startswith("ParentBased{root:TraceIdRatioBased{0.25}")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "TraceIdRatio")  # as the SDK reads it: any case
+    assert sampler_of(TracingSettings(), exporting=False).get_description() == "TraceIdRatioBased{0.25}"
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_off")
+    assert sampler_of(TracingSettings(), exporting=True).get_description() == "AlwaysOffSampler"
+
+    # a misspelt sampler or an impossible ratio stops the service instead of tracing everything quietly
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_sometimes")
+    with pytest.raises(ValidationError, match="OTEL_TRACES_SAMPLER"):
+        TracingSettings()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "traceidratio")
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "5")
+    with pytest.raises(ValidationError, match="OTEL_TRACES_SAMPLER_ARG"):
+        TracingSettings()
+
+
+def test_unset_every_trace_is_recorded_when_exported_and_only_a_callers_sampled_one_when_not(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    for variable in (
+        "OTEL_TRACES_SAMPLER",
+        "OTEL_TRACES_SAMPLER_ARG",
+        "FLEET_ZIPKIN_ENDPOINT",
+        "OTEL_EXPORTER_ZIPKIN_ENDPOINT",
+    ):
+        monkeypatch.delenv(variable, raising=False)
+    caller = trace.set_span_in_context(
+        trace.NonRecordingSpan(
+            trace.SpanContext(
+                0x1234, 0x5678, is_remote=True, trace_flags=trace.TraceFlags(trace.TraceFlags.SAMPLED)
+            )
+        )
+    )
+
+    exporting = tracer_provider("svc", exporter=InMemorySpanExporter())
+    with exporting.get_tracer("t").start_as_current_span("root") as root:
+        assert root.is_recording()
+    exporting.shutdown()
+
+    unexported = tracer_provider("svc").get_tracer("t")
+    with unexported.start_as_current_span("root") as root:
+        # not recorded, yet a trace id for the logs and the next service
+        assert not root.is_recording()
+        assert root.get_span_context().is_valid
+        assert not root.get_span_context().trace_flags.sampled
+    with unexported.start_as_current_span("work", context=caller) as work:
+        assert work.is_recording()  # the caller sampled this trace: its context goes on sampled
+        assert work.get_span_context().trace_id == 0x1234

@@ -107,3 +107,16 @@ def make() -> tuple[PulsarBroker, ShadowWriter, FakeShadowStore, FakePublisher, 
     )
     consumer.register(broker, writer, subscription="status", max_redeliveries=2, receiver_queue_size=10)
     return broker, writer, store, publisher, history
+
+
+class FakeMessage:
+    """A consumed message as the writer sees it: acked once its report is durable, nacked on failure."""
+
+    def __init__(self) -> None:
+        self.acked = self.nacked = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+    async def nack(self) -> None:
+        self.nacked = True

@@ -13,20 +13,9 @@ from pymongo.errors import AutoReconnect
 from fleet_status.adapters.tuya import SchemaCache
 from fleet_status.domain.shadow import AcceptedReading, DeviceFacts, DpReading, PresenceReport, StatusReport
 from fleet_status.service_layer.writer import ShadowWriter
-from tests.unit.status.fakes import FakePublisher, FakeSchemaStore, FakeShadowStore
+from tests.unit.status.fakes import FakeMessage, FakePublisher, FakeSchemaStore, FakeShadowStore
 
 pytestmark = pytest.mark.unit
-
-
-class Message:
-    def __init__(self) -> None:
-        self.acked = self.nacked = False
-
-    async def ack(self) -> None:
-        self.acked = True
-
-    async def nack(self) -> None:
-        self.nacked = True
 
 
 class CountingHistory:
@@ -64,7 +53,7 @@ async def test_history_of_several_batches_is_appended_once_and_only_then_are_mes
         history_delay_s=5.0,
         monotonic=lambda: clock[0],
     )
-    messages = [Message() for _ in range(3)]
+    messages = [FakeMessage() for _ in range(3)]
     for i, (device, t) in enumerate([("d1", 1), ("d1", 2), ("d2", 3)]):
         await writer.submit(report(device, t), messages[i], tenant="t", region="eu")
         await writer.flush_once()
@@ -77,7 +66,7 @@ async def test_history_of_several_batches_is_appended_once_and_only_then_are_mes
 
     history.fail_next = 1  # an outage: nothing is lost, nothing acked, retried later
     clock[0] += 5.0
-    await writer.submit(report("d3", 4), Message(), tenant="t", region="eu")
+    await writer.submit(report("d3", 4), FakeMessage(), tenant="t", region="eu")
     await writer.flush_once()
     await writer.history_settled()  # appends run beside the shadow flushes
     assert history.calls == []
@@ -85,7 +74,7 @@ async def test_history_of_several_batches_is_appended_once_and_only_then_are_mes
     assert not writer.ready()
 
     clock[0] += 5.0
-    last = Message()
+    last = FakeMessage()
     await writer.submit(report("d1", 5), last, tenant="t", region="eu")
     await writer.flush_once()
     await writer.history_settled()
@@ -93,7 +82,7 @@ async def test_history_of_several_batches_is_appended_once_and_only_then_are_mes
     assert all(m.acked for m in [*messages, last])
 
     # stopping appends what is held before the writer ends
-    tail = Message()
+    tail = FakeMessage()
     await writer.submit(report("d2", 6), tail, tenant="t", region="eu")
     writer.start()
     await writer.stop(5.0)

@@ -4,6 +4,7 @@ typed results, redaction."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from fleet_shared.tuya import errors as e
 from fleet_shared.tuya.models import DpType, EnumValues, IntegerValues, PairingResult
 from fleet_shared.tuya.openapi import RetryPolicy, TuyaOpenApiClient, unwrap_response
+from fleet_shared.tuya.pairing import PairingApi
 from fleet_shared.tuya.ratelimit import RateLimit, RateLimiter
 
 from .fake_tuya import ACCESS_ID, ACCESS_SECRET, FakeTuya, json_body
@@ -115,13 +117,13 @@ async def test_token_rejected_reacquires_and_retries_once(code: int) -> None:
     client = make_client(fake)
     await client.access_token()
     fake.script["/v1.0/device/paring/token"] = [code]
-    token = await client.create_pairing_token(uid="u1", time_zone_id="Europe/Berlin")
+    token = await PairingApi(client).create_token(uid="u1", time_zone_id="Europe/Berlin")
     assert token.token == "nqMwn1Nd"
     assert fake.counts["/v1.0/token"] == 2
     assert fake.counts["/v1.0/device/paring/token"] == 2
     fake.script["/v1.0/device/paring/token"] = [code, code]
     with pytest.raises(e.TuyaTokenError):
-        await client.create_pairing_token(uid="u1", time_zone_id="Europe/Berlin")
+        await PairingApi(client).create_token(uid="u1", time_zone_id="Europe/Berlin")
 
 
 ERROR_CASES = [
@@ -272,16 +274,46 @@ async def test_pairing_token_and_results() -> None:
         }
     )
     client = make_client(fake)
-    token = await client.create_pairing_token(uid="u1", time_zone_id="Europe/Berlin", home_id="41027731")
+    token = await PairingApi(client).create_token(uid="u1", time_zone_id="Europe/Berlin", home_id="41027731")
     assert seen == [
         {"paring_type": "EZ", "uid": "u1", "time_zone_id": "Europe/Berlin", "home_id": "41027731"}
     ]
     assert token.assembled_token() == "AYnqMwn1Nd" + PAIR_SECRET
     assert PAIR_SECRET not in repr(token)
     assert PAIR_SECRET not in str(token.model_dump(mode="json"))
-    result = await client.get_pairing_result("nqMwn1Nd")
+    result = await PairingApi(client).token_result("nqMwn1Nd")
     assert [d.device_id for d in result.success] == ["d1"]
     assert result.failed[0].code == "2001"
+
+
+async def test_pairing_slice_retries_the_result_never_the_token_creation() -> None:
+    """A token request Tuya may have run is not repeated (a second token would be issued); the result
+    read is, on 1110 (too frequent) and HTTP 5xx; the slice paces through the client's buckets."""
+    fake = FakeTuya(
+        routes={
+            ("POST", "/v1.0/device/paring/token"): lambda r: _pairing_token(),
+            ("GET", "/v1.0/device/paring/tokens/nqMwn1Nd"): lambda r: {"success": [], "failed": []},
+        }
+    )
+    clock = FakeTime()
+    client = make_client(fake, clock, default_rate_limit=RateLimit(rate=2.0, burst=1.0))
+    pairing = PairingApi(client)
+    fake.script["/v1.0/device/paring/token"] = [1110]
+    with pytest.raises(e.TuyaApiError) as refused:
+        await pairing.create_token(uid="u1", time_zone_id="UTC")
+    assert refused.value.code == 1110
+    assert fake.counts["/v1.0/device/paring/token"] == 1
+    fake.script["/v1.0/device/paring/tokens/nqMwn1Nd"] = [1110, ("http", 503)]
+    result = await pairing.token_result("nqMwn1Nd")
+    assert result == PairingResult()
+    assert fake.counts["/v1.0/device/paring/tokens/nqMwn1Nd"] == 3
+    # two tokens in a row: the second waits for the token API's bucket (2/s, burst 1), half a second
+    slept = sum(clock.sleeps)
+    await pairing.create_token(uid="u1", time_zone_id="UTC")
+    await pairing.create_token(uid="u1", time_zone_id="UTC")
+    assert sum(clock.sleeps) - slept == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="invalid value for path parameter 'token'"):
+        await pairing.token_result("../devices/x")
 
 
 @pytest.mark.parametrize(
@@ -409,7 +441,7 @@ async def test_no_secret_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixtur
     client = make_client(fake, clock, retry=RetryPolicy(max_attempts=2))
     texts: list[str] = [repr(client)]
     await client.get_device(DEVICE)
-    token = await client.create_pairing_token(uid="u", time_zone_id="UTC")
+    token = await PairingApi(client).create_token(uid="u", time_zone_id="UTC")
     texts += [repr(token), str(token), repr(client._token)]
     # Tuya echoes the access token in an error message: redacted
     fake.script[path] = [2001]
@@ -431,3 +463,33 @@ async def test_no_secret_in_logs_reprs_or_errors(caplog: pytest.LogCaptureFixtur
     for secret in secrets:
         assert secret not in everything, secret
     assert "***" in str(offline.value)
+
+
+async def test_token_bucket_makes_up_an_overrunning_sleep_without_bursting() -> None:
+    """A busy event loop wakes a waiter late: the next call waits that much less, so a queue keeps the rate;
+    after a long stall the queue does not leave at once."""
+    clock = FakeTime()
+    late = {"by": 0.05}
+
+    async def oversleep(seconds: float) -> None:
+        clock.sleeps.append(seconds)
+        clock.now += seconds + late["by"]
+
+    limiter = RateLimiter(default=RateLimit(rate=5, burst=1), clock=clock.monotonic, sleep=oversleep)
+    start = clock.now
+    sent: list[float] = []
+    for _ in range(11):
+        await limiter.acquire("POST", "/v1.0/device/paring/token")
+        sent.append(clock.now - start)
+    # every wake-up 50 ms late, yet ten intervals of 200 ms take 2 s (+ the last overrun), not 2.5 s
+    assert sent[-1] == pytest.approx(2.0 + 0.05)
+    assert all(b - a >= 0.15 - 1e-9 for a, b in itertools.pairwise(sent))
+    # a stall: one wake-up comes 2 s late; the next call goes out with it, not the ten it missed
+    late["by"] = 2.0
+    await limiter.acquire("POST", "/v1.0/device/paring/token")
+    late["by"] = 0.0
+    woke = clock.now
+    await limiter.acquire("POST", "/v1.0/device/paring/token")
+    assert clock.now == woke
+    await limiter.acquire("POST", "/v1.0/device/paring/token")
+    assert clock.now - woke == pytest.approx(0.2)

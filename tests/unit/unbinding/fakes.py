@@ -11,7 +11,7 @@ from pydantic import SecretStr
 from fleet_contracts.unbinding import RefusalCause
 from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain.batch import Batch, BatchStatus, Tally
-from fleet_unbinding.domain.quota import CounterKey, LimitOverride, QuotaScope, Reservation
+from fleet_unbinding.domain.quota import CounterKey, LimitOverride, OpenBlock, QuotaScope
 from fleet_unbinding.domain.unbind import DeviceFacts, DeviceUnbind, UnbindState
 from fleet_unbinding.ports import OutboxEntry, QrToken, TuyaRefused, TuyaUnreachable
 from fleet_unbinding.service_layer.events import EventFactory
@@ -81,21 +81,20 @@ class FakeUnbindStore:
         self.outbox[unbind.id] += outbox
         return True
 
+    async def of_batch(self, batch_id: str) -> list[DeviceUnbind]:
+        return [u for u in self.docs.values() if u.batch_id == batch_id]
+
     async def open(self, batch_id: str) -> list[DeviceUnbind]:
         return [u for u in self.docs.values() if u.batch_id == batch_id and not u.state.final]
 
     async def refunds_due(self, limit: int) -> list[DeviceUnbind]:
         return [u for u in self.docs.values() if u.state is UnbindState.REFUSED and u.units_held][:limit]
 
-    async def spendable(self, finished_before: datetime, limit: int) -> list[DeviceUnbind]:
-        return [
-            u
-            for u in self.docs.values()
-            if u.state is UnbindState.UNBOUND
-            and u.units_held
-            and u.finished_at is not None
-            and u.finished_at < finished_before
-        ][:limit]
+    async def holding(self, key: CounterKey, block_id: str) -> int:
+        at = list(QuotaScope).index(key.scope)  # `quota_blocks` follow `quota.counter_keys` order
+        return sum(
+            1 for u in self.docs.values() if len(u.quota_blocks) > at and u.quota_blocks[at] == block_id
+        )
 
     async def tally(self, batch_id: str) -> tuple[int, Tally]:
         mine = [u for u in self.docs.values() if u.batch_id == batch_id]
@@ -111,50 +110,51 @@ class FakeUnbindStore:
 
 
 class FakeCounters:
-    """Same semantics as the Mongo counters: conditional take per unit, compensation, idempotent refund."""
+    """Same semantics as the Mongo counters: conditional blocks, settled once, refunds once per unit."""
 
     def __init__(self) -> None:
-        self.units: dict[str, set[str]] = {}
-        self.spent: dict[str, int] = {}
+        self.counts: dict[str, int] = {}
+        self.blocks: dict[str, dict[str, tuple[CounterKey, int, datetime]]] = {}
+        self.refunds: dict[str, set[str]] = {}
+        self.writes = 0  # counter writes (blocks reserved, settled, refunds)
         self.before_reserve: Callable[[], Awaitable[None]] | None = None  # lets a test interleave a race
 
-    def _take(self, key: CounterKey, limit: int, unit: str) -> bool:
-        held = self.units.setdefault(key.id, set())
-        if unit in held:
-            return True
-        if len(held) + self.spent.get(key.id, 0) >= limit:
-            return False
-        held.add(unit)
-        return True
-
-    async def reserve(self, keys: Sequence[tuple[CounterKey, int]], unit: str) -> Reservation:
+    async def reserve_block(
+        self, key: CounterKey, limit: int, want: int, block_id: str, until: datetime
+    ) -> int:
         if self.before_reserve is not None:
             await self.before_reserve()
-        taken: list[CounterKey] = []
-        for key, limit in keys:
-            if not self._take(key, limit, unit):
-                for done in taken:
-                    self.units[done.id].discard(unit)
-                return (
-                    Reservation.ACCOUNT_EXHAUSTED
-                    if key.scope is QuotaScope.ACCOUNT
-                    else Reservation.PRODUCT_EXHAUSTED
-                )
-            taken.append(key)
-        return Reservation.RESERVED
+        n = min(want, limit - self.counts.get(key.id, 0))
+        if n <= 0:
+            return 0
+        self.writes += 1
+        self.counts[key.id] = self.counts.get(key.id, 0) + n
+        self.blocks.setdefault(key.id, {})[block_id] = (key, n, until)
+        return n
+
+    async def settle(self, key: CounterKey, block_id: str, n: int, consumed: int) -> None:
+        assert 0 <= consumed <= n
+        if self.blocks.get(key.id, {}).pop(block_id, None) is not None:
+            self.writes += 1
+            self.counts[key.id] -= n - consumed
 
     async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
         for key in keys:
-            self.units.get(key.id, set()).discard(unit)
+            done = self.refunds.setdefault(key.id, set())
+            if key.id in self.counts and unit not in done:
+                self.writes += 1
+                done.add(unit)
+                self.counts[key.id] -= 1
 
-    async def spend(self, keys: Sequence[CounterKey], unit: str) -> None:
-        for key in keys:
-            if unit in self.units.get(key.id, set()):
-                self.units[key.id].discard(unit)
-                self.spent[key.id] = self.spent.get(key.id, 0) + 1
+    async def open_blocks(self) -> list[OpenBlock]:
+        return [
+            OpenBlock(key, block_id, n, until)
+            for blocks in self.blocks.values()
+            for block_id, (key, n, until) in blocks.items()
+        ]
 
     async def used(self, key: CounterKey) -> int:
-        return len(self.units.get(key.id, set())) + self.spent.get(key.id, 0)
+        return self.counts.get(key.id, 0)
 
 
 class FakeLimits:

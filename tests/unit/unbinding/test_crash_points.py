@@ -1,5 +1,6 @@
 """Crash anywhere, restart, and the invariants hold: the process is killed at every store write, counter
-operation and Tuya removal of a batch (before or after it lands), then a new process recovers.
+operation (quota block reserved or settled, refund) and Tuya removal of a batch (before or after it lands),
+then a new process recovers.
 
 Invariants: every device has exactly one result; no device is removed twice; the counters equal the devices
 unbound; no refusal keeps a unit."""
@@ -8,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 import pytest
 
 from fleet_contracts.unbinding import RequestUnbindBatch, UnbindMode
 from fleet_unbinding.domain import authorization as authz
-from fleet_unbinding.domain.quota import CounterKey, QuotaScope, Reservation
+from fleet_unbinding.domain.quota import CounterKey, QuotaScope
 from fleet_unbinding.domain.unbind import DeviceUnbind, UnbindState
 from fleet_unbinding.ports import OutboxEntry
 from fleet_unbinding.service_layer import handlers as h
@@ -59,8 +61,15 @@ class CrashingCounters(FakeCounters):
         super().__init__()
         self.fuse = fuse
 
-    async def reserve(self, keys: Sequence[tuple[CounterKey, int]], unit: str) -> Reservation:
-        return await self.fuse.run(lambda: super(CrashingCounters, self).reserve(keys, unit))
+    async def reserve_block(
+        self, key: CounterKey, limit: int, want: int, block_id: str, until: datetime
+    ) -> int:
+        return await self.fuse.run(
+            lambda: super(CrashingCounters, self).reserve_block(key, limit, want, block_id, until)
+        )
+
+    async def settle(self, key: CounterKey, block_id: str, n: int, consumed: int) -> None:
+        await self.fuse.run(lambda: super(CrashingCounters, self).settle(key, block_id, n, consumed))
 
     async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
         await self.fuse.run(lambda: super(CrashingCounters, self).refund(keys, unit))
@@ -80,6 +89,8 @@ def crashing_world(fuse: Fuse) -> World:
     w.unbinds, w.counters, w.tuya = unbinds, counters, tuya
     w.ports.unbinds, w.ports.counters, w.ports.devices = unbinds, counters, tuya
     w.ports.device_concurrency = 1
+    w.ports.quota_block_size = 2  # blocks used up, closed and reserved again within the batch
+    w.ports.new_process()
     return w
 
 
@@ -116,7 +127,8 @@ async def test_a_crash_at_any_operation_is_recovered_exactly(crash_at: int, afte
     with pytest.raises(Crash):
         await scenario(w)
     fuse.at = None  # the new process
-    w.clock.advance(seconds=31)  # past the lease of an intent the dead process recorded
+    w.ports.new_process()
+    w.clock.advance(seconds=36)  # past the lease of an intent and the `until` of blocks the dead one left
     await h.recover(w.ports)
 
     devices = w.unbinds.of("b1")
@@ -129,6 +141,7 @@ async def test_a_crash_at_any_operation_is_recovered_exactly(crash_at: int, afte
     for key in (CounterKey(QuotaScope.PRODUCT, "p1", DAY), CounterKey(QuotaScope.ACCOUNT, "op", DAY)):
         assert await w.counters.used(key) == len(unbound)
     assert not any(u.units_held for u in devices.values() if u.state is UnbindState.REFUSED)
+    assert await w.counters.open_blocks() == []  # every block settled
     batch = await w.batches.get("b1")
     assert batch is not None
     assert batch.status.value == "finished"

@@ -159,12 +159,11 @@ async def test_recovery_after_a_crash_between_intent_and_answer_never_calls_twic
     await h.request_batch(w.ports, list_request(["d1", "d2"]))
     # run until both intents are durable, then "crash": d1's removal ran, d2's never did
     for d in ("d1", "d2"):
-        reserved = await h._check_and_reserve(w.ports, w.unbinds.of("b1")[d])  # stepping the machine by hand
-        assert reserved is not None
-        intent = await h._write(w.ports, reserved, machine.intend(reserved, w.clock()))
+        intent = await h._check_and_start(w.ports, w.unbinds.of("b1")[d])  # stepping the machine by hand
         assert intent is not None
         assert intent.state is UnbindState.CALLING
     await w.tuya.remove("d1", reset=False)
+    w.ports.new_process()
 
     # a worker that did not record the intents leaves them alone while a call may still be in flight
     await h.recover(w.ports)
@@ -186,8 +185,9 @@ async def test_recovery_refunds_a_refusal_whose_refund_was_not_recorded() -> Non
     w.tuya.add("d1", "p1")
     w.tuya.remove_script["d1"] = ["2001"]
     await h.request_batch(w.ports, list_request(["d1"]))
-    u = await h._check_and_reserve(w.ports, w.unbinds.of("b1")["d1"])
+    u = await h._check_and_start(w.ports, w.unbinds.of("b1")["d1"])
     assert u is not None
+    await w.ports.quota.close_idle(everything=True)
     assert await used(w, QuotaScope.PRODUCT, "p1") == 1
     step = machine.refuse(u, RefusalCause.DEVICE_OFFLINE, T0)
     saved = await h._save(w.ports, u, step)  # refusal written, then a crash before the refund
@@ -280,7 +280,7 @@ async def test_a_qr_batch_unbinds_already_bound_scanners_and_refuses_the_31st_an
     w.tuya.failed_pairings = [*scans, ("cam-other", "2001")]
     assert await h.poll_qr(w.ports, w.tuya, "q1") == 31
     before = dict(w.unbinds.docs)
-    assert await h.poll_qr(w.ports, w.tuya, "q1") == 31  # Tuya reports the same failures again
+    assert await h.poll_qr(w.ports, w.tuya, "q1") == 0  # the same failures again: all done already
     assert w.unbinds.docs == before
     assert sum(w.tuya.removals.values()) == 30
     w.clock.advance(minutes=5)
@@ -303,7 +303,7 @@ async def test_dry_run_touches_no_counter() -> None:
     w.tuya.add("d2", "p9")
     out = await h.dry_run(w.ports, "op", ["d1", "d2"])
     assert [(p.device_id, p.would_unbind) for p in out] == [("d1", True), ("d2", False)]
-    assert w.counters.units == {}
+    assert w.counters.counts == {}
 
 
 async def test_a_cancel_that_refunds_before_a_racing_reservation_lands_leaks_no_unit() -> None:
@@ -313,7 +313,7 @@ async def test_a_cancel_that_refunds_before_a_racing_reservation_lands_leaks_no_
     await h.request_batch(w.ports, list_request(["d1"]))
 
     async def cancel_first() -> None:
-        # the cancel lands between the runner's quota-day write and its reservation
+        # the cancel lands while the runner reserves its quota block: its intent write then loses
         w.counters.before_reserve = None
         await h.cancel_batch(w.ports, "b1", "op")
 
@@ -338,21 +338,63 @@ async def test_a_crash_between_the_batch_and_its_devices_is_completed_by_the_nex
     assert await status_of(w, "b1") is BatchStatus.FINISHED
 
 
-async def test_units_of_unbound_devices_leave_the_counters_lists_after_the_lease_and_stay_counted() -> None:
+async def test_quota_blocks_cost_two_counter_writes_each_and_give_back_what_no_device_took() -> None:
+    w = world()
+    w.ports.quota_block_size = 4
+    w.ports.new_process()
+    await register(w, "p1")
+    devices = [f"d{i}" for i in range(10)]
+    for d in devices:
+        w.tuya.add(d, "p1")
+    w.tuya.remove_script["d3"] = ["2001"]  # offline after its unit was taken: refunded once
+    await h.request_batch(w.ports, list_request(devices))
+    await h.run_batch(w.ports, "b1")
+    assert sum(u.state is UnbindState.UNBOUND for u in w.unbinds.of("b1").values()) == 9
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 9
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 9
+    assert await w.counters.open_blocks() == []
+    # 10 units in blocks of 4: three blocks per counter, each reserved and settled, plus one refund each
+    assert w.counters.writes == 2 * (3 * 2 + 1)
+
+
+async def test_a_block_left_by_a_dead_process_is_settled_by_count_after_its_until() -> None:
     w = world()
     await register(w, "p1")
-    for d in ("d1", "d2", "d3"):
+    for d in ("d1", "d2"):
         w.tuya.add(d, "p1")
+    await h.request_batch(w.ports, list_request(["d1", "d2"]))
+    started = await h._check_and_start(w.ports, w.unbinds.of("b1")["d1"])  # one unit taken, then a crash
+    assert started is not None
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 32  # the whole block is reserved
+    w.ports.new_process()
+    assert await h.settle_abandoned_blocks(w.ports) == 0  # its process may still hand units out
+    w.clock.advance(seconds=36)
+    assert await h.settle_abandoned_blocks(w.ports) == 2  # one block per counter
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 1  # d1 names its block
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 1
+    assert await h.settle_abandoned_blocks(w.ports) == 0
+    await h.recover(w.ports)
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 2
+    assert w.tuya.removals == {"d1": 1, "d2": 1}
+
+
+async def test_a_taker_waits_for_units_in_flight_before_refusing_the_quota() -> None:
+    w = world()
+    await register(w, "p1")
+    await register(w, "p2")
+    await h.set_limit(w.ports, QuotaScope.ACCOUNT, "op", limit=2, reason="T-1", actor="admin")
+    await h.set_limit(w.ports, QuotaScope.PRODUCT, "p1", limit=0, reason="T-2", actor="admin")
+    # d1 (p1) takes an account unit, then finds its product full and gives it back: d2 and d3 (p2) must
+    # not be refused for the account meanwhile
+    w.tuya.add("d1", "p1")
+    w.tuya.add("d2", "p2")
+    w.tuya.add("d3", "p2")
     await h.request_batch(w.ports, list_request(["d1", "d2", "d3"]))
     await h.run_batch(w.ports, "b1")
-    day = T0.date().isoformat()
-    product = CounterKey(QuotaScope.PRODUCT, "p1", day).id
-    assert len(w.counters.units[product]) == 3
-    assert await h.spend_units(w.ports) == 0  # within the call lease: a stale worker may still reserve
-    w.clock.advance(seconds=31)
-    assert await h.spend_units(w.ports) == 3
-    assert w.counters.units[product] == set()
-    assert await used(w, QuotaScope.PRODUCT, "p1") == 3
-    assert await used(w, QuotaScope.ACCOUNT, "op") == 3
-    assert await h.spend_units(w.ports) == 0  # once
-    assert all(not u.units_held for u in w.unbinds.of("b1").values())
+    got = {d: (u.state, u.cause) for d, u in w.unbinds.of("b1").items()}
+    assert got == {
+        "d1": (UnbindState.REFUSED, RefusalCause.QUOTA_EXCEEDED),
+        "d2": (UnbindState.UNBOUND, None),
+        "d3": (UnbindState.UNBOUND, None),
+    }
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 2

@@ -1,4 +1,5 @@
-"""One device's state machine: checks before quota, reservation, intent before the call, reconciliation."""
+"""One device's state machine: checks before quota, units and intent in one write before the call,
+reconciliation."""
 
 from __future__ import annotations
 
@@ -29,9 +30,7 @@ def pending() -> unbind.DeviceUnbind:
 
 
 def calling() -> unbind.DeviceUnbind:
-    u = unbind.reserving(pending(), FACTS, "2026-11-29")
-    u, _ = unbind.reserved(u, FACTS, Reservation.RESERVED, NOW)
-    return unbind.intend(u, NOW)
+    return unbind.start_call(pending(), FACTS, "2026-11-29", ("ba", "bp"), NOW)
 
 
 def test_unknown_device_unauthorized_operator_and_unbound_device_are_refused_before_any_quota() -> None:
@@ -50,36 +49,38 @@ def test_unknown_device_unauthorized_operator_and_unbound_device_are_refused_bef
     assert unbind.assess(u, FACTS, owned(), NOW) is None
 
 
-def test_reservation_records_the_owner_and_activation_seen_before_the_call() -> None:
-    u = unbind.reserving(pending(), FACTS, "2026-11-29")
-    held, events = unbind.reserved(u, FACTS, Reservation.RESERVED, NOW)
-    assert (held.state, held.owner_uid, held.active_time, held.units_held) == (
-        UnbindState.RESERVED,
+def test_starting_the_call_records_units_owner_and_activation_in_one_step() -> None:
+    u = calling()
+    assert (u.state, u.owner_uid, u.active_time, u.units_held, u.calls, u.called_at) == (
+        UnbindState.CALLING,
         "u1",
         1_700_000_000,
         True,
+        1,
+        NOW,
     )
-    assert events == []
+    assert (u.quota_day, u.quota_blocks, u.product_id) == ("2026-11-29", ("ba", "bp"), "p1")
+    with pytest.raises(TransitionError):
+        unbind.start_call(pending(), FACTS, "2026-11-29", (), NOW)  # never without its units
+    with pytest.raises(TransitionError):
+        unbind.start_call(u, FACTS, "2026-11-29", ("ba", "bp"), NOW)  # once
 
 
 @pytest.mark.parametrize("outcome", [Reservation.ACCOUNT_EXHAUSTED, Reservation.PRODUCT_EXHAUSTED])
 def test_an_exhausted_counter_refuses_quota_exceeded_with_nothing_held(outcome: Reservation) -> None:
-    u = unbind.reserving(pending(), FACTS, "2026-11-29")
-    refused, [event] = unbind.reserved(u, FACTS, outcome, NOW)
+    refused, [event] = unbind.quota_refused(pending(), FACTS, outcome, NOW)
     assert refused.cause is RefusalCause.QUOTA_EXCEEDED
-    assert refused.units_held is False
+    assert (refused.units_held, refused.quota_day, refused.quota_blocks) == (False, None, ())
     assert isinstance(event, BatchDeviceRefused)
-
-
-def test_reserving_without_a_recorded_day_is_a_programming_error() -> None:
+    assert outcome.value.split("_")[0] in (refused.detail or "")
     with pytest.raises(TransitionError):
-        unbind.reserved(pending(), FACTS, Reservation.RESERVED, NOW)
+        unbind.quota_refused(pending(), FACTS, Reservation.RESERVED, NOW)
 
 
-def test_a_refusal_after_the_quota_day_was_recorded_flags_units_for_refund() -> None:
-    u = unbind.reserving(pending(), FACTS, "2026-11-29")  # a crash may hide whether units were taken
-    refused, _ = unbind.refuse(u, RefusalCause.UNAUTHORIZED, NOW)
+def test_a_refusal_after_the_units_were_taken_flags_them_for_refund() -> None:
+    refused, _ = unbind.refuse(calling(), RefusalCause.DEVICE_OFFLINE, NOW)
     assert refused.units_held is True
+    assert refused.quota_blocks == ("ba", "bp")  # still counted in its blocks; the refund gives it back
     assert unbind.refunded(refused).units_held is False
 
 

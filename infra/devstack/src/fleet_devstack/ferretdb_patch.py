@@ -24,6 +24,23 @@ costs a scan of the collection, where MongoDB reads an index. The patch:
 4. The handler passes dotted filter keys, `_id` sorts and the limit to the backend, which uses the sort and
    the limit only when its pushdown is exact (else it narrows as before; the handler sorts and limits in Go).
 
+The PostgreSQL backend (`-handler postgresql`, fleet_devstack's FLEET_DB_BACKEND=postgresql) gets two changes,
+so that the handler changes of 4 stay correct there and `_id` lookups use its index:
+
+5. Exact pushdown, as 2 for SQLite: a filter made only of string ranges or string equality on `_id` and
+   string or bool equality on fields of non-unique indexes becomes the whole `WHERE`, in the terms of
+   FerretDB's indexes (`_jsonb->'a'->'b' = $n`, jsonb values), with the sort on `_id` and the limit, while
+   no document holds an array on those paths nor a non-string `_id` (one probe of a partial index each,
+   created with each index). jsonb equality to a string also matches an ObjectId's hex, so a 24-hex-digit
+   string gets a check of the sjson type too; no other condition does (the planner cannot estimate such
+   checks and, with them, sorted all matches instead of reading the `(field, _id)` index in order).
+   The cluster's collation is C (initdb --locale=C): strings compare bytewise, as in MongoDB.
+6. Otherwise FerretDB's own narrowing `WHERE` as before, with a sort pushed down only when it is `$natural`
+   (the handler now also hands over `_id` sorts, which would fail there) and a limit only when the filter
+   is empty (its `WHERE` only narrows, so a limit could cut off matches); and there `_id` equality to a
+   string or an ObjectId (plain, `$eq` or `$in`) becomes `_jsonb->'_id' = $n`, the expression of the
+   unique `_id` index, instead of `_jsonb->$k @> $v`, which no index answers.
+
 At build time the module is copied out of Go's module cache, these files are patched in the copy, and the
 build uses it through a `replace` (`build.ferretdb_binary`); no FerretDB source is kept in this repository. If
 FerretDB's code no longer matches, the build fails loudly.
@@ -41,6 +58,9 @@ FIND = "internal/handler/msg_find.go"
 EXPLAIN = "internal/handler/msg_explain.go"
 EMBEDDED = "ferretdb/ferretdb.go"
 CONTRACT = "internal/backends/collection.go"
+PG_COLLECTION = "internal/backends/postgresql/collection.go"
+PG_QUERY = "internal/backends/postgresql/query.go"
+PG_REGISTRY = "internal/backends/postgresql/metadata/registry.go"
 
 _OLD_ID_WHERE = """\
 	if params.Filter.Len() == 1 {
@@ -173,6 +193,135 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
             2,
         )
     ],
+    PG_COLLECTION: [
+        (  # Query
+            """\
+	var placeholder metadata.Placeholder
+
+	var where string
+	var args []any
+
+	where, args, err = prepareWhereClause(&placeholder, params.Filter)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	q += where
+
+	sort, sortArgs := prepareOrderByClause(params.Sort)
+
+	q += sort
+	args = append(args, sortArgs...)
+
+	if params.Limit != 0 {
+		q += fmt.Sprintf(` LIMIT %s`, placeholder.Next())
+		args = append(args, params.Limit)
+	}
+""",
+            """\
+	// %MARK%
+	plan, err := fleetQueryPlan(ctx, p, c.dbName, meta, params.Filter, params.Sort, params.Limit)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	q += plan.where + plan.tail
+	args := plan.args
+""",
+            1,
+        ),
+        (  # Explain
+            """\
+	var placeholder metadata.Placeholder
+
+	where, args, err := prepareWhereClause(&placeholder, params.Filter)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	res.FilterPushdown = where != ""
+
+	q += where
+
+	sort, sortArgs := prepareOrderByClause(params.Sort)
+	res.SortPushdown = sort != ""
+
+	q += sort
+	args = append(args, sortArgs...)
+
+	if params.Limit != 0 {
+		q += fmt.Sprintf(` LIMIT %s`, placeholder.Next())
+		args = append(args, params.Limit)
+		res.LimitPushdown = true
+	}
+""",
+            """\
+	// %MARK%
+	plan, err := fleetQueryPlan(ctx, p, c.dbName, meta, params.Filter, params.Sort, params.Limit)
+	if err != nil {
+		return nil, lazyerrors.Error(err)
+	}
+
+	res.FilterPushdown = plan.where != ""
+	res.SortPushdown, res.LimitPushdown = plan.sortPushdown, plan.limitPushdown
+	q += plan.where + plan.tail
+	args := plan.args
+""",
+            1,
+        ),
+    ],
+    PG_REGISTRY: [
+        (
+            """\
+		created = append(created, index.Name)
+""",
+            """\
+		created = append(created, index.Name)
+
+		if err = fleetArraySentinels(ctx, p, dbName, c.TableName, index); err != nil { // %MARK%
+			_ = r.indexesDrop(ctx, p, dbName, collectionName, created)
+			return lazyerrors.Error(err)
+		}
+""",
+            1,
+        )
+    ],
+    PG_QUERY: [
+        (
+            """\
+	v := must.NotFail(sort.Get("$natural"))
+""",
+            """\
+	v, err := sort.Get("$natural") // %MARK%: other sorts (`_id`) are left to the handler
+	if err != nil {
+		return "", nil
+	}
+""",
+            1,
+        ),
+        (
+            """\
+		if strings.HasPrefix(rootKey, "$") {
+			continue
+		}
+""",
+            """\
+		if strings.HasPrefix(rootKey, "$") {
+			continue
+		}
+
+		if rootKey == "_id" { // %MARK%: in the terms of the `_id` index
+			if f, a, ok := fleetIDWhere(p, rootVal); ok {
+				filters = append(filters, f)
+				args = append(args, a...)
+
+				continue
+			}
+		}
+""",
+            1,
+        ),
+    ],
     EMBEDDED: [
         (
             """\
@@ -189,6 +338,297 @@ REPLACEMENTS: dict[str, list[tuple[str, str, int]]] = {
 
 # Go code appended to a file
 APPENDED: dict[str, str] = {
+    PG_COLLECTION: """
+// %MARK%:
+// fleetPlan is how a query runs in PostgreSQL: its WHERE, its ORDER BY and LIMIT (tail) and their arguments.
+type fleetPlan struct {
+	where, tail                 string
+	args                        []any
+	sortPushdown, limitPushdown bool
+}
+
+type fleetQuerier interface {
+	QueryRow(ctx context.Context, sql string, args ...any) pgx.Row
+}
+
+// fleetQueryPlan is the exact pushdown (filter, `_id` sort and limit) when fleetExact allows it and no
+// document holds an array on the filter's paths; else FerretDB's narrowing WHERE, as before.
+func fleetQueryPlan(
+	ctx context.Context, db fleetQuerier, schema string, meta *metadata.Collection,
+	filter, order *types.Document, limit int64,
+) (*fleetPlan, error) {
+	plan := new(fleetPlan)
+	var placeholder metadata.Placeholder
+	sortable := order.Len() == 0 || (order.Len() == 1 && order.Keys()[0] == "_id")
+	conds, args, orderable, probes, exact := fleetExact(&placeholder, filter, fleetIndexedFields(meta))
+	exact = exact && sortable && !meta.Capped() && (order.Len() == 0 || orderable)
+	for _, probe := range probes { // each answered from a partial index (fleetArraySentinels)
+		if !exact {
+			break
+		}
+		q := fmt.Sprintf(`SELECT EXISTS (SELECT 1 FROM %s WHERE %s)`,
+			pgx.Identifier{schema, meta.TableName}.Sanitize(), probe)
+		var arrays bool
+		if err := db.QueryRow(ctx, q).Scan(&arrays); err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+		exact = !arrays
+	}
+
+	if !exact {
+		var fresh metadata.Placeholder
+		where, whereArgs, err := prepareWhereClause(&fresh, filter)
+		if err != nil {
+			return nil, lazyerrors.Error(err)
+		}
+		plan.where, plan.args = where, whereArgs
+		plan.tail, _ = prepareOrderByClause(order)
+		plan.sortPushdown = plan.tail != ""
+		natural := order.Len() == 0 || (order.Len() == 1 && order.Keys()[0] == "$natural")
+		if limit != 0 && filter.Len() == 0 && natural { // the narrowing WHERE is exact only when empty
+			plan.tail += fmt.Sprintf(` LIMIT %s`, fresh.Next())
+			plan.args = append(plan.args, limit)
+			plan.limitPushdown = true
+		}
+		return plan, nil
+	}
+
+	if len(conds) > 0 {
+		plan.where = ` WHERE ` + strings.Join(conds, ` AND `)
+	}
+	plan.args = args
+	if order.Len() == 1 {
+		plan.tail = ` ORDER BY ` + metadata.IDColumn
+		if v, _ := order.Get("_id"); v == int64(-1) {
+			plan.tail += ` DESC`
+		}
+		plan.sortPushdown = true
+	}
+	if limit != 0 {
+		plan.tail += fmt.Sprintf(` LIMIT %s`, placeholder.Next())
+		plan.args = append(plan.args, limit)
+		plan.limitPushdown = true
+	}
+	return plan, nil
+}
+
+// fleetExact is the SQL conditions matching exactly the documents the filter matches, provided no document
+// matches any of `probes` (an array on a filtered path, a non-string `_id`); ok is false for filters of
+// any other shape. `orderable`: every match has a string `_id`, so PostgreSQL's order of the `_id` values
+// (C collation) is MongoDB's.
+func fleetExact(
+	p *metadata.Placeholder, filter *types.Document, indexed map[string]bool,
+) (conds []string, args []any, orderable bool, probes []string, ok bool) {
+	for i, k := range filter.Keys() {
+		column, named := metadata.FleetColumn(k)
+		if !named {
+			return nil, nil, false, nil, false
+		}
+		switch v := filter.Values()[i].(type) {
+		case string, bool:
+			if k == "_id" {
+				_, isString := v.(string)
+				orderable = orderable || isString
+			} else if !indexed[k] {
+				return nil, nil, false, nil, false
+			}
+			// jsonb equality to a string matches strings and ObjectIds (kept as their hex), to a bool only
+			// bools: the type check, whose selectivity the planner cannot estimate, only where it matters
+			if str, isString := v.(string); isString && fleetMayBeObjectID(str) {
+				conds = append(conds, metadata.FleetTypeIs(k, "string"))
+			}
+			conds = append(conds, column+` = `+p.Next())
+			args = append(args, must.NotFail(sjson.MarshalSingleValue(v)))
+		case *types.Document:
+			if k != "_id" || v.Len() == 0 {
+				return nil, nil, false, nil, false
+			}
+			ops := map[string]string{"$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
+			// jsonb orders values of other types around strings: exact while every `_id` is a string
+			probes = append(probes, metadata.FleetIDNotString())
+			for j, op := range v.Keys() {
+				bound, isString := v.Values()[j].(string)
+				if ops[op] == "" || !isString {
+					return nil, nil, false, nil, false
+				}
+				conds = append(conds, fmt.Sprintf(`%s %s %s`, column, ops[op], p.Next()))
+				args = append(args, must.NotFail(sjson.MarshalSingleValue(bound)))
+			}
+			orderable = true
+		default:
+			return nil, nil, false, nil, false
+		}
+		if k != "_id" {
+			for _, path := range metadata.FleetPrefixes(k) {
+				probes = append(probes, metadata.FleetArrayCondition(path))
+			}
+		}
+	}
+	return conds, args, orderable, probes, true
+}
+
+// fleetMayBeObjectID holds for 24 lowercase hex digits, the form sjson keeps an ObjectId in.
+func fleetMayBeObjectID(s string) bool {
+	if len(s) != 24 {
+		return false
+	}
+	for _, r := range s {
+		if (r < '0' || r > '9') && (r < 'a' || r > 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// fleetIndexedFields is the fields of the collection's non-unique indexes (they have array sentinels).
+func fleetIndexedFields(meta *metadata.Collection) map[string]bool {
+	fields := map[string]bool{}
+	for _, index := range meta.Indexes {
+		if index.Unique {
+			continue
+		}
+		for _, key := range index.Key {
+			if _, ok := metadata.FleetColumn(key.Field); ok && key.Field != "_id" {
+				fields[key.Field] = true
+			}
+		}
+	}
+	return fields
+}
+""",
+    PG_REGISTRY: """
+// %MARK%:
+// fleetSegments is a dotted field's path segments, when each is a plain name (no quoting needed).
+func fleetSegments(field string) ([]string, bool) {
+	segments := strings.Split(field, ".")
+	for _, s := range segments {
+		if s == "" {
+			return nil, false
+		}
+		for i, r := range s {
+			if r != '_' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (i == 0 || r < '0' || r > '9') {
+				return nil, false
+			}
+		}
+	}
+	return segments, true
+}
+
+// FleetColumn is a field's jsonb value, written as FerretDB's indexes write it (`_jsonb->'a'->'b'`).
+func FleetColumn(field string) (string, bool) {
+	segments, ok := fleetSegments(field)
+	if !ok {
+		return "", false
+	}
+	return DefaultColumn + "->'" + strings.Join(segments, "'->'") + "'", true
+}
+
+// FleetTypeIs is the condition that the field's value has the sjson type t (sjson keeps types in `$s`).
+func FleetTypeIs(field, t string) string {
+	segments, _ := fleetSegments(field)
+	path := strings.Join(segments, `'->'$s'->'p'->'`)
+	return fmt.Sprintf(`%s->'$s'->'p'->'%s'->>'t' = '%s'`, DefaultColumn, path, t)
+}
+
+// FleetPrefixes is a dotted path and its parents ("a.b": "a", "a.b").
+func FleetPrefixes(field string) []string {
+	segments := strings.Split(field, ".")
+	prefixes := make([]string, len(segments))
+	for i := range segments {
+		prefixes[i] = strings.Join(segments[:i+1], ".")
+	}
+	return prefixes
+}
+
+// FleetIDNotString holds for documents whose `_id` is not a string.
+func FleetIDNotString() string {
+	return DefaultColumn + `->'$s'->'p'->'_id'->>'t' <> 'string'`
+}
+
+// FleetArrayCondition holds for documents with an array at the path.
+func FleetArrayCondition(path string) string {
+	column, _ := FleetColumn(path)
+	return fmt.Sprintf(`jsonb_typeof(%s) = 'array'`, column)
+}
+
+// fleetArraySentinels adds, for each path of a non-unique index's fields, a partial index of the documents
+// holding an array there, and one of those with a non-string `_id`: the exact pushdown checks with one
+// probe each that there are none.
+func fleetArraySentinels(ctx context.Context, p *pgxpool.Pool, schema, table string, index IndexInfo) error {
+	if index.Unique {
+		return nil
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(table))
+	q := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %s ON %s ((%s)) WHERE %s`,
+		pgx.Identifier{fmt.Sprintf("fleet_ids_%08x", h.Sum32())}.Sanitize(),
+		pgx.Identifier{schema, table}.Sanitize(), IDColumn, FleetIDNotString())
+	if _, err := p.Exec(ctx, q); err != nil {
+		return err
+	}
+	for _, key := range index.Key {
+		if _, ok := FleetColumn(key.Field); !ok || key.Field == "_id" {
+			continue
+		}
+		for _, path := range FleetPrefixes(key.Field) {
+			h := fnv.New32a()
+			_, _ = h.Write([]byte(table + "\\x00" + path))
+			name := fmt.Sprintf("fleet_arrays_%08x", h.Sum32())
+			q := fmt.Sprintf(`CREATE INDEX IF NOT EXISTS %s ON %s ((%s)) WHERE %s`,
+				pgx.Identifier{name}.Sanitize(), pgx.Identifier{schema, table}.Sanitize(), IDColumn,
+				FleetArrayCondition(path))
+			if _, err := p.Exec(ctx, q); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+""",
+    PG_QUERY: """
+// %MARK%:
+// fleetIDWhere is `_id = v`, `{$eq: v}` or `{$in: [v, ...]}` of strings and ObjectIds as a condition on the
+// expression of the collection's unique `_id` index; ok is false for any other `_id` condition.
+func fleetIDWhere(p *metadata.Placeholder, cond any) (string, []any, bool) {
+	values := []any{cond}
+	if d, isDoc := cond.(*types.Document); isDoc {
+		if d.Len() != 1 {
+			return "", nil, false
+		}
+		switch d.Keys()[0] {
+		case "$eq":
+			values = []any{d.Values()[0]}
+		case "$in":
+			in, isArray := d.Values()[0].(*types.Array)
+			if !isArray || in.Len() == 0 || in.Len() > 1000 {
+				return "", nil, false
+			}
+			values = make([]any, in.Len())
+			for i := range values {
+				values[i] = must.NotFail(in.Get(i))
+			}
+		default:
+			return "", nil, false
+		}
+	}
+	for _, v := range values {
+		switch v.(type) {
+		case string, types.ObjectID:
+		default:
+			return "", nil, false
+		}
+	}
+	marks := make([]string, len(values)) // numbered only now: a refusal above must not use up placeholders
+	args := make([]any, len(values))
+	for i, v := range values {
+		marks[i], args[i] = p.Next(), must.NotFail(sjson.MarshalSingleValue(v))
+	}
+	if len(marks) == 1 {
+		return fmt.Sprintf(`%s = %s`, metadata.IDColumn, marks[0]), args, true
+	}
+	return fmt.Sprintf(`%s IN (%s)`, metadata.IDColumn, strings.Join(marks, ", ")), args, true
+}
+""",
     COLLECTION: """
 // %MARK%:
 // fleetWhere narrows a filter's rows by its `_id` condition (equality, `$in` or a string range), whatever

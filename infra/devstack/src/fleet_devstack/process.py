@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -11,6 +12,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class StackError(RuntimeError):
@@ -34,7 +36,7 @@ class ManagedProcess:
         try:
             # Servers carry their folder in argv; services carry it in their environment.
             identity = Path(f"/proc/{pid}/cmdline").read_bytes() + Path(f"/proc/{pid}/environ").read_bytes()
-        except (FileNotFoundError, PermissionError):
+        except (FileNotFoundError, PermissionError, ProcessLookupError):  # it exited while being read
             return None
         return pid if self.marker().encode() in identity else None
 
@@ -42,7 +44,10 @@ class ManagedProcess:
         # Every command line carries the pid file's folder, which is unique per stack and component.
         return str(self.pid_file.parent)
 
-    def start(self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None) -> int:
+    def start(
+        self, argv: Sequence[str], cwd: Path, env: dict[str, str] | None = None, user: int | None = None
+    ) -> int:
+        """Start in the background (as the user id `user`, when given: PostgreSQL refuses to run as root)."""
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as log:
             proc = subprocess.Popen(  # noqa: S603 - argv is built by this package, never from input
@@ -53,6 +58,7 @@ class ManagedProcess:
                 stderr=subprocess.STDOUT,
                 env={**os.environ, **(env or {})},
                 start_new_session=True,  # own process group: `down` stops children too, Ctrl-C here does not
+                **run_as(user),
             )
         self.pid_file.write_text(str(proc.pid))
         # Until exec, /proc shows the parent's command line: wait so pid() recognises the new process.
@@ -85,6 +91,13 @@ class ManagedProcess:
         if not self.log_file.exists():
             return ""
         return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
+
+
+def run_as(uid: int | None) -> dict[str, Any]:
+    """Popen's arguments to run as `uid` (with its primary group and no other)."""
+    if uid is None:
+        return {}
+    return {"user": uid, "group": pwd.getpwuid(uid).pw_gid, "extra_groups": []}
 
 
 def _alive(pid: int) -> bool:

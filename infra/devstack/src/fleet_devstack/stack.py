@@ -6,12 +6,13 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 from .config import StackConfig
-from .servers import FerretDB, Pulsar, Server, Zipkin
+from .servers import FerretDB, Postgres, Pulsar, Server, Zipkin
 from .services import SERVICES, LocalService
 
 PULSAR_START_TIMEOUT = 180.0
 FERRETDB_START_TIMEOUT = 30.0
 ZIPKIN_START_TIMEOUT = 90.0
+POSTGRES_START_TIMEOUT = 60.0
 
 
 class LocalStack:
@@ -19,6 +20,7 @@ class LocalStack:
         self.config = config
         self.pulsar = Pulsar(config)
         self.ferretdb = FerretDB(config)
+        self.postgres = Postgres(config)
         self.zipkin = Zipkin(config)
         self.services = [LocalService(config, spec) for spec in SERVICES]
 
@@ -29,7 +31,7 @@ class LocalStack:
     def install(self) -> None:
         """Fetch and build the servers (in parallel: Maven and Go download at the same time)."""
         with ThreadPoolExecutor(max_workers=3) as pool:
-            servers = (self.pulsar, self.ferretdb, self.zipkin)
+            servers = (self.pulsar, self.ferretdb, self.zipkin, *self._database())
             for future in [pool.submit(server.install) for server in servers]:
                 future.result()
 
@@ -41,6 +43,7 @@ class LocalStack:
         self.install()
         timings["install"] = time.monotonic() - began
         started = time.monotonic()
+        self.start_database()
         self.ferretdb.start(FERRETDB_START_TIMEOUT)
         self.zipkin.start(ZIPKIN_START_TIMEOUT)
         self.pulsar.start(PULSAR_START_TIMEOUT)
@@ -66,11 +69,23 @@ class LocalStack:
     def down(self) -> list[str]:
         """Stop the services, then the servers; the names of those that were running."""
         stopped = [service.name for service in reversed(self.services) if service.stop()]
-        servers = (self.pulsar, self.ferretdb, self.zipkin)
+        # PostgreSQL last (FerretDB holds connections to it), and whatever FLEET_DB_BACKEND says now
+        servers = (self.pulsar, self.ferretdb, self.zipkin, self.postgres)
         return stopped + [server.name for server in servers if server.stop()]
 
     def servers(self) -> list[Server | LocalService]:
-        return [self.pulsar, self.ferretdb, self.zipkin, *(s for s in self.services if s.installed())]
+        database = self._database() or ([self.postgres] if self.postgres.process.pid() else [])
+        services = (s for s in self.services if s.installed())
+        return [self.pulsar, self.ferretdb, *database, self.zipkin, *services]
+
+    def _database(self) -> list[Postgres]:
+        """The server FerretDB stores its data in, when it is not FerretDB itself (SQLite files)."""
+        return [self.postgres] if self.config.db_backend == "postgresql" else []
+
+    def start_database(self) -> None:
+        for server in self._database():
+            server.start(POSTGRES_START_TIMEOUT)
+            server.wait_healthy(POSTGRES_START_TIMEOUT)
 
     # Used by reliability tests: restart one server under running services.
     def stop_pulsar(self) -> None:
@@ -85,9 +100,13 @@ class LocalStack:
         self.start_pulsar()
 
     def stop_mongo(self) -> None:
+        """Stop the MongoDB-wire server and what it stores in (a database restart)."""
         self.ferretdb.stop()
+        for server in self._database():
+            server.stop()
 
     def start_mongo(self) -> None:
+        self.start_database()
         self.ferretdb.start(FERRETDB_START_TIMEOUT)
         self.ferretdb.wait_healthy(FERRETDB_START_TIMEOUT)
 
@@ -102,6 +121,7 @@ class LocalStack:
             ("Pulsar admin REST", cfg.pulsar_admin_url),
             ("Pulsar WebSocket", cfg.pulsar_websocket_url),
             ("MongoDB wire (FerretDB)", cfg.mongodb_uri),
+            *(("FerretDB's PostgreSQL (socket)", server.url()) for server in self._database()),
             ("Traces (Zipkin web UI)", f"{cfg.zipkin_url}/zipkin/"),
             ("Tuya push topic (simulated)", f"persistent://{cfg.tuya_access_id}/out/event"),
             *(

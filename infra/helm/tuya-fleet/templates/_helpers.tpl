@@ -119,6 +119,7 @@ The enabled services, each merged over serviceDefaults, as YAML: {name: settings
       name: {{ . }}
       key: {{ $root.Values.tuya.accessSecretKey }}
 {{- end }}
+{{- include "tuya-fleet.pulsarTokenEnv" $root }}
 {{- if ne $name "tuya-sim" }}
 {{- with $root.Values.mongodb.existingSecret }}
 - name: FLEET_MONGODB_URI
@@ -143,5 +144,70 @@ The enabled services, each merged over serviceDefaults, as YAML: {name: settings
     secretKeyRef:
       name: {{ $ref.secret }}
       key: {{ $ref.key }}
+{{- end }}
+{{- end -}}
+
+{{/* Where the private CA bundle (tls.caBundle) is mounted, and the file every client is pointed at. */}}
+{{- define "tuya-fleet.caBundleDir" -}}/etc/tuya-fleet/ca{{- end -}}
+{{- define "tuya-fleet.caBundleFile" -}}{{ include "tuya-fleet.caBundleDir" . }}/ca.crt{{- end -}}
+
+{{/* Whether a private CA bundle is configured; fails when it names both a ConfigMap and a Secret. */}}
+{{- define "tuya-fleet.caBundleEnabled" -}}
+{{- $ca := .Values.tls.caBundle -}}
+{{- if and $ca.configMap $ca.secret -}}
+{{- fail "tls.caBundle: set configMap or secret, not both" -}}
+{{- end -}}
+{{- if or $ca.configMap $ca.secret -}}true{{- end -}}
+{{- end -}}
+
+{{/* The CA bundle's Volume (a list item), its key mapped to ca.crt; empty without a bundle. */}}
+{{- define "tuya-fleet.caBundleVolume" -}}
+{{- if include "tuya-fleet.caBundleEnabled" . }}
+{{- $ca := .Values.tls.caBundle }}
+- name: ca-bundle
+  {{- if $ca.configMap }}
+  configMap:
+    name: {{ $ca.configMap }}
+  {{- else }}
+  secret:
+    secretName: {{ $ca.secret }}
+  {{- end }}
+    items:
+      - key: {{ $ca.key }}
+        path: ca.crt
+{{- end }}
+{{- end -}}
+
+{{/* The CA bundle's VolumeMount (a list item), read-only; empty without a bundle. */}}
+{{- define "tuya-fleet.caBundleMount" -}}
+{{- if include "tuya-fleet.caBundleEnabled" . }}
+- name: ca-bundle
+  mountPath: {{ include "tuya-fleet.caBundleDir" . }}
+  readOnly: true
+{{- end }}
+{{- end -}}
+
+{{/*
+The variables that point each client at the CA bundle (a dict; empty without a bundle): pulsar-client's trust
+file setting, and SSL_CERT_FILE, which Python's default TLS trust reads: MongoDB's driver without a
+tlsCAFile, httpx (the Tuya OpenAPI and OIDC clients) and urllib (the provisioning Job).
+*/}}
+{{- define "tuya-fleet.caBundleEnv" -}}
+{{- if include "tuya-fleet.caBundleEnabled" . -}}
+{{- $file := include "tuya-fleet.caBundleFile" . -}}
+{{- toYaml (dict "FLEET_PULSAR_TLS_TRUST_CERTS_FILE" $file "SSL_CERT_FILE" $file) -}}
+{{- else -}}
+{}
+{{- end -}}
+{{- end -}}
+
+{{/* FLEET_PULSAR_AUTH_TOKEN from pulsar.auth.existingSecret (an EnvVar list item); empty without one. */}}
+{{- define "tuya-fleet.pulsarTokenEnv" -}}
+{{- with .Values.pulsar.auth.existingSecret }}
+- name: FLEET_PULSAR_AUTH_TOKEN
+  valueFrom:
+    secretKeyRef:
+      name: {{ . }}
+      key: {{ $.Values.pulsar.auth.tokenKey }}
 {{- end }}
 {{- end -}}

@@ -25,6 +25,7 @@ from fleet_ingest.settings import IngestSettings
 from fleet_shared import mongo
 from fleet_shared.pulsar import ProducerOptions, PulsarBroker
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.clients import close_all, pulsar_broker
 from fleet_shared.tuya.codec import PushCodec
 
 SERVICE = "ingest"
@@ -77,16 +78,8 @@ class Ingest:
 
     async def close(self) -> None:
         """After the pipeline stopped: flush and close producers, the clients, the database."""
-        try:
-            await self.sink.close()
-        finally:
-            try:
-                await self.source.close()
-            finally:
-                await self.broker.stop()
-                close = getattr(self.mongo_client, "close", None)
-                if close is not None:
-                    close()
+        mongo_close = getattr(self.mongo_client, "close", None)
+        await close_all(self.sink.close, self.source.close, self.broker.stop, mongo_close)
 
     async def bus_ready(self) -> bool:
         return await self.sink.ping()
@@ -109,7 +102,7 @@ def bootstrap(settings: IngestSettings | None = None, *, registry: CollectorRegi
     project = Project(
         access_id=settings.tuya_access_id, region=settings.region.lower(), source=service_source(SERVICE)
     )
-    broker = PulsarBroker(settings.pulsar_url)
+    broker = pulsar_broker(settings)
     sink = PulsarEventSink(
         broker,
         ProducerOptions(

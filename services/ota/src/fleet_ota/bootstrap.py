@@ -16,6 +16,8 @@ from fleet_ota.adapters.mongo import (
     DeviceStore,
     FirmwareStore,
     LockStore,
+    PacingStore,
+    PlanStore,
     ProgressStore,
     RolloutStore,
     UpgradeStore,
@@ -35,6 +37,7 @@ from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.clients import close_all, pulsar_broker
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
 
@@ -87,14 +90,7 @@ class Ota:
             await self.relay.relay_once(self.settings.ota_relay_batch)
 
     async def stop(self) -> None:
-        await self.loops.stop()
-        try:
-            await self.broker.stop()
-        finally:
-            await self.kit.aclose()
-            if self.openapi is not None:
-                await self.openapi.aclose()
-            self.mongo_client.close()
+        await close_all(self.loops.stop, self.broker.stop, self.kit, self.openapi, self.mongo_client.close)
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
         return {"bus": self.bus_ready, "database": self.database_ready, "loops": self.loops_ready}
@@ -117,7 +113,7 @@ def bootstrap(
     publisher: EventPublisher | None = None,
 ) -> Ota:
     settings = settings or OtaSettings()
-    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
+    broker = pulsar_broker(settings, log_level=logging.DEBUG)
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
     db = client[settings.ota_database]
     own_client: TuyaOpenApiClient | None = None
@@ -137,10 +133,12 @@ def bootstrap(
     ports = Ports(
         firmware=FirmwareStore(db),
         rollouts=RolloutStore(db),
-        upgrades=UpgradeStore(db, chunk=settings.ota_plan_chunk),
+        upgrades=UpgradeStore(db),
+        plans=PlanStore(db),
         progress=progress,
         devices=devices,
         locks=LockStore(db),
+        pacing=PacingStore(db),
         tuya=tuya,
         clock=_utcnow,
         tenant=settings.tuya_access_id,
@@ -150,16 +148,19 @@ def bootstrap(
             backoff_max_s=settings.ota_retry_backoff_max_s,
             attempt_timeout_s=settings.ota_attempt_timeout_s,
         ),
+        claim_grace_s=settings.ota_command_grace_s,
     )
     relay = OutboxRelay(
-        [db["firmware"], db["rollouts"], db["upgrades"]], progress, publisher or OutboxPublisher(broker)
+        [db["firmware"], db["rollouts"], db["upgrades"], db["plans"]],
+        progress,
+        publisher or OutboxPublisher(broker),
     )
 
     async def relay_round() -> int:
         return await relay.relay_once(settings.ota_relay_batch)
 
     async def sweep_round() -> int:
-        return await relay.sweep(db["upgrades"])
+        return await relay.sweep([db["upgrades"], db["plans"]])
 
     loops = Loops(
         ports,

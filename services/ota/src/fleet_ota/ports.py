@@ -17,7 +17,7 @@ from fleet_contracts.ota import ReleaseStage
 from fleet_contracts.outbox import OutboxEntry
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, StageCounts
-from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import DeviceUpgrade
 
 
@@ -26,24 +26,50 @@ class CountedEntry:
     """An outbox entry (the shared layout) and the progress counter delta it carries (applied exactly once).
 
     The event's id is deterministic (document id and version), so a relay that runs twice publishes the same
-    id and applies the delta at most once (`ProgressRepository.apply`).
+    id and applies the delta at most once (`ProgressRepository.apply`). A counter-only entry (planning a
+    chunk, cancelling what a chunk left) has no event, only its own deterministic `entry_id`.
     """
 
-    event: OutboxEntry
+    event: OutboxEntry | None
     counter_id: str | None = None
     delta: dict[str, int] = field(default_factory=dict)
+    entry_id: str = ""
 
     @property
     def id(self) -> str:
-        return self.event.id
+        return self.event.id if self.event is not None else self.entry_id
+
+    @classmethod
+    def counter_only(cls, entry_id: str, counter_id: str, delta: dict[str, int]) -> CountedEntry:
+        return cls(None, counter_id, delta, entry_id)
 
     def to_document(self) -> dict[str, Any]:
         # stored entries are removed by exact equality: this is the one place that lays them out
-        return {**self.event.to_document(), "counter": self.counter_id, "delta": self.delta}
+        head = self.event.to_document() if self.event is not None else {"id": self.entry_id}
+        return {**head, "counter": self.counter_id, "delta": self.delta}
 
     @classmethod
     def from_document(cls, doc: Mapping[str, Any]) -> CountedEntry:
-        return cls(OutboxEntry.from_document(doc), doc.get("counter"), dict(doc.get("delta") or {}))
+        event = OutboxEntry.from_document(doc) if "topic" in doc else None
+        return cls(event, doc.get("counter"), dict(doc.get("delta") or {}), "" if event else doc["id"])
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Device ids of one plan chunk handed to a dispatcher, which creates their upgrade documents now.
+
+    Usually a new range (`closing` False). Once a chunk is claimed to its end, it is closed when every claimed
+    id has its document; ids a dispatcher claimed but never created (it died in between) are handed out again
+    after a grace period (`closing` True: they are created, duplicates ignored, and the chunk is closed).
+    """
+
+    chunk_id: str
+    release_id: str
+    region: str
+    stage: ReleaseStage
+    device_ids: tuple[str, ...]
+    claimed: int  # the chunk's claimed count this claim leaves
+    closing: bool = False
 
 
 class Clock(Protocol):
@@ -81,15 +107,42 @@ class RolloutRepository(Protocol):
         """Rollouts not started yet (the scheduler starts them when their start time comes)."""
 
 
+class PlanRepository(Protocol):
+    """A stage's planned devices, in chunk documents of a few hundred ids; each chunk carries its own count
+    (`targeted` and `pending` + its size) in its outbox, so inserting it again counts nothing twice."""
+
+    async def add(self, chunks: Sequence[PlanChunk]) -> None:
+        """Insert (a chunk already there is left as it is)."""
+
+    async def device_ids(self, release_id: str, region: str, *, besides: str) -> set[str]:
+        """Every device planned in the region, any stage, except by the batch `besides`."""
+
+    async def count_in_stage(self, release_id: str, region: str, stage: ReleaseStage, *, besides: str) -> int:
+        """Devices planned in the stage, except by the batch `besides`."""
+
+    async def claim(
+        self, release_id: str, region: str, limit: int, *, now: datetime, repair_before: datetime
+    ) -> Claim | None:
+        """Take up to `limit` more ids of the region's chunks (a conditional write: two dispatchers never take
+        the same range); else close a chunk whose claimed ids all have documents, or hand out again the ids of
+        a claim made before `repair_before` that never got theirs. None: nothing to do now."""
+
+    async def fill(self, claim: Claim) -> bool:
+        """The claim's upgrade documents exist (a closing claim closes its chunk); returns whether the chunk
+        was cancelled meanwhile (the caller then cancels what it created)."""
+
+    async def cancel(self, release_id: str, region: str) -> int:
+        """Stop the region's chunks: ids not yet claimed move from `pending` to `cancelled` (counted in the
+        same write); returns how many."""
+
+    async def has_open(self, release_id: str, region: str) -> bool:
+        """Whether any chunk is not closed yet (an id may still wait for its upgrade document)."""
+
+
 class UpgradeRepository(Protocol):
-    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
-        """Bulk-insert (duplicates ignored: re-planning is idempotent)."""
-
-    async def batch_size(self, release_id: str, batch: str) -> int: ...
-
-    async def device_ids(self, release_id: str, region: str) -> set[str]: ...
-
-    async def count_in_stage(self, release_id: str, region: str, stage: ReleaseStage) -> int: ...
+    async def create(self, upgrades: Sequence[DeviceUpgrade]) -> list[DeviceUpgrade]:
+        """Insert new pending upgrades (unique per release and device); returns those this call inserted
+        (the others existed: another dispatcher has them)."""
 
     async def get(self, upgrade_id: str) -> DeviceUpgrade | None: ...
 
@@ -101,9 +154,9 @@ class UpgradeRepository(Protocol):
     ) -> bool: ...
 
     async def ready_to_command(
-        self, release_id: str, region: str, batches: Sequence[str], now: datetime, limit: int
+        self, release_id: str, region: str, now: datetime, limit: int
     ) -> list[DeviceUpgrade]:
-        """Pending upgrades, and retrying ones whose backoff is over, of these (counted) batches."""
+        """Pending upgrades, and retrying ones whose backoff is over."""
 
     async def has_open(self, release_id: str, region: str) -> bool:
         """Whether any upgrade of the region is pending, in flight or waiting (checked before completing)."""
@@ -124,20 +177,26 @@ class UpgradeRepository(Protocol):
 
 
 class ProgressRepository(Protocol):
-    async def intend_batch(self, release_id: str, region: str, stage: ReleaseStage, batch: str) -> None:
-        """Record a batch before inserting it, so a crash before it is counted is noticed and repaired."""
-
-    async def batches(self, release_id: str, region: str) -> tuple[set[str], list[tuple[ReleaseStage, str]]]:
-        """The region's counted batches, and the intended ones not yet counted."""
-
-    async def add_batch(
-        self, release_id: str, region: str, stage: ReleaseStage, batch: str, count: int
-    ) -> None:
-        """Count a planned batch into `targeted` and `pending`, once per batch id."""
+    async def open(self, release_id: str, region: str, stage: ReleaseStage) -> None:
+        """Create the stage's counter document (zeros) if it is missing: deltas are applied to it."""
 
     async def counts(self, release_id: str, region: str, stage: ReleaseStage) -> StageCounts: ...
 
     async def of_release(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]: ...
+
+
+class DispatchPacing(Protocol):
+    """Each region's dispatch schedule, shared by every replica: when its next command is due (seconds since
+    the epoch), so replicas together keep to the region's rate."""
+
+    async def next_at(self, release_id: str, region: str) -> float | None: ...
+
+    async def move(self, release_id: str, region: str, expected: float | None, to: float) -> bool:
+        """Reserve a round's commands: one conditional write, only if the schedule still says `expected`
+        (None: never written). False: another replica reserved first (read again)."""
+
+    async def give_back(self, release_id: str, region: str, seconds: float) -> None:
+        """Return the time of reserved commands that were not sent (an atomic decrement)."""
 
 
 class DeviceDirectory(Protocol):

@@ -28,12 +28,11 @@ class OtaSettings(SecuritySettings, ServiceSettings):
     ota_retry_backoff_s: float = Field(300.0, gt=0)
     ota_retry_backoff_max_s: float = Field(3600.0, gt=0)
     ota_attempt_timeout_s: float = Field(1800.0, gt=0)
-    # a commanded attempt with no news for this long is reconciled from Tuya's progress API (crash recovery)
+    # a commanded attempt with no news for this long is reconciled from Tuya's progress API, and planned
+    # devices claimed this long ago without an upgrade document are created again (crash recovery)
     ota_command_grace_s: float = Field(120.0, gt=0)
     # an upgrade under way this long without Tuya's "done" is polled from the progress API (oldest first)
     ota_poll_after_s: float = Field(300.0, gt=0)
     # the outbox relay: documents per pass and idle wait between passes
     ota_relay_batch: int = Field(500, ge=1, le=10_000)
     ota_relay_idle_s: float = Field(0.5, gt=0)
-    # planning: devices inserted per bulk write
-    ota_plan_chunk: int = Field(5000, ge=100, le=100_000)

@@ -28,6 +28,7 @@ from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.qr import QrImages, render
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.clients import close_all, pulsar_broker
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
@@ -124,14 +125,9 @@ class Pairing:
         self._loops = []
 
     async def stop(self) -> None:
-        await self._stop_loops()
-        try:
-            await self.broker.stop()
-        finally:
-            if self.openapi is not None:
-                await self.openapi.aclose()
-            await self.security.aclose()
-            self.mongo_client.close()
+        await close_all(
+            self._stop_loops, self.broker.stop, self.openapi, self.security, self.mongo_client.close
+        )
 
     @property
     def default_lifetime(self) -> timedelta:
@@ -165,7 +161,7 @@ def bootstrap(
         settings.pairing_binding_modes, settings.pairing_default_binding_mode or None
     )
     # every message's "Received"/"Processed" lines only when debugging
-    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
+    broker = pulsar_broker(settings, log_level=logging.DEBUG)
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
     db = client[settings.pairing_database]
     encoder = EventEncoder(tenant=settings.tuya_access_id, region=settings.region.lower())

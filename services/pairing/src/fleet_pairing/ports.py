@@ -7,12 +7,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from fleet_contracts.pairing import PairingMode
 from fleet_pairing.domain.credentials import IssuedToken
-from fleet_pairing.domain.session import BindingMode, PairingSession, Transition
+from fleet_pairing.domain.session import BindingMode, PairingSession, SessionState, Transition
 
 
 class IdempotencyConflict(Exception):
@@ -46,6 +46,26 @@ class SessionRepository(Protocol):
         """Active sessions whose token expired before `before`."""
 
     async def with_pending_removals(self, limit: int) -> list[PairingSession]: ...
+
+
+class SessionListing(Protocol):
+    """The read side of the HTTP API: one session, and sessions newest first (`issued_at`, then id, both
+    descending) by the indexed filters."""
+
+    async def get(self, session_id: str) -> PairingSession | None: ...
+
+    async def newest_first(
+        self,
+        *,
+        owner_uid: str | None,
+        home_id: str | None,
+        state: SessionState | None,
+        day: date | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[PairingSession]:
+        """At most `limit` sessions matching every filter given (`day`: the UTC day of issue), all of them
+        after the sort key `before` (`issued_at`, id) when given."""
 
 
 class DeviceOwners(Protocol):

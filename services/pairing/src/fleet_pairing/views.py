@@ -10,17 +10,14 @@ from __future__ import annotations
 import base64
 import binascii
 from datetime import date, datetime
-from typing import Any
 
 import orjson
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet_contracts.pairing import PairingMode, PairingSessionState, UnexpectedProductPolicy
-from fleet_pairing.adapters.mongo import session_from_doc
 from fleet_pairing.domain.session import DeviceOutcome, OutcomeKind, PairingSession
+from fleet_pairing.ports import SessionListing
 
-Document = dict[str, Any]
 MAX_PAGE = 200
 
 
@@ -133,14 +130,6 @@ def session_view(s: PairingSession) -> SessionView:
     )
 
 
-_PROJECTION = {"outbox": 0}
-
-
-async def get_session(db: AsyncIOMotorDatabase[Document], session_id: str) -> SessionView | None:
-    doc = await db["sessions"].find_one({"_id": session_id}, _PROJECTION)
-    return session_view(session_from_doc(doc)) if doc else None
-
-
 def encode_cursor(issued_at: datetime, session_id: str) -> str:
     raw = orjson.dumps([issued_at.isoformat(), session_id])
     return base64.urlsafe_b64encode(raw).decode("ascii").rstrip("=")
@@ -158,34 +147,35 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
         raise InvalidCursor from None
 
 
-async def list_sessions(
-    db: AsyncIOMotorDatabase[Document],
-    *,
-    owner_uid: str | None = None,
-    home_id: str | None = None,
-    state: PairingSessionState | None = None,
-    day: date | None = None,
-    cursor: str | None = None,
-    limit: int = 50,
-) -> SessionPage:
-    """Sessions newest first, filtered by any of owner, home, state and UTC day of issue."""
-    if not 1 <= limit <= MAX_PAGE:
-        raise ValueError(f"limit: must be 1-{MAX_PAGE}")
-    filter_: Document = {}
-    if owner_uid is not None:
-        filter_["owner_uid"] = owner_uid
-    if home_id is not None:
-        filter_["home_id"] = home_id
-    if state is not None:
-        filter_["state"] = state.value
-    if day is not None:
-        filter_["day"] = day.isoformat()
-    if cursor is not None:
-        at, last_id = decode_cursor(cursor)
-        filter_["$or"] = [{"issued_at": {"$lt": at}}, {"issued_at": at, "_id": {"$lt": last_id}}]
-    found = db["sessions"].find(filter_, _PROJECTION).sort([("issued_at", -1), ("_id", -1)]).limit(limit + 1)
-    rows = [session_view(session_from_doc(doc)) async for doc in found]
-    more = len(rows) > limit
-    rows = rows[:limit]
-    next_cursor = encode_cursor(rows[-1].issued_at, rows[-1].session_id) if more else None
-    return SessionPage(items=rows, next_cursor=next_cursor)
+class PairingViews:
+    """The HTTP API's queries over the sessions' read side (`SessionListing`)."""
+
+    def __init__(self, sessions: SessionListing) -> None:
+        self.sessions = sessions
+
+    async def session(self, session_id: str) -> SessionView | None:
+        found = await self.sessions.get(session_id)
+        return session_view(found) if found is not None else None
+
+    async def page(
+        self,
+        *,
+        owner_uid: str | None = None,
+        home_id: str | None = None,
+        state: PairingSessionState | None = None,
+        day: date | None = None,
+        cursor: str | None = None,
+        limit: int = 50,
+    ) -> SessionPage:
+        """Sessions newest first, filtered by any of owner, home, state and UTC day of issue. Raises
+        `InvalidCursor` (nothing read) for a cursor this API did not hand out."""
+        if not 1 <= limit <= MAX_PAGE:
+            raise ValueError(f"limit: must be 1-{MAX_PAGE}")
+        before = decode_cursor(cursor) if cursor is not None else None
+        found = await self.sessions.newest_first(
+            owner_uid=owner_uid, home_id=home_id, state=state, day=day, before=before, limit=limit + 1
+        )
+        rows = [session_view(s) for s in found[:limit]]
+        more = len(found) > limit
+        next_cursor = encode_cursor(rows[-1].issued_at, rows[-1].session_id) if more else None
+        return SessionPage(items=rows, next_cursor=next_cursor)

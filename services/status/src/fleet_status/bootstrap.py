@@ -18,6 +18,7 @@ from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.clients import close_all, pulsar_broker
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_status.adapters.history import HistoryStore
@@ -97,13 +98,7 @@ class Status:
             await self.stop_consuming()
             await self.writer.stop(0)
         finally:
-            try:
-                await self.broker.stop()
-            finally:
-                if self.openapi is not None:
-                    await self.openapi.aclose()
-                await self.security.aclose()
-                self.mongo_client.close()
+            await close_all(self.broker.stop, self.openapi, self.security, self.mongo_client.close)
 
     async def reconcile_round(self) -> None:
         assert self.cloud is not None
@@ -152,7 +147,7 @@ def bootstrap(
 ) -> Status:
     settings = settings or StatusSettings()
     # every message's "Received"/"Processed" lines only when debugging: thousands a second otherwise
-    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
+    broker = pulsar_broker(settings, log_level=logging.DEBUG)
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
     db = client[settings.status_database]
     shadows = ShadowStore(
@@ -184,6 +179,7 @@ def bootstrap(
         max_devices=settings.status_batch_max_devices,
         max_delay_s=settings.status_batch_max_delay_ms / 1000,
         max_pending=settings.status_max_pending_messages,
+        flush_concurrency=settings.status_flush_concurrency,
         outbox_clear_after_s=settings.status_outbox_clear_after_s,
         stall_after_s=settings.status_writer_stall_s,
         inactivity_ms=settings.inactivity_ms,

@@ -18,6 +18,9 @@ class StatusSettings(SecuritySettings, ServiceSettings):
     status_batch_max_devices: int = Field(1000, ge=1, le=10_000)
     status_batch_max_delay_ms: int = Field(20, ge=0)
     status_max_pending_messages: int = Field(20_000, ge=100)
+    # batches written at once (their device sets disjoint: a device is in one at a time); while they are
+    # written, newly arrived facts are merged per device into the next batch
+    status_flush_concurrency: int = Field(2, ge=1, le=16)
     # statements per shadow write command, and commands in flight (see fleet_status.adapters.mongo)
     status_write_chunk: int = Field(16, ge=1, le=64)
     status_write_concurrency: int = Field(4, ge=1, le=256)

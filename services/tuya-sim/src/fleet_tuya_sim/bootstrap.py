@@ -14,6 +14,7 @@ from fleet_contracts import topics
 from fleet_shared.provisioning import provision
 from fleet_shared.pulsar import ProducerOptions, PulsarBroker
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.clients import close_all, pulsar_broker
 from fleet_tuya_sim.adapters.sinks import MemorySink, PulsarSink
 from fleet_tuya_sim.domain.app_users import LinkedApp
 from fleet_tuya_sim.domain.fleet import FleetSpec, OtaSettings
@@ -52,11 +53,7 @@ class TuyaSim:
 
     async def stop(self) -> None:
         """Stop the scenario, wait for published messages to be confirmed, flush and close the producer."""
-        try:
-            await self.simulator.stop()
-        finally:
-            if self.broker is not None:
-                await self.broker.stop()
+        await close_all(self.simulator.stop, self.broker.stop if self.broker else None)
 
     async def fleet_ready(self) -> bool:
         return self.simulator.has_fleet
@@ -88,7 +85,7 @@ def make_broker(settings: SimSettings) -> PulsarBroker | None:
         max_pending_messages=max(1000, settings.max_in_flight * 2),
     )
     # every message's publish line only when debugging: thousands a second otherwise
-    return PulsarBroker(settings.pulsar_url, producer_options=options, log_level=logging.DEBUG)
+    return pulsar_broker(settings, producer_options=options, log_level=logging.DEBUG)
 
 
 def developer_uid(access_id: str) -> str:

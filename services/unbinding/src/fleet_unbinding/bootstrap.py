@@ -3,9 +3,9 @@ place that knows every class.
 
 Loops (started with the service, stopped before its clients close):
 - relay: publishes what batch and device writes left in their outboxes, inserts result records;
-- resume: refunds crashed refusals, drops spent units from the quota counters' lists, and runs every
-  unfinished batch not already running in this process
-  (after a crash, a restart, or devices left for later because Tuya was unreachable);
+- resume: refunds crashed refusals, gives back the unused units of idle quota blocks, settles blocks no live
+  process settles (by count, after their `until`), and runs every unfinished batch not already running in
+  this process (after a crash, a restart, or devices left for later because Tuya was unreachable);
 - QR: polls the pairing token of every open QR batch for devices that failed to pair "already bound".
 A batch accepted (or approved) over HTTP starts running at once in this process; any replica may resume
 it: every step is a conditional write, so two runners never do anything twice.
@@ -26,6 +26,7 @@ from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
+from fleet_shared.service.clients import close_all, pulsar_broker
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
@@ -38,7 +39,7 @@ from fleet_unbinding.adapters.mongo import (
     MongoUnbindStore,
 )
 from fleet_unbinding.adapters.outbox import EventPublisher, OutboxRelay
-from fleet_unbinding.adapters.tuya import TuyaDevices, TuyaPairingTokens
+from fleet_unbinding.adapters.tuya import Pacer, TuyaDevices, TuyaPairingTokens
 from fleet_unbinding.domain.quota import QuotaDay, QuotaScope
 from fleet_unbinding.ports import Devices, PairingTokens
 from fleet_unbinding.service_layer import handlers
@@ -49,13 +50,12 @@ SERVICE = "unbinding"
 log = logging.getLogger(__name__)
 
 # the shared client's path templates (fleet_shared.tuya.openapi)
-REMOVAL_APIS = (
-    "DELETE /v2.0/cloud/thing/{device_id}",
-    "POST /v2.0/cloud/thing/{device_id}/reset",
-    "DELETE /v1.0/devices/{device_id}",
-    "PUT /v1.0/devices/{device_id}/reset-factory",
-)
 LOOKUP_API = "GET /v1.0/devices/{device_id}"
+PAIRING_APIS = ("POST /v1.0/device/paring/token", "GET /v1.0/device/paring/tokens/{token}")
+
+
+# the client's default for APIs without a known limit (fleet_shared.tuya.openapi.DEFAULT_RATE_LIMIT)
+PAIRING_RATE_LIMIT = RateLimit(rate=10.0, burst=10.0)
 
 
 def _utcnow() -> datetime:
@@ -107,12 +107,8 @@ class Unbinding:
         try:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.relay.relay_once(), 5.0)
-            await self.broker.stop()
         finally:
-            if self.openapi is not None:
-                await self.openapi.aclose()
-            await self.kit.aclose()
-            self.mongo_client.close()
+            await close_all(self.broker.stop, self.openapi, self.kit, self.mongo_client.close)
 
     # --- batches ---------------------------------------------------------------------------------------
 
@@ -138,7 +134,8 @@ class Unbinding:
     async def resume(self) -> int:
         for u in await self.unbinds.refunds_due(1000):
             await handlers.advance(self.ports, u)
-        await handlers.spend_units(self.ports)
+        await self.ports.quota.close_idle()
+        await handlers.settle_abandoned_blocks(self.ports)
         running = await self.batches.running(1000)
         for batch_id in running:
             self.run_soon(batch_id)
@@ -165,15 +162,21 @@ class Unbinding:
 
 
 def openapi_client(settings: UnbindingSettings) -> TuyaOpenApiClient:
-    removal = RateLimit(settings.unbinding_tuya_removal_rate_per_s, burst=1.0)
+    """The client paces lookups and pairing calls; removals are paced by `removal_pacer` (one schedule for
+    every removal API), so the client leaves them alone (no default limit: each API used is listed)."""
     lookup = RateLimit(settings.unbinding_tuya_lookup_rate_per_s, burst=1.0)
     return TuyaOpenApiClient(
         settings.tuya_access_id,
         settings.tuya_access_secret,
         region_code=settings.region.lower(),
         base_url=settings.tuya_openapi_url,
-        rate_limits={**dict.fromkeys(REMOVAL_APIS, removal), LOOKUP_API: lookup},
+        rate_limits={LOOKUP_API: lookup, **dict.fromkeys(PAIRING_APIS, PAIRING_RATE_LIMIT)},
+        default_rate_limit=None,
     )
+
+
+def removal_pacer(settings: UnbindingSettings) -> Pacer:
+    return Pacer(settings.unbinding_tuya_removal_rate_per_s, settings.unbinding_tuya_removal_burst)
 
 
 def bootstrap(
@@ -185,7 +188,7 @@ def bootstrap(
     clock: Callable[[], datetime] = _utcnow,
 ) -> Unbinding:
     settings = settings or UnbindingSettings()
-    broker = PulsarBroker(settings.pulsar_url, log_level=logging.DEBUG)
+    broker = pulsar_broker(settings, log_level=logging.DEBUG)
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
     db = client[settings.unbinding_database]
     batches, unbinds = MongoBatchStore(db), MongoUnbindStore(db)
@@ -197,7 +200,7 @@ def bootstrap(
     own_client: TuyaOpenApiClient | None = None
     if devices is None or tokens is None:
         own_client = openapi_client(settings)
-        devices = devices or TuyaDevices(own_client)
+        devices = devices or TuyaDevices(own_client, removals=removal_pacer(settings))
         tokens = tokens or TuyaPairingTokens(own_client, clock)
     ttl = settings.unbinding_cache_ttl_s
     ports = handlers.Ports(
@@ -219,6 +222,7 @@ def bootstrap(
         max_calls=settings.unbinding_max_calls_per_device,
         call_lease=timedelta(seconds=settings.unbinding_call_lease_s),
         already_bound_codes=settings.already_bound_codes(),
+        quota_block_size=settings.unbinding_quota_block_size,
     )
     relay = OutboxRelay(batches, unbinds, publisher or OutboxPublisher(broker))
     return Unbinding(

@@ -17,7 +17,7 @@ from pydantic import SecretStr
 from fleet_contracts.outbox import OutboxEntry
 from fleet_unbinding.domain.authorization import AuthorizationRecord, ProductAuthorization
 from fleet_unbinding.domain.batch import Batch, Tally
-from fleet_unbinding.domain.quota import CounterKey, LimitOverride, QuotaScope, Reservation
+from fleet_unbinding.domain.quota import CounterKey, LimitOverride, OpenBlock, QuotaScope
 from fleet_unbinding.domain.unbind import DeviceFacts, DeviceUnbind
 
 
@@ -81,15 +81,24 @@ class QuotaLimits(Protocol):
 
 
 class QuotaCounters(Protocol):
-    async def reserve(self, keys: Sequence[tuple[CounterKey, int]], unit: str) -> Reservation:
-        """Take `unit` in every counter (key, limit) in order, each one atomic and conditional on
-        `used < limit`; when one refuses, give back the units taken before it. Idempotent per unit."""
+    """Daily counters (see `domain.quota`): blocks of units, each reserved and settled with one atomic
+    conditional update of its counter; refunds marked per unit."""
+
+    async def reserve_block(
+        self, key: CounterKey, limit: int, want: int, block_id: str, until: datetime
+    ) -> int:
+        """Reserve up to `want` units (as many as `limit` leaves) as block `block_id`, listed with its size
+        and `until`; returns the units reserved (0: the counter is full)."""
+
+    async def settle(self, key: CounterKey, block_id: str, n: int, consumed: int) -> None:
+        """Close the block: give back its `n - consumed` units and unlist it (only while it is listed:
+        settling twice changes nothing)."""
 
     async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
-        """Give back `unit` in each counter where it is held (idempotent)."""
+        """Give back one unit in each counter, once per `unit` (idempotent)."""
 
-    async def spend(self, keys: Sequence[CounterKey], unit: str) -> None:
-        """Stop recognising `unit` in each counter, keeping it counted (its device is unbound)."""
+    async def open_blocks(self) -> list[OpenBlock]:
+        """Every block still listed (unsettled)."""
 
     async def used(self, key: CounterKey) -> int: ...
 
@@ -116,14 +125,17 @@ class UnbindStore(Protocol):
     async def save(self, unbind: DeviceUnbind, outbox: Sequence[OutboxEntry]) -> bool:
         """Write `unbind` (its `version` already bumped) if the stored version is `unbind.version - 1`."""
 
+    async def of_batch(self, batch_id: str) -> list[DeviceUnbind]:
+        """Every device of the batch, whatever its state."""
+
     async def open(self, batch_id: str) -> list[DeviceUnbind]:
         """Devices of the batch without a result yet."""
 
     async def refunds_due(self, limit: int) -> list[DeviceUnbind]:
         """Refused devices whose reserved units were not given back yet."""
 
-    async def spendable(self, finished_before: datetime, limit: int) -> list[DeviceUnbind]:
-        """Unbound devices, finished before that time, whose units are still listed in their counters."""
+    async def holding(self, key: CounterKey, block_id: str) -> int:
+        """How many devices took a unit of this block of counter `key` (their state names it)."""
 
     async def tally(self, batch_id: str) -> tuple[int, Tally]:
         """(devices still open, results so far) of a batch."""

@@ -29,15 +29,21 @@ class UnbindingSettings(SecuritySettings, ServiceSettings):
     unbinding_call_lease_s: float = Field(30.0, gt=0)
     # batches with more devices than this wait for a second administrator's approval
     unbinding_approval_threshold: int = Field(100, ge=0, le=1000)
-    # devices of one batch processed at once, and Tuya removal calls per device before giving up
+    # devices of list and wired batches in progress at once in this process (all batches together; a QR
+    # session's devices do not wait for them), and Tuya removal calls per device before giving up
     unbinding_device_concurrency: int = Field(8, ge=1, le=256)
     unbinding_max_calls_per_device: int = Field(3, ge=1, le=20)
     unbinding_outbox_relay_interval_s: float = Field(1.0, gt=0)
     # running batches left by a crash (or devices left for later: Tuya unreachable) are resumed this often
     unbinding_resume_interval_s: float = Field(5.0, gt=0)
-    # Tuya API pacing of this process (requests/s per API): removals and device lookups
+    # Tuya API pacing of this process (requests/s per API): removals (unbind and reset share one schedule;
+    # at most `burst` at once: rate + burst <= Tuya's per-second limit keeps every second under it) and
+    # device lookups
     unbinding_tuya_removal_rate_per_s: float = Field(10.0, gt=0)
+    unbinding_tuya_removal_burst: float = Field(1.5, ge=1, le=10)
     unbinding_tuya_lookup_rate_per_s: float = Field(20.0, gt=0)
+    # quota units reserved per counter write (the unused ones go back when the block closes)
+    unbinding_quota_block_size: int = Field(32, ge=1, le=1000)
     # authorization and limit lookups are cached this long per process (another replica's change applies
     # within it; this process's own changes at once)
     unbinding_cache_ttl_s: float = Field(5.0, ge=0, le=300)

@@ -1,7 +1,12 @@
 """OpenTelemetry for PulsarBroker: W3C trace context travels in Pulsar message properties.
 
-Every `PulsarBroker` has `PulsarTelemetryMiddleware` (with the global tracer provider) unless made with
-`telemetry=False` or given one of its own: `PulsarBroker(url, middlewares=[PulsarTelemetryMiddleware(...)])`.
+Every `PulsarBroker` traces with the global tracer provider (`DefaultTracing`) unless made with
+`telemetry=False` or given a middleware of its own:
+`PulsarBroker(url, middlewares=[PulsarTelemetryMiddleware(...)])`.
+When no exporter receives spans (`fleet_shared.tracing.provider.spans_exported`), the default makes none: it
+only carries the W3C context from a consumed message into the handler and on into what it publishes, and
+starts a trace id where a message brought none, so log lines still join up across services. FastStream's
+middleware costs tens of microseconds per message even when its spans record nothing.
 Publish and process spans follow OpenTelemetry's messaging conventions (`messaging.system = pulsar`, the
 topic, the message id, the key) and carry `fleet.device_id` / `fleet.batch_id` / `fleet.release_id` when the
 topic is keyed by one (`fleet_shared.tracing.attributes`).
@@ -9,6 +14,7 @@ topic is keyed by one (`fleet_shared.tracing.attributes`).
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -16,16 +22,19 @@ from faststream._internal.middlewares import BaseMiddleware
 from faststream.opentelemetry import TelemetrySettingsProvider
 from faststream.opentelemetry.consts import MESSAGING_DESTINATION_PUBLISH_NAME
 from faststream.opentelemetry.middleware import TelemetryMiddleware
+from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.semconv.trace import SpanAttributes
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from fleet_shared.tracing.attributes import key_attributes
+from fleet_shared.tracing.provider import spans_exported
 
 from .message import PulsarPublishCommand
 
 if TYPE_CHECKING:
     import pulsar
-    from faststream._internal.basic_types import AsyncFunc
+    from faststream._internal.basic_types import AsyncFunc, AsyncFuncAny
     from faststream._internal.context.repository import ContextRepo
     from faststream.message import StreamMessage
     from opentelemetry.metrics import Meter, MeterProvider
@@ -116,9 +125,59 @@ class PublishedMessageId(BaseMiddleware[PulsarPublishCommand]):
         return result
 
 
+_W3C = TraceContextTextMapPropagator()
+
+
+class TraceContextOnly(BaseMiddleware[PulsarPublishCommand]):
+    """No spans: the consumed message's trace context (or a new trace id) is current while its handler runs,
+    so its log lines carry the trace id and what it publishes carries the context on."""
+
+    def __init__(self, msg: Any | None, /, *, context: ContextRepo) -> None:
+        super().__init__(msg, context=context)
+
+    async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
+        carried = _W3C.extract(msg.headers)
+        if not trace.get_current_span(carried).get_span_context().is_valid:
+            carried = trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), carried)
+        token = otel_context.attach(carried)
+        try:
+            return await call_next(msg)
+        finally:
+            otel_context.detach(token)
+
+    async def publish_scope(self, call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
+        _W3C.inject(cmd.headers)  # nothing when no trace is current
+        return await call_next(cmd)
+
+
+def _new_trace() -> trace.SpanContext:
+    # ids as the SDK makes them (random, non-zero), not sampled: nothing records them
+    return trace.SpanContext(
+        trace_id=random.getrandbits(128) or 1,
+        span_id=random.getrandbits(64) or 1,
+        is_remote=False,
+        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+    )
+
+
+class DefaultTracing:
+    """The broker's default: `PulsarTelemetryMiddleware`'s spans while spans are exported, else
+    `TraceContextOnly`; asked per message, so a provider configured after the broker is built counts."""
+
+    __slots__ = ("spans",)
+
+    def __init__(self) -> None:
+        self.spans = PulsarTelemetryMiddleware(include_messages_counters=False)
+
+    def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> BaseMiddleware[PulsarPublishCommand]:
+        if spans_exported():
+            return self.spans(msg, context=context)
+        return TraceContextOnly(msg, context=context)
+
+
 def telemetry_middlewares(given: Sequence[Any]) -> tuple[Any, ...]:
     """The broker's default tracing, before `given` middlewares, unless `given` brings its own (then only the
     message id is added, inside it)."""
     if any(isinstance(m, TelemetryMiddleware) for m in given):
         return (*given, PublishedMessageId)
-    return (PulsarTelemetryMiddleware(include_messages_counters=False), PublishedMessageId, *given)
+    return (DefaultTracing(), PublishedMessageId, *given)

@@ -33,6 +33,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 from fastapi import APIRouter, FastAPI
+from fastapi.telemetry import TelemetryConfig
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from .http import ReadinessCheck, operations_router
@@ -40,6 +41,13 @@ from .problems import install_problem_handlers
 from .requests import RequestContextMiddleware
 
 log = logging.getLogger(__name__)
+
+# FastAPI's own OpenTelemetry layer (since 0.16x, on by itself once a tracer provider is set) stays off: its
+# server span records the raw `url.path` and `url.query` (a refresh token on tuya-sim, ids) and is a second
+# SERVER span beside the kit's, not around it: a sibling under the caller's span, or without `traceparent` a
+# trace of its own with nothing in it. Its log records may carry rejected input values. The kit's server span
+# (`requests.py`), Prometheus metrics and JSON logs cover the same ground.
+NO_FASTAPI_TELEMETRY: TelemetryConfig = {"tracing": False, "metrics": False, "logs": False}
 
 
 class Lifecycle(Protocol):
@@ -120,7 +128,11 @@ def build_app(
     """The FastAPI app of service `name`: `/healthz`, `/readyz`, `/metrics`, `/docs`, then `routers`."""
     life = ServiceLife(name, lifecycle, drain_timeout_s)
     app = FastAPI(
-        title=title or f"tuya-fleet {name}", description=description, version=version, lifespan=life.lifespan
+        title=title or f"tuya-fleet {name}",
+        description=description,
+        version=version,
+        lifespan=life.lifespan,
+        telemetry=NO_FASTAPI_TELEMETRY,
     )
     app.state.service_life = life
     install_problem_handlers(app)

@@ -1,6 +1,14 @@
 """Per request: an id (echoed as `X-Request-ID`, in every log line), a server span joined to the caller's
 trace (W3C `traceparent`), Prometheus counters by route, and the 500 problem for an unhandled error.
 
+The span and the counters name the route's template (`/v1/devices/{device_id}`, `http.route`), never the raw
+path: a path can carry a credential (Tuya's `/v1.0/token/{refresh_token}`, served by tuya-sim) or ids nobody
+asked to trace by. A path with every parameter redacted would be the template again, so `url.path` is not
+recorded at all; a path parameter named `device_id`, `batch_id` or `release_id` becomes the id attribute
+`fleet trace` searches (`fleet.device_id`, ...), and no other parameter is recorded. Everything the request
+runs (dependencies such as the API-key lookup, the handler, its database commands) runs inside this
+middleware's call with the server span current, so their spans are its children.
+
 A plain ASGI middleware, not Starlette's `BaseHTTPMiddleware`, so streamed responses pass through untouched.
 """
 
@@ -18,6 +26,8 @@ from dataclasses import dataclass
 from opentelemetry import propagate, trace
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fleet_shared.tracing.attributes import tag_span
 
 from .problems import unexpected_error
 
@@ -97,22 +107,20 @@ class RequestContextMiddleware:
 
         began = time.perf_counter()
         try:
-            with contextlib.nullcontext() if quiet else _server_span(scope, method, path) as span:
+            with contextlib.nullcontext() if quiet else _server_span(scope, method) as span:
                 try:
                     await self.app(scope, receive, send_with_id)
                 except Exception:
                     # the id also as a field: handlers that format later (after the context) keep it
-                    log.exception("unhandled error in %s %s", method, path, extra={"request_id": request_id})
+                    log.exception(
+                        "unhandled error in %s %s", method, _route_of(scope), extra={"request_id": request_id}
+                    )
                     if started:
                         raise
                     await unexpected_error(path, request_id)(scope, receive, send_with_id)
-                if span is not None:
-                    route = _route_of(scope)
-                    span.update_name(f"{method} {route}")
-                    span.set_attribute("http.route", route)
-                    span.set_attribute("http.response.status_code", status)
-                    if status >= 500:
-                        span.set_status(trace.StatusCode.ERROR)
+                finally:
+                    if span is not None:
+                        _name_by_route(span, scope, method, status)
         finally:
             route = _route_of(scope)
             self.metrics.requests.labels(self.service, method, route, str(status)).inc()
@@ -120,14 +128,38 @@ class RequestContextMiddleware:
             request_id_var.reset(token)
 
 
-def _server_span(scope: Scope, method: str, path: str) -> contextlib.AbstractContextManager[trace.Span]:
+def _server_span(scope: Scope, method: str) -> contextlib.AbstractContextManager[trace.Span]:
+    """The request's span, current while the app runs: named by the method alone until routing has found the
+    route's template (OpenTelemetry's HTTP conventions)."""
     carrier = {name.decode("latin-1"): value.decode("latin-1") for name, value in scope.get("headers", ())}
     return _tracer.start_as_current_span(
-        f"{method} {path}",
+        method,
         context=propagate.extract(carrier),
         kind=trace.SpanKind.SERVER,
-        attributes={"http.request.method": method, "url.path": path},
+        attributes={"http.request.method": method, "url.scheme": str(scope.get("scheme") or "http")},
     )
+
+
+def _name_by_route(span: trace.Span, scope: Scope, method: str, status: int) -> None:
+    template = getattr(scope.get("route"), "path", None)
+    if isinstance(template, str):  # an unmatched path keeps the method alone as the name
+        span.update_name(f"{method} {template}")
+        span.set_attribute("http.route", template)
+        # the ids `fleet trace` finds a request by, from the path parameters of those names only
+        params = scope.get("path_params") or {}
+        tag_span(
+            span,
+            device_id=_text(params.get("device_id")),
+            batch_id=_text(params.get("batch_id")),
+            release_id=_text(params.get("release_id")),
+        )
+    span.set_attribute("http.response.status_code", status)
+    if status >= 500:
+        span.set_status(trace.StatusCode.ERROR)
+
+
+def _text(value: object) -> str | None:
+    return str(value) if value is not None else None
 
 
 def _route_of(scope: Scope) -> str:

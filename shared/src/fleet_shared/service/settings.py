@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import AliasChoices, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -15,6 +15,16 @@ class ServiceSettings(BaseSettings):
     pulsar_url: str = "pulsar://127.0.0.1:6650"
     pulsar_admin_url: str = "http://127.0.0.1:8080"
     mongodb_uri: str = "mongodb://127.0.0.1:27017/"
+    # a broker with token authentication and TLS (pulsar+ssl://): the token (the admin API's `Authorization:
+    # Bearer` too; never logged) and the CA file that signed the broker's certificate. Read under these exact
+    # names, so a service with a prefix of its own (tuya-sim's FLEET_SIM_) reads the same variables.
+    pulsar_auth_token: SecretStr = Field(
+        SecretStr(""), validation_alias=AliasChoices("FLEET_PULSAR_AUTH_TOKEN", "pulsar_auth_token")
+    )
+    pulsar_tls_trust_certs_file: str | None = Field(
+        None,
+        validation_alias=AliasChoices("FLEET_PULSAR_TLS_TRUST_CERTS_FILE", "pulsar_tls_trust_certs_file"),
+    )
     # the service's own HTTP server: API, /healthz, /readyz, /metrics
     http_host: str = "0.0.0.0"  # noqa: S104 - containers must listen on their pod address
     http_port: int = 8000

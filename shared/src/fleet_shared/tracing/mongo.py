@@ -1,9 +1,11 @@
 """Database client spans from pymongo's command monitoring, per OpenTelemetry's database conventions.
 
 `fleet_shared.mongo.connect` registers `CommandTracer` on every client. A span is made only for a command run
-inside a trace (an HTTP request, a consumed message, a traced batch): the health checks' pings and background
-chores make none, so a busy service pays for database spans only where a trace asks for them. Motor runs
-pymongo in worker threads with the caller's context copied, so the listener sees the caller's span.
+inside a recorded span (an HTTP request, a consumed message, a traced batch, as sampled): the health checks'
+pings, background chores and the work of unsampled traces make none, so a busy service pays for database spans
+only where a trace asks for them (under a parent-based sampler a child of an unsampled span would not be
+recorded anyway). Motor runs pymongo in worker threads with the caller's context copied, so the listener sees
+the caller's span.
 
 Only names go into spans (operation, collection, database, server): never a filter or a document, which may
 hold what must not leave the service.
@@ -29,8 +31,8 @@ class CommandTracer(monitoring.CommandListener):
         self._lock = threading.Lock()
 
     def started(self, event: monitoring.CommandStartedEvent) -> None:
-        if not trace.get_current_span().get_span_context().is_valid:
-            return  # no trace to join: no span (see the module's docstring)
+        if not trace.get_current_span().is_recording():
+            return  # no recorded trace to join: no span (see the module's docstring)
         operation = event.command_name
         collection = event.command.get(operation)
         if not isinstance(collection, str):  # getMore names it apart; admin commands have none

@@ -46,9 +46,6 @@ from fleet_shared.tuya.models import (
     DeviceStatusBatchItem,
     DpStatus,
     FirmwareInfo,
-    PairingResult,
-    PairingToken,
-    PairingType,
     ThingDetails,
     TokenInfo,
     UpgradeProgress,
@@ -497,35 +494,6 @@ class TuyaOpenApiClient:
             "GET", "/v1.0/devices/{device_id}/logs", path_params={"device_id": device_id}, query=query
         )
         return _validate(DeviceLogPage, result, "logs")
-
-    async def create_pairing_token(
-        self,
-        *,
-        uid: str,
-        time_zone_id: str,
-        pairing_type: PairingType | str = PairingType.EZ,
-        home_id: str | None = None,
-        extension: Mapping[str, Any] | None = None,
-    ) -> PairingToken:
-        """`POST /v1.0/device/paring/token` (sic). Not idempotent: never retried blindly."""
-        body: dict[str, Any] = {
-            "paring_type": str(PairingType(pairing_type)),
-            "uid": uid,
-            "time_zone_id": time_zone_id,
-        }
-        if home_id:
-            body["home_id"] = home_id
-        if extension:
-            body["extension"] = dict(extension)
-        result = await self._call("POST", "/v1.0/device/paring/token", body=body)
-        token = _validate(PairingToken, result, "pairing token")
-        self.redactor.add(token.secret.get_secret_value())
-        return token
-
-    async def get_pairing_result(self, token: str) -> PairingResult:
-        """`GET /v1.0/device/paring/tokens/{token}` (other API versions' shapes are accepted too)."""
-        result = await self._call("GET", "/v1.0/device/paring/tokens/{token}", path_params={"token": token})
-        return _validate(PairingResult, result, "pairing result")
 
     async def remove_device(self, device_id: str, *, legacy: bool = False) -> bool:
         """Unbinds the device: `DELETE /v2.0/cloud/thing/{id}` (legacy: `DELETE /v1.0/devices/{id}`)."""

@@ -21,6 +21,15 @@ class RateLimit:
 
 
 class TokenBucket:
+    """A token bucket kept as the time its next token is due (GCRA): calls go out on a schedule `1/rate`
+    apart, and up to `burst - 1` of them may run ahead of it.
+
+    The next slot follows the previous slot, not the moment its caller woke up: a sleep that overruns (a
+    busy event loop) is made up by the next call's shorter wait, so a steady queue runs at `rate`, not below
+    it. Callers take their slot one at a time, after the one before went out: after a stall of the event
+    loop the queue does not leave as one burst (at most `burst` + 1 calls go out together).
+    """
+
     def __init__(
         self,
         limit: RateLimit,
@@ -31,27 +40,22 @@ class TokenBucket:
         self.limit = limit
         self._clock = clock
         self._sleep = sleep
-        self._tokens = limit.burst
-        self._updated = clock()
+        self._interval = 1.0 / limit.rate
+        self._ahead = (limit.burst - 1) * self._interval  # how far calls may run ahead of the schedule
+        self._next_due = clock()
         self._lock = asyncio.Lock()
 
-    def _refill(self) -> None:
-        now = self._clock()
-        self._tokens = min(self.limit.burst, self._tokens + (now - self._updated) * self.limit.rate)
-        self._updated = now
-
     async def acquire(self) -> float:
-        """Takes one token, waiting as needed; returns the seconds waited. FIFO through the lock."""
-        waited = 0.0
+        """Waits for the next slot; returns the seconds waited. FIFO through the lock."""
         async with self._lock:
-            while True:
-                self._refill()
-                if self._tokens >= 1:
-                    self._tokens -= 1
-                    return waited
-                delay = (1 - self._tokens) / self.limit.rate
-                waited += delay
-                await self._sleep(delay)
+            now = self._clock()
+            due = max(self._next_due, now)  # an idle bucket saves up no more than `burst`
+            self._next_due = due + self._interval
+            wait = due - self._ahead - now
+            if wait <= 0:
+                return 0.0
+            await self._sleep(wait)
+            return wait
 
 
 class RateLimiter:

@@ -5,11 +5,15 @@ Collections (one database per service):
 - `firmware` (_id firmware id), `rollouts` (_id `release:region`), `devices` (_id device id; queried by
   product and region), `locks` (_id device id: the one channel upgrading now), `progress` (_id
   `release:region:stage`: the counters).
-- `upgrades` (_id `release:device`): one document per device and release. Planning records the batch's
-  intent in its progress document, bulk-inserts the batch, counts it once (`planned.<batch>`); only counted
-  batches are dispatched. A batch a crash left uncounted is counted by the next planning. (Device events may
-  touch a document of a batch not yet counted: its delta is applied early and the counters are exact again
-  once the batch is counted.)
+- `plans` (_id `release:region:stage:round:seq`): a stage's planned device ids, a few hundred per document,
+  inserted with a counter-only outbox entry (`targeted` and `pending` + its size), so planning 100,000 devices
+  is a few hundred inserts and inserting a chunk again counts nothing twice. `claimed` (ids handed to
+  dispatchers, by conditional writes) only grows; a chunk claimed to its end is closed (`open` false) once
+  every claimed id has its document. Stopping sets `cancelled` and moves the unclaimed ids from `pending` to
+  `cancelled` in the same write (outbox).
+- `upgrades` (_id `release:device`, so unique per release and device): created pending when the device is
+  dispatched; ids a crash left claimed without a document are created by a later dispatcher after a grace
+  period (duplicates ignored, so nothing is created twice).
 
 Counters stay equal to a recount of the upgrade documents across crashes: a transition stores its counter
 delta in the document's outbox, in the same write as the state. The relay applies a delta with `$inc` and
@@ -25,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Mapping, Sequence
-from datetime import datetime, time
+from datetime import UTC, datetime, time
 from fractions import Fraction
 from typing import Any
 
@@ -46,11 +50,10 @@ from fleet_ota.domain.release import (
     Threshold,
 )
 from fleet_ota.domain.schedule import DispatchRate, Schedule, Window
-from fleet_ota.domain.targeting import DeviceRecord
-from fleet_ota.domain.upgrade import BUCKETS, DeviceUpgrade, bucket
-from fleet_ota.ports import CountedEntry
+from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
+from fleet_ota.domain.upgrade import BUCKETS, DeviceUpgrade, bucket, upgrade_id
+from fleet_ota.ports import Claim, CountedEntry
 from fleet_ota.service_layer.outbox import counter_id
-from fleet_shared import mongo
 
 Document = dict[str, Any]
 Collection = AsyncIOMotorCollection[Document]
@@ -333,53 +336,198 @@ async def bulk_update(
         )
 
 
-async def _insert_ignoring_duplicates(col: Collection, docs: Sequence[Document]) -> None:
+async def _insert_ignoring_duplicates(col: Collection, docs: Sequence[Document]) -> set[int]:
+    """Insert; returns the indexes of the documents that already existed (every other error raises)."""
     if not docs:
-        return
+        return set()
     try:
         await col.insert_many(docs, ordered=False)
     except BulkWriteError as e:
-        others = [w for w in e.details.get("writeErrors", []) if w.get("code") != _DUPLICATE_KEY]
-        if others:
+        errors = e.details.get("writeErrors", [])
+        if any(w.get("code") != _DUPLICATE_KEY for w in errors):
             raise
+        return {w["index"] for w in errors}
+    return set()
+
+
+# --- plans ----------------------------------------------------------------------------------------------
+
+_CLAIM_TRIES = 8
+
+
+class PlanStore:
+    """Chunks: `claimed` (ids handed to dispatchers) only grows, by conditional writes; `full` once it
+    reaches the end; `open` until every claimed id is known to have its upgrade document."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.col: Collection = db["plans"]
+        self.upgrades: Collection = db["upgrades"]
+
+    async def add(self, chunks: Sequence[PlanChunk]) -> None:
+        docs = [
+            {
+                "_id": c.chunk_id,
+                "release_id": c.release_id,
+                "region": c.region,
+                "stage": c.stage.value,
+                "batch": c.batch,
+                "seq": c.seq,
+                "devices": list(c.device_ids),
+                "size": len(c.device_ids),
+                "claimed": 0,
+                "claimed_at": None,
+                "full": False,
+                "cancelled": False,
+                "cancelled_from": None,
+                "open": True,
+                "outbox": [_count_entry(c.chunk_id, "planned", c, len(c.device_ids)).to_document()],
+                "relay": True,
+            }
+            for c in chunks
+        ]
+        # a few commands in flight: 100,000 ids are 200 documents
+        step = 50
+        await asyncio.gather(
+            *(_insert_ignoring_duplicates(self.col, docs[i : i + step]) for i in range(0, len(docs), step))
+        )
+
+    async def device_ids(self, release_id: str, region: str, *, besides: str) -> set[str]:
+        query = {"release_id": release_id, "region": region, "batch": {"$ne": besides}}
+        return {device_id async for d in self.col.find(query, {"devices": 1}) for device_id in d["devices"]}
+
+    async def count_in_stage(self, release_id: str, region: str, stage: ReleaseStage, *, besides: str) -> int:
+        query = {"release_id": release_id, "region": region, "stage": stage.value, "batch": {"$ne": besides}}
+        return sum([d["size"] async for d in self.col.find(query, {"size": 1})])
+
+    async def claim(
+        self, release_id: str, region: str, limit: int, *, now: datetime, repair_before: datetime
+    ) -> Claim | None:
+        claimable = {
+            "release_id": release_id,
+            "region": region,
+            "open": True,
+            "full": False,
+            "cancelled": False,
+        }
+        for _ in range(_CLAIM_TRIES):
+            d = await self.col.find_one(claimable, {"outbox": 0}, sort=[("_id", ASCENDING)])
+            if d is None:
+                break
+            start = d["claimed"]
+            upto = min(start + limit, d["size"])
+            taken = await self.col.update_one(
+                {"_id": d["_id"], "claimed": start, "cancelled": False},
+                {"$set": {"claimed": upto, "claimed_at": now, "full": upto == d["size"]}},
+            )
+            if taken.matched_count == 1:
+                stage = ReleaseStage(d["stage"])
+                return Claim(d["_id"], release_id, region, stage, tuple(d["devices"][start:upto]), upto)
+        return await self._close(release_id, region, repair_before)
+
+    async def _close(self, release_id: str, region: str, repair_before: datetime) -> Claim | None:
+        """Close the chunks claimed to their end whose ids all have documents; hand out again the ids of a
+        stale claim that never got theirs."""
+        query = {
+            "release_id": release_id,
+            "region": region,
+            "open": True,
+            "$or": [{"full": True}, {"cancelled": True}],
+        }
+        for d in [d async for d in self.col.find(query, {"outbox": 0})]:
+            ids = d["devices"][: d["claimed"]]
+            cursor = self.upgrades.find(
+                {"_id": {"$in": [upgrade_id(release_id, i) for i in ids]}}, {"device_id": 1}
+            )
+            have = {u["device_id"] async for u in cursor}
+            missing = tuple(i for i in ids if i not in have)
+            if not missing:
+                await self.col.update_one(
+                    {"_id": d["_id"], "claimed": d["claimed"]}, {"$set": {"open": False}}
+                )
+            elif d["claimed_at"] is not None and _aware(d["claimed_at"]) <= repair_before:
+                stage = ReleaseStage(d["stage"])
+                return Claim(d["_id"], release_id, region, stage, missing, d["claimed"], closing=True)
+        return None
+
+    async def fill(self, claim: Claim) -> bool:
+        if claim.closing:
+            # no projection: the local FerretDB refuses one on findAndModify (a closing write is rare)
+            d = await self.col.find_one_and_update(
+                {"_id": claim.chunk_id, "claimed": claim.claimed}, {"$set": {"open": False}}
+            )
+            if d is not None:
+                return bool(d["cancelled"])
+        now = await self.col.find_one({"_id": claim.chunk_id}, {"cancelled": 1})
+        return now is not None and bool(now["cancelled"])
+
+    async def cancel(self, release_id: str, region: str) -> int:
+        query = {"release_id": release_id, "region": region, "cancelled": False}
+        fields = {"devices": 0, "outbox": 0}
+        cancelled = 0
+        for d in [d async for d in self.col.find(query, fields)]:
+            for _ in range(_CLAIM_TRIES):
+                left = d["size"] - d["claimed"]
+                update: Document = {"$set": {"cancelled": True, "cancelled_from": d["claimed"]}}
+                if left:
+                    entry = _count_entry(d["_id"], "cancelled", d, left, cancelled=True)
+                    update["$push"] = {"outbox": entry.to_document()}
+                    update["$set"]["relay"] = True
+                done = await self.col.update_one(
+                    {"_id": d["_id"], "claimed": d["claimed"], "cancelled": False}, update
+                )
+                if done.matched_count == 1:
+                    cancelled += left
+                    break
+                reread = await self.col.find_one({"_id": d["_id"]}, fields)
+                if reread is None or reread["cancelled"]:
+                    break
+                d = reread
+        return cancelled
+
+    async def has_open(self, release_id: str, region: str) -> bool:
+        query = {"release_id": release_id, "region": region, "open": True}
+        return await self.col.find_one(query, {"_id": 1}) is not None
+
+
+def _aware(at: datetime) -> datetime:
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+
+
+def _count_entry(
+    chunk_id: str, what: str, chunk: PlanChunk | Mapping[str, Any], n: int, *, cancelled: bool = False
+) -> CountedEntry:
+    """A chunk's counter-only outbox entry (applied once by the relay, like a device transition's delta)."""
+    if isinstance(chunk, PlanChunk):
+        release_id, region, stage = chunk.release_id, chunk.region, chunk.stage
+    else:
+        release_id, region, stage = chunk["release_id"], chunk["region"], ReleaseStage(chunk["stage"])
+    delta = {"pending": -n, "cancelled": n} if cancelled else {"targeted": n, "pending": n}
+    return CountedEntry.counter_only(f"ota:{chunk_id}:{what}", counter_id(release_id, region, stage), delta)
 
 
 class UpgradeStore:
-    def __init__(self, db: AsyncIOMotorDatabase[Document], *, chunk: int = 5000) -> None:
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
         self.col: Collection = db["upgrades"]
-        self.chunk = chunk
+        self.plans: Collection = db["plans"]
 
-    async def insert_planned(self, upgrades: Sequence[DeviceUpgrade], batch: str) -> None:
-        for i in range(0, len(upgrades), self.chunk):
-            docs = [
-                {
-                    "_id": u.upgrade_id,
-                    "release_id": u.release_id,
-                    "region": u.region,
-                    "stage": u.stage.value,
-                    "device_id": u.device_id,
-                    "product_id": u.product_id,
-                    "channel": u.channel,
-                    "target_version": u.target_version,
-                    "batch": batch,
-                    "outbox": [],
-                    **_upgrade_fields(u),
-                }
-                for u in upgrades[i : i + self.chunk]
-            ]
-            await _insert_ignoring_duplicates(self.col, docs)
-
-    async def batch_size(self, release_id: str, batch: str) -> int:
-        return await self.col.count_documents({"release_id": release_id, "batch": batch})
-
-    async def device_ids(self, release_id: str, region: str) -> set[str]:
-        cursor = self.col.find({"release_id": release_id, "region": region}, {"device_id": 1, "_id": 0})
-        return {d["device_id"] async for d in cursor}
-
-    async def count_in_stage(self, release_id: str, region: str, stage: ReleaseStage) -> int:
-        return await self.col.count_documents(
-            {"release_id": release_id, "region": region, "stage": stage.value}
-        )
+    async def create(self, upgrades: Sequence[DeviceUpgrade]) -> list[DeviceUpgrade]:
+        docs = [
+            {
+                "_id": u.upgrade_id,
+                "release_id": u.release_id,
+                "region": u.region,
+                "stage": u.stage.value,
+                "device_id": u.device_id,
+                "product_id": u.product_id,
+                "channel": u.channel,
+                "target_version": u.target_version,
+                "outbox": [],
+                **_upgrade_fields(u),
+            }
+            for u in upgrades
+        ]
+        existed = await _insert_ignoring_duplicates(self.col, docs)
+        return [u for i, u in enumerate(upgrades) if i not in existed]
 
     async def get(self, upgrade_id: str) -> DeviceUpgrade | None:
         d = await self.col.find_one({"_id": upgrade_id})
@@ -397,9 +545,9 @@ class UpgradeStore:
         )
 
     async def ready_to_command(
-        self, release_id: str, region: str, batches: Sequence[str], now: datetime, limit: int
+        self, release_id: str, region: str, now: datetime, limit: int
     ) -> list[DeviceUpgrade]:
-        base = {"release_id": release_id, "region": region, "batch": {"$in": list(batches)}}
+        base = {"release_id": release_id, "region": region}
         pending = self.col.find({**base, "state": S.PENDING.value}).limit(limit)
         found = [_upgrade(d) async for d in pending]
         if len(found) < limit:
@@ -436,11 +584,22 @@ class UpgradeStore:
         return [_upgrade(d) async for d in cursor]
 
     async def recount(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]:
-        """A recount from the documents themselves (tests and audits: it scans the release)."""
+        """A recount from the documents themselves (tests and audits: it scans the release): each upgrade
+        document in its state's bucket, and each planned id without one as pending (cancelled once its chunk
+        was stopped before the id was claimed)."""
         totals: dict[tuple[str, ReleaseStage], dict[str, int]] = {}
-        async for d in self.col.find({"release_id": release_id}, {"region": 1, "stage": 1, "state": 1}):
+        created: set[str] = set()
+        fields = {"region": 1, "stage": 1, "state": 1, "device_id": 1}
+        async for d in self.col.find({"release_id": release_id}, fields):
             c = totals.setdefault((d["region"], ReleaseStage(d["stage"])), dict.fromkeys(BUCKETS, 0))
             c[bucket(S(d["state"]))] += 1
+            created.add(d["device_id"])
+        async for d in self.plans.find({"release_id": release_id}, {"outbox": 0}):
+            c = totals.setdefault((d["region"], ReleaseStage(d["stage"])), dict.fromkeys(BUCKETS, 0))
+            cut = d["cancelled_from"] if d["cancelled"] else d["size"]
+            for i, device_id in enumerate(d["devices"]):
+                if device_id not in created:
+                    c["pending" if i < cut else "cancelled"] += 1
         return {k: StageCounts(targeted=sum(v.values()), **v) for k, v in totals.items()}
 
 
@@ -456,40 +615,18 @@ class ProgressStore:
     def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
         self.col: Collection = db["progress"]
 
-    async def intend_batch(self, release_id: str, region: str, stage: ReleaseStage, batch: str) -> None:
-        await mongo.find_one_and_upsert(
-            self.col,
-            {"_id": counter_id(release_id, region, stage)},
-            {
-                "$addToSet": {"intents": batch},
-                "$set": {"release_id": release_id, "region": region, "stage": stage.value},
-            },
-        )
-
-    async def batches(self, release_id: str, region: str) -> tuple[set[str], list[tuple[ReleaseStage, str]]]:
-        """The region's counted batches, and those intended but not counted (stage, batch)."""
-        counted: set[str] = set()
-        uncounted: list[tuple[ReleaseStage, str]] = []
-        fields = {"planned": 1, "intents": 1, "region": 1, "stage": 1}
-        async for d in self.col.find({"release_id": release_id}, fields):
-            if d["region"] != region:
-                continue
-            planned = set((d.get("planned") or {}).keys())
-            counted |= planned
-            uncounted += [(ReleaseStage(d["stage"]), b) for b in d.get("intents") or [] if b not in planned]
-        return counted, uncounted
-
-    async def add_batch(
-        self, release_id: str, region: str, stage: ReleaseStage, batch: str, count: int
-    ) -> None:
-        key = "planned." + batch  # batch ids carry no dots or dollars (`plan_stage`)
-        cid = counter_id(release_id, region, stage)
-        with contextlib.suppress(DuplicateKeyError):  # the document exists and already counts this batch
+    async def open(self, release_id: str, region: str, stage: ReleaseStage) -> None:
+        zeros = dict.fromkeys(("targeted", *BUCKETS), 0)
+        with contextlib.suppress(DuplicateKeyError):  # a concurrent planner created it
             await self.col.update_one(
-                {"_id": cid, key: {"$exists": False}},
+                {"_id": counter_id(release_id, region, stage)},
                 {
-                    "$inc": {"counts.targeted": count, "counts.pending": count},
-                    "$set": {key: count, "release_id": release_id, "region": region, "stage": stage.value},
+                    "$setOnInsert": {
+                        "release_id": release_id,
+                        "region": region,
+                        "stage": stage.value,
+                        "counts": zeros,
+                    }
                 },
                 upsert=True,
             )
@@ -515,9 +652,7 @@ class ProgressStore:
         return StageCounts() if d is None else _counts(d)
 
     async def of_release(self, release_id: str) -> dict[tuple[str, ReleaseStage], StageCounts]:
-        cursor = self.col.find(
-            {"release_id": release_id}, {"applying": 0, "applied_at": 0, "planned": 0, "intents": 0}
-        )
+        cursor = self.col.find({"release_id": release_id}, {"applying": 0, "applied_at": 0})
         return {(d["region"], ReleaseStage(d["stage"])): _counts(d) async for d in cursor}
 
     async def applied(self, limit: int) -> list[tuple[str, list[Document]]]:
@@ -542,7 +677,7 @@ class DeviceStore:
     async def candidates(self, product_id: str, region: str, channel: int, below: str) -> list[DeviceRecord]:
         # version sort keys let the index range-scan the lower versions instead of every device of the product
         query = {"product_id": product_id, "region": region, f"vkeys.{channel}": {"$lt": sort_key(below)}}
-        cursor = self.col.find(query)
+        cursor = self.col.find(query, {"vkeys": 0})
         return [
             DeviceRecord(
                 d["_id"],
@@ -599,15 +734,41 @@ class LockStore:
         await self.col.delete_one({"_id": device_id, "upgrade_id": upgrade_id})
 
 
+class PacingStore:
+    """`pacing` (_id `release:region`): when the region's next command is due, shared by every replica."""
+
+    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
+        self.col: Collection = db["pacing"]
+
+    async def next_at(self, release_id: str, region: str) -> float | None:
+        d = await self.col.find_one({"_id": rollout_id(release_id, region)})
+        return None if d is None else float(d["next_at"])
+
+    async def move(self, release_id: str, region: str, expected: float | None, to: float) -> bool:
+        _id = rollout_id(release_id, region)
+        if expected is None:
+            try:
+                await self.col.insert_one({"_id": _id, "next_at": to})
+            except DuplicateKeyError:
+                return False
+            return True
+        moved = await self.col.update_one({"_id": _id, "next_at": expected}, {"$set": {"next_at": to}})
+        return moved.matched_count == 1
+
+    async def give_back(self, release_id: str, region: str, seconds: float) -> None:
+        await self.col.update_one({"_id": rollout_id(release_id, region)}, {"$inc": {"next_at": -seconds}})
+
+
 async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
     """Every query above is answered from one of these."""
     await db["upgrades"].create_index(
         [("release_id", ASCENDING), ("region", ASCENDING), ("state", ASCENDING)]
     )
-    await db["upgrades"].create_index([("release_id", ASCENDING), ("batch", ASCENDING)])
-    await db["upgrades"].create_index(
-        [("release_id", ASCENDING), ("region", ASCENDING), ("stage", ASCENDING)]
+    await db["plans"].create_index(
+        [("release_id", ASCENDING), ("region", ASCENDING), ("open", ASCENDING), ("full", ASCENDING)]
     )
+    await db["plans"].create_index([("release_id", ASCENDING), ("region", ASCENDING), ("stage", ASCENDING)])
+    await db["plans"].create_index([("relay", ASCENDING)], sparse=True)
     await db["upgrades"].create_index([("device_id", ASCENDING), ("state", ASCENDING)])
     await db["upgrades"].create_index([("state", ASCENDING), ("deadline", ASCENDING)])
     await db["upgrades"].create_index([("state", ASCENDING), ("commanded_at", ASCENDING)])

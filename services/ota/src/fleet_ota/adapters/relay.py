@@ -62,17 +62,22 @@ class OutboxRelay:
     async def _relay(self, col: Collection, _id: Any, entries: list[CountedEntry]) -> None:
         if entries:
             await self.progress.apply(entries, self.clock())
-            await self.publisher.publish([e.event for e in entries])
+            events = [e.event for e in entries if e.event is not None]  # planning's counts have none
+            if events:
+                await self.publisher.publish(events)
             await col.update_one({"_id": _id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
         await col.update_one({"_id": _id, "outbox.0": {"$exists": False}}, {"$unset": {"relay": ""}})
 
-    async def sweep(self, upgrades: Collection, limit: int = 100) -> int:
-        """Forget remembered ids whose entries are gone and that are older than the grace period."""
+    async def sweep(self, counted: Sequence[Collection], limit: int = 100) -> int:
+        """Forget remembered ids whose entries are gone and that are older than the grace period (`counted`:
+        the collections whose outboxes carry counter deltas)."""
         cutoff = self.clock() - timedelta(seconds=self.grace_s)
         forgotten = 0
         for cid, applied in await self.progress.applied(limit):
             old = [a for a in applied if _aware(a["at"]) < cutoff]
-            pending = await _still_in_outbox(upgrades, [a["id"] for a in old])
+            pending: set[str] = set()
+            for col in counted:
+                pending |= await _still_in_outbox(col, [a["id"] for a in old])
             gone = [a for a in old if a["id"] not in pending]
             if gone:
                 await self.progress.forget(cid, gone)
@@ -84,12 +89,12 @@ def _aware(at: datetime) -> datetime:
     return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
-async def _still_in_outbox(upgrades: Collection, entry_ids: list[str]) -> set[str]:
-    """Which of these entries are still in their upgrade's outbox (one query for all of them)."""
+async def _still_in_outbox(col: Collection, entry_ids: list[str]) -> set[str]:
+    """Which of these entries are still in their document's outbox (one query for all of them)."""
     if not entry_ids:
         return set()
-    # entry ids are `ota:<upgrade id>:<document version>`
-    upgrade_ids = list({e.removeprefix("ota:").rsplit(":", 1)[0] for e in entry_ids})
+    # entry ids are `ota:<document id>:<version or what>` (an upgrade, or a plan chunk)
+    doc_ids = list({e.removeprefix("ota:").rsplit(":", 1)[0] for e in entry_ids})
     wanted = set(entry_ids)
-    cursor = upgrades.find({"_id": {"$in": upgrade_ids}, "outbox.0": {"$exists": True}}, {"outbox.id": 1})
+    cursor = col.find({"_id": {"$in": doc_ids}, "outbox.0": {"$exists": True}}, {"outbox.id": 1})
     return {e["id"] async for d in cursor for e in d.get("outbox") or [] if e.get("id") in wanted}

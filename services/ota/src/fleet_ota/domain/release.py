@@ -9,7 +9,9 @@ Rules:
   of settled devices (succeeded + failed), or manual when no threshold is set. Verification promotes only once
   every verification device has settled ("when the test devices successfully verify").
 - Halt is automatic when the failure rate reaches its threshold over at least the minimum sample, in that
-  region only; a halted region dispatches nothing until an operator resumes or stops it.
+  region only; a halted region dispatches nothing until an operator resumes or stops it. Failures are judged
+  over the region's stages together: a region failing 30% can pass a canary of 30 by chance (5 failures are
+  under 20%) and then fail a full stage whose own settled devices are still below the minimum sample.
 - A minimum sample of 0 still needs one settled device: a rate over nothing decides nothing.
 - The full stage completes when none of its devices is pending, in flight or waiting.
 - Status: scheduled -> running <-> paused; running/paused -> halted -> running (resume) ; any open -> stopped;
@@ -134,6 +136,9 @@ class ReleaseTarget:
     version: str
 
 
+_BUCKET_FIELDS = ("pending", "upgrading", "waiting", "succeeded", "failed", "cancelled")
+
+
 @dataclass(frozen=True, slots=True)
 class StageCounts:
     """One stage's progress counters (see `upgrade.BUCKETS`)."""
@@ -149,6 +154,9 @@ class StageCounts:
     @property
     def settled(self) -> int:
         return self.succeeded + self.failed
+
+    def __add__(self, other: StageCounts) -> StageCounts:
+        return StageCounts(*(getattr(self, f) + getattr(other, f) for f in ("targeted", *_BUCKET_FIELDS)))
 
     @property
     def open(self) -> int:
@@ -216,13 +224,15 @@ class Complete:
 Decision = Hold | Halt | Promote | Complete
 
 
-def decide(r: RegionRollout, counts: StageCounts) -> Decision:
-    """What the current stage's counters call for (the caller applies it)."""
+def decide(r: RegionRollout, counts: StageCounts, region: StageCounts | None = None) -> Decision:
+    """What the counters call for (the caller applies it): `counts` are the current stage's (promotion,
+    completion), `region` all the region's stages together (halting; the current stage's when omitted)."""
     if r.status not in (RolloutStatus.RUNNING, RolloutStatus.PAUSED) or r.stage is None:
         return Hold()
     plan = r.plan
-    if plan.halt_at is not None and plan.halt_at.reached(counts.failed, counts.settled):
-        return Halt(counts.failure_rate or 0.0, counts.settled)
+    judged = counts if region is None else region
+    if plan.halt_at is not None and plan.halt_at.reached(judged.failed, judged.settled):
+        return Halt(judged.failure_rate or 0.0, judged.settled)
     if r.status != RolloutStatus.RUNNING:
         return Hold()
     if r.stage == Stage.FULL:

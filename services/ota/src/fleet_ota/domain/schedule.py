@@ -7,10 +7,14 @@ Rules:
   belongs to the weekday it started on. No window: any time.
 - The dispatch rate is devices per minute; each gap is the mean gap scaled by 1 +/- jitter, from a uniform
   draw the caller passes (so the average rate stays the configured one and time stays a parameter).
+- The rate is the region's, whatever the number of replicas: they share one schedule (when the region's
+  next command is due), and `due` says how many commands a round may send from it; at most a round's worth
+  of unused time is kept, so a pause never turns into a burst.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
@@ -80,3 +84,27 @@ class DispatchRate:
         """Time until the next dispatch, `draw` uniform in [0, 1)."""
         mean = 60.0 / self.per_minute
         return timedelta(seconds=mean * (1 + self.jitter * (2 * draw - 1)))
+
+
+def due(
+    next_at: float | None,
+    now: float,
+    rate: DispatchRate,
+    draw: Callable[[], float],
+    *,
+    backlog_s: float,
+    most: int,
+) -> tuple[float, list[float]]:
+    """The commands due at `now` (seconds) on the region's shared schedule: `(start, gaps)`, a gap each.
+
+    `next_at` is when the region's next command is due (None: it never dispatched). The schedule then moves
+    to `start + sum(gaps)`; a gap not used by a command is given back (an empty round banks nothing).
+    """
+    start = now if next_at is None else max(next_at, now - backlog_s)
+    gaps: list[float] = []
+    at = start
+    while at <= now and len(gaps) < most:
+        gap = rate.gap(draw()).total_seconds()
+        gaps.append(gap)
+        at += gap
+    return start, gaps

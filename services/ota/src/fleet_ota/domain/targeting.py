@@ -10,14 +10,17 @@ Rules:
 - Full: devices activated after the full stage started join only when late joiners are configured.
 - A device is upgraded on one channel at a time: it may be commanded only while no other channel of it is in
   flight (`may_command`).
+- A stage's targets are planned as chunks of a few hundred device ids (`plan_chunks`); a device gets its own
+  upgrade only when it is dispatched, so planning 100,000 devices writes a few hundred documents.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from fleet_contracts.ota import ReleaseStage
 from fleet_ota.domain.firmware import CatalogError, Version, parse_version
@@ -43,10 +46,17 @@ def is_candidate(d: DeviceRecord, r: RegionRollout, target: Version) -> bool:
     current = d.versions.get(r.target.channel)
     if current is None:
         return False
+    parsed = _parsed(current)
+    return parsed is not None and parsed < target  # a version we cannot read is not known to be lower
+
+
+@lru_cache(maxsize=4096)
+def _parsed(version: str) -> Version | None:
+    """A fleet runs a handful of versions: planning 100,000 devices parses each once."""
     try:
-        return parse_version(current) < target
+        return parse_version(version)
     except CatalogError:
-        return False  # a version we cannot read is not known to be lower
+        return None
 
 
 def stage_targets(
@@ -88,3 +98,35 @@ def sample_key(release_id: str, device_id: str) -> bytes:
 def may_command(busy_channel: int | None, channel: int) -> bool:
     """One channel at a time: free, or already this channel's turn (a retry of the same upgrade)."""
     return busy_channel is None or busy_channel == channel
+
+
+CHUNK_SIZE = 500  # device ids per plan chunk: small documents, few of them
+
+
+@dataclass(frozen=True, slots=True)
+class PlanChunk:
+    """Device ids a stage planned, in the order they are dispatched. `batch` names one planning round of the
+    stage (the same round planned again yields the same chunks, so a repeat inserts nothing twice)."""
+
+    release_id: str
+    region: str
+    stage: Stage
+    batch: str
+    seq: int
+    device_ids: tuple[str, ...]
+
+    @property
+    def chunk_id(self) -> str:
+        return f"{self.release_id}:{self.batch}:{self.seq:05d}"
+
+
+def plan_chunks(
+    r: RegionRollout, batch: str, device_ids: Sequence[str], size: int = CHUNK_SIZE
+) -> list[PlanChunk]:
+    """The stage's chosen devices in chunks of `size` (the ids sorted, so a repeat yields the same chunks)."""
+    assert r.stage is not None
+    ordered = sorted(device_ids)
+    return [
+        PlanChunk(r.release_id, r.region, r.stage, batch, i // size, tuple(ordered[i : i + size]))
+        for i in range(0, len(ordered), size)
+    ]

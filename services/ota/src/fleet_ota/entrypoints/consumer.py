@@ -16,11 +16,11 @@ from fleet_contracts.device import (
     DeviceOnlineEvent,
     DeviceOtaProgressedEvent,
 )
-from fleet_contracts.ota import FirmwareEvent, ReleaseEvent
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
 from fleet_shared.pulsar import PulsarBroker, PulsarMessage
 from fleet_shared.pulsar.device_events import subscribe_device_events
+from fleet_shared.service.clients import declare_publishers
 
 
 def register(
@@ -31,14 +31,7 @@ def register(
     max_redeliveries: int,
     receiver_queue_size: int,
 ) -> None:
-    broker.publisher(
-        topics.OTA_FIRMWARE_EVENTS.name,
-        schema=FirmwareEvent,
-        description=topics.OTA_FIRMWARE_EVENTS.description,
-    )
-    broker.publisher(
-        topics.OTA_RELEASE_EVENTS.name, schema=ReleaseEvent, description=topics.OTA_RELEASE_EVENTS.description
-    )
+    declare_publishers(broker, topics.OTA_FIRMWARE_EVENTS, topics.OTA_RELEASE_EVENTS)
 
     async def on_device_event(event: DeviceEvent, _: PulsarMessage) -> None:
         match event:

@@ -1,8 +1,9 @@
 """The background loops that drive releases: started and stopped with the service.
 
-- dispatch: per running region, commands as many devices as its dispatch rate allows since the last round
-  (gaps drawn with the region's jitter; at most one round's backlog is kept, so a pause never turns into a
-  burst), never more than `burst` per round.
+- dispatch: per running region, commands as many devices as its dispatch rate allows since the last round,
+  on the region's schedule shared by every replica (`handlers.paced_dispatch`: gaps drawn with the region's
+  jitter; at most one tick's backlog is kept, so a pause never turns into a burst), never more than `burst`
+  per round.
 - drive: starts scheduled regions whose start time has come, applies each running region's decision (halt,
   promote, complete) and adds late joiners to full stages once a minute.
 - upkeep: our per-attempt timeouts, crash recovery of commanded attempts, verification of "done" devices.
@@ -19,40 +20,12 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 
 from fleet_ota.domain.release import RegionRollout
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class DispatchPacer:
-    """When each region may next command a device (monotonic seconds), from its rate and jitter."""
-
-    tick_s: float
-    burst: int
-    rng: random.Random = field(default_factory=random.Random)
-    next_at: dict[tuple[str, str], float] = field(default_factory=dict)
-
-    def due(self, r: RegionRollout, now: float) -> list[float]:
-        """The gaps of the commands due now (one per command)."""
-        start = max(self.next_at.get((r.release_id, r.region), now), now - self.tick_s)
-        gaps: list[float] = []
-        at = start
-        while at <= now and len(gaps) < self.burst:
-            gap = r.plan.dispatch.gap(self.rng.random()).total_seconds()
-            gaps.append(gap)
-            at += gap
-        self.next_at[(r.release_id, r.region)] = start
-        return gaps
-
-    def sent(self, r: RegionRollout, gaps: list[float], count: int) -> None:
-        """Only commands actually sent use up their gap: an empty round does not bank credit."""
-        key = (r.release_id, r.region)
-        self.next_at[key] = self.next_at[key] + sum(gaps[:count])
 
 
 class Loops:
@@ -77,7 +50,8 @@ class Loops:
         self.command_grace_s = command_grace_s
         self.poll_after_s = poll_after_s
         self.relay_idle_s = relay_idle_s
-        self.pacer = DispatchPacer(tick_s, burst)
+        self.burst = burst
+        self.rng = random.Random()
         self._late_joiners_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -121,13 +95,16 @@ class Loops:
                 await asyncio.sleep(0)
 
     async def dispatch_round(self) -> int:
-        sent_total = 0
-        for r in await self.p.rollouts.dispatching():
-            gaps = self.pacer.due(r, time.monotonic())
-            if gaps:
-                sent = await h.dispatch(r.release_id, r.region, len(gaps), self.p)
-                self.pacer.sent(r, gaps, sent)
-                sent_total += sent
+        async def one(r: RegionRollout) -> None:
+            try:
+                await h.paced_dispatch(
+                    r, self.p, draw=self.rng.random, backlog_s=self.tick_s, most=self.burst
+                )
+            except Exception as e:  # one region's failed round must not hold up the others
+                log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)
+
+        # regions at once: each is its own documents and schedule, and their round trips overlap
+        await asyncio.gather(*(one(r) for r in await self.p.rollouts.dispatching()))
         return 0  # paced by the clock, not by how much was sent
 
     async def drive_round(self) -> int:

@@ -21,16 +21,19 @@ from fleet_contracts.device import DeviceOtaProgressed, OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, FirmwareRegistered
 from fleet_ota.domain import firmware as catalog
 from fleet_ota.domain import release as rel
+from fleet_ota.domain import schedule
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import Firmware, FirmwareSpec
 from fleet_ota.domain.release import RegionPlan, RegionRollout, ReleaseError, ReleaseTarget, StageCounts
-from fleet_ota.domain.targeting import stage_targets
+from fleet_ota.domain.targeting import plan_chunks, stage_targets
 from fleet_ota.domain.upgrade import Change, DeviceUpgrade, UpgradePolicy
 from fleet_ota.ports import (
     ChannelLocks,
     Clock,
     DeviceDirectory,
+    DispatchPacing,
     FirmwareRepository,
+    PlanRepository,
     ProgressRepository,
     RolloutRepository,
     TuyaOta,
@@ -46,6 +49,8 @@ _T = TypeVar("_T")
 _R = TypeVar("_R")
 # devices handled at once by one round (each device is its own document: their writes never conflict)
 CONCURRENCY = 16
+# planned devices given their (pending) upgrade documents per claim, at least
+CLAIM_AHEAD = 20
 
 
 async def _each(items: Iterable[_T], action: Callable[[_T], Awaitable[_R]]) -> list[_R]:
@@ -76,13 +81,17 @@ class Ports:
     firmware: FirmwareRepository
     rollouts: RolloutRepository
     upgrades: UpgradeRepository
+    plans: PlanRepository
     progress: ProgressRepository
     devices: DeviceDirectory
     locks: ChannelLocks
+    pacing: DispatchPacing
     tuya: TuyaOta
     clock: Clock
     tenant: str
     policy: UpgradePolicy = field(default_factory=UpgradePolicy)
+    # planned ids claimed this long ago without an upgrade document were left by a crash: created again
+    claim_grace_s: float = 30.0
 
 
 # --- catalog --------------------------------------------------------------------------------------------
@@ -143,35 +152,27 @@ async def create_release(release_id: str, firmware_id: str, plans: Sequence[Regi
 
 
 async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
-    """Insert the current stage's targets as pending upgrades and count them, exactly once per batch.
+    """Plan the current stage's targets as chunks of device ids (counted by the chunks' own outbox entries).
 
-    The batch id is fixed by the stage and the round, so planning again after a crash inserts what is missing
-    (duplicates are ignored), counts the batch once, and only then makes it visible to dispatching.
+    A round is chosen again from scratch (only other rounds' devices are excluded), and its chunk ids are
+    fixed by the stage, the round and the sorted ids: planning again after a crash, or in two replicas at
+    once, makes the same chunks, so nothing is inserted or counted twice. No upgrade document is written
+    here: each device gets its own when it is dispatched (`dispatch`), so planning 100,000 devices is a few
+    hundred inserts.
+    (Known limit: if the directory changed between a crash mid-planning and the repeat, the repeat's chunks
+    can differ from those already inserted; a device can then be left out, or planned twice and counted once
+    too many.)
     """
     assert r.stage is not None
-    # a batch a crash left inserted but uncounted is counted first (its devices are excluded from new batches)
-    _, uncounted = await p.progress.batches(r.release_id, r.region)
-    for stage, left_batch in uncounted:
-        await _count_batch(r.release_id, r.region, stage, left_batch, p)
-    # batch ids are field names in the progress document: no dots, no dollar
+    # batch ids are part of chunk ids: no dots, no dollar
     batch = f"{r.region}:{r.stage.value}:{round_}".replace(".", "_").replace("$", "_")
     devices = await p.devices.candidates(r.target.product_id, r.region, r.target.channel, r.target.version)
-    already = await p.upgrades.device_ids(r.release_id, r.region)
-    in_stage = await p.upgrades.count_in_stage(r.release_id, r.region, r.stage)
+    already = await p.plans.device_ids(r.release_id, r.region, besides=batch)
+    in_stage = await p.plans.count_in_stage(r.release_id, r.region, r.stage, besides=batch)
     chosen = stage_targets(devices, r, exclude=already, in_stage=in_stage)
-    t = r.target
-    upgrades = [
-        DeviceUpgrade(r.release_id, r.region, r.stage, d, t.product_id, t.channel, t.version) for d in chosen
-    ]
-    await p.progress.intend_batch(r.release_id, r.region, r.stage, batch)
-    await p.upgrades.insert_planned(upgrades, batch)
-    return await _count_batch(r.release_id, r.region, r.stage, batch, p)
-
-
-async def _count_batch(release_id: str, region: str, stage: rel.Stage, batch: str, p: Ports) -> int:
-    count = await p.upgrades.batch_size(release_id, batch)
-    await p.progress.add_batch(release_id, region, stage, batch, count)
-    return count
+    await p.progress.open(r.release_id, r.region, r.stage)  # before any delta can reach it
+    await p.plans.add(plan_chunks(r, batch, chosen))
+    return len(chosen)
 
 
 async def _save_rollout(
@@ -256,6 +257,8 @@ async def stop_rollout(release_id: str, region: str, p: Ports) -> RegionRollout:
         return rel.finish(r, await region_counts(r, p), stopped=True)
 
     stopped = await _save_rollout(p, await _rollout(release_id, region, p), step)
+    # planned ids first: a dispatcher filling a claim after this sees the cancel and cancels what it created
+    await p.plans.cancel(release_id, region)
     while batch := await p.upgrades.cancellable(release_id, region, 500):
         after = [await apply_transition(p, u, lambda u: up.cancel(u, "release stopped")) for u in batch]
         if all(a == b for a, b in zip(after, batch, strict=True)):
@@ -271,24 +274,22 @@ async def for_each_region(
 
 
 async def region_counts(r: RegionRollout, p: Ports) -> StageCounts:
-    per_stage = await p.progress.of_release(r.release_id)
-    total = StageCounts()
-    for (region, _stage), c in per_stage.items():
-        if region == r.region:
-            total = StageCounts(*(a + b for a, b in zip(_values(total), _values(c), strict=True)))
-    return total
+    return _region_total(r, await p.progress.of_release(r.release_id))
 
 
-def _values(c: StageCounts) -> tuple[int, ...]:
-    return (c.targeted, c.pending, c.upgrading, c.waiting, c.succeeded, c.failed, c.cancelled)
+def _region_total(r: RegionRollout, per_stage: dict[tuple[str, rel.Stage], StageCounts]) -> StageCounts:
+    return sum((c for (region, _), c in per_stage.items() if region == r.region), StageCounts())
 
 
 async def evaluate_rollout(release_id: str, region: str, p: Ports) -> RegionRollout:
-    """Apply what the current stage's counters call for: halt, promote (planning the next stage), complete."""
+    """Apply what the counters call for: halt (judged over the region's stages together), promote (planning
+    the next stage), complete."""
     r = await _rollout(release_id, region, p)
     if r.stage is None:
         return r
-    decision = rel.decide(r, await p.progress.counts(release_id, region, r.stage))
+    per_stage = await p.progress.of_release(release_id)  # one read: the stage's and the region's counters
+    stage = per_stage.get((region, r.stage), StageCounts())
+    decision = rel.decide(r, stage, _region_total(r, per_stage))
     match decision:
         case rel.Halt():
             halted = decision
@@ -299,14 +300,18 @@ async def evaluate_rollout(release_id: str, region: str, p: Ports) -> RegionRoll
             return await _save_rollout(p, r, halt)
         case rel.Promote():
             return await promote_rollout(release_id, region, None, p, decision=decision)
-        case rel.Complete() if not await p.upgrades.has_open(release_id, region):
-            # the counters said nothing is open; the documents agree (a batch may be counted late)
+        case rel.Complete() if not await _has_open(release_id, region, p):
+            # the counters said nothing is open; the chunks and documents agree (a count may be relayed late)
 
             async def complete(cur: RegionRollout) -> rel.Transition:
                 return rel.finish(cur, await region_counts(cur, p), stopped=False)
 
             return await _save_rollout(p, r, complete)
     return r
+
+
+async def _has_open(release_id: str, region: str, p: Ports) -> bool:
+    return await p.plans.has_open(release_id, region) or await p.upgrades.has_open(release_id, region)
 
 
 # --- device upgrades ------------------------------------------------------------------------------------
@@ -366,8 +371,10 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
     r = await _rollout(release_id, region, p)
     if not r.dispatching or not r.plan.schedule.allows(p.clock()):
         return 0
-    counted, _ = await p.progress.batches(release_id, region)
-    ready = await p.upgrades.ready_to_command(release_id, region, sorted(counted), p.clock(), limit)
+    ready = await p.upgrades.ready_to_command(release_id, region, p.clock(), limit)
+    if len(ready) < limit:
+        # a claim takes a few ahead (or repairs a crash's leftovers): beyond the limit, they wait as pending
+        ready = (ready + await create_planned(r, limit - len(ready), p))[:limit]
     limited = False
 
     async def one(u: DeviceUpgrade) -> int:
@@ -382,6 +389,54 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
         return int(after.attempt > u.attempt)
 
     return sum(await _each(ready, one))
+
+
+async def paced_dispatch(
+    r: RegionRollout, p: Ports, *, draw: Callable[[], float], backlog_s: float, most: int
+) -> int:
+    """Dispatch what the region's rate allows now, on its schedule shared by every replica: one conditional
+    write reserves the round's commands, so two replicas together keep to the region's rate. Reserved commands
+    that were not sent (nothing ready, Tuya's rate limit, outside the window) are given back."""
+    now = p.clock().timestamp()
+    for _ in range(_RACE_TRIES):
+        at = await p.pacing.next_at(r.release_id, r.region)
+        start, gaps = schedule.due(at, now, r.plan.dispatch, draw, backlog_s=backlog_s, most=most)
+        if not gaps:
+            return 0
+        if await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
+            break
+    else:
+        return 0  # other replicas kept taking this round's commands
+    sent = await dispatch(r.release_id, r.region, len(gaps), p)
+    if sent < len(gaps):
+        await p.pacing.give_back(r.release_id, r.region, sum(gaps[sent:]))
+    return sent
+
+
+async def create_planned(r: RegionRollout, limit: int, p: Ports) -> list[DeviceUpgrade]:
+    """The next planned devices (at least `CLAIM_AHEAD`) get their upgrade documents (pending), claimed first
+    so that two dispatchers never take the same ids. Documents are unique per release and device, so ids a
+    crash left claimed without one are created by a later round (after `claim_grace_s`) and never twice.
+    Returns the upgrades this call created (the round dispatches up to its limit of them)."""
+    now = p.clock()
+    repair_before = now - timedelta(seconds=p.claim_grace_s)
+    # a few ahead: the next rounds find them pending (one claim every few rounds, not one per round)
+    ahead = max(limit, CLAIM_AHEAD)
+    claim = await p.plans.claim(r.release_id, r.region, ahead, now=now, repair_before=repair_before)
+    if claim is None:
+        return []
+    t = r.target
+    created = await p.upgrades.create(
+        [
+            DeviceUpgrade(r.release_id, r.region, claim.stage, d, t.product_id, t.channel, t.version)
+            for d in claim.device_ids
+        ]
+    )
+    if await p.plans.fill(claim):  # stopped meanwhile: what was created is cancelled like the rest
+        for u in created:
+            await apply_transition(p, u, lambda cur: up.cancel(cur, "release stopped"))
+        return []
+    return created
 
 
 async def _each_open(

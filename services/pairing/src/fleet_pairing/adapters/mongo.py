@@ -11,11 +11,11 @@ Every HTTP-facing query (by id, token, owner, home, state, day; newest first wit
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from fleet_contracts.outbox import OutboxEntry, entries_of
@@ -35,6 +35,7 @@ from fleet_pairing.domain.session import (
 from fleet_pairing.ports import IdempotencyConflict
 
 Document = dict[str, Any]
+_NO_OUTBOX = {"outbox": 0}  # reads of the state: the events waiting for the relay are the relay's
 Relay = Callable[[str, Sequence[OutboxEntry]], Awaitable[None]]
 
 
@@ -227,11 +228,11 @@ class SessionStore:
         return True
 
     async def get(self, session_id: str) -> PairingSession | None:
-        doc = await self.sessions.find_one({"_id": session_id})
+        doc = await self.sessions.find_one({"_id": session_id}, _NO_OUTBOX)
         return session_from_doc(doc) if doc else None
 
     async def by_token(self, token: str) -> PairingSession | None:
-        doc = await self.sessions.find_one({"token": token})
+        doc = await self.sessions.find_one({"token": token}, _NO_OUTBOX)
         return session_from_doc(doc) if doc else None
 
     async def by_idempotency_key(self, owner_uid: str, key: str) -> PairingSession | None:
@@ -254,14 +255,48 @@ class SessionStore:
         cursor = self.sessions.find({"pending_removals": True}).sort("_id", ASCENDING).limit(limit)
         return [session_from_doc(doc) async for doc in cursor]
 
+    async def newest_first(
+        self,
+        *,
+        owner_uid: str | None,
+        home_id: str | None,
+        state: SessionState | None,
+        day: date | None,
+        before: tuple[datetime, str] | None,
+        limit: int,
+    ) -> list[PairingSession]:
+        """Implements `SessionListing`; each filter has an index ending in (`issued_at`, `_id`) descending."""
+        filter_: Document = {}
+        if owner_uid is not None:
+            filter_["owner_uid"] = owner_uid
+        if home_id is not None:
+            filter_["home_id"] = home_id
+        if state is not None:
+            filter_["state"] = state.value
+        if day is not None:
+            filter_["day"] = day.isoformat()
+        if before is not None:
+            at, last_id = before
+            filter_["$or"] = [{"issued_at": {"$lt": at}}, {"issued_at": at, "_id": {"$lt": last_id}}]
+        found = self.sessions.find(filter_, _NO_OUTBOX).sort([("issued_at", DESCENDING), ("_id", DESCENDING)])
+        return [session_from_doc(doc) async for doc in found.limit(limit)]
+
     # --- outbox -------------------------------------------------------------------------------------
 
     async def clear_outbox(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
         """Remove exactly these relayed entries, whatever the document's version now is. `$pullAll` matches
         whole entries (FerretDB 1.x ignores `$pull` with a condition)."""
-        if entries:
-            pulled = [e.to_document() for e in entries]
-            await self.sessions.update_one({"_id": session_id}, {"$pullAll": {"outbox": pulled}})
+        await self.clear_outboxes([(session_id, entries)])
+
+    async def clear_outboxes(self, relayed: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
+        """`clear_outbox` for several sessions in one command (one single-document update each)."""
+        updates = [
+            UpdateOne({"_id": session_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
+            for session_id, entries in relayed
+            if entries
+        ]
+        if updates:
+            await self.sessions.bulk_write(updates, ordered=False)
 
     async def with_outbox(self, limit: int) -> list[tuple[str, list[OutboxEntry]]]:
         """Sessions whose outbox still holds events (a crash or broker outage between write and relay)."""
@@ -294,15 +329,15 @@ class DeviceOwnerStore:
         return doc.get("owner_uid")
 
     async def _record(self, device_id: str, fields: Document, at: datetime, *, wins_ties: bool) -> None:
+        # one write: an upsert conditional on being newer. A device not seen yet is inserted; a newer fact
+        # updates; an older one finds no match, and its insert collides with the existing `_id`
         newer = {"_id": device_id, "at": {"$lte" if wins_ties else "$lt": at}}
         update = {"$set": {**fields, "at": at}}
-        result = await self.owners.update_one(newer, update)
-        if result.matched_count:
-            return
         try:
-            await self.owners.insert_one({"_id": device_id, **fields, "at": at})
+            await self.owners.update_one(newer, update, upsert=True)
         except DuplicateKeyError:
-            # it exists and is at least as new (or a concurrent writer inserted it): try the newer-only update
+            # it exists and is at least as new, or a concurrent writer inserted it first: once more as a
+            # plain newer-only update (no insert), which applies only in the second case
             await self.owners.update_one(newer, update)
 
     async def record_bound(self, device_id: str, owner_uid: str, at: datetime) -> None:

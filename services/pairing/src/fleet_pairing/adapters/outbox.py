@@ -3,18 +3,28 @@
 Right after a write, `relay` publishes the document's whole outbox in order (leftovers of an earlier failed
 relay first, then the write's own events); whatever it could not publish (broker down, crash) stays in the
 document for the next write or `sweep`, with the same ids (consumers de-duplicate on them).
+
+Clearing is grouped: one clearing write at a time, and the entries relayed while it runs are cleared
+together by the next one (one `update` command of up to `clear_batch` statements). A burst of session writes
+then costs one clearing write per batch instead of one per session, where every write (on the local server,
+serialised across all connections) is what a push waits behind. A crash before the clear only means the
+sweep publishes those entries once more, with the same ids, as it would have without grouping.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from fleet_contracts.outbox import OutboxEntry
 from fleet_pairing.adapters.mongo import SessionStore
 
 log = logging.getLogger(__name__)
+
+CLEAR_BATCH = 64  # statements per clearing command: the local server's front refuses bigger update commands
 
 
 class EventPublisher(Protocol):
@@ -24,13 +34,28 @@ class EventPublisher(Protocol):
         `fleet_shared.pulsar.OutboxPublisher` in production; tests pass their own."""
 
 
+@dataclass
+class _Relayed:
+    session_id: str
+    entries: Sequence[OutboxEntry]
+    cleared: asyncio.Future[None] = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+
 class OutboxRelay:
-    def __init__(self, store: SessionStore, publisher: EventPublisher) -> None:
+    def __init__(
+        self, store: SessionStore, publisher: EventPublisher, *, clear_batch: int = CLEAR_BATCH
+    ) -> None:
+        if not 1 <= clear_batch <= CLEAR_BATCH:
+            raise ValueError(f"clear_batch must be 1-{CLEAR_BATCH}")
         self.store = store
         self.publisher = publisher
+        self.clear_batch = clear_batch
+        self._waiting: list[_Relayed] = []
+        self._clearing = asyncio.Lock()
 
     async def relay(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
-        """Publish and clear; a failure is logged and left to the sweep (the write itself stands)."""
+        """Publish and clear; a publish failure is logged and left to the sweep (the write itself stands).
+        Returns once the entries are cleared; a failed clear raises (the entries stay for the sweep)."""
         try:
             await self.publisher.publish(entries)
         except Exception as e:  # any publish failure: the events are durable in the outbox, the sweep retries
@@ -38,13 +63,33 @@ class OutboxRelay:
                 "outbox relay failed; left for the sweep", extra={"session_id": session_id, "error": repr(e)}
             )
             return
-        await self.store.clear_outbox(session_id, entries)
+        await self._clear(session_id, entries)
+
+    async def _clear(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
+        mine = _Relayed(session_id, entries)
+        self._waiting.append(mine)
+        while not mine.cleared.done():
+            async with self._clearing:
+                if not mine.cleared.done():  # not taken by the write that held the lock before
+                    await self._clear_next_batch()
+        await mine.cleared
+
+    async def _clear_next_batch(self) -> None:
+        batch, self._waiting = self._waiting[: self.clear_batch], self._waiting[self.clear_batch :]
+        try:
+            await self.store.clear_outboxes([(r.session_id, r.entries) for r in batch])
+        except Exception as e:  # each waiter raises it: the handler's message is redelivered
+            for r in batch:
+                r.cleared.set_exception(e)
+            return
+        for r in batch:
+            r.cleared.set_result(None)
 
     async def sweep(self, limit: int = 100) -> int:
         """Publish what earlier relays left behind; returns how many entries were relayed."""
         relayed = 0
         for session_id, entries in await self.store.with_outbox(limit):
             await self.publisher.publish(entries)
-            await self.store.clear_outbox(session_id, entries)
+            await self._clear(session_id, entries)
             relayed += len(entries)
         return relayed

@@ -1,4 +1,5 @@
-"""Tuya's pairing APIs through the shared OpenAPI client (signing, rate limits, retries, typed errors).
+"""Tuya's pairing APIs through the shared OpenAPI client's pairing slice (signing, rate limits, retries,
+typed errors); removals through the client itself.
 
 Mode mapping for `POST /v1.0/device/paring/token` (`paring_type` knows EZ, AP and BLE): EZ and camera QR
 take an EZ token (the camera guide's `getTokenWithHomeId`, the same token the app uses for EZ); AP an AP
@@ -14,6 +15,7 @@ from fleet_pairing.domain.credentials import IssuedToken
 from fleet_pairing.ports import ActivatedDevice, FailedDevice, NewToken, TokenResult
 from fleet_shared.tuya.models import PairingType
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_shared.tuya.pairing import PairingApi
 
 PAIRING_TYPE = {
     PairingMode.EZ: PairingType.EZ,
@@ -29,11 +31,12 @@ class TuyaPairingApi:
 
     def __init__(self, client: TuyaOpenApiClient) -> None:
         self.client = client
+        self.pairing = PairingApi(client)
 
     async def create_token(
         self, *, owner_uid: str, home_id: str, time_zone_id: str, mode: PairingMode, device_uuid: str | None
     ) -> NewToken:
-        token = await self.client.create_pairing_token(
+        token = await self.pairing.create_token(
             uid=owner_uid,
             time_zone_id=time_zone_id,
             pairing_type=PAIRING_TYPE[mode],
@@ -44,7 +47,7 @@ class TuyaPairingApi:
         return NewToken(IssuedToken(token.region, token.token, token.secret), lifetime)
 
     async def token_result(self, token: str) -> TokenResult:
-        result = await self.client.get_pairing_result(token)
+        result = await self.pairing.token_result(token)
         return TokenResult(
             success=[
                 ActivatedDevice(d.device_id, d.product_id, d.name) for d in result.success if d.device_id

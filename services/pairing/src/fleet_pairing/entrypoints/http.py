@@ -7,7 +7,9 @@ payload: it is a `SecretStr` from parsing on, and no error names its value (422s
 from __future__ import annotations
 
 import base64
-from datetime import date
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, timedelta
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, status
@@ -16,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 from fleet_contracts.pairing import PairingMode, PairingSessionState, UnexpectedProductPolicy
 from fleet_pairing import views
-from fleet_pairing.bootstrap import Pairing
 from fleet_pairing.domain.commands import CancelSession, CheckToken, OpenSession
 from fleet_pairing.domain.credentials import InvalidCredentials, WifiCredentials
 from fleet_pairing.domain.session import (
@@ -25,8 +26,10 @@ from fleet_pairing.domain.session import (
     SessionRequest,
     TokenRefused,
 )
+from fleet_pairing.ports import Clock, IdGenerator, SessionRepository, TuyaPairing
 from fleet_pairing.service_layer import handlers
-from fleet_shared.security import CurrentPrincipal, Permission
+from fleet_shared.qr import QrImages
+from fleet_shared.security import ApiSecurity, CurrentPrincipal, Permission
 from fleet_shared.service import problem
 from fleet_shared.tuya.errors import TuyaApiError, TuyaError
 
@@ -34,6 +37,20 @@ RATE_LIMITED = 1199  # Tuya's "request frequency too high" (per project)
 PERMISSION_DENY = 1106  # Tuya's "permission deny": unknown user, or a home that is not theirs
 SessionId = Annotated[str, Path(min_length=1, max_length=64, description="The session id (`ps_...`).")]
 Uid = Annotated[str, Field(min_length=1, max_length=64)]
+
+
+@dataclass(frozen=True)
+class ApiPorts:
+    """What the routes use: the handlers' ports, the read side and the configured limit on N."""
+
+    sessions: SessionRepository
+    queries: views.PairingViews
+    tuya: TuyaPairing
+    clock: Clock
+    ids: IdGenerator
+    render_qr: Callable[[SecretStr], QrImages]
+    default_lifetime: timedelta
+    max_expected_devices: int
 
 
 class _Body(BaseModel):
@@ -130,12 +147,11 @@ def _tuya_failed(e: TuyaError) -> JSONResponse:
     return problem(503, "Tuya's OpenAPI is unreachable; retry")
 
 
-def api_router(service: Pairing) -> APIRouter:
-    sec = service.security.security
+def api_router(api: ApiPorts, sec: ApiSecurity) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["pairing"])
     read = [Depends(sec.require(Permission.PAIRING_READ))]
     write = [Depends(sec.require(Permission.PAIRING_WRITE))]
-    ports: dict[str, Any] = {"sessions": service.sessions, "clock": service.clock}
+    ports: dict[str, Any] = {"sessions": api.sessions, "clock": api.clock}
 
     @router.post(
         "/pairing-sessions",
@@ -146,7 +162,7 @@ def api_router(service: Pairing) -> APIRouter:
     )
     async def open_session(body: OpenSessionBody, principal: CurrentPrincipal) -> Any:
         """Get a Tuya token for the owner's home and open a session; the secrets are in this answer only."""
-        limit = service.settings.pairing_max_expected_devices
+        limit = api.max_expected_devices
         if body.expected_devices > limit:
             return _invalid("expected_devices", f"at most {limit} devices per session (configured)")
         try:
@@ -158,11 +174,11 @@ def api_router(service: Pairing) -> APIRouter:
         try:
             opened = await handlers.open_session(
                 command,
-                sessions=service.sessions,
-                tuya=service.tuya,
-                clock=service.clock,
-                ids=service.ids,
-                default_lifetime=service.default_lifetime,
+                sessions=api.sessions,
+                tuya=api.tuya,
+                clock=api.clock,
+                ids=api.ids,
+                default_lifetime=api.default_lifetime,
             )
         except InvalidCredentials as e:
             return problem(502, f"Tuya's token is unusable: {e.problem}")
@@ -170,7 +186,7 @@ def api_router(service: Pairing) -> APIRouter:
             return _tuya_failed(e)
         qr = None
         if opened.qr_payload is not None:
-            images = service.render_qr(opened.qr_payload)
+            images = api.render_qr(opened.qr_payload)
             qr = QrView(
                 payload=opened.qr_payload.get_secret_value(),
                 svg=images.svg,
@@ -189,7 +205,7 @@ def api_router(service: Pairing) -> APIRouter:
     @router.get("/pairing-sessions/{session_id}", dependencies=read, response_model=views.SessionView)
     async def get_session(session_id: SessionId) -> Any:
         """The session: state, every device with its outcome (Tuya's code and cause for failures), timings."""
-        view = await views.get_session(service.db, session_id)
+        view = await api.queries.session(session_id)
         if view is None:
             return problem(404, f"no pairing session {session_id}")
         return view
@@ -205,8 +221,7 @@ def api_router(service: Pairing) -> APIRouter:
     ) -> Any:
         """Sessions newest first, by owner, home, state and day; `next_cursor` pages on."""
         try:
-            return await views.list_sessions(
-                service.db,
+            return await api.queries.page(
                 owner_uid=owner_uid,
                 home_id=home_id,
                 state=state,

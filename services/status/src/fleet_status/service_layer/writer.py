@@ -1,5 +1,11 @@
 """The shadow writer: batches device facts, merges them per device, writes each device once per batch and
-relays the events those writes recorded. One writer per process; batches are flushed one after another.
+relays the events those writes recorded. One writer per process.
+
+Flushes are pipelined: up to `flush_concurrency` batches are in flight at once, their device sets disjoint.
+While a device's batch is in flight, its newly arrived facts wait in `_pending` and are merged together into
+its next batch: one shadow write per device per flush, whatever the report count (on a store that writes one
+statement at a time, fewer writes is the only way up). A device is never in two flushes at once, so its
+facts are merged in arrival order and each write is conditional on the version the previous one wrote.
 
 Per batch: load the shadows not in memory (relaying any events a crash left in their outbox), merge each
 device's facts, write every changed shadow with its outbox in one conditional single-document write, publish
@@ -11,6 +17,16 @@ as fast as before; only acknowledgements wait. A crash anywhere before the
 acknowledgement redelivers the messages; re-merging them changes nothing that was already written (merges are
 idempotent), and events left in an outbox are published on the next load with their deterministic ids.
 A write that loses a race with another replica (the version moved on) is merged again from a fresh read.
+
+Tracing (OpenTelemetry's batch-processing convention): a flush runs in a `status flush` span, child of the
+first traced message's consume span and linked to the others (`fleet_shared.tracing.batch_span`), so its
+database writes and relayed events are in a trace. Each device written also gets a short `status shadow write`
+span, under the consume span of the newest traced message merged into that write and linked to the flush and
+to the device's other messages, from the first one's arrival until the shadow is durable; it is tagged with
+the device id, the version written and the flush's trace id. Zipkin shows links poorly: whoever follows a
+device there finds each write of its shadow in the trace of the report it wrote last, and from its tag the
+flush with its database write. One span per device and flush, not per message: under load several reports
+of a device merge into one write, and one span per write keeps tracing's cost per message small.
 """
 
 from __future__ import annotations
@@ -23,12 +39,18 @@ import uuid
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from itertools import islice
 
-from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
+from opentelemetry import trace
+from opentelemetry.trace import Link, NonRecordingSpan, SpanContext, format_trace_id
+from opentelemetry.util.types import AttributeValue
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram
 from pulsar.asyncio import PulsarException
 
 from fleet_contracts.outbox import OutboxEntry
 from fleet_shared import mongo
+from fleet_shared.tracing import DEVICE_ID, batch_span
+from fleet_shared.tracing.batch import MAX_LINKS
 from fleet_status.domain.dp_schema import DpSchema
 from fleet_status.domain.events import outbox_for
 from fleet_status.domain.shadow import AcceptedReading, DeviceFacts, PresenceReport, Shadow, merge
@@ -43,6 +65,14 @@ from fleet_status.ports import (
 
 log = logging.getLogger(__name__)
 
+FLUSH_SPAN = "status flush"
+WRITTEN_SPAN = "status shadow write"
+#: on a message's `status shadow write` span: the trace holding the flush (and its database writes)
+FLUSH_TRACE_ID = "status.flush.trace_id"
+SHADOW_VERSION = "status.shadow.version"
+SHADOW_CHANGED = "status.shadow.changed"
+SHADOW_MESSAGES = "status.shadow.messages"  # messages merged into this write of the device
+
 
 @dataclass(frozen=True, slots=True)
 class Pending:
@@ -50,6 +80,19 @@ class Pending:
     message: Settlement | None
     tenant: str
     region: str
+    # the consume span the facts came in, when it is recorded, and the arrival (ns): the write's own span
+    traced: SpanContext | None = None
+    received_ns: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Flushed:
+    """What one flush did: devices whose write lost a race, devices written, and the batch's history."""
+
+    lost: set[str]
+    written: set[str]
+    readings: dict[str, list[AcceptedReading]]
+    presence: dict[str, list[PresenceReport]]
 
 
 @dataclass(slots=True)
@@ -101,10 +144,12 @@ class WriterMetrics:
     conflicts: Counter = field(init=False)
     refused: Counter = field(init=False)
     failures: Counter = field(init=False)
+    in_flight: Gauge = field(init=False)
 
     def __post_init__(self) -> None:
         r = self.registry
         self.flushes = Histogram("status_flush_seconds", "Time to flush one batch", registry=r)
+        self.in_flight = Gauge("status_flushes_in_flight", "Batches being written now", registry=r)
         self.messages = Counter("status_messages", "Device events merged", registry=r)
         self.writes = Counter("status_shadow_writes", "Shadow documents written", registry=r)
         self.conflicts = Counter("status_write_conflicts", "Shadow writes that lost a race", registry=r)
@@ -134,6 +179,7 @@ class ShadowWriter:
         max_devices: int = 1000,
         max_delay_s: float = 0.02,
         max_pending: int = 20_000,
+        flush_concurrency: int = 2,
         outbox_clear_after_s: float = 1.0,
         stall_after_s: float = 60.0,
         inactivity_ms: Callable[[str | None], int | None] = lambda _product_id: None,
@@ -142,6 +188,7 @@ class ShadowWriter:
         metrics: WriterMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
+        tracer: trace.Tracer | None = None,
     ) -> None:
         self.shadows = shadows
         self.history = history
@@ -152,6 +199,7 @@ class ShadowWriter:
         self.max_devices = max_devices
         self.max_delay_s = max_delay_s
         self.max_pending = max_pending
+        self.flush_concurrency = flush_concurrency
         self.outbox_clear_after_s = outbox_clear_after_s
         self.metrics = metrics or WriterMetrics(CollectorRegistry())
         self.clock = clock
@@ -166,6 +214,10 @@ class ShadowWriter:
         self._cache: dict[str, _Cached] = {}
         self._pending: dict[str, list[Pending]] = {}
         self._pending_count = 0
+        self._in_flight: set[str] = set()  # devices of the batches being written (never in two at once)
+        self._flushes: set[asyncio.Task[None]] = set()  # the batches being written, started by `_run`
+        self._running = 0  # batches being written (by `_run` or a direct `flush_once`)
+        self.tracer = tracer or trace.get_tracer(__name__)
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
@@ -203,7 +255,13 @@ class ShadowWriter:
         while self._pending_count >= self.max_pending:
             self._room.clear()
             await self._room.wait()
-        self._pending.setdefault(facts.device_id, []).append(Pending(facts, message, tenant, region))
+        # the consume span, when recorded: the shadow write gets a span under it (`_trace_written`)
+        span = trace.get_current_span()
+        if span.is_recording():
+            item = Pending(facts, message, tenant, region, span.get_span_context(), time.time_ns())
+        else:
+            item = Pending(facts, message, tenant, region)
+        self._pending.setdefault(facts.device_id, []).append(item)
         self._pending_count += 1
         if self._waiting_since is None:
             self._waiting_since = self.monotonic()
@@ -231,31 +289,72 @@ class ShadowWriter:
         # whatever is still pending was never acked: Pulsar redelivers it to the next consumer
 
     async def _run(self) -> None:
+        try:
+            await self._dispatch()
+        finally:
+            # stopped (or its drain timed out): batches still being written are abandoned, unacked
+            for task in list(self._flushes):
+                task.cancel()
+            await asyncio.gather(*self._flushes, return_exceptions=True)
+
+    async def _dispatch(self) -> None:
+        """Start a batch whenever a slot is free and a pending device is in no batch being written; idle
+        chores (history due, relayed outboxes) when nothing is pending."""
         while True:
+            self._wake.clear()
+            if self._can_start():
+                if len(self._pending) < self.max_devices and not self._stopping and self.max_delay_s > 0:
+                    await asyncio.sleep(self.max_delay_s)  # let the batch fill a little
+                self._start_flush()
+                continue
+            if self._running or self._flushes:
+                await self._wake.wait()  # a batch ended, or work arrived
+                continue
+            if self._stopping:
+                await self.flush_history()
+                return
+            idle_s = max(min(self.outbox_clear_after_s, self.history_delay_s or 1.0), 0.05)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), idle_s)
             if not self._pending:
-                if self._stopping:
-                    await self.flush_history()
-                    return
-                idle_s = max(min(self.outbox_clear_after_s, self.history_delay_s or 1.0), 0.05)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), idle_s)
-                self._wake.clear()
-                if not self._pending:
-                    await self._flush_history_when_due()
-                    await self._clear_relayed_outboxes()
-                    continue
-            if len(self._pending) < self.max_devices and not self._stopping and self.max_delay_s > 0:
-                await asyncio.sleep(self.max_delay_s)  # let the batch fill a little
-            await self.flush_once()
+                await self._flush_history_when_due()
+                await self._clear_relayed_outboxes()
+
+    def _can_start(self) -> bool:
+        # in an outage one batch at a time (it retries with backoff): more would only fail alongside
+        limit = 1 if self._retry_delay_s else self.flush_concurrency
+        if len(self._flushes) >= limit:
+            return False
+        return any(device_id not in self._in_flight for device_id in self._pending)
+
+    def _start_flush(self) -> None:
+        batch = self._take_batch()
+        if not batch:
+            return
+        task = asyncio.create_task(self._write_batch(batch), name="status-shadow-flush")
+        self._flushes.add(task)
+        task.add_done_callback(self._flush_ended)
+
+    def _flush_ended(self, task: asyncio.Task[None]) -> None:
+        self._flushes.discard(task)
+        self._wake.set()
+        if not task.cancelled() and (error := task.exception()) is not None:
+            log.error("a shadow flush failed unexpectedly: %r", error, exc_info=error)
 
     # --- one batch ------------------------------------------------------------------------------------
 
     def _take_batch(self) -> dict[str, list[Pending]]:
+        """The oldest pending devices that are in no batch being written, with all their facts so far."""
         batch: dict[str, list[Pending]] = {}
-        for device_id in list(self._pending)[: self.max_devices]:
-            items = self._pending.pop(device_id)
-            batch[device_id] = items
+        for device_id in self._pending:
+            if len(batch) >= self.max_devices:
+                break
+            if device_id not in self._in_flight:
+                batch[device_id] = []
+        for device_id in batch:
+            items = batch[device_id] = self._pending.pop(device_id)
             self._pending_count -= len(items)
+        self._in_flight.update(batch)
         if self._pending_count < self.max_pending:
             self._room.set()
         return batch
@@ -266,21 +365,37 @@ class ShadowWriter:
             self._pending_count += len(items)
 
     async def flush_once(self) -> None:
+        """Write one batch of the pending devices that are in no batch being written, and settle it."""
         batch = self._take_batch()
-        if not batch:
-            return
+        if batch:
+            await self._write_batch(batch)
+
+    async def _write_batch(self, batch: dict[str, list[Pending]]) -> None:
+        devices = list(batch)
+        self._running += 1
+        self.metrics.in_flight.inc()
+        try:
+            await self._write_and_settle(batch)
+        finally:
+            # after any requeue, so the device's next batch holds its facts in arrival order
+            self._in_flight.difference_update(devices)
+            self._running -= 1
+            self.metrics.in_flight.dec()
+            self._wake.set()
+
+    async def _write_and_settle(self, batch: dict[str, list[Pending]]) -> None:
         started = time.monotonic()
         try:
-            lost, readings, presence = await self._flush(batch)
+            flushed = await self._traced_flush(batch)
         except Exception as e:
             await self._failed(batch, e)
             return
         self.healthy = True
         self._retry_delay_s = 0.0
-        if lost:
-            self.metrics.conflicts.inc(len(lost))
-            self._requeue({d: batch.pop(d) for d in lost})
-        self._hold(batch.values(), readings, presence)
+        if flushed.lost:
+            self.metrics.conflicts.inc(len(flushed.lost))
+            self._requeue({d: batch.pop(d) for d in flushed.lost})
+        self._hold(batch.values(), flushed.readings, flushed.presence)
         self._flush_completed()
         self.metrics.flushes.observe(time.monotonic() - started)
         await self._flush_history_when_due()
@@ -337,8 +452,9 @@ class ShadowWriter:
         await _settle(held.groups, ack=True)
 
     def _flush_completed(self) -> None:
-        """A batch was settled: whatever is still pending waits from now."""
-        self._waiting_since = self.monotonic() if self._pending else None
+        """A batch was settled: whatever is still pending (or in another batch) waits from now."""
+        waiting = bool(self._pending) or self._running > 1
+        self._waiting_since = self.monotonic() if waiting else None
 
     async def _failed(self, batch: dict[str, list[Pending]], error: Exception) -> None:
         """An outage keeps the batch and retries it with backoff; anything else nacks its messages.
@@ -367,10 +483,50 @@ class ShadowWriter:
         self._flush_completed()
         await asyncio.sleep(0.2)
 
-    async def _flush(
-        self, batch: dict[str, list[Pending]]
-    ) -> tuple[set[str], dict[str, list[AcceptedReading]], dict[str, list[PresenceReport]]]:
-        """Merge and write the batch; the devices whose write lost a race, and the batch's history."""
+    async def _traced_flush(self, batch: dict[str, list[Pending]]) -> _Flushed:
+        """`_flush` in a `status flush` span when a message of the batch is traced (see the module's
+        docstring), and a `status shadow write` span per traced message once its shadow is durable."""
+        traced = (p.traced for items in batch.values() for p in items if p.traced is not None)
+        carriers = [_carrier(c) for c in islice(traced, MAX_LINKS + 1)]
+        if not carriers:
+            return await self._flush(batch)
+        attributes: dict[str, AttributeValue] = {
+            "status.flush.devices": len(batch),
+            "status.flush.messages": _count(batch),
+        }
+        with batch_span(self.tracer, FLUSH_SPAN, carriers, attributes=attributes) as span:
+            flushed = await self._flush(batch)
+            self._trace_written(batch, flushed, span.get_span_context())
+        return flushed
+
+    def _trace_written(self, batch: dict[str, list[Pending]], flushed: _Flushed, flush: SpanContext) -> None:
+        """A device's shadow is durable now: one span per device and flush (lost races are traced when merged
+        again), under the newest traced message merged into it and linked to the flush and the others."""
+        end_ns = time.time_ns()
+        flush_trace = format_trace_id(flush.trace_id)
+        for device_id, items in batch.items():
+            traced = [p.traced for p in items if p.traced is not None]
+            if not traced or device_id in flushed.lost:
+                continue
+            *older, newest = traced
+            arrived_ns = next(p.received_ns for p in items if p.traced is not None)
+            cached = self._cache.get(device_id)
+            attributes: dict[str, AttributeValue] = {
+                DEVICE_ID: device_id,
+                SHADOW_VERSION: cached.shadow.version if cached else -1,
+                SHADOW_CHANGED: device_id in flushed.written,
+                SHADOW_MESSAGES: len(items),
+                FLUSH_TRACE_ID: flush_trace,
+            }
+            links = [Link(flush), *(Link(c) for c in older[-MAX_LINKS:])]
+            parent = trace.set_span_in_context(NonRecordingSpan(newest))
+            span = self.tracer.start_span(
+                WRITTEN_SPAN, parent, links=links, attributes=attributes, start_time=arrived_ns
+            )
+            span.end(end_ns)
+
+    async def _flush(self, batch: dict[str, list[Pending]]) -> _Flushed:
+        """Merge and write the batch: the devices whose write lost a race, those written, the history."""
         now = self.clock()
         await self._load_missing(list(batch))
         schemas = await self._schemas_for(batch)
@@ -413,7 +569,8 @@ class ShadowWriter:
         for device_id in lost:
             self._cache.pop(device_id, None)
         for w in written:
-            self._cache[w.shadow.device_id].shadow = w.shadow
+            # (set anew: `forget` may have dropped it meanwhile)
+            self._cache[w.shadow.device_id] = _Cached(w.shadow)
             self._relayed.pop(w.shadow.device_id, None)
         self.metrics.writes.inc(len(written))
         await self.publisher.publish([e for w in written for e in w.outbox])
@@ -421,7 +578,7 @@ class ShadowWriter:
         for w in written:
             if w.outbox:
                 self._relayed[w.shadow.device_id] = (w.outbox, mono)
-        return lost, readings, presence
+        return _Flushed(lost, {w.shadow.device_id for w in written}, readings, presence)
 
     async def _load_missing(self, device_ids: Sequence[str]) -> None:
         missing = [d for d in device_ids if d not in self._cache]
@@ -460,7 +617,11 @@ class ShadowWriter:
         if not self._relayed:
             return
         cutoff = time.monotonic() - self.outbox_clear_after_s
-        due = {d: r for d, r in self._relayed.items() if r[1] <= cutoff and d not in self._pending}
+        due = {
+            d: r
+            for d, r in self._relayed.items()
+            if r[1] <= cutoff and d not in self._pending and d not in self._in_flight
+        }
         if not due:
             return
         try:
@@ -495,3 +656,13 @@ async def _settle(groups: Iterable[list[Pending]], *, ack: bool) -> None:
     if failures:
         # the consumer closed meanwhile: Pulsar redelivers, and the merge makes the replay harmless
         log.warning("settling %d messages failed: %r", len(failures), failures[0])
+
+
+def _count(batch: dict[str, list[Pending]]) -> int:
+    return sum(len(items) for items in batch.values())
+
+
+def _carrier(context: SpanContext) -> dict[str, str]:
+    """W3C trace context of a consume span, as `batch_span` reads it from a message's properties."""
+    flags = int(context.trace_flags)
+    return {"traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-{flags:02x}"}

@@ -65,6 +65,12 @@ async def removals(request: Request) -> dict[str, Any]:
     return {**desk.truth(), "max_rate_per_s": desk.max_rate()}
 
 
+@router.get("/removals/devices/{device_id}")
+async def removals_of(request: Request, device_id: str) -> dict[str, Any]:
+    """When (simulator ms) each removal of this device took effect (latency measurements)."""
+    return {"device_id": device_id, "removed_at_ms": list(_desk(request).removals.get(device_id, []))}
+
+
 @router.delete("/removals")
 async def reset(request: Request) -> dict[str, Any]:
     _desk(request).reset()

@@ -109,6 +109,7 @@ def fleet_truth(fleet: Fleet) -> dict[str, Any]:
                 "home_id": t.home_id,
                 "region": t.region,
                 "pairing_type": t.pairing_type,
+                "created_ms": t.created_ms,
                 "expire_ms": t.expire_ms,
                 "max_devices": t.max_devices,
                 **t.result(),

@@ -4,17 +4,22 @@ Collections (one database per service):
 - `batches` and `device_unbinds`: state documents with a `version`; every write is one conditional update
   (`{_id, version: v - 1}`) that sets the new state and appends the events it causes to `outbox` (`$push`,
   so events not yet relayed are never overwritten) and sets `outbox_pending` in that same write. The relay
-  finds pending documents through the sparse index on `outbox_pending` (not a scan), publishes, removes
-  exactly those entries (`$pullAll`), then unsets the flag only where the outbox is empty (a write that
-  appended meanwhile keeps it).
+  finds pending documents through the sparse index on `outbox_pending` (not a scan), publishes, then
+  empties the outbox and unsets the flag in one write conditional on the version it read (nothing was
+  appended since); where the version moved, it removes exactly the relayed entries (`$pullAll`) and
+  unsets the flag only where the outbox is empty (a write that appended meanwhile keeps it).
+- Queries name only equality on indexed fields where they can (`batch_id`, flags), so a MongoDB-wire
+  server without a query planner for other shapes still answers them from an index.
 - `unbind_records`: the append-only record of every device's result, inserted by the relay from the final
   device document (deterministic `_id`, so a replay inserts nothing); queried by device, operator, product
   and day, each from its own index.
-- `quota_counters`: one document per (scope, day, subject) with `used` and the `units` held (of devices in
-  flight: an unbound device's unit leaves the list, still counted, a call lease after its result). A unit is
-  taken with one atomic conditional update (`used < limit` and the unit not held yet: `$inc` + `$push`);
-  a missing counter is created by an insert whose duplicate-key loss falls back to the update. So the
-  counter never passes its limit under any concurrency, and taking or refunding a unit twice counts once.
+- `quota_counters`: one document per (scope, day, subject) with `used`, the open `blocks` (a map block id
+  -> `{n, until}`, `open` their number, indexed) and the `refunds` (unit names). A block is reserved with
+  one atomic conditional update (`used <= limit - n`: `$inc used n`, `$set blocks.<id>`); a missing counter
+  is created by an insert whose duplicate-key loss falls back to the update; settled with one conditional
+  on the block still being listed (`$inc used -(n - consumed)`, `$unset blocks.<id>`); a refund is
+  conditional on its unit not being in `refunds` yet. So the counter never passes its limit under any
+  concurrency, and settling or refunding twice counts once.
 - `quota_limits` and `authorization_records`: append-only logs with a per-subject sequence in `_id`; an
   append whose sequence is taken fails with a duplicate key (someone appended first: fold again).
 
@@ -24,11 +29,11 @@ Only single-document atomic operations are used; nothing depends on FerretDB beh
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING, DESCENDING, UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fleet_contracts.outbox import OutboxEntry, entries_of
@@ -36,11 +41,14 @@ from fleet_contracts.unbinding import RefusalCause, UnbindMode
 from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain.batch import Batch, BatchStatus, Tally
 from fleet_unbinding.domain.qr import QrSession
-from fleet_unbinding.domain.quota import CounterKey, LimitOverride, QuotaScope, Reservation
+from fleet_unbinding.domain.quota import CounterKey, LimitOverride, OpenBlock, QuotaScope
 from fleet_unbinding.domain.unbind import DeviceUnbind, UnbindState
 
 Document = dict[str, Any]
 DUPLICATE_KEY = 11000
+# statements per update command: the local FerretDB holds a pooled connection per statement until the
+# command ends and refuses more than 64 (it deadlocks past ~100); MongoDB takes any number
+_UPDATES_PER_COMMAND = 64
 _CREATE_TRIES = 5
 
 
@@ -66,6 +74,34 @@ async def _clear_outbox(
     await collection.update_one({"_id": doc_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
     # only where nothing was appended since: a concurrent write's events keep the document pending
     await collection.update_one({"_id": doc_id, "outbox": {"$size": 0}}, {"$unset": {PENDING: ""}})
+
+
+async def _clear_outboxes(
+    collection: AsyncIOMotorCollection[Document], relayed: Sequence[tuple[str, int, Sequence[OutboxEntry]]]
+) -> None:
+    """Empty the outboxes of (id, version read, entries relayed): one round trip for those whose version
+    did not move (their outbox holds exactly what was read), entry by entry for the others."""
+    if not relayed:
+        return
+    ops = [
+        UpdateOne({"_id": doc_id, "version": version}, {"$set": {"outbox": []}, "$unset": {PENDING: ""}})
+        for doc_id, version, _ in relayed
+    ]
+    matched = 0
+    for start in range(0, len(ops), _UPDATES_PER_COMMAND):
+        result = await collection.bulk_write(ops[start : start + _UPDATES_PER_COMMAND], ordered=False)
+        matched += result.matched_count
+    if matched == len(ops):
+        return
+    # some moved on: entry by entry where the version is no longer the one read (or the outbox still
+    # holds entries: removing relayed ones again changes nothing)
+    cursor = collection.find(
+        {"_id": {"$in": [doc_id for doc_id, _, _ in relayed]}}, {"version": 1, PENDING: 1}
+    )
+    moved = {doc["_id"] async for doc in cursor if doc.get(PENDING)}
+    for doc_id, _, entries in relayed:
+        if doc_id in moved:
+            await _clear_outbox(collection, doc_id, entries)
 
 
 # --- batches --------------------------------------------------------------------------------------------
@@ -193,6 +229,10 @@ class MongoBatchStore:
 # --- device unbinds and their records -------------------------------------------------------------------
 
 
+# the counters a device's `quota_blocks` belong to, in `quota.counter_keys` order
+_BLOCK_SCOPES = (QuotaScope.ACCOUNT.value, QuotaScope.PRODUCT.value)
+
+
 def unbind_to_doc(u: DeviceUnbind) -> Document:
     return {
         "batch_id": u.batch_id,
@@ -209,6 +249,8 @@ def unbind_to_doc(u: DeviceUnbind) -> Document:
         "tuya_error_code": u.tuya_error_code,
         "detail": u.detail,
         "quota_day": u.quota_day,
+        # one top-level field per counter: an indexed equality finds a block's devices
+        **{f"{scope}_block": block for scope, block in zip(_BLOCK_SCOPES, u.quota_blocks, strict=False)},
         "units_held": u.units_held,
         "reconciled": u.reconciled,
         "calls": u.calls,
@@ -234,6 +276,9 @@ def unbind_from_doc(doc: Mapping[str, Any]) -> DeviceUnbind:
         tuya_error_code=doc.get("tuya_error_code"),
         detail=doc.get("detail"),
         quota_day=doc.get("quota_day"),
+        quota_blocks=tuple(
+            doc[f"{scope}_block"] for scope in _BLOCK_SCOPES if doc.get(f"{scope}_block") is not None
+        ),
         units_held=bool(doc.get("units_held", False)),
         reconciled=bool(doc.get("reconciled", False)),
         calls=int(doc.get("calls", 0)),
@@ -273,6 +318,8 @@ class MongoUnbindStore:
     async def ensure_indexes(self) -> None:
         await self.unbinds.create_index([("batch_id", ASCENDING), ("state", ASCENDING)])
         await self.unbinds.create_index([("units_held", ASCENDING), ("state", ASCENDING)])
+        for scope in _BLOCK_SCOPES:
+            await self.unbinds.create_index([(f"{scope}_block", ASCENDING)], sparse=True)
         await self.unbinds.create_index([(PENDING, ASCENDING)], sparse=True)
         # record pages: one field, newest first, (at, _id) as the cursor
         for field in ("device_id", "operator_id", "product_id", "day"):
@@ -297,25 +344,20 @@ class MongoUnbindStore:
         result = await self.unbinds.update_one({"_id": unbind.id, "version": unbind.version - 1}, update)
         return result.matched_count == 1
 
-    async def open(self, batch_id: str) -> list[DeviceUnbind]:
-        states = [s.value for s in UnbindState if not s.final]
-        cursor = self.unbinds.find({"batch_id": batch_id, "state": {"$in": states}}, {"outbox": 0})
+    async def of_batch(self, batch_id: str) -> list[DeviceUnbind]:
+        # equality on the indexed `batch_id` only (a state `$in` would defeat a plain index lookup)
+        cursor = self.unbinds.find({"batch_id": batch_id}, {"outbox": 0})
         return [unbind_from_doc(doc) async for doc in cursor]
+
+    async def open(self, batch_id: str) -> list[DeviceUnbind]:
+        return [u for u in await self.of_batch(batch_id) if not u.state.final]
 
     async def refunds_due(self, limit: int) -> list[DeviceUnbind]:
         cursor = self.unbinds.find({"units_held": True, "state": UnbindState.REFUSED.value}, {"outbox": 0})
         return [unbind_from_doc(doc) async for doc in cursor.limit(limit)]
 
-    async def spendable(self, finished_before: datetime, limit: int) -> list[DeviceUnbind]:
-        cursor = self.unbinds.find(
-            {
-                "units_held": True,
-                "state": UnbindState.UNBOUND.value,
-                "finished_at": {"$lt": finished_before},
-            },
-            {"outbox": 0},
-        )
-        return [unbind_from_doc(doc) async for doc in cursor.limit(limit)]
+    async def holding(self, key: CounterKey, block_id: str) -> int:
+        return await self.unbinds.count_documents({f"{key.scope.value}_block": block_id})
 
     async def tally(self, batch_id: str) -> tuple[int, Tally]:
         still_open, unbound = 0, 0
@@ -339,11 +381,13 @@ class MongoUnbindStore:
     async def clear_outbox(self, unbind_id: str, entries: Sequence[OutboxEntry]) -> None:
         await _clear_outbox(self.unbinds, unbind_id, entries)
 
+    async def clear_outboxes(self, relayed: Sequence[tuple[DeviceUnbind, Sequence[OutboxEntry]]]) -> None:
+        await _clear_outboxes(self.unbinds, [(u.id, u.version, entries) for u, entries in relayed])
+
     async def results(self, batch_id: str) -> list[DeviceUnbind]:
         """The devices of a batch that have their result, in device id order."""
-        states = [s.value for s in UnbindState if s.final]
-        cursor = self.unbinds.find({"batch_id": batch_id, "state": {"$in": states}}, {"outbox": 0})
-        return sorted([unbind_from_doc(doc) async for doc in cursor], key=lambda u: u.device_id)
+        done = [u for u in await self.of_batch(batch_id) if u.state.final]
+        return sorted(done, key=lambda u: u.device_id)
 
     async def add_records(self, unbinds: Sequence[DeviceUnbind]) -> None:
         """Insert the records of final results (a record already there is kept as it is: append-only)."""
@@ -396,24 +440,28 @@ class MongoQuotaCounters:
 
     async def ensure_indexes(self) -> None:
         await self.counters.create_index([("scope", ASCENDING), ("subject", ASCENDING), ("day", DESCENDING)])
+        await self.counters.create_index([("open", ASCENDING)])
 
-    async def _take(self, key: CounterKey, limit: int, unit: str) -> bool:
-        for _ in range(_CREATE_TRIES):
+    async def reserve_block(
+        self, key: CounterKey, limit: int, want: int, block_id: str, until: datetime
+    ) -> int:
+        n = want
+        for _ in range(_CREATE_TRIES + 3):
+            if n <= 0:
+                return 0
             result = await self.counters.update_one(
-                {"_id": key.id, "used": {"$lt": limit}, "units": {"$ne": unit}},
-                {"$inc": {"used": 1}, "$push": {"units": unit}},
+                {"_id": key.id, "used": {"$lte": limit - n}},
+                {"$inc": {"used": n, "open": 1}, "$set": {f"blocks.{block_id}": {"n": n, "until": until}}},
             )
             if result.modified_count == 1:
-                return True
+                return n
             doc = await self.counters.find_one({"_id": key.id}, {"used": 1})
             if doc is not None:
-                if await self.counters.count_documents({"_id": key.id, "units": unit}, limit=1):
-                    return True  # already held: taken by an earlier attempt
-                if int(doc["used"]) >= limit:
-                    return False
-                continue  # a refund freed a unit meanwhile: try again
-            if limit <= 0:
-                return False
+                n = min(want, limit - int(doc["used"]))  # what is left (another writer may take it first)
+                continue
+            n = min(want, limit)
+            if n <= 0:
+                return 0
             try:
                 await self.counters.insert_one(
                     {
@@ -421,48 +469,46 @@ class MongoQuotaCounters:
                         "scope": key.scope.value,
                         "subject": key.subject,
                         "day": key.day,
-                        "used": 1,
-                        "units": [unit],
+                        "used": n,
+                        "open": 1,
+                        "blocks": {block_id: {"n": n, "until": until}},
+                        "refunds": [],
                     }
                 )
             except DuplicateKeyError:
                 continue  # created concurrently: the conditional update decides
-            return True
+            return n
         raise RuntimeError(f"quota counter {key.id} kept changing")
 
-    async def _give_back(self, key: CounterKey, unit: str) -> None:
+    async def settle(self, key: CounterKey, block_id: str, n: int, consumed: int) -> None:
+        if not 0 <= consumed <= n:
+            raise ValueError(f"block {block_id}: {consumed} of {n} units consumed")
         await self.counters.update_one(
-            {"_id": key.id, "units": unit}, {"$inc": {"used": -1}, "$pullAll": {"units": [unit]}}
+            {"_id": key.id, f"blocks.{block_id}": {"$exists": True}},
+            {"$inc": {"used": consumed - n, "open": -1}, "$unset": {f"blocks.{block_id}": ""}},
         )
-
-    async def reserve(self, keys: Sequence[tuple[CounterKey, int]], unit: str) -> Reservation:
-        taken: list[CounterKey] = []
-        for key, limit in keys:
-            if not await self._take(key, limit, unit):
-                for done in reversed(taken):  # compensation: the earlier counters give the unit back
-                    await self._give_back(done, unit)
-                return (
-                    Reservation.ACCOUNT_EXHAUSTED
-                    if key.scope is QuotaScope.ACCOUNT
-                    else Reservation.PRODUCT_EXHAUSTED
-                )
-            taken.append(key)
-        return Reservation.RESERVED
 
     async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
         for key in keys:
-            await self._give_back(key, unit)
+            await self.counters.update_one(
+                {"_id": key.id, "refunds": {"$ne": unit}}, {"$inc": {"used": -1}, "$push": {"refunds": unit}}
+            )
 
-    async def spend(self, keys: Sequence[CounterKey], unit: str) -> None:
-        for key in keys:
-            await self.counters.update_one({"_id": key.id, "units": unit}, {"$pullAll": {"units": [unit]}})
+    async def open_blocks(self) -> list[OpenBlock]:
+        cursor = self.counters.find({"open": {"$gt": 0}}, {"scope": 1, "subject": 1, "day": 1, "blocks": 1})
+        out = []
+        async for doc in cursor:
+            key = CounterKey(QuotaScope(doc["scope"]), doc["subject"], doc["day"])
+            for block_id, block in (doc.get("blocks") or {}).items():
+                until = block["until"]
+                if until.tzinfo is None:  # the driver answers naive UTC datetimes by default
+                    until = until.replace(tzinfo=UTC)
+                out.append(OpenBlock(key, block_id, int(block["n"]), until))
+        return out
 
     async def used(self, key: CounterKey) -> int:
         doc = await self.counters.find_one({"_id": key.id}, {"used": 1})
         return 0 if doc is None else int(doc["used"])
-
-    async def holds(self, key: CounterKey, unit: str) -> bool:
-        return bool(await self.counters.count_documents({"_id": key.id, "units": unit}, limit=1))
 
 
 def _seq_id(prefix: str, seq: int) -> str:

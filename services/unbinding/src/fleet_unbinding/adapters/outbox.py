@@ -4,6 +4,7 @@ of final device results, then removes exactly the relayed entries.
 Order per batch (the Pulsar key): `requested` before device results before `finished`: within one pass the
 batches' other events go first, then the devices', then the batches' `finished`. A crash anywhere repeats
 the pass: events keep their deterministic ids (consumers dedupe) and a record already inserted stays as is.
+Device outboxes are emptied in one round trip per pass (see `adapters.mongo._clear_outboxes`).
 """
 
 from __future__ import annotations
@@ -49,9 +50,8 @@ class OutboxRelay:
         if device_entries:
             await self.publisher.publish([e for _, es in device_entries for e in es])
             await self.unbinds.add_records([u for u, _ in device_entries])
-            for u, entries in device_entries:
-                await self.unbinds.clear_outbox(u.id, entries)
-                published += len(entries)
+            await self.unbinds.clear_outboxes(device_entries)
+            published += sum(len(entries) for _, entries in device_entries)
         if len(device_entries) >= limit:
             return published  # device results may remain: `finished` waits for the next pass
         for batch_id, entries in last:

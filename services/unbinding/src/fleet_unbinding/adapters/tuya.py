@@ -3,10 +3,15 @@
 Maps the client's typed errors onto the two the handlers reason about: `TuyaRefused` (Tuya answered with an
 error code) and `TuyaUnreachable` (no usable answer: whether a call ran is unknown). The removal is not
 idempotent, so the client never retries it; the device state machine reconciles instead.
+
+Removals (unbind and unbind + reset alike: Tuya counts them against one limit) go through one `Pacer`.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 
 from pydantic import SecretStr
@@ -19,13 +24,52 @@ from fleet_shared.tuya.errors import (
 )
 from fleet_shared.tuya.models import PairingType
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_shared.tuya.pairing import PairingApi
 from fleet_unbinding.domain.unbind import DeviceFacts
 from fleet_unbinding.ports import Clock, QrToken, TuyaRefused, TuyaUnreachable
 
 
+class Pacer:
+    """Calls at `rate` per second on average, FIFO, at most `burst` at once (GCRA: each call's slot is the
+    previous slot + 1/rate, never earlier than `(burst - 1) / rate` before now).
+
+    A caller that wakes late does not push the schedule back while the queue is busy: the next slot is
+    still one interval after the previous *slot*, so a loaded event loop's late wake-ups cost no rate as
+    long as they stay under `(burst - 1) / rate`. In any window of T seconds at most `burst + rate * T`
+    calls start: with `rate + burst` at most Tuya's per-second limit, no second is ever above it."""
+
+    def __init__(
+        self,
+        rate: float,
+        burst: float = 1.5,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be > 0 and burst >= 1")
+        self.interval = 1.0 / rate
+        self.tolerance = (burst - 1.0) / rate
+        self._clock = clock
+        self._sleep = sleep
+        self._next = 0.0  # the theoretical start of the next call
+        self._lock = asyncio.Lock()
+
+    async def wait(self) -> None:
+        async with self._lock:
+            now = self._clock()
+            slot = max(self._next, now - self.tolerance)
+            if slot > now:
+                await self._sleep(slot - now)
+            self._next = slot + self.interval
+
+
 class TuyaDevices:
-    def __init__(self, client: TuyaOpenApiClient, *, legacy_removal: bool = False) -> None:
+    def __init__(
+        self, client: TuyaOpenApiClient, *, removals: Pacer | None = None, legacy_removal: bool = False
+    ) -> None:
         self.client = client
+        self.removals = removals
         self.legacy_removal = legacy_removal
 
     async def lookup(self, device_id: str) -> DeviceFacts | None:
@@ -40,6 +84,8 @@ class TuyaDevices:
         return DeviceFacts(d.id, d.product_id, d.uid or None, d.active_time, d.online)
 
     async def remove(self, device_id: str, *, reset: bool) -> None:
+        if self.removals is not None:
+            await self.removals.wait()
         try:
             if reset:
                 done = await self.client.factory_reset_device(device_id, legacy=self.legacy_removal)
@@ -59,11 +105,12 @@ class TuyaPairingTokens:
 
     def __init__(self, client: TuyaOpenApiClient, clock: Clock) -> None:
         self.client = client
+        self.pairing = PairingApi(client)
         self.clock = clock
 
     async def issue(self, *, uid: str, home_id: str | None, time_zone_id: str) -> QrToken:
         try:
-            t = await self.client.create_pairing_token(
+            t = await self.pairing.create_token(
                 uid=uid, time_zone_id=time_zone_id, pairing_type=PairingType.EZ, home_id=home_id
             )
         except TuyaApiError as e:
@@ -77,7 +124,7 @@ class TuyaPairingTokens:
 
     async def failed_devices(self, token: str) -> list[tuple[str, str | None]]:
         try:
-            result = await self.client.get_pairing_result(token)
+            result = await self.pairing.token_result(token)
         except TuyaApiError as e:
             raise TuyaRefused(None if e.code is None else str(e.code)) from None
         except (TuyaTransportError, TuyaResponseError) as e:

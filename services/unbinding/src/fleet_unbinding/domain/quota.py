@@ -7,10 +7,15 @@ Rules (Tuya's guide, "Things to note"; the issue):
 - An administrator sets a different limit for one account or one product, with a reason (the ticket); each
   change is an append-only record; the latest one counts. Lowering a limit below what is used stops further
   unbinds that day, it never takes back units.
-- A device's unbind takes one unit in both counters; the unit is named after the batch and the device, so
-  reserving it twice takes one unit, and a refund gives back exactly the units that were taken.
-- Never exceeded: the store reserves with one conditional update per counter (`used < limit`); when the
-  second counter refuses, the first unit is given back (compensation).
+- A device's unbind takes one unit in both counters. Units are reserved in blocks: one conditional update
+  per counter per block (`used <= limit - n`, `$inc used n`, the block listed with its size), handed out to
+  devices by the process that reserved it, and settled when it closes (the units no device took are given
+  back). A device holds its unit only once its own state write names the block, so a block's units in use
+  are the devices that name it: after a crash, another worker settles the block by counting them.
+- A unit refunded (the unbind did not take effect) is given back once, marked with its name (batch and
+  device), so a refund repeated after a crash counts once.
+- Never exceeded: every block is one conditional update; when the second counter refuses, the first
+  counter's unit goes back to its block (compensation, in process).
 """
 
 from __future__ import annotations
@@ -65,7 +70,7 @@ class CounterKey:
 
 
 def unit_id(batch_id: str, device_id: str) -> str:
-    """The name of one device's unit in a counter: reserving or refunding it twice counts once."""
+    """The name of one device's unit in a counter's refunds: refunding it twice counts once."""
     return f"{batch_id}/{device_id}"
 
 
@@ -125,6 +130,25 @@ class Usage:
     @property
     def remaining(self) -> int:
         return max(0, self.limit - self.used)
+
+
+@dataclass(frozen=True, slots=True)
+class BlockGrant:
+    """Units handed to one device: the block it came from in each counter, in `counter_keys` order."""
+
+    keys: tuple[CounterKey, ...]
+    blocks: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenBlock:
+    """A block listed in its counter: `n` units reserved, settled by anyone once `until` passed (the
+    reserving process stops handing it out well before: see `QuotaAllocator`)."""
+
+    key: CounterKey
+    block_id: str
+    n: int
+    until: datetime
 
 
 class Reservation(StrEnum):

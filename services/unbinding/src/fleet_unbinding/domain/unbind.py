@@ -1,9 +1,10 @@
 """One device's unbind within a batch: a crash-safe state machine.
 
     PENDING --assess--> REFUSED (unauthorized or not the batch's product, not bound, Tuya error, cancelled)
-    PENDING --reserved--> RESERVED            (a unit held in both quota counters)
     PENDING --exhausted--> REFUSED (quota_exceeded)
-    RESERVED --intend--> CALLING               (intent recorded BEFORE Tuya is called)
+    PENDING --start_call--> CALLING            (units of both counters' blocks named and the intent recorded,
+                                                one write, BEFORE Tuya is called)
+    RESERVED --intend--> CALLING               (documents of earlier versions: units reserved one by one)
     CALLING --Tuya said true--> UNBOUND
     CALLING --Tuya refused (offline 2001, other code)--> REFUSED, units refunded
     CALLING --no answer / rate limited--> CALLING, then reconcile against the device's binding
@@ -17,13 +18,11 @@ Rules:
   another owner, or was activated again, the unbind took effect (UNBOUND, `reconciled`); if the same owner
   and activation still stand, it did not, and calling again is safe. A new owner who paired the device
   meanwhile is never unbound by a retry.
-- The quota day is recorded before reserving; a refusal after that is written with `units_held` set; the
-  handler refunds (idempotent) and clears it, and recovery refunds any refusal still flagged. Units of an
-  UNBOUND device are spent.
+- A device holds its quota units once the write that records its intent names their blocks (the quota
+  day and one block per counter): a block's units in use are exactly the devices naming it. A refusal
+  after that is written with `units_held` set; the handler refunds (once per unit, idempotent) and clears
+  it, and recovery refunds any refusal still flagged. An UNBOUND device's units stay counted.
 - Each final result carries its event (outbox of the same write) with a deterministic id.
-- An unbound device's units stay counted. Only once no stale worker can still be about to reserve for it
-  (the call lease after its result) are they dropped from the counters' lists of held units (`spent`), so
-  those lists hold the devices in flight, not the whole day.
 """
 
 from __future__ import annotations
@@ -34,7 +33,7 @@ from enum import StrEnum
 
 from fleet_contracts.unbinding import BatchDeviceRefused, BatchDeviceUnbound, RefusalCause, UnbindMode
 from fleet_unbinding.domain.authorization import ProductAuthorization
-from fleet_unbinding.domain.quota import Reservation
+from fleet_unbinding.domain.quota import QuotaScope, Reservation
 
 OFFLINE_CODE = "2001"
 # Tuya did not run the call (rate limited, busy) or we cannot know (transport): reconcile, never guess
@@ -84,6 +83,8 @@ class DeviceUnbind:
     tuya_error_code: str | None = None
     detail: str | None = None
     quota_day: str | None = None  # the day whose counters hold (or may hold) this device's units
+    # the blocks its units came from, one per counter (account, product); empty for earlier documents
+    quota_blocks: tuple[str, ...] = ()
     units_held: bool = False
     reconciled: bool = False
     calls: int = 0  # Tuya removal calls made (after intent)
@@ -175,36 +176,40 @@ def assess(
     return None
 
 
-def reserving(unbind: DeviceUnbind, facts: DeviceFacts, day: str) -> DeviceUnbind:
-    """Record the quota day before reserving (must be durable first): whatever happens next, the units
-    this device may hold can be found and refunded."""
+def quota_refused(unbind: DeviceUnbind, facts: DeviceFacts, outcome: Reservation, now: datetime) -> Step:
+    """A counter had no unit left: refused `quota_exceeded`, nothing held."""
     _require(unbind, UnbindState.PENDING)
-    return replace(unbind, product_id=facts.product_id, quota_day=day)
+    if outcome is Reservation.RESERVED:
+        raise TransitionError(f"{unbind.id}: a reservation is not a quota refusal")
+    unbind = replace(unbind, product_id=facts.product_id, quota_day=None, quota_blocks=())
+    scope = QuotaScope.ACCOUNT if outcome is Reservation.ACCOUNT_EXHAUSTED else QuotaScope.PRODUCT
+    return refuse(unbind, RefusalCause.QUOTA_EXCEEDED, now, detail=f"daily {scope} quota used up")
 
 
-def reserved(unbind: DeviceUnbind, facts: DeviceFacts, outcome: Reservation, now: datetime) -> Step:
-    """After reserving the device's units (the store did it): RESERVED, or refused for the quota."""
+def start_call(
+    unbind: DeviceUnbind, facts: DeviceFacts, day: str, blocks: tuple[str, ...], now: datetime
+) -> DeviceUnbind:
+    """Units taken from `blocks` (one per counter of `day`) and the intent to call Tuya, recorded in one
+    write (durable before the call): the owner and activation seen now are what reconciliation compares."""
     _require(unbind, UnbindState.PENDING)
-    if unbind.quota_day is None:
-        raise TransitionError(f"{unbind.id}: reserved without a recorded quota day")
-    unbind = replace(unbind, product_id=facts.product_id)
-    if outcome is not Reservation.RESERVED:
-        # the store gave back what it took: nothing is held
-        unbind = replace(unbind, quota_day=None)
-        scope = "account" if outcome is Reservation.ACCOUNT_EXHAUSTED else "product"
-        return refuse(unbind, RefusalCause.QUOTA_EXCEEDED, now, detail=f"daily {scope} quota used up")
-    held = replace(
+    if not blocks:
+        raise TransitionError(f"{unbind.id}: a call needs its quota units")
+    return replace(
         unbind,
-        state=UnbindState.RESERVED,
+        state=UnbindState.CALLING,
+        product_id=facts.product_id,
         owner_uid=facts.owner_uid,
         active_time=facts.active_time,
+        quota_day=day,
+        quota_blocks=blocks,
         units_held=True,
+        calls=unbind.calls + 1,
+        called_at=now,
     )
-    return held, []
 
 
 def intend(unbind: DeviceUnbind, now: datetime) -> DeviceUnbind:
-    """Record the intent to call Tuya (must be durable before the call)."""
+    """Record the intent to call Tuya again (must be durable before the call)."""
     _require(unbind, UnbindState.RESERVED, UnbindState.CALLING)
     return replace(unbind, state=UnbindState.CALLING, calls=unbind.calls + 1, called_at=now)
 
@@ -285,10 +290,4 @@ def cancel(unbind: DeviceUnbind, now: datetime) -> Step | None:
 
 def refunded(unbind: DeviceUnbind) -> DeviceUnbind:
     _require(unbind, UnbindState.REFUSED)
-    return replace(unbind, units_held=False)
-
-
-def spent(unbind: DeviceUnbind) -> DeviceUnbind:
-    """An unbound device's units no longer need to be recognisable in their counters (they stay counted)."""
-    _require(unbind, UnbindState.UNBOUND)
     return replace(unbind, units_held=False)

@@ -28,7 +28,7 @@ from fleet_unbinding.domain.qr import (
     is_unbind_request,
     open_session,
 )
-from fleet_unbinding.domain.quota import QuotaDay, QuotaScope, Usage
+from fleet_unbinding.domain.quota import BlockGrant, QuotaDay, QuotaScope, Usage
 from fleet_unbinding.domain.unbind import DeviceFacts, DeviceUnbind, Step, UnbindState
 from fleet_unbinding.ports import (
     AuthorizationStore,
@@ -44,6 +44,7 @@ from fleet_unbinding.ports import (
     UnbindStore,
 )
 from fleet_unbinding.service_layer.events import EventFactory
+from fleet_unbinding.service_layer.quota_blocks import QuotaAllocator
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class Ports:
         default_factory=lambda: dict.fromkeys(QuotaScope, quota.DEFAULT_DAILY_LIMIT)
     )
     approval_threshold: int = 100
+    # devices of list and wired batches in progress at once in this process (all batches together)
     device_concurrency: int = 8
     max_calls: int = 3
     # longer than any one removal call: only then may another worker reconcile an intent it did not record
@@ -80,6 +82,27 @@ class Ports:
     retry_pause_s: float = 0.5
     already_bound_codes: frozenset[str] = ALREADY_BOUND_CODES
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    quota_block_size: int = 32
+    # this process's quota blocks (built from `counters`; `new_process()` starts over, as after a restart)
+    quota: QuotaAllocator = field(init=False)
+    _gate: asyncio.Semaphore | None = field(default=None, init=False)
+    device_runs: int = field(default=0, init=False)  # device runs (`_advance_all`) under way in this process
+
+    def __post_init__(self) -> None:
+        self.new_process()
+
+    def new_process(self) -> None:
+        """Forget this process's in-memory state (quota blocks, device gate): what a restart does."""
+        self.quota = QuotaAllocator(
+            self.counters, self.clock, block_size=self.quota_block_size, lease=self.call_lease
+        )
+        self._gate = None
+
+    @property
+    def gate(self) -> asyncio.Semaphore:
+        if self._gate is None:
+            self._gate = asyncio.Semaphore(self.device_concurrency)
+        return self._gate
 
 
 # --- batches ------------------------------------------------------------------------------------------
@@ -195,19 +218,28 @@ async def run_batch(p: Ports, batch_id: str) -> Batch | None:
     if batch.cancel_requested:
         await cancel_batch(p, batch_id, batch.cancelled_by or batch.operator_id)
         return await p.batches.get(batch_id)
-    await _advance_all(p, await p.unbinds.open(batch_id))
+    await _advance_all(p, await p.unbinds.open(batch_id), p.gate)
     return await try_finish(p, batch_id)
 
 
-async def _advance_all(p: Ports, unbinds: list[DeviceUnbind]) -> None:
-    """Advance devices `device_concurrency` at a time (each device's steps stay sequential)."""
-    gate = asyncio.Semaphore(p.device_concurrency)
+async def _advance_all(p: Ports, unbinds: list[DeviceUnbind], gate: asyncio.Semaphore) -> None:
+    """Advance devices, at most as many at once as `gate` lets through (each device's steps stay
+    sequential); then, when no other run of this process is under way, close its quota blocks, so their
+    unused units go back at once."""
+    if not unbinds:
+        return
 
     async def one(u: DeviceUnbind) -> None:
         async with gate:
             await advance(p, u)
 
-    await asyncio.gather(*(one(u) for u in unbinds))
+    p.device_runs += 1
+    try:
+        await asyncio.gather(*(one(u) for u in unbinds))
+    finally:
+        p.device_runs -= 1
+        if p.device_runs == 0:
+            await p.quota.close_idle(everything=True)
 
 
 async def try_finish(p: Ports, batch_id: str) -> Batch | None:
@@ -271,8 +303,11 @@ async def poll_qr(p: Ports, tokens: PairingTokens, batch_id: str) -> int:
     # Tuya lists a device once per failed attempt: the first attempt places it
     failed = await tokens.failed_devices(batch.qr.token)
     scans = list(dict.fromkeys(d for d, code in failed if _is_scan(p, code)))
-    admitted = await _admit_scans(p, batch_id, scans)
-    await _advance_all(p, [u for u, runs in admitted if runs])
+    # Tuya keeps listing devices already done: only the others are (re)handled
+    done = {u.device_id for u in await p.unbinds.of_batch(batch_id) if u.state.final}
+    admitted = await _admit_scans(p, batch_id, [d for d in scans if d not in done])
+    # a session's devices (<= 30) do not queue behind list batches' devices in this process's gate
+    await _advance_all(p, [u for u, runs in admitted if runs], asyncio.Semaphore(len(admitted) or 1))
     await try_finish(p, batch_id)
     return len(admitted)
 
@@ -303,6 +338,8 @@ async def _admit_scans(p: Ports, batch_id: str, device_ids: list[str]) -> list[t
             batch, decisions[device_id] = batches.admit(batch, device_id, p.clock())
         return batch
 
+    if not device_ids:
+        return []
     batch = await _update_batch(p, batch_id, admit_all)
     # a QR device is unbound and reset: it is left ready to pair again (already there: left as it is)
     await p.unbinds.add_many(
@@ -313,9 +350,10 @@ async def _admit_scans(p: Ports, batch_id: str, device_ids: list[str]) -> list[t
             for d in device_ids
         ]
     )
+    stored = {u.device_id: u for u in await p.unbinds.of_batch(batch_id)}
     out = []
     for device_id in device_ids:
-        u = await p.unbinds.get(batch_id, device_id)
+        u = stored.get(device_id)
         if u is None:
             raise Conflict(f"device {device_id} of batch {batch_id} vanished")
         cause = decisions[device_id].refusal
@@ -340,7 +378,8 @@ async def advance(p: Ports, u: DeviceUnbind) -> DeviceUnbind:
         try:
             match u.state:
                 case UnbindState.PENDING:
-                    moved = await _check_and_reserve(p, u)
+                    moved = await _check_and_start(p, u)
+                    phase = "intent" if moved is not None and moved.state is UnbindState.CALLING else "none"
                 case UnbindState.RESERVED:
                     moved = await _write(p, u, unbind.intend(u, p.clock()))
                     phase = "intent" if moved is not None else "none"
@@ -364,9 +403,6 @@ async def advance(p: Ports, u: DeviceUnbind) -> DeviceUnbind:
             if fresh is None:
                 raise Conflict(f"{u.id} vanished")
             u, phase = fresh, "none"
-            if u.state is UnbindState.REFUSED and u.quota_day is not None:
-                # the winner may have refunded before our reservation landed: refund again (idempotent)
-                return await _refund_if_held(p, u, force=True)
         else:
             u = moved
     if u.units_held:
@@ -374,7 +410,9 @@ async def advance(p: Ports, u: DeviceUnbind) -> DeviceUnbind:
     return u
 
 
-async def _check_and_reserve(p: Ports, u: DeviceUnbind) -> DeviceUnbind | None:
+async def _check_and_start(p: Ports, u: DeviceUnbind) -> DeviceUnbind | None:
+    """Look the device up, check authorization and binding, take its quota units and record the intent to
+    call Tuya, all in one conditional write (the units count only once that write names their blocks)."""
     now = p.clock()
     try:
         facts = await p.devices.lookup(u.device_id)
@@ -390,16 +428,19 @@ async def _check_and_reserve(p: Ports, u: DeviceUnbind) -> DeviceUnbind | None:
         return await _save(p, u, refusal)
     assert facts is not None
     assert facts.product_id is not None
-    if u.quota_day is None:
-        marked = await _write(p, u, unbind.reserving(u, facts, p.quota_day.key(now)))
-        if marked is None:
-            return None
-        u = marked
-    assert u.quota_day is not None
-    outcome = await p.counters.reserve(
-        await _limits(p, u, u.quota_day), quota.unit_id(u.batch_id, u.device_id)
-    )
-    return await _save(p, u, unbind.reserved(u, facts, outcome, p.clock()))
+    day = p.quota_day.key(now)
+    grant = await p.quota.take(await _limits(p, u.operator_id, facts.product_id, day))
+    if not isinstance(grant, BlockGrant):
+        return await _save(p, u, unbind.quota_refused(u, facts, grant, p.clock()))
+    consumed: bool | None = False
+    try:
+        started = unbind.start_call(u, facts, day, grant.blocks, p.clock())
+        consumed = None  # from here the write may land, whatever we hear back
+        moved = await _write(p, u, started)
+        consumed = moved is not None
+    finally:
+        await p.quota.release(grant, consumed)
+    return moved
 
 
 async def _authorization(p: Ports, facts: DeviceFacts | None) -> ProductAuthorization | None:
@@ -409,8 +450,10 @@ async def _authorization(p: Ports, facts: DeviceFacts | None) -> ProductAuthoriz
     return auth if auth.registered else None
 
 
-async def _limits(p: Ports, u: DeviceUnbind, day: str) -> list[tuple[quota.CounterKey, int]]:
-    keys = quota.counter_keys(u.operator_id, u.product_id or "", day)
+async def _limits(
+    p: Ports, operator_id: str, product_id: str, day: str
+) -> list[tuple[quota.CounterKey, int]]:
+    keys = quota.counter_keys(operator_id, product_id, day)
     out = []
     for key in keys:
         history = await p.limits.history(key.scope, key.subject)
@@ -448,14 +491,12 @@ async def _reconcile(p: Ports, u: DeviceUnbind, last_code: str | None) -> tuple[
     return again, again is not None
 
 
-async def _refund_if_held(p: Ports, u: DeviceUnbind, *, force: bool = False) -> DeviceUnbind:
-    if u.state is not UnbindState.REFUSED or not (u.units_held or force):
+async def _refund_if_held(p: Ports, u: DeviceUnbind) -> DeviceUnbind:
+    if u.state is not UnbindState.REFUSED or not u.units_held:
         return u
     if u.quota_day is not None and u.product_id is not None:
         keys = quota.counter_keys(u.operator_id, u.product_id, u.quota_day)
         await p.counters.refund(keys, quota.unit_id(u.batch_id, u.device_id))
-    if not u.units_held:
-        return u
     return await _write(p, u, unbind.refunded(u)) or u
 
 
@@ -470,24 +511,25 @@ async def _save(p: Ports, before: DeviceUnbind, step: Step) -> DeviceUnbind | No
     return after if await p.unbinds.save(after, p.events.outbox(events, p.clock())) else None
 
 
-async def spend_units(p: Ports, *, limit: int = 1000) -> int:
-    """Drop the units of devices unbound more than a call lease ago from their counters' lists (they stay
-    counted): the lists then hold only devices in flight. Waiting the lease keeps a stale worker that is
-    about to reserve for such a device from taking a second unit (it finds the first still listed)."""
-    done = 0
-    for u in await p.unbinds.spendable(p.clock() - p.call_lease, limit):
-        if u.quota_day is not None and u.product_id is not None:
-            keys = quota.counter_keys(u.operator_id, u.product_id, u.quota_day)
-            await p.counters.spend(keys, quota.unit_id(u.batch_id, u.device_id))
-        if await _write(p, u, unbind.spent(u)) is not None:
-            done += 1
-    return done
+async def settle_abandoned_blocks(p: Ports) -> int:
+    """Settle quota blocks no live process settles (its process died, or could not know the outcome)
+    once their `until` passed, by counting the devices whose state names them. Returns how many."""
+    now, settled = p.clock(), 0
+    for block in await p.counters.open_blocks():
+        if p.quota.tracks(block.block_id) or block.until > now:
+            continue
+        consumed = await p.unbinds.holding(block.key, block.block_id)
+        await p.counters.settle(block.key, block.block_id, block.n, consumed)
+        settled += 1
+    return settled
 
 
 async def recover(p: Ports, *, limit: int = 1000) -> int:
-    """At start-up: refund what crashed refusals still hold, then resume every running batch."""
+    """At start-up: refund what crashed refusals still hold, settle abandoned quota blocks, then resume
+    every running batch."""
     for u in await p.unbinds.refunds_due(limit):
         await _refund_if_held(p, u)
+    await settle_abandoned_blocks(p)
     running = await p.batches.running(limit)
     for batch_id in running:
         await run_batch(p, batch_id)
@@ -519,7 +561,17 @@ async def usage(p: Ports, scope: QuotaScope, subject: str, *, day: str | None = 
     now = p.clock()
     key = quota.CounterKey(scope, subject, day or p.quota_day.key(now))
     limit = quota.limit_of(await p.limits.history(scope, subject), p.default_limits[scope])
-    return Usage(scope, subject, key.day, limit, await p.counters.used(key), p.quota_day.resets_at(now))
+    return Usage(scope, subject, key.day, limit, await _units_in_use(p, key), p.quota_day.resets_at(now))
+
+
+async def _units_in_use(p: Ports, key: quota.CounterKey) -> int:
+    """The counter's units taken by devices: what it reserves, less what its open blocks still hold
+    unused (a block of a process that died keeps its units until settled; they are not anyone's)."""
+    used = await p.counters.used(key)
+    for block in await p.counters.open_blocks():
+        if block.key == key:
+            used -= block.n - await p.unbinds.holding(key, block.block_id)
+    return used
 
 
 async def set_limit(
@@ -565,7 +617,7 @@ __all__ = [
     "request_batch",
     "run_batch",
     "set_limit",
-    "spend_units",
+    "settle_abandoned_blocks",
     "try_finish",
     "usage",
 ]
