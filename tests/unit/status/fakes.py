@@ -105,7 +105,9 @@ def make() -> tuple[PulsarBroker, ShadowWriter, FakeShadowStore, FakePublisher, 
         region="eu",
         max_delay_s=0,
     )
-    consumer.register(broker, writer, subscription="status", max_redeliveries=2, receiver_queue_size=10)
+    consumer.register(
+        broker, writer, subscription="status", max_redeliveries=2, receiver_queue_size=10, tenant="t"
+    )
     return broker, writer, store, publisher, history
 
 

@@ -192,6 +192,7 @@ def bootstrap(
         subscription=settings.status_subscription,
         max_redeliveries=settings.status_max_redeliveries,
         receiver_queue_size=settings.status_receiver_queue_size,
+        tenant=settings.tuya_access_id,
         initial_position=settings.status_initial_position,
     )
     cloud = CloudDeviceSource(openapi, rate_per_s=settings.status_reconcile_rate_per_s) if openapi else None

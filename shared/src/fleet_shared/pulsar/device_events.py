@@ -56,7 +56,10 @@ def subscribe_device_events(
     max_workers: int = 1,
     tenant: str | None = None,
 ) -> None:
-    """`tenant`: acknowledge other Tuya projects' events unread (a deployment may share the topic)."""
+    """`tenant`: acknowledge other Tuya projects' events unread (a deployment may share the topic). Acked
+    here whatever the ack policy: under MANUAL nobody else would, and an unacked message pins its device's
+    key range (KeyShared holds a moved range until the previous consumer acks) and the subscription's
+    backlog."""
 
     @broker.subscriber(
         topics.DEVICE_EVENTS.name,
@@ -73,6 +76,7 @@ def subscribe_device_events(
     )
     async def on_device_event(message: Annotated[PulsarMessage, InlineContext("message")]) -> None:
         if tenant is not None and not of_tenant(message.body, tenant):
+            await message.ack()
             return
         try:
             event = topics.DEVICE_EVENTS.decode(message.body)

@@ -1,5 +1,11 @@
 """The FastStream subscriber of the device topic (KeyShared by device id) and the publishers of status's own
-topics (declared for the AsyncAPI document; the outbox relay publishes through the broker)."""
+topics (declared for the AsyncAPI document; the outbox relay publishes through the broker).
+
+status keeps the shadows of its own Tuya project's devices (`tenant`): another project's events on a shared
+topic are acked unread. Merged, they would fill the database with shadows nobody asked for and make the
+writer fetch DP schemas the OpenAPI cannot give for devices not in the project, holding their messages
+unacked meanwhile (under KeyShared that holds back the device keys of a replica that joins).
+"""
 
 from __future__ import annotations
 
@@ -24,6 +30,7 @@ def register(
     subscription: str,
     max_redeliveries: int,
     receiver_queue_size: int,
+    tenant: str,
     initial_position: str = "earliest",
 ) -> None:
     broker.publisher(
@@ -50,4 +57,5 @@ def register(
         receiver_queue_size=receiver_queue_size,
         initial_position=initial_position,
         ack_policy=AckPolicy.MANUAL,
+        tenant=tenant,
     )
