@@ -264,3 +264,33 @@ def partition_owners(admin_url: str, topic: str, subscription: str) -> dict[str,
         sub = partition.get("subscriptions", {}).get(subscription)
         out[name] = sub.get("activeConsumerName") if sub else None
     return out
+
+
+def subscription_summary(admin_url: str, topic: str, subscription: str) -> dict[str, Any]:
+    """What a subscription of a non-partitioned topic holds, for a failure message: its backlog, what its
+    consumers hold unacknowledged, and (KeyShared) the hashes held back for a moved key range, from the
+    broker's stats; its mark-delete and read positions from the internal stats."""
+    path = topic.removeprefix("persistent://")
+    sub = topic_stats(admin_url, topic).get("subscriptions", {}).get(subscription)
+    if sub is None:
+        return {"subscription": "absent"}
+    wanted = ("msgBacklog", "unackedMessages", "blockedSubscriptionOnUnackedMsgs", "drainingHashesCount")
+    out: dict[str, Any] = {k: sub[k] for k in wanted if k in sub}
+    out["consumers"] = {
+        str(c.get("consumerName")): {
+            k: c[k]
+            for k in ("msgOutCounter", "unackedMessages", "drainingHashesCount", "drainingHashesUnackedMessages")
+            if k in c
+        }
+        for c in sub.get("consumers", [])
+    }
+    url = f"{admin_url}/admin/v2/persistent/{path}/internalStats"
+    with contextlib.suppress(OSError, ValueError):
+        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - the test stack's admin API
+            internal = orjson.loads(r.read())
+        cursor = internal.get("cursors", {}).get(subscription, {})
+        out["markDeletePosition"] = cursor.get("markDeletePosition")
+        out["readPosition"] = cursor.get("readPosition")
+        out["lastConfirmedEntry"] = internal.get("lastConfirmedEntry")  # where the topic ends
+        out["individuallyDeletedMessages"] = str(cursor.get("individuallyDeletedMessages", ""))[:200]
+    return out

@@ -25,6 +25,7 @@ from tests.support import (
     Stack,
     partition_owners,
     subscription_consumers,
+    subscription_summary,
 )
 
 STATUS_API_KEY = secrets.token_urlsafe(24)
@@ -70,6 +71,10 @@ class Replicas:
     def consumers(self, admin_url: str) -> list[dict[str, Any]]:
         """The broker's view of the KeyShared subscription: one entry per connected replica."""
         return subscription_consumers(admin_url, self.topic, self.subscription)
+
+    def held(self, admin_url: str) -> dict[str, Any]:
+        """The KeyShared subscription's backlog, unacknowledged and held-back messages (for failure messages)."""
+        return subscription_summary(admin_url, self.topic, self.subscription)
 
     def owners(self, admin_url: str) -> dict[str, str | None]:
         """The broker's view of the Failover subscription: the active replica of each partition."""

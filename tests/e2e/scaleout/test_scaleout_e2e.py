@@ -304,7 +304,13 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
             if not problems or time.monotonic() > deadline:
                 break
             await asyncio.sleep(1)
-        assert problems == [], f"{len(problems)} shadows differ from the simulator, e.g. {problems[:5]}"
+        if problems:
+            held = await asyncio.to_thread(rig.status.held, admin)
+            pytest.fail(
+                f"{len(problems)} of {len(want)} shadows differ from the simulator, e.g. {problems[:5]}; "
+                f"status's subscription: {held}; logs:\n{rig.status.victim.log_tail(1500)}\n"
+                f"{rig.status.survivor.log_tail(1500)}"
+            )
 
         # -- pairing: every session's device, as Tuya says ---------------------------------------------------
         deadline = time.monotonic() + 60
