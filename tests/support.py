@@ -279,7 +279,12 @@ def subscription_summary(admin_url: str, topic: str, subscription: str) -> dict[
     out["consumers"] = {
         str(c.get("consumerName")): {
             k: c[k]
-            for k in ("msgOutCounter", "unackedMessages", "drainingHashesCount", "drainingHashesUnackedMessages")
+            for k in (
+                "msgOutCounter",
+                "unackedMessages",
+                "drainingHashesCount",
+                "drainingHashesUnackedMessages",
+            )
             if k in c
         }
         for c in sub.get("consumers", [])

@@ -73,7 +73,7 @@ class Replicas:
         return subscription_consumers(admin_url, self.topic, self.subscription)
 
     def held(self, admin_url: str) -> dict[str, Any]:
-        """The KeyShared subscription's backlog, unacknowledged and held-back messages (for failure messages)."""
+        """The KeyShared subscription's backlog, unacked and held-back messages (for failure messages)."""
         return subscription_summary(admin_url, self.topic, self.subscription)
 
     def owners(self, admin_url: str) -> dict[str, str | None]:

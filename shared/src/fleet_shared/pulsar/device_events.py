@@ -33,14 +33,15 @@ DeviceEventHandler = Callable[[DeviceEvent, PulsarMessage], Awaitable[None]]
 
 
 def of_tenant(body: bytes, tenant: str) -> bool:
-    """Whether the event is about this Tuya project's devices (its envelope's `tenant`). A body that does not
-    parse counts as ours, so the decoder dead-letters it. A JSON parse is far cheaper than validating the
-    whole event."""
+    """Whether the event is about this Tuya project's devices (its envelope's `tenant`). Only a body naming
+    another project is someone else's: one that does not parse, or has no tenant, counts as ours, so the
+    decoder dead-letters it. A JSON parse is far cheaper than validating the whole event."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return True
-    return not isinstance(parsed, dict) or parsed.get("tenant") == tenant
+    named = parsed.get("tenant") if isinstance(parsed, dict) else None
+    return not isinstance(named, str) or named == tenant
 
 
 def subscribe_device_events(
