@@ -6,7 +6,9 @@ the topics they publish. The checks compare what the replicas made with the simu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
+import os
 import secrets
 from collections import defaultdict
 from collections.abc import Iterable
@@ -15,10 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 
 from fleet_contracts import topics
 from tests.e2e.ingest.sim_support import Expectation, SimProcess
-from tests.e2e.ingest.support import IngestProcess
+from tests.e2e.ingest.support import IngestProcess, TopicReader
 from tests.e2e.pairing.support import Pairing
 from tests.support import (
     ServiceProcess,
@@ -26,6 +29,7 @@ from tests.support import (
     partition_owners,
     subscription_consumers,
     subscription_summary,
+    topic_stats,
 )
 
 STATUS_API_KEY = secrets.token_urlsafe(24)
@@ -126,6 +130,68 @@ def pairing_replicas(
     a = Pairing(stack, sim, access_id, secret, unique, logs / "pairing-a.log", slow_poll)
     b = Pairing(stack, sim, access_id, secret, unique, logs / "pairing-b.log", slow_poll)
     return Replicas("pairing", (a, b), topics.DEVICE_EVENTS.name, f"pairing-e2e-{unique}", a.database)
+
+
+# --- who published what ------------------------------------------------------------------------------------
+
+#: set on what `ProducerReader` keeps: the Pulsar producer that published the message
+PRODUCER = "x-test-producer"
+
+
+class ProducerReader(TopicReader):
+    """A `TopicReader` that also notes each message's producer. On a shared dev stack, status processes of
+    other runs (and of branches without status's tenant filter) may publish events about this test's devices
+    under its tenant; the producer tells this test's status replicas' events from theirs."""
+
+    async def _run(self) -> None:
+        while True:
+            msg = await self.consumer.receive()
+            body = orjson.loads(msg.data())
+            if body.get("tenant") == self.tenant:
+                self.messages.append((body, {**msg.properties(), PRODUCER: msg.producer_name()}))
+            await self.consumer.acknowledge(msg)
+
+
+def local_ports(pid: int) -> set[int]:
+    """The local TCP ports of a process's sockets (Linux /proc): its connections to the broker."""
+    inodes: set[str] = set()
+    with contextlib.suppress(OSError):
+        for fd in Path(f"/proc/{pid}/fd").iterdir():
+            with contextlib.suppress(OSError):
+                target = os.readlink(fd)
+                if target.startswith("socket:["):
+                    inodes.add(target[len("socket:[") : -1])
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError):
+            for line in Path(table).read_text().splitlines()[1:]:
+                columns = line.split()
+                if len(columns) > 9 and columns[9] in inodes:
+                    ports.add(int(columns[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def producers_of(admin_url: str, topic: str, processes: Iterable[ServiceProcess]) -> set[str]:
+    """The names of the producers these (running) processes have on a topic: the broker lists each
+    producer with its connection's address, matched here with the processes' own sockets."""
+    ports: set[int] = set()
+    for p in processes:
+        if p.proc is not None and p.proc.poll() is None:
+            ports |= local_ports(p.proc.pid)
+    out: set[str] = set()
+    for publisher in topic_stats(admin_url, topic).get("publishers", []):
+        port = str(publisher.get("address", "")).rsplit(":", 1)[-1]
+        if port.isdigit() and int(port) in ports:
+            out.add(str(publisher["producerName"]))
+    return out
+
+
+def published_by(
+    messages: list[tuple[dict[str, Any], dict[str, str]]], producers: set[str]
+) -> tuple[list[dict[str, Any]], int]:
+    """The bodies these producers published, in arrival order, and how many others there were."""
+    ours = [body for body, props in messages if props.get(PRODUCER) in producers]
+    return ours, len(messages) - len(ours)
 
 
 # --- ground truth -------------------------------------------------------------------------------------------

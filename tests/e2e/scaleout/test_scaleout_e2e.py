@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pulsar
 import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
@@ -41,6 +42,7 @@ from tests.e2e.ingest.sim_support import SimProcess, expectation, published_mess
 from tests.e2e.ingest.support import TopicReader
 from tests.e2e.scaleout.support import (
     STATUS_API_KEY,
+    ProducerReader,
     Replicas,
     activate,
     all_shadows,
@@ -55,6 +57,8 @@ from tests.e2e.scaleout.support import (
     open_sessions,
     pairing_problems,
     pairing_replicas,
+    producers_of,
+    published_by,
     session_views,
     shadow_problems,
     status_event_problems,
@@ -87,6 +91,7 @@ class Rig:
     shadow_events: TopicReader
     presence_events: TopicReader
     pairing_events: TopicReader
+    logs: Path
 
     @property
     def services(self) -> tuple[Replicas, Replicas, Replicas]:
@@ -105,12 +110,12 @@ async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
     )
     client = pa.Client(stack.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     readers = [
-        await TopicReader.open(client, topic.name, f"e2e-so-{unique}", access_id)
-        for topic in (
-            topics.DEVICE_EVENTS,
-            topics.STATUS_SHADOW_EVENTS,
-            topics.STATUS_PRESENCE_EVENTS,
-            topics.PAIRING_EVENTS,
+        await reader.open(client, topic.name, f"e2e-so-{unique}", access_id)
+        for reader, topic in (
+            (TopicReader, topics.DEVICE_EVENTS),
+            (ProducerReader, topics.STATUS_SHADOW_EVENTS),  # status's events: told from other runs'
+            (ProducerReader, topics.STATUS_PRESENCE_EVENTS),
+            (TopicReader, topics.PAIRING_EVENTS),
         )
     ]
     try:
@@ -119,7 +124,7 @@ async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
         for replicas in services:
             replicas.start()
         await asyncio.gather(*(r.wait_ready() for r in services))
-        yield Rig(stack, int(unique, 16) % 2**31, sim, *services, *readers)
+        yield Rig(stack, int(unique, 16) % 2**31, sim, *services, *readers, tmp_path)
     finally:
         for replicas in services:
             replicas.kill()
@@ -169,6 +174,14 @@ def both_at_work(rig: Rig) -> dict[str, Any] | None:
         return None
     split = sorted(list(owners.values()).count(name) for name in set(owners.values()))
     return {"ingest received": ingest, "partitions": split, "status merged": status, "handled": consumers}
+
+
+def status_producers_of(rig: Rig) -> set[str]:
+    """The producers of status's running replicas on its two topics."""
+    admin, processes = rig.stack.pulsar_admin_url, rig.status.processes
+    return producers_of(admin, topics.STATUS_SHADOW_EVENTS.name, processes) | producers_of(
+        admin, topics.STATUS_PRESENCE_EVENTS.name, processes
+    )
 
 
 def consumer_names(replicas: Replicas, admin: str) -> set[str]:
@@ -229,9 +242,10 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         keyshared_at_kill = await asyncio.to_thread(
             lambda: {r.name: r.consumers(admin) for r in (rig.status, rig.pairing)}
         )
+        status_producers = await asyncio.to_thread(status_producers_of, rig)  # the victim's, while it lives
         for replicas in rig.services:
             replicas.victim.kill()
-        killed = time.monotonic()
+        killed, killed_at = time.monotonic(), time.time()
         await burst
         published_at_kill = (await call(ctl, "GET", "/sim/truth", params={"messages": "false"}))["summary"][
             "published"
@@ -260,6 +274,7 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         # -- the killed ones come back and take a share again ------------------------------------------------
         for replicas in rig.services:
             replicas.victim.start()
+        restarted_at = time.time()
         await asyncio.gather(*(r.victim.wait_ready(within=300) for r in rig.services))
         await within(
             30,
@@ -325,13 +340,28 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
 
     ingest, repeats = ingest_problems(events, expect)
     assert ingest == [], f"ingest: {ingest[:5]}"
-    chain = status_event_problems(
-        [body for body, _ in rig.shadow_events.messages],
-        [body for body, _ in rig.presence_events.messages],
-        shadows,
-        want,
-    )
-    assert chain == [], f"status events: {len(chain)} problems, e.g. {chain[:5]}"
+    status_producers |= await asyncio.to_thread(status_producers_of, rig)  # the restarted victim's
+    shadow_events, foreign = published_by(rig.shadow_events.messages, status_producers)
+    presence_events, foreign_presence = published_by(rig.presence_events.messages, status_producers)
+    assert shadow_events, f"no shadow events of status's producers {status_producers}"
+    assert presence_events, f"no presence events of status's producers {status_producers}"
+    chain = status_event_problems(shadow_events, presence_events, shadows, want)
+    if chain:
+        dump = rig.logs / "status-events.json"
+        dump.write_bytes(
+            orjson.dumps(
+                {
+                    "killed_at": killed_at,
+                    "restarted_at": restarted_at,
+                    "problems": chain[:50],
+                    "status_producers": sorted(status_producers),
+                    "shadow_events": [(body, props) for body, props in rig.shadow_events.messages],
+                    "shadows": shadows,
+                },
+                option=orjson.OPT_INDENT_2,
+            )
+        )
+        pytest.fail(f"status events: {len(chain)} problems, e.g. {chain[:5]} (all of them: {dump})")
     pairing = pairing_problems(planned, views, tokens, rig.pairing_events.messages)
     assert pairing == [], f"pairing: {pairing[:5]}"
 
@@ -352,8 +382,9 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
     print(
         f"\n{DEVICES} devices, {len(records)} messages published ({summary['duplicates']} chaos duplicates), "
         f"{len(expect.facts)} facts -> {len(events)} device events ({repeats} repeats); "
-        f"{len(rig.shadow_events.messages)} shadow and {len(rig.presence_events.messages)} presence events "
-        f"for {len(want)} shadows; {len(planned)} pairing sessions. Before the kill: {at_work}. "
+        f"{len(shadow_events)} shadow and {len(presence_events)} presence events for {len(want)} shadows "
+        f"(and {foreign + foreign_presence} about them from status processes outside this test); "
+        f"{len(planned)} pairing sessions. Before the kill: {at_work}. "
         f"Killed with {in_flight:.0f} in flight at ingest, unacked {unacked_at_kill}; failover in "
         f"{failover_s:.1f}s; restarted replicas consumed {restarted}. Stream {published_at - started:.1f}s, "
         f"converged +{converged - published_at:.1f}s; load average {os.getloadavg()[0]:.1f}"
