@@ -15,7 +15,7 @@ the killed one is restarted and takes a share back. Checked against the simulato
   ingest's partitions were split between them, and the killed ones held unacknowledged messages.
 
 On the shared dev stack other runs' status processes (branches without status's tenant filter) may publish
-events about this test's devices under its tenant: status's events are taken from its replicas' producers only.
+events about this test's devices under its tenant: status's events are taken from its replicas' producers.
 
 Size: FLEET_E2E_SCALEOUT_DEVICES (default 300), FLEET_E2E_SCALEOUT_RATE (status reports/s, 100),
 FLEET_E2E_SCALEOUT_SECONDS (20), FLEET_E2E_SCALEOUT_SESSIONS (20); e.g. 3000 / 800 / 60 / 100 for a larger
