@@ -15,8 +15,8 @@ from faststream.middlewares import AckPolicy
 
 from fleet_contracts import topics
 from fleet_contracts.device import DeviceEvent
-from fleet_contracts.status import PresenceChangedEvent, ShadowChangedEvent
-from fleet_shared.pulsar import PulsarBroker, PulsarMessage, subscribe_device_events
+from fleet_shared.pulsar import DeviceSubscription, PulsarBroker, PulsarMessage, subscribe_device_events
+from fleet_shared.service.clients import declare_publishers
 from fleet_status.service_layer.handlers import handle_device_event
 from fleet_status.service_layer.writer import ShadowWriter
 
@@ -26,23 +26,11 @@ log = logging.getLogger(__name__)
 def register(
     broker: PulsarBroker,
     writer: ShadowWriter,
+    subscription: DeviceSubscription,
     *,
-    subscription: str,
-    max_redeliveries: int,
-    receiver_queue_size: int,
     tenant: str,
-    initial_position: str = "earliest",
 ) -> None:
-    broker.publisher(
-        topics.STATUS_SHADOW_EVENTS.name,
-        schema=ShadowChangedEvent,
-        description=topics.STATUS_SHADOW_EVENTS.description,
-    )
-    broker.publisher(
-        topics.STATUS_PRESENCE_EVENTS.name,
-        schema=PresenceChangedEvent,
-        description=topics.STATUS_PRESENCE_EVENTS.description,
-    )
+    declare_publishers(broker, topics.STATUS_SHADOW_EVENTS, topics.STATUS_PRESENCE_EVENTS)
 
     async def handle(event: DeviceEvent, message: PulsarMessage) -> None:
         await handle_device_event(event, message, writer)
@@ -51,11 +39,8 @@ def register(
     subscribe_device_events(
         broker,
         handle,
-        subscription=subscription,
+        subscription,
         dead_letter=topics.STATUS_DEAD_LETTER,
-        max_redeliveries=max_redeliveries,
-        receiver_queue_size=receiver_queue_size,
-        initial_position=initial_position,
         ack_policy=AckPolicy.MANUAL,
         tenant=tenant,
     )

@@ -38,6 +38,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fleet_contracts.outbox import OutboxEntry, entries_of
 from fleet_contracts.unbinding import RefusalCause, UnbindMode
+from fleet_shared import mongo
 from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain.batch import Batch, BatchStatus, Tally
 from fleet_unbinding.domain.qr import QrSession
@@ -71,7 +72,7 @@ def _with_outbox(update: Document, outbox: Sequence[OutboxEntry]) -> Document:
 async def _clear_outbox(
     collection: AsyncIOMotorCollection[Document], doc_id: str, entries: Sequence[OutboxEntry]
 ) -> None:
-    await collection.update_one({"_id": doc_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
+    await collection.update_one({"_id": doc_id}, mongo.pull_relayed(entries))
     # only where nothing was appended since: a concurrent write's events keep the document pending
     await collection.update_one({"_id": doc_id, "outbox": {"$size": 0}}, {"$unset": {PENDING: ""}})
 
