@@ -80,6 +80,15 @@ class Replicas:
         """The KeyShared subscription's backlog, unacked and held-back messages (for failure messages)."""
         return subscription_summary(admin_url, self.topic, self.subscription)
 
+    def backlog(self, admin_url: str) -> dict[str, int]:
+        """The Failover subscription's backlog per partition (for failure messages)."""
+        stats = topic_stats(admin_url, self.topic, partitioned=True)
+        out: dict[str, int] = {}
+        for name, partition in stats.get("partitions", {}).items():
+            sub = partition.get("subscriptions", {}).get(self.subscription) or {}
+            out[name.rsplit("-", 1)[-1]] = int(sub.get("msgBacklog", -1))
+        return out
+
     def owners(self, admin_url: str) -> dict[str, str | None]:
         """The broker's view of the Failover subscription: the active replica of each partition."""
         return partition_owners(admin_url, self.topic, self.subscription)

@@ -302,11 +302,19 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         expect = expectation(records)
         assert len(records) > published_at_kill, "the stream went on after the kill"
         events = rig.device_events.messages
-        await within(
-            120,
-            f"{len(expect.facts)} facts on the device topic",
-            lambda: len({body["id"] for body, _ in events}) >= len(expect.facts),
-        )
+        try:
+            await within(
+                120,
+                f"{len(expect.facts)} facts on the device topic",
+                lambda: len({body["id"] for body, _ in events}) >= len(expect.facts),
+            )
+        except AssertionError:
+            arrived = len({body["id"] for body, _ in events})
+            backlog = await asyncio.to_thread(rig.ingest.backlog, admin)
+            pytest.fail(
+                f"{arrived} of {len(expect.facts)} facts on the device topic after 120 s; ingest's "
+                f"backlog per partition {backlog}; ingest problems {ingest_problems(events, expect)[0][:3]}"
+            )
 
         # -- status: the shadows equal the simulator's devices -----------------------------------------------
         want = expected_shadows(records, devices)
