@@ -69,6 +69,7 @@ PULSAR_URL = os.environ.get("FLEET_PULSAR_URL", "pulsar://127.0.0.1:6650")
 PULSAR_ADMIN_URL = os.environ.get("FLEET_PULSAR_ADMIN_URL", "http://127.0.0.1:8080")
 MONGODB_URI = os.environ.get("FLEET_MONGODB_URI", "mongodb://127.0.0.1:27017/")
 DRAIN_S = 180.0
+TENANT = "bench"  # the events' Tuya project, and the one the service runs for
 
 
 def free_port() -> int:
@@ -96,7 +97,7 @@ def status_event(device: str, counter: int, now_ms: int) -> bytes:
             dps=[DpReport(code="counter", value=counter, device_time_ms=now_ms)],
         ),
         source="/bench",
-        tenant="bench",
+        tenant=TENANT,
         region="eu",
     )
     return topics.DEVICE_EVENTS.encode(event)
@@ -226,6 +227,7 @@ def run_status(
         "FLEET_STATUS_SUBSCRIPTION": f"status-bench-{run}",
         "FLEET_STATUS_INITIAL_POSITION": "latest",
         "FLEET_STATUS_RECONCILE_INTERVAL_S": "0",
+        "FLEET_TUYA_ACCESS_ID": TENANT,  # status keeps only its own project's devices
         "FLEET_TUYA_ACCESS_SECRET": "",
         "FLEET_HTTP_HOST": "127.0.0.1",
         "FLEET_HTTP_PORT": str(port),

@@ -236,3 +236,66 @@ def drop_subscription(admin_url: str, topic: str, subscription: str) -> None:
     request = urllib.request.Request(url, method="DELETE")  # noqa: S310 - the test stack's admin API
     with contextlib.suppress(OSError), urllib.request.urlopen(request, timeout=10):  # noqa: S310
         pass
+
+
+def topic_stats(admin_url: str, topic: str, *, partitioned: bool = False) -> dict[str, Any]:
+    """The broker's stats of a topic (admin API): per subscription its consumers, each with what it was sent
+    (`msgOutCounter`) and holds unacknowledged (`unackedMessages`). `partitioned`: per partition
+    (`{"partitions": {name: stats}}`), where a Failover subscription names its `activeConsumerName`."""
+    path = topic.removeprefix("persistent://")
+    tail = "partitioned-stats?perPartition=true" if partitioned else "stats"
+    url = f"{admin_url}/admin/v2/persistent/{path}/{tail}"
+    with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - the test stack's admin API
+        stats: dict[str, Any] = orjson.loads(r.read())
+    return stats
+
+
+def subscription_consumers(admin_url: str, topic: str, subscription: str) -> list[dict[str, Any]]:
+    """The consumers connected to a subscription of a non-partitioned topic, with their stats."""
+    sub = topic_stats(admin_url, topic).get("subscriptions", {}).get(subscription)
+    return list(sub["consumers"]) if sub else []
+
+
+def partition_owners(admin_url: str, topic: str, subscription: str) -> dict[str, str | None]:
+    """Partition -> the consumer a Failover subscription has active on it (None: no consumer)."""
+    stats = topic_stats(admin_url, topic, partitioned=True)
+    out: dict[str, str | None] = {}
+    for name, partition in stats.get("partitions", {}).items():
+        sub = partition.get("subscriptions", {}).get(subscription)
+        out[name] = sub.get("activeConsumerName") if sub else None
+    return out
+
+
+def subscription_summary(admin_url: str, topic: str, subscription: str) -> dict[str, Any]:
+    """What a subscription of a non-partitioned topic holds, for a failure message: its backlog, what its
+    consumers hold unacknowledged, and (KeyShared) the hashes held back for a moved key range, from the
+    broker's stats; its mark-delete and read positions from the internal stats."""
+    path = topic.removeprefix("persistent://")
+    sub = topic_stats(admin_url, topic).get("subscriptions", {}).get(subscription)
+    if sub is None:
+        return {"subscription": "absent"}
+    wanted = ("msgBacklog", "unackedMessages", "blockedSubscriptionOnUnackedMsgs", "drainingHashesCount")
+    out: dict[str, Any] = {k: sub[k] for k in wanted if k in sub}
+    out["consumers"] = {
+        str(c.get("consumerName")): {
+            k: c[k]
+            for k in (
+                "msgOutCounter",
+                "unackedMessages",
+                "drainingHashesCount",
+                "drainingHashesUnackedMessages",
+            )
+            if k in c
+        }
+        for c in sub.get("consumers", [])
+    }
+    url = f"{admin_url}/admin/v2/persistent/{path}/internalStats"
+    with contextlib.suppress(OSError, ValueError):
+        with urllib.request.urlopen(url, timeout=10) as r:  # noqa: S310 - the test stack's admin API
+            internal = orjson.loads(r.read())
+        cursor = internal.get("cursors", {}).get(subscription, {})
+        out["markDeletePosition"] = cursor.get("markDeletePosition")
+        out["readPosition"] = cursor.get("readPosition")
+        out["lastConfirmedEntry"] = internal.get("lastConfirmedEntry")  # where the topic ends
+        out["individuallyDeletedMessages"] = str(cursor.get("individuallyDeletedMessages", ""))[:200]
+    return out

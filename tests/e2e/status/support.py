@@ -4,6 +4,7 @@ schemas, the status service as a subprocess, and readers of its topics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import time
 from dataclasses import dataclass, field
@@ -31,6 +32,8 @@ from fleet_contracts.device import (
 from tests.support import ServiceProcess, Stack, free_port
 
 PRODUCT = "e2eprod"
+# the Tuya project (access id) status serves: the events' `tenant`, or status acks them unread
+TENANT = "e2eaccess"
 API_KEY = "e2e-status-api-key-0123456789abcdef"
 # the DP schema the fake OpenAPI serves (REFERENCE §6: `values` is a JSON string)
 SPEC_STATUS = [
@@ -73,7 +76,7 @@ def fleet(prefix: str, devices: int, seed: int = 7) -> tuple[list[Any], dict[str
         device = f"{prefix}-{i:05d}"
         t = Truth(owner=f"owner-{i % 17}")
         truth[device] = t
-        common: dict[str, Any] = {"source": "/fleet/ingest", "tenant": "e2e", "region": "eu"}
+        common: dict[str, Any] = {"source": "/fleet/ingest", "tenant": TENANT, "region": "eu"}
         events.append(
             DeviceBoundEvent.build(
                 DeviceBound(
@@ -226,7 +229,7 @@ class StatusProcess(ServiceProcess):
             stack=stack,
             api_key=API_KEY,
             env={
-                "FLEET_TUYA_ACCESS_ID": "e2eaccess",
+                "FLEET_TUYA_ACCESS_ID": TENANT,
                 "FLEET_TUYA_ACCESS_SECRET": "e2esecret",
                 "FLEET_TUYA_OPENAPI_URL": openapi_url,
                 "FLEET_STATUS_DATABASE": database,
@@ -288,6 +291,9 @@ class ShadowEventReader:
                 self.events.append(event)
 
     def close(self) -> None:
+        """Unsubscribes: the subscription is this test's alone, and left behind it keeps a backlog."""
+        with contextlib.suppress(Exception):
+            self.consumer.unsubscribe()
         self.client.close()
 
 

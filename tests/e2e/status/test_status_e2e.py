@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from fleet_contracts import topics
 from tests.e2e.status.support import (
     FakeOpenApi,
     ShadowEventReader,
@@ -25,7 +26,7 @@ from tests.e2e.status.support import (
     publish,
     shuffled_with_duplicates,
 )
-from tests.support import Stack, needs_private_stack
+from tests.support import Stack, drop_subscription, needs_private_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -44,10 +45,11 @@ class Run:
 async def run(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Run]:
     openapi = FakeOpenApi()
     await openapi.start()
+    subscription = f"status-e2e-{unique}"
     status = StatusProcess(
         stack,
         database=f"status_e2e_{unique}",
-        subscription=f"status-e2e-{unique}",
+        subscription=subscription,
         openapi_url=openapi.url,
         log=tmp_path / "status.log",
     )
@@ -61,6 +63,10 @@ async def run(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Run]:
         status.terminate()
         reader.close()
         await openapi.stop()
+        # status's durable subscription on the shared device topic would keep a backlog forever
+        await asyncio.to_thread(
+            drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, subscription
+        )
 
 
 def check_events(run: Run, truth: dict[str, Truth]) -> None:

@@ -29,10 +29,11 @@ import pytest
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
+from fleet_contracts import topics
 from fleet_shared.tracing import DEVICE_ID
 from fleet_shared.tracing.zipkin import ZipkinQuery, service_of, services_in, span_tree
 from fleet_shared.tuya.openapi import TOKEN_PATH, TuyaOpenApiClient
-from tests.support import ServiceProcess, Stack
+from tests.support import ServiceProcess, Stack, drop_subscription
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
@@ -136,6 +137,10 @@ async def system(
         for process in reversed(started.values()):
             process.terminate()
         query.close()
+        # status's durable subscription on the shared device topic would keep a backlog forever
+        await asyncio.to_thread(
+            drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, f"traces-status-{unique}"
+        )
 
 
 async def until_found(

@@ -6,6 +6,7 @@ runs in the database), and without a credential nothing is answered."""
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import io
 from collections.abc import AsyncIterator
@@ -17,11 +18,12 @@ import pytest
 from motor.motor_asyncio import AsyncIOMotorClient
 from prometheus_client import CollectorRegistry
 
+from fleet_contracts import topics
 from fleet_shared.security.cli import add_api_key_commands, run_api_key_command
 from fleet_status.bootstrap import bootstrap
 from fleet_status.entrypoints.app import create_app
 from fleet_status.settings import StatusSettings
-from tests.support import Stack
+from tests.support import Stack, drop_subscription
 
 pytestmark = pytest.mark.integration
 
@@ -85,6 +87,10 @@ async def api(stack: Stack, unique: str, monkeypatch: pytest.MonkeyPatch) -> Asy
     finally:
         await mongo.drop_database(database)
         mongo.close()
+        # the service's durable subscription on the shared device topic would keep a backlog forever
+        await asyncio.to_thread(
+            drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, settings.status_subscription
+        )
 
 
 def client(app: Any, key: str | None) -> httpx.AsyncClient:

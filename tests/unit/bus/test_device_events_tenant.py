@@ -13,3 +13,7 @@ def test_the_consumer_skips_other_projects_events_before_decoding_them() -> None
     assert of_tenant(b'{"tenant": "mine", "type": "device.online.v1"}', "mine")
     assert not of_tenant(b'{"tenant": "theirs"}', "mine")
     assert of_tenant(b"not json", "mine")  # the decoder dead-letters it
+    # no tenant named (or not as text): not an event of another project but a broken one, dead-lettered too
+    assert of_tenant(b'{"type": "device.online.v1"}', "mine")
+    assert of_tenant(b'{"tenant": 7}', "mine")
+    assert of_tenant(b"[1, 2]", "mine")

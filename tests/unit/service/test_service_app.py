@@ -83,6 +83,12 @@ def routes() -> APIRouter:
             raise RuntimeError(f"driver failed, password={SECRET}")
         return {"device_id": device_id}
 
+    @router.get("/v1/tokens/{refresh_token}/uses/{count}")
+    async def token_uses(refresh_token: str, count: int) -> dict[str, str]:
+        if refresh_token == "boom":
+            raise RuntimeError("driver failed")
+        raise HTTPException(404, "no such token")
+
     return router
 
 
@@ -120,10 +126,35 @@ def test_http_errors_are_problems() -> None:
         "title": "Not Found",
         "status": 404,
         "detail": "no device missing",
-        "instance": "/v1/devices/missing",
     }
     assert unknown.status_code == 404
     assert unknown.json()["title"] == "Not Found"
+
+
+def test_problems_never_echo_the_request_path() -> None:
+    """A path can carry a credential: no problem names it (`instance` is left out; RFC 9457 allows it)."""
+    token = "refresh-0123456789abcdef-do-not-echo"
+    with client(Lifecycle()) as http:
+        answers = {
+            "http error": http.get(f"/v1/tokens/{token}/uses/1?key={token}"),
+            "invalid path parameter": http.get(f"/v1/tokens/{token}/uses/many"),
+            "no route": http.get(f"/v2/tokens/{token}"),
+            "wrong method": http.delete(f"/v1/tokens/{token}/uses/1"),
+            "unhandled error": http.get("/v1/tokens/boom/uses/1"),
+        }
+    assert {k: r.status_code for k, r in answers.items()} == {
+        "http error": 404,
+        "invalid path parameter": 422,
+        "no route": 404,
+        "wrong method": 405,
+        "unhandled error": 500,
+    }
+    for what, response in answers.items():
+        assert response.headers["content-type"] == "application/problem+json", what
+        assert "instance" not in response.json(), what
+        assert token not in response.text, what
+        assert "/v1/tokens" not in response.text, what
+    assert answers["invalid path parameter"].json()["errors"][0]["field"] == "path.count"
 
 
 def test_unhandled_error_is_a_500_saying_nothing_of_internals(caplog: pytest.LogCaptureFixture) -> None:
@@ -135,6 +166,7 @@ def test_unhandled_error_is_a_500_saying_nothing_of_internals(caplog: pytest.Log
     body = response.json()
     assert body["title"] == "Internal Server Error"
     assert "req-42" in body["detail"]
+    assert "instance" not in body
     assert "driver" not in response.text
     assert SECRET not in response.text
     # the log has the details, under the request id

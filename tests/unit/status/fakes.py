@@ -106,7 +106,7 @@ def make() -> tuple[PulsarBroker, ShadowWriter, FakeShadowStore, FakePublisher, 
         max_delay_s=0,
     )
     consumer.register(
-        broker, writer, DeviceSubscription("status", max_redeliveries=2, receiver_queue_size=10)
+        broker, writer, DeviceSubscription("status", max_redeliveries=2, receiver_queue_size=10), tenant="t"
     )
     return broker, writer, store, publisher, history
 

@@ -175,7 +175,7 @@ def bootstrap(
         history_delay_s=settings.status_history_delay_s,
         metrics=WriterMetrics(registry),
     )
-    consumer.register(broker, writer, settings.device_subscription)
+    consumer.register(broker, writer, settings.device_subscription, tenant=settings.tuya_access_id)
     cloud = CloudDeviceSource(openapi, rate_per_s=settings.status_reconcile_rate_per_s) if openapi else None
     return Status(
         settings=settings,

@@ -49,14 +49,15 @@ class DeviceSubscription:
 
 
 def of_tenant(body: bytes, tenant: str) -> bool:
-    """Whether the event is about this Tuya project's devices (its envelope's `tenant`). A body that does not
-    parse counts as ours, so the decoder dead-letters it. A JSON parse is far cheaper than validating the
-    whole event."""
+    """Whether the event is about this Tuya project's devices (its envelope's `tenant`). Only a body naming
+    another project is someone else's: one that does not parse, or has no tenant, counts as ours, so the
+    decoder dead-letters it. A JSON parse is far cheaper than validating the whole event."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
         return True
-    return not isinstance(parsed, dict) or parsed.get("tenant") == tenant
+    named = parsed.get("tenant") if isinstance(parsed, dict) else None
+    return not isinstance(named, str) or named == tenant
 
 
 def subscribe_device_events(
@@ -68,7 +69,10 @@ def subscribe_device_events(
     ack_policy: AckPolicy = AckPolicy.NACK_ON_ERROR,
     tenant: str | None = None,
 ) -> None:
-    """`tenant`: acknowledge other Tuya projects' events unread (a deployment may share the topic)."""
+    """`tenant`: acknowledge other Tuya projects' events unread (a deployment may share the topic). Acked
+    here whatever the ack policy: under MANUAL nobody else would, and an unacked message pins its device's
+    key range (KeyShared holds a moved range until the previous consumer acks) and the subscription's
+    backlog."""
     s = subscription
 
     @broker.subscriber(
@@ -86,6 +90,7 @@ def subscribe_device_events(
     )
     async def on_device_event(message: Annotated[PulsarMessage, InlineContext("message")]) -> None:
         if tenant is not None and not of_tenant(message.body, tenant):
+            await message.ack()
             return
         try:
             event = topics.DEVICE_EVENTS.decode(message.body)

@@ -2,6 +2,11 @@
 
 A 422 lists each invalid field by its path and pydantic's message, never the value sent: request bodies may
 hold Wi-Fi passwords or access secrets, and an error body is logged and shown more widely than the request.
+
+Nor does a problem echo the request's path as `instance`: a path can carry ids and credentials (tuya-sim
+serves Tuya's `/v1.0/token/{refresh_token}`), and error bodies end up in clients' logs. RFC 9457 makes
+`instance` optional, and the route's template would not do instead (`{device_id}` is not a URI reference);
+the `X-Request-ID` header (and, for a 500, the detail) names the request for finding its log lines.
 """
 
 from __future__ import annotations
@@ -56,10 +61,10 @@ def invalid_fields(errors: Sequence[Any]) -> list[dict[str, str]]:
     return fields
 
 
-def unexpected_error(path: str, request_id: str | None) -> JSONResponse:
+def unexpected_error(request_id: str | None) -> JSONResponse:
     """The 500 for a bug: says nothing of the internals, names the request id to find its log line."""
     where = f" (request id {request_id})" if request_id else ""
-    return problem(500, f"an unexpected error; the service's logs have the details{where}", instance=path)
+    return problem(500, f"an unexpected error; the service's logs have the details{where}")
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -69,19 +74,19 @@ def install_problem_handlers(app: FastAPI) -> None:
     envelope on Tuya's paths): the later registration wins.
     """
 
-    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+    async def http_error(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, StarletteHTTPException)
         detail = exc.detail if isinstance(exc.detail, str) else None
         extensions: dict[str, Any] = (
             {} if detail is not None or exc.detail is None else {"errors": exc.detail}
         )
-        return problem(exc.status_code, detail, instance=request.url.path, headers=exc.headers, **extensions)
+        return problem(exc.status_code, detail, headers=exc.headers, **extensions)
 
-    async def invalid_request(request: Request, exc: Exception) -> JSONResponse:
+    async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, RequestValidationError)
         fields = invalid_fields(exc.errors())
         names = ", ".join(f["field"] for f in fields)
-        return problem(422, f"invalid request: {names}", instance=request.url.path, errors=fields)
+        return problem(422, f"invalid request: {names}", errors=fields)
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)

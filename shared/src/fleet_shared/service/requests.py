@@ -117,7 +117,7 @@ class RequestContextMiddleware:
                     )
                     if started:
                         raise
-                    await unexpected_error(path, request_id)(scope, receive, send_with_id)
+                    await unexpected_error(request_id)(scope, receive, send_with_id)
                 finally:
                     if span is not None:
                         _name_by_route(span, scope, method, status)

@@ -1,5 +1,11 @@
 """The FastStream subscriber of the device topic (KeyShared by device id) and the publishers of status's own
-topics (declared for the AsyncAPI document; the outbox relay publishes through the broker)."""
+topics (declared for the AsyncAPI document; the outbox relay publishes through the broker).
+
+status keeps the shadows of its own Tuya project's devices (`tenant`): another project's events on a shared
+topic are acked unread. Merged, they would fill the database with shadows nobody asked for and make the
+writer fetch DP schemas the OpenAPI cannot give for devices not in the project, holding their messages
+unacked meanwhile (under KeyShared that holds back the device keys of a replica that joins).
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ def register(
     broker: PulsarBroker,
     writer: ShadowWriter,
     subscription: DeviceSubscription,
+    *,
+    tenant: str,
 ) -> None:
     declare_publishers(broker, topics.STATUS_SHADOW_EVENTS, topics.STATUS_PRESENCE_EVENTS)
 
@@ -29,5 +37,10 @@ def register(
 
     # MANUAL: the writer acks once the batch holding the message is durable, not when this returns.
     subscribe_device_events(
-        broker, handle, subscription, dead_letter=topics.STATUS_DEAD_LETTER, ack_policy=AckPolicy.MANUAL
+        broker,
+        handle,
+        subscription,
+        dead_letter=topics.STATUS_DEAD_LETTER,
+        ack_policy=AckPolicy.MANUAL,
+        tenant=tenant,
     )
