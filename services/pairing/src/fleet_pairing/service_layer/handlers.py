@@ -132,13 +132,16 @@ async def _apply(
     sessions: SessionRepository,
     load: Callable[[], Awaitable[PairingSession | None]],
     transition: Callable[[PairingSession], Transition],
+    *,
+    first: Awaitable[PairingSession | None] | None = None,
 ) -> PairingSession | None:
     """Read, transition, write conditionally on the version read; retried from a fresh read on a lost race.
-    Returns the session as stored afterwards, or None when there is no such session."""
+    Returns the session as stored afterwards, or None when there is no such session. `first`: the first
+    read, already under way (a caller that reads something else at the same time)."""
     for attempt in range(_WRITE_TRIES):
         if attempt:
             await asyncio.sleep(random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_STEP_S * attempt)))
-        current = await load()
+        current = await (first if first is not None and not attempt else load())
         if current is None:
             return None
         result = transition(current)
@@ -171,6 +174,10 @@ async def check_token(command: CheckToken, *, sessions: SessionRepository, clock
     return session
 
 
+async def _already(session: PairingSession | None) -> PairingSession | None:
+    return session
+
+
 def _push_time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -184,12 +191,15 @@ async def on_device_bound(
 ) -> PairingSession | None:
     """A `bindUser` / `deviceBindSpace` push: apply it to the session its token names, then remember the
     device's owner. The owner is recorded after the session write, so a redelivery after a crash in between
-    still sees the previous owner (and finds the activation already applied)."""
+    still sees the previous owner (and finds the activation already applied). The two reads (owner,
+    session) go out together: a push waits for one database round trip before its write, not two."""
     at = _push_time(event.origin.push_time_ms)
-    previous = await owners.owner_of(event.device_id, at)
+    token = event.pairing_token
     stored: PairingSession | None = None
-    if event.pairing_token:
-        token = event.pairing_token
+    if token:
+        previous, session = await asyncio.gather(
+            owners.owner_of(event.device_id, at), sessions.by_token(token)
+        )
         fact = Activation(
             device_id=event.device_id,
             at=at,
@@ -199,7 +209,10 @@ async def on_device_bound(
             binding_mode=binding_modes.binding_mode(event.product_id),
         )
         stored = await _apply(
-            sessions, lambda: sessions.by_token(token), lambda s: rules.record_activation(s, fact)
+            sessions,
+            lambda: sessions.by_token(token),
+            lambda s: rules.record_activation(s, fact),
+            first=_already(session),
         )
     await owners.record_bound(event.device_id, event.owner_uid, at)
     return stored
