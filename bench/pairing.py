@@ -268,7 +268,7 @@ def main() -> None:
     )
     parser.add_argument("--activation-rate", type=float, default=50.0, help="device activations per second")
     parser.add_argument(
-        "--service-src", help="a checkout whose services/pairing/src runs instead of this one's (a comparison)"
+        "--service-src", help="a checkout whose services/pairing/src runs instead (a comparison)"
     )
     figures = asyncio.run(run(parser.parse_args()))
     RESULTS.parent.mkdir(exist_ok=True)

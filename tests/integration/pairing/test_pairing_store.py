@@ -32,7 +32,7 @@ from fleet_pairing.domain.session import (
 from fleet_pairing.ports import IdempotencyConflict
 from fleet_pairing.service_layer import handlers
 from tests.integration.status.explain import answered_from_index, plan
-from tests.support import Stack
+from tests.support import Stack, until
 from tests.unit.pairing.fakes import FakeBindingModes, FakeClock, FakeTuya, SequentialIds
 
 pytestmark = pytest.mark.integration
@@ -306,8 +306,8 @@ async def test_background_relays_return_at_once_drain_on_shutdown_and_the_sweep_
     relay = OutboxRelay(make_store(db), publisher)
     store = SessionStore(db.db, EventEncoder("tenant1", "eu"), clock=lambda: T0, relay=relay.relay_later)
     for i in range(2):
-        await store.add(opened(f"s{i}", f"tok{i}"))  # returns while its publish is held
-    assert len(publisher.published) == 2
+        await store.add(opened(f"s{i}", f"tok{i}"))  # returns before its relay has even started
+    await until(lambda: len(publisher.published) == 2, 5, lambda: str(publisher.published))
     assert len(await store.with_outbox(10)) == 2
     assert await relay.sweep() == 0  # both relays are under way: the sweep publishes nothing twice
     assert len(publisher.published) == 2

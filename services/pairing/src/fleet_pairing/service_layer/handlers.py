@@ -132,16 +132,13 @@ async def _apply(
     sessions: SessionRepository,
     load: Callable[[], Awaitable[PairingSession | None]],
     transition: Callable[[PairingSession], Transition],
-    *,
-    first: Awaitable[PairingSession | None] | None = None,
 ) -> PairingSession | None:
     """Read, transition, write conditionally on the version read; retried from a fresh read on a lost race.
-    Returns the session as stored afterwards, or None when there is no such session. `first`: the first
-    read, already under way (a caller that reads something else at the same time)."""
+    Returns the session as stored afterwards, or None when there is no such session."""
     for attempt in range(_WRITE_TRIES):
         if attempt:
             await asyncio.sleep(random.uniform(0, min(_BACKOFF_MAX_S, _BACKOFF_STEP_S * attempt)))
-        current = await (first if first is not None and not attempt else load())
+        current = await load()
         if current is None:
             return None
         result = transition(current)
@@ -174,8 +171,16 @@ async def check_token(command: CheckToken, *, sessions: SessionRepository, clock
     return session
 
 
-async def _already(session: PairingSession | None) -> PairingSession | None:
-    return session
+def _read_first(
+    session: PairingSession | None, load: Callable[[], Awaitable[PairingSession | None]]
+) -> Callable[[], Awaitable[PairingSession | None]]:
+    """A loader whose first read is one already made; every later read (after a lost race) is fresh."""
+    unread = [session]
+
+    async def read() -> PairingSession | None:
+        return unread.pop() if unread else await load()
+
+    return read
 
 
 def _push_time(ms: int) -> datetime:
@@ -210,9 +215,8 @@ async def on_device_bound(
         )
         stored = await _apply(
             sessions,
-            lambda: sessions.by_token(token),
+            _read_first(session, lambda: sessions.by_token(token)),
             lambda s: rules.record_activation(s, fact),
-            first=_already(session),
         )
     await owners.record_bound(event.device_id, event.owner_uid, at)
     return stored
