@@ -22,19 +22,25 @@ with one IO thread; at most `--in-flight` sends outstanding, bounded by a semaph
            broker after the handler returns. Access logs off (`logger=None`), as a service at volume would.
 Besides throughput, the CPU time of the event loop's thread per message is printed: on a shared machine
 it is much steadier than throughput, and it is the broker's own cost (the client's threads excluded).
+
+`--profile DIR` writes a cProfile of the loop's thread for each side's publish and consume phase
+(`DIR/{raw,broker}-{publish,consume}.prof`, read with `python -m pstats`); it runs only with the bus's
+public API, so the same file profiles another commit's environment. Profiled CPU figures are inflated.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import cProfile
 import json
 import os
 import statistics
 import sys
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +50,7 @@ import pulsar
 from pulsar import asyncio as pa
 from pydantic import BaseModel
 
+import fleet_shared.pulsar
 from fleet_shared.pulsar import BatchingType, InitialPosition, ProducerOptions, PulsarBroker
 
 RESULTS = Path(__file__).with_name("results") / "bus.json"
@@ -166,6 +173,23 @@ class Settings:
     batching_events: int
     phases: tuple[str, ...]
     max_workers: int = 1
+    profile: Path | None = None
+
+
+@contextlib.contextmanager
+def profiled(s: Settings, name: str) -> Iterator[None]:
+    """cProfile of the loop's thread while the block runs, to `s.profile/name.prof` (nothing without it)."""
+    if s.profile is None:
+        yield
+        return
+    profiler = cProfile.Profile()
+    profiler.enable()
+    try:
+        yield
+    finally:
+        profiler.disable()
+        s.profile.mkdir(parents=True, exist_ok=True)
+        profiler.dump_stats(s.profile / f"{name}.prof")
 
 
 # --- raw pulsar-client ---------------------------------------------------------------------------
@@ -219,7 +243,8 @@ async def raw_side(s: Settings) -> Figures:
             # takes messages meanwhile; the drain subscribes afresh.
             topic = consumer.topic()
             await consumer.close()
-            seconds, figures.publish_cpu_us = await pooled(s.events, s.in_flight, sender(producer))
+            with profiled(s, "raw-publish"):
+                seconds, figures.publish_cpu_us = await pooled(s.events, s.in_flight, sender(producer))
             figures.publish_per_s = s.events / seconds
             await producer.close()
             if "consume" in s.phases:
@@ -227,7 +252,8 @@ async def raw_side(s: Settings) -> Figures:
                     topic, SUBSCRIPTION, consumer_type=pulsar.ConsumerType.Shared
                 )
                 counter = Counter(s.events)
-                await drain(consumer, counter)
+                with profiled(s, "raw-consume"):
+                    await drain(consumer, counter)
                 figures.consume_per_s = s.events / (time.perf_counter() - counter.first)
                 figures.consume_cpu_us = counter.cpu_us()
                 await consumer.close()
@@ -306,14 +332,18 @@ async def broker_side(s: Settings) -> Figures:
         try:
             topic = fresh_topic("broker", "throughput")
             await create_subscription(topic)
-            seconds, figures.publish_cpu_us = await pooled(s.events, s.in_flight, sender(publisher, topic))
+            with profiled(s, "broker-publish"):
+                seconds, figures.publish_cpu_us = await pooled(
+                    s.events, s.in_flight, sender(publisher, topic)
+                )
             figures.publish_per_s = s.events / seconds
         finally:
             await publisher.stop()
         if "consume" in s.phases:
             counter = Counter(s.events)
-            consumer = await consume(topic, counter)
-            await counter.done.wait()
+            with profiled(s, "broker-consume"):
+                consumer = await consume(topic, counter)
+                await counter.done.wait()
             figures.consume_per_s = s.events / (time.perf_counter() - counter.first)
             figures.consume_cpu_us = counter.cpu_us()
             await consumer.stop()
@@ -357,7 +387,7 @@ def report(raw: Figures, broker: Figures, s: Settings) -> dict[str, Any]:
         for side, what, lat in rows:
             print(f"{side:8}{what:42}{lat.rate_per_s:9.0f}{lat.p50_ms:9.1f}{lat.p99_ms:9.1f}")
     return {
-        "settings": {k: v for k, v in asdict(s).items() if k != "url"},
+        "settings": {k: v for k, v in asdict(s).items() if k not in ("url", "profile")},
         "raw": asdict(raw),
         "broker": asdict(broker),
         "ratio": ratios,
@@ -379,6 +409,7 @@ async def main() -> None:
     parser.add_argument("--max-workers", type=int, default=1, help="broker handlers at once (key-ordered)")
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma-separated subset of {PHASES}")
     parser.add_argument("--output", type=Path, default=RESULTS)
+    parser.add_argument("--profile", type=Path, help="write cProfile stats of each phase to this directory")
     args = parser.parse_args()
 
     phases = tuple(p for p in args.phases.split(",") if p)
@@ -395,10 +426,19 @@ async def main() -> None:
         batching_events=int(args.batching_rate * args.batching_seconds),
         phases=phases,
         max_workers=args.max_workers,
+        profile=args.profile,
     )
+    # Which bus ran (another commit's environment can run this file) and how loaded the machine was.
+    bus = fleet_shared.pulsar.__file__
+    load_before = os.getloadavg()
     raw = await raw_side(settings)
     broker = await broker_side(settings)
+    load_after = os.getloadavg()
     result = report(raw, broker, settings)
+    result["bus_module"] = bus
+    result["load_average"] = {"before": load_before, "after": load_after}
+    print(f"bus: {bus}")
+    print(f"load average (1, 5, 15 min): before {load_before}, after {load_after}")
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")
     print(f"written to {args.output}")

@@ -1,4 +1,4 @@
-"""Benchmark: ingest vs the official Tuya Python connector's consumer path, on the same simulated stream.
+"""Benchmark: ingest vs the official Tuya connector's consumer and the raw pass-through ceiling, same stream.
 
 For each fleet size (1k and 10k devices) and each consumer, a fresh Tuya project (tenant) is provisioned on
 the local Pulsar with its subscription `{id}-sub` (Failover), and a simulator publishes encrypted Tuya status
@@ -19,6 +19,9 @@ What each side does per message, and what "done" means:
                   base64, AES-ECB decrypt, unpad, hands the plaintext string to the listener (done), acks the
                   frame. No validation, no de-duplication, nothing published, no delivery guarantee (it acks
                   even if the listener fails).
+  raw_passthrough the ceiling (issue 15's goal: ingest >= 70% of it): bench/passthrough.py, plain
+                  pulsar-client in its own process, forwards each push's bytes unchanged to a topic of the
+                  project's own and acks after the broker confirmed the copy. Done = the copy's publish time.
   ingest          `python -m fleet_ingest` as deployed, on the native Pulsar protocol: strict JSON envelope,
                   AES-ECB, strict JSON payload, typed Tuya message, contract event (pydantic), de-duplication
                   (window + MongoDB store), publish keyed by device id on the internal topic (done = the
@@ -66,6 +69,7 @@ from fleet_shared.provisioning import provision
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
+PASSTHROUGH = Path(__file__).resolve().parent / "passthrough.py"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
 
@@ -429,6 +433,74 @@ def stop_profiler(profiler: subprocess.Popen[bytes] | None) -> None:
             profiler.wait(30)
 
 
+# -- the raw pass-through ceiling -----------------------------------------------------------------------
+
+
+class PassthroughSide:
+    """bench/passthrough.py as its own process: raw pulsar-client forwarding each push unchanged, acked after
+    the confirmed publish (no decoding). Its copies are read back after the fact, as ingest's events are;
+    progress comes from the output topic's broker stats, so nothing in the worker counts or reports."""
+
+    poll_s = 0.25
+
+    def __init__(self, client: pa.Client, admin_url: str, access_id: str) -> None:
+        self.client = client
+        self.admin_url = admin_url
+        self.access_id = access_id
+        self.out_topic = f"persistent://{access_id}/out/passthrough"
+        self.log = Path(tempfile.gettempdir()) / f"{access_id}.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.reader: pa.Consumer | None = None
+        self.read: list[tuple[float, float]] = []
+
+    async def start(self) -> None:
+        self.reader = await self.client.subscribe(
+            self.out_topic,
+            f"bench-{self.access_id}",
+            consumer_type=pulsar.ConsumerType.Exclusive,
+            initial_position=pulsar.InitialPosition.Earliest,
+        )
+        with self.log.open("wb") as out:
+            url = stack_env("FLEET_PULSAR_URL")
+            self.proc = subprocess.Popen(  # noqa: ASYNC220, S603 - started once, before measuring
+                [sys.executable, str(PASSTHROUGH), url, self.access_id, self.out_topic],
+                stdout=out,
+                stderr=out,
+            )
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def count(self) -> int:
+        if self.proc is not None and self.proc.poll() is not None:
+            raise RuntimeError(f"pass-through exited: {self.log.read_text()[-2000:]}")
+        path = self.out_topic.replace("persistent://", "persistent/")
+        try:
+            stats = f"{self.admin_url}/admin/v2/{path}/stats"
+            with urllib.request.urlopen(stats, timeout=5) as r:  # noqa: S310 - the stack's admin URL
+                return int(orjson.loads(r.read())["msgInCounter"])
+        except OSError:
+            return 0
+
+    async def times(self, total: int) -> list[tuple[float, float]]:
+        assert self.reader is not None
+        while len(self.read) < total:
+            msg = await self.reader.receive()
+            self.read.append((msg.publish_timestamp(), float(orjson.loads(msg.data())["t"])))
+            await self.reader.acknowledge(msg)
+        return self.read[:total]
+
+    async def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+        if self.reader is not None:
+            await self.reader.unsubscribe()
+
+
 # -- main -----------------------------------------------------------------------------------------------
 
 
@@ -436,13 +508,15 @@ async def run_side(
     name: str, client: pa.Client, admin_url: str, devices: int, args: argparse.Namespace
 ) -> dict[str, Any]:
     access_id, secret = await fresh_project(
-        client, admin_url, "bconn" if name == "tuya_connector" else "bing"
+        client, admin_url, {"tuya_connector": "bconn", "raw_passthrough": "braw"}.get(name, "bing")
     )
-    side: ConnectorSide | IngestSide = (
-        ConnectorSide(admin_url, access_id, secret)
-        if name == "tuya_connector"
-        else IngestSide(client, access_id, secret, args.profile)
-    )
+    side: Side
+    if name == "tuya_connector":
+        side = ConnectorSide(admin_url, access_id, secret)
+    elif name == "raw_passthrough":
+        side = PassthroughSide(client, admin_url, access_id)
+    else:
+        side = IngestSide(client, access_id, secret, args.profile)
     try:
         result = await measure(side, Simulator(client, access_id, secret, devices), args)
         if isinstance(side, ConnectorSide):
@@ -510,13 +584,14 @@ async def main() -> None:
                         flush=True,
                     )
             row["median"] = {name: summary(row["runs"][name]) for name in sides}
-            if len(sides) == 2:
-                ours, theirs = row["median"]["ingest"], row["median"]["tuya_connector"]
-                row["speedup"] = {
-                    phase: round(ours[f"{phase}_msgs_per_s"] / theirs[f"{phase}_msgs_per_s"], 2)
-                    for phase in ("backlog", "live")
-                }
-                print(f"{devices:>6} devices  ingest / connector throughput (medians): {row['speedup']}")
+            for baseline, key in (("tuya_connector", "speedup"), ("raw_passthrough", "of_raw_passthrough")):
+                if "ingest" in sides and baseline in sides:
+                    ours, theirs = row["median"]["ingest"], row["median"][baseline]
+                    row[key] = {
+                        phase: round(ours[f"{phase}_msgs_per_s"] / theirs[f"{phase}_msgs_per_s"], 2)
+                        for phase in ("backlog", "live")
+                    }
+                    print(f"{devices:>6} devices  ingest / {baseline} throughput (medians): {row[key]}")
             rows.append(row)
     finally:
         await client.close()
@@ -542,7 +617,7 @@ async def main() -> None:
     print(f"wrote {args.out}")
 
 
-SIDES = ("tuya_connector", "ingest")
+SIDES = ("tuya_connector", "raw_passthrough", "ingest")
 
 if __name__ == "__main__":
     asyncio.run(main())

@@ -7,7 +7,11 @@ quotas raised. Reported, all from the same run:
 - the limit: the configured rate, and the most removals the simulator accepted in any one second (its
   ground truth; must never be above the limit);
 - removals/s sustained: removals / time from the first to the last removal (goal >= 95% of the limit);
-- refusals the simulator answered (1199 means the service went over the limit and had to retry);
+- refusals the simulator answered (1199 means the service went over the limit and had to retry), and per
+  10 s from the first removal the removals and 1199 refusals (whether the rate was lost evenly, at the
+  start or end, or in bursts);
+- CPU time of the service and of the simulator per device (less sensitive to a loaded machine), and the
+  database server's operations per device (`serverStatus` opcounters, when it has them);
 - no device removed twice, and every device with a result;
 - p50/p99 time from a device scanning a QR session to its result (`--qr-sessions` sessions of 30 devices),
   split at the moment Tuya (the simulator) removed it: scan -> removal (the QR poll, admission, lookup,
@@ -70,7 +74,14 @@ async def _json(port: int, bearer: str, method: str, path: str, body: Any = None
 
 
 class Rig:
-    def __init__(self, tmp: Path, tuya_rate: float, pace: float, service_src: str | None = None) -> None:
+    def __init__(
+        self,
+        tmp: Path,
+        tuya_rate: float,
+        pace: float,
+        service_src: str | None = None,
+        in_flight: int = 0,
+    ) -> None:
         self.tmp = tmp
         self.access_id = f"unbbench{secrets.token_hex(4)}"
         self.secret = secrets.token_hex(16)
@@ -84,6 +95,7 @@ class Rig:
         self.tuya_rate = tuya_rate
         self.pace = pace
         self.service_src = service_src
+        self.in_flight = in_flight
         self.procs: list[subprocess.Popen[bytes]] = []
 
     def _spawn(self, args: list[str], env: dict[str, str], log: str) -> None:
@@ -148,6 +160,8 @@ class Rig:
             "FLEET_UNBINDING_QR_POLL_INTERVAL_S": "0.25",
             "FLEET_UNBINDING_ALREADY_BOUND_CODES": "113,1106",
         }
+        if self.in_flight:
+            svc_env["FLEET_UNBINDING_TUYA_REMOVALS_IN_FLIGHT"] = str(self.in_flight)
         if self.service_src:
             svc_env["PYTHONPATH"] = os.pathsep.join(
                 [
@@ -214,12 +228,40 @@ async def wait_finished(
         await asyncio.sleep(every_s)
 
 
+def cpu_seconds(proc: subprocess.Popen[bytes]) -> float:
+    """User + system CPU time the process used so far (Linux /proc; NaN elsewhere)."""
+    try:
+        fields = Path(f"/proc/{proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def db_operations() -> dict[str, int]:
+    """The MongoDB-wire server's operation counters (`serverStatus.opcounters`; empty when it has none):
+    the whole server's, so a comparison needs nothing else writing meanwhile."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(MONGODB_URI)
+    try:
+        status = await client.admin.command("serverStatus")
+        return {k: int(v) for k, v in (status.get("opcounters") or {}).items()}
+    except Exception:
+        return {}
+    finally:
+        client.close()
+
+
 async def list_mode(rig: Rig, devices: list[str]) -> dict[str, Any]:
     chunks = [devices[i : i + BATCH] for i in range(0, len(devices), BATCH)]
+    sim_cpu, svc_cpu = (cpu_seconds(p) for p in rig.procs)
+    ops_before = await db_operations()
     batches = [await rig.api("POST", "/v1/batches", {"device_ids": c, "reason": "bench"}) for c in chunks]
     expected_s = len(devices) / rig.tuya_rate
     done = await wait_finished(rig, [b["batch_id"] for b in batches], within=3 * expected_s + 120)
+    sim_cpu, svc_cpu = cpu_seconds(rig.procs[0]) - sim_cpu, cpu_seconds(rig.procs[1]) - svc_cpu
+    ops = {k: v - ops_before.get(k, 0) for k, v in (await db_operations()).items()}
     truth = await rig.sim("GET", "/sim/unbinding/removals")
+    # where the rate went: removals and rate-limit refusals per 10 s from the first removal
+    line = await rig.sim("GET", "/sim/unbinding/removals/timeline?window_ms=10000")
     span_s = (truth["last_ms"] - truth["first_ms"]) / 1000 if truth["total"] > 1 else float("nan")
     sustained = (truth["total"] - 1) / span_s if span_s and span_s > 0 else float("nan")
     return {
@@ -232,11 +274,19 @@ async def list_mode(rig: Rig, devices: list[str]) -> dict[str, Any]:
         },
         "tuya_limit_per_s": rig.tuya_rate,
         "service_pace_per_s": rig.pace * rig.tuya_rate,
+        "removals_in_flight_cap": rig.in_flight or None,
         "removals_per_s": round(sustained, 2),
         "share_of_limit": round(sustained / rig.tuya_rate, 4),
         "max_removals_in_one_second": truth["max_rate_per_s"],
         "simulator_refusals": truth["refusals"],
         "removed_twice": len(truth["removed_twice"]),
+        "removals_per_s_by_10s": [round(n / 10, 1) for n in line["removed"]],
+        "refusals_1199_by_10s": line["refused"],
+        # CPU per device: what the service costs, less sensitive to a loaded machine than the rate
+        "service_cpu_ms_per_device": round(1000 * svc_cpu / len(devices), 2),
+        "simulator_cpu_ms_per_device": round(1000 * sim_cpu / len(devices), 2),
+        # the database server's operations per device (every client's: the progress reads included)
+        "db_operations_per_device": {k: round(v / len(devices), 2) for k, v in ops.items() if v},
     }
 
 
@@ -298,7 +348,7 @@ async def qr_mode(rig: Rig, sessions: int, spare: list[str]) -> dict[str, Any]:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp(prefix="unbinding-bench-"))
-    rig = Rig(tmp, args.tuya_rate, args.pace, args.service_src)
+    rig = Rig(tmp, args.tuya_rate, args.pace, args.service_src, args.removals_in_flight)
     qr_devices = 30 * args.qr_sessions * 2
     try:
         await rig.start(args.devices + qr_devices)
@@ -323,6 +373,9 @@ def main() -> None:
         "--pace", type=float, default=0.97, help="the service's removal rate, share of the limit"
     )
     parser.add_argument("--service-src", help="a checkout whose unbinding service to run (comparisons)")
+    parser.add_argument(
+        "--removals-in-flight", type=int, default=0, help="the service's cap on removals under way (0: none)"
+    )
     args = parser.parse_args()
     load_before = os.getloadavg()
     result: dict[str, Any] = {

@@ -1,4 +1,5 @@
-"""MongoDB access shared by every service: one client per process, and the upsert that survives races.
+"""MongoDB access shared by every service: one client per process, the upsert that survives races, and the
+removal of relayed outbox entries.
 
 Only single-document atomic operations are used (no multi-document transactions, no change streams), so the
 same code runs on MongoDB in production and on the MongoDB-wire server used locally.
@@ -6,11 +7,11 @@ same code runs on MongoDB in production and on the MongoDB-wire server used loca
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Protocol
 
 from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorCollection
-from pymongo import ReturnDocument
+from pymongo import ReturnDocument, UpdateOne
 from pymongo.errors import ConnectionFailure, DuplicateKeyError, ExecutionTimeout, PyMongoError, WTimeoutError
 
 from fleet_shared.tracing.mongo import CommandTracer
@@ -75,3 +76,26 @@ async def find_one_and_upsert(
             raise RuntimeError(f"upsert on {collection.full_name} returned no document")
         return doc
     raise AssertionError("unreachable")
+
+
+class OutboxItem(Protocol):
+    """An entry of a document's `outbox` array (`fleet_contracts.outbox.OutboxEntry`, or a service's own)."""
+
+    def to_document(self) -> Document: ...
+
+
+def pull_relayed(entries: Iterable[OutboxItem]) -> Document:
+    """The update that removes exactly these relayed entries from a document's `outbox`, whatever the
+    document's version now is (entries appended since stay). `$pullAll` matches whole entries: FerretDB 1.x
+    ignores `$pull` with a condition."""
+    return {"$pullAll": {"outbox": [e.to_document() for e in entries]}}
+
+
+async def clear_relayed(
+    collection: AsyncIOMotorCollection[Document], relayed: Iterable[tuple[Any, Sequence[OutboxItem]]]
+) -> None:
+    """`pull_relayed` for several documents (id, entries) in one command: one single-document update each,
+    filtered on `_id` alone, which FerretDB 1.x answers from its index (any other filter scans)."""
+    updates = [UpdateOne({"_id": doc_id}, pull_relayed(entries)) for doc_id, entries in relayed if entries]
+    if updates:
+        await collection.bulk_write(updates, ordered=False)

@@ -28,6 +28,7 @@ ACCOUNTS = {
     "mallory": "operator",
     "admin1": "admin",
     "admin2": "admin",
+    "devstack": "admin",  # the local stack's own key: the account `./dev demo` unbinds as
 }
 WIFI_PASSWORD = "wifi-" + secrets.token_hex(6)
 

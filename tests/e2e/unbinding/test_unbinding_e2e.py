@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 import re
 import secrets
+import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +18,7 @@ import pytest
 
 from tests.e2e.ingest.sim_support import SimProcess
 from tests.e2e.unbinding.support import ACCOUNTS, SCALE, WIFI_PASSWORD, Rig, service_env, wait_finished
-from tests.support import ServiceProcess, Stack
+from tests.support import ServiceProcess, Stack, free_port, owns_stack
 
 pytestmark = pytest.mark.e2e
 
@@ -369,13 +369,55 @@ async def test_approval_cancel_wired_mode_dry_run_and_records(
 
 
 async def test_database_restart_mid_batch_resumes_without_unbinding_any_device_twice(
-    stack: Stack, unique: str, tmp_path: Path
+    stack: Stack, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    if not os.environ.get("FLEET_STACK_DIR") or os.environ.get("FLEET_STACK", "dev") == "dev":
-        pytest.skip("restarts the database: only on a private stack (`just test`)")
+    """On a stack of its own (`just test`) the test restarts that stack's database; on the shared dev stack
+    the service and the simulator use a MongoDB-wire server of the test's own (beside the dev stack's
+    Pulsar), so no other run sees the restart."""
     from fleet_devstack import LocalStack
+    from fleet_devstack.config import StackConfig
+
+    private: LocalStack | None = None
+    if owns_stack():
+        restart = LocalStack.from_env().restart_mongo
+    else:
+        monkeypatch.setenv("FLEET_STACK_MONGO_PORT", str(free_port()))
+        private = LocalStack(StackConfig.load(f"unb{unique}"))
+        await asyncio.to_thread(private.ferretdb.install)  # built once per checkout (the dev stack's build)
+        await asyncio.to_thread(private.start_mongo)
+        stack = Stack(stack.pulsar_url, stack.pulsar_admin_url, private.config.mongodb_uri)
+        restart = private.restart_mongo
 
     async def restart_database(_: Rig) -> None:
-        await asyncio.to_thread(LocalStack.from_env().restart_mongo)
+        await asyncio.to_thread(restart)
 
-    await interrupted_batch(stack, unique, tmp_path, restart_database)
+    try:
+        await interrupted_batch(stack, unique, tmp_path, restart_database)
+    finally:
+        if private is not None:
+            await asyncio.to_thread(private.stop_mongo)
+            shutil.rmtree(private.config.stack_dir, ignore_errors=True)
+
+
+async def test_the_demo_unbinds_all_but_one_device_and_refuses_one_for_quota(rig: Rig) -> None:
+    """`./dev demo`'s unbinding part (`fleet_devstack.demo.run_unbinding`, as the demo calls it) against the
+    service: products registered to the stack's account, its daily limit lowered to leave room for all but
+    one device, one batch, the results printed; the limits it changed are restored afterwards."""
+    from fleet_devstack import demo
+
+    sim = demo.Api("tuya-sim", rig.sim.url, rig.sim.control_token)
+    unbinding = demo.Api("unbinding", rig.svc.url, rig.keys[demo.STACK_ACCOUNT])
+    fleet = await asyncio.to_thread(demo.make_lifecycle_fleet, sim, 7, 5)
+    names = {p["product_id"]: p["name"] for p in await asyncio.to_thread(sim.get, "/sim/products")}
+    await asyncio.to_thread(unbinding.put, "/v1/quotas/account/devstack", {"limit": 50, "reason": "T-7"})
+    said: list[str] = []
+    await asyncio.to_thread(demo.run_unbinding, unbinding, fleet, 5, 60, names, said.append)
+
+    text = "\n".join(said)
+    assert "4 unbound, 1 refused (quota_exceeded)" in text, text
+    assert text.count("quota_exceeded") >= 2, text  # the summary and the refused device's row
+    assert "limits restored (account/devstack 50)" in text, text
+    assert (await rig.call("admin1", "GET", "/v1/quotas/account/devstack")).json()["limit"] == 50
+    truth = await rig.sim_json("GET", "/sim/unbinding/removals")
+    assert (truth["total"], truth["removed_twice"]) == (4, [])
+    assert await rig.counter("account", "devstack") == 4

@@ -11,7 +11,7 @@ from motor.motor_asyncio import AsyncIOMotorClient, AsyncIOMotorDatabase
 from pymongo import UpdateOne
 from pymongo.errors import DuplicateKeyError, OperationFailure
 
-from fleet_shared.mongo import find_one_and_upsert
+from fleet_shared.mongo import clear_relayed, find_one_and_upsert, pull_relayed
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
@@ -99,3 +99,37 @@ async def test_a_big_update_command_applies_or_is_refused_but_never_hangs(
     # the server still writes afterwards (the refused command held no lock)
     await docs.update_one({"_id": 0}, {"$set": {"n": 2}})
     assert (await docs.find_one({"_id": 0}) or {})["n"] == 2
+
+
+class Entry:
+    """An outbox entry as a service stores it."""
+
+    def __init__(self, event_id: str, seq: int) -> None:
+        self.event_id, self.seq = event_id, seq
+
+    def to_document(self) -> dict[str, object]:
+        return {"event_id": self.event_id, "seq": self.seq}
+
+
+async def test_relayed_outbox_entries_go_and_those_appended_since_stay(
+    db: AsyncIOMotorDatabase[dict[str, object]],
+) -> None:
+    """The services' outbox relays: exactly the relayed entries leave, whatever was appended meanwhile."""
+    docs = db["sessions"]
+    relayed = {name: [Entry(f"{name}-e1", 1), Entry(f"{name}-e2", 2)] for name in ("s1", "s2", "s3")}
+    await docs.insert_many(
+        [{"_id": name, "outbox": [e.to_document() for e in entries]} for name, entries in relayed.items()]
+    )
+    # a write appended s1's next event after the relay read its outbox
+    await docs.update_one({"_id": "s1"}, {"$push": {"outbox": Entry("s1-e3", 3).to_document()}})
+
+    await clear_relayed(docs, [("s1", relayed["s1"]), ("s2", relayed["s2"]), ("s3", [])])
+    await docs.update_one({"_id": "s3"}, pull_relayed(relayed["s3"][:1]))
+
+    outboxes = {d["_id"]: d["outbox"] async for d in docs.find({})}
+    assert outboxes == {
+        "s1": [{"event_id": "s1-e3", "seq": 3}],
+        "s2": [],
+        "s3": [{"event_id": "s3-e2", "seq": 2}],
+    }
+    await clear_relayed(docs, [])  # nothing relayed: no command at all

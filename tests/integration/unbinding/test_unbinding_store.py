@@ -396,3 +396,68 @@ async def test_outboxes_are_emptied_in_few_round_trips_unless_a_write_appended_m
     assert (left.device_id, [e.id for e in entries]) == ("d2", ["late"])
     await store.clear_outboxes([(left, entries)])
     assert await store.with_outbox(10) == []
+
+
+async def test_a_database_written_by_the_earlier_version_keeps_working(db: Db) -> None:
+    """Counters in the earlier layout (units listed by name, no blocks) and devices it left half-way: this
+    version reserves blocks on those counters, gives back only units still listed, once, and ends with the
+    counters equal to the devices unbound."""
+    tuya = FakeTuya()
+    ports = real_ports(db, tuya)
+    for store in (MongoBatchStore(db), MongoUnbindStore(db), MongoQuotaCounters(db)):
+        await store.ensure_indexes()
+    await h.manage_authorization(
+        ports, "p1", lambda s: authz.register(s, owner="op", original_owner=None, actor="op", at=NOW)
+    )
+    devices = ["held", "free", "reserved", "offline", "unbound"]
+    for d in devices:
+        tuya.add(d, "p1")
+    tuya.devices["unbound"] = replace(tuya.devices["unbound"], owner_uid=None)
+    tuya.remove_script["offline"] = ["2001"]
+    req = RequestUnbindBatch(batch_id="b1", operator_id="op", mode=UnbindMode.LIST, device_ids=devices)
+    await h.request_batch(ports, req)
+    # the device documents as the earlier version left them: the quota day written before reserving
+    old_state = {
+        "held": {"state": "pending"},  # its reservation landed, the RESERVED write did not
+        "free": {"state": "pending"},  # died before its reservation landed
+        "reserved": {"state": "reserved", "units_held": True},
+        "offline": {"state": "reserved", "units_held": True},
+        "unbound": {"state": "unbound", "units_held": True, "finished_at": NOW},
+    }
+    for d, fields in old_state.items():
+        await db["device_unbinds"].update_one(
+            {"_id": f"b1/{d}"},
+            {"$set": {"product_id": "p1", "quota_day": DAY, **fields}, "$inc": {"version": 1}},
+        )
+    listed = [f"b1/{d}" for d in ("held", "reserved", "offline", "unbound")]
+    for key in quota.counter_keys("op", "p1", DAY):
+        await db["quota_counters"].insert_one(
+            {
+                "_id": key.id,
+                "scope": key.scope.value,
+                "subject": key.subject,
+                "day": key.day,
+                "used": len(listed),
+                "units": listed,
+            }
+        )
+
+    await h.recover(ports)
+
+    got = {u.device_id: u.state.value for u in await ports.unbinds.of_batch("b1")}
+    assert got == {d: "refused" if d == "offline" else "unbound" for d in devices}
+    assert tuya.removals == {"held": 1, "free": 1, "reserved": 1}
+    for key in quota.counter_keys("op", "p1", DAY):
+        doc = await db["quota_counters"].find_one({"_id": key.id})
+        assert doc is not None
+        assert doc["used"] == 4  # held, free, reserved, unbound
+        assert sorted(doc["units"]) == ["b1/reserved", "b1/unbound"]  # given back: unlisted
+        assert (doc["open"], doc["blocks"]) == (0, {})
+        assert (await h.usage(ports, key.scope, key.subject, day=DAY)).used == 4
+    batch = await ports.batches.get("b1")
+    assert batch is not None
+    assert batch.status.value == "finished"
+    # a second recovery (another replica, a restart) gives nothing back twice
+    ports.new_process()
+    await h.recover(ports)
+    assert await ports.counters.used(quota.counter_keys("op", "p1", DAY)[0]) == 4

@@ -10,7 +10,13 @@ from faststream import Context
 from fleet_contracts import topics
 from fleet_contracts.device import DeviceBound, DeviceBoundEvent, DeviceEvent, TuyaOrigin
 from fleet_contracts.envelope import service_source, to_json_bytes
-from fleet_shared.pulsar import PulsarBroker, PulsarMessage, TestPulsarBroker, subscribe_device_events
+from fleet_shared.pulsar import (
+    DeviceSubscription,
+    PulsarBroker,
+    PulsarMessage,
+    TestPulsarBroker,
+    subscribe_device_events,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -39,10 +45,8 @@ async def test_events_reach_the_handler_and_undecodable_bodies_are_dead_lettered
     subscribe_device_events(
         broker,
         handle,
-        subscription="pairing",
+        DeviceSubscription("pairing", max_redeliveries=3, receiver_queue_size=10),
         dead_letter=topics.PAIRING_DEAD_LETTER,
-        max_redeliveries=3,
-        receiver_queue_size=10,
     )
 
     @broker.subscriber(topics.PAIRING_DEAD_LETTER.name, subscription="ops")

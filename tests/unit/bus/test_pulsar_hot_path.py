@@ -15,11 +15,11 @@ from faststream._internal.constants import EMPTY
 from faststream._internal.endpoint.subscriber.usecase import SubscriberUsecase
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import SubscriberNotFound
-from faststream.middlewares.acknowledgement.middleware import AcknowledgementMiddleware
 from faststream.middlewares.logging import CriticalLogMiddleware
 
 from fleet_shared.pulsar import PulsarBroker, TestPulsarBroker
-from fleet_shared.pulsar.producer import _BatchFlusher
+from fleet_shared.pulsar.acknowledgement import AcknowledgementFactory
+from fleet_shared.pulsar.producer import _BatchFlusher, _Slots
 from fleet_shared.pulsar.subscriber import _InFlight
 from fleet_shared.pulsar.testing import FakeMessage
 
@@ -211,4 +211,46 @@ async def test_the_critical_log_middleware_is_left_out_only_when_logging_is_off(
     stack = sub._middlewares_stack()  # type: ignore[attr-defined]
 
     assert any(isinstance(m, CriticalLogMiddleware) for m in stack) is logs
-    assert any(isinstance(m, AcknowledgementMiddleware) for m in stack)
+    assert any(isinstance(m, AcknowledgementFactory) for m in stack)  # FastStream's, mirrored
+
+
+async def test_send_slots_are_taken_without_waiting_while_free_then_served_in_turn() -> None:
+    slots = _Slots(2)
+    assert slots.take()
+    assert slots.take()
+    assert not slots.take()
+    order: list[str] = []
+
+    async def waits(name: str) -> None:
+        await slots.wait()
+        order.append(name)
+
+    first, second = asyncio.create_task(waits("first")), asyncio.create_task(waits("second"))
+    await asyncio.sleep(0)
+    slots.release()
+    slots.release()
+    await asyncio.gather(first, second)
+    assert order == ["first", "second"]
+    assert not slots.take()  # both slots went to the waiters
+    slots.release()
+    assert slots.take()
+
+
+async def test_a_cancelled_wait_for_a_send_slot_neither_keeps_nor_loses_it() -> None:
+    slots = _Slots(1)
+    assert slots.take()
+    gone = asyncio.create_task(slots.wait())
+    await asyncio.sleep(0)
+    gone.cancel()  # cancelled while waiting: no slot taken
+    with pytest.raises(asyncio.CancelledError):
+        await gone
+    assert not slots.take()  # the one slot is still out
+
+    handed = asyncio.create_task(slots.wait())
+    await asyncio.sleep(0)
+    slots.release()  # handed to the waiter ...
+    handed.cancel()  # ... which is cancelled before it runs: the slot is passed on, not lost
+    with pytest.raises(asyncio.CancelledError):
+        await handed
+    assert slots.take()
+    assert not slots.take()

@@ -1,16 +1,19 @@
-"""The close-out every service's `stop()` ends with (each client closed in order, whatever the earlier ones
-did), and the publishers a service declares from the topic registry."""
+"""The clients every domain service opens the same way, the close-out every service's `stop()` ends with
+(each client closed in order, whatever the earlier ones did), the end of consuming a drain starts with, and
+the publishers a service declares from the topic registry."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from typing import cast
 
 import pytest
 
 from fleet_contracts import topics
 from fleet_shared.pulsar import PulsarBroker
-from fleet_shared.service.clients import close_all, declare_publishers
+from fleet_shared.service import ServiceSettings
+from fleet_shared.service.clients import close_all, declare_publishers, service_clients, stop_subscribers
 
 pytestmark = pytest.mark.unit
 
@@ -82,3 +85,46 @@ def test_declared_publishers_come_from_the_topic_registry() -> None:
     declare_publishers(broker, topics.OTA_FIRMWARE_EVENTS, topics.OTA_RELEASE_EVENTS)
     declared = {publisher.topic for publisher in broker.publishers}
     assert declared == {topics.OTA_FIRMWARE_EVENTS.name, topics.OTA_RELEASE_EVENTS.name}
+
+
+class Subscriber:
+    def __init__(self, name: str, stopped: list[str], fails: bool = False) -> None:
+        self.name, self.stopped, self.fails = name, stopped, fails
+
+    async def stop(self) -> None:
+        if self.fails:
+            raise RuntimeError("consumer already closed")
+        self.stopped.append(self.name)
+
+
+class Broker:
+    def __init__(self, *subscribers: Subscriber) -> None:
+        self.subscribers = list(subscribers)
+        self.stopped = False
+
+    async def stop(self) -> None:
+        self.stopped = True
+
+
+async def test_consuming_stops_on_every_subscriber_even_when_one_fails_and_the_broker_stays_up() -> None:
+    stopped: list[str] = []
+    broker = Broker(Subscriber("a", stopped), Subscriber("b", stopped, fails=True), Subscriber("c", stopped))
+    await stop_subscribers(cast(PulsarBroker, broker))
+    assert stopped == ["a", "c"]
+    assert not broker.stopped  # producers still publish what the drain relays
+
+
+def test_a_service_opens_the_broker_and_its_database_named_after_it() -> None:
+    settings = ServiceSettings(pulsar_url="pulsar://bus:6650", mongodb_uri="mongodb://db.example:27017/")
+    broker, client, db = service_clients(settings, "ota", "ota_blue")
+    try:
+        assert isinstance(broker, PulsarBroker)
+        assert broker.config.logger.log_level == logging.DEBUG  # per-message lines only when debugging
+        assert db.name == "ota_blue"
+        assert db.client is client
+        assert client.delegate.options.pool_options.metadata["application"] == {"name": "fleet-ota"}
+    finally:
+        client.close()
+    loud, quiet_client, _ = service_clients(settings, "ingest", "ingest", log_level=logging.INFO)
+    quiet_client.close()
+    assert loud.config.logger.log_level == logging.INFO

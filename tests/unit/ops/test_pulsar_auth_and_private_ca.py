@@ -1,5 +1,6 @@
 """What the chart's Pulsar token and private CA settings reach in the code: the provisioning Job's admin calls
-(Bearer token, TLS trust), the services' broker client options, and the clients that read SSL_CERT_FILE
+(Bearer token, TLS trust) and the simulator's own provisioning at start-up, the services' broker client
+options, ingest's client of the simulator's topic on our bus, and the clients that read SSL_CERT_FILE
 (httpx for Tuya's OpenAPI and OIDC, MongoDB's driver)."""
 
 from __future__ import annotations
@@ -9,11 +10,21 @@ import ssl
 import httpx
 import pulsar
 import pytest
+from prometheus_client import CollectorRegistry
 from pymongo import MongoClient
 
+from fleet_ingest.adapters.tuya_consumer import PulsarTuyaSource
+from fleet_ingest.bootstrap import bootstrap as bootstrap_ingest
+from fleet_ingest.settings import IngestSettings
 from fleet_shared.provisioning import ProvisioningError, PulsarAdmin, main, provision
-from fleet_shared.service.clients import pulsar_broker, pulsar_client_options
+from fleet_shared.service.clients import (
+    provision_topics,
+    pulsar_broker,
+    pulsar_client_kwargs,
+    pulsar_client_options,
+)
 from fleet_shared.service.settings import ServiceSettings
+from fleet_tuya_sim.bootstrap import bootstrap as bootstrap_sim
 from fleet_tuya_sim.settings import SimSettings
 from tests.unit.ops.tls import PrivateCa, https_server, make_private_ca
 
@@ -35,6 +46,10 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> pytest.MonkeyPatch:
         "SSL_CERT_DIR",
         "FLEET_PULSAR_AUTH_TOKEN",
         "FLEET_PULSAR_TLS_TRUST_CERTS_FILE",
+        "FLEET_PULSAR_URL",
+        "FLEET_PULSAR_ADMIN_URL",
+        "FLEET_TUYA_PULSAR_URL",
+        "FLEET_TUYA_PULSAR_AUTH",
     ):
         monkeypatch.delenv(variable, raising=False)
     return monkeypatch
@@ -81,6 +96,32 @@ def test_provisioning_cli_reads_token_and_ca_from_the_environment(
     assert TOKEN not in out
 
 
+def test_services_provision_with_the_token_and_the_ca_from_their_settings(
+    ca: PrivateCa, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("FLEET_PULSAR_AUTH_TOKEN", TOKEN)
+    clean_env.setenv("FLEET_PULSAR_TLS_TRUST_CERTS_FILE", str(ca.ca_file))
+    with https_server(ca, {"/admin/v2/clusters": ["standalone"]}) as (url, seen):
+        ensured = provision_topics(ServiceSettings(pulsar_admin_url=url))
+    assert "fleet/device" in ensured
+    assert {auth for _, _, auth in seen.requests} == {f"Bearer {TOKEN}"}
+
+
+async def test_the_simulator_provisions_its_topics_at_start_with_the_token_and_the_ca(
+    ca: PrivateCa, clean_env: pytest.MonkeyPatch
+) -> None:
+    clean_env.setenv("FLEET_PULSAR_AUTH_TOKEN", TOKEN)
+    clean_env.setenv("FLEET_PULSAR_TLS_TRUST_CERTS_FILE", str(ca.ca_file))
+    with https_server(ca, {"/admin/v2/clusters": ["standalone"]}) as (url, seen):
+        settings = SimSettings(pulsar_admin_url=url, provision=True)
+        sim = bootstrap_sim(settings, create_fleet=False)
+        await sim.start()
+        await sim.stop()
+    tuya_topic = f"/admin/v2/persistent/{settings.access_id}/out/event/partitions"
+    assert ("PUT", tuya_topic, f"Bearer {TOKEN}") in seen.requests
+    assert {auth for _, _, auth in seen.requests} == {f"Bearer {TOKEN}"}
+
+
 # --- the services' broker client ---------------------------------------------------------------------------
 
 
@@ -115,6 +156,60 @@ def test_the_broker_is_built_with_them(clean_env: pytest.MonkeyPatch) -> None:
     assert isinstance(kwargs["authentication"], pulsar.AuthenticationToken)
     assert kwargs["tls_trust_certs_file_path"] == "/ca.crt"
     assert broker._url == "pulsar+ssl://broker:6651"
+
+
+def test_a_client_of_our_own_gets_the_same_token_and_trust_file(clean_env: pytest.MonkeyPatch) -> None:
+    assert pulsar_client_kwargs(ServiceSettings()) == {}
+    clean_env.setenv("FLEET_PULSAR_AUTH_TOKEN", TOKEN)
+    clean_env.setenv("FLEET_PULSAR_TLS_TRUST_CERTS_FILE", "/ca.crt")
+    kwargs = pulsar_client_kwargs(ServiceSettings())
+    assert isinstance(kwargs.pop("authentication"), pulsar.AuthenticationToken)
+    assert kwargs == {"tls_trust_certs_file_path": "/ca.crt"}
+
+
+# --- ingest's client of Tuya's topic -----------------------------------------------------------------------
+
+SECRET = "0123456789abcdef01234567"
+
+
+def ingest_source(**settings: object) -> PulsarTuyaSource:
+    settings = {"tuya_access_secret": SECRET, **settings}
+    ingest = bootstrap_ingest(IngestSettings.model_validate(settings), registry=CollectorRegistry())
+    getattr(ingest.mongo_client, "close")()  # noqa: B009 - typed `object` in Ingest
+    return ingest.source
+
+
+def test_ingest_reads_the_simulators_topic_on_our_bus_with_the_bus_token_and_ca(
+    clean_env: pytest.MonkeyPatch,
+) -> None:
+    clean_env.setenv("FLEET_PULSAR_AUTH_TOKEN", TOKEN)
+    clean_env.setenv("FLEET_PULSAR_TLS_TRUST_CERTS_FILE", "/ca.crt")
+    kwargs = ingest_source(pulsar_url="pulsar+ssl://broker:6651")._client_kwargs
+    # our bus's token, not Tuya's auth1, although the URL is pulsar+ssl:// as Tuya's cloud is
+    assert isinstance(kwargs["authentication"], pulsar.AuthenticationToken)
+    assert kwargs["tls_trust_certs_file_path"] == "/ca.crt"
+
+
+def test_ingest_reads_tuyas_cloud_with_tuyas_auth1_never_the_bus_token(clean_env: pytest.MonkeyPatch) -> None:
+    clean_env.setenv("FLEET_PULSAR_AUTH_TOKEN", TOKEN)
+    kwargs = ingest_source(tuya_pulsar_url="pulsar+ssl://mqe.tuyaeu.com:7285")._client_kwargs
+    assert isinstance(kwargs["authentication"], pulsar.AuthenticationBasic)
+    assert "tls_trust_certs_file_path" not in kwargs
+
+
+def test_a_plain_local_bus_gets_no_authentication(clean_env: object) -> None:
+    assert "authentication" not in ingest_source()._client_kwargs
+
+
+def test_tuyas_auth1_and_another_authentication_together_are_refused() -> None:
+    with pytest.raises(ValueError, match="one authentication"):
+        PulsarTuyaSource(
+            service_url="pulsar://broker:6650",
+            access_id="acc1",
+            access_secret=SECRET,
+            authenticate=True,
+            client_options={"authentication": pulsar.AuthenticationToken(TOKEN)},
+        )
 
 
 # --- the clients that read SSL_CERT_FILE -------------------------------------------------------------------

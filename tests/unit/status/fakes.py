@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from fleet_shared.pulsar import PulsarBroker
+from fleet_shared.pulsar import DeviceSubscription, PulsarBroker
 from fleet_status.adapters.tuya import SchemaCache
 from fleet_status.domain.dp_schema import DpDefinition, DpSchema, DpType
 from fleet_status.domain.events import OutboxEntry
@@ -105,7 +105,9 @@ def make() -> tuple[PulsarBroker, ShadowWriter, FakeShadowStore, FakePublisher, 
         region="eu",
         max_delay_s=0,
     )
-    consumer.register(broker, writer, subscription="status", max_redeliveries=2, receiver_queue_size=10)
+    consumer.register(
+        broker, writer, DeviceSubscription("status", max_redeliveries=2, receiver_queue_size=10)
+    )
     return broker, writer, store, publisher, history
 
 

@@ -116,6 +116,7 @@ class FakeCounters:
         self.counts: dict[str, int] = {}
         self.blocks: dict[str, dict[str, tuple[CounterKey, int, datetime]]] = {}
         self.refunds: dict[str, set[str]] = {}
+        self.listed: dict[str, set[str]] = {}  # an earlier version's units, held by name (`units`)
         self.writes = 0  # counter writes (blocks reserved, settled, refunds)
         self.before_reserve: Callable[[], Awaitable[None]] | None = None  # lets a test interleave a race
 
@@ -145,6 +146,18 @@ class FakeCounters:
                 self.writes += 1
                 done.add(unit)
                 self.counts[key.id] -= 1
+
+    async def refund_listed(self, keys: Sequence[CounterKey], unit: str) -> None:
+        for key in keys:
+            if unit in self.listed.get(key.id, set()):
+                self.writes += 1
+                self.listed[key.id].discard(unit)
+                self.counts[key.id] -= 1
+
+    def list_unit(self, key: CounterKey, unit: str) -> None:
+        """A unit the earlier version reserved by name (its counter layout before blocks)."""
+        self.listed.setdefault(key.id, set()).add(unit)
+        self.counts[key.id] = self.counts.get(key.id, 0) + 1
 
     async def open_blocks(self) -> list[OpenBlock]:
         return [

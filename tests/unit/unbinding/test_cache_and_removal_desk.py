@@ -83,6 +83,11 @@ def test_the_removal_rate_is_enforced_and_refusals_do_nothing() -> None:
     assert 19 <= admitted <= 21
     assert desk.max_rate() <= 11
     assert desk.truth()["removed_twice"] == []
+    line = desk.timeline(1000)  # per second from the first removal: where the rate went
+    assert (line["start_ms"], len(line["removed"])) == (0, 2)
+    assert sum(line["removed"]) == admitted
+    assert sum(line["refused"]) == 100 - admitted
+    assert RemovalDesk().timeline()["removed"] == []
 
 
 def test_planned_and_drawn_faults_and_the_lan_scan() -> None:

@@ -4,6 +4,7 @@ lost answers never unbind a device twice, cancel, approval, idempotency, QR scan
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from datetime import timedelta
 
 import orjson
@@ -19,8 +20,9 @@ from fleet_unbinding.domain.batch import BatchError, BatchStatus
 from fleet_unbinding.domain.batch import create as create_batch
 from fleet_unbinding.domain.quota import CounterKey, QuotaScope
 from fleet_unbinding.domain.unbind import UnbindState
+from fleet_unbinding.ports import OutboxEntry, TuyaRefused
 from fleet_unbinding.service_layer import handlers as h
-from tests.unit.unbinding.fakes import T0, World, world
+from tests.unit.unbinding.fakes import T0, FakeUnbindStore, World, world
 
 pytestmark = pytest.mark.unit
 
@@ -131,24 +133,27 @@ async def test_a_lost_answer_is_reconciled_and_the_device_is_not_unbound_twice()
 
 
 async def test_a_rate_limited_call_is_retried_after_reconciliation_and_gives_up_after_max_calls() -> None:
+    """A call refused for the rate limit (1199) did not run: it does not use up the device's calls (up to
+    `RATE_LIMITED_PATIENCE` times them); a busy answer (1111) may have run: `max_calls` bounds it."""
     w = world(max_calls=3)
     await register(w, "p1")
-    w.tuya.add("d1", "p1")
-    w.tuya.add("d2", "p1")
+    for d in ("d1", "d2", "busy", "limited"):
+        w.tuya.add(d, "p1")
     w.tuya.remove_script["d1"] = ["1199"]
     w.tuya.remove_script["d2"] = ["1199", "1199", "1199"]
-    await h.request_batch(w.ports, list_request(["d1", "d2"]))
+    w.tuya.remove_script["busy"] = ["1111", "1111", "1111"]
+    w.tuya.remove_script["limited"] = ["1199"] * 15
+    await h.request_batch(w.ports, list_request(["d1", "d2", "busy", "limited"]))
     await h.run_batch(w.ports, "b1")
-    d1, d2 = w.unbinds.of("b1")["d1"], w.unbinds.of("b1")["d2"]
-    assert (d1.state, d1.calls) == (UnbindState.UNBOUND, 2)
-    assert (d2.state, d2.cause, d2.tuya_error_code, d2.calls) == (
-        UnbindState.REFUSED,
-        RefusalCause.TUYA_ERROR,
-        "1199",
-        3,
-    )
-    assert w.tuya.removals == {"d1": 1}
-    assert await used(w, QuotaScope.PRODUCT, "p1") == 1
+    got = {d: (u.state, u.cause, u.tuya_error_code, u.calls) for d, u in w.unbinds.of("b1").items()}
+    assert got == {
+        "d1": (UnbindState.UNBOUND, None, None, 2),
+        "d2": (UnbindState.UNBOUND, None, None, 4),
+        "busy": (UnbindState.REFUSED, RefusalCause.TUYA_ERROR, "1111", 3),
+        "limited": (UnbindState.REFUSED, RefusalCause.TUYA_ERROR, "1199", 3 * machine.RATE_LIMITED_PATIENCE),
+    }
+    assert w.tuya.removals == {"d1": 1, "d2": 1}
+    assert await used(w, QuotaScope.PRODUCT, "p1") == 2
 
 
 async def test_recovery_after_a_crash_between_intent_and_answer_never_calls_twice() -> None:
@@ -398,3 +403,89 @@ async def test_a_taker_waits_for_units_in_flight_before_refusing_the_quota() -> 
         "d3": (UnbindState.UNBOUND, None),
     }
     assert await used(w, QuotaScope.ACCOUNT, "op") == 2
+
+
+class Died(BaseException):
+    """The process died (no handler may swallow it)."""
+
+
+class DiesAfterIntent(FakeUnbindStore):
+    """The process dies right after a device's intent (its units' blocks named) is durable."""
+
+    dying = True
+
+    async def save(self, unbind: machine.DeviceUnbind, outbox: Sequence[OutboxEntry]) -> bool:
+        landed = await super().save(unbind, outbox)
+        if self.dying and unbind.state is UnbindState.CALLING:
+            raise Died
+        return landed
+
+
+async def test_a_dead_processs_block_holds_its_unused_units_until_settled_by_count() -> None:
+    """What an operator sees between a process's death and the settlement of its blocks: `used` exact at
+    once, the unused units `held` until the block's `until` (hand-out window + call lease), refusals
+    meanwhile when the rest of the limit is held; then any worker settles the block by count."""
+    w = world()
+    w.unbinds = w.ports.unbinds = store = DiesAfterIntent()
+    await register(w, "p1")
+    await h.set_limit(w.ports, QuotaScope.ACCOUNT, "op", limit=10, reason="T-1", actor="admin")
+    for d in ("d1", "d2"):
+        w.tuya.add(d, "p1")
+    await h.request_batch(w.ports, list_request(["d1"]))
+    with pytest.raises(Died):
+        await h.run_batch(w.ports, "b1")
+    store.dying = False
+    w.ports.new_process()  # nobody settles the dead process's blocks (of 10 units: the account limit)
+
+    usage = await h.usage(w.ports, QuotaScope.ACCOUNT, "op")
+    assert (usage.used, usage.held, usage.remaining) == (1, 9, 0)
+    assert usage.held_until == T0 + timedelta(seconds=35)
+    await h.request_batch(w.ports, list_request(["d2"], batch_id="b2"))
+    await h.run_batch(w.ports, "b2")  # the account's other 9 units are still held: refused
+    assert w.unbinds.of("b2")["d2"].cause is RefusalCause.QUOTA_EXCEEDED
+
+    w.clock.advance(seconds=36)
+    assert await h.settle_abandoned_blocks(w.ports) == 2  # the dead process's account and product blocks
+    usage = await h.usage(w.ports, QuotaScope.ACCOUNT, "op")
+    assert (usage.used, usage.held, usage.remaining, usage.held_until) == (1, 0, 9, None)
+    await h.recover(w.ports)  # d1's intent, past its lease: Tuya still shows it bound, so it is called
+    assert w.unbinds.of("b1")["d1"].state is UnbindState.UNBOUND
+    assert w.tuya.removals == {"d1": 1}
+    assert await used(w, QuotaScope.ACCOUNT, "op") == 1
+
+
+async def test_quota_days_at_midnight_a_new_day_counts_from_zero_and_a_late_refund_goes_to_its_day() -> None:
+    """Units are taken from the counters of the day the device's intent was recorded: a batch after
+    midnight starts from zero, and a unit refunded after midnight goes back to the day it was taken."""
+    w = world()
+    await register(w, "p1")
+    await h.set_limit(w.ports, QuotaScope.ACCOUNT, "op", limit=3, reason="T-1", actor="admin")
+    w.clock.now = T0.replace(hour=23, minute=59, second=59)
+    for d in ("a", "b", "late", "c", "d", "e", "f"):
+        w.tuya.add(d, "p1")
+    real_remove = w.tuya.remove
+
+    async def answers_after_midnight(device_id: str, *, reset: bool) -> None:
+        if device_id == "late":
+            w.clock.advance(seconds=2)  # Tuya answers (offline) on the next day
+            raise TuyaRefused("2001")
+        await real_remove(device_id, reset=reset)
+
+    w.tuya.remove = answers_after_midnight  # type: ignore[method-assign]
+    await h.request_batch(w.ports, list_request(["a", "b", "late"]))
+    await h.run_batch(w.ports, "b1")
+    assert w.unbinds.of("b1")["late"].cause is RefusalCause.DEVICE_OFFLINE
+    assert w.clock() >= T0.replace(day=30, hour=0, minute=0, second=0)
+    nov29, nov30 = (CounterKey(QuotaScope.ACCOUNT, "op", day) for day in ("2026-11-29", "2026-11-30"))
+    assert (await w.counters.used(nov29), await w.counters.used(nov30)) == (2, 0)
+
+    await h.request_batch(w.ports, list_request(["c", "d", "e", "f"], batch_id="b2"))
+    await h.run_batch(w.ports, "b2")
+    results = {d: (u.state, u.cause) for d, u in w.unbinds.of("b2").items()}
+    assert sorted(results.values(), key=str) == sorted(
+        [(UnbindState.UNBOUND, None)] * 3 + [(UnbindState.REFUSED, RefusalCause.QUOTA_EXCEEDED)], key=str
+    )
+    assert (await w.counters.used(nov29), await w.counters.used(nov30)) == (2, 3)
+    today = await h.usage(w.ports, QuotaScope.ACCOUNT, "op")
+    assert (today.day, today.used, today.remaining) == ("2026-11-30", 3, 0)
+    assert (await h.usage(w.ports, QuotaScope.ACCOUNT, "op", day="2026-11-29")).used == 2

@@ -3,6 +3,7 @@ removal and reset, and the mapping of Tuya's answers onto `TuyaRefused` / `TuyaU
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -125,3 +126,28 @@ async def test_qr_tokens_and_their_failed_scanners(cloud: tuple[FakeTuya, TuyaOp
     assert "s3cr" not in repr(token)
     assert token.expires_at == T0 + timedelta(seconds=600)
     assert await tokens.failed_devices("tok1") == [("cam1", "113"), ("cam2", "2001")]
+
+
+async def test_removals_under_way_are_capped(cloud: tuple[FakeTuya, TuyaOpenApiClient]) -> None:
+    """A cloud that stalls holds at most `in_flight` of our removals, not every call paced meanwhile."""
+    _, client = cloud
+    running, most = 0, 0
+    answer = asyncio.Event()
+
+    async def remove_device(device_id: str, *, legacy: bool = False) -> bool:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await answer.wait()  # the cloud stalls
+        running -= 1
+        return True
+
+    client.remove_device = remove_device  # type: ignore[method-assign]
+    devices = TuyaDevices(client, in_flight=2)
+    calls = [asyncio.create_task(devices.remove(f"d{i}", reset=False)) for i in range(5)]
+    for _ in range(10):
+        await asyncio.sleep(0)
+    assert running == 2
+    answer.set()
+    await asyncio.gather(*calls)
+    assert (most, running) == (2, 0)

@@ -136,6 +136,18 @@ def test_reconciliation_calls_again_while_the_same_binding_stands_then_gives_up(
     assert unbind.reconciled(u, Reconciliation.CALL_AGAIN, NOW, last_code=None) is None
 
 
+def test_calls_refused_for_the_rate_limit_did_not_run_and_do_not_use_up_the_device() -> None:
+    u = unbind.intend(unbind.intend(calling(), NOW), NOW)
+    assert u.calls == 3
+    for code in ("1199", "1110"):
+        assert unbind.reconcile(u, FACTS, max_calls=3, last_code=code) is Reconciliation.CALL_AGAIN
+    for code in (None, "1111"):  # unanswered or busy: whether it ran is unknown, the budget counts
+        assert unbind.reconcile(u, FACTS, max_calls=3, last_code=code) is Reconciliation.GIVE_UP
+    for _ in range(3 * unbind.RATE_LIMITED_PATIENCE - 3):
+        u = unbind.intend(u, NOW)
+    assert unbind.reconcile(u, FACTS, max_calls=3, last_code="1199") is Reconciliation.GIVE_UP  # not forever
+
+
 def test_cancel_refuses_pending_and_reserved_but_not_an_inflight_call() -> None:
     step = unbind.cancel(pending(), NOW)
     assert step is not None

@@ -25,7 +25,7 @@ from fleet_ingest.settings import IngestSettings
 from fleet_shared import mongo
 from fleet_shared.pulsar import ProducerOptions, PulsarBroker
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker
+from fleet_shared.service.clients import close_all, pulsar_broker, pulsar_client_kwargs
 from fleet_shared.tuya.codec import PushCodec
 
 SERVICE = "ingest"
@@ -121,6 +121,7 @@ def bootstrap(settings: IngestSettings | None = None, *, registry: CollectorRegi
         tls_trust_certs_file=settings.tuya_tls_trust_certs_file,
         tls_allow_insecure=settings.tuya_tls_allow_insecure,
         tls_validate_hostname=settings.tuya_tls_validate_hostname,
+        client_options=pulsar_client_kwargs(settings) if settings.tuya_simulated else None,
     )
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
     store = MongoDedupStore(

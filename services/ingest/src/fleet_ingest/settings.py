@@ -8,10 +8,11 @@ from fleet_shared.service import ServiceSettings
 
 
 class IngestSettings(ServiceSettings):
-    # Tuya's message push service. Unset: the simulator's topics on the internal Pulsar (`pulsar_url`).
+    # Tuya's message push service. Unset: the simulator's topics on the internal Pulsar (`pulsar_url`, with
+    # its token and CA: FLEET_PULSAR_AUTH_TOKEN, FLEET_PULSAR_TLS_TRUST_CERTS_FILE).
     tuya_pulsar_url: str | None = None
     tuya_pulsar_auth: bool | None = Field(
-        None, description="Send Tuya's auth1 credentials; unset = only for pulsar+ssl:// URLs (Tuya's cloud)."
+        None, description="Send Tuya's auth1 credentials; unset = only to a pulsar+ssl:// Tuya URL."
     )
     tuya_tls_trust_certs_file: str | None = None
     tuya_tls_allow_insecure: bool = False
@@ -35,7 +36,13 @@ class IngestSettings(ServiceSettings):
         return self.tuya_pulsar_url or self.pulsar_url
 
     @property
+    def tuya_simulated(self) -> bool:
+        """Tuya's topics are the simulator's, on our own bus."""
+        return self.tuya_pulsar_url is None
+
+    @property
     def tuya_authenticate(self) -> bool:
         if self.tuya_pulsar_auth is not None:
             return self.tuya_pulsar_auth
-        return self.tuya_url.startswith("pulsar+ssl://")
+        # our own bus takes its own token, never Tuya's auth1 (even over TLS)
+        return not self.tuya_simulated and self.tuya_url.startswith("pulsar+ssl://")

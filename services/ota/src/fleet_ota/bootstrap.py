@@ -33,11 +33,11 @@ from fleet_ota.ports import EventPublisher, TuyaOta
 from fleet_ota.service_layer.handlers import Ports
 from fleet_ota.settings import OtaSettings
 from fleet_ota.views import OtaViews
-from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker
+from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
+from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
 
@@ -79,9 +79,7 @@ class Ota:
         self.loops.start()
 
     async def stop_consuming(self) -> None:
-        for sub in self.broker.subscribers:
-            with contextlib.suppress(Exception):
-                await sub.stop()
+        await stop_subscribers(self.broker)
 
     async def drain(self) -> None:
         """Loops stop; what their writes left in outboxes is relayed now (or by the next process)."""
@@ -113,20 +111,11 @@ def bootstrap(
     publisher: EventPublisher | None = None,
 ) -> Ota:
     settings = settings or OtaSettings()
-    broker = pulsar_broker(settings, log_level=logging.DEBUG)
-    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
-    db = client[settings.ota_database]
+    broker, client, db = service_clients(settings, SERVICE, settings.ota_database)
     own_client: TuyaOpenApiClient | None = None
     if tuya is None:
-        own_client = TuyaOpenApiClient(
-            settings.tuya_access_id,
-            settings.tuya_access_secret,
-            region_code=settings.region.lower(),
-            base_url=settings.tuya_openapi_url,
-            default_rate_limit=RateLimit(
-                rate=settings.ota_tuya_rate_per_s, burst=settings.ota_tuya_rate_per_s
-            ),
-        )
+        rate = settings.ota_tuya_rate_per_s
+        own_client = openapi_client(settings, default_rate_limit=RateLimit(rate=rate, burst=rate))
         tuya = TuyaOtaApi(own_client)
     progress = ProgressStore(db)
     devices = DeviceStore(db)
@@ -173,13 +162,7 @@ def bootstrap(
         poll_after_s=settings.ota_poll_after_s,
         relay_idle_s=settings.ota_relay_idle_s,
     )
-    consumer.register(
-        broker,
-        ports,
-        subscription=settings.ota_subscription,
-        max_redeliveries=settings.ota_max_redeliveries,
-        receiver_queue_size=settings.ota_receiver_queue_size,
-    )
+    consumer.register(broker, ports, settings.device_subscription)
     return Ota(
         settings=settings,
         broker=broker,

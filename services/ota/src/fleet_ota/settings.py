@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr
 
+from fleet_shared.pulsar.device_events import DeviceSubscription
 from fleet_shared.security import SecuritySettings
 from fleet_shared.service import ServiceSettings
 
@@ -36,3 +37,13 @@ class OtaSettings(SecuritySettings, ServiceSettings):
     # the outbox relay: documents per pass and idle wait between passes
     ota_relay_batch: int = Field(500, ge=1, le=10_000)
     ota_relay_idle_s: float = Field(0.5, gt=0)
+
+    @property
+    def device_subscription(self) -> DeviceSubscription:
+        # a device's earlier progress matters only for upgrades ota commanded, after it subscribed
+        return DeviceSubscription(
+            self.ota_subscription,
+            self.ota_max_redeliveries,
+            self.ota_receiver_queue_size,
+            initial_position="latest",
+        )

@@ -4,7 +4,6 @@ dependencies. The one place that knows every class."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,13 +22,13 @@ from fleet_pairing.entrypoints import consumer
 from fleet_pairing.ports import TuyaPairing
 from fleet_pairing.service_layer import handlers
 from fleet_pairing.settings import PairingSettings
-from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.qr import QrImages, render
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker
+from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
 from fleet_shared.service.loops import cancel_all, every
+from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
 
@@ -111,9 +110,7 @@ class Pairing:
         )
 
     async def stop_consuming(self) -> None:
-        for sub in self.broker.subscribers:
-            with contextlib.suppress(Exception):
-                await sub.stop()
+        await stop_subscribers(self.broker)
 
     async def drain(self) -> None:
         """The handlers ack as they finish; the relays under way finish, and what is left in an outbox is
@@ -148,13 +145,8 @@ class Pairing:
 
 
 def tuya_client(settings: PairingSettings) -> TuyaOpenApiClient:
-    return TuyaOpenApiClient(
-        settings.tuya_access_id,
-        settings.tuya_access_secret,
-        region_code=settings.region.lower(),
-        base_url=settings.tuya_openapi_url,
-        default_rate_limit=RateLimit(settings.pairing_tuya_rate_per_s, settings.pairing_tuya_burst),
-    )
+    limit = RateLimit(settings.pairing_tuya_rate_per_s, settings.pairing_tuya_burst)
+    return openapi_client(settings, default_rate_limit=limit)
 
 
 def bootstrap(
@@ -167,10 +159,7 @@ def bootstrap(
     binding_modes = ConfiguredBindingModes.parse(
         settings.pairing_binding_modes, settings.pairing_default_binding_mode or None
     )
-    # every message's "Received"/"Processed" lines only when debugging
-    broker = pulsar_broker(settings, log_level=logging.DEBUG)
-    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
-    db = client[settings.pairing_database]
+    broker, client, db = service_clients(settings, SERVICE, settings.pairing_database)
     encoder = EventEncoder(tenant=settings.tuya_access_id, region=settings.region.lower())
     # the relay clears through a store of its own; the sessions store hands it each durable write's events,
     # relayed in the background (a consumer worker moves on to its next device event)
@@ -186,11 +175,7 @@ def bootstrap(
         sessions=sessions,
         owners=owners,
         binding_modes=binding_modes,
-        subscription=settings.pairing_subscription,
-        max_redeliveries=settings.pairing_max_redeliveries,
-        receiver_queue_size=settings.pairing_receiver_queue_size,
-        max_workers=settings.pairing_max_concurrency,
-        initial_position=settings.pairing_initial_position,
+        subscription=settings.device_subscription,
     )
     return Pairing(
         settings=settings,

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Self
+from typing import Literal, Self
 
 from pydantic import Field, SecretStr, model_validator
 
+from fleet_shared.pulsar.device_events import DeviceSubscription
 from fleet_shared.security import SecuritySettings
 from fleet_shared.service import ServiceSettings
 
@@ -14,7 +15,7 @@ class PairingSettings(SecuritySettings, ServiceSettings):
     pairing_database: str = "pairing"
     pairing_subscription: str = "pairing"
     # where a new subscription starts: `latest` (bindings before the service existed open no session)
-    pairing_initial_position: str = Field("latest", pattern="^(earliest|latest)$")
+    pairing_initial_position: Literal["earliest", "latest"] = "latest"
     pairing_max_redeliveries: int = Field(5, ge=0)
     pairing_receiver_queue_size: int = Field(1000, ge=1)
     # device events handled at once (different devices; one device's events stay in order: KeyShared)
@@ -45,6 +46,16 @@ class PairingSettings(SecuritySettings, ServiceSettings):
     pairing_tuya_rate_per_s: float = Field(10.0, gt=0)
     pairing_tuya_burst: float = Field(10.0, ge=1)
     pairing_shutdown_timeout_s: float = Field(15.0, gt=0)
+
+    @property
+    def device_subscription(self) -> DeviceSubscription:
+        return DeviceSubscription(
+            self.pairing_subscription,
+            self.pairing_max_redeliveries,
+            self.pairing_receiver_queue_size,
+            self.pairing_initial_position,
+            self.pairing_max_concurrency,
+        )
 
     @model_validator(mode="after")
     def _settle_covers_a_poll(self) -> Self:

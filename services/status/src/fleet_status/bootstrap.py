@@ -5,7 +5,6 @@ consuming, drain, stop."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,12 +13,12 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker
+from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
 from fleet_shared.service.loops import cancel_all, every
+from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_status.adapters.history import HistoryStore
 from fleet_status.adapters.schemas import SchemaStore
@@ -83,9 +82,7 @@ class Status:
         """No new device events, no new reconciliation, retention or inactivity rounds."""
         await cancel_all((self._reconciler, self._sweeper, self._inactivity))
         self._reconciler = self._sweeper = self._inactivity = None
-        for sub in self.broker.subscribers:
-            with contextlib.suppress(Exception):
-                await sub.stop()
+        await stop_subscribers(self.broker)
 
     async def drain(self) -> None:
         """Write what the writer holds (acking it); what it cannot write in time is redelivered later."""
@@ -146,10 +143,7 @@ def bootstrap(
     publisher: EventPublisher | None = None,
 ) -> Status:
     settings = settings or StatusSettings()
-    # every message's "Received"/"Processed" lines only when debugging: thousands a second otherwise
-    broker = pulsar_broker(settings, log_level=logging.DEBUG)
-    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
-    db = client[settings.status_database]
+    broker, client, db = service_clients(settings, SERVICE, settings.status_database)
     shadows = ShadowStore(
         db, write_chunk=settings.status_write_chunk, write_concurrency=settings.status_write_concurrency
     )
@@ -161,12 +155,7 @@ def bootstrap(
     )
     own_client: TuyaOpenApiClient | None = None
     if openapi is None and settings.tuya_access_secret.get_secret_value():
-        own_client = TuyaOpenApiClient(
-            settings.tuya_access_id,
-            settings.tuya_access_secret,
-            region_code=settings.region.lower(),
-            base_url=settings.tuya_openapi_url,
-        )
+        own_client = openapi_client(settings)
         openapi = own_client
     schemas = SchemaCache(openapi, SchemaStore(db), ttl_s=settings.status_schema_ttl_s)
     writer = ShadowWriter(
@@ -186,14 +175,7 @@ def bootstrap(
         history_delay_s=settings.status_history_delay_s,
         metrics=WriterMetrics(registry),
     )
-    consumer.register(
-        broker,
-        writer,
-        subscription=settings.status_subscription,
-        max_redeliveries=settings.status_max_redeliveries,
-        receiver_queue_size=settings.status_receiver_queue_size,
-        initial_position=settings.status_initial_position,
-    )
+    consumer.register(broker, writer, settings.device_subscription)
     cloud = CloudDeviceSource(openapi, rate_per_s=settings.status_reconcile_rate_per_s) if openapi else None
     return Status(
         settings=settings,

@@ -3,8 +3,11 @@ writer, history and reconciliation."""
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import Field, SecretStr
 
+from fleet_shared.pulsar.device_events import DeviceSubscription
 from fleet_shared.security import SecuritySettings
 from fleet_shared.service import ServiceSettings
 
@@ -13,7 +16,7 @@ class StatusSettings(SecuritySettings, ServiceSettings):
     status_database: str = "status"
     status_subscription: str = "status"
     # where a new subscription starts: the whole retained topic (earliest) or only new events (latest)
-    status_initial_position: str = Field("earliest", pattern="^(earliest|latest)$")
+    status_initial_position: Literal["earliest", "latest"] = "earliest"
     # the shadow writer: messages are merged per device in memory and written once per device per batch
     status_batch_max_devices: int = Field(1000, ge=1, le=10_000)
     status_batch_max_delay_ms: int = Field(20, ge=0)
@@ -52,6 +55,15 @@ class StatusSettings(SecuritySettings, ServiceSettings):
     status_shutdown_timeout_s: float = Field(15.0, gt=0)
     # /readyz fails once work has waited this long without a flush completing (a stuck writer is restarted)
     status_writer_stall_s: float = Field(60.0, gt=0)
+
+    @property
+    def device_subscription(self) -> DeviceSubscription:
+        return DeviceSubscription(
+            self.status_subscription,
+            self.status_max_redeliveries,
+            self.status_receiver_queue_size,
+            self.status_initial_position,
+        )
 
     def inactivity_ms(self, product_id: str | None) -> int | None:
         """The product's inactivity timeout in ms (None: none)."""

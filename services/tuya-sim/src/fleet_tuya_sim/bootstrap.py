@@ -11,10 +11,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from fleet_contracts import topics
-from fleet_shared.provisioning import provision
 from fleet_shared.pulsar import ProducerOptions, PulsarBroker
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker
+from fleet_shared.service.clients import close_all, provision_topics, pulsar_broker
 from fleet_tuya_sim.adapters.sinks import MemorySink, PulsarSink
 from fleet_tuya_sim.domain.app_users import LinkedApp
 from fleet_tuya_sim.domain.fleet import FleetSpec, OtaSettings
@@ -41,10 +40,11 @@ class TuyaSim:
     create_fleet: bool = True
 
     async def start(self) -> None:
-        """Topic layout (if asked), broker connected, publisher running, then the startup fleet."""
+        """Topic layout (if asked; with the bus's token and CA), broker connected, publisher running, then the
+        startup fleet."""
         settings = self.settings
         if settings.provision and settings.pulsar_admin_url:
-            await asyncio.to_thread(provision, settings.pulsar_admin_url, settings.access_id)
+            await asyncio.to_thread(provision_topics, settings, settings.access_id)
         if self.broker is not None:
             await self.broker.connect()
         await self.simulator.start()

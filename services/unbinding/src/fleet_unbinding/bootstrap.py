@@ -22,13 +22,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from fleet_shared import mongo
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, pulsar_broker
+from fleet_shared.service.clients import close_all, service_clients
 from fleet_shared.service.loops import cancel_all, every
-from fleet_shared.tuya.openapi import TuyaOpenApiClient
+from fleet_shared.tuya.factory import openapi_client
+from fleet_shared.tuya.openapi import DEFAULT_RATE_LIMIT, TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
 from fleet_unbinding.adapters.cache import CachedAuthorizations, CachedLimits
 from fleet_unbinding.adapters.mongo import (
@@ -53,9 +53,8 @@ log = logging.getLogger(__name__)
 LOOKUP_API = "GET /v1.0/devices/{device_id}"
 PAIRING_APIS = ("POST /v1.0/device/paring/token", "GET /v1.0/device/paring/tokens/{token}")
 
-
-# the client's default for APIs without a known limit (fleet_shared.tuya.openapi.DEFAULT_RATE_LIMIT)
-PAIRING_RATE_LIMIT = RateLimit(rate=10.0, burst=10.0)
+# the client's default for APIs without a known limit
+PAIRING_RATE_LIMIT = DEFAULT_RATE_LIMIT
 
 
 def _utcnow() -> datetime:
@@ -161,15 +160,12 @@ class Unbinding:
         return True
 
 
-def openapi_client(settings: UnbindingSettings) -> TuyaOpenApiClient:
+def tuya_client(settings: UnbindingSettings) -> TuyaOpenApiClient:
     """The client paces lookups and pairing calls; removals are paced by `removal_pacer` (one schedule for
     every removal API), so the client leaves them alone (no default limit: each API used is listed)."""
     lookup = RateLimit(settings.unbinding_tuya_lookup_rate_per_s, burst=1.0)
-    return TuyaOpenApiClient(
-        settings.tuya_access_id,
-        settings.tuya_access_secret,
-        region_code=settings.region.lower(),
-        base_url=settings.tuya_openapi_url,
+    return openapi_client(
+        settings,
         rate_limits={LOOKUP_API: lookup, **dict.fromkeys(PAIRING_APIS, PAIRING_RATE_LIMIT)},
         default_rate_limit=None,
     )
@@ -188,9 +184,7 @@ def bootstrap(
     clock: Callable[[], datetime] = _utcnow,
 ) -> Unbinding:
     settings = settings or UnbindingSettings()
-    broker = pulsar_broker(settings, log_level=logging.DEBUG)
-    client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}")
-    db = client[settings.unbinding_database]
+    broker, client, db = service_clients(settings, SERVICE, settings.unbinding_database)
     batches, unbinds = MongoBatchStore(db), MongoUnbindStore(db)
     counters, limits, authorizations = (
         MongoQuotaCounters(db),
@@ -199,8 +193,12 @@ def bootstrap(
     )
     own_client: TuyaOpenApiClient | None = None
     if devices is None or tokens is None:
-        own_client = openapi_client(settings)
-        devices = devices or TuyaDevices(own_client, removals=removal_pacer(settings))
+        own_client = tuya_client(settings)
+        devices = devices or TuyaDevices(
+            own_client,
+            removals=removal_pacer(settings),
+            in_flight=settings.unbinding_tuya_removals_in_flight,
+        )
         tokens = tokens or TuyaPairingTokens(own_client, clock)
     ttl = settings.unbinding_cache_ttl_s
     ports = handlers.Ports(

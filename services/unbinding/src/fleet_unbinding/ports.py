@@ -97,6 +97,11 @@ class QuotaCounters(Protocol):
     async def refund(self, keys: Sequence[CounterKey], unit: str) -> None:
         """Give back one unit in each counter, once per `unit` (idempotent)."""
 
+    async def refund_listed(self, keys: Sequence[CounterKey], unit: str) -> None:
+        """Give back a unit an earlier version reserved by name (listed in the counter's `units`), in each
+        counter where it is still listed, and unlist it: idempotent, and a unit never listed (its
+        reservation did not land) gives nothing back."""
+
     async def open_blocks(self) -> list[OpenBlock]:
         """Every block still listed (unsettled)."""
 

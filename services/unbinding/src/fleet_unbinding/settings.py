@@ -42,6 +42,8 @@ class UnbindingSettings(SecuritySettings, ServiceSettings):
     unbinding_tuya_removal_rate_per_s: float = Field(10.0, gt=0)
     unbinding_tuya_removal_burst: float = Field(1.5, ge=1, le=10)
     unbinding_tuya_lookup_rate_per_s: float = Field(20.0, gt=0)
+    # removal calls under way at once at most (0: no cap); >= removal rate x round trip to Tuya + 1
+    unbinding_tuya_removals_in_flight: int = Field(0, ge=0, le=256)
     # quota units reserved per counter write (the unused ones go back when the block closes)
     unbinding_quota_block_size: int = Field(32, ge=1, le=1000)
     # authorization and limit lookups are cached this long per process (another replica's change applies

@@ -58,14 +58,7 @@ async def batch_progress(
     batch = await batches.get(batch_id)
     if batch is None:
         return None
-    by_state: dict[UnbindState, int] = {}
-    causes: dict[RefusalCause, int] = {}
-    async for doc in unbinds.unbinds.find({"batch_id": batch_id}, {"state": 1, "cause": 1}):
-        state = UnbindState(doc["state"])
-        by_state[state] = by_state.get(state, 0) + 1
-        if state is UnbindState.REFUSED and doc.get("cause"):
-            cause = RefusalCause(doc["cause"])
-            causes[cause] = causes.get(cause, 0) + 1
+    by_state, causes = await unbinds.counts(batch_id)
     total = (
         sum(by_state.values()) if batch.qr is not None else max(len(batch.device_ids), sum(by_state.values()))
     )

@@ -17,7 +17,7 @@ from .broker import PulsarBroker
 from .codec import OrjsonCodec
 from .confirmed import Confirmations, ConfirmedSender, Send, SendFailedError
 from .context import InlineContext
-from .device_events import DeviceEventHandler, subscribe_device_events
+from .device_events import DeviceEventHandler, DeviceSubscription, subscribe_device_events
 from .message import PulsarMessage, PulsarPublishCommand, PulsarResponse
 from .options import DeadLetter, ProducerOptions
 from .outbox import OutboxPublisher
@@ -50,6 +50,7 @@ __all__ = (
     "ConsumerType",
     "DeadLetter",
     "DeviceEventHandler",
+    "DeviceSubscription",
     "InitialPosition",
     "InlineContext",
     "OrjsonCodec",

@@ -16,6 +16,9 @@ FastStream (its brokers are built on `faststream._internal`; these go further, i
     mirrors (tests/unit/bus pins that source too).
   - Hooks overridden or extended, not read: `SubscriberUsecase._broker_middlewares`,
     `SubscriberUsecase._make_response_publisher`, `TestBroker._fake_start`, `TestBroker._fake_close`.
+  - Mirrored, not touched: `acknowledgement.py` does what the private `_AcknowledgementMiddleware` does
+    (tests/unit/bus pins its source), built from the public factory's `ack_policy`, `logger` and
+    `fallback_parser`.
 
 `WRITTEN_AGAINST` names the exact versions this was written and measured against; a unit test fails with
 `version_mismatches()`'s message when an installed version differs, and another checks every name above

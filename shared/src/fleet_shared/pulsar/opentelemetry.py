@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, Self
 
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.opentelemetry import TelemetrySettingsProvider
@@ -24,6 +25,7 @@ from faststream.opentelemetry.consts import MESSAGING_DESTINATION_PUBLISH_NAME
 from faststream.opentelemetry.middleware import TelemetryMiddleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -33,6 +35,8 @@ from fleet_shared.tracing.provider import spans_exported
 from .message import PulsarPublishCommand
 
 if TYPE_CHECKING:
+    from types import TracebackType
+
     import pulsar
     from faststream._internal.basic_types import AsyncFunc, AsyncFuncAny
     from faststream._internal.context.repository import ContextRepo
@@ -109,23 +113,60 @@ class PulsarTelemetryMiddleware(TelemetryMiddleware[PulsarPublishCommand]):
         )
 
 
+async def _recording_message_id(call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
+    """Publish; then the id Pulsar gave the message (known only once it is persisted) goes on the current
+    span as `messaging.message.id`."""
+    result = await call_next(cmd)
+    if result is not None:
+        span = trace.get_current_span()
+        if span.is_recording():
+            span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, str(result))
+    return result
+
+
 class PublishedMessageId(BaseMiddleware[PulsarPublishCommand]):
-    """Inside the publish span (so placed after the telemetry middleware): the id Pulsar gave the message,
-    known only once it is persisted, as `messaging.message.id`."""
+    """Inside the publish span of a telemetry middleware given to the broker (so placed after it): the id
+    Pulsar gave the message as `messaging.message.id`."""
 
     def __init__(self, msg: Any | None, /, *, context: ContextRepo) -> None:
         super().__init__(msg, context=context)
 
     async def publish_scope(self, call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
-        result = await call_next(cmd)
-        if result is not None:
-            span = trace.get_current_span()
-            if span.is_recording():
-                span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, str(result))
-        return result
+        return await _recording_message_id(call_next, cmd)
+
+
+class _SpansWithMessageId(BaseMiddleware[PulsarPublishCommand]):
+    """FastStream's span middleware for one message, with the published message's id on its publish span:
+    one middleware where `PublishedMessageId` would be a second on every message."""
+
+    __slots__ = ("_spans",)
+
+    def __init__(self, spans: BaseMiddleware[PulsarPublishCommand], /, *, context: ContextRepo) -> None:
+        super().__init__(spans.msg, context=context)
+        self._spans = spans
+
+    async def __aenter__(self) -> Self:
+        await self._spans.__aenter__()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_val: BaseException | None = None,
+        exc_tb: TracebackType | None = None,
+    ) -> bool | None:
+        return await self._spans.__aexit__(exc_type, exc_val, exc_tb)
+
+    async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
+        return await self._spans.consume_scope(call_next, msg)
+
+    async def publish_scope(self, call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
+        return await self._spans.publish_scope(partial(_recording_message_id, call_next), cmd)
 
 
 _W3C = TraceContextTextMapPropagator()
+_TRACEPARENT = "traceparent"  # the header `_W3C` reads the trace context from
+_UNSAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
 
 
 class TraceContextOnly(BaseMiddleware[PulsarPublishCommand]):
@@ -136,7 +177,9 @@ class TraceContextOnly(BaseMiddleware[PulsarPublishCommand]):
         super().__init__(msg, context=context)
 
     async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
-        carried = _W3C.extract(msg.headers)
+        headers = msg.headers
+        # Without the header the propagator extracts an empty context: skip asking it.
+        carried = _W3C.extract(headers) if _TRACEPARENT in headers else Context()
         if not trace.get_current_span(carried).get_span_context().is_valid:
             carried = trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), carried)
         token = otel_context.attach(carried)
@@ -156,13 +199,14 @@ def _new_trace() -> trace.SpanContext:
         trace_id=random.getrandbits(128) or 1,
         span_id=random.getrandbits(64) or 1,
         is_remote=False,
-        trace_flags=trace.TraceFlags(trace.TraceFlags.DEFAULT),
+        trace_flags=_UNSAMPLED,
     )
 
 
 class DefaultTracing:
-    """The broker's default: `PulsarTelemetryMiddleware`'s spans while spans are exported, else
-    `TraceContextOnly`; asked per message, so a provider configured after the broker is built counts."""
+    """The broker's default: `PulsarTelemetryMiddleware`'s spans (with the published message's id) while
+    spans are exported, else `TraceContextOnly`; asked per message, so a provider configured after the
+    broker is built counts."""
 
     __slots__ = ("spans",)
 
@@ -171,7 +215,7 @@ class DefaultTracing:
 
     def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> BaseMiddleware[PulsarPublishCommand]:
         if spans_exported():
-            return self.spans(msg, context=context)
+            return _SpansWithMessageId(self.spans(msg, context=context), context=context)
         return TraceContextOnly(msg, context=context)
 
 
@@ -180,4 +224,4 @@ def telemetry_middlewares(given: Sequence[Any]) -> tuple[Any, ...]:
     message id is added, inside it)."""
     if any(isinstance(m, TelemetryMiddleware) for m in given):
         return (*given, PublishedMessageId)
-    return (DefaultTracing(), PublishedMessageId, *given)
+    return (DefaultTracing(), *given)

@@ -80,9 +80,11 @@ class PulsarRegistrator(Registrator["pulsar.Message", PulsarBrokerConfig]):
             initial_position: where a new subscription starts (`pulsar.InitialPosition`).
             negative_ack_redelivery_delay: seconds before a nacked message comes back.
             dead_letter: dead-letter after N redeliveries with the error in the properties.
-            max_workers: handlers running at once; a key always goes to the same worker, so per-key
-                order holds under KeyShared.
-            receiver_queue_size: messages the client prefetches; lower it for large payloads.
+            max_workers: handlers running at once; one message of a key at a time, in order, so
+                per-key order holds under KeyShared, and a slow key holds up no other key. The workers
+                hold up to `receiver_queue_size` messages (all keys together) before receiving waits.
+            receiver_queue_size: messages the client prefetches (and, with `max_workers`, the workers
+                hold); lower it for large payloads.
             consumer_name: the consumer's name in Pulsar's stats.
             key_shared_policy: a `pulsar.ConsumerKeySharedPolicy` for KeyShared subscriptions.
             ack_policy: FastStream's policy; NACK_ON_ERROR by default.

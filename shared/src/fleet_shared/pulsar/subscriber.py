@@ -22,7 +22,7 @@ from faststream._internal.endpoint.utils import process_msg
 from faststream._internal.logger.logger_proxy import EmptyLoggerObject
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException, SubscriberNotFound
-from faststream.middlewares import AckPolicy
+from faststream.middlewares import AcknowledgementMiddleware, AckPolicy
 from faststream.middlewares.logging import CriticalLogMiddleware
 from faststream.response import ensure_response
 from faststream.specification.asyncapi.utils import resolve_payloads
@@ -33,6 +33,7 @@ from typing_extensions import override
 from fleet_contracts import deadletter as dead_letter_contract
 
 from . import internals
+from .acknowledgement import AcknowledgementFactory
 from .config import PulsarBrokerConfig
 from .deadletter import dead_letter_command
 from .message import PulsarMessage, PulsarParser, PulsarPublishCommand
@@ -173,6 +174,40 @@ class _RecordFailure(BaseMiddleware):
         if failed and exc_val is not None and self.msg is not None:
             self._failures[self.msg] = exc_val
         return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Hooks:
+    """Which of BaseMiddleware's hooks a middleware class overrides; the others do nothing, so the
+    per-message path need not call them (BaseMiddleware's enter, exit and scopes only pass through)."""
+
+    enters: bool
+    exits: bool
+    consumes: bool
+    publishes: bool
+
+
+_HOOKS: dict[type[Any], _Hooks] = {}
+
+
+def _hooks_of(cls: type[Any]) -> _Hooks:
+    if (hooks := _HOOKS.get(cls)) is None:
+        hooks = _HOOKS[cls] = _overridden_hooks(cls)
+    return hooks
+
+
+def _overridden_hooks(cls: type[Any]) -> _Hooks:
+    def own(*names: str) -> bool:
+        return any(getattr(cls, n, None) is not getattr(BaseMiddleware, n) for n in names)
+
+    if not issubclass(cls, BaseMiddleware):  # a middleware of its own making: call everything
+        return _Hooks(enters=True, exits=True, consumes=True, publishes=True)
+    return _Hooks(
+        enters=own("__aenter__", "on_receive"),
+        exits=own("__aexit__", "after_processed"),
+        consumes=own("consume_scope"),
+        publishes=own("publish_scope"),
+    )
 
 
 class _InFlight(MultiLock):
@@ -345,7 +380,11 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
     def _deliver_to_handlers(self) -> Callable[[pulsar.Message], Awaitable[object]]:
         if self.config.max_workers <= 1:
             return self.consume
-        workers = self._workers = KeyOrderedWorkers(self.config.max_workers, self.consume)
+        # The pool holds at most as many messages as the client prefetches for this subscription.
+        size = self.config.max_workers
+        workers = self._workers = KeyOrderedWorkers(
+            size, self.consume, max_in_flight=max(size, self.config.receiver_queue_size)
+        )
         workers.start()
         return lambda raw: workers.put(str(raw.ordering_key() or raw.partition_key() or ""), raw)
 
@@ -383,7 +422,9 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         raw = message.raw_message
         if self.config.dead_letter is not None:  # failures are only recorded for dead letters
             self._failures.pop(raw, None)
-        await self._acknowledge(raw)
+        consumer = self._settling_consumer()
+        if not acknowledge_now(consumer, raw):  # `_acknowledge` inline: one await less per message
+            await consumer.acknowledge(raw)
 
     async def _acknowledge(self, raw: pulsar.Message) -> None:
         consumer = self._settling_consumer()
@@ -436,9 +477,10 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         exited in the same order with the same exception semantics (an `__aexit__` returning True
         suppresses the error for the outer ones, as in an AsyncExitStack), and the same handler, reply
         and publisher calls are made. What goes is the per-message AsyncExitStack/ExitStack, the
-        generator context managers, and rebuilding the middleware factories for every message: about a
-        third of the framework's per-message cost. `tests/unit/bus` pins the FastStream source this
-        mirrors, so an upgrade that changes it fails loudly.
+        generator context managers, rebuilding the middleware factories for every message, and calls of
+        the hooks a middleware inherits from BaseMiddleware, which only pass through (`_hooks_of`).
+        `tests/unit/bus` pins the FastStream source this mirrors, so an upgrade that changes it fails
+        loudly.
         """
         context = self._outer_config.context
         lock = self.lock
@@ -446,14 +488,16 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         try:
             with context.scopes(self._scope_items()):
                 message_scope = None
-                entered: list[BaseMiddleware] = []
+                entered: list[tuple[BaseMiddleware, _Hooks]] = []
                 error: BaseException | None = None
                 result: Response | None = None
                 try:
                     for factory in self._middlewares_stack():
                         middleware = factory(msg, context=context)
-                        await middleware.__aenter__()
-                        entered.append(middleware)
+                        hooks = _hooks_of(type(middleware))
+                        if hooks.enters:
+                            await middleware.__aenter__()
+                        entered.append((middleware, hooks))
                     cache: dict[Any, Any] = {}
                     parsing_error: Exception | None = None
                     for h in self.calls.data:
@@ -470,7 +514,9 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                             result = ensure_response(
                                 await h.call(
                                     message=message,
-                                    _extra_middlewares=(m.consume_scope for m in entered[::-1]),
+                                    _extra_middlewares=(
+                                        m.consume_scope for m, hooks in entered[::-1] if hooks.consumes
+                                    ),
                                 )
                             )
                             if not result.correlation_id:
@@ -482,7 +528,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                                 await internals.publish_with_middlewares(
                                     p,
                                     result.as_publish_command(),
-                                    (m.publish_scope for m in entered[::-1]),
+                                    (m.publish_scope for m, hooks in entered[::-1] if hooks.publishes),
                                 )
                             break
                     else:
@@ -492,7 +538,9 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                 except BaseException as e:
                     error = e
                     result = None
-                for middleware in reversed(entered):
+                for middleware, hooks in reversed(entered):
+                    if not hooks.exits:
+                        continue  # BaseMiddleware's exit: returns False, raises nothing
                     try:
                         if error is None:
                             await middleware.__aexit__(None, None, None)
@@ -523,13 +571,17 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         """FastStream's acknowledgement and critical-log middlewares, then the broker's; rebuilt only when
         the broker's middlewares change (add_middleware), not for every message.
 
-        With logging off (`logger=None`) the critical-log middleware only calls a logger that drops
-        everything, twice per message: it is left out then.
+        FastStream's acknowledgement middleware is replaced by its mirror with fewer awaits
+        (`acknowledgement.py`). With logging off (`logger=None`) the critical-log middleware only calls a
+        logger that drops everything, twice per message: it is left out then.
         """
         broker_middlewares = tuple(self._broker_middlewares)
         cached = self._middleware_stack
         if cached is None or cached[0] != broker_middlewares:
-            built = internals.build_middlewares_stack(self)
+            built = [
+                AcknowledgementFactory(m) if type(m) is AcknowledgementMiddleware else m
+                for m in internals.build_middlewares_stack(self)
+            ]
             if isinstance(self._outer_config.logger.logger, EmptyLoggerObject):
                 built = [m for m in built if not isinstance(m, CriticalLogMiddleware)]
             cached = self._middleware_stack = (broker_middlewares, tuple(built))

@@ -1,15 +1,15 @@
 """Tuya's push topic on pulsar.asyncio: a Failover subscription `{access_id}-sub`, as Tuya's own SDKs use.
 
 Works against Tuya's cloud (`pulsar+ssl://mqe.tuyaeu.com:7285`, `auth1` authentication, TLS) and against the
-simulator on the local Pulsar (plain `pulsar://`, no authentication). One long-lived `receive()` at a time:
-cancelling a receive loses its message until redelivery (pulsar.asyncio pitfall), so the pipeline never does;
-closing the consumer ends a pending receive instead.
+simulator on our own Pulsar (plain `pulsar://`, or the bus's token and CA given as `client_options`). One
+long-lived `receive()` at a time: cancelling a receive loses its message until redelivery (pulsar.asyncio
+pitfall), so the pipeline never does; closing the consumer ends a pending receive instead.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -65,7 +65,10 @@ class PulsarTuyaSource:
         tls_validate_hostname: bool = False,
         initial_position_earliest: bool = True,
         operation_timeout_s: int = 30,
+        client_options: Mapping[str, Any] | None = None,
     ) -> None:
+        """`client_options`: other `pulsar.Client` keywords (the simulator on our own bus: its token and CA);
+        an `authentication` there and Tuya's (`authenticate`) together are refused."""
         self._topic = topics.tuya_event_topic(access_id, test=test_channel)
         self._subscription = topics.tuya_subscription(access_id)
         self._receiver_queue_size = receiver_queue_size
@@ -83,6 +86,9 @@ class PulsarTuyaSource:
             kwargs["tls_validate_hostname"] = tls_validate_hostname
             if tls_trust_certs_file:
                 kwargs["tls_trust_certs_file_path"] = tls_trust_certs_file
+        if authenticate and client_options and "authentication" in client_options:
+            raise ValueError("one authentication per client: Tuya's auth1 or the given one, not both")
+        kwargs.update(client_options or {})
         self._service_url = service_url
         self._client_kwargs = kwargs
         self._client: pa.Client | None = None

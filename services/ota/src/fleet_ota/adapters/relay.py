@@ -19,6 +19,7 @@ from typing import Any
 
 from fleet_ota.adapters.mongo import Collection, ProgressStore
 from fleet_ota.ports import CountedEntry, EventPublisher
+from fleet_shared import mongo
 
 
 class OutboxRelay:
@@ -65,7 +66,7 @@ class OutboxRelay:
             events = [e.event for e in entries if e.event is not None]  # planning's counts have none
             if events:
                 await self.publisher.publish(events)
-            await col.update_one({"_id": _id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
+            await col.update_one({"_id": _id}, mongo.pull_relayed(entries))
         await col.update_one({"_id": _id, "outbox.0": {"$exists": False}}, {"$unset": {"relay": ""}})
 
     async def sweep(self, counted: Sequence[Collection], limit: int = 100) -> int:

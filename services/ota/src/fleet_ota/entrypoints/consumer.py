@@ -19,17 +19,14 @@ from fleet_contracts.device import (
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
 from fleet_shared.pulsar import PulsarBroker, PulsarMessage
-from fleet_shared.pulsar.device_events import subscribe_device_events
+from fleet_shared.pulsar.device_events import DeviceSubscription, subscribe_device_events
 from fleet_shared.service.clients import declare_publishers
 
 
 def register(
     broker: PulsarBroker,
     ports: Ports,
-    *,
-    subscription: str,
-    max_redeliveries: int,
-    receiver_queue_size: int,
+    subscription: DeviceSubscription,
 ) -> None:
     declare_publishers(broker, topics.OTA_FIRMWARE_EVENTS, topics.OTA_RELEASE_EVENTS)
 
@@ -45,12 +42,8 @@ def register(
     subscribe_device_events(
         broker,
         on_device_event,
-        subscription=subscription,
+        subscription,
         dead_letter=topics.OTA_DEAD_LETTER,
-        max_redeliveries=max_redeliveries,
-        receiver_queue_size=receiver_queue_size,
-        # a device's earlier progress matters only for upgrades ota commanded, after it subscribed
-        initial_position="latest",
         # another Tuya project's device: none of our upgrades (checked before the full decode)
         tenant=ports.tenant,
     )

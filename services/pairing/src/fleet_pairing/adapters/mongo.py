@@ -15,7 +15,7 @@ from datetime import UTC, date, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
+from pymongo import ASCENDING, DESCENDING, ReturnDocument
 from pymongo.errors import DuplicateKeyError
 
 from fleet_contracts.outbox import OutboxEntry, entries_of
@@ -33,6 +33,7 @@ from fleet_pairing.domain.session import (
     Transition,
 )
 from fleet_pairing.ports import IdempotencyConflict
+from fleet_shared import mongo
 
 Document = dict[str, Any]
 _NO_OUTBOX = {"outbox": 0}  # reads of the state: the events waiting for the relay are the relay's
@@ -294,13 +295,7 @@ class SessionStore:
 
     async def clear_outboxes(self, relayed: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
         """`clear_outbox` for several sessions in one command (one single-document update each)."""
-        updates = [
-            UpdateOne({"_id": session_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
-            for session_id, entries in relayed
-            if entries
-        ]
-        if updates:
-            await self.sessions.bulk_write(updates, ordered=False)
+        await mongo.clear_relayed(self.sessions, relayed)
 
     async def with_outbox(self, limit: int) -> list[tuple[str, list[OutboxEntry]]]:
         """Sessions whose outbox still holds events (a crash or broker outage between write and relay)."""

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from fleet_contracts import topics
 from fleet_contracts.device import DeviceEvent
-from fleet_contracts.pairing import PairingEvent
 from fleet_pairing.ports import BindingModes, DeviceOwners, SessionRepository
 from fleet_pairing.service_layer.handlers import on_device_event
-from fleet_shared.pulsar import PulsarBroker, PulsarMessage, subscribe_device_events
+from fleet_shared.pulsar import DeviceSubscription, PulsarBroker, PulsarMessage, subscribe_device_events
+from fleet_shared.service.clients import declare_publishers
 
 
 def register(
@@ -21,27 +21,12 @@ def register(
     sessions: SessionRepository,
     owners: DeviceOwners,
     binding_modes: BindingModes,
-    subscription: str,
-    max_redeliveries: int,
-    receiver_queue_size: int,
-    max_workers: int,
-    initial_position: str = "latest",
+    subscription: DeviceSubscription,
 ) -> None:
     # declared for the AsyncAPI document; the outbox relay publishes through the broker
-    broker.publisher(
-        topics.PAIRING_EVENTS.name, schema=PairingEvent, description=topics.PAIRING_EVENTS.description
-    )
+    declare_publishers(broker, topics.PAIRING_EVENTS)
 
     async def handle(event: DeviceEvent, _: PulsarMessage) -> None:
         await on_device_event(event, sessions=sessions, owners=owners, binding_modes=binding_modes)
 
-    subscribe_device_events(
-        broker,
-        handle,
-        subscription=subscription,
-        dead_letter=topics.PAIRING_DEAD_LETTER,
-        max_redeliveries=max_redeliveries,
-        receiver_queue_size=receiver_queue_size,
-        initial_position=initial_position,
-        max_workers=max_workers,
-    )
+    subscribe_device_events(broker, handle, subscription, dead_letter=topics.PAIRING_DEAD_LETTER)

@@ -16,11 +16,12 @@ from datetime import datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import ASCENDING, InsertOne, ReplaceOne, UpdateOne
+from pymongo import ASCENDING, InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError
 
 from fleet_contracts.outbox import OutboxEntry, entries_of
 from fleet_contracts.tuya import DpType
+from fleet_shared import mongo
 from fleet_status.adapters.bulk import chunks, in_chunks, only_duplicates
 from fleet_status.domain.shadow import (
     Binding,
@@ -238,13 +239,7 @@ class ShadowStore:
         """
 
         async def clear(chunk: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
-            ops = [
-                UpdateOne({"_id": d}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
-                for d, entries in chunk
-                if entries
-            ]
-            if ops:
-                await self.shadows.bulk_write(ops, ordered=False)
+            await mongo.clear_relayed(self.shadows, chunk)
 
         await self._in_chunks(list(relayed.items()), clear)
 

@@ -9,8 +9,8 @@ from faststream.middlewares import AckPolicy
 
 from fleet_contracts import topics
 from fleet_contracts.device import DeviceEvent
-from fleet_contracts.status import PresenceChangedEvent, ShadowChangedEvent
-from fleet_shared.pulsar import PulsarBroker, PulsarMessage, subscribe_device_events
+from fleet_shared.pulsar import DeviceSubscription, PulsarBroker, PulsarMessage, subscribe_device_events
+from fleet_shared.service.clients import declare_publishers
 from fleet_status.service_layer.handlers import handle_device_event
 from fleet_status.service_layer.writer import ShadowWriter
 
@@ -20,34 +20,14 @@ log = logging.getLogger(__name__)
 def register(
     broker: PulsarBroker,
     writer: ShadowWriter,
-    *,
-    subscription: str,
-    max_redeliveries: int,
-    receiver_queue_size: int,
-    initial_position: str = "earliest",
+    subscription: DeviceSubscription,
 ) -> None:
-    broker.publisher(
-        topics.STATUS_SHADOW_EVENTS.name,
-        schema=ShadowChangedEvent,
-        description=topics.STATUS_SHADOW_EVENTS.description,
-    )
-    broker.publisher(
-        topics.STATUS_PRESENCE_EVENTS.name,
-        schema=PresenceChangedEvent,
-        description=topics.STATUS_PRESENCE_EVENTS.description,
-    )
+    declare_publishers(broker, topics.STATUS_SHADOW_EVENTS, topics.STATUS_PRESENCE_EVENTS)
 
     async def handle(event: DeviceEvent, message: PulsarMessage) -> None:
         await handle_device_event(event, message, writer)
 
     # MANUAL: the writer acks once the batch holding the message is durable, not when this returns.
     subscribe_device_events(
-        broker,
-        handle,
-        subscription=subscription,
-        dead_letter=topics.STATUS_DEAD_LETTER,
-        max_redeliveries=max_redeliveries,
-        receiver_queue_size=receiver_queue_size,
-        initial_position=initial_position,
-        ack_policy=AckPolicy.MANUAL,
+        broker, handle, subscription, dead_letter=topics.STATUS_DEAD_LETTER, ack_policy=AckPolicy.MANUAL
     )

@@ -60,6 +60,7 @@ class RemovalDesk:
     planned: dict[str, list[int]] = field(default_factory=dict)
     removals: dict[str, list[int]] = field(default_factory=dict)  # device -> times (ms) it was removed
     refusals: Counter[int] = field(default_factory=Counter)
+    refused_at: list[int] = field(default_factory=list)  # times (ms) of refusals for the rate limit (1199)
     gateways: dict[str, list[str]] = field(default_factory=dict)  # gateway -> wired devices behind it
     # its own generator: drawing faults never shifts the fleet's seeded sequence
     rng: random.Random = field(default_factory=lambda: random.Random("removals"))
@@ -78,6 +79,7 @@ class RemovalDesk:
         code: int | None = None
         if self._bucket is not None and not self._bucket.take(now_ms):
             code = TOO_FREQUENT
+            self.refused_at.append(now_ms)
         elif self.planned.get(device_id):
             code = self.planned[device_id].pop(0)
         else:
@@ -106,6 +108,22 @@ class RemovalDesk:
             best = max(best, end - start + 1)
         return best * 1000 / window_ms
 
+    def timeline(self, window_ms: int = 1000) -> dict[str, Any]:
+        """Removals that took effect and refusals for the rate limit per `window_ms`, from the first removal
+        (where a run lost its rate: evenly, at its start or end, or in bursts of refusals)."""
+        times = sorted(t for ts in self.removals.values() for t in ts)
+        if not times:
+            return {"window_ms": window_ms, "start_ms": None, "removed": [], "refused": []}
+        start = times[0]
+        slots = (max([times[-1], *self.refused_at]) - start) // window_ms + 1
+        removed, refused = [0] * slots, [0] * slots
+        for t in times:
+            removed[(t - start) // window_ms] += 1
+        for t in self.refused_at:
+            if t >= start:
+                refused[(t - start) // window_ms] += 1
+        return {"window_ms": window_ms, "start_ms": start, "removed": removed, "refused": refused}
+
     def truth(self) -> dict[str, Any]:
         return {
             "removals": {d: len(ts) for d, ts in self.removals.items()},
@@ -120,4 +138,5 @@ class RemovalDesk:
     def reset(self) -> None:
         self.removals.clear()
         self.refusals.clear()
+        self.refused_at.clear()
         self.planned.clear()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from fleet_tuya_sim.domain.unbinding import RemovalDesk, RemovalFaults
@@ -63,6 +63,12 @@ async def removals(request: Request) -> dict[str, Any]:
     """Removals that took effect per device, devices removed more than once, refusals per code."""
     desk = _desk(request)
     return {**desk.truth(), "max_rate_per_s": desk.max_rate()}
+
+
+@router.get("/removals/timeline")
+async def timeline(request: Request, window_ms: int = Query(1000, ge=10, le=60_000)) -> dict[str, Any]:
+    """Removals that took effect and rate-limit refusals (1199) per window, from the first removal."""
+    return _desk(request).timeline(window_ms)
 
 
 @router.get("/removals/devices/{device_id}")

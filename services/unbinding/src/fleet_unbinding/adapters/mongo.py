@@ -20,6 +20,11 @@ Collections (one database per service):
   on the block still being listed (`$inc used -(n - consumed)`, `$unset blocks.<id>`); a refund is
   conditional on its unit not being in `refunds` yet. So the counter never passes its limit under any
   concurrency, and settling or refunding twice counts once.
+- Counters written by the earlier version (before blocks) list each unit they hold by name (`units`:
+  batch/device) and have no `blocks`, `open` or `refunds`: blocks are reserved on them as on any other
+  (the missing fields are created by the first block's `$inc`/`$set`, `used` already counts the listed
+  units); a listed unit is refunded only while listed (`refund_listed`), as that version did. Units of
+  devices that were unbound stay listed (and counted) until the day's counter is no longer used.
 - `quota_limits` and `authorization_records`: append-only logs with a per-subject sequence in `_id`; an
   append whose sequence is taken fails with a duplicate key (someone appended first: fold again).
 
@@ -38,6 +43,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fleet_contracts.outbox import OutboxEntry, entries_of
 from fleet_contracts.unbinding import RefusalCause, UnbindMode
+from fleet_shared import mongo
 from fleet_unbinding.domain import authorization as authz
 from fleet_unbinding.domain.batch import Batch, BatchStatus, Tally
 from fleet_unbinding.domain.qr import QrSession
@@ -56,6 +62,8 @@ def _only_duplicates(error: BulkWriteError) -> bool:
     return all(e.get("code") == DUPLICATE_KEY for e in error.details.get("writeErrors", []))
 
 
+# the earlier version's list of unit names held in a counter (before quota blocks)
+LEGACY_UNITS = "units"
 # set (to True) in the write that appends events, unset once the outbox is empty again; sparse-indexed
 PENDING = "outbox_pending"
 
@@ -71,7 +79,7 @@ def _with_outbox(update: Document, outbox: Sequence[OutboxEntry]) -> Document:
 async def _clear_outbox(
     collection: AsyncIOMotorCollection[Document], doc_id: str, entries: Sequence[OutboxEntry]
 ) -> None:
-    await collection.update_one({"_id": doc_id}, {"$pullAll": {"outbox": [e.to_document() for e in entries]}})
+    await collection.update_one({"_id": doc_id}, mongo.pull_relayed(entries))
     # only where nothing was appended since: a concurrent write's events keep the document pending
     await collection.update_one({"_id": doc_id, "outbox": {"$size": 0}}, {"$unset": {PENDING: ""}})
 
@@ -359,20 +367,28 @@ class MongoUnbindStore:
     async def holding(self, key: CounterKey, block_id: str) -> int:
         return await self.unbinds.count_documents({f"{key.scope.value}_block": block_id})
 
+    async def counts(self, batch_id: str) -> tuple[dict[UnbindState, int], dict[RefusalCause, int]]:
+        """Devices of a batch per state, and the refused ones per cause: counted by the server (a progress
+        read of a 1,000-device batch returns a handful of rows, not 1,000 documents)."""
+        by_state: dict[UnbindState, int] = {}
+        async for row in self.unbinds.aggregate(
+            [{"$match": {"batch_id": batch_id}}, {"$group": {"_id": "$state", "n": {"$sum": 1}}}]
+        ):
+            by_state[UnbindState(row["_id"])] = int(row["n"])
+        causes: dict[RefusalCause, int] = {}
+        if by_state.get(UnbindState.REFUSED):
+            refused = {"batch_id": batch_id, "state": UnbindState.REFUSED.value}
+            async for row in self.unbinds.aggregate(
+                [{"$match": refused}, {"$group": {"_id": "$cause", "n": {"$sum": 1}}}]
+            ):
+                if row["_id"] is not None:
+                    causes[RefusalCause(row["_id"])] = int(row["n"])
+        return by_state, causes
+
     async def tally(self, batch_id: str) -> tuple[int, Tally]:
-        still_open, unbound = 0, 0
-        refused: dict[RefusalCause, int] = {}
-        cursor = self.unbinds.find({"batch_id": batch_id}, {"state": 1, "cause": 1})
-        async for doc in cursor:
-            state = UnbindState(doc["state"])
-            if state is UnbindState.UNBOUND:
-                unbound += 1
-            elif state is UnbindState.REFUSED:
-                cause = RefusalCause(doc["cause"])
-                refused[cause] = refused.get(cause, 0) + 1
-            else:
-                still_open += 1
-        return still_open, Tally(unbound, refused)
+        by_state, causes = await self.counts(batch_id)
+        still_open = sum(n for state, n in by_state.items() if not state.final)
+        return still_open, Tally(by_state.get(UnbindState.UNBOUND, 0), causes)
 
     async def with_outbox(self, limit: int) -> list[tuple[DeviceUnbind, list[OutboxEntry]]]:
         cursor = self.unbinds.find({PENDING: True}).limit(limit)
@@ -492,6 +508,13 @@ class MongoQuotaCounters:
         for key in keys:
             await self.counters.update_one(
                 {"_id": key.id, "refunds": {"$ne": unit}}, {"$inc": {"used": -1}, "$push": {"refunds": unit}}
+            )
+
+    async def refund_listed(self, keys: Sequence[CounterKey], unit: str) -> None:
+        for key in keys:
+            await self.counters.update_one(
+                {"_id": key.id, LEGACY_UNITS: unit},
+                {"$inc": {"used": -1}, "$pullAll": {LEGACY_UNITS: [unit]}},
             )
 
     async def open_blocks(self) -> list[OpenBlock]:

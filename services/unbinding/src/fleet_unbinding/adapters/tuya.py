@@ -65,12 +65,23 @@ class Pacer:
 
 
 class TuyaDevices:
+    """`in_flight`: removal calls under way at most (0: no cap). Tuya judges its limit when a call reaches
+    it: calls paced evenly but held up on the way (a stalled cloud, a busy network) arrive together and
+    all but the burst are refused 1199. With a cap, a stall holds at most that many (>= rate x round trip
+    + 1, or the cap itself slows the pace)."""
+
     def __init__(
-        self, client: TuyaOpenApiClient, *, removals: Pacer | None = None, legacy_removal: bool = False
+        self,
+        client: TuyaOpenApiClient,
+        *,
+        removals: Pacer | None = None,
+        legacy_removal: bool = False,
+        in_flight: int = 0,
     ) -> None:
         self.client = client
         self.removals = removals
         self.legacy_removal = legacy_removal
+        self._in_flight = asyncio.Semaphore(in_flight) if in_flight > 0 else None
 
     async def lookup(self, device_id: str) -> DeviceFacts | None:
         try:
@@ -84,6 +95,13 @@ class TuyaDevices:
         return DeviceFacts(d.id, d.product_id, d.uid or None, d.active_time, d.online)
 
     async def remove(self, device_id: str, *, reset: bool) -> None:
+        if self._in_flight is None:
+            await self._remove(device_id, reset=reset)
+            return
+        async with self._in_flight:
+            await self._remove(device_id, reset=reset)
+
+    async def _remove(self, device_id: str, *, reset: bool) -> None:
         if self.removals is not None:
             await self.removals.wait()
         try:

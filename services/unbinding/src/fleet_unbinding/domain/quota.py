@@ -118,7 +118,10 @@ def limit_of(history: Iterable[LimitOverride], default: int = DEFAULT_DAILY_LIMI
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Used and remaining units of one counter now (GET /quotas)."""
+    """One counter now (GET /quotas): `used`, the units devices took; `held`, units reserved in open blocks
+    that no device took yet (being handed out by a live process, or left by a process that died: given
+    back when the block is settled, at the latest once `held_until` passed); `remaining`, what can still
+    be reserved now."""
 
     scope: QuotaScope
     subject: str
@@ -126,10 +129,12 @@ class Usage:
     limit: int
     used: int
     resets_at: datetime
+    held: int = 0
+    held_until: datetime | None = None
 
     @property
     def remaining(self) -> int:
-        return max(0, self.limit - self.used)
+        return max(0, self.limit - self.used - self.held)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,6 +22,9 @@ Rules:
   day and one block per counter): a block's units in use are exactly the devices naming it. A refusal
   after that is written with `units_held` set; the handler refunds (once per unit, idempotent) and clears
   it, and recovery refunds any refusal still flagged. An UNBOUND device's units stay counted.
+- Documents of the earlier version (`units_listed`: a quota day, no blocks) hold units listed by name in
+  the counters: those are given back only while listed (a reservation a crash hid may never have
+  landed), and a PENDING one gives back whatever it may hold before taking units from blocks.
 - Each final result carries its event (outbox of the same write) with a deterministic id.
 """
 
@@ -38,6 +41,10 @@ from fleet_unbinding.domain.quota import QuotaScope, Reservation
 OFFLINE_CODE = "2001"
 # Tuya did not run the call (rate limited, busy) or we cannot know (transport): reconcile, never guess
 INDEFINITE_CODES = frozenset({"1110", "1111", "1199"})
+# refused for Tuya's rate or concurrency limit: the call did not run, so it does not use up the device's
+# calls (a loaded moment must not turn into `tuya_error` results), up to this many times the calls allowed
+RATE_LIMITED_CODES = frozenset({"1110", "1199"})
+RATE_LIMITED_PATIENCE = 5
 
 
 class UnbindState(StrEnum):
@@ -95,6 +102,14 @@ class DeviceUnbind:
     @property
     def id(self) -> str:
         return f"{self.batch_id}/{self.device_id}"
+
+    @property
+    def units_listed(self) -> bool:
+        """Whether its units are (or may be) listed by name in the counters, as an earlier version reserved
+        them: one unit per device and counter, the quota day recorded *before* reserving (so a PENDING
+        device with a quota day may or may not hold them). This version records a day only together with
+        its blocks, so a quota day without blocks can only be an earlier version's."""
+        return self.quota_day is not None and not self.quota_blocks
 
 
 Event = BatchDeviceUnbound | BatchDeviceRefused
@@ -254,12 +269,16 @@ class Reconciliation(StrEnum):
     GIVE_UP = "give_up"
 
 
-def reconcile(unbind: DeviceUnbind, facts: DeviceFacts | None, *, max_calls: int) -> Reconciliation:
-    """After an unanswered call or a crash during CALLING: did the unbind take effect?"""
+def reconcile(
+    unbind: DeviceUnbind, facts: DeviceFacts | None, *, max_calls: int, last_code: str | None = None
+) -> Reconciliation:
+    """After an unanswered call or a crash during CALLING: did the unbind take effect? `last_code`: what
+    Tuya answered the last call, when this worker made it (a rate-limit refusal allows more calls)."""
     _require(unbind, UnbindState.CALLING)
     if facts is None or facts.owner_uid != unbind.owner_uid or facts.active_time != unbind.active_time:
         return Reconciliation.TOOK_EFFECT
-    return Reconciliation.CALL_AGAIN if unbind.calls < max_calls else Reconciliation.GIVE_UP
+    allowed = max_calls * RATE_LIMITED_PATIENCE if last_code in RATE_LIMITED_CODES else max_calls
+    return Reconciliation.CALL_AGAIN if unbind.calls < allowed else Reconciliation.GIVE_UP
 
 
 def reconciled(

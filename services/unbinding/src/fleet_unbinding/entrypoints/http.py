@@ -460,7 +460,8 @@ def api_router(svc: Unbinding) -> APIRouter:
 
     @router.get("/quotas/{scope}/{subject}", dependencies=[Depends(security.require(READ))])
     async def quota_usage(scope: QuotaScope, subject: Annotated[str, Path(max_length=64)]) -> dict[str, Any]:
-        """Used and remaining units of today's counter, its limit and when it resets."""
+        """Today's counter: its limit, the units devices used, the units reserved in open blocks that no
+        device took yet (`held`, free again by `held_until` at the latest), what remains, when it resets."""
         u = await handlers.usage(p, scope, subject)
         return {
             "scope": u.scope.value,
@@ -468,6 +469,8 @@ def api_router(svc: Unbinding) -> APIRouter:
             "day": u.day,
             "limit": u.limit,
             "used": u.used,
+            "held": u.held,
+            "held_until": u.held_until,
             "remaining": u.remaining,
             "resets_at": u.resets_at,
         }

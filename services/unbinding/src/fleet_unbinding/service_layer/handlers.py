@@ -428,6 +428,9 @@ async def _check_and_start(p: Ports, u: DeviceUnbind) -> DeviceUnbind | None:
         return await _save(p, u, refusal)
     assert facts is not None
     assert facts.product_id is not None
+    if u.units_listed:
+        # an earlier version recorded the day, then reserved by name: whatever landed goes back first
+        await _give_back(p, u)
     day = p.quota_day.key(now)
     grant = await p.quota.take(await _limits(p, u.operator_id, facts.product_id, day))
     if not isinstance(grant, BlockGrant):
@@ -483,7 +486,7 @@ async def _reconcile(p: Ports, u: DeviceUnbind, last_code: str | None) -> tuple[
     except TuyaRefused as e:
         # without Tuya's view the outcome is unknown: the device stays CALLING for a later run
         raise TuyaUnreachable(f"lookup refused ({e.code}) while reconciling") from e
-    decision = unbind.reconcile(u, facts, max_calls=p.max_calls)
+    decision = unbind.reconcile(u, facts, max_calls=p.max_calls, last_code=last_code)
     final = unbind.reconciled(u, decision, p.clock(), last_code=last_code)
     if final is not None:
         return await _save(p, u, final), False
@@ -494,10 +497,20 @@ async def _reconcile(p: Ports, u: DeviceUnbind, last_code: str | None) -> tuple[
 async def _refund_if_held(p: Ports, u: DeviceUnbind) -> DeviceUnbind:
     if u.state is not UnbindState.REFUSED or not u.units_held:
         return u
-    if u.quota_day is not None and u.product_id is not None:
-        keys = quota.counter_keys(u.operator_id, u.product_id, u.quota_day)
-        await p.counters.refund(keys, quota.unit_id(u.batch_id, u.device_id))
+    await _give_back(p, u)
     return await _write(p, u, unbind.refunded(u)) or u
+
+
+async def _give_back(p: Ports, u: DeviceUnbind) -> None:
+    """Give back the device's unit in both counters of its quota day (idempotent)."""
+    if u.quota_day is None or u.product_id is None:
+        return
+    keys = quota.counter_keys(u.operator_id, u.product_id, u.quota_day)
+    unit = quota.unit_id(u.batch_id, u.device_id)
+    if u.units_listed:  # an earlier version's unit: only while listed (its reservation may not have landed)
+        await p.counters.refund_listed(keys, unit)
+    else:
+        await p.counters.refund(keys, unit)
 
 
 async def _write(p: Ports, before: DeviceUnbind, after: DeviceUnbind) -> DeviceUnbind | None:
@@ -561,17 +574,25 @@ async def usage(p: Ports, scope: QuotaScope, subject: str, *, day: str | None = 
     now = p.clock()
     key = quota.CounterKey(scope, subject, day or p.quota_day.key(now))
     limit = quota.limit_of(await p.limits.history(scope, subject), p.default_limits[scope])
-    return Usage(scope, subject, key.day, limit, await _units_in_use(p, key), p.quota_day.resets_at(now))
-
-
-async def _units_in_use(p: Ports, key: quota.CounterKey) -> int:
-    """The counter's units taken by devices: what it reserves, less what its open blocks still hold
-    unused (a block of a process that died keeps its units until settled; they are not anyone's)."""
-    used = await p.counters.used(key)
+    reserved = await p.counters.used(key)
+    held, held_until = 0, None
+    # units of open blocks no device took: not used by anyone, but not free either until the block is
+    # settled (by its process, or by count once its `until` passed if that process died)
     for block in await p.counters.open_blocks():
-        if block.key == key:
-            used -= block.n - await p.unbinds.holding(key, block.block_id)
-    return used
+        unused = block.n - await p.unbinds.holding(key, block.block_id) if block.key == key else 0
+        if unused > 0:
+            held += unused
+            held_until = block.until if held_until is None else max(held_until, block.until)
+    return Usage(
+        scope,
+        subject,
+        key.day,
+        limit,
+        reserved - held,
+        p.quota_day.resets_at(now),
+        held=held,
+        held_until=held_until,
+    )
 
 
 async def set_limit(

@@ -1,0 +1,130 @@
+"""What the per-message path calls of each middleware: only the hooks it overrides (BaseMiddleware's own pass
+through), and one default tracing middleware per message, spans or not."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import pytest
+from faststream._internal.middlewares import BaseMiddleware
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from fleet_shared.pulsar import PulsarBroker, TestPulsarBroker
+from fleet_shared.pulsar import opentelemetry as broker_tracing
+from fleet_shared.pulsar.acknowledgement import Acknowledgement
+from fleet_shared.pulsar.subscriber import _hooks_of
+
+pytestmark = pytest.mark.unit
+
+
+def test_the_hooks_a_middleware_overrides_are_told_apart_from_inherited_ones() -> None:
+    context_only = _hooks_of(broker_tracing.TraceContextOnly)
+    assert (context_only.enters, context_only.exits) == (False, False)
+    assert (context_only.consumes, context_only.publishes) == (True, True)
+
+    ack = _hooks_of(Acknowledgement)
+    assert (ack.enters, ack.exits, ack.consumes, ack.publishes) == (False, True, True, False)
+
+    class OnReceive(BaseMiddleware):
+        async def on_receive(self) -> None: ...
+
+    class AfterProcessed(BaseMiddleware):
+        async def after_processed(self, *args: Any) -> bool | None:
+            return False
+
+    assert (_hooks_of(OnReceive).enters, _hooks_of(OnReceive).exits) == (True, False)
+    assert (_hooks_of(AfterProcessed).enters, _hooks_of(AfterProcessed).exits) == (False, True)
+
+
+class OwnMiddleware:
+    """Not a BaseMiddleware: every hook is called."""
+
+    def __init__(self, log: list[str], msg: Any, context: Any) -> None:
+        self.log = log
+
+    async def __aenter__(self) -> OwnMiddleware:
+        self.log.append("enter")
+        return self
+
+    async def __aexit__(self, *exc: Any) -> bool:
+        self.log.append("exit")
+        return False
+
+    async def consume_scope(self, call_next: Any, msg: Any) -> Any:
+        self.log.append("consume")
+        return await call_next(msg)
+
+    async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+        self.log.append("publish")
+        return await call_next(cmd)
+
+
+class PublishOnly(BaseMiddleware):
+    log: ClassVar[list[str]] = []
+
+    async def publish_scope(self, call_next: Any, cmd: Any) -> Any:
+        self.log.append(f"publish:{cmd.destination}")
+        return await call_next(cmd)
+
+
+async def test_every_hook_of_a_middleware_of_its_own_making_is_called_and_publish_scopes_apply() -> None:
+    log: list[str] = []
+    PublishOnly.log = log
+    broker = PulsarBroker(
+        middlewares=[lambda msg, /, *, context: OwnMiddleware(log, msg, context), PublishOnly]
+    )
+
+    @broker.subscriber("in", subscription="s")
+    @broker.publisher("out")
+    async def relay(body: dict[str, Any]) -> dict[str, Any]:
+        log.append("handler")
+        return body
+
+    async with TestPulsarBroker(broker) as br:
+        log.clear()
+        await br.publish({"a": 1}, "in")
+        relay.mock.assert_called_once_with({"a": 1})
+
+    # The test broker's own publish goes through the publish scopes too; then the handler's message.
+    assert log[:2] == ["publish", "publish:in"]
+    handled = log[log.index("enter") :]
+    assert handled[:3] == ["enter", "consume", "handler"]
+    assert handled[3:5] == ["publish", "publish:out"]
+    assert "exit" in handled
+
+
+def test_the_default_broker_runs_one_tracing_middleware_per_message() -> None:
+    middlewares = PulsarBroker().config.broker_config.broker_middlewares
+    assert len(middlewares) == 1
+    assert isinstance(middlewares[0], broker_tracing.DefaultTracing)
+
+
+async def test_default_tracing_with_an_exporter_puts_the_message_id_on_the_publish_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = broker_tracing.DefaultTracing()
+    tracing.spans = broker_tracing.PulsarTelemetryMiddleware(
+        tracer_provider=provider, include_messages_counters=False
+    )
+    monkeypatch.setattr(broker_tracing, "spans_exported", lambda: True)
+    broker = PulsarBroker(telemetry=False, middlewares=[tracing])
+
+    @broker.subscriber("persistent://fleet/test/in", subscription="s")
+    @broker.publisher("persistent://fleet/test/out")
+    async def relay(body: dict[str, Any]) -> dict[str, Any]:
+        return body
+
+    async with TestPulsarBroker(broker) as br:
+        await br.publish({"a": 1}, "persistent://fleet/test/in", key="dev-1")
+
+    spans = {s.name: s for s in exporter.get_finished_spans()}
+    for name in ("persistent://fleet/test/in publish", "persistent://fleet/test/out publish"):
+        assert (spans[name].attributes or {})["messaging.message.id"], name
+    process = spans["persistent://fleet/test/in process"]
+    assert process.context is not None
+    assert spans["persistent://fleet/test/out publish"].context.trace_id == process.context.trace_id  # type: ignore[union-attr]
