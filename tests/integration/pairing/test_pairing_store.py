@@ -31,7 +31,8 @@ from fleet_pairing.domain.session import (
 )
 from fleet_pairing.ports import IdempotencyConflict
 from fleet_pairing.service_layer import handlers
-from tests.support import Stack
+from tests.integration.status.explain import answered_from_index, plan
+from tests.support import Stack, until
 from tests.unit.pairing.fakes import FakeBindingModes, FakeClock, FakeTuya, SequentialIds
 
 pytestmark = pytest.mark.integration
@@ -284,6 +285,92 @@ async def test_relays_of_concurrent_writes_clear_their_entries_in_shared_command
     assert max(relay_store.clears) <= 8
     with pytest.raises(ValueError, match="clear_batch"):
         OutboxRelay(relay_store, publisher, clear_batch=65)
+
+
+async def test_a_push_finds_its_session_by_token_from_an_index(db: Db) -> None:
+    """Every binding push looks its session up by token: never a read of the whole collection."""
+    store = make_store(db)
+    await store.ensure_indexes()
+    for i in range(30):
+        await store.add(opened(f"s{i}", f"tok{i}"))
+    reply = await plan(db.db, "sessions", {"token": "tok17"}, limit=1)
+    assert answered_from_index(reply), reply
+    found = await store.by_token("tok17")
+    assert found is not None
+    assert found.session_id == "s17"
+    assert await store.by_token("tok-unknown") is None
+
+
+async def test_background_relays_return_at_once_drain_on_shutdown_and_the_sweep_leaves_them(db: Db) -> None:
+    publisher = GatedPublisher(count=3)
+    relay = OutboxRelay(make_store(db), publisher)
+    store = SessionStore(db.db, EventEncoder("tenant1", "eu"), clock=lambda: T0, relay=relay.relay_later)
+    for i in range(2):
+        await store.add(opened(f"s{i}", f"tok{i}"))  # returns before its relay has even started
+    await until(lambda: len(publisher.published) == 2, 5, lambda: str(publisher.published))
+    assert len(await store.with_outbox(10)) == 2
+    assert await relay.sweep() == 0  # both relays are under way: the sweep publishes nothing twice
+    assert len(publisher.published) == 2
+
+    await store.add(opened("s2", "tok2"))  # the third publish opens the gate
+    await relay.drain()
+    assert len(publisher.published) == 3
+    assert await store.with_outbox(10) == []
+
+
+async def test_an_abandoned_background_relay_leaves_its_events_for_the_next_sweep(db: Db) -> None:
+    publisher = GatedPublisher(count=2)
+    relay = OutboxRelay(make_store(db), publisher)
+    store = SessionStore(db.db, EventEncoder("tenant1", "eu"), clock=lambda: T0, relay=relay.relay_later)
+    await store.add(opened("s0", "tok0"))
+    await relay.abandon()  # stopping: the publish never finished
+    assert len(await store.with_outbox(10)) == 1
+
+    publisher.gate.set()
+    after = OutboxRelay(make_store(db), publisher)  # the next process
+    assert await after.sweep() == 1
+    assert await store.with_outbox(10) == []
+
+
+class HeldClearStore(SessionStore):
+    """Each clearing write waits for its own gate."""
+
+    gates: list[asyncio.Event]
+    batches: list[int]
+
+    async def clear_outboxes(self, relayed: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
+        gate = asyncio.Event()
+        self.gates.append(gate)
+        self.batches.append(len(relayed))
+        await gate.wait()
+        await super().clear_outboxes(relayed)
+
+
+async def test_a_cancelled_clearing_write_fails_the_relays_it_held_instead_of_leaving_them_waiting(
+    db: Db,
+) -> None:
+    store = make_store(db)
+    held = HeldClearStore(db.db, EventEncoder("tenant1", "eu"), clock=lambda: T0)
+    held.gates, held.batches = [], []
+    relay = OutboxRelay(held, RecordingPublisher())
+    for i in range(3):
+        await store.add(opened(f"s{i}", f"tok{i}"))
+    outboxes = dict(await store.with_outbox(10))
+    first = asyncio.create_task(relay.relay("s0", outboxes["s0"]))
+    await asyncio.sleep(0.05)  # its clearing write is under way
+    a = asyncio.create_task(relay.relay("s1", outboxes["s1"]))
+    b = asyncio.create_task(relay.relay("s2", outboxes["s2"]))
+    await asyncio.sleep(0.05)
+    held.gates[0].set()
+    await first
+    await asyncio.sleep(0.05)
+    assert held.batches == [1, 2]  # a clears its own entries and b's in one write
+    a.cancel()  # shutdown while that write is under way
+    await asyncio.gather(a, return_exceptions=True)
+    with pytest.raises(RuntimeError, match="cancelled"):
+        await asyncio.wait_for(b, 2)  # b learns its entries were not cleared; it does not wait forever
+    assert held.batches == [1, 2]
+    assert sorted(sid for sid, _ in await store.with_outbox(10)) == ["s1", "s2"]  # left for the sweep
 
 
 async def test_background_queries_find_what_they_should(db: Db) -> None:

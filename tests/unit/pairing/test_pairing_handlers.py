@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -25,6 +26,7 @@ from fleet_pairing.domain.session import (
     BindingMode,
     InvalidSession,
     OutcomeKind,
+    PairingSession,
     Removal,
     SessionAlreadyEnded,
     SessionRequest,
@@ -416,3 +418,45 @@ async def test_unexpected_products_are_removed_when_the_policy_says_so(world: Wo
     assert world.sessions.rows[sid].outcome("d1").removal is Removal.DONE  # type: ignore[union-attr]
     assert world.tuya.removed == ["d3", "d1"]
     assert await handlers.remove_unexpected_devices(sessions=world.sessions, tuya=world.tuya) == 0
+
+
+@dataclass
+class MeetingOwners(FakeOwners):
+    """`owner_of` returns only once the session read has started too (an `asyncio.Barrier` of two)."""
+
+    meet: asyncio.Barrier = field(default_factory=lambda: asyncio.Barrier(2))
+
+    async def owner_of(self, device_id: str, at: datetime | None = None) -> str | None:
+        await self.meet.wait()
+        return await super().owner_of(device_id, at)
+
+
+@dataclass
+class MeetingSessions(FakeSessions):
+    meet: asyncio.Barrier = field(default_factory=lambda: asyncio.Barrier(2))
+
+    async def by_token(self, token: str) -> PairingSession | None:
+        await self.meet.wait()
+        return await super().by_token(token)
+
+
+async def test_a_push_reads_the_owner_and_its_session_together(world: World) -> None:
+    opened = await world.open()
+    meet = asyncio.Barrier(2)  # read one after the other, neither read ever returns
+    sessions = MeetingSessions(rows=world.sessions.rows, meet=meet)
+    event = DeviceBound(
+        device_id="d1",
+        owner_uid=OWNER,
+        home_id="h1",
+        pairing_token=opened.session.token,
+        origin=TuyaOrigin(protocol=20, biz_code="bindUser", push_time_ms=int(T0.timestamp() * 1000) + 30_000),
+    )
+    stored = await asyncio.wait_for(
+        handlers.on_device_bound(
+            event, sessions=sessions, owners=MeetingOwners(meet=meet), binding_modes=world.modes
+        ),
+        timeout=5,
+    )
+    assert stored is not None
+    assert stored.count(OutcomeKind.PAIRED) == 1
+    assert stored.version == 2

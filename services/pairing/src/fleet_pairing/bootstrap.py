@@ -113,8 +113,10 @@ class Pairing:
         await stop_subscribers(self.broker)
 
     async def drain(self) -> None:
-        """The handlers ack as they finish; what is left in an outbox is relayed once more."""
+        """The handlers ack as they finish; the relays under way finish, and what is left in an outbox is
+        relayed once more."""
         await self._stop_loops()
+        await self.relay.drain()
         await self.relay.sweep(limit=1000)
 
     async def _stop_loops(self) -> None:
@@ -123,7 +125,12 @@ class Pairing:
 
     async def stop(self) -> None:
         await close_all(
-            self._stop_loops, self.broker.stop, self.openapi, self.security, self.mongo_client.close
+            self._stop_loops,
+            self.relay.abandon,
+            self.broker.stop,
+            self.openapi,
+            self.security,
+            self.mongo_client.close,
         )
 
     @property
@@ -154,9 +161,10 @@ def bootstrap(
     )
     broker, client, db = service_clients(settings, SERVICE, settings.pairing_database)
     encoder = EventEncoder(tenant=settings.tuya_access_id, region=settings.region.lower())
-    # the relay clears through a store of its own; the sessions store calls it after each durable write
+    # the relay clears through a store of its own; the sessions store hands it each durable write's events,
+    # relayed in the background (a consumer worker moves on to its next device event)
     relay = OutboxRelay(SessionStore(db, encoder), publisher or OutboxPublisher(broker))
-    sessions = SessionStore(db, encoder, relay=relay.relay)
+    sessions = SessionStore(db, encoder, relay=relay.relay_later)
     owners = DeviceOwnerStore(db)
     own_client = None
     if tuya is None:

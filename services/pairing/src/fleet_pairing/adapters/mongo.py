@@ -165,6 +165,10 @@ class SessionStore:
 
     async def ensure_indexes(self) -> None:
         await self.sessions.create_index("token", unique=True)
+        # every push finds its session by token. MongoDB answers that from the unique index; the local
+        # server (FerretDB 1.24, fleet_devstack's patch) answers equality only from non-unique indexes and
+        # otherwise reads the whole collection per push. The same key led by `token` serves both.
+        await self.sessions.create_index([("token", ASCENDING), ("_id", ASCENDING)])
         await self.sessions.create_index("idempotency", unique=True)
         # listings, newest first, with an id cursor (`issued_at`, `_id`)
         await self.sessions.create_index(

@@ -9,12 +9,18 @@ together by the next one (one `update` command of up to `clear_batch` statements
 then costs one clearing write per batch instead of one per session, where every write (on the local server,
 serialised across all connections) is what a push waits behind. A crash before the clear only means the
 sweep publishes those entries once more, with the same ids, as it would have without grouping.
+
+The service relays in the background (`relay_later`): a writer moves on once its write is durable (the
+events are in the document), so a device event is acknowledged after its session and owner writes without
+waiting for Pulsar and the clearing write, which otherwise held each consumer worker for a publish and a
+place in the clearing queue. `drain` waits for those relays on shutdown; the sweep covers a crash.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -25,6 +31,7 @@ from fleet_pairing.adapters.mongo import SessionStore
 log = logging.getLogger(__name__)
 
 CLEAR_BATCH = 64  # statements per clearing command: the local server's front refuses bigger update commands
+MAX_BACKGROUND = 512  # relays under way at once; a writer waits for a place beyond that (a slow broker)
 
 
 class EventPublisher(Protocol):
@@ -43,7 +50,12 @@ class _Relayed:
 
 class OutboxRelay:
     def __init__(
-        self, store: SessionStore, publisher: EventPublisher, *, clear_batch: int = CLEAR_BATCH
+        self,
+        store: SessionStore,
+        publisher: EventPublisher,
+        *,
+        clear_batch: int = CLEAR_BATCH,
+        max_background: int = MAX_BACKGROUND,
     ) -> None:
         if not 1 <= clear_batch <= CLEAR_BATCH:
             raise ValueError(f"clear_batch must be 1-{CLEAR_BATCH}")
@@ -52,6 +64,44 @@ class OutboxRelay:
         self.clear_batch = clear_batch
         self._waiting: list[_Relayed] = []
         self._clearing = asyncio.Lock()
+        self._places = asyncio.Semaphore(max_background)
+        self._background: set[asyncio.Task[None]] = set()
+        self._relaying: Counter[str] = Counter()  # sessions with a relay under way: the sweep leaves them
+
+    async def relay_later(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
+        """`relay` in a task of its own; returns at once unless `max_background` relays are under way.
+        A failure leaves the entries in the outbox for the sweep (logged)."""
+        await self._places.acquire()
+        self._relaying[session_id] += 1
+        task = asyncio.create_task(self._relay_in_background(session_id, entries))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _relay_in_background(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
+        try:
+            await self.relay(session_id, entries)
+        except Exception as e:  # the clearing write failed: the entries stay for the sweep
+            log.warning(
+                "outbox clear failed; left for the sweep", extra={"session_id": session_id, "error": repr(e)}
+            )
+        finally:
+            self._relaying[session_id] -= 1
+            if not self._relaying[session_id]:
+                del self._relaying[session_id]
+            self._places.release()
+
+    async def drain(self) -> None:
+        """Wait for every background relay under way (shutdown)."""
+        while self._background:
+            await asyncio.gather(*self._background, return_exceptions=True)
+
+    async def abandon(self) -> None:
+        """Cancel the background relays still under way (stopping after a drain that timed out): their
+        entries stay in the outbox for the next process's sweep."""
+        tasks = list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def relay(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
         """Publish and clear; a publish failure is logged and left to the sweep (the write itself stands).
@@ -78,9 +128,14 @@ class OutboxRelay:
         batch, self._waiting = self._waiting[: self.clear_batch], self._waiting[self.clear_batch :]
         try:
             await self.store.clear_outboxes([(r.session_id, r.entries) for r in batch])
-        except Exception as e:  # each waiter raises it: the handler's message is redelivered
+        except BaseException as e:  # each waiter raises it (its entries stay for the sweep)
+            # cancelled (shutdown) too: the waiters of this batch must not wait for a clear that never comes
+            failure = e if isinstance(e, Exception) else RuntimeError("the clearing write was cancelled")
             for r in batch:
-                r.cleared.set_exception(e)
+                if not r.cleared.done():
+                    r.cleared.set_exception(failure)
+            if not isinstance(e, Exception):
+                raise
             return
         for r in batch:
             r.cleared.set_result(None)
@@ -89,6 +144,8 @@ class OutboxRelay:
         """Publish what earlier relays left behind; returns how many entries were relayed."""
         relayed = 0
         for session_id, entries in await self.store.with_outbox(limit):
+            if session_id in self._relaying:  # its relay is under way: publishing now only duplicates
+                continue
             await self.publisher.publish(entries)
             await self._clear(session_id, entries)
             relayed += len(entries)

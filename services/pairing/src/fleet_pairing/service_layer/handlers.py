@@ -171,6 +171,18 @@ async def check_token(command: CheckToken, *, sessions: SessionRepository, clock
     return session
 
 
+def _read_first(
+    session: PairingSession | None, load: Callable[[], Awaitable[PairingSession | None]]
+) -> Callable[[], Awaitable[PairingSession | None]]:
+    """A loader whose first read is one already made; every later read (after a lost race) is fresh."""
+    unread = [session]
+
+    async def read() -> PairingSession | None:
+        return unread.pop() if unread else await load()
+
+    return read
+
+
 def _push_time(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, UTC)
 
@@ -184,12 +196,15 @@ async def on_device_bound(
 ) -> PairingSession | None:
     """A `bindUser` / `deviceBindSpace` push: apply it to the session its token names, then remember the
     device's owner. The owner is recorded after the session write, so a redelivery after a crash in between
-    still sees the previous owner (and finds the activation already applied)."""
+    still sees the previous owner (and finds the activation already applied). The two reads (owner,
+    session) go out together: a push waits for one database round trip before its write, not two."""
     at = _push_time(event.origin.push_time_ms)
-    previous = await owners.owner_of(event.device_id, at)
+    token = event.pairing_token
     stored: PairingSession | None = None
-    if event.pairing_token:
-        token = event.pairing_token
+    if token:
+        previous, session = await asyncio.gather(
+            owners.owner_of(event.device_id, at), sessions.by_token(token)
+        )
         fact = Activation(
             device_id=event.device_id,
             at=at,
@@ -199,7 +214,9 @@ async def on_device_bound(
             binding_mode=binding_modes.binding_mode(event.product_id),
         )
         stored = await _apply(
-            sessions, lambda: sessions.by_token(token), lambda s: rules.record_activation(s, fact)
+            sessions,
+            _read_first(session, lambda: sessions.by_token(token)),
+            lambda s: rules.record_activation(s, fact),
         )
     await owners.record_bound(event.device_id, event.owner_uid, at)
     return stored
