@@ -176,6 +176,7 @@ def bootstrap(
         owners=owners,
         binding_modes=binding_modes,
         subscription=settings.device_subscription,
+        tenant=settings.tuya_access_id,
     )
     return Pairing(
         settings=settings,

@@ -22,6 +22,7 @@ def register(
     owners: DeviceOwners,
     binding_modes: BindingModes,
     subscription: DeviceSubscription,
+    tenant: str,
 ) -> None:
     # declared for the AsyncAPI document; the outbox relay publishes through the broker
     declare_publishers(broker, topics.PAIRING_EVENTS)
@@ -29,4 +30,8 @@ def register(
     async def handle(event: DeviceEvent, _: PulsarMessage) -> None:
         await on_device_event(event, sessions=sessions, owners=owners, binding_modes=binding_modes)
 
-    subscribe_device_events(broker, handle, subscription, dead_letter=topics.PAIRING_DEAD_LETTER)
+    # Another project's devices on a shared device topic are acked and skipped: their tokens and owners
+    # are not this project's to record.
+    subscribe_device_events(
+        broker, handle, subscription, dead_letter=topics.PAIRING_DEAD_LETTER, tenant=tenant
+    )
