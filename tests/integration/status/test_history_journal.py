@@ -75,7 +75,8 @@ async def test_a_journal_is_stored_with_its_shadow_and_read_back_whole(
     assert stored.journal == journal
     views = StatusViews(shadows, stores[1])
     shown = await shadows.get("d1")
-    assert shown is not None and "journal" not in shown
+    assert shown is not None
+    assert "journal" not in shown
     [listed] = await shadows.list(product_id="p1", home_id=None, online=None, after=None, limit=5)
     assert "journal" not in listed
     assert (await views.shadow("d1")) is not None
@@ -89,7 +90,9 @@ async def test_pages_merge_journal_and_buckets_in_order_and_a_crash_between_move
     await history.add({"d1": [temp(HOUR - HOUR_MS + i) for i in range(10)]}, {}, NOW)
     await history.add({"d1": [temp(HOUR + i) for i in range(10, 15)]}, {}, NOW)
     # journaled since: rows 15..19, with an older late report (5 of the hour before) among them
-    journal = Journal().with_rows([*(temp(HOUR + i) for i in range(15, 20)), temp(HOUR - HOUR_MS + 5)], [], NOW_MS)
+    journal = Journal().with_rows(
+        [*(temp(HOUR + i) for i in range(15, 20)), temp(HOUR - HOUR_MS + 5)], [], NOW_MS
+    )
     await write(shadows, 1, journal)
     expected = [*range(19, 9, -1), *(i - HOUR_MS for i in range(9, -1, -1))]
     for limit in (1, 3, 7, 100):
@@ -106,13 +109,16 @@ async def test_pages_merge_journal_and_buckets_in_order_and_a_crash_between_move
     assert bucket is not None
     assert sorted(r["t"] - HOUR for r in bucket["dps"]) == list(range(10, 20))  # each once
     earlier = await history.buckets.find_one({"_id": bucket_id("d1", HOUR - HOUR_MS)})
-    assert earlier is not None and len(earlier["dps"]) == 10
+    assert earlier is not None
+    assert len(earlier["dps"]) == 10
 
 
 async def test_presence_pages_merge_the_journal_too(stores: tuple[ShadowStore, HistoryStore]) -> None:
     shadows, history = stores
     await history.add({}, {"d1": [PresenceReport(True, HOUR + 1)]}, NOW)
-    journal = Journal().with_rows([], [PresenceReport(False, HOUR + 2), PresenceReport(True, HOUR + 1)], NOW_MS)
+    journal = Journal().with_rows(
+        [], [PresenceReport(False, HOUR + 2), PresenceReport(True, HOUR + 1)], NOW_MS
+    )
     await write(shadows, 1, journal)
     page = await history.presence_page("d1", since_ms=0, until_ms=NOW_MS, before=None, limit=10, now=NOW)
     assert [(r["online"], r["t"] - HOUR) for r in page] == [(False, 2), (True, 1)]

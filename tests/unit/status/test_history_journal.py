@@ -136,7 +136,7 @@ def test_a_journal_is_due_when_full_old_or_spanning_two_hours() -> None:
     assert two.with_rows([reading(T0 + 3)], [], 2_000).due(2_000, limits)  # full
     assert two.with_rows([reading(T0 + HOUR_MS)], [], 2_000).hours() == {T0, T0 + HOUR_MS}
     assert Journal().with_rows([reading(T0 - 1), reading(T0)], [], 1_000).due(1_000, limits)  # two hours
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="at least one row"):
         JournalLimits(max_rows=0)
 
 

@@ -172,7 +172,8 @@ async def test_shuffled_duplicated_reports_through_concurrent_flushes_end_at_the
     assert history.rows  # journals of 40 reports moved to the buckets on the way
     assert store.max_concurrent > 1  # flushes did overlap
     assert store.max_concurrent <= 3
-    assert store.writes < len(delivered) / 2  # coalesced: far fewer writes than reports
+    # coalesced: fewer writes than reports (a late report's history costs a journal write unless shared)
+    assert store.writes < 0.8 * len(reports)
     assert writer.metrics.conflicts._value.get() == 0
 
 

@@ -89,9 +89,12 @@ async def test_late_and_duplicate_reports_change_nothing_and_emit_nothing() -> N
         assert len(subscriber_consumer(broker).acked) == 3
 
     assert store.docs["d1"].shadow.dps["temp"].value == 30.0
-    # the late report's history is kept (a write of the journal, the shadow unchanged); the duplicate adds nothing
+    # the late report's history is kept (its journal is written, the shadow unchanged); a duplicate adds none
     assert store.writes == 2
-    assert [(r.device_time_ms, r.value) for r in store.docs["d1"].journal.readings] == [(20, 30.0), (10, 10.0)]
+    assert [(r.device_time_ms, r.value) for r in store.docs["d1"].journal.readings] == [
+        (20, 30.0),
+        (10, 10.0),
+    ]
     assert len(publisher.published) == 1
 
 
