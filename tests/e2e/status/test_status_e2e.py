@@ -68,7 +68,7 @@ async def run(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Run]:
 
 async def check_history(run: Run, truth: dict[str, Truth]) -> None:
     sample = {d: t for i, (d, t) in enumerate(sorted(truth.items())) if i % 5 == 0}
-    problems = await run.status.wait_for_history(sample, within=120)
+    problems = await run.status.wait_for_history(sample, within=300)
     assert problems == [], f"{len(problems)} devices' history differs, e.g. {problems[:3]}"
 
 
