@@ -433,7 +433,9 @@ def run_storage_ceiling(devices: int, rounds: int = 3, journal_rows: int = JOURN
 
         def journal(i: int, version: int) -> dict[str, Any]:
             held = (i + version) % journal_rows
-            return {"since_ms": hour, "dps": [row(version - k) for k in range(held)], "presence": []}
+            rows = [row(version - k) for k in range(held)]
+            # as status stores it: each section one JSON string
+            return {"since_ms": hour, "dps": orjson.dumps(rows).decode(), "presence": "[]"}
 
         try:
             for start in range(0, devices, 1000):

@@ -31,7 +31,9 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
@@ -43,7 +45,7 @@ from fleet_status.ports import Document
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HOUR_MS", "HistoryStore", "bucket_id", "dp_row", "hour_of", "presence_row"]
+__all__ = ["HOUR_MS", "HistoryStore", "bucket_id", "dp_row", "hour_of", "journal_rows", "presence_row"]
 
 SHADOWS = "shadows"  # the collection whose documents hold the journals (`adapters/shadows.py`)
 # device clocks ahead of the server by more than this are broken: such reports update the shadow, not history
@@ -361,7 +363,7 @@ class HistoryStore:
             return before is None or t < before[0] or (t == before[0] and row["_id"] < before[1])
 
         shadow = await self.shadows.find_one({"_id": device_id}, {f"journal.{section}": 1})
-        journal = (shadow or {}).get("journal") or {}
+        journal = {section: journal_rows((shadow or {}).get("journal"), section)}
         # a row in both the journal and its bucket is the same report: the bucket's copy is kept
         found: dict[str, Document] = {r["_id"]: r for r in rows_of(journal) if wanted(r)}
         hour, last_hour, window = hour_of(high), hour_of(low), 1
@@ -374,6 +376,14 @@ class HistoryStore:
             window = min(window * 2, _MAX_WINDOW_HOURS)
         rows = sorted(found.values(), key=lambda r: (r["t"], r["_id"]), reverse=True)
         return rows[:limit]
+
+
+def journal_rows(journal: Mapping[str, Any] | None, section: str) -> list[Document]:
+    """A stored journal's section ("dps" or "presence"): one JSON string of rows in the buckets' layout
+    (see `adapters/shadows.py`)."""
+    raw = (journal or {}).get(section)
+    rows: list[Document] = orjson.loads(raw) if raw else []
+    return rows
 
 
 def _aware(value: datetime) -> datetime:
