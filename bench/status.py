@@ -7,8 +7,10 @@ says when it was written. Reported: sustained rate (published reports / time fro
 to the last write, once drained), p50/p99 latency publish -> shadow written (of the newest report in each
 write), the service's peak RSS, and beside it, measured in the same run:
 - the storage ceiling: the same write pattern straight to the database (per device and batch one
-  version-conditional shadow replace of ~1 KB plus one conditional `$push` to its history bucket, in
-  commands of 16 statements, 4 in flight), with no bus and no service;
+  version-conditional replace of a ~1 KB shadow carrying its history journal, half full on average; a
+  device's journal moves every `FLEET_STATUS_JOURNAL_MAX_ROWS` reports: one conditional `$push` of that many
+  rows to its history bucket before the replace; commands of 16 statements, 4 in flight), with no bus and
+  no service;
 - a naive consumer (one conditional Mongo update per message, acked one by one).
 
 Hygiene: every run uses its own database and subscriptions and deletes them when done (the service's
@@ -61,6 +63,7 @@ from fleet_status.adapters.history import HistoryStore, bucket_id, hour_of
 from fleet_status.adapters.shadows import ShadowStore
 from fleet_status.domain.shadow import DeviceFacts, DpReading, PresenceReport, Shadow, StatusReport, merge
 from fleet_status.ports import ShadowWrite
+from fleet_status.settings import StatusSettings
 from fleet_status.views import StatusViews
 
 RESULTS = Path(__file__).parent / "results" / "status.json"
@@ -70,6 +73,8 @@ PULSAR_ADMIN_URL = os.environ.get("FLEET_PULSAR_ADMIN_URL", "http://127.0.0.1:80
 MONGODB_URI = os.environ.get("FLEET_MONGODB_URI", "mongodb://127.0.0.1:27017/")
 DRAIN_S = 180.0
 TENANT = "bench"  # the events' Tuya project, and the one the service runs for
+# the service's default: a device's journal moves to its history bucket every this many reports
+JOURNAL_ROWS = int(StatusSettings.model_fields["status_journal_max_rows"].default)
 
 
 def free_port() -> int:
@@ -409,10 +414,13 @@ def run_baseline(devices: int, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
-def run_storage_ceiling(devices: int, rounds: int = 3) -> dict[str, Any]:
-    """The database alone, with status's write pattern: per device and round one version-conditional replace
-    of a ~1 KB shadow and one conditional `$push` to its history bucket, 16 statements per command, 4 in
-    flight (status's defaults). Devices written per second is the ceiling for reports of distinct devices."""
+def run_storage_ceiling(devices: int, rounds: int = 3, journal_rows: int = JOURNAL_ROWS) -> dict[str, Any]:
+    """The database alone, with status's write pattern: per device and round (one report each) one
+    version-conditional replace of a ~1 KB shadow holding its journal (device i holds (i + round) %
+    `journal_rows` rows in round `round`: half full on average); a device whose journal is full first appends
+    it to its hour bucket with a conditional `$push` (one device in `journal_rows` per round), as the writer
+    moves it before the replace that clears it. 16 statements per command, 4 in flight (status's defaults).
+    Devices written per second is the ceiling for reports of distinct devices."""
 
     async def go() -> dict[str, Any]:
         database = f"status_ceiling_{uuid.uuid4().hex[:8]}"
@@ -421,12 +429,24 @@ def run_storage_ceiling(devices: int, rounds: int = 3) -> dict[str, Any]:
         pad = "x" * 900
         ids = [f"dev{i:05d}" for i in range(devices)]
         hour = hour_of(int(time.time() * 1000))
+
+        def row(n: int) -> dict[str, Any]:
+            return {"code": "counter", "dp_id": 1, "value": n, "raw": n, "t": hour + n}
+
+        def journal(i: int, version: int) -> dict[str, Any]:
+            held = (i + version) % journal_rows
+            rows = [row(version - k) for k in range(held)]
+            # as status stores it: each section one JSON string
+            return {"since_ms": hour, "dps": orjson.dumps(rows).decode(), "presence": "[]"}
+
         try:
             for start in range(0, devices, 1000):
-                chunk = ids[start : start + 1000]
-                await db.shadows.insert_many([{"_id": d, "version": 0, "pad": pad} for d in chunk])
+                chunk = range(start, min(start + 1000, devices))
+                await db.shadows.insert_many(
+                    [{"_id": ids[i], "version": 0, "pad": pad, "journal": journal(i, 0)} for i in chunk]
+                )
                 await db.history_buckets.insert_many(
-                    [{"_id": bucket_id(d, hour), "keys": [], "dps": []} for d in chunk]
+                    [{"_id": bucket_id(ids[i], hour), "keys": [], "dps": []} for i in chunk]
                 )
             gate = asyncio.Semaphore(4)
 
@@ -435,20 +455,29 @@ def run_storage_ceiling(devices: int, rounds: int = 3) -> dict[str, Any]:
                     await collection.bulk_write(ops, ordered=False)
 
             started = time.perf_counter()
-            for version in range(rounds):
-                shadow_ops = [
-                    ReplaceOne({"_id": d, "version": version}, {"version": version + 1, "pad": pad})
-                    for d in ids
-                ]
-                key = f"d{version}|counter"
-                bucket_ops = [
-                    UpdateOne(
-                        {"_id": bucket_id(d, hour), "keys": {"$nin": [key]}},
-                        {"$push": {"keys": key, "dps": {"code": "counter", "value": version, "t": version}}},
+            moves = 0
+            for version in range(1, rounds + 1):
+                bucket_ops = []
+                for i, d in enumerate(ids):
+                    if (i + version) % journal_rows:
+                        continue  # the journal takes this report
+                    rows = [row(version - k) for k in range(journal_rows)]
+                    keys = [f"d{r['t']}|counter" for r in rows]
+                    bucket_ops.append(
+                        UpdateOne(
+                            {"_id": bucket_id(d, hour), "keys": {"$nin": keys}},
+                            {"$push": {"keys": {"$each": keys}, "dps": {"$each": rows}}},
+                        )
                     )
-                    for d in ids
+                moves += len(bucket_ops)
+                shadow_ops = [
+                    ReplaceOne(
+                        {"_id": d, "version": version - 1},
+                        {"version": version, "pad": pad, "journal": journal(i, version)},
+                    )
+                    for i, d in enumerate(ids)
                 ]
-                # history first, then shadows, as the writer does
+                # the moves first, then the shadows (which clear the moved journals), as the writer does
                 for collection, ops in ((db.history_buckets, bucket_ops), (db.shadows, shadow_ops)):
                     await asyncio.gather(
                         *(command(collection, ops[i : i + 16]) for i in range(0, len(ops), 16))
@@ -457,6 +486,9 @@ def run_storage_ceiling(devices: int, rounds: int = 3) -> dict[str, Any]:
             return {
                 "devices": devices,
                 "rounds": rounds,
+                "pattern": f"shadow replace with a journal of <{journal_rows} rows; a bucket $push of "
+                f"{journal_rows} rows every {journal_rows} reports",
+                "bucket_moves": moves,
                 "devices_written_per_s": round(devices * rounds / elapsed, 1),
             }
         finally:

@@ -52,6 +52,9 @@ class Truth:
     dps: dict[str, tuple[int, Any]] = field(default_factory=dict)  # code -> (device time, expected value)
     online: tuple[int, bool] | None = None
     owner: str | None = None
+    # every report, as the history API must give it back: (code, device time) -> value; (time, online)
+    history: dict[tuple[str, int], Any] = field(default_factory=dict)
+    presence_history: set[tuple[int, bool]] = field(default_factory=set)
 
 
 def _expected(code: str, raw: Any) -> Any:
@@ -103,6 +106,7 @@ def fleet(prefix: str, devices: int, seed: int = 7) -> tuple[list[Any], dict[str
                     **common,
                 )
             )
+            t.presence_history.add((at, online))
             if t.online is None or at > t.online[0]:
                 t.online = (at, online)
         for n in range(3):
@@ -127,6 +131,7 @@ def fleet(prefix: str, devices: int, seed: int = 7) -> tuple[list[Any], dict[str
                 )
             )
             for c in codes:
+                t.history[(c, at)] = _expected(c, raw[c])
                 if c not in t.dps or at > t.dps[c][0]:
                     t.dps[c] = (at, _expected(c, raw[c]))
     return events, truth
@@ -250,6 +255,42 @@ class StatusProcess(ServiceProcess):
             if not page["next_cursor"]:
                 return out
             cursor = f"&cursor={page['next_cursor']}"
+
+    def history_mismatches(self, truth: dict[str, Truth]) -> list[str]:
+        """Devices whose DP history or presence timeline (through the API) differs from every report sent."""
+        problems: list[str] = []
+        for device, t in truth.items():
+            code, page = self.get(f"/v1/devices/{device}/history", {"since_ms": "0", "limit": "100"})
+            assert code == 200, page
+            got = {(r["code"], r["device_time_ms"]): r["value"] for r in page["items"]}
+            times = [r["device_time_ms"] for r in page["items"]]
+            if got != t.history or len(times) != len(t.history) or times != sorted(times, reverse=True):
+                problems.append(f"{device}: history {page['items']} != {t.history}")
+            code, page = self.get(f"/v1/devices/{device}/presence", {"since_ms": "0", "limit": "100"})
+            assert code == 200, page
+            timeline = [(r["device_time_ms"], r["online"]) for r in page["items"]]
+            if sorted(timeline, reverse=True) != timeline or set(timeline) != t.presence_history:
+                problems.append(f"{device}: presence timeline {timeline} != {t.presence_history}")
+        return problems
+
+    async def wait_for_history(self, truth: dict[str, Truth], within: float) -> list[str]:
+        """Until the history of these devices holds every report once (an older report may still be on its
+        way when the shadows already match)."""
+        deadline = time.monotonic() + within
+        problems: list[str] = ["not checked"]
+        while time.monotonic() < deadline:
+            try:
+                problems = await asyncio.to_thread(self.history_mismatches, truth)
+            except OSError as e:  # a request timed out on a loaded machine: ask again
+                problems = [repr(e)]
+            else:
+                if not problems:
+                    return []
+                # ask again about the devices that differed only
+                differing = {p.split(":", 1)[0] for p in problems}
+                truth = {d: t for d, t in truth.items() if d in differing}
+            await asyncio.sleep(2.0)
+        return problems
 
     async def wait_for_truth(self, truth: dict[str, Truth], within: float) -> list[str]:
         deadline = time.monotonic() + within

@@ -1,7 +1,8 @@
 """status end to end on the real Pulsar and MongoDB-wire server: 1,000 simulated devices, their device events
 shuffled and duplicated in delivery; every final shadow must equal the ground truth, also after the service is
 SIGKILLed mid-stream and after the database restarts mid-stream. Shadow events are neither lost nor changed
-under a reused id: folding them per device gives the final DP values.
+under a reused id: folding them per device gives the final DP values. DP history and the presence timeline
+hold every report once (checked for a fifth of the devices: two requests each).
 
 Input: contract device events published to the device topic (status's real input), ground truth computed here.
 """
@@ -54,6 +55,8 @@ async def run(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Run]:
         log=tmp_path / "status.log",
     )
     status.env["FLEET_STATUS_INITIAL_POSITION"] = "latest"
+    # small journals: history moves to its buckets mid-stream (also across the kill and the restart)
+    status.env["FLEET_STATUS_JOURNAL_MAX_ROWS"] = "4"
     reader = ShadowEventReader(stack, f"e2e-reader-{unique}", prefix=f"e2e{unique}")
     status.start()
     try:
@@ -67,6 +70,12 @@ async def run(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Run]:
         await asyncio.to_thread(
             drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, subscription
         )
+
+
+async def check_history(run: Run, truth: dict[str, Truth]) -> None:
+    sample = {d: t for i, (d, t) in enumerate(sorted(truth.items())) if i % 5 == 0}
+    problems = await run.status.wait_for_history(sample, within=300)
+    assert problems == [], f"{len(problems)} devices' history differs, e.g. {problems[:3]}"
 
 
 def check_events(run: Run, truth: dict[str, Truth]) -> None:
@@ -88,6 +97,7 @@ async def test_shuffled_duplicated_delivery_gives_the_ground_truth(run: Run) -> 
     await asyncio.to_thread(publish, run.stack, shuffled_with_duplicates(events))
     problems = await run.status.wait_for_truth(truth, within=600)
     assert problems == [], f"{len(problems)} shadows differ, e.g. {problems[:5]}"
+    await check_history(run, truth)
     check_events(run, truth)
 
 
@@ -103,6 +113,7 @@ async def test_sigkill_mid_stream_then_restart_gives_the_ground_truth(run: Run) 
     await run.status.wait_ready()
     problems = await run.status.wait_for_truth(truth, within=600)
     assert problems == [], f"{len(problems)} shadows differ, e.g. {problems[:5]}"
+    await check_history(run, truth)
     check_events(run, truth)
 
 
@@ -119,4 +130,5 @@ async def test_database_restart_mid_stream_gives_the_ground_truth(run: Run) -> N
     await asyncio.to_thread(publish, run.stack, delivery[half:])
     problems = await run.status.wait_for_truth(truth, within=600)
     assert problems == [], f"{len(problems)} shadows differ, e.g. {problems[:5]}"
+    await check_history(run, truth)
     check_events(run, truth)

@@ -39,7 +39,7 @@ class FakeShadowStore:
             if (current.shadow.version if current else 0) != w.expected_version:
                 lost.add(w.shadow.device_id)
                 continue
-            self.docs[w.shadow.device_id] = StoredShadow(w.shadow.copy(), list(w.outbox))
+            self.docs[w.shadow.device_id] = StoredShadow(w.shadow.copy(), list(w.outbox), w.journal)
             self.writes += 1
         return lost
 
@@ -52,8 +52,11 @@ class FakeShadowStore:
 
 
 class FakeHistoryStore:
+    """The buckets: a report once (a replayed one adds nothing, as the real append skips what it holds)."""
+
     def __init__(self) -> None:
         self.rows: dict[str, Any] = {}
+        self.appends = 0  # calls of `add` (journal moves)
 
     async def add(
         self,
@@ -61,9 +64,24 @@ class FakeHistoryStore:
         presence: Mapping[str, Sequence[PresenceReport]],
         now: datetime,
     ) -> None:
+        self.appends += 1
         for d, rs in readings.items():
             for r in rs:
                 self.rows.setdefault(f"{d}|{r.code}|{r.device_time_ms}", r)
+        for d, ps in presence.items():
+            for p in ps:
+                self.rows.setdefault(f"{d}|{p.device_time_ms}|{int(p.online)}", p)
+
+
+def history_rows(store: FakeShadowStore, history: FakeHistoryStore) -> dict[str, Any]:
+    """Every report's history as a query sees it: the journals and the buckets, a row in both once."""
+    rows = dict(history.rows)
+    for d, stored in store.docs.items():
+        for r in stored.journal.readings:
+            rows.setdefault(f"{d}|{r.code}|{r.device_time_ms}", r)
+        for p in stored.journal.presence:
+            rows.setdefault(f"{d}|{p.device_time_ms}|{int(p.online)}", p)
+    return rows
 
 
 class FakeSchemaApi:

@@ -21,6 +21,7 @@ from tests.unit.status.fakes import (
     FakePublisher,
     FakeSchemaStore,
     FakeShadowStore,
+    history_rows,
 )
 
 pytestmark = pytest.mark.unit
@@ -88,7 +89,6 @@ def writer_for(store: FakeShadowStore, history: FakeHistoryStore, concurrency: i
         region="eu",
         max_delay_s=0,
         flush_concurrency=concurrency,
-        history_delay_s=0,
     )
 
 
@@ -168,10 +168,12 @@ async def test_shuffled_duplicated_reports_through_concurrent_flushes_end_at_the
     for device in devices:
         shadow = store.docs[device].shadow
         assert shadow.dps["temp"].device_time_ms == 40
-    assert len(history.rows) == len(reports)  # every report's history once
+    assert len(history_rows(store, history)) == len(reports)  # every report's history once
+    assert history.rows  # journals of 40 reports moved to the buckets on the way
     assert store.max_concurrent > 1  # flushes did overlap
     assert store.max_concurrent <= 3
-    assert store.writes < len(delivered) / 2  # coalesced: far fewer writes than reports
+    # coalesced: fewer writes than reports (a late report's history costs a journal write unless shared)
+    assert store.writes < 0.8 * len(reports)
     assert writer.metrics.conflicts._value.get() == 0
 
 

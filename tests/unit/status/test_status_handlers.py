@@ -25,7 +25,7 @@ from fleet_contracts.status import PresenceChangedEvent, ShadowChangedEvent
 from fleet_shared.pulsar import PulsarBroker, PulsarMessage, TestPulsarBroker
 from fleet_status.domain.events import OutboxEntry
 from fleet_status.ports import ShadowWrite, StoredShadow
-from tests.unit.status.fakes import FakeShadowStore, make
+from tests.unit.status.fakes import FakeShadowStore, history_rows, make
 
 pytestmark = pytest.mark.unit
 
@@ -74,7 +74,8 @@ async def test_reports_are_typed_written_once_per_batch_and_acked_after_the_writ
     assert isinstance(event, ShadowChangedEvent)
     assert event.id == "status:d1:shadow:1"
     assert {c.code: c.new.value for c in event.data.changes} == {"temp": 21.5, "mode": "b"}
-    assert len(history.rows) == 2
+    assert len(history_rows(store, history)) == 2  # in the shadow's journal, with that one write
+    assert history.appends == 0
 
 
 async def test_late_and_duplicate_reports_change_nothing_and_emit_nothing() -> None:
@@ -88,7 +89,12 @@ async def test_late_and_duplicate_reports_change_nothing_and_emit_nothing() -> N
         assert len(subscriber_consumer(broker).acked) == 3
 
     assert store.docs["d1"].shadow.dps["temp"].value == 30.0
-    assert store.writes == 1
+    # the late report's history is kept (its journal is written, the shadow unchanged); a duplicate adds none
+    assert store.writes == 2
+    assert [(r.device_time_ms, r.value) for r in store.docs["d1"].journal.readings] == [
+        (20, 30.0),
+        (10, 10.0),
+    ]
     assert len(publisher.published) == 1
 
 

@@ -172,7 +172,8 @@ def bootstrap(
         outbox_clear_after_s=settings.status_outbox_clear_after_s,
         stall_after_s=settings.status_writer_stall_s,
         inactivity_ms=settings.inactivity_ms,
-        history_delay_s=settings.status_history_delay_s,
+        journal_max_rows=settings.status_journal_max_rows,
+        journal_max_age_s=settings.status_journal_max_age_s,
         metrics=WriterMetrics(registry),
     )
     consumer.register(broker, writer, settings.device_subscription, tenant=settings.tuya_access_id)

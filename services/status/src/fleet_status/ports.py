@@ -17,6 +17,7 @@ from fleet_contracts.outbox import OutboxEntry
 from fleet_shared.tuya.models import DeviceDetails, DeviceSpecification
 from fleet_status.domain.dp_schema import DpSchema
 from fleet_status.domain.facts import CloudDevice
+from fleet_status.domain.journal import Journal
 from fleet_status.domain.shadow import AcceptedReading, PresenceReport, Shadow
 
 Document = dict[str, Any]
@@ -24,10 +25,12 @@ Document = dict[str, Any]
 
 @dataclass(slots=True)
 class StoredShadow:
-    """A shadow as stored, with the events its last write recorded and that may not be relayed yet."""
+    """A shadow as stored, with the events its last write recorded and that may not be relayed yet, and the
+    history rows it holds until they move to their buckets (`domain/journal.py`)."""
 
     shadow: Shadow
     outbox: list[OutboxEntry] = field(default_factory=list)
+    journal: Journal = field(default_factory=Journal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +39,7 @@ class ShadowWrite:
     expected_version: int  # what the write is conditional on (0: the document must not exist yet)
     outbox: list[OutboxEntry]
     write_id: str
+    journal: Journal = field(default_factory=Journal)  # the whole journal as it is after this write
 
 
 # --- the write side (service_layer) ------------------------------------------------------------------------
@@ -86,7 +90,7 @@ class DueShadows(Protocol):
 
 
 class HistoryRepository(Protocol):
-    """DP history and presence timeline; a replayed report adds nothing."""
+    """DP history and presence timeline (where journals move to); a replayed report adds nothing."""
 
     async def add(
         self,
@@ -159,7 +163,8 @@ class ShadowQueries(Protocol):
 
 
 class TimelineQueries(Protocol):
-    """DP history and presence rows, newest first, within retention, after a `(t, _id)` cursor."""
+    """DP history and presence rows (journal and buckets), newest first, within retention, after a
+    `(t, _id)` cursor."""
 
     async def dp_history_page(
         self,

@@ -32,9 +32,11 @@ class StatusSettings(SecuritySettings, ServiceSettings):
     # outbox entries already relayed are cleared by the device's next write, or after this idle time
     status_outbox_clear_after_s: float = Field(1.0, ge=0)
     status_history_retention_days: float = Field(7.0, gt=0)
-    # DP history of the batches written within this interval is appended together (one bucket write per device
-    # per interval); their messages are acknowledged once it is durable. 0: after every batch
-    status_history_delay_s: float = Field(5.0, ge=0, le=60)
+    # a report's history is kept in its shadow's journal (written with the shadow: one write per device per
+    # flush) and moved to the hourly bucket once the journal holds this many rows or is this old, or when the
+    # hour changes (see fleet_status.domain.journal)
+    status_journal_max_rows: int = Field(32, ge=1, le=1000)
+    status_journal_max_age_s: float = Field(600.0, gt=0, le=86_400)
     # how often expired history buckets are deleted where the server has no TTL indexes (FerretDB)
     status_history_sweep_interval_s: float = Field(300.0, gt=0)
     # reconciliation of stale shadows from the OpenAPI; interval 0 switches it off

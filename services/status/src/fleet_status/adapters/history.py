@@ -13,6 +13,12 @@ Bucket ids are `<hour, 13 digits>|<device id>`:
 Both are answered from the `_id` index, on MongoDB and on the local FerretDB build (whose patch pushes `_id`
 `$in` and string ranges down to SQLite).
 
+Reports reach the buckets from the journal in their device's shadow (`domain/journal.py`): the writer moves a
+journal here with `add` now and then, and only then clears it. So a page reads the device's journal first
+(one read of its shadow by `_id`), then the buckets, and counts a row found in both once (a crash between a
+move's two writes, or a replay journaled again after its move): whatever a move does between the two reads,
+every row is in one of them.
+
 Migration: the per-report collections of earlier versions (`dp_history`, `presence_history`) are not read.
 They are dropped by the sweep once the retention window has passed since this layout first ran (they are kept
 until then for a rollback); on MongoDB their TTL index empties them meanwhile.
@@ -25,18 +31,23 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import orjson
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import UpdateOne
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure
 
 from fleet_status.adapters.bulk import chunks, duplicate_indexes, in_chunks
+from fleet_status.domain.journal import HOUR_MS, hour_of
 from fleet_status.domain.shadow import AcceptedReading, PresenceReport
 from fleet_status.ports import Document
 
 log = logging.getLogger(__name__)
 
-HOUR_MS = 3_600_000
+__all__ = ["HOUR_MS", "HistoryStore", "bucket_id", "dp_row", "hour_of", "journal_rows", "presence_row"]
+
+SHADOWS = "shadows"  # the collection whose documents hold the journals (`adapters/shadows.py`)
 # device clocks ahead of the server by more than this are broken: such reports update the shadow, not history
 MAX_AHEAD_MS = 86_400_000
 LEGACY_COLLECTIONS = ("dp_history", "presence_history")
@@ -44,10 +55,6 @@ LEGACY_COLLECTIONS = ("dp_history", "presence_history")
 _MAX_WINDOW_HOURS = 32
 # a bucket whose append raced with a replay or another writer is merged again this many times at most
 _APPEND_ATTEMPTS = 3
-
-
-def hour_of(device_time_ms: int) -> int:
-    return device_time_ms - device_time_ms % HOUR_MS
 
 
 def bucket_id(device_id: str, hour_ms: int) -> str:
@@ -84,6 +91,15 @@ class _Bucket:
         return rest
 
 
+def dp_row(r: AcceptedReading) -> Document:
+    """A DP report as history stores it (in a bucket, and in a shadow's journal)."""
+    return {"code": r.code, "dp_id": r.dp_id, "value": r.value, "raw": r.raw, "t": r.device_time_ms}
+
+
+def presence_row(p: PresenceReport) -> Document:
+    return {"online": p.online, "t": p.device_time_ms}
+
+
 def _dp_key(row: Document) -> str:
     return f"d{row['t']}|{row['code']}"
 
@@ -106,6 +122,7 @@ class HistoryStore:
         self.db = db
         self.buckets: AsyncIOMotorCollection[Document] = db["history_buckets"]
         self.meta: AsyncIOMotorCollection[Document] = db["history_meta"]
+        self.shadows: AsyncIOMotorCollection[Document] = db[SHADOWS]
         self.retention = retention
         self.write_chunk = write_chunk
         self.write_concurrency = write_concurrency
@@ -163,19 +180,13 @@ class HistoryStore:
             for r in rs:
                 if oldest <= r.device_time_ms <= newest:
                     b = bucket(device_id, r.device_time_ms)
-                    row = {
-                        "code": r.code,
-                        "dp_id": r.dp_id,
-                        "value": r.value,
-                        "raw": r.raw,
-                        "t": r.device_time_ms,
-                    }
+                    row = dp_row(r)
                     b.add(_dp_key(row), b.dps, row)
         for device_id, ps in presence.items():
             for p in ps:
                 if oldest <= p.device_time_ms <= newest:
                     b = bucket(device_id, p.device_time_ms)
-                    row = {"online": p.online, "t": p.device_time_ms}
+                    row = presence_row(p)
                     b.add(_presence_key(row), b.presence, row)
         if buckets:
             await in_chunks(
@@ -334,8 +345,9 @@ class HistoryStore:
     ) -> list[Document]:
         """Rows newest first (by time, then row id), never older than the retention window, after `before`.
 
-        Buckets are read newest hour first, in windows that double in size; hours are disjoint in time, so
-        once a page is full no older bucket can hold a row that belongs on it.
+        The journal first (see the module docstring), then the buckets, newest hour first, in windows that
+        double in size; hours are disjoint in time, so once the rows at or after the oldest hour read fill
+        the page, no older bucket can hold a row that belongs on it.
         """
         low = max(since_ms, self.oldest_kept_ms(now))
         high = min(until_ms, int(now.timestamp() * 1000) + MAX_AHEAD_MS)
@@ -350,17 +362,28 @@ class HistoryStore:
                 return False
             return before is None or t < before[0] or (t == before[0] and row["_id"] < before[1])
 
-        found: list[Document] = []
+        shadow = await self.shadows.find_one({"_id": device_id}, {f"journal.{section}": 1})
+        journal = {section: journal_rows((shadow or {}).get("journal"), section)}
+        # a row in both the journal and its bucket is the same report: the bucket's copy is kept
+        found: dict[str, Document] = {r["_id"]: r for r in rows_of(journal) if wanted(r)}
         hour, last_hour, window = hour_of(high), hour_of(low), 1
-        while hour >= last_hour and len(found) < limit:
+        while hour >= last_hour and sum(r["t"] >= hour + HOUR_MS for r in found.values()) < limit:
             hours = [h for h in range(hour, hour - window * HOUR_MS, -HOUR_MS) if h >= last_hour]
             ids = [bucket_id(device_id, h) for h in hours]
             async for bucket in self.buckets.find({"_id": {"$in": ids}}, {section: 1}):
-                found.extend(r for r in rows_of(bucket) if wanted(r))
+                found.update((r["_id"], r) for r in rows_of(bucket) if wanted(r))
             hour = hours[-1] - HOUR_MS
             window = min(window * 2, _MAX_WINDOW_HOURS)
-        found.sort(key=lambda r: (r["t"], r["_id"]), reverse=True)
-        return found[:limit]
+        rows = sorted(found.values(), key=lambda r: (r["t"], r["_id"]), reverse=True)
+        return rows[:limit]
+
+
+def journal_rows(journal: Mapping[str, Any] | None, section: str) -> list[Document]:
+    """A stored journal's section ("dps" or "presence"): one JSON string of rows in the buckets' layout
+    (see `adapters/shadows.py`)."""
+    raw = (journal or {}).get(section)
+    rows: list[Document] = orjson.loads(raw) if raw else []
+    return rows
 
 
 def _aware(value: datetime) -> datetime:

@@ -7,6 +7,10 @@ commands of `write_chunk` statements, `write_concurrency` commands at a time. Th
 ran 1,550 conditional replaces/s against 740/s for single ones (10k documents of 1 KB). MongoDB overlaps
 concurrent commands. FerretDB 1.24 deadlocks on an update of ~100 statements (each holds a pooled SQLite
 connection until the command ends), so its front refuses more than 64.
+
+The document also holds the device's history journal (`domain/journal.py`): the DP and presence rows not
+yet moved to their history buckets, written whole with the shadow, so a report is durable with this one
+write. Rows have the buckets' layout (`adapters/history.py`), which reads them from here too.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+import orjson
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
 from pymongo import ASCENDING, InsertOne, ReplaceOne
 from pymongo.errors import BulkWriteError
@@ -23,7 +28,10 @@ from fleet_contracts.outbox import OutboxEntry, entries_of
 from fleet_contracts.tuya import DpType
 from fleet_shared import mongo
 from fleet_status.adapters.bulk import chunks, in_chunks, only_duplicates
+from fleet_status.adapters.history import SHADOWS, dp_row, journal_rows, presence_row
+from fleet_status.domain.journal import Journal
 from fleet_status.domain.shadow import (
+    AcceptedReading,
     Binding,
     BindingState,
     DpState,
@@ -31,6 +39,7 @@ from fleet_status.domain.shadow import (
     InactivityTimeout,
     Named,
     Presence,
+    PresenceReport,
     Shadow,
 )
 from fleet_status.ports import Document, ShadowWrite, StoredShadow
@@ -38,7 +47,41 @@ from fleet_status.ports import Document, ShadowWrite, StoredShadow
 # --- mapping --------------------------------------------------------------------------------------------
 
 
-def shadow_to_doc(shadow: Shadow, outbox: Sequence[OutboxEntry], write_id: str, now: datetime) -> Document:
+# what the HTTP API never shows of a shadow document
+_INTERNAL: Document = {"outbox": 0, "write_id": 0, "journal": 0}
+
+
+def journal_to_doc(journal: Journal) -> Document:
+    # each section one JSON string, not an array of sub-documents: the local FerretDB's cost per write grows
+    # with the number of fields it converts (measured: a journal of 16 rows as sub-documents cost more than
+    # the bucket write it saves); nothing queries inside a journal
+    return {
+        "since_ms": journal.since_ms,
+        "dps": orjson.dumps([dp_row(r) for r in journal.readings]).decode(),
+        "presence": orjson.dumps([presence_row(p) for p in journal.presence]).decode(),
+    }
+
+
+def journal_from_doc(doc: Mapping[str, Any] | None) -> Journal:
+    if not doc:
+        return Journal()  # a document written before the journal existed
+    return Journal(
+        tuple(
+            AcceptedReading(r["code"], r.get("dp_id"), r.get("value"), r.get("raw"), int(r["t"]))
+            for r in journal_rows(doc, "dps")
+        ),
+        tuple(PresenceReport(bool(p["online"]), int(p["t"])) for p in journal_rows(doc, "presence")),
+        doc.get("since_ms"),
+    )
+
+
+def shadow_to_doc(
+    shadow: Shadow,
+    outbox: Sequence[OutboxEntry],
+    write_id: str,
+    now: datetime,
+    journal: Journal | None = None,
+) -> Document:
     return {
         "_id": shadow.device_id,
         "product_id": shadow.product_id,
@@ -93,6 +136,7 @@ def shadow_to_doc(shadow: Shadow, outbox: Sequence[OutboxEntry], write_id: str, 
             for fw in shadow.firmware.values()
         ],
         "outbox": [e.to_document() for e in outbox],
+        "journal": journal_to_doc(journal or Journal()),
     }
 
 
@@ -152,7 +196,7 @@ def shadow_from_doc(doc: Mapping[str, Any]) -> StoredShadow:
         },
     )
     outbox = entries_of(doc)
-    return StoredShadow(shadow, outbox)
+    return StoredShadow(shadow, outbox, journal_from_doc(doc.get("journal")))
 
 
 # --- the store ------------------------------------------------------------------------------------------
@@ -165,7 +209,7 @@ class ShadowStore:
         self, db: AsyncIOMotorDatabase[Document], *, write_chunk: int = 16, write_concurrency: int = 4
     ) -> None:
         self.db = db
-        self.shadows: AsyncIOMotorCollection[Document] = db["shadows"]
+        self.shadows: AsyncIOMotorCollection[Document] = db[SHADOWS]
         self.write_chunk = write_chunk
         self.write_concurrency = write_concurrency
 
@@ -197,7 +241,7 @@ class ShadowStore:
     async def _write_chunk(self, chunk: Sequence[ShadowWrite], now: datetime) -> set[str]:
         ops: list[InsertOne[Document] | ReplaceOne[Document]] = []
         for w in chunk:
-            doc = shadow_to_doc(w.shadow, w.outbox, w.write_id, now)
+            doc = shadow_to_doc(w.shadow, w.outbox, w.write_id, now, w.journal)
             if w.expected_version == 0:
                 ops.append(InsertOne(doc))
             else:
@@ -266,7 +310,7 @@ class ShadowStore:
     # queries for the HTTP API
 
     async def get(self, device_id: str) -> Document | None:
-        return await self.shadows.find_one({"_id": device_id}, {"outbox": 0, "write_id": 0})
+        return await self.shadows.find_one({"_id": device_id}, _INTERNAL)
 
     async def list(
         self,
@@ -281,7 +325,7 @@ class ShadowStore:
         filter_ = self.list_filter(
             product_id=product_id, home_id=home_id, online=online, after=after, products=products
         )
-        cursor = self.shadows.find(filter_, {"outbox": 0, "write_id": 0}).sort("_id", 1).limit(limit)
+        cursor = self.shadows.find(filter_, _INTERNAL).sort("_id", 1).limit(limit)
         return [doc async for doc in cursor]
 
     @staticmethod

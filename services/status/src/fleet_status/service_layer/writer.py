@@ -8,14 +8,15 @@ statement at a time, fewer writes is the only way up). A device is never in two 
 facts are merged in arrival order and each write is conditional on the version the previous one wrote.
 
 Per batch: load the shadows not in memory (relaying any events a crash left in their outbox), merge each
-device's facts, write every changed shadow with its outbox in one conditional single-document write, publish
-the outbox; then the batch's DP history is appended and the messages acknowledged. History of several
-batches is appended together (`history_delay_s`): one bucket write per device per interval instead of per
-batch, and the messages are acknowledged only once their history is durable too (a crash redelivers them;
-re-merging changes no shadow and the history append skips what it already holds). The shadow is written
-as fast as before; only acknowledgements wait. A crash anywhere before the
-acknowledgement redelivers the messages; re-merging them changes nothing that was already written (merges are
-idempotent), and events left in an outbox are published on the next load with their deterministic ids.
+device's facts, write every changed shadow with its outbox and its history journal in one conditional
+single-document write, publish the outbox, acknowledge the messages. The journal (`domain/journal.py`) holds
+the DP and presence history not yet in its hourly bucket, so a report is durable, and acknowledged, with that
+one write. Journals that are due (full, old, or spanning two hours) move in the same flush: first one bucket
+append per device and hour (which skips rows already there), then the shadow write that leaves the moved rows
+out. A journal that is due by age while its device is silent gets a flush of its own.
+A crash anywhere before the acknowledgement redelivers the messages; re-merging them changes nothing that was
+already written (merges are idempotent, a journal holds each report once and a bucket skips what it holds),
+and events left in an outbox are published on the next load with their deterministic ids.
 A write that loses a race with another replica (the version moved on) is merged again from a fresh read.
 
 Tracing (OpenTelemetry's batch-processing convention): a flush runs in a `status flush` span, child of the
@@ -53,7 +54,8 @@ from fleet_shared.tracing import DEVICE_ID, batch_span
 from fleet_shared.tracing.batch import MAX_LINKS
 from fleet_status.domain.dp_schema import DpSchema
 from fleet_status.domain.events import outbox_for
-from fleet_status.domain.shadow import AcceptedReading, DeviceFacts, PresenceReport, Shadow, merge
+from fleet_status.domain.journal import Journal, JournalLimits
+from fleet_status.domain.shadow import DeviceFacts, Shadow, merge
 from fleet_status.ports import (
     EventPublisher,
     HistoryRepository,
@@ -87,52 +89,18 @@ class Pending:
 
 @dataclass(frozen=True, slots=True)
 class _Flushed:
-    """What one flush did: devices whose write lost a race, devices written, and the batch's history."""
+    """What one flush did: devices whose write lost a race, and devices whose shadow changed (written)."""
 
     lost: set[str]
-    written: set[str]
-    readings: dict[str, list[AcceptedReading]]
-    presence: dict[str, list[PresenceReport]]
+    changed: set[str]
 
 
 @dataclass(slots=True)
 class _Cached:
+    """A shadow and its journal as last read or written."""
+
     shadow: Shadow
-    tenant: str = ""
-    region: str = ""
-
-
-@dataclass(slots=True)
-class _Held:
-    """Written batches whose history is not appended yet: their messages and that history."""
-
-    groups: list[list[Pending]] = field(default_factory=list)
-    count: int = 0
-    since: float | None = None
-    readings: dict[str, list[AcceptedReading]] = field(default_factory=dict)
-    presence: dict[str, list[PresenceReport]] = field(default_factory=dict)
-
-    def add(
-        self,
-        groups: Iterable[list[Pending]],
-        readings: dict[str, list[AcceptedReading]],
-        presence: dict[str, list[PresenceReport]],
-        now: float,
-    ) -> None:
-        for items in groups:
-            self.groups.append(items)
-            self.count += len(items)
-        for device_id, dp_rows in readings.items():
-            self.readings.setdefault(device_id, []).extend(dp_rows)
-        for device_id, presence_rows in presence.items():
-            self.presence.setdefault(device_id, []).extend(presence_rows)
-        if self.since is None:
-            self.since = now
-
-    def absorb(self, older: _Held) -> None:
-        """Take back an append that failed (its rows first; the order of rows does not matter)."""
-        self.add(older.groups, older.readings, older.presence, older.since or 0.0)
-        self.since = min(self.since or 0.0, older.since or 0.0)
+    journal: Journal = field(default_factory=Journal)
 
 
 @dataclass
@@ -144,6 +112,7 @@ class WriterMetrics:
     conflicts: Counter = field(init=False)
     refused: Counter = field(init=False)
     failures: Counter = field(init=False)
+    journal_moves: Counter = field(init=False)
     in_flight: Gauge = field(init=False)
 
     def __post_init__(self) -> None:
@@ -154,6 +123,9 @@ class WriterMetrics:
         self.writes = Counter("status_shadow_writes", "Shadow documents written", registry=r)
         self.conflicts = Counter("status_write_conflicts", "Shadow writes that lost a race", registry=r)
         self.refused = Counter("status_dp_values_refused", "DP values refused by their schema", registry=r)
+        self.journal_moves = Counter(
+            "status_journal_moves", "Device journals moved to their history buckets", registry=r
+        )
         self.failures = Counter(
             "status_flush_failures",
             "Batches that failed (kept and retried in an outage, else nacked)",
@@ -183,8 +155,8 @@ class ShadowWriter:
         outbox_clear_after_s: float = 1.0,
         stall_after_s: float = 60.0,
         inactivity_ms: Callable[[str | None], int | None] = lambda _product_id: None,
-        history_delay_s: float = 0.0,
-        history_max_held: int = 20_000,
+        journal_max_rows: int = 32,
+        journal_max_age_s: float = 600.0,
         metrics: WriterMetrics | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         monotonic: Callable[[], float] = time.monotonic,
@@ -205,12 +177,11 @@ class ShadowWriter:
         self.clock = clock
         self.stall_after_s = stall_after_s
         self.inactivity_ms = inactivity_ms  # a product's inactivity timeout (None: none)
-        self.history_delay_s = history_delay_s
-        self.history_max_held = history_max_held
-        # written batches whose history is not appended yet: their messages, and the history, until then
-        self._held = _Held()
-        self._appending: asyncio.Task[None] | None = None  # one history append at a time, beside the flushes
+        self.journal_limits = JournalLimits(journal_max_rows, round(journal_max_age_s * 1000))
+        # how often the cached journals are looked at for one due by age (a silent device's)
+        self._journal_check_s = min(max(journal_max_age_s / 10, 0.5), 30.0)
         self.monotonic = monotonic
+        self._next_journal_check = monotonic() + self._journal_check_s
         self._cache: dict[str, _Cached] = {}
         self._pending: dict[str, list[Pending]] = {}
         self._pending_count = 0
@@ -299,9 +270,11 @@ class ShadowWriter:
 
     async def _dispatch(self) -> None:
         """Start a batch whenever a slot is free and a pending device is in no batch being written; idle
-        chores (history due, relayed outboxes) when nothing is pending."""
+        chores (relayed outboxes) when nothing is pending."""
         while True:
             self._wake.clear()
+            if not self._stopping:
+                self._queue_aged_journals()
             if self._can_start():
                 if len(self._pending) < self.max_devices and not self._stopping and self.max_delay_s > 0:
                     await asyncio.sleep(self.max_delay_s)  # let the batch fill a little
@@ -311,14 +284,35 @@ class ShadowWriter:
                 await self._wake.wait()  # a batch ended, or work arrived
                 continue
             if self._stopping:
-                await self.flush_history()
-                return
-            idle_s = max(min(self.outbox_clear_after_s, self.history_delay_s or 1.0), 0.05)
+                return  # (journals are durable in their shadows: nothing else to write)
+            idle_s = max(min(self.outbox_clear_after_s, 1.0), 0.05)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), idle_s)
             if not self._pending:
-                await self._flush_history_when_due()
                 await self._clear_relayed_outboxes()
+
+    def _queue_aged_journals(self) -> None:
+        """A device whose journal is due by age and that is in no batch gets one of its own, with no facts:
+        the flush moves the journal (so a silent device's history reaches its bucket too). Only cached
+        devices are looked at, now and then; at most `max_devices` at a time."""
+        mono = self.monotonic()
+        if mono < self._next_journal_check:
+            return
+        self._next_journal_check = mono + self._journal_check_s
+        cutoff = int(self.clock().timestamp() * 1000) - self.journal_limits.max_age_ms
+        queued = 0
+        for device_id, cached in self._cache.items():
+            since = cached.journal.since_ms
+            if since is None or since > cutoff or device_id in self._pending or device_id in self._in_flight:
+                continue
+            self._pending[device_id] = []
+            queued += 1
+            if queued >= self.max_devices:
+                break
+        if queued:
+            if self._waiting_since is None:
+                self._waiting_since = mono
+            self._wake.set()
 
     def _can_start(self) -> bool:
         # in an outage one batch at a time (it retries with backoff): more would only fail alongside
@@ -395,61 +389,10 @@ class ShadowWriter:
         if flushed.lost:
             self.metrics.conflicts.inc(len(flushed.lost))
             self._requeue({d: batch.pop(d) for d in flushed.lost})
-        self._hold(batch.values(), flushed.readings, flushed.presence)
+        # durable: the shadow and the report's history (its journal) went in one write
+        await _settle(batch.values(), ack=True)
         self._flush_completed()
         self.metrics.flushes.observe(time.monotonic() - started)
-        await self._flush_history_when_due()
-
-    def _hold(
-        self,
-        groups: Iterable[list[Pending]],
-        readings: dict[str, list[AcceptedReading]],
-        presence: dict[str, list[PresenceReport]],
-    ) -> None:
-        """Keep a written batch's messages and history until its history is appended."""
-        self._held.add(groups, readings, presence, self.monotonic())
-
-    async def _flush_history_when_due(self) -> None:
-        """Start appending the held history in the background when it is due (shadow flushes go on)."""
-        held = self._held
-        if held.since is None or (self._appending is not None and not self._appending.done()):
-            return
-        if held.count >= self.history_max_held or self.monotonic() - held.since >= self.history_delay_s:
-            self._held = _Held()
-            if self.history_delay_s == 0:
-                await self._append(held)  # no batching asked for: acknowledged as each batch is written
-            else:
-                self._appending = asyncio.create_task(self._append(held), name="status-history-append")
-
-    async def history_settled(self) -> None:
-        """Wait for the history append in progress, if any."""
-        if self._appending is not None:
-            await asyncio.gather(self._appending, return_exceptions=True)
-
-    async def flush_history(self) -> None:
-        """Append everything held now (waiting for an append in progress first)."""
-        await self.history_settled()
-        held, self._held = self._held, _Held()
-        if held.since is not None:
-            await self._append(held)
-
-    async def _append(self, held: _Held) -> None:
-        """Append the history, then acknowledge its messages. On an outage it is held again (and retried);
-        any other failure nacks the messages (redelivered, they merge to no shadow change)."""
-        try:
-            await self.history.add(held.readings, held.presence, self.clock())
-        except Exception as e:
-            self.healthy = False
-            self.metrics.failures.inc()
-            if is_outage(e):
-                log.warning("appending history failed (outage), will retry: %r", e)
-                held.since = self.monotonic()
-                self._held.absorb(held)
-                return
-            log.warning("appending history failed, its messages are nacked: %r", e)
-            await _settle(held.groups, ack=False)
-            return
-        await _settle(held.groups, ack=True)
 
     def _flush_completed(self) -> None:
         """A batch was settled: whatever is still pending (or in another batch) waits from now."""
@@ -514,7 +457,7 @@ class ShadowWriter:
             attributes: dict[str, AttributeValue] = {
                 DEVICE_ID: device_id,
                 SHADOW_VERSION: cached.shadow.version if cached else -1,
-                SHADOW_CHANGED: device_id in flushed.written,
+                SHADOW_CHANGED: device_id in flushed.changed,
                 SHADOW_MESSAGES: len(items),
                 FLUSH_TRACE_ID: flush_trace,
             }
@@ -526,14 +469,16 @@ class ShadowWriter:
             span.end(end_ns)
 
     async def _flush(self, batch: dict[str, list[Pending]]) -> _Flushed:
-        """Merge and write the batch: the devices whose write lost a race, those written, the history."""
+        """Merge and write the batch, moving the journals that are due first: the devices whose write lost a
+        race, and those whose shadow changed."""
         now = self.clock()
+        now_ms = int(now.timestamp() * 1000)
         await self._load_missing(list(batch))
         schemas = await self._schemas_for(batch)
 
         writes: list[ShadowWrite] = []
-        readings: dict[str, list[AcceptedReading]] = {}
-        presence: dict[str, list[PresenceReport]] = {}
+        changed: set[str] = set()
+        moves: dict[str, Journal] = {}
         write_id = uuid.uuid4().hex
         for device_id, items in batch.items():
             cached = self._cache[device_id]
@@ -555,22 +500,38 @@ class ShadowWriter:
                     "; ".join(f"{r.code}: {r.reason}" for r in result.refused),
                     extra={"device_id": device_id},
                 )
-            if result.history:
-                readings[device_id] = result.history
-            if result.presence_history:
-                presence[device_id] = result.presence_history
+            # (the same journal when nothing in it is new: a replay writes nothing)
+            journal = cached.journal.with_rows(result.history, result.presence_history, now_ms)
+            if journal.due(now_ms, self.journal_limits):
+                moves[device_id] = journal
+                journal = Journal()
+            if journal is cached.journal and not result.changed:
+                continue
+            outbox: list[OutboxEntry] = []
             if result.changed:
+                changed.add(device_id)
                 last = items[-1]
                 outbox = outbox_for(result, tenant=last.tenant, region=last.region, now=now)
-                writes.append(ShadowWrite(result.shadow, cached.shadow.version, outbox, write_id))
+            else:
+                # only history to keep (an older report) or a move: the document still moves on a version
+                result.shadow.version = cached.shadow.version + 1
+            writes.append(ShadowWrite(result.shadow, cached.shadow.version, outbox, write_id, journal))
 
+        if moves:
+            # the buckets first: the shadow writes below leave the moved rows out of the journals
+            await self.history.add(
+                {d: j.readings for d, j in moves.items() if j.readings},
+                {d: j.presence for d, j in moves.items() if j.presence},
+                now,
+            )
+            self.metrics.journal_moves.inc(len(moves))
         lost = await self.shadows.write(writes, now) if writes else set()
         written = [w for w in writes if w.shadow.device_id not in lost]
         for device_id in lost:
             self._cache.pop(device_id, None)
         for w in written:
             # (set anew: `forget` may have dropped it meanwhile)
-            self._cache[w.shadow.device_id] = _Cached(w.shadow)
+            self._cache[w.shadow.device_id] = _Cached(w.shadow, w.journal)
             self._relayed.pop(w.shadow.device_id, None)
         self.metrics.writes.inc(len(written))
         await self.publisher.publish([e for w in written for e in w.outbox])
@@ -578,7 +539,7 @@ class ShadowWriter:
         for w in written:
             if w.outbox:
                 self._relayed[w.shadow.device_id] = (w.outbox, mono)
-        return _Flushed(lost, {w.shadow.device_id for w in written}, readings, presence)
+        return _Flushed(lost, changed - lost)
 
     async def _load_missing(self, device_ids: Sequence[str]) -> None:
         missing = [d for d in device_ids if d not in self._cache]
@@ -592,7 +553,9 @@ class ShadowWriter:
         mono = time.monotonic()
         for device_id in missing:
             stored = loaded.get(device_id)
-            self._cache[device_id] = _Cached(stored.shadow if stored else Shadow(device_id))
+            self._cache[device_id] = (
+                _Cached(stored.shadow, stored.journal) if stored else _Cached(Shadow(device_id))
+            )
             if stored is not None and stored.outbox:
                 self._relayed[device_id] = (stored.outbox, mono - self.outbox_clear_after_s)
 
