@@ -10,8 +10,9 @@ Rules:
 - Full: devices activated after the full stage started join only when late joiners are configured.
 - A device is upgraded on one channel at a time: it may be commanded only while no other channel of it is in
   flight (`may_command`).
-- A stage's targets are planned as chunks of a few hundred device ids (`plan_chunks`); a device gets its own
-  upgrade only when it is dispatched, so planning 100,000 devices writes a few hundred documents.
+- Verification devices and late joiners are planned as chunks of a few hundred device ids (`plan_chunks`); a
+  canary or a full stage is a walk through the directory (`domain.sweep`). A device gets its own upgrade
+  only when it is dispatched.
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def _parsed(version: str) -> Version | None:
         return parse_version(version)
     except CatalogError:
         return None
+
+
+def versions_below(versions: Iterable[str], target: str) -> list[str]:
+    """The versions (as the directory counts them) lower than the target; unreadable ones are not."""
+    goal = parse_version(target)
+    return sorted(v for v in versions if (parsed := _parsed(v)) is not None and parsed < goal)
 
 
 def stage_targets(

@@ -1,9 +1,9 @@
 """The background loops that drive releases: started and stopped with the service.
 
-- dispatch: per running region, commands as many devices as its dispatch rate allows since the last round,
-  on the region's schedule shared by every replica (`handlers.paced_dispatch`: gaps drawn with the region's
-  jitter; at most one tick's backlog is kept, so a pause never turns into a burst), never more than `burst`
-  per round.
+- dispatch: per running region, commands as many devices as its dispatch rate allows over the next quarter
+  tick, each at its own slot of the region's schedule shared by every replica (`handlers.paced_dispatch`:
+  gaps drawn with the region's jitter, a missed slot is lost rather than sent late in a burst, the pace
+  slowed a little while Tuya's rate limit answers), never more than `burst` per round.
 - drive: starts scheduled regions whose start time has come, applies each running region's decision (halt,
   promote, complete) and adds late joiners to full stages once a minute.
 - upkeep: our per-attempt timeouts, crash recovery of commanded attempts, verification of "done" devices.
@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fleet_ota.domain.release import RegionRollout
+from fleet_ota.domain.schedule import Throttle
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
 
@@ -52,6 +53,7 @@ class Loops:
         self.relay_idle_s = relay_idle_s
         self.burst = burst
         self.rng = random.Random()
+        self._throttles: dict[tuple[str, str], Throttle] = {}
         self._late_joiners_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -95,17 +97,19 @@ class Loops:
                 await asyncio.sleep(0)
 
     async def dispatch_round(self) -> int:
-        async def one(r: RegionRollout) -> None:
+        async def one(r: RegionRollout) -> int:
+            throttle = self._throttles.setdefault((r.release_id, r.region), Throttle())
             try:
-                await h.paced_dispatch(
-                    r, self.p, draw=self.rng.random, backlog_s=self.tick_s, most=self.burst
+                return await h.paced_dispatch(
+                    r, self.p, draw=self.rng.random, most=self.burst, ahead_s=self.tick_s / 4, throttle=throttle
                 )
             except Exception as e:  # one region's failed round must not hold up the others
                 log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)
+                return 0
 
-        # regions at once: each is its own documents and schedule, and their round trips overlap
-        await asyncio.gather(*(one(r) for r in await self.p.rollouts.dispatching()))
-        return 0  # paced by the clock, not by how much was sent
+        # regions at once: each is its own documents and schedule, and their round trips overlap; a round
+        # that sent something lasted until its last slot, so the next one follows at once
+        return sum(await asyncio.gather(*(one(r) for r in await self.p.rollouts.dispatching())))
 
     async def drive_round(self) -> int:
         now = self.p.clock()
