@@ -12,7 +12,7 @@ from fleet_contracts.ota import ReleaseStage
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, RolloutStatus, StageCounts
 from fleet_ota.domain.sweep import DirectoryEntry, Sweep, bucket, position
-from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
+from fleet_ota.domain.targeting import DeviceFact, DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import BUCKETS, TERMINAL, DeviceUpgrade, UpgradePolicy, bucket
 from fleet_ota.ports import Claim, CountedEntry, UpgradeRefused
 from fleet_ota.service_layer.handlers import Ports
@@ -387,6 +387,43 @@ class FakeDevices:
 
     async def of_devices(self, device_ids: Sequence[str]) -> list[DeviceRecord]:
         return [self.items[d] for d in device_ids if d in self.items]
+
+    facts: dict[str, DeviceFact] = field(default_factory=dict)
+    stale: set[str] = field(default_factory=set)
+
+    async def learn(
+        self, device_id: str, product_id: str, region: str, at: datetime, *, activated: bool, changed: bool
+    ) -> None:
+        f = self.facts.get(device_id)
+        if f is None:
+            self.facts[device_id] = DeviceFact(device_id, product_id, region, at, activated, 1)
+            self.stale.add(device_id)
+            return
+        if not (activated or changed):
+            return
+        later = activated and (at > f.activated_at or not f.activation_seen)
+        self.facts[device_id] = DeviceFact(
+            device_id,
+            product_id,
+            region,
+            at if later else f.activated_at,
+            f.activation_seen or activated,
+            f.mark + 1,
+        )
+        self.stale.add(device_id)
+
+    async def to_refresh(self, limit: int) -> list[DeviceFact]:
+        return [self.facts[d] for d in sorted(self.stale)][:limit]
+
+    async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
+        known = self.items.get(fact.device_id)
+        activated = fact.activated_at
+        if known and not fact.activation_seen:
+            activated = min(activated, known.activated_at)
+        if versions:
+            self.items[fact.device_id] = DeviceRecord(fact.device_id, fact.product_id, fact.region, activated, versions)
+        if self.facts[fact.device_id].mark == fact.mark:
+            self.stale.discard(fact.device_id)
 
 
 @dataclass

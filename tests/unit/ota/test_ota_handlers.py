@@ -675,3 +675,46 @@ async def test_slots_not_used_after_tuyas_rate_limit_are_given_back_with_their_a
     ups = [await w.upgrades.get(f"r1:EU-00{i}") for i in range(3)]
     assert all(u is not None and (u.state, u.attempt) == (S.PENDING, 0) for u in ups)
     assert w.locks.held.keys() == {"EU-000", "EU-001", "EU-002"}  # locks wait for the next attempt
+
+
+async def test_the_directory_learns_devices_from_events_and_their_versions_from_the_openapi() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    bound = NOW - timedelta(days=3)
+    await h.on_device_seen("d1", "p1", "EU", bound, p, activated=True, changed=True)  # bindUser
+    await h.on_device_seen("d2", "p1", "EU", NOW, p, activated=False, changed=False)  # first heard from
+    await h.on_device_seen("d3", None, "EU", NOW, p, activated=False, changed=False)  # no product: too little
+    w.tuya.versions = {"d1": {0: "1.2.0"}, "d2": {0: "1.0", 9: "3.0"}}
+    assert await h.refresh_directory(10, p) == 2
+    assert await h.refresh_directory(10, p) == 0  # nothing marked any more
+    assert w.devices.items["d1"] == DeviceRecord("d1", "p1", "EU", bound, {0: "1.2.0"})
+    assert w.devices.items["d2"] == DeviceRecord("d2", "p1", "EU", NOW, {0: "1.0", 9: "3.0"})
+    # a replayed older activation and presence of a known device fetch nothing
+    await h.on_device_seen("d1", "p1", "EU", bound - timedelta(days=1), p, activated=True, changed=True)
+    await h.on_device_seen("d2", "p1", "EU", NOW, p, activated=False, changed=False)
+    assert [f.device_id for f in await w.devices.to_refresh(10)] == ["d1"]
+    await h.refresh_directory(10, p)
+    assert w.devices.items["d1"].activated_at == bound  # the later activation stands
+    # planning counts what the events and the OpenAPI recorded: d2 is below the target, d1 is on it
+    await released(w, p, [RegionPlan("EU")])
+    assert await h.dispatch("r1", "EU", 10, p) == 1
+    assert w.tuya.commands == [("d2", 0)]
+    # the upgrade verified: the directory has the device on the new version (the next release skips it)
+    await h.on_ota_progress(
+        ota_push(device_id="d2", product_id="p1", channel=0, upgrade_status=T.DONE, progress_percent=100), p
+    )
+    w.tuya.versions["d2"] = {0: "1.2.0", 9: "3.0"}
+    assert await h.verify_done(10, p) == 1
+    assert w.devices.items["d2"].versions == {0: "1.2.0", 9: "3.0"}
+
+
+async def test_an_ended_upgrade_marks_the_devices_versions_to_be_fetched_again() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await h.on_device_seen("d1", "p1", "EU", NOW, p, activated=False, changed=False)
+    w.tuya.versions = {"d1": {0: "1.0"}}
+    await h.refresh_directory(10, p)
+    await h.on_device_seen("d1", "p1", "EU", NOW, p, activated=False, changed=True)  # an upgrade ended
+    w.tuya.versions = {"d1": {0: "1.1"}}
+    assert await h.refresh_directory(10, p) == 1
+    assert w.devices.items["d1"].versions == {0: "1.1"}

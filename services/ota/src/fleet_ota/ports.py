@@ -18,7 +18,7 @@ from fleet_contracts.outbox import OutboxEntry
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, StageCounts
 from fleet_ota.domain.sweep import DirectoryEntry, Sweep
-from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
+from fleet_ota.domain.targeting import DeviceFact, DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import DeviceUpgrade
 
 
@@ -240,6 +240,19 @@ class DeviceDirectory(Protocol):
         """Devices of these buckets activated after `since` (late joiners)."""
 
     async def of_devices(self, device_ids: Sequence[str]) -> list[DeviceRecord]: ...
+
+    async def learn(
+        self, device_id: str, product_id: str, region: str, at: datetime, *, activated: bool, changed: bool
+    ) -> None:
+        """A device event: a device not known yet is noted (first seen `at`); an activation sets its activation
+        time (a later one wins); `changed` (or a new device) marks its versions to be fetched."""
+
+    async def to_refresh(self, limit: int) -> list[DeviceFact]:
+        """Devices whose versions are to be fetched."""
+
+    async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
+        """Record the versions fetched (in the directory, counted) and clear the mark, unless an event marked
+        the device again meanwhile."""
 
 
 class ChannelLocks(Protocol):

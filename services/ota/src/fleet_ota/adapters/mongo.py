@@ -786,7 +786,51 @@ class DeviceStore:
         self.col: Collection = db["devices"]
         self.counts_col: Collection = db["device_counts"]
         self.state: Collection = db["counting"]
+        self.facts: Collection = db["device_facts"]
         self.grace_s = grace_s
+
+    async def learn(
+        self, device_id: str, product_id: str, region: str, at: datetime, *, activated: bool, changed: bool
+    ) -> None:
+        first = {"product_id": product_id, "region": region, "activated_at": at, "activation_seen": activated}
+        if not (activated or changed):
+            # a device heard from (presence): noted once, its versions fetched once
+            await self.facts.update_one(
+                {"_id": device_id}, {"$setOnInsert": {**first, "stale": True, "mark": 1}}, upsert=True
+            )
+            return
+        await self.facts.update_one(
+            {"_id": device_id},
+            {
+                "$set": {"product_id": product_id, "region": region, "stale": True},
+                "$inc": {"mark": 1},
+                "$setOnInsert": {"activated_at": at, "activation_seen": activated},
+            },
+            upsert=True,
+        )
+        if activated:  # a later activation (a reset and a new pairing) wins; a replayed older one does not
+            await self.facts.update_one(
+                {"_id": device_id, "$or": [{"activated_at": {"$lt": at}}, {"activation_seen": False}]},
+                {"$set": {"activated_at": at, "activation_seen": True}},
+            )
+
+    async def to_refresh(self, limit: int) -> list[DeviceFact]:
+        cursor = self.facts.find({"stale": True}).limit(limit)
+        return [
+            DeviceFact(
+                d["_id"], d["product_id"], d["region"], _aware(d["activated_at"]), d["activation_seen"], d["mark"]
+            )
+            async for d in cursor
+        ]
+
+    async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
+        known = await self.of_devices([fact.device_id])
+        activated_at = fact.activated_at
+        if known and not fact.activation_seen:  # first seen is no activation: an imported time stands
+            activated_at = min(activated_at, known[0].activated_at)
+        if versions:
+            await self.record(DeviceRecord(fact.device_id, fact.product_id, fact.region, activated_at, versions))
+        await self.facts.update_one({"_id": fact.device_id, "mark": fact.mark}, {"$set": {"stale": False}})
 
     async def record(self, device: DeviceRecord) -> None:
         await self.record_many([device])
@@ -1031,6 +1075,7 @@ async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
     await db["devices"].create_index([("bucket", ASCENDING), ("activated_at", ASCENDING)])
     await db["devices"].create_index([("device_id", ASCENDING)])
     await db["devices"].create_index([("dirty", ASCENDING)])
+    await db["device_facts"].create_index([("stale", ASCENDING)])
     await db["device_counts"].create_index(
         [("product_id", ASCENDING), ("region", ASCENDING), ("channel", ASCENDING)]
     )

@@ -41,6 +41,18 @@ class DeviceRecord:
     versions: dict[int, str]  # channel -> version the device runs
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceFact:
+    """What device events told ota about a device whose versions are to be fetched from the OpenAPI."""
+
+    device_id: str
+    product_id: str
+    region: str
+    activated_at: datetime
+    activation_seen: bool  # an activation event (else: when the device was first seen)
+    mark: int  # bumped by every event that may have changed its versions
+
+
 def is_candidate(d: DeviceRecord, r: RegionRollout, target: Version) -> bool:
     if d.product_id != r.target.product_id or d.region != r.region:
         return False

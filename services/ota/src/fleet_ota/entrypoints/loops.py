@@ -6,7 +6,8 @@
   slowed a little while Tuya's rate limit answers), never more than `burst` per round.
 - drive: starts scheduled regions whose start time has come, applies each running region's decision (halt,
   promote, complete) and adds late joiners to full stages once a minute.
-- upkeep: our per-attempt timeouts, crash recovery of commanded attempts, verification of "done" devices.
+- upkeep: our per-attempt timeouts, crash recovery of commanded attempts, verification of "done" devices,
+  and the versions of devices the device events marked, fetched into the directory.
 - relay: publishes outboxes and applies their counter deltas (the adapter's round, handed in by bootstrap).
 
 Each round of each loop is independent: a failing round (database or Tuya unreachable) is logged and the next
@@ -27,6 +28,8 @@ from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
 
 log = logging.getLogger(__name__)
+
+DIRECTORY_REFRESH = 10  # devices whose versions one upkeep round fetches
 
 
 class Loops:
@@ -127,6 +130,8 @@ class Loops:
         return 0
 
     async def upkeep_round(self) -> int:
+        # a few devices' versions per round: the OpenAPI's rate limit is shared with the upgrade commands
+        await h.refresh_directory(DIRECTORY_REFRESH, self.p)
         done = await h.expire_deadlines(self.batch, self.p)
         done += await h.recover_commanded(self.command_grace_s, self.batch, self.p)
         done += await h.verify_done(self.batch, self.p)

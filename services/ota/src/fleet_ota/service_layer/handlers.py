@@ -26,7 +26,7 @@ from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import Firmware, FirmwareSpec
 from fleet_ota.domain.release import RegionPlan, RegionRollout, ReleaseError, ReleaseTarget, StageCounts
 from fleet_ota.domain import sweep as sw
-from fleet_ota.domain.targeting import plan_chunks, stage_targets, versions_below
+from fleet_ota.domain.targeting import DeviceFact, plan_chunks, stage_targets, versions_below
 from fleet_ota.domain.upgrade import Change, DeviceUpgrade, UpgradePolicy
 from fleet_ota.ports import (
     ChannelLocks,
@@ -689,12 +689,47 @@ async def verify_done(limit: int, p: Ports) -> int:
     done = await p.upgrades.done_unverified(limit)
 
     async def verify(u: DeviceUpgrade) -> None:
-        reported = (await p.tuya.current_versions(u.device_id)).get(u.channel)
+        versions = await p.tuya.current_versions(u.device_id)
+        reported = versions.get(u.channel)
         if reported is not None:
             await on_device_version(u.device_id, u.channel, reported, p)
+            await _record_versions(u.device_id, versions, p)
 
     await _each(done, verify)
     return len(done)
+
+
+async def _record_versions(device_id: str, versions: dict[int, str], p: Ports) -> None:
+    """What the device reported goes into the directory too (the next release's targets and counts)."""
+    known = await p.devices.of_devices([device_id])
+    if known and any(known[0].versions.get(ch) != v for ch, v in versions.items()):
+        await p.devices.record(replace(known[0], versions={**known[0].versions, **versions}))
+
+
+# --- the device directory, fed by device events and the OpenAPI -------------------------------------------
+
+
+async def on_device_seen(
+    device_id: str, product_id: str | None, region: str, at: datetime, p: Ports, *, activated: bool, changed: bool
+) -> None:
+    """A device event (in order per device; a repeat changes nothing twice): a device not known yet is noted
+    and its versions fetched; an activation sets its activation time; `changed` (an upgrade that ended, either
+    way) has its versions fetched again. Events without the product say too little to be noted."""
+    if product_id is None:
+        return
+    await p.devices.learn(device_id, product_id, region, at, activated=activated, changed=changed)
+
+
+async def refresh_directory(limit: int, p: Ports) -> int:
+    """Fetch the versions of devices the events marked (`GET /v2.0/cloud/thing/{id}/firmware`) into the
+    directory; returns how many."""
+    facts = await p.devices.to_refresh(limit)
+
+    async def refresh(fact: DeviceFact) -> None:
+        await p.devices.refreshed(fact, await p.tuya.current_versions(fact.device_id))
+
+    await _each(facts, refresh)
+    return len(facts)
 
 
 async def expire_deadlines(limit: int, p: Ports) -> int:
