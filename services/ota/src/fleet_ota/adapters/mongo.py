@@ -907,9 +907,15 @@ class DeviceStore:
         if batch is not None:
             if (now - _aware(batch["at"])).total_seconds() < self.grace_s:
                 return 0  # another pass is counting
+            # its pass died: one pass takes the batch over (a conditional write) and finishes it
+            took = await self.state.update_one(
+                {"_id": "counting", "batch.id": batch["id"], "batch.at": batch["at"]}, {"$set": {"batch.at": now}}
+            )
+            if took.matched_count != 1:
+                return 0
             if batch.get("items") is not None:
                 try:
-                    await self._finish(batch, time.monotonic())  # its pass died: finish it
+                    await self._finish(batch, time.monotonic())
                 except TimeoutError:
                     return 0
             await self._release(batch["id"])
@@ -981,10 +987,13 @@ class DeviceStore:
         await self._forget([k for k, _ in batch["sums"]], now)
 
     async def _forget(self, keys: Sequence[str], now: datetime) -> None:
-        """Batch ids older than the grace period are forgotten (their batch is long finished)."""
+        """Batch ids older than the grace period are forgotten, unless their batch is still being finished
+        (a pass that took it over may still be applying it)."""
         cutoff = now - timedelta(seconds=self.grace_s)
+        state = await self.state.find_one({"_id": "counting"})
+        busy = ((state or {}).get("batch") or {}).get("id")
         async for d in self.counts_col.find({"_id": {"$in": list(keys)}}, {"applied_at": 1}):
-            old = [a for a in d.get("applied_at") or [] if _aware(a["at"]) < cutoff]
+            old = [a for a in d.get("applied_at") or [] if _aware(a["at"]) < cutoff and a["id"] != busy]
             if old:
                 await self.counts_col.update_one(
                     {"_id": d["_id"]}, {"$pullAll": {"applying": [a["id"] for a in old], "applied_at": old}}
