@@ -976,14 +976,17 @@ class DeviceStore:
                     {"$inc": {"count": n}, "$push": {"applying": b, "applied_at": {"id": b, "at": now}}},
                     upsert=True,
                 )
-        ops: list[UpdateOne] = []
+        # entries moved alike in one statement (an import: the whole batch); only from what this batch counted
+        # from, so a late repeat never moves an entry back; `dirty` stays on entries written since
+        moved: dict[tuple[str | None, str, int], list[str]] = {}
         for _id, was, key, v in batch["items"]:
-            # only from what this batch counted from: a late repeat never moves an entry back
-            ops.append(
-                UpdateOne({"_id": _id, "counted": was, "v": v}, {"$set": {"counted": key}, "$unset": {"dirty": ""}})
+            moved.setdefault((was, key, v), []).append(_id)
+        for (was, key, v), ids in moved.items():
+            await self.col.update_many(
+                {"_id": {"$in": ids}, "counted": was, "v": v}, {"$set": {"counted": key}, "$unset": {"dirty": ""}}
             )
-            ops.append(UpdateOne({"_id": _id, "counted": was, "v": {"$ne": v}}, {"$set": {"counted": key}}))
-        await bulk_update(self.col, ops)
+        for (was, key, _), ids in moved.items():
+            await self.col.update_many({"_id": {"$in": ids}, "counted": was}, {"$set": {"counted": key}})
         await self._forget([k for k, _ in batch["sums"]], now)
 
     async def _forget(self, keys: Sequence[str], now: datetime) -> None:

@@ -4,9 +4,9 @@ the publishers of ota's own topics (declared for the AsyncAPI document; the outb
 ota reads presence (offline devices wait, their timeout paused) and OTA progress of its own Tuya project's
 devices, and feeds its device directory from them and from activations (`device.bound`): a device heard
 from is noted with its product and region (the event's), its activation time, and its versions are fetched
-from the OpenAPI by the upkeep loop (again once an upgrade ended). Every other device event is acked unread. A message is acked once its handler returns (the write
-is durable); a failing handler nacks it for redelivery, and after `max_redeliveries` it goes to ota's
-dead-letter topic.
+from the OpenAPI by the upkeep loop (again once an upgrade ended). Every other device event is acked unread.
+A message is acked once its handler returns (the write is durable); a failing handler nacks it for
+redelivery, and after `max_redeliveries` it goes to ota's dead-letter topic.
 """
 
 from __future__ import annotations

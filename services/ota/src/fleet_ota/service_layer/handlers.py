@@ -173,10 +173,12 @@ async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
     return await _plan_sweep(r, batch, p)
 
 
-async def _lower_buckets(r: RegionRollout, p: Ports) -> tuple[tuple[str, ...], int]:
-    """The directory buckets of the region's devices below the target version, and how many they hold."""
+async def _lower_buckets(r: RegionRollout, p: Ports, *, fresh: bool) -> tuple[tuple[str, ...], int]:
+    """The directory buckets of the region's devices below the target version, and how many they hold
+    (`fresh`: counting every change written so far first; every bucket is listed either way)."""
     t = r.target
-    await p.devices.catch_up()
+    if fresh:
+        await p.devices.catch_up()
     counts = await p.devices.counts(t.product_id, r.region, t.channel)
     lower = versions_below(counts, t.version)
     return tuple(sorted(sw.bucket(t.product_id, r.region, t.channel, v) for v in lower)), sum(
@@ -189,7 +191,7 @@ async def _plan_chunks(r: RegionRollout, batch: str, p: Ports) -> int:
         devices = await p.devices.of_devices(r.plan.verification_devices)
     else:  # a late-joiner round of a full stage: devices activated since it started
         assert r.full_started_at is not None
-        buckets, _ = await _lower_buckets(r, p)
+        buckets, _ = await _lower_buckets(r, p, fresh=False)
         devices = await p.devices.activated_after(buckets, r.full_started_at)
     already = await p.plans.device_ids(r.release_id, r.region, besides=batch)
     already |= set(await p.upgrades.stages_of(r.release_id, [d.device_id for d in devices]))
@@ -199,7 +201,7 @@ async def _plan_chunks(r: RegionRollout, batch: str, p: Ports) -> int:
 
 
 async def _plan_sweep(r: RegionRollout, batch: str, p: Ports) -> int:
-    buckets, eligible = await _lower_buckets(r, p)
+    buckets, eligible = await _lower_buckets(r, p, fresh=True)
     if r.stage == rel.Stage.CANARY:
         assert r.plan.canary is not None
         planned, cap, cutoff = r.plan.canary.size(eligible), True, r.canary_started_at
@@ -466,10 +468,14 @@ async def ready_upgrades(r: RegionRollout, limit: int, p: Ports) -> list[DeviceU
     """Up to `limit` upgrades of the region ready to be commanded: pending or due for a retry, then planned
     devices given their upgrade documents now."""
     ready = await p.upgrades.ready_to_command(r.release_id, r.region, p.clock(), limit)
-    if len(ready) < limit:
-        # a claim takes a few ahead (or repairs a crash's leftovers): beyond the limit, they wait as pending
-        ready = (ready + await create_planned(r, limit - len(ready), p))[:limit]
-    return ready
+    while len(ready) < limit:
+        # a claim takes a few ahead (or repairs a crash's leftovers): beyond the limit, they wait as pending;
+        # a walk's claim ends where its phase ends, so a round may need two
+        created = await create_planned(r, limit - len(ready), p)
+        if not created:
+            break
+        ready += created
+    return ready[:limit]
 
 
 async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
