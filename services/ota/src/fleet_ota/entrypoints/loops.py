@@ -26,6 +26,7 @@ from fleet_ota.domain.release import RegionRollout
 from fleet_ota.domain.schedule import Throttle
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
+from fleet_shared.service.loops import cancel_all, while_busy
 
 log = logging.getLogger(__name__)
 
@@ -62,42 +63,21 @@ class Loops:
 
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(
-                # a round per quarter tick keeps the pace smooth
-                self._forever("dispatch", self.dispatch_round, self.tick_s / 4),
-                name="ota-dispatch",
-            ),
-            asyncio.create_task(self._forever("drive", self.drive_round, self.tick_s), name="ota-drive"),
-            asyncio.create_task(self._forever("upkeep", self.upkeep_round, self.tick_s), name="ota-upkeep"),
-            asyncio.create_task(
-                self._forever("relay", self.relay_round, self.relay_idle_s), name="ota-relay"
-            ),
+            # a round per quarter tick keeps the pace smooth (a round that sent lasted until its last slot)
+            while_busy("ota-dispatch", self.tick_s / 4, self.dispatch_round),
+            while_busy("ota-drive", self.tick_s, self.drive_round),
+            while_busy("ota-upkeep", self.tick_s, self.upkeep_round),
+            while_busy("ota-relay", self.relay_idle_s, self.relay_round),
             # forgetting applied counter ids is housekeeping: its own loop, never in the relay's way
-            asyncio.create_task(self._forever("sweep", self.sweep_round, self.tick_s * 5), name="ota-sweep"),
+            while_busy("ota-sweep", self.tick_s * 5, self.sweep_round),
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         self._tasks = []
 
     def running(self) -> bool:
         return bool(self._tasks) and not any(t.done() for t in self._tasks)
-
-    async def _forever(self, name: str, round_: Callable[[], Awaitable[int]], idle_s: float) -> None:
-        while True:
-            try:
-                busy = await round_()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the loop outlives a bad round (database, bus or Tuya unreachable)
-                log.warning("ota %s round failed: %r", name, e)
-                busy = 0
-            if not busy:
-                await asyncio.sleep(idle_s)
-            else:
-                await asyncio.sleep(0)
 
     async def dispatch_round(self) -> int:
         async def one(r: RegionRollout) -> int:
