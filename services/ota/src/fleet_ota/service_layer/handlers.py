@@ -534,29 +534,43 @@ async def paced_dispatch(
         return 0  # other replicas kept taking this round's slots
     slots = [start + sum(gaps[:i]) for i in range(len(gaps))]
     sent = used = 0
-    # intents are written ahead (in parallel); each command then goes out at its slot
-    mine = [i for i in await _each(ready[: len(gaps)], lambda u: _intend(u, p)) if i is not None]
+    intent: DeviceUpgrade | None = None
     try:
-        for k, intent in enumerate(mine):
-            wait = slots[k] - p.clock().timestamp()
-            if wait > 0:
-                await p.sleep(wait)
+        for k, u in enumerate(ready[: len(gaps)]):
+            # the intent is written just before its slot: a crash leaves at most one recorded and unsent
+            await _wait_until(slots[k] - INTENT_LEAD_S, p)
             used = k + 1
+            intent = await _intend(u, p)
+            if intent is None:
+                continue  # another channel of the device is upgrading, or another dispatcher has it
+            await _wait_until(slots[k], p)
             try:
                 await _send(intent, p)
             except RateLimited:
+                intent = None  # given back by `_send`
                 if throttle:
                     throttle.refused()
                 break
+            intent = None
             if throttle:
                 throttle.accepted()
             sent += 1
     finally:
-        # intents not sent (Tuya's limit, or the service stopping) give their attempt back
-        await asyncio.shield(asyncio.gather(*(_withdraw(left, p) for left in mine[used:])))
+        if intent is not None:  # recorded, not sent (the service stopping): its attempt is given back
+            await asyncio.shield(_withdraw(intent, p))
     if used < len(gaps):
         await p.pacing.give_back(r.release_id, r.region, sum(gaps[used:]))
     return sent
+
+
+# how long before its slot a command's intent is written (the write's round trip, so the call is on time)
+INTENT_LEAD_S = 0.05
+
+
+async def _wait_until(at: float, p: Ports) -> None:
+    wait = at - p.clock().timestamp()
+    if wait > 0:
+        await p.sleep(wait)
 
 
 async def create_planned(r: RegionRollout, limit: int, p: Ports) -> list[DeviceUpgrade]:
