@@ -54,7 +54,7 @@ from fleet_ota.domain.release import (
 )
 from fleet_ota.domain.schedule import DispatchRate, Schedule, Window
 from fleet_ota.domain.sweep import DirectoryEntry, Sweep, SweepClaim, bucket, position
-from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
+from fleet_ota.domain.targeting import DeviceFact, DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import BUCKETS, DeviceUpgrade, upgrade_id
 from fleet_ota.domain.upgrade import bucket as bucket_of
 from fleet_ota.ports import Claim, CountedEntry
