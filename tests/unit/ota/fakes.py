@@ -9,9 +9,10 @@ from datetime import UTC, datetime, timedelta
 from fleet_contracts.device import OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState as S
 from fleet_contracts.ota import ReleaseStage
+from fleet_ota.domain import sweep as sw
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, RolloutStatus, StageCounts
-from fleet_ota.domain.sweep import DirectoryEntry, Sweep, bucket, position
+from fleet_ota.domain.sweep import DirectoryEntry, Sweep
 from fleet_ota.domain.targeting import DeviceFact, DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import BUCKETS, TERMINAL, DeviceUpgrade, UpgradePolicy, bucket
 from fleet_ota.ports import Claim, CountedEntry, UpgradeRefused
@@ -278,7 +279,9 @@ class FakePlans:
         return total
 
     async def has_open(self, release_id: str, region: str) -> bool:
-        return any(c.open for c in self._of(release_id, region)) or bool(await self.sweeps(release_id, region))
+        return any(c.open for c in self._of(release_id, region)) or bool(
+            await self.sweeps(release_id, region)
+        )
 
 
 @dataclass
@@ -336,8 +339,8 @@ class FakeProgress:
             c["cancelled"] += w.cancelled or 0
             for claim in w.claims:
                 for d in claim.device_ids:
-                    u = self.upgrades.docs.get(f"{release_id}:{d}")
-                    c["pending"] += u is None or u.stage != stage
+                    doc = self.upgrades.docs.get(f"{release_id}:{d}")
+                    c["pending"] += doc is None or doc.stage != stage
         return StageCounts(targeted=sum(c.values()), **c)
 
 
@@ -366,10 +369,10 @@ class FakeDevices:
 
     def _entries(self, buckets: Sequence[str]) -> list[tuple[str, DeviceRecord]]:
         return sorted(
-            (position(d.device_id, ch), d)
+            (sw.position(d.device_id, ch), d)
             for d in self.items.values()
             for ch, v in d.versions.items()
-            if bucket(d.product_id, d.region, ch, v) in buckets
+            if sw.bucket(d.product_id, d.region, ch, v) in buckets
         )
 
     async def page(
@@ -421,7 +424,9 @@ class FakeDevices:
         if known and not fact.activation_seen:
             activated = min(activated, known.activated_at)
         if versions:
-            self.items[fact.device_id] = DeviceRecord(fact.device_id, fact.product_id, fact.region, activated, versions)
+            self.items[fact.device_id] = DeviceRecord(
+                fact.device_id, fact.product_id, fact.region, activated, versions
+            )
         if self.facts[fact.device_id].mark == fact.mark:
             self.stale.discard(fact.device_id)
 
@@ -480,7 +485,11 @@ class FakeTuya:
             raise UpgradeRefused(1199, "requests too frequently")
         if self.clock is not None:
             now = self.clock()
-            if self.limit_gap_s and self.sent_at and (now - self.sent_at[-1]).total_seconds() < self.limit_gap_s:
+            if (
+                self.limit_gap_s
+                and self.sent_at
+                and (now - self.sent_at[-1]).total_seconds() < self.limit_gap_s
+            ):
                 self.refused += 1
                 raise UpgradeRefused(1199, "requests too frequently")
             self.sent_at.append(now)

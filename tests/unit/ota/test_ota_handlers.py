@@ -274,7 +274,9 @@ async def test_a_resumed_region_does_not_halt_again_on_the_failures_that_halted_
     assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.HALTED
 
 
-async def test_a_canary_is_sized_from_the_counts_and_never_takes_a_device_activated_after_it_started() -> None:
+async def test_a_canary_is_sized_from_the_counts_and_never_takes_a_device_activated_after_it_started() -> (
+    None
+):
     w = World()
     p = w.ports(POLICY)
     await fleet(w, {"EU": 40})

@@ -59,8 +59,10 @@ def test_a_walk_goes_from_its_start_to_the_end_then_from_the_beginning_back_to_t
 
 def test_a_walk_skips_late_activations_and_excluded_devices_and_stops_at_its_limit() -> None:
     s = walk(10)
-    page = entries("9a|a|0") + entries("9b|b|0", activated=NOW + timedelta(seconds=1)) + entries(
-        "9c|c|0", "9d|d|0", "9e|e|0"
+    page = (
+        entries("9a|a|0")
+        + entries("9b|b|0", activated=NOW + timedelta(seconds=1))
+        + entries("9c|c|0", "9d|d|0", "9e|e|0")
     )
     step = sw.take(s, page, True, {"c"}, 2, NOW)
     assert step.taken == ("a", "d")

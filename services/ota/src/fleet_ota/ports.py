@@ -244,8 +244,8 @@ class DeviceDirectory(Protocol):
     async def learn(
         self, device_id: str, product_id: str, region: str, at: datetime, *, activated: bool, changed: bool
     ) -> None:
-        """A device event: a device not known yet is noted (first seen `at`); an activation sets its activation
-        time (a later one wins); `changed` (or a new device) marks its versions to be fetched."""
+        """A device event: a device not known yet is noted (first seen `at`); an activation sets its
+        activation time (a later one wins); `changed` (or a new device) marks its versions to be fetched."""
 
     async def to_refresh(self, limit: int) -> list[DeviceFact]:
         """Devices whose versions are to be fetched."""

@@ -818,7 +818,12 @@ class DeviceStore:
         cursor = self.facts.find({"stale": True}).limit(limit)
         return [
             DeviceFact(
-                d["_id"], d["product_id"], d["region"], _aware(d["activated_at"]), d["activation_seen"], d["mark"]
+                d["_id"],
+                d["product_id"],
+                d["region"],
+                _aware(d["activated_at"]),
+                d["activation_seen"],
+                d["mark"],
             )
             async for d in cursor
         ]
@@ -829,7 +834,9 @@ class DeviceStore:
         if known and not fact.activation_seen:  # first seen is no activation: an imported time stands
             activated_at = min(activated_at, known[0].activated_at)
         if versions:
-            await self.record(DeviceRecord(fact.device_id, fact.product_id, fact.region, activated_at, versions))
+            await self.record(
+                DeviceRecord(fact.device_id, fact.product_id, fact.region, activated_at, versions)
+            )
         await self.facts.update_one({"_id": fact.device_id, "mark": fact.mark}, {"$set": {"stale": False}})
 
     async def record(self, device: DeviceRecord) -> None:
@@ -854,18 +861,27 @@ class DeviceStore:
                     "dirty": True,
                 }
                 ops.append(
-                    UpdateOne({"_id": position(d.device_id, channel)}, {"$set": fields, "$inc": {"v": 1}}, upsert=True)
+                    UpdateOne(
+                        {"_id": position(d.device_id, channel)},
+                        {"$set": fields, "$inc": {"v": 1}},
+                        upsert=True,
+                    )
                 )
         # every bucket has its count document before any entry in it is counted (planning lists buckets)
         await bulk_update(
             self.counts_col,
-            [UpdateOne({"_id": k}, {"$setOnInsert": {**f, "count": 0}}, upsert=True) for k, f in buckets.items()],
+            [
+                UpdateOne({"_id": k}, {"$setOnInsert": {**f, "count": 0}}, upsert=True)
+                for k, f in buckets.items()
+            ],
         )
         await bulk_update(self.col, ops)
 
     async def counts(self, product_id: str, region: str, channel: int) -> dict[str, int]:
         query = {"product_id": product_id, "region": region, "channel": channel}
-        return {d["version"]: d["count"] async for d in self.counts_col.find(query, {"version": 1, "count": 1})}
+        return {
+            d["version"]: d["count"] async for d in self.counts_col.find(query, {"version": 1, "count": 1})
+        }
 
     async def page(
         self, buckets: Sequence[str], after: str, before: str | None, limit: int
@@ -875,14 +891,16 @@ class DeviceStore:
             window["$lt"] = before
 
         async def of(key: str) -> list[Document]:
-            # equality on an indexed field and an `_id` range, sorted by `_id`: a page reads about `limit` rows
+            # equality on an indexed field, an `_id` range, sorted by `_id`: a page reads about `limit` rows
             cursor = self.col.find({"bucket": key, "_id": window}, {"device_id": 1, "activated_at": 1})
             return [d async for d in cursor.sort("_id", ASCENDING).limit(limit)]
 
         pages = await asyncio.gather(*(of(k) for k in buckets))
         full = [p[-1]["_id"] for p in pages if len(p) >= limit]
         upto = min(full) if full else None  # past the shortest full page, a bucket may hold more
-        merged = sorted((d for p in pages for d in p if upto is None or d["_id"] <= upto), key=lambda d: d["_id"])
+        merged = sorted(
+            (d for p in pages for d in p if upto is None or d["_id"] <= upto), key=lambda d: d["_id"]
+        )
         entries = [DirectoryEntry(d["_id"], d["device_id"], _aware(d["activated_at"])) for d in merged]
         return entries, bool(full)
 
@@ -890,7 +908,9 @@ class DeviceStore:
         docs = [
             d
             for key in buckets
-            async for d in self.col.find({"bucket": key, "activated_at": {"$gt": since}}, {"v": 0, "counted": 0})
+            async for d in self.col.find(
+                {"bucket": key, "activated_at": {"$gt": since}}, {"v": 0, "counted": 0}
+            )
         ]
         return _records(docs)
 
@@ -909,7 +929,8 @@ class DeviceStore:
                 return 0  # another pass is counting
             # its pass died: one pass takes the batch over (a conditional write) and finishes it
             took = await self.state.update_one(
-                {"_id": "counting", "batch.id": batch["id"], "batch.at": batch["at"]}, {"$set": {"batch.at": now}}
+                {"_id": "counting", "batch.id": batch["id"], "batch.at": batch["at"]},
+                {"$set": {"batch.at": now}},
             )
             if took.matched_count != 1:
                 return 0
@@ -929,10 +950,14 @@ class DeviceStore:
                 await self.state.insert_one({"_id": "counting", "batch": taken})
             except DuplicateKeyError:
                 return 0
-        elif (await self.state.update_one({"_id": "counting", "batch": None}, {"$set": {"batch": taken}})).matched_count != 1:
+        elif (
+            await self.state.update_one({"_id": "counting", "batch": None}, {"$set": {"batch": taken}})
+        ).matched_count != 1:
             return 0
         # read only once the batch is ours: every earlier batch has recorded what it counted
-        docs = [d async for d in self.col.find({"dirty": True}, {"bucket": 1, "counted": 1, "v": 1}).limit(limit)]
+        docs = [
+            d async for d in self.col.find({"dirty": True}, {"bucket": 1, "counted": 1, "v": 1}).limit(limit)
+        ]
         sums: dict[str, int] = {}
         for d in docs:
             if d.get("counted") != d["bucket"]:
@@ -983,7 +1008,8 @@ class DeviceStore:
             moved.setdefault((was, key, v), []).append(_id)
         for (was, key, v), ids in moved.items():
             await self.col.update_many(
-                {"_id": {"$in": ids}, "counted": was, "v": v}, {"$set": {"counted": key}, "$unset": {"dirty": ""}}
+                {"_id": {"$in": ids}, "counted": was, "v": v},
+                {"$set": {"counted": key}, "$unset": {"dirty": ""}},
             )
         for (was, key, _), ids in moved.items():
             await self.col.update_many({"_id": {"$in": ids}, "counted": was}, {"$set": {"counted": key}})

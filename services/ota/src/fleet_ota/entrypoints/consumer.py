@@ -29,7 +29,6 @@ from fleet_shared.pulsar import PulsarBroker, PulsarMessage
 from fleet_shared.pulsar.device_events import subscribe_device_events
 from fleet_shared.service.clients import declare_publishers
 
-
 # an upgrade ended (either way): what the device runs may have changed
 _ENDED = frozenset({OtaUpgradeStatus.DONE, OtaUpgradeStatus.FAILED, OtaUpgradeStatus.TIMED_OUT})
 

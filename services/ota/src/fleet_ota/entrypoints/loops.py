@@ -84,7 +84,12 @@ class Loops:
             throttle = self._throttles.setdefault((r.release_id, r.region), Throttle())
             try:
                 return await h.paced_dispatch(
-                    r, self.p, draw=self.rng.random, most=self.burst, ahead_s=self.tick_s / 4, throttle=throttle
+                    r,
+                    self.p,
+                    draw=self.rng.random,
+                    most=self.burst,
+                    ahead_s=self.tick_s / 4,
+                    throttle=throttle,
                 )
             except Exception as e:  # one region's failed round must not hold up the others
                 log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)

@@ -22,17 +22,17 @@ from fleet_contracts.ota import DeviceUpgradeState, FirmwareRegistered
 from fleet_ota.domain import firmware as catalog
 from fleet_ota.domain import release as rel
 from fleet_ota.domain import schedule
+from fleet_ota.domain import sweep as sw
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import Firmware, FirmwareSpec
 from fleet_ota.domain.release import RegionPlan, RegionRollout, ReleaseError, ReleaseTarget, StageCounts
-from fleet_ota.domain import sweep as sw
 from fleet_ota.domain.targeting import DeviceFact, plan_chunks, stage_targets, versions_below
 from fleet_ota.domain.upgrade import Change, DeviceUpgrade, UpgradePolicy
 from fleet_ota.ports import (
     ChannelLocks,
     Claim,
-    CountedEntry,
     Clock,
+    CountedEntry,
     DeviceDirectory,
     DispatchPacing,
     FirmwareRepository,
@@ -219,7 +219,9 @@ async def _plan_sweep(r: RegionRollout, batch: str, p: Ports) -> int:
     walk = sw.Sweep(
         r.release_id, r.region, r.stage, batch, buckets, sw.start_of(r.release_id), planned, cap, cutoff
     )
-    await p.plans.add_sweep(walk, _walk_entries(walk, (("planned", {"targeted": planned, "pending": planned}),)))
+    await p.plans.add_sweep(
+        walk, _walk_entries(walk, (("planned", {"targeted": planned, "pending": planned}),))
+    )
     stored = await p.plans.get_sweep(walk.sweep_id)  # planned before (a repeat): its estimate stands
     return planned if stored is None else stored.planned
 
@@ -615,7 +617,15 @@ async def _claim_walk(
         if (old := sw.stale(s, repair_before)) is not None:
             # its dispatcher died before confirming: created again (duplicates ignored), then confirmed
             return Claim(
-                s.sweep_id, r.release_id, r.region, s.stage, old.device_ids, s.claimed, True, s.sweep_id, old.key
+                s.sweep_id,
+                r.release_id,
+                r.region,
+                s.stage,
+                old.device_ids,
+                s.claimed,
+                True,
+                s.sweep_id,
+                old.key,
             )
     for s in walks:
         current = s
@@ -639,7 +649,15 @@ async def _claim_walk(
             if step.taken:
                 key = current.claims[-1].key
                 return Claim(
-                    s.sweep_id, r.release_id, r.region, s.stage, step.taken, current.claimed, False, s.sweep_id, key
+                    s.sweep_id,
+                    r.release_id,
+                    r.region,
+                    s.stage,
+                    step.taken,
+                    current.claimed,
+                    False,
+                    s.sweep_id,
+                    key,
                 )
     return None
 
@@ -730,7 +748,14 @@ async def _record_versions(device_id: str, versions: dict[int, str], p: Ports) -
 
 
 async def on_device_seen(
-    device_id: str, product_id: str | None, region: str, at: datetime, p: Ports, *, activated: bool, changed: bool
+    device_id: str,
+    product_id: str | None,
+    region: str,
+    at: datetime,
+    p: Ports,
+    *,
+    activated: bool,
+    changed: bool,
 ) -> None:
     """A device event (in order per device; a repeat changes nothing twice): a device not known yet is noted
     and its versions fetched; an activation sets its activation time; `changed` (an upgrade that ended, either
