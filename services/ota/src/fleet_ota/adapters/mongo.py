@@ -964,8 +964,9 @@ class DeviceStore:
                 sums[d["bucket"]] = sums.get(d["bucket"], 0) + 1
                 if d.get("counted") is not None:
                     sums[d["counted"]] = sums.get(d["counted"], 0) - 1
-        items = [[d["_id"], d.get("counted"), d["bucket"], d["v"]] for d in docs]
-        sums_list = [[k, n] for k, n in sums.items() if n]
+        # documents, not nested arrays (the local FerretDB refuses those)
+        items = [{"id": d["_id"], "was": d.get("counted"), "to": d["bucket"], "v": d["v"]} for d in docs]
+        sums_list = [{"key": k, "n": n} for k, n in sums.items() if n]
         recorded = await self.state.update_one(
             {"_id": "counting", "batch.id": b}, {"$set": {"batch.items": items, "batch.sums": sums_list}}
         )
@@ -992,7 +993,8 @@ class DeviceStore:
     async def _finish(self, batch: Document, began: float) -> None:
         b = batch["id"]
         now = datetime.now(UTC)
-        for key, n in batch["sums"]:
+        for total in batch["sums"]:
+            key, n = total["key"], total["n"]
             if time.monotonic() - began > self.grace_s / 2:
                 raise TimeoutError("counting pass too slow: its batch is left to the next pass")
             with contextlib.suppress(DuplicateKeyError):  # the guard found it applied: the upsert collides
@@ -1004,8 +1006,8 @@ class DeviceStore:
         # entries moved alike in one statement (an import: the whole batch); only from what this batch counted
         # from, so a late repeat never moves an entry back; `dirty` stays on entries written since
         moved: dict[tuple[str | None, str, int], list[str]] = {}
-        for _id, was, key, v in batch["items"]:
-            moved.setdefault((was, key, v), []).append(_id)
+        for item in batch["items"]:
+            moved.setdefault((item["was"], item["to"], item["v"]), []).append(item["id"])
         for (was, key, v), ids in moved.items():
             await self.col.update_many(
                 {"_id": {"$in": ids}, "counted": was, "v": v},
@@ -1013,7 +1015,7 @@ class DeviceStore:
             )
         for (was, key, _), ids in moved.items():
             await self.col.update_many({"_id": {"$in": ids}, "counted": was}, {"$set": {"counted": key}})
-        await self._forget([k for k, _ in batch["sums"]], now)
+        await self._forget([total["key"] for total in batch["sums"]], now)
 
     async def _forget(self, keys: Sequence[str], now: datetime) -> None:
         """Batch ids older than the grace period are forgotten, unless their batch is still being finished
