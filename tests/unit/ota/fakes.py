@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -515,7 +516,9 @@ class Clock:
         return self.now
 
     async def sleep(self, seconds: float) -> None:
-        """Time passes only when someone waits (dispatch waits for its slots)."""
+        """Time passes only when someone waits (dispatch waits for its slots); what is ready to run now
+        (a command fired at the last slot) runs first."""
+        await asyncio.sleep(0)
         self.now += timedelta(seconds=seconds)
 
 

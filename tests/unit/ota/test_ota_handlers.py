@@ -724,3 +724,19 @@ async def test_an_ended_upgrade_marks_the_devices_versions_to_be_fetched_again()
     w.tuya.versions = {"d1": {0: "1.1"}}
     assert await h.refresh_directory(10, p) == 1
     assert w.devices.items["d1"].versions == {0: "1.1"}
+
+
+async def test_two_dispatchers_holding_the_same_pending_upgrade_command_it_once() -> None:
+    """Both replicas read the same pending upgrade: the one whose intent write lost the race does not take
+    the winner's recorded attempt for its own."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1})
+    await released(w, p, [RegionPlan("EU")])
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    [u] = await h.create_planned(r, 10, p)
+    first = await h.dispatch_one(u, p)
+    second = await h.dispatch_one(u, p)  # the same pending upgrade, as the other replica read it
+    assert (first.attempt, second.attempt) == (1, 0)
+    assert w.tuya.commands == [("EU-000", 0)]

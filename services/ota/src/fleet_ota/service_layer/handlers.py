@@ -434,10 +434,15 @@ async def _intend(u: DeviceUpgrade, p: Ports) -> DeviceUpgrade | None:
     if not await p.locks.acquire(u.device_id, u.channel, u.upgrade_id):
         return None
     now = p.clock()
-    intent = await apply_transition(p, u, lambda cur: up.command(cur, p.policy, now))
-    if intent.state != DeviceUpgradeState.COMMANDED or intent.attempt == u.attempt:
+    change = up.command(u, p.policy, now)
+    if change.upgrade.state != DeviceUpgradeState.COMMANDED or change.upgrade == u:
         return None
-    return intent
+    # one conditional write, never re-decided on a reload: a lost race means another dispatcher recorded
+    # this attempt (it sends it) or news changed the upgrade (a later round looks again)
+    entries = outbox.for_upgrade(change, tenant=p.tenant, now=now)
+    if not await p.upgrades.save(change.upgrade, u.version, entries):
+        return None
+    return change.upgrade
 
 
 async def _send(intent: DeviceUpgrade, p: Ports) -> DeviceUpgrade:
@@ -535,38 +540,38 @@ async def paced_dispatch(
     else:
         return 0  # other replicas kept taking this round's slots
     slots = [start + sum(gaps[:i]) for i in range(len(gaps))]
-    sent = used = 0
-    intent: DeviceUpgrade | None = None
-    try:
-        for k, u in enumerate(ready[: len(gaps)]):
-            # the intent is written just before its slot: a crash leaves at most one recorded and unsent
-            await _wait_until(slots[k] - INTENT_LEAD_S, p)
-            used = k + 1
-            intent = await _intend(u, p)
-            if intent is None:
-                continue  # another channel of the device is upgrading, or another dispatcher has it
-            await _wait_until(slots[k], p)
-            try:
-                await _send(intent, p)
-            except RateLimited:
-                intent = None  # given back by `_send`
-                if throttle:
-                    throttle.refused()
-                break
-            intent = None
+    # the round's intents are written at once (their round trips overlap); each command then goes out at its
+    # slot without waiting for the previous answer, so neither the database nor Tuya's latency slows the pace
+    mine = [i for i in await _each(ready[: len(gaps)], lambda u: _intend(u, p)) if i is not None]
+    limited = False
+
+    async def send(intent: DeviceUpgrade) -> int:
+        nonlocal limited
+        try:
+            await _send(intent, p)
+        except RateLimited:
+            limited = True
             if throttle:
-                throttle.accepted()
-            sent += 1
+                throttle.refused()
+            return 0
+        if throttle:
+            throttle.accepted()
+        return 1
+
+    fired: list[asyncio.Task[int]] = []
+    try:
+        for k, intent in enumerate(mine):
+            await _wait_until(slots[k], p)
+            if limited:
+                break  # Tuya's limit answered: the rest wait for a later round
+            fired.append(asyncio.create_task(send(intent)))
+        sent = sum(await asyncio.gather(*fired))
     finally:
-        if intent is not None:  # recorded, not sent (the service stopping): its attempt is given back
-            await asyncio.shield(_withdraw(intent, p))
-    if used < len(gaps):
-        await p.pacing.give_back(r.release_id, r.region, sum(gaps[used:]))
+        # intents not sent (Tuya's limit, or the service stopping) give their attempt back
+        await asyncio.shield(asyncio.gather(*(_withdraw(left, p) for left in mine[len(fired) :])))
+    if len(fired) < len(gaps):
+        await p.pacing.give_back(r.release_id, r.region, sum(gaps[len(fired) :]))
     return sent
-
-
-# how long before its slot a command's intent is written (the write's round trip, so the call is on time)
-INTENT_LEAD_S = 0.05
 
 
 async def _wait_until(at: float, p: Ports) -> None:
