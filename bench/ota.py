@@ -273,6 +273,7 @@ async def bench_dispatch(
                     await asyncio.sleep(0.25)
 
         await asyncio.gather(*(replica(rp, i) for i, rp in enumerate(replica_ports)))
+        await h.in_flight()  # the last commands fired are answered
         elapsed = time.monotonic() - t0
         commands = (await control.get("/sim/ota/commands")).json()
         accepted = sum(c["accepted"] for c in commands.values())

@@ -75,6 +75,7 @@ class Loops:
     async def stop(self) -> None:
         await cancel_all(self._tasks)
         self._tasks = []
+        await h.in_flight()  # commands already fired get their answers recorded
 
     def running(self) -> bool:
         return bool(self._tasks) and not any(t.done() for t in self._tasks)

@@ -518,60 +518,82 @@ async def paced_dispatch(
 ) -> int:
     """Command what the region's rate allows from now to `ahead_s` ahead, each command at its own slot of the
     region's schedule (shared by every replica: one conditional write reserves a round's slots, so replicas
-    together keep to the rate), so Tuya never sees a burst. Slots are reserved only for upgrades ready now;
-    slots left unused (Tuya's rate limit, the round stopped) are given back. Returns how many were sent."""
+    together keep to the rate), so Tuya never sees a burst. The round's intents are written first (at once,
+    their round trips overlapping), then its slots reserved, so the first slot is not already past; each
+    command is fired at its slot without waiting for an answer (`in_flight`), so neither the database's nor
+    Tuya's latency slows the pace, and the next round prepares while the last commands are answered. Slots
+    and intents not used (Tuya's rate limit, the service stopping) are given back. Returns how many were
+    fired."""
     current = await _rollout(r.release_id, r.region, p)
     if not current.dispatching or not current.plan.schedule.allows(p.clock()):
         return 0
-    ready = await ready_upgrades(current, most, p)
-    if not ready:
-        return 0
     slower = throttle.factor if throttle else 1.0
-    for _ in range(_RACE_TRIES):
+    rate = current.plan.dispatch
+    # how many slots the window holds (reserved below, once the intents are written)
+    _, window = schedule.due(
+        await p.pacing.next_at(r.release_id, r.region), p.clock().timestamp(), rate, draw,
+        most=most, ahead_s=ahead_s, slower=slower,
+    )  # fmt: skip
+    if not window:
+        return 0
+    ready = await ready_upgrades(current, len(window), p)
+    mine = [i for i in await _each(ready, lambda u: _intend(u, p)) if i is not None]
+    start, gaps = 0.0, list[float]()
+    for _ in range(_RACE_TRIES if mine else 0):
         now = p.clock().timestamp()
         at = await p.pacing.next_at(r.release_id, r.region)
-        start, gaps = schedule.due(
-            at, now, current.plan.dispatch, draw, most=len(ready), ahead_s=ahead_s, slower=slower
-        )
-        if not gaps:
-            return 0
-        if await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
+        start, gaps = schedule.due(at, now, rate, draw, most=len(mine), ahead_s=ahead_s, slower=slower)
+        if not gaps or await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
             break
-    else:
-        return 0  # other replicas kept taking this round's slots
-    slots = [start + sum(gaps[:i]) for i in range(len(gaps))]
-    # the round's intents are written at once (their round trips overlap); each command then goes out at its
-    # slot without waiting for the previous answer, so neither the database nor Tuya's latency slows the pace
-    mine = [i for i in await _each(ready[: len(gaps)], lambda u: _intend(u, p)) if i is not None]
-    limited = False
+        gaps = []
+    fired = 0
+    state = _Round(throttle)
+    try:
+        for k in range(len(gaps)):
+            await _wait_until(start + sum(gaps[:k]), p)
+            if state.limited:
+                break  # Tuya's limit answered: the rest wait for a later round
+            _fire(mine[k], p, state)
+            fired += 1
+    finally:
+        # intents not sent (no slot, Tuya's limit, the service stopping) give their attempt back
+        await asyncio.shield(asyncio.gather(*(_withdraw(left, p) for left in mine[fired:])))
+    if fired < len(gaps):
+        await p.pacing.give_back(r.release_id, r.region, sum(gaps[fired:]))
+    return fired
 
-    async def send(intent: DeviceUpgrade) -> int:
-        nonlocal limited
+
+@dataclass
+class _Round:
+    throttle: schedule.Throttle | None
+    limited: bool = False
+
+
+# commands fired and not answered yet (kept referenced until done; `in_flight` awaits them)
+_FIRED: set[asyncio.Task[None]] = set()
+
+
+def _fire(intent: DeviceUpgrade, p: Ports, state: _Round) -> None:
+    async def send() -> None:
         try:
             await _send(intent, p)
         except RateLimited:
-            limited = True
-            if throttle:
-                throttle.refused()
-            return 0
-        if throttle:
-            throttle.accepted()
-        return 1
+            state.limited = True
+            if state.throttle:
+                state.throttle.refused()
+            return
+        if state.throttle:
+            state.throttle.accepted()
 
-    fired: list[asyncio.Task[int]] = []
-    try:
-        for k, intent in enumerate(mine):
-            await _wait_until(slots[k], p)
-            if limited:
-                break  # Tuya's limit answered: the rest wait for a later round
-            fired.append(asyncio.create_task(send(intent)))
-        sent = sum(await asyncio.gather(*fired))
-    finally:
-        # intents not sent (Tuya's limit, or the service stopping) give their attempt back
-        await asyncio.shield(asyncio.gather(*(_withdraw(left, p) for left in mine[len(fired) :])))
-    if len(fired) < len(gaps):
-        await p.pacing.give_back(r.release_id, r.region, sum(gaps[len(fired) :]))
-    return sent
+    task = asyncio.create_task(send())
+    _FIRED.add(task)
+    task.add_done_callback(_FIRED.discard)
+
+
+async def in_flight() -> None:
+    """Wait for every command fired so far to be answered (a graceful stop, a benchmark's end)."""
+    while _FIRED:
+        await asyncio.gather(*list(_FIRED), return_exceptions=True)
 
 
 async def _wait_until(at: float, p: Ports) -> None:
