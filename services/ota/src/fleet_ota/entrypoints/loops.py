@@ -30,7 +30,7 @@ from fleet_shared.service.loops import cancel_all, while_busy
 
 log = logging.getLogger(__name__)
 
-DIRECTORY_REFRESH = 10  # devices whose versions one upkeep round fetches
+DIRECTORY_REFRESH = 5  # devices whose versions are fetched a second
 
 
 class Loops:
@@ -59,6 +59,7 @@ class Loops:
         self.rng = random.Random()
         self._throttles: dict[tuple[str, str], Throttle] = {}
         self._late_joiners_at = 0.0
+        self._refresh_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
@@ -116,8 +117,11 @@ class Loops:
         return 0
 
     async def upkeep_round(self) -> int:
-        # a few devices' versions per round: the OpenAPI's rate limit is shared with the upgrade commands
-        await h.refresh_directory(DIRECTORY_REFRESH, self.p)
+        # a few devices' versions a second, whatever the tick: the OpenAPI's rate limit is shared with the
+        # upgrade commands
+        if time.monotonic() >= self._refresh_at:
+            self._refresh_at = time.monotonic() + 1.0
+            await h.refresh_directory(DIRECTORY_REFRESH, self.p)
         done = await h.expire_deadlines(self.batch, self.p)
         done += await h.recover_commanded(self.command_grace_s, self.batch, self.p)
         done += await h.verify_done(self.batch, self.p)

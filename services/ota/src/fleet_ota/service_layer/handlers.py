@@ -524,24 +524,23 @@ async def paced_dispatch(
     Tuya's latency slows the pace, and the next round prepares while the last commands are answered. Slots
     and intents not used (Tuya's rate limit, the service stopping) are given back. Returns how many were
     fired."""
-    current = await _rollout(r.release_id, r.region, p)
-    if not current.dispatching or not current.plan.schedule.allows(p.clock()):
+    # `r` is the rollout as the caller just read it (the loop's list of running regions)
+    if not r.dispatching or not r.plan.schedule.allows(p.clock()):
         return 0
     slower = throttle.factor if throttle else 1.0
-    rate = current.plan.dispatch
+    rate = r.plan.dispatch
     # how many slots the window holds (reserved below, once the intents are written)
-    _, window = schedule.due(
-        await p.pacing.next_at(r.release_id, r.region), p.clock().timestamp(), rate, draw,
-        most=most, ahead_s=ahead_s, slower=slower,
-    )  # fmt: skip
+    at = await p.pacing.next_at(r.release_id, r.region)
+    _, window = schedule.due(at, p.clock().timestamp(), rate, draw, most=most, ahead_s=ahead_s, slower=slower)
     if not window:
         return 0
-    ready = await ready_upgrades(current, len(window), p)
+    ready = await ready_upgrades(r, len(window), p)
     mine = [i for i in await _each(ready, lambda u: _intend(u, p)) if i is not None]
     start, gaps = 0.0, list[float]()
-    for _ in range(_RACE_TRIES if mine else 0):
+    for attempt in range(_RACE_TRIES if mine else 0):
         now = p.clock().timestamp()
-        at = await p.pacing.next_at(r.release_id, r.region)
+        if attempt:
+            at = await p.pacing.next_at(r.release_id, r.region)  # another replica reserved meanwhile
         start, gaps = schedule.due(at, now, rate, draw, most=len(mine), ahead_s=ahead_s, slower=slower)
         if not gaps or await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
             break
