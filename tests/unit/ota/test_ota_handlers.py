@@ -18,7 +18,7 @@ from fleet_contracts.ota import ReleaseStage, UpgradeType
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import CatalogError, FirmwareSpec
 from fleet_ota.domain.release import Canary, RegionPlan, ReleaseError, RolloutStatus, Threshold, ratio
-from fleet_ota.domain.schedule import DispatchRate, Throttle
+from fleet_ota.domain.schedule import DispatchRate, Lead, Throttle
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import UpgradePolicy
 from fleet_ota.service_layer import handlers as h
@@ -599,7 +599,13 @@ class RaceOnce(FakePacing):
 
 
 async def run_rounds(
-    w: World, p: Ports, seconds: float, replicas: int = 1, throttle: Throttle | None = None, jitter: float = 0
+    w: World,
+    p: Ports,
+    seconds: float,
+    replicas: int = 1,
+    throttle: Throttle | None = None,
+    jitter: float = 0,
+    lead: Lead | None = None,
 ) -> None:
     """Replicas take turns at dispatch rounds, as the loop runs them: each reserves the next quarter second
     of slots and waits for them (the fake clock moves only while someone waits); an idle round waits."""
@@ -610,7 +616,9 @@ async def run_rounds(
     while w.clock.now < NOW + timedelta(seconds=seconds):
         rng = rngs[step % replicas]
         step += 1
-        sent = await h.paced_dispatch(r, p, draw=rng.random, most=50, ahead_s=0.25, throttle=throttle)
+        sent = await h.paced_dispatch(
+            r, p, draw=rng.random, most=50, ahead_s=0.25, throttle=throttle, lead=lead
+        )
         await h.in_flight()  # the last command fired is answered before the other replica's round
         if not sent:
             await w.clock.sleep(0.25 / replicas)
@@ -651,6 +659,37 @@ async def test_tuyas_rate_limit_slows_the_pace_and_costs_no_attempt() -> None:
     assert w.tuya.refused <= 0.05 * accepted
     assert throttle.factor > 1
     assert sum(u.attempt for u in w.upgrades.docs.values()) == accepted
+
+
+class SlowPacing(FakePacing):
+    """A loaded database: reading the region's schedule takes `delay_s` (a round's preparation)."""
+
+    def __init__(self, clock: Any, delay_s: float) -> None:
+        super().__init__()
+        self.clock, self.delay_s = clock, delay_s
+
+    async def next_at(self, release_id: str, region: str) -> float | None:
+        self.clock.now += timedelta(seconds=self.delay_s)
+        return await super().next_at(release_id, region)
+
+
+@pytest.mark.parametrize("lead", [True, False])
+async def test_a_slow_database_does_not_hold_the_pace_below_the_regions_rate(lead: bool) -> None:
+    """Preparing a round takes 0.4 s (four slots at 10/s): a window of a quarter second lost the slots that
+    passed meanwhile, about two commands a round; reserving ahead for what preparing takes keeps the rate."""
+    w = World()
+    w.pacing = SlowPacing(w.clock, 0.4)
+    w.tuya.clock = w.clock
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2000})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(600))])
+    await run_rounds(w, p, 60, lead=Lead() if lead else None)
+    sent = len(w.tuya.commands)
+    if lead:
+        assert sent >= 0.75 * 600
+        assert len(set(w.tuya.commands)) == sent
+    else:
+        assert sent < 0.6 * 600  # the failure the lead fixes
 
 
 async def test_a_lost_race_for_the_schedule_reads_again_and_takes_the_next_slots() -> None:

@@ -106,6 +106,26 @@ class Throttle:
         self.factor = max(self.factor * (1 - self.recover), 1.0)
 
 
+@dataclass(slots=True)
+class Lead:
+    """How far ahead a region's dispatch round reserves slots: at least the loop's quarter tick, and a few
+    times what preparing a round (its database round trips before the first slot) took lately. A slot missed
+    by more than a gap is lost, and nothing is sent while a round prepares, so with a fixed short window a
+    loaded database held each round to about two commands: the region's pace fell to two per round trip
+    instead of its rate."""
+
+    prepare_s: float = 0.0
+    times: float = 3.0
+    most: float = 2.0
+
+    def observed(self, seconds: float) -> None:
+        # a moving average: one slow round (a pause of the process) does not stretch the window for long
+        self.prepare_s = 0.5 * self.prepare_s + 0.5 * max(seconds, 0.0)
+
+    def ahead(self, base_s: float) -> float:
+        return min(max(base_s, self.times * self.prepare_s), max(base_s, self.most))
+
+
 def due(
     next_at: float | None,
     now: float,

@@ -1,9 +1,10 @@
 """The background loops that drive releases: started and stopped with the service.
 
 - dispatch: per running region, commands as many devices as its dispatch rate allows over the next quarter
-  tick, each at its own slot of the region's schedule shared by every replica (`handlers.paced_dispatch`:
-  gaps drawn with the region's jitter, a missed slot is lost rather than sent late in a burst, the pace
-  slowed a little while Tuya's rate limit answers), never more than `burst` per round.
+  tick (longer while preparing a round takes longer: `schedule.Lead`), each at its own slot of the region's
+  schedule shared by every replica (`handlers.paced_dispatch`: gaps drawn with the region's jitter, a missed
+  slot is lost rather than sent late in a burst, the pace slowed a little while Tuya's rate limit answers),
+  never more than `burst` per round.
 - drive: starts scheduled regions whose start time has come, applies each running region's decision (halt,
   promote, complete) and adds late joiners to full stages once a minute.
 - upkeep: our per-attempt timeouts, crash recovery of commanded attempts, verification of "done" devices,
@@ -23,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fleet_ota.domain.release import RegionRollout
-from fleet_ota.domain.schedule import Throttle
+from fleet_ota.domain.schedule import Lead, Throttle
 from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Ports
 from fleet_shared.service.loops import cancel_all, while_busy
@@ -58,6 +59,7 @@ class Loops:
         self.burst = burst
         self.rng = random.Random()
         self._throttles: dict[tuple[str, str], Throttle] = {}
+        self._leads: dict[tuple[str, str], Lead] = {}
         self._late_joiners_at = 0.0
         self._refresh_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -84,6 +86,7 @@ class Loops:
     async def dispatch_round(self) -> int:
         async def one(r: RegionRollout) -> int:
             throttle = self._throttles.setdefault((r.release_id, r.region), Throttle())
+            lead = self._leads.setdefault((r.release_id, r.region), Lead())
             try:
                 return await h.paced_dispatch(
                     r,
@@ -92,6 +95,7 @@ class Loops:
                     most=self.burst,
                     ahead_s=self.tick_s / 4,
                     throttle=throttle,
+                    lead=lead,
                 )
             except Exception as e:  # one region's failed round must not hold up the others
                 log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)

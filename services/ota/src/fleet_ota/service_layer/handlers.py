@@ -515,6 +515,7 @@ async def paced_dispatch(
     most: int,
     ahead_s: float,
     throttle: schedule.Throttle | None = None,
+    lead: schedule.Lead | None = None,
 ) -> int:
     """Command what the region's rate allows from now to `ahead_s` ahead, each command at its own slot of the
     region's schedule (shared by every replica: one conditional write reserves a round's slots, so replicas
@@ -522,20 +523,24 @@ async def paced_dispatch(
     their round trips overlapping), then its slots reserved, so the first slot is not already past; each
     command is fired at its slot without waiting for an answer (`in_flight`), so neither the database's nor
     Tuya's latency slows the pace, and the next round prepares while the last commands are answered. Slots
-    and intents not used (Tuya's rate limit, the service stopping) are given back. Returns how many were
-    fired."""
+    and intents not used (Tuya's rate limit, the service stopping) are given back. `lead` (per region) widens
+    the window to cover what preparing a round takes (`schedule.Lead`). Returns how many were fired."""
     # `r` is the rollout as the caller just read it (the loop's list of running regions)
     if not r.dispatching or not r.plan.schedule.allows(p.clock()):
         return 0
     slower = throttle.factor if throttle else 1.0
     rate = r.plan.dispatch
+    ahead_s = lead.ahead(ahead_s) if lead else ahead_s
     # how many slots the window holds (reserved below, once the intents are written)
+    began = p.clock().timestamp()
     at = await p.pacing.next_at(r.release_id, r.region)
-    _, window = schedule.due(at, p.clock().timestamp(), rate, draw, most=most, ahead_s=ahead_s, slower=slower)
+    _, window = schedule.due(at, began, rate, draw, most=most, ahead_s=ahead_s, slower=slower)
     if not window:
         return 0
     ready = await ready_upgrades(r, len(window), p)
     mine = [i for i in await _each(ready, lambda u: _intend(u, p)) if i is not None]
+    if lead:
+        lead.observed(p.clock().timestamp() - began)
     start, gaps = 0.0, list[float]()
     for attempt in range(_RACE_TRIES if mine else 0):
         now = p.clock().timestamp()
