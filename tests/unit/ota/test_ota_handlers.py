@@ -783,3 +783,51 @@ async def test_two_dispatchers_holding_the_same_pending_upgrade_command_it_once(
     second = await h.dispatch_one(u, p)  # the same pending upgrade, as the other replica read it
     assert (first.attempt, second.attempt) == (1, 0)
     assert w.tuya.commands == [("EU-000", 0)]
+
+
+class FailingFetch(FakeTuya):
+    """The firmware API fails for some devices (a Tuya error on one device's fetch)."""
+
+    def __init__(self, failing: set[str]) -> None:
+        super().__init__()
+        self.failing = failing
+
+    async def current_versions(self, device_id: str) -> dict[int, str]:
+        if device_id in self.failing:
+            raise RuntimeError("Tuya error")
+        return await super().current_versions(device_id)
+
+
+async def test_a_failing_directory_refresh_does_not_hold_up_the_upkeep_rounds_verifications() -> None:
+    from fleet_ota.entrypoints.loops import Loops
+
+    w = World(tuya=FailingFetch({"bad"}))
+    p = w.ports(POLICY)
+    await h.on_device_seen("d2", "p1", "EU", NOW, p, activated=False, changed=False)
+    w.tuya.versions = {"d2": {0: "1.0"}}
+    assert await h.refresh_directory(10, p) == 1
+    await released(w, p, [RegionPlan("EU")])
+    assert await h.dispatch("r1", "EU", 10, p) == 1
+    await h.on_device_seen("bad", "p1", "EU", NOW, p, activated=False, changed=False)  # to be fetched
+    await h.on_ota_progress(
+        ota_push(device_id="d2", product_id="p1", channel=0, upgrade_status=T.DONE, progress_percent=100), p
+    )
+    w.tuya.versions["d2"] = {0: "1.2.0"}
+
+    async def nothing() -> int:
+        return 0
+
+    loops = Loops(
+        p,
+        nothing,
+        nothing,
+        tick_s=1,
+        batch=10,
+        burst=10,
+        command_grace_s=60,
+        poll_after_s=60,
+        relay_idle_s=1,
+    )
+    await loops.upkeep_round()  # the refresh of "bad" fails first
+    u = await w.upgrades.get("r1:d2")
+    assert u is not None and u.state == S.SUCCEEDED

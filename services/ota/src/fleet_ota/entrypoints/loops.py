@@ -125,10 +125,19 @@ class Loops:
         # upgrade commands
         if time.monotonic() >= self._refresh_at:
             self._refresh_at = time.monotonic() + 1.0
-            await h.refresh_directory(DIRECTORY_REFRESH, self.p)
-        done = await h.expire_deadlines(self.batch, self.p)
-        done += await h.recover_commanded(self.command_grace_s, self.batch, self.p)
-        done += await h.verify_done(self.batch, self.p)
+            await self._part("directory refresh", h.refresh_directory(DIRECTORY_REFRESH, self.p))
+        # each part on its own: one failing (a Tuya error on one device's fetch) must not hold up the others
+        # (a round that failed at its first part never reached the timeouts and verifications after it)
+        done = await self._part("timeouts", h.expire_deadlines(self.batch, self.p))
+        done += await self._part("recovery", h.recover_commanded(self.command_grace_s, self.batch, self.p))
+        done += await self._part("verification", h.verify_done(self.batch, self.p))
         # polled ones that are still under way come back next round: they do not keep the loop busy
-        await h.poll_upgrading(self.poll_after_s, self.batch, self.p)
+        await self._part("polling", h.poll_upgrading(self.poll_after_s, self.batch, self.p))
         return 0 if done < self.batch else done  # a full batch: more may be waiting
+
+    async def _part(self, what: str, work: Awaitable[int]) -> int:
+        try:
+            return await work
+        except Exception as e:  # logged; the next round tries again (every handler is idempotent)
+            log.warning("ota upkeep %s failed: %r", what, e)
+            return 0
