@@ -830,4 +830,5 @@ async def test_a_failing_directory_refresh_does_not_hold_up_the_upkeep_rounds_ve
     )
     await loops.upkeep_round()  # the refresh of "bad" fails first
     u = await w.upgrades.get("r1:d2")
-    assert u is not None and u.state == S.SUCCEEDED
+    assert u is not None
+    assert u.state == S.SUCCEEDED
