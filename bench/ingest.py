@@ -405,14 +405,19 @@ class IngestSide:
 
     async def stop(self) -> None:
         stop_profiler(self.profiler)
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc)
         if self.reader is not None:
             await self.reader.unsubscribe()
+
+
+def terminate(proc: subprocess.Popen[bytes] | None) -> None:
+    """SIGTERM (the graceful stop a deployment sends), SIGKILL after 30 s."""
+    if proc is not None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def start_profiler(pid: int, out: Path) -> subprocess.Popen[bytes]:
@@ -491,12 +496,7 @@ class PassthroughSide:
         return self.read[:total]
 
     async def stop(self) -> None:
-        if self.proc is not None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        terminate(self.proc)
         if self.reader is not None:
             await self.reader.unsubscribe()
 

@@ -22,7 +22,7 @@ import orjson
 from fleet_contracts import topics
 from tests.e2e.ingest.sim_support import Expectation, SimProcess
 from tests.e2e.ingest.support import IngestProcess, TopicReader
-from tests.e2e.pairing.support import Pairing
+from tests.e2e.pairing.support import Pairing, each
 from tests.support import (
     ServiceProcess,
     Stack,
@@ -437,16 +437,6 @@ async def call(ctl: httpx.AsyncClient, method: str, path: str, **kw: Any) -> Any
     response = await ctl.request(method, path, **kw)
     assert response.status_code == 200, f"{method} {path}: {response.status_code} {response.text[:300]}"
     return response.json()
-
-
-async def each(calls: list[Any], limit: int = 16) -> list[Any]:
-    gate = asyncio.Semaphore(limit)
-
-    async def one(c: Any) -> Any:
-        async with gate:
-            return await c
-
-    return await asyncio.gather(*(one(c) for c in calls))
 
 
 def api_client(process: ServiceProcess, api_key: str) -> httpx.AsyncClient:
