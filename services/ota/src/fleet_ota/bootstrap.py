@@ -140,18 +140,16 @@ def bootstrap(
         claim_grace_s=settings.ota_command_grace_s,
     )
     relay = OutboxRelay(
-        [db["firmware"], db["rollouts"], db["upgrades"], db["plans"], db["sweeps"]],
+        [db["firmware"], db["rollouts"], db["upgrades"], db["plans"]],
         progress,
         publisher or OutboxPublisher(broker),
     )
 
     async def relay_round() -> int:
-        # the directory's counts per bucket come up to date in the same loop
-        counted = await devices.count_once(settings.ota_relay_batch)
-        return await relay.relay_once(settings.ota_relay_batch) + counted
+        return await relay.relay_once(settings.ota_relay_batch)
 
     async def sweep_round() -> int:
-        return await relay.sweep([db["upgrades"], db["plans"], db["sweeps"]])
+        return await relay.sweep([db["upgrades"], db["plans"]])
 
     loops = Loops(
         ports,
