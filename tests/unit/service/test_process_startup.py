@@ -1,5 +1,5 @@
-"""The process start-up every service gets from the kit: Motor's thread pool sized before motor is imported, and
-the long-lived objects frozen out of the garbage collector's sight once the app is built."""
+"""The process start-up every service gets from the kit: Motor's thread pool sized before motor is imported,
+and the long-lived objects frozen out of the garbage collector's sight once the app is built."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def test_motors_own_variable_still_sets_the_size() -> None:
     assert _run_entry_point("pairing", {MOTOR_POOL_VARIABLE: "7"}) == ["pairing", "7", "7"]
 
 
-def test_every_service_reads_the_process_settings_under_the_same_names(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_every_service_reads_the_process_settings_by_one_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(MOTOR_POOL_VARIABLE, "12")
     monkeypatch.setenv("FLEET_GC_FREEZE", "false")
     # tuya-sim's settings have a prefix of their own (FLEET_SIM_): these are read under the common names
@@ -124,7 +124,8 @@ def test_freezing_moves_what_is_alive_out_of_the_collectors_generations() -> Non
         assert freeze_long_lived(ProcessSettings(gc_freeze=False)) == 0
         assert gc.get_freeze_count() == before
         frozen = freeze_long_lived(ProcessSettings())
-        assert frozen == gc.get_freeze_count() > max(before, 10_000)  # the interpreter and the libraries
+        assert frozen > max(before, 10_000)  # the interpreter and the libraries
+        assert gc.get_freeze_count() > 10_000  # less what the log line freed since
     finally:
         gc.unfreeze()
 

@@ -62,7 +62,7 @@ def test_sigterm_stops_consuming_drains_then_stops(tmp_path: Path) -> None:
     assert "kit-test started" in messages
     assert "kit-test stopped" in messages
     # the long-lived objects were frozen once the app was built (FLEET_GC_FREEZE on by default)
-    assert any(m.startswith("froze ") and m.endswith(" long-lived objects out of the garbage collector's sight")
-               for m in messages)
+    frozen = " long-lived objects out of the garbage collector's sight"
+    assert any(m.startswith("froze ") and m.endswith(frozen) for m in messages)
     assert all(line["service"] == "kit-test" for line in lines)
     assert request_id
