@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-
 import pytest
 from pydantic import ValidationError
 
@@ -34,15 +30,3 @@ def test_a_bad_default_binding_mode_is_refused(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("FLEET_PAIRING_DEFAULT_BINDING_MODE", "loose")
     with pytest.raises(ValidationError):
         PairingSettings()
-
-
-@pytest.mark.parametrize(("env", "threads"), [({}, 64), ({"MOTOR_MAX_WORKERS": "7"}, 7)])
-def test_the_entry_point_sizes_the_database_thread_pool_before_motor_is_imported(
-    env: dict[str, str], threads: int
-) -> None:
-    probe = "import fleet_pairing.__main__, motor.frameworks.asyncio as m; print(m._EXECUTOR._max_workers)"
-    base = {k: v for k, v in os.environ.items() if k != "MOTOR_MAX_WORKERS"}
-    out = subprocess.run(
-        [sys.executable, "-c", probe], env=base | env, capture_output=True, text=True, check=True
-    )
-    assert int(out.stdout) == threads

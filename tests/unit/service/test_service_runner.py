@@ -1,4 +1,5 @@
-"""`run_service` end to end in a process: JSON logs, readiness, and SIGTERM draining before stopping."""
+"""`run_service` end to end in a process: JSON logs, the long-lived objects frozen, readiness, and SIGTERM
+draining before stopping."""
 
 from __future__ import annotations
 
@@ -60,5 +61,8 @@ def test_sigterm_stops_consuming_drains_then_stops(tmp_path: Path) -> None:
     messages = [line["message"] for line in lines]
     assert "kit-test started" in messages
     assert "kit-test stopped" in messages
+    # the long-lived objects were frozen once the app was built (FLEET_GC_FREEZE on by default)
+    frozen = " long-lived objects out of the garbage collector's sight"
+    assert any(m.startswith("froze ") and m.endswith(frozen) for m in messages)
     assert all(line["service"] == "kit-test" for line in lines)
     assert request_id

@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import FastAPI
-
-from fleet_ingest.bootstrap import SERVICE, bootstrap
-from fleet_ingest.entrypoints.app import create_app
-from fleet_ingest.settings import IngestSettings
-from fleet_shared.service import run_service
-
-
-def make_app(settings: IngestSettings) -> FastAPI:
-    return create_app(bootstrap(settings))
+from fleet_shared.service import prepare_process, run_service
 
 
 def main() -> None:
-    run_service(SERVICE, IngestSettings(), make_app)
+    prepare_process()  # first: Motor sizes its thread pool on import (see fleet_shared.service.process)
+    from fleet_ingest.bootstrap import SERVICE, bootstrap
+    from fleet_ingest.entrypoints.app import create_app
+    from fleet_ingest.settings import IngestSettings
+
+    run_service(SERVICE, IngestSettings(), lambda settings: create_app(bootstrap(settings)))
 
 
 if __name__ == "__main__":

@@ -11,20 +11,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from fastapi import FastAPI
-
-from fleet_shared.security.cli import add_api_key_commands, api_key_command
-from fleet_shared.service import run_service
-from fleet_status.bootstrap import SERVICE, bootstrap
-from fleet_status.entrypoints.app import create_app
-from fleet_status.settings import StatusSettings
-
-
-def make_app(settings: StatusSettings) -> FastAPI:
-    return create_app(bootstrap(settings))
+from fleet_shared.service import prepare_process, run_service
 
 
 def main(argv: list[str] | None = None) -> None:
+    prepare_process()  # first: Motor sizes its thread pool on import (see fleet_shared.service.process)
+    from fleet_shared.security.cli import add_api_key_commands, api_key_command
+    from fleet_status.bootstrap import SERVICE, bootstrap
+    from fleet_status.entrypoints.app import create_app
+    from fleet_status.settings import StatusSettings
+
     parser = argparse.ArgumentParser(
         prog="fleet-status", description=__doc__.splitlines()[0] if __doc__ else None
     )
@@ -34,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     settings = StatusSettings()
     if args.command in (None, "serve"):
-        run_service(SERVICE, settings, make_app)
+        run_service(SERVICE, settings, lambda s: create_app(bootstrap(s)))
     elif args.command == "api-key":
         run = api_key_command(
             args,

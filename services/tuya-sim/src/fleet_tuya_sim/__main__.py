@@ -18,7 +18,9 @@ DEFAULT_URL = "http://127.0.0.1:9010"
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from fleet_shared.service import run_service
+    from fleet_shared.service import prepare_process, run_service
+
+    prepare_process()  # first: Motor sizes its thread pool on import (see fleet_shared.service.process)
     from fleet_tuya_sim.bootstrap import SERVICE, bootstrap
     from fleet_tuya_sim.entrypoints.app import create_app
     from fleet_tuya_sim.settings import SimSettings

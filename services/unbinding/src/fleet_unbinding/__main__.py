@@ -9,29 +9,26 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
+from typing import TYPE_CHECKING
 
-from fleet_shared import mongo
-from fleet_shared.security import security_kit
-from fleet_shared.service import run_service
-from fleet_unbinding.bootstrap import SERVICE
-from fleet_unbinding.settings import UnbindingSettings
+from fleet_shared.service import prepare_process, run_service
+
+if TYPE_CHECKING:
+    from fleet_unbinding.settings import UnbindingSettings
 
 
 def serve(settings: UnbindingSettings) -> None:
-    from fleet_unbinding.bootstrap import bootstrap
+    from fleet_unbinding.bootstrap import SERVICE, bootstrap
     from fleet_unbinding.entrypoints.app import create_app
 
-    # Everything imported so far lives as long as the process: out of the collector's sight, a full
-    # collection walks only what the work creates. Walking the libraries' objects too stalled the event
-    # loop for 0.1-0.6 s every ~20 s under load (bench/unbinding.py), and removal calls paced meanwhile
-    # then reached Tuya together (1199).
-    gc.collect()
-    gc.freeze()
     run_service(SERVICE, settings, lambda s: create_app(bootstrap(s)))
 
 
 async def add_api_key(settings: UnbindingSettings, name: str, roles: list[str]) -> str:
+    from fleet_shared import mongo
+    from fleet_shared.security import security_kit
+    from fleet_unbinding.bootstrap import SERVICE
+
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}-cli")
     try:
         kit = security_kit(settings, client[settings.unbinding_database])
@@ -44,6 +41,9 @@ async def add_api_key(settings: UnbindingSettings, name: str, roles: list[str]) 
 
 
 def main(argv: list[str] | None = None) -> None:
+    prepare_process()  # first: Motor sizes its thread pool on import (see fleet_shared.service.process)
+    from fleet_unbinding.settings import UnbindingSettings
+
     parser = argparse.ArgumentParser(prog="fleet-unbinding", description=(__doc__ or "").splitlines()[0])
     commands = parser.add_subparsers(dest="command")
     commands.add_parser("serve", help="run the service (the default)")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pydantic import AliasChoices, Field, SecretStr
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
+
+from .process import ProcessSettings
 
 
-class ServiceSettings(BaseSettings):
-    """The common part of every service's configuration; the README's table documents each variable."""
+class ServiceSettings(ProcessSettings):
+    """The common part of every service's configuration; the README's table documents each variable.
+    With the process's own (`ProcessSettings`: Motor's thread pool, freezing the long-lived objects)."""
 
     model_config = SettingsConfigDict(env_prefix="FLEET_", extra="ignore", frozen=True)
 

@@ -180,7 +180,9 @@ class Simulator:
         collections (10,000 devices made each one stall the simulator 0.1-1.2 s, and every call queued
         meanwhile then arrived at once: rate limits refused them); the previous fleet is unfrozen first
         so it can be collected. Small fleets (tests) are left alone: the collection before freezing would
-        cost more than it saves."""
+        cost more than it saves; unless the process had frozen its long-lived objects at start (the service
+        kit's `freeze_long_lived`), which the unfreeze gave back to the collector."""
+        was_frozen = gc.get_freeze_count() > 0
         gc.unfreeze()
         fleet = Fleet.create(spec, self.now_ms())
         fleet.ota = self.options.ota
@@ -191,7 +193,7 @@ class Simulator:
         self.pipeline.reseed(spec.seed)
         self._replay_rng = random.Random(f"{spec.seed}:replay")
         self._malformed_rotation = 0
-        if len(fleet.devices) >= FREEZE_FLEETS_FROM:
+        if was_frozen or len(fleet.devices) >= FREEZE_FLEETS_FROM:
             gc.collect()
             gc.freeze()
         _log.info(
