@@ -59,11 +59,6 @@ One change cuts the CPU of every document read and written:
    (kept as ferretUnmarshal and ferretMarshal). fleet_fast_test.go, beside it, holds the two to that on
    generated documents of every type, the shapes tuya-fleet's services write, texts as PostgreSQL prints
    them and mutated texts; tests/integration/foundation/test_ferretdb_sjson.py runs it in the patched module.
-10. Prepared statements kept (infra/ferretdb/_patch/internal/util/fsql/fleet_stmts.go): modernc's SQLite
-   driver prepared every statement anew for each call (~8% of a conditional write's CPU); fsql now keeps a
-   prepared statement per SQL text and database (database/sql prepares it once per pooled connection), and
-   runs its queries and a transaction's statements through it. fleet_stmts_test.go checks results across
-   schema changes, the bound and a closed database.
 
 At build time the module is copied out of Go's module cache, these files are patched in the copy, the Go
 files under infra/ferretdb/_patch/ are added at the same paths (Go ignores a folder whose name starts with
@@ -453,48 +448,6 @@ func Marshal(d *types.Document) ([]byte, error) {
 func ferretMarshal(d *types.Document) ([]byte, error) {
 	schema, err := marshalSchemaForDoc(d)
 """,
-        1,
-    ),
-]
-
-# 10. fsql keeps prepared statements (infra/ferretdb/_patch/internal/util/fsql/fleet_stmts.go).
-REPLACEMENTS[FSQL_DB] += [
-    ("\tsqlDB     *sql.DB\n", "\tsqlDB     *sql.DB\n\tfleet     fleetStmts // %MARK%: fleet_stmts.go\n", 1),
-    (
-        "\tresource.Untrack(db, db.token)\n\treturn db.sqlDB.Close()\n",
-        "\tresource.Untrack(db, db.token)\n\tdb.fleet.close() // %MARK%\n\treturn db.sqlDB.Close()\n",
-        1,
-    ),
-    (
-        "\trows, err := db.sqlDB.QueryContext(ctx, query, args...)\n",
-        "\trows, err := db.fleetQuery(ctx, query, args...) // %MARK%\n",
-        1,
-    ),
-    (
-        "\tres, err := db.sqlDB.ExecContext(ctx, query, args...)\n",
-        "\tres, err := db.fleetExec(ctx, query, args...) // %MARK%\n",
-        1,
-    ),
-    (
-        "\ttx := wrapTx(sqlTx, db.l)\n",
-        "\ttx := wrapTx(sqlTx, db.l)\n\ttx.fleet, tx.fleetDB = &db.fleet, db.sqlDB // %MARK%\n",
-        1,
-    ),
-]
-REPLACEMENTS[FSQL_TX] += [
-    (
-        "\tsqlTx *sql.Tx\n",
-        "\tsqlTx *sql.Tx\n\tfleet   *fleetStmts // %MARK%: fleet_stmts.go\n\tfleetDB *sql.DB\n",
-        1,
-    ),
-    (
-        "\trows, err := tx.sqlTx.QueryContext(ctx, query, args...)\n",
-        "\trows, err := tx.fleetQuery(ctx, query, args...) // %MARK%\n",
-        1,
-    ),
-    (
-        "\tres, err := tx.sqlTx.ExecContext(ctx, query, args...)\n",
-        "\tres, err := tx.fleetExec(ctx, query, args...) // %MARK%\n",
         1,
     ),
 ]
