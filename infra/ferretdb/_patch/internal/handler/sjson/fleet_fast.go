@@ -133,9 +133,7 @@ func (p *fleetParser) value(depth int) (fleetNode, bool) {
 	case c == '{':
 		p.pos++
 		n := fleetNode{kind: '{'}
-		p.space()
-		if p.pos < len(p.data) && p.data[p.pos] == '}' {
-			p.pos++
+		if p.empty('}') {
 			return n, true
 		}
 		for {
@@ -153,25 +151,14 @@ func (p *fleetParser) value(depth int) (fleetNode, bool) {
 			if !ok || !n.add(key, v) {
 				return n, false
 			}
-			p.space()
-			if p.pos >= len(p.data) {
-				return n, false
-			}
-			p.pos++
-			switch p.data[p.pos-1] {
-			case ',':
-			case '}':
-				return n, true
-			default:
-				return n, false
+			if done, ok := p.separator('}'); done || !ok {
+				return n, ok
 			}
 		}
 	case c == '[':
 		p.pos++
 		n := fleetNode{kind: '['}
-		p.space()
-		if p.pos < len(p.data) && p.data[p.pos] == ']' {
-			p.pos++
+		if p.empty(']') {
 			return n, true
 		}
 		for {
@@ -180,17 +167,8 @@ func (p *fleetParser) value(depth int) (fleetNode, bool) {
 				return n, false
 			}
 			n.values = append(n.values, v)
-			p.space()
-			if p.pos >= len(p.data) {
-				return n, false
-			}
-			p.pos++
-			switch p.data[p.pos-1] {
-			case ',':
-			case ']':
-				return n, true
-			default:
-				return n, false
+			if done, ok := p.separator(']'); done || !ok {
+				return n, ok
 			}
 		}
 	case c == '"':
@@ -211,6 +189,33 @@ func (p *fleetParser) value(depth int) (fleetNode, bool) {
 		}
 		return fleetNode{}, false
 	}
+}
+
+// empty reads the closing bracket of an empty object or array, if it is next.
+func (p *fleetParser) empty(closing byte) bool {
+	p.space()
+	if p.pos < len(p.data) && p.data[p.pos] == closing {
+		p.pos++
+		return true
+	}
+	return false
+}
+
+// separator reads what follows a member of an object or an array: a comma (more follow) or the closing
+// bracket (done); ok is false for anything else.
+func (p *fleetParser) separator(closing byte) (done, ok bool) {
+	p.space()
+	if p.pos >= len(p.data) {
+		return false, false
+	}
+	p.pos++
+	switch p.data[p.pos-1] {
+	case ',':
+		return false, true
+	case closing:
+		return true, true
+	}
+	return false, false
 }
 
 // str reads a string as encoding/json unquotes it; ok is false for invalid UTF-8 (json replaces it), `\u`
