@@ -7,6 +7,9 @@ on PostgreSQL, a real MongoDB), with 1, 4 and 16 operations in flight:
 - `replace`: `replace_one({_id, version}, doc)` of ~1 KB documents picked at random among 10,000;
 - `update`: `update_one({_id, version}, {$set: {...}, $inc: {version: 1}})` on the same documents;
 - `insert_many`: batches of small (~120 B) new documents.
+With `--shape status` the ~1 KB documents also hold what the status service's shadows hold besides DPs: a
+journal of DP reports as JSON text in strings and an outbox event as bytes (BSON binary), which cost the local
+FerretDB more to convert than plain fields.
 Reported per pattern and level: writes/s (documents for insert_many), p50/p99 latency per operation, and the
 conditional writes that matched nothing (must be 0: each in-flight operation owns its documents, so a miss
 means the server lost or misapplied a write). With `--pids`, the CPU those processes (say FerretDB and
@@ -88,8 +91,8 @@ def server_cpu(pids: list[int]) -> float | None:
         return None  # a connection process ended between listing and reading: this sample is lost
 
 
-def shadow(i: int, version: int, pad: str) -> Doc:
-    """A ~1 KB document shaped like a device shadow."""
+def shadow(i: int, version: int, pad: str, shape: str = "plain") -> Doc:
+    """A ~1 KB document shaped like a device shadow (`shape` "status": with a journal and an outbox)."""
     return {
         "_id": f"dev{i:06d}",
         "version": version,
@@ -101,14 +104,48 @@ def shadow(i: int, version: int, pad: str) -> Doc:
             for dp in range(1, 9)
         },
         "updated_at": datetime.now(UTC),
+        **(status_parts(i, version) if shape == "status" else {}),
         "pad": pad,
     }
 
 
-async def seed(col: AsyncIOMotorCollection[Doc], docs: int, doc_bytes: int) -> tuple[dict[int, int], str]:
-    pad = "x" * max(0, doc_bytes - len(orjson.dumps(shadow(0, 0, "")).decode()))
+def status_parts(i: int, version: int) -> Doc:
+    """The journal and outbox of a status shadow (fleet_status.adapters.shadows.shadow_to_doc's layout)."""
+    t = 1_700_000_000_000 + version
+    readings = [
+        {"code": f"dp_{dp}", "dp_id": dp, "value": (i * dp + version) % 1000, "raw": None, "t": t}
+        for dp in (1, 2, 3)
+    ]
+    event = {
+        "id": f"evt-{i}-{version}",
+        "type": "device.status.changed",
+        "device_id": f"dev{i:06d}",
+        "dps": readings,
+    }
+    return {
+        "outbox": [
+            {
+                "id": f"evt-{i}-{version}",
+                "topic": "persistent://fleet/device/events",
+                "key": f"dev{i:06d}",
+                "body": orjson.dumps(event),
+            }
+        ],
+        "journal": {
+            "since_ms": t,
+            "dps": orjson.dumps(readings).decode(),
+            "presence": orjson.dumps([{"online": i % 3 != 0, "t": t}]).decode(),
+        },
+    }
+
+
+async def seed(
+    col: AsyncIOMotorCollection[Doc], docs: int, doc_bytes: int, shape: str = "plain"
+) -> tuple[dict[int, int], str]:
+    size = len(orjson.dumps(shadow(0, 0, "", shape), default=bytes.hex).decode())
+    pad = "x" * max(0, doc_bytes - size)
     for start in range(0, docs, 500):
-        await col.insert_many([shadow(i, 0, pad) for i in range(start, min(docs, start + 500))])
+        await col.insert_many([shadow(i, 0, pad, shape) for i in range(start, min(docs, start + 500))])
     return dict.fromkeys(range(docs), 0), pad
 
 
@@ -119,6 +156,7 @@ async def conditional_level(
     kind: str,
     inflight: int,
     seconds: float,
+    shape: str = "plain",
 ) -> dict[str, Any]:
     latencies: list[float] = []
     missed = 0
@@ -132,7 +170,9 @@ async def conditional_level(
             v = versions[i]
             began = time.perf_counter()
             if kind == "replace":
-                result = await col.replace_one({"_id": f"dev{i:06d}", "version": v}, shadow(i, v + 1, pad))
+                result = await col.replace_one(
+                    {"_id": f"dev{i:06d}", "version": v}, shadow(i, v + 1, pad, shape)
+                )
             else:
                 change = {
                     "$set": {"presence.online": v % 2 == 0, "dps.1.value": v, "updated_at": datetime.now(UTC)}
@@ -231,7 +271,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         print(f"server: {results['server']}  database: {database}  load: {os.getloadavg()}", flush=True)
         db = client[database]
         began = time.monotonic()
-        versions, pad = await seed(db["shadows"], args.docs, args.doc_bytes)
+        versions, pad = await seed(db["shadows"], args.docs, args.doc_bytes, args.shape)
         results["seed_s"] = round(time.monotonic() - began, 2)
         for run_no in range(args.runs):
             rows: list[dict[str, Any]] = []
@@ -242,7 +282,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                         row = await insert_level(db["journal"], inflight, args.seconds, args.insert_batch)
                     else:
                         row = await conditional_level(
-                            db["shadows"], versions, pad, pattern, inflight, args.seconds
+                            db["shadows"], versions, pad, pattern, inflight, args.seconds, args.shape
                         )
                     cpu1, t1 = server_cpu(pids), time.monotonic()
                     if cpu0 is not None and cpu1 is not None:
@@ -407,6 +447,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="per pattern and level")
     parser.add_argument("--docs", type=int, default=10_000)
     parser.add_argument("--doc-bytes", type=int, default=1000)
+    parser.add_argument(
+        "--shape", choices=("plain", "status"), default="plain", help="status: with a journal and an outbox"
+    )
     parser.add_argument("--inflight", default="1,4,16", help="operations in flight per level")
     parser.add_argument("--insert-batch", type=int, default=500, help="documents per insert_many")
     parser.add_argument("--pids", default="", help="server pids to measure CPU of (children included)")

@@ -99,12 +99,26 @@ def zipkin_jar(config: StackConfig) -> Path:
     return next(folder.glob("zipkin-server-*-exec.jar"))
 
 
+def _ferretdb_build(config: StackConfig) -> tuple[Path, Path]:
+    """Where the FerretDB server and its patched module go: named after the pins (go.mod, go.sum, the front's
+    Go files, the patch and the Go files it adds)."""
+    module = config.root / "infra" / "ferretdb"
+    pins = (
+        *sorted(module.glob("*.go")),
+        module / "go.mod",
+        module / "go.sum",
+        Path(ferretdb_patch.__file__),
+        *ferretdb_patch.added(module / "_patch").values(),
+    )
+    binary = config.cache / "ferretdb" / f"ferretdb-{_fingerprint(*pins)}"
+    return binary, binary.with_name(binary.name + ".src")
+
+
 def ferretdb_binary(config: StackConfig) -> Path:
     """The FerretDB server built with Go from the module pinned in infra/ferretdb/go.mod, with the pushdown
     patch of `ferretdb_patch` applied to a copy of its module."""
     module = config.root / "infra" / "ferretdb"
-    pins = (*sorted(module.glob("*.go")), module / "go.mod", module / "go.sum", Path(ferretdb_patch.__file__))
-    binary = config.cache / "ferretdb" / f"ferretdb-{_fingerprint(*pins)}"
+    binary, patched = _ferretdb_build(config)
     if binary.exists():
         return binary
     go = _require("go", "install Go to build FerretDB from the Go module proxy")
@@ -115,13 +129,12 @@ def ferretdb_binary(config: StackConfig) -> Path:
     source_dir = Path(_run([go, "list", "-m", "-f", "{{.Dir}}", ferretdb], cwd=module, what="go list"))
     # Go refuses overlays of files in its module cache, so the patched module is a copy built through a
     # `replace` in a generated go.mod (the repository's go.mod and go.sum stay as they are).
-    patched = binary.with_name(binary.name + ".src")
     shutil.rmtree(patched, ignore_errors=True)
     shutil.copytree(source_dir / ".", patched, copy_function=shutil.copyfile)
     for folder, _, _ in os.walk(patched):
         Path(folder).chmod(0o755)  # the module cache's folders are read-only
     try:
-        ferretdb_patch.apply(patched)
+        ferretdb_patch.apply(patched, module / "_patch")
     except ValueError as e:
         raise StackError(str(e)) from e
     modfile = binary.with_name(binary.name + ".go.mod")
@@ -132,6 +145,16 @@ def ferretdb_binary(config: StackConfig) -> Path:
     _run(build, cwd=module, what="go build (FerretDB)")
     partial.rename(binary)
     return binary
+
+
+def ferretdb_source(config: StackConfig) -> Path:
+    """The patched copy of FerretDB's module the server was built from (built first if need be): its own
+    tests, and the patch's, run there with `go test`."""
+    binary, patched = _ferretdb_build(config)
+    if binary.exists() and not patched.is_dir():
+        binary.unlink()  # built, but its source was removed since: build both again
+    ferretdb_binary(config)
+    return patched
 
 
 def postgres_bin() -> Path:

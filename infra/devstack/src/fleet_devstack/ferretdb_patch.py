@@ -49,9 +49,22 @@ Two changes cut the CPU every command costs (profiled with the front's `-debug-a
 8. resource.Track/Untrack, a leak check of FerretDB's debug builds (a pprof stack and a finalizer per
    iterator, row set and transaction: ~5%), do nothing in release builds.
 
-At build time the module is copied out of Go's module cache, these files are patched in the copy, and the
-build uses it through a `replace` (`build.ferretdb_binary`); no FerretDB source is kept in this repository. If
-FerretDB's code no longer matches, the build fails loudly.
+One change cuts the CPU of every document read and written:
+
+9. sjson (the SQLite backend's document text, and how the PostgreSQL backend reads its jsonb) in one pass:
+   FerretDB's Unmarshal runs a json.Decoder per field and decodes each nested object again at every level,
+   its Marshal a json.Marshal per key and scalar. Unmarshal and Marshal now try the one-pass code of
+   infra/ferretdb/_patch/internal/handler/sjson/fleet_fast.go first, which returns exactly what FerretDB's
+   code returns (byte for byte, document for document) or declines, and then FerretDB's code runs as before
+   (kept as ferretUnmarshal and ferretMarshal). fleet_fast_test.go, beside it, holds the two to that on
+   generated documents of every type, the shapes tuya-fleet's services write, texts as PostgreSQL prints
+   them and mutated texts; tests/integration/foundation/test_ferretdb_sjson.py runs it in the patched module.
+
+At build time the module is copied out of Go's module cache, these files are patched in the copy, the Go
+files under infra/ferretdb/_patch/ are added at the same paths (Go ignores a folder whose name starts with
+"_", so they are not part of infra/ferretdb's own module), and the build uses the copy through a `replace`
+(`build.ferretdb_binary`); no FerretDB source is kept in this repository. If FerretDB's code no longer
+matches, or it ships a file the patch adds, the build fails loudly.
 """
 
 from __future__ import annotations
@@ -72,6 +85,7 @@ PG_REGISTRY = "internal/backends/postgresql/metadata/registry.go"
 FSQL_DB = "internal/util/fsql/db.go"
 FSQL_TX = "internal/util/fsql/tx.go"
 RESOURCE = "internal/util/resource/resource.go"
+SJSON = "internal/handler/sjson/sjson.go"
 
 _OLD_ID_WHERE = """\
 	if params.Filter.Len() == 1 {
@@ -385,6 +399,57 @@ func {name}(obj any, token *Token) {{
         1,
     )
     for name in ("Track", "Untrack")
+]
+
+# 9. sjson: the one-pass code first (infra/ferretdb/_patch/internal/handler/sjson/fleet_fast.go); FerretDB's
+# own Unmarshal and Marshal stay, renamed, for what it declines and for its differential test.
+REPLACEMENTS[SJSON] = [
+    (
+        """\
+func Unmarshal(data []byte) (*types.Document, error) {
+""",
+        """\
+func Unmarshal(data []byte) (*types.Document, error) {
+	if d, ok := fleetUnmarshal(data); ok { // %MARK%: fleet_fast.go
+		return d, nil
+	}
+
+	return ferretUnmarshal(data)
+}
+
+// ferretUnmarshal is FerretDB's Unmarshal (%MARK%).
+func ferretUnmarshal(data []byte) (*types.Document, error) {
+""",
+        1,
+    ),
+    (
+        """\
+func Marshal(d *types.Document) ([]byte, error) {
+	if d == nil {
+		panic("v is nil")
+	}
+
+	schema, err := marshalSchemaForDoc(d)
+""",
+        """\
+func Marshal(d *types.Document) ([]byte, error) {
+	if d == nil {
+		panic("v is nil")
+	}
+
+	if b, ok := fleetMarshal(d); ok { // %MARK%: fleet_fast.go
+		return b, nil
+	}
+
+	return ferretMarshal(d)
+}
+
+// ferretMarshal is FerretDB's Marshal (%MARK%).
+func ferretMarshal(d *types.Document) ([]byte, error) {
+	schema, err := marshalSchemaForDoc(d)
+""",
+        1,
+    ),
 ]
 
 # Go code appended to a file
@@ -1051,8 +1116,18 @@ def patched(file: str, source: str) -> str:
     return source + APPENDED.get(file, "").replace("%MARK%", MARK)
 
 
-def apply(module: Path) -> None:
-    """Patch a writable copy of FerretDB's module in place."""
+def added(patch_dir: Path) -> dict[str, Path]:
+    """The Go files the patch adds to FerretDB's module: their path in the module, and the file here."""
+    return {file.relative_to(patch_dir).as_posix(): file for file in sorted(patch_dir.rglob("*.go"))}
+
+
+def apply(module: Path, patch_dir: Path) -> None:
+    """Patch a writable copy of FerretDB's module in place, adding the Go files under `patch_dir`."""
     for file in sorted(REPLACEMENTS.keys() | APPENDED.keys()):
         target = module / file
         target.write_text(patched(file, target.read_text()))
+    for name, source in added(patch_dir).items():
+        target = module / name
+        if target.exists():
+            raise ValueError(f"FerretDB now has a {name}, which {__name__} adds; update the patch")
+        target.write_bytes(source.read_bytes())
