@@ -16,6 +16,7 @@ import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -40,9 +41,12 @@ DEVICES = 1000
 @dataclass
 class Run:
     stack: Stack
-    prefix: str
+    prefix: str  # of the run's device ids, and its Tuya project (tenant)
     status: StatusProcess
     reader: ShadowEventReader
+
+    def fleet(self, seed: int) -> tuple[list[Any], dict[str, Truth]]:
+        return fleet(self.prefix, DEVICES, seed=seed, tenant=self.prefix)
 
 
 @contextlib.asynccontextmanager
@@ -51,12 +55,16 @@ async def running(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Ru
     openapi = FakeOpenApi()
     await openapi.start()
     subscription = f"status-e2e-{unique}"
+    # a Tuya project of the run's own: another run's status on the shared topic (same device ids would
+    # never clash, but its shadow events carry the same ids) acks this run's events unread, and this one
+    # theirs
     status = StatusProcess(
         stack,
         database=f"status_e2e_{unique}",
         subscription=subscription,
         openapi_url=openapi.url,
         log=tmp_path / "status.log",
+        tenant=f"e2e{unique}",
     )
     status.env["FLEET_STATUS_INITIAL_POSITION"] = "latest"
     # small journals: history moves to its buckets mid-stream (also across the kill and the restart)
@@ -103,7 +111,7 @@ def check_events(run: Run, truth: dict[str, Truth]) -> None:
 
 
 async def test_shuffled_duplicated_delivery_gives_the_ground_truth(run: Run) -> None:
-    events, truth = fleet(run.prefix, DEVICES)
+    events, truth = run.fleet(seed=7)
     await asyncio.to_thread(publish, run.stack, shuffled_with_duplicates(events))
     problems = await run.status.wait_for_truth(truth, within=600)
     assert problems == [], f"{len(problems)} shadows differ, e.g. {problems[:5]}"
@@ -112,7 +120,7 @@ async def test_shuffled_duplicated_delivery_gives_the_ground_truth(run: Run) -> 
 
 
 async def test_sigkill_mid_stream_then_restart_gives_the_ground_truth(run: Run) -> None:
-    events, truth = fleet(run.prefix, DEVICES, seed=21)
+    events, truth = run.fleet(seed=21)
     delivery = shuffled_with_duplicates(events, seed=22)
     half = len(delivery) // 2
     await asyncio.to_thread(publish, run.stack, delivery[:half])
@@ -148,7 +156,7 @@ async def test_database_restart_mid_stream_gives_the_ground_truth(
         restart = private.restart_mongo
     try:
         async with running(stack, unique, tmp_path) as run:
-            events, truth = fleet(run.prefix, DEVICES, seed=31)
+            events, truth = run.fleet(seed=31)
             delivery = shuffled_with_duplicates(events, seed=32)
             half = len(delivery) // 2
             await asyncio.to_thread(publish, run.stack, delivery[:half])
