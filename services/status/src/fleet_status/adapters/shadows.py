@@ -12,8 +12,7 @@ The DPs, DP names and firmware channels are stored as one JSON string each, not 
 sub-documents: nothing queries inside them, and the local FerretDB's cost per write grows with the number of
 values it converts (a DP is eight; a replace converts the stored document and the new one), so a device's
 write costs about the same with 1 DP as with 20. `get` and `list` hand them to the views as lists, and a
-document written before (arrays) reads the same; a status from before cannot read packed documents, so old
-and new replicas must not run together.
+document written before (arrays) reads the same.
 
 The document also holds the device's history journal (`domain/journal.py`): the DP and presence rows not
 yet moved to their history buckets, written whole with the shadow, so a report is durable with this one
