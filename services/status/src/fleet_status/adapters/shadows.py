@@ -8,12 +8,6 @@ ran 1,550 conditional replaces/s against 740/s for single ones (10k documents of
 concurrent commands. FerretDB 1.24 deadlocks on an update of ~100 statements (each holds a pooled SQLite
 connection until the command ends), so its front refuses more than 64.
 
-The DPs, DP names and firmware channels are stored as one JSON string each, not as arrays of
-sub-documents: nothing queries inside them, and the local FerretDB's cost per write grows with the number of
-values it converts (a DP is eight; a replace converts the stored document and the new one), so a device's
-write costs about the same with 1 DP as with 20. `get` and `list` hand them to the views as lists, and a
-document written before (arrays) reads the same.
-
 The document also holds the device's history journal (`domain/journal.py`): the DP and presence rows not
 yet moved to their history buckets, written whole with the shadow, so a report is durable with this one
 write. Rows have the buckets' layout (`adapters/history.py`), which reads them from here too.
@@ -57,31 +51,6 @@ from fleet_status.ports import Document, ShadowWrite, StoredShadow
 _INTERNAL: Document = {"outbox": 0, "write_id": 0, "journal": 0}
 
 
-# stored as one JSON string each (see the module's docstring); older documents hold arrays
-PACKED = ("dps", "dp_names", "firmware")
-
-
-def packed(rows: list[Document]) -> str:
-    return orjson.dumps(rows).decode()
-
-
-def unpacked(doc: Mapping[str, Any], section: str) -> list[Document]:
-    """A packed section of a shadow document as rows (an array as written before packing, as it is)."""
-    stored = doc.get(section)
-    if isinstance(stored, str):
-        rows: list[Document] = orjson.loads(stored)
-        return rows
-    return list(stored or [])
-
-
-def readable(doc: Document) -> Document:
-    """A stored shadow as the views read it: the packed sections as lists."""
-    for section in PACKED:
-        if section in doc:
-            doc[section] = unpacked(doc, section)
-    return doc
-
-
 def journal_to_doc(journal: Journal) -> Document:
     # each section one JSON string, not an array of sub-documents: the local FerretDB's cost per write grows
     # with the number of fields it converts (measured: a journal of 16 rows as sub-documents cost more than
@@ -120,21 +89,19 @@ def shadow_to_doc(
         "write_id": write_id,
         "updated_at": now,
         # a list, not a map: DP codes are device input and may hold characters Mongo keys cannot
-        "dps": packed(
-            [
-                {
-                    "code": dp.code,
-                    "value": dp.value,
-                    "raw": dp.raw,
-                    "t": dp.device_time_ms,
-                    "dp_id": dp.dp_id,
-                    "type": dp.type.value if dp.type else None,
-                    "flags": dp.flags,
-                    "source": dp.source,
-                }
-                for dp in shadow.dps.values()
-            ]
-        ),
+        "dps": [
+            {
+                "code": dp.code,
+                "value": dp.value,
+                "raw": dp.raw,
+                "t": dp.device_time_ms,
+                "dp_id": dp.dp_id,
+                "type": dp.type.value if dp.type else None,
+                "flags": dp.flags,
+                "source": dp.source,
+            }
+            for dp in shadow.dps.values()
+        ],
         "presence": {
             # as the shadow tells it (offline while inactive): what lists filter on and views show
             "online": shadow.presence.effective_online,
@@ -155,23 +122,19 @@ def shadow_to_doc(
             "at_ms": shadow.binding.at_ms,
         },
         "name": None if shadow.name is None else {"name": shadow.name.name, "at_ms": shadow.name.at_ms},
-        "dp_names": packed(
-            [{"dp_id": k, "name": v.name, "at_ms": v.at_ms} for k, v in shadow.dp_names.items()]
-        ),
-        "firmware": packed(
-            [
-                {
-                    "channel": fw.channel,
-                    "upgrade_status": fw.upgrade_status,
-                    "at_ms": fw.at_ms,
-                    "progress_percent": fw.progress_percent,
-                    "description": fw.description,
-                    "version": fw.version,
-                    "version_at_ms": fw.version_at_ms,
-                }
-                for fw in shadow.firmware.values()
-            ]
-        ),
+        "dp_names": [{"dp_id": k, "name": v.name, "at_ms": v.at_ms} for k, v in shadow.dp_names.items()],
+        "firmware": [
+            {
+                "channel": fw.channel,
+                "upgrade_status": fw.upgrade_status,
+                "at_ms": fw.at_ms,
+                "progress_percent": fw.progress_percent,
+                "description": fw.description,
+                "version": fw.version,
+                "version_at_ms": fw.version_at_ms,
+            }
+            for fw in shadow.firmware.values()
+        ],
         "outbox": [e.to_document() for e in outbox],
         "journal": journal_to_doc(journal or Journal()),
     }
@@ -196,7 +159,7 @@ def shadow_from_doc(doc: Mapping[str, Any]) -> StoredShadow:
                 flags=dp.get("flags"),
                 source=dp.get("source", "device"),
             )
-            for dp in unpacked(doc, "dps")
+            for dp in doc.get("dps", [])
         },
         presence=Presence(
             # documents written before inactivity existed hold the reported presence in `online`
@@ -218,7 +181,7 @@ def shadow_from_doc(doc: Mapping[str, Any]) -> StoredShadow:
             at_ms=int(binding.get("at_ms", -1)),
         ),
         name=None if not name else Named(name["name"], int(name["at_ms"])),
-        dp_names={int(n["dp_id"]): Named(n["name"], int(n["at_ms"])) for n in unpacked(doc, "dp_names")},
+        dp_names={int(n["dp_id"]): Named(n["name"], int(n["at_ms"])) for n in doc.get("dp_names", [])},
         firmware={
             int(fw["channel"]): FirmwareChannel(
                 channel=int(fw["channel"]),
@@ -229,7 +192,7 @@ def shadow_from_doc(doc: Mapping[str, Any]) -> StoredShadow:
                 version=fw.get("version"),
                 version_at_ms=int(fw.get("version_at_ms", -1)),
             )
-            for fw in unpacked(doc, "firmware")
+            for fw in doc.get("firmware", [])
         },
     )
     outbox = entries_of(doc)
@@ -347,8 +310,7 @@ class ShadowStore:
     # queries for the HTTP API
 
     async def get(self, device_id: str) -> Document | None:
-        doc = await self.shadows.find_one({"_id": device_id}, _INTERNAL)
-        return None if doc is None else readable(doc)
+        return await self.shadows.find_one({"_id": device_id}, _INTERNAL)
 
     async def list(
         self,
@@ -364,7 +326,7 @@ class ShadowStore:
             product_id=product_id, home_id=home_id, online=online, after=after, products=products
         )
         cursor = self.shadows.find(filter_, _INTERNAL).sort("_id", 1).limit(limit)
-        return [readable(doc) async for doc in cursor]
+        return [doc async for doc in cursor]
 
     @staticmethod
     def list_filter(
