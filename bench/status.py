@@ -7,7 +7,8 @@ says when it was written. Reported: sustained rate (published reports / time fro
 to the last write, once drained), p50/p99 latency publish -> shadow written (of the newest report in each
 write), the service's peak RSS, and beside it, measured in the same run:
 - the storage ceiling: the same write pattern straight to the database (per device and batch one
-  version-conditional replace of a ~1 KB shadow carrying its history journal, half full on average; a
+  version-conditional replace of the shadow document status writes, carrying its DP, its outbox and its
+  history journal, half full on average; a
   device's journal moves every `FLEET_STATUS_JOURNAL_MAX_ROWS` reports: one conditional `$push` of that many
   rows to its history bucket before the replace; commands of 16 statements, 4 in flight), with no bus and
   no service;
@@ -24,7 +25,9 @@ database size, the shadow write latency (p50/p99 per flush) and the list-query l
 of 500). Retention deletes expired history buckets each simulated hour.
 
     uv run python bench/status.py [--rate 5000] [--seconds 20] [--devices 1000,10000] [--runs 3]
-        [--compare-src other/services/status/src] [--drain-s 180] [--ceiling-rounds 3]
+        [--compare-src other/services/status/src] [--compare-env KEY=VALUE] [--service-env KEY=VALUE]
+        [--drain-s 180] [--ceiling-rounds 3] [--baseline-seconds 10]
+    (`--ceiling-rounds 0` and `--baseline-seconds 0` skip those: a quick comparison of two services)
     uv run python bench/status.py --soak [--soak-devices 1000] [--soak-days 8] [--soak-report-every-s 300]
 
 Needs the local stack (`just up`; `eval "$(uv run devstack env)"`). Writes bench/results/status.json
@@ -60,8 +63,18 @@ from pymongo import ReplaceOne, UpdateOne
 from fleet_contracts import topics
 from fleet_contracts.device import DeviceStatusReported, DeviceStatusReportedEvent, DpReport, TuyaOrigin
 from fleet_status.adapters.history import HistoryStore, bucket_id, hour_of
-from fleet_status.adapters.shadows import ShadowStore
-from fleet_status.domain.shadow import DeviceFacts, DpReading, PresenceReport, Shadow, StatusReport, merge
+from fleet_status.adapters.shadows import ShadowStore, shadow_to_doc
+from fleet_status.domain.events import outbox_for
+from fleet_status.domain.journal import Journal
+from fleet_status.domain.shadow import (
+    AcceptedReading,
+    DeviceFacts,
+    DpReading,
+    PresenceReport,
+    Shadow,
+    StatusReport,
+    merge,
+)
 from fleet_status.ports import ShadowWrite
 from fleet_status.settings import StatusSettings
 from fleet_status.views import StatusViews
@@ -220,9 +233,16 @@ def machine_load() -> dict[str, Any]:
 
 
 def run_status(
-    devices: int, rate: float, seconds: float, *, src: str | None = None, drain_s: float = DRAIN_S
+    devices: int,
+    rate: float,
+    seconds: float,
+    *,
+    src: str | None = None,
+    drain_s: float = DRAIN_S,
+    service_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    """`src`: run the service from this `fleet_status` source tree instead (another branch, same run)."""
+    """`src`: run the service from this `fleet_status` source tree instead (another branch, same run);
+    `service_env`: more environment for the service (e.g. `OTEL_TRACES_SAMPLER=always_off`)."""
     run = uuid.uuid4().hex[:8]
     prefix, database = f"bench{run}", f"status_bench_{run}"
     port = free_port()
@@ -237,6 +257,7 @@ def run_status(
         "FLEET_HTTP_HOST": "127.0.0.1",
         "FLEET_HTTP_PORT": str(port),
         "FLEET_LOG_LEVEL": "WARNING",
+        **(service_env or {}),
     }
     if src:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, (src, os.environ.get("PYTHONPATH"))))
@@ -282,6 +303,13 @@ def run_status(
         return {
             "devices": devices,
             "service_src": src or "this checkout",
+            "service_env": service_env or {},
+            # whether the service exports a span per message (the local stack's default: every trace)
+            "tracing": {
+                k: env[k]
+                for k in ("FLEET_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_ZIPKIN_ENDPOINT", "OTEL_TRACES_SAMPLER")
+                if env.get(k)
+            },
             "others_consuming_the_topic": others,
             "load_before": load_before,
             "load_after": machine_load(),
@@ -291,6 +319,9 @@ def run_status(
             "shadow_events": watcher.reports,
             "reports_written": written,
             "rate_msgs_per_s": round(written / elapsed, 1),
+            # shadow writes (one event each) per second, against the storage ceiling's devices/s
+            "writes_per_s": round(watcher.reports / elapsed, 1),
+            "reports_per_write": round(written / max(watcher.reports, 1), 2),
             "elapsed_s": round(elapsed, 2),
             "latency_ms_p50": round(percentile(latencies, 0.50), 1),
             "latency_ms_p99": round(percentile(latencies, 0.99), 1),
@@ -414,48 +445,49 @@ def run_baseline(devices: int, rate: float, seconds: float) -> dict[str, Any]:
     }
 
 
+def shadow_document(device: str, version: int, journaled: int, hour: int) -> dict[str, Any]:
+    """A shadow document exactly as status writes it after a report of the bench's kind: one DP, presence,
+    the `shadow changed` event in its outbox and a journal of `journaled` earlier reports."""
+    t = hour + version
+    before = Shadow(device, "benchprod", max(version - 1, 0))
+    report = DeviceFacts(device, (StatusReport((DpReading("counter", version, t),)),), "benchprod")
+    result = merge(before, [report], None)
+    result.shadow.version = max(version, 1)  # (an event names version 1 or later)
+    outbox = outbox_for(result, tenant=TENANT, region="eu", now=datetime.now(UTC))
+    rows = tuple(
+        AcceptedReading("counter", None, n, n, hour + n) for n in range(version - journaled, version)
+    )
+    doc = shadow_to_doc(result.shadow, outbox, "ceiling", datetime.now(UTC), Journal(rows, (), hour))
+    return {**doc, "version": version}
+
+
 def run_storage_ceiling(devices: int, rounds: int = 3, journal_rows: int = JOURNAL_ROWS) -> dict[str, Any]:
     """The database alone, with status's write pattern: per device and round (one report each) one
-    version-conditional replace of a ~1 KB shadow holding its journal (device i holds (i + round) %
-    `journal_rows` rows in round `round`: half full on average); a device whose journal is full first appends
-    it to its hour bucket with a conditional `$push` (one device in `journal_rows` per round), as the writer
-    moves it before the replace that clears it. 16 statements per command, 4 in flight (status's defaults).
-    Devices written per second is the ceiling for reports of distinct devices."""
+    version-conditional replace of the shadow document status writes (`shadow_document`: its DP, presence,
+    outbox and journal; device i holds (i + round) % `journal_rows` journal rows in round `round`: half full
+    on average); a device whose journal is full first appends it to its hour bucket with a conditional
+    `$push` (one device in `journal_rows` per round), as the writer moves it before the replace that clears
+    it. 16 statements per command, 4 in flight (status's defaults). The documents are made before the clock
+    starts. Devices written per second is the ceiling for reports of distinct devices."""
 
     async def go() -> dict[str, Any]:
         database = f"status_ceiling_{uuid.uuid4().hex[:8]}"
         mongo: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(MONGODB_URI)
         db = mongo[database]
-        pad = "x" * 900
         ids = [f"dev{i:05d}" for i in range(devices)]
         hour = hour_of(int(time.time() * 1000))
 
         def row(n: int) -> dict[str, Any]:
-            return {"code": "counter", "dp_id": 1, "value": n, "raw": n, "t": hour + n}
-
-        def journal(i: int, version: int) -> dict[str, Any]:
-            held = (i + version) % journal_rows
-            rows = [row(version - k) for k in range(held)]
-            # as status stores it: each section one JSON string
-            return {"since_ms": hour, "dps": orjson.dumps(rows).decode(), "presence": "[]"}
+            return {"code": "counter", "dp_id": None, "value": n, "raw": n, "t": hour + n}
 
         try:
             for start in range(0, devices, 1000):
                 chunk = range(start, min(start + 1000, devices))
-                await db.shadows.insert_many(
-                    [{"_id": ids[i], "version": 0, "pad": pad, "journal": journal(i, 0)} for i in chunk]
-                )
+                await db.shadows.insert_many([shadow_document(ids[i], 0, 0, hour) for i in chunk])
                 await db.history_buckets.insert_many(
                     [{"_id": bucket_id(ids[i], hour), "keys": [], "dps": []} for i in chunk]
                 )
-            gate = asyncio.Semaphore(4)
-
-            async def command(collection: Any, ops: list[Any]) -> None:
-                async with gate:
-                    await collection.bulk_write(ops, ordered=False)
-
-            started = time.perf_counter()
-            moves = 0
+            plan: list[tuple[list[Any], list[Any]]] = []
             for version in range(1, rounds + 1):
                 bucket_ops = []
                 for i, d in enumerate(ids):
@@ -469,26 +501,39 @@ def run_storage_ceiling(devices: int, rounds: int = 3, journal_rows: int = JOURN
                             {"$push": {"keys": {"$each": keys}, "dps": {"$each": rows}}},
                         )
                     )
-                moves += len(bucket_ops)
                 shadow_ops = [
                     ReplaceOne(
                         {"_id": d, "version": version - 1},
-                        {"version": version, "pad": pad, "journal": journal(i, version)},
+                        shadow_document(d, version, min((i + version) % journal_rows, version), hour),
                     )
                     for i, d in enumerate(ids)
                 ]
+                plan.append((bucket_ops, shadow_ops))
+            gate = asyncio.Semaphore(4)
+
+            async def command(collection: Any, ops: list[Any]) -> None:
+                async with gate:
+                    result = await collection.bulk_write(ops, ordered=False)
+                    missed[0] += len(ops) - result.matched_count
+
+            missed = [0]
+            started = time.perf_counter()
+            for bucket_ops, shadow_ops in plan:
                 # the moves first, then the shadows (which clear the moved journals), as the writer does
                 for collection, ops in ((db.history_buckets, bucket_ops), (db.shadows, shadow_ops)):
                     await asyncio.gather(
                         *(command(collection, ops[i : i + 16]) for i in range(0, len(ops), 16))
                     )
             elapsed = time.perf_counter() - started
+            sample = shadow_document(ids[0], 1, journal_rows // 2, hour)
             return {
                 "devices": devices,
                 "rounds": rounds,
-                "pattern": f"shadow replace with a journal of <{journal_rows} rows; a bucket $push of "
-                f"{journal_rows} rows every {journal_rows} reports",
-                "bucket_moves": moves,
+                "pattern": f"status's shadow document (~{len(orjson.dumps(sample, default=str))} B) with "
+                f"a journal of <{journal_rows} rows; a bucket $push of {journal_rows} rows every "
+                f"{journal_rows} reports",
+                "bucket_moves": sum(len(b) for b, _ in plan),
+                "missed_conditional_writes": missed[0],
                 "devices_written_per_s": round(devices * rounds / elapsed, 1),
             }
         finally:
@@ -502,7 +547,7 @@ def median_of(runs: list[dict[str, Any]], keys: tuple[str, ...]) -> dict[str, An
     return {
         k: statistics.median(r[k] for r in runs)
         for k in keys
-        if all(isinstance(r.get(k), int | float) for r in runs)
+        if runs and all(isinstance(r.get(k), int | float) for r in runs)
     }
 
 
@@ -604,6 +649,21 @@ def main() -> None:
         help="also run the service from this fleet_status source tree (e.g. main's services/status/src, "
         "from `git archive`), interleaved with this checkout's in each run",
     )
+    parser.add_argument(
+        "--service-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for this checkout's service (repeatable), e.g. OTEL_TRACES_SAMPLER=always_off",
+    )
+    parser.add_argument(
+        "--compare-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="environment for the compared service (repeatable); with no --compare-src it runs this "
+        "checkout's service again with this environment, interleaved",
+    )
     parser.add_argument("--drain-s", type=float, default=DRAIN_S, help="give up draining after this long")
     parser.add_argument("--ceiling-rounds", type=int, default=3)
     parser.add_argument("--soak", action="store_true", help="the simulated week instead (see the docstring)")
@@ -633,7 +693,17 @@ def main() -> None:
         "baseline_naive": [],
         "medians": [],
     }
-    keys = ("rate_msgs_per_s", "latency_ms_p50", "latency_ms_p99", "service_peak_rss_mib")
+    keys = (
+        "rate_msgs_per_s",
+        "writes_per_s",
+        "reports_per_write",
+        "latency_ms_p50",
+        "latency_ms_p99",
+        "service_peak_rss_mib",
+    )
+    own_env = dict(kv.split("=", 1) for kv in args.service_env)
+    compare_env = dict(kv.split("=", 1) for kv in args.compare_env)
+    comparing = bool(args.compare_src or args.compare_env)
     for devices in (int(d) for d in args.devices.split(",")):
         runs: dict[str, list[dict[str, Any]]] = {
             "status": [],
@@ -643,32 +713,40 @@ def main() -> None:
         }
         for i in range(args.runs):
             # with --compare-src the two alternate which goes first, so neither always gets the quieter slot
-            order = [None, args.compare_src] if i % 2 == 0 else [args.compare_src, None]
-            for src in order if args.compare_src else [None]:
-                result = run_status(devices, args.rate, args.seconds, src=src, drain_s=args.drain_s)
-                if src is None:
+            order = [False, True] if i % 2 == 0 else [True, False]
+            for compared in order if comparing else [False]:
+                result = run_status(
+                    devices,
+                    args.rate,
+                    args.seconds,
+                    src=args.compare_src if compared else None,
+                    drain_s=args.drain_s,
+                    service_env=compare_env if compared else own_env,
+                )
+                if not compared:
                     status = result
                     print(f"status   {devices:>6} devices, run {i + 1}: {result}", flush=True)
                 else:
                     print(f"compared {devices:>6} devices, run {i + 1}: {result}", flush=True)
                     runs["status_compared"].append(result)
                     results["status_compared"].append(result)
-            ceiling = run_storage_ceiling(devices, args.ceiling_rounds)
-            print(f"ceiling  {devices:>6} devices, run {i + 1}: {ceiling}", flush=True)
-            baseline = run_baseline(devices, args.rate, args.baseline_seconds)
-            print(f"baseline {devices:>6} devices, run {i + 1}: {baseline}", flush=True)
-            for name, value in (
-                ("status", status),
-                ("storage_ceiling", ceiling),
-                ("baseline_naive", baseline),
-            ):
+            measured = [("status", status)]
+            if args.ceiling_rounds > 0:  # 0: skipped (a quick comparison of two services)
+                ceiling = run_storage_ceiling(devices, args.ceiling_rounds)
+                print(f"ceiling  {devices:>6} devices, run {i + 1}: {ceiling}", flush=True)
+                measured.append(("storage_ceiling", ceiling))
+            if args.baseline_seconds > 0:
+                baseline = run_baseline(devices, args.rate, args.baseline_seconds)
+                print(f"baseline {devices:>6} devices, run {i + 1}: {baseline}", flush=True)
+                measured.append(("baseline_naive", baseline))
+            for name, value in measured:
                 runs[name].append(value)
                 results[name].append(value)
         median = {
             "devices": devices,
             "runs": args.runs,
             "status": median_of(runs["status"], keys),
-            "status_compared": median_of(runs["status_compared"], keys) if args.compare_src else None,
+            "status_compared": median_of(runs["status_compared"], keys) if comparing else None,
             "storage_ceiling_devices_per_s": median_of(runs["storage_ceiling"], ("devices_written_per_s",)),
             "baseline_naive": median_of(runs["baseline_naive"], keys),
         }

@@ -65,8 +65,11 @@ def _expected(code: str, raw: Any) -> Any:
     return raw
 
 
-def fleet(prefix: str, devices: int, seed: int = 7) -> tuple[list[Any], dict[str, Truth]]:
-    """Events for `devices` devices (in order) and what every shadow must end as.
+def fleet(
+    prefix: str, devices: int, seed: int = 7, tenant: str = TENANT
+) -> tuple[list[Any], dict[str, Truth]]:
+    """Events for `devices` devices (in order) and what every shadow must end as, of the Tuya project
+    `tenant` (a run of its own: status instances of other runs on the shared topic ack them unread).
 
     Device times are unique per device and DP, so the truth is simply the report with the latest time.
     """
@@ -79,7 +82,7 @@ def fleet(prefix: str, devices: int, seed: int = 7) -> tuple[list[Any], dict[str
         device = f"{prefix}-{i:05d}"
         t = Truth(owner=f"owner-{i % 17}")
         truth[device] = t
-        common: dict[str, Any] = {"source": "/fleet/ingest", "tenant": TENANT, "region": "eu"}
+        common: dict[str, Any] = {"source": "/fleet/ingest", "tenant": tenant, "region": "eu"}
         events.append(
             DeviceBoundEvent.build(
                 DeviceBound(
@@ -226,7 +229,14 @@ class StatusProcess(ServiceProcess):
     """The `fleet-status` console script with this test's database and subscription, its key seeded."""
 
     def __init__(
-        self, stack: Stack, *, database: str, subscription: str, openapi_url: str, log: Path
+        self,
+        stack: Stack,
+        *,
+        database: str,
+        subscription: str,
+        openapi_url: str,
+        log: Path,
+        tenant: str = TENANT,
     ) -> None:
         super().__init__(
             "status",
@@ -234,7 +244,7 @@ class StatusProcess(ServiceProcess):
             stack=stack,
             api_key=API_KEY,
             env={
-                "FLEET_TUYA_ACCESS_ID": TENANT,
+                "FLEET_TUYA_ACCESS_ID": tenant,
                 "FLEET_TUYA_ACCESS_SECRET": "e2esecret",
                 "FLEET_TUYA_OPENAPI_URL": openapi_url,
                 "FLEET_STATUS_DATABASE": database,

@@ -1,8 +1,9 @@
 """status end to end on the real Pulsar and MongoDB-wire server: 1,000 simulated devices, their device events
 shuffled and duplicated in delivery; every final shadow must equal the ground truth, also after the service is
-SIGKILLed mid-stream and after the database restarts mid-stream. Shadow events are neither lost nor changed
-under a reused id: folding them per device gives the final DP values. DP history and the presence timeline
-hold every report once (checked for a fifth of the devices: two requests each).
+SIGKILLed mid-stream and after the database restarts mid-stream (on the shared dev stack, a database server of
+the test's own). Shadow events are neither lost nor changed under a reused id: folding them per device gives
+the final DP values. DP history and the presence timeline hold every report once (checked for a fifth of the
+devices: two requests each).
 
 Input: contract device events published to the device topic (status's real input), ground truth computed here.
 """
@@ -10,9 +11,12 @@ Input: contract device events published to the device topic (status's real input
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -27,7 +31,7 @@ from tests.e2e.status.support import (
     publish,
     shuffled_with_duplicates,
 )
-from tests.support import Stack, drop_subscription, needs_private_stack
+from tests.support import Stack, drop_subscription, free_port, owns_stack
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -37,22 +41,30 @@ DEVICES = 1000
 @dataclass
 class Run:
     stack: Stack
-    prefix: str
+    prefix: str  # of the run's device ids, and its Tuya project (tenant)
     status: StatusProcess
     reader: ShadowEventReader
 
+    def fleet(self, seed: int) -> tuple[list[Any], dict[str, Truth]]:
+        return fleet(self.prefix, DEVICES, seed=seed, tenant=self.prefix)
 
-@pytest.fixture
-async def run(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Run]:
+
+@contextlib.asynccontextmanager
+async def running(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Run]:
+    """status against `stack`, with its own database and subscription, and a reader of its shadow events."""
     openapi = FakeOpenApi()
     await openapi.start()
     subscription = f"status-e2e-{unique}"
+    # a Tuya project of the run's own: another run's status on the shared topic (same device ids would
+    # never clash, but its shadow events carry the same ids) acks this run's events unread, and this one
+    # theirs
     status = StatusProcess(
         stack,
         database=f"status_e2e_{unique}",
         subscription=subscription,
         openapi_url=openapi.url,
         log=tmp_path / "status.log",
+        tenant=f"e2e{unique}",
     )
     status.env["FLEET_STATUS_INITIAL_POSITION"] = "latest"
     # small journals: history moves to its buckets mid-stream (also across the kill and the restart)
@@ -70,6 +82,12 @@ async def run(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Run]:
         await asyncio.to_thread(
             drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, subscription
         )
+
+
+@pytest.fixture
+async def run(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Run]:
+    async with running(stack, unique, tmp_path) as r:
+        yield r
 
 
 async def check_history(run: Run, truth: dict[str, Truth]) -> None:
@@ -93,7 +111,7 @@ def check_events(run: Run, truth: dict[str, Truth]) -> None:
 
 
 async def test_shuffled_duplicated_delivery_gives_the_ground_truth(run: Run) -> None:
-    events, truth = fleet(run.prefix, DEVICES)
+    events, truth = run.fleet(seed=7)
     await asyncio.to_thread(publish, run.stack, shuffled_with_duplicates(events))
     problems = await run.status.wait_for_truth(truth, within=600)
     assert problems == [], f"{len(problems)} shadows differ, e.g. {problems[:5]}"
@@ -102,7 +120,7 @@ async def test_shuffled_duplicated_delivery_gives_the_ground_truth(run: Run) -> 
 
 
 async def test_sigkill_mid_stream_then_restart_gives_the_ground_truth(run: Run) -> None:
-    events, truth = fleet(run.prefix, DEVICES, seed=21)
+    events, truth = run.fleet(seed=21)
     delivery = shuffled_with_duplicates(events, seed=22)
     half = len(delivery) // 2
     await asyncio.to_thread(publish, run.stack, delivery[:half])
@@ -117,18 +135,39 @@ async def test_sigkill_mid_stream_then_restart_gives_the_ground_truth(run: Run) 
     check_events(run, truth)
 
 
-@needs_private_stack
-async def test_database_restart_mid_stream_gives_the_ground_truth(run: Run) -> None:
+async def test_database_restart_mid_stream_gives_the_ground_truth(
+    stack: Stack, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a stack of its own (`just test`) the test restarts that stack's database; on the shared dev stack
+    status writes to a MongoDB-wire server of the test's own (beside the dev stack's Pulsar), so no other
+    run sees the restart."""
     from fleet_devstack import LocalStack
+    from fleet_devstack.config import StackConfig
 
-    events, truth = fleet(run.prefix, DEVICES, seed=31)
-    delivery = shuffled_with_duplicates(events, seed=32)
-    half = len(delivery) // 2
-    await asyncio.to_thread(publish, run.stack, delivery[:half])
-    await asyncio.sleep(2)
-    await asyncio.to_thread(LocalStack.from_env().restart_mongo)
-    await asyncio.to_thread(publish, run.stack, delivery[half:])
-    problems = await run.status.wait_for_truth(truth, within=600)
-    assert problems == [], f"{len(problems)} shadows differ, e.g. {problems[:5]}"
-    await check_history(run, truth)
-    check_events(run, truth)
+    private: LocalStack | None = None
+    if owns_stack():
+        restart = LocalStack.from_env().restart_mongo
+    else:
+        monkeypatch.setenv("FLEET_STACK_MONGO_PORT", str(free_port()))
+        private = LocalStack(StackConfig.load(f"st{unique}"))
+        await asyncio.to_thread(private.ferretdb.install)  # built once per checkout (the dev stack's build)
+        await asyncio.to_thread(private.start_mongo)
+        stack = Stack(stack.pulsar_url, stack.pulsar_admin_url, private.config.mongodb_uri)
+        restart = private.restart_mongo
+    try:
+        async with running(stack, unique, tmp_path) as run:
+            events, truth = run.fleet(seed=31)
+            delivery = shuffled_with_duplicates(events, seed=32)
+            half = len(delivery) // 2
+            await asyncio.to_thread(publish, run.stack, delivery[:half])
+            await asyncio.sleep(2)
+            await asyncio.to_thread(restart)
+            await asyncio.to_thread(publish, run.stack, delivery[half:])
+            problems = await run.status.wait_for_truth(truth, within=600)
+            assert problems == [], f"{len(problems)} shadows differ, e.g. {problems[:5]}"
+            await check_history(run, truth)
+            check_events(run, truth)
+    finally:
+        if private is not None:
+            await asyncio.to_thread(private.stop_mongo)
+            shutil.rmtree(private.config.stack_dir, ignore_errors=True)

@@ -195,3 +195,48 @@ async def test_stopping_drains_what_is_pending_behind_a_flush_in_flight() -> Non
     assert first.acked
     assert second.acked
     assert store.docs["d1"].shadow.dps["temp"].device_time_ms == 2
+
+
+async def test_back_pressure_counts_the_messages_being_written_until_they_are_acked() -> None:
+    """The bound is on messages held unacknowledged (pending or in a flush), as the broker counts them: a
+    consumer over its unacked limit gets nothing more until acks bring it far below."""
+    store = GatedStore()
+    writer = ShadowWriter(
+        store,
+        FakeHistoryStore(),
+        SchemaCache(None, FakeSchemaStore()),
+        FakePublisher(),
+        tenant="t",
+        region="eu",
+        max_delay_s=0,
+        max_pending=3,
+        flush_concurrency=1,
+    )
+    m = [FakeMessage() for _ in range(4)]
+    writer.start()
+    try:
+        await writer.submit(report("d1", 1), m[0], tenant="t", region="eu")
+        await writer.submit(report("d2", 2), m[1], tenant="t", region="eu")
+        await until(lambda: len(store.gates) == 1, "the first flush")
+        assert writer.pending_messages == 0
+        await writer.submit(report("d3", 3), m[2], tenant="t", region="eu")
+        assert writer.held_messages == 3
+        fourth = asyncio.create_task(writer.submit(report("d4", 4), m[3], tenant="t", region="eu"))
+        await asyncio.sleep(0.02)
+        assert not fourth.done()  # two in the flush and one pending: held at the bound
+
+        store.gates[0].set()
+        await until(lambda: m[0].acked and m[1].acked, "the first flush's acks")
+        await asyncio.wait_for(fourth, 1.0)  # the acks made room
+
+        def open_gates() -> bool:
+            for gate in store.gates:
+                gate.set()
+            return all(x.acked for x in m)
+
+        await until(open_gates, "every ack")
+        assert writer.held_messages == 0
+    finally:
+        for gate in store.gates:
+            gate.set()
+        await writer.stop(5.0)

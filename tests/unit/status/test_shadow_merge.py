@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -196,3 +198,25 @@ def test_any_permutation_with_duplicates_gives_the_in_order_shadow(
     assert batched.state_equals(in_order)
     # a replay of everything already merged changes nothing
     assert not merge(in_order, duplicated, SCHEMA).changed
+
+
+@settings(max_examples=200, deadline=None)
+@given(before=st.lists(a_fact(), max_size=15), after=st.lists(a_fact(), min_size=1, max_size=15))
+def test_a_merge_never_changes_the_shadow_it_starts_from(
+    before: list[DeviceFacts], after: list[DeviceFacts]
+) -> None:
+    """The writer keeps the shadow it merged from (its cache) until the write lands: a merge works on a copy
+    (`Shadow.copy`, which shares the values and copies the records a merge changes in place)."""
+    start = merge(Shadow("d1"), before, SCHEMA).shadow
+    snapshot = copy.deepcopy(start)
+    merge(start, after, SCHEMA)
+    assert start == snapshot
+
+
+def test_completing_a_reports_dp_id_changes_the_merged_copy_only() -> None:
+    start = merge(Shadow("d1"), [report(("x", 1, 5))], None).shadow
+    assert start.dps["x"].dp_id is None
+    same_with_id = DeviceFacts("d1", (StatusReport((DpReading("x", 1, 5, 7),)),), "p1")
+    merged = merge(start, [same_with_id], None).shadow
+    assert merged.dps["x"].dp_id == 7
+    assert start.dps["x"].dp_id is None

@@ -20,7 +20,10 @@ class StatusSettings(SecuritySettings, ServiceSettings):
     # the shadow writer: messages are merged per device in memory and written once per device per batch
     status_batch_max_devices: int = Field(1000, ge=1, le=10_000)
     status_batch_max_delay_ms: int = Field(20, ge=0)
-    status_max_pending_messages: int = Field(20_000, ge=100)
+    # messages held unacknowledged (pending or being written) before consumption pauses: the more a device's
+    # reports wait together, the fewer writes they cost. Keep it and the receiver queue below the broker's
+    # maxUnackedMessagesPerConsumer (50,000 by default), which stops delivery until half of them are acked.
+    status_max_pending_messages: int = Field(40_000, ge=100)
     # batches written at once (their device sets disjoint: a device is in one at a time); while they are
     # written, newly arrived facts are merged per device into the next batch
     status_flush_concurrency: int = Field(2, ge=1, le=16)

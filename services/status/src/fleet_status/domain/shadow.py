@@ -153,7 +153,21 @@ class Shadow:
         return _state(self) == _state(other)
 
     def copy(self) -> Shadow:
-        return copy.deepcopy(self)
+        """A copy a merge may change: its maps and the records a merge changes in place (DPs, presence,
+        firmware channels) are copied. Values are never changed in place, so they are shared: a deep copy
+        cost more than the merge itself, once per device written."""
+        return Shadow(
+            self.device_id,
+            self.product_id,
+            self.version,
+            {code: copy.copy(dp) for code, dp in self.dps.items()},
+            copy.copy(self.presence),
+            copy.copy(self.binding),
+            self.name,
+            dict(self.dp_names),
+            {channel: copy.copy(fw) for channel, fw in self.firmware.items()},
+            self.inactivity_timeout,
+        )
 
 
 def _state(shadow: Shadow) -> tuple[Any, ...]:
