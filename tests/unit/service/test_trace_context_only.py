@@ -3,6 +3,7 @@ message into its handler (log lines carry the trace id) and on into what the han
 
 from __future__ import annotations
 
+import inspect
 from typing import Annotated
 
 import pytest
@@ -14,7 +15,7 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON
 from fleet_contracts import topics
 from fleet_shared.pulsar import InlineContext, PulsarBroker, PulsarMessage, TestPulsarBroker
 from fleet_shared.pulsar import opentelemetry as broker_tracing
-from fleet_shared.tracing.provider import ServiceTracerProvider, spans_exported
+from fleet_shared.tracing.provider import ServiceTracerProvider, global_provider, spans_exported
 
 pytestmark = pytest.mark.unit
 
@@ -84,3 +85,22 @@ async def test_spans_are_made_again_once_an_exporter_counts(monkeypatch: pytest.
     assert not isinstance(chosen(None, context=PulsarBroker().context), broker_tracing.TraceContextOnly)
     monkeypatch.setattr(broker_tracing, "spans_exported", lambda: False)
     assert isinstance(chosen(None, context=PulsarBroker().context), broker_tracing.TraceContextOnly)
+
+
+def test_the_global_provider_is_read_as_set_without_asking_the_environment_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporting = service_provider(exports=True)
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", exporting)
+    assert global_provider() is exporting
+    assert spans_exported() is True
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    assert global_provider() is None
+    assert spans_exported() is False
+
+
+def test_the_global_read_is_the_one_the_api_sets_and_reads() -> None:
+    # `global_provider` reads opentelemetry's private global: the one set_tracer_provider sets, and the
+    # one get_tracer_provider returns once set.
+    assert "_TRACER_PROVIDER = tracer_provider" in inspect.getsource(trace._set_tracer_provider)
+    assert "return cast(\"TracerProvider\", _TRACER_PROVIDER)" in inspect.getsource(trace.get_tracer_provider)

@@ -167,6 +167,7 @@ class _SpansWithMessageId(BaseMiddleware[PulsarPublishCommand]):
 _W3C = TraceContextTextMapPropagator()
 _TRACEPARENT = "traceparent"  # the header `_W3C` reads the trace context from
 _UNSAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_NOTHING_CARRIED = Context()  # what the propagator extracts from no header; copied, never changed
 
 
 class TraceContextOnly(BaseMiddleware[PulsarPublishCommand]):
@@ -178,10 +179,13 @@ class TraceContextOnly(BaseMiddleware[PulsarPublishCommand]):
 
     async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
         headers = msg.headers
-        # Without the header the propagator extracts an empty context: skip asking it.
-        carried = _W3C.extract(headers) if _TRACEPARENT in headers else Context()
-        if not trace.get_current_span(carried).get_span_context().is_valid:
-            carried = trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), carried)
+        if _TRACEPARENT in headers:
+            carried = _W3C.extract(headers)
+            if not trace.get_current_span(carried).get_span_context().is_valid:
+                carried = trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), carried)
+        else:
+            # Without the header the propagator extracts an empty context, which holds no valid span.
+            carried = trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), _NOTHING_CARRIED)
         token = otel_context.attach(carried)
         try:
             return await call_next(msg)
@@ -206,17 +210,24 @@ def _new_trace() -> trace.SpanContext:
 class DefaultTracing:
     """The broker's default: `PulsarTelemetryMiddleware`'s spans (with the published message's id) while
     spans are exported, else `TraceContextOnly`; asked per message, so a provider configured after the
-    broker is built counts."""
+    broker is built counts.
 
-    __slots__ = ("spans",)
+    `TraceContextOnly` keeps nothing per message (its scopes work on their arguments, it never reads its
+    `msg`), so one instance per context serves every message."""
+
+    __slots__ = ("_context_only", "spans")
 
     def __init__(self) -> None:
         self.spans = PulsarTelemetryMiddleware(include_messages_counters=False)
+        self._context_only: TraceContextOnly | None = None
 
     def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> BaseMiddleware[PulsarPublishCommand]:
         if spans_exported():
             return _SpansWithMessageId(self.spans(msg, context=context), context=context)
-        return TraceContextOnly(msg, context=context)
+        only = self._context_only
+        if only is None or only.context is not context:
+            only = self._context_only = TraceContextOnly(None, context=context)
+        return only
 
 
 def telemetry_middlewares(given: Sequence[Any]) -> tuple[Any, ...]:
