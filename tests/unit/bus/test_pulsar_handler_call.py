@@ -18,6 +18,8 @@ from faststream import Context
 from faststream._internal.context.repository import ContextScope
 from faststream._internal.di import FastDependsConfig
 from faststream._internal.di.config import _unwrap_message_to_fast_depends_decorator
+from faststream._internal.endpoint.call_wrapper import HandlerCallWrapper
+from faststream._internal.endpoint.subscriber.call_item import HandlerItem
 from faststream.message import StreamMessage
 from pydantic import BaseModel
 
@@ -28,7 +30,8 @@ from fleet_shared.pulsar.testing import FakeMessage
 
 pytestmark = pytest.mark.unit
 
-# `direct_call` and `PulsarSubscriber.process_message`'s context variables mirror these sources. When an
+# `direct_call`, `PulsarSubscriber.process_message`'s context variables and `_call_handler`, and
+# `PulsarMessage.ack` mirror these sources. When an
 # upgrade changes one, re-read the new version, port the change, then update its digest.
 MIRRORED = {
     "fast_depends CallModel.asolve": (CallModel.asolve, "0000000000000000"),
@@ -40,6 +43,8 @@ MIRRORED = {
     ),
     "faststream ContextScope": (ContextScope, "0000000000000000"),
     "faststream StreamMessage.ack": (StreamMessage.ack, "0000000000000000"),
+    "faststream HandlerItem.call": (HandlerItem.call, "0000000000000000"),
+    "faststream HandlerCallWrapper.call_wrapped": (HandlerCallWrapper.call_wrapped, "0000000000000000"),
 }
 
 

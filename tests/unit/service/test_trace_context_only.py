@@ -3,6 +3,7 @@ message into its handler (log lines carry the trace id) and on into what the han
 
 from __future__ import annotations
 
+import hashlib
 import inspect
 from typing import Annotated
 
@@ -11,6 +12,7 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from fleet_contracts import topics
 from fleet_shared.pulsar import InlineContext, PulsarBroker, PulsarMessage, TestPulsarBroker
@@ -104,3 +106,49 @@ def test_the_global_read_is_the_one_the_api_sets_and_reads() -> None:
     # one get_tracer_provider returns once set.
     assert "_TRACER_PROVIDER = tracer_provider" in inspect.getsource(trace._set_tracer_provider)
     assert "return cast(\"TracerProvider\", _TRACER_PROVIDER)" in inspect.getsource(trace.get_tracer_provider)
+
+
+# `carried_context` reads a plain traceparent as this source does. When an upgrade changes it, re-read the new
+# version, port the change, then update the digest.
+MIRRORED_EXTRACT = "0000000000000000"
+
+
+def test_the_carried_context_mirrors_the_propagator_version_it_was_written_against() -> None:
+    source = inspect.getsource(TraceContextTextMapPropagator)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    assert digest == MIRRORED_EXTRACT, (
+        "TraceContextTextMapPropagator changed: port the change to fleet_shared.pulsar.opentelemetry."
+        f"carried_context, then set MIRRORED_EXTRACT = {digest!r}"
+    )
+
+
+SPAN = "00f067aa0ba902b7"
+CARRIED = [
+    {"traceparent": CALLER},
+    {"traceparent": f"00-{TRACE}-{SPAN}-00"},
+    {"traceparent": f" \t{CALLER} "},
+    {"traceparent": f"01-{TRACE}-{SPAN}-01-future-fields"},
+    {"traceparent": f"00-{TRACE}-{SPAN}-01-extra"},
+    {"traceparent": f"ff-{TRACE}-{SPAN}-01"},
+    {"traceparent": f"00-{'0' * 32}-{SPAN}-01"},
+    {"traceparent": f"00-{TRACE}-{'0' * 16}-01"},
+    {"traceparent": f"00-{TRACE.upper()}-{SPAN}-01"},
+    {"traceparent": "garbage"},
+    {"traceparent": ""},
+    {"traceparent": CALLER, "tracestate": "vendor=value"},
+    {"traceparent": f"01-{TRACE}-{SPAN}-01-{'x' * 600}"},
+    {},
+]
+
+
+@pytest.mark.parametrize("headers", CARRIED)
+def test_the_carried_context_is_what_the_propagator_extracts_or_a_new_trace(headers: dict[str, str]) -> None:
+    extracted = trace.get_current_span(TraceContextTextMapPropagator().extract(headers)).get_span_context()
+    carried = trace.get_current_span(broker_tracing.carried_context(headers)).get_span_context()
+    assert carried.is_valid
+    if extracted.is_valid:
+        assert carried == extracted
+        assert carried.trace_state == extracted.trace_state
+    else:  # a trace of our own, started here and not sampled
+        assert not carried.is_remote
+        assert not carried.trace_flags.sampled

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from fast_depends.core import CallModel
 from fast_depends.utils import is_coroutine_callable
@@ -46,9 +46,10 @@ def direct_call(item: HandlerItem[Any], fd_config: FastDependsConfig) -> Handler
         return None
     if not is_coroutine_callable(model.call):
         return None
-    fields = tuple(model.custom_fields.values())
-    if not all(type(f) is InlineContext and not f.field for f in fields) or _unpacks_body(model):
+    custom = tuple(model.custom_fields.values())
+    if not all(type(f) is InlineContext and not f.field for f in custom) or _unpacks_body(model):
         return None
+    fields = cast("tuple[InlineContext, ...]", custom)
     # What FastStream's `apply_types(None, context__=fd_config.context)` passes to every call.
     call_extra = {"context__": fd_config.context}
     handler = model.call

@@ -16,7 +16,8 @@ FastStream (its brokers are built on `faststream._internal`; these go further, i
   - `HandlerItem.handler._publishers`, `PublisherUsecase._publish`, and the name-mangled
     `SubscriberUsecase.__build__middlewares_stack`: the per-message path `PulsarSubscriber.process_message`
     mirrors (tests/unit/bus pins that source too).
-  - `HandlerItem.handler._wrapped_call`: replaced by `handler_call.direct_call` after each build.
+  - `HandlerItem.handler._wrapped_call`: replaced by `handler_call.direct_call` after each build, and called
+    by `PulsarSubscriber._call_handler` (which mirrors `HandlerItem.call` and `call_wrapped`).
   - Hooks overridden or extended, not read: `SubscriberUsecase._broker_middlewares`,
     `SubscriberUsecase._make_response_publisher`, `SubscriberUsecase._build_fastdepends_model`,
     `TestBroker._fake_start`, `TestBroker._fake_close`.
@@ -178,6 +179,12 @@ def publish_with_middlewares(publisher: object, cmd: object, middlewares: Iterab
     (returned to be awaited: no extra coroutine on the per-message path)."""
     publish: Callable[..., Awaitable[Any]] = cast("Any", publisher)._publish
     return publish(cmd, _extra_middlewares=middlewares)
+
+
+def wrapped_call(handler: object) -> Callable[[Any], Awaitable[Any]]:
+    """What a handler wrapper's `call_wrapped` awaits (outside tests, all it does)."""
+    call: Callable[[Any], Awaitable[Any]] = cast("Any", handler)._wrapped_call
+    return call
 
 
 def set_handler_call(call_item: object, call: Callable[[Any], Awaitable[Any]]) -> None:

@@ -44,6 +44,10 @@ def new_correlation_id() -> str:
 class Settler(Protocol):
     """What a message calls to be acknowledged: its subscriber, which owns the consumer."""
 
+    def ack_now(self, message: PulsarMessage) -> bool:
+        """`settle_ack` done without waiting, when it need not wait; False: nothing done, await `settle_ack`."""
+        ...
+
     async def settle_ack(self, message: PulsarMessage) -> None: ...
 
     async def settle_nack(self, message: PulsarMessage) -> None: ...
@@ -73,9 +77,10 @@ class PulsarMessage(StreamMessage["pulsar.Message"]):
 
     async def ack(self) -> None:
         if self.committed is None:
-            if self._settler is not None:
-                await self._settler.settle_ack(self)
-            if self.committed is None:  # StreamMessage.ack, inline: one coroutine less per message
+            settler = self._settler
+            if settler is not None and not settler.ack_now(self):
+                await settler.settle_ack(self)
+            if self.committed is None:  # StreamMessage.ack, inline: a coroutine less per message
                 self.committed = AckStatus.ACKED
 
     async def nack(self) -> None:
