@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pulsar
@@ -261,7 +262,16 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
             reply_to=reply_to,
             _publish_type=PublishType.PUBLISH,
         )
-        return await self._basic_publish(cmd, producer=self.config.producer)
+        # FastStream's `_basic_publish`, written out (one coroutine less; tests/unit/bus pins its source):
+        # each middleware's publish scope around the producer, the first middleware outermost.
+        publish = self.config.producer.publish
+        context = self.context
+        middlewares = self.middlewares
+        if len(middlewares) == 1:  # the default: the tracing middleware alone, and no partial to build
+            return await middlewares[0](None, context=context).publish_scope(publish, cmd)
+        for m in middlewares[::-1]:
+            publish = partial(m(None, context=context).publish_scope, publish)
+        return await publish(cmd)
 
     @override
     async def request(

@@ -8,8 +8,8 @@ has custom fields, and calls the handler through `run_async`, which inspects aga
 function and builds a `typing` alias to cast it: in the bus benchmark's profile, a quarter of the subscriber's
 per-message cost, none of it doing anything for a handler without dependencies.
 
-`direct_call` gives such a handler (the body as its one argument, `InlineContext` fields, no `Depends`, no
-generator, FastDepends on) a call that does what those wrappers do, in the same order: the body decoded (cached
+`direct_call` gives such a handler (the body as its one argument, `InlineContext` fields, no `Depends`,
+FastDepends on) a call that does what those wrappers do, in the same order: the body decoded (cached
 on the message), the same binding, validation and return-value cast (FastDepends' own generator,
 `CallModel._solve`, does them), the `InlineContext` fields resolved in declaration order, the handler awaited.
 Every other handler (one that takes the body unpacked into several arguments, too) keeps FastDepends'
@@ -38,7 +38,7 @@ HandlerCall = Callable[["StreamMessage[Any]"], Awaitable[Any]]
 
 def direct_call(item: HandlerItem[Any], fd_config: FastDependsConfig) -> HandlerCall | None:
     """The direct call for `item`'s handler, as FastStream set it up with `fd_config`; None when the handler
-    needs something only FastDepends' wrapper does (dependencies, generators, other custom fields)."""
+    needs something only FastDepends' wrapper does (dependencies, other custom fields, an unpacked body)."""
     model = item.dependant
     if not isinstance(model, CallModel) or not fd_config.use_fastdepends or fd_config.get_dependent:
         return None

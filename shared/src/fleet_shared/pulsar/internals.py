@@ -24,7 +24,7 @@ FastStream (its brokers are built on `faststream._internal`; these go further, i
 
 FastDepends (FastStream's dependency injection):
   - `CallModel._solve`: the generator that binds, validates and casts a handler's arguments and return value,
-    driven by `handler_call.direct_call` as `CallModel.asolve` drives it (tests/unit/bus pins asolve's source).
+    driven by `handler_call.direct_call` as `CallModel.asolve` drives it (tests/unit/bus pins asolve).
   - Mirrored, not touched: `acknowledgement.py` does what the private `_AcknowledgementMiddleware` does
     (tests/unit/bus pins its source), built from the public factory's `ack_policy`, `logger` and
     `fallback_parser`.
@@ -47,7 +47,11 @@ from faststream._internal.endpoint.subscriber import SubscriberUsecase
 from faststream._internal.testing.broker import TestBroker
 from pulsar import asyncio as pa
 
-WRITTEN_AGAINST: Mapping[str, str] = {"pulsar-client": "3.13.0", "faststream": "0.7.8", "fast-depends": "3.0.9"}
+WRITTEN_AGAINST: Mapping[str, str] = {
+    "pulsar-client": "3.13.0",
+    "faststream": "0.7.8",
+    "fast-depends": "3.0.9",
+}
 
 #: FastStream's private hooks this package overrides or calls through `super()` (checked by a unit test).
 FASTSTREAM_HOOKS: Mapping[type[Any], tuple[str, ...]] = {
@@ -188,13 +192,13 @@ def wrapped_call(handler: object) -> Callable[[Any], Awaitable[Any]]:
 
 
 def set_handler_call(call_item: object, call: Callable[[Any], Awaitable[Any]]) -> None:
-    """Make `call` what a handler item's wrapper calls per message (until FastStream builds the handler again)."""
+    """Make `call` what a handler item's wrapper calls per message (until FastStream builds it again)."""
     cast("Any", call_item).handler._wrapped_call = call
 
 
 def argument_solver(model: object) -> Callable[..., Generator[Any, Any, Any]]:
-    """FastDepends' `CallModel._solve` of `model`: the generator `asolve` drives (arguments bound and validated
-    when first sent the custom fields' values, the return value cast when sent the handler's result)."""
+    """FastDepends' `CallModel._solve` of `model`: the generator `asolve` drives (arguments bound and
+    validated when sent the custom fields' values, the return value cast when sent the handler's result)."""
     solver: Callable[..., Generator[Any, Any, Any]] = cast("Any", model)._solve
     return solver
 

@@ -45,7 +45,7 @@ class Settler(Protocol):
     """What a message calls to be acknowledged: its subscriber, which owns the consumer."""
 
     def ack_now(self, message: PulsarMessage) -> bool:
-        """`settle_ack` done without waiting, when it need not wait; False: nothing done, await `settle_ack`."""
+        """`settle_ack` done at once when it need not wait; False: nothing done, await `settle_ack`."""
         ...
 
     async def settle_ack(self, message: PulsarMessage) -> None: ...

@@ -217,16 +217,21 @@ def carried_context(headers: Mapping[str, Any]) -> Context:
     if match is None:
         return trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), _NOTHING_CARRIED)
     version, trace_id, span_id, flags, rest = match.groups()
-    if trace_id == _ZERO_TRACE_ID or span_id == _ZERO_SPAN_ID or version == "ff" or (version == "00" and rest):
+    if (
+        trace_id == _ZERO_TRACE_ID
+        or span_id == _ZERO_SPAN_ID
+        or version == "ff"
+        or (version == "00" and rest)
+    ):
         return trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), _NOTHING_CARRIED)
-    carried = trace.SpanContext(
+    parent_span = trace.SpanContext(
         trace_id=int(trace_id, 16),
         span_id=int(span_id, 16),
         is_remote=True,
         trace_flags=trace.TraceFlags(int(flags, 16)),
         trace_state=None,
     )
-    return trace.set_span_in_context(trace.NonRecordingSpan(carried), _NOTHING_CARRIED)
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent_span), _NOTHING_CARRIED)
 
 
 def _new_trace() -> trace.SpanContext:

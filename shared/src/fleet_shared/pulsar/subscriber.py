@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import logging
 import weakref
-from contextvars import ContextVar, Token
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -214,7 +214,7 @@ def _overridden_hooks(cls: type[Any]) -> _Hooks:
 
 @dataclass(frozen=True, slots=True)
 class _ScopeVars:
-    """The ContextRepo variables a message is handled in: the fixed ones with their values, then the message's."""
+    """The ContextRepo variables a message is handled in: the fixed ones with values, then the message's."""
 
     base: tuple[tuple[ContextVar[Any], Any], ...]
     log_context: ContextVar[Any]

@@ -32,10 +32,11 @@ def global_provider() -> trace.TracerProvider | None:
     """The global tracer provider once one is set (by `trace.set_tracer_provider`, or named by the
     OTEL_PYTHON_TRACER_PROVIDER environment variable), else None.
 
-    Until a provider is set, `trace.get_tracer_provider()` looks the variable up in `os.environ` on every call:
-    asked for every message, that lookup cost more than the rest of the broker's tracing. Here the environment
-    is asked once (through `get_tracer_provider`, which sets the provider it names); after that a provider can
-    only come from `set_tracer_provider`, which sets the global read here (`tests/unit/service` pins that).
+    Until a provider is set, `trace.get_tracer_provider()` looks the variable up in `os.environ` on every
+    call: asked for every message, that lookup cost more than the rest of the broker's tracing. Here the
+    environment is asked once (through `get_tracer_provider`, which sets the provider it names); after that
+    a provider can only come from `set_tracer_provider`, which sets the global read here (`tests/unit/service`
+    pins that).
     """
     global _environment_read
     provider = trace._TRACER_PROVIDER
