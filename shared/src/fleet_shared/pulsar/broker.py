@@ -197,13 +197,16 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
     async def _close_client(self) -> None:
         """The client's blocking close, on a worker thread, rather than `await client.close()`.
 
-        The asyncio close hands the C++ client a Python callback, which it calls and then destroys on a
-        thread of its own once everything is shut down: destroying it takes the GIL. When the process exits
-        right after the close (a test, a CLI command, a service stopped by SIGTERM), that thread can ask for
-        the GIL while the interpreter is already finalizing; CPython then ends the thread, and the C++
-        runtime aborts the process: "terminate called without an active exception" (the abort of
-        apache/pulsar-client-python#256, seen here about once in 20 exits). The blocking close waits on a C++
-        promise instead, so no client thread touches Python after the close returns.
+        The asyncio close hands the C++ client a Python callback, which a thread of the client calls, then
+        destroys once everything is shut down: destroying it takes the GIL. When the process exits right
+        after the close (a test, a CLI command, a service stopped by SIGTERM), that thread can ask for the GIL
+        while the interpreter is already finalizing; CPython then ends the thread, and unwinding it through
+        C++ aborts the process: "terminate called without an active exception" (apache/pulsar-client-python
+        #256). Another order of closing consumers, producers and client would not help: whichever close
+        comes last leaves its callback to a client thread. The blocking close waits on a C++ promise instead,
+        so no client thread holds a Python object once it returns. Measured with
+        `tests/integration/bus/exit_after_close.py` (start, publish, consume one, stop, exit), 23 runs each,
+        interleaved: the asyncio close aborted 3 exits, this one none.
         """
         client, self._connection = self._connection, None
         self.config.broker_config.disconnect()
