@@ -21,7 +21,7 @@ from typing_extensions import override
 
 from . import internals
 from .codec import OrjsonCodec, encode_body
-from .confirmed import Confirmations, ConfirmedSender
+from .confirmed import Confirmations, ConfirmedSender, WakeOnce
 from .message import PulsarParser, PulsarPublishCommand
 from .options import ProducerOptions
 from .rpc import ReplyInbox
@@ -91,12 +91,12 @@ class _SendResults:
     `send` would have returned or raised. Made inside the running loop it wakes.
     """
 
-    __slots__ = ("_loop", "_results", "_wake_pending")
+    __slots__ = ("_loop", "_results", "_wake")
 
     def __init__(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._results: deque[tuple[asyncio.Future[pulsar.MessageId], Any, Any]] = deque()
-        self._wake_pending = False
+        self._wake = WakeOnce(self._complete)
 
     def send(self, native_producer: Any, message: Any) -> asyncio.Future[pulsar.MessageId]:
         """Queue `message` in the client now; the future completes once the broker answered."""
@@ -105,16 +105,11 @@ class _SendResults:
         return future
 
     def _sent(self, future: asyncio.Future[pulsar.MessageId], result: Any, message_id: Any) -> None:
-        # On a client thread (or inline, on the loop's): must never raise. The result is queued before the
-        # flag is read, and the loop clears the flag before it drains, so no result is ever left behind.
+        # On a client thread (or inline, on the loop's): must never raise.
         self._results.append((future, result, message_id))
-        if not self._wake_pending:
-            self._wake_pending = True
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-                self._loop.call_soon_threadsafe(self._complete)
+        self._wake.request()
 
     def _complete(self) -> None:
-        self._wake_pending = False
         results = self._results
         while results:
             future, result, message_id = results.popleft()
