@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import pytest
+from faststream._internal.context import ContextRepo
 from faststream._internal.middlewares import BaseMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -128,3 +129,16 @@ async def test_default_tracing_with_an_exporter_puts_the_message_id_on_the_publi
     process = spans["persistent://fleet/test/in process"]
     assert process.context is not None
     assert spans["persistent://fleet/test/out publish"].context.trace_id == process.context.trace_id  # type: ignore[union-attr]
+
+
+def test_without_an_exporter_one_context_only_middleware_serves_every_message(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(broker_tracing, "spans_exported", lambda: False)
+    tracing = broker_tracing.DefaultTracing()
+    context, other = ContextRepo(), ContextRepo()
+    first = tracing(None, context=context)
+    assert isinstance(first, broker_tracing.TraceContextOnly)
+    assert tracing(object(), context=context) is first
+    assert tracing(None, context=other) is not first
+    assert tracing(None, context=other).context is other

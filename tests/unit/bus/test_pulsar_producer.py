@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from typing import Any
 
+import pulsar
 import pytest
 from faststream.response.publish_type import PublishType
+from pulsar.asyncio import PulsarException
 
 from fleet_shared.pulsar.message import PulsarPublishCommand, new_correlation_id
-from fleet_shared.pulsar.producer import PulsarProducer
+from fleet_shared.pulsar.producer import PulsarProducer, _SendResults
 
 pytestmark = pytest.mark.unit
 
@@ -106,3 +109,83 @@ def test_correlation_ids_are_distinct_version_4_uuids() -> None:
         assert parsed.version == 4
         assert parsed.variant == uuid.RFC_4122
         assert str(parsed) == text
+
+
+class NativeId:
+    """Stands in for the native id the client confirms a send with."""
+
+    def __init__(self, entry: int) -> None:
+        self.entry = entry
+
+    def partition(self) -> int:
+        return -1
+
+    def ledger_id(self) -> int:
+        return 7
+
+    def entry_id(self) -> int:
+        return self.entry
+
+    def batch_index(self) -> int:
+        return -1
+
+
+class ThreadedNative:
+    """Like the client's producer: `send_async` queues; `confirm` answers every queued send from a thread of
+    its own, in order, as the client does once a batch is persisted."""
+
+    def __init__(self) -> None:
+        self.queued: list[tuple[Any, Any]] = []
+
+    def send_async(self, message: Any, callback: Any) -> None:
+        self.queued.append((message, callback))
+
+    def confirm(self, result: Any = pulsar.Result.Ok) -> None:
+        queued, self.queued = self.queued, []
+
+        def answer() -> None:
+            for entry, (_message, callback) in enumerate(queued):
+                callback(result, NativeId(entry))
+
+        thread = threading.Thread(target=answer)
+        thread.start()
+        thread.join()
+
+
+class CountingResults(_SendResults):
+    runs = 0
+
+    def _complete(self) -> None:
+        self.runs += 1
+        super()._complete()
+
+
+async def settled(futures: list[asyncio.Future[Any]]) -> None:
+    async with asyncio.timeout(5):
+        while not all(f.done() for f in futures):  # noqa: ASYNC110 - completed by the loop's own callback
+            await asyncio.sleep(0.001)
+
+
+async def test_a_burst_of_confirmations_completes_each_send_in_order_with_one_wake_up() -> None:
+    results = CountingResults()
+    native = ThreadedNative()
+    futures = [results.send(native, f"m{i}") for i in range(5)]
+    futures[2].cancel()  # its publisher gave up: the others complete all the same
+
+    native.confirm()
+    await settled(futures)
+
+    assert results.runs == 1
+    assert [f.result().entry_id() for f in futures if not f.cancelled()] == [0, 1, 3, 4]
+    assert str(futures[0].result()) == str(pulsar.MessageId(-1, 7, 0, -1))
+
+
+async def test_a_failed_send_raises_what_pulsar_asyncio_raises() -> None:
+    results = _SendResults()
+    native = ThreadedNative()
+    futures = [results.send(native, "m")]
+    native.confirm(pulsar.Result.Timeout)
+    await settled(futures)
+    with pytest.raises(PulsarException) as failed:
+        futures[0].result()
+    assert failed.value.error() == pulsar.Result.Timeout

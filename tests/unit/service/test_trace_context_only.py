@@ -3,6 +3,8 @@ message into its handler (log lines carry the trace id) and on into what the han
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 from typing import Annotated
 
 import pytest
@@ -10,11 +12,12 @@ from opentelemetry import trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from fleet_contracts import topics
 from fleet_shared.pulsar import InlineContext, PulsarBroker, PulsarMessage, TestPulsarBroker
 from fleet_shared.pulsar import opentelemetry as broker_tracing
-from fleet_shared.tracing.provider import ServiceTracerProvider, spans_exported
+from fleet_shared.tracing.provider import ServiceTracerProvider, global_provider, spans_exported
 
 pytestmark = pytest.mark.unit
 
@@ -84,3 +87,68 @@ async def test_spans_are_made_again_once_an_exporter_counts(monkeypatch: pytest.
     assert not isinstance(chosen(None, context=PulsarBroker().context), broker_tracing.TraceContextOnly)
     monkeypatch.setattr(broker_tracing, "spans_exported", lambda: False)
     assert isinstance(chosen(None, context=PulsarBroker().context), broker_tracing.TraceContextOnly)
+
+
+def test_the_global_provider_is_read_as_set_without_asking_the_environment_each_time(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporting = service_provider(exports=True)
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", exporting)
+    assert global_provider() is exporting
+    assert spans_exported() is True
+    monkeypatch.setattr(trace, "_TRACER_PROVIDER", None)
+    assert global_provider() is None
+    assert spans_exported() is False
+
+
+def test_the_global_read_is_the_one_the_api_sets_and_reads() -> None:
+    # `global_provider` reads opentelemetry's private global: the one set_tracer_provider sets, and the
+    # one get_tracer_provider returns once set.
+    assert "_TRACER_PROVIDER = tracer_provider" in inspect.getsource(trace._set_tracer_provider)
+    assert 'return cast("TracerProvider", _TRACER_PROVIDER)' in inspect.getsource(trace.get_tracer_provider)
+
+
+# `carried_context` reads a plain traceparent as this source does. When an upgrade changes it, re-read the new
+# version, port the change, then update the digest.
+MIRRORED_EXTRACT = "4f9bf25de15cf0b4"
+
+
+def test_the_carried_context_mirrors_the_propagator_version_it_was_written_against() -> None:
+    source = inspect.getsource(TraceContextTextMapPropagator)
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    assert digest == MIRRORED_EXTRACT, (
+        "TraceContextTextMapPropagator changed: port the change to fleet_shared.pulsar.opentelemetry."
+        f"carried_context, then set MIRRORED_EXTRACT = {digest!r}"
+    )
+
+
+SPAN = "00f067aa0ba902b7"
+CARRIED = [
+    {"traceparent": CALLER},
+    {"traceparent": f"00-{TRACE}-{SPAN}-00"},
+    {"traceparent": f" \t{CALLER} "},
+    {"traceparent": f"01-{TRACE}-{SPAN}-01-future-fields"},
+    {"traceparent": f"00-{TRACE}-{SPAN}-01-extra"},
+    {"traceparent": f"ff-{TRACE}-{SPAN}-01"},
+    {"traceparent": f"00-{'0' * 32}-{SPAN}-01"},
+    {"traceparent": f"00-{TRACE}-{'0' * 16}-01"},
+    {"traceparent": f"00-{TRACE.upper()}-{SPAN}-01"},
+    {"traceparent": "garbage"},
+    {"traceparent": ""},
+    {"traceparent": CALLER, "tracestate": "vendor=value"},
+    {"traceparent": f"01-{TRACE}-{SPAN}-01-{'x' * 600}"},
+    {},
+]
+
+
+@pytest.mark.parametrize("headers", CARRIED)
+def test_the_carried_context_is_what_the_propagator_extracts_or_a_new_trace(headers: dict[str, str]) -> None:
+    extracted = trace.get_current_span(TraceContextTextMapPropagator().extract(headers)).get_span_context()
+    carried = trace.get_current_span(broker_tracing.carried_context(headers)).get_span_context()
+    assert carried.is_valid
+    if extracted.is_valid:
+        assert carried == extracted
+        assert carried.trace_state == extracted.trace_state
+    else:  # a trace of our own, started here and not sampled
+        assert not carried.is_remote
+        assert not carried.trace_flags.sampled

@@ -47,4 +47,8 @@ def encode_body(msg: Any) -> tuple[bytes, str | None]:
         return msg, None
     if isinstance(msg, str):
         return msg.encode(), TEXT
+    if isinstance(msg, BaseModel):
+        # Pydantic's own JSON serializer writes the very bytes orjson writes for `model_dump(mode="json")`
+        # (tests/unit/bus compares them), without building the dictionary in between: a third of the time.
+        return msg.__pydantic_serializer__.to_json(msg), JSON
     return orjson.dumps(msg, default=_default), JSON

@@ -45,6 +45,31 @@ class SendFailedError(Exception):
     """The broker did not persist a message (the `pulsar.Result` is in the text)."""
 
 
+class WakeOnce:
+    """Runs `callback` on the event loop once per burst of `request()`s made from any thread: a request made
+    while one is pending joins it. Whatever the callback looks at must be in place before `request()`; the
+    pending flag is cleared before the callback runs, so nothing requested is ever missed. Made inside the
+    running loop it wakes."""
+
+    __slots__ = ("_callback", "_loop", "_pending")
+
+    def __init__(self, callback: Callable[[], object]) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._callback = callback
+        self._pending = False
+
+    def request(self) -> None:
+        """Safe on a client thread: never raises."""
+        if not self._pending:
+            self._pending = True
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
+                self._loop.call_soon_threadsafe(self._run)
+
+    def _run(self) -> None:
+        self._pending = False
+        self._callback()
+
+
 class Confirmations:
     """Completes `Send`s from any thread and wakes the loop at most once per burst of completions.
 
@@ -58,22 +83,14 @@ class Confirmations:
         self.failures = 0
         """Sends failed so far: Pulsar fails every pending send behind a failed one, so a caller starts
         no send once this changed (not even in the gap before it sees the failed ticket)."""
-        self._loop = asyncio.get_running_loop()
-        self._wake_pending = False
+        self._wake = WakeOnce(self.progress.set)
 
     def complete(self, send: Send, error: BaseException | None = None) -> None:
         if error is not None:
             self.failures += 1
         send.error = error
         send.done = True
-        if not self._wake_pending:
-            self._wake_pending = True
-            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody waits any more
-                self._loop.call_soon_threadsafe(self._wake)
-
-    def _wake(self) -> None:
-        self._wake_pending = False
-        self.progress.set()
+        self._wake.request()
 
     async def wait(self, send: Send) -> None:
         """Until `send` is done."""

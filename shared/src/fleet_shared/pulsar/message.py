@@ -8,7 +8,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol, Self
 
 import orjson
-from faststream.message import StreamMessage, decode_message
+from faststream.message import AckStatus, StreamMessage, decode_message
 from faststream.response.publish_type import PublishType
 from faststream.response.response import PublishCommand, Response
 from typing_extensions import override
@@ -44,6 +44,10 @@ def new_correlation_id() -> str:
 class Settler(Protocol):
     """What a message calls to be acknowledged: its subscriber, which owns the consumer."""
 
+    def ack_now(self, message: PulsarMessage) -> bool:
+        """`settle_ack` done at once when it need not wait; False: nothing done, await `settle_ack`."""
+        ...
+
     async def settle_ack(self, message: PulsarMessage) -> None: ...
 
     async def settle_nack(self, message: PulsarMessage) -> None: ...
@@ -72,9 +76,12 @@ class PulsarMessage(StreamMessage["pulsar.Message"]):
         return int(self.raw_message.redelivery_count())
 
     async def ack(self) -> None:
-        if self.committed is None and self._settler is not None:
-            await self._settler.settle_ack(self)
-        await super().ack()
+        if self.committed is None:
+            settler = self._settler
+            if settler is not None and not settler.ack_now(self):
+                await settler.settle_ack(self)
+            if self.committed is None:  # StreamMessage.ack, inline: a coroutine less per message
+                self.committed = AckStatus.ACKED
 
     async def nack(self) -> None:
         if self.committed is None and self._settler is not None:

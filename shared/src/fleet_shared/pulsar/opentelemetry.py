@@ -15,7 +15,7 @@ topic is keyed by one (`fleet_shared.tracing.attributes`).
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from functools import partial
 from typing import TYPE_CHECKING, Any, Self
 
@@ -166,7 +166,14 @@ class _SpansWithMessageId(BaseMiddleware[PulsarPublishCommand]):
 
 _W3C = TraceContextTextMapPropagator()
 _TRACEPARENT = "traceparent"  # the header `_W3C` reads the trace context from
+_TRACESTATE = "tracestate"
+# The propagator's own pattern and limit (tests/unit/service pins its source).
+_TRACEPARENT_FORMAT = TraceContextTextMapPropagator._TRACEPARENT_HEADER_FORMAT_RE
+_TRACEPARENT_MAXIMUM_LENGTH = TraceContextTextMapPropagator._TRACEPARENT_MAXIMUM_LENGTH
+_ZERO_TRACE_ID = "0" * 32
+_ZERO_SPAN_ID = "0" * 16
 _UNSAMPLED = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+_NOTHING_CARRIED = Context()  # what the propagator extracts from no header; copied, never changed
 
 
 class TraceContextOnly(BaseMiddleware[PulsarPublishCommand]):
@@ -177,20 +184,54 @@ class TraceContextOnly(BaseMiddleware[PulsarPublishCommand]):
         super().__init__(msg, context=context)
 
     async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
-        headers = msg.headers
-        # Without the header the propagator extracts an empty context: skip asking it.
-        carried = _W3C.extract(headers) if _TRACEPARENT in headers else Context()
-        if not trace.get_current_span(carried).get_span_context().is_valid:
-            carried = trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), carried)
-        token = otel_context.attach(carried)
+        token = otel_context.attach(carried_context(msg.headers))
         try:
             return await call_next(msg)
         finally:
             otel_context.detach(token)
 
     async def publish_scope(self, call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
-        _W3C.inject(cmd.headers)  # nothing when no trace is current
+        if trace.get_current_span() is not trace.INVALID_SPAN:  # else the propagator would inject nothing
+            _W3C.inject(cmd.headers)
         return await call_next(cmd)
+
+
+def carried_context(headers: Mapping[str, Any]) -> Context:
+    """The trace context a message's headers carry, as `TraceContextTextMapPropagator.extract` reads it; a new
+    unsampled trace where they carry none (or an invalid one).
+
+    A plain `traceparent` (no `tracestate`, a string of normal length: what the bus itself writes) is read
+    here with the propagator's own pattern and checks, in a fraction of its time (its getter's checks, a
+    regex lookup by pattern, then asking the result for its span again); anything else goes to the
+    propagator. `tests/unit/service` pins the propagator's source and compares the two.
+    """
+    parent = headers.get(_TRACEPARENT)
+    if parent is None:
+        return trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), _NOTHING_CARRIED)
+    if type(parent) is not str or _TRACESTATE in headers or len(parent) > _TRACEPARENT_MAXIMUM_LENGTH:
+        carried = _W3C.extract(headers)
+        if trace.get_current_span(carried).get_span_context().is_valid:
+            return carried
+        return trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), carried)
+    match = _TRACEPARENT_FORMAT.search(parent)
+    if match is None:
+        return trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), _NOTHING_CARRIED)
+    version, trace_id, span_id, flags, rest = match.groups()
+    if (
+        trace_id == _ZERO_TRACE_ID
+        or span_id == _ZERO_SPAN_ID
+        or version == "ff"
+        or (version == "00" and rest)
+    ):
+        return trace.set_span_in_context(trace.NonRecordingSpan(_new_trace()), _NOTHING_CARRIED)
+    parent_span = trace.SpanContext(
+        trace_id=int(trace_id, 16),
+        span_id=int(span_id, 16),
+        is_remote=True,
+        trace_flags=trace.TraceFlags(int(flags, 16)),
+        trace_state=None,
+    )
+    return trace.set_span_in_context(trace.NonRecordingSpan(parent_span), _NOTHING_CARRIED)
 
 
 def _new_trace() -> trace.SpanContext:
@@ -206,17 +247,24 @@ def _new_trace() -> trace.SpanContext:
 class DefaultTracing:
     """The broker's default: `PulsarTelemetryMiddleware`'s spans (with the published message's id) while
     spans are exported, else `TraceContextOnly`; asked per message, so a provider configured after the
-    broker is built counts."""
+    broker is built counts.
 
-    __slots__ = ("spans",)
+    `TraceContextOnly` keeps nothing per message (its scopes work on their arguments, it never reads its
+    `msg`), so one instance per context serves every message."""
+
+    __slots__ = ("_context_only", "spans")
 
     def __init__(self) -> None:
         self.spans = PulsarTelemetryMiddleware(include_messages_counters=False)
+        self._context_only: TraceContextOnly | None = None
 
     def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> BaseMiddleware[PulsarPublishCommand]:
         if spans_exported():
             return _SpansWithMessageId(self.spans(msg, context=context), context=context)
-        return TraceContextOnly(msg, context=context)
+        only = self._context_only
+        if only is None or only.context is not context:
+            only = self._context_only = TraceContextOnly(None, context=context)
+        return only
 
 
 def telemetry_middlewares(given: Sequence[Any]) -> tuple[Any, ...]:

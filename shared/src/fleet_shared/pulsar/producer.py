@@ -6,9 +6,10 @@ import asyncio
 import contextlib
 import logging
 from collections import deque
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import pulsar
@@ -20,7 +21,7 @@ from typing_extensions import override
 
 from . import internals
 from .codec import OrjsonCodec, encode_body
-from .confirmed import Confirmations, ConfirmedSender
+from .confirmed import Confirmations, ConfirmedSender, WakeOnce
 from .message import PulsarParser, PulsarPublishCommand
 from .options import ProducerOptions
 from .rpc import ReplyInbox
@@ -32,6 +33,8 @@ if TYPE_CHECKING:
     from pulsar import asyncio as pa
 
 log = logging.getLogger(__name__)
+
+_OK = pulsar.Result.Ok
 
 
 class _Slots:
@@ -78,22 +81,71 @@ class _Slots:
         self._free += 1
 
 
+class _SendResults:
+    """Completes send futures from the client's thread, waking the event loop once per burst of results.
+
+    `pulsar.asyncio.Producer.send` completes every send through its own `call_soon_threadsafe`: a handle
+    made and run on the loop per message. The broker persists a batch (up to 1,000 messages) at once, so its
+    confirmations come in bursts: here the client's thread queues each result and asks for a wake-up only
+    while none is pending, and the loop completes every queued future in order, each with what that
+    `send` would have returned or raised. Made inside the running loop it wakes.
+    """
+
+    __slots__ = ("_loop", "_results", "_wake")
+
+    def __init__(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._results: deque[tuple[asyncio.Future[pulsar.MessageId], Any, Any]] = deque()
+        self._wake = WakeOnce(self._complete)
+
+    def send(self, native_producer: Any, message: Any) -> asyncio.Future[pulsar.MessageId]:
+        """Queue `message` in the client now; the future completes once the broker answered."""
+        future: asyncio.Future[pulsar.MessageId] = self._loop.create_future()
+        native_producer.send_async(message, partial(self._sent, future))
+        return future
+
+    def _sent(self, future: asyncio.Future[pulsar.MessageId], result: Any, message_id: Any) -> None:
+        # On a client thread (or inline, on the loop's): must never raise.
+        self._results.append((future, result, message_id))
+        self._wake.request()
+
+    def _complete(self) -> None:
+        results = self._results
+        while results:
+            future, result, message_id = results.popleft()
+            if future.done():  # its publisher was cancelled meanwhile
+                continue
+            if result == _OK:
+                future.set_result(internals.sent_message_id(message_id))
+            else:
+                future.set_exception(PulsarException(result))
+
+
 @dataclass(slots=True)
 class _TopicProducer:
     producer: pa.Producer
     # Bounds sends in flight to what the client queue holds, so none fails with ProducerQueueIsFull.
     in_flight: _Slots
     flusher: _BatchFlusher | None = None
+    native: Any = None  # the client's own producer, when `pulsar.asyncio` lets it be reached
+    results: _SendResults | None = None
 
     def send(
         self, cmd: PulsarPublishCommand, body: bytes, content_type: str | None
-    ) -> Coroutine[Any, Any, pulsar.MessageId]:
-        """The send: it queues the message in the client when first run, then waits for the broker."""
+    ) -> Awaitable[pulsar.MessageId]:
+        """The send, queued in the client at once; awaited, it waits for the broker."""
         if self.flusher is not None:
             self.flusher.message_added()
+        properties = cmd.properties(content_type)
+        if self.results is not None and type(body) is bytes:
+            # What `self.producer.send(...)` below does, with one loop wake-up per burst of confirmations.
+            message = internals.producer_message(
+                body, properties, cmd.key, cmd.ordering_key, cmd.event_time, cmd.deliver_after
+            )
+            return self.results.send(self.native, message)
         sent: Coroutine[Any, Any, pulsar.MessageId] = self.producer.send(
             body,
-            properties=cmd.properties(content_type),
+            properties=properties,
             partition_key=cmd.key,
             ordering_key=cmd.ordering_key,
             event_timestamp=cmd.event_time,
@@ -195,6 +247,7 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         self._inbox: ReplyInbox | None = None
         self._flush_executor: ThreadPoolExecutor | None = None
         self._senders: list[ConfirmedSender] = []
+        self._results: _SendResults | None = None
 
     def connect(
         self, client: pa.Client, serializer: SerializerProto | None, codec: CodecProto | None
@@ -289,6 +342,7 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         if self._flush_executor is not None:
             executor, self._flush_executor = self._flush_executor, None
             executor.shutdown(wait=False)
+        self._results = None  # made again in the loop of the next connection
         self._client = None
 
     async def _send_first(
@@ -323,8 +377,15 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
     async def _create(self, topic: str, options: ProducerOptions | None) -> _TopicProducer:
         chosen = options or self.default_options
         producer = await self.client.create_producer(topic, **chosen.as_kwargs())
+        native = internals.native_producer(producer)
+        if native is not None and self._results is None:
+            self._results = _SendResults()
         target = self._topics[topic] = _TopicProducer(
-            producer, _Slots(chosen.max_pending_messages), self._flusher(producer, chosen)
+            producer,
+            _Slots(chosen.max_pending_messages),
+            self._flusher(producer, chosen),
+            native,
+            self._results if native is not None else None,
         )
         return target
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
@@ -21,7 +22,7 @@ from faststream._internal.endpoint.subscriber.utils import MultiLock
 from faststream._internal.endpoint.utils import process_msg
 from faststream._internal.logger.logger_proxy import EmptyLoggerObject
 from faststream._internal.middlewares import BaseMiddleware
-from faststream.exceptions import HandlerException, SubscriberNotFound
+from faststream.exceptions import HandlerException, IgnoredException, SubscriberNotFound
 from faststream.middlewares import AcknowledgementMiddleware, AckPolicy
 from faststream.middlewares.logging import CriticalLogMiddleware
 from faststream.response import ensure_response
@@ -36,6 +37,7 @@ from . import internals
 from .acknowledgement import AcknowledgementFactory
 from .config import PulsarBrokerConfig
 from .deadletter import dead_letter_command
+from .handler_call import direct_call
 from .message import PulsarMessage, PulsarParser, PulsarPublishCommand
 from .options import DeadLetter, base_topic
 from .receiver import NativeReceiver, acknowledge_now
@@ -46,7 +48,7 @@ if TYPE_CHECKING:
 
     from faststream._internal.context import ContextRepo
     from faststream._internal.endpoint.publisher import PublisherProto
-    from faststream._internal.endpoint.subscriber.call_item import CallsCollection
+    from faststream._internal.endpoint.subscriber.call_item import CallsCollection, HandlerItem
     from faststream._internal.producer import ProducerProto
     from faststream._internal.types import BrokerMiddleware
     from faststream.message import StreamMessage
@@ -210,6 +212,22 @@ def _overridden_hooks(cls: type[Any]) -> _Hooks:
     )
 
 
+@dataclass(frozen=True, slots=True)
+class _ScopeVars:
+    """The ContextRepo variables a message is handled in: the fixed ones with values, then the message's."""
+
+    base: tuple[tuple[ContextVar[Any], Any], ...]
+    log_context: ContextVar[Any]
+    message: ContextVar[Any]
+
+
+def _variable(context: ContextRepo, key: str) -> ContextVar[Any]:
+    """The variable `context.set_local(key, ...)` sets (created on first use, as FastStream does)."""
+    token = context.set_local(key, None)
+    token.var.reset(token)
+    return token.var
+
+
 class _InFlight(MultiLock):
     """FastStream's MultiLock (handlers in flight, awaited by a graceful stop) as a plain counter.
 
@@ -279,7 +297,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         self._record_failure = partial(_RecordFailure, failures=self._failures)
         self._middleware_stack: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         self._log_topic: str | None = None
-        self._base_scope: tuple[tuple[str, Any], ...] | None = None
+        self._scope_vars: _ScopeVars | None = None
 
     # --- what it consumes -------------------------------------------------------------------------
 
@@ -319,7 +337,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
     async def start(self) -> None:
         await super().start()
         self.lock = _InFlight()
-        self._base_scope = self._log_topic = self._middleware_stack = None
+        self._scope_vars = self._log_topic = self._middleware_stack = None
         if self.calls:
             await self._subscribe()
             self._start_receiving(self._deliver_to_handlers())
@@ -353,6 +371,16 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         # Still running: a handler outlived graceful_timeout (its message stays unacked and comes back).
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
+
+    @override
+    def _build_fastdepends_model(self) -> None:
+        """FastStream's build of each handler's call (at start, and by TestPulsarBroker), then the direct call
+        (`handler_call.py`) for every handler that FastDepends' per-message wrapper does nothing for."""
+        super()._build_fastdepends_model()
+        fd_config = self._outer_config.fd_config
+        for item in self.calls:
+            if (call := direct_call(item, fd_config)) is not None:
+                internals.set_handler_call(item, call)
 
     async def _subscribe(self) -> None:
         if self._consumer is None:
@@ -396,7 +424,10 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
     async def _receive_loop(
         self, consumer: pa.Consumer, deliver: Callable[[pulsar.Message], Awaitable[object]]
     ) -> None:
-        receive = NativeReceiver(consumer).receive if NativeReceiver.supports(consumer) else consumer.receive
+        if NativeReceiver.supports(consumer):
+            receive = NativeReceiver(consumer, poll=self.config.receiver_queue_size > 0).receive
+        else:
+            receive = consumer.receive
         while True:
             self._in_receive = True
             try:
@@ -417,6 +448,16 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         if self._consumer is None:
             raise PulsarException(pulsar.Result.AlreadyClosed, "the subscriber's consumer is closed")
         return self._consumer
+
+    def ack_now(self, message: PulsarMessage) -> bool:
+        """`settle_ack` without a coroutine when the client only queues the ack (nearly always)."""
+        consumer = self._consumer
+        if consumer is None:
+            return False  # settle_ack raises AlreadyClosed
+        raw = message.raw_message
+        if self.config.dead_letter is not None:  # failures are only recorded for dead letters
+            self._failures.pop(raw, None)
+        return acknowledge_now(consumer, raw)
 
     async def settle_ack(self, message: PulsarMessage) -> None:
         raw = message.raw_message
@@ -477,17 +518,20 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         exited in the same order with the same exception semantics (an `__aexit__` returning True
         suppresses the error for the outer ones, as in an AsyncExitStack), and the same handler, reply
         and publisher calls are made. What goes is the per-message AsyncExitStack/ExitStack, the
-        generator context managers, rebuilding the middleware factories for every message, and calls of
-        the hooks a middleware inherits from BaseMiddleware, which only pass through (`_hooks_of`).
+        generator context managers, the context scope objects (the same context variables are set
+        directly, `_scope`), rebuilding the middleware factories for every message, and calls of the
+        hooks a middleware inherits from BaseMiddleware, which only pass through (`_hooks_of`).
         `tests/unit/bus` pins the FastStream source this mirrors, so an upgrade that changes it fails
         loudly.
         """
         context = self._outer_config.context
+        scope = self._scope()
         lock = self.lock
         lock.__enter__()
         try:
-            with context.scopes(self._scope_items()):
-                message_scope = None
+            tokens = [(var, var.set(value)) for var, value in scope.base]
+            try:
+                message_tokens: tuple[Token[Any], Token[Any]] | None = None
                 entered: list[tuple[BaseMiddleware, _Hooks]] = []
                 error: BaseException | None = None
                 result: Response | None = None
@@ -507,18 +551,11 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                             parsing_error = e
                             break
                         if message is not None:
-                            message_scope = context.scopes(
-                                (("log_context", self.get_log_context(message)), ("message", message))
+                            message_tokens = (
+                                scope.log_context.set(self.get_log_context(message)),
+                                scope.message.set(message),
                             )
-                            message_scope.__enter__()
-                            result = ensure_response(
-                                await h.call(
-                                    message=message,
-                                    _extra_middlewares=(
-                                        m.consume_scope for m, hooks in entered[::-1] if hooks.consumes
-                                    ),
-                                )
-                            )
+                            result = ensure_response(await self._call_handler(h, message, entered))
                             if not result.correlation_id:
                                 result.correlation_id = message.correlation_id
                             publishers = internals.handler_publishers(h)
@@ -549,23 +586,62 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                     except BaseException as e:
                         e.__context__ = e.__context__ or error
                         error = e
-                if message_scope is not None:
-                    message_scope.__exit__(None, None, None)
+                if message_tokens is not None:  # the message's scope ends after the middlewares exit
+                    scope.message.reset(message_tokens[1])
+                    scope.log_context.reset(message_tokens[0])
                 if error is not None:
                     raise error
+            finally:
+                for var, token in reversed(tokens):
+                    var.reset(token)
         finally:
             lock.__exit__(None, None, None)
         # Without a result an error was raised and handled (suppressed) by some middleware.
         return result if result is not None else ensure_response(None)
 
-    def _scope_items(self) -> tuple[tuple[str, Any], ...]:
-        """The context every message is handled in; fixed once the subscriber runs."""
-        if (items := self._base_scope) is None or not self.running:
+    @staticmethod
+    async def _call_handler(
+        item: HandlerItem[Any], message: StreamMessage[Any], entered: list[tuple[BaseMiddleware, _Hooks]]
+    ) -> Any:
+        """`HandlerItem.call` with the middlewares' consume scopes, and the handler wrapper's `call_wrapped`,
+        in one coroutine (FastStream 0.7.8; `tests/unit/bus` pins both sources)."""
+        handler = item.handler
+        call: Callable[[StreamMessage[Any]], Awaitable[Any]] = (
+            handler.call_wrapped if handler.is_test else internals.wrapped_call(handler)
+        )
+        for middleware, hooks in reversed(entered):
+            if hooks.consumes:
+                call = partial(middleware.consume_scope, call)
+        try:
+            result = await call(message)
+        except (IgnoredException, SystemExit):
+            handler.trigger()
+            raise
+        except Exception as e:
+            handler.trigger(error=e)
+            raise
+        handler.trigger(result=result)
+        return result
+
+    def _scope(self) -> _ScopeVars:
+        """The context variables every message is handled in, and the values fixed once the subscriber runs.
+
+        FastStream sets them through `ContextRepo.scopes` for every message (a scope object, a generator, a
+        dictionary lookup per key); these are the very variables (`set_local` returns a token naming its
+        variable), set and reset directly in the same order.
+        """
+        if (scope := self._scope_vars) is None or not self.running:
             outer = self._outer_config
             items = (("handler_", self), ("logger", outer.logger.logger.logger), *outer.extra_context.items())
+            context = outer.context
+            scope = _ScopeVars(
+                base=tuple((_variable(context, key), value) for key, value in items),
+                log_context=_variable(context, "log_context"),
+                message=_variable(context, "message"),
+            )
             if self.running:
-                self._base_scope = items
-        return items
+                self._scope_vars = scope
+        return scope
 
     def _middlewares_stack(self) -> tuple[Any, ...]:
         """FastStream's acknowledgement and critical-log middlewares, then the broker's; rebuilt only when
