@@ -275,8 +275,8 @@ OVERVIEW += [
                 "Pairing failures by cause (last hour)",
                 [
                     (
-                        f'sum by (cause) (increase(fleet_pairing_device_outcomes_total{{{FLEET}, outcome="failed"}}'
-                        "[1h]))",
+                        "sum by (cause) (increase(fleet_pairing_device_outcomes_total"
+                        f'{{{FLEET}, outcome="failed"}}[1h]))',
                         "{{cause}}",
                     )
                 ],
@@ -284,7 +284,12 @@ OVERVIEW += [
             ),
             Panel(
                 "Sessions ended by state (last hour)",
-                [(f"sum by (state) (increase(fleet_pairing_sessions_ended_total{{{FLEET}}}[1h]))", "{{state}}")],
+                [
+                    (
+                        f"sum by (state) (increase(fleet_pairing_sessions_ended_total{{{FLEET}}}[1h]))",
+                        "{{state}}",
+                    )
+                ],
             ),
         ],
     ),
@@ -295,23 +300,29 @@ OVERVIEW += [
                 "Quota used (share of today's limit)",
                 [
                     (
-                        f"max by (scope, subject) (fleet_unbinding_quota_used{{{FLEET}}}) / max by (scope, subject) "
-                        f"(fleet_unbinding_quota_limit{{{FLEET}}} > 0)",
+                        f"max by (scope, subject) (fleet_unbinding_quota_used{{{FLEET}}}) "
+                        f"/ max by (scope, subject) (fleet_unbinding_quota_limit{{{FLEET}}} > 0)",
                         "{{scope}} {{subject}}",
                     )
                 ],
                 unit="percentunit",
-                description="Per account and per product; devices over the limit are refused (quota_exceeded).",
+                description="Per account and per product; over it, devices are refused (quota_exceeded).",
             ),
             Panel(
                 "Quota units used today",
-                [(f"max by (scope, subject) (fleet_unbinding_quota_used{{{FLEET}}})", "{{scope}} {{subject}}")],
+                [
+                    (
+                        f"max by (scope, subject) (fleet_unbinding_quota_used{{{FLEET}}})",
+                        "{{scope}} {{subject}}",
+                    )
+                ],
             ),
             Panel(
                 "Device results per second",
                 [
                     (
-                        f"sum by (result, cause) (rate(fleet_unbinding_device_results_total{{{FLEET}}}{RATE}))",
+                        "sum by (result, cause) "
+                        f"(rate(fleet_unbinding_device_results_total{{{FLEET}}}{RATE}))",
                         "{{result}} {{cause}}",
                     )
                 ],

@@ -36,11 +36,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from fleet_contracts import topics
-from fleet_shared.tracing import BATCH_ID, DEVICE_ID
+from fleet_shared.tracing import BATCH_ID, DEVICE_ID, RELEASE_ID
 from fleet_shared.tracing.zipkin import ZipkinQuery, service_of, services_in, span_tree, started_us
 from fleet_shared.tuya.openapi import TOKEN_PATH, TuyaOpenApiClient
 from tests.support import ServiceProcess, Stack, drop_subscription
@@ -187,6 +188,7 @@ async def system(
         for process in reversed(started.values()):
             process.terminate()
         query.close()
+        await drop_databases(stack, unique)
         # the durable subscriptions on the shared device topic would keep a backlog forever
         for consumer in DEVICE_CONSUMERS:
             await asyncio.to_thread(
@@ -195,6 +197,17 @@ async def system(
                 topics.DEVICE_EVENTS.name,
                 f"traces-{consumer}-{unique}",
             )
+
+
+async def drop_databases(stack: Stack, unique: str) -> None:
+    """This run's databases (named `traces_<service>_<unique>`) on the shared server."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(stack.mongodb_uri)
+    try:
+        for name in await client.list_database_names():
+            if name.startswith("traces_") and name.endswith(f"_{unique}"):
+                await client.drop_database(name)
+    finally:
+        client.close()
 
 
 async def until_found(
@@ -236,7 +249,14 @@ class Fleet:
 async def fleet(system: System) -> Fleet:
     with system.control() as control:
         seed = secrets.randbelow(1_000_000)  # device ids of their own: the viewer keeps earlier runs' traces
-        body = {"seed": seed, "devices": 3, "homes": 2, "unbound": 2, "product_ids": [PLUG], "online_ratio": 1.0}
+        body = {
+            "seed": seed,
+            "devices": 3,
+            "homes": 2,
+            "unbound": 2,
+            "product_ids": [PLUG],
+            "online_ratio": 1.0,
+        }
         created = control.post("/sim/fleet", json=body)
         assert created.status_code == 200, created.text
         truth = control.get("/sim/truth", params={"messages": "false"})
@@ -387,18 +407,44 @@ def children_of(spans: list[dict[str, Any]], parent: dict[str, Any]) -> list[dic
 
 def fleet_trace(system: System, entity_id: str) -> list[list[dict[str, Any]]]:
     """`fleet trace ID --json`: the traces the operator's CLI finds for a device, batch or release id."""
+    traces = fleet_trace_or_none(system, entity_id)
+    assert traces is not None, f"`fleet trace {entity_id}` found nothing"
+    return traces
+
+
+def fleet_trace_or_none(system: System, entity_id: str) -> list[list[dict[str, Any]]] | None:
+    """`fleet trace ID --json`, or None when it finds nothing (its exit code 1)."""
     cli = str(Path(sys.executable).with_name("fleet"))
     zipkin = os.environ["FLEET_ZIPKIN_URL"]
-    result = subprocess.run(  # noqa: S603 - this environment's own console script
+    result = subprocess.run(
         [cli, "trace", entity_id, "--zipkin", zipkin, "--lookback", "15m", "--limit", "20", "--json"],
         capture_output=True,
         text=True,
         check=False,
         timeout=60,
     )
+    if result.returncode == 1 and "no traces of" in result.stderr:
+        return None
     assert result.returncode == 0, result.stdout + result.stderr
     traces: list[list[dict[str, Any]]] = orjson.loads(result.stdout)
     return traces
+
+
+# MongoDB's write commands (`db.operation.name`): a span of one of these changed the collection
+WRITES = ("insert", "update", "findAndModify", "delete")
+
+
+def write_span(spans: list[dict[str, Any]], database: str, collection: str) -> dict[str, Any] | None:
+    return next(
+        (
+            s
+            for s in spans
+            if (s.get("tags") or {}).get("db.namespace") == database
+            and s["tags"].get("db.collection.name") == collection
+            and s["tags"].get("db.operation.name") in WRITES
+        ),
+        None,
+    )
 
 
 def consume_span(spans: list[dict[str, Any]], service: str) -> dict[str, Any] | None:
@@ -416,6 +462,7 @@ def consume_span(spans: list[dict[str, Any]], service: str) -> dict[str, Any] | 
 class PairingRun:
     device: str
     session_id: str
+    database: str
     operator_trace: list[dict[str, Any]]
     caller_span: str
 
@@ -426,13 +473,20 @@ async def pairing_run(system: System, fleet: Fleet) -> PairingRun:
     answered, one factory-fresh device activates with the token and the session succeeds."""
     home, device = fleet.homes[0], fleet.free[0]
     trace_id, caller_span, header = traceparent()
-    body = {"owner_uid": home["owner_uid"], "home_id": home["home_id"], "mode": "EZ", "time_zone_id": "UTC"}
+    body = {
+        "owner_uid": home["owner_uid"],
+        "home_id": home["home_id"],
+        "mode": "EZ",
+        "time_zone_id": "Europe/Berlin",
+    }
     async with system.api("pairing") as api:
         opened = await api.post("/v1/pairing-sessions", json=body, headers={"traceparent": header})
         assert opened.status_code == 201, opened.text
         session_id, assembled = opened.json()["session"]["session_id"], opened.json()["assembled_token"]
         with system.control() as control:
-            activated = control.post("/sim/pairing/activate", json={"token": assembled, "device_ids": [device]})
+            activated = control.post(
+                "/sim/pairing/activate", json={"token": assembled, "device_ids": [device]}
+            )
             assert activated.status_code == 200, activated.text
 
         async def succeeded() -> bool:
@@ -444,16 +498,22 @@ async def pairing_run(system: System, fleet: Fleet) -> PairingRun:
             assert time.monotonic() < deadline, f"session {session_id} did not succeed\n{logs_of(system)()}"
             await asyncio.sleep(0.5)
 
+    database = f"traces_pairing_{system.names.unique}"
+
     def operator_trace() -> list[dict[str, Any]] | None:
         spans = system.zipkin.trace(trace_id)
+        server = find_span(spans, **{"http.route": "/v1/pairing-sessions"})
         token_api = find_span(spans, **{"http.route": "/v1.0/device/paring/token"})
-        return spans if token_api is not None else None
+        written = write_span(spans, database, "sessions")
+        return spans if server and token_api and written else None
 
     spans = await until_found(operator_trace, "the pairing POST's trace", logs_of(system))
-    return PairingRun(device, session_id, spans, caller_span)
+    return PairingRun(device, session_id, database, spans, caller_span)
 
 
-async def test_opening_a_pairing_session_is_one_trace_through_tuyas_token_api(pairing_run: PairingRun) -> None:
+async def test_opening_a_pairing_session_is_one_trace_through_tuyas_token_api(
+    pairing_run: PairingRun,
+) -> None:
     """pairing's server span continues the operator's trace; its database write and its call of Tuya's token
     API hang under it, and the simulated cloud's server span under that call."""
     spans = pairing_run.operator_trace
@@ -463,10 +523,10 @@ async def test_opening_a_pairing_session_is_one_trace_through_tuyas_token_api(pa
     assert server["tags"]["http.response.status_code"] == "201"
     assert server.get("parentId") == pairing_run.caller_span
     under = children_of(spans, server)
-    write = find_span(under, **{"db.system": "mongodb", "db.collection.name": "sessions"})
+    write = write_span(under, pairing_run.database, "sessions")
     assert write is not None, [s["name"] for s in under]
     assert write["kind"] == "CLIENT"
-    assert write["tags"]["db.operation.name"] in ("insert", "update", "findAndModify")
+    assert write["tags"]["db.system"] == "mongodb"
     call = next(s for s in under if s.get("kind") == "CLIENT" and service_of(s) == "pairing" and
                 (s.get("tags") or {}).get("url.template") == "/v1.0/device/paring/token")  # fmt: skip
     assert call["name"].lower() == "post /v1.0/device/paring/token"
@@ -483,17 +543,13 @@ async def test_a_pairing_outcome_is_one_trace_from_the_devices_push_to_pairings_
 ) -> None:
     """The device's activation reaches pairing as Tuya's push: one trace holds the simulator's publish,
     ingest, and pairing's consume span with the sessions write that records the device as paired."""
-    database = f"traces_pairing_{system.names.unique}"
 
     def outcome_trace() -> list[dict[str, Any]] | None:
         for spans in system.zipkin.traces(tag=(DEVICE_ID, pairing_run.device), lookback_ms=600_000, limit=50):
             consumed = consume_span(spans, "pairing")
             if consumed is None or not {"tuya-sim", "ingest"} <= services_in(spans):
                 continue
-            recorded = find_span(
-                children_of(spans, consumed), **{"db.namespace": database, "db.collection.name": "sessions"}
-            )
-            if recorded is not None:
+            if write_span(children_of(spans, consumed), pairing_run.database, "sessions") is not None:
                 return spans
         return None
 
@@ -532,7 +588,9 @@ async def unbinding_run(system: System, fleet: Fleet) -> UnbindingRun:
         )
         assert registered.status_code == 201, registered.text
         created = await api.post(
-            "/v1/batches", json={"device_ids": [device], "reason": "traces e2e"}, headers={"traceparent": header}
+            "/v1/batches",
+            json={"device_ids": [device], "reason": "traces e2e"},
+            headers={"traceparent": header},
         )
         assert created.status_code == 201, created.text
         batch_id = created.json()["batch_id"]
@@ -546,9 +604,12 @@ async def unbinding_run(system: System, fleet: Fleet) -> UnbindingRun:
         results = (await api.get(f"/v1/batches/{batch_id}/results")).json()
         assert [(r["device_id"], r["result"]) for r in results] == [(device, "unbound")], results
 
+    database = f"traces_unbinding_{system.names.unique}"
+
     def operator_trace() -> list[dict[str, Any]] | None:
         spans = system.zipkin.trace(trace_id)
-        return spans if find_span(spans, **{"http.route": "/v1/batches"}) is not None else None
+        server = find_span(spans, **{"http.route": "/v1/batches"})
+        return spans if server and write_span(spans, database, "batches") else None
 
     spans = await until_found(operator_trace, "the batch POST's trace", logs_of(system))
     return UnbindingRun(device, batch_id, spans)
@@ -563,15 +624,15 @@ async def test_submitting_an_unbinding_batch_is_one_trace_with_its_database_writ
     assert server["name"].lower() == "post /v1/batches"
     assert server["tags"]["http.response.status_code"] == "201"
     database = f"traces_unbinding_{system.names.unique}"
-    batches = find_span(children_of(spans, server), **{"db.namespace": database, "db.collection.name": "batches"})
-    assert batches is not None, [s["name"] for s in spans]
+    assert write_span(children_of(spans, server), database, "batches") is not None, [s["name"] for s in spans]
 
 
 async def test_an_unbinding_batchs_removal_and_its_push_are_traced_to_every_consumer(
     system: System, unbinding_run: UnbindingRun
 ) -> None:
     """The removal call is one trace (unbinding's client span, the simulated cloud's server span under it);
-    the push that answers it is one trace from the simulator through ingest to the device topic's consumers."""
+    the push that answers it is one trace from the simulator through ingest to the device topic's
+    consumers."""
     device = unbinding_run.device
 
     def removal() -> list[dict[str, Any]] | None:
@@ -608,14 +669,34 @@ async def test_an_unbinding_batchs_removal_and_its_push_are_traced_to_every_cons
 @pytest.mark.xfail(
     strict=True,
     reason="unbinding runs a batch in a fresh context (bootstrap.run_soon): its Tuya calls are root spans, "
-    "neither linked to the request's trace nor tagged with the batch id; the fix belongs in services/unbinding",
+    "neither linked to the request's trace nor tagged with the batch id; the fix is in services/unbinding",
 )
-async def test_an_unbinding_batchs_work_is_found_by_its_batch_id(system: System, unbinding_run: UnbindingRun) -> None:
+async def test_an_unbinding_batchs_work_is_found_by_its_batch_id(
+    system: System, unbinding_run: UnbindingRun
+) -> None:
     """`fleet trace BATCH_ID` shows the batch's work: the removal of each of its devices."""
     by_batch = fleet_trace(system, unbinding_run.batch_id)
     removals = [s for t in by_batch for s in t if service_of(s) == "tuya-sim"
                 and (s.get("tags") or {}).get(DEVICE_ID) == unbinding_run.device]  # fmt: skip
     assert removals
+
+
+async def test_fleet_trace_finds_a_release_by_its_id(system: System) -> None:
+    """An operator's read of a release (here one that does not exist) is found by the release id."""
+    release = f"rel-{system.names.unique}"
+    async with system.api("ota") as api:
+        response = await api.get(f"/v1/releases/{release}")
+    assert response.status_code == 404, response.text
+
+    def found() -> list[list[dict[str, Any]]] | None:
+        traces = fleet_trace_or_none(system, release)
+        return traces or None
+
+    traces = await until_found(found, f"`fleet trace {release}`", logs_of(system))
+    (server,) = [s for t in traces for s in t if s.get("kind") == "SERVER"]
+    assert service_of(server) == "ota"
+    assert server["tags"][RELEASE_ID] == release
+    assert server["tags"]["http.route"] == "/v1/releases/{release_id}"
 
 
 async def test_every_metric_a_rule_or_dashboard_reads_is_exported_by_a_running_service(
@@ -642,7 +723,7 @@ async def test_every_metric_a_rule_or_dashboard_reads_is_exported_by_a_running_s
     assert "fleet_pairing_device_outcomes_total" in exported["pairing"]
     assert {"fleet_unbinding_device_results_total", "fleet_unbinding_quota_used"} <= exported["unbinding"]
     assert "fleet_ota_device_upgrades_total" in exported["ota"]
-    assert PULSAR_BROKER_METRICS <= exported["pulsar"]
+    assert exported["pulsar"] >= PULSAR_BROKER_METRICS
 
 
 async def test_no_exported_span_holds_a_tuya_token_or_the_access_secret(

@@ -45,6 +45,7 @@ from fleet_unbinding.domain.quota import QuotaScope, Usage
 
 pytestmark = pytest.mark.unit
 
+
 class Published:
     def __init__(self, *, fail: bool = False) -> None:
         self.entries: list[OutboxEntry] = []

@@ -207,5 +207,9 @@ pulsar_subscription_back_log{namespace="fleet/status"} 0
 """
     names = exported_names(page)
     assert {"fleet_http_requests_total", "fleet_pairing_device_outcomes_total"} <= names
-    assert {"status_flush_seconds_bucket", "status_flush_seconds_count", "pulsar_subscription_back_log"} <= names
+    assert {
+        "status_flush_seconds_bucket",
+        "status_flush_seconds_count",
+        "pulsar_subscription_back_log",
+    } <= names
     assert "fleet_http_requests" not in names

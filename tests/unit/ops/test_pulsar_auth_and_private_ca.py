@@ -13,10 +13,10 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pymongo import MongoClient
 
+from fleet_contracts import topics
 from fleet_ingest.adapters.tuya_consumer import PulsarTuyaSource
 from fleet_ingest.bootstrap import bootstrap as bootstrap_ingest
 from fleet_ingest.settings import IngestSettings
-from fleet_contracts import topics
 from fleet_shared.provisioning import ProvisioningError, PulsarAdmin, main, provision
 from fleet_shared.service.clients import (
     provision_topics,
@@ -74,7 +74,12 @@ def test_provisioning_sends_the_token_and_trusts_the_private_ca(ca: PrivateCa) -
     created = {path for method, path, _ in seen.requests if method == "PUT"}
     for topic in topics.ALL:
         assert "/admin/v2/persistent/" + topic.name.removeprefix("persistent://") in created, topic.name
-    domain = (topics.PAIRING_EVENTS, topics.UNBINDING_EVENTS, topics.UNBINDING_COMMANDS, topics.OTA_RELEASE_EVENTS)
+    domain = (
+        topics.PAIRING_EVENTS,
+        topics.UNBINDING_EVENTS,
+        topics.UNBINDING_COMMANDS,
+        topics.OTA_RELEASE_EVENTS,
+    )
     assert {t.name for t in domain} <= {t.name for t in topics.ALL}
 
 

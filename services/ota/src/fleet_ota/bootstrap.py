@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from fleet_ota.adapters.metrics import ota_metrics
 from fleet_ota.adapters.mongo import (
     DeviceStore,
     FirmwareStore,
@@ -23,7 +24,6 @@ from fleet_ota.adapters.mongo import (
     UpgradeStore,
     ensure_indexes,
 )
-from fleet_ota.adapters.metrics import ota_metrics
 from fleet_ota.adapters.relay import OutboxRelay
 from fleet_ota.adapters.tuya import TuyaOtaApi
 from fleet_ota.domain.upgrade import UpgradePolicy

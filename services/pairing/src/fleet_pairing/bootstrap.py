@@ -14,8 +14,8 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import SecretStr
 
 from fleet_pairing.adapters.events import EventEncoder
-from fleet_pairing.adapters.mongo import DeviceOwnerStore, SessionStore
 from fleet_pairing.adapters.metrics import pairing_metrics
+from fleet_pairing.adapters.mongo import DeviceOwnerStore, SessionStore
 from fleet_pairing.adapters.outbox import EventPublisher, OutboxRelay
 from fleet_pairing.adapters.system import ConfiguredBindingModes, SystemClock, UuidSessionIds
 from fleet_pairing.adapters.tuya import TuyaPairingApi

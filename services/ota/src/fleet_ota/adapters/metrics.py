@@ -1,8 +1,8 @@
 """ota's domain metrics, counted from the events it publishes (`CountingPublisher`): device upgrades entering
 each state per data-center region (a release's progress), and each region's release events.
 
-    fleet_ota_device_upgrades_total{region, state}    state: pending, commanded, ..., succeeded, failed
-    fleet_ota_release_events_total{region, event}     event: started, paused, resumed, promoted, halted, finished
+    fleet_ota_device_upgrades_total{region, state}   state: pending, commanded, ..., succeeded, failed
+    fleet_ota_release_events_total{region, event}    event: started, paused, promoted, halted, finished, ...
 """
 
 from __future__ import annotations
