@@ -175,7 +175,7 @@ async def system(
     }
     started: dict[str, ServiceProcess] = {}
     urls: dict[str, str] = {}
-    query = ZipkinQuery(url)
+    query = ZipkinQuery(url, timeout=60.0)  # a loaded viewer (2 shared cores) answers slowly
     started_at = time.time()
     try:
         # the simulator first (the others call its OpenAPI), then the rest side by side
@@ -284,7 +284,9 @@ async def device_report(system: System, fleet: Fleet) -> DeviceReport:
     def crossing_trace() -> list[dict[str, Any]] | None:
         for spans in system.zipkin.traces(tag=(DEVICE_ID, device), lookback_ms=600_000, limit=50):
             ours = find_span(spans, **{"messaging.destination.name": tuya_topic}) is not None
-            if ours and set(DEVICE_REPORT_PATH) <= services_in(spans):
+            # every span exported: status's flush span (the parent of its reads) ends last
+            whole = len(span_tree(spans)) == 1
+            if ours and whole and set(DEVICE_REPORT_PATH) <= services_in(spans):
                 return spans
         return None
 
