@@ -256,6 +256,117 @@ OVERVIEW = [
 ]
 
 
+OVERVIEW += [
+    Row(
+        "Pairing (device outcomes, sessions)",
+        [
+            Panel(
+                "Device outcomes per second",
+                [
+                    (
+                        f"sum by (outcome) (rate(fleet_pairing_device_outcomes_total{{{FLEET}}}{RATE}))",
+                        "{{outcome}}",
+                    )
+                ],
+                unit="ops",
+                description="Counted when the outcome's event is published (durable).",
+            ),
+            Panel(
+                "Pairing failures by cause (last hour)",
+                [
+                    (
+                        "sum by (cause) (increase(fleet_pairing_device_outcomes_total"
+                        f'{{{FLEET}, outcome="failed"}}[1h]))',
+                        "{{cause}}",
+                    )
+                ],
+                description="Tuya's error codes as typed causes (wrong_wifi_password, timeout, ...).",
+            ),
+            Panel(
+                "Sessions ended by state (last hour)",
+                [
+                    (
+                        f"sum by (state) (increase(fleet_pairing_sessions_ended_total{{{FLEET}}}[1h]))",
+                        "{{state}}",
+                    )
+                ],
+            ),
+        ],
+    ),
+    Row(
+        "Unbinding (device results, today's quotas)",
+        [
+            Panel(
+                "Quota used (share of today's limit)",
+                [
+                    (
+                        f"max by (scope, subject) (fleet_unbinding_quota_used{{{FLEET}}}) "
+                        f"/ max by (scope, subject) (fleet_unbinding_quota_limit{{{FLEET}}} > 0)",
+                        "{{scope}} {{subject}}",
+                    )
+                ],
+                unit="percentunit",
+                description="Per account and per product; over it, devices are refused (quota_exceeded).",
+            ),
+            Panel(
+                "Quota units used today",
+                [
+                    (
+                        f"max by (scope, subject) (fleet_unbinding_quota_used{{{FLEET}}})",
+                        "{{scope}} {{subject}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Device results per second",
+                [
+                    (
+                        "sum by (result, cause) "
+                        f"(rate(fleet_unbinding_device_results_total{{{FLEET}}}{RATE}))",
+                        "{{result}} {{cause}}",
+                    )
+                ],
+                unit="ops",
+            ),
+        ],
+    ),
+    Row(
+        "OTA (upgrade progress by region and state)",
+        [
+            Panel(
+                "Upgrades entering each state per second",
+                [
+                    (
+                        f"sum by (region, state) (rate(fleet_ota_device_upgrades_total{{{FLEET}}}{RATE}))",
+                        "{{region}} {{state}}",
+                    )
+                ],
+                unit="ops",
+            ),
+            Panel(
+                "Upgrades ended in the last hour",
+                [
+                    (
+                        f"sum by (region, state) (increase(fleet_ota_device_upgrades_total{{{FLEET}, "
+                        'state=~"succeeded|failed|timed_out|cancelled"}[1h]))',
+                        "{{region}} {{state}}",
+                    )
+                ],
+            ),
+            Panel(
+                "Release events (last hour)",
+                [
+                    (
+                        f"sum by (region, event) (increase(fleet_ota_release_events_total{{{FLEET}}}[1h]))",
+                        "{{region}} {{event}}",
+                    )
+                ],
+            ),
+        ],
+    ),
+]
+
+
 def dashboard(title: str, uid: str, rows: list[Row]) -> dict[str, Any]:
     datasource = {"type": "prometheus", "uid": "${datasource}"}
     panels: list[dict[str, Any]] = []

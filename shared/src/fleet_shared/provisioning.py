@@ -98,6 +98,10 @@ def provision(
     for namespace in topics.namespaces():
         admin.call("PUT", f"namespaces/{namespace}")
         ensured.append(namespace)
+    # every internal topic, so nothing depends on the broker creating topics on first use (often off in
+    # production); non-partitioned, as the registry declares them
+    for topic in topics.ALL:
+        admin.call("PUT", "persistent/" + topic.name.removeprefix("persistent://"))
     if tuya_access_id:
         ensured.append(_provision_tuya_layout(admin, tuya_access_id, clusters))
     return ensured

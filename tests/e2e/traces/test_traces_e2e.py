@@ -1,15 +1,22 @@
 """Traces across services on the real stack, read back through the trace viewer's API (Zipkin).
 
-tuya-sim, ingest and status run as their console scripts, exporting to the Zipkin server of the stack
-(`FLEET_ZIPKIN_ENDPOINT`, `FLEET_ZIPKIN_URL`: `devstack env` exports both). One device report goes
-tuya-sim -> Tuya's topic -> ingest -> the device topic -> status: its trace must hold spans of every service
-it crossed, tagged with the device id. One operator call (GET a shadow from status) must make a trace with the
-HTTP server span and the database reads under it, found by the trace id it sent. No span of any service may
-hold a Tuya token or the access secret.
+Every service (tuya-sim, ingest, status, pairing, unbinding, ota) runs as its console script, exporting to the
+Zipkin server of the stack (`FLEET_ZIPKIN_ENDPOINT`, `FLEET_ZIPKIN_URL`: `devstack env` exports both).
+- One device report goes tuya-sim -> Tuya's topic -> ingest -> the device topic -> status: its trace must hold
+  spans of every service it crossed, tagged with the device id.
+- One operator call (GET a shadow from status) makes a trace with the HTTP server span and the database reads
+  under it, found by the trace id it sent.
+- A pairing session: the operator's POST is one trace (pairing's server span, its database write, Tuya's
+  token API in the simulator under pairing's client span); the device's activation is one trace from the
+  simulator's push through ingest to pairing, which records the outcome (its sessions write) inside it.
+- An unbinding batch: the operator's POST is one trace; each device's removal is one trace (unbinding's
+  client span, Tuya's removal API in the simulator); the removal's push is one trace through ingest to the
+  consumers of device events. `fleet trace` finds the device's and the batch's traces.
+- No span of any service holds a Tuya token or the access secret, and every metric a rule or a dashboard
+  reads is exported by one of these running services (or by the Pulsar broker, or is Prometheus's `up`).
 
-One system serves the module (starting three services is most of the time); every name in it is this run's.
-
-A service joining the device's path (pairing, unbinding, OTA) is one entry in `SERVICES`.
+One system serves the module (starting the services is most of the time); every name in it is this run's.
+A service joining is one entry in `SERVICES`.
 """
 
 from __future__ import annotations
@@ -17,28 +24,47 @@ from __future__ import annotations
 import asyncio
 import os
 import secrets
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
 import pytest
+from motor.motor_asyncio import AsyncIOMotorClient
 from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags
 
 from fleet_contracts import topics
-from fleet_shared.tracing import DEVICE_ID
-from fleet_shared.tracing.zipkin import ZipkinQuery, service_of, services_in, span_tree
+from fleet_shared.tracing import BATCH_ID, DEVICE_ID, RELEASE_ID
+from fleet_shared.tracing.zipkin import ZipkinQuery, service_of, services_in, span_tree, started_us
 from fleet_shared.tuya.openapi import TOKEN_PATH, TuyaOpenApiClient
 from tests.support import ServiceProcess, Stack, drop_subscription
+from tests.unit.ops.queries import (
+    PULSAR_BROKER_METRICS,
+    SCRAPE_METRICS,
+    dashboard_expressions,
+    exported_names,
+    metric_names,
+    rule_expressions,
+)
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(300)]
 
 API_KEY = "traces-e2e-key"
 TRACE_WITHIN_S = 60.0
+# six services start side by side on a shared 2-core machine: each imports its stack (~30 s at load 16)
+READY_WITHIN_S = 180.0
+PLUG = "sim0plug0cz00001"  # a simulated product: the module's devices
+# the services a device report crosses, in order
+DEVICE_REPORT_PATH = ("tuya-sim", "ingest", "status")
+# the consumers of the device topic: their durable subscriptions are this run's, dropped at the end
+DEVICE_CONSUMERS = ("status", "pairing", "ota")
 
 
 @dataclass(frozen=True)
@@ -51,7 +77,7 @@ class Names:
     control_token: str
 
 
-# Each service of the device report's path, in start order, with the settings that make it this run's.
+# Each service, in start order, with the settings that make it this run's.
 SERVICES: dict[str, Callable[[Names, Mapping[str, str]], dict[str, str]]] = {
     "tuya-sim": lambda n, urls: {
         "FLEET_SIM_PROVISION": "true",
@@ -66,6 +92,26 @@ SERVICES: dict[str, Callable[[Names, Mapping[str, str]], dict[str, str]]] = {
         "FLEET_STATUS_INITIAL_POSITION": "latest",
         "FLEET_STATUS_RECONCILE_INTERVAL_S": "0",
         "FLEET_TUYA_OPENAPI_URL": urls["tuya-sim"],  # DP schemas from the simulated cloud
+    },
+    "pairing": lambda n, urls: {
+        "FLEET_PAIRING_DATABASE": f"traces_pairing_{n.unique}",
+        "FLEET_PAIRING_SUBSCRIPTION": f"traces-pairing-{n.unique}",
+        "FLEET_PAIRING_API_KEYS": f"e2e:{API_KEY}:operator",
+        "FLEET_PAIRING_POLL_INTERVAL_S": "1",
+        "FLEET_PAIRING_SETTLE_S": "1",
+        "FLEET_TUYA_OPENAPI_URL": urls["tuya-sim"],
+    },
+    "unbinding": lambda n, urls: {
+        "FLEET_UNBINDING_DATABASE": f"traces_unbinding_{n.unique}",
+        "FLEET_UNBINDING_API_KEYS": f"e2e:{API_KEY}:admin",
+        "FLEET_UNBINDING_OUTBOX_RELAY_INTERVAL_S": "0.5",
+        "FLEET_UNBINDING_RESUME_INTERVAL_S": "1",
+        "FLEET_TUYA_OPENAPI_URL": urls["tuya-sim"],
+    },
+    "ota": lambda n, urls: {
+        "FLEET_OTA_DATABASE": f"traces_ota_{n.unique}",
+        "FLEET_OTA_SUBSCRIPTION": f"traces-ota-{n.unique}",
+        "FLEET_TUYA_OPENAPI_URL": urls["tuya-sim"],
     },
 }
 
@@ -84,6 +130,13 @@ class System:
     @property
     def status(self) -> ServiceProcess:
         return self.services["status"]
+
+    def api(self, service: str) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
+            base_url=self.services[service].url,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+            timeout=30,
+        )
 
     def control(self) -> httpx.Client:
         return httpx.Client(
@@ -122,25 +175,45 @@ async def system(
     }
     started: dict[str, ServiceProcess] = {}
     urls: dict[str, str] = {}
-    query = ZipkinQuery(url)
+    query = ZipkinQuery(url, timeout=60.0)  # a loaded viewer (2 shared cores) answers slowly
     started_at = time.time()
     try:
-        for name, settings in SERVICES.items():
-            process = ServiceProcess(name, log=logs / f"{name}.log", stack=stack, api_key=API_KEY)
-            process.env.update({**common, **settings(names, urls)})
-            process.start()
-            started[name] = process
-            await process.wait_ready()
-            urls[name] = process.url
+        # the simulator first (the others call its OpenAPI), then the rest side by side
+        first, *rest = SERVICES
+        for group in ([first], rest):
+            for name in group:
+                process = ServiceProcess(name, log=logs / f"{name}.log", stack=stack, api_key=API_KEY)
+                process.env.update({**common, **SERVICES[name](names, urls)})
+                process.start()
+                started[name] = process
+            for name in group:
+                await started[name].wait_ready(within=READY_WITHIN_S)
+                urls[name] = started[name].url
         yield System(names, started, query, started_at)
     finally:
         for process in reversed(started.values()):
             process.terminate()
         query.close()
-        # status's durable subscription on the shared device topic would keep a backlog forever
-        await asyncio.to_thread(
-            drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, f"traces-status-{unique}"
-        )
+        await drop_databases(stack, unique)
+        # the durable subscriptions on the shared device topic would keep a backlog forever
+        for consumer in DEVICE_CONSUMERS:
+            await asyncio.to_thread(
+                drop_subscription,
+                stack.pulsar_admin_url,
+                topics.DEVICE_EVENTS.name,
+                f"traces-{consumer}-{unique}",
+            )
+
+
+async def drop_databases(stack: Stack, unique: str) -> None:
+    """This run's databases (named `traces_<service>_<unique>`) on the shared server."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(stack.mongodb_uri)
+    try:
+        for name in await client.list_database_names():
+            if name.startswith("traces_") and name.endswith(f"_{unique}"):
+                await client.drop_database(name)
+    finally:
+        client.close()
 
 
 async def until_found(
@@ -169,14 +242,41 @@ class DeviceReport:
     spans: list[dict[str, Any]]  # the trace that crossed every service
 
 
+@dataclass(frozen=True)
+class Fleet:
+    """The module's simulated devices: bound ones (reports, unbinding) and factory-fresh ones (pairing)."""
+
+    bound: list[str]
+    free: list[str]
+    homes: list[dict[str, Any]]
+
+
 @pytest.fixture(scope="module")
-async def device_report(system: System) -> DeviceReport:
-    """One status report of one simulated device, and the first trace of it that reached every service."""
+async def fleet(system: System) -> Fleet:
     with system.control() as control:
         seed = secrets.randbelow(1_000_000)  # device ids of their own: the viewer keeps earlier runs' traces
-        fleet = control.post("/sim/fleet", json={"seed": seed, "devices": 2, "homes": 1, "online_ratio": 1.0})
-        assert fleet.status_code == 200, fleet.text
-        device = fleet.json()["bound_device_ids"][0]
+        body = {
+            "seed": seed,
+            "devices": 3,
+            "homes": 2,
+            "unbound": 2,
+            "product_ids": [PLUG],
+            "online_ratio": 1.0,
+        }
+        created = control.post("/sim/fleet", json=body)
+        assert created.status_code == 200, created.text
+        truth = control.get("/sim/truth", params={"messages": "false"})
+        assert truth.status_code == 200, truth.text
+    devices = truth.json()["fleet"]["devices"]
+    free = [d for d, t in devices.items() if not t["bound"]]
+    return Fleet(created.json()["bound_device_ids"], free, truth.json()["fleet"]["homes"])
+
+
+@pytest.fixture(scope="module")
+async def device_report(system: System, fleet: Fleet) -> DeviceReport:
+    """One status report of one simulated device, and the first trace of it that reached every service."""
+    device = fleet.bound[0]
+    with system.control() as control:
         report = control.post("/sim/reports", json={"device_ids": [device], "max_dps": 2})
         assert report.status_code == 200, report.text
     tuya_topic = f"persistent://{system.names.access_id}/out/event"
@@ -184,11 +284,13 @@ async def device_report(system: System) -> DeviceReport:
     def crossing_trace() -> list[dict[str, Any]] | None:
         for spans in system.zipkin.traces(tag=(DEVICE_ID, device), lookback_ms=600_000, limit=50):
             ours = find_span(spans, **{"messaging.destination.name": tuya_topic}) is not None
-            if ours and set(SERVICES) <= services_in(spans):
+            # every span exported: status's flush span (the parent of its reads) ends last
+            whole = len(span_tree(spans)) == 1
+            if ours and whole and set(DEVICE_REPORT_PATH) <= services_in(spans):
                 return spans
         return None
 
-    what = f"one trace of {device} through {list(SERVICES)}"
+    what = f"one trace of {device} through {list(DEVICE_REPORT_PATH)}"
     return DeviceReport(device, await until_found(crossing_trace, what, logs_of(system)))
 
 
@@ -347,7 +449,343 @@ async def test_no_exported_span_holds_a_tuya_token_or_the_access_secret(
     secrets_sent = {"access secret": system.names.secret, **{f"token {i}": t for i, t in enumerate(tokens)}}
     for service in SERVICES:
         traces = system.zipkin.traces(service=service, lookback_ms=lookback_ms, limit=10_000)
-        assert traces, f"no trace of {service} to check"
+        # unbinding has acted on nothing yet (its batch's spans are checked in its own test)
+        assert traces or service == "unbinding", f"no trace of {service} to check"
         text = orjson.dumps(traces).decode()
         leaked = [name for name, value in secrets_sent.items() if value in text]
         assert not leaked, f"{service}'s spans hold {leaked}"
+
+
+def children_of(spans: list[dict[str, Any]], parent: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every span under `parent` in its trace (children, their children, ...)."""
+    for root in span_tree(spans):
+        for node in root.walk():
+            if node.span["id"] == parent["id"]:
+                return [n.span for n in node.walk()][1:]
+    return []
+
+
+def fleet_trace(system: System, entity_id: str) -> list[list[dict[str, Any]]]:
+    """`fleet trace ID --json`: the traces the operator's CLI finds for a device, batch or release id."""
+    traces = fleet_trace_or_none(system, entity_id)
+    assert traces is not None, f"`fleet trace {entity_id}` found nothing"
+    return traces
+
+
+def fleet_trace_or_none(system: System, entity_id: str) -> list[list[dict[str, Any]]] | None:
+    """`fleet trace ID --json`, or None when it finds nothing (its exit code 1)."""
+    cli = str(Path(sys.executable).with_name("fleet"))
+    zipkin = os.environ["FLEET_ZIPKIN_URL"]
+    result = subprocess.run(
+        [cli, "trace", entity_id, "--zipkin", zipkin, "--lookback", "15m", "--limit", "20", "--json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=180,  # a loaded shared viewer answers slowly
+    )
+    if result.returncode == 1 and "no traces of" in result.stderr:
+        return None
+    assert result.returncode == 0, result.stdout + result.stderr
+    traces: list[list[dict[str, Any]]] = orjson.loads(result.stdout)
+    return traces
+
+
+# MongoDB's write commands (`db.operation.name`): a span of one of these changed the collection
+WRITES = ("insert", "update", "findAndModify", "delete")
+
+
+def write_span(spans: list[dict[str, Any]], database: str, collection: str) -> dict[str, Any] | None:
+    return next(
+        (
+            s
+            for s in spans
+            if (s.get("tags") or {}).get("db.namespace") == database
+            and s["tags"].get("db.collection.name") == collection
+            and s["tags"].get("db.operation.name") in WRITES
+        ),
+        None,
+    )
+
+
+def consume_span(spans: list[dict[str, Any]], service: str) -> dict[str, Any] | None:
+    return next(
+        (
+            s
+            for s in spans
+            if service_of(s) == service and (s.get("tags") or {}).get("messaging.operation.type") == "process"
+        ),
+        None,
+    )
+
+
+@dataclass(frozen=True)
+class PairingRun:
+    device: str
+    session_id: str
+    database: str
+    operator_trace: list[dict[str, Any]]
+    caller_span: str
+
+
+@pytest.fixture(scope="module")
+async def pairing_run(system: System, fleet: Fleet) -> PairingRun:
+    """An operator opens an EZ pairing session (with a trace context of its own); once Tuya's token API has
+    answered, one factory-fresh device activates with the token and the session succeeds."""
+    home, device = fleet.homes[0], fleet.free[0]
+    trace_id, caller_span, header = traceparent()
+    body = {
+        "owner_uid": home["owner_uid"],
+        "home_id": home["home_id"],
+        "mode": "EZ",
+        "time_zone_id": "Europe/Berlin",
+    }
+    async with system.api("pairing") as api:
+        opened = await api.post("/v1/pairing-sessions", json=body, headers={"traceparent": header})
+        assert opened.status_code == 201, opened.text
+        session_id, assembled = opened.json()["session"]["session_id"], opened.json()["assembled_token"]
+        with system.control() as control:
+            activated = control.post(
+                "/sim/pairing/activate", json={"token": assembled, "device_ids": [device]}
+            )
+            assert activated.status_code == 200, activated.text
+
+        async def succeeded() -> bool:
+            view = await api.get(f"/v1/pairing-sessions/{session_id}")
+            return view.status_code == 200 and view.json()["state"] == "succeeded"
+
+        deadline = time.monotonic() + TRACE_WITHIN_S
+        while not await succeeded():
+            assert time.monotonic() < deadline, f"session {session_id} did not succeed\n{logs_of(system)()}"
+            await asyncio.sleep(0.5)
+
+    database = f"traces_pairing_{system.names.unique}"
+
+    def operator_trace() -> list[dict[str, Any]] | None:
+        spans = system.zipkin.trace(trace_id)
+        server = find_span(spans, **{"http.route": "/v1/pairing-sessions"})
+        token_api = find_span(spans, **{"http.route": "/v1.0/device/paring/token"})
+        written = write_span(spans, database, "sessions")
+        return spans if server and token_api and written else None
+
+    spans = await until_found(operator_trace, "the pairing POST's trace", logs_of(system))
+    return PairingRun(device, session_id, database, spans, caller_span)
+
+
+async def test_opening_a_pairing_session_is_one_trace_through_tuyas_token_api(
+    pairing_run: PairingRun,
+) -> None:
+    """pairing's server span continues the operator's trace; its database write and its call of Tuya's token
+    API hang under it, and the simulated cloud's server span under that call."""
+    spans = pairing_run.operator_trace
+    (server,) = [s for s in spans if s.get("kind") == "SERVER" and service_of(s) == "pairing"]
+    assert server["name"].lower() == "post /v1/pairing-sessions"
+    assert server["tags"]["http.route"] == "/v1/pairing-sessions"
+    assert server["tags"]["http.response.status_code"] == "201"
+    assert server.get("parentId") == pairing_run.caller_span
+    under = children_of(spans, server)
+    write = write_span(under, pairing_run.database, "sessions")
+    assert write is not None, [s["name"] for s in under]
+    assert write["kind"] == "CLIENT"
+    assert write["tags"]["db.system"] == "mongodb"
+    call = next(s for s in under if s.get("kind") == "CLIENT" and service_of(s) == "pairing" and
+                (s.get("tags") or {}).get("url.template") == "/v1.0/device/paring/token")  # fmt: skip
+    assert call["name"].lower() == "post /v1.0/device/paring/token"
+    sim = find_span(children_of(spans, call), **{"http.route": "/v1.0/device/paring/token"})
+    assert sim is not None
+    assert service_of(sim) == "tuya-sim"
+    assert sim["kind"] == "SERVER"
+    assert services_in(spans) == {"pairing", "tuya-sim"}
+    assert [r.span["id"] for r in span_tree(spans)] == [server["id"]]
+
+
+async def test_a_pairing_outcome_is_one_trace_from_the_devices_push_to_pairings_record(
+    system: System, pairing_run: PairingRun
+) -> None:
+    """The device's activation reaches pairing as Tuya's push: one trace holds the simulator's publish,
+    ingest, and pairing's consume span with the sessions write that records the device as paired."""
+
+    def outcome_trace() -> list[dict[str, Any]] | None:
+        for spans in system.zipkin.traces(tag=(DEVICE_ID, pairing_run.device), lookback_ms=600_000, limit=50):
+            consumed = consume_span(spans, "pairing")
+            if consumed is None or not {"tuya-sim", "ingest"} <= services_in(spans):
+                continue
+            if write_span(children_of(spans, consumed), pairing_run.database, "sessions") is not None:
+                return spans
+        return None
+
+    spans = await until_found(outcome_trace, "the activation's trace with pairing's record", logs_of(system))
+    roots = span_tree(spans)
+    assert len(roots) == 1, [r.span["name"] for r in roots]
+    assert service_of(roots[0].span) == "tuya-sim"
+    consumed = consume_span(spans, "pairing")
+    assert consumed is not None
+    tags = consumed["tags"]
+    assert tags["messaging.system"] == "pulsar"
+    assert tags["messaging.destination.name"].startswith(topics.DEVICE_EVENTS.name)
+    assert tags[DEVICE_ID] == pairing_run.device
+    assert tags["messaging.message.id"]
+    # the CLI finds the device's traces, this one among them
+    found = fleet_trace(system, pairing_run.device)
+    assert spans[0]["traceId"] in {t[0]["traceId"] for t in found}
+
+
+@dataclass(frozen=True)
+class UnbindingRun:
+    device: str
+    batch_id: str
+    operator_trace: list[dict[str, Any]]
+
+
+@pytest.fixture(scope="module")
+async def unbinding_run(system: System, fleet: Fleet) -> UnbindingRun:
+    """The operator (an administrator) authorizes itself for the product, then submits a batch of one bound
+    device with a trace context of its own; the batch finishes with the device unbound."""
+    device = fleet.bound[1]
+    trace_id, _, header = traceparent()
+    async with system.api("unbinding") as api:
+        registered = await api.post(
+            f"/v1/products/{PLUG}/authorizations/register", json={"owner": "e2e", "original_owner": None}
+        )
+        assert registered.status_code == 201, registered.text
+        created = await api.post(
+            "/v1/batches",
+            json={"device_ids": [device], "reason": "traces e2e"},
+            headers={"traceparent": header},
+        )
+        assert created.status_code == 201, created.text
+        batch_id = created.json()["batch_id"]
+        deadline = time.monotonic() + TRACE_WITHIN_S
+        while True:
+            batch = (await api.get(f"/v1/batches/{batch_id}")).json()
+            if batch["status"] == "finished":
+                break
+            assert time.monotonic() < deadline, f"batch {batch_id} did not finish: {batch}"
+            await asyncio.sleep(0.5)
+        results = (await api.get(f"/v1/batches/{batch_id}/results")).json()
+        assert [(r["device_id"], r["result"]) for r in results] == [(device, "unbound")], results
+
+    database = f"traces_unbinding_{system.names.unique}"
+
+    def operator_trace() -> list[dict[str, Any]] | None:
+        spans = system.zipkin.trace(trace_id)
+        server = find_span(spans, **{"http.route": "/v1/batches"})
+        return spans if server and write_span(spans, database, "batches") else None
+
+    spans = await until_found(operator_trace, "the batch POST's trace", logs_of(system))
+    return UnbindingRun(device, batch_id, spans)
+
+
+async def test_submitting_an_unbinding_batch_is_one_trace_with_its_database_writes(
+    system: System, unbinding_run: UnbindingRun
+) -> None:
+    spans = unbinding_run.operator_trace
+    (server,) = [s for s in spans if s.get("kind") == "SERVER"]
+    assert service_of(server) == "unbinding"
+    assert server["name"].lower() == "post /v1/batches"
+    assert server["tags"]["http.response.status_code"] == "201"
+    database = f"traces_unbinding_{system.names.unique}"
+    assert write_span(children_of(spans, server), database, "batches") is not None, [s["name"] for s in spans]
+
+
+async def test_an_unbinding_batchs_removal_and_its_push_are_traced_to_every_consumer(
+    system: System, unbinding_run: UnbindingRun
+) -> None:
+    """The removal call is one trace (unbinding's client span, the simulated cloud's server span under it);
+    the push that answers it is one trace from the simulator through ingest to the device topic's
+    consumers."""
+    device = unbinding_run.device
+
+    def removal() -> list[dict[str, Any]] | None:
+        for spans in system.zipkin.traces(tag=(DEVICE_ID, device), service="unbinding", lookback_ms=600_000):
+            calls = [s for s in spans if s.get("kind") == "CLIENT" and service_of(s) == "unbinding"
+                     and s["name"].startswith("delete ")]  # fmt: skip
+            if calls and any(service_of(c) == "tuya-sim" for c in children_of(spans, calls[0])):
+                return spans
+        return None
+
+    spans = await until_found(removal, "the removal call's trace", logs_of(system))
+    assert services_in(spans) == {"unbinding", "tuya-sim"}
+    removed_at = started_us(spans)
+
+    def pushed() -> list[dict[str, Any]] | None:
+        for spans in system.zipkin.traces(tag=(DEVICE_ID, device), lookback_ms=600_000, limit=50):
+            later = started_us(spans) >= removed_at  # the device's earlier pushes are not the answer
+            if later and {"tuya-sim", "ingest", *DEVICE_CONSUMERS} <= services_in(spans):
+                return spans
+        return None
+
+    pushed_spans = await until_found(pushed, "the removal push's trace to every consumer", logs_of(system))
+    # neither trace holds the project's access secret (the unbinding service signs every call with it)
+    for trace_spans in (spans, pushed_spans, unbinding_run.operator_trace):
+        assert system.names.secret not in orjson.dumps(trace_spans).decode()
+    spans = pushed_spans
+    assert len(span_tree(spans)) == 1
+    for consumer in DEVICE_CONSUMERS:
+        consumed = consume_span(spans, consumer)
+        assert consumed is not None, consumer
+        assert consumed["tags"][DEVICE_ID] == device
+    # `fleet trace` finds the device's removal, and the batch by its id (the operator's reads of it)
+    assert {"unbinding", "tuya-sim"} <= {service_of(s) for t in fleet_trace(system, device) for s in t}
+    by_batch = fleet_trace(system, unbinding_run.batch_id)
+    assert any(find_span(t, **{BATCH_ID: unbinding_run.batch_id}) for t in by_batch)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="unbinding runs a batch in a fresh context (bootstrap.run_soon): its Tuya calls are root spans, "
+    "neither linked to the request's trace nor tagged with the batch id; the fix is in services/unbinding",
+)
+async def test_an_unbinding_batchs_work_is_found_by_its_batch_id(
+    system: System, unbinding_run: UnbindingRun
+) -> None:
+    """`fleet trace BATCH_ID` shows the batch's work: the removal of each of its devices."""
+    by_batch = fleet_trace(system, unbinding_run.batch_id)
+    removals = [s for t in by_batch for s in t if service_of(s) == "tuya-sim"
+                and (s.get("tags") or {}).get(DEVICE_ID) == unbinding_run.device]  # fmt: skip
+    assert removals
+
+
+async def test_fleet_trace_finds_a_release_by_its_id(system: System) -> None:
+    """An operator's read of a release (here one that does not exist) is found by the release id."""
+    release = f"rel-{system.names.unique}"
+    async with system.api("ota") as api:
+        response = await api.get(f"/v1/releases/{release}")
+    assert response.status_code == 404, response.text
+
+    def exported() -> list[list[dict[str, Any]]] | None:
+        return system.zipkin.traces(tag=(RELEASE_ID, release), lookback_ms=600_000) or None
+
+    # the viewer has the request's trace (the CLI starts slowly: asked once, when there is something to find)
+    await until_found(exported, f"the trace of GET /v1/releases/{release}", logs_of(system))
+    traces = fleet_trace(system, release)
+    (server,) = [s for t in traces for s in t if s.get("kind") == "SERVER"]
+    assert service_of(server) == "ota"
+    assert server["tags"][RELEASE_ID] == release
+    assert server["tags"]["http.route"] == "/v1/releases/{release_id}"
+
+
+async def test_every_metric_a_rule_or_dashboard_reads_is_exported_by_a_running_service(
+    system: System, stack: Stack, pairing_run: PairingRun, unbinding_run: UnbindingRun
+) -> None:
+    """Scraped from the services of this module (after a pairing session and an unbinding batch ran) and from
+    the Pulsar broker: every name the alert rules and the Grafana dashboards read is served by one of them."""
+    exported: dict[str, set[str]] = {}
+    async with httpx.AsyncClient(timeout=10) as http:
+        for name, process in system.services.items():
+            response = await http.get(f"{process.url}/metrics")
+            assert response.status_code == 200, name
+            exported[name] = exported_names(response.text)
+        broker = await http.get(f"{stack.pulsar_admin_url}/metrics/")
+        assert broker.status_code == 200
+        exported["pulsar"] = exported_names(broker.text)
+    served = set().union(*exported.values()) | SCRAPE_METRICS
+    used = {n for _, expr in [*rule_expressions(), *dashboard_expressions()] for n in metric_names(expr)}
+    missing = sorted(used - served)
+    assert not missing, f"read by a rule or a dashboard but exported by no running service: {missing}"
+    # each service serves the RED metrics of its HTTP API; the domain services their own metrics
+    for name in SERVICES:
+        assert "fleet_http_requests_total" in exported[name], name
+    assert "fleet_pairing_device_outcomes_total" in exported["pairing"]
+    assert {"fleet_unbinding_device_results_total", "fleet_unbinding_quota_used"} <= exported["unbinding"]
+    assert "fleet_ota_device_upgrades_total" in exported["ota"]
+    assert exported["pulsar"] >= PULSAR_BROKER_METRICS

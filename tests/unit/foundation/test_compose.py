@@ -27,7 +27,14 @@ def _compose_command() -> list[str]:
     pytest.skip("no Docker Compose client (neither `docker compose` nor `docker-compose`) on this machine")
 
 
-SERVICES = {"tuya-sim": "fleet-tuya-sim", "ingest": "fleet-ingest", "status": "fleet-status"}
+SERVICES = {
+    "tuya-sim": "fleet-tuya-sim",
+    "ingest": "fleet-ingest",
+    "status": "fleet-status",
+    "pairing": "fleet-pairing",
+    "unbinding": "fleet-unbinding",
+    "ota": "fleet-ota",
+}
 
 
 def _compose(*args: str) -> str:

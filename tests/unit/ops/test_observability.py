@@ -10,7 +10,6 @@ import json
 import re
 import sys
 import zipfile
-from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 from types import ModuleType
@@ -22,32 +21,26 @@ from prometheus_client.gc_collector import GCCollector
 from prometheus_client.platform_collector import PlatformCollector
 from prometheus_client.process_collector import ProcessCollector
 
+from tests.unit.ops.queries import (
+    PULSAR_BROKER_METRICS,
+    SCRAPE_METRICS,
+    SUFFIXES,
+    dashboard_expressions,
+    exported_names,
+    metric_names,
+    rule_expressions,
+)
 from tests.unit.ops.support import DASHBOARDS, ROOT, RULE_TESTS, RULES, Tools, run
 
 pytestmark = pytest.mark.unit
 
-# Apache Pulsar's broker exports these (topic-level metrics); checked against its jar below
-PULSAR_BROKER_METRICS = {
-    "pulsar_subscription_back_log",
-    "pulsar_subscription_msg_rate_out",
-    "pulsar_subscription_msg_rate_redeliver",
-    "pulsar_subscription_unacked_messages",
-    "pulsar_subscription_consumers_count",
-    "pulsar_in_messages_total",
-}
-# Prometheus itself: one sample per scrape target
-SCRAPE_METRICS = {"up"}
 SOURCES = [ROOT / "shared" / "src", *sorted((ROOT / "services").glob("*/src"))]
 DEFINITION = re.compile(r"\b(Counter|Gauge|Histogram|Summary|Info|Enum)\(\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"")
-SUFFIXES = {
-    "Counter": ("_total", "_created"),
-    "Gauge": ("",),
-    "Histogram": ("_bucket", "_sum", "_count", "_created"),
-    "Summary": ("", "_sum", "_count", "_created"),
-    "Info": ("_info",),
-    "Enum": ("",),
-}
-PROMQL_WORDS = {"and", "or", "unless", "bool", "offset", "inf", "nan", "group_left", "group_right"}
+# the domain counters fed by published events (fleet_shared.pulsar.outbox.event_counter)
+EVENT_COUNTER = re.compile(r"\bevent_counter\(\s*\w+,\s*\"([a-zA-Z_:][a-zA-Z0-9_:]*)\"")
+# prometheus_client's class names -> the kinds of the exposition format
+KINDS = {"Counter": "counter", "Gauge": "gauge", "Histogram": "histogram", "Summary": "summary",
+         "Info": "info", "Enum": "stateset"}  # fmt: skip
 
 
 def code_metrics() -> dict[str, Path]:
@@ -55,9 +48,11 @@ def code_metrics() -> dict[str, Path]:
     names: dict[str, Path] = {}
     for source in SOURCES:
         for module in source.rglob("*.py"):
-            for kind, name in DEFINITION.findall(module.read_text()):
+            text = module.read_text()
+            found = [*DEFINITION.findall(text), *(("Counter", n) for n in EVENT_COUNTER.findall(text))]
+            for kind, name in found:
                 base = name.removesuffix("_total") if kind == "Counter" else name
-                for suffix in SUFFIXES[kind]:
+                for suffix in SUFFIXES[KINDS[kind]]:
                     names[base + suffix] = module
     return names
 
@@ -68,21 +63,6 @@ def default_collector_metrics() -> set[str]:
     for collector in (ProcessCollector, PlatformCollector, GCCollector):
         collector(registry=registry)
     return {sample.name for family in registry.collect() for sample in family.samples}
-
-
-def metric_names(expr: str) -> set[str]:
-    """The metric names a PromQL expression reads (not its functions, keywords or label names)."""
-    text = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)
-    text = re.sub(r"\{[^}]*\}", " ", text)
-    text = re.sub(r"\[[^\]]*\]", " ", text)
-    text = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", text)
-    names = set()
-    for match in re.finditer(r"[a-zA-Z_:][a-zA-Z0-9_:]*", text):
-        word = match.group()
-        if re.match(r"\s*\(", text[match.end() :]) or word.lower() in PROMQL_WORDS:
-            continue
-        names.add(word)
-    return names
 
 
 @cache
@@ -96,20 +76,6 @@ def generator() -> ModuleType:
     return module
 
 
-def rule_expressions() -> Iterator[tuple[str, str]]:
-    for group in yaml.safe_load(RULES.read_text())["groups"]:
-        for rule in group["rules"]:
-            yield f"alert {rule['alert']}", rule["expr"]
-
-
-def dashboard_expressions() -> Iterator[tuple[str, str]]:
-    for path in sorted(DASHBOARDS.glob("*.json")):
-        board = json.loads(path.read_text())
-        for panel in board["panels"]:
-            for target in panel.get("targets", []):
-                yield f"{path.name}: {panel['title']}", target["expr"]
-
-
 def as_plain_promql(expr: str) -> str:
     """A dashboard query with Grafana's variables replaced, so promtool can parse it."""
     return expr.replace("$__rate_interval", "5m").replace("$namespace", "fleet")
@@ -118,7 +84,7 @@ def as_plain_promql(expr: str) -> str:
 def test_promtool_checks_the_rules(tools: Tools) -> None:
     result = run(tools.promtool, "check", "rules", RULES)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 11 rules found" in result.stdout
+    assert "SUCCESS: 15 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_of_the_rules_pass(tools: Tools) -> None:
@@ -194,6 +160,13 @@ def test_code_metrics_include_the_services_definitions() -> None:
     assert names["fleet_ingest_messages_rejected_total"].name == "metrics.py"
     assert names["status_flush_seconds_count"].name == "writer.py"
     assert "fleet_http_requests_total" in names
+    # pairing, unbinding and ota: event-fed counters and unbinding's quota gauges
+    for name, service in [
+        ("fleet_pairing_device_outcomes_total", "fleet_pairing"),
+        ("fleet_unbinding_quota_used", "fleet_unbinding"),
+        ("fleet_ota_device_upgrades_total", "fleet_ota"),
+    ]:
+        assert names[name].parts[-3:] == (service, "adapters", "metrics.py"), name
     assert "fleet_http_requests" not in names  # a counter's samples end in _total
 
 
@@ -219,3 +192,24 @@ def test_pulsar_metric_names_are_the_pinned_brokers() -> None:
             if entry.endswith(".class"):
                 found.update(m.decode() for m in re.findall(rb"pulsar_[a-z_]+", archive.read(entry)))
     assert found >= PULSAR_BROKER_METRICS, sorted(PULSAR_BROKER_METRICS - found)
+
+
+def test_exported_names_reads_declared_metrics_and_samples() -> None:
+    page = """# HELP fleet_http_requests_total HTTP requests answered
+# TYPE fleet_http_requests_total counter
+fleet_http_requests_total{service="status",route="/readyz"} 3.0
+# HELP fleet_pairing_device_outcomes_total Devices' pairing outcomes
+# TYPE fleet_pairing_device_outcomes_total counter
+# HELP status_flush_seconds Time to flush one batch
+# TYPE status_flush_seconds histogram
+status_flush_seconds_bucket{le="0.1"} 1.0
+pulsar_subscription_back_log{namespace="fleet/status"} 0
+"""
+    names = exported_names(page)
+    assert {"fleet_http_requests_total", "fleet_pairing_device_outcomes_total"} <= names
+    assert {
+        "status_flush_seconds_bucket",
+        "status_flush_seconds_count",
+        "pulsar_subscription_back_log",
+    } <= names
+    assert "fleet_http_requests" not in names

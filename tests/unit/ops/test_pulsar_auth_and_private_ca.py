@@ -13,6 +13,7 @@ import pytest
 from prometheus_client import CollectorRegistry
 from pymongo import MongoClient
 
+from fleet_contracts import topics
 from fleet_ingest.adapters.tuya_consumer import PulsarTuyaSource
 from fleet_ingest.bootstrap import bootstrap as bootstrap_ingest
 from fleet_ingest.settings import IngestSettings
@@ -69,6 +70,17 @@ def test_provisioning_sends_the_token_and_trusts_the_private_ca(ca: PrivateCa) -
     assert seen.requests[0][:2] == ("GET", "/admin/v2/clusters")
     assert {auth for _, _, auth in seen.requests} == {f"Bearer {TOKEN}"}
     assert ("PUT", "/admin/v2/tenants/fleet", f"Bearer {TOKEN}") in seen.requests
+    # every topic of the registry, the domain services' included, exists before any service starts
+    created = {path for method, path, _ in seen.requests if method == "PUT"}
+    for topic in topics.ALL:
+        assert "/admin/v2/persistent/" + topic.name.removeprefix("persistent://") in created, topic.name
+    domain = (
+        topics.PAIRING_EVENTS,
+        topics.UNBINDING_EVENTS,
+        topics.UNBINDING_COMMANDS,
+        topics.OTA_RELEASE_EVENTS,
+    )
+    assert {t.name for t in domain} <= {t.name for t in topics.ALL}
 
 
 def test_provisioning_refuses_an_admin_url_signed_by_an_unknown_ca(ca: PrivateCa, clean_env: object) -> None:

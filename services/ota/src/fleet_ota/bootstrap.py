@@ -12,6 +12,7 @@ from typing import Any
 
 from fastapi import APIRouter
 
+from fleet_ota.adapters.metrics import ota_metrics
 from fleet_ota.adapters.mongo import (
     DeviceStore,
     FirmwareStore,
@@ -34,6 +35,7 @@ from fleet_ota.service_layer.handlers import Ports
 from fleet_ota.settings import OtaSettings
 from fleet_ota.views import OtaViews
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.pulsar.outbox import CountingPublisher
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
 from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
@@ -142,7 +144,7 @@ def bootstrap(
     relay = OutboxRelay(
         [db["firmware"], db["rollouts"], db["upgrades"], db["plans"]],
         progress,
-        publisher or OutboxPublisher(broker),
+        CountingPublisher(publisher or OutboxPublisher(broker), ota_metrics()),
     )
 
     async def relay_round() -> int:

@@ -14,6 +14,7 @@ from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import SecretStr
 
 from fleet_pairing.adapters.events import EventEncoder
+from fleet_pairing.adapters.metrics import pairing_metrics
 from fleet_pairing.adapters.mongo import DeviceOwnerStore, SessionStore
 from fleet_pairing.adapters.outbox import EventPublisher, OutboxRelay
 from fleet_pairing.adapters.system import ConfiguredBindingModes, SystemClock, UuidSessionIds
@@ -23,6 +24,7 @@ from fleet_pairing.ports import TuyaPairing
 from fleet_pairing.service_layer import handlers
 from fleet_pairing.settings import PairingSettings
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.pulsar.outbox import CountingPublisher
 from fleet_shared.qr import QrImages, render
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
@@ -163,7 +165,8 @@ def bootstrap(
     encoder = EventEncoder(tenant=settings.tuya_access_id, region=settings.region.lower())
     # the relay clears through a store of its own; the sessions store hands it each durable write's events,
     # relayed in the background (a consumer worker moves on to its next device event)
-    relay = OutboxRelay(SessionStore(db, encoder), publisher or OutboxPublisher(broker))
+    counted = CountingPublisher(publisher or OutboxPublisher(broker), pairing_metrics())
+    relay = OutboxRelay(SessionStore(db, encoder), counted)
     sessions = SessionStore(db, encoder, relay=relay.relay_later)
     owners = DeviceOwnerStore(db)
     own_client = None

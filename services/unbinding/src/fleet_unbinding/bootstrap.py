@@ -6,7 +6,8 @@ Loops (started with the service, stopped before its clients close):
 - resume: refunds crashed refusals, gives back the unused units of idle quota blocks, settles blocks no live
   process settles (by count, after their `until`), and runs every unfinished batch not already running in
   this process (after a crash, a restart, or devices left for later because Tuya was unreachable);
-- QR: polls the pairing token of every open QR batch for devices that failed to pair "already bound".
+- QR: polls the pairing token of every open QR batch for devices that failed to pair "already bound";
+- quota metrics: today's counters (used, limit) as gauges for /metrics.
 A batch accepted (or approved) over HTTP starts running at once in this process; any replica may resume
 it: every step is a conditional write, so two runners never do anything twice.
 """
@@ -23,6 +24,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.pulsar.outbox import CountingPublisher
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
 from fleet_shared.service.clients import close_all, service_clients
@@ -31,6 +33,7 @@ from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import DEFAULT_RATE_LIMIT, TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
 from fleet_unbinding.adapters.cache import CachedAuthorizations, CachedLimits
+from fleet_unbinding.adapters.metrics import QuotaGauges, unbinding_metrics
 from fleet_unbinding.adapters.mongo import (
     MongoAuthorizationStore,
     MongoBatchStore,
@@ -52,6 +55,9 @@ log = logging.getLogger(__name__)
 # the shared client's path templates (fleet_shared.tuya.openapi)
 LOOKUP_API = "GET /v1.0/devices/{device_id}"
 PAIRING_APIS = ("POST /v1.0/device/paring/token", "GET /v1.0/device/paring/tokens/{token}")
+
+# how often today's quota counters are read into their gauges
+QUOTA_METRICS_INTERVAL_S = 15.0
 
 # the client's default for APIs without a known limit
 PAIRING_RATE_LIMIT = DEFAULT_RATE_LIMIT
@@ -78,6 +84,7 @@ class Unbinding:
     relay: OutboxRelay
     kit: SecurityKit
     openapi: TuyaOpenApiClient | None
+    quota_gauges: QuotaGauges = field(default_factory=QuotaGauges)
     _loops: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
 
@@ -96,6 +103,7 @@ class Unbinding:
             every("unbinding-relay", s.unbinding_outbox_relay_interval_s, self.relay.relay_once),
             every("unbinding-resume", s.unbinding_resume_interval_s, self.resume, first_now=True),
             every("unbinding-qr", s.unbinding_qr_poll_interval_s, self.poll_qr_batches),
+            every("unbinding-quota-metrics", QUOTA_METRICS_INTERVAL_S, self.show_quota_usage, first_now=True),
         ]
 
     async def stop(self) -> None:
@@ -145,6 +153,13 @@ class Unbinding:
         for batch_id in await self.batches.open_qr(100):
             handled += await handlers.poll_qr(self.ports, self.tokens, batch_id)
         return handled
+
+    async def show_quota_usage(self) -> int:
+        day = self.ports.quota_day.key(self.ports.clock())
+        subjects = await self.counters.subjects_of(day)
+        usages = [await handlers.usage(self.ports, scope, subject, day=day) for scope, subject in subjects]
+        self.quota_gauges.show(usages)
+        return len(usages)
 
     # --- readiness -------------------------------------------------------------------------------------
 
@@ -222,7 +237,8 @@ def bootstrap(
         already_bound_codes=settings.already_bound_codes(),
         quota_block_size=settings.unbinding_quota_block_size,
     )
-    relay = OutboxRelay(batches, unbinds, publisher or OutboxPublisher(broker))
+    counted = CountingPublisher(publisher or OutboxPublisher(broker), unbinding_metrics())
+    relay = OutboxRelay(batches, unbinds, counted)
     return Unbinding(
         settings=settings,
         broker=broker,

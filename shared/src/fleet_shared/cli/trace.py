@@ -59,7 +59,8 @@ def trace(
     if not _ID.match(entity_id):
         raise UsageError(f"{entity_id!r} is not a device, batch or release id")
     cli: CliContext = ctx.obj
-    http = httpx.Client(transport=cli.transport, timeout=10.0)
+    # a tag search over a busy in-memory viewer can take seconds
+    http = httpx.Client(transport=cli.transport, timeout=30.0)
     query = ZipkinQuery(zipkin or zipkin_url(cli.env), http=http)
     try:
         traces = query.traces_of(entity_id, lookback_ms=lookback_ms(lookback), limit=limit)

@@ -1,9 +1,16 @@
-"""Publishing outbox entries (`fleet_contracts.outbox`): the one publisher every service's relay uses."""
+"""Publishing outbox entries (`fleet_contracts.outbox`): the one publisher every service's relay uses, and the
+wrapper that turns the published events into a service's domain metrics."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client import CollectorRegistry, Counter
 
 from fleet_contracts.outbox import EVENT_ID_PROPERTY, OutboxEntry
 
@@ -30,3 +37,56 @@ class OutboxPublisher:
     async def _in_order(self, entries: Sequence[OutboxEntry]) -> None:
         for e in entries:
             await self.broker.publish(e.body, e.topic, key=e.key, headers={EVENT_ID_PROPERTY: e.id})
+
+
+class EntryPublisher(Protocol):
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None: ...
+
+
+#: the label values one event adds 1 to, or None when the metric does not count that event
+LabelsOf = Callable[[Mapping[str, Any]], Sequence[str] | None]
+
+
+@dataclass(frozen=True)
+class EventMetric:
+    """A domain counter fed by the events a service publishes: `labels_of` reads one envelope (`type`,
+    `data`) and names the label values it counts under."""
+
+    counter: Counter
+    labels_of: LabelsOf
+
+
+_counters: weakref.WeakKeyDictionary[CollectorRegistry, dict[str, Counter]] = weakref.WeakKeyDictionary()
+
+
+def event_counter(
+    registry: CollectorRegistry, name: str, documentation: str, labels: Sequence[str]
+) -> Counter:
+    """The counter `name` of `registry`, created once: a service bootstrapped twice in one process (tests)
+    keeps counting in the same one instead of failing on a duplicate registration."""
+    known = _counters.setdefault(registry, {})
+    if name not in known:
+        known[name] = Counter(name, documentation, labels, registry=registry)
+    return known[name]
+
+
+class CountingPublisher:
+    """Publishes through `inner`, then counts each published event in the domain metrics.
+
+    Counting follows the outbox: an event is counted when the bus has persisted it, so the counters
+    describe facts that are durable and visible to consumers. A relay repeated after a crash publishes the
+    same events again and counts them again (rare; the consumers de-duplicate by event id, a rate does not).
+    """
+
+    def __init__(self, inner: EntryPublisher, metrics: Sequence[EventMetric]) -> None:
+        self.inner = inner
+        self.metrics = metrics
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        await self.inner.publish(entries)
+        for entry in entries:
+            envelope = orjson.loads(entry.body)
+            for metric in self.metrics:
+                values = metric.labels_of(envelope)
+                if values is not None:
+                    metric.counter.labels(*values).inc()

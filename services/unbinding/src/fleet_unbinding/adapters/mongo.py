@@ -533,6 +533,11 @@ class MongoQuotaCounters:
         doc = await self.counters.find_one({"_id": key.id}, {"used": 1})
         return 0 if doc is None else int(doc["used"])
 
+    async def subjects_of(self, day: str, limit: int = 1000) -> list[tuple[QuotaScope, str]]:
+        """The counters of one quota day (for the metrics)."""
+        cursor = self.counters.find({"day": day}, {"scope": 1, "subject": 1}).limit(limit)
+        return [(QuotaScope(d["scope"]), d["subject"]) async for d in cursor]
+
 
 def _seq_id(prefix: str, seq: int) -> str:
     return f"{prefix}|{seq:010d}"
