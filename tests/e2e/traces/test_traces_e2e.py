@@ -730,11 +730,6 @@ async def test_an_unbinding_batchs_removal_and_its_push_are_traced_to_every_cons
     assert any(find_span(t, **{BATCH_ID: unbinding_run.batch_id}) for t in by_batch)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="unbinding runs a batch in a fresh context (bootstrap.run_soon): its Tuya calls are root spans, "
-    "neither linked to the request's trace nor tagged with the batch id; the fix is in services/unbinding",
-)
 async def test_an_unbinding_batchs_work_is_found_by_its_batch_id(
     system: System, unbinding_run: UnbindingRun
 ) -> None:

@@ -23,12 +23,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from opentelemetry import propagate, trace
+
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.pulsar.outbox import CountingPublisher
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
 from fleet_shared.service.clients import close_all, service_clients
 from fleet_shared.service.loops import cancel_all, every
+from fleet_shared.tracing import BATCH_ID, batch_span
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import DEFAULT_RATE_LIMIT, TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
@@ -51,6 +54,7 @@ from fleet_unbinding.settings import UnbindingSettings
 
 SERVICE = "unbinding"
 log = logging.getLogger(__name__)
+_tracer = trace.get_tracer("fleet_unbinding")
 
 # the shared client's path templates (fleet_shared.tuya.openapi)
 LOOKUP_API = "GET /v1.0/devices/{device_id}"
@@ -123,17 +127,23 @@ class Unbinding:
         """Run the batch in the background unless this process already runs it."""
         if batch_id in self._running or not self._loops:
             return
+        # the trace of whoever started the batch (the operator's request; nothing when the resume loop does)
+        started_by: dict[str, str] = {}
+        propagate.inject(started_by)
 
         async def run() -> None:
             try:
-                await handlers.run_batch(self.ports, batch_id)
+                # one span over the batch's work, in the starter's trace and tagged with the batch id, so the
+                # Tuya calls and database writes of every device are found from the request or the batch id
+                with batch_span(_tracer, "unbinding batch", [started_by], attributes={BATCH_ID: batch_id}):
+                    await handlers.run_batch(self.ports, batch_id)
             except Exception as e:  # left for the resume loop
                 log.warning("batch %s stopped: %r", batch_id, e)
             finally:
                 self._running.pop(batch_id, None)
 
         # a fresh context: the batch outlives the request that started it (its id and span stay out of
-        # the batch's log lines)
+        # the batch's log lines; its trace is carried over explicitly above)
         self._running[batch_id] = asyncio.create_task(
             run(), name=f"unbinding-batch-{batch_id}", context=contextvars.Context()
         )
