@@ -141,7 +141,10 @@ def bootstrap(settings: IngestSettings | None = None, *, registry: CollectorRegi
         window=SeenWindow(
             ttl_s=settings.ingest_dedup_window_seconds, max_entries=settings.ingest_dedup_window_entries
         ),
-        config=PipelineConfig(max_in_flight=settings.ingest_max_in_flight),
+        config=PipelineConfig(
+            max_in_flight=settings.ingest_max_in_flight,
+            handover_hold_s=settings.ingest_handover_hold_seconds,
+        ),
         tracing=(
             BatchTracing(
                 trace.get_tracer("fleet_ingest"), topic=source.topic, subscription=source.subscription
