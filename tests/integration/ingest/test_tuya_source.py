@@ -15,7 +15,7 @@ from pulsar import asyncio as pa
 from fleet_contracts import topics
 from fleet_ingest.adapters.tuya_consumer import PulsarTuyaSource
 from fleet_ingest.ports import Received
-from fleet_shared.provisioning import ProvisioningError, PulsarAdmin
+from fleet_shared.provisioning import ProvisioningError, PulsarAdmin, provision
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
@@ -23,20 +23,14 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def access_id(stack: Stack, unique: str) -> Iterator[str]:
-    """A throwaway Tuya project: tenant = access id, namespace `out`, topic `event` with one partition."""
+    """A throwaway Tuya project with Tuya's topic layout (tenant = access id, `out/event`, 11 partitions)."""
     access_id = f"ingit{unique}"
-    admin = PulsarAdmin(stack.pulsar_admin_url)
-    admin.call("PUT", f"tenants/{access_id}", {"adminRoles": [], "allowedClusters": admin.clusters()})
-    admin.call("PUT", f"namespaces/{access_id}/out")
-    admin.call("PUT", f"persistent/{access_id}/out/event/partitions", 1)
+    provision(stack.pulsar_admin_url, access_id)
     yield access_id
-    for path in (
-        f"persistent/{access_id}/out/event/partitions?force=true",
-        f"namespaces/{access_id}/out",
-        f"tenants/{access_id}",
-    ):
-        with contextlib.suppress(ProvisioningError):
-            admin.call("DELETE", path)
+    with contextlib.suppress(ProvisioningError):  # the tenant and namespace are left, empty
+        PulsarAdmin(stack.pulsar_admin_url).call(
+            "DELETE", f"persistent/{access_id}/out/event/partitions?force=true"
+        )
 
 
 @pytest.fixture
