@@ -191,15 +191,6 @@ def consumer_names(replicas: Replicas, admin: str) -> set[str]:
     return {str(c["consumerName"]) for c in replicas.consumers(admin)}
 
 
-# Known failure, found by this test (CI on 2026-11-29, 1 run of 2): after the SIGKILL of ingest's active
-# replica, 10 of 3,009 Tuya messages were acked (backlog 0 on every partition) but never became events on
-# the device topic, and 10 devices' events were out of publication order: a redelivered message judged a
-# duplicate before its first copy was confirmed would do exactly that. Not strict: it passes when the kill
-# lands between batches. Remove the mark with the fix in ingest (issue 14).
-@pytest.mark.xfail(
-    reason="ingest can lose a few events when its active replica is SIGKILLed mid-batch (to investigate)",
-    strict=False,
-)
 async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_nothing(rig: Rig) -> None:
     admin = rig.stack.pulsar_admin_url
     started = time.monotonic()

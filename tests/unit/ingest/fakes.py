@@ -55,7 +55,7 @@ class FakeTuyaSource:
         return out
 
     def acknowledge(self, received: Sequence[Received]) -> None:
-        """Acks must come in delivery order, each message once (as cumulative acks need)."""
+        """Acks come in delivery order (messages without a position are never held back), each once."""
         for one in received:
             assert self.delivered[0].message_id == one.delivery.message_id, "ack out of delivery order"
             self.delivered.pop(0)
@@ -126,3 +126,73 @@ class FakeSink:
 
     async def ping(self) -> bool:
         return True
+
+
+class HandoverPartition:
+    """One partition of Tuya's topic as the broker serves it to a consumer taking it over from one that died
+    holding `left_unacked` messages: first a read the old consumer's last dispatch triggered, delivering
+    what follows the old read position (`race`, possibly empty), then, `rewind_after_s` later, the rewind to
+    the first unacknowledged message and everything from there (Pulsar's Failover handover). Acks are
+    individual; closing the consumer redelivers what is unacked, in order."""
+
+    topic = "persistent://fake/out/event"
+    subscription = "fake-sub"
+
+    def __init__(self, messages: Sequence[TuyaDelivery], *, race: range, rewind_after_s: float) -> None:
+        self.messages = list(messages)
+        self.acked: list[int] = []
+        self.subscriptions = 0
+        self._race = race
+        self._rewind_after_s = rewind_after_s
+        self._queue: deque[int] = deque()
+        self._index = {m.message_id: i for i, m in enumerate(self.messages)}
+        self._wake = asyncio.Event()
+        self._open = False
+        self._rewind: asyncio.TimerHandle | None = None
+
+    @property
+    def unacked(self) -> list[int]:
+        return [i for i in range(len(self.messages)) if i not in set(self.acked)]
+
+    def _deliver_unacked(self) -> None:
+        self._queue = deque(self.unacked)
+        self._wake.set()
+
+    async def subscribe(self) -> None:
+        self.subscriptions += 1
+        self._open = True
+        if self.subscriptions == 1:
+            self._queue = deque(self._race)
+            self._rewind = asyncio.get_running_loop().call_later(self._rewind_after_s, self._deliver_unacked)
+        else:
+            self._deliver_unacked()
+
+    async def receive(self) -> Received:
+        while True:
+            if not self._open:
+                raise ConnectionError("consumer closed")
+            if self._queue:
+                d = self.messages[self._queue.popleft()]
+                return Received(d, d.message_id)
+            self._wake.clear()
+            await self._wake.wait()
+
+    def receive_ready(self, limit: int) -> list[Received]:
+        out: list[Received] = []
+        while self._open and self._queue and len(out) < limit:
+            d = self.messages[self._queue.popleft()]
+            out.append(Received(d, d.message_id))
+        return out
+
+    def acknowledge(self, received: Sequence[Received]) -> None:
+        self.acked.extend(self._index[one.delivery.message_id] for one in received)
+
+    async def close_consumer(self) -> None:
+        self._open = False
+        if self._rewind is not None:
+            self._rewind.cancel()
+        self._queue.clear()
+        self._wake.set()
+
+    async def close(self) -> None:
+        await self.close_consumer()

@@ -4,6 +4,7 @@ service kit's lifecycle (see `fleet_shared.service.build_app`): start, stop cons
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -49,6 +50,10 @@ class Ingest:
         """Producers up, then consume Tuya's stream (the pipeline subscribes, retrying until it can)."""
         await self.broker.connect()
         await self.sink.start()
+        # Everything made so far (modules, schemas, clients) lives as long as the process: out of the
+        # cyclic collector's way, its full collections no longer walk it. In-process profile of the
+        # consume loop (20k reports, fakes for Pulsar): 92-133 -> 56-88 us of CPU per message.
+        gc.freeze()
         self._consuming = asyncio.ensure_future(self.pipeline.run())
         log.info(
             "consuming", extra={"tuya_topic": self.source.topic, "subscription": self.source.subscription}
@@ -141,7 +146,10 @@ def bootstrap(settings: IngestSettings | None = None, *, registry: CollectorRegi
         window=SeenWindow(
             ttl_s=settings.ingest_dedup_window_seconds, max_entries=settings.ingest_dedup_window_entries
         ),
-        config=PipelineConfig(max_in_flight=settings.ingest_max_in_flight),
+        config=PipelineConfig(
+            max_in_flight=settings.ingest_max_in_flight,
+            handover_hold_s=settings.ingest_handover_hold_seconds,
+        ),
         tracing=(
             BatchTracing(
                 trace.get_tracer("fleet_ingest"), topic=source.topic, subscription=source.subscription

@@ -22,7 +22,8 @@ class Received:
 
 
 class TuyaSource(Protocol):
-    """Tuya's push topic: one long-lived receive at a time, acks in receive order."""
+    """Tuya's push topic: one long-lived receive at a time; each delivery carries its position on its
+    partition (`TuyaDelivery.position`), so a handover's out-of-order delivery shows."""
 
     async def subscribe(self) -> None: ...
     async def receive(self) -> Received: ...
@@ -31,8 +32,8 @@ class TuyaSource(Protocol):
         ...
 
     def acknowledge(self, received: Sequence[Received]) -> None:
-        """Everything in `received` is done with; it holds, in receive order, every message received since the
-        last call (so an implementation may ack cumulatively)."""
+        """Each message in `received` is done with: ack each one individually. Never cumulatively: on a
+        handover the broker may deliver a partition's later messages before earlier ones (`handover`)."""
         ...
 
     async def close_consumer(self) -> None:
@@ -79,6 +80,8 @@ class Metrics(Protocol):
     publish_latency: Histogram
     recoveries: Counter
     store_errors: Counter
+    handover_holds: Counter
+    handover_dropped: Counter
     rejected_by_reason: dict[RejectClass, Counter]
 
     def count_decoded(self, kind: str, amount: int) -> None: ...

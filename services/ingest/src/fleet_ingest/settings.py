@@ -30,6 +30,12 @@ class IngestSettings(ServiceSettings):
     ingest_batching_delay_ms: int = Field(5, ge=0)
     ingest_trace_messages: bool = True
     ingest_shutdown_timeout_seconds: float = Field(15.0, gt=0)
+    ingest_handover_hold_seconds: float = Field(
+        2.0,
+        ge=0,
+        description="Hold a partition new to this replica this long: above the broker's "
+        "activeConsumerFailoverDelayTimeMillis (1 s by default); 0 turns the handover guard off.",
+    )
 
     @property
     def tuya_url(self) -> str:

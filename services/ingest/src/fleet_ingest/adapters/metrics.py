@@ -90,6 +90,16 @@ class IngestMetrics:
             "Failed writes to the dedup store (retried; consumers still dedupe by event id).",
             registry=r,
         )
+        self.handover_holds = Counter(
+            "fleet_ingest_handover_holds",
+            "Partitions held back because they were new to this consumer or skipped ahead (a handover).",
+            registry=r,
+        )
+        self.handover_dropped = Counter(
+            "fleet_ingest_handover_dropped",
+            "Messages a handover delivered before earlier ones, dropped unacked for the broker's rewind.",
+            registry=r,
+        )
         # Pre-resolved children for the hot path.
         self.rejected_by_reason = {reason: self.rejected.labels(reason.value) for reason in RejectClass}
         for source in ("in_flight", "window", "store"):

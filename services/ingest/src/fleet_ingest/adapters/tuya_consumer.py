@@ -19,7 +19,7 @@ from pulsar import asyncio as pa
 from fleet_contracts import topics
 from fleet_ingest.domain.model import TuyaDelivery
 from fleet_ingest.ports import Received
-from fleet_shared.pulsar import acknowledge_cumulative, receive_ready
+from fleet_shared.pulsar import internals, receive_ready
 from fleet_shared.tuya.signing import pulsar_auth_data
 
 log = logging.getLogger(__name__)
@@ -37,14 +37,16 @@ def tuya_authentication(access_id: str, access_secret: str) -> pulsar.Authentica
 
 
 def to_delivery(message: pulsar.Message) -> TuyaDelivery:
+    message_id = message.message_id()
     return TuyaDelivery(
         payload=message.data(),
         properties=message.properties(),
-        message_id=str(message.message_id()),
+        message_id=str(message_id),
         topic=str(message.topic_name()),
         key=message.partition_key() or None,
         publish_time_ms=int(message.publish_timestamp()),
         redelivery_count=int(message.redelivery_count()),
+        position=(message_id.ledger_id(), message_id.entry_id(), message_id.batch_index()),
     )
 
 
@@ -137,16 +139,17 @@ class PulsarTuyaSource:
         return [Received(to_delivery(m), m) for m in receive_ready(consumer, limit)]
 
     def acknowledge(self, received: Sequence[Received]) -> None:
-        """Cumulative ack of the last message per partition, fire and forget (a lost ack only means a
-        redelivery, which dedup absorbs). Failover gives each partition one consumer, and `received` is
-        every message since the last call in receive order, so all before that last one are done too."""
+        """Ack each message individually, fire and forget (a lost ack only means a redelivery, which dedup
+        absorbs). The client queues acks and sends them in groups. Never cumulatively: on a handover the
+        broker may deliver a partition's later messages before the ones the previous consumer left unacked,
+        and a cumulative ack of those later ones would ack the earlier ones unprocessed."""
         consumer = self._consumer
         if consumer is None:
             return
-        last: dict[str, Any] = {}
+        ack = internals.native_consumer(consumer).acknowledge_async
+        native = internals.native_message
         for one in received:
-            last[one.delivery.topic] = one.handle
-        acknowledge_cumulative(consumer, last.values())
+            ack(native(one.handle), _ignore)
 
     async def close_consumer(self) -> None:
         """Close the consumer: Pulsar redelivers every unacked message, in order, to the next one."""
@@ -168,3 +171,7 @@ class PulsarTuyaSource:
 
     async def ping(self) -> bool:
         return self._consumer is not None and self._client is not None
+
+
+def _ignore(*_: Any) -> None:
+    """Ack callback (on a client thread, or inline): must never raise; a failed ack means a redelivery."""

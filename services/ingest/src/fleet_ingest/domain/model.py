@@ -30,6 +30,9 @@ class TuyaDelivery:
     key: str | None = None
     publish_time_ms: int = 0
     redelivery_count: int = 0
+    position: tuple[int, int, int] | None = None
+    """(ledger, entry, batch index) on its partition, in the order the partition holds messages: shows a
+    broker rewinding or skipping ahead on a handover (`service_layer.handover`). None when unknown."""
 
 
 class RejectClass(StrEnum):

@@ -1,20 +1,24 @@
 """The consume loop: Tuya topic -> decode, dedupe, map -> internal bus -> ack Tuya, pipelined and in order.
 
-Three tasks joined by FIFO queues of batches, so per-device order survives while sends overlap:
+Four tasks joined by FIFO queues of batches, so per-device order survives while sends overlap:
 
-    receiver   one long-lived receive plus whatever has already arrived (one in-flight slot each), decode +
-               map (`handlers`), one dedup-store lookup per batch for the keys the seen window misses
-               (`lookups`)
+    receiver   one long-lived receive plus whatever has already arrived (one in-flight slot each), through the
+               handover guard (`handover`: a partition new to this consumer is held back until the broker's
+               rewind could have come), decode + map (`handlers`), one dedup-store lookup per batch for the
+               keys the seen window misses (`lookups`)
+    releaser   passes on what the handover guard held once its hold ends
     sequencer  in receive order: drop duplicates (`dedup`: in flight, seen window, store), start the sends
-    acker      in receive order: wait for the bus's confirmations, then ack Tuya (cumulatively, per
-               partition, up to the last confirmed message), then count the keys as seen (`recorder`)
+    acker      in receive order: wait for the bus's confirmations, then ack each message on Tuya's topic
+               (individually: a cumulative ack also covers messages a handover delivered to nobody yet),
+               then count the keys as seen (`recorder`)
 
 Everything per message is plain Python on already-decoded data; loop wake-ups, metrics, trace spans and acks
 happen per batch, because at thousands of messages a second those per-message costs dominated.
 
 At most `max_in_flight` messages are between receipt and ack. Tuya keys by device id, so a device's messages
 come from one partition in order; sends start in receive order on a KeyBased-batching producer, hence each
-device's events land on the internal topic in that order.
+device's events land on the internal topic in that order. Across a handover of a partition between replicas
+the guard keeps that order (see `handover`).
 
 A transient failure (a send or a dedup lookup fails) stops acking at once and closes the consumer: Pulsar
 redelivers everything unacked, in order, to the new consumer. Messages whose send did succeed are counted as
@@ -38,6 +42,7 @@ from fleet_ingest.ports import DedupStore, EventSink, MessageTrace, Metrics, Rec
 from fleet_ingest.service_layer.dedup import duplicate_source
 from fleet_ingest.service_layer.flow import Batch, Item, SendFailed, Slots, confirmed_run
 from fleet_ingest.service_layer.handlers import handle_delivery
+from fleet_ingest.service_layer.handover import HandoverGuard
 from fleet_ingest.service_layer.lookups import LookupBatcher
 from fleet_ingest.service_layer.messages import dead_letter_message, event_message
 from fleet_ingest.service_layer.recorder import SeenRecorder
@@ -61,6 +66,9 @@ class PipelineConfig:
     """Bound on every dedup-store call: a hung database is a transient failure, not a stall."""
     settle_timeout_s: float = 35.0
     """How long recovery waits for sends already started (just above the producer's send timeout)."""
+    handover_hold_s: float = 2.0
+    """How long a partition new to this consumer is held back: above the broker's
+    `activeConsumerFailoverDelayTimeMillis` (1 s by default), after which it rewinds on a handover."""
 
 
 class IngestPipeline:
@@ -100,6 +108,8 @@ class IngestPipeline:
         self._drained.set()
         self._in_flight: Tally[str] = Tally()
         self._acking: list[Item] = []
+        self._guard = HandoverGuard(self.config.handover_hold_s)
+        self._holding = asyncio.Event()
         self._recorder = SeenRecorder(
             store,
             metrics.store_errors,
@@ -184,8 +194,10 @@ class IngestPipeline:
         ordered: asyncio.Queue[Batch] = asyncio.Queue()
         confirming: asyncio.Queue[Batch] = asyncio.Queue()
         self._acking = []
+        self._guard = HandoverGuard(self.config.handover_hold_s)  # a new consumer: every partition is new
         tasks: dict[asyncio.Future[Any], str] = {
             asyncio.ensure_future(self._receiver(slots, ordered)): "receive",
+            asyncio.ensure_future(self._releaser(ordered)): "receive",
             asyncio.ensure_future(self._sequencer(ordered, confirming)): "lookup",
             asyncio.ensure_future(self._acker(confirming, slots)): "publish",
         }
@@ -237,7 +249,7 @@ class IngestPipeline:
                 self._release_in_flight(key)
             if item.trace is not None:
                 item.trace.settle("abandoned")
-        dropped = len(started)
+        dropped = len(started) + self._guard.held
         while not ordered.empty():
             for item in ordered.get_nowait().items:
                 dropped += 1
@@ -271,9 +283,40 @@ class IngestPipeline:
                 more = source.receive_ready(wanted)
                 slots.release(wanted - len(more))
                 batch.extend(more)
-            self._unsettled += len(batch)
-            self._drained.clear()
-            ordered.put_nowait(self._prepare(batch))
+            admitted = self._guard.admit(batch, self._monotonic())
+            if admitted.holds:
+                self.metrics.handover_holds.inc(admitted.holds)
+                self._holding.set()
+            if admitted.dropped:
+                # the broker rewound a partition handed over to us: these come again, in order
+                slots.release(len(admitted.dropped))
+                self.metrics.handover_dropped.inc(len(admitted.dropped))
+                log.info("dropped %d messages a handover delivered early", len(admitted.dropped))
+            if admitted.released:
+                self._enqueue(admitted.released, ordered)
+
+    async def _releaser(self, ordered: asyncio.Queue[Batch]) -> None:
+        """Passes on what the handover guard held once its hold ends (the receiver may be waiting for a
+        message meanwhile; when one comes it releases what is due itself)."""
+        guard = self._guard
+        while True:
+            due = guard.next_release()
+            if due is None or self._stopping:  # stopping: what is held stays unacked, for the next consumer
+                self._holding.clear()
+                await self._holding.wait()
+                continue
+            delay = due - self._monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+                continue
+            released = guard.release_due(self._monotonic())
+            if released:
+                self._enqueue(released, ordered)
+
+    def _enqueue(self, batch: list[Received], ordered: asyncio.Queue[Batch]) -> None:
+        self._unsettled += len(batch)
+        self._drained.clear()
+        ordered.put_nowait(self._prepare(batch))
 
     def _prepare(self, batch: list[Received]) -> Batch:
         """Decode and map a batch: the CPU-bound part, with metrics and traces per batch, not per message."""
@@ -383,7 +426,7 @@ class IngestPipeline:
                     raise SendFailed(blocked.error)
 
     def _settle(self, run: list[Item], sent_at: float) -> None:
-        """Every send of `run` is confirmed: ack Tuya, then count the keys as seen."""
+        """Every send of `run` is confirmed: ack each message on Tuya's topic, then count the keys as seen."""
         self.source.acknowledge([item.received for item in run])
         metrics, window, recorder = self.metrics, self.window, self._recorder
         now = self._monotonic()

@@ -1,0 +1,111 @@
+"""Partition handovers on Tuya's Failover subscription, without a device's messages overtaking each other.
+
+When a partition's active consumer changes (a replica starts, stops or dies), the broker rewinds the
+partition to its first unacknowledged message after `activeConsumerFailoverDelayTimeMillis` (1 s by default)
+and redelivers from there to the new consumer. Before that rewind it may already dispatch to the new consumer
+what follows the old consumer's read position: the old consumer's last dispatch, completing after the switch,
+triggers a read for the new one without a rewind (`PersistentDispatcherSingleActiveConsumer.
+dispatchEntriesToConsumer`, Pulsar 4.0). Those messages come AFTER the ones the old consumer held unacked.
+Published at once they overtake them (a device's events out of order); acked cumulatively they moved the
+cursor past them, and the rewind redelivered nothing of them (lost: the scale-out e2e of issue 14).
+
+So a partition this consumer has not received from before in this subscription, or whose positions jump
+forward (someone else consumed in between), is held back for `hold_s`. If the broker rewinds meanwhile (a
+position at or before one already received), the held messages from that position on are dropped, not acked:
+the rewind delivers them again, in order, and the hold ends there. Otherwise the hold ends after `hold_s` and
+the held messages go on. Only new partitions pay the delay: after a start or a takeover, `hold_s` once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from fleet_ingest.ports import Received
+
+Position = tuple[int, int, int]
+
+
+@dataclass(slots=True)
+class Admitted:
+    """What a received batch turned into: messages to process now (per partition in receive order, released
+    holds first), messages dropped for the broker to redeliver, and how many holds began."""
+
+    released: list[Received] = field(default_factory=list)
+    dropped: list[Received] = field(default_factory=list)
+    holds: int = 0
+
+
+@dataclass(slots=True)
+class _Hold:
+    until: float
+    held: list[Received]
+
+
+def _follows(last: Position, position: Position) -> bool:
+    """`position` continues a stream that was at `last`: the same entry's next message, the next entry, or
+    the first entry of a later ledger."""
+    if position[0] == last[0]:
+        return position[1] - last[1] in (0, 1)
+    return position[0] > last[0] and position[1] == 0
+
+
+class HandoverGuard:
+    """Per partition of one subscription: the last position received and the hold, if any. Time is passed in
+    (`now`, any monotonic clock), so the guard is pure; `hold_s` 0 turns it off."""
+
+    def __init__(self, hold_s: float) -> None:
+        self.hold_s = hold_s
+        self._last: dict[str, Position] = {}
+        self._holds: dict[str, _Hold] = {}
+
+    @property
+    def held(self) -> int:
+        return sum(len(h.held) for h in self._holds.values())
+
+    def next_release(self) -> float | None:
+        """When the earliest hold ends (None: nothing is held)."""
+        return min((h.until for h in self._holds.values()), default=None)
+
+    def release_due(self, now: float) -> list[Received]:
+        """The held messages whose hold has ended, partition by partition in receive order."""
+        out: list[Received] = []
+        for partition in [p for p, h in self._holds.items() if h.until <= now]:
+            out.extend(self._holds.pop(partition).held)
+        return out
+
+    def admit(self, batch: Sequence[Received], now: float) -> Admitted:
+        result = Admitted(self.release_due(now))
+        if self.hold_s <= 0:
+            result.released.extend(batch)
+            return result
+        last_of, holds, released = self._last, self._holds, result.released
+        for received in batch:
+            delivery = received.delivery
+            position = delivery.position
+            if position is None:
+                released.append(received)
+                continue
+            partition = delivery.topic
+            last = last_of.get(partition)
+            last_of[partition] = position
+            hold = holds.get(partition)
+            if last is not None and position <= last:
+                # The broker went back: a rewind (or a reconnect's redelivery, which dedup absorbs). From here
+                # it delivers in order again; what was held from this position on comes again with it.
+                if hold is not None:
+                    del holds[partition]
+                    for one in hold.held:
+                        if one.delivery.position is not None and one.delivery.position < position:
+                            released.append(one)
+                        else:
+                            result.dropped.append(one)
+                released.append(received)
+            elif hold is not None:
+                hold.held.append(received)
+            elif last is None or not _follows(last, position):
+                holds[partition] = _Hold(now + self.hold_s, [received])
+                result.holds += 1
+            else:
+                released.append(received)
+        return result
