@@ -21,7 +21,6 @@ import math
 import os
 import re
 import secrets
-import shutil
 import sys
 import time
 from collections import defaultdict
@@ -51,7 +50,7 @@ from tests.e2e.pairing.support import (
     open_rig,
     plan,
 )
-from tests.support import Stack, free_port, owns_stack
+from tests.support import Stack, restartable_database
 
 pytestmark = pytest.mark.e2e
 
@@ -309,34 +308,16 @@ async def test_sessions_in_every_mode_match_tuyas_truth_through_a_sigkill(rig: R
 async def test_a_database_restart_loses_no_outcome(
     stack: Stack, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """On a stack of its own (`just test`) the test restarts that stack's database; on the shared dev stack
-    the simulator, ingest and pairing use a MongoDB-wire server of the test's own (beside the dev stack's
-    Pulsar), so no other run sees the restart."""
-    from fleet_devstack import LocalStack
-    from fleet_devstack.config import StackConfig
+    """The scenario through a database restart: on the shared dev stack the simulator, ingest and pairing
+    use a MongoDB-wire server of the test's own (`restartable_database`), so no other run sees it."""
+    async with restartable_database(stack, f"pair{unique}", monkeypatch) as (own, restart):
 
-    private: LocalStack | None = None
-    if owns_stack():
-        restart = LocalStack.from_env().restart_mongo
-    else:
-        monkeypatch.setenv("FLEET_STACK_MONGO_PORT", str(free_port()))
-        private = LocalStack(StackConfig.load(f"pair{unique}"))
-        await asyncio.to_thread(private.ferretdb.install)  # built once per checkout (the dev stack's build)
-        await asyncio.to_thread(private.start_mongo)
-        stack = Stack(stack.pulsar_url, stack.pulsar_admin_url, private.config.mongodb_uri)
-        restart = private.restart_mongo
+        async def restart_database() -> None:
+            await asyncio.to_thread(restart)
 
-    async def restart_database() -> None:
-        await asyncio.to_thread(restart)
-
-    try:
-        async with contextlib.aclosing(open_rig(stack, unique, tmp_path)) as rigs:
+        async with contextlib.aclosing(open_rig(own, unique, tmp_path)) as rigs:
             async for rig in rigs:
                 await run_scenario(rig, len(Case), restart_database)
-    finally:
-        if private is not None:
-            await asyncio.to_thread(private.stop_mongo)
-            shutil.rmtree(private.config.stack_dir, ignore_errors=True)
 
 
 async def test_the_demo_pairs_a_factory_fresh_device_from_its_qr_code(rig: Rig) -> None:
