@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -13,7 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+@contextlib.asynccontextmanager
+async def restartable_database(
+    stack: Stack, name: str, monkeypatch: pytest.MonkeyPatch
+) -> AsyncIterator[tuple[Stack, Callable[[], None]]]:
+    """The stack for a test that restarts the database, and the restart: on a stack of its own (`just
+    test`) that stack's database; on the shared dev stack a MongoDB-wire server of the test's own (stack
+    `name`, beside the dev stack's Pulsar), so no other run sees the restart; stopped and removed after."""
+    from fleet_devstack import LocalStack
+    from fleet_devstack.config import StackConfig
+
+    if owns_stack():
+        yield stack, LocalStack.from_env().restart_mongo
+        return
+    monkeypatch.setenv("FLEET_STACK_MONGO_PORT", str(free_port()))
+    private = LocalStack(StackConfig.load(name))
+    await asyncio.to_thread(private.ferretdb.install)  # built once per checkout (the dev stack's build)
+    await asyncio.to_thread(private.start_mongo)
+    try:
+        yield (
+            Stack(stack.pulsar_url, stack.pulsar_admin_url, private.config.mongodb_uri),
+            private.restart_mongo,
+        )
+    finally:
+        await asyncio.to_thread(private.stop_mongo)
+        shutil.rmtree(private.config.stack_dir, ignore_errors=True)
 
 
 def stop_process(proc: subprocess.Popen[bytes] | None) -> int | None:

@@ -8,7 +8,6 @@ import asyncio
 import base64
 import re
 import secrets
-import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +17,7 @@ import pytest
 
 from tests.e2e.ingest.sim_support import SimProcess
 from tests.e2e.unbinding.support import ACCOUNTS, SCALE, WIFI_PASSWORD, Rig, service_env, wait_finished
-from tests.support import ServiceProcess, Stack, free_port, owns_stack
+from tests.support import ServiceProcess, Stack, restartable_database
 
 pytestmark = pytest.mark.e2e
 
@@ -374,29 +373,12 @@ async def test_database_restart_mid_batch_resumes_without_unbinding_any_device_t
     """On a stack of its own (`just test`) the test restarts that stack's database; on the shared dev stack
     the service and the simulator use a MongoDB-wire server of the test's own (beside the dev stack's
     Pulsar), so no other run sees the restart."""
-    from fleet_devstack import LocalStack
-    from fleet_devstack.config import StackConfig
+    async with restartable_database(stack, f"unb{unique}", monkeypatch) as (own, restart):
 
-    private: LocalStack | None = None
-    if owns_stack():
-        restart = LocalStack.from_env().restart_mongo
-    else:
-        monkeypatch.setenv("FLEET_STACK_MONGO_PORT", str(free_port()))
-        private = LocalStack(StackConfig.load(f"unb{unique}"))
-        await asyncio.to_thread(private.ferretdb.install)  # built once per checkout (the dev stack's build)
-        await asyncio.to_thread(private.start_mongo)
-        stack = Stack(stack.pulsar_url, stack.pulsar_admin_url, private.config.mongodb_uri)
-        restart = private.restart_mongo
+        async def restart_database(_: Rig) -> None:
+            await asyncio.to_thread(restart)
 
-    async def restart_database(_: Rig) -> None:
-        await asyncio.to_thread(restart)
-
-    try:
-        await interrupted_batch(stack, unique, tmp_path, restart_database)
-    finally:
-        if private is not None:
-            await asyncio.to_thread(private.stop_mongo)
-            shutil.rmtree(private.config.stack_dir, ignore_errors=True)
+        await interrupted_batch(own, unique, tmp_path, restart_database)
 
 
 async def test_the_demo_unbinds_all_but_one_device_and_refuses_one_for_quota(rig: Rig) -> None:

@@ -15,9 +15,16 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from pydantic import SecretStr
 
 from fleet_contracts import topics
+from fleet_contracts.outbox import OutboxEntry
 from fleet_contracts.pairing import PairingMode, UnexpectedProductPolicy
-from fleet_pairing.adapters.events import EventEncoder, OutboxEntry
-from fleet_pairing.adapters.mongo import DeviceOwnerStore, SessionStore
+from fleet_pairing.adapters.events import EventEncoder
+from fleet_pairing.adapters.mongo import (
+    OUTBOX_AT,
+    DeviceOwnerStore,
+    SessionStore,
+    session_to_doc,
+    unrelayed_filter,
+)
 from fleet_pairing.adapters.outbox import OutboxRelay
 from fleet_pairing.domain.commands import OpenSession
 from fleet_pairing.domain.credentials import WifiCredentials
@@ -102,9 +109,9 @@ async def test_a_session_round_trips_with_its_events_in_the_same_write(db: Db) -
     loaded = await store.get("s1")
     assert loaded == t.session
     assert await store.by_token("tok1") == t.session
-    [(sid, outbox)] = await store.with_outbox(10)
-    assert sid == "s1"
-    [entry] = outbox
+    [left] = await store.unrelayed(10)
+    assert (left.session_id, left.version) == ("s1", 1)
+    [entry] = left.entries
     assert entry.topic == topics.PAIRING_EVENTS.name
     assert entry.key == "tok1"
     event = topics.PAIRING_EVENTS.decode(entry.body)
@@ -139,8 +146,8 @@ async def test_a_stale_version_loses_and_writes_nothing(db: Db) -> None:
     stored = await store.get("s1")
     assert stored is not None
     assert [o.key for o in stored.outcomes] == ["d1"]
-    [(_, outbox)] = await store.with_outbox(10)
-    assert len(outbox) == 2  # issued + d1's paired; nothing of the losing write
+    [left] = await store.unrelayed(10)
+    assert len(left.entries) == 2  # issued + d1's paired; nothing of the losing write
 
 
 async def test_concurrent_pushes_each_apply_exactly_once(db: Db, unique: str) -> None:
@@ -171,11 +178,11 @@ async def test_concurrent_pushes_each_apply_exactly_once(db: Db, unique: str) ->
     assert stored is not None
     assert sorted(o.key for o in stored.outcomes) == sorted(devices)
     assert stored.state is SessionState.SUCCEEDED
-    [(_, outbox)] = await store.with_outbox(10)
-    types = [topics.PAIRING_EVENTS.decode(e.body).type for e in outbox]
+    [left] = await store.unrelayed(10)
+    types = [topics.PAIRING_EVENTS.decode(e.body).type for e in left.entries]
     assert types.count("pairing.device.paired.v1") == 20
     assert types.count("pairing.session.ended.v1") == 1
-    assert len({e.id for e in outbox}) == len(outbox)
+    assert len({e.id for e in left.entries}) == len(left.entries)
 
 
 async def test_idempotency_keys_and_tokens_are_unique(db: Db) -> None:
@@ -226,7 +233,7 @@ async def test_the_relay_publishes_and_clears_and_the_sweep_catches_up(db: Db) -
     t = opened("s1", "tok1", expected_devices=2)
     await store.add(t)  # the broker is down: the event stays in the outbox
     assert publisher.published == []
-    assert len((await store.with_outbox(10))[0][1]) == 1
+    assert len((await store.unrelayed(10))[0].entries) == 1
 
     publisher.fail = False
     step = record_activation(t.session, Activation("d1", T0, FactSource.PUSH))
@@ -236,7 +243,7 @@ async def test_the_relay_publishes_and_clears_and_the_sweep_catches_up(db: Db) -
         "pairing.token.issued.v1",
         "pairing.device.paired.v1",
     ]
-    assert await store.with_outbox(10) == []
+    assert await store.unrelayed(10) == []
     assert await relay.sweep() == 0
 
     publisher.fail = True
@@ -244,7 +251,7 @@ async def test_the_relay_publishes_and_clears_and_the_sweep_catches_up(db: Db) -
     publisher.fail = False
     assert await relay.sweep() == 1  # a session with no further write: the sweep catches up
     assert topics.PAIRING_EVENTS.decode(publisher.published[-1].body).data.token == "tok2"
-    assert await store.with_outbox(10) == []
+    assert await store.unrelayed(10) == []
 
 
 class CountingStore(SessionStore):
@@ -252,7 +259,7 @@ class CountingStore(SessionStore):
 
     clears: list[int]
 
-    async def clear_outboxes(self, relayed: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
+    async def clear_outboxes(self, relayed: Sequence[tuple[str, int]]) -> None:
         self.clears.append(len(relayed))
         await super().clear_outboxes(relayed)
 
@@ -279,7 +286,7 @@ async def test_relays_of_concurrent_writes_clear_their_entries_in_shared_command
     store = make_store(db, relay)
     await asyncio.gather(*(store.add(opened(f"s{i}", f"tok{i}")) for i in range(20)))
     assert len(publisher.published) == 20
-    assert await store.with_outbox(100) == []  # every entry cleared once all the adds returned
+    assert await store.unrelayed(100) == []  # every entry cleared once all the adds returned
     assert sum(relay_store.clears) == 20
     assert len(relay_store.clears) < 20
     assert max(relay_store.clears) <= 8
@@ -308,14 +315,14 @@ async def test_background_relays_return_at_once_drain_on_shutdown_and_the_sweep_
     for i in range(2):
         await store.add(opened(f"s{i}", f"tok{i}"))  # returns before its relay has even started
     await until(lambda: len(publisher.published) == 2, 5, lambda: str(publisher.published))
-    assert len(await store.with_outbox(10)) == 2
-    assert await relay.sweep() == 0  # both relays are under way: the sweep publishes nothing twice
+    assert len(await store.unrelayed(10)) == 2
+    assert await relay.sweep(grace=timedelta(0)) == 0  # both relays under way: nothing published twice
     assert len(publisher.published) == 2
 
     await store.add(opened("s2", "tok2"))  # the third publish opens the gate
     await relay.drain()
     assert len(publisher.published) == 3
-    assert await store.with_outbox(10) == []
+    assert await store.unrelayed(10) == []
 
 
 async def test_an_abandoned_background_relay_leaves_its_events_for_the_next_sweep(db: Db) -> None:
@@ -324,12 +331,12 @@ async def test_an_abandoned_background_relay_leaves_its_events_for_the_next_swee
     store = SessionStore(db.db, EventEncoder("tenant1", "eu"), clock=lambda: T0, relay=relay.relay_later)
     await store.add(opened("s0", "tok0"))
     await relay.abandon()  # stopping: the publish never finished
-    assert len(await store.with_outbox(10)) == 1
+    assert len(await store.unrelayed(10)) == 1
 
     publisher.gate.set()
     after = OutboxRelay(make_store(db), publisher)  # the next process
     assert await after.sweep() == 1
-    assert await store.with_outbox(10) == []
+    assert await store.unrelayed(10) == []
 
 
 class HeldClearStore(SessionStore):
@@ -338,7 +345,7 @@ class HeldClearStore(SessionStore):
     gates: list[asyncio.Event]
     batches: list[int]
 
-    async def clear_outboxes(self, relayed: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
+    async def clear_outboxes(self, relayed: Sequence[tuple[str, int]]) -> None:
         gate = asyncio.Event()
         self.gates.append(gate)
         self.batches.append(len(relayed))
@@ -355,11 +362,11 @@ async def test_a_cancelled_clearing_write_fails_the_relays_it_held_instead_of_le
     relay = OutboxRelay(held, RecordingPublisher())
     for i in range(3):
         await store.add(opened(f"s{i}", f"tok{i}"))
-    outboxes = dict(await store.with_outbox(10))
-    first = asyncio.create_task(relay.relay("s0", outboxes["s0"]))
+    outboxes = {left.session_id: left.entries for left in await store.unrelayed(10)}
+    first = asyncio.create_task(relay.relay("s0", 1, outboxes["s0"]))
     await asyncio.sleep(0.05)  # its clearing write is under way
-    a = asyncio.create_task(relay.relay("s1", outboxes["s1"]))
-    b = asyncio.create_task(relay.relay("s2", outboxes["s2"]))
+    a = asyncio.create_task(relay.relay("s1", 1, outboxes["s1"]))
+    b = asyncio.create_task(relay.relay("s2", 1, outboxes["s2"]))
     await asyncio.sleep(0.05)
     held.gates[0].set()
     await first
@@ -370,7 +377,7 @@ async def test_a_cancelled_clearing_write_fails_the_relays_it_held_instead_of_le
     with pytest.raises(RuntimeError, match="cancelled"):
         await asyncio.wait_for(b, 2)  # b learns its entries were not cleared; it does not wait forever
     assert held.batches == [1, 2]
-    assert sorted(sid for sid, _ in await store.with_outbox(10)) == ["s1", "s2"]  # left for the sweep
+    assert sorted(left.session_id for left in await store.unrelayed(10)) == ["s1", "s2"]  # for the sweep
 
 
 async def test_background_queries_find_what_they_should(db: Db) -> None:
@@ -482,3 +489,96 @@ async def test_listings_page_newest_first_by_each_filter(db: Db) -> None:
         await queries.page(cursor="not-a-cursor")
     with pytest.raises(ValueError, match="limit"):
         await queries.page(limit=0)
+
+
+# --- the outbox sweep: from the `outbox_at` index, never a read of every session --------------------------
+
+SWEPT_AT_SIZE = 2000  # sessions with nothing waiting, beside the few the sweep must find
+
+
+async def test_the_sweep_reads_only_sessions_with_events_waiting_from_an_index(db: Db) -> None:
+    store = make_store(db)
+    await store.ensure_indexes()
+    relayed = [
+        session_to_doc(opened(f"done{i:05}", f"tokd{i}").session, [], T0) for i in range(SWEPT_AT_SIZE)
+    ]
+    await db.db["sessions"].insert_many(relayed)  # their events went out long ago: no outbox, no flag
+    for i in range(3):  # a crash right after these writes: their relays never ran
+        await store.add(opened(f"left{i}", f"tokl{i}"))
+    fresh = SessionStore(db.db, EventEncoder("tenant1", "eu"), clock=lambda: T0 + timedelta(minutes=1))
+    await fresh.add(opened("fresh", "tokf"))  # written a moment ago: its own relay is still under way
+
+    cutoff = T0 + timedelta(seconds=30)
+    reply = await plan(db.db, "sessions", unrelayed_filter(cutoff), limit=100)
+    assert answered_from_index(reply), reply
+    if "filterPushdown" not in reply:  # MongoDB also counts what it read
+        stats = await explain_stats(db, unrelayed_filter(cutoff))
+        assert stats["executionStats"]["totalDocsExamined"] == 3, stats["executionStats"]
+    # what the sweep read before: every session, on either server
+    assert not answered_from_index(await plan(db.db, "sessions", {"outbox.0": {"$exists": True}}, limit=100))
+
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(
+        make_store(db), publisher, grace=timedelta(seconds=30), clock=lambda: T0 + timedelta(minutes=1)
+    )
+    assert await relay.sweep() == 3
+    assert sorted(topics.PAIRING_EVENTS.decode(e.body).data.token for e in publisher.published) == [
+        "tokl0",
+        "tokl1",
+        "tokl2",
+    ]
+    assert [left.session_id for left in await store.unrelayed(10)] == ["fresh"]
+    assert await relay.sweep() == 0  # nothing twice
+    assert await relay.sweep(grace=timedelta(0)) == 1  # at start and after a drain: everything waiting
+    assert await store.unrelayed(10) == []
+    assert await db.db["sessions"].count_documents({OUTBOX_AT: {"$exists": True}}) == 0
+
+
+async def explain_stats(db: Db, filter_: dict[str, Any]) -> dict[str, Any]:
+    reply: dict[str, Any] = await db.db.command(
+        "explain", {"find": "sessions", "filter": filter_}, verbosity="executionStats"
+    )
+    return reply
+
+
+async def test_the_flag_stays_until_the_relay_of_the_newest_write_clears(db: Db) -> None:
+    store = make_store(db)
+    t = opened("s1", "tok1", expected_devices=3)
+    await store.add(t)  # version 1: issued
+    step = record_activation(t.session, Activation("d1", T0, FactSource.PUSH))
+    assert await store.save(replace(step, session=replace(step.session, version=2)), 1)  # + paired
+
+    await store.clear_outboxes([("s1", 1)])  # the relay of version 1 ends after version 2 was written
+    [left] = await store.unrelayed(10)
+    assert (left.version, len(left.entries)) == (2, 2)  # both stay for version 2's relay (or the sweep)
+    await store.clear_outboxes([("s1", 2)])
+    assert await store.unrelayed(10) == []
+    doc = await db.db["sessions"].find_one({"_id": "s1"})
+    assert doc["outbox"] == []
+    assert OUTBOX_AT not in doc
+
+    later = record_activation(step.session, Activation("d2", T0, FactSource.PUSH))
+    assert await store.save(replace(later, session=replace(later.session, version=3)), 2)
+    [left] = await store.unrelayed(10)
+    assert (left.version, [topics.PAIRING_EVENTS.decode(e.body).type for e in left.entries]) == (
+        3,
+        ["pairing.device.paired.v1"],
+    )
+
+
+async def test_events_an_earlier_version_left_without_the_flag_are_flagged_at_start(db: Db) -> None:
+    store = make_store(db)
+    await store.add(opened("old", "tokold"))
+    await db.db["sessions"].update_one(
+        {"_id": "old"}, {"$unset": {OUTBOX_AT: ""}}
+    )  # as that version wrote it
+    await store.add(opened("new", "toknew"))
+    assert [left.session_id for left in await store.unrelayed(10)] == ["new"]
+    assert await store.flag_unflagged_outboxes() == 1
+    assert await store.flag_unflagged_outboxes() == 0
+    publisher = RecordingPublisher()
+    assert await OutboxRelay(make_store(db), publisher).sweep() == 2
+    assert sorted(topics.PAIRING_EVENTS.decode(e.body).data.token for e in publisher.published) == [
+        "toknew",
+        "tokold",
+    ]

@@ -62,9 +62,11 @@ class Pairing:
         """Database ready, leftover outbox relayed, then consume and run the background loops."""
         await self.sessions.ensure_indexes()
         await self.owners.ensure_indexes()
+        if flagged := await self.sessions.flag_unflagged_outboxes():
+            log.info("%d sessions held events an earlier version left without outbox_at", flagged)
         await self.security.prepare(self.settings.pairing_api_keys.get_secret_value())
         await self.broker.connect()
-        relayed = await self.relay.sweep(limit=1000)
+        relayed = await self.relay.sweep(limit=1000, grace=timedelta(0))  # no relay of ours is under way
         if relayed:
             log.info("relayed %d events a previous process left in outboxes", relayed)
         await self.broker.start()
@@ -119,7 +121,7 @@ class Pairing:
         relayed once more."""
         await self._stop_loops()
         await self.relay.drain()
-        await self.relay.sweep(limit=1000)
+        await self.relay.sweep(limit=1000, grace=timedelta(0))
 
     async def _stop_loops(self) -> None:
         await cancel_all(self._loops)
@@ -166,7 +168,9 @@ def bootstrap(
     # the relay clears through a store of its own; the sessions store hands it each durable write's events,
     # relayed in the background (a consumer worker moves on to its next device event)
     counted = CountingPublisher(publisher or OutboxPublisher(broker), pairing_metrics())
-    relay = OutboxRelay(SessionStore(db, encoder), counted)
+    relay = OutboxRelay(
+        SessionStore(db, encoder), counted, grace=timedelta(seconds=settings.pairing_outbox_grace_s)
+    )
     sessions = SessionStore(db, encoder, relay=relay.relay_later)
     owners = DeviceOwnerStore(db)
     own_client = None

@@ -33,6 +33,8 @@ class PairingSettings(SecuritySettings, ServiceSettings):
     pairing_expiry_sweep_interval_s: float = Field(1.0, gt=0)
     # outbox entries left by a crash are relayed by a sweep this often
     pairing_outbox_sweep_interval_s: float = Field(2.0, gt=0)
+    # the sweep leaves events younger than this to the relay of the write (this or another replica's)
+    pairing_outbox_grace_s: float = Field(10.0, ge=0, le=600)
     # after expiry, pushes and the last poll of activations made in time may still arrive for this long
     pairing_settle_s: float = Field(15.0, ge=0, le=600)
     # binding mode per product (`pid:strong,pid:medium,...`) and for products not listed (empty: unknown)

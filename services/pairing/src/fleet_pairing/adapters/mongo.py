@@ -3,19 +3,24 @@
 A session write is one single-document operation: the whole new state, its version and the events it causes
 (`outbox`) together, conditional on the version read (optimistic concurrency). A new session is an insert;
 the unique indexes on `token` and `idempotency` make a repeated create lose cleanly (no multi-document
-transaction needed). No secret is ever stored: the document holds the bare Tuya token and region only; the
-token secret, assembled token, BLE token, Wi-Fi credentials and QR payload never reach this module.
+transaction needed). The write that appends events also sets `outbox_at` (its time), and the write that
+empties the outbox unsets it: the sweep finds what a crash left by a range on that indexed field
+(`outbox_at <= now - grace`), never by reading every session (an `outbox.0` condition, which neither
+MongoDB nor the local server answers from an index). No secret is ever stored: the document holds the bare
+Tuya token and region only; the token secret, assembled token, BLE token, Wi-Fi credentials and QR payload
+never reach this module.
 Every HTTP-facing query (by id, token, owner, home, state, day; newest first with an id cursor) has an index.
 """
 
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
 
 from motor.motor_asyncio import AsyncIOMotorCollection, AsyncIOMotorDatabase
-from pymongo import ASCENDING, DESCENDING, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, ReturnDocument, UpdateOne
 from pymongo.errors import DuplicateKeyError
 
 from fleet_contracts.outbox import OutboxEntry, entries_of
@@ -33,11 +38,30 @@ from fleet_pairing.domain.session import (
     Transition,
 )
 from fleet_pairing.ports import IdempotencyConflict
-from fleet_shared import mongo
 
 Document = dict[str, Any]
 _NO_OUTBOX = {"outbox": 0}  # reads of the state: the events waiting for the relay are the relay's
-Relay = Callable[[str, Sequence[OutboxEntry]], Awaitable[None]]
+# when events were last appended to the outbox; absent once it is empty (set and unset in those writes)
+OUTBOX_AT = "outbox_at"
+# the relay of a write: (session id, the version written, the whole outbox after that write)
+Relay = Callable[[str, int, Sequence[OutboxEntry]], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Unrelayed:
+    """A session whose outbox still holds events, as read: its version and every entry, in order."""
+
+    session_id: str
+    version: int
+    entries: list[OutboxEntry]
+
+
+def unrelayed_filter(written_before: datetime | None) -> Document:
+    """Sessions with events waiting (written before the time, if given): a range (or presence) on the
+    indexed `outbox_at`, which MongoDB and the local server answer from the `(outbox_at, _id)` index."""
+    if written_before is None:
+        return {OUTBOX_AT: {"$gte": datetime(1970, 1, 1, tzinfo=UTC)}}
+    return {OUTBOX_AT: {"$lte": written_before}}
 
 
 # --- mapping --------------------------------------------------------------------------------------------
@@ -186,20 +210,35 @@ class SessionStore:
         await self.sessions.create_index([("state", ASCENDING), ("expires_at", ASCENDING)])
         await self.sessions.create_index([("state", ASCENDING), ("_id", ASCENDING)])
         await self.sessions.create_index([("pending_removals", ASCENDING), ("_id", ASCENDING)])
+        # the outbox sweep: sessions whose events wait for a relay (a crash, a broker outage)
+        await self.sessions.create_index([(OUTBOX_AT, ASCENDING), ("_id", ASCENDING)])
+
+    async def flag_unflagged_outboxes(self) -> int:
+        """Give `outbox_at` to sessions an earlier version left events in without it (one read of the
+        collection, at start), so the sweep finds them too; returns how many."""
+        result = await self.sessions.update_many(
+            {"outbox.0": {"$exists": True}, OUTBOX_AT: {"$exists": False}},
+            {"$set": {OUTBOX_AT: datetime(1970, 1, 1, tzinfo=UTC)}},
+        )
+        return int(result.modified_count)
 
     async def ping(self) -> bool:
         await self.db.command("ping")
         return True
 
-    async def _relay(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
+    async def _relay(self, session_id: str, version: int, entries: Sequence[OutboxEntry]) -> None:
         if self.relay is not None and entries:
-            await self.relay(session_id, entries)
+            await self.relay(session_id, version, entries)
 
     async def add(self, opened: Transition) -> None:
         session = opened.session
-        outbox = self.encoder.entries(session.session_id, session.version, opened.events, self.clock())
+        now = self.clock()
+        outbox = self.encoder.entries(session.session_id, session.version, opened.events, now)
+        doc = session_to_doc(session, outbox, now)
+        if outbox:
+            doc[OUTBOX_AT] = now
         try:
-            await self.sessions.insert_one(session_to_doc(session, outbox, self.clock()))
+            await self.sessions.insert_one(doc)
         except DuplicateKeyError:
             r = session.request
             existing = (
@@ -208,7 +247,7 @@ class SessionStore:
             if existing is None:  # a token collision, not a replay: never expected from Tuya
                 raise
             raise IdempotencyConflict(existing) from None
-        await self._relay(session.session_id, outbox)
+        await self._relay(session.session_id, session.version, outbox)
 
     async def save(self, transition: Transition, expected_version: int) -> bool:
         session = transition.session
@@ -220,6 +259,7 @@ class SessionStore:
         update: Document = {"$set": doc}
         if outbox:
             update["$push"] = {"outbox": {"$each": [e.to_document() for e in outbox]}}
+            doc[OUTBOX_AT] = now
         # the write returns the outbox after it: the relay publishes earlier leftovers first, in order
         # (no projection: FerretDB 1.x does not implement `fields` in findAndModify)
         after = await self.sessions.find_one_and_update(
@@ -229,7 +269,7 @@ class SessionStore:
         )
         if after is None:
             return False
-        await self._relay(session.session_id, entries_of(after))
+        await self._relay(session.session_id, int(after["version"]), entries_of(after))
         return True
 
     async def get(self, session_id: str) -> PairingSession | None:
@@ -288,19 +328,26 @@ class SessionStore:
 
     # --- outbox -------------------------------------------------------------------------------------
 
-    async def clear_outbox(self, session_id: str, entries: Sequence[OutboxEntry]) -> None:
-        """Remove exactly these relayed entries, whatever the document's version now is. `$pullAll` matches
-        whole entries (FerretDB 1.x ignores `$pull` with a condition)."""
-        await self.clear_outboxes([(session_id, entries)])
+    async def clear_outboxes(self, relayed: Sequence[tuple[str, int]]) -> None:
+        """Empty the outbox of each (session id, version relayed) whose version is still the one relayed,
+        and unset its `outbox_at`, in one command (one single-document update each, filtered on `_id`,
+        which the local server answers from its index). At that version the outbox holds exactly what was
+        relayed: every write that appends events moves the version. Where it moved, the newer write's own
+        relay publishes the whole outbox (these entries too) and clears it, or leaves it for the sweep."""
+        updates = [
+            UpdateOne({"_id": sid, "version": version}, {"$set": {"outbox": []}, "$unset": {OUTBOX_AT: ""}})
+            for sid, version in relayed
+        ]
+        if updates:
+            await self.sessions.bulk_write(updates, ordered=False)
 
-    async def clear_outboxes(self, relayed: Sequence[tuple[str, Sequence[OutboxEntry]]]) -> None:
-        """`clear_outbox` for several sessions in one command (one single-document update each)."""
-        await mongo.clear_relayed(self.sessions, relayed)
-
-    async def with_outbox(self, limit: int) -> list[tuple[str, list[OutboxEntry]]]:
-        """Sessions whose outbox still holds events (a crash or broker outage between write and relay)."""
-        cursor = self.sessions.find({"outbox.0": {"$exists": True}}, {"outbox": 1}).limit(limit)
-        return [(doc["_id"], entries_of(doc)) async for doc in cursor]
+    async def unrelayed(self, limit: int, *, written_before: datetime | None = None) -> list[Unrelayed]:
+        """Sessions whose outbox still holds events (a crash or broker outage between write and relay),
+        those written before `written_before` if given; read from the `outbox_at` index, never a scan."""
+        found = self.sessions.find(unrelayed_filter(written_before), {"outbox": 1, "version": 1})
+        return [
+            Unrelayed(doc["_id"], int(doc["version"]), entries_of(doc)) async for doc in found.limit(limit)
+        ]
 
 
 # --- device owners --------------------------------------------------------------------------------------
