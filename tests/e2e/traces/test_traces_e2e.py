@@ -85,7 +85,13 @@ SERVICES: dict[str, Callable[[Names, Mapping[str, str]], dict[str, str]]] = {
         "FLEET_SIM_DEVICES": "1",
         "FLEET_SIM_RATE_LIMIT_RPS": "0",
     },
-    "ingest": lambda n, urls: {"FLEET_INGEST_DATABASE": f"traces_ingest_{n.unique}"},
+    "ingest": lambda n, urls: {
+        "FLEET_INGEST_DATABASE": f"traces_ingest_{n.unique}",
+        # one replica, no handover to guard: without the 2 s hold on a partition new to ingest, the
+        # activation's push reaches pairing before pairing's poll of Tuya's token result records the device
+        # (the outcome trace follows the push)
+        "FLEET_INGEST_HANDOVER_HOLD_SECONDS": "0",
+    },
     "status": lambda n, urls: {
         "FLEET_STATUS_DATABASE": f"traces_status_{n.unique}",
         "FLEET_STATUS_SUBSCRIPTION": f"traces-status-{n.unique}",
@@ -679,8 +685,8 @@ async def test_submitting_an_unbinding_batch_is_one_trace_with_its_database_writ
     system: System, unbinding_run: UnbindingRun
 ) -> None:
     spans = unbinding_run.operator_trace
-    (server,) = [s for s in spans if s.get("kind") == "SERVER"]
-    assert service_of(server) == "unbinding"
+    # the batch's removal calls join this trace too (tuya-sim's server spans); the request's is unbinding's
+    (server,) = [s for s in spans if s.get("kind") == "SERVER" and service_of(s) == "unbinding"]
     assert server["name"].lower() == "post /v1/batches"
     assert server["tags"]["http.response.status_code"] == "201"
     database = f"traces_unbinding_{system.names.unique}"
