@@ -217,10 +217,12 @@ async def wait_for(rig: Rig, release_id: str, want: dict[str, set[str]], within:
 
 
 def recount(
-    docs: list[dict[str, Any]], plans: list[dict[str, Any]], release_id: str
+    docs: list[dict[str, Any]], plans: list[dict[str, Any]], walks: list[dict[str, Any]], release_id: str
 ) -> dict[tuple[str, str], Counter[str]]:
     """Each upgrade document in its state's bucket; each planned id without one (ota creates it when the
-    device is dispatched) pending, or cancelled if its chunk was stopped before the id was claimed."""
+    device is dispatched) pending, or cancelled if its chunk was stopped before the id was claimed; for a
+    walk, what it planned and has not claimed pending while it walks (cancelled once stopped), and the ids
+    of a claim not confirmed yet without an upgrade in its stage pending."""
     buckets = {
         "pending": "pending",
         "retrying": "pending",
@@ -233,13 +235,21 @@ def recount(
         "cancelled": "cancelled",
     }
     out: dict[tuple[str, str], Counter[str]] = {}
-    created = set()
+    created: dict[str, str] = {}
     for d in docs:
         if d["release_id"] == release_id:
             c = out.setdefault((d["region"], d["stage"]), Counter())
             c[buckets[d["state"]]] += 1
             c["targeted"] += 1
-            created.add(d["device_id"])
+            created[d["device_id"]] = d["stage"]
+    for w in walks:
+        if w["release_id"] == release_id:
+            c = out.setdefault((w["region"], w["stage"]), Counter())
+            left = 0 if w["ended"] else max(w["planned"] - w["claimed"], 0)
+            unconfirmed = sum(1 for cl in w["claims"] for i in cl["devices"] if created.get(i) != w["stage"])
+            c["pending"] += left + unconfirmed
+            c["cancelled"] += w["cancelled"] or 0
+            c["targeted"] += left + unconfirmed + (w["cancelled"] or 0)
     for chunk in plans:
         if chunk["release_id"] == release_id:
             c = out.setdefault((chunk["region"], chunk["stage"]), Counter())
@@ -420,6 +430,7 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
     # --- the ground truth ---------------------------------------------------------------------------------
     docs = await _settled_docs(rig)
     plans = await upgrade_docs(rig, "plans")
+    walks = await upgrade_docs(rig, "sweeps")
     by_device = {(d["release_id"], d["device_id"]): d for d in docs}
     truth = (await sim_json(rig, "GET", "/sim/truth?messages=false"))["fleet"]["devices"]
     commands = await sim_json(rig, "GET", "/sim/ota/commands")
@@ -456,8 +467,8 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
                 assert d["state"] == "succeeded" or d["device_id"] in stale_us, d
     # counters equal a recount of the documents
     final = await release_state(ota, "plug-1.3")
-    assert counters(final) == recount(docs, plans, "plug-1.3")
-    assert counters(await release_state(ota, "sensor-1.1")) == recount(docs, plans, "sensor-1.1")
+    assert counters(final) == recount(docs, plans, walks, "plug-1.3")
+    assert counters(await release_state(ota, "sensor-1.1")) == recount(docs, plans, walks, "sensor-1.1")
 
     # --- no secret anywhere ---------------------------------------------------------------------------------
     stored = await all_documents(rig)
@@ -475,12 +486,12 @@ def _commanded(rig: Rig) -> int:
 
 
 async def _settled_docs(rig: Rig) -> list[dict[str, Any]]:
-    """The upgrade documents once every outbox (upgrades and plan chunks) is relayed (counters are applied by
-    the relay)."""
+    """The upgrade documents once every outbox (upgrades, plan chunks and walks) is relayed (counters are
+    applied by the relay)."""
     deadline = time.monotonic() + 30
     while True:
         docs = await upgrade_docs(rig)
-        plans = await upgrade_docs(rig, "plans")
+        plans = await upgrade_docs(rig, "plans") + await upgrade_docs(rig, "sweeps")
         if not any(d.get("relay") for d in docs + plans) or time.monotonic() > deadline:
             return docs
         await asyncio.sleep(0.3)

@@ -17,8 +17,8 @@ from fleet_contracts.ota import DeviceUpgradeState as S
 from fleet_contracts.ota import ReleaseStage, UpgradeType
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import CatalogError, FirmwareSpec
-from fleet_ota.domain.release import Canary, RegionPlan, ReleaseError, RolloutStatus, Threshold
-from fleet_ota.domain.schedule import DispatchRate
+from fleet_ota.domain.release import Canary, RegionPlan, ReleaseError, RolloutStatus, Threshold, ratio
+from fleet_ota.domain.schedule import DispatchRate, Lead, Throttle
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.domain.upgrade import UpgradePolicy
 from fleet_ota.service_layer import handlers as h
@@ -251,6 +251,93 @@ async def test_a_region_halts_on_its_failures_over_all_its_stages() -> None:
     assert (halted["stage"], halted["sample_size"], halted["failure_rate"]) == ("full", 12, 0.25)
 
 
+async def test_a_resumed_region_does_not_halt_again_on_the_failures_that_halted_it() -> None:
+    w = World()
+    p = w.ports(UpgradePolicy(max_attempts=1, attempt_timeout_s=600))
+    await fleet(w, {"EU": 20})
+    await released(w, p, [RegionPlan("EU", halt_at=Threshold(0.3, 4))])
+    assert await h.dispatch("r1", "EU", 4, p) == 4
+    for d, _ in w.tuya.commands:
+        await h.on_device_error(d, 0, 205, p)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.HALTED
+    await h.resume_rollout("r1", "EU", "ops", p)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    assert await h.dispatch("r1", "EU", 4, p) == 4
+    since = [d for d, _ in w.tuya.commands[4:]]
+    for d in since[:3]:
+        await h.on_device_version(d, 0, "1.2.0", p)
+    await h.on_device_error(since[3], 0, 205, p)  # 1 of 4 since the resume: under 30%
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    assert await h.dispatch("r1", "EU", 2, p) == 2
+    for d, _ in w.tuya.commands[8:]:
+        await h.on_device_error(d, 0, 205, p)  # 3 of 6 since the resume
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.HALTED
+
+
+async def test_a_canary_is_sized_from_the_counts_and_never_takes_a_device_activated_after_it_started() -> (
+    None
+):
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 40})
+    plan = RegionPlan("EU", canary=Canary(ratio=ratio("0.25")), promote_at=Threshold(0.5, 3))
+    await released(w, p, [plan])
+    await w.devices.record(DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(minutes=1), {0: "1.1.0"}))
+    w.clock.now = NOW + timedelta(minutes=2)
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    assert await h.plan_stage(r, p) == 10  # planning again: the same walk, nothing added
+    while await h.dispatch("r1", "EU", 3, p):
+        pass
+    canary = [d for d, _ in w.tuya.commands]
+    assert len(canary) == 10
+    assert "EU-late" not in canary
+    assert await w.progress.counts("r1", "EU", C) == w.progress.recount("r1", "EU", C)
+    # the same release walks the same way: another world picks the same canary
+    again = World()
+    q = again.ports(POLICY)
+    await fleet(again, {"EU": 40})
+    await released(again, q, [plan])
+    while await h.dispatch("r1", "EU", 7, q):
+        pass
+    assert sorted(d for d, _ in again.tuya.commands) == sorted(canary)
+
+
+async def test_promotion_ends_the_canary_walk_and_what_it_had_not_reached_joins_the_full_stage() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 40})
+    await released(w, p, [RegionPlan("EU", canary=Canary(quantity=30), promote_at=Threshold(0.5, 3))])
+    assert await h.dispatch("r1", "EU", 4, p) == 4  # the walk claimed 20 ahead
+    for d, _ in w.tuya.commands:
+        await h.on_device_version(d, 0, "1.2.0", p)
+    r = await h.evaluate_rollout("r1", "EU", p)
+    assert r.stage == F
+    canary = await w.progress.counts("r1", "EU", C)
+    assert (canary.targeted, canary.succeeded, canary.pending) == (20, 4, 16)  # claimed ones stay
+    while await h.dispatch("r1", "EU", 9, p):
+        pass
+    assert sorted(d for d, _ in w.tuya.commands) == sorted(f"EU-{i:03d}" for i in range(40))
+    full = await w.progress.counts("r1", "EU", F)
+    assert (full.targeted, full.upgrading) == (20, 20)
+    for stage in (C, F):
+        assert await w.progress.counts("r1", "EU", stage) == w.progress.recount("r1", "EU", stage)
+
+
+async def test_stopping_a_walk_cancels_what_it_had_not_claimed() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 100})
+    await released(w, p, [RegionPlan("EU")])
+    assert await h.dispatch("r1", "EU", 5, p) == 5  # claimed 20 ahead
+    await h.stop_rollout("r1", "EU", p)
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.upgrading, counts.cancelled, counts.pending) == (100, 5, 95, 0)
+    assert counts == w.progress.recount("r1", "EU", F)
+    assert await h.dispatch("r1", "EU", 5, p) == 0
+    assert not await w.plans.has_open("r1", "EU")
+
+
 async def test_stop_cancels_what_has_not_started_and_finishes_the_region() -> None:
     w = World()
     p = w.ports(POLICY)
@@ -287,7 +374,7 @@ async def test_late_joiners_join_a_running_full_stage_and_planning_again_adds_no
     assert await h.plan_late_joiners("r1", "EU", p) == 1
     # the same minute (a repeat after a crash, another replica): the same chunk, nothing added or counted
     assert await h.plan_late_joiners("r1", "EU", p) == 1
-    assert len(w.plans.chunks) == 2
+    assert (len(w.plans.walks), len(w.plans.chunks)) == (1, 1)  # the stage's walk, the late joiners' chunk
     counts = await w.progress.counts("r1", "EU", F)
     assert (counts.targeted, counts.pending) == (3, 3)
     assert counts == w.progress.recount("r1", "EU", F)
@@ -295,45 +382,74 @@ async def test_late_joiners_join_a_running_full_stage_and_planning_again_adds_no
     assert await h.plan_late_joiners("r1", "EU", p) == 0  # a later round finds nobody new
 
 
-async def test_planning_writes_chunks_and_an_upgrade_exists_only_once_dispatched() -> None:
+async def test_planning_writes_one_walk_and_an_upgrade_exists_only_once_dispatched() -> None:
     w = World()
     p = w.ports(POLICY)
     await fleet(w, {"EU": 1200})
     await released(w, p, [RegionPlan("EU")])
-    assert [len(c.chunk.device_ids) for c in w.plans.chunks.values()] == [500, 500, 200]
-    assert w.upgrades.docs == {}
+    assert (len(w.plans.walks), w.plans.chunks, w.upgrades.docs) == (1, {}, {})
     counts = await w.progress.counts("r1", "EU", F)
     assert (counts.targeted, counts.pending) == (1200, 1200)
-    assert counts == w.progress.recount("r1", "EU", F)  # planned ids without a document count as pending
+    assert counts == w.progress.recount("r1", "EU", F)  # planned ids not claimed yet count as pending
     assert await h.dispatch("r1", "EU", 30, p) == 30
     assert len(w.upgrades.docs) == 30
     counts = await w.progress.counts("r1", "EU", F)
     assert (counts.pending, counts.upgrading) == (1170, 30)
     assert counts == w.progress.recount("r1", "EU", F)
-    # the evaluator does not complete a stage whose planned ids are not all dispatched
+    # the evaluator does not complete a stage whose walk has not reached every device
     for d, _ in w.tuya.commands:
         await h.on_device_version(d, 0, "1.2.0", p)
     assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    # the rest, in small rounds: every device once, then the stage completes
+    while await h.dispatch("r1", "EU", 100, p):
+        pass
+    assert sorted(d for d, _ in w.tuya.commands) == sorted(f"EU-{i:03d}" for i in range(1200))
+    for d, _ in w.tuya.commands[30:]:
+        await h.on_device_version(d, 0, "1.2.0", p)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.succeeded) == (1200, 1200)
+    assert counts == w.progress.recount("r1", "EU", F)
+
+
+class CrashOnce(FakeUpgrades):
+    """The dispatcher dies after its claim, before creating the claimed upgrades."""
+
+    crash: bool = True
+
+    async def create(self, upgrades: Sequence[up.DeviceUpgrade]) -> list[up.DeviceUpgrade]:
+        if self.crash:
+            self.crash = False
+            raise ConnectionError("killed")
+        return await super().create(upgrades)
 
 
 async def test_ids_a_crash_left_claimed_are_created_after_the_grace_and_commanded_once() -> None:
-    w = World()
+    upgrades = CrashOnce()
+    w = World(upgrades=upgrades)
     p = w.ports(POLICY)
-    await fleet(w, {"EU": 5})
+    await fleet(w, {"EU": 25})
     await released(w, p, [RegionPlan("EU")])
-    # a dispatcher took two ids and died before creating their upgrades
-    claim = await w.plans.claim("r1", "EU", 2, now=NOW, repair_before=NOW - timedelta(seconds=30))
-    assert claim is not None
-    assert await h.dispatch("r1", "EU", 10, p) == 3
-    assert await h.dispatch("r1", "EU", 10, p) == 0  # within the grace: maybe still being created
+    with pytest.raises(ConnectionError):
+        await h.dispatch("r1", "EU", 2, p)  # claimed ahead, created none
+    [walk] = w.plans.walks.values()
+    [lost] = walk.claims
+    while await h.dispatch("r1", "EU", 10, p):  # the walk goes on past the lost claim
+        pass
+    # the lost claim's ids wait out the grace (their dispatcher may still be creating them)
+    assert len(w.tuya.commands) == 25 - len(lost.device_ids)
+    assert not {d for d, _ in w.tuya.commands} & set(lost.device_ids)
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.pending) == (25, len(lost.device_ids))
+    assert counts == w.progress.recount("r1", "EU", F)
     assert await w.plans.has_open("r1", "EU")
     w.clock.now = NOW + timedelta(seconds=p.claim_grace_s)
-    assert await h.dispatch("r1", "EU", 10, p) == 2
-    assert await h.dispatch("r1", "EU", 10, p) == 0
-    assert sorted(w.tuya.commands) == [(f"EU-00{i}", 0) for i in range(5)]
+    assert await h.dispatch("r1", "EU", 30, p) == len(lost.device_ids)
+    assert await h.dispatch("r1", "EU", 30, p) == 0
+    assert sorted(w.tuya.commands) == [(f"EU-{i:03d}", 0) for i in range(25)]  # each once
     assert not await w.plans.has_open("r1", "EU")
     counts = await w.progress.counts("r1", "EU", F)
-    assert (counts.targeted, counts.upgrading) == (5, 5)
+    assert (counts.targeted, counts.upgrading) == (25, 25)
     assert counts == w.progress.recount("r1", "EU", F)
 
 
@@ -482,37 +598,237 @@ class RaceOnce(FakePacing):
         return await super().move(release_id, region, expected, to)
 
 
-@pytest.mark.parametrize(("replicas", "jitter"), [(1, 0.0), (2, 0.0), (3, 0.0), (2, 0.3)])
-async def test_replicas_share_the_regions_dispatch_rate(replicas: int, jitter: float) -> None:
-    """Each replica runs its own dispatch rounds (four a second, out of step with the others); together they
-    command the region's rate (10/s): never more without jitter, and on average with it."""
-    w = World()
-    p = w.ports(POLICY)
-    await fleet(w, {"EU": 2000})
-    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(600, jitter=jitter))])
+async def run_rounds(
+    w: World,
+    p: Ports,
+    seconds: float,
+    replicas: int = 1,
+    throttle: Throttle | None = None,
+    jitter: float = 0,
+    lead: Lead | None = None,
+) -> None:
+    """Replicas take turns at dispatch rounds, as the loop runs them: each reserves the next quarter second
+    of slots and waits for them (the fake clock moves only while someone waits); an idle round waits."""
     r = await w.rollouts.get("r1", "EU")
     assert r is not None
     rngs = [random.Random(i) for i in range(replicas)]
-    seconds = 60
-    for step in range(seconds * 4 * replicas):
-        w.clock.now = NOW + timedelta(seconds=step / (4 * replicas))
+    step = 0
+    while w.clock.now < NOW + timedelta(seconds=seconds):
         rng = rngs[step % replicas]
-        await h.paced_dispatch(r, p, draw=rng.random, backlog_s=1.0, most=50)
+        step += 1
+        sent = await h.paced_dispatch(
+            r, p, draw=rng.random, most=50, ahead_s=0.25, throttle=throttle, lead=lead
+        )
+        await h.in_flight()  # the last command fired is answered before the other replica's round
+        if not sent:
+            await w.clock.sleep(0.25 / replicas)
+        w.clock.now += timedelta(milliseconds=7)  # rounds of other replicas run out of step
+
+
+@pytest.mark.parametrize(("replicas", "jitter"), [(1, 0.0), (2, 0.0), (3, 0.0), (2, 0.3)])
+async def test_replicas_share_the_regions_dispatch_rate_each_command_at_its_slot(
+    replicas: int, jitter: float
+) -> None:
+    """Together the replicas command the region's rate (10/s) on its shared schedule; without jitter no two
+    commands are closer than the rate's gap (Tuya may allow no burst at all)."""
+    w = World()
+    w.tuya.clock = w.clock
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2000})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(600, jitter=jitter))])
+    await run_rounds(w, p, 60, replicas)
     assert 0.95 * 600 <= len(w.tuya.commands) <= (601 if jitter == 0 else 0.05 * 600 + 600)
     assert len(set(w.tuya.commands)) == len(w.tuya.commands)
+    if jitter == 0:
+        spacing = [(b - a).total_seconds() for a, b in zip(w.tuya.sent_at, w.tuya.sent_at[1:], strict=False)]
+        assert min(spacing) >= 0.1 - 1e-5
 
 
-async def test_reserved_commands_not_sent_are_given_back_and_a_lost_race_reads_again() -> None:
+async def test_tuyas_rate_limit_slows_the_pace_and_costs_no_attempt() -> None:
+    """Tuya accepts a little less than the region's rate (one command per 105 ms, no burst): refusals slow
+    the pace until it settles just under Tuya's limit; refused commands cost no attempt."""
+    w = World()
+    w.tuya.clock, w.tuya.limit_gap_s = w.clock, 0.105
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2000})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(600))])
+    throttle = Throttle()
+    await run_rounds(w, p, 60, throttle=throttle)
+    accepted = len(w.tuya.sent_at)
+    assert accepted >= 0.95 * 60 / 0.105
+    assert w.tuya.refused <= 0.05 * accepted
+    assert throttle.factor > 1
+    assert sum(u.attempt for u in w.upgrades.docs.values()) == accepted
+
+
+class SlowPacing(FakePacing):
+    """A loaded database: reading the region's schedule takes `delay_s` (a round's preparation)."""
+
+    def __init__(self, clock: Any, delay_s: float) -> None:
+        super().__init__()
+        self.clock, self.delay_s = clock, delay_s
+
+    async def next_at(self, release_id: str, region: str) -> float | None:
+        self.clock.now += timedelta(seconds=self.delay_s)
+        return await super().next_at(release_id, region)
+
+
+@pytest.mark.parametrize("lead", [True, False])
+async def test_a_slow_database_does_not_hold_the_pace_below_the_regions_rate(lead: bool) -> None:
+    """Preparing a round takes 0.4 s (four slots at 10/s): a window of a quarter second lost the slots that
+    passed meanwhile, about two commands a round; reserving ahead for what preparing takes keeps the rate."""
+    w = World()
+    w.pacing = SlowPacing(w.clock, 0.4)
+    w.tuya.clock = w.clock
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 2000})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(600))])
+    await run_rounds(w, p, 60, lead=Lead() if lead else None)
+    sent = len(w.tuya.commands)
+    if lead:
+        assert sent >= 0.75 * 600
+        assert len(set(w.tuya.commands)) == sent
+    else:
+        assert sent < 0.6 * 600  # the failure the lead fixes
+
+
+async def test_a_lost_race_for_the_schedule_reads_again_and_takes_the_next_slots() -> None:
     w = World(pacing=RaceOnce())
+    w.tuya.clock = w.clock
     p = w.ports(POLICY)
     await fleet(w, {"EU": 3})
     await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(60))])
     r = await w.rollouts.get("r1", "EU")
     assert r is not None
-    # another replica reserved the command due now: this one reads again and finds nothing due
-    assert await h.paced_dispatch(r, p, draw=lambda: 0.5, backlog_s=10, most=50) == 0
+    # another replica reserved the first three slots: this one takes the three after them
+    assert await h.paced_dispatch(r, p, draw=lambda: 0.5, most=50, ahead_s=10) == 3
+    await h.in_flight()
+    assert w.tuya.sent_at == [NOW + timedelta(seconds=s) for s in (3, 4, 5)]
+    assert await w.pacing.next_at("r1", "EU") == (NOW + timedelta(seconds=6)).timestamp()
+
+
+async def test_slots_not_used_after_tuyas_rate_limit_are_given_back() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 3})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(60))])
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    w.tuya.rate_limited = {"EU-000", "EU-001", "EU-002"}
+    throttle = Throttle()
+    assert await h.paced_dispatch(r, p, draw=lambda: 0.5, most=50, ahead_s=10, throttle=throttle) == 1
+    await h.in_flight()
+    assert throttle.factor > 1
+    # the first slot went to Tuya's refusal (its attempt given back); the other two slots are given back
     assert await w.pacing.next_at("r1", "EU") == (NOW + timedelta(seconds=1)).timestamp()
-    # 10 s later: 10 commands are due (one a second), 3 devices are ready; 7 seconds are given back
-    w.clock.now = NOW + timedelta(seconds=10)
-    assert await h.paced_dispatch(r, p, draw=lambda: 0.5, backlog_s=10, most=50) == 3
-    assert await w.pacing.next_at("r1", "EU") == (NOW + timedelta(seconds=4)).timestamp()
+    ups = [await w.upgrades.get(f"r1:EU-00{i}") for i in range(3)]
+    assert all(u is not None and (u.state, u.attempt) == (S.PENDING, 0) for u in ups)
+    assert w.tuya.commands == []
+
+
+async def test_the_directory_learns_devices_from_events_and_their_versions_from_the_openapi() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    bound = NOW - timedelta(days=3)
+    await h.on_device_seen("d1", "p1", "EU", bound, p, activated=True, changed=True)  # bindUser
+    await h.on_device_seen("d2", "p1", "EU", NOW, p, activated=False, changed=False)  # first heard from
+    await h.on_device_seen("d3", None, "EU", NOW, p, activated=False, changed=False)  # no product: too little
+    w.tuya.versions = {"d1": {0: "1.2.0"}, "d2": {0: "1.0", 9: "3.0"}}
+    assert await h.refresh_directory(10, p) == 2
+    assert await h.refresh_directory(10, p) == 0  # nothing marked any more
+    assert w.devices.items["d1"] == DeviceRecord("d1", "p1", "EU", bound, {0: "1.2.0"})
+    assert w.devices.items["d2"] == DeviceRecord("d2", "p1", "EU", NOW, {0: "1.0", 9: "3.0"})
+    # a replayed older activation and presence of a known device fetch nothing
+    await h.on_device_seen("d1", "p1", "EU", bound - timedelta(days=1), p, activated=True, changed=True)
+    await h.on_device_seen("d2", "p1", "EU", NOW, p, activated=False, changed=False)
+    assert [f.device_id for f in await w.devices.to_refresh(10)] == ["d1"]
+    await h.refresh_directory(10, p)
+    assert w.devices.items["d1"].activated_at == bound  # the later activation stands
+    # planning counts what the events and the OpenAPI recorded: d2 is below the target, d1 is on it
+    await released(w, p, [RegionPlan("EU")])
+    assert await h.dispatch("r1", "EU", 10, p) == 1
+    assert w.tuya.commands == [("d2", 0)]
+    # the upgrade verified: the directory has the device on the new version (the next release skips it)
+    await h.on_ota_progress(
+        ota_push(device_id="d2", product_id="p1", channel=0, upgrade_status=T.DONE, progress_percent=100), p
+    )
+    w.tuya.versions["d2"] = {0: "1.2.0", 9: "3.0"}
+    assert await h.verify_done(10, p) == 1
+    assert w.devices.items["d2"].versions == {0: "1.2.0", 9: "3.0"}
+
+
+async def test_an_ended_upgrade_marks_the_devices_versions_to_be_fetched_again() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await h.on_device_seen("d1", "p1", "EU", NOW, p, activated=False, changed=False)
+    w.tuya.versions = {"d1": {0: "1.0"}}
+    await h.refresh_directory(10, p)
+    await h.on_device_seen("d1", "p1", "EU", NOW, p, activated=False, changed=True)  # an upgrade ended
+    w.tuya.versions = {"d1": {0: "1.1"}}
+    assert await h.refresh_directory(10, p) == 1
+    assert w.devices.items["d1"].versions == {0: "1.1"}
+
+
+async def test_two_dispatchers_holding_the_same_pending_upgrade_command_it_once() -> None:
+    """Both replicas read the same pending upgrade: the one whose intent write lost the race does not take
+    the winner's recorded attempt for its own."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1})
+    await released(w, p, [RegionPlan("EU")])
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    [u] = await h.create_planned(r, 10, p)
+    first = await h.dispatch_one(u, p)
+    second = await h.dispatch_one(u, p)  # the same pending upgrade, as the other replica read it
+    assert (first.attempt, second.attempt) == (1, 0)
+    assert w.tuya.commands == [("EU-000", 0)]
+
+
+class FailingFetch(FakeTuya):
+    """The firmware API fails for some devices (a Tuya error on one device's fetch)."""
+
+    def __init__(self, failing: set[str]) -> None:
+        super().__init__()
+        self.failing = failing
+
+    async def current_versions(self, device_id: str) -> dict[int, str]:
+        if device_id in self.failing:
+            raise RuntimeError("Tuya error")
+        return await super().current_versions(device_id)
+
+
+async def test_a_failing_directory_refresh_does_not_hold_up_the_upkeep_rounds_verifications() -> None:
+    from fleet_ota.entrypoints.loops import Loops
+
+    w = World(tuya=FailingFetch({"bad"}))
+    p = w.ports(POLICY)
+    await h.on_device_seen("d2", "p1", "EU", NOW, p, activated=False, changed=False)
+    w.tuya.versions = {"d2": {0: "1.0"}}
+    assert await h.refresh_directory(10, p) == 1
+    await released(w, p, [RegionPlan("EU")])
+    assert await h.dispatch("r1", "EU", 10, p) == 1
+    await h.on_device_seen("bad", "p1", "EU", NOW, p, activated=False, changed=False)  # to be fetched
+    await h.on_ota_progress(
+        ota_push(device_id="d2", product_id="p1", channel=0, upgrade_status=T.DONE, progress_percent=100), p
+    )
+    w.tuya.versions["d2"] = {0: "1.2.0"}
+
+    async def nothing() -> int:
+        return 0
+
+    loops = Loops(
+        p,
+        nothing,
+        nothing,
+        tick_s=1,
+        batch=10,
+        burst=10,
+        command_grace_s=60,
+        poll_after_s=60,
+        relay_idle_s=1,
+    )
+    await loops.upkeep_round()  # the refresh of "bad" fails first
+    u = await w.upgrades.get("r1:d2")
+    assert u is not None
+    assert u.state == S.SUCCEEDED

@@ -140,16 +140,18 @@ def bootstrap(
         claim_grace_s=settings.ota_command_grace_s,
     )
     relay = OutboxRelay(
-        [db["firmware"], db["rollouts"], db["upgrades"], db["plans"]],
+        [db["firmware"], db["rollouts"], db["upgrades"], db["plans"], db["sweeps"]],
         progress,
         publisher or OutboxPublisher(broker),
     )
 
     async def relay_round() -> int:
-        return await relay.relay_once(settings.ota_relay_batch)
+        # the directory's counts per bucket come up to date in the same loop
+        counted = await devices.count_once(settings.ota_relay_batch)
+        return await relay.relay_once(settings.ota_relay_batch) + counted
 
     async def sweep_round() -> int:
-        return await relay.sweep([db["upgrades"], db["plans"]])
+        return await relay.sweep([db["upgrades"], db["plans"], db["sweeps"]])
 
     loops = Loops(
         ports,
