@@ -10,8 +10,9 @@
    200 calls, with N devices planned. Goal: < 50 ms.
 3. Dispatch rate: tuya-sim (a process) with Tuya's limit on the upgrade API set to R calls/s (no burst); the
    region's rate is `--ask` times R; one or more dispatching replicas (each its own database connection,
-   Tuya client and throttle, in this process, on the real stores) pace through the region's shared schedule
-   as the service's loop does (a round reserves the slots of the next quarter second). Reported:
+   Tuya client and project pace told R, in this process, on the real stores) pace through the region's
+   and the project's shared schedules as the service's loop does (a round reserves the slots of the next
+   quarter second, or longer while preparing a round takes longer: `schedule.Lead`). Reported:
    commands Tuya accepted per second against R (goal: >= 95% of R, never above it; refusals give the attempt
    back), and requests per second (accepted + refused) against the region's rate, per replica count.
 
@@ -58,7 +59,7 @@ from fleet_ota.adapters.relay import OutboxRelay
 from fleet_ota.adapters.tuya import TuyaOtaApi
 from fleet_ota.domain.firmware import FirmwareSpec
 from fleet_ota.domain.release import RegionPlan
-from fleet_ota.domain.schedule import DispatchRate, Throttle
+from fleet_ota.domain.schedule import DispatchRate, Lead
 from fleet_ota.domain.targeting import DeviceRecord
 from fleet_ota.ports import TuyaOta
 from fleet_ota.service_layer import handlers as h
@@ -263,11 +264,17 @@ async def bench_dispatch(
 
         async def replica(rp: h.Ports, seed: int) -> None:
             rng = random.Random(seed)
-            throttle = Throttle()
+            project, lead = h.ProjectPace(limit_per_s), Lead()
             while time.monotonic() - t0 < seconds:
                 # as the service's loop: a round covers the next quarter second; an idle one waits as long
                 sent = await h.paced_dispatch(
-                    r, rp, draw=rng.random, most=int(limit_per_s) + 1, ahead_s=0.25, throttle=throttle
+                    r,
+                    rp,
+                    draw=rng.random,
+                    most=int(limit_per_s) + 1,
+                    ahead_s=0.25,
+                    lead=lead,
+                    project=project,
                 )
                 if not sent:
                     await asyncio.sleep(0.25)

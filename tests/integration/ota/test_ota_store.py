@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -248,6 +249,61 @@ async def test_one_replica_reserves_each_round_of_the_shared_dispatch_schedule(
     await pacing.give_back("r1", "EU", 0.25)
     assert await pacing.next_at("r1", "EU") == pytest.approx(winner - 0.25)
     assert await pacing.next_at("r1", "US") is None
+
+
+def _ports(db: AsyncIOMotorDatabase[Document]) -> Ports:
+    return Ports(
+        firmware=FirmwareStore(db),
+        rollouts=RolloutStore(db),
+        upgrades=UpgradeStore(db),
+        plans=PlanStore(db),
+        progress=ProgressStore(db),
+        devices=DeviceStore(db),
+        locks=LockStore(db),
+        pacing=PacingStore(db),
+        tuya=FakeTuya(),
+        clock=lambda: datetime.now(UTC),
+        tenant="t",
+        policy=POLICY,
+    )
+
+
+async def test_replicas_and_regions_take_the_projects_upgrade_slots_a_full_gap_apart(
+    stack: Stack, db: AsyncIOMotorDatabase[Document]
+) -> None:
+    """Two replicas (each its own connection and pace), four regions each, race for the project's schedule
+    on Tuya's upgrade API: every slot taken is a full gap after the one before, whoever took it; slots not
+    used go back only while no one took the slots after them."""
+    other: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongodb_uri, tz_aware=True)
+    try:
+        replicas = [
+            (_ports(db), handlers.ProjectPace(20.0)),
+            (_ports(other[db.name]), handlers.ProjectPace(20.0)),
+        ]
+
+        async def round_(k: int) -> tuple[float, list[float]]:
+            p, pace = replicas[k % 2]
+            return await pace.reserve(p, 3, 1.0)
+
+        taken = await asyncio.gather(*(round_(k) for k in range(8)))
+        slots = sorted(start + sum(gaps[:i]) for start, gaps in taken for i in range(len(gaps)))
+        assert len(slots) >= 6
+        gap = 1 / (20.0 * 0.97)
+        assert min(b - a for a, b in itertools.pairwise(slots)) >= gap - 1e-6
+        p, pace = replicas[0]
+        end = max(start + sum(gaps) for start, gaps in taken)
+        assert await p.pacing.next_at("", "t") == pytest.approx(end)
+        # further ahead than the slots the rounds took
+        start, gaps = await pace.reserve(p, 2, 5.0)
+        later = await replicas[1][1].reserve(replicas[1][0], 1, 5.0)
+        assert later[0] == pytest.approx(start + sum(gaps))
+        await pace.give_back(p, start, gaps, 0)  # someone took the slot after: kept
+        assert await p.pacing.next_at("", "t") == pytest.approx(later[0] + sum(later[1]))
+        start, gaps = await pace.reserve(p, 2, 5.0)
+        await pace.give_back(p, start, gaps, 1)  # the last one taken: the unused slot goes back
+        assert await p.pacing.next_at("", "t") == pytest.approx(start + gaps[0])
+    finally:
+        other.close()
 
 
 async def test_one_channel_lock_per_device(db: AsyncIOMotorDatabase[Document]) -> None:

@@ -3,8 +3,10 @@ one channel at a time, region isolation, stop, and counters that equal a recount
 
 from __future__ import annotations
 
+import asyncio
 import random
 from collections.abc import Sequence
+from dataclasses import replace
 from datetime import timedelta
 from typing import Any
 
@@ -118,29 +120,159 @@ async def test_dispatch_records_the_intent_and_never_commands_an_attempt_twice()
     assert len(set(w.tuya.commands)) == 5
 
 
-async def test_a_crash_after_the_intent_is_recovered_as_a_failed_attempt_then_a_new_one() -> None:
+async def _intent(w: World, p: Ports, device_count: int = 1) -> list[up.DeviceUpgrade]:
+    """Recorded intents whose commands were never sent (the process died, or the database went away,
+    between recording them and calling Tuya)."""
+    await fleet(w, {"EU": device_count})
+    await released(w, p, [RegionPlan("EU")])
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    return [
+        await h.apply_transition(p, u, lambda cur: up.command(cur, POLICY, w.clock()))
+        for u in await h.create_planned(r, 10, p)
+    ]
+
+
+async def test_an_intent_tuya_never_received_is_given_back_and_sent_once_under_the_same_attempt() -> None:
+    """Not a failure: no attempt used, nothing counted failed (the halting counters), and the counters
+    still equal a recount."""
+    w = World()
+    p = w.ports(POLICY)
+    [intent] = await _intent(w, p)
+    assert intent.state == S.COMMANDED
+    w.clock.now = NOW + timedelta(minutes=3)
+    assert await h.recover_commanded(120, 10, p) == 1  # Tuya knows of no upgrade: it never received it
+    after = await w.upgrades.get(intent.upgrade_id)
+    assert after is not None
+    assert (after.state, after.attempt, after.reason, w.tuya.commands) == (S.PENDING, 0, up.NOT_RECEIVED, [])
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.failed, counts.pending) == (0, 1)
+    assert counts == w.progress.recount("r1", "EU", F)
+    assert await h.dispatch("r1", "EU", 10, p) == 1  # the same attempt number, sent once
+    sent = await w.upgrades.get(intent.upgrade_id)
+    assert sent is not None
+    assert (sent.state, sent.attempt, w.tuya.commands) == (S.COMMANDED, 1, [("EU-000", 0)])
+    w.tuya.status["EU-000"] = T.UPGRADING
+    w.clock.now = NOW + timedelta(minutes=6)
+    await h.recover_commanded(120, 10, p)
+    assert len(w.tuya.commands) == 1
+    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+
+
+@pytest.mark.parametrize(
+    ("tuya", "versions", "state"),
+    [
+        (T.UPGRADING, {}, S.UPGRADING),  # sent, Tuya under way
+        (T.WAITING_FOR_WAKE_UP, {}, S.WAITING),
+        (T.DONE, {}, S.UPGRADING),  # sent, Tuya done: the version check is left
+        (T.NO_UPDATE, {0: "1.2.0"}, S.SUCCEEDED),  # sent, done, and Tuya shows nothing under way any more
+    ],
+)
+async def test_an_intent_tuya_received_is_never_sent_again(
+    tuya: T, versions: dict[int, str], state: S
+) -> None:
     w = World()
     p = w.ports(POLICY)
     await fleet(w, {"EU": 1})
     await released(w, p, [RegionPlan("EU")])
-    r = await w.rollouts.get("r1", "EU")
-    assert r is not None
-    [u] = await h.create_planned(r, 10, p)
-    # the process recorded the intent, then died before calling Tuya
-    intent = await h.apply_transition(
-        p,
-        u,
-        lambda cur: up.command(cur, POLICY, NOW),
-    )
-    assert intent.state == S.COMMANDED
+    w.tuya.lose_answer = {"EU-000"}  # the call reached Tuya; its answer was lost
+    assert await h.dispatch("r1", "EU", 10, p) == 1
+    w.tuya.status["EU-000"], w.tuya.versions["EU-000"] = tuya, versions
     w.clock.now = NOW + timedelta(minutes=3)
-    await h.recover_commanded(120, 10, p)  # Tuya knows of no upgrade: the attempt failed, never re-sent
-    after = await w.upgrades.get(u.upgrade_id)
+    assert await h.recover_commanded(120, 10, p) == 1
+    after = await w.upgrades.get("r1:EU-000")
     assert after is not None
-    assert (after.state, after.attempt, w.tuya.commands) == (S.RETRYING, 1, [])
-    w.clock.now = NOW + timedelta(minutes=5)
-    assert await h.dispatch("r1", "EU", 10, p) == 1  # attempt 2 is a new command
+    assert (after.state, after.attempt) == (state, 1)
+    w.clock.now = NOW + timedelta(hours=2)
+    await h.dispatch("r1", "EU", 10, p)
     assert w.tuya.commands == [("EU-000", 0)]
+
+
+async def test_recovery_waits_out_the_grace_period_to_the_millisecond() -> None:
+    """Before the grace period has passed, a command may still be on its way into Tuya: not touched."""
+    w = World()
+    p = w.ports(POLICY)
+    [intent] = await _intent(w, p)
+    w.clock.now = NOW + timedelta(seconds=120) - timedelta(milliseconds=1)
+    assert await h.recover_commanded(120, 10, p) == 0
+    still = await w.upgrades.get(intent.upgrade_id)
+    assert still is not None
+    assert still.state == S.COMMANDED
+    w.clock.now = NOW + timedelta(seconds=120)
+    assert await h.recover_commanded(120, 10, p) == 1
+    back = await w.upgrades.get(intent.upgrade_id)
+    assert back is not None
+    assert (back.state, back.attempt) == (S.PENDING, 0)
+
+
+async def test_an_intent_not_sent_within_its_window_is_given_back_never_sent_late() -> None:
+    w = World()
+    p = replace(w.ports(POLICY), command_window_s=5.0)
+    [intent] = await _intent(w, p)
+    w.clock.now = NOW + timedelta(seconds=5, milliseconds=1)  # a stalled process
+    await h._send(intent, p)
+    after = await w.upgrades.get(intent.upgrade_id)
+    assert after is not None
+    assert (after.state, after.attempt, w.tuya.commands) == (S.PENDING, 0, [])
+
+
+async def test_a_command_call_is_abandoned_after_its_window_and_left_to_recovery() -> None:
+    class Hanging(FakeTuya):
+        async def confirm_upgrade(self, device_id: str, channel: int) -> None:
+            await asyncio.sleep(5)  # real time: the call never answers
+
+    w = World(tuya=Hanging())
+    p = replace(w.ports(POLICY), command_window_s=0.05)
+    [intent] = await _intent(w, p)
+    after = await h._send(intent, p)
+    assert (after.state, after.attempt) == (S.COMMANDED, 1)  # outcome unknown: recovery asks Tuya
+
+
+class Outage(FakeUpgrades):
+    """The database is away for the next `down` writes."""
+
+    down: int = 0
+
+    async def save(self, upgrade: up.DeviceUpgrade, expected_version: int, outbox: Sequence[Any]) -> bool:
+        if self.down:
+            self.down -= 1
+            raise ConnectionError("database unreachable")
+        return await super().save(upgrade, expected_version, outbox)
+
+
+async def test_a_refusal_is_recorded_through_a_short_database_outage() -> None:
+    """Not recorded, recovery would give the attempt back and send it again (Tuya counted it refused)."""
+    w = World(upgrades=Outage())
+    p = w.ports(POLICY)
+    [intent] = await _intent(w, p)
+    w.tuya.refuse = {"EU-000"}
+    assert isinstance(w.upgrades, Outage)
+    w.upgrades.down = 3
+    after = await h._send(intent, p)
+    assert (after.state, after.attempt) == (S.RETRYING, 1)
+    assert w.clock.now - NOW < timedelta(seconds=2 * p.command_window_s)
+
+
+async def test_a_stale_recovery_does_not_give_back_the_attempt_recorded_again() -> None:
+    """Recovery read an intent, then (before its write) the attempt was given back and recorded again by a
+    dispatcher, who may have sent it: recovery's decision was about the old intent and changes nothing."""
+    w = World()
+    p = w.ports(POLICY)
+    [first] = await _intent(w, p)
+    w.clock.now = NOW + timedelta(minutes=3)
+    back = await h.apply_transition(p, first, lambda cur: up.give_back(cur, first, w.clock()))
+    again = await h.apply_transition(p, back, lambda cur: up.command(cur, POLICY, w.clock()))
+    assert again.attempt == first.attempt
+
+    class Stale(FakeUpgrades):
+        async def commanded_before(self, before: Any, limit: int) -> list[up.DeviceUpgrade]:
+            return [first]
+
+    stale = Stale()
+    stale.docs = w.upgrades.docs
+    await h.recover_commanded(120, 10, replace(p, upgrades=stale))
+    now = await w.upgrades.get(first.upgrade_id)
+    assert now == again
 
 
 async def test_a_refused_command_fails_the_attempt_and_retries_after_the_backoff() -> None:
@@ -724,6 +856,86 @@ async def test_slots_not_used_after_tuyas_rate_limit_are_given_back() -> None:
     ups = [await w.upgrades.get(f"r1:EU-00{i}") for i in range(3)]
     assert all(u is not None and (u.state, u.attempt) == (S.PENDING, 0) for u in ups)
     assert w.tuya.commands == []
+
+
+async def run_project_rounds(w: World, p: Ports, seconds: float, paces: list[h.ProjectPace | None]) -> None:
+    """Each replica (its own `ProjectPace`, or None: each region on its own) runs a dispatch round of every
+    running region in turn, as the loop does; time moves only while someone waits."""
+    rngs = [random.Random(i) for i in range(len(paces))]
+    throttles = [Throttle() for _ in paces]
+    step = 0
+    while w.clock.now < NOW + timedelta(seconds=seconds):
+        k = step % len(paces)
+        step += 1
+        sent = 0
+        for r in await w.rollouts.dispatching():
+            sent += await h.paced_dispatch(
+                r, p, draw=rngs[k].random, most=50, ahead_s=0.25, throttle=throttles[k], project=paces[k]
+            )
+            await h.in_flight()
+        if not sent:
+            await w.clock.sleep(0.25 / len(paces))
+        w.clock.now += timedelta(milliseconds=7)  # rounds of other replicas run out of step
+
+
+@pytest.mark.parametrize("replicas", [1, 2])
+async def test_one_pace_for_the_project_keeps_every_region_and_replica_under_tuyas_limit(
+    replicas: int,
+) -> None:
+    """Tuya's limit on the upgrade API is the project's (10/s, no burst) and two regions ask 20/s each:
+    paced together, Tuya refuses nothing and accepts at least 95% of its limit, both regions served."""
+    w = World()
+    w.tuya.clock, w.tuya.limit_gap_s = w.clock, 0.1
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1500, "US": 1500})
+    await released(w, p, [RegionPlan(region, dispatch=DispatchRate(1200)) for region in ("EU", "US")])
+    await run_project_rounds(w, p, 60, [h.ProjectPace(10.0) for _ in range(replicas)])
+    accepted = len(w.tuya.sent_at)
+    assert w.tuya.refused == 0
+    assert 0.95 * 600 <= accepted <= 601
+    spacing = [(b - a).total_seconds() for a, b in zip(w.tuya.sent_at, w.tuya.sent_at[1:], strict=False)]
+    assert min(spacing) >= 0.1 - 1e-6
+    assert len(set(w.tuya.commands)) == len(w.tuya.commands)
+    assert sum(u.attempt for u in w.upgrades.docs.values()) == accepted
+    eu = sum(1 for d, _ in w.tuya.commands if d.startswith("EU"))
+    assert 0.3 * accepted <= eu <= 0.7 * accepted
+
+
+async def test_regions_paced_each_on_their_own_ask_tuya_for_more_than_its_limit() -> None:
+    """The failure the project's pace fixes: each region keeps to its own rate, together above Tuya's."""
+    w = World()
+    w.tuya.clock, w.tuya.limit_gap_s = w.clock, 0.1
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 1500, "US": 1500})
+    await released(w, p, [RegionPlan(region, dispatch=DispatchRate(1200)) for region in ("EU", "US")])
+    await run_project_rounds(w, p, 20, [None])
+    assert w.tuya.refused > 0.1 * len(w.tuya.sent_at)
+
+
+async def test_regions_preparing_at_once_are_promised_no_more_than_the_project_has_free() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    pace = h.ProjectPace(10.0)
+    # a quarter second at 9.7/s holds three slots (0, 103 and 206 ms)
+    promised = await asyncio.gather(*(pace.promise(p, 5, 0.25) for _ in range(3)))
+    assert sorted(promised) == [0, 0, 3]
+    pace.settled(3)
+    assert await pace.promise(p, 5, 0.25) == 3
+
+
+async def test_project_slots_not_used_go_back_only_while_no_one_reserved_after_them() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    pace = h.ProjectPace(10.0)
+    start, gaps = await pace.reserve(p, 3, 1.0)
+    assert (start, len(gaps)) == (NOW.timestamp(), 3)
+    await pace.give_back(p, start, gaps, 1)  # two not used, nobody after: back
+    assert await w.pacing.next_at("", "t") == start + gaps[0]
+    mine, mine_gaps = await pace.reserve(p, 2, 1.0)
+    other, other_gaps = await pace.reserve(p, 1, 1.0)  # another round reserves after this one
+    assert other == mine + sum(mine_gaps)
+    await pace.give_back(p, mine, mine_gaps, 0)  # would put two commands in one gap: kept
+    assert await w.pacing.next_at("", "t") == other + sum(other_gaps)
 
 
 async def test_the_directory_learns_devices_from_events_and_their_versions_from_the_openapi() -> None:

@@ -1,10 +1,11 @@
 """The background loops that drive releases: started and stopped with the service.
 
 - dispatch: per running region, commands as many devices as its dispatch rate allows over the next quarter
-  tick (longer while preparing a round takes longer: `schedule.Lead`), each at its own slot of the region's
-  schedule shared by every replica (`handlers.paced_dispatch`: gaps drawn with the region's jitter, a missed
-  slot is lost rather than sent late in a burst, the pace slowed a little while Tuya's rate limit answers),
-  never more than `burst` per round.
+  tick (longer while preparing a round takes longer: `schedule.Lead`), never more than `burst` per round,
+  each at its own slot of the project's schedule on Tuya's upgrade API, shared by every region, release and
+  replica (`handlers.ProjectPace`; without it, of the region's schedule, gaps drawn with the region's
+  jitter). A missed slot is lost rather than sent late in a burst; the pace slows a little while Tuya's
+  rate limit answers.
 - drive: starts scheduled regions whose start time has come, applies each running region's decision (halt,
   promote, complete) and adds late joiners to full stages once a minute.
 - upkeep: our per-attempt timeouts, crash recovery of commanded attempts, verification of "done" devices,
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from fleet_ota.domain.release import RegionRollout
 from fleet_ota.domain.schedule import Lead, Throttle
 from fleet_ota.service_layer import handlers as h
-from fleet_ota.service_layer.handlers import Ports
+from fleet_ota.service_layer.handlers import Ports, ProjectPace
 from fleet_shared.service.loops import cancel_all, while_busy
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ class Loops:
         command_grace_s: float,
         poll_after_s: float,
         relay_idle_s: float,
+        project: ProjectPace | None = None,
     ) -> None:
         self.p = ports
         self.relay_round = relay
@@ -57,6 +59,7 @@ class Loops:
         self.poll_after_s = poll_after_s
         self.relay_idle_s = relay_idle_s
         self.burst = burst
+        self.project = project
         self.rng = random.Random()
         self._throttles: dict[tuple[str, str], Throttle] = {}
         self._leads: dict[tuple[str, str], Lead] = {}
@@ -96,6 +99,7 @@ class Loops:
                     ahead_s=self.tick_s / 4,
                     throttle=throttle,
                     lead=lead,
+                    project=self.project,
                 )
             except Exception as e:  # one region's failed round must not hold up the others
                 log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)

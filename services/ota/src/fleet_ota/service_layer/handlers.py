@@ -3,9 +3,10 @@ result with its events in one conditional write. A write that loses a race reloa
 handler is safe to run twice or concurrently (at-least-once delivery, several replicas).
 
 Never commanded twice for one attempt: `dispatch_one` stores the attempt (state `commanded`, attempt + 1)
-before it calls Tuya. If the process dies after that write, the attempt stays `commanded`; `recover_commanded`
-later asks Tuya's progress API what became of it, then continues or fails the attempt; it never calls the
-command again. A retry is a new attempt with its own intent write.
+before it calls Tuya. If the process dies (or the database goes away) after that write, the attempt stays
+`commanded`; `recover_commanded` later asks Tuya's progress API what became of it, once no command of it can
+still reach Tuya: an upgrade under way continues, none gives the attempt back (Tuya never received it: it
+costs no attempt and counts as no failure). A retry is a new attempt with its own intent write.
 """
 
 from __future__ import annotations
@@ -95,6 +96,10 @@ class Ports:
     policy: UpgradePolicy = field(default_factory=UpgradePolicy)
     # planned ids claimed this long ago without an upgrade document were left by a crash: created again
     claim_grace_s: float = 30.0
+    # a recorded command is sent within this long of its intent or not at all, and its call is abandoned
+    # this long after (outcome unknown): recovery relies on it (`recover_commanded`); bootstrap sets it to a
+    # quarter of the recovery's grace period
+    command_window_s: float = 30.0
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
@@ -446,27 +451,59 @@ async def _intend(u: DeviceUpgrade, p: Ports) -> DeviceUpgrade | None:
 
 
 async def _send(intent: DeviceUpgrade, p: Ports) -> DeviceUpgrade:
-    """Command the recorded attempt. Raises `RateLimited` (the attempt given back) on Tuya's rate limit."""
+    """Command the recorded attempt: within `command_window_s` of its intent or never (given back), and the
+    call abandoned after as long again (its outcome unknown: recovery asks Tuya later). So nothing of it
+    reaches Tuya later than twice the window after the intent, which `recover_commanded` relies on. Raises
+    `RateLimited` (the attempt given back) on Tuya's rate limit."""
+    if _age_s(intent, p) > p.command_window_s:
+        # too late (a stalled process, a slow database): sending now could race recovery's give-back
+        return await _answer(intent, p, lambda cur: up.give_back(cur, intent, p.clock(), "not sent in time"))
     try:
-        await p.tuya.confirm_upgrade(intent.device_id, intent.channel)
+        async with asyncio.timeout(p.command_window_s):
+            await p.tuya.confirm_upgrade(intent.device_id, intent.channel)
     except UpgradeRefused as e:
         if e.rate_limited:
-            await _withdraw(intent, p)
+            await _answer(intent, p, lambda cur: up.give_back(cur, intent, p.clock()))
             raise RateLimited(str(e)) from e
         reason = str(e)
-        return await apply_transition(p, intent, lambda cur: _refused(cur, intent.attempt, reason, p))
+        return await _answer(intent, p, lambda cur: _refused(cur, intent, reason, p))
     except Exception:  # unknown outcome (timeout, connection lost): never re-sent, reconciled later
         log.warning("upgrade command for %s has an unknown outcome; it will be reconciled", intent.upgrade_id)
     return intent
 
 
+def _age_s(intent: DeviceUpgrade, p: Ports) -> float:
+    return 0.0 if intent.commanded_at is None else (p.clock() - intent.commanded_at).total_seconds()
+
+
+async def _answer(
+    intent: DeviceUpgrade, p: Ports, transition: Callable[[DeviceUpgrade], Change]
+) -> DeviceUpgrade:
+    """Record Tuya's answer to a command. A database outage is waited out while the answer is still this
+    process's to record (until twice the command window after the intent: recovery waits longer, then finds
+    the same at Tuya); a refusal not recorded would be given back by recovery and sent again."""
+    wait = 0.25
+    while True:
+        try:
+            return await apply_transition(p, intent, transition)
+        except (Conflict, NotFound):
+            raise
+        except Exception:
+            if _age_s(intent, p) + wait > 2 * p.command_window_s:
+                raise
+            log.warning("recording Tuya's answer for %s failed; trying again", intent.upgrade_id)
+            await p.sleep(wait)
+            wait = min(2 * wait, 2.0)
+
+
 async def _withdraw(intent: DeviceUpgrade, p: Ports) -> None:
-    """The attempt was recorded but not sent (or Tuya's limit turned it away): given back."""
-    await apply_transition(p, intent, lambda cur: up.withdraw_command(cur, intent.attempt, p.clock()))
+    """The attempt was recorded but not sent (no slot, the service stopping): given back. Not retried: if the
+    database is away, recovery gives it back later."""
+    await apply_transition(p, intent, lambda cur: up.give_back(cur, intent, p.clock(), "command not sent"))
 
 
-def _refused(u: DeviceUpgrade, attempt: int, reason: str, p: Ports) -> Change:
-    if u.attempt != attempt or u.state != DeviceUpgradeState.COMMANDED:
+def _refused(u: DeviceUpgrade, intent: DeviceUpgrade, reason: str, p: Ports) -> Change:
+    if not up.same_intent(u, intent):
         return Change(u)  # news about this attempt arrived meanwhile: it wins
     return up.fail_attempt(u, reason, p.policy, p.clock())
 
@@ -516,19 +553,26 @@ async def paced_dispatch(
     ahead_s: float,
     throttle: schedule.Throttle | None = None,
     lead: schedule.Lead | None = None,
+    project: ProjectPace | None = None,
 ) -> int:
-    """Command what the region's rate allows from now to `ahead_s` ahead, each command at its own slot of the
-    region's schedule (shared by every replica: one conditional write reserves a round's slots, so replicas
-    together keep to the rate), so Tuya never sees a burst. The round's intents are written first (at once,
-    their round trips overlapping), then its slots reserved, so the first slot is not already past; each
-    command is fired at its slot without waiting for an answer (`in_flight`), so neither the database's nor
-    Tuya's latency slows the pace, and the next round prepares while the last commands are answered. Slots
-    and intents not used (Tuya's rate limit, the service stopping) are given back. `lead` (per region) widens
-    the window to cover what preparing a round takes (`schedule.Lead`). Returns how many were fired."""
+    """Command what the region's rate allows from now to `ahead_s` ahead, each command at its own slot, so
+    Tuya never sees a burst. The region's schedule (shared by every replica: one conditional write reserves
+    a round's slots, so replicas together keep to the region's rate) says how many; with `project`, the
+    project's schedule on Tuya's upgrade API (shared by every region, release and replica) says when, so
+    all of them together stay under Tuya's limit, which is the project's (`ProjectPace`). The round's
+    intents are written first (at once, their round trips overlapping), then its slots reserved, so the
+    first slot is not already past; each command is fired at its slot without waiting for an answer
+    (`in_flight`), so neither the database's nor Tuya's latency slows the pace, and the next round prepares
+    while the last commands are answered. Slots and intents not used (Tuya's rate limit, the service
+    stopping) are given back. `lead` (per region) widens the window to cover what preparing a round takes
+    (`schedule.Lead`); `throttle` slows the pace while Tuya refuses (the project's when it is paced).
+    Returns how many were fired."""
     # `r` is the rollout as the caller just read it (the loop's list of running regions)
     if not r.dispatching or not r.plan.schedule.allows(p.clock()):
         return 0
-    slower = throttle.factor if throttle else 1.0
+    if project:
+        throttle = project.throttle
+    slower = throttle.factor if throttle and not project else 1.0
     rate = r.plan.dispatch
     ahead_s = lead.ahead(ahead_s) if lead else ahead_s
     # how many slots the window holds (reserved below, once the intents are written)
@@ -537,34 +581,123 @@ async def paced_dispatch(
     _, window = schedule.due(at, began, rate, draw, most=most, ahead_s=ahead_s, slower=slower)
     if not window:
         return 0
-    ready = await ready_upgrades(r, len(window), p)
-    mine = [i for i in await _each(ready, lambda u: _intend(u, p)) if i is not None]
-    if lead:
-        lead.observed(p.clock().timestamp() - began)
-    start, gaps = 0.0, list[float]()
-    for attempt in range(_RACE_TRIES if mine else 0):
-        now = p.clock().timestamp()
-        if attempt:
-            at = await p.pacing.next_at(r.release_id, r.region)  # another replica reserved meanwhile
-        start, gaps = schedule.due(at, now, rate, draw, most=len(mine), ahead_s=ahead_s, slower=slower)
-        if not gaps or await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
-            break
-        gaps = []
+    # with the project paced: no more than its schedule has free in the window (promised to this round)
+    promised = await project.promise(p, len(window), ahead_s) if project else len(window)
+    if not promised:
+        return 0
+    try:
+        ready = await ready_upgrades(r, promised, p)
+        if project:  # what this round cannot use goes to the replica's other rounds at once
+            project.settled(promised - len(ready))
+            promised = len(ready)
+        intents = await _each(ready, lambda u: _intend(u, p))
+        mine = [i for i in intents if i is not None]
+        if lead:
+            lead.observed(p.clock().timestamp() - began)
+        start, gaps = 0.0, list[float]()
+        for attempt in range(_RACE_TRIES if mine else 0):
+            now = p.clock().timestamp()
+            if attempt:
+                at = await p.pacing.next_at(r.release_id, r.region)  # another replica reserved meanwhile
+            start, gaps = schedule.due(at, now, rate, draw, most=len(mine), ahead_s=ahead_s, slower=slower)
+            if not gaps or await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
+                break
+            gaps = []
+        slots = [start + sum(gaps[:k]) for k in range(len(gaps))]
+        project_start, project_gaps = 0.0, list[float]()
+        if project and slots:
+            project_start, project_gaps = await project.reserve(p, len(slots), ahead_s)
+            slots = [project_start + sum(project_gaps[:k]) for k in range(len(project_gaps))]
+    finally:
+        if project:
+            project.settled(promised)
     fired = 0
     state = _Round(throttle)
     try:
-        for k in range(len(gaps)):
-            await _wait_until(start + sum(gaps[:k]), p)
+        for at_s in slots:
+            await _wait_until(at_s, p)
             if state.limited:
                 break  # Tuya's limit answered: the rest wait for a later round
-            _fire(mine[k], p, state)
+            _fire(mine[fired], p, state)
             fired += 1
     finally:
         # intents not sent (no slot, Tuya's limit, the service stopping) give their attempt back
         await asyncio.shield(asyncio.gather(*(_withdraw(left, p) for left in mine[fired:])))
     if fired < len(gaps):
         await p.pacing.give_back(r.release_id, r.region, sum(gaps[fired:]))
+    if project:
+        await project.give_back(p, project_start, project_gaps, fired)
     return fired
+
+
+# the project's schedule is kept beside the regions' (`DispatchPacing`) under an empty release id, which
+# no release has
+_PROJECT = ""
+
+
+@dataclass
+class ProjectPace:
+    """One replica's part in pacing the project's commands on Tuya's upgrade API. Tuya's limit there is the
+    project's, not a region's: every region and release of every replica takes its commands' slots from one
+    schedule (when the project's next command is due), `per_s` times `share` a second, moved on by one
+    conditional write per round (replicas and regions racing for it read again and take the slots after).
+    `share` leaves a margin: a command leaving a few milliseconds late, then the next one on time, still
+    arrive a full gap of Tuya's limit apart (it may allow no burst). Regions of this replica preparing a
+    round at once are promised slots first (`promise`), so their intents add up to what the schedule has
+    free in the window and none is written only to be withdrawn. `throttle` slows the pace while Tuya still
+    refuses (another client of the project, a limit set too high)."""
+
+    per_s: float
+    share: float = 0.97
+    throttle: schedule.Throttle = field(default_factory=schedule.Throttle)
+    promised: int = 0
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+
+    def __post_init__(self) -> None:
+        if not self.per_s > 0 or not 0 < self.share <= 1:
+            raise ValueError("the project's pace needs a limit above 0 and a share in (0, 1]")
+
+    def _rate(self) -> schedule.DispatchRate:
+        return schedule.DispatchRate(per_minute=60.0 * self.per_s * self.share)
+
+    def _due(self, at: float | None, now: float, most: int, ahead_s: float) -> tuple[float, list[float]]:
+        return schedule.due(
+            at, now, self._rate(), lambda: 0.5, most=most, ahead_s=ahead_s, slower=self.throttle.factor
+        )
+
+    async def promise(self, p: Ports, want: int, ahead_s: float) -> int:
+        """How many of `want` commands this round may prepare: the schedule's free slots in the window,
+        less those promised to this replica's other rounds preparing now. Hand them back with `settled`."""
+        if not want:
+            return 0
+        async with self._lock:
+            at = await p.pacing.next_at(_PROJECT, p.tenant)
+            free = len(self._due(at, p.clock().timestamp(), want + self.promised, ahead_s)[1])
+            mine = max(min(want, free - self.promised), 0)
+            self.promised += mine
+            return mine
+
+    def settled(self, promised: int) -> None:
+        self.promised -= promised
+
+    async def reserve(self, p: Ports, n: int, ahead_s: float) -> tuple[float, list[float]]:
+        """The slots of up to `n` commands in the window (`(start, gaps)`), reserved with one conditional
+        write."""
+        for _ in range(_RACE_TRIES):
+            at = await p.pacing.next_at(_PROJECT, p.tenant)
+            start, gaps = self._due(at, p.clock().timestamp(), n, ahead_s)
+            if not gaps:
+                break
+            if await p.pacing.move(_PROJECT, p.tenant, at, start + sum(gaps)):
+                return start, gaps
+        return 0.0, []
+
+    async def give_back(self, p: Ports, start: float, gaps: list[float], used: int) -> None:
+        """The reserved slots not used go back only while no one reserved after them: moving the schedule
+        back under another round's slots would put two commands in one gap."""
+        if used < len(gaps):
+            end = start + sum(gaps)
+            await p.pacing.move(_PROJECT, p.tenant, end, start + sum(gaps[:used]))
 
 
 @dataclass
@@ -585,6 +718,9 @@ def _fire(intent: DeviceUpgrade, p: Ports, state: _Round) -> None:
             state.limited = True
             if state.throttle:
                 state.throttle.refused()
+            return
+        except Exception as e:  # its answer could not be recorded: recovery takes the attempt over
+            log.warning("upgrade command for %s: %r", intent.upgrade_id, e)
             return
         if state.throttle:
             state.throttle.accepted()
@@ -816,15 +952,31 @@ async def expire_deadlines(limit: int, p: Ports) -> int:
 
 
 async def recover_commanded(grace_s: float, limit: int, p: Ports) -> int:
-    """Commanded attempts with no news for `grace_s` (a crash, a lost answer): ask Tuya, never re-send."""
-    now = p.clock()
-    stale = await p.upgrades.commanded_before(now - timedelta(seconds=grace_s), limit)
+    """Commanded attempts with no news for `grace_s` (a crash, a database outage, a lost answer): ask Tuya,
+    never re-send; an attempt Tuya never received is given back (`upgrade.reconcile_commanded`).
+
+    The grace period must outlast every way the command can still reach Tuya, and Tuya's lag in showing it:
+    otherwise "nothing under way" could be a command on its way, and giving it back would send it twice. A
+    command is sent within `command_window_s` of its intent or never, and its call is abandoned as long after
+    (`_send`): nothing of it reaches Tuya later than twice the window after the intent. Tuya answers the
+    command once it has created the upgrade, and its progress API shows it from then on (the simulator does
+    both at once); the rest of the grace (half of it: bootstrap sets the window to a quarter, so 60 s with
+    the default 120 s) covers Tuya's lag (a request it reads late, after the call was abandoned; replication
+    behind its progress API) and the clock skew between the replica that recorded the intent and this one.
+    """
+    stale = await p.upgrades.commanded_before(p.clock() - timedelta(seconds=grace_s), limit)
 
     async def recover(u: DeviceUpgrade) -> None:
         status, progress = await p.tuya.progress(u.device_id, u.channel)
+        reported = None
+        if status in (OtaUpgradeStatus.NO_UPDATE, OtaUpgradeStatus.READY):
+            # an upgrade Tuya finished may show as nothing under way: what does the device run?
+            reported = (await p.tuya.current_versions(u.device_id)).get(u.channel)
 
         def reconcile(cur: DeviceUpgrade) -> Change:
-            return up.reconcile_commanded(cur, status, progress, p.policy, now)
+            if not up.same_intent(cur, u):
+                return Change(cur)  # news arrived meanwhile, or it was given back and recorded again
+            return up.reconcile_commanded(cur, status, progress, p.policy, p.clock(), reported=reported)
 
         await apply_transition(p, u, reconcile)
 
