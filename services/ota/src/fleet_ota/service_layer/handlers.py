@@ -575,14 +575,16 @@ async def paced_dispatch(
     slower = throttle.factor if throttle and not project else 1.0
     rate = r.plan.dispatch
     ahead_s = lead.ahead(ahead_s) if lead else ahead_s
-    # how many slots the window holds (reserved below, once the intents are written)
+    # how many slots the window holds (reserved below, once the intents are written); both schedules read
+    # at once (each round trip counts on a loaded database)
     began = p.clock().timestamp()
-    at = await p.pacing.next_at(r.release_id, r.region)
+    reads = [p.pacing.next_at(r.release_id, r.region)]
+    if project:
+        reads.append(p.pacing.next_at(_PROJECT, p.tenant))
+    at, *project_at = await asyncio.gather(*reads)
     _, window = schedule.due(at, began, rate, draw, most=most, ahead_s=ahead_s, slower=slower)
-    if not window:
-        return 0
     # with the project paced: no more than its schedule has free in the window (promised to this round)
-    promised = await project.promise(p, len(window), ahead_s) if project else len(window)
+    promised = project.promise(project_at[0], began, len(window), ahead_s) if project else len(window)
     if not promised:
         return 0
     try:
@@ -594,23 +596,18 @@ async def paced_dispatch(
         mine = [i for i in intents if i is not None]
         if lead:
             lead.observed(p.clock().timestamp() - began)
-        start, gaps = 0.0, list[float]()
-        for attempt in range(_RACE_TRIES if mine else 0):
-            now = p.clock().timestamp()
-            if attempt:
-                at = await p.pacing.next_at(r.release_id, r.region)  # another replica reserved meanwhile
-            start, gaps = schedule.due(at, now, rate, draw, most=len(mine), ahead_s=ahead_s, slower=slower)
-            if not gaps or await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
-                break
-            gaps = []
-        slots = [start + sum(gaps[:k]) for k in range(len(gaps))]
-        project_start, project_gaps = 0.0, list[float]()
-        if project and slots:
-            project_start, project_gaps = await project.reserve(p, len(slots), ahead_s)
-            slots = [project_start + sum(project_gaps[:k]) for k in range(len(project_gaps))]
+        # both reservations at once: the region's says how many, the project's when
+        reserving = [_reserve_region(r, p, at, len(mine), draw, ahead_s, slower)]
+        if project:
+            reserving.append(project.reserve(p, len(mine), ahead_s, at=project_at[0]))
+        (start, gaps), *project_slots = await asyncio.gather(*reserving)
     finally:
         if project:
             project.settled(promised)
+    slots = [start + sum(gaps[:k]) for k in range(len(gaps))]
+    if project:
+        project_start, project_gaps = project_slots[0]
+        slots = [project_start + sum(project_gaps[:k]) for k in range(min(len(gaps), len(project_gaps)))]
     fired = 0
     state = _Round(throttle)
     try:
@@ -628,6 +625,29 @@ async def paced_dispatch(
     if project:
         await project.give_back(p, project_start, project_gaps, fired)
     return fired
+
+
+async def _reserve_region(
+    r: RegionRollout,
+    p: Ports,
+    at: float | None,
+    n: int,
+    draw: Callable[[], float],
+    ahead_s: float,
+    slower: float,
+) -> tuple[float, list[float]]:
+    """The slots of up to `n` commands on the region's schedule (`(start, gaps)`), reserved with one
+    conditional write (`at`: the schedule as last read)."""
+    for attempt in range(_RACE_TRIES if n else 0):
+        now = p.clock().timestamp()
+        if attempt:
+            at = await p.pacing.next_at(r.release_id, r.region)  # another replica reserved meanwhile
+        start, gaps = schedule.due(at, now, r.plan.dispatch, draw, most=n, ahead_s=ahead_s, slower=slower)
+        if not gaps:
+            break
+        if await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
+            return start, gaps
+    return 0.0, []
 
 
 # the project's schedule is kept beside the regions' (`DispatchPacing`) under an empty release id, which
@@ -651,7 +671,6 @@ class ProjectPace:
     share: float = 0.97
     throttle: schedule.Throttle = field(default_factory=schedule.Throttle)
     promised: int = 0
-    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def __post_init__(self) -> None:
         if not self.per_s > 0 or not 0 < self.share <= 1:
@@ -665,26 +684,26 @@ class ProjectPace:
             at, now, self._rate(), lambda: 0.5, most=most, ahead_s=ahead_s, slower=self.throttle.factor
         )
 
-    async def promise(self, p: Ports, want: int, ahead_s: float) -> int:
-        """How many of `want` commands this round may prepare: the schedule's free slots in the window,
-        less those promised to this replica's other rounds preparing now. Hand them back with `settled`."""
-        if not want:
-            return 0
-        async with self._lock:
-            at = await p.pacing.next_at(_PROJECT, p.tenant)
-            free = len(self._due(at, p.clock().timestamp(), want + self.promised, ahead_s)[1])
-            mine = max(min(want, free - self.promised), 0)
-            self.promised += mine
-            return mine
+    def promise(self, at: float | None, now: float, want: int, ahead_s: float) -> int:
+        """How many of `want` commands a round may prepare: the free slots in the window of the schedule as
+        read (`at`), less those promised to this replica's other rounds preparing now (no await: rounds
+        of the replica never count the same slot twice). Hand them back with `settled`."""
+        free = len(self._due(at, now, want + self.promised, ahead_s)[1])
+        mine = max(min(want, free - self.promised), 0)
+        self.promised += mine
+        return mine
 
     def settled(self, promised: int) -> None:
         self.promised -= promised
 
-    async def reserve(self, p: Ports, n: int, ahead_s: float) -> tuple[float, list[float]]:
+    async def reserve(
+        self, p: Ports, n: int, ahead_s: float, *, at: float | None = None
+    ) -> tuple[float, list[float]]:
         """The slots of up to `n` commands in the window (`(start, gaps)`), reserved with one conditional
-        write."""
-        for _ in range(_RACE_TRIES):
-            at = await p.pacing.next_at(_PROJECT, p.tenant)
+        write (`at`: the schedule as last read, else read now)."""
+        for attempt in range(_RACE_TRIES if n else 0):
+            if attempt or at is None:
+                at = await p.pacing.next_at(_PROJECT, p.tenant)
             start, gaps = self._due(at, p.clock().timestamp(), n, ahead_s)
             if not gaps:
                 break
