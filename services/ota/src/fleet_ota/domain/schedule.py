@@ -119,8 +119,8 @@ class Lead:
 
     prepare_s: float = 0.0
     times: float = 2.0
-    # at most this far ahead: a round's intents are recorded before its slots, and a crash leaves them unsent
-    # (failed by recovery), so the window stays short
+    # at most this far ahead: a round's intents are recorded before its slots and must be sent within the
+    # command window (`handlers.Ports.command_window_s`), and a paused region stops only after its window
     most: float = 1.0
 
     def observed(self, seconds: float) -> None:

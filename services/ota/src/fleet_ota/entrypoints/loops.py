@@ -60,10 +60,14 @@ class Loops:
         self.relay_idle_s = relay_idle_s
         self.burst = burst
         self.project = project
+        # how far ahead a round may reserve: an intent must be sent within the command window (a quarter of
+        # the grace period), so at most half of it, between 1 and 3 s (a paused region stops that much later)
+        self.lead_most_s = min(max(command_grace_s / 8, 1.0), 3.0)
         self.rng = random.Random()
         self._throttles: dict[tuple[str, str], Throttle] = {}
         self._leads: dict[tuple[str, str], Lead] = {}
         self._late_joiners_at = 0.0
+        self._turn = 0
         self._refresh_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -89,7 +93,10 @@ class Loops:
     async def dispatch_round(self) -> int:
         async def one(r: RegionRollout) -> int:
             throttle = self._throttles.setdefault((r.release_id, r.region), Throttle())
-            lead = self._leads.setdefault((r.release_id, r.region), Lead())
+            # with the project paced, one lead for every region: the regions' rounds take turns at the
+            # project's slots, and a round that got none learns nothing about preparing one
+            key = ("", "") if self.project else (r.release_id, r.region)
+            lead = self._leads.setdefault(key, Lead(most=self.lead_most_s))
             try:
                 return await h.paced_dispatch(
                     r,
@@ -107,7 +114,12 @@ class Loops:
 
         # regions at once: each is its own documents and schedule, and their round trips overlap; a round
         # that sent something lasted until its last slot, so the next one follows at once
-        return sum(await asyncio.gather(*(one(r) for r in await self.p.rollouts.dispatching())))
+        running = await self.p.rollouts.dispatching()
+        # the regions take turns at being first: with the project paced, the first round to ask is promised
+        # the project's free slots (its schedule's window), and a fixed order would serve one region only
+        self._turn += 1
+        turn = self._turn % len(running) if running else 0
+        return sum(await asyncio.gather(*(one(r) for r in running[turn:] + running[:turn])))
 
     async def drive_round(self) -> int:
         now = self.p.clock()
