@@ -923,6 +923,40 @@ def test_regions_preparing_at_once_are_promised_no_more_than_the_project_has_fre
     assert pace.promise(now + 0.1, now, 5, 0.25) == 0  # moved on: its two slots left are promised
 
 
+class StallAfterReserving(FakePacing):
+    """The process stalls for `stall_s` right after reserving the project's slots (a loaded machine)."""
+
+    def __init__(self, clock: Any, stall_s: float) -> None:
+        super().__init__()
+        self.clock, self.stall_s = clock, stall_s
+
+    async def move(self, release_id: str, region: str, expected: float | None, to: float) -> bool:
+        moved = await super().move(release_id, region, expected, to)
+        if moved and release_id == "":
+            self.clock.now += timedelta(seconds=self.stall_s)
+        return moved
+
+
+async def test_a_stalled_round_loses_the_slots_it_missed_and_sends_no_burst() -> None:
+    """Slots missed by more than a gap are lost, the rest keep a gap from the command before: Tuya (10/s, no
+    burst) refuses nothing; the intents that lost their slot are given back."""
+    w = World()
+    w.pacing = StallAfterReserving(w.clock, 0.35)
+    w.tuya.clock, w.tuya.limit_gap_s = w.clock, 0.1
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 20})
+    await released(w, p, [RegionPlan("EU", dispatch=DispatchRate(1200))])
+    r = await w.rollouts.get("r1", "EU")
+    assert r is not None
+    pace = h.ProjectPace(10.0)
+    sent = await h.paced_dispatch(r, p, draw=lambda: 0.5, most=50, ahead_s=1.0, project=pace)
+    await h.in_flight()
+    # ten slots in the second; the first three (0, 103, 206 ms) were missed by more than a gap
+    assert (sent, len(w.tuya.sent_at), w.tuya.refused) == (7, 7, 0)
+    back = [u for u in w.upgrades.docs.values() if u.state == S.PENDING and u.reason == "command not sent"]
+    assert len(back) == 3
+
+
 async def test_project_slots_not_used_go_back_only_while_no_one_reserved_after_them() -> None:
     w = World()
     p = w.ports(POLICY)

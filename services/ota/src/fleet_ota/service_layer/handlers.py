@@ -608,22 +608,32 @@ async def paced_dispatch(
     if project:
         project_start, project_gaps = project_slots[0]
         slots = [project_start + sum(project_gaps[:k]) for k in range(min(len(gaps), len(project_gaps)))]
-    fired = 0
+    fired = used = 0
     state = _Round(throttle)
+    last = float("-inf")
     try:
-        for at_s in slots:
-            await _wait_until(at_s, p)
+        for k, at_s in enumerate(slots):
+            if project:
+                # never closer than a gap to this round's previous command, and a slot missed by more than
+                # a gap (the process stalled) is lost, not sent late in a burst: Tuya may allow none
+                gap = project_gaps[k]
+                await _wait_until(max(at_s, last + gap), p)
+                if p.clock().timestamp() > at_s + gap:
+                    continue
+            else:
+                await _wait_until(at_s, p)
             if state.limited:
                 break  # Tuya's limit answered: the rest wait for a later round
             _fire(mine[fired], p, state)
-            fired += 1
+            last = p.clock().timestamp()
+            fired, used = fired + 1, k + 1
     finally:
         # intents not sent (no slot, Tuya's limit, the service stopping) give their attempt back
         await asyncio.shield(asyncio.gather(*(_withdraw(left, p) for left in mine[fired:])))
     if fired < len(gaps):
         await p.pacing.give_back(r.release_id, r.region, sum(gaps[fired:]))
     if project:
-        await project.give_back(p, project_start, project_gaps, fired)
+        await project.give_back(p, project_start, project_gaps, used)
     return fired
 
 
