@@ -937,9 +937,10 @@ class StallAfterReserving(FakePacing):
         return moved
 
 
-async def test_a_stalled_round_loses_the_slots_it_missed_and_sends_no_burst() -> None:
-    """Slots missed by more than a gap are lost, the rest keep a gap from the command before: Tuya (10/s, no
-    burst) refuses nothing; the intents that lost their slot are given back."""
+async def test_a_stalled_round_sends_no_burst_and_nothing_past_its_last_slot() -> None:
+    """After a stall each command keeps a gap from the one before, and none goes past the round's last slot
+    (the next slots are another round's): Tuya (10/s, no burst) refuses nothing; the intents that no longer
+    fit are given back."""
     w = World()
     w.pacing = StallAfterReserving(w.clock, 0.35)
     w.tuya.clock, w.tuya.limit_gap_s = w.clock, 0.1
@@ -951,7 +952,7 @@ async def test_a_stalled_round_loses_the_slots_it_missed_and_sends_no_burst() ->
     pace = h.ProjectPace(10.0)
     sent = await h.paced_dispatch(r, p, draw=lambda: 0.5, most=50, ahead_s=1.0, project=pace)
     await h.in_flight()
-    # ten slots in the second; the first three (0, 103, 206 ms) were missed by more than a gap
+    # ten slots in the second (0 to 927 ms); from 350 ms a gap apart, seven fit before the last one
     assert (sent, len(w.tuya.sent_at), w.tuya.refused) == (7, 7, 0)
     back = [u for u in w.upgrades.docs.values() if u.state == S.PENDING and u.reason == "command not sent"]
     assert len(back) == 3

@@ -614,12 +614,13 @@ async def paced_dispatch(
     try:
         for k, at_s in enumerate(slots):
             if project:
-                # never closer than a gap to this round's previous command, and a slot missed by more than
-                # a gap (the process stalled) is lost, not sent late in a burst: Tuya may allow none
+                # never closer than a gap to this round's previous command (after a stall of the process, no
+                # burst: Tuya may allow none), and never past the round's last slot (the slots after it are
+                # another round's): what no longer fits is given back
                 gap = project_gaps[k]
                 await _wait_until(max(at_s, last + gap), p)
-                if p.clock().timestamp() > at_s + gap:
-                    continue
+                if p.clock().timestamp() > slots[-1] + gap / 2:
+                    break
             else:
                 await _wait_until(at_s, p)
             if state.limited:
