@@ -615,11 +615,13 @@ async def paced_dispatch(
         for k, at_s in enumerate(slots):
             if project:
                 # never closer than a gap to this round's previous command (after a stall of the process, no
-                # burst: Tuya may allow none), and never past the round's last slot (the slots after it are
-                # another round's): what no longer fits is given back
+                # burst: Tuya may allow none), and at most `_LATE_S` past the round's last slot (the slots
+                # after it are another round's; a late command may meet one of them and be refused, but a
+                # slow database, its reservation answered after its slots, must not keep a round from sending
+                # anything): what no longer fits is given back
                 gap = project_gaps[k]
                 await _wait_until(max(at_s, last + gap), p)
-                if p.clock().timestamp() > slots[-1] + gap / 2:
+                if p.clock().timestamp() > slots[-1] + max(gap, _LATE_S):
                     break
             else:
                 await _wait_until(at_s, p)
@@ -660,6 +662,9 @@ async def _reserve_region(
             return start, gaps
     return 0.0, []
 
+
+# how late past its last slot a round still sends (with the project paced)
+_LATE_S = 1.0
 
 # the project's schedule is kept beside the regions' (`DispatchPacing`) under an empty release id, which
 # no release has
