@@ -7,10 +7,13 @@ the issue's figure, from 1,000 devices), so eu alone halts (its failures judged 
 while us and in complete; three us devices report "done" but stay on the old version and are not counted as
 succeeded. A second
 release of the sleepy sensor's firmware waits (Tuya's 5) until the devices wake, then completes. Tuya's rate
-limit on the upgrade API is below what ota asks for: refusals give the attempt back. Checked: no device was
-commanded twice for one attempt (the simulator counts commands), the counters equal a recount of the upgrade
-documents and plan chunks, a halted region sends nothing more, malformed bodies get a 422 naming the field
-and change nothing, and no secret is in any ota document or log line.
+limit on the upgrade API is below what the four rollouts ask for together: ota paces the project's commands
+under it (one pace for every region and release), so Tuya refuses next to nothing. Checked: no device was
+commanded twice for one attempt (the simulator counts commands), an attempt Tuya never received (the
+disruption came between recording it and sending it) is given back and sent once, never failed, the counters
+equal a recount of the upgrade documents and plan chunks, a halted region sends nothing more, malformed
+bodies get a 422 naming the field and change nothing, and no secret is in any ota document or log line.
+The database restart runs on a MongoDB-wire server of the test's own on the shared dev stack.
 
 Size: `OTA_E2E_DEVICES` (default 300, half plugs, half sleepy sensors, a third of each per region: every
 region still has a canary of 30 and a full stage after it; 10,000 for the issue's full run). Each phase's time
@@ -20,8 +23,10 @@ is printed (`-s` shows it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
+import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -37,7 +42,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from fleet_contracts import topics
 from tests.e2e.ingest.sim_support import SimProcess
 from tests.e2e.ingest.support import IngestProcess
-from tests.support import ServiceProcess, Stack, drop_subscription, until
+from tests.support import ServiceProcess, Stack, drop_subscription, free_port, owns_stack, until
 
 # a few minutes on a busy shared stack (the loops, FerretDB and three processes share two cores)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -46,15 +51,14 @@ DEVICES = int(os.environ.get("OTA_E2E_DEVICES", "300"))
 PLUG, SENSOR = "sim0plug0cz00001", "sim0th00wsdcg003"  # the sensor is a low-power (sleepy) product
 REGIONS = ("eu", "us", "in")
 PER_MINUTE = 1200.0  # ota's dispatch rate per region: 60/s over three regions
-# Tuya's (simulated) limit on the upgrade API, per second, with no burst: below what ota asks (60/s), and the
-# four rollouts' commands of one dispatch round arrive together, so refusals come even on a slow machine
+# Tuya's (simulated) limit on the upgrade API, per second, with no burst: below what the rollouts ask (20/s
+# each); ota is told the project's limit and paces every rollout's commands under it together
 TUYA_UPGRADE_RATE = 10.0
 # eu alone must halt. The issue's figure is 30%: at the default size eu has 50 plugs, and 30% of 50 stays
 # under the 20% halt threshold in a few runs in a hundred (binomial: 9 or fewer failures ~4%), a flaky test;
 # 40% does so in ~0.1%. From 1,000 devices on the issue's 30% is used (`OTA_E2E_EU_FAILURE` overrides either).
 EU_FAILURE = float(os.environ.get("OTA_E2E_EU_FAILURE", "0.3" if DEVICES >= 1000 else "0.4"))
 API_KEY = secrets.token_urlsafe(24)
-NOT_CONFIRMED = "the upgrade command was not confirmed by Tuya"  # recovery found no upgrade at Tuya
 SIM_SETTINGS: dict[str, str | int | float] = {
     "ota_step_ms": 200,
     "ota_step_pct": 25,
@@ -82,7 +86,10 @@ def ota_process(
             "FLEET_OTA_TICK_S": "0.2",
             "FLEET_OTA_MAX_ATTEMPTS": "1",
             "FLEET_OTA_ATTEMPT_TIMEOUT_S": "120",
-            "FLEET_OTA_COMMAND_GRACE_S": "3",
+            # a command is sent within a quarter of this or never, its call abandoned a quarter later; the
+            # other half covers Tuya's lag (the simulator's, on a loaded machine: a request it reads late)
+            "FLEET_OTA_COMMAND_GRACE_S": "20",
+            "FLEET_OTA_TUYA_UPGRADE_PER_S": str(TUYA_UPGRADE_RATE),
             "FLEET_OTA_POLL_AFTER_S": "5",
             "FLEET_OTA_DISPATCH_BURST": "20",
         },
@@ -106,6 +113,12 @@ class Rig:
 
 @pytest.fixture
 async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    async with open_rig(stack, unique, tmp_path) as r:
+        yield r
+
+
+@contextlib.asynccontextmanager
+async def open_rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
     access_id = f"otae2e{unique}"
     secret = secrets.token_hex(16)
     sim = SimProcess(stack, access_id, secret, tmp_path / "sim.log", **SIM_SETTINGS)
@@ -217,10 +230,12 @@ async def wait_for(rig: Rig, release_id: str, want: dict[str, set[str]], within:
 
 
 def recount(
-    docs: list[dict[str, Any]], plans: list[dict[str, Any]], release_id: str
+    docs: list[dict[str, Any]], plans: list[dict[str, Any]], walks: list[dict[str, Any]], release_id: str
 ) -> dict[tuple[str, str], Counter[str]]:
     """Each upgrade document in its state's bucket; each planned id without one (ota creates it when the
-    device is dispatched) pending, or cancelled if its chunk was stopped before the id was claimed."""
+    device is dispatched) pending, or cancelled if its chunk was stopped before the id was claimed; for a
+    walk, what it planned and has not claimed pending while it walks (cancelled once stopped), and the ids
+    of a claim not confirmed yet without an upgrade in its stage pending."""
     buckets = {
         "pending": "pending",
         "retrying": "pending",
@@ -233,13 +248,21 @@ def recount(
         "cancelled": "cancelled",
     }
     out: dict[tuple[str, str], Counter[str]] = {}
-    created = set()
+    created: dict[str, str] = {}
     for d in docs:
         if d["release_id"] == release_id:
             c = out.setdefault((d["region"], d["stage"]), Counter())
             c[buckets[d["state"]]] += 1
             c["targeted"] += 1
-            created.add(d["device_id"])
+            created[d["device_id"]] = d["stage"]
+    for w in walks:
+        if w["release_id"] == release_id:
+            c = out.setdefault((w["region"], w["stage"]), Counter())
+            left = 0 if w["ended"] else max(w["planned"] - w["claimed"], 0)
+            unconfirmed = sum(1 for cl in w["claims"] for i in cl["devices"] if created.get(i) != w["stage"])
+            c["pending"] += left + unconfirmed
+            c["cancelled"] += w["cancelled"] or 0
+            c["targeted"] += left + unconfirmed + (w["cancelled"] or 0)
     for chunk in plans:
         if chunk["release_id"] == release_id:
             c = out.setdefault((chunk["region"], chunk["stage"]), Counter())
@@ -270,17 +293,36 @@ async def test_a_release_over_three_regions_halts_only_the_failing_one_and_survi
     await release_scenario(rig, sigkill_ota)
 
 
-async def test_a_database_restart_mid_wave_loses_nothing_and_commands_no_device_twice(rig: Rig) -> None:
-    if not os.environ.get("FLEET_STACK_DIR") or os.environ.get("FLEET_STACK", "dev") == "dev":
-        pytest.skip(
-            "restarts the database: only on a stack of its own (`just test`), never the shared dev one"
-        )
+async def test_a_database_restart_mid_wave_loses_nothing_and_commands_no_device_twice(
+    stack: Stack, unique: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a stack of its own (`just test`) the test restarts that stack's database; on the shared dev stack
+    ota, ingest and the simulator use a MongoDB-wire server of the test's own (beside the dev stack's
+    Pulsar), so no other run sees the restart."""
     from fleet_devstack import LocalStack
+    from fleet_devstack.config import StackConfig
+
+    private: LocalStack | None = None
+    if owns_stack():
+        restart = LocalStack.from_env().restart_mongo
+    else:
+        monkeypatch.setenv("FLEET_STACK_MONGO_PORT", str(free_port()))
+        private = LocalStack(StackConfig.load(f"ota{unique}"))
+        await asyncio.to_thread(private.ferretdb.install)  # built once per checkout (the dev stack's build)
+        await asyncio.to_thread(private.start_mongo)
+        stack = Stack(stack.pulsar_url, stack.pulsar_admin_url, private.config.mongodb_uri)
+        restart = private.restart_mongo
 
     async def restart_database() -> None:
-        await asyncio.to_thread(LocalStack.from_env().restart_mongo)
+        await asyncio.to_thread(restart)
 
-    await release_scenario(rig, restart_database)
+    try:
+        async with open_rig(stack, unique, tmp_path) as rig:
+            await release_scenario(rig, restart_database)
+    finally:
+        if private is not None:
+            await asyncio.to_thread(private.stop_mongo)
+            shutil.rmtree(private.config.stack_dir, ignore_errors=True)
 
 
 async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> None:
@@ -420,19 +462,25 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
     # --- the ground truth ---------------------------------------------------------------------------------
     docs = await _settled_docs(rig)
     plans = await upgrade_docs(rig, "plans")
+    walks = await upgrade_docs(rig, "sweeps")
     by_device = {(d["release_id"], d["device_id"]): d for d in docs}
     truth = (await sim_json(rig, "GET", "/sim/truth?messages=false"))["fleet"]["devices"]
     commands = await sim_json(rig, "GET", "/sim/ota/commands")
     # never commanded twice for one attempt: Tuya accepted (or refused for a reason other than its rate
-    # limit) exactly as many commands per device as ota recorded attempts
+    # limit) exactly as many commands per device as ota recorded attempts. An attempt recorded but never
+    # sent (the disruption came between recording it and calling Tuya, or between Tuya's rate-limit refusal
+    # and giving the attempt back) was given back by recovery and sent once under the same number.
     for d in docs:
         tally = commands.get(d["device_id"], {"accepted": 0, "refused": {}})
         not_rate_limited = sum(n for code, n in tally["refused"].items() if code != "1199")
-        # an attempt recorded but never sent (the disruption came between recording it and calling Tuya, or
-        # between Tuya's rate-limit refusal and giving the attempt back) is failed by recovery, never re-sent
-        unsent = 1 if d["reason"] == NOT_CONFIRMED else 0
-        assert tally["accepted"] + not_rate_limited == d["attempt"] - unsent, (d, tally)
-    assert any("1199" in t["refused"] for t in commands.values()), "Tuya's rate limit was never reached"
+        assert tally["accepted"] + not_rate_limited == d["attempt"], (d, tally)
+    # one pace for the project: the rollouts together ask for more than Tuya's limit, yet few commands are
+    # refused (paced per region, ~2 refusals per accepted command; on a loaded machine a stalled process
+    # still sends late now and then: 24 of 189 at a load average of 17)
+    accepted = sum(t["accepted"] for t in commands.values())
+    refused = sum(t["refused"].get("1199", 0) for t in commands.values())
+    print(f"ota e2e: {accepted} commands accepted, {refused} refused for Tuya's rate limit")
+    assert refused <= 0.25 * accepted, (accepted, refused)
     # success only on the new version: "done but old" devices failed, nothing succeeded on old firmware
     for device_id in stale_us:
         doc = by_device[("plug-1.3", device_id)]
@@ -449,15 +497,11 @@ async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> 
         done = [d for d in docs if d["release_id"] == "plug-1.3" and d["region"] == region]
         assert len(done) == sum(1 for p in plugs if p["region"] == region)
         for d in done:
-            if d["reason"] == NOT_CONFIRMED:
-                # killed between recording the attempt and calling Tuya: never sent, never re-sent
-                assert commands.get(d["device_id"], {"accepted": 0})["accepted"] == 0, d
-            else:
-                assert d["state"] == "succeeded" or d["device_id"] in stale_us, d
+            assert d["state"] == "succeeded" or d["device_id"] in stale_us, d
     # counters equal a recount of the documents
     final = await release_state(ota, "plug-1.3")
-    assert counters(final) == recount(docs, plans, "plug-1.3")
-    assert counters(await release_state(ota, "sensor-1.1")) == recount(docs, plans, "sensor-1.1")
+    assert counters(final) == recount(docs, plans, walks, "plug-1.3")
+    assert counters(await release_state(ota, "sensor-1.1")) == recount(docs, plans, walks, "sensor-1.1")
 
     # --- no secret anywhere ---------------------------------------------------------------------------------
     stored = await all_documents(rig)
@@ -475,12 +519,12 @@ def _commanded(rig: Rig) -> int:
 
 
 async def _settled_docs(rig: Rig) -> list[dict[str, Any]]:
-    """The upgrade documents once every outbox (upgrades and plan chunks) is relayed (counters are applied by
-    the relay)."""
+    """The upgrade documents once every outbox (upgrades, plan chunks and walks) is relayed (counters are
+    applied by the relay)."""
     deadline = time.monotonic() + 30
     while True:
         docs = await upgrade_docs(rig)
-        plans = await upgrade_docs(rig, "plans")
+        plans = await upgrade_docs(rig, "plans") + await upgrade_docs(rig, "sweeps")
         if not any(d.get("relay") for d in docs + plans) or time.monotonic() > deadline:
             return docs
         await asyncio.sleep(0.3)

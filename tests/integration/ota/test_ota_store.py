@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import random
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -34,12 +35,14 @@ from fleet_ota.adapters.relay import OutboxRelay
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import FirmwareSpec
 from fleet_ota.domain.release import Canary, RegionPlan, RolloutStatus, Threshold
+from fleet_ota.domain.sweep import bucket, position
 from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import DeviceUpgrade, UpgradePolicy
 from fleet_ota.ports import Claim, UpgradeRefused
 from fleet_ota.service_layer import handlers
 from fleet_ota.service_layer import outbox as ob
 from fleet_ota.service_layer.handlers import Ports
+from tests.integration.status import explain
 from tests.support import Stack
 
 pytestmark = pytest.mark.integration
@@ -248,6 +251,61 @@ async def test_one_replica_reserves_each_round_of_the_shared_dispatch_schedule(
     assert await pacing.next_at("r1", "US") is None
 
 
+def _ports(db: AsyncIOMotorDatabase[Document]) -> Ports:
+    return Ports(
+        firmware=FirmwareStore(db),
+        rollouts=RolloutStore(db),
+        upgrades=UpgradeStore(db),
+        plans=PlanStore(db),
+        progress=ProgressStore(db),
+        devices=DeviceStore(db),
+        locks=LockStore(db),
+        pacing=PacingStore(db),
+        tuya=FakeTuya(),
+        clock=lambda: datetime.now(UTC),
+        tenant="t",
+        policy=POLICY,
+    )
+
+
+async def test_replicas_and_regions_take_the_projects_upgrade_slots_a_full_gap_apart(
+    stack: Stack, db: AsyncIOMotorDatabase[Document]
+) -> None:
+    """Two replicas (each its own connection and pace), four regions each, race for the project's schedule
+    on Tuya's upgrade API: every slot taken is a full gap after the one before, whoever took it; slots not
+    used go back only while no one took the slots after them."""
+    other: AsyncIOMotorClient[Document] = AsyncIOMotorClient(stack.mongodb_uri, tz_aware=True)
+    try:
+        replicas = [
+            (_ports(db), handlers.ProjectPace(20.0)),
+            (_ports(other[db.name]), handlers.ProjectPace(20.0)),
+        ]
+
+        async def round_(k: int) -> tuple[float, list[float]]:
+            p, pace = replicas[k % 2]
+            return await pace.reserve(p, 3, 1.0)
+
+        taken = await asyncio.gather(*(round_(k) for k in range(8)))
+        slots = sorted(start + sum(gaps[:i]) for start, gaps in taken for i in range(len(gaps)))
+        assert len(slots) >= 6
+        gap = 1 / (20.0 * 0.97)
+        assert min(b - a for a, b in itertools.pairwise(slots)) >= gap - 1e-6
+        p, pace = replicas[0]
+        end = max(start + sum(gaps) for start, gaps in taken)
+        assert await p.pacing.next_at("", "t") == pytest.approx(end)
+        # further ahead than the slots the rounds took
+        start, gaps = await pace.reserve(p, 2, 5.0)
+        later = await replicas[1][1].reserve(replicas[1][0], 1, 5.0)
+        assert later[0] == pytest.approx(start + sum(gaps))
+        await pace.give_back(p, start, gaps, 0)  # someone took the slot after: kept
+        assert await p.pacing.next_at("", "t") == pytest.approx(later[0] + sum(later[1]))
+        start, gaps = await pace.reserve(p, 2, 5.0)
+        await pace.give_back(p, start, gaps, 1)  # the last one taken: the unused slot goes back
+        assert await p.pacing.next_at("", "t") == pytest.approx(start + gaps[0])
+    finally:
+        other.close()
+
+
 async def test_one_channel_lock_per_device(db: AsyncIOMotorDatabase[Document]) -> None:
     locks = LockStore(db)
     assert await locks.acquire("d1", 0, "r1:d1")
@@ -348,7 +406,7 @@ async def test_a_release_from_planning_to_success_with_counters_equal_to_a_recou
         policy=POLICY,
     )
     relay = OutboxRelay(
-        [db["upgrades"], db["plans"], db["rollouts"], db["firmware"]],
+        [db["upgrades"], db["plans"], db["sweeps"], db["rollouts"], db["firmware"]],
         ProgressStore(db),
         FakePublisher(),
         clock=lambda: clock[0],
@@ -360,8 +418,9 @@ async def test_a_release_from_planning_to_success_with_counters_equal_to_a_recou
         + [DeviceRecord("d-us", "p1", "US", NOW - timedelta(days=1), {0: "1.1.0"})]
         + [DeviceRecord("d-10", "p1", "EU", NOW - timedelta(days=1), {0: "1.10"})]  # higher, numerically
     )
-    lower = await devices.candidates("p1", "EU", 0, "1.2.0")  # compared in the database by sort key
-    assert sorted(d.device_id for d in lower) == [f"d{i:05d}" for i in range(20)]
+    while await devices.count_once():
+        pass
+    assert await devices.counts("p1", "EU", 0) == {"1.1.0": 20, "1.2.0": 1, "1.10": 1}
     spec = FirmwareSpec("p1", 0, "1.2.0", 1024, "a" * 32, "sig", "https://x/fw.bin", UpgradeType.SILENT, 60)
     fw = await handlers.register_firmware(spec, "ops", p)
     assert await handlers.register_firmware(spec, "ops", p) == fw
@@ -387,12 +446,16 @@ async def test_a_release_from_planning_to_success_with_counters_equal_to_a_recou
 
     r = await handlers.evaluate_rollout("r1", "EU", p)
     assert r.stage == ReleaseStage.FULL
-    while await relay.relay_once():  # the full stage's chunks carry its count
+    while await relay.relay_once():  # the full stage's walk carries its estimate
         pass
-    assert (await p.progress.counts("r1", "EU", FC)).targeted == 15  # 20 lower, minus the 5 of the canary
+    assert (await p.progress.counts("r1", "EU", FC)).targeted == 20  # the 20 lower (the canary's succeeded)
 
     clock[0] = NOW + timedelta(minutes=5)
-    await handlers.dispatch("r1", "EU", 100, p)
+    while await handlers.dispatch("r1", "EU", 100, p):
+        pass
+    while await relay.relay_once():  # the walk ended: it found 15, the canary's 5 already in the release
+        pass
+    assert (await p.progress.counts("r1", "EU", FC)).targeted == 15
     refused = await p.upgrades.get("r1:d00002")  # Tuya refuses it every time: retried, never succeeded
     assert refused is not None
     assert refused.state in (S.RETRYING, S.FAILED)
@@ -403,3 +466,74 @@ async def test_a_release_from_planning_to_success_with_counters_equal_to_a_recou
     for stage, c in (await UpgradeStore(db).recount("r1")).items():
         assert await p.progress.counts("r1", "EU", stage[1]) == c
     assert len(tuya.commands) == len(set(tuya.commands))  # never twice for one attempt
+
+
+async def test_directory_counts_each_change_exactly_once_across_killed_passes(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    """Directory writes keep coming while counting passes are cancelled at random awaits (a killed process)
+    and run concurrently; at the end every bucket's count equals the entries in it."""
+    devices = DeviceStore(db, grace_s=0.4)
+    rng = random.Random(5)
+    versions = ["1.0", "1.1", "1.2", "2.0"]
+
+    async def writes() -> None:
+        for _ in range(40):
+            batch = [
+                DeviceRecord(f"d{rng.randrange(60):03d}", "p1", "EU", NOW, {0: rng.choice(versions)})
+                for _ in range(rng.randrange(1, 6))
+            ]
+            await devices.record_many(batch)
+            await asyncio.sleep(0)
+
+    kills = 0
+
+    async def killed_passes() -> None:
+        nonlocal kills
+        for _ in range(40):
+            task = asyncio.create_task(devices.count_once(limit=7))
+            await asyncio.sleep(rng.random() * 0.01)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            kills += task.cancelled()
+
+    await asyncio.gather(writes(), killed_passes(), killed_passes())
+    assert kills >= 5
+    for _ in range(100):  # a batch a killed pass left is finished after the grace
+        busy = await devices.count_once() or await db["counting"].count_documents({"batch": {"$ne": None}})
+        if not busy and not await db["devices"].count_documents({"dirty": True}):
+            break
+        await asyncio.sleep(0.1)
+    truth: dict[str, int] = {}
+    async for d in db["devices"].find({}, {"version": 1}):
+        truth[d["version"]] = truth.get(d["version"], 0) + 1
+    counted = await devices.counts("p1", "EU", 0)
+    assert {v: n for v, n in counted.items() if n} == truth
+    assert await db["devices"].count_documents({"dirty": True}) == 0
+
+
+async def test_a_walk_pages_the_directory_from_an_index_in_position_order(
+    db: AsyncIOMotorDatabase[Document],
+) -> None:
+    devices = DeviceStore(db)
+    await devices.record_many(
+        [DeviceRecord(f"d{i:03d}", "p1", "EU", NOW, {0: "1.0" if i % 2 else "1.1"}) for i in range(120)]
+    )
+    buckets = [bucket("p1", "EU", 0, "1.0"), bucket("p1", "EU", 0, "1.1")]
+    seen: list[str] = []
+    after = ""
+    while True:
+        page, more = await devices.page(buckets, after, None, 25)
+        seen += [e.position for e in page]
+        if not more:
+            break
+        after = page[-1].position
+    assert seen == sorted(position(f"d{i:03d}", 0) for i in range(120))
+    middle = seen[60]
+    first, _ = await devices.page(buckets, "", middle, 1000)
+    assert [e.position for e in first] == seen[:60]
+    reply = await explain.plan(
+        db, "devices", {"bucket": buckets[0], "_id": {"$gt": ""}}, sort={"_id": 1}, limit=25
+    )
+    assert explain.answered_from_index(reply, sorted_and_limited=True)

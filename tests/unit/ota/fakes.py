@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from fleet_contracts.device import OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState as S
 from fleet_contracts.ota import ReleaseStage
+from fleet_ota.domain import sweep as sw
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, RolloutStatus, StageCounts
-from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
+from fleet_ota.domain.sweep import DirectoryEntry, Sweep
+from fleet_ota.domain.targeting import DeviceFact, DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import BUCKETS, TERMINAL, DeviceUpgrade, UpgradePolicy, bucket
 from fleet_ota.ports import Claim, CountedEntry, UpgradeRefused
 from fleet_ota.service_layer.handlers import Ports
@@ -88,6 +91,10 @@ class FakeUpgrades:
 
     async def get(self, upgrade_id: str) -> DeviceUpgrade | None:
         return self.docs.get(upgrade_id)
+
+    async def stages_of(self, release_id: str, device_ids: Sequence[str]) -> dict[str, ReleaseStage]:
+        found = (self.docs.get(f"{release_id}:{d}") for d in device_ids)
+        return {u.device_id: u.stage for u in found if u is not None}
 
     async def open_of_device(self, device_id: str) -> list[DeviceUpgrade]:
         return [u for u in self.docs.values() if u.device_id == device_id and u.state not in TERMINAL]
@@ -170,7 +177,30 @@ class FakePlans:
 
     upgrades: FakeUpgrades
     chunks: dict[str, _Chunk] = field(default_factory=dict)
+    walks: dict[str, Sweep] = field(default_factory=dict)
     outbox: list[CountedEntry] = field(default_factory=list)
+
+    async def add_sweep(self, sweep: Sweep, outbox: Sequence[CountedEntry]) -> None:
+        if sweep.sweep_id not in self.walks:
+            self.walks[sweep.sweep_id] = sweep
+            self.outbox.extend(outbox)
+
+    async def sweeps(self, release_id: str, region: str) -> list[Sweep]:
+        return [
+            s
+            for _, s in sorted(self.walks.items())
+            if (s.release_id, s.region) == (release_id, region) and s.open
+        ]
+
+    async def get_sweep(self, sweep_id: str) -> Sweep | None:
+        return self.walks.get(sweep_id)
+
+    async def save_sweep(self, sweep: Sweep, expected_version: int, outbox: Sequence[CountedEntry]) -> bool:
+        if self.walks[sweep.sweep_id].version != expected_version:
+            return False
+        self.walks[sweep.sweep_id] = sweep
+        self.outbox.extend(outbox)
+        return True
 
     def _of(self, release_id: str, region: str) -> list[_Chunk]:
         return [
@@ -250,7 +280,9 @@ class FakePlans:
         return total
 
     async def has_open(self, release_id: str, region: str) -> bool:
-        return any(c.open for c in self._of(release_id, region))
+        return any(c.open for c in self._of(release_id, region)) or bool(
+            await self.sweeps(release_id, region)
+        )
 
 
 @dataclass
@@ -300,16 +332,24 @@ class FakeProgress:
             for i, d in enumerate(ch.chunk.device_ids):
                 if f"{release_id}:{d}" not in self.upgrades.docs:
                     c["pending" if i < cut else "cancelled"] += 1
+        for w in self.plans.walks.values():
+            if (w.release_id, w.region, w.stage) != (release_id, region, stage):
+                continue
+            if not w.ended:
+                c["pending"] += max(w.planned - w.claimed, 0)
+            c["cancelled"] += w.cancelled or 0
+            for claim in w.claims:
+                for d in claim.device_ids:
+                    doc = self.upgrades.docs.get(f"{release_id}:{d}")
+                    c["pending"] += doc is None or doc.stage != stage
         return StageCounts(targeted=sum(c.values()), **c)
 
 
 @dataclass
 class FakeDevices:
-    items: dict[str, DeviceRecord] = field(default_factory=dict)
+    """The directory: counts are always exact here (the real one counts each change once, a bit later)."""
 
-    async def candidates(self, product_id: str, region: str, channel: int, below: str) -> list[DeviceRecord]:
-        # deliberately unfiltered by version: the domain's own check must hold
-        return [d for d in self.items.values() if d.product_id == product_id and d.region == region]
+    items: dict[str, DeviceRecord] = field(default_factory=dict)
 
     async def record(self, device: DeviceRecord) -> None:
         self.items[device.device_id] = device
@@ -317,6 +357,79 @@ class FakeDevices:
     async def record_many(self, devices: Sequence[DeviceRecord]) -> None:
         for d in devices:
             self.items[d.device_id] = d
+
+    async def catch_up(self) -> None:
+        return None
+
+    async def counts(self, product_id: str, region: str, channel: int) -> dict[str, int]:
+        found: dict[str, int] = {}
+        for d in self.items.values():
+            if (d.product_id, d.region) == (product_id, region) and channel in d.versions:
+                found[d.versions[channel]] = found.get(d.versions[channel], 0) + 1
+        return found
+
+    def _entries(self, buckets: Sequence[str]) -> list[tuple[str, DeviceRecord]]:
+        return sorted(
+            (sw.position(d.device_id, ch), d)
+            for d in self.items.values()
+            for ch, v in d.versions.items()
+            if sw.bucket(d.product_id, d.region, ch, v) in buckets
+        )
+
+    async def page(
+        self, buckets: Sequence[str], after: str, before: str | None, limit: int
+    ) -> tuple[list[DirectoryEntry], bool]:
+        inside = [
+            DirectoryEntry(pos, d.device_id, d.activated_at)
+            for pos, d in self._entries(buckets)
+            if pos > after and (before is None or pos < before)
+        ]
+        return inside[:limit], len(inside) > limit
+
+    async def activated_after(self, buckets: Sequence[str], since: datetime) -> list[DeviceRecord]:
+        return [d for _, d in self._entries(buckets) if d.activated_at > since]
+
+    async def of_devices(self, device_ids: Sequence[str]) -> list[DeviceRecord]:
+        return [self.items[d] for d in device_ids if d in self.items]
+
+    facts: dict[str, DeviceFact] = field(default_factory=dict)
+    stale: set[str] = field(default_factory=set)
+
+    async def learn(
+        self, device_id: str, product_id: str, region: str, at: datetime, *, activated: bool, changed: bool
+    ) -> None:
+        f = self.facts.get(device_id)
+        if f is None:
+            self.facts[device_id] = DeviceFact(device_id, product_id, region, at, activated, 1)
+            self.stale.add(device_id)
+            return
+        if not (activated or changed):
+            return
+        later = activated and (at > f.activated_at or not f.activation_seen)
+        self.facts[device_id] = DeviceFact(
+            device_id,
+            product_id,
+            region,
+            at if later else f.activated_at,
+            f.activation_seen or activated,
+            f.mark + 1,
+        )
+        self.stale.add(device_id)
+
+    async def to_refresh(self, limit: int) -> list[DeviceFact]:
+        return [self.facts[d] for d in sorted(self.stale)][:limit]
+
+    async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
+        known = self.items.get(fact.device_id)
+        activated = fact.activated_at
+        if known and not fact.activation_seen:
+            activated = min(activated, known.activated_at)
+        if versions:
+            self.items[fact.device_id] = DeviceRecord(
+                fact.device_id, fact.product_id, fact.region, activated, versions
+            )
+        if self.facts[fact.device_id].mark == fact.mark:
+            self.stale.discard(fact.device_id)
 
 
 @dataclass
@@ -356,6 +469,10 @@ class FakePacing:
 @dataclass
 class FakeTuya:
     commands: list[tuple[str, int]] = field(default_factory=list)
+    clock: Clock | None = None  # when set, `sent_at` records each accepted command's time
+    sent_at: list[datetime] = field(default_factory=list)
+    limit_gap_s: float | None = None  # Tuya's limit as a minimum gap between commands (no burst)
+    refused: int = 0
     refuse: set[str] = field(default_factory=set)
     rate_limited: set[str] = field(default_factory=set)  # Tuya answers 1199 (too frequent)
     lose_answer: set[str] = field(default_factory=set)  # the call happens, the answer never arrives
@@ -367,6 +484,16 @@ class FakeTuya:
             raise UpgradeRefused(2001, "device is offline")
         if device_id in self.rate_limited:
             raise UpgradeRefused(1199, "requests too frequently")
+        if self.clock is not None:
+            now = self.clock()
+            if (
+                self.limit_gap_s
+                and self.sent_at
+                and (now - self.sent_at[-1]).total_seconds() < self.limit_gap_s
+            ):
+                self.refused += 1
+                raise UpgradeRefused(1199, "requests too frequently")
+            self.sent_at.append(now)
         self.commands.append((device_id, channel))
         if device_id in self.lose_answer:
             raise TimeoutError("no answer")
@@ -387,6 +514,12 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        """Time passes only when someone waits (dispatch waits for its slots); what is ready to run now
+        (a command fired at the last slot) runs first."""
+        await asyncio.sleep(0)
+        self.now += timedelta(seconds=seconds)
 
 
 @dataclass
@@ -420,4 +553,5 @@ class World:
             clock=self.clock,
             tenant="t",
             policy=policy or UpgradePolicy(),
+            sleep=self.clock.sleep,
         )

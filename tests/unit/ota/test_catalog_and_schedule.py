@@ -10,7 +10,7 @@ import pytest
 from fleet_contracts.ota import UpgradeType
 from fleet_ota.domain import firmware as fw
 from fleet_ota.domain.firmware import CatalogError, FirmwareSpec
-from fleet_ota.domain.schedule import DispatchRate, Schedule, ScheduleError, Window
+from fleet_ota.domain.schedule import DispatchRate, Schedule, ScheduleError, Throttle, Window, due
 
 pytestmark = pytest.mark.unit
 
@@ -131,6 +131,34 @@ def test_dispatch_gap_keeps_the_mean_rate_with_jitter() -> None:
     assert rate.gap(0.5) == timedelta(seconds=0.5)
     assert rate.gap(0.0) == timedelta(seconds=0.4)
     assert rate.gap(0.999999).total_seconds() == pytest.approx(0.6, abs=1e-5)
+
+
+def test_a_round_gets_the_slots_up_to_a_little_ahead_and_a_missed_slot_is_lost() -> None:
+    rate = DispatchRate(60)  # one a second
+    # never dispatched: from now, every slot up to 2.5 s ahead
+    assert due(None, 100.0, rate, lambda: 0.5, most=50, ahead_s=2.5) == (100.0, [1.0, 1.0, 1.0])
+    # the schedule is ahead of now: slots start there
+    assert due(101.5, 100.0, rate, lambda: 0.5, most=50, ahead_s=2.0) == (101.5, [1.0])
+    # slots far in the past are lost, not sent in a burst: at most one gap late
+    assert due(50.0, 100.0, rate, lambda: 0.5, most=50, ahead_s=0.0) == (99.0, [1.0, 1.0])
+    assert due(None, 100.0, rate, lambda: 0.5, most=2, ahead_s=10.0)[1] == [1.0, 1.0]  # at most `most`
+    # a throttled region's gaps are stretched
+    assert due(None, 100.0, rate, lambda: 0.5, most=50, ahead_s=2.0, slower=1.5) == (100.0, [1.5, 1.5])
+
+
+def test_the_throttle_slows_on_refusals_and_recovers_on_accepted_commands_never_past_the_rate() -> None:
+    t = Throttle()
+    t.accepted()
+    assert t.factor == 1.0
+    t.refused()
+    t.refused()
+    assert t.factor == pytest.approx(1.02**2)
+    for _ in range(10_000):
+        t.accepted()
+    assert t.factor == 1.0
+    for _ in range(1000):
+        t.refused()
+    assert t.factor == t.most
 
 
 def test_sort_keys_order_like_versions() -> None:

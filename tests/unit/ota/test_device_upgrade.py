@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -209,20 +210,62 @@ def test_stop_cancels_pending_and_retrying_but_not_in_flight() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "expected"),
+    ("status", "expected", "attempt"),
     [
-        (T.NO_UPDATE, S.RETRYING),
-        (T.READY, S.RETRYING),
-        (T.UPGRADING, S.UPGRADING),
-        (T.DONE, S.UPGRADING),
-        (T.WAITING_FOR_WAKE_UP, S.WAITING),
-        (T.FAILED, S.RETRYING),
+        # nothing under way at Tuya: it never received the command; the attempt is given back
+        (T.NO_UPDATE, S.PENDING, 0),
+        (T.READY, S.PENDING, 0),
+        # under way, done or waiting: the attempt goes on (never sent again)
+        (T.UPGRADING, S.UPGRADING, 1),
+        (T.DONE, S.UPGRADING, 1),
+        (T.WAITING_FOR_WAKE_UP, S.WAITING, 1),
+        # Tuya says it failed: a real failure of this attempt
+        (T.FAILED, S.RETRYING, 1),
     ],
 )
-def test_recovery_of_a_commanded_attempt_follows_tuya_and_never_resends_it(status: T, expected: S) -> None:
-    u = up.reconcile_commanded(commanded(), status, None, POLICY, NOW).upgrade
-    assert u.state == expected
-    assert u.attempt == 1  # the next command, if any, is attempt 2
+def test_recovery_of_a_commanded_attempt_follows_tuya_and_never_resends_it(
+    status: T, expected: S, attempt: int
+) -> None:
+    change = up.reconcile_commanded(commanded(), status, None, POLICY, NOW)
+    assert (change.upgrade.state, change.upgrade.attempt) == (expected, attempt)
+
+
+def test_an_attempt_tuya_never_received_is_given_back_without_a_failure() -> None:
+    """The next command is the same attempt number; the counters move upgrading -> pending (never failed),
+    and the last attempt given back is not failed for good."""
+    last = up.give_back(up.fail_attempt(commanded(), "x", POLICY, NOW).upgrade, commanded(), NOW)
+    assert not last.changed  # not the recorded intent any more: nothing to give back
+    retrying = up.fail_attempt(commanded(), "x", POLICY, NOW).upgrade
+    second = up.command(replace(retrying, retry_at=NOW), POLICY, NOW + timedelta(seconds=1)).upgrade
+    assert second.attempt == POLICY.max_attempts
+    back = up.reconcile_commanded(second, T.NO_UPDATE, None, POLICY, NOW + timedelta(minutes=5))
+    assert (back.upgrade.state, back.upgrade.attempt) == (S.RETRYING, 1)
+    assert back.counter_delta() == {"upgrading": -1, "pending": 1}
+    assert back.upgrade.reason == up.NOT_RECEIVED
+    again = up.command(back.upgrade, POLICY, NOW + timedelta(minutes=6)).upgrade
+    assert (again.state, again.attempt) == (S.COMMANDED, POLICY.max_attempts)
+
+
+def test_recovery_finding_the_device_on_the_target_counts_a_success_not_a_give_back() -> None:
+    """Tuya may show nothing under way once an upgrade it ran is over: the device's version decides."""
+    done = up.reconcile_commanded(commanded(), T.NO_UPDATE, None, POLICY, NOW, reported="1.2.0")
+    assert done.upgrade.state == S.SUCCEEDED
+    old = up.reconcile_commanded(commanded(), T.NO_UPDATE, None, POLICY, NOW, reported="1.1.0")
+    assert (old.upgrade.state, old.upgrade.attempt) == (S.PENDING, 0)
+
+
+def test_a_give_back_applies_only_to_the_same_recorded_intent() -> None:
+    """A stale give-back (its attempt was given back and recorded again, same number, later) changes
+    nothing: the new intent may have been sent."""
+    first = commanded()
+    back = up.give_back(first, first, NOW).upgrade
+    again = up.command(back, POLICY, NOW + timedelta(seconds=3)).upgrade
+    assert again.attempt == first.attempt
+    assert not up.give_back(again, first, NOW + timedelta(seconds=4)).changed
+    assert again.commanded_at is not None  # stored times keep milliseconds: the same intent read back
+    assert up.same_intent(
+        replace(again, commanded_at=again.commanded_at + timedelta(microseconds=400)), again
+    )
 
 
 def test_versions_are_compared_numerically() -> None:

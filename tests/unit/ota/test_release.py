@@ -215,6 +215,34 @@ def test_a_halted_region_resumes_only_by_an_operator_and_cannot_be_promoted() ->
     assert rel.resume(r, by="ops").rollout.status == RolloutStatus.RUNNING
 
 
+def test_a_resumed_region_is_judged_on_what_settles_after_the_resume() -> None:
+    """Halted at 4 failed of 10 (30%, sample 5); resumed, the same counters do not halt it again, and from
+    then on only failures since the resume count, with the minimum sample counted from the resume too."""
+    halted_at = StageCounts(targeted=20, failed=4, succeeded=6, pending=10)
+    r = at_stage(C)
+    assert rel.decide(r, halted_at) == Halt(0.4, 10)
+    r = rel.halt(r, Halt(0.4, 10)).rollout
+    resumed = rel.resume(r, by="ops", region=halted_at).rollout
+    assert (resumed.status, resumed.halt_baseline) == (RolloutStatus.RUNNING, (4, 10))
+    assert rel.decide(resumed, halted_at) == Hold()
+    # 4 more settled since, all failed: under the minimum sample of 5
+    assert rel.decide(resumed, halted_at + StageCounts(failed=4, pending=-4)) == Hold()
+    # the fifth settles: 4 failed of 5 since the resume
+    assert rel.decide(resumed, halted_at + StageCounts(failed=4, succeeded=1, pending=-5)) == Halt(0.8, 5)
+    # at the edge: 3 of 10 since the resume is 30%, the threshold; 2 of 10 is not
+    just = halted_at + StageCounts(failed=3, succeeded=7, pending=-10)
+    assert rel.decide(resumed, just) == Halt(0.3, 10)
+    below = halted_at + StageCounts(failed=2, succeeded=8, pending=-10)
+    assert rel.decide(resumed, below) == Hold()
+
+
+def test_resuming_a_paused_region_keeps_its_baseline() -> None:
+    r = rel.halt(at_stage(C), Halt(0.5, 10)).rollout
+    r = rel.resume(r, by="ops", region=StageCounts(failed=5, succeeded=5)).rollout
+    r = rel.pause(r, by="ops").rollout
+    assert rel.resume(r, by="ops", region=StageCounts(failed=9, succeeded=9)).rollout.halt_baseline == (5, 10)
+
+
 def test_full_cannot_be_promoted() -> None:
     with pytest.raises(ReleaseError):
         rel.promote(at_stage(F), targets=0, now=NOW, by="ops")

@@ -31,7 +31,7 @@ from fleet_ota.entrypoints import consumer
 from fleet_ota.entrypoints.http import api_router
 from fleet_ota.entrypoints.loops import Loops
 from fleet_ota.ports import EventPublisher, TuyaOta
-from fleet_ota.service_layer.handlers import Ports
+from fleet_ota.service_layer.handlers import Ports, ProjectPace
 from fleet_ota.settings import OtaSettings
 from fleet_ota.views import OtaViews
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
@@ -140,18 +140,21 @@ def bootstrap(
             attempt_timeout_s=settings.ota_attempt_timeout_s,
         ),
         claim_grace_s=settings.ota_command_grace_s,
+        command_window_s=settings.ota_command_grace_s / 4,  # see handlers.recover_commanded
     )
     relay = OutboxRelay(
-        [db["firmware"], db["rollouts"], db["upgrades"], db["plans"]],
+        [db["firmware"], db["rollouts"], db["upgrades"], db["plans"], db["sweeps"]],
         progress,
         CountingPublisher(publisher or OutboxPublisher(broker), ota_metrics()),
     )
 
     async def relay_round() -> int:
-        return await relay.relay_once(settings.ota_relay_batch)
+        # the directory's counts per bucket come up to date in the same loop
+        counted = await devices.count_once(settings.ota_relay_batch)
+        return await relay.relay_once(settings.ota_relay_batch) + counted
 
     async def sweep_round() -> int:
-        return await relay.sweep([db["upgrades"], db["plans"]])
+        return await relay.sweep([db["upgrades"], db["plans"], db["sweeps"]])
 
     loops = Loops(
         ports,
@@ -162,6 +165,7 @@ def bootstrap(
         burst=settings.ota_dispatch_burst,
         command_grace_s=settings.ota_command_grace_s,
         poll_after_s=settings.ota_poll_after_s,
+        project=ProjectPace(settings.ota_tuya_upgrade_per_s) if settings.ota_tuya_upgrade_per_s else None,
         relay_idle_s=settings.ota_relay_idle_s,
     )
     consumer.register(broker, ports, settings.device_subscription)

@@ -17,7 +17,8 @@ from fleet_contracts.ota import ReleaseStage
 from fleet_contracts.outbox import OutboxEntry
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, StageCounts
-from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
+from fleet_ota.domain.sweep import DirectoryEntry, Sweep
+from fleet_ota.domain.targeting import DeviceFact, DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import DeviceUpgrade
 
 
@@ -70,6 +71,8 @@ class Claim:
     device_ids: tuple[str, ...]
     claimed: int  # the chunk's claimed count this claim leaves
     closing: bool = False
+    sweep: str | None = None  # the claim is a walk's (`Sweep.sweep_id`), under this key
+    key: str = ""
 
 
 class Clock(Protocol):
@@ -136,7 +139,18 @@ class PlanRepository(Protocol):
         same write); returns how many."""
 
     async def has_open(self, release_id: str, region: str) -> bool:
-        """Whether any chunk is not closed yet (an id may still wait for its upgrade document)."""
+        """Whether any chunk or walk is not closed yet (an id may still wait for its upgrade document)."""
+
+    async def add_sweep(self, sweep: Sweep, outbox: Sequence[CountedEntry]) -> None:
+        """Insert a stage's walk (one already there is left as it is: planning again adds nothing)."""
+
+    async def sweeps(self, release_id: str, region: str) -> list[Sweep]:
+        """The region's walks that are open (walking, or with claims not confirmed yet)."""
+
+    async def get_sweep(self, sweep_id: str) -> Sweep | None: ...
+
+    async def save_sweep(self, sweep: Sweep, expected_version: int, outbox: Sequence[CountedEntry]) -> bool:
+        """One conditional write (on the walk's version) with the counter entries of the step."""
 
 
 class UpgradeRepository(Protocol):
@@ -145,6 +159,9 @@ class UpgradeRepository(Protocol):
         (the others existed: another dispatcher has them)."""
 
     async def get(self, upgrade_id: str) -> DeviceUpgrade | None: ...
+
+    async def stages_of(self, release_id: str, device_ids: Sequence[str]) -> dict[str, ReleaseStage]:
+        """Which of these devices have an upgrade in the release, and in which stage."""
 
     async def open_of_device(self, device_id: str) -> list[DeviceUpgrade]:
         """The device's upgrades that are not settled, any release."""
@@ -200,14 +217,42 @@ class DispatchPacing(Protocol):
 
 
 class DeviceDirectory(Protocol):
-    """ota's own record of devices (fed by status's events and the OpenAPI)."""
-
-    async def candidates(self, product_id: str, region: str, channel: int, below: str) -> list[DeviceRecord]:
-        """The product's devices in the region whose channel runs a version lower than `below`."""
+    """ota's own record of devices, one entry per device and channel, in buckets (`sweep.bucket`) with a
+    count per bucket kept exactly once per write (fed by imports, device events and the OpenAPI)."""
 
     async def record(self, device: DeviceRecord) -> None: ...
 
     async def record_many(self, devices: Sequence[DeviceRecord]) -> None: ...
+
+    async def catch_up(self) -> None:
+        """Count the changes written so far (within a time budget): planning reads the counts next."""
+
+    async def counts(self, product_id: str, region: str, channel: int) -> dict[str, int]:
+        """Version -> devices of the product in the region on it (as counted so far)."""
+
+    async def page(
+        self, buckets: Sequence[str], after: str, before: str | None, limit: int
+    ) -> tuple[list[DirectoryEntry], bool]:
+        """The entries of these buckets positioned after `after` (and before `before`), in position order, at
+        most about `limit`; the flag says whether more follow the last one returned."""
+
+    async def activated_after(self, buckets: Sequence[str], since: datetime) -> list[DeviceRecord]:
+        """Devices of these buckets activated after `since` (late joiners)."""
+
+    async def of_devices(self, device_ids: Sequence[str]) -> list[DeviceRecord]: ...
+
+    async def learn(
+        self, device_id: str, product_id: str, region: str, at: datetime, *, activated: bool, changed: bool
+    ) -> None:
+        """A device event: a device not known yet is noted (first seen `at`); an activation sets its
+        activation time (a later one wins); `changed` (or a new device) marks its versions to be fetched."""
+
+    async def to_refresh(self, limit: int) -> list[DeviceFact]:
+        """Devices whose versions are to be fetched."""
+
+    async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
+        """Record the versions fetched (in the directory, counted) and clear the mark, unless an event marked
+        the device again meanwhile."""
 
 
 class ChannelLocks(Protocol):

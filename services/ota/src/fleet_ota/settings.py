@@ -22,6 +22,10 @@ class OtaSettings(SecuritySettings, ServiceSettings):
     # the shared client's own pacing of each Tuya API (calls per second, per API): above the regions' dispatch
     # rates, so Tuya's limit (a 1199 answer gives the attempt back) and the regions' rates are what bind
     ota_tuya_rate_per_s: float = Field(100.0, gt=0)
+    # Tuya's limit on the upgrade API (commands a second), the project's for every region and release: ota
+    # paces all of its commands together a little under it, across replicas (handlers.ProjectPace); 0: no
+    # project pace (each region's rate only, slowed while Tuya refuses)
+    ota_tuya_upgrade_per_s: float = Field(10.0, ge=0)
     # the most commands one region sends in one tick, whatever its rate (a catch-up after a pause is spread)
     ota_dispatch_burst: int = Field(50, ge=1, le=10_000)
     # per-device upgrade: attempts before failing for good, backoff between them, our own timeout per attempt
@@ -29,8 +33,10 @@ class OtaSettings(SecuritySettings, ServiceSettings):
     ota_retry_backoff_s: float = Field(300.0, gt=0)
     ota_retry_backoff_max_s: float = Field(3600.0, gt=0)
     ota_attempt_timeout_s: float = Field(1800.0, gt=0)
-    # a commanded attempt with no news for this long is reconciled from Tuya's progress API, and planned
-    # devices claimed this long ago without an upgrade document are created again (crash recovery)
+    # a commanded attempt with no news for this long is reconciled from Tuya's progress API (nothing under
+    # way there: given back), and planned devices claimed this long ago without an upgrade document are
+    # created again (crash recovery). A command is sent within a quarter of it or never, and its call is
+    # abandoned a quarter later; the other half covers Tuya's lag and clock skew (handlers.recover_commanded)
     ota_command_grace_s: float = Field(120.0, gt=0)
     # an upgrade under way this long without Tuya's "done" is polled from the progress API (oldest first)
     ota_poll_after_s: float = Field(300.0, gt=0)

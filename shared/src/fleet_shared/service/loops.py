@@ -31,6 +31,23 @@ def every(
     return asyncio.create_task(loop(), name=name)
 
 
+def while_busy(name: str, idle_s: float, work: Callable[[], Awaitable[int]]) -> asyncio.Task[None]:
+    """Run `work` again at once while it reports work done (a count above 0), else after `idle_s`, until
+    cancelled (a backlog drains at full speed, an idle loop costs one round per `idle_s`). A failed round is
+    logged and counts as idle, as in `every`."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                busy = await work()
+            except Exception as e:  # any failure of one round: logged, retried after the idle wait
+                log.warning("%s round failed: %r", name, e, extra={"loop": name})
+                busy = 0
+            await asyncio.sleep(0 if busy else idle_s)
+
+    return asyncio.create_task(loop(), name=name)
+
+
 async def cancel_all(tasks: Iterable[asyncio.Task[Any] | None]) -> None:
     """Cancel the tasks and wait until each has ended (whatever it raised)."""
     running = [t for t in tasks if t is not None]

@@ -28,8 +28,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+import uuid
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime, time
+from datetime import UTC, datetime, timedelta
+from datetime import time as day_time
 from fractions import Fraction
 from typing import Any
 
@@ -39,7 +42,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fleet_contracts.device import OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, ReleaseStage, UpgradeType
-from fleet_ota.domain.firmware import CatalogError, Firmware, FirmwareSpec, parse_version, sort_key
+from fleet_ota.domain.firmware import Firmware, FirmwareSpec
 from fleet_ota.domain.release import (
     Canary,
     RegionPlan,
@@ -50,8 +53,10 @@ from fleet_ota.domain.release import (
     Threshold,
 )
 from fleet_ota.domain.schedule import DispatchRate, Schedule, Window
-from fleet_ota.domain.targeting import DeviceRecord, PlanChunk
-from fleet_ota.domain.upgrade import BUCKETS, DeviceUpgrade, bucket, upgrade_id
+from fleet_ota.domain.sweep import DirectoryEntry, Sweep, SweepClaim, bucket, position
+from fleet_ota.domain.targeting import DeviceFact, DeviceRecord, PlanChunk
+from fleet_ota.domain.upgrade import BUCKETS, DeviceUpgrade, upgrade_id
+from fleet_ota.domain.upgrade import bucket as bucket_of
 from fleet_ota.ports import Claim, CountedEntry
 from fleet_ota.service_layer.outbox import counter_id
 
@@ -183,7 +188,7 @@ def _plan(region: str, d: Mapping[str, Any]) -> RegionPlan:
             window=None
             if w is None
             else Window(
-                time.fromisoformat(w["start"]), time.fromisoformat(w["end"]), frozenset(w["weekdays"])
+                day_time.fromisoformat(w["start"]), day_time.fromisoformat(w["end"]), frozenset(w["weekdays"])
             ),
         ),
         dispatch=DispatchRate(**d["dispatch"]),
@@ -202,11 +207,13 @@ def _rollout_fields(r: RegionRollout) -> Document:
         "canary_started_at": r.canary_started_at,
         "full_started_at": r.full_started_at,
         "version": r.version,
+        "halt_baseline": list(r.halt_baseline),
     }
 
 
 def _rollout(d: Mapping[str, Any]) -> RegionRollout:
     t = d["target"]
+    baseline = d.get("halt_baseline") or (0, 0)  # absent from rollouts stored before it existed
     return RegionRollout(
         release_id=d["release_id"],
         target=ReleaseTarget(t["firmware_id"], t["product_id"], t["channel"], t["version"]),
@@ -217,6 +224,7 @@ def _rollout(d: Mapping[str, Any]) -> RegionRollout:
         canary_started_at=d["canary_started_at"],
         full_started_at=d["full_started_at"],
         version=d["version"],
+        halt_baseline=(int(baseline[0]), int(baseline[1])),
     )
 
 
@@ -361,7 +369,41 @@ class PlanStore:
 
     def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
         self.col: Collection = db["plans"]
+        self.sweeps_col: Collection = db["sweeps"]
         self.upgrades: Collection = db["upgrades"]
+
+    async def add_sweep(self, sweep: Sweep, outbox: Sequence[CountedEntry]) -> None:
+        doc = {
+            "_id": sweep.sweep_id,
+            "release_id": sweep.release_id,
+            "region": sweep.region,
+            "stage": sweep.stage.value,
+            "batch": sweep.batch,
+            "buckets": list(sweep.buckets),
+            "start": sweep.start,
+            "planned": sweep.planned,
+            "cap": sweep.cap,
+            "activated_by": sweep.activated_by,
+            **_sweep_fields(sweep),
+            "outbox": [e.to_document() for e in outbox],
+        }
+        if outbox:
+            doc["relay"] = True
+        await _insert_ignoring_duplicates(self.sweeps_col, [doc])
+
+    async def sweeps(self, release_id: str, region: str) -> list[Sweep]:
+        query = {"release_id": release_id, "region": region, "open": True}
+        cursor = self.sweeps_col.find(query, {"outbox": 0}).sort("_id", ASCENDING)
+        return [_sweep(d) async for d in cursor]
+
+    async def get_sweep(self, sweep_id: str) -> Sweep | None:
+        d = await self.sweeps_col.find_one({"_id": sweep_id}, {"outbox": 0})
+        return None if d is None else _sweep(d)
+
+    async def save_sweep(self, sweep: Sweep, expected_version: int, outbox: Sequence[CountedEntry]) -> bool:
+        return await _conditional_save(
+            self.sweeps_col, sweep.sweep_id, expected_version, _sweep_fields(sweep), outbox
+        )
 
     async def add(self, chunks: Sequence[PlanChunk]) -> None:
         docs = [
@@ -486,7 +528,44 @@ class PlanStore:
 
     async def has_open(self, release_id: str, region: str) -> bool:
         query = {"release_id": release_id, "region": region, "open": True}
-        return await self.col.find_one(query, {"_id": 1}) is not None
+        if await self.col.find_one(query, {"_id": 1}) is not None:
+            return True
+        return await self.sweeps_col.find_one(query, {"_id": 1}) is not None
+
+
+def _sweep_fields(s: Sweep) -> Document:
+    """A walk's changing state (the rest is fixed at planning)."""
+    return {
+        "phase": s.phase,
+        "after": s.after,
+        "claimed": s.claimed,
+        "claims": [{"key": c.key, "devices": list(c.device_ids), "at": c.at} for c in s.claims],
+        "ended": s.ended,
+        "cancelled": s.cancelled,
+        "open": s.open,
+        "version": s.version,
+    }
+
+
+def _sweep(d: Mapping[str, Any]) -> Sweep:
+    return Sweep(
+        release_id=d["release_id"],
+        region=d["region"],
+        stage=ReleaseStage(d["stage"]),
+        batch=d["batch"],
+        buckets=tuple(d["buckets"]),
+        start=d["start"],
+        planned=d["planned"],
+        cap=d["cap"],
+        activated_by=None if d["activated_by"] is None else _aware(d["activated_by"]),
+        phase=d["phase"],
+        after=d["after"],
+        claimed=d["claimed"],
+        claims=tuple(SweepClaim(c["key"], tuple(c["devices"]), _aware(c["at"])) for c in d["claims"]),
+        ended=d["ended"],
+        cancelled=d["cancelled"],
+        version=d["version"],
+    )
 
 
 def _aware(at: datetime) -> datetime:
@@ -509,6 +588,7 @@ class UpgradeStore:
     def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
         self.col: Collection = db["upgrades"]
         self.plans: Collection = db["plans"]
+        self.sweeps: Collection = db["sweeps"]
 
     async def create(self, upgrades: Sequence[DeviceUpgrade]) -> list[DeviceUpgrade]:
         docs = [
@@ -532,6 +612,13 @@ class UpgradeStore:
     async def get(self, upgrade_id: str) -> DeviceUpgrade | None:
         d = await self.col.find_one({"_id": upgrade_id})
         return None if d is None else _upgrade(d)
+
+    async def stages_of(self, release_id: str, device_ids: Sequence[str]) -> dict[str, ReleaseStage]:
+        if not device_ids:
+            return {}
+        ids = [upgrade_id(release_id, d) for d in device_ids]
+        cursor = self.col.find({"_id": {"$in": ids}}, {"device_id": 1, "stage": 1})
+        return {d["device_id"]: ReleaseStage(d["stage"]) async for d in cursor}
 
     async def open_of_device(self, device_id: str) -> list[DeviceUpgrade]:
         cursor = self.col.find({"device_id": device_id, "state": {"$in": _OPEN}})
@@ -588,12 +675,22 @@ class UpgradeStore:
         document in its state's bucket, and each planned id without one as pending (cancelled once its chunk
         was stopped before the id was claimed)."""
         totals: dict[tuple[str, ReleaseStage], dict[str, int]] = {}
-        created: set[str] = set()
+        created: dict[str, ReleaseStage] = {}
         fields = {"region": 1, "stage": 1, "state": 1, "device_id": 1}
         async for d in self.col.find({"release_id": release_id}, fields):
             c = totals.setdefault((d["region"], ReleaseStage(d["stage"])), dict.fromkeys(BUCKETS, 0))
-            c[bucket(S(d["state"]))] += 1
-            created.add(d["device_id"])
+            c[bucket_of(S(d["state"]))] += 1
+            created[d["device_id"]] = ReleaseStage(d["stage"])
+        # a walk: what it planned and has not claimed is pending (cancelled once stopped), and the ids of a
+        # claim not confirmed yet without an upgrade in the walk's stage are pending
+        async for d in self.sweeps.find({"release_id": release_id}, {"outbox": 0}):
+            w = _sweep(d)
+            c = totals.setdefault((w.region, w.stage), dict.fromkeys(BUCKETS, 0))
+            if not w.ended:
+                c["pending"] += max(w.planned - w.claimed, 0)
+            c["cancelled"] += w.cancelled or 0
+            for claim in w.claims:
+                c["pending"] += sum(1 for i in claim.device_ids if created.get(i) != w.stage)
         async for d in self.plans.find({"release_id": release_id}, {"outbox": 0}):
             c = totals.setdefault((d["region"], ReleaseStage(d["stage"])), dict.fromkeys(BUCKETS, 0))
             cut = d["cancelled_from"] if d["cancelled"] else d["size"]
@@ -671,51 +768,279 @@ class ProgressStore:
 
 
 class DeviceStore:
-    def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
-        self.col: Collection = db["devices"]
+    """`devices`: one entry per device and channel (_id its `sweep.position`), in its bucket; `device_counts`:
+    a count per bucket (_id the bucket). A write sets the entry and marks it `dirty`; `count_once` brings the
+    counts up to date, each entry's change applied exactly once:
 
-    async def candidates(self, product_id: str, region: str, channel: int, below: str) -> list[DeviceRecord]:
-        # version sort keys let the index range-scan the lower versions instead of every device of the product
-        query = {"product_id": product_id, "region": region, f"vkeys.{channel}": {"$lt": sort_key(below)}}
-        cursor = self.col.find(query, {"vkeys": 0})
+    1. It takes `counting` (one document: one batch at a time, so two replicas never count the same change),
+       then reads dirty entries and records in it each one's counted bucket, new bucket and write version.
+    2. It applies the batch's sums per bucket, each guarded by the batch id (`applying`, a plain array), so a
+       repeat after a crash adds nothing twice.
+    3. It records each entry's new counted bucket, only if it is still the one the batch counted from (and
+       clears `dirty` if no write came since), then frees `counting`. A batch left by a dead process is
+       finished by the next pass after `grace_s`; a pass that took longer than half of it stops before
+       applying (its batch is another's by then).
+    """
+
+    def __init__(self, db: AsyncIOMotorDatabase[Document], *, grace_s: float = 60.0) -> None:
+        self.col: Collection = db["devices"]
+        self.counts_col: Collection = db["device_counts"]
+        self.state: Collection = db["counting"]
+        self.facts: Collection = db["device_facts"]
+        self.grace_s = grace_s
+
+    async def learn(
+        self, device_id: str, product_id: str, region: str, at: datetime, *, activated: bool, changed: bool
+    ) -> None:
+        first = {"product_id": product_id, "region": region, "activated_at": at, "activation_seen": activated}
+        if not (activated or changed):
+            # a device heard from (presence): noted once, its versions fetched once
+            await self.facts.update_one(
+                {"_id": device_id}, {"$setOnInsert": {**first, "stale": True, "mark": 1}}, upsert=True
+            )
+            return
+        await self.facts.update_one(
+            {"_id": device_id},
+            {
+                "$set": {"product_id": product_id, "region": region, "stale": True},
+                "$inc": {"mark": 1},
+                "$setOnInsert": {"activated_at": at, "activation_seen": activated},
+            },
+            upsert=True,
+        )
+        if activated:  # a later activation (a reset and a new pairing) wins; a replayed older one does not
+            await self.facts.update_one(
+                {"_id": device_id, "$or": [{"activated_at": {"$lt": at}}, {"activation_seen": False}]},
+                {"$set": {"activated_at": at, "activation_seen": True}},
+            )
+
+    async def to_refresh(self, limit: int) -> list[DeviceFact]:
+        cursor = self.facts.find({"stale": True}).limit(limit)
         return [
-            DeviceRecord(
+            DeviceFact(
                 d["_id"],
                 d["product_id"],
                 d["region"],
-                d["activated_at"],
-                {int(k): v for k, v in d["versions"].items()},
+                _aware(d["activated_at"]),
+                d["activation_seen"],
+                d["mark"],
             )
             async for d in cursor
         ]
+
+    async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
+        known = await self.of_devices([fact.device_id])
+        activated_at = fact.activated_at
+        if known and not fact.activation_seen:  # first seen is no activation: an imported time stands
+            activated_at = min(activated_at, known[0].activated_at)
+        if versions:
+            await self.record(
+                DeviceRecord(fact.device_id, fact.product_id, fact.region, activated_at, versions)
+            )
+        await self.facts.update_one({"_id": fact.device_id, "mark": fact.mark}, {"$set": {"stale": False}})
 
     async def record(self, device: DeviceRecord) -> None:
         await self.record_many([device])
 
     async def record_many(self, devices: Sequence[DeviceRecord]) -> None:
-        ops = [
-            ReplaceOne(
-                {"_id": d.device_id},
-                {
+        ops: list[UpdateOne] = []
+        buckets: dict[str, Document] = {}
+        for d in devices:
+            for channel, version in d.versions.items():
+                key = bucket(d.product_id, d.region, channel, version)
+                buckets[key] = {"product_id": d.product_id, "region": d.region, "channel": channel}
+                buckets[key]["version"] = version
+                fields = {
+                    "device_id": d.device_id,
+                    "channel": channel,
                     "product_id": d.product_id,
                     "region": d.region,
                     "activated_at": d.activated_at,
-                    "versions": {str(k): v for k, v in d.versions.items()},
-                    "vkeys": {str(k): sort_key(v) for k, v in d.versions.items() if _is_version(v)},
-                },
-                upsert=True,
-            )
-            for d in devices
-        ]
+                    "version": version,
+                    "bucket": key,
+                    "dirty": True,
+                }
+                ops.append(
+                    UpdateOne(
+                        {"_id": position(d.device_id, channel)},
+                        {"$set": fields, "$inc": {"v": 1}},
+                        upsert=True,
+                    )
+                )
+        # every bucket has its count document before any entry in it is counted (planning lists buckets)
+        await bulk_update(
+            self.counts_col,
+            [
+                UpdateOne({"_id": k}, {"$setOnInsert": {**f, "count": 0}}, upsert=True)
+                for k, f in buckets.items()
+            ],
+        )
         await bulk_update(self.col, ops)
 
+    async def counts(self, product_id: str, region: str, channel: int) -> dict[str, int]:
+        query = {"product_id": product_id, "region": region, "channel": channel}
+        return {
+            d["version"]: d["count"] async for d in self.counts_col.find(query, {"version": 1, "count": 1})
+        }
 
-def _is_version(text: str) -> bool:
-    try:
-        parse_version(text)
-    except CatalogError:
-        return False
-    return True
+    async def page(
+        self, buckets: Sequence[str], after: str, before: str | None, limit: int
+    ) -> tuple[list[DirectoryEntry], bool]:
+        window: Document = {"$gt": after}
+        if before is not None:
+            window["$lt"] = before
+
+        async def of(key: str) -> list[Document]:
+            # equality on an indexed field, an `_id` range, sorted by `_id`: a page reads about `limit` rows
+            cursor = self.col.find({"bucket": key, "_id": window}, {"device_id": 1, "activated_at": 1})
+            return [d async for d in cursor.sort("_id", ASCENDING).limit(limit)]
+
+        pages = await asyncio.gather(*(of(k) for k in buckets))
+        full = [p[-1]["_id"] for p in pages if len(p) >= limit]
+        upto = min(full) if full else None  # past the shortest full page, a bucket may hold more
+        merged = sorted(
+            (d for p in pages for d in p if upto is None or d["_id"] <= upto), key=lambda d: d["_id"]
+        )
+        entries = [DirectoryEntry(d["_id"], d["device_id"], _aware(d["activated_at"])) for d in merged]
+        return entries, bool(full)
+
+    async def activated_after(self, buckets: Sequence[str], since: datetime) -> list[DeviceRecord]:
+        docs = [
+            d
+            for key in buckets
+            async for d in self.col.find(
+                {"bucket": key, "activated_at": {"$gt": since}}, {"v": 0, "counted": 0}
+            )
+        ]
+        return _records(docs)
+
+    async def of_devices(self, device_ids: Sequence[str]) -> list[DeviceRecord]:
+        if not device_ids:
+            return []
+        return _records([d async for d in self.col.find({"device_id": {"$in": list(device_ids)}})])
+
+    async def count_once(self, limit: int = 500) -> int:
+        """Bring the counts up to date for up to `limit` changed entries; returns how many were counted."""
+        state = await self.state.find_one({"_id": "counting"})
+        batch = None if state is None else state.get("batch")
+        now = datetime.now(UTC)
+        if batch is not None:
+            if (now - _aware(batch["at"])).total_seconds() < self.grace_s:
+                return 0  # another pass is counting
+            # its pass died: one pass takes the batch over (a conditional write) and finishes it
+            took = await self.state.update_one(
+                {"_id": "counting", "batch.id": batch["id"], "batch.at": batch["at"]},
+                {"$set": {"batch.at": now}},
+            )
+            if took.matched_count != 1:
+                return 0
+            if batch.get("items") is not None:
+                try:
+                    await self._finish(batch, time.monotonic())
+                except TimeoutError:
+                    return 0
+            await self._release(batch["id"])
+            return len(batch.get("items") or [])
+        if await self.col.find_one({"dirty": True}, {"_id": 1}) is None:
+            return 0
+        b, began = uuid.uuid4().hex, time.monotonic()
+        taken = {"id": b, "at": now, "items": None}
+        if state is None:
+            try:
+                await self.state.insert_one({"_id": "counting", "batch": taken})
+            except DuplicateKeyError:
+                return 0
+        elif (
+            await self.state.update_one({"_id": "counting", "batch": None}, {"$set": {"batch": taken}})
+        ).matched_count != 1:
+            return 0
+        # read only once the batch is ours: every earlier batch has recorded what it counted
+        docs = [
+            d async for d in self.col.find({"dirty": True}, {"bucket": 1, "counted": 1, "v": 1}).limit(limit)
+        ]
+        sums: dict[str, int] = {}
+        for d in docs:
+            if d.get("counted") != d["bucket"]:
+                sums[d["bucket"]] = sums.get(d["bucket"], 0) + 1
+                if d.get("counted") is not None:
+                    sums[d["counted"]] = sums.get(d["counted"], 0) - 1
+        # documents, not nested arrays (the local FerretDB refuses those)
+        items = [{"id": d["_id"], "was": d.get("counted"), "to": d["bucket"], "v": d["v"]} for d in docs]
+        sums_list = [{"key": k, "n": n} for k, n in sums.items() if n]
+        recorded = await self.state.update_one(
+            {"_id": "counting", "batch.id": b}, {"$set": {"batch.items": items, "batch.sums": sums_list}}
+        )
+        if recorded.matched_count != 1:
+            return 0  # too slow: the batch was given up
+        try:
+            await self._finish({"id": b, "items": items, "sums": sums_list}, began)
+        except TimeoutError:
+            return 0
+        await self._release(b)
+        return len(docs)
+
+    async def catch_up(self, budget_s: float = 10.0) -> None:
+        """Count every change written so far (planning sizes a canary from the counts)."""
+        until = time.monotonic() + budget_s
+        while time.monotonic() < until:
+            if not await self.count_once() and await self.col.find_one({"dirty": True}, {"_id": 1}) is None:
+                return
+            await asyncio.sleep(0.05)
+
+    async def _release(self, b: str) -> None:
+        await self.state.update_one({"_id": "counting", "batch.id": b}, {"$set": {"batch": None}})
+
+    async def _finish(self, batch: Document, began: float) -> None:
+        b = batch["id"]
+        now = datetime.now(UTC)
+        for total in batch["sums"]:
+            key, n = total["key"], total["n"]
+            if time.monotonic() - began > self.grace_s / 2:
+                raise TimeoutError("counting pass too slow: its batch is left to the next pass")
+            with contextlib.suppress(DuplicateKeyError):  # the guard found it applied: the upsert collides
+                await self.counts_col.update_one(
+                    {"_id": key, "applying": {"$ne": b}},
+                    {"$inc": {"count": n}, "$push": {"applying": b, "applied_at": {"id": b, "at": now}}},
+                    upsert=True,
+                )
+        # entries moved alike in one statement (an import: the whole batch); only from what this batch counted
+        # from, so a late repeat never moves an entry back; `dirty` stays on entries written since
+        moved: dict[tuple[str | None, str, int], list[str]] = {}
+        for item in batch["items"]:
+            moved.setdefault((item["was"], item["to"], item["v"]), []).append(item["id"])
+        for (was, key, v), ids in moved.items():
+            await self.col.update_many(
+                {"_id": {"$in": ids}, "counted": was, "v": v},
+                {"$set": {"counted": key}, "$unset": {"dirty": ""}},
+            )
+        for (was, key, _), ids in moved.items():
+            await self.col.update_many({"_id": {"$in": ids}, "counted": was}, {"$set": {"counted": key}})
+        await self._forget([total["key"] for total in batch["sums"]], now)
+
+    async def _forget(self, keys: Sequence[str], now: datetime) -> None:
+        """Batch ids older than the grace period are forgotten, unless their batch is still being finished
+        (a pass that took it over may still be applying it)."""
+        cutoff = now - timedelta(seconds=self.grace_s)
+        state = await self.state.find_one({"_id": "counting"})
+        busy = ((state or {}).get("batch") or {}).get("id")
+        async for d in self.counts_col.find({"_id": {"$in": list(keys)}}, {"applied_at": 1}):
+            old = [a for a in d.get("applied_at") or [] if _aware(a["at"]) < cutoff and a["id"] != busy]
+            if old:
+                await self.counts_col.update_one(
+                    {"_id": d["_id"]}, {"$pullAll": {"applying": [a["id"] for a in old], "applied_at": old}}
+                )
+
+
+def _records(docs: Sequence[Mapping[str, Any]]) -> list[DeviceRecord]:
+    """Directory entries (one per channel) as one record per device."""
+    by_device: dict[str, DeviceRecord] = {}
+    for d in docs:
+        found = by_device.get(d["device_id"])
+        versions = {**(found.versions if found else {}), int(d["channel"]): d["version"]}
+        by_device[d["device_id"]] = DeviceRecord(
+            d["device_id"], d["product_id"], d["region"], _aware(d["activated_at"]), versions
+        )
+    return list(by_device.values())
 
 
 class LockStore:
@@ -783,4 +1108,14 @@ async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
     await db["rollouts"].create_index([("relay", ASCENDING)], sparse=True)
     await db["firmware"].create_index([("relay", ASCENDING)], sparse=True)
     await db["progress"].create_index([("release_id", ASCENDING)])
-    await db["devices"].create_index([("product_id", ASCENDING), ("region", ASCENDING)])
+    await db["sweeps"].create_index([("release_id", ASCENDING), ("region", ASCENDING), ("open", ASCENDING)])
+    await db["sweeps"].create_index([("relay", ASCENDING)], sparse=True)
+    # the directory: pages of a bucket in position order, late joiners, lookups by device, changes to count
+    await db["devices"].create_index([("bucket", ASCENDING), ("_id", ASCENDING)])
+    await db["devices"].create_index([("bucket", ASCENDING), ("activated_at", ASCENDING)])
+    await db["devices"].create_index([("device_id", ASCENDING)])
+    await db["devices"].create_index([("dirty", ASCENDING)])
+    await db["device_facts"].create_index([("stale", ASCENDING)])
+    await db["device_counts"].create_index(
+        [("product_id", ASCENDING), ("region", ASCENDING), ("channel", ASCENDING)]
+    )

@@ -13,6 +13,9 @@ Rules:
   over the region's stages together: a region failing 30% can pass a canary of 30 by chance (5 failures are
   under 20%) and then fail a full stage whose own settled devices are still below the minimum sample.
 - A minimum sample of 0 still needs one settled device: a rate over nothing decides nothing.
+- An operator's resume of a halted region takes a baseline of the region's counts: from then on the halt
+  threshold and its minimum sample are judged over the devices settled since the resume (the failures that
+  halted it do not halt it again at once).
 - The full stage completes when none of its devices is pending, in flight or waiting.
 - Status: scheduled -> running <-> paused; running/paused -> halted -> running (resume) ; any open -> stopped;
   running -> completed. Stopped and completed are final.
@@ -182,6 +185,8 @@ class RegionRollout:
     canary_started_at: datetime | None = None
     full_started_at: datetime | None = None
     version: int = 0
+    # the region's (failed, settled) counts when an operator last resumed it from a halt
+    halt_baseline: tuple[int, int] = (0, 0)
 
     @property
     def region(self) -> str:
@@ -231,8 +236,9 @@ def decide(r: RegionRollout, counts: StageCounts, region: StageCounts | None = N
         return Hold()
     plan = r.plan
     judged = counts if region is None else region
-    if plan.halt_at is not None and plan.halt_at.reached(judged.failed, judged.settled):
-        return Halt(judged.failure_rate or 0.0, judged.settled)
+    failed, settled = judged.failed - r.halt_baseline[0], judged.settled - r.halt_baseline[1]
+    if plan.halt_at is not None and plan.halt_at.reached(failed, settled):
+        return Halt(failed / settled, settled)
     if r.status != RolloutStatus.RUNNING:
         return Hold()
     if r.stage == Stage.FULL:
@@ -334,15 +340,19 @@ def pause(r: RegionRollout, *, by: str, reason: str | None = None) -> Transition
     return Transition(_bump(r, status=RolloutStatus.PAUSED), (event,))
 
 
-def resume(r: RegionRollout, *, by: str) -> Transition:
-    """Resume a paused or halted region (a halt is lifted by an operator only)."""
+def resume(r: RegionRollout, *, by: str, region: StageCounts | None = None) -> Transition:
+    """Resume a paused or halted region (a halt is lifted by an operator only). Resuming from a halt takes
+    `region` (the region's counts now) as the baseline the halt threshold is judged from."""
     if r.status == RolloutStatus.RUNNING:
         return Transition(r)
     if r.status not in (RolloutStatus.PAUSED, RolloutStatus.HALTED):
         raise ReleaseError(f"region {r.region} is {r.status}: only a paused or halted region resumes")
     status = RolloutStatus.SCHEDULED if r.stage is None else RolloutStatus.RUNNING
     event = ReleaseResumed(release_id=r.release_id, tuya_region=r.region, resumed_by=by)
-    return Transition(_bump(r, status=status), (event,))
+    fields: dict[str, Any] = {"status": status}
+    if r.status == RolloutStatus.HALTED and region is not None:
+        fields["halt_baseline"] = (region.failed, region.settled)
+    return Transition(_bump(r, **fields), (event,))
 
 
 def finish(r: RegionRollout, counts: StageCounts, *, stopped: bool) -> Transition:

@@ -8,8 +8,11 @@ Rules:
 - The dispatch rate is devices per minute; each gap is the mean gap scaled by 1 +/- jitter, from a uniform
   draw the caller passes (so the average rate stays the configured one and time stays a parameter).
 - The rate is the region's, whatever the number of replicas: they share one schedule (when the region's
-  next command is due), and `due` says how many commands a round may send from it; at most a round's worth
-  of unused time is kept, so a pause never turns into a burst.
+  next command is due), and `due` hands a round the slots (times) of its commands, up to a little ahead of
+  now; each command is sent at its slot. A slot missed by more than one gap is lost, never sent late in a
+  burst (Tuya's limit on the upgrade API may have no burst at all).
+- Tuya's own limit answering (1199) slows the region's pace a little (`Throttle`); each accepted command
+  brings it back towards the configured rate, so the pace settles just under whatever Tuya accepts.
 """
 
 from __future__ import annotations
@@ -86,25 +89,70 @@ class DispatchRate:
         return timedelta(seconds=mean * (1 + self.jitter * (2 * draw - 1)))
 
 
+@dataclass(slots=True)
+class Throttle:
+    """How much slower than its configured rate a region is paced, after Tuya's rate limit answered (1199):
+    each refusal slows it by `step`, each accepted command recovers `recover` of that, never past the rate."""
+
+    factor: float = 1.0
+    step: float = 0.02
+    recover: float = 0.0005  # about 40 accepted commands undo one refusal's slow-down
+    # Tuya's limit is the project's, shared by every region (and release) at once: with four regions at 20/s
+    # and Tuya at 10/s each region's share is an eighth of its rate, and a cap of 2 kept every region asking
+    # four times what Tuya accepts (each refusal a wasted intent and its withdrawal: 600 in one e2e run)
+    most: float = 16.0
+
+    def refused(self) -> None:
+        self.factor = min(self.factor * (1 + self.step), self.most)
+
+    def accepted(self) -> None:
+        self.factor = max(self.factor * (1 - self.recover), 1.0)
+
+
+@dataclass(slots=True)
+class Lead:
+    """How far ahead a region's dispatch round reserves slots: at least the loop's quarter tick, and a few
+    times what preparing a round (its database round trips before the first slot) took lately. A slot missed
+    by more than a gap is lost, and nothing is sent while a round prepares, so with a fixed short window a
+    loaded database held each round to about two commands: the region's pace fell to two per round trip
+    instead of its rate."""
+
+    prepare_s: float = 0.0
+    times: float = 2.0
+    # at most this far ahead: a round's intents are recorded before its slots and must be sent within the
+    # command window (`handlers.Ports.command_window_s`), and a paused region stops only after its window
+    most: float = 1.0
+
+    def observed(self, seconds: float) -> None:
+        # a moving average: one slow round (a pause of the process) does not stretch the window for long
+        self.prepare_s = 0.5 * self.prepare_s + 0.5 * max(seconds, 0.0)
+
+    def ahead(self, base_s: float) -> float:
+        return min(max(base_s, self.times * self.prepare_s), max(base_s, self.most))
+
+
 def due(
     next_at: float | None,
     now: float,
     rate: DispatchRate,
     draw: Callable[[], float],
     *,
-    backlog_s: float,
     most: int,
+    ahead_s: float = 0.0,
+    slower: float = 1.0,
 ) -> tuple[float, list[float]]:
-    """The commands due at `now` (seconds) on the region's shared schedule: `(start, gaps)`, a gap each.
+    """The slots of the commands due from `now` (seconds) to `now + ahead_s` on the region's shared schedule:
+    `(start, gaps)`: the first command at `start`, each next one a gap later.
 
-    `next_at` is when the region's next command is due (None: it never dispatched). The schedule then moves
-    to `start + sum(gaps)`; a gap not used by a command is given back (an empty round banks nothing).
+    `next_at` is when the region's next command is due (None: it never dispatched); a slot more than one mean
+    gap in the past is lost. The schedule then moves to `start + sum(gaps)`. `slower` stretches every gap.
     """
-    start = now if next_at is None else max(next_at, now - backlog_s)
+    mean = 60.0 / rate.per_minute * slower
+    start = now if next_at is None else max(next_at, now - mean)
     gaps: list[float] = []
     at = start
-    while at <= now and len(gaps) < most:
-        gap = rate.gap(draw()).total_seconds()
+    while at <= now + ahead_s and len(gaps) < most:
+        gap = rate.gap(draw()).total_seconds() * slower
         gaps.append(gap)
         at += gap
     return start, gaps

@@ -10,8 +10,9 @@ Rules:
 - Full: devices activated after the full stage started join only when late joiners are configured.
 - A device is upgraded on one channel at a time: it may be commanded only while no other channel of it is in
   flight (`may_command`).
-- A stage's targets are planned as chunks of a few hundred device ids (`plan_chunks`); a device gets its own
-  upgrade only when it is dispatched, so planning 100,000 devices writes a few hundred documents.
+- Verification devices and late joiners are planned as chunks of a few hundred device ids (`plan_chunks`); a
+  canary or a full stage is a walk through the directory (`domain.sweep`). A device gets its own upgrade
+  only when it is dispatched.
 """
 
 from __future__ import annotations
@@ -40,6 +41,18 @@ class DeviceRecord:
     versions: dict[int, str]  # channel -> version the device runs
 
 
+@dataclass(frozen=True, slots=True)
+class DeviceFact:
+    """What device events told ota about a device whose versions are to be fetched from the OpenAPI."""
+
+    device_id: str
+    product_id: str
+    region: str
+    activated_at: datetime
+    activation_seen: bool  # an activation event (else: when the device was first seen)
+    mark: int  # bumped by every event that may have changed its versions
+
+
 def is_candidate(d: DeviceRecord, r: RegionRollout, target: Version) -> bool:
     if d.product_id != r.target.product_id or d.region != r.region:
         return False
@@ -57,6 +70,12 @@ def _parsed(version: str) -> Version | None:
         return parse_version(version)
     except CatalogError:
         return None
+
+
+def versions_below(versions: Iterable[str], target: str) -> list[str]:
+    """The versions (as the directory counts them) lower than the target; unreadable ones are not."""
+    goal = parse_version(target)
+    return sorted(v for v in versions if (parsed := _parsed(v)) is not None and parsed < goal)
 
 
 def stage_targets(

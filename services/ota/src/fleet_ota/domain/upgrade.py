@@ -3,7 +3,8 @@
 Rules:
 - pending -> commanded: the attempt number is raised and recorded *before* Tuya is called
   (`POST /v2.0/cloud/thing/{id}/firmware/{channel}`), so an attempt is never commanded twice: after a crash a
-  commanded attempt is reconciled from Tuya's progress API, never re-sent (`reconcile_commanded`).
+  commanded attempt is reconciled from Tuya's progress API (`reconcile_commanded`): an attempt Tuya never
+  received is given back (sent later under the same number, once), one it received is never sent again.
 - commanded/upgrading: progress from pushes (`upgradeStatus`, `deviceOtaProgress`) and polling. Tuya's "done"
   (3) is not success: the upgrade succeeds only when the device reports a version at least the target. A
   device that reports an older version after "done" has failed the attempt.
@@ -193,16 +194,33 @@ def fail_attempt(
     return _to(u, S.TIMED_OUT if timed_out else S.FAILED, reason=reason, **cleared)
 
 
-def withdraw_command(u: DeviceUpgrade, attempt: int, now: datetime) -> Change:
-    """Tuya refused the command for its rate limit: it never reached the device, so the attempt is given back
-    (the device goes back to waiting its turn; the next command is this same attempt number, sent once)."""
-    if u.state != S.COMMANDED or u.attempt != attempt:
-        return _same(u)  # news about this attempt arrived meanwhile: it wins
+def same_intent(u: DeviceUpgrade, intent: DeviceUpgrade) -> bool:
+    """Whether `u` still holds `intent`'s recorded attempt, not yet heard of (a given-back attempt recorded
+    again carries the same number, but a later time; stored times keep milliseconds only)."""
+    if u.state != S.COMMANDED or u.attempt != intent.attempt:
+        return False
+    if u.commanded_at is None or intent.commanded_at is None:
+        return u.commanded_at == intent.commanded_at
+    return abs(u.commanded_at - intent.commanded_at) < timedelta(milliseconds=1)
+
+
+NOT_SENT = "Tuya's rate limit: command not sent"
+NOT_RECEIVED = "Tuya never received the command: given back"
+
+
+def give_back(u: DeviceUpgrade, intent: DeviceUpgrade, now: datetime, reason: str = NOT_SENT) -> Change:
+    """A recorded attempt Tuya never acted on (its rate limit refused it, it was never sent, or recovery found
+    nothing under way at Tuya after the grace period) is given back: the device waits its turn again and the
+    next command is this same attempt number, sent once. No attempt is used and nothing fails, so neither
+    the attempts left nor the halting counters change."""
+    if not same_intent(u, intent):
+        return _same(u)  # news about this attempt arrived meanwhile (or it was already given back): it wins
+    attempt = intent.attempt
     back = S.PENDING if attempt == 1 else S.RETRYING
     return _to(
         u,
         back,
-        reason="Tuya's rate limit: command not sent",
+        reason=reason,
         attempt=attempt - 1,
         commanded_at=None,
         deadline=None,
@@ -287,18 +305,29 @@ def on_tick(u: DeviceUpgrade, policy: UpgradePolicy, now: datetime) -> Change:
 
 
 def reconcile_commanded(
-    u: DeviceUpgrade, status: OtaUpgradeStatus, progress: int | None, policy: UpgradePolicy, now: datetime
+    u: DeviceUpgrade,
+    status: OtaUpgradeStatus,
+    progress: int | None,
+    policy: UpgradePolicy,
+    now: datetime,
+    *,
+    reported: str | None = None,
 ) -> Change:
-    """After a crash: a commanded attempt whose command may or may not have reached Tuya.
+    """A commanded attempt with no news for the grace period (a crash, a database outage, a lost answer): its
+    command may or may not have reached Tuya. The caller waits until no command of it can still reach Tuya
+    or be on its way into Tuya's progress API (`handlers.recover_commanded`), then asks Tuya.
 
-    Tuya's progress API decides: an upgrade under way (or done, or waiting) continues; nothing under way means
-    the command never took effect, and the attempt fails (a retry is a *new* attempt, so no attempt is sent
-    twice).
+    An upgrade under way (or done, or waiting) continues. Nothing under way (0 or 1) means Tuya never acted on
+    the command: the attempt is given back (`give_back`), unless the device already runs the target
+    (`reported`, from the firmware API: an upgrade Tuya finished and forgot), which is a success. A failure
+    Tuya reports (4, 7) fails the attempt as a push would.
     """
     if u.state != S.COMMANDED:
         return _same(u)
     if status in (OtaUpgradeStatus.NO_UPDATE, OtaUpgradeStatus.READY):
-        return fail_attempt(u, "the upgrade command was not confirmed by Tuya", policy, now)
+        if reported is not None and at_least(reported, u.target_version):
+            return on_version(u, reported, policy, now)
+        return give_back(u, u, now, NOT_RECEIVED)
     return on_progress(u, status, progress, policy, now)
 
 

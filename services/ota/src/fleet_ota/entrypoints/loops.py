@@ -1,12 +1,15 @@
 """The background loops that drive releases: started and stopped with the service.
 
-- dispatch: per running region, commands as many devices as its dispatch rate allows since the last round,
-  on the region's schedule shared by every replica (`handlers.paced_dispatch`: gaps drawn with the region's
-  jitter; at most one tick's backlog is kept, so a pause never turns into a burst), never more than `burst`
-  per round.
+- dispatch: per running region, commands as many devices as its dispatch rate allows over the next quarter
+  tick (longer while preparing a round takes longer: `schedule.Lead`), never more than `burst` per round,
+  each at its own slot of the project's schedule on Tuya's upgrade API, shared by every region, release and
+  replica (`handlers.ProjectPace`; without it, of the region's schedule, gaps drawn with the region's
+  jitter). A missed slot is lost rather than sent late in a burst; the pace slows a little while Tuya's
+  rate limit answers.
 - drive: starts scheduled regions whose start time has come, applies each running region's decision (halt,
   promote, complete) and adds late joiners to full stages once a minute.
-- upkeep: our per-attempt timeouts, crash recovery of commanded attempts, verification of "done" devices.
+- upkeep: our per-attempt timeouts, crash recovery of commanded attempts, verification of "done" devices,
+  and the versions of devices the device events marked, fetched into the directory.
 - relay: publishes outboxes and applies their counter deltas (the adapter's round, handed in by bootstrap).
 
 Each round of each loop is independent: a failing round (database or Tuya unreachable) is logged and the next
@@ -22,10 +25,14 @@ import time
 from collections.abc import Awaitable, Callable
 
 from fleet_ota.domain.release import RegionRollout
+from fleet_ota.domain.schedule import Lead, Throttle
 from fleet_ota.service_layer import handlers as h
-from fleet_ota.service_layer.handlers import Ports
+from fleet_ota.service_layer.handlers import Ports, ProjectPace
+from fleet_shared.service.loops import cancel_all, while_busy
 
 log = logging.getLogger(__name__)
+
+DIRECTORY_REFRESH = 5  # devices whose versions are fetched a second
 
 
 class Loops:
@@ -41,6 +48,7 @@ class Loops:
         command_grace_s: float,
         poll_after_s: float,
         relay_idle_s: float,
+        project: ProjectPace | None = None,
     ) -> None:
         self.p = ports
         self.relay_round = relay
@@ -51,61 +59,67 @@ class Loops:
         self.poll_after_s = poll_after_s
         self.relay_idle_s = relay_idle_s
         self.burst = burst
+        self.project = project
+        # how far ahead a round may reserve: an intent must be sent within the command window (a quarter of
+        # the grace period), so at most half of it, between 1 and 3 s (a paused region stops that much later)
+        self.lead_most_s = min(max(command_grace_s / 8, 1.0), 3.0)
         self.rng = random.Random()
+        self._throttles: dict[tuple[str, str], Throttle] = {}
+        self._leads: dict[tuple[str, str], Lead] = {}
         self._late_joiners_at = 0.0
+        self._turn = 0
+        self._refresh_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self._tasks = [
-            asyncio.create_task(
-                # a round per quarter tick keeps the pace smooth
-                self._forever("dispatch", self.dispatch_round, self.tick_s / 4),
-                name="ota-dispatch",
-            ),
-            asyncio.create_task(self._forever("drive", self.drive_round, self.tick_s), name="ota-drive"),
-            asyncio.create_task(self._forever("upkeep", self.upkeep_round, self.tick_s), name="ota-upkeep"),
-            asyncio.create_task(
-                self._forever("relay", self.relay_round, self.relay_idle_s), name="ota-relay"
-            ),
+            # a round per quarter tick keeps the pace smooth (a round that sent lasted until its last slot)
+            while_busy("ota-dispatch", self.tick_s / 4, self.dispatch_round),
+            while_busy("ota-drive", self.tick_s, self.drive_round),
+            while_busy("ota-upkeep", self.tick_s, self.upkeep_round),
+            while_busy("ota-relay", self.relay_idle_s, self.relay_round),
             # forgetting applied counter ids is housekeeping: its own loop, never in the relay's way
-            asyncio.create_task(self._forever("sweep", self.sweep_round, self.tick_s * 5), name="ota-sweep"),
+            while_busy("ota-sweep", self.tick_s * 5, self.sweep_round),
         ]
 
     async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await cancel_all(self._tasks)
         self._tasks = []
+        await h.in_flight()  # commands already fired get their answers recorded
 
     def running(self) -> bool:
         return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
-    async def _forever(self, name: str, round_: Callable[[], Awaitable[int]], idle_s: float) -> None:
-        while True:
-            try:
-                busy = await round_()
-            except asyncio.CancelledError:
-                raise
-            except Exception as e:  # the loop outlives a bad round (database, bus or Tuya unreachable)
-                log.warning("ota %s round failed: %r", name, e)
-                busy = 0
-            if not busy:
-                await asyncio.sleep(idle_s)
-            else:
-                await asyncio.sleep(0)
-
     async def dispatch_round(self) -> int:
-        async def one(r: RegionRollout) -> None:
+        async def one(r: RegionRollout) -> int:
+            throttle = self._throttles.setdefault((r.release_id, r.region), Throttle())
+            # with the project paced, one lead for every region: the regions' rounds take turns at the
+            # project's slots, and a round that got none learns nothing about preparing one
+            key = ("", "") if self.project else (r.release_id, r.region)
+            lead = self._leads.setdefault(key, Lead(most=self.lead_most_s))
             try:
-                await h.paced_dispatch(
-                    r, self.p, draw=self.rng.random, backlog_s=self.tick_s, most=self.burst
+                return await h.paced_dispatch(
+                    r,
+                    self.p,
+                    draw=self.rng.random,
+                    most=self.burst,
+                    ahead_s=self.tick_s / 4,
+                    throttle=throttle,
+                    lead=lead,
+                    project=self.project,
                 )
             except Exception as e:  # one region's failed round must not hold up the others
                 log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)
+                return 0
 
-        # regions at once: each is its own documents and schedule, and their round trips overlap
-        await asyncio.gather(*(one(r) for r in await self.p.rollouts.dispatching()))
-        return 0  # paced by the clock, not by how much was sent
+        # regions at once: each is its own documents and schedule, and their round trips overlap; a round
+        # that sent something lasted until its last slot, so the next one follows at once
+        running = await self.p.rollouts.dispatching()
+        # the regions take turns at being first: with the project paced, the first round to ask is promised
+        # the project's free slots (its schedule's window), and a fixed order would serve one region only
+        self._turn += 1
+        turn = self._turn % len(running) if running else 0
+        return sum(await asyncio.gather(*(one(r) for r in running[turn:] + running[:turn])))
 
     async def drive_round(self) -> int:
         now = self.p.clock()
@@ -123,9 +137,23 @@ class Loops:
         return 0
 
     async def upkeep_round(self) -> int:
-        done = await h.expire_deadlines(self.batch, self.p)
-        done += await h.recover_commanded(self.command_grace_s, self.batch, self.p)
-        done += await h.verify_done(self.batch, self.p)
+        # a few devices' versions a second, whatever the tick: the OpenAPI's rate limit is shared with the
+        # upgrade commands
+        if time.monotonic() >= self._refresh_at:
+            self._refresh_at = time.monotonic() + 1.0
+            await self._part("directory refresh", h.refresh_directory(DIRECTORY_REFRESH, self.p))
+        # each part on its own: one failing (a Tuya error on one device's fetch) must not hold up the others
+        # (a round that failed at its first part never reached the timeouts and verifications after it)
+        done = await self._part("timeouts", h.expire_deadlines(self.batch, self.p))
+        done += await self._part("recovery", h.recover_commanded(self.command_grace_s, self.batch, self.p))
+        done += await self._part("verification", h.verify_done(self.batch, self.p))
         # polled ones that are still under way come back next round: they do not keep the loop busy
-        await h.poll_upgrading(self.poll_after_s, self.batch, self.p)
+        await self._part("polling", h.poll_upgrading(self.poll_after_s, self.batch, self.p))
         return 0 if done < self.batch else done  # a full batch: more may be waiting
+
+    async def _part(self, what: str, work: Awaitable[int]) -> int:
+        try:
+            return await work
+        except Exception as e:  # logged; the next round tries again (every handler is idempotent)
+            log.warning("ota upkeep %s failed: %r", what, e)
+            return 0

@@ -3,9 +3,10 @@ result with its events in one conditional write. A write that loses a race reloa
 handler is safe to run twice or concurrently (at-least-once delivery, several replicas).
 
 Never commanded twice for one attempt: `dispatch_one` stores the attempt (state `commanded`, attempt + 1)
-before it calls Tuya. If the process dies after that write, the attempt stays `commanded`; `recover_commanded`
-later asks Tuya's progress API what became of it, then continues or fails the attempt; it never calls the
-command again. A retry is a new attempt with its own intent write.
+before it calls Tuya. If the process dies (or the database goes away) after that write, the attempt stays
+`commanded`; `recover_commanded` later asks Tuya's progress API what became of it, once no command of it can
+still reach Tuya: an upgrade under way continues, none gives the attempt back (Tuya never received it: it
+costs no attempt and counts as no failure). A retry is a new attempt with its own intent write.
 """
 
 from __future__ import annotations
@@ -22,14 +23,17 @@ from fleet_contracts.ota import DeviceUpgradeState, FirmwareRegistered
 from fleet_ota.domain import firmware as catalog
 from fleet_ota.domain import release as rel
 from fleet_ota.domain import schedule
+from fleet_ota.domain import sweep as sw
 from fleet_ota.domain import upgrade as up
 from fleet_ota.domain.firmware import Firmware, FirmwareSpec
 from fleet_ota.domain.release import RegionPlan, RegionRollout, ReleaseError, ReleaseTarget, StageCounts
-from fleet_ota.domain.targeting import plan_chunks, stage_targets
+from fleet_ota.domain.targeting import DeviceFact, plan_chunks, stage_targets, versions_below
 from fleet_ota.domain.upgrade import Change, DeviceUpgrade, UpgradePolicy
 from fleet_ota.ports import (
     ChannelLocks,
+    Claim,
     Clock,
+    CountedEntry,
     DeviceDirectory,
     DispatchPacing,
     FirmwareRepository,
@@ -92,6 +96,11 @@ class Ports:
     policy: UpgradePolicy = field(default_factory=UpgradePolicy)
     # planned ids claimed this long ago without an upgrade document were left by a crash: created again
     claim_grace_s: float = 30.0
+    # a recorded command is sent within this long of its intent or not at all, and its call is abandoned
+    # this long after (outcome unknown): recovery relies on it (`recover_commanded`); bootstrap sets it to a
+    # quarter of the recovery's grace period
+    command_window_s: float = 30.0
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
 
 
 # --- catalog --------------------------------------------------------------------------------------------
@@ -152,27 +161,95 @@ async def create_release(release_id: str, firmware_id: str, plans: Sequence[Regi
 
 
 async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
-    """Plan the current stage's targets as chunks of device ids (counted by the chunks' own outbox entries).
+    """Plan the current stage; returns how many devices it targets (for a walk: the estimate).
 
-    A round is chosen again from scratch (only other rounds' devices are excluded), and its chunk ids are
-    fixed by the stage, the round and the sorted ids: planning again after a crash, or in two replicas at
-    once, makes the same chunks, so nothing is inserted or counted twice. No upgrade document is written
-    here: each device gets its own when it is dispatched (`dispatch`), so planning 100,000 devices is a few
-    hundred inserts.
-    (Known limit: if the directory changed between a crash mid-planning and the repeat, the repeat's chunks
-    can differ from those already inserted; a device can then be left out, or planned twice and counted once
-    too many.)
+    Verification and late-joiner rounds name their devices in chunks of ids (few devices, read by id or by
+    activation time). A canary or a full stage is one walk document (`domain.sweep`): planning reads the
+    directory's counts per version, never the devices, so planning 100,000 devices writes one document;
+    dispatchers walk the directory lazily. Ids are fixed by the stage and the round: planning again after a
+    crash, or in two replicas at once, inserts and counts nothing twice. No upgrade document is written here.
     """
     assert r.stage is not None
     # batch ids are part of chunk ids: no dots, no dollar
     batch = f"{r.region}:{r.stage.value}:{round_}".replace(".", "_").replace("$", "_")
-    devices = await p.devices.candidates(r.target.product_id, r.region, r.target.channel, r.target.version)
-    already = await p.plans.device_ids(r.release_id, r.region, besides=batch)
-    in_stage = await p.plans.count_in_stage(r.release_id, r.region, r.stage, besides=batch)
-    chosen = stage_targets(devices, r, exclude=already, in_stage=in_stage)
     await p.progress.open(r.release_id, r.region, r.stage)  # before any delta can reach it
+    if r.stage == rel.Stage.VERIFICATION or round_:
+        return await _plan_chunks(r, batch, p)
+    return await _plan_sweep(r, batch, p)
+
+
+async def _lower_buckets(r: RegionRollout, p: Ports, *, fresh: bool) -> tuple[tuple[str, ...], int]:
+    """The directory buckets of the region's devices below the target version, and how many they hold
+    (`fresh`: counting every change written so far first; every bucket is listed either way)."""
+    t = r.target
+    if fresh:
+        await p.devices.catch_up()
+    counts = await p.devices.counts(t.product_id, r.region, t.channel)
+    lower = versions_below(counts, t.version)
+    return tuple(sorted(sw.bucket(t.product_id, r.region, t.channel, v) for v in lower)), sum(
+        counts[v] for v in lower
+    )
+
+
+async def _plan_chunks(r: RegionRollout, batch: str, p: Ports) -> int:
+    if r.stage == rel.Stage.VERIFICATION:
+        devices = await p.devices.of_devices(r.plan.verification_devices)
+    else:  # a late-joiner round of a full stage: devices activated since it started
+        assert r.full_started_at is not None
+        buckets, _ = await _lower_buckets(r, p, fresh=False)
+        devices = await p.devices.activated_after(buckets, r.full_started_at)
+    already = await p.plans.device_ids(r.release_id, r.region, besides=batch)
+    already |= set(await p.upgrades.stages_of(r.release_id, [d.device_id for d in devices]))
+    chosen = stage_targets(devices, r, exclude=already)
     await p.plans.add(plan_chunks(r, batch, chosen))
     return len(chosen)
+
+
+async def _plan_sweep(r: RegionRollout, batch: str, p: Ports) -> int:
+    buckets, eligible = await _lower_buckets(r, p, fresh=True)
+    if r.stage == rel.Stage.CANARY:
+        assert r.plan.canary is not None
+        planned, cap, cutoff = r.plan.canary.size(eligible), True, r.canary_started_at
+    else:
+        # the estimate leaves out devices earlier stages hold that have not reached the target; the walk
+        # settles the count to the devices it finds
+        per_stage = await p.progress.of_release(r.release_id)
+        held = sum(
+            c.targeted - c.succeeded - c.cancelled
+            for (region, stage), c in per_stage.items()
+            if region == r.region and stage != r.stage
+        )
+        planned, cap, cutoff = max(eligible - held, 0), False, r.full_started_at
+    assert r.stage is not None
+    walk = sw.Sweep(
+        r.release_id, r.region, r.stage, batch, buckets, sw.start_of(r.release_id), planned, cap, cutoff
+    )
+    await p.plans.add_sweep(
+        walk, _walk_entries(walk, (("planned", {"targeted": planned, "pending": planned}),))
+    )
+    stored = await p.plans.get_sweep(walk.sweep_id)  # planned before (a repeat): its estimate stands
+    return planned if stored is None else stored.planned
+
+
+def _walk_entries(s: sw.Sweep, deltas: Iterable[tuple[str, dict[str, int]]]) -> list[CountedEntry]:
+    cid = outbox.counter_id(s.release_id, s.region, s.stage)
+    return [CountedEntry.counter_only(f"ota:{s.sweep_id}:{what}", cid, d) for what, d in deltas if d]
+
+
+async def _walk_step(p: Ports, s: sw.Sweep, step: Callable[[sw.Sweep], sw.Step]) -> sw.Sweep:
+    """Apply a step to a walk in one conditional write; reload and re-decide on a lost race."""
+    current = s
+    for _ in range(_RACE_TRIES):
+        done = step(current)
+        if done.sweep == current:
+            return current
+        if await p.plans.save_sweep(done.sweep, current.version, _walk_entries(current, done.deltas)):
+            return done.sweep
+        reloaded = await p.plans.get_sweep(current.sweep_id)
+        if reloaded is None:
+            raise NotFound(f"walk {current.sweep_id} vanished")
+        current = reloaded
+    raise Conflict(f"walk {s.sweep_id} kept changing")
 
 
 async def _save_rollout(
@@ -218,6 +295,10 @@ async def promote_rollout(
 
     async def step(r: RegionRollout) -> rel.Transition:
         moved = rel.promote(r, targets=0, now=now, by=by, decision=decision)
+        # the stage's walk claims nothing more: what it had not reached is the next stage's
+        for s in await p.plans.sweeps(r.release_id, r.region):
+            if s.stage == r.stage:
+                await _walk_step(p, s, sw.end)
         targets = await plan_stage(moved.rollout, p)
         return rel.promote(r, targets=targets, now=now, by=by, decision=decision)
 
@@ -245,7 +326,9 @@ async def pause_rollout(release_id: str, region: str, by: str, reason: str | Non
 
 async def resume_rollout(release_id: str, region: str, by: str, p: Ports) -> RegionRollout:
     async def step(r: RegionRollout) -> rel.Transition:
-        return rel.resume(r, by=by)
+        # a halted region is judged from now on over what settles after this resume
+        counts = await region_counts(r, p) if r.status == rel.RolloutStatus.HALTED else None
+        return rel.resume(r, by=by, region=counts)
 
     return await _save_rollout(p, await _rollout(release_id, region, p), step)
 
@@ -259,6 +342,8 @@ async def stop_rollout(release_id: str, region: str, p: Ports) -> RegionRollout:
     stopped = await _save_rollout(p, await _rollout(release_id, region, p), step)
     # planned ids first: a dispatcher filling a claim after this sees the cancel and cancels what it created
     await p.plans.cancel(release_id, region)
+    for s in await p.plans.sweeps(release_id, region):
+        await _walk_step(p, s, sw.stop)
     while batch := await p.upgrades.cancellable(release_id, region, 500):
         after = [await apply_transition(p, u, lambda u: up.cancel(u, "release stopped")) for u in batch]
         if all(a == b for a, b in zip(after, batch, strict=True)):
@@ -341,40 +426,108 @@ async def apply_transition(
 
 async def dispatch_one(u: DeviceUpgrade, p: Ports) -> DeviceUpgrade:
     """Record the attempt, then command it. A refusal fails the attempt; an unknown outcome awaits recovery"""
+    intent = await _intend(u, p)
+    if intent is None:
+        return u  # not this caller's to send now
+    return await _send(intent, p)
+
+
+async def _intend(u: DeviceUpgrade, p: Ports) -> DeviceUpgrade | None:
+    """The device's channel lock and the attempt's intent (`commanded`, attempt + 1), written before Tuya is
+    called. None: another channel of the device is upgrading (its turn comes later), or someone else
+    recorded this attempt (and sends it)."""
     if not await p.locks.acquire(u.device_id, u.channel, u.upgrade_id):
-        return u  # another channel of this device is upgrading: its turn comes later
+        return None
     now = p.clock()
-    intent = await apply_transition(p, u, lambda cur: up.command(cur, p.policy, now))
-    if intent.state != DeviceUpgradeState.COMMANDED or intent.attempt == u.attempt:
-        return intent  # someone else recorded (and sends) this attempt
+    change = up.command(u, p.policy, now)
+    if change.upgrade.state != DeviceUpgradeState.COMMANDED or change.upgrade == u:
+        return None
+    # one conditional write, never re-decided on a reload: a lost race means another dispatcher recorded
+    # this attempt (it sends it) or news changed the upgrade (a later round looks again)
+    entries = outbox.for_upgrade(change, tenant=p.tenant, now=now)
+    if not await p.upgrades.save(change.upgrade, u.version, entries):
+        return None
+    return change.upgrade
+
+
+async def _send(intent: DeviceUpgrade, p: Ports) -> DeviceUpgrade:
+    """Command the recorded attempt: within `command_window_s` of its intent or never (given back), and the
+    call abandoned after as long again (its outcome unknown: recovery asks Tuya later). So nothing of it
+    reaches Tuya later than twice the window after the intent, which `recover_commanded` relies on. Raises
+    `RateLimited` (the attempt given back) on Tuya's rate limit."""
+    if _age_s(intent, p) > p.command_window_s:
+        # too late (a stalled process, a slow database): sending now could race recovery's give-back
+        return await _answer(intent, p, lambda cur: up.give_back(cur, intent, p.clock(), "not sent in time"))
     try:
-        await p.tuya.confirm_upgrade(intent.device_id, intent.channel)
+        async with asyncio.timeout(p.command_window_s):
+            await p.tuya.confirm_upgrade(intent.device_id, intent.channel)
     except UpgradeRefused as e:
         if e.rate_limited:
-            await apply_transition(p, intent, lambda cur: up.withdraw_command(cur, intent.attempt, p.clock()))
+            await _answer(intent, p, lambda cur: up.give_back(cur, intent, p.clock()))
             raise RateLimited(str(e)) from e
         reason = str(e)
-        return await apply_transition(p, intent, lambda cur: _refused(cur, intent.attempt, reason, p))
+        return await _answer(intent, p, lambda cur: _refused(cur, intent, reason, p))
     except Exception:  # unknown outcome (timeout, connection lost): never re-sent, reconciled later
         log.warning("upgrade command for %s has an unknown outcome; it will be reconciled", intent.upgrade_id)
     return intent
 
 
-def _refused(u: DeviceUpgrade, attempt: int, reason: str, p: Ports) -> Change:
-    if u.attempt != attempt or u.state != DeviceUpgradeState.COMMANDED:
+def _age_s(intent: DeviceUpgrade, p: Ports) -> float:
+    return 0.0 if intent.commanded_at is None else (p.clock() - intent.commanded_at).total_seconds()
+
+
+async def _answer(
+    intent: DeviceUpgrade, p: Ports, transition: Callable[[DeviceUpgrade], Change]
+) -> DeviceUpgrade:
+    """Record Tuya's answer to a command. A database outage is waited out while the answer is still this
+    process's to record (until twice the command window after the intent: recovery waits longer, then finds
+    the same at Tuya); a refusal not recorded would be given back by recovery and sent again."""
+    wait = 0.25
+    while True:
+        try:
+            return await apply_transition(p, intent, transition)
+        except (Conflict, NotFound):
+            raise
+        except Exception:
+            if _age_s(intent, p) + wait > 2 * p.command_window_s:
+                raise
+            log.warning("recording Tuya's answer for %s failed; trying again", intent.upgrade_id)
+            await p.sleep(wait)
+            wait = min(2 * wait, 2.0)
+
+
+async def _withdraw(intent: DeviceUpgrade, p: Ports) -> None:
+    """The attempt was recorded but not sent (no slot, the service stopping): given back. Not retried: if the
+    database is away, recovery gives it back later."""
+    await apply_transition(p, intent, lambda cur: up.give_back(cur, intent, p.clock(), "command not sent"))
+
+
+def _refused(u: DeviceUpgrade, intent: DeviceUpgrade, reason: str, p: Ports) -> Change:
+    if not up.same_intent(u, intent):
         return Change(u)  # news about this attempt arrived meanwhile: it wins
     return up.fail_attempt(u, reason, p.policy, p.clock())
 
 
+async def ready_upgrades(r: RegionRollout, limit: int, p: Ports) -> list[DeviceUpgrade]:
+    """Up to `limit` upgrades of the region ready to be commanded: pending or due for a retry, then planned
+    devices given their upgrade documents now."""
+    ready = await p.upgrades.ready_to_command(r.release_id, r.region, p.clock(), limit)
+    while len(ready) < limit:
+        # a claim takes a few ahead (or repairs a crash's leftovers): beyond the limit, they wait as pending;
+        # a walk's claim ends where its phase ends, so a round may need two
+        created = await create_planned(r, limit - len(ready), p)
+        if not created:
+            break
+        ready += created
+    return ready[:limit]
+
+
 async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
-    """Command up to `limit` ready upgrades of a running region; returns how many were commanded."""
+    """Command up to `limit` ready upgrades of a running region at once; returns how many were commanded."""
     r = await _rollout(release_id, region, p)
     if not r.dispatching or not r.plan.schedule.allows(p.clock()):
         return 0
-    ready = await p.upgrades.ready_to_command(release_id, region, p.clock(), limit)
-    if len(ready) < limit:
-        # a claim takes a few ahead (or repairs a crash's leftovers): beyond the limit, they wait as pending
-        ready = (ready + await create_planned(r, limit - len(ready), p))[:limit]
+    ready = await ready_upgrades(r, limit, p)
     limited = False
 
     async def one(u: DeviceUpgrade) -> int:
@@ -392,37 +545,255 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
 
 
 async def paced_dispatch(
-    r: RegionRollout, p: Ports, *, draw: Callable[[], float], backlog_s: float, most: int
+    r: RegionRollout,
+    p: Ports,
+    *,
+    draw: Callable[[], float],
+    most: int,
+    ahead_s: float,
+    throttle: schedule.Throttle | None = None,
+    lead: schedule.Lead | None = None,
+    project: ProjectPace | None = None,
 ) -> int:
-    """Dispatch what the region's rate allows now, on its schedule shared by every replica: one conditional
-    write reserves the round's commands, so two replicas together keep to the region's rate. Reserved commands
-    that were not sent (nothing ready, Tuya's rate limit, outside the window) are given back."""
-    now = p.clock().timestamp()
-    for _ in range(_RACE_TRIES):
-        at = await p.pacing.next_at(r.release_id, r.region)
-        start, gaps = schedule.due(at, now, r.plan.dispatch, draw, backlog_s=backlog_s, most=most)
+    """Command what the region's rate allows from now to `ahead_s` ahead, each command at its own slot, so
+    Tuya never sees a burst. The region's schedule (shared by every replica: one conditional write reserves
+    a round's slots, so replicas together keep to the region's rate) says how many; with `project`, the
+    project's schedule on Tuya's upgrade API (shared by every region, release and replica) says when, so
+    all of them together stay under Tuya's limit, which is the project's (`ProjectPace`). The round's
+    intents are written first (at once, their round trips overlapping), then its slots reserved, so the
+    first slot is not already past; each command is fired at its slot without waiting for an answer
+    (`in_flight`), so neither the database's nor Tuya's latency slows the pace, and the next round prepares
+    while the last commands are answered. Slots and intents not used (Tuya's rate limit, the service
+    stopping) are given back. `lead` (per region) widens the window to cover what preparing a round takes
+    (`schedule.Lead`); `throttle` slows the pace while Tuya refuses (the project's when it is paced).
+    Returns how many were fired."""
+    # `r` is the rollout as the caller just read it (the loop's list of running regions)
+    if not r.dispatching or not r.plan.schedule.allows(p.clock()):
+        return 0
+    if project:
+        throttle = project.throttle
+    slower = throttle.factor if throttle and not project else 1.0
+    rate = r.plan.dispatch
+    ahead_s = lead.ahead(ahead_s) if lead else ahead_s
+    # how many slots the window holds (reserved below, once the intents are written); both schedules read
+    # at once (each round trip counts on a loaded database)
+    began = p.clock().timestamp()
+    reads = [p.pacing.next_at(r.release_id, r.region)]
+    if project:
+        reads.append(p.pacing.next_at(_PROJECT, p.tenant))
+    at, *project_at = await asyncio.gather(*reads)
+    _, window = schedule.due(at, began, rate, draw, most=most, ahead_s=ahead_s, slower=slower)
+    # with the project paced: no more than its schedule has free in the window (promised to this round)
+    promised = project.promise(project_at[0], began, len(window), ahead_s) if project else len(window)
+    if not promised:
+        return 0
+    try:
+        ready = await ready_upgrades(r, promised, p)
+        if project:  # what this round cannot use goes to the replica's other rounds at once
+            project.settled(promised - len(ready))
+            promised = len(ready)
+        intents = await _each(ready, lambda u: _intend(u, p))
+        mine = [i for i in intents if i is not None]
+        if lead:
+            lead.observed(p.clock().timestamp() - began)
+        # both reservations at once: the region's says how many, the project's when
+        reserving = [_reserve_region(r, p, at, len(mine), draw, ahead_s, slower)]
+        if project:
+            reserving.append(project.reserve(p, len(mine), ahead_s, at=project_at[0]))
+        (start, gaps), *project_slots = await asyncio.gather(*reserving)
+    finally:
+        if project:
+            project.settled(promised)
+    slots = [start + sum(gaps[:k]) for k in range(len(gaps))]
+    if project:
+        project_start, project_gaps = project_slots[0]
+        slots = [project_start + sum(project_gaps[:k]) for k in range(min(len(gaps), len(project_gaps)))]
+    fired = used = 0
+    state = _Round(throttle)
+    last = float("-inf")
+    try:
+        for k, at_s in enumerate(slots):
+            if project:
+                # never closer than a gap to this round's previous command (after a stall of the process, no
+                # burst: Tuya may allow none), and at most `_LATE_S` past the round's last slot (the slots
+                # after it are another round's; a late command may meet one of them and be refused, but a
+                # slow database, its reservation answered after its slots, must not keep a round from sending
+                # anything): what no longer fits is given back
+                gap = project_gaps[k]
+                await _wait_until(max(at_s, last + gap, project.fired_at + gap), p)
+                if p.clock().timestamp() > slots[-1] + max(gap, _LATE_S):
+                    break
+                project.fired_at = p.clock().timestamp()
+            else:
+                await _wait_until(at_s, p)
+            if state.limited:
+                break  # Tuya's limit answered: the rest wait for a later round
+            _fire(mine[fired], p, state)
+            last = p.clock().timestamp()
+            fired, used = fired + 1, k + 1
+    finally:
+        # intents not sent (no slot, Tuya's limit, the service stopping) give their attempt back
+        await asyncio.shield(asyncio.gather(*(_withdraw(left, p) for left in mine[fired:])))
+    if fired < len(gaps):
+        await p.pacing.give_back(r.release_id, r.region, sum(gaps[fired:]))
+    if project:
+        await project.give_back(p, project_start, project_gaps, used)
+    return fired
+
+
+async def _reserve_region(
+    r: RegionRollout,
+    p: Ports,
+    at: float | None,
+    n: int,
+    draw: Callable[[], float],
+    ahead_s: float,
+    slower: float,
+) -> tuple[float, list[float]]:
+    """The slots of up to `n` commands on the region's schedule (`(start, gaps)`), reserved with one
+    conditional write (`at`: the schedule as last read)."""
+    for attempt in range(_RACE_TRIES if n else 0):
+        now = p.clock().timestamp()
+        if attempt:
+            at = await p.pacing.next_at(r.release_id, r.region)  # another replica reserved meanwhile
+        start, gaps = schedule.due(at, now, r.plan.dispatch, draw, most=n, ahead_s=ahead_s, slower=slower)
         if not gaps:
-            return 0
-        if await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
             break
-    else:
-        return 0  # other replicas kept taking this round's commands
-    sent = await dispatch(r.release_id, r.region, len(gaps), p)
-    if sent < len(gaps):
-        await p.pacing.give_back(r.release_id, r.region, sum(gaps[sent:]))
-    return sent
+        if await p.pacing.move(r.release_id, r.region, at, start + sum(gaps)):
+            return start, gaps
+    return 0.0, []
+
+
+# how late past its last slot a round still sends (with the project paced)
+_LATE_S = 1.0
+
+# the project's schedule is kept beside the regions' (`DispatchPacing`) under an empty release id, which
+# no release has
+_PROJECT = ""
+
+
+@dataclass
+class ProjectPace:
+    """One replica's part in pacing the project's commands on Tuya's upgrade API. Tuya's limit there is the
+    project's, not a region's: every region and release of every replica takes its commands' slots from one
+    schedule (when the project's next command is due), `per_s` times `share` a second, moved on by one
+    conditional write per round (replicas and regions racing for it read again and take the slots after).
+    `share` leaves a margin: a command leaving a few milliseconds late, then the next one on time, still
+    arrive a full gap of Tuya's limit apart (it may allow no burst). Regions of this replica preparing a
+    round at once are promised slots first (`promise`), so their intents add up to what the schedule has
+    free in the window and none is written only to be withdrawn. `throttle` slows the pace while Tuya still
+    refuses (another client of the project, a limit set too high)."""
+
+    per_s: float
+    share: float = 0.97
+    throttle: schedule.Throttle = field(default_factory=schedule.Throttle)
+    promised: int = 0
+    # when this replica's last command left: its next one keeps a gap from it, whichever round sends it (a
+    # command sent late, then the next round's on time, was refused: ~25% of them at low load)
+    fired_at: float = float("-inf")
+
+    def __post_init__(self) -> None:
+        if not self.per_s > 0 or not 0 < self.share <= 1:
+            raise ValueError("the project's pace needs a limit above 0 and a share in (0, 1]")
+
+    def _rate(self) -> schedule.DispatchRate:
+        return schedule.DispatchRate(per_minute=60.0 * self.per_s * self.share)
+
+    def _due(self, at: float | None, now: float, most: int, ahead_s: float) -> tuple[float, list[float]]:
+        return schedule.due(
+            at, now, self._rate(), lambda: 0.5, most=most, ahead_s=ahead_s, slower=self.throttle.factor
+        )
+
+    def promise(self, at: float | None, now: float, want: int, ahead_s: float) -> int:
+        """How many of `want` commands a round may prepare: the free slots in the window of the schedule as
+        read (`at`), less those promised to this replica's other rounds preparing now (no await: rounds
+        of the replica never count the same slot twice). Hand them back with `settled`."""
+        free = len(self._due(at, now, want + self.promised, ahead_s)[1])
+        mine = max(min(want, free - self.promised), 0)
+        self.promised += mine
+        return mine
+
+    def settled(self, promised: int) -> None:
+        self.promised -= promised
+
+    async def reserve(
+        self, p: Ports, n: int, ahead_s: float, *, at: float | None = None
+    ) -> tuple[float, list[float]]:
+        """The slots of up to `n` commands in the window (`(start, gaps)`), reserved with one conditional
+        write (`at`: the schedule as last read, else read now)."""
+        for attempt in range(_RACE_TRIES if n else 0):
+            if attempt or at is None:
+                at = await p.pacing.next_at(_PROJECT, p.tenant)
+            start, gaps = self._due(at, p.clock().timestamp(), n, ahead_s)
+            if not gaps:
+                break
+            if await p.pacing.move(_PROJECT, p.tenant, at, start + sum(gaps)):
+                return start, gaps
+        return 0.0, []
+
+    async def give_back(self, p: Ports, start: float, gaps: list[float], used: int) -> None:
+        """The reserved slots not used go back only while no one reserved after them: moving the schedule
+        back under another round's slots would put two commands in one gap."""
+        if used < len(gaps):
+            end = start + sum(gaps)
+            await p.pacing.move(_PROJECT, p.tenant, end, start + sum(gaps[:used]))
+
+
+@dataclass
+class _Round:
+    throttle: schedule.Throttle | None
+    limited: bool = False
+
+
+# commands fired and not answered yet (kept referenced until done; `in_flight` awaits them)
+_FIRED: set[asyncio.Task[None]] = set()
+
+
+def _fire(intent: DeviceUpgrade, p: Ports, state: _Round) -> None:
+    async def send() -> None:
+        try:
+            await _send(intent, p)
+        except RateLimited:
+            state.limited = True
+            if state.throttle:
+                state.throttle.refused()
+            return
+        except Exception as e:  # its answer could not be recorded: recovery takes the attempt over
+            log.warning("upgrade command for %s: %r", intent.upgrade_id, e)
+            return
+        if state.throttle:
+            state.throttle.accepted()
+
+    task = asyncio.create_task(send())
+    _FIRED.add(task)
+    task.add_done_callback(_FIRED.discard)
+
+
+async def in_flight() -> None:
+    """Wait for every command fired so far to be answered (a graceful stop, a benchmark's end)."""
+    while _FIRED:
+        await asyncio.gather(*list(_FIRED), return_exceptions=True)
+
+
+async def _wait_until(at: float, p: Ports) -> None:
+    wait = at - p.clock().timestamp()
+    if wait > 0:
+        await p.sleep(wait)
 
 
 async def create_planned(r: RegionRollout, limit: int, p: Ports) -> list[DeviceUpgrade]:
     """The next planned devices (at least `CLAIM_AHEAD`) get their upgrade documents (pending), claimed first
-    so that two dispatchers never take the same ids. Documents are unique per release and device, so ids a
-    crash left claimed without one are created by a later round (after `claim_grace_s`) and never twice.
-    Returns the upgrades this call created (the round dispatches up to its limit of them)."""
+    so that two dispatchers never take the same ids: named chunks first, then the stage's walk. Documents are
+    unique per release and device, so ids a crash left claimed without one are created by a later round
+    (after `claim_grace_s`) and never twice. Returns the upgrades this call created (the round dispatches up
+    to its limit of them)."""
     now = p.clock()
     repair_before = now - timedelta(seconds=p.claim_grace_s)
     # a few ahead: the next rounds find them pending (one claim every few rounds, not one per round)
     ahead = max(limit, CLAIM_AHEAD)
     claim = await p.plans.claim(r.release_id, r.region, ahead, now=now, repair_before=repair_before)
+    if claim is None:
+        claim = await _claim_walk(r, ahead, p, now, repair_before)
     if claim is None:
         return []
     t = r.target
@@ -432,11 +803,84 @@ async def create_planned(r: RegionRollout, limit: int, p: Ports) -> list[DeviceU
             for d in claim.device_ids
         ]
     )
-    if await p.plans.fill(claim):  # stopped meanwhile: what was created is cancelled like the rest
+    stopped = await (_fill_walk(claim, created, p) if claim.sweep else p.plans.fill(claim))
+    if stopped:  # stopped meanwhile: what was created is cancelled like the rest
         for u in created:
             await apply_transition(p, u, lambda cur: up.cancel(cur, "release stopped"))
         return []
     return created
+
+
+# pages a claim may read before giving up for this round (a walk through devices it all skips)
+_WALK_PAGES = 20
+
+
+async def _claim_walk(
+    r: RegionRollout, limit: int, p: Ports, now: datetime, repair_before: datetime
+) -> Claim | None:
+    walks = await p.plans.sweeps(r.release_id, r.region)
+    for s in walks:
+        if (old := sw.stale(s, repair_before)) is not None:
+            # its dispatcher died before confirming: created again (duplicates ignored), then confirmed
+            return Claim(
+                s.sweep_id,
+                r.release_id,
+                r.region,
+                s.stage,
+                old.device_ids,
+                s.claimed,
+                True,
+                s.sweep_id,
+                old.key,
+            )
+    for s in walks:
+        current = s
+        for _ in range(_WALK_PAGES):
+            if current.ended:
+                break
+            after, before = current.window()
+            page, more = await p.devices.page(current.buckets, after, before, max(2 * limit, 50))
+            in_release = await p.upgrades.stages_of(r.release_id, [e.device_id for e in page])
+            exclude = set(r.plan.verification_devices) | set(in_release)
+            step = sw.take(current, page, more, exclude, limit, now)
+            if step.sweep == current:
+                break
+            if not await p.plans.save_sweep(step.sweep, current.version, _walk_entries(current, step.deltas)):
+                reloaded = await p.plans.get_sweep(current.sweep_id)  # another dispatcher walked on
+                if reloaded is None:
+                    break
+                current = reloaded
+                continue
+            current = step.sweep
+            if step.taken:
+                key = current.claims[-1].key
+                return Claim(
+                    s.sweep_id,
+                    r.release_id,
+                    r.region,
+                    s.stage,
+                    step.taken,
+                    current.claimed,
+                    False,
+                    s.sweep_id,
+                    key,
+                )
+    return None
+
+
+async def _fill_walk(claim: Claim, created: Sequence[DeviceUpgrade], p: Ports) -> bool:
+    """Confirm a walk's claim; ids whose upgrade another stage has are taken off this stage's count. Returns
+    whether the walk was stopped meanwhile."""
+    assert claim.sweep is not None
+    made = {u.device_id for u in created}
+    existed = [d for d in claim.device_ids if d not in made]
+    stages = await p.upgrades.stages_of(claim.release_id, existed) if existed else {}
+    other = sum(1 for d in existed if stages.get(d, claim.stage) != claim.stage)
+    s = await p.plans.get_sweep(claim.sweep)
+    if s is None:
+        return False
+    after = await _walk_step(p, s, lambda cur: sw.fill(cur, claim.key, other))
+    return after.cancelled is not None
 
 
 async def _each_open(
@@ -489,12 +933,54 @@ async def verify_done(limit: int, p: Ports) -> int:
     done = await p.upgrades.done_unverified(limit)
 
     async def verify(u: DeviceUpgrade) -> None:
-        reported = (await p.tuya.current_versions(u.device_id)).get(u.channel)
+        versions = await p.tuya.current_versions(u.device_id)
+        reported = versions.get(u.channel)
         if reported is not None:
             await on_device_version(u.device_id, u.channel, reported, p)
+            await _record_versions(u.device_id, versions, p)
 
     await _each(done, verify)
     return len(done)
+
+
+async def _record_versions(device_id: str, versions: dict[int, str], p: Ports) -> None:
+    """What the device reported goes into the directory too (the next release's targets and counts)."""
+    known = await p.devices.of_devices([device_id])
+    if known and any(known[0].versions.get(ch) != v for ch, v in versions.items()):
+        await p.devices.record(replace(known[0], versions={**known[0].versions, **versions}))
+
+
+# --- the device directory, fed by device events and the OpenAPI -------------------------------------------
+
+
+async def on_device_seen(
+    device_id: str,
+    product_id: str | None,
+    region: str,
+    at: datetime,
+    p: Ports,
+    *,
+    activated: bool,
+    changed: bool,
+) -> None:
+    """A device event (in order per device; a repeat changes nothing twice): a device not known yet is noted
+    and its versions fetched; an activation sets its activation time; `changed` (an upgrade that ended, either
+    way) has its versions fetched again. Events without the product say too little to be noted."""
+    if product_id is None:
+        return
+    await p.devices.learn(device_id, product_id, region, at, activated=activated, changed=changed)
+
+
+async def refresh_directory(limit: int, p: Ports) -> int:
+    """Fetch the versions of devices the events marked (`GET /v2.0/cloud/thing/{id}/firmware`) into the
+    directory; returns how many."""
+    facts = await p.devices.to_refresh(limit)
+
+    async def refresh(fact: DeviceFact) -> None:
+        await p.devices.refreshed(fact, await p.tuya.current_versions(fact.device_id))
+
+    await _each(facts, refresh)
+    return len(facts)
 
 
 async def expire_deadlines(limit: int, p: Ports) -> int:
@@ -505,15 +991,31 @@ async def expire_deadlines(limit: int, p: Ports) -> int:
 
 
 async def recover_commanded(grace_s: float, limit: int, p: Ports) -> int:
-    """Commanded attempts with no news for `grace_s` (a crash, a lost answer): ask Tuya, never re-send."""
-    now = p.clock()
-    stale = await p.upgrades.commanded_before(now - timedelta(seconds=grace_s), limit)
+    """Commanded attempts with no news for `grace_s` (a crash, a database outage, a lost answer): ask Tuya,
+    never re-send; an attempt Tuya never received is given back (`upgrade.reconcile_commanded`).
+
+    The grace period must outlast every way the command can still reach Tuya, and Tuya's lag in showing it:
+    otherwise "nothing under way" could be a command on its way, and giving it back would send it twice. A
+    command is sent within `command_window_s` of its intent or never, and its call is abandoned as long after
+    (`_send`): nothing of it reaches Tuya later than twice the window after the intent. Tuya answers the
+    command once it has created the upgrade, and its progress API shows it from then on (the simulator does
+    both at once); the rest of the grace (half of it: bootstrap sets the window to a quarter, so 60 s with
+    the default 120 s) covers Tuya's lag (a request it reads late, after the call was abandoned; replication
+    behind its progress API) and the clock skew between the replica that recorded the intent and this one.
+    """
+    stale = await p.upgrades.commanded_before(p.clock() - timedelta(seconds=grace_s), limit)
 
     async def recover(u: DeviceUpgrade) -> None:
         status, progress = await p.tuya.progress(u.device_id, u.channel)
+        reported = None
+        if status in (OtaUpgradeStatus.NO_UPDATE, OtaUpgradeStatus.READY):
+            # an upgrade Tuya finished may show as nothing under way: what does the device run?
+            reported = (await p.tuya.current_versions(u.device_id)).get(u.channel)
 
         def reconcile(cur: DeviceUpgrade) -> Change:
-            return up.reconcile_commanded(cur, status, progress, p.policy, now)
+            if not up.same_intent(cur, u):
+                return Change(cur)  # news arrived meanwhile, or it was given back and recorded again
+            return up.reconcile_commanded(cur, status, progress, p.policy, p.clock(), reported=reported)
 
         await apply_transition(p, u, reconcile)
 
