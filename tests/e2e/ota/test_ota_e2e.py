@@ -26,7 +26,6 @@ import asyncio
 import contextlib
 import os
 import secrets
-import shutil
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -42,7 +41,7 @@ from motor.motor_asyncio import AsyncIOMotorClient
 from fleet_contracts import topics
 from tests.e2e.ingest.sim_support import SimProcess
 from tests.e2e.ingest.support import IngestProcess
-from tests.support import ServiceProcess, Stack, drop_subscription, free_port, owns_stack, until
+from tests.support import ServiceProcess, Stack, drop_subscription, restartable_database, until
 
 # a few minutes on a busy shared stack (the loops, FerretDB and three processes share two cores)
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -299,30 +298,13 @@ async def test_a_database_restart_mid_wave_loses_nothing_and_commands_no_device_
     """On a stack of its own (`just test`) the test restarts that stack's database; on the shared dev stack
     ota, ingest and the simulator use a MongoDB-wire server of the test's own (beside the dev stack's
     Pulsar), so no other run sees the restart."""
-    from fleet_devstack import LocalStack
-    from fleet_devstack.config import StackConfig
+    async with restartable_database(stack, f"ota{unique}", monkeypatch) as (own, restart):
 
-    private: LocalStack | None = None
-    if owns_stack():
-        restart = LocalStack.from_env().restart_mongo
-    else:
-        monkeypatch.setenv("FLEET_STACK_MONGO_PORT", str(free_port()))
-        private = LocalStack(StackConfig.load(f"ota{unique}"))
-        await asyncio.to_thread(private.ferretdb.install)  # built once per checkout (the dev stack's build)
-        await asyncio.to_thread(private.start_mongo)
-        stack = Stack(stack.pulsar_url, stack.pulsar_admin_url, private.config.mongodb_uri)
-        restart = private.restart_mongo
+        async def restart_database() -> None:
+            await asyncio.to_thread(restart)
 
-    async def restart_database() -> None:
-        await asyncio.to_thread(restart)
-
-    try:
-        async with open_rig(stack, unique, tmp_path) as rig:
+        async with open_rig(own, unique, tmp_path) as rig:
             await release_scenario(rig, restart_database)
-    finally:
-        if private is not None:
-            await asyncio.to_thread(private.stop_mongo)
-            shutil.rmtree(private.config.stack_dir, ignore_errors=True)
 
 
 async def release_scenario(rig: Rig, disrupt: Callable[[], Awaitable[None]]) -> None:

@@ -44,6 +44,7 @@ ENTRY_POINTS = {
     "status": ("fleet_status.__main__", "[]"),
     "pairing": ("fleet_pairing.__main__", ""),
     "unbinding": ("fleet_unbinding.__main__", "[]"),
+    "ota": ("fleet_ota.__main__", ""),
     "tuya-sim": ("fleet_tuya_sim.__main__", "['serve']"),
 }
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from fleet_ota.bootstrap import SERVICE, bootstrap
-from fleet_ota.settings import OtaSettings
-from fleet_shared.service import run_service
+from fleet_shared.service import prepare_process, run_service
 
 
 def main() -> None:
+    prepare_process()  # first: Motor sizes its thread pool on import (see fleet_shared.service.process)
+    from fleet_ota.bootstrap import SERVICE, bootstrap
     from fleet_ota.entrypoints.app import create_app
+    from fleet_ota.settings import OtaSettings
 
     run_service(SERVICE, OtaSettings(), lambda settings: create_app(bootstrap(settings)))
 
