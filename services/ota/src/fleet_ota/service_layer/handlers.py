@@ -488,7 +488,7 @@ async def _answer(
             return await apply_transition(p, intent, transition)
         except (Conflict, NotFound):
             raise
-        except Exception:
+        except Exception:  # the store failed (an outage; its driver's errors are the adapter's): retried
             if _age_s(intent, p) + wait > 2 * p.command_window_s:
                 raise
             log.warning("recording Tuya's answer for %s failed; trying again", intent.upgrade_id)
