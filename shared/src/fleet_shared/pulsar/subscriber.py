@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from contextvars import ContextVar, Token
@@ -23,6 +24,7 @@ from faststream._internal.endpoint.utils import process_msg
 from faststream._internal.logger.logger_proxy import EmptyLoggerObject
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException, IgnoredException, SubscriberNotFound
+from faststream.message import AckStatus
 from faststream.middlewares import AcknowledgementMiddleware, AckPolicy
 from faststream.middlewares.logging import CriticalLogMiddleware
 from faststream.response import ensure_response
@@ -39,6 +41,7 @@ from .config import PulsarBrokerConfig
 from .deadletter import dead_letter_command
 from .handler_call import direct_call
 from .message import PulsarMessage, PulsarParser, PulsarPublishCommand
+from .metrics import SubscriptionMetrics
 from .options import DeadLetter, base_topic
 from .receiver import NativeReceiver, acknowledge_now
 from .workers import KeyOrderedWorkers
@@ -268,6 +271,14 @@ class _InFlight(MultiLock):
                 await self._idle.wait()
 
 
+def _acked_after(failure: BaseException, message: StreamMessage[Any] | None) -> bool:
+    """Whether a handler failed and its message was acked all the same (AckPolicy.ACK): a failure the
+    settlement does not count (a nack, a reject or a dead letter counts itself)."""
+    if not isinstance(failure, Exception) or isinstance(failure, HandlerException):
+        return False  # AckMessage and its kin are a handler's answer, not a failure
+    return message is not None and message.committed is AckStatus.ACKED
+
+
 class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
     """Consumes one topic, a list of topics or a pattern through one consumer.
 
@@ -298,6 +309,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         self._middleware_stack: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         self._log_topic: str | None = None
         self._scope_vars: _ScopeVars | None = None
+        self._measured: SubscriptionMetrics | None = None
 
     # --- what it consumes -------------------------------------------------------------------------
 
@@ -337,7 +349,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
     async def start(self) -> None:
         await super().start()
         self.lock = _InFlight()
-        self._scope_vars = self._log_topic = self._middleware_stack = None
+        self._scope_vars = self._log_topic = self._middleware_stack = self._measured = None
         if self.calls:
             await self._subscribe()
             self._start_receiving(self._deliver_to_handlers())
@@ -480,6 +492,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
             await self._dead_letter(raw, error, gave_up="nacked")
         else:
             await self._settling_consumer().negative_acknowledge(raw)
+            self._count_failure("nack")
 
     async def settle_reject(self, message: PulsarMessage) -> None:
         """Reject has no Pulsar equivalent: dead-letter at once if configured, else drop (ack)."""
@@ -492,6 +505,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                 logging.WARNING, "rejected message dropped (no dead letter)", self.get_log_context(message)
             )
             await self._acknowledge(raw)
+            self._count_failure("reject")
 
     async def _dead_letter(self, raw: pulsar.Message, error: BaseException | None, *, gave_up: str) -> None:
         consumer = self._settling_consumer()
@@ -505,8 +519,28 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
             # Never lose it: a nack makes Pulsar redeliver, and the next failure tries the DLQ again.
             self._log(logging.ERROR, f"dead-lettering failed, nacking instead: {e!r}", exc_info=e)
             await consumer.negative_acknowledge(raw)
+            self._count_failure("nack")
             return
         await self._acknowledge(raw)
+        self._count_failure("reject" if gave_up == "rejected" else "dead_letter")
+
+    # --- metrics (metrics.py) -------------------------------------------------------------------------
+
+    def _metrics(self) -> SubscriptionMetrics | None:
+        """This subscriber's children of the bus metrics, resolved once it runs (not per message)."""
+        if (measured := self._measured) is None:
+            metrics = self._outer_config.bus_metrics
+            if metrics is None:
+                return None
+            topic = self.pattern or ",".join(self.topics)
+            measured = metrics.subscription(topic, self.config.subscription)
+            if self.running:
+                self._measured = measured
+        return measured
+
+    def _count_failure(self, outcome: str) -> None:
+        if (measured := self._metrics()) is not None:
+            measured.failed[outcome].inc()
 
     # --- the per-message path ------------------------------------------------------------------------
 
@@ -524,10 +558,13 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         `tests/unit/bus` pins the FastStream source this mirrors, so an upgrade that changes it fails
         loudly.
         """
+        began = time.perf_counter()
         context = self._outer_config.context
         scope = self._scope()
         lock = self.lock
         lock.__enter__()
+        handled: StreamMessage[Any] | None = None
+        failure: BaseException | None = None
         try:
             tokens = [(var, var.set(value)) for var, value in scope.base]
             try:
@@ -551,6 +588,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                             parsing_error = e
                             break
                         if message is not None:
+                            handled = message
                             message_tokens = (
                                 scope.log_context.set(self.get_log_context(message)),
                                 scope.message.set(message),
@@ -573,7 +611,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                     if parsing_error is not None:
                         raise parsing_error
                 except BaseException as e:
-                    error = e
+                    error = failure = e
                     result = None
                 for middleware, hooks in reversed(entered):
                     if not hooks.exits:
@@ -596,6 +634,11 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                     var.reset(token)
         finally:
             lock.__exit__(None, None, None)
+            if (measured := self._metrics()) is not None:
+                measured.seconds.observe(time.perf_counter() - began)
+                measured.processed.inc()
+                if failure is not None and _acked_after(failure, handled):
+                    measured.failed["ack"].inc()
         # Without a result an error was raised and handled (suppressed) by some middleware.
         return result if result is not None else ensure_response(None)
 
