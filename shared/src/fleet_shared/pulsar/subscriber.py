@@ -7,7 +7,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from functools import partial
@@ -42,6 +42,7 @@ from .deadletter import dead_letter_command
 from .handler_call import direct_call
 from .message import PulsarMessage, PulsarParser, PulsarPublishCommand
 from .metrics import SubscriptionMetrics
+from .opentelemetry import settle_span
 from .options import DeadLetter, base_topic
 from .receiver import NativeReceiver, acknowledge_now
 from .workers import KeyOrderedWorkers
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
     from faststream.message import StreamMessage
     from faststream.response import Response
     from faststream.response.response import PublishCommand
+    from opentelemetry.trace import Span
     from pulsar import asyncio as pa
 
 # Properties of a dead letter (documented in fleet_contracts.deadletter), under the broker's own names.
@@ -489,9 +491,10 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         error = self._failures.pop(raw, None)
         dead_letter = self.config.dead_letter
         if dead_letter is not None and raw.redelivery_count() >= dead_letter.max_redeliveries:
-            await self._dead_letter(raw, error, gave_up="nacked")
+            await self._dead_letter(message, error, gave_up="nacked")
         else:
-            await self._settling_consumer().negative_acknowledge(raw)
+            with self._settling("nack", message):
+                await self._settling_consumer().negative_acknowledge(raw)
             self._count_failure("nack")
 
     async def settle_reject(self, message: PulsarMessage) -> None:
@@ -499,30 +502,46 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         raw = message.raw_message
         error = self._failures.pop(raw, None)
         if self.config.dead_letter is not None:
-            await self._dead_letter(raw, error, gave_up="rejected")
+            await self._dead_letter(message, error, gave_up="rejected")
         else:
             self._log(
                 logging.WARNING, "rejected message dropped (no dead letter)", self.get_log_context(message)
             )
-            await self._acknowledge(raw)
+            with self._settling("reject", message):
+                await self._acknowledge(raw)
             self._count_failure("reject")
 
-    async def _dead_letter(self, raw: pulsar.Message, error: BaseException | None, *, gave_up: str) -> None:
+    async def _dead_letter(
+        self, message: PulsarMessage, error: BaseException | None, *, gave_up: str
+    ) -> None:
+        raw = message.raw_message
         consumer = self._settling_consumer()
+        outcome = "reject" if gave_up == "rejected" else "dead_letter"
+        with self._settling(outcome, message) as span:
+            try:
+                topic = self.dead_letter_topic(str(raw.topic_name()))
+                command = dead_letter_command(
+                    raw, error, subscription=self.subscription, topic=topic, gave_up=gave_up
+                )
+                await self._outer_config.producer.publish(command)
+            except Exception as e:
+                # Never lose it: a nack makes Pulsar redeliver, and the next failure tries the DLQ again.
+                self._log(logging.ERROR, f"dead-lettering failed, nacking instead: {e!r}", exc_info=e)
+                span.record_exception(e)
+                await consumer.negative_acknowledge(raw)
+                self._count_failure("nack")
+                return
+            await self._acknowledge(raw)
+        self._count_failure(outcome)
+
+    @contextlib.contextmanager
+    def _settling(self, operation_name: str, message: PulsarMessage) -> Iterator[Span]:
+        """The settlement's span under the message's process span (when spans are made)."""
+        span = settle_span(message, operation_name, self.subscription)
         try:
-            topic = self.dead_letter_topic(str(raw.topic_name()))
-            command = dead_letter_command(
-                raw, error, subscription=self.subscription, topic=topic, gave_up=gave_up
-            )
-            await self._outer_config.producer.publish(command)
-        except Exception as e:
-            # Never lose it: a nack makes Pulsar redeliver, and the next failure tries the DLQ again.
-            self._log(logging.ERROR, f"dead-lettering failed, nacking instead: {e!r}", exc_info=e)
-            await consumer.negative_acknowledge(raw)
-            self._count_failure("nack")
-            return
-        await self._acknowledge(raw)
-        self._count_failure("reject" if gave_up == "rejected" else "dead_letter")
+            yield span
+        finally:
+            span.end()
 
     # --- metrics (metrics.py) -------------------------------------------------------------------------
 
