@@ -19,6 +19,7 @@ from fleet_shared.pulsar import DeadLetter, InlineContext, PulsarBroker, PulsarM
 from fleet_shared.pulsar.message import PulsarPublishCommand
 from fleet_shared.pulsar.metrics import OUTCOMES, bus_metrics
 from fleet_shared.pulsar.producer import PulsarProducer
+from fleet_shared.pulsar.rpc import default_reply_topic
 
 pytestmark = pytest.mark.unit
 
@@ -220,3 +221,10 @@ async def test_sends_are_counted_and_timed_per_topic_and_failures_apart() -> Non
     assert value(registry, "fleet_bus_messages_sent_total", topic="b") == 1
     assert value(registry, "fleet_bus_send_failures_total", topic="b") == 1
     assert value(registry, "fleet_bus_send_failures_total", topic="a") == 0
+
+
+def test_every_reply_topic_is_one_label() -> None:
+    metrics = bus_metrics(CollectorRegistry())
+    first, second = metrics.topic(default_reply_topic()), metrics.topic(default_reply_topic())
+    assert first.sent is second.sent
+    assert first.sent._labelvalues == ("(replies)",)

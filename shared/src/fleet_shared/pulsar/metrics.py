@@ -28,6 +28,8 @@ from dataclasses import dataclass
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram
 
+from .rpc import REPLY_TOPIC_PREFIX
+
 #: how a failed delivery was settled (the `outcome` label of fleet_bus_messages_failed_total)
 OUTCOMES = ("nack", "dead_letter", "reject", "ack")
 
@@ -84,6 +86,10 @@ class BusMetrics:
         )
 
     def topic(self, topic: str) -> TopicMetrics:
+        """The children of one topic sent to; every request's own reply topic counts as one, `(replies)`
+        (a label per requesting process would grow with every restart)."""
+        if topic.startswith(REPLY_TOPIC_PREFIX):
+            topic = "(replies)"
         return TopicMetrics(
             sent=self.sent.labels(topic),
             failures=self.send_failures.labels(topic),
