@@ -152,7 +152,7 @@ OVERVIEW = [
                     )
                 ],
                 unit="s",
-                description="From receipt to settlement: middlewares, the handler, the ack.",
+                description="The handler and its ack (status acks later, once written: its handler alone).",
             ),
             Panel(
                 "Failures by outcome",

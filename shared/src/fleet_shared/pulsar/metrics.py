@@ -8,7 +8,9 @@ a message came from, so a partitioned topic is one series):
   `nack` (redelivered later), `dead_letter` (redeliveries used up: moved to the dead-letter topic), `reject`
   (refused as malformed: dead-lettered at once, or dropped without a dead-letter topic) and `ack` (the
   handler failed but the ack policy acks anyway: dropped);
-- `fleet_bus_handler_seconds`: from receipt to settlement (middlewares, handler, ack), per delivery.
+- `fleet_bus_handler_seconds`: per delivery, from the subscriber taking it to its middlewares' exit: the
+  handler and the settlement (under `AckPolicy.MANUAL` the handler settles later, as status does once its
+  batch is written: then the handler's own time).
 
 Per topic sent to (label `topic`): `fleet_bus_messages_sent_total`, `fleet_bus_send_failures_total` and
 `fleet_bus_send_seconds` (until Pulsar has persisted the message).
@@ -58,7 +60,7 @@ class BusMetrics:
         )
         self.handler_seconds = Histogram(
             "fleet_bus_handler_seconds",
-            "Time from a delivery's receipt to its settlement (middlewares, handler, ack)",
+            "Time a delivery took: its handler and, unless the handler settles it later itself, its ack",
             subscription,
             buckets=HANDLER_BUCKETS,
             registry=registry,
