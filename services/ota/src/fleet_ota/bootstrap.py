@@ -7,7 +7,6 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -34,6 +33,7 @@ from fleet_ota.ports import EventPublisher, TuyaOta
 from fleet_ota.service_layer.handlers import Ports, ProjectPace
 from fleet_ota.settings import OtaSettings
 from fleet_ota.views import OtaViews
+from fleet_shared.clock import utcnow
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.pulsar.outbox import CountingPublisher
 from fleet_shared.security import SecurityKit, security_kit
@@ -45,10 +45,6 @@ from fleet_shared.tuya.ratelimit import RateLimit
 
 SERVICE = "ota"
 log = logging.getLogger(__name__)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -131,7 +127,7 @@ def bootstrap(
         locks=LockStore(db),
         pacing=PacingStore(db),
         tuya=tuya,
-        clock=_utcnow,
+        clock=utcnow,
         tenant=settings.tuya_access_id,
         policy=UpgradePolicy(
             max_attempts=settings.ota_max_attempts,

@@ -20,11 +20,12 @@ import contextvars
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from opentelemetry import propagate, trace
 
+from fleet_shared.clock import utcnow
 from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
 from fleet_shared.pulsar.outbox import CountingPublisher
 from fleet_shared.security import SecurityKit, security_kit
@@ -65,10 +66,6 @@ QUOTA_METRICS_INTERVAL_S = 15.0
 
 # the client's default for APIs without a known limit
 PAIRING_RATE_LIMIT = DEFAULT_RATE_LIMIT
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -206,7 +203,7 @@ def bootstrap(
     devices: Devices | None = None,
     tokens: PairingTokens | None = None,
     publisher: EventPublisher | None = None,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Unbinding:
     settings = settings or UnbindingSettings()
     broker, client, db = service_clients(settings, SERVICE, settings.unbinding_database)
