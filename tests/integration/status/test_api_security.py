@@ -49,7 +49,7 @@ async def issue(settings: StatusSettings, service: Any, *argv: str) -> str:
     add_api_key_commands(parser.add_subparsers(dest="command"))
     out, err = io.StringIO(), io.StringIO()
     code = await run_api_key_command(
-        service.security.api_keys,
+        service.clients.security.api_keys,
         parser.parse_args(argv),
         default_role=settings.api_key_default_role,
         out=out,

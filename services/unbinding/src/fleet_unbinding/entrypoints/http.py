@@ -212,7 +212,7 @@ def _csv(text: str, name: str) -> Response:
 
 def api_router(svc: Unbinding) -> APIRouter:
     p = svc.ports
-    security = svc.kit.security
+    security = svc.clients.api_security
     router = APIRouter(prefix="/v1", tags=["unbinding"])
 
     async def progress(batch_id: str) -> dict[str, Any]:
