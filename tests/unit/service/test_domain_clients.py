@@ -13,7 +13,7 @@ from fleet_ota.bootstrap import bootstrap as bootstrap_ota
 from fleet_ota.settings import OtaSettings
 from fleet_pairing.bootstrap import bootstrap as bootstrap_pairing
 from fleet_pairing.settings import PairingSettings
-from fleet_shared.service.domain import DomainClients, DomainSettings, domain_clients
+from fleet_shared.service.domain import DomainClients, domain_clients
 from fleet_unbinding.bootstrap import bootstrap as bootstrap_unbinding
 from fleet_unbinding.settings import UnbindingSettings
 
@@ -103,8 +103,7 @@ async def test_readiness_is_bus_and_database_then_the_services_own() -> None:
 
 
 def test_built_from_the_settings_without_connecting() -> None:
-    settings = DomainSettings(mongodb_uri=NOWHERE)
-    clients = domain_clients(settings, "ota", "ota_test")
+    clients = domain_clients(OtaSettings(mongodb_uri=NOWHERE, database="ota_test"))
     try:
         assert clients.db.name == "ota_test"
         assert clients.openapi is None

@@ -63,7 +63,7 @@ class Ota:
     async def start(self) -> None:
         """Indexes and keys, outboxes a previous process left relayed, then consume and run the loops."""
         await ensure_indexes(self.clients.db)
-        await self.clients.open(self.settings.ota_api_keys)
+        await self.clients.open(self.settings.api_keys)
         while await self.relay.relay_once(self.settings.ota_relay_batch):
             pass
         await self.clients.broker.start()
@@ -100,7 +100,7 @@ def bootstrap(
         rate = settings.ota_tuya_rate_per_s
         own_client = openapi_client(settings, default_rate_limit=RateLimit(rate=rate, burst=rate))
         tuya = TuyaOtaApi(own_client)
-    clients = domain_clients(settings, SERVICE, settings.ota_database, openapi=own_client)
+    clients = domain_clients(settings, openapi=own_client)
     broker, db = clients.broker, clients.db
     progress = ProgressStore(db)
     devices = DeviceStore(db)

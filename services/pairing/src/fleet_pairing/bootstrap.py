@@ -57,7 +57,7 @@ class Pairing:
         await self.owners.ensure_indexes()
         if flagged := await self.sessions.flag_unflagged_outboxes():
             log.info("%d sessions held events an earlier version left without outbox_at", flagged)
-        await self.clients.open(self.settings.pairing_api_keys)
+        await self.clients.open(self.settings.api_keys)
         relayed = await self.relay.sweep(limit=1000, grace=timedelta(0))  # no relay of ours is under way
         if relayed:
             log.info("relayed %d events a previous process left in outboxes", relayed)
@@ -146,7 +146,7 @@ def bootstrap(
         settings.pairing_binding_modes, settings.pairing_default_binding_mode or None
     )
     own_client = tuya_client(settings) if tuya is None else None
-    clients = domain_clients(settings, SERVICE, settings.pairing_database, openapi=own_client)
+    clients = domain_clients(settings, openapi=own_client)
     broker, db = clients.broker, clients.db
     encoder = EventEncoder(tenant=settings.tuya_access_id, region=settings.region.lower())
     # the relay clears through a store of its own; the sessions store hands it each durable write's events,

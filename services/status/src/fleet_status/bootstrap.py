@@ -56,7 +56,7 @@ class Status:
         """Database ready, leftover outbox relayed, writer running, then consume."""
         await self.prepare_database()
         # keys status stored before the kit are adopted; FLEET_STATUS_API_KEYS (the stack's key) is seeded
-        await self.clients.open(self.settings.status_api_keys)
+        await self.clients.open(self.settings.api_keys)
         relayed = await self.writer.recover()
         if relayed:
             log.info("relayed %d events a previous process left in outboxes", relayed)
@@ -135,7 +135,7 @@ def bootstrap(
     if openapi is None and settings.tuya_access_secret.get_secret_value():
         own_client = openapi_client(settings)
         openapi = own_client
-    clients = domain_clients(settings, SERVICE, settings.status_database, openapi=own_client)
+    clients = domain_clients(settings, openapi=own_client)
     broker, db = clients.broker, clients.db
     shadows = ShadowStore(
         db, write_chunk=settings.status_write_chunk, write_concurrency=settings.status_write_concurrency

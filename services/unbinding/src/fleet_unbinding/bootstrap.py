@@ -91,7 +91,7 @@ class Unbinding:
     async def start(self) -> None:
         """Database ready, bus connected, then the loops (the resume loop's first round runs at once)."""
         await self.prepare_database()
-        await self.clients.open(self.settings.unbinding_api_keys)
+        await self.clients.open(self.settings.api_keys)
         await self.clients.broker.start()
         s = self.settings
         self._loops = [
@@ -193,7 +193,7 @@ def bootstrap(
 ) -> Unbinding:
     settings = settings or UnbindingSettings()
     own_client = tuya_client(settings) if devices is None or tokens is None else None
-    clients = domain_clients(settings, SERVICE, settings.unbinding_database, openapi=own_client)
+    clients = domain_clients(settings, openapi=own_client)
     db = clients.db
     batches, unbinds = MongoBatchStore(db), MongoUnbindStore(db)
     counters, limits, authorizations = (

@@ -1,7 +1,7 @@
 """One call that wires the kit for a service from its settings and its own database.
 
 kit = security_kit(settings, db)             # in bootstrap
-await kit.prepare(settings.status_api_keys.get_secret_value())   # at start: indexes, seeded keys
+await kit.prepare(settings.api_keys.get_secret_value())   # at start: indexes, seeded keys
 kit.security.install(app)                   # in the app factory
 Depends(kit.security.require("status:read"))
 await kit.aclose()                          # at stop
