@@ -75,14 +75,9 @@ def served(error: Exception) -> TestClient:
 
 def test_a_listed_error_is_a_problem_with_its_status_and_the_errors_message() -> None:
     response = served(Missing("no thing t-1")).get("/thing")
-    assert response.status_code == 404
-    assert response.headers["content-type"] == "application/problem+json"
-    assert response.json() == {
-        "type": "about:blank",
-        "title": "Not Found",
-        "status": 404,
-        "detail": "no thing t-1",
-    }
+    problem = {"type": "about:blank", "title": "Not Found", "status": 404, "detail": "no thing t-1"}
+    assert (response.status_code, response.headers["content-type"]) == (404, "application/problem+json")
+    assert response.json() == problem
 
 
 def test_members_taken_from_the_error_stand_beside_the_detail() -> None:
