@@ -95,8 +95,6 @@ class DeviceConsumerSettings(DomainSettings):
     # where a new subscription starts: the whole retained topic (earliest) or only new events (latest)
     initial_position: Literal["earliest", "latest"] = "latest"
 
-    _named_after_service: ClassVar[tuple[str, ...]] = ("database", "subscription")
-
     @property
     def device_subscription(self) -> DeviceSubscription:
         return DeviceSubscription(
