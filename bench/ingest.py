@@ -557,13 +557,14 @@ async def main() -> None:
     parser.add_argument("--devices", type=int, nargs="*", default=[1000, 10_000])
     parser.add_argument("--repeat", type=int, default=1, help="runs per side and fleet size (medians)")
     parser.add_argument("--only", choices=SIDES, help="one side only (e.g. for profiling)")
+    parser.add_argument("--sides", choices=SIDES, nargs="+", help="these sides only (e.g. raw and ingest)")
     parser.add_argument("--profile", type=Path, help="py-spy ingest from start to drained, into this dir")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     stack_env("FLEET_MONGODB_URI")  # ingest reads it from the environment
     admin_url = stack_env("FLEET_PULSAR_ADMIN_URL")
     client = pa.Client(stack_env("FLEET_PULSAR_URL"), logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    sides = [args.only] if args.only else list(SIDES)
+    sides = [args.only] if args.only else list(args.sides or SIDES)
     rows: list[dict[str, Any]] = []
     try:
         for devices in args.devices:

@@ -436,7 +436,7 @@ class IngestPipeline:
             if isinstance(outcome, Publish):
                 if item.send is not None:
                     key = outcome.dedup_key
-                    types[outcome.event.type] += 1
+                    types[outcome.event_type] += 1
                     window.add(key, now)
                     self._release_in_flight(key)
                     recorder.add(key)
