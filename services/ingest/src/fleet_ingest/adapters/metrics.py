@@ -100,6 +100,11 @@ class IngestMetrics:
             "Messages a handover delivered before earlier ones, dropped unacked for the broker's rewind.",
             registry=r,
         )
+        self.handover_holds_ended = Counter(
+            "fleet_ingest_handover_holds_ended",
+            "Holds ended early: the broker showed nothing before the partition's first message was unacked.",
+            registry=r,
+        )
         # Pre-resolved children for the hot path.
         self.rejected_by_reason = {reason: self.rejected.labels(reason.value) for reason in RejectClass}
         for source in ("in_flight", "window", "store"):
