@@ -66,6 +66,7 @@ from pulsar import asyncio as pa
 
 from fleet_contracts import topics
 from fleet_shared.provisioning import provision
+from fleet_shared.pulsar import internals
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
@@ -501,6 +502,14 @@ class PassthroughSide:
             await self.reader.unsubscribe()
 
 
+async def close_client(client: pa.Client) -> None:
+    """The client's blocking close on a worker thread: `await client.close()` leaves its Python callback to
+    a client thread, which aborted this process at exit ("terminate called without an active exception",
+    apache/pulsar-client-python#256; see `PulsarBroker._close_client`)."""
+    native = internals.native_client(client)
+    await (client.close() if native is None else asyncio.to_thread(native.close))
+
+
 # -- main -----------------------------------------------------------------------------------------------
 
 
@@ -595,7 +604,7 @@ async def main() -> None:
                     print(f"{devices:>6} devices  ingest / {baseline} throughput (medians): {row[key]}")
             rows.append(row)
     finally:
-        await client.close()
+        await close_client(client)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(
