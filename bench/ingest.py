@@ -264,8 +264,10 @@ async def measure(side: Side, sim: Simulator, args: argparse.Namespace) -> dict[
     live_publish_s = await sim.publish(n)
     await until_done(side, 2 * n)
     steady = int(args.rate * args.seconds)
+    stages_before = side.stages() if isinstance(side, IngestSide) else None
     await sim.publish(steady, rate=args.rate)
     await until_done(side, 2 * n + steady, 300)
+    stages = stage_quantiles(stages_before, side.stages()) if isinstance(side, IngestSide) else None
     times = await side.times(2 * n + steady)
     lat = [done - produced for done, produced in times[2 * n :]]
     backlog, live = rate_of(times[:n]), rate_of(times[n : 2 * n])
@@ -279,7 +281,7 @@ async def measure(side: Side, sim: Simulator, args: argparse.Namespace) -> dict[
         "latency_p50_ms": round(pct(lat, 0.50), 2),
         "latency_p99_ms": round(pct(lat, 0.99), 2),
         "latency_mean_ms": round(statistics.fmean(lat), 2) if lat else None,
-    }
+    } | ({"latency_by_stage_ms": stages} if stages else {})
 
 
 # -- the official connector -----------------------------------------------------------------------------
@@ -379,14 +381,29 @@ class IngestSide:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def count(self) -> int:
-        """Events ingest has had confirmed, from its /metrics."""
+    def metrics(self) -> str:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"ingest exited: {self.log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-                text = r.read().decode()
+                return str(r.read().decode())
         except OSError:
+            return ""
+
+    def stages(self) -> dict[str, dict[float, float]]:
+        """Ingest's per-stage histograms (cumulative bucket counts by upper bound, seconds)."""
+        out: dict[str, dict[float, float]] = {}
+        for line in self.metrics().splitlines():
+            for stage, name in STAGES.items():
+                if line.startswith(f"{name}_bucket{{"):
+                    bound = line.split('le="', 1)[1].split('"', 1)[0]
+                    out.setdefault(stage, {})[float(bound)] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    def count(self) -> int:
+        """Events ingest has had confirmed, from its /metrics."""
+        text = self.metrics()
+        if not text:
             return 0
         prefix = "fleet_ingest_events_published_total{"
         return sum(
@@ -409,6 +426,33 @@ class IngestSide:
         terminate(self.proc)
         if self.reader is not None:
             await self.reader.unsubscribe()
+
+
+#: ingest's histograms along a message's way: Tuya publish -> receipt (per batch, its oldest message),
+#: receipt -> sends started (dedup-store lookup and queueing), send -> the bus's confirmation.
+STAGES = {
+    "receive_lag": "fleet_ingest_consumer_lag_seconds",
+    "sequencing": "fleet_ingest_sequencing_delay_seconds",
+    "publish": "fleet_ingest_publish_latency_seconds",
+}
+
+
+def stage_quantiles(
+    before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+) -> dict[str, dict[str, float]]:
+    """p50 / p99 / max of each stage during the steady phase, as bucket upper bounds (ms; per batch)."""
+    out: dict[str, dict[str, float]] = {}
+    for stage, buckets in after.items():
+        counts = sorted((le, n - before.get(stage, {}).get(le, 0.0)) for le, n in buckets.items())
+        total = counts[-1][1] if counts else 0.0
+        if not total:
+            continue
+        row: dict[str, float] = {"batches": total}
+        for label, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+            le = next(le for le, n in counts if n >= q * total)
+            row[label] = le * 1000 if le != float("inf") else float("inf")
+        out[stage] = row
+    return out
 
 
 def terminate(proc: subprocess.Popen[bytes] | None) -> None:
@@ -593,6 +637,13 @@ async def main() -> None:
                         f"(at {args.rate:.0f} msg/s)",
                         flush=True,
                     )
+                    if stages := result.get("latency_by_stage_ms"):
+                        by_stage = "  ".join(
+                            f"{k} p99 {v['p99']:.0f} (max {v['max']:.0f})" for k, v in stages.items()
+                        )
+                        print(
+                            f"{devices:>6} devices  {name:<15} by stage, ms per batch: {by_stage}", flush=True
+                        )
             row["median"] = {name: summary(row["runs"][name]) for name in sides}
             for baseline, key in (("tuya_connector", "speedup"), ("raw_passthrough", "of_raw_passthrough")):
                 if "ingest" in sides and baseline in sides:

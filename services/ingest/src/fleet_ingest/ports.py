@@ -87,6 +87,7 @@ class Metrics(Protocol):
     lag_last: Gauge
     duplicates: Counter
     publish_latency: Histogram
+    sequencing_delay: Histogram
     recoveries: Counter
     store_errors: Counter
     handover_holds: Counter

@@ -63,6 +63,12 @@ class IngestMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.sequencing_delay = Histogram(
+            "fleet_ingest_sequencing_delay_seconds",
+            "From a batch's receipt to its sends starting: the dedup-store lookup and the batches before it.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.lag = Histogram(
             "fleet_ingest_consumer_lag_seconds",
             "From the Tuya message's publish time to its receipt by ingest.",

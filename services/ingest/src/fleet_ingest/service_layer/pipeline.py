@@ -362,6 +362,7 @@ class IngestPipeline:
     def _prepare(self, batch: list[Received]) -> Batch:
         """Decode and map a batch: the CPU-bound part, with metrics and traces per batch, not per message."""
         metrics = self.metrics
+        received_at = self._monotonic()
         count = len(batch)
         metrics.received.inc(count)
         metrics.in_flight.inc(count)
@@ -391,7 +392,8 @@ class IngestPipeline:
             items.append(item)
         for kind, n in kinds.items():
             metrics.count_decoded(kind, n)
-        return Batch(items, self._lookups.check(list(dict.fromkeys(lookups))) if lookups else None)
+        lookup = self._lookups.check(list(dict.fromkeys(lookups))) if lookups else None
+        return Batch(items, lookup, received_at=received_at)
 
     def _prepare_one(self, received: Received, shared: MessageTrace | None) -> Item:
         delivery = received.delivery
@@ -423,6 +425,7 @@ class IngestPipeline:
             seen_in_store = await batch.lookup if batch.lookup is not None else set()
             now = self._monotonic()
             batch.sent_at = now
+            metrics.sequencing_delay.observe(now - batch.received_at)
             for item in batch.items:
                 if confirmations.failures != failures:
                     confirming.put_nowait(batch)  # what did start is settled by the recovery
