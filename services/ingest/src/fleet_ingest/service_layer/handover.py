@@ -50,13 +50,13 @@ class _Hold:
     first: Position
 
 
-def settled(first: Position, mark_delete: Position, ledgers: Mapping[int, int]) -> bool:
+def settled(first: Position, mark_delete: tuple[int, int], ledgers: Mapping[int, int]) -> bool:
     """Nothing before `first` is unacknowledged on a subscription whose mark-delete position (everything up
     to it is acked) is `mark_delete` (ledger, entry); `ledgers` maps the topic's ledger ids to their entry
     counts (a ledger no longer listed was trimmed: consumed, or expired by retention). Conservative: on any
     doubt (acks beyond the mark-delete position, an earlier message of the same batch) it says no."""
     ledger, entry, batch_index = first
-    marked = (mark_delete[0], mark_delete[1])
+    marked = mark_delete
     if marked >= (ledger, entry):
         return True  # the first message itself (and all before it) was acked already
     if batch_index > 0:
