@@ -33,6 +33,10 @@ whose main thread sleeps meanwhile) and the broker's (the dev stack's Pulsar sta
 
     eval "$(uv run devstack env)" && uv run python bench/ingest.py [--messages 30000] [--rate 1000]
     uv run --with py-spy python bench/ingest.py --profile /tmp/prof   # py-spy of ingest while draining
+    uv run python bench/ingest.py --sides raw_passthrough ingest      # the ceiling and ingest only
+
+For ingest the steady phase's p99 is also split by stage from its own histograms (per batch, bucket upper
+bounds): Tuya publish -> receipt, receipt -> sends started (dedup-store lookup, queueing), send -> confirmed.
 
 Prints the figures and writes bench/results/ingest.json (or --out).
 """
