@@ -43,8 +43,16 @@ class PulsarAdmin:
         self._headers = {"Content-Type": "application/json"}
         if token:
             self._headers["Authorization"] = f"Bearer {token}"
-        # None: the default trust store (which honours SSL_CERT_FILE)
-        self._tls = ssl.create_default_context(cafile=tls_trust_certs_file) if tls_trust_certs_file else None
+        self._cafile = tls_trust_certs_file
+        self._tls: ssl.SSLContext | None = None
+
+    def _context(self) -> ssl.SSLContext | None:
+        """The TLS context, read at the first call, not when wired: a service builds its admin client at
+        start-up even where it may never call it (ingest's handover probe), and a missing CA file is the
+        call's error, not the wiring's. None: the default trust store (which honours SSL_CERT_FILE)."""
+        if self._cafile and self._tls is None:
+            self._tls = ssl.create_default_context(cafile=self._cafile)
+        return self._tls
 
     def _open(self, method: str, path: str, body: object | None = None) -> Any:
         request = urllib.request.Request(  # noqa: S310 - the operator-configured admin URL
@@ -53,7 +61,7 @@ class PulsarAdmin:
             method=method,
             headers=self._headers,
         )
-        return urllib.request.urlopen(request, timeout=self.timeout, context=self._tls)  # noqa: S310
+        return urllib.request.urlopen(request, timeout=self.timeout, context=self._context())  # noqa: S310
 
     def call(self, method: str, path: str, body: object | None = None) -> int:
         """One admin call; 409 (already exists) counts as success."""
