@@ -775,6 +775,7 @@ class ProgressStore:
 
 # new entries per insert batch: one intent document holding them (a few hundred KB, far from 16 MB)
 INSERT_BATCH = 1000
+INSERT_CONCURRENCY = 4  # batches in flight at once (each its own intent)
 
 
 class DeviceStore:
@@ -783,15 +784,17 @@ class DeviceStore:
     counted exactly once, in batches: one `$inc` per bucket per batch, guarded by the batch id (`applying`, a
     plain array), never a transaction.
 
-    New entries are counted as they are inserted (`record_many`), a thousand at a time:
+    New entries are counted as they are inserted (`record_many`), a thousand at a time (a few at once):
 
-    1. An intent document in `counting` (`insert:<batch>`) holds the batch's entries, each already marked
-       counted in its bucket and inserted by the batch (`by`).
+    1. An intent in `counting` (`insert:<batch>`, small: its owner, time and sums), then the batch's entries
+       in `device_batches` (_id the batch), each already marked counted in its bucket and inserted by the
+       batch (`by`).
     2. The entries are inserted (an entry that exists already is not: it is written as a change, below).
     3. The batch's sums per bucket (of the entries it inserted) are sealed into the intent, then applied, then
-       the intent is deleted. An intent older than `grace_s` (its writer died) is taken over by a counting
-       pass: it inserts what is missing (the dead writer's inserts can only collide with these), sums the
-       entries the batch inserted (`by`), seals and applies them. A writer that lost its intent stops.
+       the batch and the intent are deleted. An intent older than `grace_s` (its writer died) is taken over
+       by a counting pass: it inserts what is missing (the dead writer's inserts can only collide with
+       these; a batch with no entries written yet gets an empty list, and its writer stops), sums the entries
+       the batch inserted (`by`), seals and applies them. A writer that lost its intent stops.
 
     A change to an existing entry sets it and marks it `dirty`; `count_once` brings the counts up to date:
 
@@ -812,6 +815,7 @@ class DeviceStore:
         self.col: Collection = db["devices"]
         self.counts_col: Collection = db["device_counts"]
         self.state: Collection = db["counting"]
+        self.batches: Collection = db["device_batches"]
         self.facts: Collection = db["device_facts"]
         self.grace_s = grace_s
 
@@ -893,8 +897,15 @@ class DeviceStore:
         )
         known = await self._known([e.position for e in entries])
         new = [e for e in entries if e.position not in known]
-        for i in range(0, len(new), INSERT_BATCH):
-            known |= await self._insert_counted(new[i : i + INSERT_BATCH])
+        gate = asyncio.Semaphore(INSERT_CONCURRENCY)
+
+        async def insert(batch: Sequence[directory.Entry]) -> set[str]:
+            async with gate:
+                return await self._insert_counted(batch)
+
+        batches = [new[i : i + INSERT_BATCH] for i in range(0, len(new), INSERT_BATCH)]
+        for existed in await asyncio.gather(*(insert(b) for b in batches)):
+            known |= existed
         await bulk_update(
             self.col,
             [
@@ -924,9 +935,19 @@ class DeviceStore:
         ]
         intent = f"insert:{b}"
         await self.state.insert_one(
-            {"_id": intent, "kind": "insert", "batch": b, "owner": owner, "sums": None}
-            | {"at": datetime.now(UTC), "docs": docs}
+            {
+                "_id": intent,
+                "kind": "insert",
+                "batch": b,
+                "owner": owner,
+                "sums": None,
+                "at": datetime.now(UTC),
+            }
         )
+        try:
+            await self.batches.insert_one({"_id": b, "docs": docs})
+        except DuplicateKeyError:  # a pass took the intent over before its entries were written: nothing was
+            raise TimeoutError("directory insert batch taken over before it began") from None
         existed = await _insert_ignoring_duplicates(self.col, docs)
         sums = directory.moves((None, d["bucket"]) for i, d in enumerate(docs) if i not in existed)
         await self._settle_insert(intent, b, owner, sums, began)
@@ -951,6 +972,7 @@ class DeviceStore:
             log.warning("directory insert batch %s too slow: left to the next counting pass", b)
             return
         await self._forget([t["key"] for t in totals], datetime.now(UTC))
+        await self.batches.delete_one({"_id": b})  # first: an intent without its entries is sealed already
         await self.state.delete_one({"_id": intent})
 
     async def _recover_inserts(self) -> int:
@@ -965,8 +987,14 @@ class DeviceStore:
             )
             if took.matched_count != 1:
                 continue  # another pass took it
-            b, docs, totals = intent["batch"], intent["docs"], intent["sums"]
+            b, totals = intent["batch"], intent["sums"]
             if totals is None:
+                # the batch's entries as the writer wrote them, or none (then the writer can no longer write
+                # them: it stops before inserting any entry)
+                with contextlib.suppress(DuplicateKeyError):
+                    await self.batches.insert_one({"_id": b, "docs": []})
+                written = await self.batches.find_one({"_id": b})
+                docs = [] if written is None else written["docs"]
                 # what the dead writer did not insert is inserted now, so the batch's entries are final
                 await _insert_ignoring_duplicates(self.col, docs)
                 ids = [d["_id"] for d in docs]
@@ -974,9 +1002,10 @@ class DeviceStore:
                 mine = self.col.find({"_id": {"$in": ids}, "by": b}, {"_id": 1})
                 sums = directory.moves([(None, buckets[d["_id"]]) async for d in mine])
                 await self._settle_insert(intent["_id"], b, owner, sums, began)
+                recovered += len(docs)
             else:
                 await self._apply_sealed(intent["_id"], b, totals, began)
-            recovered += len(docs)
+                recovered += sum(abs(t["n"]) for t in totals)
         return recovered
 
     async def counts(self, product_id: str, region: str, channel: int) -> dict[str, int]:
