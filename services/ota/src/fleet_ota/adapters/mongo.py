@@ -895,7 +895,7 @@ class DeviceStore:
                 for k, e in buckets.items()
             ],
         )
-        known = await self._known([e.position for e in entries])
+        known = await self._known([e.position for e in entries])  # position -> what it holds now
         new = [e for e in entries if e.position not in known]
         gate = asyncio.Semaphore(INSERT_CONCURRENCY)
 
@@ -904,8 +904,10 @@ class DeviceStore:
                 return await self._insert_counted(batch)
 
         batches = [new[i : i + INSERT_BATCH] for i in range(0, len(new), INSERT_BATCH)]
+        raced: set[str] = set()  # inserted by another writer since they were looked up
         for existed in await asyncio.gather(*(insert(b) for b in batches)):
-            known |= existed
+            raced |= existed
+        # an entry that holds what it is given already is not written (an inventory imported again)
         await bulk_update(
             self.col,
             [
@@ -915,15 +917,16 @@ class DeviceStore:
                     upsert=True,
                 )
                 for e in entries
-                if e.position in known
+                if e.position in raced or (e.position in known and known[e.position] != _held(e))
             ],
         )
 
-    async def _known(self, positions: Sequence[str]) -> set[str]:
-        found: set[str] = set()
+    async def _known(self, positions: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+        found: dict[str, tuple[str, datetime]] = {}
         for i in range(0, len(positions), INSERT_BATCH):
             query = {"_id": {"$in": list(positions[i : i + INSERT_BATCH])}}
-            found |= {d["_id"] async for d in self.col.find(query, {"_id": 1})}
+            async for d in self.col.find(query, {"bucket": 1, "activated_at": 1}):
+                found[d["_id"]] = (d["bucket"], _millis(d["activated_at"]))
         return found
 
     async def _insert_counted(self, entries: Sequence[directory.Entry]) -> set[str]:
@@ -1181,6 +1184,16 @@ class DeviceStore:
                 await self.counts_col.update_one(
                     {"_id": d["_id"]}, {"$pullAll": {"applying": [a["id"] for a in old], "applied_at": old}}
                 )
+
+
+def _millis(at: datetime) -> datetime:
+    """As the database keeps a time (UTC, to the millisecond)."""
+    at = _aware(at).astimezone(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def _held(e: directory.Entry) -> tuple[str, datetime]:
+    return e.bucket, _millis(e.activated_at)
 
 
 def _entry_fields(e: directory.Entry) -> Document:
