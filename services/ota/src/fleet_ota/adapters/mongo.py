@@ -776,6 +776,10 @@ class ProgressStore:
 # new entries per insert batch: one intent document holding them (a few hundred KB, far from 16 MB)
 INSERT_BATCH = 1000
 INSERT_CONCURRENCY = 4  # batches in flight at once (each its own intent)
+# fewer new entries than this (a device the events told of, its versions fetched) are written as changes and
+# counted by the next pass with others: an insert batch each would add its id to its buckets' count documents
+# (kept there for the grace period) many times a second
+INSERT_MIN = 50
 
 
 class DeviceStore:
@@ -897,6 +901,9 @@ class DeviceStore:
         )
         known = await self._known([e.position for e in entries])  # position -> what it holds now
         new = [e for e in entries if e.position not in known]
+        raced: set[str] = set()  # not inserted here: inserted by another writer since, or too few
+        if len(new) < INSERT_MIN:
+            raced, new = {e.position for e in new}, []
         gate = asyncio.Semaphore(INSERT_CONCURRENCY)
 
         async def insert(batch: Sequence[directory.Entry]) -> set[str]:
@@ -904,7 +911,6 @@ class DeviceStore:
                 return await self._insert_counted(batch)
 
         batches = [new[i : i + INSERT_BATCH] for i in range(0, len(new), INSERT_BATCH)]
-        raced: set[str] = set()  # inserted by another writer since they were looked up
         for existed in await asyncio.gather(*(insert(b) for b in batches)):
             raced |= existed
         # an entry that holds what it is given already is not written (an inventory imported again)
