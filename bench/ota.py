@@ -1,7 +1,11 @@
 """ota benchmark: planning a release, the progress query, and the dispatch rate against Tuya's rate limit.
 
-1. Planning: N devices of one product in one region are recorded in ota's directory (and counted per
-   version bucket: `directory_counting_s`); starting a full-stage release plans them all (reads the
+1. Directory, then planning: N devices of one product in one region are imported into ota's directory
+   (5,000 a call) until its counts per version bucket say all N (`directory_counted_s`: a fresh fleet is
+   plannable then), beside the same run's ceiling (the database inserting the same entries with no
+   counting, `database_insert_per_s`); then a tenth of them change version, counted by the service's passes
+   (`directory_changes_counted_s`). Printed as "directory counted: N devices in S s". Planning: starting a
+   full-stage release plans them all (reads the
    buckets' counts, writes one walk document carrying its count in its outbox; dispatchers walk the
    directory lazily). Timed from the start command to the started rollout (`planning_s`: everything is
    durable, the counts included), and separately the relay pass that applies the counts (`counting_s`).
@@ -118,6 +122,63 @@ async def release(p: h.Ports, release_id: str, per_minute: float = 60.0) -> None
     await h.create_release(release_id, fw.firmware_id, [plan], p)
 
 
+def fleet_records(first: int, n: int, version: str) -> list[DeviceRecord]:
+    activated = datetime.now(UTC) - timedelta(days=30)
+    return [
+        DeviceRecord(f"dev{i:07d}", PRODUCT, "eu", activated, {0: version}) for i in range(first, first + n)
+    ]
+
+
+async def bench_directory(db: Any, store: DeviceStore, devices: int) -> dict[str, Any]:
+    """A fresh directory imported (5,000 devices a call, as `POST /v1/devices` allows) until its counts say
+    every device (plannable); then a tenth of the devices change version (counted by the service's passes of
+    500). Beside it, the same run's ceiling: the database inserting the same entries with no counting."""
+    t = time.perf_counter()
+    for i in range(0, devices, 5000):
+        await store.record_many(fleet_records(i, min(5000, devices - i), "1.2.0"))
+    import_s = time.perf_counter() - t
+    while await store.count_once(5000):
+        pass
+    counted_s = time.perf_counter() - t
+    assert (await store.counts(PRODUCT, "eu", 0)).get("1.2.0") == devices
+    # the ceiling: the same entries' documents inserted into a scratch collection, 1,000 a command
+    docs = [
+        {"_id": f"{i:016x}|dev{i:07d}|0", "device_id": f"dev{i:07d}", "channel": 0, "product_id": PRODUCT}
+        | {"region": "eu", "activated_at": datetime.now(UTC), "version": "1.2.0", "bucket": "b", "v": 1}
+        for i in range(devices)
+    ]
+    t = time.perf_counter()
+    for i in range(0, devices, 1000):
+        await db["ceiling"].insert_many(docs[i : i + 1000], ordered=False)
+    ceiling = devices / (time.perf_counter() - t)
+    await db["ceiling"].drop()
+    changed = devices // 10
+    t = time.perf_counter()
+    for i in range(0, changed, 5000):
+        await store.record_many(fleet_records(i, min(5000, changed - i), "1.2.1"))
+    while await store.count_once(500):
+        pass
+    changes_s = time.perf_counter() - t
+    assert (await store.counts(PRODUCT, "eu", 0)).get("1.2.1") == changed
+    await store.record_many(fleet_records(0, changed, "1.2.0"))  # back: planning below sees one version
+    while await store.count_once(5000):
+        pass
+    print(
+        f"directory counted: {devices} devices in {counted_s:.1f} s ({devices / counted_s:,.0f}/s; import "
+        f"{import_s:.1f} s) | database insert ceiling, same run: {ceiling:,.0f} entries/s "
+        f"({devices / ceiling:.1f} s) | {changed} devices changing version counted in {changes_s:.1f} s",
+        flush=True,
+    )
+    return {
+        "directory_counted_s": round(counted_s, 3),  # imported until the counts say every device
+        "directory_import_s": round(import_s, 3),
+        "directory_counted_per_s": round(devices / counted_s),
+        "database_insert_per_s": round(ceiling),  # the same run's ceiling (no counting)
+        "directory_changes": changed,
+        "directory_changes_counted_s": round(changes_s, 3),
+    }
+
+
 async def bench_planning(devices: int) -> dict[str, Any]:
     client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(MONGODB_URI)
     db = client[f"bench_ota_{uuid.uuid4().hex[:8]}"]
@@ -125,20 +186,7 @@ async def bench_planning(devices: int) -> dict[str, Any]:
         await ensure_indexes(db)
         p = ports(db, NoTuya())
         store = DeviceStore(db)
-        activated = datetime.now(UTC) - timedelta(days=30)
-        t = time.perf_counter()
-        for i in range(0, devices, 5000):
-            await store.record_many(
-                [
-                    DeviceRecord(f"dev{n:07d}", PRODUCT, "eu", activated, {0: "1.2.0"})
-                    for n in range(i, min(i + 5000, devices))
-                ]
-            )
-        seed_s = time.perf_counter() - t
-        t = time.perf_counter()
-        while await store.count_once(5000):  # an import's batches (the service counts 500 per relay pass)
-            pass
-        directory_counting_s = time.perf_counter() - t
+        directory = await bench_directory(db, store, devices)
         await release(p, "bench")
         t = time.perf_counter()
         started = await h.start_rollout("bench", "eu", "bench", p)
@@ -161,8 +209,7 @@ async def bench_planning(devices: int) -> dict[str, Any]:
         samples.sort()
         return {
             "devices": devices,
-            "directory_writes_per_s": round(devices / seed_s),  # the database's write ceiling here
-            "directory_counting_s": round(directory_counting_s, 3),
+            **directory,
             "planning_s": round(planning_s, 3),
             "counting_s": round(counting_s, 3),
             "planning_goal_s": 1.0,

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -42,6 +43,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from fleet_contracts.device import OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, ReleaseStage, UpgradeType
+from fleet_ota.domain import directory
 from fleet_ota.domain.firmware import Firmware, FirmwareSpec
 from fleet_ota.domain.release import (
     Canary,
@@ -53,12 +55,14 @@ from fleet_ota.domain.release import (
     Threshold,
 )
 from fleet_ota.domain.schedule import DispatchRate, Schedule, Window
-from fleet_ota.domain.sweep import DirectoryEntry, Sweep, SweepClaim, bucket, position
+from fleet_ota.domain.sweep import DirectoryEntry, Sweep, SweepClaim
 from fleet_ota.domain.targeting import DeviceFact, DeviceRecord, PlanChunk
 from fleet_ota.domain.upgrade import BUCKETS, DeviceUpgrade, upgrade_id
 from fleet_ota.domain.upgrade import bucket as bucket_of
 from fleet_ota.ports import Claim, CountedEntry
 from fleet_ota.service_layer.outbox import counter_id
+
+log = logging.getLogger(__name__)
 
 Document = dict[str, Any]
 Collection = AsyncIOMotorCollection[Document]
@@ -331,17 +335,19 @@ WRITE_CONCURRENCY = 4
 
 async def bulk_update(
     col: Collection, ops: Sequence[UpdateOne | ReplaceOne[Document]], *, ordered: bool = False
-) -> None:
-    """`bulk_write` in commands of at most `WRITE_CHUNK` statements, a few in flight (or in order)."""
+) -> int:
+    """`bulk_write` in commands of at most `WRITE_CHUNK` statements, a few in flight (or in order); returns
+    how many documents the statements matched."""
     chunks = [ops[i : i + WRITE_CHUNK] for i in range(0, len(ops), WRITE_CHUNK)]
     if ordered:
-        for chunk in chunks:
-            await col.bulk_write(list(chunk), ordered=True)
-        return
+        return sum([(await col.bulk_write(list(chunk), ordered=True)).matched_count for chunk in chunks])
+    matched = 0
     for i in range(0, len(chunks), WRITE_CONCURRENCY):
-        await asyncio.gather(
+        results = await asyncio.gather(
             *(col.bulk_write(list(c), ordered=False) for c in chunks[i : i + WRITE_CONCURRENCY])
         )
+        matched += sum(r.matched_count for r in results)
+    return matched
 
 
 async def _insert_ignoring_duplicates(col: Collection, docs: Sequence[Document]) -> set[int]:
@@ -767,25 +773,53 @@ class ProgressStore:
 # --- devices and channel locks ---------------------------------------------------------------------------
 
 
+# new entries per insert batch: one intent document holding them (a few hundred KB, far from 16 MB)
+INSERT_BATCH = 1000
+INSERT_CONCURRENCY = 4  # batches in flight at once (each its own intent)
+# fewer new entries than this (a device the events told of, its versions fetched) are written as changes and
+# counted by the next pass with others: an insert batch each would add its id to its buckets' count documents
+# (kept there for the grace period) many times a second
+INSERT_MIN = 50
+
+
 class DeviceStore:
-    """`devices`: one entry per device and channel (_id its `sweep.position`), in its bucket; `device_counts`:
-    a count per bucket (_id the bucket). A write sets the entry and marks it `dirty`; `count_once` brings the
-    counts up to date, each entry's change applied exactly once:
+    """`devices`: one entry per device and channel (_id its `sweep.position`), in its bucket, with the bucket
+    it is counted in (`counted`); `device_counts`: a count per bucket (_id the bucket). Each entry's change is
+    counted exactly once, in batches: one `$inc` per bucket per batch, guarded by the batch id (`applying`, a
+    plain array), never a transaction.
+
+    New entries are counted as they are inserted (`record_many`), a thousand at a time (a few at once):
+
+    1. An intent in `counting` (`insert:<batch>`, small: its owner, time and sums), then the batch's entries
+       in `device_batches` (_id the batch), each already marked counted in its bucket and inserted by the
+       batch (`by`).
+    2. The entries are inserted (an entry that exists already is not: it is written as a change, below).
+    3. The batch's sums per bucket (of the entries it inserted) are sealed into the intent, then applied, then
+       the batch and the intent are deleted. An intent older than `grace_s` (its writer died) is taken over
+       by a counting pass: it inserts what is missing (the dead writer's inserts can only collide with
+       these; a batch with no entries written yet gets an empty list, and its writer stops), sums the entries
+       the batch inserted (`by`), seals and applies them. A writer that lost its intent stops.
+
+    A change to an existing entry sets it and marks it `dirty`; `count_once` brings the counts up to date:
 
     1. It takes `counting` (one document: one batch at a time, so two replicas never count the same change),
        then reads dirty entries and records in it each one's counted bucket, new bucket and write version.
-    2. It applies the batch's sums per bucket, each guarded by the batch id (`applying`, a plain array), so a
-       repeat after a crash adds nothing twice.
+    2. It applies the batch's sums per bucket, guarded by the batch id, so a repeat after a crash adds nothing
+       twice.
     3. It records each entry's new counted bucket, only if it is still the one the batch counted from (and
        clears `dirty` if no write came since), then frees `counting`. A batch left by a dead process is
        finished by the next pass after `grace_s`; a pass that took longer than half of it stops before
        applying (its batch is another's by then).
+
+    Moves add up (`domain.directory.moves`), so an entry changed while its insert batch is not applied yet is
+    counted right once both are.
     """
 
     def __init__(self, db: AsyncIOMotorDatabase[Document], *, grace_s: float = 60.0) -> None:
         self.col: Collection = db["devices"]
         self.counts_col: Collection = db["device_counts"]
         self.state: Collection = db["counting"]
+        self.batches: Collection = db["device_batches"]
         self.facts: Collection = db["device_facts"]
         self.grace_s = grace_s
 
@@ -843,39 +877,145 @@ class DeviceStore:
         await self.record_many([device])
 
     async def record_many(self, devices: Sequence[DeviceRecord]) -> None:
-        ops: list[UpdateOne] = []
-        buckets: dict[str, Document] = {}
-        for d in devices:
-            for channel, version in d.versions.items():
-                key = bucket(d.product_id, d.region, channel, version)
-                buckets[key] = {"product_id": d.product_id, "region": d.region, "channel": channel}
-                buckets[key]["version"] = version
-                fields = {
-                    "device_id": d.device_id,
-                    "channel": channel,
-                    "product_id": d.product_id,
-                    "region": d.region,
-                    "activated_at": d.activated_at,
-                    "version": version,
-                    "bucket": key,
-                    "dirty": True,
-                }
-                ops.append(
-                    UpdateOne(
-                        {"_id": position(d.device_id, channel)},
-                        {"$set": fields, "$inc": {"v": 1}},
-                        upsert=True,
-                    )
-                )
+        entries = directory.entries(devices)
         # every bucket has its count document before any entry in it is counted (planning lists buckets)
+        buckets = {e.bucket: e for e in entries}
         await bulk_update(
             self.counts_col,
             [
-                UpdateOne({"_id": k}, {"$setOnInsert": {**f, "count": 0}}, upsert=True)
-                for k, f in buckets.items()
+                UpdateOne(
+                    {"_id": k},
+                    {
+                        "$setOnInsert": {
+                            "product_id": e.product_id,
+                            "region": e.region,
+                            "channel": e.channel,
+                            "version": e.version,
+                            "count": 0,
+                        }
+                    },
+                    upsert=True,
+                )
+                for k, e in buckets.items()
             ],
         )
-        await bulk_update(self.col, ops)
+        known = await self._known([e.position for e in entries])  # position -> what it holds now
+        new = [e for e in entries if e.position not in known]
+        raced: set[str] = set()  # not inserted here: inserted by another writer since, or too few
+        if len(new) < INSERT_MIN:
+            raced, new = {e.position for e in new}, []
+        gate = asyncio.Semaphore(INSERT_CONCURRENCY)
+
+        async def insert(batch: Sequence[directory.Entry]) -> set[str]:
+            async with gate:
+                return await self._insert_counted(batch)
+
+        batches = [new[i : i + INSERT_BATCH] for i in range(0, len(new), INSERT_BATCH)]
+        for existed in await asyncio.gather(*(insert(b) for b in batches)):
+            raced |= existed
+        # an entry that holds what it is given already is not written (an inventory imported again)
+        await bulk_update(
+            self.col,
+            [
+                UpdateOne(
+                    {"_id": e.position},
+                    {"$set": {**_entry_fields(e), "dirty": True}, "$inc": {"v": 1}},
+                    upsert=True,
+                )
+                for e in entries
+                if e.position in raced or (e.position in known and known[e.position] != _held(e))
+            ],
+        )
+
+    async def _known(self, positions: Sequence[str]) -> dict[str, tuple[str, datetime]]:
+        found: dict[str, tuple[str, datetime]] = {}
+        for i in range(0, len(positions), INSERT_BATCH):
+            query = {"_id": {"$in": list(positions[i : i + INSERT_BATCH])}}
+            async for d in self.col.find(query, {"bucket": 1, "activated_at": 1}):
+                found[d["_id"]] = (d["bucket"], _millis(d["activated_at"]))
+        return found
+
+    async def _insert_counted(self, entries: Sequence[directory.Entry]) -> set[str]:
+        """Insert new entries already counted (the class's first list); returns the positions that existed
+        (written as changes by the caller)."""
+        b, owner, began = uuid.uuid4().hex, uuid.uuid4().hex, time.monotonic()
+        docs = [
+            {"_id": e.position, **_entry_fields(e), "counted": e.bucket, "by": b, "v": 1} for e in entries
+        ]
+        intent = f"insert:{b}"
+        await self.state.insert_one(
+            {
+                "_id": intent,
+                "kind": "insert",
+                "batch": b,
+                "owner": owner,
+                "sums": None,
+                "at": datetime.now(UTC),
+            }
+        )
+        try:
+            await self.batches.insert_one({"_id": b, "docs": docs})
+        except DuplicateKeyError:  # a pass took the intent over before its entries were written: nothing was
+            raise TimeoutError("directory insert batch taken over before it began") from None
+        existed = await _insert_ignoring_duplicates(self.col, docs)
+        sums = directory.moves((None, d["bucket"]) for i, d in enumerate(docs) if i not in existed)
+        await self._settle_insert(intent, b, owner, sums, began)
+        return {docs[i]["_id"] for i in existed}
+
+    async def _settle_insert(
+        self, intent: str, b: str, owner: str, sums: dict[str, int], began: float
+    ) -> None:
+        """Seal an insert batch's sums (only while the intent is still ours), apply them, drop the intent."""
+        totals = [{"key": k, "n": n} for k, n in sums.items()]
+        sealed = await self.state.update_one(
+            {"_id": intent, "owner": owner, "sums": None}, {"$set": {"sums": totals}}
+        )
+        if sealed.matched_count != 1:
+            return  # taken over: the pass that took it counts what the batch inserted
+        await self._apply_sealed(intent, b, totals, began)
+
+    async def _apply_sealed(self, intent: str, b: str, totals: list[Document], began: float) -> None:
+        try:
+            await self._apply(b, totals, began)
+        except TimeoutError:
+            log.warning("directory insert batch %s too slow: left to the next counting pass", b)
+            return
+        await self._forget([t["key"] for t in totals], datetime.now(UTC))
+        await self.batches.delete_one({"_id": b})  # first: an intent without its entries is sealed already
+        await self.state.delete_one({"_id": intent})
+
+    async def _recover_inserts(self) -> int:
+        """Finish the insert batches of dead writers (their intents older than the grace period)."""
+        now = datetime.now(UTC)
+        cutoff = now - timedelta(seconds=self.grace_s)
+        recovered = 0
+        async for intent in self.state.find({"kind": "insert", "at": {"$lte": cutoff}}).limit(10):
+            owner, began = uuid.uuid4().hex, time.monotonic()
+            took = await self.state.update_one(
+                {"_id": intent["_id"], "owner": intent["owner"]}, {"$set": {"owner": owner, "at": now}}
+            )
+            if took.matched_count != 1:
+                continue  # another pass took it
+            b, totals = intent["batch"], intent["sums"]
+            if totals is None:
+                # the batch's entries as the writer wrote them, or none (then the writer can no longer write
+                # them: it stops before inserting any entry)
+                with contextlib.suppress(DuplicateKeyError):
+                    await self.batches.insert_one({"_id": b, "docs": []})
+                written = await self.batches.find_one({"_id": b})
+                docs = [] if written is None else written["docs"]
+                # what the dead writer did not insert is inserted now, so the batch's entries are final
+                await _insert_ignoring_duplicates(self.col, docs)
+                ids = [d["_id"] for d in docs]
+                buckets = {d["_id"]: d["bucket"] for d in docs}
+                mine = self.col.find({"_id": {"$in": ids}, "by": b}, {"_id": 1})
+                sums = directory.moves([(None, buckets[d["_id"]]) async for d in mine])
+                await self._settle_insert(intent["_id"], b, owner, sums, began)
+                recovered += len(docs)
+            else:
+                await self._apply_sealed(intent["_id"], b, totals, began)
+                recovered += sum(abs(t["n"]) for t in totals)
+        return recovered
 
     async def counts(self, product_id: str, region: str, channel: int) -> dict[str, int]:
         query = {"product_id": product_id, "region": region, "channel": channel}
@@ -920,80 +1060,83 @@ class DeviceStore:
         return _records([d async for d in self.col.find({"device_id": {"$in": list(device_ids)}})])
 
     async def count_once(self, limit: int = 500) -> int:
-        """Bring the counts up to date for up to `limit` changed entries; returns how many were counted."""
+        """Bring the counts up to date for up to `limit` changed entries (and finish the insert batches of
+        dead writers); returns how many entries were counted."""
+        recovered = await self._recover_inserts()
         state = await self.state.find_one({"_id": "counting"})
         batch = None if state is None else state.get("batch")
         now = datetime.now(UTC)
         if batch is not None:
             if (now - _aware(batch["at"])).total_seconds() < self.grace_s:
-                return 0  # another pass is counting
+                return recovered  # another pass is counting
             # its pass died: one pass takes the batch over (a conditional write) and finishes it
             took = await self.state.update_one(
                 {"_id": "counting", "batch.id": batch["id"], "batch.at": batch["at"]},
                 {"$set": {"batch.at": now}},
             )
             if took.matched_count != 1:
-                return 0
+                return recovered
             if batch.get("items") is not None:
                 try:
                     await self._finish(batch, time.monotonic())
                 except TimeoutError:
-                    return 0
+                    return recovered
             await self._release(batch["id"])
-            return len(batch.get("items") or [])
+            return recovered + len(batch.get("items") or [])
         if await self.col.find_one({"dirty": True}, {"_id": 1}) is None:
-            return 0
+            return recovered
         b, began = uuid.uuid4().hex, time.monotonic()
         taken = {"id": b, "at": now, "items": None}
         if state is None:
             try:
                 await self.state.insert_one({"_id": "counting", "batch": taken})
             except DuplicateKeyError:
-                return 0
+                return recovered
         elif (
             await self.state.update_one({"_id": "counting", "batch": None}, {"$set": {"batch": taken}})
         ).matched_count != 1:
-            return 0
+            return recovered
         # read only once the batch is ours: every earlier batch has recorded what it counted
         docs = [
             d async for d in self.col.find({"dirty": True}, {"bucket": 1, "counted": 1, "v": 1}).limit(limit)
         ]
-        sums: dict[str, int] = {}
-        for d in docs:
-            if d.get("counted") != d["bucket"]:
-                sums[d["bucket"]] = sums.get(d["bucket"], 0) + 1
-                if d.get("counted") is not None:
-                    sums[d["counted"]] = sums.get(d["counted"], 0) - 1
+        sums = directory.moves((d.get("counted"), d["bucket"]) for d in docs)
         # documents, not nested arrays (the local FerretDB refuses those)
         items = [{"id": d["_id"], "was": d.get("counted"), "to": d["bucket"], "v": d["v"]} for d in docs]
-        sums_list = [{"key": k, "n": n} for k, n in sums.items() if n]
+        sums_list = [{"key": k, "n": n} for k, n in sums.items()]
         recorded = await self.state.update_one(
             {"_id": "counting", "batch.id": b}, {"$set": {"batch.items": items, "batch.sums": sums_list}}
         )
         if recorded.matched_count != 1:
-            return 0  # too slow: the batch was given up
+            return recovered  # too slow: the batch was given up
         try:
             await self._finish({"id": b, "items": items, "sums": sums_list}, began)
         except TimeoutError:
-            return 0
+            return recovered
         await self._release(b)
-        return len(docs)
+        return recovered + len(docs)
 
     async def catch_up(self, budget_s: float = 10.0) -> None:
         """Count every change written so far (planning sizes a canary from the counts)."""
         until = time.monotonic() + budget_s
         while time.monotonic() < until:
-            if not await self.count_once() and await self.col.find_one({"dirty": True}, {"_id": 1}) is None:
+            if not await self.count_once() and not await self._uncounted():
                 return
             await asyncio.sleep(0.05)
+
+    async def _uncounted(self) -> bool:
+        """Some write is not counted yet: a dirty entry, or an insert batch not applied."""
+        if await self.col.find_one({"dirty": True}, {"_id": 1}) is not None:
+            return True
+        return await self.state.find_one({"kind": "insert"}, {"_id": 1}) is not None
 
     async def _release(self, b: str) -> None:
         await self.state.update_one({"_id": "counting", "batch.id": b}, {"$set": {"batch": None}})
 
-    async def _finish(self, batch: Document, began: float) -> None:
-        b = batch["id"]
+    async def _apply(self, b: str, totals: Sequence[Document], began: float) -> None:
+        """Each bucket's sum once for batch `b` (a repeat finds `b` in `applying` and adds nothing)."""
         now = datetime.now(UTC)
-        for total in batch["sums"]:
+        for total in totals:
             key, n = total["key"], total["n"]
             if time.monotonic() - began > self.grace_s / 2:
                 raise TimeoutError("counting pass too slow: its batch is left to the next pass")
@@ -1003,32 +1146,72 @@ class DeviceStore:
                     {"$inc": {"count": n}, "$push": {"applying": b, "applied_at": {"id": b, "at": now}}},
                     upsert=True,
                 )
-        # entries moved alike in one statement (an import: the whole batch); only from what this batch counted
-        # from, so a late repeat never moves an entry back; `dirty` stays on entries written since
-        moved: dict[tuple[str | None, str, int], list[str]] = {}
-        for item in batch["items"]:
-            moved.setdefault((item["was"], item["to"], item["v"]), []).append(item["id"])
-        for (was, key, v), ids in moved.items():
-            await self.col.update_many(
-                {"_id": {"$in": ids}, "counted": was, "v": v},
-                {"$set": {"counted": key}, "$unset": {"dirty": ""}},
+
+    async def _finish(self, batch: Document, began: float) -> None:
+        await self._apply(batch["id"], batch["sums"], began)
+        # each entry by its id (FerretDB answers an `_id` lookup from its primary key; an `$in` with other
+        # conditions reads the whole collection); only from what this batch counted from, so a late repeat
+        # never moves an entry back; `dirty` stays on entries written since, whose counted bucket still moves
+        items = batch["items"]
+        matched = await bulk_update(
+            self.col,
+            [
+                UpdateOne(
+                    {"_id": item["id"], "counted": item["was"], "v": item["v"]},
+                    {"$set": {"counted": item["to"]}, "$unset": {"dirty": ""}},
+                )
+                for item in items
+            ],
+        )
+        if matched < len(items):
+            await bulk_update(
+                self.col,
+                [
+                    UpdateOne(
+                        {"_id": item["id"], "counted": item["was"], "v": {"$ne": item["v"]}},
+                        {"$set": {"counted": item["to"]}},
+                    )
+                    for item in items
+                ],
             )
-        for (was, key, _), ids in moved.items():
-            await self.col.update_many({"_id": {"$in": ids}, "counted": was}, {"$set": {"counted": key}})
-        await self._forget([total["key"] for total in batch["sums"]], now)
+        await self._forget([total["key"] for total in batch["sums"]], datetime.now(UTC))
 
     async def _forget(self, keys: Sequence[str], now: datetime) -> None:
         """Batch ids older than the grace period are forgotten, unless their batch is still being finished
-        (a pass that took it over may still be applying it)."""
+        (a pass that took it over may still be applying it; an insert batch until its intent is gone)."""
         cutoff = now - timedelta(seconds=self.grace_s)
-        state = await self.state.find_one({"_id": "counting"})
-        busy = ((state or {}).get("batch") or {}).get("id")
+        busy = {
+            d.get("batch") if d["_id"] != "counting" else (d.get("batch") or {}).get("id")
+            async for d in self.state.find({}, {"batch": 1})
+        }
         async for d in self.counts_col.find({"_id": {"$in": list(keys)}}, {"applied_at": 1}):
-            old = [a for a in d.get("applied_at") or [] if _aware(a["at"]) < cutoff and a["id"] != busy]
+            old = [a for a in d.get("applied_at") or [] if _aware(a["at"]) < cutoff and a["id"] not in busy]
             if old:
                 await self.counts_col.update_one(
                     {"_id": d["_id"]}, {"$pullAll": {"applying": [a["id"] for a in old], "applied_at": old}}
                 )
+
+
+def _millis(at: datetime) -> datetime:
+    """As the database keeps a time (UTC, to the millisecond)."""
+    at = _aware(at).astimezone(UTC)
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
+def _held(e: directory.Entry) -> tuple[str, datetime]:
+    return e.bucket, _millis(e.activated_at)
+
+
+def _entry_fields(e: directory.Entry) -> Document:
+    return {
+        "device_id": e.device_id,
+        "channel": e.channel,
+        "product_id": e.product_id,
+        "region": e.region,
+        "activated_at": e.activated_at,
+        "version": e.version,
+        "bucket": e.bucket,
+    }
 
 
 def _records(docs: Sequence[Mapping[str, Any]]) -> list[DeviceRecord]:
