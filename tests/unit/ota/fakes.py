@@ -451,6 +451,7 @@ class FakePacing:
 
     next: dict[tuple[str, str], float] = field(default_factory=dict)
     moves: int = 0
+    leases: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # (holder, until)
 
     async def next_at(self, release_id: str, region: str) -> float | None:
         return self.next.get((release_id, region))
@@ -464,6 +465,13 @@ class FakePacing:
 
     async def give_back(self, release_id: str, region: str, seconds: float) -> None:
         self.next[(release_id, region)] -= seconds
+
+    async def hold(self, release_id: str, region: str, holder: str, *, now: float, until: float) -> bool:
+        current = self.leases.get((release_id, region))
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self.leases[(release_id, region)] = (holder, until)
+        return True
 
 
 @dataclass

@@ -1060,7 +1060,8 @@ class LockStore:
 
 
 class PacingStore:
-    """`pacing` (_id `release:region`): when the region's next command is due, shared by every replica."""
+    """`pacing` (_id `release:region`): when the region's next command is due, shared by every replica; the
+    project's (`:` + access id) and its lease (that id + `:lease`: which replica sends, until when)."""
 
     def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
         self.col: Collection = db["pacing"]
@@ -1082,6 +1083,19 @@ class PacingStore:
 
     async def give_back(self, release_id: str, region: str, seconds: float) -> None:
         await self.col.update_one({"_id": rollout_id(release_id, region)}, {"$inc": {"next_at": -seconds}})
+
+    async def hold(self, release_id: str, region: str, holder: str, *, now: float, until: float) -> bool:
+        # its own document (`_id` + `:lease`): the schedule's conditional writes match `next_at` only
+        _id = f"{rollout_id(release_id, region)}:lease"
+        mine_or_ended = {"_id": _id, "$or": [{"holder": holder}, {"until": {"$lte": now}}]}
+        held = await self.col.update_one(mine_or_ended, {"$set": {"holder": holder, "until": until}})
+        if held.matched_count:
+            return True
+        try:
+            await self.col.insert_one({"_id": _id, "holder": holder, "until": until})
+        except DuplicateKeyError:
+            return False  # another replica holds it
+        return True
 
 
 async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:
