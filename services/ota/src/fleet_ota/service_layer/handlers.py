@@ -666,7 +666,10 @@ async def send_round(rd: Prepared, p: Ports) -> int:
                 # slow database, its reservation answered after its slots, must not keep a round from sending
                 # anything): what no longer fits is given back
                 gap = project_gaps[k]
-                await _wait_until(max(at_s, last + gap, project.fired_at + gap), p)
+                # looked at again after each wait: the replica's next round may have fired meanwhile (its
+                # first slot is this round's last one's, which may leave up to a gap late)
+                while (due := max(at_s, last + gap, project.fired_at + gap)) > p.clock().timestamp() + 1e-6:
+                    await _wait_until(due, p)
                 now = p.clock().timestamp()
                 if now > slots[-1] + max(gap, _LATE_S) or not project.holds(now):
                     break
