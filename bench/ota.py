@@ -92,6 +92,9 @@ class NoTuya:
     async def current_versions(self, device_id: str) -> dict[int, str]:
         raise AssertionError("not called")
 
+    async def upgrade_ended_at(self, device_id: str, channel: int) -> datetime | None:
+        raise AssertionError("not called")
+
 
 def ports(db: Any, tuya: TuyaOta) -> h.Ports:
     return h.Ports(

@@ -91,6 +91,9 @@ class FakeTuya:
     async def current_versions(self, device_id: str) -> dict[int, str]:
         return {}
 
+    async def upgrade_ended_at(self, device_id: str, channel: int) -> datetime | None:
+        return None
+
 
 def planned(n: int, release: str = "r1", region: str = "EU") -> list[DeviceUpgrade]:
     return [DeviceUpgrade(release, region, FC, f"d{i:05d}", "p1", 0, "1.2.0") for i in range(n)]

@@ -486,6 +486,8 @@ class FakeTuya:
     lose_answer: set[str] = field(default_factory=set)  # the call happens, the answer never arrives
     status: dict[str, OtaUpgradeStatus] = field(default_factory=dict)
     versions: dict[str, dict[int, str]] = field(default_factory=dict)
+    ended_at: dict[str, datetime] = field(default_factory=dict)  # the firmware API's `last_upgrade_time`
+    ended_asked: int = 0
 
     async def confirm_upgrade(self, device_id: str, channel: int) -> None:
         if device_id in self.refuse:
@@ -511,6 +513,10 @@ class FakeTuya:
 
     async def current_versions(self, device_id: str) -> dict[int, str]:
         return self.versions.get(device_id, {})
+
+    async def upgrade_ended_at(self, device_id: str, channel: int) -> datetime | None:
+        self.ended_asked += 1
+        return self.ended_at.get(device_id)
 
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)

@@ -81,9 +81,7 @@ async def run(w: World, clock: VirtualClock, replicas: list[tuple[Loops, float]]
     fired are answered."""
 
     async def all_of() -> None:
-        await asyncio.gather(
-            *(dispatch_for(clock, r, NOW + timedelta(seconds=s)) for r, s in replicas)
-        )
+        await asyncio.gather(*(dispatch_for(clock, r, NOW + timedelta(seconds=s)) for r, s in replicas))
         await h.in_flight()
 
     task = asyncio.ensure_future(all_of())
@@ -97,7 +95,7 @@ async def world(regions: tuple[str, ...] = ("EU",)) -> tuple[World, VirtualClock
     w.clock = clock
     w.tuya.clock, w.tuya.limit_gap_s = clock, 0.1  # Tuya: 10 commands a second, no burst
     p = w.ports(POLICY)
-    await fleet(w, {r: 1000 for r in regions})
+    await fleet(w, dict.fromkeys(regions, 1000))
     await released(w, p, [RegionPlan(r, dispatch=DispatchRate(1200)) for r in regions])
     return w, clock, p
 

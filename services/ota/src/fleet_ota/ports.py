@@ -290,6 +290,10 @@ class TuyaOta(Protocol):
     async def current_versions(self, device_id: str) -> dict[int, str]:
         """Channel -> version the device last reported (`GET /v2.0/cloud/thing/{id}/firmware`)."""
 
+    async def upgrade_ended_at(self, device_id: str, channel: int) -> datetime | None:
+        """When the channel's last upgrade ended at Tuya (the firmware API's `last_upgrade_time`); None:
+        Tuya gives no time."""
+
 
 class EventPublisher(Protocol):
     async def publish(self, entries: Sequence[OutboxEntry]) -> None:

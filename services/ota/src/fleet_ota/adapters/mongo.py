@@ -291,6 +291,7 @@ def _upgrade_fields(u: DeviceUpgrade) -> Document:
         "remaining_s": u.remaining_s,
         "retry_at": u.retry_at,
         "commanded_at": u.commanded_at,
+        "previous_commanded_at": u.previous_commanded_at,
         "progress_percent": u.progress_percent,
         "tuya_status": None if u.tuya_status is None else int(u.tuya_status),
         "tuya_done": u.tuya_done,
@@ -315,6 +316,7 @@ def _upgrade(d: Mapping[str, Any]) -> DeviceUpgrade:
         remaining_s=d["remaining_s"],
         retry_at=d["retry_at"],
         commanded_at=d["commanded_at"],
+        previous_commanded_at=d.get("previous_commanded_at"),  # absent: written before it was kept
         progress_percent=d["progress_percent"],
         tuya_status=None if d["tuya_status"] is None else OtaUpgradeStatus(d["tuya_status"]),
         tuya_done=d["tuya_done"],

@@ -1121,15 +1121,20 @@ async def recover_commanded(grace_s: float, limit: int, p: Ports) -> int:
 
     async def recover(u: DeviceUpgrade) -> None:
         status, progress = await p.tuya.progress(u.device_id, u.channel)
-        reported = None
-        if status in (OtaUpgradeStatus.NO_UPDATE, OtaUpgradeStatus.READY):
+        reported = ended_at = None
+        if status in up.FINAL_FAILURES and u.previous_commanded_at is not None:
+            # the progress API keeps the last upgrade's final status: the attempt before's, or this one's?
+            ended_at = await p.tuya.upgrade_ended_at(u.device_id, u.channel)
+        if status in (OtaUpgradeStatus.NO_UPDATE, OtaUpgradeStatus.READY) or up.previous_outcome(u, ended_at):
             # an upgrade Tuya finished may show as nothing under way: what does the device run?
             reported = (await p.tuya.current_versions(u.device_id)).get(u.channel)
 
         def reconcile(cur: DeviceUpgrade) -> Change:
             if not up.same_intent(cur, u):
                 return Change(cur)  # news arrived meanwhile, or it was given back and recorded again
-            return up.reconcile_commanded(cur, status, progress, p.policy, p.clock(), reported=reported)
+            return up.reconcile_commanded(
+                cur, status, progress, p.policy, p.clock(), reported=reported, ended_at=ended_at
+            )
 
         await apply_transition(p, u, reconcile)
 
