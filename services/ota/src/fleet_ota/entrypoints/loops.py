@@ -116,7 +116,9 @@ class Loops:
                     throttle=throttle,
                     lead=lead,
                     project=self.project,
-                    idle_s=self.tick_s / 4,
+                    # the loop's idle wait, and as long again: a round preparing longer than the last (a lease
+                    # renewal, a claim of new devices) still starts sending before the last one's slots end
+                    idle_s=self.tick_s / 2,
                 )
             except Exception as e:  # one region's failed round must not hold up the others
                 log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)
