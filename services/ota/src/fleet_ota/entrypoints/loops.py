@@ -68,6 +68,7 @@ class Loops:
         self._throttles: dict[tuple[str, str], Throttle] = {}
         self._leads: dict[tuple[str, str], Lead] = {}
         self._late_joiners_at = 0.0
+        self._look_at = 0.0  # with the project paced: when the next dispatch round needs to look (epoch s)
         self._turn = 0
         self._refresh_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -97,10 +98,12 @@ class Loops:
         follow the last round's without a gap). With the project paced under a lease, only its holder
         dispatches. Returns 0: the loop looks again after its idle wait (a quarter tick), whatever was sent.
         """
+        if self.project and self.p.clock().timestamp() < self._look_at:
+            return 0  # the rounds prepared last cover the project's slots until then: nothing to read yet
         if self.project and not await self.project.take_turn(self.p):
             return 0  # another replica sends the project's commands; this one stands by
 
-        async def one(r: RegionRollout) -> None:
+        async def one(r: RegionRollout) -> float | None:
             throttle = self._throttles.setdefault((r.release_id, r.region), Throttle())
             # with the project paced, one lead for every region: the regions' rounds take turns at the
             # project's slots, and a round that got none learns nothing about preparing one
@@ -122,9 +125,11 @@ class Loops:
                 )
             except Exception as e:  # one region's failed round must not hold up the others
                 log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)
-                return
-            if prepared is not None:
-                h.send_later(prepared, self.p)
+                return None
+            if prepared is None:
+                return None
+            h.send_later(prepared, self.p)
+            return prepared.slots[-1] if prepared.slots else None
 
         # regions at once: each is its own documents and schedule, and their round trips overlap
         running = await self.p.rollouts.dispatching()
@@ -132,7 +137,14 @@ class Loops:
         # the project's free slots (its schedule's window), and a fixed order would serve one region only
         self._turn += 1
         turn = self._turn % len(running) if running else 0
-        await asyncio.gather(*(one(r) for r in running[turn:] + running[:turn]))
+        ends = [e for e in await asyncio.gather(*(one(r) for r in running[turn:] + running[:turn])) if e]
+        if self.project and ends:
+            # the next round is read and prepared only once the project's reserved slots come within its
+            # lead (and a quarter tick): polling the schedules every quarter tick meanwhile cost the
+            # database reads for nothing (the relay fell behind on a loaded machine)
+            lead = self._leads.get(("", ""))
+            ahead = lead.ahead(self.tick_s / 4) if lead else self.tick_s / 4
+            self._look_at = max(ends) - ahead - self.tick_s / 4
         return 0
 
     async def drive_round(self) -> int:
