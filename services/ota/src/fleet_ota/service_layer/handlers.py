@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Required, TypedDict, TypeVar, Unpack
 
 from fleet_contracts.device import DeviceOtaProgressed, OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, FirmwareRegistered
@@ -545,24 +545,24 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
     return sum(await _each(ready, one))
 
 
-async def paced_dispatch(
-    r: RegionRollout,
-    p: Ports,
-    *,
-    draw: Callable[[], float],
-    most: int,
-    ahead_s: float,
-    throttle: schedule.Throttle | None = None,
-    lead: schedule.Lead | None = None,
-    project: ProjectPace | None = None,
-) -> int:
+class RoundOptions(TypedDict, total=False):
+    """`prepare_round`'s keyword arguments (`draw`, `most` and `ahead_s` required)."""
+
+    draw: Required[Callable[[], float]]
+    most: Required[int]
+    ahead_s: Required[float]
+    throttle: schedule.Throttle | None
+    lead: schedule.Lead | None
+    project: ProjectPace | None
+    idle_s: float
+
+
+async def paced_dispatch(r: RegionRollout, p: Ports, **options: Unpack[RoundOptions]) -> int:
     """Command what the region's rate allows from now to `ahead_s` ahead, each command at its own slot, so
     Tuya never sees a burst: a round prepared (`prepare_round`), then sent (`send_round`). Returns how many
     were fired. The service's loop does not wait for a round's slots: it prepares the next one while the last
     is sent (`send_later`)."""
-    prepared = await prepare_round(
-        r, p, draw=draw, most=most, ahead_s=ahead_s, throttle=throttle, lead=lead, project=project
-    )
+    prepared = await prepare_round(r, p, **options)
     return 0 if prepared is None else await send_round(prepared, p)
 
 
