@@ -64,6 +64,7 @@ class Loops:
         # how far ahead a round may reserve: an intent must be sent within the command window (a quarter of
         # the grace period), so at most half of it, between 1 and 3 s (a paused region stops that much later)
         self.lead_most_s = min(max(command_grace_s / 8, 1.0), 3.0)
+        self.round_s = max(tick_s / 4, 0.25)  # the slots a dispatch round adds, at least
         self.rng = random.Random()
         self._throttles: dict[tuple[str, str], Throttle] = {}
         self._leads: dict[tuple[str, str], Lead] = {}
@@ -119,9 +120,11 @@ class Loops:
                     throttle=throttle,
                     lead=lead,
                     project=self.project,
-                    # the loop's idle wait, and as long again: a round preparing longer than the last (a lease
-                    # renewal, a claim of new devices) still starts sending before the last one's slots end
-                    idle_s=self.tick_s / 2,
+                    # the loop's idle wait (a round preparing longer than the last, a lease renewal or a
+                    # claim of new devices, still starts sending before the last one's slots end) and a
+                    # round's worth of slots: at least a quarter second (a short tick made rounds of one
+                    # command twenty times a second, each reading every schedule)
+                    idle_s=self.tick_s / 4 + self.round_s,
                 )
             except Exception as e:  # one region's failed round must not hold up the others
                 log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)
