@@ -70,6 +70,7 @@ class Loops:
         self._leads: dict[tuple[str, str], Lead] = {}
         self._late_joiners_at = 0.0
         self._look_at = 0.0  # with the project paced: when the next dispatch round needs to look (epoch s)
+        self._cut = 0  # rounds cut short seen so far (one more: look now, their slots are free again)
         self._turn = 0
         self._refresh_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
@@ -99,8 +100,10 @@ class Loops:
         follow the last round's without a gap). With the project paced under a lease, only its holder
         dispatches. Returns 0: the loop looks again after its idle wait (a quarter tick), whatever was sent.
         """
-        if self.project and self.p.clock().timestamp() < self._look_at:
+        if self.project and self.p.clock().timestamp() < self._look_at and self.project.cut == self._cut:
             return 0  # the rounds prepared last cover the project's slots until then: nothing to read yet
+        if self.project:
+            self._cut = self.project.cut
         if self.project and not await self.project.take_turn(self.p):
             return 0  # another replica sends the project's commands; this one stands by
 

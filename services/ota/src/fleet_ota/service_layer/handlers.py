@@ -689,6 +689,8 @@ async def send_round(rd: Prepared, p: Ports) -> int:
         await p.pacing.give_back(r.release_id, r.region, sum(gaps[fired:]))
     if project:
         await project.give_back(p, rd.project_slots[0], project_gaps, used)
+        if used < len(project_gaps):
+            project.cut += 1  # the loop prepares the next round now, not when these slots would have ended
     return fired
 
 
@@ -776,6 +778,7 @@ class ProjectPace:
     lease_s: float = 0.0  # 0: no lease, every replica races for the slots
     holder: str = field(default_factory=lambda: uuid.uuid4().hex)
     held_until: float = float("-inf")  # by this replica's clock: when its lease ends
+    cut: int = 0  # rounds of this replica that ended before their last slot (Tuya's limit, late, no lease)
 
     def __post_init__(self) -> None:
         if not self.per_s > 0 or not 0 < self.share <= 1 or self.lease_s < 0:
