@@ -91,6 +91,9 @@ class FakeTuya:
     async def current_versions(self, device_id: str) -> dict[int, str]:
         return {}
 
+    async def upgrade_ended_at(self, device_id: str, channel: int) -> datetime | None:
+        return None
+
 
 def planned(n: int, release: str = "r1", region: str = "EU") -> list[DeviceUpgrade]:
     return [DeviceUpgrade(release, region, FC, f"d{i:05d}", "p1", 0, "1.2.0") for i in range(n)]
@@ -249,6 +252,22 @@ async def test_one_replica_reserves_each_round_of_the_shared_dispatch_schedule(
     await pacing.give_back("r1", "EU", 0.25)
     assert await pacing.next_at("r1", "EU") == pytest.approx(winner - 0.25)
     assert await pacing.next_at("r1", "US") is None
+
+
+async def test_one_replica_at_a_time_holds_the_projects_pace(db: AsyncIOMotorDatabase[Document]) -> None:
+    """The lease on the project's pace: taken by the first, renewed by its holder, refused to the others
+    (racing included) until it has ended, then taken over; the schedule's own document is left alone."""
+    pacing = PacingStore(db)
+    assert await pacing.move("", "t", None, 100.0)
+    wins = await asyncio.gather(*(pacing.hold("", "t", f"r{k}", now=10.0, until=15.0) for k in range(4)))
+    assert sum(wins) == 1
+    holder = f"r{wins.index(True)}"
+    other = "r9"
+    assert await pacing.hold("", "t", holder, now=12.0, until=17.0)  # renewed
+    assert not await pacing.hold("", "t", other, now=16.9, until=21.9)  # still held
+    assert await pacing.hold("", "t", other, now=17.0, until=22.0)  # ended: taken over
+    assert not await pacing.hold("", "t", holder, now=18.0, until=23.0)  # the old holder stands by
+    assert await pacing.next_at("", "t") == 100.0
 
 
 def _ports(db: AsyncIOMotorDatabase[Document]) -> Ports:

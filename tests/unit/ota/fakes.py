@@ -451,6 +451,7 @@ class FakePacing:
 
     next: dict[tuple[str, str], float] = field(default_factory=dict)
     moves: int = 0
+    leases: dict[tuple[str, str], tuple[str, float]] = field(default_factory=dict)  # (holder, until)
 
     async def next_at(self, release_id: str, region: str) -> float | None:
         return self.next.get((release_id, region))
@@ -465,6 +466,13 @@ class FakePacing:
     async def give_back(self, release_id: str, region: str, seconds: float) -> None:
         self.next[(release_id, region)] -= seconds
 
+    async def hold(self, release_id: str, region: str, holder: str, *, now: float, until: float) -> bool:
+        current = self.leases.get((release_id, region))
+        if current is not None and current[0] != holder and current[1] > now:
+            return False
+        self.leases[(release_id, region)] = (holder, until)
+        return True
+
 
 @dataclass
 class FakeTuya:
@@ -478,6 +486,8 @@ class FakeTuya:
     lose_answer: set[str] = field(default_factory=set)  # the call happens, the answer never arrives
     status: dict[str, OtaUpgradeStatus] = field(default_factory=dict)
     versions: dict[str, dict[int, str]] = field(default_factory=dict)
+    ended_at: dict[str, datetime] = field(default_factory=dict)  # the firmware API's `last_upgrade_time`
+    ended_asked: int = 0
 
     async def confirm_upgrade(self, device_id: str, channel: int) -> None:
         if device_id in self.refuse:
@@ -503,6 +513,10 @@ class FakeTuya:
 
     async def current_versions(self, device_id: str) -> dict[int, str]:
         return self.versions.get(device_id, {})
+
+    async def upgrade_ended_at(self, device_id: str, channel: int) -> datetime | None:
+        self.ended_asked += 1
+        return self.ended_at.get(device_id)
 
 
 NOW = datetime(2026, 11, 29, 12, tzinfo=UTC)

@@ -167,3 +167,20 @@ def test_sort_keys_order_like_versions() -> None:
     by_value = sorted(versions, key=fw.parse_version)
     assert by_key == by_value
     assert fw.sort_key("1.2") == fw.sort_key("1.2.0")
+
+
+def test_an_isolated_refusal_slows_nothing_repeated_ones_do() -> None:
+    """With `tolerated`, a 1199 after at least that many accepted commands is jitter in transit (nothing
+    slows); one within that many of the last refusal is a pace above the limit (slower by a step)."""
+    t = Throttle(tolerated=20)
+    t.refused()  # the first: isolated
+    assert t.factor == 1.0
+    for _ in range(19):
+        t.accepted()
+    t.refused()  # 19 accepted since the last: repeated
+    assert t.factor == pytest.approx(1.02)
+    for _ in range(20):
+        t.accepted()
+    before = t.factor
+    t.refused()  # 20 accepted since the last: isolated again
+    assert t.factor == before

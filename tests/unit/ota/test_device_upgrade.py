@@ -277,3 +277,85 @@ def test_versions_are_compared_numerically() -> None:
 
 def test_every_state_has_one_bucket_so_buckets_sum_to_targeted() -> None:
     assert {up.bucket(s) for s in S} == set(up.BUCKETS)
+
+
+def retry_recorded(failed_at: datetime = NOW + timedelta(minutes=1)) -> DeviceUpgrade:
+    """Attempt 1 commanded at NOW and failed (Tuya's 4); attempt 2 recorded at NOW + 5 min (after the
+    backoff) and, for all the upgrade knows, maybe never sent."""
+    retrying = up.on_progress(commanded(), T.FAILED, 40, POLICY, failed_at).upgrade
+    assert retrying.state == S.RETRYING
+    return up.command(replace(retrying, retry_at=NOW), POLICY, NOW + timedelta(minutes=5)).upgrade
+
+
+INTENT = NOW + timedelta(minutes=5)
+MS = timedelta(milliseconds=1)
+
+
+@pytest.mark.parametrize(
+    ("status", "ended_at", "state", "attempt"),
+    [
+        # the upgrade Tuya shows ended between the attempt before's command and this intent: not this one's
+        (T.FAILED, NOW + timedelta(minutes=1), S.RETRYING, 1),
+        (T.TIMED_OUT, NOW + timedelta(minutes=1), S.RETRYING, 1),
+        (T.FAILED, NOW + MS, S.RETRYING, 1),  # just after the attempt before was commanded
+        (T.FAILED, INTENT - up.CLOCK_SKEW - MS, S.RETRYING, 1),  # just outside Tuya's clock skew
+        # at or before the attempt before's command: the time means something else; counted, as before
+        (T.FAILED, NOW, S.FAILED, 2),
+        (T.FAILED, NOW - timedelta(days=30), S.FAILED, 2),
+        # within the skew of the intent, or after it: may be this attempt's own outcome
+        (T.FAILED, INTENT - up.CLOCK_SKEW, S.FAILED, 2),
+        (T.TIMED_OUT, INTENT + timedelta(seconds=30), S.TIMED_OUT, 2),
+        (T.FAILED, None, S.FAILED, 2),  # Tuya gives no time
+        # anything but a final failure is news of this attempt, whatever the time says
+        (T.UPGRADING, NOW + timedelta(minutes=1), S.UPGRADING, 2),
+        (T.DONE, NOW + timedelta(minutes=1), S.UPGRADING, 2),
+    ],
+)
+def test_a_retrys_recovery_does_not_read_the_attempt_befores_final_status_as_its_own(
+    status: T, ended_at: datetime | None, state: S, attempt: int
+) -> None:
+    """The progress API keeps showing the last upgrade's final status (4, 7) with no time: a retry recorded
+    and never sent read its predecessor's failure and was failed for it. The firmware API's
+    `last_upgrade_time` tells them apart: ended before this intent (by more than Tuya's clock skew) and
+    after the attempt before was commanded, it is that attempt's; nothing is under way for this one, which
+    is given back (no attempt used, nothing failed)."""
+    second = retry_recorded()
+    assert (second.attempt, second.previous_commanded_at, second.commanded_at) == (2, NOW, INTENT)
+    change = up.reconcile_commanded(
+        second, status, None, POLICY, INTENT + timedelta(minutes=3), ended_at=ended_at
+    )
+    assert (change.upgrade.state, change.upgrade.attempt) == (state, attempt)
+    if state == S.RETRYING:
+        assert change.upgrade.reason == up.NOT_RECEIVED
+        assert change.counter_delta() == {"upgrading": -1, "pending": 1}
+
+
+def test_a_first_attempt_has_no_attempt_before_to_blame_a_final_status_on() -> None:
+    """A 4 Tuya shows for an attempt we never retried (a failure before this release, say) counts for it,
+    whatever its time: only an attempt of ours commanded before bounds the window."""
+    first = commanded(INTENT)
+    assert first.previous_commanded_at is None
+    change = up.reconcile_commanded(first, T.FAILED, None, POLICY, INTENT, ended_at=NOW)
+    assert change.upgrade.state == S.RETRYING
+    assert change.upgrade.reason != up.NOT_RECEIVED
+
+
+def test_a_retry_given_back_and_recorded_again_keeps_the_attempt_befores_time() -> None:
+    second = retry_recorded()
+    back = up.give_back(second, second, INTENT).upgrade
+    assert (back.commanded_at, back.previous_commanded_at) == (None, NOW)
+    again = up.command(back, POLICY, INTENT + timedelta(minutes=1)).upgrade
+    assert (again.attempt, again.previous_commanded_at) == (2, NOW)
+
+
+def test_a_stale_final_status_with_the_device_on_the_target_is_a_success() -> None:
+    change = up.reconcile_commanded(
+        retry_recorded(),
+        T.FAILED,
+        None,
+        POLICY,
+        INTENT,
+        reported="1.2.0",
+        ended_at=NOW + timedelta(minutes=1),
+    )
+    assert change.upgrade.state == S.SUCCEEDED

@@ -1079,3 +1079,76 @@ async def test_a_failing_directory_refresh_does_not_hold_up_the_upkeep_rounds_ve
     u = await w.upgrades.get("r1:d2")
     assert u is not None
     assert u.state == S.SUCCEEDED
+
+
+async def _failed_then_retry_recorded(w: World, p: Ports) -> up.DeviceUpgrade:
+    """EU-000 commanded (accepted) at NOW, failed at Tuya (4) a minute later; its retry recorded after the
+    backoff and never sent (the process died)."""
+    await fleet(w, {"EU": 1})
+    await released(w, p, [RegionPlan("EU")])
+    assert await h.dispatch("r1", "EU", 10, p) == 1
+    w.clock.now = NOW + timedelta(minutes=1)
+    w.tuya.status["EU-000"] = T.FAILED
+    w.tuya.ended_at["EU-000"] = w.clock.now
+    await h.on_device_progress("EU-000", 0, T.FAILED, 40, p)
+    w.clock.now = NOW + timedelta(minutes=5)  # after the backoff (60 s)
+    retrying = await w.upgrades.get("r1:EU-000")
+    assert retrying is not None
+    assert retrying.state == S.RETRYING
+    return await h.apply_transition(p, retrying, lambda cur: up.command(cur, POLICY, w.clock()))
+
+
+async def test_a_retry_never_sent_is_given_back_not_failed_for_the_attempt_befores_status() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    intent = await _failed_then_retry_recorded(w, p)
+    assert (intent.state, intent.attempt) == (S.COMMANDED, 2)
+    w.clock.now = NOW + timedelta(minutes=8)
+    assert await h.recover_commanded(120, 10, p) == 1  # Tuya still shows attempt 1's 4
+    after = await w.upgrades.get(intent.upgrade_id)
+    assert after is not None
+    assert (after.state, after.attempt, after.reason) == (S.RETRYING, 1, up.NOT_RECEIVED)
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.failed, counts.pending) == (0, 1)
+    assert counts == w.progress.recount("r1", "EU", F)
+    w.tuya.status["EU-000"] = T.UPGRADING  # the retry sent now starts an upgrade
+    assert await h.dispatch("r1", "EU", 10, p) == 1  # attempt 2, sent once
+    assert w.tuya.commands == [("EU-000", 0), ("EU-000", 0)]
+    w.clock.now = NOW + timedelta(minutes=12)
+    await h.recover_commanded(120, 10, p)
+    sent = await w.upgrades.get(intent.upgrade_id)
+    assert sent is not None
+    assert (sent.state, sent.attempt) == (S.UPGRADING, 2)
+
+
+async def test_a_retry_that_reached_tuya_and_failed_again_is_failed_never_sent_twice() -> None:
+    """Its answer was lost; Tuya ran it and it failed within seconds (4, ended after the retry's intent):
+    the same status as the attempt before's, but this attempt's. Failed (for good: the last attempt)."""
+    w = World()
+    p = w.ports(POLICY)
+    intent = await _failed_then_retry_recorded(w, p)
+    w.tuya.lose_answer = {"EU-000"}
+    await h._send(intent, p)  # reaches Tuya; the answer is lost
+    w.tuya.ended_at["EU-000"] = w.clock.now + timedelta(seconds=20)
+    w.clock.now = NOW + timedelta(minutes=8)
+    assert await h.recover_commanded(120, 10, p) == 1
+    after = await w.upgrades.get(intent.upgrade_id)
+    assert after is not None
+    assert (after.state, after.attempt) == (S.FAILED, 2)
+    w.clock.now = NOW + timedelta(hours=2)
+    await h.dispatch("r1", "EU", 10, p)
+    assert w.tuya.commands == [("EU-000", 0), ("EU-000", 0)]  # one command per attempt
+    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+
+
+async def test_recovery_asks_the_firmware_api_only_for_a_retrys_final_failure() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    [intent] = await _intent(w, p)  # a first attempt: no attempt before to blame
+    w.tuya.status["EU-000"] = T.FAILED
+    w.clock.now = NOW + timedelta(minutes=3)
+    await h.recover_commanded(120, 10, p)
+    assert w.tuya.ended_asked == 0
+    after = await w.upgrades.get(intent.upgrade_id)
+    assert after is not None
+    assert after.state == S.RETRYING

@@ -88,3 +88,27 @@ def test_a_sleepy_device_is_reported_waiting_until_it_wakes() -> None:
     f.advance(NOW + 61_000)  # awake: it starts downloading
     f.advance(NOW + 70_000)
     assert f.devices[device_id].firmware[0] == "1.1.0"
+
+
+def test_the_rate_truth_counts_passed_commands_per_second_and_the_most_in_any_second() -> None:
+    f = fleet(PLUG.product_id)
+    f.ota_faults.limit_upgrades(20.0, 1.0)
+    # 50 ms apart from NOW: all pass; one 20 ms after the last is refused; a pause of 200 ms
+    times = [NOW + 50 * k for k in range(30)]
+    for t in times:
+        f.ota_faults.admit("d", t)
+    with pytest.raises(CloudRefusal):
+        f.ota_faults.admit("d", times[-1] + 20)
+    f.ota_faults.admit("d", times[-1] + 250)
+    truth = f.ota_faults.rate_truth()
+    assert truth["passed"] == 31
+    assert truth["refused_1199"] == 1
+    assert truth["max_in_any_second"] == 20  # 50 ms apart: 20 in any second, never 21
+    assert truth["per_second"] == [20, 11]
+    assert truth["refused_per_second"] == [0, 1]
+    assert truth["gap_ms"]["min"] == 50
+    assert truth["gap_ms"]["max"] == 250
+    assert truth["gap_ms"]["lost_ms"] == {"total": 200.0, "in_gaps_up_to_2x": 0.0, "in_longer_gaps": 200.0}
+    assert truth["per_s_first_to_last"] == round(30 / 1.7, 3)
+    f.ota_faults.limit_upgrades(10.0, 1.0)  # a new limit starts the record again
+    assert f.ota_faults.rate_truth()["passed"] == 0

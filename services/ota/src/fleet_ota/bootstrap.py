@@ -148,7 +148,9 @@ def bootstrap(
         burst=settings.ota_dispatch_burst,
         command_grace_s=settings.ota_command_grace_s,
         poll_after_s=settings.ota_poll_after_s,
-        project=ProjectPace(settings.ota_tuya_upgrade_per_s) if settings.ota_tuya_upgrade_per_s else None,
+        project=ProjectPace(settings.ota_tuya_upgrade_per_s, lease_s=settings.ota_pace_lease_s)
+        if settings.ota_tuya_upgrade_per_s
+        else None,
         relay_idle_s=settings.ota_relay_idle_s,
     )
     consumer.register(broker, ports, settings.device_subscription)

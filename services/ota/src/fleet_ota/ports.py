@@ -215,6 +215,10 @@ class DispatchPacing(Protocol):
     async def give_back(self, release_id: str, region: str, seconds: float) -> None:
         """Return the time of reserved commands that were not sent (an atomic decrement)."""
 
+    async def hold(self, release_id: str, region: str, holder: str, *, now: float, until: float) -> bool:
+        """A lease on the schedule (one replica sends at a time): taken or renewed until `until` if `holder`
+        holds it already or it ended before `now` (one conditional write). False: another replica holds it."""
+
 
 class DeviceDirectory(Protocol):
     """ota's own record of devices, one entry per device and channel, in buckets (`sweep.bucket`) with a
@@ -285,6 +289,10 @@ class TuyaOta(Protocol):
 
     async def current_versions(self, device_id: str) -> dict[int, str]:
         """Channel -> version the device last reported (`GET /v2.0/cloud/thing/{id}/firmware`)."""
+
+    async def upgrade_ended_at(self, device_id: str, channel: int) -> datetime | None:
+        """When the channel's last upgrade ended at Tuya (the firmware API's `last_upgrade_time`); None:
+        Tuya gives no time."""
 
 
 class EventPublisher(Protocol):

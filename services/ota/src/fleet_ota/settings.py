@@ -24,6 +24,9 @@ class OtaSettings(DeviceConsumerSettings):
     # paces all of its commands together a little under it, across replicas (handlers.ProjectPace); 0: no
     # project pace (each region's rate only, slowed while Tuya refuses)
     ota_tuya_upgrade_per_s: float = Field(10.0, ge=0)
+    # one replica at a time sends the project's commands (a lease on its pace, renewed while half is left;
+    # another replica takes over within this long after the holder dies); 0: every replica races for slots
+    ota_pace_lease_s: float = Field(5.0, ge=0, le=60)
     # the most commands one region sends in one tick, whatever its rate (a catch-up after a pause is spread)
     ota_dispatch_burst: int = Field(50, ge=1, le=10_000)
     # per-device upgrade: attempts before failing for good, backoff between them, our own timeout per attempt

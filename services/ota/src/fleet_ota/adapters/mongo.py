@@ -295,6 +295,7 @@ def _upgrade_fields(u: DeviceUpgrade) -> Document:
         "remaining_s": u.remaining_s,
         "retry_at": u.retry_at,
         "commanded_at": u.commanded_at,
+        "previous_commanded_at": u.previous_commanded_at,
         "progress_percent": u.progress_percent,
         "tuya_status": None if u.tuya_status is None else int(u.tuya_status),
         "tuya_done": u.tuya_done,
@@ -319,6 +320,7 @@ def _upgrade(d: Mapping[str, Any]) -> DeviceUpgrade:
         remaining_s=d["remaining_s"],
         retry_at=d["retry_at"],
         commanded_at=d["commanded_at"],
+        previous_commanded_at=d.get("previous_commanded_at"),  # absent: written before it was kept
         progress_percent=d["progress_percent"],
         tuya_status=None if d["tuya_status"] is None else OtaUpgradeStatus(d["tuya_status"]),
         tuya_done=d["tuya_done"],
@@ -1243,7 +1245,8 @@ class LockStore:
 
 
 class PacingStore:
-    """`pacing` (_id `release:region`): when the region's next command is due, shared by every replica."""
+    """`pacing` (_id `release:region`): when the region's next command is due, shared by every replica; the
+    project's (`:` + access id) and its lease (that id + `:lease`: which replica sends, until when)."""
 
     def __init__(self, db: AsyncIOMotorDatabase[Document]) -> None:
         self.col: Collection = db["pacing"]
@@ -1265,6 +1268,19 @@ class PacingStore:
 
     async def give_back(self, release_id: str, region: str, seconds: float) -> None:
         await self.col.update_one({"_id": rollout_id(release_id, region)}, {"$inc": {"next_at": -seconds}})
+
+    async def hold(self, release_id: str, region: str, holder: str, *, now: float, until: float) -> bool:
+        # its own document (`_id` + `:lease`): the schedule's conditional writes match `next_at` only
+        _id = f"{rollout_id(release_id, region)}:lease"
+        mine_or_ended = {"_id": _id, "$or": [{"holder": holder}, {"until": {"$lte": now}}]}
+        held = await self.col.update_one(mine_or_ended, {"$set": {"holder": holder, "until": until}})
+        if held.matched_count:
+            return True
+        try:
+            await self.col.insert_one({"_id": _id, "holder": holder, "until": until})
+        except DuplicateKeyError:
+            return False  # another replica holds it
+        return True
 
 
 async def ensure_indexes(db: AsyncIOMotorDatabase[Document]) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from fleet_contracts.device import OtaUpgradeStatus
 from fleet_ota.ports import UpgradeRefused
 from fleet_shared.tuya.errors import TuyaApiError
@@ -42,3 +44,12 @@ class TuyaOtaApi:
             for f in await self.client.get_firmware(device_id)
             if f.current_version
         }
+
+    async def upgrade_ended_at(self, device_id: str, channel: int) -> datetime | None:
+        """The channel's `last_upgrade_time` (REFERENCE.md section 7 names it, undefined; the simulator sets
+        it when an upgrade ends, in ms). 0 or absent: None. A value below 10^11 is read as seconds."""
+        for f in await self.client.get_firmware(device_id):
+            if f.channel == channel and f.last_upgrade_time:
+                t = f.last_upgrade_time
+                return datetime.fromtimestamp(t / 1000 if t >= 10**11 else t, UTC)
+        return None

@@ -99,6 +99,9 @@ class DeviceUpgrade:
     remaining_s: float | None = None  # time left of that timeout while the device waits (offline/sleepy)
     retry_at: datetime | None = None
     commanded_at: datetime | None = None
+    # when the attempt before this one was commanded (None: this is the first Tuya received from us): a
+    # final status Tuya shows that ended between it and this attempt's intent is that attempt's
+    previous_commanded_at: datetime | None = None
     progress_percent: int | None = None
     tuya_status: OtaUpgradeStatus | None = None
     tuya_done: bool = False
@@ -173,6 +176,8 @@ def command(u: DeviceUpgrade, policy: UpgradePolicy, now: datetime) -> Change:
         S.COMMANDED,
         attempt=u.attempt + 1,
         commanded_at=now,
+        # a given-back attempt recorded again keeps what it knew (its own time was cleared)
+        previous_commanded_at=u.commanded_at or u.previous_commanded_at,
         deadline=now + timedelta(seconds=policy.attempt_timeout_s),
         remaining_s=None,
         retry_at=None,
@@ -304,6 +309,26 @@ def on_tick(u: DeviceUpgrade, policy: UpgradePolicy, now: datetime) -> Change:
     return _same(u)
 
 
+# Tuya's clock may run behind ours by up to this much: a final status that ended less than this before an
+# intent may be the intent's own command's outcome
+CLOCK_SKEW = timedelta(seconds=60)
+FINAL_FAILURES = frozenset({OtaUpgradeStatus.FAILED, OtaUpgradeStatus.TIMED_OUT})
+
+
+def previous_outcome(u: DeviceUpgrade, ended_at: datetime | None) -> bool:
+    """Whether a final status Tuya shows (4 or 7), its upgrade ended at `ended_at` (the firmware API's
+    `last_upgrade_time`), is the previous attempt's, not this one's: the progress API has no time, and keeps
+    showing the last upgrade's final status until the next one starts.
+
+    Only when it ended after the previous attempt was commanded and well before this attempt's intent (by
+    `CLOCK_SKEW`): a command of this attempt cannot have ended before it was recorded, so the status says
+    nothing about it. Anything else (no time, no previous attempt of ours, a time outside that window: the
+    field meaning something else) counts for this attempt, as before: never a command sent twice."""
+    if ended_at is None or u.commanded_at is None or u.previous_commanded_at is None:
+        return False
+    return u.previous_commanded_at < ended_at < u.commanded_at - CLOCK_SKEW
+
+
 def reconcile_commanded(
     u: DeviceUpgrade,
     status: OtaUpgradeStatus,
@@ -312,6 +337,7 @@ def reconcile_commanded(
     now: datetime,
     *,
     reported: str | None = None,
+    ended_at: datetime | None = None,
 ) -> Change:
     """A commanded attempt with no news for the grace period (a crash, a database outage, a lost answer): its
     command may or may not have reached Tuya. The caller waits until no command of it can still reach Tuya
@@ -320,11 +346,14 @@ def reconcile_commanded(
     An upgrade under way (or done, or waiting) continues. Nothing under way (0 or 1) means Tuya never acted on
     the command: the attempt is given back (`give_back`), unless the device already runs the target
     (`reported`, from the firmware API: an upgrade Tuya finished and forgot), which is a success. A failure
-    Tuya reports (4, 7) fails the attempt as a push would.
+    Tuya reports (4, 7) fails the attempt as a push would, unless it is the previous attempt's outcome
+    (`previous_outcome`, from `ended_at`): then nothing is under way for this one either (a retry's intent
+    recorded and never sent read the attempt before's failure and was failed for it, unsent).
     """
     if u.state != S.COMMANDED:
         return _same(u)
-    if status in (OtaUpgradeStatus.NO_UPDATE, OtaUpgradeStatus.READY):
+    stale = status in FINAL_FAILURES and previous_outcome(u, ended_at)
+    if stale or status in (OtaUpgradeStatus.NO_UPDATE, OtaUpgradeStatus.READY):
         if reported is not None and at_least(reported, u.target_version):
             return on_version(u, reported, policy, now)
         return give_back(u, u, now, NOT_RECEIVED)

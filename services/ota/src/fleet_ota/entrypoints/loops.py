@@ -1,11 +1,12 @@
 """The background loops that drive releases: started and stopped with the service.
 
-- dispatch: per running region, commands as many devices as its dispatch rate allows over the next quarter
+- dispatch: per running region, commands as many devices as its dispatch rate allows over the next half
   tick (longer while preparing a round takes longer: `schedule.Lead`), never more than `burst` per round,
   each at its own slot of the project's schedule on Tuya's upgrade API, shared by every region, release and
-  replica (`handlers.ProjectPace`; without it, of the region's schedule, gaps drawn with the region's
-  jitter). A missed slot is lost rather than sent late in a burst; the pace slows a little while Tuya's
-  rate limit answers.
+  replica (`handlers.ProjectPace`, sent by the replica holding its lease; without it, of the region's
+  schedule, gaps drawn with the region's jitter). Rounds are sent in the background: the next prepares
+  while the last one's commands leave. A missed slot is lost rather than sent late in a burst; the pace
+  slows a little while Tuya's rate limit keeps answering.
 - drive: starts scheduled regions whose start time has come, applies each running region's decision (halt,
   promote, complete) and adds late joiners to full stages once a minute.
 - upkeep: our per-attempt timeouts, crash recovery of commanded attempts, verification of "done" devices,
@@ -63,17 +64,20 @@ class Loops:
         # how far ahead a round may reserve: an intent must be sent within the command window (a quarter of
         # the grace period), so at most half of it, between 1 and 3 s (a paused region stops that much later)
         self.lead_most_s = min(max(command_grace_s / 8, 1.0), 3.0)
+        self.round_s = max(tick_s / 4, 0.25)  # the slots a dispatch round adds, at least
         self.rng = random.Random()
         self._throttles: dict[tuple[str, str], Throttle] = {}
         self._leads: dict[tuple[str, str], Lead] = {}
         self._late_joiners_at = 0.0
+        self._look_at = 0.0  # with the project paced: when the next dispatch round needs to look (epoch s)
+        self._cut = 0  # rounds cut short seen so far (one more: look now, their slots are free again)
         self._turn = 0
         self._refresh_at = 0.0
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
         self._tasks = [
-            # a round per quarter tick keeps the pace smooth (a round that sent lasted until its last slot)
+            # a round per quarter tick keeps the pace smooth (each sent in the background)
             while_busy("ota-dispatch", self.tick_s / 4, self.dispatch_round),
             while_busy("ota-drive", self.tick_s, self.drive_round),
             while_busy("ota-upkeep", self.tick_s, self.upkeep_round),
@@ -91,14 +95,26 @@ class Loops:
         return bool(self._tasks) and not any(t.done() for t in self._tasks)
 
     async def dispatch_round(self) -> int:
-        async def one(r: RegionRollout) -> int:
+        """Prepare a round per running region and send it in the background: the next round prepares while
+        this one's commands leave (each round's window reaches past the loop's idle wait, so its slots
+        follow the last round's without a gap). With the project paced under a lease, only its holder
+        dispatches. Returns 0: the loop looks again after its idle wait (a quarter tick), whatever was sent.
+        """
+        if self.project and self.p.clock().timestamp() < self._look_at and self.project.cut == self._cut:
+            return 0  # the rounds prepared last cover the project's slots until then: nothing to read yet
+        if self.project:
+            self._cut = self.project.cut
+        if self.project and not await self.project.take_turn(self.p):
+            return 0  # another replica sends the project's commands; this one stands by
+
+        async def one(r: RegionRollout) -> float | None:
             throttle = self._throttles.setdefault((r.release_id, r.region), Throttle())
             # with the project paced, one lead for every region: the regions' rounds take turns at the
             # project's slots, and a round that got none learns nothing about preparing one
             key = ("", "") if self.project else (r.release_id, r.region)
             lead = self._leads.setdefault(key, Lead(most=self.lead_most_s))
             try:
-                return await h.paced_dispatch(
+                prepared = await h.prepare_round(
                     r,
                     self.p,
                     draw=self.rng.random,
@@ -107,19 +123,35 @@ class Loops:
                     throttle=throttle,
                     lead=lead,
                     project=self.project,
+                    # the loop's idle wait (a round preparing longer than the last, a lease renewal or a
+                    # claim of new devices, still starts sending before the last one's slots end) and a
+                    # round's worth of slots: at least a quarter second (a short tick made rounds of one
+                    # command twenty times a second, each reading every schedule)
+                    idle_s=self.tick_s / 4 + self.round_s,
                 )
             except Exception as e:  # one region's failed round must not hold up the others
                 log.warning("ota dispatch round of %s/%s failed: %r", r.release_id, r.region, e)
-                return 0
+                return None
+            if prepared is None:
+                return None
+            h.send_later(prepared, self.p)
+            return prepared.slots[-1] if prepared.slots else None
 
-        # regions at once: each is its own documents and schedule, and their round trips overlap; a round
-        # that sent something lasted until its last slot, so the next one follows at once
+        # regions at once: each is its own documents and schedule, and their round trips overlap
         running = await self.p.rollouts.dispatching()
         # the regions take turns at being first: with the project paced, the first round to ask is promised
         # the project's free slots (its schedule's window), and a fixed order would serve one region only
         self._turn += 1
         turn = self._turn % len(running) if running else 0
-        return sum(await asyncio.gather(*(one(r) for r in running[turn:] + running[:turn])))
+        ends = [e for e in await asyncio.gather(*(one(r) for r in running[turn:] + running[:turn])) if e]
+        if self.project and ends:
+            # the next round is read and prepared only once the project's reserved slots come within its
+            # lead (and a quarter tick): polling the schedules every quarter tick meanwhile cost the
+            # database reads for nothing (the relay fell behind on a loaded machine)
+            lead = self._leads.get(("", ""))
+            ahead = lead.ahead(self.tick_s / 4) if lead else self.tick_s / 4
+            self._look_at = max(ends) - ahead - self.tick_s / 4
+        return 0
 
     async def drive_round(self) -> int:
         now = self.p.clock()

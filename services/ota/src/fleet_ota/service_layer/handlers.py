@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
-from typing import TypeVar
+from typing import Required, TypedDict, TypeVar, Unpack
 
 from fleet_contracts.device import DeviceOtaProgressed, OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState, FirmwareRegistered
@@ -544,7 +545,42 @@ async def dispatch(release_id: str, region: str, limit: int, p: Ports) -> int:
     return sum(await _each(ready, one))
 
 
-async def paced_dispatch(
+class RoundOptions(TypedDict, total=False):
+    """`prepare_round`'s keyword arguments (`draw`, `most` and `ahead_s` required)."""
+
+    draw: Required[Callable[[], float]]
+    most: Required[int]
+    ahead_s: Required[float]
+    throttle: schedule.Throttle | None
+    lead: schedule.Lead | None
+    project: ProjectPace | None
+    idle_s: float
+
+
+async def paced_dispatch(r: RegionRollout, p: Ports, **options: Unpack[RoundOptions]) -> int:
+    """Command what the region's rate allows from now to `ahead_s` ahead, each command at its own slot, so
+    Tuya never sees a burst: a round prepared (`prepare_round`), then sent (`send_round`). Returns how many
+    were fired. The service's loop does not wait for a round's slots: it prepares the next one while the last
+    is sent (`send_later`)."""
+    prepared = await prepare_round(r, p, **options)
+    return 0 if prepared is None else await send_round(prepared, p)
+
+
+@dataclass
+class Prepared:
+    """A dispatch round ready to send: its recorded intents and their slots (seconds since the epoch), with
+    what was reserved for them (given back for what is not sent)."""
+
+    rollout: RegionRollout
+    intents: list[DeviceUpgrade]
+    slots: list[float]
+    region: tuple[float, list[float]]  # the region's reservation (start, gaps)
+    project: ProjectPace | None
+    project_slots: tuple[float, list[float]]  # the project's reservation (start, gaps), when paced
+    throttle: schedule.Throttle | None
+
+
+async def prepare_round(
     r: RegionRollout,
     p: Ports,
     *,
@@ -554,27 +590,26 @@ async def paced_dispatch(
     throttle: schedule.Throttle | None = None,
     lead: schedule.Lead | None = None,
     project: ProjectPace | None = None,
-) -> int:
-    """Command what the region's rate allows from now to `ahead_s` ahead, each command at its own slot, so
-    Tuya never sees a burst. The region's schedule (shared by every replica: one conditional write reserves
-    a round's slots, so replicas together keep to the region's rate) says how many; with `project`, the
-    project's schedule on Tuya's upgrade API (shared by every region, release and replica) says when, so
-    all of them together stay under Tuya's limit, which is the project's (`ProjectPace`). The round's
-    intents are written first (at once, their round trips overlapping), then its slots reserved, so the
-    first slot is not already past; each command is fired at its slot without waiting for an answer
-    (`in_flight`), so neither the database's nor Tuya's latency slows the pace, and the next round prepares
-    while the last commands are answered. Slots and intents not used (Tuya's rate limit, the service
-    stopping) are given back. `lead` (per region) widens the window to cover what preparing a round takes
-    (`schedule.Lead`); `throttle` slows the pace while Tuya refuses (the project's when it is paced).
-    Returns how many were fired."""
+    idle_s: float = 0.0,
+) -> Prepared | None:
+    """Record the intents of what the region's rate allows from now to `ahead_s` ahead (more while preparing
+    takes longer: `lead`; plus `idle_s`, the time until the caller's next round looks: a round sent in the
+    background is followed by the next one's slots without a gap) and reserve their slots.
+
+    The region's schedule (shared by every replica: one conditional write reserves a round's slots, so
+    replicas together keep to the region's rate) says how many; with `project`, the project's schedule on
+    Tuya's upgrade API (shared by every region, release and replica) says when, so all of them together stay
+    under Tuya's limit, which is the project's (`ProjectPace`). The round's intents are written first (at
+    once, their round trips overlapping), then its slots reserved, so the first slot is not already past.
+    None: nothing to send (no slot free, nothing ready, not this replica's turn)."""
     # `r` is the rollout as the caller just read it (the loop's list of running regions)
     if not r.dispatching or not r.plan.schedule.allows(p.clock()):
-        return 0
+        return None
     if project:
         throttle = project.throttle
     slower = throttle.factor if throttle and not project else 1.0
     rate = r.plan.dispatch
-    ahead_s = lead.ahead(ahead_s) if lead else ahead_s
+    ahead_s = (lead.ahead(ahead_s) if lead else ahead_s) + idle_s
     # how many slots the window holds (reserved below, once the intents are written); both schedules read
     # at once (each round trip counts on a loaded database)
     began = p.clock().timestamp()
@@ -586,7 +621,7 @@ async def paced_dispatch(
     # with the project paced: no more than its schedule has free in the window (promised to this round)
     promised = project.promise(project_at[0], began, len(window), ahead_s) if project else len(window)
     if not promised:
-        return 0
+        return None
     try:
         ready = await ready_upgrades(r, promised, p)
         if project:  # what this round cannot use goes to the replica's other rounds at once
@@ -605,11 +640,22 @@ async def paced_dispatch(
         if project:
             project.settled(promised)
     slots = [start + sum(gaps[:k]) for k in range(len(gaps))]
+    held = project_slots[0] if project else (0.0, [])
     if project:
-        project_start, project_gaps = project_slots[0]
+        project_start, project_gaps = held
         slots = [project_start + sum(project_gaps[:k]) for k in range(min(len(gaps), len(project_gaps)))]
+    return Prepared(r, mine, slots, (start, gaps), project, held, throttle)
+
+
+async def send_round(rd: Prepared, p: Ports) -> int:
+    """Fire each intent at its slot without waiting for the previous answer (`in_flight`), so neither the
+    database's nor Tuya's latency slows the pace. Slots and intents not used (Tuya's rate limit, the service
+    stopping, this replica's lease on the project's pace ended) are given back. Returns how many were fired.
+    """
+    project, slots = rd.project, rd.slots
+    project_gaps = rd.project_slots[1]
     fired = used = 0
-    state = _Round(throttle)
+    state = _Round(rd.throttle, stop_after=2 if project else 1)
     last = float("-inf")
     try:
         for k, at_s in enumerate(slots):
@@ -620,25 +666,52 @@ async def paced_dispatch(
                 # slow database, its reservation answered after its slots, must not keep a round from sending
                 # anything): what no longer fits is given back
                 gap = project_gaps[k]
-                await _wait_until(max(at_s, last + gap, project.fired_at + gap), p)
-                if p.clock().timestamp() > slots[-1] + max(gap, _LATE_S):
+                # looked at again after each wait: the replica's next round may have fired meanwhile (its
+                # first slot is this round's last one's, which may leave up to a gap late)
+                while (due := max(at_s, last + gap, project.fired_at + gap)) > p.clock().timestamp() + 1e-6:
+                    await _wait_until(due, p)
+                now = p.clock().timestamp()
+                if now > slots[-1] + max(gap, _LATE_S) or not project.holds(now):
                     break
-                project.fired_at = p.clock().timestamp()
+                project.fired_at = now
             else:
                 await _wait_until(at_s, p)
             if state.limited:
                 break  # Tuya's limit answered: the rest wait for a later round
-            _fire(mine[fired], p, state)
+            _fire(rd.intents[fired], p, state)
             last = p.clock().timestamp()
             fired, used = fired + 1, k + 1
     finally:
         # intents not sent (no slot, Tuya's limit, the service stopping) give their attempt back
-        await asyncio.shield(asyncio.gather(*(_withdraw(left, p) for left in mine[fired:])))
+        await asyncio.shield(asyncio.gather(*(_withdraw(left, p) for left in rd.intents[fired:])))
+    r, (_, gaps) = rd.rollout, rd.region
     if fired < len(gaps):
         await p.pacing.give_back(r.release_id, r.region, sum(gaps[fired:]))
     if project:
-        await project.give_back(p, project_start, project_gaps, used)
+        await project.give_back(p, rd.project_slots[0], project_gaps, used)
+        if used < len(project_gaps):
+            project.cut += 1  # the loop prepares the next round now, not when these slots would have ended
     return fired
+
+
+# rounds sent in the background (kept referenced until done; `in_flight` awaits them)
+_SENDING: set[asyncio.Task[int]] = set()
+
+
+def send_later(rd: Prepared, p: Ports) -> None:
+    """Send a prepared round in the background: the caller prepares the next one meanwhile (a round that
+    waited for its last slot before the next one prepared left a gap of a round's preparation each time)."""
+
+    async def send() -> int:
+        try:
+            return await send_round(rd, p)
+        except Exception as e:  # its intents are given back by recovery
+            log.warning("dispatch round of %s/%s failed: %r", rd.rollout.release_id, rd.rollout.region, e)
+            return 0
+
+    task = asyncio.create_task(send())
+    _SENDING.add(task)
+    task.add_done_callback(_SENDING.discard)
 
 
 async def _reserve_region(
@@ -682,19 +755,54 @@ class ProjectPace:
     arrive a full gap of Tuya's limit apart (it may allow no burst). Regions of this replica preparing a
     round at once are promised slots first (`promise`), so their intents add up to what the schedule has
     free in the window and none is written only to be withdrawn. `throttle` slows the pace while Tuya still
-    refuses (another client of the project, a limit set too high)."""
+    refuses (another client of the project, a limit set too high).
+
+    With `lease_s`, one replica at a time sends the project's commands: it holds a lease on the project's
+    pace (a document beside the schedule, renewed while half its term is left) and the others stand by,
+    taking it over once it has expired (a replica killed or stalled: within `lease_s`). Replicas taking
+    turns at the schedule lost time to each other: a command of one sent a few milliseconds late and the
+    next of the other on time were refused (the margin is 3% of a gap), and a round that lost the race for
+    the slots withdrew its intents. The lease decides only who sends: the slots still come from the
+    schedule, so a new holder continues after the old one's last reserved slot, and a holder sends nothing
+    once its term ended by its own clock (replicas whose clocks disagree may overlap by the difference: some
+    1199s, given back as always)."""
 
     per_s: float
     share: float = 0.97
-    throttle: schedule.Throttle = field(default_factory=schedule.Throttle)
+    # refusals slow the pace only when they repeat within 20 accepted commands (isolated: jitter in transit)
+    throttle: schedule.Throttle = field(default_factory=lambda: schedule.Throttle(tolerated=20))
     promised: int = 0
     # when this replica's last command left: its next one keeps a gap from it, whichever round sends it (a
     # command sent late, then the next round's on time, was refused: ~25% of them at low load)
     fired_at: float = float("-inf")
+    lease_s: float = 0.0  # 0: no lease, every replica races for the slots
+    holder: str = field(default_factory=lambda: uuid.uuid4().hex)
+    held_until: float = float("-inf")  # by this replica's clock: when its lease ends
+    cut: int = 0  # rounds of this replica that ended before their last slot (Tuya's limit, late, no lease)
 
     def __post_init__(self) -> None:
-        if not self.per_s > 0 or not 0 < self.share <= 1:
-            raise ValueError("the project's pace needs a limit above 0 and a share in (0, 1]")
+        if not self.per_s > 0 or not 0 < self.share <= 1 or self.lease_s < 0:
+            raise ValueError("the project's pace needs a limit above 0, a share in (0, 1] and a lease >= 0")
+
+    def holds(self, now: float) -> bool:
+        """Whether this replica may send the project's commands at `now` (no lease: always)."""
+        return not self.lease_s or now < self.held_until
+
+    async def take_turn(self, p: Ports) -> bool:
+        """Whether this replica dispatches the project's commands now: its lease renewed when half of it is
+        gone, or taken over once the holder's has expired (one conditional write). False: stand by."""
+        if not self.lease_s:
+            return True
+        now = p.clock().timestamp()
+        if self.held_until - now > self.lease_s / 2:
+            return True
+        # the term counts from before the write: the holder stops no later than the others think it does
+        until = now + self.lease_s
+        if await p.pacing.hold(_PROJECT, p.tenant, self.holder, now=now, until=until):
+            self.held_until = until
+            return True
+        self.held_until = float("-inf")
+        return False
 
     def _rate(self) -> schedule.DispatchRate:
         return schedule.DispatchRate(per_minute=60.0 * self.per_s * self.share)
@@ -742,7 +850,15 @@ class ProjectPace:
 @dataclass
 class _Round:
     throttle: schedule.Throttle | None
-    limited: bool = False
+    # refusals (1199) that end the round: with the project paced, a single one is jitter in transit (a
+    # command a few ms late, the next on time: the margin is 3% of a gap) and ending the round for it lost
+    # the rest of its slots (the next round had reserved after them: they could not go back)
+    stop_after: int = 1
+    refusals: int = 0
+
+    @property
+    def limited(self) -> bool:
+        return self.refusals >= self.stop_after
 
 
 # commands fired and not answered yet (kept referenced until done; `in_flight` awaits them)
@@ -754,7 +870,7 @@ def _fire(intent: DeviceUpgrade, p: Ports, state: _Round) -> None:
         try:
             await _send(intent, p)
         except RateLimited:
-            state.limited = True
+            state.refusals += 1
             if state.throttle:
                 state.throttle.refused()
             return
@@ -770,9 +886,10 @@ def _fire(intent: DeviceUpgrade, p: Ports, state: _Round) -> None:
 
 
 async def in_flight() -> None:
-    """Wait for every command fired so far to be answered (a graceful stop, a benchmark's end)."""
-    while _FIRED:
-        await asyncio.gather(*list(_FIRED), return_exceptions=True)
+    """Wait for every round sent in the background to end and every command fired so far to be answered (a
+    graceful stop, a benchmark's end)."""
+    while _SENDING or _FIRED:
+        await asyncio.gather(*list(_SENDING), *list(_FIRED), return_exceptions=True)
 
 
 async def _wait_until(at: float, p: Ports) -> None:
@@ -1007,15 +1124,20 @@ async def recover_commanded(grace_s: float, limit: int, p: Ports) -> int:
 
     async def recover(u: DeviceUpgrade) -> None:
         status, progress = await p.tuya.progress(u.device_id, u.channel)
-        reported = None
-        if status in (OtaUpgradeStatus.NO_UPDATE, OtaUpgradeStatus.READY):
+        reported = ended_at = None
+        if status in up.FINAL_FAILURES and u.previous_commanded_at is not None:
+            # the progress API keeps the last upgrade's final status: the attempt before's, or this one's?
+            ended_at = await p.tuya.upgrade_ended_at(u.device_id, u.channel)
+        if status in (OtaUpgradeStatus.NO_UPDATE, OtaUpgradeStatus.READY) or up.previous_outcome(u, ended_at):
             # an upgrade Tuya finished may show as nothing under way: what does the device run?
             reported = (await p.tuya.current_versions(u.device_id)).get(u.channel)
 
         def reconcile(cur: DeviceUpgrade) -> Change:
             if not up.same_intent(cur, u):
                 return Change(cur)  # news arrived meanwhile, or it was given back and recorded again
-            return up.reconcile_commanded(cur, status, progress, p.policy, p.clock(), reported=reported)
+            return up.reconcile_commanded(
+                cur, status, progress, p.policy, p.clock(), reported=reported, ended_at=ended_at
+            )
 
         await apply_transition(p, u, reconcile)
 

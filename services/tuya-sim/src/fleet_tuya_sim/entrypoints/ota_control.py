@@ -52,6 +52,13 @@ async def commands(request: Request) -> dict[str, Any]:
     return {d: t.as_dict() for d, t in sorted(_sim(request).fleet.ota_faults.commands.items())}
 
 
+@router.get("/rate")
+async def rate(request: Request) -> dict[str, Any]:
+    """The upgrade API's limit as it saw the commands (since the limit was last set): passed and refused,
+    the rate from the first to the last, the most in any second, per second, and the gaps."""
+    return _sim(request).fleet.ota_faults.rate_truth()
+
+
 @router.get("/devices")
 async def devices(
     request: Request,
