@@ -22,10 +22,10 @@ from fleet_contracts.device import (
     TuyaOrigin,
 )
 from fleet_contracts.status import PresenceChangedEvent, ShadowChangedEvent
-from fleet_shared.pulsar import PulsarBroker, PulsarMessage, TestPulsarBroker
+from fleet_shared.pulsar import PulsarBroker, PulsarMessage, SendFailedError, TestPulsarBroker
 from fleet_status.domain.events import OutboxEntry
 from fleet_status.ports import ShadowWrite, StoredShadow
-from tests.unit.status.fakes import FakeShadowStore, history_rows, make
+from tests.unit.status.fakes import FakePublisher, FakeShadowStore, history_rows, make
 
 pytestmark = pytest.mark.unit
 
@@ -197,4 +197,35 @@ async def test_a_database_outage_keeps_the_batch_and_retries_it_without_nacking(
 
     assert writer.healthy
     assert store.docs["d1"].shadow.dps["temp"].value == 21.5
+    assert [e.id for e in publisher.published] == ["status:d1:shadow:1"]
+
+
+class BusOutageOnce(FakePublisher):
+    """A publisher whose next relay the broker does not persist (a send failed: a timeout, a restart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outages = 1
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        if self.outages and entries:
+            self.outages -= 1
+            raise SendFailedError("Timeout (injected)")
+        await super().publish(entries)
+
+
+async def test_a_send_the_bus_did_not_persist_is_an_outage_the_batch_is_kept_not_nacked() -> None:
+    broker, writer, store, _, _ = make()
+    publisher = writer.publisher = BusOutageOnce()
+    async with TestPulsarBroker(broker, redelivery_limit=0) as br:
+        await send(br, status("d1", ("temp", 215, 10)))
+        await writer.flush_once()  # written, its event not relayed: kept in the outbox, message held
+        consumer_ = subscriber_consumer(broker)
+        assert (consumer_.acked, consumer_.nacked) == ([], [])
+        assert writer.pending_messages == 1
+        assert store.docs["d1"].outbox
+        await writer.flush_once()  # the bus is back: the leftover is relayed, the message acked
+        assert len(consumer_.acked) == 1
+        assert consumer_.nacked == []
+
     assert [e.id for e in publisher.published] == ["status:d1:shadow:1"]

@@ -13,7 +13,7 @@ from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.pulsar import PulsarBroker
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
 from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
@@ -21,6 +21,7 @@ from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_status.adapters.history import HistoryStore
+from fleet_status.adapters.publisher import FlushPublisher
 from fleet_status.adapters.schemas import SchemaStore
 from fleet_status.adapters.shadows import ShadowStore
 from fleet_status.adapters.tuya import CloudDeviceSource, SchemaCache
@@ -162,7 +163,7 @@ def bootstrap(
         shadows,
         history,
         schemas,
-        publisher or OutboxPublisher(broker),
+        publisher or FlushPublisher(broker),
         tenant=settings.tuya_access_id,
         region=settings.region.lower(),
         max_devices=settings.status_batch_max_devices,
