@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from fleet_shared.pulsar import PulsarBroker
+from fleet_shared.pulsar.device_batches import DeviceEventBatches
 from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
 from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
@@ -48,6 +49,7 @@ class Status:
     security: SecurityKit
     views: StatusViews
     writer: ShadowWriter
+    device_events: DeviceEventBatches
     openapi: TuyaOpenApiClient | None
     cloud: CloudDeviceSource | None
     _reconciler: asyncio.Task[None] | None = field(default=None, init=False)
@@ -69,6 +71,7 @@ class Status:
             log.info("relayed %d events a previous process left in outboxes", relayed)
         self.writer.start()
         await self.broker.start()
+        await self.device_events.start()
         s = self.settings
         if self.cloud is not None and s.status_reconcile_interval_s > 0:
             self._reconciler = every("status-reconciler", s.status_reconcile_interval_s, self.reconcile_round)
@@ -83,6 +86,8 @@ class Status:
         """No new device events, no new reconciliation, retention or inactivity rounds."""
         await cancel_all((self._reconciler, self._sweeper, self._inactivity))
         self._reconciler = self._sweeper = self._inactivity = None
+        # (the consumer stays open until `stop`: the drain acks what the writer holds through it)
+        await self.device_events.stop_receiving()
         await stop_subscribers(self.broker)
 
     async def drain(self) -> None:
@@ -95,6 +100,7 @@ class Status:
         try:
             await self.stop_consuming()
             await self.writer.stop(0)
+            await self.device_events.close()
         finally:
             await close_all(self.broker.stop, self.openapi, self.security, self.mongo_client.close)
 
@@ -177,7 +183,9 @@ def bootstrap(
         journal_max_age_s=settings.status_journal_max_age_s,
         metrics=WriterMetrics(registry),
     )
-    consumer.register(broker, writer, settings.device_subscription, tenant=settings.tuya_access_id)
+    device_events = consumer.register(
+        broker, writer, settings.device_subscription, tenant=settings.tuya_access_id
+    )
     cloud = CloudDeviceSource(openapi, rate_per_s=settings.status_reconcile_rate_per_s) if openapi else None
     return Status(
         settings=settings,
@@ -188,6 +196,7 @@ def bootstrap(
         security=security_kit(settings, db),
         views=StatusViews(shadows, history),
         writer=writer,
+        device_events=device_events,
         openapi=own_client,
         cloud=cloud,
     )
