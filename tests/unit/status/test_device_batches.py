@@ -184,3 +184,23 @@ async def test_a_message_nacked_past_its_redeliveries_is_dead_lettered_and_acked
             await batches.close()
     (letter,) = [topics.STATUS_DEAD_LETTER.decode(body) for body in dead]
     assert (letter.data.key, letter.data.redelivery_count) == ("d2", 2)
+
+
+async def test_a_handler_that_raises_gets_its_message_nacked_and_the_batch_goes_on() -> None:
+    provider, _ = tracer(root_sampled=False)
+    handled = Handled()
+
+    async def handle(event: DeviceEvent, message: DeviceMessage) -> None:
+        if event.data.device_id == "d1":
+            raise RuntimeError("injected")
+        await handled(event, message)
+
+    batches, consumer = await batches_with(provider, handled)
+    batches.handle = handle
+    try:
+        first = raw("d1")
+        await batches.process([first, raw("d2")])
+    finally:
+        await batches.close()
+    assert consumer.nacked == [first]
+    assert [d for d, _ in handled.seen] == ["d2"]

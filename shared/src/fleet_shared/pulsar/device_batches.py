@@ -183,9 +183,9 @@ class DeviceEventBatches:
                 if tracing:
                     untraced_roots.append((event, raw))
                     continue
-                await self.handle(event, DeviceMessage(self, raw))
+                await self._handle(event, raw)
             elif not _sampled(parent):  # not sampled where the trace started: nothing records it
-                await self.handle(event, DeviceMessage(self, raw))
+                await self._handle(event, raw)
             else:
                 await self._handle_traced(event, raw)
         if untraced_roots:
@@ -217,7 +217,7 @@ class DeviceEventBatches:
         )
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
-            await self.handle(event, DeviceMessage(self, raw))
+            await self._handle(event, raw)
         finally:
             otel_context.detach(token)
             span.end()
@@ -237,15 +237,24 @@ class DeviceEventBatches:
         if not span.is_recording():
             span.end()
             for event, raw in items:
-                await self.handle(event, DeviceMessage(self, raw))
+                await self._handle(event, raw)
             return
         token = otel_context.attach(trace.set_span_in_context(span))
         try:
             for event, raw in items:
-                await self.handle(event, DeviceMessage(self, raw))
+                await self._handle(event, raw)
         finally:
             otel_context.detach(token)
             span.end()
+
+    async def _handle(self, event: DeviceEvent, raw: pulsar.Message) -> None:
+        """The handler settles the message later; one that raises gets it nacked now (NACK_ON_ERROR's way),
+        and the batch goes on."""
+        try:
+            await self.handle(event, DeviceMessage(self, raw))
+        except Exception as e:
+            log.warning("handling a device event failed, nacked: %r", e)
+            await self.nack(raw)
 
     def _attributes(self, raw: pulsar.Message) -> dict[str, Any]:
         attributes: dict[str, Any] = {
