@@ -16,7 +16,7 @@ from opentelemetry.trace import SpanKind
 from pulsar import asyncio as pa
 
 from fleet_contracts.outbox import EVENT_ID_PROPERTY, OutboxEntry
-from fleet_shared.pulsar import ConsumerType, PulsarBroker
+from fleet_shared.pulsar import ConsumerType, ProducerOptions, PulsarBroker
 from fleet_status.adapters.publisher import PUBLISH_SPAN, FlushPublisher
 
 pytestmark = pytest.mark.integration
@@ -54,7 +54,10 @@ async def test_a_flushs_events_arrive_in_outbox_order_per_device_with_their_ids(
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
-    publisher = FlushPublisher(broker, max_in_flight=50, tracer=tracer)  # fewer than one flush sends
+    # fewer sends in flight than one flush makes, and a client queue that holds no more: two flushes at
+    # once must share the bound (else the client refuses sends: ProducerQueueIsFull)
+    options = ProducerOptions(max_pending_messages=50)
+    publisher = FlushPublisher(broker, options=options, max_in_flight=50, tracer=tracer)
     try:
         untraced = entries(topics, devices=40, per_device=4, tag="a")
         traced = entries(topics, devices=40, per_device=2, tag="b")

@@ -17,6 +17,7 @@ them again (consumers drop repeats by event id).
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Sequence
 
 from opentelemetry import propagate, trace
@@ -30,8 +31,9 @@ CORRELATION_ID = "correlation_id"  # the broker's property name for FastStream's
 
 
 class FlushPublisher:
-    """`EventPublisher` on confirmed sends; at most `max_in_flight` sends outstanding (below each producer's
-    `max_pending_messages`, so none fails for a full queue: the start-up recovery relays thousands)."""
+    """`EventPublisher` on confirmed sends; at most `max_in_flight` sends outstanding across every publish in
+    progress (the writer runs flushes side by side, and the start-up recovery relays thousands at once), at
+    most each producer's `max_pending_messages`, so none fails for a full client queue."""
 
     def __init__(
         self,
@@ -47,6 +49,8 @@ class FlushPublisher:
         self.tracer = tracer or trace.get_tracer(__name__)
         self._senders: dict[str, asyncio.Task[ConfirmedSender]] = {}
         self._confirmations: Confirmations | None = None
+        # sends started and not known to be confirmed, oldest first, across concurrent publishes
+        self._outstanding: deque[Send] = deque()
 
     async def publish(self, entries: Sequence[OutboxEntry]) -> None:
         if not entries:
@@ -69,15 +73,20 @@ class FlushPublisher:
     async def _send_all(self, entries: Sequence[OutboxEntry], carrier: dict[str, str]) -> None:
         confirmations = self._confirmations_now()
         senders = {t: await self._sender(t) for t in {e.topic for e in entries}}
+        outstanding = self._outstanding
         sends: list[Send] = []
-        waited = 0  # sends before this index are confirmed
         for e in entries:
-            while len(sends) - waited >= self.max_in_flight:
-                await confirmations.wait(sends[waited])
-                waited += 1
+            while outstanding and outstanding[0].done:
+                outstanding.popleft()
+            while len(outstanding) >= self.max_in_flight:
+                await confirmations.wait(outstanding[0])
+                while outstanding and outstanding[0].done:
+                    outstanding.popleft()
             properties = {EVENT_ID_PROPERTY: e.id, CORRELATION_ID: e.id, **carrier}
-            sends.append(senders[e.topic].send(e.body, e.key, properties))
-        for send in sends[waited:]:
+            send = senders[e.topic].send(e.body, e.key, properties)
+            sends.append(send)
+            outstanding.append(send)
+        for send in sends:
             await confirmations.wait(send)
         failed = next((s.error for s in sends if s.error is not None), None)
         if failed is not None:
