@@ -234,17 +234,14 @@ class DeviceEventBatches:
         if len(items) == 1:
             attributes.update(self._attributes(items[0][1]))
         span = self.tracer.start_span(f"{self.topic} process", kind=SpanKind.CONSUMER, attributes=attributes)
-        if not span.is_recording():
-            span.end()
-            for event, raw in items:
-                await self._handle(event, raw)
-            return
-        token = otel_context.attach(trace.set_span_in_context(span))
+        # handlers run in it only when it is recorded (an unsampled root would only cost a context switch)
+        token = otel_context.attach(trace.set_span_in_context(span)) if span.is_recording() else None
         try:
             for event, raw in items:
                 await self._handle(event, raw)
         finally:
-            otel_context.detach(token)
+            if token is not None:
+                otel_context.detach(token)
             span.end()
 
     async def _handle(self, event: DeviceEvent, raw: pulsar.Message) -> None:
