@@ -4,8 +4,10 @@ arrival order, and a message nacked past its redeliveries dead-lettered."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
+import pulsar
 import pytest
 from faststream import Context
 from opentelemetry import trace
@@ -14,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+from pulsar.asyncio import PulsarException
 
 from fleet_contracts import topics
 from fleet_contracts.device import (
@@ -204,3 +207,50 @@ async def test_a_handler_that_raises_gets_its_message_nacked_and_the_batch_goes_
         await batches.close()
     assert consumer.nacked == [first]
     assert [d for d, _ in handled.seen] == ["d2"]
+
+
+class Flooding:
+    """A consumer that always holds a message (a backlog), `count` of them, then closes."""
+
+    def __init__(self, count: int) -> None:
+        self.left = count
+        self.acked: list[Any] = []
+
+    async def receive(self) -> Any:
+        if not self.left:
+            raise PulsarException(pulsar.Result.AlreadyClosed)
+        self.left -= 1
+        return raw(f"d{self.left}")
+
+    async def acknowledge(self, message: Any) -> None:
+        self.acked.append(message)
+
+    async def close(self) -> None:
+        self.left = 0
+
+
+async def test_a_backlog_does_not_starve_the_handlers_other_tasks() -> None:
+    """The writer flushes in tasks of its own: between batches the loop lets them run, even while the client
+    always holds another message (before, they waited for back-pressure, tens of thousands of messages)."""
+    provider, _ = tracer(root_sampled=False)
+    order: list[str] = []
+
+    started: list[asyncio.Task[None]] = []
+
+    async def flush() -> None:
+        order.append("flush")
+
+    async def handle(event: DeviceEvent, message: DeviceMessage) -> None:
+        order.append("message")
+        if len(order) == 5:  # a batch is due: the writer starts its flush task
+            started.append(asyncio.create_task(flush()))
+
+    batches, _ = await batches_with(provider, Handled())
+    await batches.close()
+    batches.handle = handle
+    await batches.start(Flooding(100))
+    assert batches._task is not None
+    await asyncio.wait_for(batches._task, 10)
+    await started[0]
+    assert order.count("message") == 100
+    assert order.index("flush") < 10  # ran at once, not once the backlog was through

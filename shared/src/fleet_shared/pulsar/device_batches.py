@@ -169,6 +169,10 @@ class DeviceEventBatches:
             except Exception:
                 # never lose the loop: the batch's unsettled messages come back after the ack timeout/close
                 log.exception("handling a batch of %d device events failed", len(batch))
+            # Let the handler's other tasks run (status's flushes). While messages arrive faster than they
+            # are handled, the client always holds one and nothing here suspends: the writer's flushes then
+            # waited until back-pressure stopped the loop (tens of thousands of messages, a minute late).
+            await asyncio.sleep(0)
 
     async def process(self, batch: list[pulsar.Message]) -> None:
         """Decode, filter and hand over `batch` in order; spans only where a trace is recorded."""
