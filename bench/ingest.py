@@ -33,6 +33,10 @@ whose main thread sleeps meanwhile) and the broker's (the dev stack's Pulsar sta
 
     eval "$(uv run devstack env)" && uv run python bench/ingest.py [--messages 30000] [--rate 1000]
     uv run --with py-spy python bench/ingest.py --profile /tmp/prof   # py-spy of ingest while draining
+    uv run python bench/ingest.py --sides raw_passthrough ingest      # the ceiling and ingest only
+
+For ingest the steady phase's p99 is also split by stage from its own histograms (per batch, bucket upper
+bounds): Tuya publish -> receipt, receipt -> sends started (dedup-store lookup, queueing), send -> confirmed.
 
 Prints the figures and writes bench/results/ingest.json (or --out).
 """
@@ -66,6 +70,7 @@ from pulsar import asyncio as pa
 
 from fleet_contracts import topics
 from fleet_shared.provisioning import provision
+from fleet_shared.pulsar import internals
 from fleet_shared.tuya.codec import EncryptionMode, PushCodec
 
 RESULTS = Path(__file__).resolve().parent / "results" / "ingest.json"
@@ -263,8 +268,10 @@ async def measure(side: Side, sim: Simulator, args: argparse.Namespace) -> dict[
     live_publish_s = await sim.publish(n)
     await until_done(side, 2 * n)
     steady = int(args.rate * args.seconds)
+    stages_before = side.stages() if isinstance(side, IngestSide) else None
     await sim.publish(steady, rate=args.rate)
     await until_done(side, 2 * n + steady, 300)
+    stages = stage_quantiles(stages_before, side.stages()) if isinstance(side, IngestSide) else None
     times = await side.times(2 * n + steady)
     lat = [done - produced for done, produced in times[2 * n :]]
     backlog, live = rate_of(times[:n]), rate_of(times[n : 2 * n])
@@ -278,7 +285,7 @@ async def measure(side: Side, sim: Simulator, args: argparse.Namespace) -> dict[
         "latency_p50_ms": round(pct(lat, 0.50), 2),
         "latency_p99_ms": round(pct(lat, 0.99), 2),
         "latency_mean_ms": round(statistics.fmean(lat), 2) if lat else None,
-    }
+    } | ({"latency_by_stage_ms": stages} if stages else {})
 
 
 # -- the official connector -----------------------------------------------------------------------------
@@ -378,14 +385,29 @@ class IngestSide:
     def pid(self) -> int | None:
         return self.proc.pid if self.proc else None
 
-    def count(self) -> int:
-        """Events ingest has had confirmed, from its /metrics."""
+    def metrics(self) -> str:
         if self.proc is not None and self.proc.poll() is not None:
             raise RuntimeError(f"ingest exited: {self.log.read_text()[-2000:]}")
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
-                text = r.read().decode()
+                return str(r.read().decode())
         except OSError:
+            return ""
+
+    def stages(self) -> dict[str, dict[float, float]]:
+        """Ingest's per-stage histograms (cumulative bucket counts by upper bound, seconds)."""
+        out: dict[str, dict[float, float]] = {}
+        for line in self.metrics().splitlines():
+            for stage, name in STAGES.items():
+                if line.startswith(f"{name}_bucket{{"):
+                    bound = line.split('le="', 1)[1].split('"', 1)[0]
+                    out.setdefault(stage, {})[float(bound)] = float(line.rsplit(" ", 1)[1])
+        return out
+
+    def count(self) -> int:
+        """Events ingest has had confirmed, from its /metrics."""
+        text = self.metrics()
+        if not text:
             return 0
         prefix = "fleet_ingest_events_published_total{"
         return sum(
@@ -408,6 +430,33 @@ class IngestSide:
         terminate(self.proc)
         if self.reader is not None:
             await self.reader.unsubscribe()
+
+
+#: ingest's histograms along a message's way: Tuya publish -> receipt (per batch, its oldest message),
+#: receipt -> sends started (dedup-store lookup and queueing), send -> the bus's confirmation.
+STAGES = {
+    "receive_lag": "fleet_ingest_consumer_lag_seconds",
+    "sequencing": "fleet_ingest_sequencing_delay_seconds",
+    "publish": "fleet_ingest_publish_latency_seconds",
+}
+
+
+def stage_quantiles(
+    before: dict[str, dict[float, float]], after: dict[str, dict[float, float]]
+) -> dict[str, dict[str, float]]:
+    """p50 / p99 / max of each stage during the steady phase, as bucket upper bounds (ms; per batch)."""
+    out: dict[str, dict[str, float]] = {}
+    for stage, buckets in after.items():
+        counts = sorted((le, n - before.get(stage, {}).get(le, 0.0)) for le, n in buckets.items())
+        total = counts[-1][1] if counts else 0.0
+        if not total:
+            continue
+        row: dict[str, float] = {"batches": total}
+        for label, q in (("p50", 0.5), ("p99", 0.99), ("max", 1.0)):
+            le = next(le for le, n in counts if n >= q * total)
+            row[label] = le * 1000 if le != float("inf") else float("inf")
+        out[stage] = row
+    return out
 
 
 def terminate(proc: subprocess.Popen[bytes] | None) -> None:
@@ -501,6 +550,14 @@ class PassthroughSide:
             await self.reader.unsubscribe()
 
 
+async def close_client(client: pa.Client) -> None:
+    """The client's blocking close on a worker thread: `await client.close()` leaves its Python callback to
+    a client thread, which aborted this process at exit ("terminate called without an active exception",
+    apache/pulsar-client-python#256; see `PulsarBroker._close_client`)."""
+    native = internals.native_client(client)
+    await (client.close() if native is None else asyncio.to_thread(native.close))
+
+
 # -- main -----------------------------------------------------------------------------------------------
 
 
@@ -557,13 +614,14 @@ async def main() -> None:
     parser.add_argument("--devices", type=int, nargs="*", default=[1000, 10_000])
     parser.add_argument("--repeat", type=int, default=1, help="runs per side and fleet size (medians)")
     parser.add_argument("--only", choices=SIDES, help="one side only (e.g. for profiling)")
+    parser.add_argument("--sides", choices=SIDES, nargs="+", help="these sides only (e.g. raw and ingest)")
     parser.add_argument("--profile", type=Path, help="py-spy ingest from start to drained, into this dir")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     stack_env("FLEET_MONGODB_URI")  # ingest reads it from the environment
     admin_url = stack_env("FLEET_PULSAR_ADMIN_URL")
     client = pa.Client(stack_env("FLEET_PULSAR_URL"), logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Error))
-    sides = [args.only] if args.only else list(SIDES)
+    sides = [args.only] if args.only else list(args.sides or SIDES)
     rows: list[dict[str, Any]] = []
     try:
         for devices in args.devices:
@@ -583,6 +641,13 @@ async def main() -> None:
                         f"(at {args.rate:.0f} msg/s)",
                         flush=True,
                     )
+                    if stages := result.get("latency_by_stage_ms"):
+                        by_stage = "  ".join(
+                            f"{k} p99 {v['p99']:.0f} (max {v['max']:.0f})" for k, v in stages.items()
+                        )
+                        print(
+                            f"{devices:>6} devices  {name:<15} by stage, ms per batch: {by_stage}", flush=True
+                        )
             row["median"] = {name: summary(row["runs"][name]) for name in sides}
             for baseline, key in (("tuya_connector", "speedup"), ("raw_passthrough", "of_raw_passthrough")):
                 if "ingest" in sides and baseline in sides:
@@ -594,7 +659,7 @@ async def main() -> None:
                     print(f"{devices:>6} devices  ingest / {baseline} throughput (medians): {row[key]}")
             rows.append(row)
     finally:
-        await client.close()
+        await close_client(client)
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_bytes(

@@ -114,12 +114,58 @@ OVERVIEW = [
         ],
     ),
     Row(
-        "Subscriptions (Pulsar's view)",
+        "Subscriptions (rate, errors, duration from the consumers; backlog, redeliveries from Pulsar)",
         [
             Panel(
-                "Delivered per second",
-                [per_subscription("pulsar_subscription_msg_rate_out")],
+                "Messages processed per second",
+                [
+                    (
+                        f"sum by (service, subscription) (rate(fleet_bus_messages_processed_total{{{FLEET}}}"
+                        f"{RATE}))",
+                        "{{service}} {{subscription}}",
+                    )
+                ],
                 unit="ops",
+                description="Deliveries a handler was called for (redeliveries too), all replicas summed.",
+            ),
+            Panel(
+                "Error ratio",
+                [
+                    (
+                        "sum by (service, subscription) "
+                        f"(rate(fleet_bus_messages_failed_total{{{FLEET}}}{RATE})) "
+                        "/ sum by (service, subscription) "
+                        f"(rate(fleet_bus_messages_processed_total{{{FLEET}}}{RATE}))",
+                        "{{service}} {{subscription}}",
+                    )
+                ],
+                unit="percentunit",
+                description="Failed deliveries (nacked, dead-lettered, rejected, acked after a failure) "
+                "against every delivery. Alert: FleetSubscriptionErrors.",
+            ),
+            Panel(
+                "Handler duration p99",
+                [
+                    (
+                        quantile(0.99, "fleet_bus_handler_seconds_bucket", FLEET, "service, subscription"),
+                        "{{service}} {{subscription}}",
+                    )
+                ],
+                unit="s",
+                description="The handler and its ack (status acks later, once written: its handler alone).",
+            ),
+            Panel(
+                "Failures by outcome",
+                [
+                    (
+                        "sum by (service, subscription, outcome) "
+                        f"(rate(fleet_bus_messages_failed_total{{{FLEET}}}{RATE}))",
+                        "{{service}} {{subscription}} {{outcome}}",
+                    )
+                ],
+                unit="ops",
+                description="nack: redelivered later; dead_letter: redeliveries used up; reject: malformed; "
+                "ack: the handler failed and the ack policy dropped it.",
             ),
             Panel(
                 "Backlog",
@@ -128,6 +174,16 @@ OVERVIEW = [
             Panel(
                 "Redeliveries per second",
                 [per_subscription("pulsar_subscription_msg_rate_redeliver")],
+                unit="ops",
+            ),
+        ],
+    ),
+    Row(
+        "Subscriptions (Pulsar's view)",
+        [
+            Panel(
+                "Delivered per second",
+                [per_subscription("pulsar_subscription_msg_rate_out")],
                 unit="ops",
             ),
             Panel(
@@ -148,6 +204,41 @@ OVERVIEW = [
             Panel(
                 "Consumers per subscription",
                 [per_subscription("pulsar_subscription_consumers_count")],
+            ),
+        ],
+    ),
+    Row(
+        "Sends per topic (every service's producers)",
+        [
+            Panel(
+                "Messages sent per second",
+                [
+                    (
+                        f"sum by (service, topic) (rate(fleet_bus_messages_sent_total{{{FLEET}}}{RATE}))",
+                        "{{service}} {{topic}}",
+                    )
+                ],
+                unit="ops",
+            ),
+            Panel(
+                "Send failures per second",
+                [
+                    (
+                        f"sum by (service, topic) (rate(fleet_bus_send_failures_total{{{FLEET}}}{RATE}))",
+                        "{{service}} {{topic}}",
+                    )
+                ],
+                unit="ops",
+            ),
+            Panel(
+                "Send duration p99 (until persisted)",
+                [
+                    (
+                        quantile(0.99, "fleet_bus_send_seconds_bucket", FLEET, "service, topic"),
+                        "{{service}} {{topic}}",
+                    )
+                ],
+                unit="s",
             ),
         ],
     ),

@@ -69,6 +69,16 @@ class PulsarAdmin:
         except urllib.error.URLError as err:
             raise ProvisioningError(f"Pulsar admin {method} {path}: {err.reason}") from err
 
+    def get(self, path: str) -> Any:
+        """A GET of the admin API, its JSON answer (`ProvisioningError` on an HTTP or connection error)."""
+        try:
+            with self._open("GET", path) as response:
+                return json.load(response)
+        except urllib.error.HTTPError as err:
+            raise ProvisioningError(f"Pulsar admin GET {path}: HTTP {err.code}") from err
+        except urllib.error.URLError as err:
+            raise ProvisioningError(f"Pulsar admin GET {path}: {err.reason}") from err
+
     def clusters(self) -> list[str]:
         try:
             with self._open("GET", "clusters") as response:

@@ -310,6 +310,9 @@ async def test_a_device_report_is_one_trace_across_every_service_it_crosses(
     roots = span_tree(spans)
     assert len(roots) == 1, [r.span["name"] for r in roots]
     assert service_of(roots[0].span) == "tuya-sim"
+    # the simulator's send starts the trace: `send {topic}`, a PRODUCER span (Zipkin lower-cases names)
+    assert roots[0].span["name"].startswith("send persistent://"), roots[0].span["name"]
+    assert roots[0].span["kind"] == "PRODUCER"
     consumed = [
         s
         for s in spans
@@ -317,7 +320,12 @@ async def test_a_device_report_is_one_trace_across_every_service_it_crosses(
     ]
     assert consumed, "status's consume span is missing"
     tags = consumed[0]["tags"]
+    # named and tagged per OpenTelemetry's messaging conventions
+    assert consumed[0]["name"] == f"process {topics.DEVICE_EVENTS.name}".lower()
+    assert consumed[0]["kind"] == "CONSUMER"
     assert tags["messaging.system"] == "pulsar"
+    assert tags["messaging.operation.name"] == "process"
+    assert tags["messaging.consumer.group.name"]
     assert tags[DEVICE_ID] == device
     assert tags["messaging.message.id"]
 

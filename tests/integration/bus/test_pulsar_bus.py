@@ -320,21 +320,26 @@ async def test_trace_spans_link_across_two_services(stack: Any, unique: str) -> 
         await asyncio.wait_for(done.wait(), 20)
         await asyncio.sleep(0.2)  # let the last spans end
 
-    spans = {s.name.split("/")[-1]: s for s in exporter.get_finished_spans()}
-    create_in = spans[f"bus-trace-in-{unique} create"]
-    process_in = spans[f"bus-trace-in-{unique} process"]
-    publish_out = spans[f"bus-trace-out-{unique} publish"]
-    process_out = spans[f"bus-trace-out-{unique} process"]
+    # span names per OpenTelemetry's messaging conventions: `{operation} {topic}`
+    spans = {s.name.replace("persistent://public/default/", ""): s for s in exporter.get_finished_spans()}
+    send_in = spans[f"send bus-trace-in-{unique}"]
+    process_in = spans[f"process bus-trace-in-{unique}"]
+    send_out = spans[f"send bus-trace-out-{unique}"]
+    process_out = spans[f"process bus-trace-out-{unique}"]
 
     assert len({s.context.trace_id for s in spans.values()}) == 1, "one trace across both services"
-    assert parent_of(process_in) == create_in.context.span_id
+    assert parent_of(send_in) is None  # published outside any handler: the send span starts the trace
+    assert parent_of(process_in) == send_in.context.span_id
     # The republish happens inside the first consumer's span...
-    assert parent_of(publish_out) == process_in.context.span_id
-    # ...and FastStream propagates the message's origin context, so the second consumer hangs off it.
-    assert parent_of(process_out) == create_in.context.span_id
+    assert parent_of(send_out) == process_in.context.span_id
+    # ...and its message carries its own send span, under which the second consumer processes it.
+    assert parent_of(process_out) == send_out.context.span_id
     _, trace_id, parent_id, _ = traceparents[0].split("-")
-    assert trace_id == format(create_in.context.trace_id, "032x")
-    assert parent_id == format(create_in.context.span_id, "016x")
+    assert trace_id == format(send_out.context.trace_id, "032x")
+    assert parent_id == format(send_out.context.span_id, "016x")
+    assert (process_out.attributes or {})["messaging.consumer.group.name"] == "status"
+    assert (process_out.attributes or {})["messaging.message.id"]
+    assert (send_out.attributes or {})["messaging.message.id"]
 
 
 async def test_request_reply(stack: Any, unique: str) -> None:

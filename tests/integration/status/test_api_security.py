@@ -49,7 +49,7 @@ async def issue(settings: StatusSettings, service: Any, *argv: str) -> str:
     add_api_key_commands(parser.add_subparsers(dest="command"))
     out, err = io.StringIO(), io.StringIO()
     code = await run_api_key_command(
-        service.security.api_keys,
+        service.clients.security.api_keys,
         parser.parse_args(argv),
         default_role=settings.api_key_default_role,
         out=out,
@@ -72,10 +72,10 @@ async def api(stack: Stack, unique: str, monkeypatch: pytest.MonkeyPatch) -> Asy
     for name, value in {**stack.env(), "FLEET_TUYA_ACCESS_SECRET": ""}.items():
         monkeypatch.setenv(name, value)
     settings = StatusSettings(
-        status_database=database,
-        status_subscription=f"status-sec-{unique}",
-        status_initial_position="latest",
-        status_api_keys=f"devstack:{SEEDED}",
+        database=database,
+        subscription=f"status-sec-{unique}",
+        initial_position="latest",
+        api_keys=f"devstack:{SEEDED}",
         status_reconcile_interval_s=0,
     )
     registry = CollectorRegistry()
@@ -89,7 +89,7 @@ async def api(stack: Stack, unique: str, monkeypatch: pytest.MonkeyPatch) -> Asy
         mongo.close()
         # the service's durable subscription on the shared device topic would keep a backlog forever
         await asyncio.to_thread(
-            drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, settings.status_subscription
+            drop_subscription, stack.pulsar_admin_url, topics.DEVICE_EVENTS.name, settings.subscription
         )
 
 

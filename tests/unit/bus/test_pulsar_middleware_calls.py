@@ -3,7 +3,7 @@ through), and one default tracing middleware per message, spans or not."""
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 
 import pytest
 from faststream._internal.context import ContextRepo
@@ -11,8 +11,9 @@ from faststream._internal.middlewares import BaseMiddleware
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
-from fleet_shared.pulsar import PulsarBroker, TestPulsarBroker
+from fleet_shared.pulsar import DeadLetter, InlineContext, PulsarBroker, PulsarMessage, TestPulsarBroker
 from fleet_shared.pulsar import opentelemetry as broker_tracing
 from fleet_shared.pulsar.acknowledgement import Acknowledgement
 from fleet_shared.pulsar.subscriber import _hooks_of
@@ -102,9 +103,7 @@ def test_the_default_broker_runs_one_tracing_middleware_per_message() -> None:
     assert isinstance(middlewares[0], broker_tracing.DefaultTracing)
 
 
-async def test_default_tracing_with_an_exporter_puts_the_message_id_on_the_publish_span(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
+def exporting(monkeypatch: pytest.MonkeyPatch) -> tuple[InMemorySpanExporter, PulsarBroker]:
     exporter = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
@@ -113,22 +112,89 @@ async def test_default_tracing_with_an_exporter_puts_the_message_id_on_the_publi
         tracer_provider=provider, include_messages_counters=False
     )
     monkeypatch.setattr(broker_tracing, "spans_exported", lambda: True)
-    broker = PulsarBroker(telemetry=False, middlewares=[tracing])
+    return exporter, PulsarBroker(telemetry=False, middlewares=[tracing])
+
+
+async def test_default_tracing_with_an_exporter_makes_semantic_convention_spans(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter, broker = exporting(monkeypatch)
+    seen: list[str] = []
 
     @broker.subscriber("persistent://fleet/test/in", subscription="s")
     @broker.publisher("persistent://fleet/test/out")
-    async def relay(body: dict[str, Any]) -> dict[str, Any]:
+    async def relay(body: dict[str, Any], message: Annotated[PulsarMessage, InlineContext("message")]) -> Any:
+        seen.append(message.headers["traceparent"])
         return body
 
     async with TestPulsarBroker(broker) as br:
         await br.publish({"a": 1}, "persistent://fleet/test/in", key="dev-1")
 
     spans = {s.name: s for s in exporter.get_finished_spans()}
-    for name in ("persistent://fleet/test/in publish", "persistent://fleet/test/out publish"):
-        assert (spans[name].attributes or {})["messaging.message.id"], name
-    process = spans["persistent://fleet/test/in process"]
+    # (TestPulsarBroker's own subscriber of the publisher's topic processes the result too)
+    assert set(spans) == {
+        "send persistent://fleet/test/in",
+        "process persistent://fleet/test/in",
+        "send persistent://fleet/test/out",
+        "process persistent://fleet/test/out",
+    }
+    send, process = spans["send persistent://fleet/test/in"], spans["process persistent://fleet/test/in"]
+    out = spans["send persistent://fleet/test/out"]
+    for span, kind, operation in ((send, SpanKind.PRODUCER, "send"), (process, SpanKind.CONSUMER, "process"),
+                                  (out, SpanKind.PRODUCER, "send")):  # fmt: skip
+        attributes = span.attributes or {}
+        assert span.kind is kind
+        assert attributes["messaging.system"] == "pulsar"
+        assert attributes["messaging.operation.type"] == operation
+        assert attributes["messaging.operation.name"] == operation
+        assert attributes["messaging.message.id"]
+        assert "messaging.operation" not in attributes  # the deprecated attribute FastStream set
+    assert (process.attributes or {})["messaging.destination.name"] == "persistent://fleet/test/in"
+    assert (process.attributes or {})["messaging.consumer.group.name"] == "s"
+    assert (out.attributes or {})["messaging.destination.name"] == "persistent://fleet/test/out"
+    # the message carries its send span as `traceparent`; the process span continues it; the result's send
+    # is a child of the process span
+    assert send.context is not None
     assert process.context is not None
-    assert spans["persistent://fleet/test/out publish"].context.trace_id == process.context.trace_id  # type: ignore[union-attr]
+    flags = int(send.context.trace_flags)
+    assert seen == [f"00-{send.context.trace_id:032x}-{send.context.span_id:016x}-{flags:02x}"]
+    assert process.parent is not None
+    assert process.parent.span_id == send.context.span_id
+    assert out.parent is not None
+    assert out.parent.span_id == process.context.span_id
+
+
+async def test_a_failed_delivery_has_a_settlement_span_under_its_process_span(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    exporter, broker = exporting(monkeypatch)
+
+    @broker.subscriber(
+        "persistent://fleet/test/in",
+        subscription="s",
+        dead_letter=DeadLetter(max_redeliveries=1, topic="dlq"),
+    )
+    async def fails(body: dict[str, Any]) -> None:
+        raise RuntimeError("no")
+
+    async with TestPulsarBroker(broker) as br:
+        await br.publish({"a": 1}, "persistent://fleet/test/in")
+
+    spans = exporter.get_finished_spans()
+    processes = [s for s in spans if s.name == "process persistent://fleet/test/in"]
+    settlements = [s for s in spans if (s.attributes or {}).get("messaging.operation.type") == "settle"]
+    assert [s.name for s in settlements] == [
+        "nack persistent://fleet/test/in",
+        "dead_letter persistent://fleet/test/in",
+    ]
+    for process, settle in zip(processes, settlements, strict=True):
+        assert process.status.status_code is StatusCode.ERROR
+        assert (process.attributes or {})["error.type"] == "RuntimeError"
+        assert settle.kind is SpanKind.CLIENT
+        assert settle.parent is not None
+        assert process.context is not None
+        assert settle.parent.span_id == process.context.span_id
+        assert (settle.attributes or {})["messaging.consumer.group.name"] == "s"
 
 
 def test_without_an_exporter_one_context_only_middleware_serves_every_message(

@@ -196,3 +196,21 @@ class HandoverPartition:
 
     async def close(self) -> None:
         await self.close_consumer()
+
+
+class PartitionProbe:
+    """The broker's answer for a `HandoverPartition`: is every message before `first` acked (what the
+    subscription's mark-delete position shows)? `fail` makes it raise, as an unreachable admin API does."""
+
+    def __init__(self, partition: HandoverPartition, *, fail: bool = False) -> None:
+        self.partition = partition
+        self.fail = fail
+        self.asked = 0
+
+    async def settled(self, partition: str, first: tuple[int, int, int]) -> bool:
+        self.asked += 1
+        if self.fail:
+            raise ConnectionError("admin API unreachable")
+        acked = set(self.partition.acked)
+        index = next(i for i, m in enumerate(self.partition.messages) if m.position == first)
+        return all(i in acked for i in range(index))

@@ -281,8 +281,8 @@ async def test_spans_link_consume_and_publish() -> None:
     async with running(h):
         await until(lambda: len(h.source.acked) == 1)
     spans = {s.name: s for s in h.exporter.get_finished_spans()}
-    consume = spans[f"{h.source.topic} process"]
-    publish = spans[f"{topics.DEVICE_EVENTS.name} publish"]
+    consume = spans[f"process {h.source.topic}"]
+    publish = spans[f"send {topics.DEVICE_EVENTS.name}"]
     assert publish.parent is not None
     assert publish.parent.span_id == consume.context.span_id
     traceparent = h.sink.events[0][2]["traceparent"]

@@ -84,7 +84,7 @@ def as_plain_promql(expr: str) -> str:
 def test_promtool_checks_the_rules(tools: Tools) -> None:
     result = run(tools.promtool, "check", "rules", RULES)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 15 rules found" in result.stdout
+    assert "SUCCESS: 16 rules found" in result.stdout
 
 
 def test_promtool_unit_tests_of_the_rules_pass(tools: Tools) -> None:

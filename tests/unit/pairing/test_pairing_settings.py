@@ -14,7 +14,7 @@ def test_defaults_and_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEET_PAIRING_DATABASE", "pairing_x")
     monkeypatch.setenv("FLEET_PAIRING_BINDING_MODES", "p1:strong")
     settings = PairingSettings()
-    assert settings.pairing_database == "pairing_x"
+    assert settings.database == "pairing_x"
     assert settings.pairing_binding_modes == "p1:strong"
     assert settings.pairing_settle_s >= settings.pairing_poll_interval_s
 

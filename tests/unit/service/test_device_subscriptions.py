@@ -46,7 +46,7 @@ def test_the_environment_reaches_the_subscription(monkeypatch: pytest.MonkeyPatc
 
 def test_an_unknown_initial_position_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FLEET_STATUS_INITIAL_POSITION", "middle")
-    with pytest.raises(ValidationError, match="status_initial_position"):
+    with pytest.raises(ValidationError, match="initial_position"):
         StatusSettings()
 
 

@@ -49,7 +49,7 @@ def test_status_app_is_the_kits_with_its_checks_and_a_protected_api() -> None:
         assert refused.headers["x-request-id"]  # the kit's request context is in front
         assert client.get("/docs").status_code == 200
     finally:
-        service.mongo_client.close()
+        service.clients.mongo_client.close()
 
 
 def test_ingest_app_is_the_kits_with_its_checks() -> None:

@@ -86,9 +86,9 @@ async def test_publish_and_process_spans_carry_messaging_attributes_and_one_trac
         await test.publish({"n": 1}, topics.DEVICE_EVENTS.name, key="dev-1")
 
     spans = by_name(exporter.get_finished_spans())
-    publish = spans[f"{topics.DEVICE_EVENTS.name} publish"]
-    process = spans[f"{topics.DEVICE_EVENTS.name} process"]
-    for span, operation in ((publish, "publish"), (process, "process")):
+    publish = spans[f"send {topics.DEVICE_EVENTS.name}"]
+    process = spans[f"process {topics.DEVICE_EVENTS.name}"]
+    for span, operation in ((publish, "send"), (process, "process")):
         attributes = span.attributes or {}
         assert attributes["messaging.system"] == "pulsar"
         assert attributes["messaging.operation.type"] == operation

@@ -126,9 +126,10 @@ async def test_a_sampled_message_gets_its_consume_span_an_unsampled_one_none(
     assert d1.parent is not None
     assert (d1.parent.trace_id, d1.parent.span_id) == (int(TRACE, 16), 0xB7AD6B7169203331)
     attributes = dict(d1.attributes or {})
+    assert d1.name == f"process {topics.DEVICE_EVENTS.name}"  # as the broker names its process spans
     assert attributes[DEVICE_ID] == "d1"
     assert attributes["messaging.operation.type"] == "process"
-    assert attributes["messaging.pulsar.subscription"] == "status"
+    assert attributes["messaging.consumer.group.name"] == "status"
     assert attributes["messaging.message.id"]
     assert d3.parent is not None
     assert d3.parent.span_id == 0x00F067AA0BA902B7

@@ -164,4 +164,4 @@ async def test_readyz_writer_check_uses_the_configured_bound(monkeypatch: pytest
         clock.now += 0.1
         assert not await service.writer_ready()
     finally:
-        service.mongo_client.close()
+        service.clients.mongo_client.close()

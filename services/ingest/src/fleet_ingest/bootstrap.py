@@ -14,6 +14,7 @@ from prometheus_client import REGISTRY, CollectorRegistry
 
 from fleet_contracts.envelope import service_source
 from fleet_ingest.adapters.dedup_store import MongoDedupStore
+from fleet_ingest.adapters.handover_probe import PulsarCursorProbe
 from fleet_ingest.adapters.metrics import IngestMetrics
 from fleet_ingest.adapters.publisher import PulsarEventSink
 from fleet_ingest.adapters.tracing import BatchTracing
@@ -23,6 +24,7 @@ from fleet_ingest.domain.model import Project
 from fleet_ingest.service_layer.pipeline import IngestPipeline, PipelineConfig
 from fleet_ingest.settings import IngestSettings
 from fleet_shared import mongo
+from fleet_shared.provisioning import PulsarAdmin
 from fleet_shared.pulsar import ProducerOptions, PulsarBroker
 from fleet_shared.service import ReadinessCheck, freeze_long_lived
 from fleet_shared.service.clients import close_all, pulsar_broker, pulsar_client_kwargs
@@ -148,6 +150,19 @@ def bootstrap(settings: IngestSettings | None = None, *, registry: CollectorRegi
         config=PipelineConfig(
             max_in_flight=settings.ingest_max_in_flight,
             handover_hold_s=settings.ingest_handover_hold_seconds,
+        ),
+        probe=(
+            PulsarCursorProbe(
+                PulsarAdmin(
+                    settings.pulsar_admin_url,
+                    timeout=5.0,
+                    token=settings.pulsar_auth_token.get_secret_value() or None,
+                    tls_trust_certs_file=settings.pulsar_tls_trust_certs_file,
+                ),
+                source.subscription,
+            )
+            if settings.handover_probe
+            else None
         ),
         tracing=(
             BatchTracing(

@@ -69,6 +69,15 @@ class DedupStore(Protocol):
     async def ping(self) -> bool: ...
 
 
+class HandoverProbe(Protocol):
+    """Asks the broker whether a partition's hold is needed (`service_layer.handover`)."""
+
+    async def settled(self, partition: str, first: tuple[int, int, int]) -> bool:
+        """Nothing before position `first` of `partition` is unacknowledged on the subscription (False when
+        unsure)."""
+        ...
+
+
 class Metrics(Protocol):
     """ingest's Prometheus metrics (children pre-resolved where the hot path needs them)."""
 
@@ -78,10 +87,12 @@ class Metrics(Protocol):
     lag_last: Gauge
     duplicates: Counter
     publish_latency: Histogram
+    sequencing_delay: Histogram
     recoveries: Counter
     store_errors: Counter
     handover_holds: Counter
     handover_dropped: Counter
+    handover_holds_ended: Counter
     rejected_by_reason: dict[RejectClass, Counter]
 
     def count_decoded(self, kind: str, amount: int) -> None: ...

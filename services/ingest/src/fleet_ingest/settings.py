@@ -37,6 +37,17 @@ class IngestSettings(ServiceSettings):
         "activeConsumerFailoverDelayTimeMillis (1 s by default); 0 turns the handover guard off.",
     )
 
+    ingest_handover_probe: bool | None = Field(
+        None,
+        description="End a partition's hold early when the broker's admin API (FLEET_PULSAR_ADMIN_URL) "
+        "shows nothing before it unacknowledged; unset = only with the simulator on our own bus (Tuya's "
+        "cloud has no admin API).",
+    )
+
+    @property
+    def handover_probe(self) -> bool:
+        return self.tuya_simulated if self.ingest_handover_probe is None else self.ingest_handover_probe
+
     @property
     def tuya_url(self) -> str:
         return self.tuya_pulsar_url or self.pulsar_url

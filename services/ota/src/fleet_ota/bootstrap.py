@@ -7,8 +7,6 @@ import contextlib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from fastapi import APIRouter
 
@@ -34,11 +32,11 @@ from fleet_ota.ports import EventPublisher, TuyaOta
 from fleet_ota.service_layer.handlers import Ports, ProjectPace
 from fleet_ota.settings import OtaSettings
 from fleet_ota.views import OtaViews
-from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.clock import utcnow
+from fleet_shared.pulsar import OutboxPublisher
 from fleet_shared.pulsar.outbox import CountingPublisher
-from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
+from fleet_shared.service.domain import DomainClients, domain_clients
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_shared.tuya.ratelimit import RateLimit
@@ -47,41 +45,32 @@ SERVICE = "ota"
 log = logging.getLogger(__name__)
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass
 class Ota:
     """The running parts of one ota process."""
 
     settings: OtaSettings
-    broker: PulsarBroker
-    mongo_client: Any
-    db: Any
-    kit: SecurityKit
+    clients: DomainClients
     ports: Ports
     devices: DeviceStore
     views: OtaViews
     relay: OutboxRelay
     loops: Loops
-    openapi: TuyaOpenApiClient | None
 
     def routers(self) -> list[APIRouter]:
-        return [api_router(self.kit.security, self.ports, self.devices, self.views)]
+        return [api_router(self.clients.api_security, self.ports, self.devices, self.views)]
 
     async def start(self) -> None:
         """Indexes and keys, outboxes a previous process left relayed, then consume and run the loops."""
-        await ensure_indexes(self.db)
-        await self.kit.prepare(self.settings.ota_api_keys.get_secret_value())
-        await self.broker.connect()
+        await ensure_indexes(self.clients.db)
+        await self.clients.open(self.settings.api_keys)
         while await self.relay.relay_once(self.settings.ota_relay_batch):
             pass
-        await self.broker.start()
+        await self.clients.broker.start()
         self.loops.start()
 
     async def stop_consuming(self) -> None:
-        await stop_subscribers(self.broker)
+        await self.clients.stop_consuming()
 
     async def drain(self) -> None:
         """Loops stop; what their writes left in outboxes is relayed now (or by the next process)."""
@@ -90,17 +79,10 @@ class Ota:
             await self.relay.relay_once(self.settings.ota_relay_batch)
 
     async def stop(self) -> None:
-        await close_all(self.loops.stop, self.broker.stop, self.kit, self.openapi, self.mongo_client.close)
+        await self.clients.close(self.loops.stop)
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        return {"bus": self.bus_ready, "database": self.database_ready, "loops": self.loops_ready}
-
-    async def bus_ready(self) -> bool:
-        return await self.broker.ping(2.0)
-
-    async def database_ready(self) -> bool:
-        await self.db.command("ping")
-        return True
+        return self.clients.readiness_checks(loops=self.loops_ready)
 
     async def loops_ready(self) -> bool:
         return self.loops.running()
@@ -113,12 +95,13 @@ def bootstrap(
     publisher: EventPublisher | None = None,
 ) -> Ota:
     settings = settings or OtaSettings()
-    broker, client, db = service_clients(settings, SERVICE, settings.ota_database)
     own_client: TuyaOpenApiClient | None = None
     if tuya is None:
         rate = settings.ota_tuya_rate_per_s
         own_client = openapi_client(settings, default_rate_limit=RateLimit(rate=rate, burst=rate))
         tuya = TuyaOtaApi(own_client)
+    clients = domain_clients(settings, openapi=own_client)
+    broker, db = clients.broker, clients.db
     progress = ProgressStore(db)
     devices = DeviceStore(db)
     ports = Ports(
@@ -131,7 +114,7 @@ def bootstrap(
         locks=LockStore(db),
         pacing=PacingStore(db),
         tuya=tuya,
-        clock=_utcnow,
+        clock=utcnow,
         tenant=settings.tuya_access_id,
         policy=UpgradePolicy(
             max_attempts=settings.ota_max_attempts,
@@ -171,14 +154,10 @@ def bootstrap(
     consumer.register(broker, ports, settings.device_subscription)
     return Ota(
         settings=settings,
-        broker=broker,
-        mongo_client=client,
-        db=db,
-        kit=security_kit(settings, db),
+        clients=clients,
         ports=ports,
         devices=devices,
         views=OtaViews(ports.firmware, ports.rollouts, ports.progress),
         relay=relay,
         loops=loops,
-        openapi=own_client,
     )

@@ -1,21 +1,19 @@
-"""ota's configuration: the common `FLEET_` settings plus its own `FLEET_OTA_...` settings."""
+"""ota's configuration: the common `FLEET_` settings, a domain service's (`FLEET_OTA_DATABASE`, `_API_KEYS`,
+its device-topic subscription: see `fleet_shared.service.domain`) plus its own `FLEET_OTA_...` settings."""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import ClassVar, Literal
 
-from fleet_shared.pulsar.device_events import DeviceSubscription
-from fleet_shared.security import SecuritySettings
-from fleet_shared.service import ServiceSettings
+from pydantic import Field
+
+from fleet_shared.service.domain import DeviceConsumerSettings
 
 
-class OtaSettings(SecuritySettings, ServiceSettings):
-    ota_database: str = "ota"
-    ota_subscription: str = "ota"
-    # API keys seeded at start: `name:key[:role+role],...` (the security kit's format)
-    ota_api_keys: SecretStr = SecretStr("")
-    ota_max_redeliveries: int = Field(5, ge=0)
-    ota_receiver_queue_size: int = Field(1000, ge=1)
+class OtaSettings(DeviceConsumerSettings):
+    service: ClassVar[str] = "ota"
+    # a device's earlier progress matters only for upgrades ota commanded, after it subscribed
+    initial_position: Literal["latest"] = "latest"
     # background loops: how often each runs, and how many documents one round handles
     ota_tick_s: float = Field(1.0, gt=0, le=60)
     ota_loop_batch: int = Field(200, ge=1, le=10_000)
@@ -43,13 +41,3 @@ class OtaSettings(SecuritySettings, ServiceSettings):
     # the outbox relay: documents per pass and idle wait between passes
     ota_relay_batch: int = Field(500, ge=1, le=10_000)
     ota_relay_idle_s: float = Field(0.5, gt=0)
-
-    @property
-    def device_subscription(self) -> DeviceSubscription:
-        # a device's earlier progress matters only for upgrades ota commanded, after it subscribed
-        return DeviceSubscription(
-            self.ota_subscription,
-            self.ota_max_redeliveries,
-            self.ota_receiver_queue_size,
-            initial_position="latest",
-        )

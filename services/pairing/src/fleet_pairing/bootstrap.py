@@ -8,9 +8,7 @@ import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
 
-from motor.motor_asyncio import AsyncIOMotorDatabase
 from pydantic import SecretStr
 
 from fleet_pairing.adapters.events import EventEncoder
@@ -23,12 +21,11 @@ from fleet_pairing.entrypoints import consumer
 from fleet_pairing.ports import TuyaPairing
 from fleet_pairing.service_layer import handlers
 from fleet_pairing.settings import PairingSettings
-from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.pulsar import OutboxPublisher
 from fleet_shared.pulsar.outbox import CountingPublisher
 from fleet_shared.qr import QrImages, render
-from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
+from fleet_shared.service.domain import DomainClients, domain_clients
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
@@ -43,18 +40,14 @@ class Pairing:
     """The running parts of one pairing process; the handlers' ports are its attributes."""
 
     settings: PairingSettings
-    broker: PulsarBroker
-    mongo_client: Any
-    db: AsyncIOMotorDatabase[dict[str, Any]]
+    clients: DomainClients
     sessions: SessionStore
     owners: DeviceOwnerStore
     relay: OutboxRelay
     tuya: TuyaPairing
     binding_modes: ConfiguredBindingModes
-    security: SecurityKit
     clock: SystemClock = field(default_factory=SystemClock)
     ids: UuidSessionIds = field(default_factory=UuidSessionIds)
-    openapi: TuyaOpenApiClient | None = None
     render_qr: Callable[[SecretStr], QrImages] = render
     _loops: list[asyncio.Task[None]] = field(default_factory=list, init=False)
 
@@ -64,12 +57,11 @@ class Pairing:
         await self.owners.ensure_indexes()
         if flagged := await self.sessions.flag_unflagged_outboxes():
             log.info("%d sessions held events an earlier version left without outbox_at", flagged)
-        await self.security.prepare(self.settings.pairing_api_keys.get_secret_value())
-        await self.broker.connect()
+        await self.clients.open(self.settings.api_keys)
         relayed = await self.relay.sweep(limit=1000, grace=timedelta(0))  # no relay of ours is under way
         if relayed:
             log.info("relayed %d events a previous process left in outboxes", relayed)
-        await self.broker.start()
+        await self.clients.broker.start()
         s = self.settings
         self._loops = [
             every("pairing-poll", s.pairing_poll_interval_s, self.poll_round),
@@ -114,7 +106,7 @@ class Pairing:
         )
 
     async def stop_consuming(self) -> None:
-        await stop_subscribers(self.broker)
+        await self.clients.stop_consuming()
 
     async def drain(self) -> None:
         """The handlers ack as they finish; the relays under way finish, and what is left in an outbox is
@@ -128,24 +120,14 @@ class Pairing:
         self._loops = []
 
     async def stop(self) -> None:
-        await close_all(
-            self._stop_loops,
-            self.relay.abandon,
-            self.broker.stop,
-            self.openapi,
-            self.security,
-            self.mongo_client.close,
-        )
+        await self.clients.close(self._stop_loops, self.relay.abandon)
 
     @property
     def default_lifetime(self) -> timedelta:
         return timedelta(seconds=self.settings.pairing_default_token_lifetime_s)
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        return {"bus": self.bus_ready, "database": self.sessions.ping}
-
-    async def bus_ready(self) -> bool:
-        return await self.broker.ping(2.0)
+        return self.clients.readiness_checks()
 
 
 def tuya_client(settings: PairingSettings) -> TuyaOpenApiClient:
@@ -163,7 +145,9 @@ def bootstrap(
     binding_modes = ConfiguredBindingModes.parse(
         settings.pairing_binding_modes, settings.pairing_default_binding_mode or None
     )
-    broker, client, db = service_clients(settings, SERVICE, settings.pairing_database)
+    own_client = tuya_client(settings) if tuya is None else None
+    clients = domain_clients(settings, openapi=own_client)
+    broker, db = clients.broker, clients.db
     encoder = EventEncoder(tenant=settings.tuya_access_id, region=settings.region.lower())
     # the relay clears through a store of its own; the sessions store hands it each durable write's events,
     # relayed in the background (a consumer worker moves on to its next device event)
@@ -173,9 +157,7 @@ def bootstrap(
     )
     sessions = SessionStore(db, encoder, relay=relay.relay_later)
     owners = DeviceOwnerStore(db)
-    own_client = None
-    if tuya is None:
-        own_client = tuya_client(settings)
+    if own_client is not None:
         tuya = TuyaPairingApi(own_client)
     consumer.register(
         broker,
@@ -187,14 +169,10 @@ def bootstrap(
     )
     return Pairing(
         settings=settings,
-        broker=broker,
-        mongo_client=client,
-        db=db,
+        clients=clients,
         sessions=sessions,
         owners=owners,
         relay=relay,
         tuya=tuya,
         binding_modes=binding_modes,
-        security=security_kit(settings, db),
-        openapi=own_client,
     )

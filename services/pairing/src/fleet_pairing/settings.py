@@ -1,27 +1,23 @@
-"""pairing's configuration: the common `FLEET_` settings plus token lifetimes, polling and the relay."""
+"""pairing's configuration: the common `FLEET_` settings, a domain service's (`FLEET_PAIRING_DATABASE`,
+`_API_KEYS`, its device-topic subscription: see `fleet_shared.service.domain`) plus token lifetimes, polling
+and the relay."""
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from dataclasses import replace
+from typing import ClassVar, Self
 
-from pydantic import Field, SecretStr, model_validator
+from pydantic import Field, model_validator
 
 from fleet_shared.pulsar.device_events import DeviceSubscription
-from fleet_shared.security import SecuritySettings
-from fleet_shared.service import ServiceSettings
+from fleet_shared.service.domain import DeviceConsumerSettings
 
 
-class PairingSettings(SecuritySettings, ServiceSettings):
-    pairing_database: str = "pairing"
-    pairing_subscription: str = "pairing"
-    # where a new subscription starts: `latest` (bindings before the service existed open no session)
-    pairing_initial_position: Literal["earliest", "latest"] = "latest"
-    pairing_max_redeliveries: int = Field(5, ge=0)
-    pairing_receiver_queue_size: int = Field(1000, ge=1)
+class PairingSettings(DeviceConsumerSettings):
+    service: ClassVar[str] = "pairing"
+    # (a new subscription starts at `latest`: bindings before the service existed open no session)
     # device events handled at once (different devices; one device's events stay in order: KeyShared)
     pairing_max_concurrency: int = Field(32, ge=1, le=1024)
-    # API keys seeded at start-up, comma separated `name:key[:role+role]`; stored as sha256 only
-    pairing_api_keys: SecretStr = SecretStr("")
     # Tuya's guide: a token lives 10 minutes; used only when Tuya's answer carries no `expire_time`
     pairing_default_token_lifetime_s: int = Field(600, ge=30, le=3600)
     # how often active sessions ask Tuya for the token's result (`GET /v1.0/device/paring/tokens/{token}`)
@@ -51,13 +47,7 @@ class PairingSettings(SecuritySettings, ServiceSettings):
 
     @property
     def device_subscription(self) -> DeviceSubscription:
-        return DeviceSubscription(
-            self.pairing_subscription,
-            self.pairing_max_redeliveries,
-            self.pairing_receiver_queue_size,
-            self.pairing_initial_position,
-            self.pairing_max_concurrency,
-        )
+        return replace(super().device_subscription, max_workers=self.pairing_max_concurrency)
 
     @model_validator(mode="after")
     def _settle_covers_a_poll(self) -> Self:

@@ -36,7 +36,7 @@ def main(argv: list[str] | None = None) -> None:
             args,
             settings,
             mongodb_uri=settings.mongodb_uri,
-            database=settings.status_database,
+            database=settings.database,
             app_name=f"fleet-{SERVICE}-cli",
         )
         raise SystemExit(asyncio.run(run))

@@ -9,15 +9,12 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from fleet_shared.pulsar import PulsarBroker
 from fleet_shared.pulsar.device_batches import DeviceEventBatches
-from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, service_clients, stop_subscribers
+from fleet_shared.service.domain import DomainClients, domain_clients
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
@@ -42,15 +39,12 @@ class Status:
     """The running parts of one status process."""
 
     settings: StatusSettings
-    broker: PulsarBroker
-    mongo_client: Any
+    clients: DomainClients
     shadows: ShadowStore
     history: HistoryStore
-    security: SecurityKit
     views: StatusViews
     writer: ShadowWriter
     device_events: DeviceEventBatches
-    openapi: TuyaOpenApiClient | None
     cloud: CloudDeviceSource | None
     _reconciler: asyncio.Task[None] | None = field(default=None, init=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
@@ -59,18 +53,17 @@ class Status:
     async def prepare_database(self) -> None:
         await self.shadows.ensure_indexes()
         await self.history.ensure_indexes()
-        # keys status stored before the kit are adopted; FLEET_STATUS_API_KEYS (the stack's key) is seeded
-        await self.security.prepare(self.settings.status_api_keys.get_secret_value())
 
     async def start(self) -> None:
         """Database ready, leftover outbox relayed, writer running, then consume."""
         await self.prepare_database()
-        await self.broker.connect()
+        # keys status stored before the kit are adopted; FLEET_STATUS_API_KEYS (the stack's key) is seeded
+        await self.clients.open(self.settings.api_keys)
         relayed = await self.writer.recover()
         if relayed:
             log.info("relayed %d events a previous process left in outboxes", relayed)
         self.writer.start()
-        await self.broker.start()
+        await self.clients.broker.start()
         await self.device_events.start()
         s = self.settings
         if self.cloud is not None and s.status_reconcile_interval_s > 0:
@@ -88,7 +81,7 @@ class Status:
         self._reconciler = self._sweeper = self._inactivity = None
         # (the consumer stays open until `stop`: the drain acks what the writer holds through it)
         await self.device_events.stop_receiving()
-        await stop_subscribers(self.broker)
+        await self.clients.stop_consuming()
 
     async def drain(self) -> None:
         """Write what the writer holds (acking it); what it cannot write in time is redelivered later."""
@@ -100,9 +93,8 @@ class Status:
         try:
             await self.stop_consuming()
             await self.writer.stop(0)
-            await self.device_events.close()
         finally:
-            await close_all(self.broker.stop, self.openapi, self.security, self.mongo_client.close)
+            await self.clients.close(self.device_events.close)
 
     async def reconcile_round(self) -> None:
         assert self.cloud is not None
@@ -129,17 +121,11 @@ class Status:
     async def set_inactivity_timeout(self, device_id: str, timeout_s: float | None) -> None:
         await set_inactivity_timeout(self.writer, device_id, timeout_s, now=datetime.now(UTC))
 
-    async def bus_ready(self) -> bool:
-        return await self.broker.ping(2.0)
-
-    async def database_ready(self) -> bool:
-        return await self.shadows.ping()
-
     async def writer_ready(self) -> bool:
         return self.writer.ready()
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        return {"bus": self.bus_ready, "database": self.database_ready, "writer": self.writer_ready}
+        return self.clients.readiness_checks(writer=self.writer_ready)
 
 
 def bootstrap(
@@ -150,7 +136,12 @@ def bootstrap(
     publisher: EventPublisher | None = None,
 ) -> Status:
     settings = settings or StatusSettings()
-    broker, client, db = service_clients(settings, SERVICE, settings.status_database)
+    own_client: TuyaOpenApiClient | None = None
+    if openapi is None and settings.tuya_access_secret.get_secret_value():
+        own_client = openapi_client(settings)
+        openapi = own_client
+    clients = domain_clients(settings, openapi=own_client)
+    broker, db = clients.broker, clients.db
     shadows = ShadowStore(
         db, write_chunk=settings.status_write_chunk, write_concurrency=settings.status_write_concurrency
     )
@@ -160,10 +151,6 @@ def bootstrap(
         write_chunk=settings.status_write_chunk,
         write_concurrency=settings.status_write_concurrency,
     )
-    own_client: TuyaOpenApiClient | None = None
-    if openapi is None and settings.tuya_access_secret.get_secret_value():
-        own_client = openapi_client(settings)
-        openapi = own_client
     schemas = SchemaCache(openapi, SchemaStore(db), ttl_s=settings.status_schema_ttl_s)
     writer = ShadowWriter(
         shadows,
@@ -189,14 +176,11 @@ def bootstrap(
     cloud = CloudDeviceSource(openapi, rate_per_s=settings.status_reconcile_rate_per_s) if openapi else None
     return Status(
         settings=settings,
-        broker=broker,
-        mongo_client=client,
+        clients=clients,
         shadows=shadows,
         history=history,
-        security=security_kit(settings, db),
         views=StatusViews(shadows, history),
         writer=writer,
         device_events=device_events,
-        openapi=own_client,
         cloud=cloud,
     )

@@ -1,22 +1,21 @@
-"""status's configuration: the common `FLEET_` settings, the security kit's (API keys, OIDC), plus the shadow
-writer, history and reconciliation."""
+"""status's configuration: the common `FLEET_` settings, the security kit's (OIDC), a domain service's
+(`FLEET_STATUS_DATABASE`, `_API_KEYS`, its device-topic subscription: see `fleet_shared.service.domain`), plus
+the shadow writer, history and reconciliation."""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from fleet_shared.pulsar.device_events import DeviceSubscription
-from fleet_shared.security import SecuritySettings
-from fleet_shared.service import ServiceSettings
+from fleet_shared.service.domain import DeviceConsumerSettings
 
 
-class StatusSettings(SecuritySettings, ServiceSettings):
-    status_database: str = "status"
-    status_subscription: str = "status"
-    # where a new subscription starts: the whole retained topic (earliest) or only new events (latest)
-    status_initial_position: Literal["earliest", "latest"] = "earliest"
+class StatusSettings(DeviceConsumerSettings):
+    service: ClassVar[str] = "status"
+    # a new subscription reads the whole retained topic
+    initial_position: Literal["earliest", "latest"] = "earliest"
+    receiver_queue_size: int = Field(2000, ge=1)
     # the shadow writer: messages are merged per device in memory and written once per device per batch
     status_batch_max_devices: int = Field(1000, ge=1, le=10_000)
     status_batch_max_delay_ms: int = Field(20, ge=0)
@@ -30,8 +29,6 @@ class StatusSettings(SecuritySettings, ServiceSettings):
     # statements per shadow write command, and commands in flight (see fleet_status.adapters.mongo)
     status_write_chunk: int = Field(16, ge=1, le=64)
     status_write_concurrency: int = Field(4, ge=1, le=256)
-    status_max_redeliveries: int = Field(5, ge=0)
-    status_receiver_queue_size: int = Field(2000, ge=1)
     # outbox entries already relayed are cleared by the device's next write, or after this idle time
     status_outbox_clear_after_s: float = Field(1.0, ge=0)
     status_history_retention_days: float = Field(7.0, gt=0)
@@ -55,20 +52,9 @@ class StatusSettings(SecuritySettings, ServiceSettings):
     status_inactivity_by_product: dict[str, float] = Field(default_factory=dict)
     status_inactivity_check_interval_s: float = Field(15.0, gt=0)
     status_inactivity_batch: int = Field(1000, ge=1, le=10_000)
-    # API keys seeded at start-up, comma separated `name:key[:role+role]` (or bare keys); stored as sha256
-    status_api_keys: SecretStr = SecretStr("")
     status_shutdown_timeout_s: float = Field(15.0, gt=0)
     # /readyz fails once work has waited this long without a flush completing (a stuck writer is restarted)
     status_writer_stall_s: float = Field(60.0, gt=0)
-
-    @property
-    def device_subscription(self) -> DeviceSubscription:
-        return DeviceSubscription(
-            self.status_subscription,
-            self.status_max_redeliveries,
-            self.status_receiver_queue_size,
-            self.status_initial_position,
-        )
 
     def inactivity_ms(self, product_id: str | None) -> int | None:
         """The product's inactivity timeout in ms (None: none)."""

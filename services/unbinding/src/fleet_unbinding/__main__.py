@@ -31,7 +31,7 @@ async def add_api_key(settings: UnbindingSettings, name: str, roles: list[str]) 
 
     client = mongo.connect(settings.mongodb_uri, app_name=f"fleet-{SERVICE}-cli")
     try:
-        kit = security_kit(settings, client[settings.unbinding_database])
+        kit = security_kit(settings, client[settings.database])
         await kit.prepare()
         _, key = await kit.api_keys.issue(name, roles or [settings.api_key_default_role])
         return key

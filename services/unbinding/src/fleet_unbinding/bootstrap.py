@@ -20,16 +20,15 @@ import contextvars
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
 from opentelemetry import propagate, trace
 
-from fleet_shared.pulsar import OutboxPublisher, PulsarBroker
+from fleet_shared.clock import utcnow
+from fleet_shared.pulsar import OutboxPublisher
 from fleet_shared.pulsar.outbox import CountingPublisher
-from fleet_shared.security import SecurityKit, security_kit
 from fleet_shared.service import ReadinessCheck
-from fleet_shared.service.clients import close_all, service_clients
+from fleet_shared.service.domain import DomainClients, domain_clients
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tracing import BATCH_ID, batch_span
 from fleet_shared.tuya.factory import openapi_client
@@ -67,17 +66,12 @@ QUOTA_METRICS_INTERVAL_S = 15.0
 PAIRING_RATE_LIMIT = DEFAULT_RATE_LIMIT
 
 
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
-
-
 @dataclass
 class Unbinding:
     """The running parts of one unbinding process."""
 
     settings: UnbindingSettings
-    broker: PulsarBroker
-    mongo_client: Any
+    clients: DomainClients
     batches: MongoBatchStore
     unbinds: MongoUnbindStore
     counters: MongoQuotaCounters
@@ -86,8 +80,6 @@ class Unbinding:
     ports: handlers.Ports
     tokens: PairingTokens
     relay: OutboxRelay
-    kit: SecurityKit
-    openapi: TuyaOpenApiClient | None
     quota_gauges: QuotaGauges = field(default_factory=QuotaGauges)
     _loops: list[asyncio.Task[None]] = field(default_factory=list, init=False)
     _running: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
@@ -95,13 +87,12 @@ class Unbinding:
     async def prepare_database(self) -> None:
         for store in (self.batches, self.unbinds, self.counters, self.limits, self.authorizations):
             await store.ensure_indexes()
-        await self.kit.prepare(self.settings.unbinding_api_keys.get_secret_value())
 
     async def start(self) -> None:
         """Database ready, bus connected, then the loops (the resume loop's first round runs at once)."""
         await self.prepare_database()
-        await self.broker.connect()
-        await self.broker.start()
+        await self.clients.open(self.settings.api_keys)
+        await self.clients.broker.start()
         s = self.settings
         self._loops = [
             every("unbinding-relay", s.unbinding_outbox_relay_interval_s, self.relay.relay_once),
@@ -119,7 +110,7 @@ class Unbinding:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self.relay.relay_once(), 5.0)
         finally:
-            await close_all(self.broker.stop, self.openapi, self.kit, self.mongo_client.close)
+            await self.clients.close()
 
     # --- batches ---------------------------------------------------------------------------------------
 
@@ -174,15 +165,7 @@ class Unbinding:
     # --- readiness -------------------------------------------------------------------------------------
 
     def readiness_checks(self) -> Mapping[str, ReadinessCheck]:
-        return {"bus": self.bus_ready, "database": self.database_ready}
-
-    async def bus_ready(self) -> bool:
-        return await self.broker.ping(2.0)
-
-    async def database_ready(self) -> bool:
-        # a failed ping raises: the kit's readiness probe reports any failure as "not ready"
-        await self.mongo_client.admin.command("ping")
-        return True
+        return self.clients.readiness_checks()
 
 
 def tuya_client(settings: UnbindingSettings) -> TuyaOpenApiClient:
@@ -206,19 +189,19 @@ def bootstrap(
     devices: Devices | None = None,
     tokens: PairingTokens | None = None,
     publisher: EventPublisher | None = None,
-    clock: Callable[[], datetime] = _utcnow,
+    clock: Callable[[], datetime] = utcnow,
 ) -> Unbinding:
     settings = settings or UnbindingSettings()
-    broker, client, db = service_clients(settings, SERVICE, settings.unbinding_database)
+    own_client = tuya_client(settings) if devices is None or tokens is None else None
+    clients = domain_clients(settings, openapi=own_client)
+    db = clients.db
     batches, unbinds = MongoBatchStore(db), MongoUnbindStore(db)
     counters, limits, authorizations = (
         MongoQuotaCounters(db),
         MongoQuotaLimits(db),
         MongoAuthorizationStore(db),
     )
-    own_client: TuyaOpenApiClient | None = None
-    if devices is None or tokens is None:
-        own_client = tuya_client(settings)
+    if own_client is not None:
         devices = devices or TuyaDevices(
             own_client,
             removals=removal_pacer(settings),
@@ -247,12 +230,11 @@ def bootstrap(
         already_bound_codes=settings.already_bound_codes(),
         quota_block_size=settings.unbinding_quota_block_size,
     )
-    counted = CountingPublisher(publisher or OutboxPublisher(broker), unbinding_metrics())
+    counted = CountingPublisher(publisher or OutboxPublisher(clients.broker), unbinding_metrics())
     relay = OutboxRelay(batches, unbinds, counted)
     return Unbinding(
         settings=settings,
-        broker=broker,
-        mongo_client=client,
+        clients=clients,
         batches=batches,
         unbinds=unbinds,
         counters=counters,
@@ -261,6 +243,4 @@ def bootstrap(
         ports=ports,
         tokens=tokens,
         relay=relay,
-        kit=security_kit(settings, db),
-        openapi=own_client,
     )

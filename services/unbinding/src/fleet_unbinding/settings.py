@@ -1,20 +1,19 @@
-"""unbinding's configuration: the common `FLEET_` settings, API security, quotas, QR sessions, approval,
-Tuya call pacing and the background loops (relay, resume, QR polling)."""
+"""unbinding's configuration: the common `FLEET_` settings, API security, a domain service's
+(`FLEET_UNBINDING_DATABASE`, `_API_KEYS`: see `fleet_shared.service.domain`; the API keys' names are the
+operator accounts they act as: Tuya's developer / partner / space member account), quotas, QR sessions,
+approval, Tuya call pacing and the background loops (relay, resume, QR polling)."""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from typing import ClassVar
 
-from fleet_shared.security import SecuritySettings
-from fleet_shared.service import ServiceSettings
+from pydantic import Field
+
+from fleet_shared.service.domain import DomainSettings
 
 
-class UnbindingSettings(SecuritySettings, ServiceSettings):
-    unbinding_database: str = "unbinding"
-    unbinding_subscription: str = "unbinding"
-    # API keys seeded at start-up, comma separated `name:key[:role+role]`; the key's name is the operator
-    # account it acts as (Tuya's developer / partner / space member account)
-    unbinding_api_keys: SecretStr = SecretStr("")
+class UnbindingSettings(DomainSettings):
+    service: ClassVar[str] = "unbinding"
     # daily quotas (Tuya's defaults); days are UTC days shifted by this many minutes (0: UTC)
     unbinding_account_daily_limit: int = Field(100, ge=0)
     unbinding_product_daily_limit: int = Field(100, ge=0)

@@ -18,6 +18,7 @@ from faststream._internal.di import FastDependsConfig
 from faststream.middlewares import AckPolicy
 from faststream.response.publish_type import PublishType
 from faststream.specification.schema import BrokerSpec
+from prometheus_client import REGISTRY, CollectorRegistry
 from pulsar import asyncio as pa
 from typing_extensions import override
 
@@ -25,6 +26,7 @@ from . import internals
 from .config import PulsarBrokerConfig
 from .logger import make_pulsar_logger_state
 from .message import PulsarMessage, PulsarPublishCommand, new_correlation_id
+from .metrics import bus_metrics
 from .opentelemetry import telemetry_middlewares
 from .producer import PulsarProducer
 from .registrator import PulsarRegistrator
@@ -67,6 +69,7 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
         producer_options: ProducerOptions | None = None,
         reply_topic: str | None = None,
         telemetry: bool = True,
+        metrics: CollectorRegistry | None = REGISTRY,
         # FastStream options
         graceful_timeout: float | None = 15.0,
         decoder: CustomCallable | None = None,
@@ -101,6 +104,8 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
         reply_topic: the topic request() replies come back on (a private non-persistent one by default).
         telemetry: publish and process spans with W3C context in message properties (`opentelemetry.py`),
             unless `middlewares` already holds a telemetry middleware.
+        metrics: the registry the bus's RED metrics go to (`metrics.py`: per subscription and per topic sent
+            to), by default prometheus_client's, which every service serves on `/metrics`; None: none.
         """
         self._url = url
         self._client_kwargs: dict[str, Any] = {
@@ -111,11 +116,13 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
             **(client_options or {}),
         }
         self._pulsar_logger = pulsar_logger
+        measured = None if metrics is None else bus_metrics(metrics)
         producer = PulsarProducer(
             parser=parser,
             decoder=decoder,
             default_options=producer_options,
             reply_topic=reply_topic or default_reply_topic(),
+            metrics=measured,
         )
         super().__init__(
             routers=routers,
@@ -137,6 +144,7 @@ class PulsarBroker(PulsarRegistrator, BrokerUsecase["pulsar.Message", "pa.Client
                 ack_policy=ack_policy,
                 id_generator=new_correlation_id,
                 extra_context={"broker": self},
+                bus_metrics=measured,
             ),
             specification=BrokerSpec(
                 description=description,

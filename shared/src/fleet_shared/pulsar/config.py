@@ -11,10 +11,14 @@ from faststream.exceptions import IncorrectState
 if TYPE_CHECKING:
     from pulsar import asyncio as pa
 
+    from .metrics import BusMetrics
+
 
 @dataclass(kw_only=True)
 class PulsarBrokerConfig(BrokerConfig):
     _client: pa.Client | None = field(default=None, init=False, repr=False)
+    # the bus's RED metrics (`metrics.py`); None: not counted
+    bus_metrics: BusMetrics | None = field(default=None, repr=False)
 
     @property
     def client(self) -> pa.Client:

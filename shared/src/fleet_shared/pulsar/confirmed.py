@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from pulsar import asyncio as pa
 from . import internals
 
 if TYPE_CHECKING:
+    from .metrics import TopicMetrics
     from .producer import _BatchFlusher
 
 log = logging.getLogger(__name__)
@@ -109,10 +111,14 @@ class ConfirmedSender:
     shared producer's batch flusher (see `_BatchFlusher`).
     """
 
-    __slots__ = ("_closed", "_confirmations", "_flusher", "_native", "_producer")
+    __slots__ = ("_closed", "_confirmations", "_flusher", "_metrics", "_native", "_producer")
 
     def __init__(
-        self, producer: pa.Producer, confirmations: Confirmations, flusher: _BatchFlusher | None
+        self,
+        producer: pa.Producer,
+        confirmations: Confirmations,
+        flusher: _BatchFlusher | None,
+        metrics: TopicMetrics | None = None,
     ) -> None:
         native = internals.native_producer(producer)
         if native is None:
@@ -121,6 +127,7 @@ class ConfirmedSender:
         self._native = native
         self._confirmations = confirmations
         self._flusher = flusher
+        self._metrics = metrics
         self._closed = False
 
     @property
@@ -143,11 +150,25 @@ class ConfirmedSender:
 
     def _callback(self, send: Send) -> Callable[[Any, Any], None]:
         complete = self._confirmations.complete
+        metrics = self._metrics
+        if metrics is None:
 
-        def sent(result: Any, _message_id: Any) -> None:  # on a client thread: must never raise
-            complete(send, None if result == _OK else SendFailedError(str(result)))
+            def sent(result: Any, _message_id: Any) -> None:  # on a client thread: must never raise
+                complete(send, None if result == _OK else SendFailedError(str(result)))
 
-        return sent
+            return sent
+        began = time.perf_counter()
+
+        def counted(result: Any, _message_id: Any) -> None:  # on a client thread: must never raise
+            if result == _OK:  # prometheus_client's metrics are thread-safe
+                metrics.seconds.observe(time.perf_counter() - began)
+                metrics.sent.inc()
+                complete(send, None)
+            else:
+                metrics.failures.inc()
+                complete(send, SendFailedError(str(result)))
+
+        return counted
 
     def is_connected(self) -> bool:
         return not self._closed and bool(self._producer.is_connected())

@@ -38,7 +38,6 @@ from typing import Any
 import pulsar
 from opentelemetry import context as otel_context
 from opentelemetry import trace
-from opentelemetry.semconv.trace import SpanAttributes
 from opentelemetry.trace import SpanKind, Tracer
 from pulsar import ConsumerType, InitialPosition
 from pulsar.asyncio import PulsarException
@@ -46,18 +45,14 @@ from pydantic import ValidationError
 
 from fleet_contracts import topics
 from fleet_contracts.device import DeviceEvent
+from fleet_shared.tracing import messaging
 from fleet_shared.tracing.attributes import key_attributes
 from fleet_shared.tracing.provider import spans_exported
 
 from .broker import PulsarBroker
 from .deadletter import dead_letter_command
 from .device_events import DeviceSubscription, of_tenant
-from .opentelemetry import (
-    MESSAGING_OPERATION_TYPE,
-    MESSAGING_PULSAR_KEY,
-    MESSAGING_PULSAR_SUBSCRIPTION,
-    carried_context,
-)
+from .opentelemetry import carried_context
 from .receiver import NativeReceiver, acknowledge_now, receive_ready
 
 log = logging.getLogger(__name__)
@@ -214,7 +209,7 @@ class DeviceEventBatches:
 
     async def _handle_traced(self, event: DeviceEvent, raw: pulsar.Message) -> None:
         span = self.tracer.start_span(
-            f"{self.topic} process",
+            messaging.span_name("process", self.topic),
             carried_context(raw.properties()),
             kind=SpanKind.CONSUMER,
             attributes=self._attributes(raw),
@@ -229,15 +224,15 @@ class DeviceEventBatches:
     async def _handle_as_batch(self, items: list[tuple[DeviceEvent, pulsar.Message]]) -> None:
         """Messages that brought no trace: one consume span (a root) for all of them, when sampled."""
         attributes: dict[str, Any] = {
-            SpanAttributes.MESSAGING_SYSTEM: "pulsar",
-            MESSAGING_OPERATION_TYPE: "process",
-            SpanAttributes.MESSAGING_DESTINATION_NAME: self.topic,
-            MESSAGING_PULSAR_SUBSCRIPTION: self.subscription.name,
-            "messaging.batch.message_count": len(items),
+            **messaging.operation(messaging.PROCESS, "process", self.topic),
+            messaging.CONSUMER_GROUP_NAME: self.subscription.name,
+            messaging.BATCH_MESSAGE_COUNT: len(items),
         }
         if len(items) == 1:
             attributes.update(self._attributes(items[0][1]))
-        span = self.tracer.start_span(f"{self.topic} process", kind=SpanKind.CONSUMER, attributes=attributes)
+        span = self.tracer.start_span(
+            messaging.span_name("process", self.topic), kind=SpanKind.CONSUMER, attributes=attributes
+        )
         # handlers run in it only when it is recorded (an unsampled root would only cost a context switch)
         token = otel_context.attach(trace.set_span_in_context(span)) if span.is_recording() else None
         try:
@@ -258,15 +253,15 @@ class DeviceEventBatches:
             await self.nack(raw)
 
     def _attributes(self, raw: pulsar.Message) -> dict[str, Any]:
+        # as the broker's process span has them (`fleet_shared.tracing.messaging`)
         attributes: dict[str, Any] = {
-            SpanAttributes.MESSAGING_SYSTEM: "pulsar",
-            MESSAGING_OPERATION_TYPE: "process",
-            SpanAttributes.MESSAGING_DESTINATION_NAME: self.topic,
-            SpanAttributes.MESSAGING_MESSAGE_ID: str(raw.message_id()),
-            MESSAGING_PULSAR_SUBSCRIPTION: self.subscription.name,
+            **messaging.operation(messaging.PROCESS, "process", str(raw.topic_name())),
+            messaging.CONSUMER_GROUP_NAME: self.subscription.name,
+            messaging.MESSAGE_ID: str(raw.message_id()),
+            messaging.MESSAGE_BODY_SIZE: len(raw.data()),
         }
         if key := raw.partition_key():
-            attributes[MESSAGING_PULSAR_KEY] = key
+            attributes[messaging.PULSAR_MESSAGE_KEY] = key
             attributes.update(key_attributes(self.topic, key))
         return attributes
 

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import pulsar
     from faststream._internal.basic_types import DecodedMessage, SendableMessage
 
+    from .opentelemetry import MessagingSpans
     from .options import ProducerOptions
 
 # FastStream metadata travels as ordinary string properties, next to the application's own.
@@ -61,6 +62,7 @@ class PulsarMessage(StreamMessage["pulsar.Message"]):
     def __init__(self, *args: Any, settler: Settler | None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._settler = settler
+        self.spans: MessagingSpans | None = None  # its spans, while spans are made (opentelemetry.py)
 
     @property
     def key(self) -> str:
@@ -70,6 +72,12 @@ class PulsarMessage(StreamMessage["pulsar.Message"]):
     @property
     def topic(self) -> str:
         return str(self.raw_message.topic_name())
+
+    @property
+    def subscription(self) -> str | None:
+        """The subscription it was received on (None: not received by a subscriber)."""
+        name: str | None = getattr(self._settler, "subscription", None)
+        return name
 
     @property
     def redelivery_count(self) -> int:

@@ -7,94 +7,53 @@ When no exporter receives spans (`fleet_shared.tracing.provider.spans_exported`)
 only carries the W3C context from a consumed message into the handler and on into what it publishes, and
 starts a trace id where a message brought none, so log lines still join up across services. FastStream's
 middleware costs tens of microseconds per message even when its spans record nothing.
-Publish and process spans follow OpenTelemetry's messaging conventions (`messaging.system = pulsar`, the
-topic, the message id, the key) and carry `fleet.device_id` / `fleet.batch_id` / `fleet.release_id` when the
-topic is keyed by one (`fleet_shared.tracing.attributes`).
+Send, process and settlement spans follow OpenTelemetry's messaging conventions (`send {topic}`,
+`process {topic}`, `messaging.system = pulsar`, the operation, the topic, the subscription, the message id:
+`fleet_shared.tracing.messaging`) and carry `fleet.device_id` / `fleet.batch_id` / `fleet.release_id` when
+the topic is keyed by one (`fleet_shared.tracing.attributes`).
 """
 
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Mapping, Sequence
-from functools import partial
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any
 
 from faststream._internal.middlewares import BaseMiddleware
-from faststream.opentelemetry import TelemetrySettingsProvider
-from faststream.opentelemetry.consts import MESSAGING_DESTINATION_PUBLISH_NAME
+from faststream.opentelemetry.consts import ERROR_TYPE, MESSAGING_DESTINATION_PUBLISH_NAME
 from faststream.opentelemetry.middleware import TelemetryMiddleware
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.context import Context
-from opentelemetry.semconv.trace import SpanAttributes
+from opentelemetry.semconv.schemas import Schemas
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from fleet_shared.tracing import messaging
 from fleet_shared.tracing.attributes import key_attributes
+from fleet_shared.tracing.messaging import DESTINATION_NAME, PULSAR, SYSTEM
 from fleet_shared.tracing.provider import spans_exported
 
-from .message import PulsarPublishCommand
+from .message import PulsarMessage, PulsarPublishCommand
 
 if TYPE_CHECKING:
     from types import TracebackType
 
-    import pulsar
     from faststream._internal.basic_types import AsyncFunc, AsyncFuncAny
     from faststream._internal.context.repository import ContextRepo
     from faststream.message import StreamMessage
     from opentelemetry.metrics import Meter, MeterProvider
     from opentelemetry.trace import TracerProvider
 
-MESSAGING_PULSAR_KEY = "messaging.pulsar.message.key"
-MESSAGING_PULSAR_SUBSCRIPTION = "messaging.pulsar.subscription"
-MESSAGING_OPERATION_TYPE = "messaging.operation.type"
-
-
-class PulsarTelemetrySettingsProvider(TelemetrySettingsProvider["pulsar.Message", PulsarPublishCommand]):
-    """Span attributes per OpenTelemetry's messaging conventions, `messaging.system = pulsar`."""
-
-    __slots__ = ("messaging_system",)
-
-    def __init__(self) -> None:
-        self.messaging_system = "pulsar"
-
-    def get_consume_attrs_from_message(self, msg: StreamMessage[pulsar.Message]) -> dict[str, Any]:
-        raw = msg.raw_message
-        topic = str(raw.topic_name())
-        attrs: dict[str, Any] = {
-            SpanAttributes.MESSAGING_SYSTEM: self.messaging_system,
-            MESSAGING_OPERATION_TYPE: "process",
-            SpanAttributes.MESSAGING_DESTINATION_NAME: topic,
-            SpanAttributes.MESSAGING_MESSAGE_ID: msg.message_id,
-            SpanAttributes.MESSAGING_MESSAGE_CONVERSATION_ID: msg.correlation_id,
-            SpanAttributes.MESSAGING_MESSAGE_PAYLOAD_SIZE_BYTES: len(msg.body),
-            MESSAGING_DESTINATION_PUBLISH_NAME: topic,
-        }
-        if key := raw.partition_key():
-            attrs[MESSAGING_PULSAR_KEY] = key
-            attrs.update(key_attributes(topic, key))
-        return attrs
-
-    def get_consume_destination_name(self, msg: StreamMessage[pulsar.Message]) -> str:
-        return str(msg.raw_message.topic_name())
-
-    def get_publish_attrs_from_cmd(self, cmd: PulsarPublishCommand) -> dict[str, Any]:
-        attrs: dict[str, Any] = {
-            SpanAttributes.MESSAGING_SYSTEM: self.messaging_system,
-            MESSAGING_OPERATION_TYPE: "publish",
-            SpanAttributes.MESSAGING_DESTINATION_NAME: cmd.destination,
-            SpanAttributes.MESSAGING_MESSAGE_CONVERSATION_ID: cmd.correlation_id,
-        }
-        if cmd.key:
-            attrs[MESSAGING_PULSAR_KEY] = cmd.key
-            attrs.update(key_attributes(cmd.destination, cmd.key))
-        return attrs
-
-    def get_publish_destination_name(self, cmd: PulsarPublishCommand) -> str:
-        return cmd.destination
-
 
 class PulsarTelemetryMiddleware(TelemetryMiddleware[PulsarPublishCommand]):
-    """`TelemetryMiddleware` preset with the Pulsar settings provider (see `telemetry_middlewares`)."""
+    """Spans per OpenTelemetry's messaging conventions (`fleet_shared.tracing.messaging`): a PRODUCER span
+    `send {topic}` around each send, whose context is the message's `traceparent`; a CONSUMER span
+    `process {topic}` around each handler, a child of the context the message carries (one trace across
+    services, as before); a `{nack|dead_letter|reject} {topic}` settlement span under it when a delivery
+    fails (`settle_span`). FastStream's duration metrics (`messaging.process.duration`,
+    `messaging.publish.duration`) are recorded as its own middleware records them, on the meter given."""
 
     def __init__(
         self,
@@ -105,63 +64,145 @@ class PulsarTelemetryMiddleware(TelemetryMiddleware[PulsarPublishCommand]):
         include_messages_counters: bool = True,
     ) -> None:
         super().__init__(
-            settings_provider_factory=lambda _: PulsarTelemetrySettingsProvider(),
+            settings_provider_factory=lambda _: None,
             tracer_provider=tracer_provider,
             meter_provider=meter_provider,
             meter=meter,
             include_messages_counters=include_messages_counters,
         )
+        self.tracer = trace.get_tracer(
+            "fleet_shared.pulsar", tracer_provider=tracer_provider, schema_url=Schemas.V1_39_0.value
+        )
+
+    def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> MessagingSpans:  # type: ignore[override]
+        return MessagingSpans(msg, context=context, tracer=self.tracer, metrics=self._metrics)
 
 
-async def _recording_message_id(call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
-    """Publish; then the id Pulsar gave the message (known only once it is persisted) goes on the current
-    span as `messaging.message.id`."""
-    result = await call_next(cmd)
-    if result is not None:
-        span = trace.get_current_span()
-        if span.is_recording():
-            span.set_attribute(SpanAttributes.MESSAGING_MESSAGE_ID, str(result))
-    return result
+class MessagingSpans(BaseMiddleware[PulsarPublishCommand]):
+    """One message's spans (see `PulsarTelemetryMiddleware`)."""
 
-
-class PublishedMessageId(BaseMiddleware[PulsarPublishCommand]):
-    """Inside the publish span of a telemetry middleware given to the broker (so placed after it): the id
-    Pulsar gave the message as `messaging.message.id`."""
-
-    def __init__(self, msg: Any | None, /, *, context: ContextRepo) -> None:
+    def __init__(
+        self, msg: Any | None, /, *, context: ContextRepo, tracer: trace.Tracer, metrics: Any
+    ) -> None:
         super().__init__(msg, context=context)
+        self._tracer = tracer
+        self._metrics = metrics
+        self._span: trace.Span | None = None
 
     async def publish_scope(self, call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
-        return await _recording_message_id(call_next, cmd)
+        topic = cmd.destination
+        attributes = messaging.operation(messaging.SEND, "send", topic)
+        if cmd.correlation_id:
+            attributes[messaging.MESSAGE_CONVERSATION_ID] = cmd.correlation_id
+        if cmd.key:
+            attributes[messaging.PULSAR_MESSAGE_KEY] = cmd.key
+            attributes.update(key_attributes(topic, cmd.key))
+        # a handler's result is sent from its process span (which has ended its handler scope by then)
+        parent = None if self._span is None else trace.set_span_in_context(self._span)
+        began = time.perf_counter()
+        measured: dict[str, Any] = {SYSTEM: PULSAR, DESTINATION_NAME: topic}
+        try:
+            with self._tracer.start_as_current_span(
+                messaging.span_name("send", topic),
+                context=parent,
+                kind=SpanKind.PRODUCER,
+                attributes=attributes,
+            ) as span:
+                _W3C.inject(cmd.headers)  # the send span is the message's creation context
+                result = await call_next(cmd)
+                if result is not None and span.is_recording():
+                    span.set_attribute(messaging.MESSAGE_ID, str(result))
+        except Exception as e:
+            measured[ERROR_TYPE] = type(e).__name__
+            raise
+        finally:
+            self._metrics.observe_publish(measured, time.perf_counter() - began, 1)
+        return result
 
+    async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
+        raw = msg.raw_message
+        topic = str(raw.topic_name())
+        attributes = messaging.operation(messaging.PROCESS, "process", topic)
+        attributes[messaging.MESSAGE_ID] = msg.message_id
+        attributes[messaging.MESSAGE_BODY_SIZE] = len(msg.body)
+        if (subscription := getattr(msg, "subscription", None)) is not None:
+            attributes[messaging.CONSUMER_GROUP_NAME] = subscription
+        if msg.correlation_id:
+            attributes[messaging.MESSAGE_CONVERSATION_ID] = msg.correlation_id
+        if key := raw.partition_key():
+            attributes[messaging.PULSAR_MESSAGE_KEY] = key
+            attributes.update(key_attributes(topic, key))
+        carried = _W3C.extract(msg.headers)  # no valid traceparent: the process span starts a trace
+        span = self._span = self._tracer.start_span(
+            messaging.span_name("process", topic),
+            context=carried,
+            kind=SpanKind.CONSUMER,
+            attributes=attributes,
+        )
+        if isinstance(msg, PulsarMessage):
+            msg.spans = self  # its settlement, after this scope, is traced under it (`settle_span`)
+        measured: dict[str, Any] = {SYSTEM: PULSAR, MESSAGING_DESTINATION_PUBLISH_NAME: topic}
+        began = time.perf_counter()
+        token = otel_context.attach(trace.set_span_in_context(span, carried))
+        try:
+            return await call_next(msg)
+        except Exception as e:
+            measured[ERROR_TYPE] = type(e).__name__
+            if span.is_recording():
+                span.set_attribute(ERROR_TYPE, type(e).__qualname__)
+                span.set_status(Status(StatusCode.ERROR, str(e)[:300]))
+            raise
+        finally:
+            otel_context.detach(token)
+            self._metrics.observe_consume(measured, time.perf_counter() - began, 1)
 
-class _SpansWithMessageId(BaseMiddleware[PulsarPublishCommand]):
-    """FastStream's span middleware for one message, with the published message's id on its publish span:
-    one middleware where `PublishedMessageId` would be a second on every message."""
-
-    __slots__ = ("_spans",)
-
-    def __init__(self, spans: BaseMiddleware[PulsarPublishCommand], /, *, context: ContextRepo) -> None:
-        super().__init__(spans.msg, context=context)
-        self._spans = spans
-
-    async def __aenter__(self) -> Self:
-        await self._spans.__aenter__()
-        return self
-
-    async def __aexit__(
+    async def after_processed(
         self,
         exc_type: type[BaseException] | None = None,
         exc_val: BaseException | None = None,
         exc_tb: TracebackType | None = None,
     ) -> bool | None:
-        return await self._spans.__aexit__(exc_type, exc_val, exc_tb)
+        """Ends the process span once the handler's results are sent (as FastStream's middleware does)."""
+        if self._span is not None:
+            self._span.end()
+        return False
 
-    async def consume_scope(self, call_next: AsyncFuncAny, msg: StreamMessage[Any]) -> Any:
-        return await self._spans.consume_scope(call_next, msg)
+
+def settle_span(message: PulsarMessage, operation_name: str, subscription: str) -> trace.Span:
+    """A CLIENT span `{operation_name} {topic}` (`messaging.operation.type = settle`) under the message's
+    process span, for a settlement worth seeing in a trace: a nack, a dead letter, a reject. Nothing is made
+    (a non-recording span) for a message processed without spans."""
+    spans = message.spans
+    parent = None if spans is None else spans._span
+    # the process span has ended by now (settlement comes after its middleware's exit): a sampled one
+    if spans is None or parent is None or not parent.get_span_context().trace_flags.sampled:
+        return trace.INVALID_SPAN
+    topic = message.topic
+    attributes = messaging.operation(messaging.SETTLE, operation_name, topic)
+    attributes[messaging.CONSUMER_GROUP_NAME] = subscription
+    attributes[messaging.MESSAGE_ID] = message.message_id
+    return spans._tracer.start_span(
+        messaging.span_name(operation_name, topic),
+        context=trace.set_span_in_context(parent),
+        kind=SpanKind.CLIENT,
+        attributes=attributes,
+    )
+
+
+class PublishedMessageId(BaseMiddleware[PulsarPublishCommand]):
+    """Inside the publish span of a telemetry middleware of FastStream's given to the broker (so placed after
+    it): the id Pulsar gave the message as `messaging.message.id`."""
+
+    def __init__(self, msg: Any | None, /, *, context: ContextRepo) -> None:
+        super().__init__(msg, context=context)
 
     async def publish_scope(self, call_next: AsyncFunc, cmd: PulsarPublishCommand) -> Any:
-        return await self._spans.publish_scope(partial(_recording_message_id, call_next), cmd)
+        result = await call_next(cmd)
+        if result is not None:
+            span = trace.get_current_span()
+            if span.is_recording():
+                span.set_attribute(messaging.MESSAGE_ID, str(result))
+        return result
 
 
 _W3C = TraceContextTextMapPropagator()
@@ -245,8 +286,8 @@ def _new_trace() -> trace.SpanContext:
 
 
 class DefaultTracing:
-    """The broker's default: `PulsarTelemetryMiddleware`'s spans (with the published message's id) while
-    spans are exported, else `TraceContextOnly`; asked per message, so a provider configured after the
+    """The broker's default: `PulsarTelemetryMiddleware`'s spans while spans are exported, else
+    `TraceContextOnly`; asked per message, so a provider configured after the
     broker is built counts.
 
     `TraceContextOnly` keeps nothing per message (its scopes work on their arguments, it never reads its
@@ -260,7 +301,7 @@ class DefaultTracing:
 
     def __call__(self, msg: Any | None, /, *, context: ContextRepo) -> BaseMiddleware[PulsarPublishCommand]:
         if spans_exported():
-            return _SpansWithMessageId(self.spans(msg, context=context), context=context)
+            return self.spans(msg, context=context)
         only = self._context_only
         if only is None or only.context is not context:
             only = self._context_only = TraceContextOnly(None, context=context)
@@ -268,8 +309,10 @@ class DefaultTracing:
 
 
 def telemetry_middlewares(given: Sequence[Any]) -> tuple[Any, ...]:
-    """The broker's default tracing, before `given` middlewares, unless `given` brings its own (then only the
-    message id is added, inside it)."""
+    """The broker's default tracing, before `given` middlewares, unless `given` brings its own (then, for one
+    of FastStream's, the message id is added inside it)."""
+    if any(isinstance(m, PulsarTelemetryMiddleware) for m in given):
+        return tuple(given)
     if any(isinstance(m, TelemetryMiddleware) for m in given):
         return (*given, PublishedMessageId)
     return (DefaultTracing(), *given)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from collections.abc import Awaitable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     from faststream._internal.parser import CodecProto
     from faststream._internal.types import CustomCallable
     from pulsar import asyncio as pa
+
+    from .metrics import BusMetrics, TopicMetrics
 
 log = logging.getLogger(__name__)
 
@@ -129,6 +132,7 @@ class _TopicProducer:
     flusher: _BatchFlusher | None = None
     native: Any = None  # the client's own producer, when `pulsar.asyncio` lets it be reached
     results: _SendResults | None = None
+    metrics: TopicMetrics | None = None
 
     def send(
         self, cmd: PulsarPublishCommand, body: bytes, content_type: str | None
@@ -232,6 +236,7 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         decoder: CustomCallable | None = None,
         default_options: ProducerOptions | None = None,
         reply_topic: str,
+        metrics: BusMetrics | None = None,
     ) -> None:
         default = PulsarParser(settler=None)
         self._parser = ParserComposition(parser, default.parse_message)
@@ -248,6 +253,7 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         self._flush_executor: ThreadPoolExecutor | None = None
         self._senders: list[ConfirmedSender] = []
         self._results: _SendResults | None = None
+        self._metrics = metrics
 
     def connect(
         self, client: pa.Client, serializer: SerializerProto | None, codec: CodecProto | None
@@ -282,10 +288,23 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         slots = target.in_flight
         if not slots.take():
             await slots.wait()
+        metrics = target.metrics
+        if metrics is None:
+            try:
+                return await target.send(cmd, body, content_type)
+            finally:
+                slots.release()
+        began = time.perf_counter()
         try:
-            return await target.send(cmd, body, content_type)
+            message_id = await target.send(cmd, body, content_type)
+        except Exception:
+            metrics.failures.inc()
+            raise
         finally:
             slots.release()
+        metrics.seconds.observe(time.perf_counter() - began)
+        metrics.sent.inc()
+        return message_id
 
     @override
     async def request(self, cmd: PulsarPublishCommand) -> pulsar.Message:
@@ -317,7 +336,8 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         """
         chosen = options or self.default_options
         producer = await self.client.create_producer(topic, **chosen.as_kwargs())
-        sender = ConfirmedSender(producer, confirmations, self._flusher(producer, chosen))
+        metrics = None if self._metrics is None else self._metrics.topic(topic)
+        sender = ConfirmedSender(producer, confirmations, self._flusher(producer, chosen), metrics)
         self._senders.append(sender)
         return sender
 
@@ -346,6 +366,23 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
         self._client = None
 
     async def _send_first(
+        self, topic: str, cmd: PulsarPublishCommand, body: bytes, content_type: str | None
+    ) -> pulsar.MessageId:
+        """A send while the topic's producer is created (`_send_in_turn`), counted in the topic's metrics."""
+        metrics = None if self._metrics is None else self._metrics.topic(topic)
+        began = time.perf_counter()
+        try:
+            message_id = await self._send_in_turn(topic, cmd, body, content_type)
+        except Exception:
+            if metrics is not None:
+                metrics.failures.inc()
+            raise
+        if metrics is not None:
+            metrics.seconds.observe(time.perf_counter() - began)
+            metrics.sent.inc()
+        return message_id
+
+    async def _send_in_turn(
         self, topic: str, cmd: PulsarPublishCommand, body: bytes, content_type: str | None
     ) -> pulsar.MessageId:
         """A send while the topic's producer is created: one creation, sends handed over in call order.
@@ -386,6 +423,7 @@ class PulsarProducer(ProducerProto[PulsarPublishCommand]):
             self._flusher(producer, chosen),
             native,
             self._results if native is not None else None,
+            None if self._metrics is None else self._metrics.topic(topic),
         )
         return target
 

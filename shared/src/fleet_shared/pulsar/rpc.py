@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+REPLY_TOPIC_PREFIX = "non-persistent://public/default/faststream-reply-"
+
+
 def default_reply_topic() -> str:
     # Non-persistent: a reply nobody waits for any more is worth nothing after a restart.
-    return f"non-persistent://public/default/faststream-reply-{uuid.uuid4().hex}"
+    return f"{REPLY_TOPIC_PREFIX}{uuid.uuid4().hex}"
 
 
 class ReplyInbox:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator, Sequence
 from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from functools import partial
@@ -23,6 +24,7 @@ from faststream._internal.endpoint.utils import process_msg
 from faststream._internal.logger.logger_proxy import EmptyLoggerObject
 from faststream._internal.middlewares import BaseMiddleware
 from faststream.exceptions import HandlerException, IgnoredException, SubscriberNotFound
+from faststream.message import AckStatus
 from faststream.middlewares import AcknowledgementMiddleware, AckPolicy
 from faststream.middlewares.logging import CriticalLogMiddleware
 from faststream.response import ensure_response
@@ -39,6 +41,8 @@ from .config import PulsarBrokerConfig
 from .deadletter import dead_letter_command
 from .handler_call import direct_call
 from .message import PulsarMessage, PulsarParser, PulsarPublishCommand
+from .metrics import SubscriptionMetrics
+from .opentelemetry import settle_span
 from .options import DeadLetter, base_topic
 from .receiver import NativeReceiver, acknowledge_now
 from .workers import KeyOrderedWorkers
@@ -54,6 +58,7 @@ if TYPE_CHECKING:
     from faststream.message import StreamMessage
     from faststream.response import Response
     from faststream.response.response import PublishCommand
+    from opentelemetry.trace import Span
     from pulsar import asyncio as pa
 
 # Properties of a dead letter (documented in fleet_contracts.deadletter), under the broker's own names.
@@ -268,6 +273,14 @@ class _InFlight(MultiLock):
                 await self._idle.wait()
 
 
+def _acked_after(failure: BaseException, message: StreamMessage[Any] | None) -> bool:
+    """Whether a handler failed and its message was acked all the same (AckPolicy.ACK): a failure the
+    settlement does not count (a nack, a reject or a dead letter counts itself)."""
+    if not isinstance(failure, Exception) or isinstance(failure, HandlerException):
+        return False  # AckMessage and its kin are a handler's answer, not a failure
+    return message is not None and message.committed is AckStatus.ACKED
+
+
 class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
     """Consumes one topic, a list of topics or a pattern through one consumer.
 
@@ -298,6 +311,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         self._middleware_stack: tuple[tuple[Any, ...], tuple[Any, ...]] | None = None
         self._log_topic: str | None = None
         self._scope_vars: _ScopeVars | None = None
+        self._measured: SubscriptionMetrics | None = None
 
     # --- what it consumes -------------------------------------------------------------------------
 
@@ -337,7 +351,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
     async def start(self) -> None:
         await super().start()
         self.lock = _InFlight()
-        self._scope_vars = self._log_topic = self._middleware_stack = None
+        self._scope_vars = self._log_topic = self._middleware_stack = self._measured = None
         if self.calls:
             await self._subscribe()
             self._start_receiving(self._deliver_to_handlers())
@@ -477,36 +491,75 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         error = self._failures.pop(raw, None)
         dead_letter = self.config.dead_letter
         if dead_letter is not None and raw.redelivery_count() >= dead_letter.max_redeliveries:
-            await self._dead_letter(raw, error, gave_up="nacked")
+            await self._dead_letter(message, error, gave_up="nacked")
         else:
-            await self._settling_consumer().negative_acknowledge(raw)
+            with self._settling("nack", message):
+                await self._settling_consumer().negative_acknowledge(raw)
+            self._count_failure("nack")
 
     async def settle_reject(self, message: PulsarMessage) -> None:
         """Reject has no Pulsar equivalent: dead-letter at once if configured, else drop (ack)."""
         raw = message.raw_message
         error = self._failures.pop(raw, None)
         if self.config.dead_letter is not None:
-            await self._dead_letter(raw, error, gave_up="rejected")
+            await self._dead_letter(message, error, gave_up="rejected")
         else:
             self._log(
                 logging.WARNING, "rejected message dropped (no dead letter)", self.get_log_context(message)
             )
-            await self._acknowledge(raw)
+            with self._settling("reject", message):
+                await self._acknowledge(raw)
+            self._count_failure("reject")
 
-    async def _dead_letter(self, raw: pulsar.Message, error: BaseException | None, *, gave_up: str) -> None:
+    async def _dead_letter(
+        self, message: PulsarMessage, error: BaseException | None, *, gave_up: str
+    ) -> None:
+        raw = message.raw_message
         consumer = self._settling_consumer()
+        outcome = "reject" if gave_up == "rejected" else "dead_letter"
+        with self._settling(outcome, message) as span:
+            try:
+                topic = self.dead_letter_topic(str(raw.topic_name()))
+                command = dead_letter_command(
+                    raw, error, subscription=self.subscription, topic=topic, gave_up=gave_up
+                )
+                await self._outer_config.producer.publish(command)
+            except Exception as e:
+                # Never lose it: a nack makes Pulsar redeliver, and the next failure tries the DLQ again.
+                self._log(logging.ERROR, f"dead-lettering failed, nacking instead: {e!r}", exc_info=e)
+                span.record_exception(e)
+                await consumer.negative_acknowledge(raw)
+                self._count_failure("nack")
+                return
+            await self._acknowledge(raw)
+        self._count_failure(outcome)
+
+    @contextlib.contextmanager
+    def _settling(self, operation_name: str, message: PulsarMessage) -> Iterator[Span]:
+        """The settlement's span under the message's process span (when spans are made)."""
+        span = settle_span(message, operation_name, self.subscription)
         try:
-            topic = self.dead_letter_topic(str(raw.topic_name()))
-            command = dead_letter_command(
-                raw, error, subscription=self.subscription, topic=topic, gave_up=gave_up
-            )
-            await self._outer_config.producer.publish(command)
-        except Exception as e:
-            # Never lose it: a nack makes Pulsar redeliver, and the next failure tries the DLQ again.
-            self._log(logging.ERROR, f"dead-lettering failed, nacking instead: {e!r}", exc_info=e)
-            await consumer.negative_acknowledge(raw)
-            return
-        await self._acknowledge(raw)
+            yield span
+        finally:
+            span.end()
+
+    # --- metrics (metrics.py) -------------------------------------------------------------------------
+
+    def _metrics(self) -> SubscriptionMetrics | None:
+        """This subscriber's children of the bus metrics, resolved once it runs (not per message)."""
+        if (measured := self._measured) is None:
+            metrics = self._outer_config.bus_metrics
+            if metrics is None:
+                return None
+            topic = self.pattern or ",".join(self.topics)
+            measured = metrics.subscription(topic, self.config.subscription)
+            if self.running:
+                self._measured = measured
+        return measured
+
+    def _count_failure(self, outcome: str) -> None:
+        if (measured := self._metrics()) is not None:
+            measured.failed[outcome].inc()
 
     # --- the per-message path ------------------------------------------------------------------------
 
@@ -524,10 +577,13 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
         `tests/unit/bus` pins the FastStream source this mirrors, so an upgrade that changes it fails
         loudly.
         """
+        began = time.perf_counter()
         context = self._outer_config.context
         scope = self._scope()
         lock = self.lock
         lock.__enter__()
+        handled: StreamMessage[Any] | None = None
+        failure: BaseException | None = None
         try:
             tokens = [(var, var.set(value)) for var, value in scope.base]
             try:
@@ -551,6 +607,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                             parsing_error = e
                             break
                         if message is not None:
+                            handled = message
                             message_tokens = (
                                 scope.log_context.set(self.get_log_context(message)),
                                 scope.message.set(message),
@@ -573,7 +630,7 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                     if parsing_error is not None:
                         raise parsing_error
                 except BaseException as e:
-                    error = e
+                    error = failure = e
                     result = None
                 for middleware, hooks in reversed(entered):
                     if not hooks.exits:
@@ -596,6 +653,11 @@ class PulsarSubscriber(SubscriberUsecase["pulsar.Message"]):
                     var.reset(token)
         finally:
             lock.__exit__(None, None, None)
+            if (measured := self._metrics()) is not None:
+                measured.seconds.observe(time.perf_counter() - began)
+                measured.processed.inc()
+                if failure is not None and _acked_after(failure, handled):
+                    measured.failed["ack"].inc()
         # Without a result an error was raised and handled (suppressed) by some middleware.
         return result if result is not None else ensure_response(None)
 

@@ -5,7 +5,7 @@ A service's `__main__` adds the commands to its parser and runs them against its
     add_api_key_commands(commands)  # commands = parser.add_subparsers(dest="command")
     ...
     if args.command == "api-key":
-        database = settings.status_database
+        database = settings.database
         run = api_key_command(
             args, settings, mongodb_uri=settings.mongodb_uri, database=database, app_name="fleet-status-cli"
         )

@@ -20,7 +20,6 @@ import logging
 import re
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, HTTPException, Request
@@ -28,6 +27,8 @@ from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from opentelemetry import trace
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from fleet_shared.clock import utcnow
 
 from .api_keys import ApiKeys, AuthenticationError, Clock
 from .audit import AuditLog, AuditRecord, outcome_of
@@ -42,10 +43,6 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _bearer = HTTPBearer(auto_error=False, description="An API key (`fk_...`) or a JWT from the OIDC issuer.")
 
 ProductFrom = str | Callable[[Request], str | None] | None
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 class SecurityProblem(HTTPException):
@@ -94,7 +91,7 @@ class ApiSecurity:
         api_keys: ApiKeys | None = None,
         jwt: JwtVerifier | None = None,
         audit: AuditLog | None = None,
-        clock: Clock = _utcnow,
+        clock: Clock = utcnow,
     ) -> None:
         self.api_keys = api_keys
         self.jwt = jwt
@@ -177,7 +174,7 @@ class AuditMiddleware:
     """Appends an audit record for every POST/PUT/PATCH/DELETE once its status is known, before the answer
     leaves: refusals (401/403) and failures included. Bodies are never read."""
 
-    def __init__(self, app: ASGIApp, *, audit: AuditLog, clock: Clock = _utcnow) -> None:
+    def __init__(self, app: ASGIApp, *, audit: AuditLog, clock: Clock = utcnow) -> None:
         self.app = app
         self.audit = audit
         self.clock = clock

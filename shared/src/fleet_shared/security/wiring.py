@@ -1,7 +1,7 @@
 """One call that wires the kit for a service from its settings and its own database.
 
 kit = security_kit(settings, db)             # in bootstrap
-await kit.prepare(settings.status_api_keys.get_secret_value())   # at start: indexes, seeded keys
+await kit.prepare(settings.api_keys.get_secret_value())   # at start: indexes, seeded keys
 kit.security.install(app)                   # in the app factory
 Depends(kit.security.require("status:read"))
 await kit.aclose()                          # at stop
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from datetime import UTC, datetime
 
 import httpx
 from motor.motor_asyncio import AsyncIOMotorDatabase
 
+from fleet_shared.clock import utcnow
 from fleet_shared.mongo import Document
 
 from .api_keys import ApiKeys, Clock
@@ -26,10 +26,6 @@ from .principal import DEFAULT_ROLES, RoleTable
 from .settings import SecuritySettings
 
 log = logging.getLogger(__name__)
-
-
-def _utcnow() -> datetime:
-    return datetime.now(UTC)
 
 
 @dataclass
@@ -58,7 +54,7 @@ class SecurityKit:
 
 
 def security_kit(
-    settings: SecuritySettings, db: AsyncIOMotorDatabase[Document], *, clock: Clock = _utcnow
+    settings: SecuritySettings, db: AsyncIOMotorDatabase[Document], *, clock: Clock = utcnow
 ) -> SecurityKit:
     roles = RoleTable(settings.security_roles if settings.security_roles is not None else DEFAULT_ROLES)
     roles.check_roles([settings.api_key_default_role])

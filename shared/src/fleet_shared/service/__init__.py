@@ -5,7 +5,7 @@ errors, the runner, and the registry of services."""
 from .app import Drains, Lifecycle, build_app
 from .http import ReadinessCheck, operations_router
 from .logs import configure_logging
-from .problems import problem
+from .problems import Answer, DomainErrors, ProblemError, problem
 from .process import ProcessSettings, freeze_long_lived, prepare_process
 from .registry import SERVICES, ServiceEntry, service
 from .runner import run_service
@@ -14,8 +14,11 @@ from .telemetry import configure_tracing
 
 __all__ = [
     "SERVICES",
+    "Answer",
+    "DomainErrors",
     "Drains",
     "Lifecycle",
+    "ProblemError",
     "ProcessSettings",
     "ReadinessCheck",
     "ServiceEntry",

@@ -1,14 +1,12 @@
 """The clients a service process holds: the Pulsar broker opened from the common settings (with the topics
 it declares it publishes) and its database, the bus's token and CA for any other Pulsar client or admin call,
-and the one way to stop consuming and to close them all on the way out.
+and the one way to stop consuming and to close them all on the way out. A domain service holds them (with
+its security kit and Tuya client) in `domain.DomainClients`, which uses these:
 
-    broker, mongo_client, db = service_clients(settings, "ota", settings.ota_database)
+    broker, mongo_client, db = service_clients(settings, "ota", "ota")
     ...
-    async def stop_consuming(self) -> None:
-        await stop_subscribers(self.broker)
-
-    async def stop(self) -> None:
-        await close_all(self.broker.stop, self.openapi, self.security, self.mongo_client.close)
+    await stop_subscribers(broker)                                   # stop consuming
+    await close_all(broker.stop, openapi, security, mongo_client.close)   # on the way out
 """
 
 from __future__ import annotations

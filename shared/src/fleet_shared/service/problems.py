@@ -7,16 +7,29 @@ Nor does a problem echo the request's path as `instance`: a path can carry ids a
 serves Tuya's `/v1.0/token/{refresh_token}`), and error bodies end up in clients' logs. RFC 9457 makes
 `instance` optional, and the route's template would not do instead (`{device_id}` is not a URI reference);
 the `X-Request-ID` header (and, for a 500, the detail) names the request for finding its log lines.
+
+A route turns the domain's refusals into answers with one `DomainErrors` per service, so every route of it
+answers an error alike and no route maps exceptions by hand:
+
+    ERRORS = DomainErrors(
+        Answer(NotFound, 404),
+        Answer((CatalogError, ReleaseError), 409),
+        Answer(TokenRefused, 409, extensions=lambda e: {"reason": e.reason}),
+    )
+    with ERRORS:
+        return await handlers.withdraw_firmware(firmware_id, ports)
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
+from types import TracebackType
+from typing import Any, Generic, TypeVar
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -24,6 +37,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 PROBLEM_JSON = "application/problem+json"
 
 log = logging.getLogger(__name__)
+
+E = TypeVar("E", bound=Exception)
 
 
 def problem(
@@ -80,6 +95,8 @@ def install_problem_handlers(app: FastAPI) -> None:
         extensions: dict[str, Any] = (
             {} if detail is not None or exc.detail is None else {"errors": exc.detail}
         )
+        if isinstance(exc, ProblemError):
+            extensions.update(exc.extensions)
         return problem(exc.status_code, detail, headers=exc.headers, **extensions)
 
     async def invalid_request(_: Request, exc: Exception) -> JSONResponse:
@@ -90,6 +107,59 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     app.add_exception_handler(StarletteHTTPException, http_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
+
+
+class ProblemError(HTTPException):
+    """An HTTP error whose problem carries members of its own (`{"reason": "expired"}`) beside the detail;
+    `install_problem_handlers` answers it like any HTTPException, with them."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        extensions: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(status, detail, headers=dict(headers) if headers else None)
+        self.extensions: dict[str, Any] = dict(extensions or {})
+
+
+@dataclass(frozen=True)
+class Answer(Generic[E]):
+    """How routes answer one kind of domain error: the status, fixed headers (`Retry-After`), the detail
+    (the error's own message unless told) and extension members taken from the error."""
+
+    errors: type[E] | tuple[type[E], ...]
+    status: int
+    headers: Mapping[str, str] | None = None
+    detail: Callable[[E], str] = str
+    extensions: Callable[[E], Mapping[str, Any]] | None = None
+
+    def problem(self, error: E) -> ProblemError:
+        extensions = self.extensions(error) if self.extensions is not None else None
+        return ProblemError(self.status, self.detail(error), headers=self.headers, extensions=extensions)
+
+
+class DomainErrors:
+    """`with errors:` answers a domain error raised inside with the first `Answer` that lists its type (a
+    problem+json, its cause the error); any other exception passes through untouched. Stateless: one per
+    service, used by every route."""
+
+    def __init__(self, *answers: Answer[Any]) -> None:
+        self.answers = answers
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if not isinstance(error, Exception):
+            return
+        for answer in self.answers:
+            if isinstance(error, answer.errors):
+                raise answer.problem(error) from error
 
 
 def _title(status: int) -> str:

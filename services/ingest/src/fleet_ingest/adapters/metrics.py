@@ -63,6 +63,12 @@ class IngestMetrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
+        self.sequencing_delay = Histogram(
+            "fleet_ingest_sequencing_delay_seconds",
+            "From a batch's receipt to its sends starting: the dedup-store lookup and the batches before it.",
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.lag = Histogram(
             "fleet_ingest_consumer_lag_seconds",
             "From the Tuya message's publish time to its receipt by ingest.",
@@ -98,6 +104,11 @@ class IngestMetrics:
         self.handover_dropped = Counter(
             "fleet_ingest_handover_dropped",
             "Messages a handover delivered before earlier ones, dropped unacked for the broker's rewind.",
+            registry=r,
+        )
+        self.handover_holds_ended = Counter(
+            "fleet_ingest_handover_holds_ended",
+            "Holds ended early: the broker showed nothing before the partition's first message was unacked.",
             registry=r,
         )
         # Pre-resolved children for the hot path.

@@ -15,6 +15,7 @@ from opentelemetry.trace import SpanKind, Tracer
 
 from fleet_contracts import topics
 from fleet_ingest.ports import Received
+from fleet_shared.tracing import messaging
 
 TRACEPARENT = "traceparent"
 
@@ -56,25 +57,24 @@ class BatchTracing:
         return self._start(properties, 1) if TRACEPARENT in properties else None
 
     def _start(self, properties: Mapping[str, str], pending: int) -> BatchTrace:
+        # names and attributes per OpenTelemetry's messaging conventions (fleet_shared.tracing.messaging)
         consume = self._tracer.start_span(
-            f"{self._topic} process",
+            messaging.span_name("process", self._topic),
             context=propagate.extract(properties) if properties else None,
             kind=SpanKind.CONSUMER,
             attributes={
-                "messaging.system": "pulsar",
-                "messaging.destination.name": self._topic,
-                "messaging.batch.message_count": pending,
-                "messaging.pulsar.subscription": self._subscription,
+                **messaging.operation(messaging.PROCESS, "process", self._topic),
+                messaging.BATCH_MESSAGE_COUNT: pending,
+                messaging.CONSUMER_GROUP_NAME: self._subscription,
             },
         )
         publish = self._tracer.start_span(
-            f"{self._events_topic} publish",
+            messaging.span_name("send", self._events_topic),
             context=trace.set_span_in_context(consume),
             kind=SpanKind.PRODUCER,
             attributes={
-                "messaging.system": "pulsar",
-                "messaging.destination.name": self._events_topic,
-                "messaging.batch.message_count": pending,
+                **messaging.operation(messaging.SEND, "send", self._events_topic),
+                messaging.BATCH_MESSAGE_COUNT: pending,
             },
         )
         carrier: dict[str, str] = {}

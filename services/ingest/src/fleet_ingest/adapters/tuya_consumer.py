@@ -8,6 +8,7 @@ pitfall), so the pipeline never does; closing the consumer ends a pending receiv
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -164,9 +165,12 @@ class PulsarTuyaSource:
         await self.close_consumer()
         client, self._client = self._client, None
         if client is not None:
+            # The blocking close on a worker thread: the asyncio close leaves its Python callback to a client
+            # thread, which can abort the process at exit (see `PulsarBroker._close_client`).
+            native = internals.native_client(client)
             try:
-                await client.close()
-            except pa.PulsarException as exc:
+                await (client.close() if native is None else asyncio.to_thread(native.close))
+            except (pa.PulsarException, pulsar.PulsarException) as exc:
                 log.warning("closing the Tuya Pulsar client failed: %s", exc)
 
     async def ping(self) -> bool:

@@ -78,7 +78,7 @@ def _str(value: object) -> str | None:
     return str(value)
 
 
-def _tuya_message_id(decoded: DecodedMessage) -> str | None:
+def tuya_message_id(decoded: DecodedMessage) -> str | None:
     data = decoded.data
     for container in (data, data.get("bizData")):
         if isinstance(container, dict):
@@ -106,7 +106,7 @@ class _Ctx:
     def __init__(self, decoded: DecodedMessage, push_ms: int) -> None:
         self.decoded = decoded
         self.push_ms = push_ms
-        self.origin = _origin(decoded, push_ms, _tuya_message_id(decoded))
+        self.origin = _origin(decoded, push_ms, tuya_message_id(decoded))
 
     def fact(self, device_id: str, product_id: str | None) -> dict[str, Any]:
         return {"device_id": device_id, "product_id": product_id, "origin": self.origin}

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from fleet_contracts import topics
 from fleet_contracts.envelope import Envelope
 
 
@@ -58,13 +59,22 @@ class InvalidTuyaMessage(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Publish:
-    """Publish `event` keyed by `key`; afterwards `dedup_key` counts as seen."""
+    """Publish the event `body` keyed by `key`; afterwards `dedup_key` counts as seen."""
 
-    event: Envelope[Any]
+    event_id: str
+    event_type: str
+    body: bytes
+    """The event's JSON, as the contract's model writes it (built once, see `handlers.to_outcome`)."""
     key: str | None
     dedup_key: str
     kind: str
     """The Tuya message kind (`statusReport`, `online`, `devicePropertyMessage`, ...), a metric label."""
+
+    @property
+    def event(self) -> Envelope[Any]:
+        """The event as its contract model, read back from `body` (as a consumer reads it)."""
+        event: Envelope[Any] = topics.DEVICE_EVENTS.decode(self.body)
+        return event
 
 
 @dataclass(frozen=True, slots=True)

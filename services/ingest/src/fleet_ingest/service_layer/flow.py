@@ -30,6 +30,7 @@ class Batch:
 
     items: list[Item]
     lookup: asyncio.Future[set[str]] | None = None
+    received_at: float = 0.0
     sent_at: float = 0.0
 
 

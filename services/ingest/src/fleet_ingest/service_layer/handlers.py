@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 
 from fleet_contracts import topics
+from fleet_contracts.envelope import to_json_bytes
 from fleet_ingest.domain.dedup import dedup_key, event_id
-from fleet_ingest.domain.mapping import to_event
+from fleet_ingest.domain.mapping import push_time_ms, to_event, tuya_message_id
 from fleet_ingest.domain.model import (
     DeadLetter,
     InvalidTuyaMessage,
@@ -16,6 +17,7 @@ from fleet_ingest.domain.model import (
     RejectClass,
     TuyaDelivery,
 )
+from fleet_ingest.domain.report_body import STATUS_REPORTED, project_fits, status_report_body
 from fleet_shared.tuya.codec import DecodedMessage, PushCodec
 from fleet_shared.tuya.errors import PushMessageRejected
 
@@ -36,22 +38,42 @@ def decode(delivery: TuyaDelivery, codec: PushCodec) -> DecodedMessage | DeadLet
 
 
 def to_outcome(delivery: TuyaDelivery, decoded: DecodedMessage, project: Project) -> Outcome:
-    """The event to publish for a decoded message, or the reason it cannot become one."""
+    """The event to publish for a decoded message, or the reason it cannot become one.
+
+    The body is written here, once: a status report straight to JSON when it is known to fit its contract
+    (`report_body`), everything else through the contract models."""
     key = dedup_key(decoded)
-    try:
-        event = to_event(
-            decoded,
+    eid = event_id(project.access_id, key)
+    kind = decoded.message.kind
+    if project_fits(project):
+        push_ms = push_time_ms(decoded, delivery.publish_time_ms)
+        body = status_report_body(
+            decoded.message,
             project=project,
-            event_id=event_id(project.access_id, key),
-            fallback_time_ms=delivery.publish_time_ms,
+            event_id=eid,
+            push_ms=push_ms,
+            message_id=tuya_message_id(decoded),
         )
+        if body is not None:
+            device = decoded.device_id
+            return Publish(
+                event_id=eid, event_type=STATUS_REPORTED, body=body, key=device, dedup_key=key, kind=kind
+            )
+    try:
+        event = to_event(decoded, project=project, event_id=eid, fallback_time_ms=delivery.publish_time_ms)
+        body = to_json_bytes(event)
     except InvalidTuyaMessage as exc:
         return DeadLetter(RejectClass.CONTRACT, exc.detail)
     except Exception as exc:  # a mapping bug: dead-letter rather than crash or loop on the message
         log.exception("mapping a Tuya message failed unexpectedly", extra={"message_id": delivery.message_id})
         return DeadLetter(RejectClass.CONTRACT, f"unexpected {type(exc).__name__} while mapping")
     return Publish(
-        event=event, key=topics.DEVICE_EVENTS.key.of(event), dedup_key=key, kind=decoded.message.kind
+        event_id=event.id,
+        event_type=event.type,
+        body=body,
+        key=topics.DEVICE_EVENTS.key.of(event),
+        dedup_key=key,
+        kind=kind,
     )
 
 

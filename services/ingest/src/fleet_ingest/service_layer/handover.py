@@ -14,11 +14,17 @@ forward (someone else consumed in between), is held back for `hold_s`. If the br
 position at or before one already received), the held messages from that position on are dropped, not acked:
 the rewind delivers them again, in order, and the hold ends there. Otherwise the hold ends after `hold_s` and
 the held messages go on. Only new partitions pay the delay: after a start or a takeover, `hold_s` once.
+
+A hold can end early (`end_hold`) when the broker shows nothing before its first message is outstanding:
+the subscription's mark-delete position is right before it (`settled`), so every earlier message was acked,
+i.e. published by whoever held it, and no rewind can bring one that the held messages would overtake. That
+is the case after a start with nothing left unacked (a deploy, a restart after a graceful stop); a takeover
+from a replica that died holding messages keeps the full hold.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from fleet_ingest.ports import Received
@@ -33,13 +39,37 @@ class Admitted:
 
     released: list[Received] = field(default_factory=list)
     dropped: list[Received] = field(default_factory=list)
-    holds: int = 0
+    holds: list[tuple[str, Position]] = field(default_factory=list)
+    """The partitions whose hold began, with the position of the first message held."""
 
 
 @dataclass(slots=True)
 class _Hold:
     until: float
     held: list[Received]
+    first: Position
+
+
+def settled(first: Position, mark_delete: tuple[int, int], ledgers: Mapping[int, int]) -> bool:
+    """Nothing before `first` is unacknowledged on a subscription whose mark-delete position (everything up
+    to it is acked) is `mark_delete` (ledger, entry); `ledgers` maps the topic's ledger ids to their entry
+    counts (a ledger no longer listed was trimmed: consumed, or expired by retention). Conservative: on any
+    doubt (acks beyond the mark-delete position, an earlier message of the same batch) it says no."""
+    ledger, entry, batch_index = first
+    marked = mark_delete
+    if marked >= (ledger, entry):
+        return True  # the first message itself (and all before it) was acked already
+    if batch_index > 0:
+        return False  # earlier messages of its batch may be outstanding
+    if marked[0] == ledger:
+        return marked[1] == entry - 1
+    if entry != 0:
+        return False
+    # The first entry of a later ledger: the mark-delete must be its ledger's last entry, and every ledger in
+    # between empty.
+    if marked[0] in ledgers and ledgers[marked[0]] != marked[1] + 1:
+        return False
+    return all(count == 0 for lid, count in ledgers.items() if marked[0] < lid < ledger)
 
 
 def _follows(last: Position, position: Position) -> bool:
@@ -62,6 +92,16 @@ class HandoverGuard:
     @property
     def held(self) -> int:
         return sum(len(h.held) for h in self._holds.values())
+
+    def held_from(self, partition: str) -> Position | None:
+        """The position of the first message held on `partition` (None: no hold)."""
+        hold = self._holds.get(partition)
+        return hold.first if hold is not None else None
+
+    def end_hold(self, partition: str) -> list[Received]:
+        """End `partition`'s hold now (the broker showed it is not needed): its held messages, in order."""
+        hold = self._holds.pop(partition, None)
+        return hold.held if hold is not None else []
 
     def next_release(self) -> float | None:
         """When the earliest hold ends (None: nothing is held)."""
@@ -104,8 +144,8 @@ class HandoverGuard:
             elif hold is not None:
                 hold.held.append(received)
             elif last is None or not _follows(last, position):
-                holds[partition] = _Hold(now + self.hold_s, [received])
-                result.holds += 1
+                holds[partition] = _Hold(now + self.hold_s, [received], position)
+                result.holds.append((partition, position))
             else:
                 released.append(received)
         return result

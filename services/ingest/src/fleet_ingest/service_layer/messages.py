@@ -22,9 +22,9 @@ def event_message(
     outcome: Publish, delivery: TuyaDelivery, trace_carrier: dict[str, str] | None
 ) -> tuple[bytes, dict[str, str]]:
     """The device event's JSON and its properties (the trace context of the publish, when traced)."""
-    return to_json_bytes(outcome.event), {
+    return outcome.body, {
         PROP_CONTENT_TYPE: "application/json",
-        EVENT_ID_PROPERTY: outcome.event.id,
+        EVENT_ID_PROPERTY: outcome.event_id,
         PROP_TUYA_MESSAGE_ID: delivery.message_id,
         PROP_TUYA_PUBLISH_TIME: str(delivery.publish_time_ms),
         **(trace_carrier or {}),

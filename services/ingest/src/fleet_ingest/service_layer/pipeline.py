@@ -38,11 +38,20 @@ from typing import Any
 
 from fleet_ingest.domain.dedup import SeenWindow
 from fleet_ingest.domain.model import Project, Publish, RejectClass
-from fleet_ingest.ports import DedupStore, EventSink, MessageTrace, Metrics, Received, Tracing, TuyaSource
+from fleet_ingest.ports import (
+    DedupStore,
+    EventSink,
+    HandoverProbe,
+    MessageTrace,
+    Metrics,
+    Received,
+    Tracing,
+    TuyaSource,
+)
 from fleet_ingest.service_layer.dedup import duplicate_source
 from fleet_ingest.service_layer.flow import Batch, Item, SendFailed, Slots, confirmed_run
 from fleet_ingest.service_layer.handlers import handle_delivery
-from fleet_ingest.service_layer.handover import HandoverGuard
+from fleet_ingest.service_layer.handover import HandoverGuard, Position
 from fleet_ingest.service_layer.lookups import LookupBatcher
 from fleet_ingest.service_layer.messages import dead_letter_message, event_message
 from fleet_ingest.service_layer.recorder import SeenRecorder
@@ -69,6 +78,8 @@ class PipelineConfig:
     handover_hold_s: float = 2.0
     """How long a partition new to this consumer is held back: above the broker's
     `activeConsumerFailoverDelayTimeMillis` (1 s by default), after which it rewinds on a handover."""
+    handover_probe_interval_s: float = 0.25
+    """How often the broker is asked, during a hold, whether the hold is needed (with a `HandoverProbe`)."""
 
 
 class IngestPipeline:
@@ -84,6 +95,7 @@ class IngestPipeline:
         window: SeenWindow,
         config: PipelineConfig | None = None,
         tracing: Tracing | None = None,
+        probe: HandoverProbe | None = None,
         monotonic: Callable[[], float] = time.monotonic,
         wall_ms: Callable[[], int] = lambda: int(time.time() * 1000),
     ) -> None:
@@ -96,6 +108,8 @@ class IngestPipeline:
         self.window = window
         self.config = config or PipelineConfig()
         self.tracing = tracing
+        self.probe = probe
+        self._probes: set[asyncio.Future[None]] = set()
         self._monotonic = monotonic
         self._wall_ms = wall_ms
         self._stopping = False
@@ -217,7 +231,7 @@ class IngestPipeline:
                     cause = tasks[task]  # a stage ended by itself: treat as a failure, resubscribe
         finish.cancel()
         # Nothing more is acked in this cycle; close the consumer so Pulsar redelivers the rest in order.
-        for task in tasks:
+        for task in [*tasks, *self._probes]:
             task.cancel()
         await self.source.close_consumer()
         for task in tasks:
@@ -285,8 +299,13 @@ class IngestPipeline:
                 batch.extend(more)
             admitted = self._guard.admit(batch, self._monotonic())
             if admitted.holds:
-                self.metrics.handover_holds.inc(admitted.holds)
+                self.metrics.handover_holds.inc(len(admitted.holds))
                 self._holding.set()
+                if self.probe is not None:
+                    for partition, first in admitted.holds:
+                        probing = asyncio.ensure_future(self._end_hold_if_settled(partition, first, ordered))
+                        self._probes.add(probing)
+                        probing.add_done_callback(self._probes.discard)
             if admitted.dropped:
                 # the broker rewound a partition handed over to us: these come again, in order
                 slots.release(len(admitted.dropped))
@@ -313,6 +332,28 @@ class IngestPipeline:
             if released:
                 self._enqueue(released, ordered)
 
+    async def _end_hold_if_settled(
+        self, partition: str, first: Position, ordered: asyncio.Queue[Batch]
+    ) -> None:
+        """Ask the broker, while `partition` is held from `first`, whether anything before it is still
+        unacknowledged; once nothing is, the hold is not needed: pass on what it held. On any doubt (the
+        broker cannot say, a rewind ended the hold, it ended by itself) the hold runs its course."""
+        guard, probe = self._guard, self.probe
+        assert probe is not None
+        while guard.held_from(partition) == first and not self._stopping:
+            try:
+                async with asyncio.timeout(self.config.handover_hold_s):
+                    settled = await probe.settled(partition, first)
+            except Exception as exc:
+                log.info("cannot ask the broker about %s, holding it: %r", partition, exc)
+                return
+            if settled:
+                if guard.held_from(partition) == first:
+                    self.metrics.handover_holds_ended.inc()
+                    self._enqueue(guard.end_hold(partition), ordered)
+                return
+            await asyncio.sleep(self.config.handover_probe_interval_s)
+
     def _enqueue(self, batch: list[Received], ordered: asyncio.Queue[Batch]) -> None:
         self._unsettled += len(batch)
         self._drained.clear()
@@ -321,6 +362,7 @@ class IngestPipeline:
     def _prepare(self, batch: list[Received]) -> Batch:
         """Decode and map a batch: the CPU-bound part, with metrics and traces per batch, not per message."""
         metrics = self.metrics
+        received_at = self._monotonic()
         count = len(batch)
         metrics.received.inc(count)
         metrics.in_flight.inc(count)
@@ -350,7 +392,8 @@ class IngestPipeline:
             items.append(item)
         for kind, n in kinds.items():
             metrics.count_decoded(kind, n)
-        return Batch(items, self._lookups.check(list(dict.fromkeys(lookups))) if lookups else None)
+        lookup = self._lookups.check(list(dict.fromkeys(lookups))) if lookups else None
+        return Batch(items, lookup, received_at=received_at)
 
     def _prepare_one(self, received: Received, shared: MessageTrace | None) -> Item:
         delivery = received.delivery
@@ -382,6 +425,7 @@ class IngestPipeline:
             seen_in_store = await batch.lookup if batch.lookup is not None else set()
             now = self._monotonic()
             batch.sent_at = now
+            metrics.sequencing_delay.observe(now - batch.received_at)
             for item in batch.items:
                 if confirmations.failures != failures:
                     confirming.put_nowait(batch)  # what did start is settled by the recovery
@@ -436,7 +480,7 @@ class IngestPipeline:
             if isinstance(outcome, Publish):
                 if item.send is not None:
                     key = outcome.dedup_key
-                    types[outcome.event.type] += 1
+                    types[outcome.event_type] += 1
                     window.add(key, now)
                     self._release_in_flight(key)
                     recorder.add(key)

@@ -18,5 +18,5 @@ def create_app(service: Ota, *, registry: CollectorRegistry = REGISTRY) -> FastA
         description="Firmware catalog, staged releases per data-center region, per-device upgrades.",
         drain_timeout_s=service.settings.shutdown_timeout_s,
     )
-    service.kit.security.install(app)
+    service.clients.api_security.install(app)
     return app

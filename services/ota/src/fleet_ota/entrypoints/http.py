@@ -8,8 +8,7 @@ sense); an unknown firmware or release is a 404. Writes need `ota:write` (catalo
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from datetime import time
 from fractions import Fraction
 from typing import Annotated, Literal
@@ -27,6 +26,7 @@ from fleet_ota.service_layer import handlers as h
 from fleet_ota.service_layer.handlers import Conflict, NotFound, Ports
 from fleet_ota.views import FirmwareView, OtaViews, ReleaseView
 from fleet_shared.security import ApiSecurity, CurrentPrincipal, check
+from fleet_shared.service import Answer, DomainErrors
 
 Id = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 _ID = r"^[A-Za-z0-9_.-]+$"
@@ -131,16 +131,12 @@ def _unprocessable(message: str, field: str = "body") -> HTTPException:
     )
 
 
-@contextmanager
-def _domain_errors() -> Iterator[None]:
-    try:
-        yield
-    except NotFound as e:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
-    except (CatalogError, ReleaseError) as e:
-        raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
-    except Conflict as e:
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, str(e), headers={"Retry-After": "1"}) from e
+# a write that keeps losing to concurrent ones (`Conflict`) is worth retrying at once
+DOMAIN_ERRORS = DomainErrors(
+    Answer(NotFound, status.HTTP_404_NOT_FOUND),
+    Answer((CatalogError, ReleaseError), status.HTTP_409_CONFLICT),
+    Answer(Conflict, status.HTTP_503_SERVICE_UNAVAILABLE, headers={"Retry-After": "1"}),
+)
 
 
 def api_router(security: ApiSecurity, ports: Ports, devices: DeviceDirectory, views: OtaViews) -> APIRouter:
@@ -164,7 +160,7 @@ def api_router(security: ApiSecurity, ports: Ports, devices: DeviceDirectory, vi
         spec = FirmwareSpec(**body.model_dump())
         if problems := spec.problems():
             raise _unprocessable("; ".join(problems))
-        with _domain_errors():
+        with DOMAIN_ERRORS:
             return FirmwareView.of(await h.register_firmware(spec, principal.subject, ports))
 
     @router.get(
@@ -185,7 +181,7 @@ def api_router(security: ApiSecurity, ports: Ports, devices: DeviceDirectory, vi
     )
     async def withdraw_firmware(firmware_id: Id, principal: CurrentPrincipal) -> FirmwareView:
         """Withdraw a firmware; refused (409) while a release of it is open: stop the release first."""
-        with _domain_errors():
+        with DOMAIN_ERRORS:
             current = await ports.firmware.get(firmware_id)
             if current is not None:
                 check(principal, "ota:write", current.spec.product_id)
@@ -227,7 +223,7 @@ def api_router(security: ApiSecurity, ports: Ports, devices: DeviceDirectory, vi
             if existing.firmware_id != body.firmware_id:
                 raise HTTPException(status.HTTP_409_CONFLICT, f"release {body.release_id} exists")
             return existing
-        with _domain_errors():
+        with DOMAIN_ERRORS:
             await h.create_release(body.release_id, body.firmware_id, plans, ports)
         return await _release_of(body.release_id)
 
@@ -272,7 +268,7 @@ def api_router(security: ApiSecurity, ports: Ports, devices: DeviceDirectory, vi
         """Pause, resume, stop or promote every region of the release (each its own state machine)."""
         await _check_release(release_id, principal)
         run = _command(action, release_id, principal.subject, body.reason if body else None)
-        with _domain_errors():
+        with DOMAIN_ERRORS:
             await h.for_each_region(release_id, ports, run)
         return await _release_of(release_id)
 
@@ -290,7 +286,7 @@ def api_router(security: ApiSecurity, ports: Ports, devices: DeviceDirectory, vi
     ) -> ReleaseView:
         """Pause, resume, stop or promote one region; the others are not touched."""
         await _check_release(release_id, principal)
-        with _domain_errors():
+        with DOMAIN_ERRORS:
             await _command(action, release_id, principal.subject, body.reason if body else None)(region)
         return await _release_of(release_id)
 

@@ -25,7 +25,7 @@ def api_ports(service: Pairing) -> ApiPorts:
 
 
 def create_app(service: Pairing, *, registry: CollectorRegistry = REGISTRY) -> FastAPI:
-    security = service.security.security
+    security = service.clients.api_security
     app = build_app(
         SERVICE,
         service,

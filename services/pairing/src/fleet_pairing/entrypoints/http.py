@@ -30,13 +30,22 @@ from fleet_pairing.ports import Clock, IdGenerator, SessionRepository, TuyaPairi
 from fleet_pairing.service_layer import handlers
 from fleet_shared.qr import QrImages
 from fleet_shared.security import ApiSecurity, CurrentPrincipal, Permission
-from fleet_shared.service import problem
+from fleet_shared.service import Answer, DomainErrors, problem
 from fleet_shared.tuya.errors import TuyaApiError, TuyaError
 
 RATE_LIMITED = 1199  # Tuya's "request frequency too high" (per project)
 PERMISSION_DENY = 1106  # Tuya's "permission deny": unknown user, or a home that is not theirs
 SessionId = Annotated[str, Path(min_length=1, max_length=64, description="The session id (`ps_...`).")]
 Uid = Annotated[str, Field(min_length=1, max_length=64)]
+
+# a refusal says why: the session's state, the token's reason
+DOMAIN_ERRORS = DomainErrors(
+    Answer(handlers.SessionNotFound, status.HTTP_404_NOT_FOUND),
+    Answer(views.InvalidCursor, status.HTTP_400_BAD_REQUEST),
+    Answer(SessionAlreadyEnded, status.HTTP_409_CONFLICT, extensions=lambda e: {"state": e.state.value}),
+    Answer(TokenRefused, status.HTTP_409_CONFLICT, extensions=lambda e: {"reason": e.reason}),
+    Answer(handlers.WriteContention, status.HTTP_503_SERVICE_UNAVAILABLE),
+)
 
 
 @dataclass(frozen=True)
@@ -220,7 +229,7 @@ def api_router(api: ApiPorts, sec: ApiSecurity) -> APIRouter:
         limit: Annotated[int, Query(ge=1, le=views.MAX_PAGE)] = 50,
     ) -> Any:
         """Sessions newest first, by owner, home, state and day; `next_cursor` pages on."""
-        try:
+        with DOMAIN_ERRORS:
             return await api.queries.page(
                 owner_uid=owner_uid,
                 home_id=home_id,
@@ -229,22 +238,14 @@ def api_router(api: ApiPorts, sec: ApiSecurity) -> APIRouter:
                 cursor=cursor,
                 limit=limit,
             )
-        except views.InvalidCursor as e:
-            return problem(400, str(e))
 
     @router.post(
         "/pairing-sessions/{session_id}/cancel", dependencies=write, response_model=views.SessionView
     )
     async def cancel_session(session_id: SessionId, principal: CurrentPrincipal) -> Any:
         """Tuya's stopConfig: the token is no longer honoured; later activations are flagged `late`."""
-        try:
+        with DOMAIN_ERRORS:
             done = await handlers.cancel_session(CancelSession(session_id), **ports)
-        except handlers.SessionNotFound as e:
-            return problem(404, str(e))
-        except SessionAlreadyEnded as e:
-            return problem(409, str(e), state=e.state.value)
-        except handlers.WriteContention as e:
-            return problem(503, str(e))
         return views.session_view(done)
 
     @router.get("/pairing-tokens/{token}", dependencies=read, response_model=TokenCheckView)
@@ -253,12 +254,8 @@ def api_router(api: ApiPorts, sec: ApiSecurity) -> APIRouter:
     ) -> Any:
         """Is this token still honoured (e.g. before a custom provisioner hands it to a device)? 404 if no
         session has it; 409 with the reason (`expired`, `used_up`, `cancelled`) if refused."""
-        try:
+        with DOMAIN_ERRORS:
             session = await handlers.check_token(CheckToken(token), **ports)
-        except handlers.SessionNotFound as e:
-            return problem(404, str(e))
-        except TokenRefused as e:
-            return problem(409, str(e), reason=e.reason)
         return TokenCheckView(honoured=True, session_id=session.session_id)
 
     return router

@@ -22,9 +22,11 @@ from collections.abc import Sequence
 
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Tracer
+from opentelemetry.util.types import AttributeValue
 
 from fleet_contracts.outbox import EVENT_ID_PROPERTY, OutboxEntry
 from fleet_shared.pulsar import Confirmations, ConfirmedSender, ProducerOptions, PulsarBroker, Send
+from fleet_shared.tracing import messaging
 
 PUBLISH_SPAN = "status events publish"
 CORRELATION_ID = "correlation_id"  # the broker's property name for FastStream's correlation id
@@ -59,12 +61,13 @@ class FlushPublisher:
             await self._send_all(entries, {})
             return
         topics = sorted({e.topic for e in entries})
-        attributes = {
-            "messaging.system": "pulsar",
-            "messaging.operation.type": "publish",
-            "messaging.batch.message_count": len(entries),
-            "messaging.destination.name": topics[0] if len(topics) == 1 else ",".join(topics),
+        # the broker's send span's attributes (`fleet_shared.tracing.messaging`), for a batch of sends
+        attributes: dict[str, AttributeValue] = {
+            **messaging.operation(messaging.SEND, "send", topics[0]),
+            messaging.BATCH_MESSAGE_COUNT: len(entries),
         }
+        if len(topics) > 1:
+            attributes[messaging.DESTINATION_NAME] = ",".join(topics)
         with self.tracer.start_as_current_span(PUBLISH_SPAN, kind=SpanKind.PRODUCER, attributes=attributes):
             carrier: dict[str, str] = {}
             propagate.inject(carrier)

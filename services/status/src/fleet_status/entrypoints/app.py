@@ -15,7 +15,7 @@ _DRAIN_MARGIN_S = 5.0
 
 
 def create_app(service: Status, *, registry: CollectorRegistry = REGISTRY) -> FastAPI:
-    security = service.security.security
+    security = service.clients.api_security
     app = build_app(
         SERVICE,
         service,

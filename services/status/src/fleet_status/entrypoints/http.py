@@ -11,14 +11,14 @@ shadow is 404 too.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, status
 from pydantic import BaseModel, Field
 
 from fleet_shared.security import ApiSecurity, CurrentPrincipal, Permission, Principal, check
+from fleet_shared.service import Answer, DomainErrors
 from fleet_status.views import (
     HistoryPage,
     InvalidCursor,
@@ -31,12 +31,7 @@ from fleet_status.views import (
 DeviceId = Annotated[str, Path(min_length=1, max_length=64, description="Tuya device id.")]
 
 
-@contextmanager
-def _bad_cursor_is_400() -> Iterator[None]:
-    try:
-        yield
-    except InvalidCursor as e:
-        raise HTTPException(status.HTTP_400_BAD_REQUEST, str(e)) from e
+DOMAIN_ERRORS = DomainErrors(Answer(InvalidCursor, status.HTTP_400_BAD_REQUEST))
 
 
 def _no_shadow(device_id: str) -> HTTPException:
@@ -93,7 +88,7 @@ def api_router(
         """Shadows by product, home and online state, in device id order, within the caller's products."""
         if product_id is not None:
             check(principal, Permission.STATUS_READ, product_id)
-        with _bad_cursor_is_400():
+        with DOMAIN_ERRORS:
             return await views.devices(
                 product_id=product_id,
                 home_id=home_id,
@@ -116,7 +111,7 @@ def api_router(
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> HistoryPage:
         """Reported DP values, newest first, within the retention window (7 days by default)."""
-        with _bad_cursor_is_400():
+        with DOMAIN_ERRORS:
             await require_visible(device_id, principal)
             return await views.dp_history(
                 device_id, code=code, since_ms=since_ms, until_ms=until_ms, cursor=cursor, limit=limit
@@ -132,7 +127,7 @@ def api_router(
         limit: Annotated[int, Query(ge=1, le=1000)] = 200,
     ) -> PresencePage:
         """Online/offline reports by device time, newest first, within the retention window."""
-        with _bad_cursor_is_400():
+        with DOMAIN_ERRORS:
             await require_visible(device_id, principal)
             return await views.presence(
                 device_id, since_ms=since_ms, until_ms=until_ms, cursor=cursor, limit=limit

@@ -21,5 +21,5 @@ def create_app(service: Unbinding, *, registry: CollectorRegistry = REGISTRY) ->
         "quotas per account and product, list / QR / wired modes, append-only records.",
         drain_timeout_s=service.settings.shutdown_timeout_s,
     )
-    service.kit.security.install(app)
+    service.clients.api_security.install(app)
     return app

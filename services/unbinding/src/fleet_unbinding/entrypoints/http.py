@@ -24,6 +24,7 @@ from fleet_contracts._base import DeviceId, ProductId, Reason
 from fleet_contracts.unbinding import MAX_DEVICES_PER_BATCH, RequestUnbindBatch, UnbindMode
 from fleet_shared import qr
 from fleet_shared.security import CurrentPrincipal, Forbidden, Permission, Principal, check
+from fleet_shared.service import Answer, DomainErrors
 from fleet_unbinding import csvio, views
 from fleet_unbinding.bootstrap import Unbinding
 from fleet_unbinding.domain import authorization as authz
@@ -44,6 +45,12 @@ IdempotencyKey = Annotated[
         description="The same key from the same account names the same batch (a retry is answered with it).",
     ),
 ]
+# a rule the domain refuses is a 409; Tuya refusing (or not answering) a call made for the request, a 502
+DOMAIN_ERRORS = DomainErrors(
+    Answer(handlers.NotFound, status.HTTP_404_NOT_FOUND),
+    Answer((BatchError, authz.AuthorizationError, QuotaError), status.HTTP_409_CONFLICT),
+    Answer((TuyaRefused, TuyaUnreachable), status.HTTP_502_BAD_GATEWAY, detail=lambda e: f"Tuya: {e}"),
+)
 # record filters (module level: FastAPI resolves postponed annotations from the module)
 Filter = Annotated[str | None, Query(min_length=1, max_length=64)]
 Day = Annotated[str | None, Query(pattern=r"^\d{4}-\d{2}-\d{2}$")]
@@ -205,7 +212,7 @@ def _csv(text: str, name: str) -> Response:
 
 def api_router(svc: Unbinding) -> APIRouter:
     p = svc.ports
-    security = svc.kit.security
+    security = svc.clients.api_security
     router = APIRouter(prefix="/v1", tags=["unbinding"])
 
     async def progress(batch_id: str) -> dict[str, Any]:
@@ -226,7 +233,7 @@ def api_router(svc: Unbinding) -> APIRouter:
             raise Forbidden("a credential scoped to products must name the batch's product_id")
         command = body.command(operator, batch_id=f"b-{uuid.uuid4().hex}")
         payload: SecretStr | None = None
-        try:
+        with DOMAIN_ERRORS:
             if body.mode is UnbindMode.QR:
                 assert body.uid is not None
                 assert body.ssid is not None
@@ -247,10 +254,6 @@ def api_router(svc: Unbinding) -> APIRouter:
                 created = payload is not None
             else:
                 batch, created = await handlers.request_batch(p, command, idempotency_key=idempotency_key)
-        except BatchError as e:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
-        except (TuyaRefused, TuyaUnreachable) as e:
-            raise HTTPException(status.HTTP_502_BAD_GATEWAY, f"Tuya: {e}") from e
         svc.run_soon(batch.batch_id)
         answer = await progress(batch.batch_id)
         if payload is not None:
@@ -359,12 +362,8 @@ def api_router(svc: Unbinding) -> APIRouter:
     @router.post("/batches/{batch_id}/approve", dependencies=[Depends(security.require(ADMIN))])
     async def approve(batch_id: BatchIdPath, principal: CurrentPrincipal) -> dict[str, Any]:
         """A second administrator (not the batch's operator) lets a large batch run."""
-        try:
+        with DOMAIN_ERRORS:
             await handlers.approve_batch(p, batch_id, account_of(principal))
-        except handlers.NotFound as e:
-            raise HTTPException(status.HTTP_404_NOT_FOUND, str(e)) from e
-        except BatchError as e:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
         svc.run_soon(batch_id)
         return await progress(batch_id)
 
@@ -376,10 +375,8 @@ def api_router(svc: Unbinding) -> APIRouter:
             raise HTTPException(status.HTTP_404_NOT_FOUND, f"no batch {batch_id}")
         if batch.operator_id != account_of(principal):
             check(principal, ADMIN)  # someone else's batch: administrators only
-        try:
+        with DOMAIN_ERRORS:
             await handlers.cancel_batch(p, batch_id, account_of(principal))
-        except BatchError as e:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
         return await progress(batch_id)
 
     # --- authorizations -----------------------------------------------------------------------------
@@ -387,10 +384,8 @@ def api_router(svc: Unbinding) -> APIRouter:
     async def manage(product_id: str, principal: Principal, change: AuthorizationChange) -> dict[str, Any]:
         """Append the record the change makes from the product's current state, as the caller."""
         by = {"actor": account_of(principal), "at": p.clock(), "platform_admin": principal.can(ADMIN)}
-        try:
+        with DOMAIN_ERRORS:
             record = await handlers.manage_authorization(p, product_id, lambda s: change.record(s, **by))
-        except authz.AuthorizationError as e:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
         return views.authorization_record(record)
 
     @router.get("/products/{product_id}/authorizations", dependencies=[Depends(security.require(READ))])
@@ -483,12 +478,10 @@ def api_router(svc: Unbinding) -> APIRouter:
         principal: CurrentPrincipal,
     ) -> dict[str, Any]:
         """Raise or lower one account's or product's daily limit, with the reason (kept in its history)."""
-        try:
+        with DOMAIN_ERRORS:
             o = await handlers.set_limit(
                 p, scope, subject, limit=body.limit, reason=body.reason, actor=account_of(principal)
             )
-        except QuotaError as e:
-            raise HTTPException(status.HTTP_409_CONFLICT, str(e)) from e
         return {
             "scope": o.scope.value,
             "subject": o.subject,
