@@ -178,6 +178,8 @@ async def system(
         "FLEET_TUYA_ACCESS_SECRET": names.secret,
         "FLEET_ZIPKIN_ENDPOINT": endpoint,
         "OTEL_BSP_SCHEDULE_DELAY": "200",  # export spans within a fraction of a second
+        # every action leaves its trace (the default samples a ratio of them)
+        "OTEL_TRACES_SAMPLER": "always_on",
     }
     started: dict[str, ServiceProcess] = {}
     urls: dict[str, str] = {}

@@ -63,3 +63,20 @@ def test_every_service_with_an_api_gets_its_own_stack_key(tmp_path: Path) -> Non
 
 def test_entries_are_hashable_values() -> None:
     assert len(set(SERVICES)) == len(SERVICES)
+
+
+def test_the_local_stack_samples_traces_unless_started_with_a_sampler(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER", raising=False)
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG", raising=False)
+    for entry in SERVICES:
+        env = LocalService(_config(tmp_path), entry).env()
+        assert (env["OTEL_TRACES_SAMPLER"], env["OTEL_TRACES_SAMPLER_ARG"]) == (
+            "parentbased_traceidratio",
+            "0.05",
+        )
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "always_on")  # `OTEL_TRACES_SAMPLER=always_on ./dev up`
+    env = LocalService(_config(tmp_path), service("status")).env()
+    assert env["OTEL_TRACES_SAMPLER"] == "always_on"
+    assert "OTEL_TRACES_SAMPLER_ARG" not in env

@@ -23,10 +23,11 @@ from fleet_pairing.settings import PairingSettings
 from fleet_shared.security.settings import SecuritySettings
 from fleet_shared.service.registry import SERVICES
 from fleet_shared.service.settings import ServiceSettings
+from fleet_shared.service.telemetry import TracingSettings, sampler_of
 from fleet_status.settings import StatusSettings
 from fleet_tuya_sim.settings import SimSettings
 from fleet_unbinding.settings import UnbindingSettings
-from tests.unit.ops.support import CHART, PRODUCTION_EXAMPLE, ROOT, RULES, Rendering, Tools, run
+from tests.unit.ops.support import CHART, PRODUCTION_EXAMPLE, ROOT, RULES, Rendering, Tools, render, run
 
 pytestmark = pytest.mark.unit
 
@@ -223,10 +224,34 @@ def test_every_configured_variable_is_a_setting_the_service_reads(
         if config is None:
             continue
         accepted = accepted_variables(settings) | READ_BY_CLI.get(component, set()) | READ_BY_LIBRARIES
+        accepted |= accepted_variables(TracingSettings)  # every service's `run_service` reads them
         if values()["services"][component].get("apiKeys", True):
             accepted |= accepted_variables(SecuritySettings)
         unknown = set(config["data"]) - accepted
         assert not unknown, f"{component} does not read {sorted(unknown)}"
+
+
+def test_every_service_samples_traces_by_default_and_always_on_is_one_value_away(
+    tools: Tools, renderings: dict[str, Rendering], tmp_path: Path
+) -> None:
+    configs = [
+        *renderings["defaults"].of_kind("ConfigMap").items(),
+        *renderings["all-services"].of_kind("ConfigMap").items(),
+    ]
+    assert len(configs) >= len(SETTINGS)
+    for component, config in configs:
+        data = config["data"]
+        sampler = (data["OTEL_TRACES_SAMPLER"], data["OTEL_TRACES_SAMPLER_ARG"])
+        assert sampler == ("parentbased_traceidratio", "0.05"), component
+        settings = TracingSettings.model_validate(
+            {"OTEL_TRACES_SAMPLER": sampler[0], "OTEL_TRACES_SAMPLER_ARG": sampler[1]}
+        )
+        described = sampler_of(settings, exporting=True).get_description()
+        assert described.startswith("ParentBased{root:TraceIdRatioBased{0.05}")
+    every = ["--set", "observability.tracesSampler=always_on", "--set", "observability.tracesSamplerArg="]
+    data = (render(tools, tmp_path / "always.yaml", *every).component("ConfigMap", "status") or {})["data"]
+    assert data["OTEL_TRACES_SAMPLER"] == "always_on"
+    assert "OTEL_TRACES_SAMPLER_ARG" not in data
 
 
 def test_production_oidc_settings_reach_the_api_services(renderings: dict[str, Rendering]) -> None:

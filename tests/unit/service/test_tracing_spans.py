@@ -18,7 +18,15 @@ from pymongo import monitoring
 from fleet_contracts import topics
 from fleet_shared.pulsar import InlineContext, PulsarBroker, PulsarMessage, TestPulsarBroker
 from fleet_shared.pulsar.opentelemetry import PulsarTelemetryMiddleware
-from fleet_shared.service.telemetry import TracingSettings, sampler_of, span_exporters, tracer_provider
+from fleet_shared.service.telemetry import (
+    DEFAULT_SAMPLER,
+    DEFAULT_SAMPLER_RATIO,
+    TracingSettings,
+    sampler_of,
+    sampling_env,
+    span_exporters,
+    tracer_provider,
+)
 from fleet_shared.tracing import BATCH_ID, DEVICE_ID, RELEASE_ID, CommandTracer, batch_span, tag_span
 from fleet_shared.tracing.attributes import key_attribute
 
@@ -279,7 +287,7 @@ def test_the_sampler_is_opentelemetrys_standard_variables_checked_at_start(
         TracingSettings()
 
 
-def test_unset_every_trace_is_recorded_when_exported_and_only_a_callers_sampled_one_when_not(
+def test_unset_a_ratio_of_new_traces_is_recorded_when_exported_and_only_a_callers_sampled_one_when_not(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     for variable in (
@@ -298,9 +306,40 @@ def test_unset_every_trace_is_recorded_when_exported_and_only_a_callers_sampled_
     )
 
     exporting = tracer_provider("svc", exporter=InMemorySpanExporter())
-    with exporting.get_tracer("t").start_as_current_span("root") as root:
-        assert root.is_recording()
+    assert exporting.sampler.get_description().startswith(
+        f"ParentBased{{root:TraceIdRatioBased{{{DEFAULT_SAMPLER_RATIO}}}"
+    )
+    tracer = exporting.get_tracer("t")
+    roots = []
+    for _ in range(2000):
+        with tracer.start_as_current_span("root") as root:
+            roots.append(root.is_recording())
+            assert root.get_span_context().is_valid  # ids for the logs and the next service either way
+            with tracer.start_as_current_span("child") as child:
+                assert child.is_recording() == root.is_recording()  # a hop follows its parent
+    assert 0.02 < sum(roots) / len(roots) < 0.1  # decided by trace id: ~5%
+    with tracer.start_as_current_span("work", context=caller) as work:
+        assert work.is_recording()  # a caller's sampled trace is always continued
+    unsampled_caller = trace.set_span_in_context(
+        trace.NonRecordingSpan(trace.SpanContext(0x1234, 0x5678, is_remote=True))
+    )
+    with tracer.start_as_current_span("work", context=unsampled_caller) as work:
+        assert not work.is_recording()  # ... and a caller's unsampled one never recorded
     exporting.shutdown()
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER_ARG", "0.5")  # the ratio alone
+    assert (
+        sampler_of(TracingSettings(), exporting=True)
+        .get_description()
+        .startswith("ParentBased{root:TraceIdRatioBased{0.5}")
+    )
+    monkeypatch.setenv("OTEL_TRACES_SAMPLER", "parentbased_traceidratio")  # named, no ratio: the SDK's 1.0
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER_ARG")
+    assert (
+        sampler_of(TracingSettings(), exporting=True)
+        .get_description()
+        .startswith("ParentBased{root:TraceIdRatioBased{1.0}")
+    )
+    monkeypatch.delenv("OTEL_TRACES_SAMPLER")
 
     unexported = tracer_provider("svc").get_tracer("t")
     with unexported.start_as_current_span("root") as root:
@@ -311,3 +350,16 @@ def test_unset_every_trace_is_recorded_when_exported_and_only_a_callers_sampled_
     with unexported.start_as_current_span("work", context=caller) as work:
         assert work.is_recording()  # the caller sampled this trace: its context goes on sampled
         assert work.get_span_context().trace_id == 0x1234
+
+
+def test_the_local_stack_spells_out_the_default_sampler_and_keeps_one_it_is_given() -> None:
+    assert sampling_env({}) == {
+        "OTEL_TRACES_SAMPLER": DEFAULT_SAMPLER,
+        "OTEL_TRACES_SAMPLER_ARG": str(DEFAULT_SAMPLER_RATIO),
+    }
+    assert sampling_env({"OTEL_TRACES_SAMPLER_ARG": "0.2"})["OTEL_TRACES_SAMPLER_ARG"] == "0.2"
+    assert sampling_env({"OTEL_TRACES_SAMPLER": "always_on"}) == {"OTEL_TRACES_SAMPLER": "always_on"}
+    given = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
+    assert sampling_env(given) == given
+    for env in ({}, given, {"OTEL_TRACES_SAMPLER": "always_on"}):
+        assert TracingSettings.model_validate(sampling_env(env))  # each a valid setting

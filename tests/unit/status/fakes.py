@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+from fleet_contracts import topics
 from fleet_shared.pulsar import DeviceSubscription, PulsarBroker
+from fleet_shared.pulsar.device_batches import DeviceEventBatches
+from fleet_shared.pulsar.testing import FakeMessage as FakePulsarMessage
+from fleet_shared.pulsar.testing import InMemoryConsumer
 from fleet_status.adapters.tuya import SchemaCache
 from fleet_status.domain.dp_schema import DpDefinition, DpSchema, DpType
 from fleet_status.domain.events import OutboxEntry
@@ -123,10 +128,50 @@ def make() -> tuple[PulsarBroker, ShadowWriter, FakeShadowStore, FakePublisher, 
         region="eu",
         max_delay_s=0,
     )
-    consumer.register(
+    _device_events[id(broker)] = consumer.register(
         broker, writer, DeviceSubscription("status", max_redeliveries=2, receiver_queue_size=10), tenant="t"
     )
     return broker, writer, store, publisher, history
+
+
+_device_events: dict[int, DeviceEventBatches] = {}
+
+
+class DeviceTopic:
+    """The device topic as status's subscription receives it, in memory: `publish` hands the message to
+    the subscription as a batch of one (as `TestPulsarBroker.publish` did), `consumer` records how each
+    ended (acked, nacked)."""
+
+    def __init__(self, batches: DeviceEventBatches, consumer: InMemoryConsumer) -> None:
+        self.batches = batches
+        self.consumer = consumer
+
+    async def publish(
+        self,
+        body: bytes,
+        topic: str = topics.DEVICE_EVENTS.name,
+        *,
+        key: str = "",
+        headers: dict[str, str] | None = None,
+        redeliveries: int = 0,
+    ) -> FakePulsarMessage:
+        raw = FakePulsarMessage(
+            body, topic=topic, properties=headers or {}, partition_key=key, redelivery_count=redeliveries
+        )
+        await self.batches.process([raw])
+        return raw
+
+
+@contextlib.asynccontextmanager
+async def device_topic(broker: PulsarBroker) -> AsyncIterator[DeviceTopic]:
+    """status's device subscription (made by `make`) receiving from an in-memory consumer."""
+    batches = _device_events[id(broker)]
+    in_memory = InMemoryConsumer()
+    await batches.start(in_memory)
+    try:
+        yield DeviceTopic(batches, in_memory)
+    finally:
+        await batches.close()
 
 
 class FakeMessage:

@@ -1,4 +1,5 @@
-"""The status subscriber and shadow writer through TestPulsarBroker, with in-memory stores at the seam."""
+"""The status subscription and shadow writer, the device topic and the stores in memory at the seam (the
+dead-letter topic through TestPulsarBroker)."""
 
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ from fleet_contracts.device import (
     TuyaOrigin,
 )
 from fleet_contracts.status import PresenceChangedEvent, ShadowChangedEvent
-from fleet_shared.pulsar import PulsarBroker, PulsarMessage, TestPulsarBroker
+from fleet_shared.pulsar import PulsarMessage, SendFailedError, TestPulsarBroker
 from fleet_status.domain.events import OutboxEntry
 from fleet_status.ports import ShadowWrite, StoredShadow
-from tests.unit.status.fakes import FakeShadowStore, history_rows, make
+from tests.unit.status.fakes import FakePublisher, FakeShadowStore, device_topic, history_rows, make
 
 pytestmark = pytest.mark.unit
 
@@ -51,19 +52,14 @@ async def send(br: Any, event: Any) -> None:
     await br.publish(topics.DEVICE_EVENTS.encode(event), topics.DEVICE_EVENTS.name, key=event.data.device_id)
 
 
-def subscriber_consumer(broker: PulsarBroker) -> Any:
-    [sub] = [s for s in broker.subscribers if getattr(s, "subscription", None) == "status"]
-    return sub._consumer  # type: ignore[attr-defined]
-
-
 async def test_reports_are_typed_written_once_per_batch_and_acked_after_the_write() -> None:
     broker, writer, store, publisher, history = make()
-    async with TestPulsarBroker(broker) as br:
+    async with device_topic(broker) as br:
         await send(br, status("d1", ("temp", 215, 10)))
         await send(br, status("d1", ("mode", "b", 11)))
-        assert subscriber_consumer(broker).acked == []  # nothing acked before it is durable
+        assert br.consumer.acked == []  # nothing acked before it is durable
         await writer.flush_once()
-        assert len(subscriber_consumer(broker).acked) == 2
+        assert len(br.consumer.acked) == 2
 
     shadow = store.docs["d1"].shadow
     assert shadow.dps["temp"].value == 21.5
@@ -80,13 +76,13 @@ async def test_reports_are_typed_written_once_per_batch_and_acked_after_the_writ
 
 async def test_late_and_duplicate_reports_change_nothing_and_emit_nothing() -> None:
     broker, writer, store, publisher, _ = make()
-    async with TestPulsarBroker(broker) as br:
+    async with device_topic(broker) as br:
         await send(br, status("d1", ("temp", 300, 20)))
         await writer.flush_once()
         await send(br, status("d1", ("temp", 100, 10)))  # late
         await send(br, status("d1", ("temp", 300, 20)))  # duplicate
         await writer.flush_once()
-        assert len(subscriber_consumer(broker).acked) == 3
+        assert len(br.consumer.acked) == 3
 
     assert store.docs["d1"].shadow.dps["temp"].value == 30.0
     # the late report's history is kept (its journal is written, the shadow unchanged); a duplicate adds none
@@ -100,7 +96,7 @@ async def test_late_and_duplicate_reports_change_nothing_and_emit_nothing() -> N
 
 async def test_presence_events_follow_device_time() -> None:
     broker, writer, _store, publisher, _ = make()
-    async with TestPulsarBroker(broker) as br:
+    async with device_topic(broker) as br:
         off = DeviceOfflineEvent.build(
             DeviceOffline(device_id="d1", origin=ORIGIN, device_time_ms=50),
             source="/x",
@@ -127,11 +123,11 @@ async def test_presence_events_follow_device_time() -> None:
 async def test_a_failed_relay_nacks_and_the_outbox_is_relayed_on_the_retry_without_duplicate_ids() -> None:
     broker, writer, store, publisher, _ = make()
     publisher.fail_next = 1
-    async with TestPulsarBroker(broker, redelivery_limit=0) as br:
+    async with device_topic(broker) as br:
         await send(br, status("d1", ("temp", 215, 10)))
         await writer.flush_once()  # written, relay fails: nacked, the event stays in the outbox
         assert store.docs["d1"].outbox
-        assert subscriber_consumer(broker).nacked
+        assert br.consumer.nacked
         # the redelivery (simulated: the same event again) merges to no change; the leftover is relayed
         await send(br, status("d1", ("temp", 215, 10)))
         await writer.flush_once()
@@ -149,9 +145,13 @@ async def test_undecodable_events_are_dead_lettered() -> None:
     async def on_dead(message: Annotated[PulsarMessage, Context("message")]) -> None:
         dead.append(message.body)
 
-    async with TestPulsarBroker(broker) as br:
-        await br.publish(b'{"type": "device.status.reported.v1"}', topics.DEVICE_EVENTS.name, key="d1")
-    assert len(dead) == 1
+    async with TestPulsarBroker(broker), device_topic(broker) as topic:
+        sent = [
+            await topic.publish(b'{"type": "device.status.reported.v1"}', key="d1"),
+            await topic.publish(b"not json", key="d2"),
+        ]
+        assert topic.consumer.acked == sent  # each acked once dead-lettered
+    assert len(dead) == 2
 
 
 async def test_recover_relays_what_a_crashed_process_left_in_outboxes() -> None:
@@ -184,10 +184,10 @@ async def test_a_database_outage_keeps_the_batch_and_retries_it_without_nacking(
     broker, writer, _, publisher, _ = make()
     store = OutageOnce()
     writer.shadows = store
-    async with TestPulsarBroker(broker, redelivery_limit=0) as br:
+    async with device_topic(broker) as br:
         await send(br, status("d1", ("temp", 215, 10)))
         await writer.flush_once()  # the outage: nothing acked, nothing nacked, still pending
-        consumer_ = subscriber_consumer(broker)
+        consumer_ = br.consumer
         assert (consumer_.acked, consumer_.nacked) == ([], [])
         assert writer.pending_messages == 1
         assert not writer.healthy
@@ -197,4 +197,35 @@ async def test_a_database_outage_keeps_the_batch_and_retries_it_without_nacking(
 
     assert writer.healthy
     assert store.docs["d1"].shadow.dps["temp"].value == 21.5
+    assert [e.id for e in publisher.published] == ["status:d1:shadow:1"]
+
+
+class BusOutageOnce(FakePublisher):
+    """A publisher whose next relay the broker does not persist (a send failed: a timeout, a restart)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.outages = 1
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        if self.outages and entries:
+            self.outages -= 1
+            raise SendFailedError("Timeout (injected)")
+        await super().publish(entries)
+
+
+async def test_a_send_the_bus_did_not_persist_is_an_outage_the_batch_is_kept_not_nacked() -> None:
+    broker, writer, store, _, _ = make()
+    publisher = writer.publisher = BusOutageOnce()
+    async with device_topic(broker) as br:
+        await send(br, status("d1", ("temp", 215, 10)))
+        await writer.flush_once()  # written, its event not relayed: kept in the outbox, message held
+        consumer_ = br.consumer
+        assert (consumer_.acked, consumer_.nacked) == ([], [])
+        assert writer.pending_messages == 1
+        assert store.docs["d1"].outbox
+        await writer.flush_once()  # the bus is back: the leftover is relayed, the message acked
+        assert len(consumer_.acked) == 1
+        assert consumer_.nacked == []
+
     assert [e.id for e in publisher.published] == ["status:d1:shadow:1"]

@@ -9,8 +9,7 @@ import pytest
 
 from fleet_contracts import topics
 from fleet_contracts.device import DeviceStatusReported, DeviceStatusReportedEvent, DpReport, TuyaOrigin
-from fleet_shared.pulsar import PulsarBroker, TestPulsarBroker
-from tests.unit.status.fakes import history_rows, make
+from tests.unit.status.fakes import device_topic, history_rows, make
 
 pytestmark = pytest.mark.unit
 
@@ -29,22 +28,17 @@ def report(device: str, tenant: str, product_id: str = "p1", at: int = 10) -> De
     )
 
 
-def consumer_of(broker: PulsarBroker) -> Any:
-    [sub] = [s for s in broker.subscribers if getattr(s, "subscription", None) == "status"]
-    return sub._consumer  # type: ignore[attr-defined]
-
-
 async def send(br: Any, event: DeviceStatusReportedEvent) -> None:
     await br.publish(topics.DEVICE_EVENTS.encode(event), topics.DEVICE_EVENTS.name, key=event.data.device_id)
 
 
 async def test_another_projects_events_are_acked_unread_and_change_nothing() -> None:
     broker, writer, store, publisher, history = make()  # the writer serves tenant "t"
-    async with TestPulsarBroker(broker) as br:
+    async with device_topic(broker) as br:
         # a product the schema source does not know: looking it up would fail the test (FakeSchemaApi)
         await send(br, report("theirs", "other-project", product_id="unknown-product"))
         await send(br, report("d1", "other-project"))
-        consumer = consumer_of(broker)
+        consumer = br.consumer
         assert len(consumer.acked) == 2  # at once: nothing waits for a write that will never come
         assert writer.pending_messages == 0
 
@@ -61,7 +55,7 @@ async def test_another_projects_events_are_acked_unread_and_change_nothing() -> 
 
 async def test_an_event_without_a_tenant_match_is_not_merged_even_for_a_known_device() -> None:
     broker, writer, store, _publisher, _ = make()
-    async with TestPulsarBroker(broker) as br:
+    async with device_topic(broker) as br:
         await send(br, report("d1", "t"))
         await writer.flush_once()
         before = store.docs["d1"].shadow.version

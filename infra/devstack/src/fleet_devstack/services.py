@@ -10,6 +10,7 @@ gets an API key made per stack and kept the same way (`<service>-api-key`, seede
 
 from __future__ import annotations
 
+import os
 import secrets
 import shutil
 import sys
@@ -19,6 +20,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fleet_shared.service.registry import SERVICES, STACK_API_KEY_NAME, ServiceEntry, service
+from fleet_shared.service.telemetry import sampling_env
 
 from .config import StackConfig
 from .process import ManagedProcess, StackError, port_in_use, wait_until
@@ -96,6 +98,8 @@ class LocalService:
             "FLEET_LOG_FORMAT": "json",
             "FLEET_TUYA_ACCESS_SECRET": tuya_secret(self.config),
             "FLEET_TUYA_OPENAPI_URL": service("tuya-sim").dev_url,
+            # sampled traces (a ratio decided where a trace starts) unless `./dev up` is given a sampler
+            **sampling_env(os.environ),
             # the marker by which `down` recognises this process (its argv carries no stack path)
             "FLEET_SERVICE_HOME": str(self.home),
             **own,

@@ -12,13 +12,14 @@ from datetime import UTC, datetime, timedelta
 
 from prometheus_client import REGISTRY, CollectorRegistry
 
-from fleet_shared.pulsar import OutboxPublisher
+from fleet_shared.pulsar.device_batches import DeviceEventBatches
 from fleet_shared.service import ReadinessCheck
 from fleet_shared.service.domain import DomainClients, domain_clients
 from fleet_shared.service.loops import cancel_all, every
 from fleet_shared.tuya.factory import openapi_client
 from fleet_shared.tuya.openapi import TuyaOpenApiClient
 from fleet_status.adapters.history import HistoryStore
+from fleet_status.adapters.publisher import FlushPublisher
 from fleet_status.adapters.schemas import SchemaStore
 from fleet_status.adapters.shadows import ShadowStore
 from fleet_status.adapters.tuya import CloudDeviceSource, SchemaCache
@@ -43,6 +44,7 @@ class Status:
     history: HistoryStore
     views: StatusViews
     writer: ShadowWriter
+    device_events: DeviceEventBatches
     cloud: CloudDeviceSource | None
     _reconciler: asyncio.Task[None] | None = field(default=None, init=False)
     _sweeper: asyncio.Task[None] | None = field(default=None, init=False)
@@ -62,6 +64,7 @@ class Status:
             log.info("relayed %d events a previous process left in outboxes", relayed)
         self.writer.start()
         await self.clients.broker.start()
+        await self.device_events.start()
         s = self.settings
         if self.cloud is not None and s.status_reconcile_interval_s > 0:
             self._reconciler = every("status-reconciler", s.status_reconcile_interval_s, self.reconcile_round)
@@ -76,6 +79,8 @@ class Status:
         """No new device events, no new reconciliation, retention or inactivity rounds."""
         await cancel_all((self._reconciler, self._sweeper, self._inactivity))
         self._reconciler = self._sweeper = self._inactivity = None
+        # (the consumer stays open until `stop`: the drain acks what the writer holds through it)
+        await self.device_events.stop_receiving()
         await self.clients.stop_consuming()
 
     async def drain(self) -> None:
@@ -89,7 +94,7 @@ class Status:
             await self.stop_consuming()
             await self.writer.stop(0)
         finally:
-            await self.clients.close()
+            await self.clients.close(self.device_events.close)
 
     async def reconcile_round(self) -> None:
         assert self.cloud is not None
@@ -151,7 +156,7 @@ def bootstrap(
         shadows,
         history,
         schemas,
-        publisher or OutboxPublisher(broker),
+        publisher or FlushPublisher(broker),
         tenant=settings.tuya_access_id,
         region=settings.region.lower(),
         max_devices=settings.status_batch_max_devices,
@@ -165,7 +170,9 @@ def bootstrap(
         journal_max_age_s=settings.status_journal_max_age_s,
         metrics=WriterMetrics(registry),
     )
-    consumer.register(broker, writer, settings.device_subscription, tenant=settings.tuya_access_id)
+    device_events = consumer.register(
+        broker, writer, settings.device_subscription, tenant=settings.tuya_access_id
+    )
     cloud = CloudDeviceSource(openapi, rate_per_s=settings.status_reconcile_rate_per_s) if openapi else None
     return Status(
         settings=settings,
@@ -174,5 +181,6 @@ def bootstrap(
         history=history,
         views=StatusViews(shadows, history),
         writer=writer,
+        device_events=device_events,
         cloud=cloud,
     )

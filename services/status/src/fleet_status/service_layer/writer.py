@@ -53,6 +53,7 @@ from pulsar.asyncio import PulsarException
 
 from fleet_contracts.outbox import OutboxEntry
 from fleet_shared import mongo
+from fleet_shared.pulsar.confirmed import SendFailedError
 from fleet_shared.tracing import DEVICE_ID, batch_span
 from fleet_shared.tracing.batch import MAX_LINKS
 from fleet_status.domain.dp_schema import DpSchema
@@ -137,8 +138,9 @@ class WriterMetrics:
 
 
 def is_outage(error: BaseException) -> bool:
-    """The database or the bus is unreachable for now (restart, failover, timeout): retry, don't reject."""
-    return mongo.is_transient(error) or isinstance(error, PulsarException)
+    """The database or the bus is unreachable for now (restart, failover, timeout, a send the broker did not
+    persist): retry, don't reject."""
+    return mongo.is_transient(error) or isinstance(error, PulsarException | SendFailedError)
 
 
 class ShadowWriter:
