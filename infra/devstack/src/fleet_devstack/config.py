@@ -20,7 +20,7 @@ _DEFAULT_PORTS = {
 # The Zipkin server (trace viewer: web UI and API, spans in over HTTP) per stack name.
 _ZIPKIN_PORTS = {"dev": 9411, "test": 19411}
 # Spans the viewer keeps, and its heap: ~2.6 KB of heap per stored span (measured with bench/zipkin_heap.py,
-# the services' spans), so 300k spans take ~780 MiB live, 65% of 1200 MiB (room for queries and collection).
+# the services' spans), so 300k spans take ~745 MiB live, 62% of 1200 MiB (room for queries and collection).
 # 300k holds several parallel e2e runs (README, "Observe"); the JVM exits if the spans outgrow the heap.
 ZIPKIN_MAX_SPANS = 300_000
 ZIPKIN_HEAP = "1200m"
