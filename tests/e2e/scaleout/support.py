@@ -546,8 +546,14 @@ def ota_problems(
     problems: list[str] = []
     upgrades = {d["device_id"]: d for d in docs["upgrades"] if d["release_id"] == RELEASE}
     if set(upgrades) != set(plugs):
-        missing = sorted(set(plugs) - set(upgrades))
-        problems.append(f"upgrades for {len(upgrades)} of {len(plugs)} plugs; missing {missing[:3]}")
+        missing, extra = sorted(set(plugs) - set(upgrades)), sorted(set(upgrades) - set(plugs))
+        planned = {i for chunk in docs["plans"] for i in chunk["devices"]}
+        claimed = {i for walk in docs["sweeps"] for claim in walk["claims"] for i in claim["devices"]}
+        seen = [(i in planned, i in claimed, firmware.get(i)) for i in missing[:3]]
+        problems.append(
+            f"upgrades for {len(upgrades)} of {len(plugs)} plugs; missing {missing[:3]} (in a plan chunk, in "
+            f"a walk's claim, its firmware: {seen}); not plugs of the rollout {extra[:3]}"
+        )
     for device, doc in upgrades.items():
         tally = commands.get(device, {"accepted": 0, "refused": {}})
         want = "failed" if device in failing or "2001" in tally["refused"] else "succeeded"
