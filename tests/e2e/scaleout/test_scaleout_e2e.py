@@ -13,9 +13,11 @@ simulator's ground truth:
   presence events, repeats dropped, come per device in version order and chain without a gap to the shadow;
 - pairing: every session's device is Tuya's result for its token and the session succeeded (its poll of
   Tuya is slowed to 5 minutes, so the device topic is the only way in), one event id per fact;
-- ota: every plug of the rollout ends succeeded on the new firmware (the simulator's device), or failed where
-  the simulator was told to fail it; Tuya received exactly one command per recorded attempt (none twice for
-  one attempt, across the kill); the release's counters equal a recount of ota's documents;
+- ota: every plug of the rollout (those bound by the pairing sessions join it) ends succeeded on the new
+  firmware (the simulator's device), or failed where the simulator was told to fail it or Tuya refused its
+  command as offline (2001: the presence churn; one attempt per device); at least half succeed; Tuya received
+  exactly one command per recorded attempt (none twice for one attempt, across the kill); the release's
+  counters equal a recount of ota's documents; the kill came while plugs were still pending;
 - both replicas of each service consumed before the kill (their /metrics and the broker's consumer stats),
   ingest's partitions were split between them, and the killed ones held unacknowledged messages.
 
