@@ -177,7 +177,7 @@ class Rig:
                 "POST", f"/v1/products/{product}/authorizations/register", {"owner": "brand"}, admin=True
             )
 
-    async def _ready(self, port: int, within: float = 90) -> None:
+    async def _ready(self, port: int, within: float = 300) -> None:  # a process starts slowly at load 20+
         deadline = time.monotonic() + within
         async with httpx.AsyncClient() as c:
             while time.monotonic() < deadline:

@@ -1,5 +1,5 @@
 """The scale-out rig and its checks: tuya-sim (Tuya's cloud: its topic has Tuya's 11 partitions) and TWO
-replicas each of ingest (one Failover subscription over the partitions), status and pairing (KeyShared
+replicas each of ingest (one Failover subscription over the partitions), status, pairing and ota (KeyShared
 subscriptions on the device topic), as processes on the real Pulsar and MongoDB-wire server, and readers of
 the topics they publish. The checks compare what the replicas made with the simulator's ground truth."""
 
@@ -10,18 +10,22 @@ import contextlib
 import itertools
 import os
 import secrets
-from collections import defaultdict
+import time
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import orjson
+from motor.motor_asyncio import AsyncIOMotorClient
 
 from fleet_contracts import topics
 from tests.e2e.ingest.sim_support import Expectation, SimProcess
 from tests.e2e.ingest.support import IngestProcess, TopicReader
+from tests.e2e.ota.test_ota_e2e import counters, firmware_body, ota_process, recount
 from tests.e2e.pairing.support import Pairing, each
 from tests.support import (
     ServiceProcess,
@@ -139,6 +143,17 @@ def pairing_replicas(
     a = Pairing(stack, sim, access_id, secret, unique, logs / "pairing-a.log", slow_poll)
     b = Pairing(stack, sim, access_id, secret, unique, logs / "pairing-b.log", slow_poll)
     return Replicas("pairing", (a, b), topics.DEVICE_EVENTS.name, f"pairing-e2e-{unique}", a.database)
+
+
+def ota_replicas(
+    stack: Stack, access_id: str, secret: str, sim: SimProcess, unique: str, logs: Path
+) -> Replicas:
+    """ota as the ota e2e runs it (one attempt per device, Tuya's upgrade API paced), twice on one
+    database."""
+    database = f"ota_so_{unique}"
+    a = ota_process(stack, access_id, secret, sim, database, logs / "ota-a.log")
+    b = ota_process(stack, access_id, secret, sim, database, logs / "ota-b.log")
+    return Replicas("ota", (a, b), topics.DEVICE_EVENTS.name, f"ota-{database}", database)
 
 
 # --- who published what ------------------------------------------------------------------------------------
@@ -427,6 +442,134 @@ def pairing_problems(
     for p in planned:
         if ("pairing.device.paired.v1", p["token"], p["device_id"]) not in ids:
             problems.append(f"{p['session_id']}: no paired event")
+    return problems
+
+
+# --- ota: a firmware rollout to the fleet's plugs -----------------------------------------------------------
+
+PLUG = "sim0plug0cz00001"
+PLUG_FIRMWARE = "1.3.0"
+RELEASE = "plug-scaleout"
+
+
+async def open_rollout(
+    ctl: httpx.AsyncClient, ota: ServiceProcess, plugs: list[str], failing: list[str], per_minute: float
+) -> None:
+    """ota's inventory of the plugs, the new firmware at Tuya and at ota, `failing` planned to fail at Tuya,
+    and a release to every region the plugs are in (no canary, no automatic halt: every plug is commanded)."""
+    inventory = [d for d in await call(ctl, "GET", "/sim/ota/devices") if d["device_id"] in set(plugs)]
+    devices = [
+        {
+            "device_id": d["device_id"],
+            "product_id": d["product_id"],
+            "region": d["region"],
+            "activated_at": datetime.fromtimestamp(d["active_time"] or time.time(), UTC).isoformat(),
+            "versions": d["firmware"],
+        }
+        for d in inventory
+    ]
+    status, body = await asyncio.to_thread(ota.post, "/v1/devices", {"devices": devices})
+    assert status == 200, body
+    await call(
+        ctl, "POST", "/sim/firmware", json={"product_id": PLUG, "version": PLUG_FIRMWARE, "timeout_s": 60}
+    )
+    status, body = await asyncio.to_thread(ota.post, "/v1/firmware", firmware_body(PLUG, PLUG_FIRMWARE))
+    assert status == 201, body
+    for device in failing:
+        await call(ctl, "POST", "/sim/ota/plan", json={"device_id": device, "outcome": "failure"})
+    regions = sorted({d["region"] for d in inventory})
+    release = {
+        "release_id": RELEASE,
+        "firmware_id": f"{PLUG}:0:{PLUG_FIRMWARE.rsplit('.', 1)[0]}",
+        "regions": [{"region": r, "per_minute": per_minute, "jitter": 0.2} for r in regions],
+    }
+    status, body = await asyncio.to_thread(ota.post, "/v1/releases", release)
+    assert status == 201, body
+
+
+def rollout_state(ota: ServiceProcess) -> dict[str, Any] | None:
+    """The release as ota reports it (None while the process does not answer)."""
+    status, body = ota.get(f"/v1/releases/{RELEASE}")
+    return dict(body) if status == 200 else None
+
+
+def rollout_totals(release: dict[str, Any] | None) -> Counter[str]:
+    """The release's counters summed over its regions and stages."""
+    out: Counter[str] = Counter()
+    for region in (release or {}).get("regions", []):
+        for stage in region["stages"]:
+            for key in ("targeted", "pending", "upgrading", "waiting", "succeeded", "failed", "cancelled"):
+                out[key] += stage[key]
+    return out
+
+
+def commanded(totals: Counter[str]) -> int:
+    """Plugs commanded so far (upgrading or settled)."""
+    return totals["upgrading"] + totals["succeeded"] + totals["failed"]
+
+
+def rollout_completed(ota: ServiceProcess) -> bool:
+    release = rollout_state(ota)
+    return release is not None and all(r["status"] == "completed" for r in release["regions"])
+
+
+async def ota_documents(mongodb_uri: str, database: str) -> dict[str, list[dict[str, Any]]]:
+    """ota's upgrade documents, plan chunks and walks, once no outbox is left to relay (the relay applies the
+    counters)."""
+    client: AsyncIOMotorClient[Any] = AsyncIOMotorClient(mongodb_uri)
+    try:
+        db = client[database]
+        deadline = time.monotonic() + 30
+        while True:
+            found = {name: [d async for d in db[name].find({})] for name in ("upgrades", "plans", "sweeps")}
+            pending = any(d.get("relay") for docs in found.values() for d in docs)
+            if not pending or time.monotonic() > deadline:
+                return found
+            await asyncio.sleep(0.3)
+    finally:
+        client.close()
+
+
+def ota_problems(
+    release: dict[str, Any],
+    docs: dict[str, list[dict[str, Any]]],
+    plugs: list[str],
+    failing: list[str],
+    commands: dict[str, dict[str, Any]],
+    firmware: dict[str, str],
+) -> list[str]:
+    """Every plug has one upgrade: failed if it was planned to fail, else succeeded on the new firmware (the
+    simulator's device) or failed because Tuya refused its command as offline (2001: the scenario's presence
+    churn took it offline just then; with one attempt per device that fails it); Tuya received exactly one
+    command per recorded attempt (never twice for one); the release's counters equal a recount of ota's
+    documents."""
+    problems: list[str] = []
+    upgrades = {d["device_id"]: d for d in docs["upgrades"] if d["release_id"] == RELEASE}
+    if set(upgrades) != set(plugs):
+        missing, extra = sorted(set(plugs) - set(upgrades)), sorted(set(upgrades) - set(plugs))
+        planned = {i for chunk in docs["plans"] for i in chunk["devices"]}
+        claimed = {i for walk in docs["sweeps"] for claim in walk["claims"] for i in claim["devices"]}
+        seen = [(i in planned, i in claimed, firmware.get(i)) for i in missing[:3]]
+        problems.append(
+            f"upgrades for {len(upgrades)} of {len(plugs)} plugs; missing {missing[:3]} (in a plan chunk, in "
+            f"a walk's claim, its firmware: {seen}); not plugs of the rollout {extra[:3]}"
+        )
+    for device, doc in upgrades.items():
+        tally = commands.get(device, {"accepted": 0, "refused": {}})
+        want = "failed" if device in failing or "2001" in tally["refused"] else "succeeded"
+        if doc["state"] != want:
+            problems.append(f"{device}: {doc['state']} ({doc.get('reason')}), not {want}")
+        if want == "succeeded" and firmware.get(device) != PLUG_FIRMWARE:
+            problems.append(f"{device}: succeeded, the simulator's device runs {firmware.get(device)}")
+        sent = tally["accepted"] + sum(n for code, n in tally["refused"].items() if code != "1199")
+        if sent != doc["attempt"]:
+            problems.append(f"{device}: Tuya received {sent} commands for {doc['attempt']} attempts")
+    succeeded = sum(d["state"] == "succeeded" for d in upgrades.values())
+    if succeeded < len(plugs) // 2:
+        problems.append(f"only {succeeded} of {len(plugs)} plugs succeeded")
+    recounted = recount(docs["upgrades"], docs["plans"], docs["sweeps"], RELEASE)
+    if counters(release) != recounted:
+        problems.append(f"counters {counters(release)} != recount {recounted}")
     return problems
 
 

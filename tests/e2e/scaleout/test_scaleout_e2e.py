@@ -1,16 +1,23 @@
 """Scale-out on one machine (issue 14): TWO replicas of every consumer service on the real stack under load,
 one of each SIGKILLed mid-stream, then restarted.
 
-tuya-sim publishes a fleet's status reports, presence churn and pairing activations on Tuya's topic layout (11
-partitions, chaos duplicates on); ingest x2 split the partitions (one Failover subscription), status x2 and
-pairing x2 share KeyShared subscriptions on the device topic. Mid-stream one replica of each is SIGKILLed (no
-drain): the survivor takes over its partitions / key ranges and gets its unacknowledged messages again; then
-the killed one is restarted and takes a share back. Checked against the simulator's ground truth:
+tuya-sim publishes a fleet's status reports, presence churn, pairing activations and firmware upgrade progress
+on Tuya's topic layout (11 partitions, chaos duplicates on); ingest x2 split the partitions (one Failover
+subscription), status x2, pairing x2 and ota x2 share KeyShared subscriptions on the device topic (ota's two
+also dispatch the rollout from one database). Mid-stream, mid-wave of a firmware rollout to the fleet's plugs,
+one replica of each is SIGKILLed (no drain): the survivor takes over its partitions / key ranges and gets its
+unacknowledged messages again; then the killed one is restarted and takes a share back. Checked against the
+simulator's ground truth:
 - ingest: one event per fact, none lost, each device's events in publication order (repeats dropped);
 - status: every shadow's DPs (device time and raw value) and presence equal the simulator's; its shadow and
   presence events, repeats dropped, come per device in version order and chain without a gap to the shadow;
 - pairing: every session's device is Tuya's result for its token and the session succeeded (its poll of
   Tuya is slowed to 5 minutes, so the device topic is the only way in), one event id per fact;
+- ota: every plug of the rollout (those bound by the pairing sessions join it) ends succeeded on the new
+  firmware (the simulator's device), or failed where the simulator was told to fail it or Tuya refused its
+  command as offline (2001: the presence churn; one attempt per device); at least half succeed; Tuya received
+  exactly one command per recorded attempt (none twice for one attempt, across the kill); the release's
+  counters equal a recount of ota's documents; the kill came while plugs were still pending;
 - both replicas of each service consumed before the kill (their /metrics and the broker's consumer stats),
   ingest's partitions were split between them, and the killed ones held unacknowledged messages.
 
@@ -19,7 +26,8 @@ events about this test's devices under its tenant: status's events are taken fro
 
 Size: FLEET_E2E_SCALEOUT_DEVICES (default 300), FLEET_E2E_SCALEOUT_RATE (status reports/s, 100),
 FLEET_E2E_SCALEOUT_SECONDS (20), FLEET_E2E_SCALEOUT_SESSIONS (20); e.g. 3000 / 800 / 60 / 100 for a larger
-run.
+run. The rollout's dispatch rate, FLEET_E2E_SCALEOUT_OTA_PER_MINUTE (90 per region: at the default size
+about 75 plugs over two regions, a wave of ~25 s that the kill falls into).
 `-s` prints what happened.
 """
 
@@ -32,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pulsar
@@ -44,6 +52,7 @@ from fleet_contracts import topics
 from tests.e2e.ingest.sim_support import SimProcess, expectation, published_messages
 from tests.e2e.ingest.support import TopicReader
 from tests.e2e.scaleout.support import (
+    PLUG,
     STATUS_API_KEY,
     ProducerReader,
     Replicas,
@@ -51,17 +60,25 @@ from tests.e2e.scaleout.support import (
     all_shadows,
     api_client,
     call,
+    commanded,
     each,
     expected_shadows,
     handled,
     ingest_problems,
     ingest_replicas,
     last_reports,
+    open_rollout,
     open_sessions,
+    ota_documents,
+    ota_problems,
+    ota_replicas,
     pairing_problems,
     pairing_replicas,
     producers_of,
     published_by,
+    rollout_completed,
+    rollout_state,
+    rollout_totals,
     session_views,
     shadow_problems,
     status_event_problems,
@@ -71,14 +88,20 @@ from tests.support import Stack, drop_subscription
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
+T = TypeVar("T")
+UNTRACED = ("FLEET_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_ZIPKIN_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
+
 DEVICES = int(os.environ.get("FLEET_E2E_SCALEOUT_DEVICES", "300"))
 RATE = float(os.environ.get("FLEET_E2E_SCALEOUT_RATE", "100"))
 SCENARIO_S = float(os.environ.get("FLEET_E2E_SCALEOUT_SECONDS", "20"))
 SESSIONS = int(os.environ.get("FLEET_E2E_SCALEOUT_SESSIONS", "20"))
+OTA_PER_MINUTE = float(os.environ.get("FLEET_E2E_SCALEOUT_OTA_PER_MINUTE", "90"))
 SIM_SETTINGS: dict[str, str | int | float] = {
     "chaos_duplicate_ratio": 0.05,  # Tuya delivers at least once: copies ingest must drop
     "rate_limit_rps": 0,
     "devices": 1,  # the startup fleet; the test creates its own
+    "ota_step_ms": 200,  # an upgrade: five progress pushes ~200 ms apart
+    "ota_step_pct": 25,
 }
 
 
@@ -90,6 +113,7 @@ class Rig:
     ingest: Replicas
     status: Replicas
     pairing: Replicas
+    ota: Replicas
     device_events: TopicReader
     shadow_events: TopicReader
     presence_events: TopicReader
@@ -97,8 +121,12 @@ class Rig:
     logs: Path
 
     @property
-    def services(self) -> tuple[Replicas, Replicas, Replicas]:
-        return (self.ingest, self.status, self.pairing)
+    def services(self) -> tuple[Replicas, Replicas, Replicas, Replicas]:
+        return (self.ingest, self.status, self.pairing, self.ota)
+
+    @property
+    def key_shared(self) -> tuple[Replicas, Replicas, Replicas]:
+        return (self.status, self.pairing, self.ota)
 
 
 @pytest.fixture
@@ -110,7 +138,13 @@ async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
         ingest_replicas(stack, access_id, secret, unique, tmp_path),
         status_replicas(stack, access_id, secret, sim, unique, tmp_path),
         pairing_replicas(stack, access_id, secret, sim, unique, tmp_path),
+        ota_replicas(stack, access_id, secret, sim, unique, tmp_path),
     )
+    # No span exporter: this test checks no traces (tests/e2e/traces does), exporting every span costs 2-3x
+    # the CPU per message (README, "Traces") on a shared two-core machine, and would fill the shared viewer.
+    for env in (sim.env, *(p.env for replicas in services for p in replicas.processes)):
+        for variable in UNTRACED:
+            env.pop(variable, None)
     client = pa.Client(stack.pulsar_url, logger=pulsar.ConsoleLogger(pulsar.LoggerLevel.Warn))
     readers = [
         await reader.open(client, topic.name, f"e2e-so-{unique}", access_id)
@@ -148,24 +182,42 @@ async def rig(stack: Stack, unique: str, tmp_path: Path) -> AsyncIterator[Rig]:
 
 
 async def within(seconds: float, what: str, probe: Callable[[], Any]) -> Any:
-    """Polls the blocking `probe` (in a thread) until it returns something truthy; fails with `what`."""
+    """Polls the blocking `probe` (in a thread) until it returns something truthy; fails with `what`. A probe
+    whose request times out (a process or the broker's admin API slow on a loaded machine) is asked again."""
     deadline = time.monotonic() + seconds
+    error: Exception | None = None
     while True:
-        result = await asyncio.to_thread(probe)
+        try:
+            result = await asyncio.to_thread(probe)
+        except (TimeoutError, OSError) as e:
+            result, error = None, e
         if result:
             return result
-        assert time.monotonic() < deadline, f"timed out waiting: {what}"
+        assert time.monotonic() < deadline, f"timed out waiting: {what} (last error: {error!r})"
         await asyncio.sleep(0.5)
+
+
+def asking(what: str, ask: Callable[[], T]) -> T:
+    """`ask()`, its timeout naming what did not answer (a failed wait then says which process or API)."""
+    try:
+        return ask()
+    except TimeoutError as e:
+        raise TimeoutError(f"{what} did not answer in time") from e
 
 
 def both_at_work(rig: Rig) -> dict[str, Any] | None:
     """Each replica of each service has handled messages (its own metrics, the broker's stats), and ingest's
     partitions are split between its two replicas; None while not yet."""
     admin = rig.stack.pulsar_admin_url
-    ingest = rig.ingest.metric("fleet_ingest_messages_received_total")
-    owners = rig.ingest.owners(admin)
-    status = rig.status.metric("status_messages_total")
-    consumers = {r.name: [handled(c) for c in r.consumers(admin)] for r in (rig.status, rig.pairing)}
+    ingest = asking("ingest's /metrics", lambda: rig.ingest.metric("fleet_ingest_messages_received_total"))
+    owners = asking("the broker's partition owners", lambda: rig.ingest.owners(admin))
+    status = asking("status's /metrics", lambda: rig.status.metric("status_messages_total"))
+    consumers = {
+        r.name: asking(
+            f"the broker's {r.name} consumers", lambda r=r: [handled(c) for c in r.consumers(admin)]
+        )
+        for r in rig.key_shared
+    }
     ready = (
         min(ingest) > 0
         and len(owners) == 11
@@ -216,6 +268,10 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         bound = [d for d, t in fleet["devices"].items() if t["bound"]]
         fresh = [d for d, t in fleet["devices"].items() if not t["bound"]]
         assert len(fresh) == SESSIONS
+        # the rollout's plugs: the bound ones, a few of them planned to fail at Tuya
+        plugs = sorted(d for d in bound if fleet["devices"][d]["product_id"] == PLUG)
+        failing = plugs[:3]
+        assert len(plugs) > 2 * len(failing), f"only {len(plugs)} plugs in the fleet"
         # the sessions first: their tokens come from the simulated OpenAPI, which the stream below keeps busy
         planned = await open_sessions(pairing_api, fresh, fleet["homes"])
         offline = [d for d in bound if not fleet["devices"][d]["online"]]
@@ -231,7 +287,15 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         await activate(ctl, planned[:half])
 
         # -- both replicas of every service at work ----------------------------------------------------------
-        at_work = await within(90, "both replicas of every service consuming", lambda: both_at_work(rig))
+        at_work = await within(180, "both replicas of every service consuming", lambda: both_at_work(rig))
+
+        # -- a firmware rollout to the plugs; the kill comes mid-wave ----------------------------------------
+        await open_rollout(ctl, rig.ota.survivor, plugs, failing, OTA_PER_MINUTE)
+        await within(
+            60,
+            "the rollout under way",
+            lambda: commanded(rollout_totals(rollout_state(rig.ota.survivor))) >= 10,
+        )
 
         # -- SIGKILL one replica of each, mid-stream: in a burst, with messages between receipt and ack ------
         burst = asyncio.ensure_future(
@@ -243,9 +307,12 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
             lambda: rig.ingest.victim.metric("fleet_ingest_in_flight_messages"),
         )
         keyshared_at_kill = await asyncio.to_thread(
-            lambda: {r.name: r.consumers(admin) for r in (rig.status, rig.pairing)}
+            lambda: {r.name: r.consumers(admin) for r in rig.key_shared}
         )
         status_producers = await asyncio.to_thread(status_producers_of, rig)  # the victim's, while it lives
+        rollout_at_kill = rollout_totals(
+            await within(30, "ota's release at the kill", lambda: rollout_state(rig.ota.survivor))
+        )
         for replicas in rig.services:
             replicas.victim.kill()
         killed, killed_at = time.monotonic(), time.time()
@@ -261,13 +328,13 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
             "the surviving ingest replica active on all 11 partitions",
             lambda: len(set(rig.ingest.owners(admin).values())) == 1,
         )
-        for replicas in (rig.status, rig.pairing):
+        for replicas in rig.key_shared:
             await within(
                 30, f"{replicas.name}'s killed consumer gone", lambda r=replicas: len(r.consumers(admin)) == 1
             )
         failover_s = time.monotonic() - killed
         unacked_at_kill: dict[str, int] = {}
-        for replicas in (rig.status, rig.pairing):
+        for replicas in rig.key_shared:
             alive = await asyncio.to_thread(consumer_names, replicas, admin)
             gone = [c for c in keyshared_at_kill[replicas.name] if str(c["consumerName"]) not in alive]
             assert len(gone) == 1, (replicas.name, gone)
@@ -284,12 +351,25 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
             "the restarted ingest replica active on some partitions",
             lambda: len({o for o in rig.ingest.owners(admin).values() if o}) == 2,
         )
-        for replicas in (rig.status, rig.pairing):
+        for replicas in rig.key_shared:
             await within(
                 30, f"{replicas.name} back to two consumers", lambda r=replicas: len(r.consumers(admin)) == 2
             )
         await call(ctl, "POST", "/sim/reports", json={"device_ids": bound, "max_dps": 3})
         await call(ctl, "POST", "/sim/scenario/wait", params={"timeout": 120}, timeout=150)
+        # the churn's last offline plugs come back, so every upgrade can finish (before the flush: its
+        # progress pushes are part of the stream checked below)
+        truth = (await call(ctl, "GET", "/sim/truth", params={"messages": "false"}))["fleet"]["devices"]
+        # the plugs bound by the pairing sessions join the rollout (ota learns them from the device topic)
+        paired = [p["device_id"] for p in planned if truth[p["device_id"]]["product_id"] == PLUG]
+        targets = plugs + sorted(paired)
+        await each([call(ctl, "POST", f"/sim/devices/{d}/online") for d in targets if not truth[d]["online"]])
+        try:
+            await within(240, "the rollout completed", lambda: rollout_completed(rig.ota.survivor))
+        except AssertionError:
+            state = await asyncio.to_thread(rollout_state, rig.ota.survivor)
+            pytest.fail(f"the rollout did not complete in 240 s: {orjson.dumps(state).decode()[:3000]}")
+        rollout_s = time.monotonic() - started
         flushed = await call(ctl, "POST", "/sim/flush", params={"timeout": 60}, timeout=90)
         assert flushed["flushed"]
         records = await published_messages(ctl)
@@ -375,12 +455,23 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         pytest.fail(f"status events: {len(chain)} problems, e.g. {chain[:5]} (all of them: {dump})")
     pairing = pairing_problems(planned, views, tokens, rig.pairing_events.messages)
     assert pairing == [], f"pairing: {pairing[:5]}"
+    async with rig.sim.control() as ctl:
+        commands = await call(ctl, "GET", "/sim/ota/commands")
+    docs = await ota_documents(rig.stack.mongodb_uri, rig.ota.database)
+    rollout = await within(30, "ota's release", lambda: rollout_state(rig.ota.survivor))  # relay settled
+    firmware = {d: t["firmware"].get("0", "") for d, t in devices.items()}
+    ota = ota_problems(rollout, docs, targets, failing, commands, firmware)
+    if ota:
+        dump = rig.logs / "ota.json"
+        dump.write_bytes(orjson.dumps({"problems": ota, "docs": docs, "commands": commands}, default=str))
+        pytest.fail(f"ota: {len(ota)} problems, e.g. {ota[:6]} (all of them and ota's documents: {dump})")
 
     # -- the load was shared, and the killed replicas had work in hand ---------------------------------------
     assert at_work["partitions"] == [5, 6], at_work  # 11 partitions over two Failover consumers
     assert in_flight > 0
     assert survivor_partitions
     assert unacked_at_kill["status"] > 0, "status acks after its history delay: the victim held messages"
+    assert rollout_at_kill["pending"] > 0, f"the kill came after the wave: {rollout_at_kill}"
     for replicas in rig.services:
         for p in replicas.processes:
             assert p.proc is not None
@@ -395,7 +486,10 @@ async def test_two_replicas_of_each_consumer_share_the_load_and_a_sigkill_loses_
         f"{len(expect.facts)} facts -> {len(events)} device events ({repeats} repeats); "
         f"{len(shadow_events)} shadow and {len(presence_events)} presence events for {len(want)} shadows "
         f"(and {foreign + foreign_presence} about them from status processes outside this test); "
-        f"{len(planned)} pairing sessions. Before the kill: {at_work}. "
+        f"{len(planned)} pairing sessions; a rollout to {len(targets)} plugs ({len(paired)} paired during "
+        f"it, {len(failing)} planned to fail, "
+        f"{sum('2001' in commands.get(d, {}).get('refused', {}) for d in targets)} refused as offline), "
+        f"at the kill {dict(rollout_at_kill)}, completed after {rollout_s:.1f}s. Before the kill: {at_work}. "
         f"Killed with {in_flight:.0f} in flight at ingest, unacked {unacked_at_kill}; failover in "
         f"{failover_s:.1f}s; restarted replicas consumed {restarted}. Stream {published_at - started:.1f}s, "
         f"converged +{converged - published_at:.1f}s; load average {os.getloadavg()[0]:.1f}"

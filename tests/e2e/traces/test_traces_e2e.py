@@ -241,7 +241,34 @@ def find_span(spans: list[dict[str, Any]], **tags: str) -> dict[str, Any] | None
 
 
 def logs_of(system: System) -> Callable[[], str]:
-    return lambda: "\n".join(f"--- {n}\n{p.log_tail(1500)}" for n, p in system.services.items())
+    """What a failed wait prints: whether the viewer may have evicted this run's spans, then every log."""
+    return lambda: "\n".join(
+        [eviction_note(system), *(f"--- {n}\n{p.log_tail(1500)}" for n, p in system.services.items())]
+    )
+
+
+def eviction_note(system: System) -> str:
+    """Whether a span not found may have been evicted. The viewer keeps spans in memory up to a bound
+    (`FLEET_STACK_ZIPKIN_MAX_SPANS`) and then drops whole traces, oldest first: it no longer lists them, and
+    a wait for one times out as if it had never been exported. While it still holds a trace that began before
+    this run, nothing of this run was dropped."""
+    started_ms = int(system.started_at * 1000)
+    try:
+        older = httpx.get(
+            f"{system.zipkin.base_url}/api/v2/traces",
+            params={"endTs": started_ms, "lookback": 7 * 86_400_000, "limit": 1},
+            timeout=30,
+        ).json()
+    except (httpx.HTTPError, ValueError) as e:
+        return f"(could not ask the viewer whether it evicted spans: {type(e).__name__})"
+    if older:
+        return "the viewer still holds traces from before this run: none of this run's spans was evicted"
+    return (
+        "EVICTED? the viewer holds no trace that began before this run: it may have dropped this run's "
+        "oldest spans (its in-memory storage keeps FLEET_STACK_ZIPKIN_MAX_SPANS spans, and other runs on the "
+        "shared stack add theirs), or it started with this run. Rerun, or give the stack a larger "
+        "FLEET_STACK_ZIPKIN_MAX_SPANS and FLEET_STACK_ZIPKIN_HEAP (README, 'Observe')."
+    )
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,24 @@ _DEFAULT_PORTS = {
 }
 # The Zipkin server (trace viewer: web UI and API, spans in over HTTP) per stack name.
 _ZIPKIN_PORTS = {"dev": 9411, "test": 19411}
+# Spans the viewer keeps, and its heap: ~2.6 KB of heap per stored span (measured with bench/zipkin_heap.py,
+# the services' spans), so 300k spans take ~745 MiB live, 62% of 1200 MiB (room for queries and collection).
+# 300k holds several parallel e2e runs (README, "Observe"); the JVM exits if the spans outgrow the heap.
+ZIPKIN_MAX_SPANS = 300_000
+ZIPKIN_HEAP = "1200m"
+
+
+def _positive_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, str(default))
+    try:
+        value = int(raw)
+    except ValueError:
+        raise StackError(f"{name}={raw!r}: must be a whole number") from None
+    if value < 1:
+        raise StackError(f"{name}={raw!r}: must be at least 1")
+    return value
+
+
 # What FerretDB stores its data in: SQLite files (the default) or a PostgreSQL server of the stack's own.
 DB_BACKENDS = ("sqlite", "postgresql")
 
@@ -42,7 +60,8 @@ class StackConfig:
     pulsar_heap: str
     tuya_access_id: str
     zipkin_port: int = 9411
-    zipkin_heap: str = "512m"
+    zipkin_heap: str = ZIPKIN_HEAP
+    zipkin_max_spans: int = ZIPKIN_MAX_SPANS
     db_backend: str = "sqlite"
     # PostgreSQL listens on a Unix socket in the stack's folder only; the port only names the socket
     postgres_port: int = 5432
@@ -66,7 +85,8 @@ class StackConfig:
             pulsar_heap=env("FLEET_STACK_PULSAR_HEAP", "1g"),
             tuya_access_id=env("FLEET_TUYA_ACCESS_ID", "fleetsimaccess000001"),
             zipkin_port=int(env("FLEET_STACK_ZIPKIN_PORT", _ZIPKIN_PORTS.get(name, _ZIPKIN_PORTS["dev"]))),
-            zipkin_heap=env("FLEET_STACK_ZIPKIN_HEAP", "512m"),
+            zipkin_heap=env("FLEET_STACK_ZIPKIN_HEAP", ZIPKIN_HEAP),
+            zipkin_max_spans=_positive_int("FLEET_STACK_ZIPKIN_MAX_SPANS", ZIPKIN_MAX_SPANS),
             db_backend=db_backend,
             postgres_port=int(env("FLEET_STACK_POSTGRES_PORT", "5432")),
         )

@@ -282,9 +282,6 @@ class Zipkin(Server):
     in heap and in spans kept, so a long demo cannot grow it without limit."""
 
     name = "zipkin"
-    # a span with its attributes takes 1-2 KB of Zipkin's heap: 200k spans ran a 256 MiB heap out of memory
-    # during the test suite (every service exports every span); the oldest traces go first beyond this
-    max_spans = 50_000
 
     def install(self) -> None:
         zipkin_jar(self.config)
@@ -306,7 +303,8 @@ class Zipkin(Server):
         ]
         env = {
             "STORAGE_TYPE": "mem",
-            "MEM_MAX_SPANS": str(self.max_spans),
+            # beyond this the oldest traces go first (config.py: the heap per span, the default's sizing)
+            "MEM_MAX_SPANS": str(cfg.zipkin_max_spans),
             "QUERY_PORT": str(cfg.zipkin_port),
             "SELF_TRACING_ENABLED": "false",
         }
