@@ -16,6 +16,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased
+from prometheus_client import CollectorRegistry
 from pulsar.asyncio import PulsarException
 
 from fleet_contracts import topics
@@ -255,3 +256,36 @@ async def test_a_backlog_does_not_starve_the_handlers_other_tasks() -> None:
     await started[0]
     assert order.count("message") == 100
     assert order.index("flush") < 10  # ran at once, not once the backlog was through
+
+
+async def test_the_subscription_is_counted_as_the_brokers_own_subscribers_count_theirs() -> None:
+    registry = CollectorRegistry()
+    provider, _ = tracer(root_sampled=False)
+    handled = Handled()
+
+    async def handle(event: DeviceEvent, message: DeviceMessage) -> None:
+        if event.data.device_id == "d1":
+            raise RuntimeError("injected")
+        await handled(event, message)
+
+    batches, _ = await batches_with(provider, handled, PulsarBroker(metrics=registry))
+    batches.handle = handle
+    try:
+        undecodable = FakeMessage(
+            b'{"tenant": "t"}', topic=topics.DEVICE_EVENTS.name, properties={}, partition_key="d9"
+        )
+        await batches.process([raw("d1"), raw("d2"), raw("d3", redeliveries=2), undecodable])
+        _, last = handled.messages
+        await last.nack()  # redelivered twice (max_redeliveries): dead-lettered
+    finally:
+        await batches.close()
+    labels = {"topic": topics.DEVICE_EVENTS.name, "subscription": "status"}
+
+    def value(name: str, **more: str) -> float | None:
+        return registry.get_sample_value(name, {**labels, **more})
+
+    assert value("fleet_bus_messages_processed_total") == 3  # the handler was called for three
+    assert value("fleet_bus_handler_seconds_count") == 3
+    assert value("fleet_bus_messages_failed_total", outcome="nack") == 1  # d1's handler raised
+    assert value("fleet_bus_messages_failed_total", outcome="dead_letter") == 1
+    assert value("fleet_bus_messages_failed_total", outcome="reject") == 1

@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -52,6 +53,7 @@ from fleet_shared.tracing.provider import spans_exported
 from .broker import PulsarBroker
 from .deadletter import dead_letter_command
 from .device_events import DeviceSubscription, of_tenant
+from .metrics import SubscriptionMetrics
 from .opentelemetry import carried_context
 from .receiver import NativeReceiver, acknowledge_now, receive_ready
 
@@ -101,6 +103,11 @@ class DeviceEventBatches:
         self.topic = topics.DEVICE_EVENTS.name
         self._consumer: Any = None
         self._task: asyncio.Task[None] | None = None
+        # the bus's RED metrics, as the broker's own subscribers count them (`metrics.py`), resolved once
+        bus_metrics = broker.config.bus_metrics
+        self._measured: SubscriptionMetrics | None = (
+            None if bus_metrics is None else bus_metrics.subscription(self.topic, subscription.name)
+        )
 
     # --- lifecycle ------------------------------------------------------------------------------------
 
@@ -200,6 +207,7 @@ class DeviceEventBatches:
                 await self.ack(raw)  # someone else's, in a shape we do not know: not ours to dead-letter
                 return None
             log.warning("undecodable device event dead-lettered: %s", str(e)[:300])
+            self._count_failure("reject")
             await self._dead_letter(raw, e, gave_up="rejected")
             return None
         if event.tenant != self.tenant:
@@ -246,11 +254,21 @@ class DeviceEventBatches:
     async def _handle(self, event: DeviceEvent, raw: pulsar.Message) -> None:
         """The handler settles the message later; one that raises gets it nacked now (NACK_ON_ERROR's way),
         and the batch goes on."""
+        began = time.perf_counter()
         try:
             await self.handle(event, DeviceMessage(self, raw))
         except Exception as e:
             log.warning("handling a device event failed, nacked: %r", e)
             await self.nack(raw)
+        finally:
+            if (measured := self._measured) is not None:
+                # the handler's own time: it settles the message later (as under the broker's manual acks)
+                measured.seconds.observe(time.perf_counter() - began)
+                measured.processed.inc()
+
+    def _count_failure(self, outcome: str) -> None:
+        if (measured := self._measured) is not None:
+            measured.failed[outcome].inc()
 
     def _attributes(self, raw: pulsar.Message) -> dict[str, Any]:
         # as the broker's process span has them (`fleet_shared.tracing.messaging`)
@@ -279,8 +297,10 @@ class DeviceEventBatches:
         if consumer is None:
             raise PulsarException(pulsar.Result.AlreadyClosed, "the device event consumer is closed")
         if raw.redelivery_count() >= self.subscription.max_redeliveries:
+            self._count_failure("dead_letter")
             await self._dead_letter(raw, None, gave_up="nacked")
         else:
+            self._count_failure("nack")
             await consumer.negative_acknowledge(raw)
 
     async def _dead_letter(self, raw: pulsar.Message, error: BaseException | None, *, gave_up: str) -> None:
