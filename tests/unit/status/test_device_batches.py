@@ -75,6 +75,17 @@ class Handled:
         self.messages.append(message)
 
 
+def failing_on(device: str, handled: Handled) -> Any:
+    """A handler that raises for `device`'s events and hands the others to `handled`."""
+
+    async def handle(event: DeviceEvent, message: DeviceMessage) -> None:
+        if event.data.device_id == device:
+            raise RuntimeError("injected")
+        await handled(event, message)
+
+    return handle
+
+
 def tracer(root_sampled: bool) -> tuple[Any, InMemorySpanExporter]:
     exporter = InMemorySpanExporter()
     provider = ServiceTracerProvider(
@@ -195,13 +206,8 @@ async def test_a_handler_that_raises_gets_its_message_nacked_and_the_batch_goes_
     provider, _ = tracer(root_sampled=False)
     handled = Handled()
 
-    async def handle(event: DeviceEvent, message: DeviceMessage) -> None:
-        if event.data.device_id == "d1":
-            raise RuntimeError("injected")
-        await handled(event, message)
-
     batches, consumer = await batches_with(provider, handled)
-    batches.handle = handle
+    batches.handle = failing_on("d1", handled)
     try:
         first = raw("d1")
         await batches.process([first, raw("d2")])
@@ -263,13 +269,8 @@ async def test_the_subscription_is_counted_as_the_brokers_own_subscribers_count_
     provider, _ = tracer(root_sampled=False)
     handled = Handled()
 
-    async def handle(event: DeviceEvent, message: DeviceMessage) -> None:
-        if event.data.device_id == "d1":
-            raise RuntimeError("injected")
-        await handled(event, message)
-
     batches, _ = await batches_with(provider, handled, PulsarBroker(metrics=registry))
-    batches.handle = handle
+    batches.handle = failing_on("d1", handled)
     try:
         undecodable = FakeMessage(
             b'{"tenant": "t"}', topic=topics.DEVICE_EVENTS.name, properties={}, partition_key="d9"
