@@ -205,6 +205,32 @@ async def test_recovery_waits_out_the_grace_period_to_the_millisecond() -> None:
     assert (back.state, back.attempt) == (S.PENDING, 0)
 
 
+async def test_an_unsent_intent_whose_device_went_offline_and_back_is_still_given_back() -> None:
+    """The scale-out e2e's plug that timed out with no command at Tuya: its replica was SIGKILLed between
+    the intent and the call; the device then went offline and came back (presence churn) before recovery's
+    grace was over. Back online it was called `upgrading`, which recovery never looks at; polling found
+    nothing under way and our timeout failed it unsent. Without word from Tuya it is `commanded` again."""
+    w = World()
+    p = w.ports(POLICY)
+    [intent] = await _intent(w, p)
+    w.clock.now = NOW + timedelta(seconds=5)
+    await h.on_device_presence(intent.device_id, False, p)
+    w.clock.now = NOW + timedelta(seconds=10)
+    [back] = await h.on_device_presence(intent.device_id, True, p)
+    assert (back.state, back.commanded_at) == (S.COMMANDED, intent.commanded_at)
+    await h.poll_upgrading(5, 10, p)  # Tuya: nothing under way (it never received the command)
+    w.clock.now = NOW + timedelta(seconds=120)
+    assert await h.recover_commanded(120, 10, p) == 1
+    after = await w.upgrades.get(intent.upgrade_id)
+    assert after is not None
+    assert (after.state, after.attempt, after.reason) == (S.PENDING, 0, up.NOT_RECEIVED)
+    w.clock.now = NOW + timedelta(seconds=POLICY.attempt_timeout_s + 1)
+    await h.expire_deadlines(10, p)
+    assert await h.dispatch("r1", "EU", 10, p) == 1  # sent once, under the same attempt number
+    assert w.tuya.commands == [("EU-000", 0)]
+    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+
+
 async def test_an_intent_not_sent_within_its_window_is_given_back_never_sent_late() -> None:
     w = World()
     p = replace(w.ports(POLICY), command_window_s=5.0)
