@@ -1030,6 +1030,32 @@ async def test_the_directory_learns_devices_from_events_and_their_versions_from_
     assert w.devices.items["d2"].versions == {0: "1.2.0", 9: "3.0"}
 
 
+async def test_a_device_heard_from_through_another_regions_project_stays_in_its_region_mid_walk() -> None:
+    """The scale-out e2e's plugs that never got an upgrade: ingest labels every event with its project's
+    data center (one ingest, `eu`), so us plugs heard from mid-rollout were moved to eu's bucket when their
+    versions were fetched. us's walk no longer found them (46 planned, 36 claimed, the walk ended and the
+    region completed); eu's walk had passed them. A known device keeps its region."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 30, "US": 30})
+    await released(w, p, [RegionPlan("EU"), RegionPlan("US")])
+    while await h.dispatch("r1", "EU", 10, p):
+        pass  # eu's walk is over
+    assert await h.dispatch("r1", "US", 5, p) == 5  # us's walk claimed a few ahead, the rest is to come
+    us = [f"US-{i:03d}" for i in range(30)]
+    for d in us:  # presence churn, through the eu project's stream
+        await h.on_device_seen(d, "p1", "EU", NOW, p, activated=False, changed=False)
+        w.tuya.versions[d] = {0: "1.1.0", 9: "3.0"}
+    assert await h.refresh_directory(100, p) == 30
+    while await h.dispatch("r1", "US", 10, p):
+        pass
+    regions = {u.device_id: u.region for u in w.upgrades.docs.values()}
+    assert sorted(d for d, region in regions.items() if region == "US") == us
+    assert len(regions) == 60
+    [walk] = [s for s in w.plans.walks.values() if s.region == "US"]
+    assert (walk.ended, walk.claimed, walk.planned) == (True, 30, 30)
+
+
 async def test_an_ended_upgrade_marks_the_devices_versions_to_be_fetched_again() -> None:
     w = World()
     p = w.ports(POLICY)
