@@ -420,6 +420,12 @@ class FakeDevices:
     async def to_refresh(self, limit: int) -> list[DeviceFact]:
         return [self.facts[d] for d in sorted(self.stale)][:limit]
 
+    async def refreshing(self, product_id: str, region: str, since: datetime) -> bool:
+        return any(
+            (f.product_id, f.region) == (product_id, region) and f.activated_at > since
+            for f in (self.facts[d] for d in self.stale)
+        )
+
     async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
         record = directory.refreshed(fact, self.items.get(fact.device_id), versions)
         if record is not None:

@@ -540,6 +540,70 @@ async def test_late_joiners_join_a_running_full_stage_and_planning_again_adds_no
     assert await h.plan_late_joiners("r1", "EU", p) == 0  # a later round finds nobody new
 
 
+async def _upgrade_all(w: World, p: Ports, region: str) -> None:
+    """Dispatch the region until nothing is left, every commanded device reporting the new version."""
+    while await h.dispatch("r1", region, 100, p):
+        pass
+    for d, _ in w.tuya.commands:
+        await h.on_device_version(d, 0, "1.2.0", p)
+
+
+@pytest.mark.parametrize("activated", [timedelta(hours=-1), timedelta(minutes=1)], ids=["behind", "late"])
+async def test_a_full_stage_does_not_complete_without_a_device_of_its_buckets(activated: timedelta) -> None:
+    """The scale-out e2e: the region completed with plugs of it never claimed. `behind`: a device activated
+    before the stage started whose versions were fetched once the walk had passed its position (no late
+    joiner: the walk never comes back). `late`: a late joiner in the directory, the region done before the
+    minute's late-joiner round. Either is planned when the stage would complete, and the stage waits."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 30})
+    await released(w, p, [RegionPlan("EU")])
+    await _upgrade_all(w, p, "EU")
+    [walk] = w.plans.walks.values()
+    assert walk.ended
+    late = DeviceRecord("EU-late", "p1", "EU", NOW + activated, {0: "1.1.0", 9: "3.0"})
+    await w.devices.record(late)
+    w.clock.now = NOW + timedelta(minutes=2)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    assert await h.evaluate_rollout("r1", "EU", p) == await w.rollouts.get("r1", "EU")  # no second round
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.pending, counts.succeeded) == (31, 1, 30)
+    assert counts == w.progress.recount("r1", "EU", F)
+    await _upgrade_all(w, p, "EU")
+    assert sorted(d for d, _ in w.tuya.commands)[-1] == "EU-late"
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+
+
+async def test_a_full_stage_without_late_joiners_completes_without_them() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU", late_joiners=False)])
+    await _upgrade_all(w, p, "EU")
+    await w.devices.record(DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(minutes=1), {0: "1.1.0"}))
+    w.clock.now = NOW + timedelta(minutes=2)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+
+
+async def test_a_late_joiner_whose_versions_are_not_fetched_yet_holds_the_full_stage() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU")])
+    await _upgrade_all(w, p, "EU")
+    w.clock.now = NOW + timedelta(minutes=2)
+    await h.on_device_seen("EU-new", "p1", "EU", w.clock(), p, activated=True, changed=True)  # bindUser
+    await h.on_device_seen("other", "p2", "EU", w.clock(), p, activated=True, changed=True)  # not the product
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    w.tuya.versions["EU-new"] = {0: "1.1.0"}
+    await h.refresh_directory(10, p)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING  # planned now
+    await _upgrade_all(w, p, "EU")
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+    assert ("EU-new", 0) in w.tuya.commands
+
+
 async def test_planning_writes_one_walk_and_an_upgrade_exists_only_once_dispatched() -> None:
     w = World()
     p = w.ports(POLICY)

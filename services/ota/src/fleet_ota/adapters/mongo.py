@@ -864,6 +864,10 @@ class DeviceStore:
             async for d in cursor
         ]
 
+    async def refreshing(self, product_id: str, region: str, since: datetime) -> bool:
+        query = {"stale": True, "product_id": product_id, "region": region, "activated_at": {"$gt": since}}
+        return await self.facts.find_one(query, {"_id": 1}) is not None
+
     async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
         known = await self.of_devices([fact.device_id])
         record = directory.refreshed(fact, known[0] if known else None, versions)
