@@ -604,6 +604,20 @@ async def test_a_late_joiner_whose_versions_are_not_fetched_yet_holds_the_full_s
     assert ("EU-new", 0) in w.tuya.commands
 
 
+async def test_a_late_joiner_whose_versions_cannot_be_fetched_holds_the_stage_ten_minutes_at_most() -> None:
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU")])
+    await _upgrade_all(w, p, "EU")
+    w.clock.now = NOW + timedelta(minutes=2)
+    await h.on_device_seen("EU-new", "p1", "EU", w.clock(), p, activated=True, changed=True)
+    w.clock.now = NOW + timedelta(minutes=11, seconds=59)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    w.clock.now = NOW + timedelta(minutes=12, seconds=1)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+
+
 async def test_planning_writes_one_walk_and_an_upgrade_exists_only_once_dispatched() -> None:
     w = World()
     p = w.ports(POLICY)

@@ -413,6 +413,8 @@ async def _has_open(release_id: str, region: str, p: Ports) -> bool:
 
 # directory entries a completion check reads at once
 _REST_PAGE = 500
+# how long a late joiner whose versions are not fetched yet holds its full stage at most
+_FETCH_WAIT = timedelta(minutes=10)
 
 
 async def _left_behind(r: RegionRollout, p: Ports) -> bool:
@@ -425,7 +427,9 @@ async def _left_behind(r: RegionRollout, p: Ports) -> bool:
     if r.stage != rel.Stage.FULL or r.full_started_at is None:
         return False
     t = r.target
-    if r.plan.late_joiners and await p.devices.refreshing(t.product_id, r.region, r.full_started_at):
+    # a fetch failing for good holds the stage no longer than this after the device's activation
+    since = max(r.full_started_at, p.clock() - _FETCH_WAIT)
+    if r.plan.late_joiners and await p.devices.refreshing(t.product_id, r.region, since):
         return True
     buckets, _ = await _lower_buckets(r, p, fresh=False)
     found: list[sw.DirectoryEntry] = []
