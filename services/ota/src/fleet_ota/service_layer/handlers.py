@@ -170,6 +170,7 @@ async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
     dispatchers walk the directory lazily. Ids are fixed by the stage and the round: planning again after a
     crash, or in two replicas at once, inserts and counts nothing twice. No upgrade document is written here.
     """
+    assert r.stage is not None
     batch = _batch(r, round_)
     await p.progress.open(r.release_id, r.region, r.stage)  # before any delta can reach it
     if r.stage == rel.Stage.VERIFICATION or round_:
