@@ -618,6 +618,56 @@ async def test_a_late_joiner_whose_versions_cannot_be_fetched_holds_the_stage_te
     assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
 
 
+async def test_late_joiners_planned_after_the_region_completed_are_cancelled_not_left_pending() -> None:
+    """The scale-out e2e's rerun: a late-joiner round read the region running, the other replica completed
+    it, then the round added its chunk: pending for ever in a completed region. It is cancelled."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU")])
+    await _upgrade_all(w, p, "EU")
+    stale = await w.rollouts.get("r1", "EU")
+    assert stale is not None
+    w.clock.now = NOW + timedelta(minutes=2)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+    await w.devices.record(DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(minutes=1), {0: "1.1.0"}))
+    assert await h.plan_stage(stale, p, round_=1) == 1
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.pending, counts.cancelled) == (0, 1)
+    assert counts == w.progress.recount("r1", "EU", F)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+
+
+async def test_a_completion_decided_before_late_joiners_were_planned_loses_to_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other order: the completion checked that nothing is open, then the other replica planned late
+    joiners; the completion's conditional write loses (their planning bumped the rollout) and it decides
+    again."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 5})
+    await released(w, p, [RegionPlan("EU")])
+    await _upgrade_all(w, p, "EU")
+    w.clock.now = NOW + timedelta(minutes=2)
+    checked = w.plans.has_open
+
+    async def then_planned(release_id: str, region: str) -> bool:
+        found = await checked(release_id, region)
+        if not w.devices.items.get("EU-late"):
+            w.devices.items["EU-late"] = DeviceRecord("EU-late", "p1", "EU", w.clock(), {0: "1.1.0"})
+            assert await h.plan_late_joiners("r1", "EU", p) == 1
+        return found
+
+    monkeypatch.setattr(w.plans, "has_open", then_planned)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    monkeypatch.setattr(w.plans, "has_open", checked)
+    await _upgrade_all(w, p, "EU")
+    assert ("EU-late", 0) in w.tuya.commands
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+
+
 async def test_planning_writes_one_walk_and_an_upgrade_exists_only_once_dispatched() -> None:
     w = World()
     p = w.ports(POLICY)

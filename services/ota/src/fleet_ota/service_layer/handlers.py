@@ -214,7 +214,23 @@ async def _plan_chunks(r: RegionRollout, batch: str, p: Ports) -> int:
     already |= set(await p.upgrades.stages_of(r.release_id, [d.device_id for d in devices]))
     chosen = stage_targets(devices, r, exclude=already)
     await p.plans.add(plan_chunks(r, batch, chosen))
+    if r.stage == rel.Stage.FULL and chosen:
+        await _joined(r, p)
     return len(chosen)
+
+
+async def _joined(r: RegionRollout, p: Ports) -> None:
+    """Late joiners were planned into a full stage: its rollout's version is bumped, so a completion decided
+    without them (its check read before they were added) loses its conditional write and decides again; if
+    the region finished first, they are cancelled (planned after the end, never dispatched)."""
+    for _ in range(_RACE_TRIES):
+        cur = await _rollout(r.release_id, r.region, p)
+        if cur.status not in (rel.RolloutStatus.RUNNING, rel.RolloutStatus.PAUSED):
+            await p.plans.cancel(r.release_id, r.region)
+            return
+        if await p.rollouts.save(replace(cur, version=cur.version + 1), cur.version, []):
+            return
+    raise Conflict(f"rollout {r.release_id}/{r.region} kept changing")
 
 
 async def _plan_sweep(r: RegionRollout, batch: str, p: Ports) -> int:
@@ -402,6 +418,10 @@ async def evaluate_rollout(release_id: str, region: str, p: Ports) -> RegionRoll
             # and no device of the stage was left out of it
 
             async def complete(cur: RegionRollout) -> rel.Transition:
+                if cur.version != r.version and (
+                    await _has_open(release_id, region, p) or await _left_behind(cur, p)
+                ):
+                    return rel.Transition(cur)  # late joiners were planned meanwhile
                 return rel.finish(cur, await region_counts(cur, p), stopped=False)
 
             return await _save_rollout(p, r, complete)
@@ -452,6 +472,7 @@ async def _left_behind(r: RegionRollout, p: Ports) -> bool:
         return False
     # the late-joiner round of this minute (ids another round of the minute left out wait for the next)
     await p.plans.add(plan_chunks(r, _batch(r, _minute(p)), missing))
+    await _joined(r, p)
     return True
 
 
