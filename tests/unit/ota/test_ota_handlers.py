@@ -548,17 +548,31 @@ async def _upgrade_all(w: World, p: Ports, region: str) -> None:
         await h.on_device_version(d, 0, "1.2.0", p)
 
 
+async def _all_upgraded(n: int, plan: RegionPlan | None = None) -> tuple[World, Ports]:
+    """A full stage of `n` EU devices, every one upgraded (the walk over), not evaluated yet."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": n})
+    await released(w, p, [plan or RegionPlan("EU")])
+    await _upgrade_all(w, p, "EU")
+    return w, p
+
+
+async def _completes_with_it(w: World, p: Ports, device_id: str) -> None:
+    """The held stage goes on: the device is commanded, then the stage completes, counted as recounted."""
+    await _upgrade_all(w, p, "EU")
+    assert (device_id, 0) in w.tuya.commands
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+
+
 @pytest.mark.parametrize("activated", [timedelta(hours=-1), timedelta(minutes=1)], ids=["behind", "late"])
 async def test_a_full_stage_does_not_complete_without_a_device_of_its_buckets(activated: timedelta) -> None:
     """The scale-out e2e: the region completed with plugs of it never claimed. `behind`: a device activated
     before the stage started whose versions were fetched once the walk had passed its position (no late
     joiner: the walk never comes back). `late`: a late joiner in the directory, the region done before the
     minute's late-joiner round. Either is planned when the stage would complete, and the stage waits."""
-    w = World()
-    p = w.ports(POLICY)
-    await fleet(w, {"EU": 30})
-    await released(w, p, [RegionPlan("EU")])
-    await _upgrade_all(w, p, "EU")
+    w, p = await _all_upgraded(30)
     [walk] = w.plans.walks.values()
     assert walk.ended
     late = DeviceRecord("EU-late", "p1", "EU", NOW + activated, {0: "1.1.0", 9: "3.0"})
@@ -569,29 +583,18 @@ async def test_a_full_stage_does_not_complete_without_a_device_of_its_buckets(ac
     counts = await w.progress.counts("r1", "EU", F)
     assert (counts.targeted, counts.pending, counts.succeeded) == (31, 1, 30)
     assert counts == w.progress.recount("r1", "EU", F)
-    await _upgrade_all(w, p, "EU")
-    assert sorted(d for d, _ in w.tuya.commands)[-1] == "EU-late"
-    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
-    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+    await _completes_with_it(w, p, "EU-late")
 
 
 async def test_a_full_stage_without_late_joiners_completes_without_them() -> None:
-    w = World()
-    p = w.ports(POLICY)
-    await fleet(w, {"EU": 5})
-    await released(w, p, [RegionPlan("EU", late_joiners=False)])
-    await _upgrade_all(w, p, "EU")
+    w, p = await _all_upgraded(5, RegionPlan("EU", late_joiners=False))
     await w.devices.record(DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(minutes=1), {0: "1.1.0"}))
     w.clock.now = NOW + timedelta(minutes=2)
     assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
 
 
 async def test_a_late_joiner_whose_versions_are_not_fetched_yet_holds_the_full_stage() -> None:
-    w = World()
-    p = w.ports(POLICY)
-    await fleet(w, {"EU": 5})
-    await released(w, p, [RegionPlan("EU")])
-    await _upgrade_all(w, p, "EU")
+    w, p = await _all_upgraded(5)
     w.clock.now = NOW + timedelta(minutes=2)
     await h.on_device_seen("EU-new", "p1", "EU", w.clock(), p, activated=True, changed=True)  # bindUser
     await h.on_device_seen("other", "p2", "EU", w.clock(), p, activated=True, changed=True)  # not the product
@@ -599,17 +602,11 @@ async def test_a_late_joiner_whose_versions_are_not_fetched_yet_holds_the_full_s
     w.tuya.versions["EU-new"] = {0: "1.1.0"}
     await h.refresh_directory(10, p)
     assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING  # planned now
-    await _upgrade_all(w, p, "EU")
-    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
-    assert ("EU-new", 0) in w.tuya.commands
+    await _completes_with_it(w, p, "EU-new")
 
 
 async def test_a_late_joiner_whose_versions_cannot_be_fetched_holds_the_stage_ten_minutes_at_most() -> None:
-    w = World()
-    p = w.ports(POLICY)
-    await fleet(w, {"EU": 5})
-    await released(w, p, [RegionPlan("EU")])
-    await _upgrade_all(w, p, "EU")
+    w, p = await _all_upgraded(5)
     w.clock.now = NOW + timedelta(minutes=2)
     await h.on_device_seen("EU-new", "p1", "EU", w.clock(), p, activated=True, changed=True)
     w.clock.now = NOW + timedelta(minutes=11, seconds=59)
@@ -621,11 +618,7 @@ async def test_a_late_joiner_whose_versions_cannot_be_fetched_holds_the_stage_te
 async def test_late_joiners_planned_after_the_region_completed_are_cancelled_not_left_pending() -> None:
     """The scale-out e2e's rerun: a late-joiner round read the region running, the other replica completed
     it, then the round added its chunk: pending for ever in a completed region. It is cancelled."""
-    w = World()
-    p = w.ports(POLICY)
-    await fleet(w, {"EU": 5})
-    await released(w, p, [RegionPlan("EU")])
-    await _upgrade_all(w, p, "EU")
+    w, p = await _all_upgraded(5)
     stale = await w.rollouts.get("r1", "EU")
     assert stale is not None
     w.clock.now = NOW + timedelta(minutes=2)
@@ -644,11 +637,7 @@ async def test_a_completion_decided_before_late_joiners_were_planned_loses_to_th
     """The other order: the completion checked that nothing is open, then the other replica planned late
     joiners; the completion's conditional write loses (their planning bumped the rollout) and it decides
     again."""
-    w = World()
-    p = w.ports(POLICY)
-    await fleet(w, {"EU": 5})
-    await released(w, p, [RegionPlan("EU")])
-    await _upgrade_all(w, p, "EU")
+    w, p = await _all_upgraded(5)
     w.clock.now = NOW + timedelta(minutes=2)
     checked = w.plans.has_open
 
@@ -662,10 +651,7 @@ async def test_a_completion_decided_before_late_joiners_were_planned_loses_to_th
     monkeypatch.setattr(w.plans, "has_open", then_planned)
     assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
     monkeypatch.setattr(w.plans, "has_open", checked)
-    await _upgrade_all(w, p, "EU")
-    assert ("EU-late", 0) in w.tuya.commands
-    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
-    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+    await _completes_with_it(w, p, "EU-late")
 
 
 async def test_planning_writes_one_walk_and_an_upgrade_exists_only_once_dispatched() -> None:
