@@ -152,7 +152,7 @@ import asyncio, random, sys
 from datetime import UTC, datetime, timedelta
 from motor.motor_asyncio import AsyncIOMotorClient
 from fleet_ota.adapters.mongo import DeviceStore
-from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.domain.targeting import DeviceFact, DeviceRecord
 
 uri, name, first, n, grace = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
 
@@ -223,3 +223,30 @@ async def test_counts_equal_a_recount_after_importing_processes_are_sigkilled_mi
     truth = await recount(db)
     assert await counted(db) == truth
     assert await db["devices"].count_documents({"dirty": True}) == 0
+
+
+async def test_a_device_heard_from_through_another_regions_project_keeps_its_region(db: Db) -> None:
+    """The scale-out e2e's lost plugs: every event carries its project's data center (`eu`); an us plug heard
+    from mid-rollout had its versions fetched into eu's bucket, out of reach of us's walk. A known device
+    keeps its region and bucket; a device first heard of takes the event's; `refreshing` sees a late joiner
+    whose versions are still to be fetched."""
+    store = DeviceStore(db)
+    await store.record_many(fleet(0, 30))  # dev000000, dev000003, ... are US
+    await store.learn("dev000003", "p1", "eu", NOW, activated=False, changed=False)  # presence
+    await store.learn("new1", "p1", "eu", NOW + timedelta(minutes=5), activated=True, changed=True)
+    assert await store.refreshing("p1", "eu", NOW + timedelta(minutes=1))
+    assert not await store.refreshing("p1", "eu", NOW + timedelta(minutes=5))
+    assert not await store.refreshing("p1", "US", NOW - timedelta(days=9))
+    facts = {f.device_id: f for f in await store.to_refresh(10)}
+    assert set(facts) == {"dev000003", "new1"}
+    before = (await store.of_devices(["dev000003"]))[0]
+    await store.refreshed(facts["dev000003"], {0: "1.0.0"})
+    await store.refreshed(facts["new1"], {0: "1.0.0"})
+    after = (await store.of_devices(["dev000003"]))[0]
+    assert (after.region, after.activated_at, after.versions) == ("US", before.activated_at, {0: "1.0.0"})
+    assert (await store.of_devices(["new1"]))[0].region == "eu"
+    assert not await store.refreshing("p1", "eu", NOW)
+    await settle(store, db)
+    assert await counted(db) == await recount(db)
+    assert "p1|eu|0|1.0.0" in await counted(db)
+    assert (await store.counts("p1", "eu", 0)) == {"1.0.0": 1}

@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from fleet_contracts.device import OtaUpgradeStatus
 from fleet_contracts.ota import DeviceUpgradeState as S
 from fleet_contracts.ota import ReleaseStage
+from fleet_ota.domain import directory
 from fleet_ota.domain import sweep as sw
 from fleet_ota.domain.firmware import Firmware
 from fleet_ota.domain.release import RegionRollout, RolloutStatus, StageCounts
@@ -419,15 +420,16 @@ class FakeDevices:
     async def to_refresh(self, limit: int) -> list[DeviceFact]:
         return [self.facts[d] for d in sorted(self.stale)][:limit]
 
+    async def refreshing(self, product_id: str, region: str, since: datetime) -> bool:
+        return any(
+            (f.product_id, f.region) == (product_id, region) and f.activated_at > since
+            for f in (self.facts[d] for d in self.stale)
+        )
+
     async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
-        known = self.items.get(fact.device_id)
-        activated = fact.activated_at
-        if known and not fact.activation_seen:
-            activated = min(activated, known.activated_at)
-        if versions:
-            self.items[fact.device_id] = DeviceRecord(
-                fact.device_id, fact.product_id, fact.region, activated, versions
-            )
+        record = directory.refreshed(fact, self.items.get(fact.device_id), versions)
+        if record is not None:
+            self.items[fact.device_id] = record
         if self.facts[fact.device_id].mark == fact.mark:
             self.stale.discard(fact.device_id)
 

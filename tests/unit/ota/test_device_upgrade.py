@@ -145,6 +145,21 @@ def test_offline_devices_wait_without_using_their_timeout() -> None:
     assert back.deadline == NOW + timedelta(days=1, seconds=500)
 
 
+def test_a_commanded_device_back_online_is_commanded_until_tuya_says_something() -> None:
+    """Offline before any word from Tuya: back online it is still recovery's to reconcile (its command may
+    never have arrived), its time resumed; once Tuya spoke, it is upgrading."""
+    waiting = up.on_presence(commanded(), False, NOW + timedelta(seconds=100)).upgrade
+    back = up.on_presence(waiting, True, NOW + timedelta(days=1))
+    assert (back.upgrade.state, back.upgrade.commanded_at) == (S.COMMANDED, NOW)
+    assert back.upgrade.deadline == NOW + timedelta(days=1, seconds=500)
+    assert back.counter_delta() == {"waiting": -1, "upgrading": 1}
+    assert up.same_intent(back.upgrade, commanded())
+    heard = up.on_progress(waiting, T.UPGRADING, None, POLICY, NOW + timedelta(seconds=200)).upgrade
+    assert heard.state == S.UPGRADING
+    sleepy = up.on_progress(commanded(), T.WAITING_FOR_WAKE_UP, None, POLICY, NOW).upgrade
+    assert up.on_presence(sleepy, True, NOW).upgrade.state == S.UPGRADING
+
+
 def test_sleepy_devices_wait_and_complete_when_they_wake() -> None:
     sleepy = up.on_progress(upgrading(), T.WAITING_FOR_WAKE_UP, None, POLICY, NOW).upgrade
     assert sleepy.state == S.WAITING

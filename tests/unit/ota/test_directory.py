@@ -6,13 +6,13 @@ from __future__ import annotations
 
 import random
 from collections import Counter
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from fleet_ota.domain import directory
 from fleet_ota.domain import sweep as sw
-from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.domain.targeting import DeviceFact, DeviceRecord
 
 pytestmark = pytest.mark.unit
 
@@ -66,3 +66,17 @@ def test_batches_applied_in_any_order_count_where_the_entries_are() -> None:
         for sums in batches:
             counts.update(sums)
         assert {k: n for k, n in counts.items() if n} == dict(truth)
+
+
+def test_a_fetch_of_versions_keeps_a_known_devices_region_and_imported_activation() -> None:
+    """An event's region is its project's data center: a known device is not moved by it (a walk of its
+    region would lose it); a first sighting is no activation, an activation seen is."""
+    known = DeviceRecord("d1", "p1", "us", NOW - timedelta(days=9), {0: "1.0"})
+    seen = DeviceFact("d1", "p1", "eu", NOW, False, 1)
+    assert directory.refreshed(seen, known, {0: "1.1"}) == DeviceRecord(
+        "d1", "p1", "us", NOW - timedelta(days=9), {0: "1.1"}
+    )
+    bound = DeviceFact("d1", "p1", "eu", NOW, True, 2)
+    assert directory.refreshed(bound, known, {0: "1.1"}) == DeviceRecord("d1", "p1", "us", NOW, {0: "1.1"})
+    assert directory.refreshed(seen, None, {0: "1.0"}) == DeviceRecord("d1", "p1", "eu", NOW, {0: "1.0"})
+    assert directory.refreshed(seen, known, {}) is None  # nothing fetched: nothing written

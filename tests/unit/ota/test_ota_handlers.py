@@ -205,6 +205,32 @@ async def test_recovery_waits_out_the_grace_period_to_the_millisecond() -> None:
     assert (back.state, back.attempt) == (S.PENDING, 0)
 
 
+async def test_an_unsent_intent_whose_device_went_offline_and_back_is_still_given_back() -> None:
+    """The scale-out e2e's plug that timed out with no command at Tuya: its replica was SIGKILLed between
+    the intent and the call; the device then went offline and came back (presence churn) before recovery's
+    grace was over. Back online it was called `upgrading`, which recovery never looks at; polling found
+    nothing under way and our timeout failed it unsent. Without word from Tuya it is `commanded` again."""
+    w = World()
+    p = w.ports(POLICY)
+    [intent] = await _intent(w, p)
+    w.clock.now = NOW + timedelta(seconds=5)
+    await h.on_device_presence(intent.device_id, False, p)
+    w.clock.now = NOW + timedelta(seconds=10)
+    [back] = await h.on_device_presence(intent.device_id, True, p)
+    assert (back.state, back.commanded_at) == (S.COMMANDED, intent.commanded_at)
+    await h.poll_upgrading(5, 10, p)  # Tuya: nothing under way (it never received the command)
+    w.clock.now = NOW + timedelta(seconds=120)
+    assert await h.recover_commanded(120, 10, p) == 1
+    after = await w.upgrades.get(intent.upgrade_id)
+    assert after is not None
+    assert (after.state, after.attempt, after.reason) == (S.PENDING, 0, up.NOT_RECEIVED)
+    w.clock.now = NOW + timedelta(seconds=POLICY.attempt_timeout_s + 1)
+    await h.expire_deadlines(10, p)
+    assert await h.dispatch("r1", "EU", 10, p) == 1  # sent once, under the same attempt number
+    assert w.tuya.commands == [("EU-000", 0)]
+    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+
+
 async def test_an_intent_not_sent_within_its_window_is_given_back_never_sent_late() -> None:
     w = World()
     p = replace(w.ports(POLICY), command_window_s=5.0)
@@ -512,6 +538,120 @@ async def test_late_joiners_join_a_running_full_stage_and_planning_again_adds_no
     assert counts == w.progress.recount("r1", "EU", F)
     w.clock.now = NOW + timedelta(hours=3)
     assert await h.plan_late_joiners("r1", "EU", p) == 0  # a later round finds nobody new
+
+
+async def _upgrade_all(w: World, p: Ports, region: str) -> None:
+    """Dispatch the region until nothing is left, every commanded device reporting the new version."""
+    while await h.dispatch("r1", region, 100, p):
+        pass
+    for d, _ in w.tuya.commands:
+        await h.on_device_version(d, 0, "1.2.0", p)
+
+
+async def _all_upgraded(n: int, plan: RegionPlan | None = None) -> tuple[World, Ports]:
+    """A full stage of `n` EU devices, every one upgraded (the walk over), not evaluated yet."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": n})
+    await released(w, p, [plan or RegionPlan("EU")])
+    await _upgrade_all(w, p, "EU")
+    return w, p
+
+
+async def _completes_with_it(w: World, p: Ports, device_id: str) -> None:
+    """The held stage goes on: the device is commanded, then the stage completes, counted as recounted."""
+    await _upgrade_all(w, p, "EU")
+    assert (device_id, 0) in w.tuya.commands
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+    assert await w.progress.counts("r1", "EU", F) == w.progress.recount("r1", "EU", F)
+
+
+@pytest.mark.parametrize("activated", [timedelta(hours=-1), timedelta(minutes=1)], ids=["behind", "late"])
+async def test_a_full_stage_does_not_complete_without_a_device_of_its_buckets(activated: timedelta) -> None:
+    """The scale-out e2e: the region completed with plugs of it never claimed. `behind`: a device activated
+    before the stage started whose versions were fetched once the walk had passed its position (no late
+    joiner: the walk never comes back). `late`: a late joiner in the directory, the region done before the
+    minute's late-joiner round. Either is planned when the stage would complete, and the stage waits."""
+    w, p = await _all_upgraded(30)
+    [walk] = w.plans.walks.values()
+    assert walk.ended
+    late = DeviceRecord("EU-late", "p1", "EU", NOW + activated, {0: "1.1.0", 9: "3.0"})
+    await w.devices.record(late)
+    w.clock.now = NOW + timedelta(minutes=2)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    assert await h.evaluate_rollout("r1", "EU", p) == await w.rollouts.get("r1", "EU")  # no second round
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.targeted, counts.pending, counts.succeeded) == (31, 1, 30)
+    assert counts == w.progress.recount("r1", "EU", F)
+    await _completes_with_it(w, p, "EU-late")
+
+
+async def test_a_full_stage_without_late_joiners_completes_without_them() -> None:
+    w, p = await _all_upgraded(5, RegionPlan("EU", late_joiners=False))
+    await w.devices.record(DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(minutes=1), {0: "1.1.0"}))
+    w.clock.now = NOW + timedelta(minutes=2)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+
+
+async def test_a_late_joiner_whose_versions_are_not_fetched_yet_holds_the_full_stage() -> None:
+    w, p = await _all_upgraded(5)
+    w.clock.now = NOW + timedelta(minutes=2)
+    await h.on_device_seen("EU-new", "p1", "EU", w.clock(), p, activated=True, changed=True)  # bindUser
+    await h.on_device_seen("other", "p2", "EU", w.clock(), p, activated=True, changed=True)  # not the product
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    w.tuya.versions["EU-new"] = {0: "1.1.0"}
+    await h.refresh_directory(10, p)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING  # planned now
+    await _completes_with_it(w, p, "EU-new")
+
+
+async def test_a_late_joiner_whose_versions_cannot_be_fetched_holds_the_stage_ten_minutes_at_most() -> None:
+    w, p = await _all_upgraded(5)
+    w.clock.now = NOW + timedelta(minutes=2)
+    await h.on_device_seen("EU-new", "p1", "EU", w.clock(), p, activated=True, changed=True)
+    w.clock.now = NOW + timedelta(minutes=11, seconds=59)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    w.clock.now = NOW + timedelta(minutes=12, seconds=1)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+
+
+async def test_late_joiners_planned_after_the_region_completed_are_cancelled_not_left_pending() -> None:
+    """The scale-out e2e's rerun: a late-joiner round read the region running, the other replica completed
+    it, then the round added its chunk: pending for ever in a completed region. It is cancelled."""
+    w, p = await _all_upgraded(5)
+    stale = await w.rollouts.get("r1", "EU")
+    assert stale is not None
+    w.clock.now = NOW + timedelta(minutes=2)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+    await w.devices.record(DeviceRecord("EU-late", "p1", "EU", NOW + timedelta(minutes=1), {0: "1.1.0"}))
+    assert await h.plan_stage(stale, p, round_=1) == 1
+    counts = await w.progress.counts("r1", "EU", F)
+    assert (counts.pending, counts.cancelled) == (0, 1)
+    assert counts == w.progress.recount("r1", "EU", F)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.COMPLETED
+
+
+async def test_a_completion_decided_before_late_joiners_were_planned_loses_to_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The other order: the completion checked that nothing is open, then the other replica planned late
+    joiners; the completion's conditional write loses (their planning bumped the rollout) and it decides
+    again."""
+    w, p = await _all_upgraded(5)
+    w.clock.now = NOW + timedelta(minutes=2)
+    checked = w.plans.has_open
+
+    async def then_planned(release_id: str, region: str) -> bool:
+        found = await checked(release_id, region)
+        if not w.devices.items.get("EU-late"):
+            w.devices.items["EU-late"] = DeviceRecord("EU-late", "p1", "EU", w.clock(), {0: "1.1.0"})
+            assert await h.plan_late_joiners("r1", "EU", p) == 1
+        return found
+
+    monkeypatch.setattr(w.plans, "has_open", then_planned)
+    assert (await h.evaluate_rollout("r1", "EU", p)).status == RolloutStatus.RUNNING
+    monkeypatch.setattr(w.plans, "has_open", checked)
+    await _completes_with_it(w, p, "EU-late")
 
 
 async def test_planning_writes_one_walk_and_an_upgrade_exists_only_once_dispatched() -> None:
@@ -1002,6 +1142,32 @@ async def test_the_directory_learns_devices_from_events_and_their_versions_from_
     w.tuya.versions["d2"] = {0: "1.2.0", 9: "3.0"}
     assert await h.verify_done(10, p) == 1
     assert w.devices.items["d2"].versions == {0: "1.2.0", 9: "3.0"}
+
+
+async def test_a_device_heard_from_through_another_regions_project_stays_in_its_region_mid_walk() -> None:
+    """The scale-out e2e's plugs that never got an upgrade: ingest labels every event with its project's
+    data center (one ingest, `eu`), so us plugs heard from mid-rollout were moved to eu's bucket when their
+    versions were fetched. us's walk no longer found them (46 planned, 36 claimed, the walk ended and the
+    region completed); eu's walk had passed them. A known device keeps its region."""
+    w = World()
+    p = w.ports(POLICY)
+    await fleet(w, {"EU": 30, "US": 30})
+    await released(w, p, [RegionPlan("EU"), RegionPlan("US")])
+    while await h.dispatch("r1", "EU", 10, p):
+        pass  # eu's walk is over
+    assert await h.dispatch("r1", "US", 5, p) == 5  # us's walk claimed a few ahead, the rest is to come
+    us = [f"US-{i:03d}" for i in range(30)]
+    for d in us:  # presence churn, through the eu project's stream
+        await h.on_device_seen(d, "p1", "EU", NOW, p, activated=False, changed=False)
+        w.tuya.versions[d] = {0: "1.1.0", 9: "3.0"}
+    assert await h.refresh_directory(100, p) == 30
+    while await h.dispatch("r1", "US", 10, p):
+        pass
+    regions = {u.device_id: u.region for u in w.upgrades.docs.values()}
+    assert sorted(d for d, region in regions.items() if region == "US") == us
+    assert len(regions) == 60
+    [walk] = [s for s in w.plans.walks.values() if s.region == "US"]
+    assert (walk.ended, walk.claimed, walk.planned) == (True, 30, 30)
 
 
 async def test_an_ended_upgrade_marks_the_devices_versions_to_be_fetched_again() -> None:

@@ -254,6 +254,10 @@ class DeviceDirectory(Protocol):
     async def to_refresh(self, limit: int) -> list[DeviceFact]:
         """Devices whose versions are to be fetched."""
 
+    async def refreshing(self, product_id: str, region: str, since: datetime) -> bool:
+        """Whether a device of the product and region, activated (or first heard of) after `since`, has its
+        versions still to be fetched (a late joiner not in the directory yet)."""
+
     async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
         """Record the versions fetched (in the directory, counted) and clear the mark, unless an event marked
         the device again meanwhile."""

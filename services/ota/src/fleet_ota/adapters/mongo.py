@@ -864,15 +864,15 @@ class DeviceStore:
             async for d in cursor
         ]
 
+    async def refreshing(self, product_id: str, region: str, since: datetime) -> bool:
+        query = {"stale": True, "product_id": product_id, "region": region, "activated_at": {"$gt": since}}
+        return await self.facts.find_one(query, {"_id": 1}) is not None
+
     async def refreshed(self, fact: DeviceFact, versions: dict[int, str]) -> None:
         known = await self.of_devices([fact.device_id])
-        activated_at = fact.activated_at
-        if known and not fact.activation_seen:  # first seen is no activation: an imported time stands
-            activated_at = min(activated_at, known[0].activated_at)
-        if versions:
-            await self.record(
-                DeviceRecord(fact.device_id, fact.product_id, fact.region, activated_at, versions)
-            )
+        record = directory.refreshed(fact, known[0] if known else None, versions)
+        if record is not None:
+            await self.record(record)
         await self.facts.update_one({"_id": fact.device_id, "mark": fact.mark}, {"$set": {"stale": False}})
 
     async def record(self, device: DeviceRecord) -> None:

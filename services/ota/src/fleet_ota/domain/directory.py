@@ -4,6 +4,10 @@ and a count per bucket that planning reads instead of the devices.
 Rules:
 - An entry is where a device's channel sits in the walk's order (`sweep.position`) and the bucket its version
   puts it in. A write of several records naming the same device and channel keeps the last one.
+- A device's region is where the directory already has it (the inventory's, or the first event's): an
+  event's region is its project's data center (the envelope's `region`), not the device's, so a device heard
+  from again is not moved to another region (a walk of its region would lose it, one of the other region
+  may already have passed it).
 - A count changes only by moves: an entry counted in one bucket (or in none: a new entry) and now in another
   takes one from the first and adds one to the second. Moves add up per bucket, so a batch of entries is one
   change per bucket whatever its size, and batches applied in any order give the same counts.
@@ -16,7 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from fleet_ota.domain.sweep import bucket, position
-from fleet_ota.domain.targeting import DeviceRecord
+from fleet_ota.domain.targeting import DeviceFact, DeviceRecord
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,3 +63,15 @@ def moves(changes: Iterable[tuple[str | None, str]]) -> dict[str, int]:
         if was is not None:
             sums[was] = sums.get(was, 0) - 1
     return {key: n for key, n in sums.items() if n}
+
+
+def refreshed(fact: DeviceFact, known: DeviceRecord | None, versions: dict[int, str]) -> DeviceRecord | None:
+    """The record a fetch of a device's versions writes (None: nothing to write). A device already known
+    keeps its region, and its activation time unless an activation was seen (a first sighting is no
+    activation: an imported time stands)."""
+    if not versions:
+        return None
+    if known is None:
+        return DeviceRecord(fact.device_id, fact.product_id, fact.region, fact.activated_at, versions)
+    activated_at = fact.activated_at if fact.activation_seen else min(fact.activated_at, known.activated_at)
+    return DeviceRecord(fact.device_id, fact.product_id, known.region, activated_at, versions)

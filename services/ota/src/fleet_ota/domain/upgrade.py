@@ -13,9 +13,10 @@ Rules:
   attempts remain, then the upgrade fails for good (`timed_out` when the last failure was a timeout, else
   `failed`).
 - Offline devices and sleepy ones (Tuya 5, waiting for wake-up) wait without using their timeout: the time
-  left is kept and given back when the device is heard from again. An upgrade Tuya called done waits for
-  nothing (only the version check is left, a cloud call): a 5 after done is stale news (a poll answered
-  before the wake, a redelivered push) and an offline device after done stays upgrading.
+  left is kept and given back when the device is heard from again (as `commanded` while Tuya has said
+  nothing of the attempt: recovery still has to learn whether its command arrived). An upgrade Tuya called
+  done waits for nothing (only the version check is left, a cloud call): a 5 after done is stale news (a
+  poll answered before the wake, a redelivered push) and an offline device after done stays upgrading.
 - A device already on the target version before it was commanded is cancelled, not counted as a success.
 - Stopping a release cancels devices not in flight; an upgrade in flight cannot be recalled and finishes.
 - Every change bumps `version` (the document's optimistic-concurrency version) and returns its event plus the
@@ -278,11 +279,14 @@ def on_error_code(u: DeviceUpgrade, code: int, policy: UpgradePolicy, now: datet
 
 
 def on_presence(u: DeviceUpgrade, online: bool, now: datetime) -> Change:
-    """Offline devices wait without using their timeout; a device heard again resumes it."""
+    """Offline devices wait without using their timeout; a device heard again resumes it: `upgrading` once
+    Tuya said something of the attempt, else `commanded` again (recovery's to reconcile: its command may never
+    have reached Tuya; called `upgrading`, nothing would give it back and it would time out unsent)."""
     if online:
         if u.state != S.WAITING:
             return _same(u)
-        return _to(u, S.UPGRADING, **_resumed(u, now))
+        heard = u.tuya_status is not None or u.tuya_done or u.progress_percent is not None
+        return _to(u, S.UPGRADING if heard else S.COMMANDED, **_resumed(u, now))
     if u.state in (S.COMMANDED, S.UPGRADING) and not u.tuya_done:
         return _wait(u, "device offline", now)
     return _same(u)

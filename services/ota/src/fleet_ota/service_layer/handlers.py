@@ -171,12 +171,23 @@ async def plan_stage(r: RegionRollout, p: Ports, *, round_: int = 0) -> int:
     crash, or in two replicas at once, inserts and counts nothing twice. No upgrade document is written here.
     """
     assert r.stage is not None
-    # batch ids are part of chunk ids: no dots, no dollar
-    batch = f"{r.region}:{r.stage.value}:{round_}".replace(".", "_").replace("$", "_")
+    batch = _batch(r, round_)
     await p.progress.open(r.release_id, r.region, r.stage)  # before any delta can reach it
     if r.stage == rel.Stage.VERIFICATION or round_:
         return await _plan_chunks(r, batch, p)
     return await _plan_sweep(r, batch, p)
+
+
+def _batch(r: RegionRollout, round_: int) -> str:
+    assert r.stage is not None
+    # batch ids are part of chunk ids: no dots, no dollar
+    return f"{r.region}:{r.stage.value}:{round_}".replace(".", "_").replace("$", "_")
+
+
+def _minute(p: Ports) -> int:
+    """A late-joiner round's number: a repeat within the minute (a redelivery, a restart, the other replica)
+    names the same chunks."""
+    return int(p.clock().timestamp()) // 60
 
 
 async def _lower_buckets(r: RegionRollout, p: Ports, *, fresh: bool) -> tuple[tuple[str, ...], int]:
@@ -203,7 +214,23 @@ async def _plan_chunks(r: RegionRollout, batch: str, p: Ports) -> int:
     already |= set(await p.upgrades.stages_of(r.release_id, [d.device_id for d in devices]))
     chosen = stage_targets(devices, r, exclude=already)
     await p.plans.add(plan_chunks(r, batch, chosen))
+    if r.stage == rel.Stage.FULL and chosen:
+        await _joined(r, p)
     return len(chosen)
+
+
+async def _joined(r: RegionRollout, p: Ports) -> None:
+    """Late joiners were planned into a full stage: its rollout's version is bumped, so a completion decided
+    without them (its check read before they were added) loses its conditional write and decides again; if
+    the region finished first, they are cancelled (planned after the end, never dispatched)."""
+    for _ in range(_RACE_TRIES):
+        cur = await _rollout(r.release_id, r.region, p)
+        if cur.status not in (rel.RolloutStatus.RUNNING, rel.RolloutStatus.PAUSED):
+            await p.plans.cancel(r.release_id, r.region)
+            return
+        if await p.rollouts.save(replace(cur, version=cur.version + 1), cur.version, []):
+            return
+    raise Conflict(f"rollout {r.release_id}/{r.region} kept changing")
 
 
 async def _plan_sweep(r: RegionRollout, batch: str, p: Ports) -> int:
@@ -315,7 +342,7 @@ async def plan_late_joiners(release_id: str, region: str, p: Ports) -> int:
     r = await _rollout(release_id, region, p)
     if r.status != rel.RolloutStatus.RUNNING or r.stage != rel.Stage.FULL or not r.plan.late_joiners:
         return 0
-    return await plan_stage(r, p, round_=int(p.clock().timestamp()) // 60)
+    return await plan_stage(r, p, round_=_minute(p))
 
 
 async def pause_rollout(release_id: str, region: str, by: str, reason: str | None, p: Ports) -> RegionRollout:
@@ -386,10 +413,15 @@ async def evaluate_rollout(release_id: str, region: str, p: Ports) -> RegionRoll
             return await _save_rollout(p, r, halt)
         case rel.Promote():
             return await promote_rollout(release_id, region, None, p, decision=decision)
-        case rel.Complete() if not await _has_open(release_id, region, p):
-            # the counters said nothing is open; the chunks and documents agree (a count may be relayed late)
+        case rel.Complete() if not await _has_open(release_id, region, p) and not await _left_behind(r, p):
+            # the counters said nothing is open; the chunks and documents agree (a count may be relayed late),
+            # and no device of the stage was left out of it
 
             async def complete(cur: RegionRollout) -> rel.Transition:
+                if cur.version != r.version and (
+                    await _has_open(release_id, region, p) or await _left_behind(cur, p)
+                ):
+                    return rel.Transition(cur)  # late joiners were planned meanwhile
                 return rel.finish(cur, await region_counts(cur, p), stopped=False)
 
             return await _save_rollout(p, r, complete)
@@ -398,6 +430,50 @@ async def evaluate_rollout(release_id: str, region: str, p: Ports) -> RegionRoll
 
 async def _has_open(release_id: str, region: str, p: Ports) -> bool:
     return await p.plans.has_open(release_id, region) or await p.upgrades.has_open(release_id, region)
+
+
+# directory entries a completion check reads at once
+_REST_PAGE = 500
+# how long a late joiner whose versions are not fetched yet holds its full stage at most
+_FETCH_WAIT = timedelta(minutes=10)
+
+
+async def _left_behind(r: RegionRollout, p: Ports) -> bool:
+    """Before a full stage completes: devices of its buckets that are in no stage of the release are planned
+    now (a round of the stage, like late joiners'), and the stage waits for them. Its walk ended without
+    them: they entered the directory behind it (versions fetched late, an event's device first heard of
+    then), or were activated after it started and no late-joiner round came since (one a minute). A
+    late joiner whose versions are still to be fetched holds the stage too. Reads the entries still below
+    the target: succeeded devices have left those buckets, so mostly the failed ones."""
+    if r.stage != rel.Stage.FULL or r.full_started_at is None:
+        return False
+    t = r.target
+    # a fetch failing for good holds the stage no longer than this after the device's activation
+    since = max(r.full_started_at, p.clock() - _FETCH_WAIT)
+    if r.plan.late_joiners and await p.devices.refreshing(t.product_id, r.region, since):
+        return True
+    buckets, _ = await _lower_buckets(r, p, fresh=False)
+    found: list[sw.DirectoryEntry] = []
+    after, more = "", True
+    while more:
+        page, more = await p.devices.page(buckets, after, None, _REST_PAGE)
+        if not page:
+            break
+        after = page[-1].position
+        in_release = await p.upgrades.stages_of(r.release_id, [e.device_id for e in page])
+        found += [e for e in page if e.device_id not in in_release]
+    if not r.plan.late_joiners:
+        found = [e for e in found if e.activated_at <= r.full_started_at]
+    if not found:
+        return False
+    planned = await p.plans.device_ids(r.release_id, r.region, besides="")
+    missing = sorted({e.device_id for e in found} - planned - set(r.plan.verification_devices))
+    if not missing:
+        return False
+    # the late-joiner round of this minute (ids another round of the minute left out wait for the next)
+    await p.plans.add(plan_chunks(r, _batch(r, _minute(p)), missing))
+    await _joined(r, p)
+    return True
 
 
 # --- device upgrades ------------------------------------------------------------------------------------
