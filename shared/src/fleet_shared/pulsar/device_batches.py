@@ -169,7 +169,9 @@ class DeviceEventBatches:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                # never lose the loop: the batch's unsettled messages come back after the ack timeout/close
+                # never lose the loop (each message's own failure is nacked in `_handle`; this is one the
+                # batch's decoding or dead-lettering raised): its unsettled messages come back once the
+                # consumer closes
                 log.exception("handling a batch of %d device events failed", len(batch))
             # Let the handler's other tasks run (status's flushes). While messages arrive faster than they
             # are handled, the client always holds one and nothing here suspends: the writer's flushes then
@@ -319,9 +321,10 @@ class DeviceEventBatches:
 
 
 def _sampled(traceparent: str) -> bool:
-    """Whether a W3C `traceparent` says its trace is recorded (the flags' last bit; a malformed one: asked
-    of the sampler, through the span `carried_context` makes for it)."""
+    """Whether a W3C `traceparent` says its trace is recorded (the flags' last bit, at the same offset in
+    every version: `vv-<32>-<16>-ff...`; a malformed one: asked of the sampler, through the span
+    `carried_context` makes for it)."""
     try:
-        return bool(int(traceparent[-2:], 16) & 1)
+        return bool(int(traceparent[53:55], 16) & 1)
     except ValueError:
         return True

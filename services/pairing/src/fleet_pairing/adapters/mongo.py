@@ -181,7 +181,6 @@ class SessionStore:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         relay: Relay | None = None,
     ) -> None:
-        self.db = db
         self.sessions: AsyncIOMotorCollection[Document] = db["sessions"]
         self.encoder = encoder
         self.clock = clock
@@ -221,10 +220,6 @@ class SessionStore:
             {"$set": {OUTBOX_AT: datetime(1970, 1, 1, tzinfo=UTC)}},
         )
         return int(result.modified_count)
-
-    async def ping(self) -> bool:
-        await self.db.command("ping")
-        return True
 
     async def _relay(self, session_id: str, version: int, entries: Sequence[OutboxEntry]) -> None:
         if self.relay is not None and entries:

@@ -208,7 +208,6 @@ class ShadowStore:
     def __init__(
         self, db: AsyncIOMotorDatabase[Document], *, write_chunk: int = 16, write_concurrency: int = 4
     ) -> None:
-        self.db = db
         self.shadows: AsyncIOMotorCollection[Document] = db[SHADOWS]
         self.write_chunk = write_chunk
         self.write_concurrency = write_concurrency
@@ -219,10 +218,6 @@ class ShadowStore:
         await self.shadows.create_index([("presence.online", ASCENDING), ("_id", ASCENDING)])
         await self.shadows.create_index([("updated_at", ASCENDING)])
         await self.shadows.create_index([("presence.deadline_ms", ASCENDING)])
-
-    async def ping(self) -> bool:
-        await self.db.command("ping")
-        return True
 
     async def load(self, device_ids: Sequence[str]) -> dict[str, StoredShadow]:
         found: dict[str, StoredShadow] = {}
